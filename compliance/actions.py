@@ -1,0 +1,69 @@
+"""Audit event types: a stable integer enum.
+
+The numbers are stored in the audit trail and in exports; never renumber or reuse
+one. Add new actions at the end of their block.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, unique
+
+
+@unique
+class AuditAction(IntEnum):
+    # Trial set-up and access (100s)
+    TRIAL_CREATED = 100
+    TRIAL_UPDATED = 101
+    SITE_CREATED = 110
+    SITE_UPDATED = 111
+    MEMBERSHIP_GRANTED = 120
+    MEMBERSHIP_REVOKED = 121
+    # Subjects and identity (200s)
+    SUBJECT_ENROLLED = 200
+    SUBJECT_UPDATED = 201
+    SUBJECT_STATUS_CHANGED = 202
+    IDENTITY_CREATED = 210
+    IDENTITY_UPDATED = 211
+    IDENTITY_READ = 212
+    # Consent (300s)
+    CONSENT_DOCUMENT_CREATED = 300
+    CONSENT_SIGNED = 310
+    CONSENT_WITHDRAWN = 311
+    # Nanoparticle lots and cell batches (400s)
+    LOT_REGISTERED = 400
+    LOT_UPDATED = 401
+    LOT_QC_STATUS_CHANGED = 402
+    BATCH_REGISTERED = 410
+    BATCH_UPDATED = 411
+    BATCH_LABELLED = 412
+    BATCH_RELEASE_STATUS_CHANGED = 413
+    # Injections (500s)
+    INJECTION_RECORDED = 500
+    INJECTION_UPDATED = 501
+    # Scans and reconstructions (600s)
+    SCANNER_REGISTERED = 600
+    SYSTEM_MATRIX_REGISTERED = 610
+    SYSTEM_MATRIX_RETIRED = 611
+    UPLOAD_STARTED = 620
+    UPLOAD_COMPLETED = 621
+    UPLOAD_REFUSED = 622
+    SCAN_STATUS_CHANGED = 630
+    RECONSTRUCTION_COMPLETED = 640
+    METRICS_RECORDED = 650
+    ROI_DEFINED = 660
+    OFF_TARGET_ALERT_RAISED = 670
+    # Exports, downloads and reads (700s)
+    FILE_DOWNLOADED = 700
+    EXPORT_REQUESTED = 710
+    EXPORT_COMPLETED = 711
+    EXPORT_DOWNLOADED = 712
+    AUDIT_TRAIL_VERIFIED = 720
+    # Accounts and signatures (800s)
+    LOGIN_SUCCEEDED = 800
+    LOGIN_FAILED = 801
+    LOGOUT = 802
+    ACCOUNT_LOCKED = 803
+    TOKEN_ISSUED = 810
+    SIGNATURE_APPLIED = 820
+    SIGNATURE_INVALIDATED = 821
+    SIGNATURE_REFUSED = 822

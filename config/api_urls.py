@@ -1,0 +1,7 @@
+"""Every REST endpoint under /api/v1/. Each app contributes its own router."""
+
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("trials.urls")),
+]
