@@ -1,0 +1,37 @@
+"""Guards for tests that need the real PostgreSQL or Redis.
+
+Locally such a test is skipped when the service is absent; in CI (``CI_REQUIRE_SERVICES=1``)
+a missing service fails the test instead, so a green CI run proves the test ran.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.db import connection
+
+
+def _missing(what: str) -> None:
+    message = f"needs {what}"
+    if os.environ.get("CI_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message}, and CI_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
+    pytest.skip(message)
+
+
+def require_postgres() -> None:
+    if connection.vendor != "postgresql":
+        _missing("PostgreSQL (set DATABASE_URL=postgresql://...)")
+
+
+def redis_url() -> str:
+    url = os.environ.get("CELERY_BROKER_URL", "")
+    if not url.startswith("redis://"):
+        _missing("Redis (set CELERY_BROKER_URL=redis://...)")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.exceptions.RedisError as exc:
+        _missing(f"a reachable Redis at {url} ({exc})")
+    return url
