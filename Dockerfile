@@ -1,0 +1,12 @@
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/data/var/numba-cache
+WORKDIR /app
+COPY requirements.lock pyproject.toml ./
+RUN pip install --no-cache-dir -r requirements.lock
+COPY . .
+RUN pip install --no-cache-dir --no-deps -e . \
+ && MPI_ENV=embedded python manage.py collectstatic --noinput
+RUN useradd --create-home mpi && mkdir -p /data && chown mpi /data
+USER mpi
+EXPOSE 8000
+CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000"]
