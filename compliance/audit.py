@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -31,6 +32,22 @@ _CHAIN_LOCK_KEY = 7_240_113_001
 
 class AuditError(RuntimeError):
     pass
+
+
+# orjson with sorted keys is the canonical form: compact, UTF-8, datetimes as RFC 3339 in
+# UTC ("Z"); naive datetimes (SQLite rows) are UTC, as Django stores them. It is several
+# times faster than the standard library, which matters when verifying a million events.
+_CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+
+
+def _canonical(value: dict) -> bytes:
+    return orjson.dumps(value, option=_CANONICAL_OPTIONS)
+
+
+def _utc(value: dt.datetime | str) -> dt.datetime:
+    if isinstance(value, str):  # SQLite without converters
+        value = dt.datetime.fromisoformat(value)
+    return value.astimezone(dt.timezone.utc) if value.tzinfo is not None else value
 
 
 def _json_default(value: Any) -> Any:
@@ -56,10 +73,6 @@ def to_jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=_json_default))
 
 
-def _format_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def canonical_payload(
     *,
     sequence: int,
@@ -78,10 +91,10 @@ def canonical_payload(
     client_address: str | None,
 ) -> bytes:
     """The exact bytes that are hashed: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(
+    return _canonical(
         {
             "sequence": sequence,
-            "occurred_at": _format_time(occurred_at),
+            "occurred_at": _utc(occurred_at),
             "actor_id": actor_id,
             "actor_username": actor_username,
             "action": action,
@@ -94,11 +107,8 @@ def canonical_payload(
             "reason": reason,
             "request_id": request_id,
             "client_address": client_address,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode("utf-8")
+        }
+    )
 
 
 def chain_hash(prev_hash: str, payload: bytes) -> str:
@@ -188,30 +198,14 @@ class ChainVerification:
         }
 
 
-_VERIFY_FIELDS = (
-    "sequence",
-    "occurred_at",
-    "actor_id",
-    "actor_username",
-    "action",
-    "object_type",
-    "object_id",
-    "trial_id",
-    "site_id",
-    "subject_id",
-    "changes",
-    "reason",
-    "request_id",
-    "client_address",
-    "prev_hash",
-    "hash",
+_VERIFY_COLUMNS = (
+    "sequence", "occurred_at", "actor_id", "actor_username", "action", "object_type", "object_id", "trial_id",
+    "site_id", "subject_id", "changes", "reason", "request_id", "client_address", "prev_hash", "hash",
 )
-
-
 def verify_rows(rows: Iterable[tuple]) -> ChainVerification:
-    """Walk rows (in ``_VERIFY_FIELDS`` order, by sequence) and find the first broken link."""
+    """Walk rows (columns as in ``_VERIFY_COLUMNS``, by sequence) and find the first broken link."""
     sha256 = hashlib.sha256
-    dumps = json.dumps
+    loads, canonical, utc = orjson.loads, _canonical, _utc
     expected_prev = GENESIS_HASH
     expected_sequence = 1
     checked = 0
@@ -225,10 +219,10 @@ def verify_rows(rows: Iterable[tuple]) -> ChainVerification:
         if prev_hash != expected_prev:
             return ChainVerification(False, checked, last_sequence, expected_prev, sequence,
                                      f"event #{sequence} does not point at the hash of the event before it")
-        payload = dumps(
+        payload = canonical(
             {
                 "sequence": sequence,
-                "occurred_at": _format_time(occurred_at),
+                "occurred_at": utc(occurred_at),
                 "actor_id": actor_id,
                 "actor_username": actor_username,
                 "action": action,
@@ -237,15 +231,12 @@ def verify_rows(rows: Iterable[tuple]) -> ChainVerification:
                 "trial_id": trial_id,
                 "site_id": site_id,
                 "subject_id": subject_id,
-                "changes": changes,
+                "changes": loads(changes) if isinstance(changes, str) else changes,
                 "reason": reason,
                 "request_id": request_id,
-                "client_address": client_address,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode("utf-8")
+                "client_address": None if client_address is None else str(client_address),
+            }
+        )
         if sha256(prev_hash.encode("ascii") + payload).hexdigest() != stored_hash:
             return ChainVerification(False, checked, last_sequence, expected_prev, sequence,
                                      f"event #{sequence} was altered: its content no longer matches its hash")
@@ -256,13 +247,25 @@ def verify_rows(rows: Iterable[tuple]) -> ChainVerification:
     return ChainVerification(True, checked, last_sequence, expected_prev)
 
 
-def verify_chain(*, chunk_size: int = 5000) -> ChainVerification:
-    """Recompute every link from the first event; name the first broken one."""
-    with transaction.atomic():
-        # One snapshot (REPEATABLE READ on PostgreSQL is not needed: sequences only grow,
-        # and we stop at the head we saw first).
-        rows = AuditEvent.objects.order_by("sequence").values_list(*_VERIFY_FIELDS).iterator(chunk_size=chunk_size)
-        return verify_rows(rows)
+def _fetch_in_chunks(cursor, chunk_size: int):
+    while True:
+        rows = cursor.fetchmany(chunk_size)
+        if not rows:
+            return
+        yield from rows
+
+
+def verify_chain(*, chunk_size: int = 10_000) -> ChainVerification:
+    """Recompute every link from the first event; name the first broken one.
+
+    Reads raw rows (a server-side cursor on PostgreSQL) rather than model instances:
+    the ORM's per-row conversion costs more than the hashing itself.
+    """
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(c) for c in _VERIFY_COLUMNS)
+    with transaction.atomic(), connection.chunked_cursor() as cursor:
+        cursor.execute(f"SELECT {columns} FROM {table} ORDER BY sequence")  # noqa: S608 - fixed identifiers
+        return verify_rows(_fetch_in_chunks(cursor, chunk_size))
 
 
 def head() -> tuple[int | None, str]:
