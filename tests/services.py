@@ -35,3 +35,21 @@ def redis_url() -> str:
     except redis.exceptions.RedisError as exc:
         _missing(f"a reachable Redis at {url} ({exc})")
     return url
+
+
+def require_executable(name: str, *, package: str) -> str:
+    """The path of a command-line tool, or skip (fail under CI) naming its Debian package."""
+    import shutil
+
+    # Daemons such as Orthanc live in /usr/sbin, which a CI user's PATH may lack.
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        _missing(f"the {name!r} executable (Debian package {package})")
+    return path
+
+
+def require_path(path: str, *, package: str) -> str:
+    """An installed file (e.g. a plugin), or skip (fail under CI) naming its Debian package."""
+    if not os.path.exists(path):
+        _missing(f"{path} (Debian package {package})")
+    return path
