@@ -1,0 +1,150 @@
+"""The API's routes, read from the URL configuration, and for each router basename a
+factory of an object the test needs. A new endpoint without an entry makes the
+cross-site, identity and query-count tests fail, so none can escape them.
+
+Entries for trials' routes are below. Another app adds its own in
+``tests/<app>/api_objects.py``, with dicts of the same names (``HIDDEN_FROM_SITE_B``,
+``VISIBLE_TO_MONITOR``); they are merged in at import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import tests
+from django.urls import URLResolver, get_resolver
+
+from tests import factories as f
+from tests.imaging import factories as fi
+from trials.models import Membership, Role
+
+
+def api_patterns():
+    def walk(patterns, prefix):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+            else:
+                yield prefix + str(pattern.pattern).lstrip("^"), pattern
+
+    return [(route, p) for route, p in walk(get_resolver().url_patterns, "") if route.startswith("api/v1/")]
+
+
+def _router_view(pattern):
+    initkwargs = getattr(pattern.callback, "initkwargs", {})
+    return initkwargs.get("basename"), getattr(pattern.callback, "actions", None)
+
+
+def detail_routes():
+    """(url name, basename, HTTP methods) for every route that takes a pk. Format-suffix
+    twins (``.json``) are the same views and are left out."""
+    routes = []
+    for route, pattern in api_patterns():
+        groups = pattern.pattern.regex.groupindex
+        if "pk" in groups and "format" not in groups:
+            basename, actions = _router_view(pattern)
+            # HEAD mirrors GET (DRF even adds it to ``actions`` after the first request).
+            routes.append((pattern.name, basename, sorted(set(actions or {"get": None}) - {"head"})))
+    return routes
+
+
+def list_routes():
+    routes = []
+    for route, pattern in api_patterns():
+        basename, actions = _router_view(pattern)
+        groups = pattern.pattern.regex.groupindex
+        if basename and "pk" not in groups and "format" not in groups and (actions or {}).get("get") == "list":
+            routes.append((pattern.name, basename))
+    return routes
+
+
+# --- objects that coordinator_b (site B) must never see
+
+
+def _subject_a(cast):
+    subject = f.SubjectFactory(site=cast.site_a)
+    f.SubjectIdentityFactory(subject=subject, full_name="Ada Geheim", medical_record_number="MRN-SECRET-1")
+    return subject
+
+
+def _batch_a(cast):
+    return f.CellBatchFactory(donor_subject=_subject_a(cast))
+
+
+def _injection_a(cast):
+    return f.InjectionFactory(batch=_batch_a(cast))
+
+
+def _consent_a(cast):
+    return f.ConsentFactory(subject=_subject_a(cast))
+
+
+HIDDEN_FROM_SITE_B = {
+    # Site-scoped records: one at site A of the shared trial.
+    "site": lambda cast: cast.site_a,
+    "subject": _subject_a,
+    "consent": _consent_a,
+    "cell-batch": _batch_a,
+    "injection": _injection_a,
+    # Trial-scoped records: site B reads its own trial's, so the hidden one belongs to
+    # another trial in which site B's coordinator holds no role.
+    "trial": lambda cast: f.TrialFactory(),
+    "consent-document": lambda cast: f.ConsentDocumentFactory(),
+    "nanoparticle-lot": lambda cast: f.NanoparticleLotFactory(),
+    # Imaging (scan pipeline): every record hangs off a subject, scanner or scan at site A.
+    "scan": lambda cast: fi.ScanFactory(injection=_injection_a(cast)),
+    "scanner": lambda cast: fi.ScannerFactory(site=cast.site_a),
+    "system-matrix": lambda cast: fi.SystemMatrixFactory(scanner=fi.ScannerFactory(site=cast.site_a)),
+    "measurement": lambda cast: fi.MeasurementFactory(
+        reconstruction=fi.ReconstructionFactory(scan=fi.ScanFactory(injection=_injection_a(cast)))),
+    "roi": lambda cast: fi.RoiFactory(subject=_subject_a(cast)),
+    "alert": lambda cast: fi.AlertFactory(scan=fi.ScanFactory(injection=_injection_a(cast))),
+    "upload": lambda cast: fi.UploadFactory(injection=_injection_a(cast)),
+    "subject-time-course": _subject_a,
+}
+
+
+# --- one more row visible to the monitor (for query counting)
+
+
+def _visible_trial(cast):
+    trial = f.TrialFactory()
+    Membership.objects.create(user=cast.monitor, trial=trial, role=Role.MONITOR)
+    return trial
+
+
+VISIBLE_TO_MONITOR = {
+    "trial": _visible_trial,
+    "site": lambda cast: f.SiteFactory(trial=cast.trial),
+    "subject": _subject_a,
+    "consent": _consent_a,
+    "cell-batch": _batch_a,
+    "injection": _injection_a,
+    "consent-document": lambda cast: f.ConsentDocumentFactory(trial=cast.trial),
+    "nanoparticle-lot": lambda cast: f.NanoparticleLotFactory(trial=cast.trial),
+    "scan": lambda cast: fi.ScanFactory(injection=_injection_a(cast)),
+    "scanner": lambda cast: fi.ScannerFactory(site=cast.site_a),
+    "system-matrix": lambda cast: fi.SystemMatrixFactory(scanner=fi.ScannerFactory(site=cast.site_a)),
+    "measurement": lambda cast: fi.MeasurementFactory(
+        reconstruction=fi.ReconstructionFactory(scan=fi.ScanFactory(injection=_injection_a(cast)))),
+    "roi": lambda cast: fi.RoiFactory(subject=_subject_a(cast)),
+    "alert": lambda cast: fi.AlertFactory(scan=fi.ScanFactory(injection=_injection_a(cast))),
+}
+
+
+def _merge_app_entries() -> None:
+    for module in pkgutil.iter_modules(tests.__path__):
+        if not module.ispkg or module.name == "trials":
+            continue
+        try:
+            entries = importlib.import_module(f"tests.{module.name}.api_objects")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tests.{module.name}.api_objects":
+                raise
+            continue
+        HIDDEN_FROM_SITE_B.update(getattr(entries, "HIDDEN_FROM_SITE_B", {}))
+        VISIBLE_TO_MONITOR.update(getattr(entries, "VISIBLE_TO_MONITOR", {}))
+
+
+_merge_app_entries()

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+
+from compliance.actions import AuditAction
+from config.errors import RuleViolation
+from tests.conftest import last_event
+from trials.models import NanoparticleLot
+from trials.services import lot_register
+
+COA = b"Certificate of analysis: Synomag-D, lot SD-2211"
+
+
+def _register(actor, trial, **overrides):
+    fields = dict(
+        manufacturer="micromod", product="synomag-D", lot_number="SD-2211", expiry_date=dt.date(2027, 6, 30),
+        core_size_nm=Decimal("30"), hydrodynamic_size_nm=Decimal("50"), polydispersity_index=Decimal("0.15"),
+        coating="dextran", certificate_of_analysis=ContentFile(COA, name="coa.pdf"), iron_mg_per_ml=Decimal("10"),
+    )
+    fields.update(overrides)
+    return lot_register(actor=actor, trial=trial, **fields)
+
+
+def test_it_registers_a_quarantined_lot_with_mmol_computed_and_the_certificate_hashed(trial, coordinator_a):
+    lot = _register(coordinator_a, trial)
+
+    assert lot.qc_status == NanoparticleLot.QcStatus.QUARANTINED
+    assert lot.iron_mmol_per_l == Decimal("179.0671")  # 10 / 55.845 * 1000
+    assert lot.certificate_sha256 == hashlib.sha256(COA).hexdigest()
+    event = last_event()
+    assert (event.action, event.actor, event.trial_id) == (AuditAction.LOT_REGISTERED, coordinator_a, trial.pk)
+    assert event.changes["iron_mmol_per_l"] == [None, "179.0671"]
+
+
+def test_it_computes_mg_per_ml_from_mmol_per_l(trial, coordinator_a):
+    lot = _register(coordinator_a, trial, iron_mg_per_ml=None, iron_mmol_per_l=Decimal("98.4869"))
+    assert lot.iron_mg_per_ml == Decimal("5.5000")
+
+
+def test_it_accepts_both_concentrations_within_half_a_percent(trial, coordinator_a):
+    lot = _register(coordinator_a, trial, iron_mg_per_ml=Decimal("10"), iron_mmol_per_l=Decimal("179.9"))
+    assert lot.pk
+
+
+def test_it_refuses_inconsistent_concentrations(trial, coordinator_a, nothing_written):
+    with nothing_written(), pytest.raises(ValidationError) as caught:
+        _register(coordinator_a, trial, iron_mg_per_ml=Decimal("10"), iron_mmol_per_l=Decimal("185"))
+    assert "iron_mmol_per_l" in caught.value.message_dict
+
+
+def test_it_needs_an_iron_concentration(trial, coordinator_a, nothing_written):
+    with nothing_written(), pytest.raises(RuleViolation) as caught:
+        _register(coordinator_a, trial, iron_mg_per_ml=None)
+    assert caught.value.code == "iron_concentration_missing"
+
+
+def test_it_refuses_a_hydrodynamic_size_below_the_core(trial, coordinator_a, nothing_written):
+    with nothing_written(), pytest.raises(ValidationError):
+        _register(coordinator_a, trial, hydrodynamic_size_nm=Decimal("20"))
+
+
+def test_it_refuses_a_lot_number_twice_for_one_manufacturer(trial, coordinator_a, nothing_written):
+    _register(coordinator_a, trial)
+    with nothing_written(), pytest.raises(ValidationError):
+        _register(coordinator_a, trial)
+
+
+@pytest.mark.parametrize("who", ["imaging_a", "investigator_a", "monitor", "sponsor"])
+def test_it_refuses_non_coordinators(request, trial, nothing_written, who):
+    actor = request.getfixturevalue(who)
+    with nothing_written(), pytest.raises(RuleViolation) as caught:
+        _register(actor, trial)
+    assert caught.value.code == "forbidden"

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from compliance.actions import AuditAction
+from compliance.models import AuditEvent
+from rest_framework.authtoken.models import Token
+
+from tests.factories import PASSWORD
+
+URL = "/api/v1/auth/token/"
+
+
+def test_it_issues_a_token_for_good_credentials_and_audits_it(api, coordinator_a):
+    response = api().post(URL, {"username": "coordinator_a", "password": PASSWORD}, format="json")
+
+    assert response.status_code == 200
+    assert response.json() == {"token": Token.objects.get(user=coordinator_a).key}
+    event = AuditEvent.objects.get()
+    assert (event.action, event.actor) == (AuditAction.TOKEN_ISSUED, coordinator_a)
+
+
+def test_it_lets_the_token_read_the_api(api, coordinator_a, site_a):
+    key = api().post(URL, {"username": "coordinator_a", "password": PASSWORD}, format="json").json()["token"]
+    response = api().get("/api/v1/sites/", HTTP_AUTHORIZATION=f"Token {key}")
+    assert response.status_code == 200
+    assert [row["code"] for row in response.json()["results"]] == ["A"]
+
+
+def test_it_refuses_bad_credentials_in_the_error_shape_and_audits_the_failure(api, coordinator_a):
+    response = api().post(URL, {"username": "coordinator_a", "password": "wrong-password"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"error": {"code": "invalid_credentials",
+                                         "message": "Unable to log in with the credentials given."}}
+    assert not Token.objects.exists()
+    event = AuditEvent.objects.get()
+    assert event.action == AuditAction.LOGIN_FAILED
+    assert event.actor is None
+    assert event.changes == {"username": "coordinator_a", "via": "api_token"}
+
+
+def test_it_refuses_a_request_without_credentials(api, db):
+    response = api().post(URL, {}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == {"username", "password"}
+    assert not AuditEvent.objects.exists()

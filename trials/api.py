@@ -1,0 +1,205 @@
+"""REST endpoints for trials. Each method: scope through a selector, translate the
+input, call one service, translate the output.
+
+Objects outside the user's sites are not in the queryset at all, so detail routes
+answer 404 for them (never 403, which would confirm they exist).
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import SAFE_METHODS, AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from trials import filters, selectors, services
+from trials import serializers as s
+
+
+class TrialPagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """List and detail over ``selector(request.user)``; writes are explicit actions."""
+
+    selector = None
+    pagination_class = TrialPagination
+
+    def get_queryset(self):
+        return type(self).selector(self.request.user)
+
+    def validated(self, input_class, **kwargs) -> dict:
+        serializer = input_class(data=self.request.data, context=self.get_serializer_context(), **kwargs)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def output(self, obj, http_status=status.HTTP_200_OK, serializer_class=None) -> Response:
+        serializer_class = serializer_class or self.get_serializer_class()
+        return Response(serializer_class(obj, context=self.get_serializer_context()).data, status=http_status)
+
+    def refetched(self, obj):
+        # Re-read through the selector so the output has its annotations and joins.
+        return self.get_queryset().get(pk=obj.pk)
+
+
+class TrialViewSet(ScopedViewSet):
+    selector = selectors.visible_trials
+    serializer_class = s.TrialOutput
+    filterset_fields = ["status", "phase", "protocol_number"]
+    ordering_fields = ["protocol_number", "created_at"]
+
+
+class SiteViewSet(ScopedViewSet):
+    selector = selectors.visible_sites
+    serializer_class = s.SiteOutput
+    filterset_class = filters.SiteFilter
+    ordering_fields = ["code", "name"]
+
+
+class SubjectViewSet(ScopedViewSet):
+    selector = selectors.subjects_visible_to
+    serializer_class = s.SubjectOutput
+    filterset_class = filters.SubjectFilter
+    ordering_fields = ["code", "enrolment_date", "status", "created_at"]
+
+    @extend_schema(request=s.SubjectEnrolInput, responses={201: s.SubjectOutput}, summary="Enrol a subject")
+    def create(self, request):
+        subject = services.subject_enrol(actor=request.user, **self.validated(s.SubjectEnrolInput))
+        return self.output(self.refetched(subject), status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.SubjectStatusInput, responses=s.SubjectOutput, summary="Change a subject's status")
+    @action(detail=True, methods=["post"], url_path="status")
+    def change_status(self, request, pk=None):
+        subject = self.get_object()
+        subject = services.subject_change_status(actor=request.user, subject=subject,
+                                                 **self.validated(s.SubjectStatusInput))
+        return self.output(self.refetched(subject))
+
+    @extend_schema(methods=["GET"], request=None, responses=s.IdentityOutput,
+                   summary="Read a subject's identity (PHI roles only; every read is audited)")
+    @extend_schema(methods=["PUT", "POST"], request=s.IdentityInput, responses=s.IdentityOutput,
+                   summary="Record or correct a subject's identity (a correction needs a reason)")
+    @action(detail=True, methods=["get", "put", "post"])
+    def identity(self, request, pk=None):
+        subject = self.get_object()
+        if request.method in SAFE_METHODS:  # GET and HEAD are reads, audited alike
+            identity = services.subject_identity_read(actor=request.user, subject=subject)
+        else:
+            identity = services.subject_identity_set(actor=request.user, subject=subject,
+                                                     **self.validated(s.IdentityInput))
+        return self.output(identity, serializer_class=s.IdentityOutput)
+
+
+class ConsentDocumentViewSet(ScopedViewSet):
+    selector = selectors.consent_documents_visible_to
+    serializer_class = s.ConsentDocumentOutput
+    filterset_class = filters.ConsentDocumentFilter
+    ordering_fields = ["effective_date", "version"]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(request={"multipart/form-data": s.ConsentDocumentInput}, responses={201: s.ConsentDocumentOutput},
+                   summary="Add a consent document version (its SHA-256 is computed on upload)")
+    def create(self, request):
+        document = services.consent_document_create(actor=request.user, **self.validated(s.ConsentDocumentInput))
+        return self.output(document, status.HTTP_201_CREATED)
+
+
+class ConsentViewSet(ScopedViewSet):
+    selector = selectors.consents_visible_to
+    serializer_class = s.ConsentOutput
+    filterset_class = filters.ConsentFilter
+    ordering_fields = ["signed_at", "withdrawn_at"]
+
+    @extend_schema(request=s.ConsentSignInput, responses={201: s.ConsentOutput}, summary="Record a signed consent")
+    def create(self, request):
+        consent = services.consent_sign(actor=request.user, **self.validated(s.ConsentSignInput))
+        return self.output(self.refetched(consent), status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.ConsentWithdrawInput, responses=s.ConsentOutput,
+                   summary="Withdraw some or all scopes of a consent")
+    @action(detail=True, methods=["post"])
+    def withdraw(self, request, pk=None):
+        consent = self.get_object()
+        consent = services.consent_withdraw(actor=request.user, consent=consent,
+                                            **self.validated(s.ConsentWithdrawInput))
+        return self.output(self.refetched(consent))
+
+
+class NanoparticleLotViewSet(ScopedViewSet):
+    selector = selectors.lots_visible_to
+    serializer_class = s.LotOutput
+    filterset_class = filters.LotFilter
+    ordering_fields = ["manufacturer", "lot_number", "expiry_date"]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(request={"multipart/form-data": s.LotRegisterInput}, responses={201: s.LotOutput},
+                   summary="Register a nanoparticle lot (quarantined until QC release)")
+    def create(self, request):
+        lot = services.lot_register(actor=request.user, **self.validated(s.LotRegisterInput))
+        return self.output(lot, status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.LotQcStatusInput, responses=s.LotOutput, summary="Release, quarantine or reject a lot")
+    @action(detail=True, methods=["post"], url_path="qc-status")
+    def qc_status(self, request, pk=None):
+        lot = self.get_object()
+        lot = services.lot_set_qc_status(actor=request.user, lot=lot, **self.validated(s.LotQcStatusInput))
+        return self.output(lot)
+
+
+class CellBatchViewSet(ScopedViewSet):
+    selector = selectors.batches_visible_to
+    serializer_class = s.BatchOutput
+    filterset_class = filters.BatchFilter
+    ordering_fields = ["batch_code", "manufactured_at", "cells_remaining"]
+
+    @extend_schema(request=s.BatchRegisterInput, responses={201: s.BatchOutput}, summary="Register a cell batch")
+    def create(self, request):
+        batch = services.batch_register(actor=request.user, **self.validated(s.BatchRegisterInput))
+        return self.output(self.refetched(batch), status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.BatchLabelInput, responses=s.BatchOutput, summary="Record the batch's SPION labelling")
+    @action(detail=True, methods=["post"])
+    def label(self, request, pk=None):
+        batch = self.get_object()
+        batch = services.batch_label(actor=request.user, batch=batch, **self.validated(s.BatchLabelInput))
+        return self.output(self.refetched(batch))
+
+    @extend_schema(request=s.BatchReleaseInput, responses=s.BatchOutput, summary="Release or reject a batch")
+    @action(detail=True, methods=["post"])
+    def release(self, request, pk=None):
+        batch = self.get_object()
+        batch = services.batch_set_release_status(actor=request.user, batch=batch,
+                                                  **self.validated(s.BatchReleaseInput))
+        return self.output(self.refetched(batch))
+
+
+class InjectionViewSet(ScopedViewSet):
+    selector = selectors.injections_visible_to
+    serializer_class = s.InjectionOutput
+    filterset_class = filters.InjectionFilter
+    ordering_fields = ["administered_at"]
+
+    @extend_schema(request=s.InjectionRecordInput, responses={201: s.InjectionOutput}, summary="Record an injection")
+    def create(self, request):
+        injection = services.injection_record(actor=request.user, **self.validated(s.InjectionRecordInput))
+        return self.output(self.refetched(injection), status.HTTP_201_CREATED)
+
+
+class TokenApi(APIView):
+    """Exchange a username and password for an API token."""
+
+    authentication_classes = []  # credentials are in the body; no session, so no CSRF
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=s.TokenInput, responses=s.TokenOutput, summary="Obtain an API token")
+    def post(self, request):
+        serializer = s.TokenInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        token = services.auth_token_issue(request=request, **serializer.validated_data)
+        return Response({"token": token.key})

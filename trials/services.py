@@ -1,0 +1,615 @@
+"""Every write to trial data, with its business rules and its audit event.
+
+Shape: ``<entity>_<action>(*, actor, ...) -> Model``. Each service checks the actor's
+role and the rules first, then ``full_clean()`` and ``save()`` and
+``record_event(...)`` inside one ``transaction.atomic``, so a change and its audit
+event commit together. A refused rule raises ``RuleViolation`` before anything is
+written: no row, no file, no audit event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import zoneinfo
+from decimal import Decimal
+from typing import Iterable
+
+from django.contrib.auth import authenticate
+from django.db import models, transaction
+from django.db.models.fields.files import FieldFile
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from compliance import twofactor
+from compliance.actions import AuditAction
+from compliance.audit import diff, record_event
+from config.errors import RuleViolation
+from trials.models import (
+    CellBatch,
+    Consent,
+    ConsentDocument,
+    ConsentScope,
+    Injection,
+    Membership,
+    NanoparticleLot,
+    Site,
+    Subject,
+    SubjectIdentity,
+    Trial,
+    iron_mg_per_ml_from_mmol_per_l,
+    iron_mmol_per_l_from_mg_per_ml,
+)
+from trials.permissions import access
+from trials.selectors import batch_cells_remaining, governing_consent, latest_effective_document, scope_withdrawn_at
+
+# Never copied into an audit payload.
+_SECRET_FIELDS = frozenset({"deidentification_secret"})
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _snapshot(obj, fields: Iterable[str] | None = None) -> dict:
+    """Plain values of a model's concrete fields, for ``diff``."""
+    values = {}
+    for field in obj._meta.concrete_fields:
+        if field.name in _SECRET_FIELDS or (fields is not None and field.name not in fields):
+            continue
+        value = getattr(obj, field.attname)
+        if isinstance(value, FieldFile):
+            value = value.name or ""
+        elif isinstance(field, models.DecimalField) and value is not None:
+            # As stored, so the trail says "11.200" whether the caller sent 11.2 or "11.200".
+            value = Decimal(value).quantize(Decimal(1).scaleb(-field.decimal_places))
+        values[field.attname] = value
+    return values
+
+
+def _audit(*, actor, action: AuditAction, obj, changes: dict, reason: str = "", site_id=None, trial_id=None, subject_id=None):
+    return record_event(
+        actor=actor,
+        action=action,
+        object_type=obj._meta.label_lower,
+        object_id=obj.pk,
+        trial_id=trial_id,
+        site_id=site_id,
+        subject_id=subject_id,
+        changes=changes,
+        reason=reason,
+    )
+
+
+def _require_reason(reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise RuleViolation(
+            "reason_required", "A reason is required to change an existing record.", field="reason", status_code=400
+        )
+    return reason
+
+
+def _require_platform_admin(actor, action: str) -> None:
+    # Trial set-up is done by platform administrators, or by a management command
+    # (actor=None, recorded as the system in the audit trail).
+    if actor is not None and not (actor.is_active and actor.is_superuser):
+        raise RuleViolation("forbidden", f"Only a platform administrator may {action}.", status_code=403)
+
+
+def _not_in_future(value: dt.datetime, field: str, what: str) -> None:
+    if value > timezone.now() + dt.timedelta(minutes=5):  # allow small clock skew between devices
+        raise RuleViolation(f"{field}_in_future", f"{what} cannot be in the future.", field=field, status_code=400)
+
+
+def _local_date(value: dt.datetime, site: Site) -> dt.date:
+    # Calendar questions (is the document effective? is the lot expired?) are asked in
+    # the site's own time zone: 23:30 UTC may already be tomorrow at the site.
+    return value.astimezone(zoneinfo.ZoneInfo(site.time_zone)).date()
+
+
+def sha256_of(file) -> str:
+    digest = hashlib.sha256()
+    file.seek(0)
+    for chunk in file.chunks() if hasattr(file, "chunks") else iter(lambda: file.read(1 << 20), b""):
+        digest.update(chunk)
+    file.seek(0)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- trial set-up
+
+
+def trial_create(
+    *, actor, protocol_number: str, title: str, phase: str, status: str = Trial.Status.PLANNED,
+    off_target_alert_percent: Decimal | None = None,
+) -> Trial:
+    _require_platform_admin(actor, "create a trial")
+    trial = Trial(protocol_number=protocol_number, title=title, phase=phase, status=status)
+    if off_target_alert_percent is not None:
+        trial.off_target_alert_percent = off_target_alert_percent
+    with transaction.atomic():
+        trial.full_clean()
+        trial.save()
+        _audit(actor=actor, action=AuditAction.TRIAL_CREATED, obj=trial, trial_id=trial.pk,
+               changes=diff(None, _snapshot(trial)))
+    return trial
+
+
+def site_create(*, actor, trial: Trial, code: str, name: str, time_zone: str) -> Site:
+    _require_platform_admin(actor, "add a site")
+    site = Site(trial=trial, code=code, name=name, time_zone=time_zone)
+    with transaction.atomic():
+        site.full_clean()
+        site.save()
+        _audit(actor=actor, action=AuditAction.SITE_CREATED, obj=site, trial_id=trial.pk, site_id=site.pk,
+               changes=diff(None, _snapshot(site)))
+    return site
+
+
+def membership_grant(*, actor, user, trial: Trial, role: str, site: Site | None = None) -> Membership:
+    _require_platform_admin(actor, "grant a role")
+    membership = Membership(user=user, trial=trial, site=site, role=role)
+    with transaction.atomic():
+        membership.full_clean()
+        membership.save()
+        _audit(actor=actor, action=AuditAction.MEMBERSHIP_GRANTED, obj=membership, trial_id=trial.pk,
+               site_id=site.pk if site else None, changes=diff(None, _snapshot(membership)))
+    return membership
+
+
+# --------------------------------------------------------------------------- subjects
+
+
+def subject_enrol(*, actor, site: Site, enrolment_date: dt.date, status: str = Subject.Status.SCREENING) -> Subject:
+    access.require_role(actor, site=site, roles=access.ENROL_ROLES, action="enrol subjects")
+    if status not in (Subject.Status.SCREENING, Subject.Status.ENROLLED):
+        raise RuleViolation("invalid_initial_status", "A new subject starts in screening or enrolled.",
+                            field="status", status_code=400)
+    with transaction.atomic():
+        # Lock the site so two enrolments at once cannot draw the same serial.
+        site = Site.objects.select_for_update().select_related("trial").get(pk=site.pk)
+        serial = Subject.objects.filter(site=site).count() + 1
+        code = f"{site.trial.protocol_number}-{site.code}-{serial:04d}"
+        subject = Subject(trial=site.trial, site=site, code=code, enrolment_date=enrolment_date, status=status)
+        subject.full_clean()
+        subject.save()
+        _audit(actor=actor, action=AuditAction.SUBJECT_ENROLLED, obj=subject, trial_id=site.trial_id,
+               site_id=site.pk, subject_id=subject.pk, changes=diff(None, _snapshot(subject)))
+    return subject
+
+
+_FINAL_SUBJECT_STATUSES = (Subject.Status.COMPLETED, Subject.Status.WITHDRAWN)
+
+
+def subject_change_status(*, actor, subject: Subject, status: str, reason: str) -> Subject:
+    access.require_role(actor, site=subject.site, roles=access.ENROL_ROLES, action="change a subject's status")
+    reason = _require_reason(reason)
+    if subject.status in _FINAL_SUBJECT_STATUSES:
+        raise RuleViolation("subject_status_final", f"Subject {subject.code} is {subject.status}: the status is final.",
+                            field="status")
+    if status == subject.status:
+        raise RuleViolation("no_change", f"Subject {subject.code} is already {status}.", field="status")
+    with transaction.atomic():
+        subject = Subject.objects.select_for_update().get(pk=subject.pk)
+        before = _snapshot(subject, ["status"])
+        subject.status = status
+        subject.full_clean()
+        subject.save(update_fields=["status"])
+        _audit(actor=actor, action=AuditAction.SUBJECT_STATUS_CHANGED, obj=subject, trial_id=subject.trial_id,
+               site_id=subject.site_id, subject_id=subject.pk, changes=diff(before, _snapshot(subject, ["status"])),
+               reason=reason)
+    return subject
+
+
+_IDENTITY_FIELDS = ("full_name", "date_of_birth", "medical_record_number")
+
+
+def _identity_fingerprints(identity: SubjectIdentity | None, trial: Trial) -> dict:
+    # The audit trail must show that a value changed without becoming a second copy of
+    # the PHI (it is exported to auditors). A keyed hash per field lets an auditor
+    # holding the value confirm it, and reveals nothing to anyone else.
+    if identity is None:
+        return {}
+    key = trial.deidentification_secret.encode()
+    return {
+        name: "hmac-sha256:" + hmac.new(key, str(getattr(identity, name)).encode(), hashlib.sha256).hexdigest()[:16]
+        for name in _IDENTITY_FIELDS
+    }
+
+
+def subject_identity_set(
+    *, actor, subject: Subject, full_name: str, date_of_birth: dt.date, medical_record_number: str, reason: str = ""
+) -> SubjectIdentity:
+    if not access.can_write_identity(actor, subject):
+        raise RuleViolation("forbidden", "Only a coordinator or investigator at the subject's site may record identity.",
+                            status_code=403)
+    existing = SubjectIdentity.objects.filter(subject=subject).first()
+    if existing is not None:
+        reason = _require_reason(reason)
+    if date_of_birth > timezone.localdate():
+        raise RuleViolation("date_of_birth_in_future", "The date of birth cannot be in the future.",
+                            field="date_of_birth", status_code=400)
+    before = _identity_fingerprints(existing, subject.trial)
+    identity = existing or SubjectIdentity(subject=subject)
+    identity.full_name = full_name
+    identity.date_of_birth = date_of_birth
+    identity.medical_record_number = medical_record_number
+    with transaction.atomic():
+        identity.full_clean()
+        identity.save()
+        _audit(actor=actor, action=AuditAction.IDENTITY_UPDATED if existing else AuditAction.IDENTITY_CREATED,
+               obj=identity, trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk,
+               changes=diff(before, _identity_fingerprints(identity, subject.trial)), reason=reason)
+    return identity
+
+
+def subject_identity_read(*, actor, subject: Subject) -> SubjectIdentity:
+    """Hand out a subject's identity to a PHI role, and record that it was read."""
+    if not access.can_read_identity(actor, subject):
+        raise RuleViolation("forbidden", "Your role may not read identifiable data.", status_code=403)
+    identity = SubjectIdentity.objects.filter(subject=subject).first()
+    if identity is None:
+        raise RuleViolation("identity_missing", f"No identity is recorded for subject {subject.code}.", status_code=404)
+    with transaction.atomic():
+        _audit(actor=actor, action=AuditAction.IDENTITY_READ, obj=identity, trial_id=subject.trial_id,
+               site_id=subject.site_id, subject_id=subject.pk, changes={"fields_read": list(_IDENTITY_FIELDS)})
+    return identity
+
+
+# --------------------------------------------------------------------------- consent
+
+
+def consent_document_create(
+    *, actor, trial: Trial, version: str, irb_approval_date: dt.date, effective_date: dt.date, file
+) -> ConsentDocument:
+    access.require_role(actor, trial=trial, roles=access.CONSENT_ROLES, action="add consent documents")
+    document = ConsentDocument(trial=trial, version=version, irb_approval_date=irb_approval_date,
+                               effective_date=effective_date, file=file, sha256=sha256_of(file))
+    with transaction.atomic():
+        document.full_clean()
+        document.save()
+        _audit(actor=actor, action=AuditAction.CONSENT_DOCUMENT_CREATED, obj=document, trial_id=trial.pk,
+               changes=diff(None, _snapshot(document)))
+    return document
+
+
+def _validated_scopes(scopes: Iterable[str]) -> list[str]:
+    scopes = list(dict.fromkeys(scopes or []))
+    unknown = [s for s in scopes if s not in ConsentScope.values]
+    if unknown or not scopes:
+        raise RuleViolation(
+            "invalid_scope",
+            f"Scopes must be a non-empty list of {', '.join(ConsentScope.values)}"
+            + (f"; unknown: {', '.join(map(str, unknown))}" if unknown else "."),
+            field="scopes", status_code=400,
+        )
+    return scopes
+
+
+def consent_sign(*, actor, subject: Subject, document: ConsentDocument, scopes: Iterable[str], signed_at: dt.datetime) -> Consent:
+    access.require_role(actor, site=subject.site, roles=access.CONSENT_ROLES, action="record consent")
+    scopes = _validated_scopes(scopes)
+    _not_in_future(signed_at, "signed_at", "The signature time")
+    if document.trial_id != subject.trial_id:
+        raise RuleViolation("consent_document_wrong_trial", "The consent document belongs to another trial.",
+                            field="document")
+    signed_on = _local_date(signed_at, subject.site)
+    if document.effective_date > signed_on:
+        raise RuleViolation(
+            "consent_document_not_effective",
+            f"Consent v{document.version} takes effect on {document.effective_date}; it was not in force on {signed_on}.",
+            field="document",
+        )
+    latest = latest_effective_document(subject.trial, on=signed_on)
+    if latest != document:
+        raise RuleViolation(
+            "consent_document_superseded",
+            f"Consent v{document.version} was superseded by v{latest.version} on {latest.effective_date}: "
+            f"sign the version in force on {signed_on}.",
+            field="document",
+        )
+    if subject.status == Subject.Status.WITHDRAWN:
+        raise RuleViolation("subject_withdrawn", f"Subject {subject.code} has withdrawn from the trial.", field="subject")
+    consent = Consent(subject=subject, document=document, signed_at=signed_at, obtained_by=actor,
+                      **{f"scope_{s}": s in scopes for s in ConsentScope.values})
+    with transaction.atomic():
+        consent.full_clean()
+        consent.save()
+        _audit(actor=actor, action=AuditAction.CONSENT_SIGNED, obj=consent, trial_id=subject.trial_id,
+               site_id=subject.site_id, subject_id=subject.pk, changes=diff(None, _snapshot(consent)))
+    return consent
+
+
+def consent_withdraw(
+    *, actor, consent: Consent, scopes: Iterable[str], reason: str, withdrawn_at: dt.datetime | None = None
+) -> Consent:
+    subject = consent.subject
+    access.require_role(actor, site=subject.site, roles=access.CONSENT_ROLES, action="record a consent withdrawal")
+    reason = _require_reason(reason)
+    scopes = _validated_scopes(scopes)
+    withdrawn_at = withdrawn_at or timezone.now()
+    _not_in_future(withdrawn_at, "withdrawn_at", "The withdrawal time")
+    with transaction.atomic():
+        consent = Consent.objects.select_for_update().get(pk=consent.pk)
+        not_granted = [s for s in scopes if s not in consent.scopes]
+        if not_granted:
+            raise RuleViolation("scope_not_granted", f"Scope(s) never granted: {', '.join(not_granted)}.", field="scopes")
+        already = [s for s in scopes if s in consent.withdrawn_scopes]
+        if already:
+            raise RuleViolation("scope_already_withdrawn", f"Scope(s) already withdrawn: {', '.join(already)}.",
+                                field="scopes")
+        if withdrawn_at < consent.signed_at:
+            raise RuleViolation("withdrawn_before_signed", "A consent cannot be withdrawn before it was signed.",
+                                field="withdrawn_at", status_code=400)
+        fields = ["withdrawn_at", "withdrawn_scopes", "withdrawal_reason"]
+        before = _snapshot(consent, fields)
+        stamp = withdrawn_at.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        consent.withdrawn_scopes = {**consent.withdrawn_scopes, **{s: stamp for s in scopes}}
+        consent.withdrawn_at = withdrawn_at
+        consent.withdrawal_reason = reason
+        consent.full_clean()
+        consent.save(update_fields=fields)
+        _audit(actor=actor, action=AuditAction.CONSENT_WITHDRAWN, obj=consent, trial_id=subject.trial_id,
+               site_id=subject.site_id, subject_id=subject.pk, changes=diff(before, _snapshot(consent, fields)),
+               reason=reason)
+    return consent
+
+
+def assert_scope_active(subject: Subject, scope: str, at: dt.datetime | None = None) -> None:
+    """Raise unless ``subject`` consented to ``scope`` and had not withdrawn it at ``at``.
+
+    The scan pipeline calls this before accepting an upload or processing a scan.
+    """
+    scope = ConsentScope(scope).value
+    at = at or timezone.now()
+    consent = governing_consent(subject, at=at)
+    if consent is None or not getattr(consent, f"scope_{scope}"):
+        raise RuleViolation("consent_missing", f"Subject {subject.code} has no {scope} consent in force at {at:%Y-%m-%d %H:%M} UTC.")
+    withdrawn = scope_withdrawn_at(consent, scope)
+    if withdrawn is not None and withdrawn <= at:
+        raise RuleViolation("consent_withdrawn", f"Subject {subject.code} withdrew {scope} consent on {withdrawn:%Y-%m-%d %H:%M} UTC.")
+
+
+# --------------------------------------------------------------------------- nanoparticle lots
+
+
+def lot_register(
+    *, actor, trial: Trial, manufacturer: str, product: str, lot_number: str, expiry_date: dt.date,
+    core_size_nm: Decimal, hydrodynamic_size_nm: Decimal, polydispersity_index: Decimal, coating: str,
+    certificate_of_analysis, iron_mg_per_ml: Decimal | None = None, iron_mmol_per_l: Decimal | None = None,
+) -> NanoparticleLot:
+    access.require_role(actor, trial=trial, roles=access.PRODUCT_ROLES, action="register nanoparticle lots")
+    if iron_mg_per_ml is None and iron_mmol_per_l is None:
+        raise RuleViolation("iron_concentration_missing", "Give the iron concentration in mg Fe/mL or mmol/L.",
+                            field="iron_mg_per_ml", status_code=400)
+    # One is computed from the other (55.845 g/mol); when both are given, clean() checks they agree.
+    if iron_mmol_per_l is None:
+        iron_mmol_per_l = iron_mmol_per_l_from_mg_per_ml(iron_mg_per_ml)
+    if iron_mg_per_ml is None:
+        iron_mg_per_ml = iron_mg_per_ml_from_mmol_per_l(iron_mmol_per_l)
+    lot = NanoparticleLot(
+        trial=trial, manufacturer=manufacturer, product=product, lot_number=lot_number, expiry_date=expiry_date,
+        iron_mg_per_ml=iron_mg_per_ml, iron_mmol_per_l=iron_mmol_per_l, core_size_nm=core_size_nm,
+        hydrodynamic_size_nm=hydrodynamic_size_nm, polydispersity_index=polydispersity_index, coating=coating,
+        certificate_of_analysis=certificate_of_analysis, certificate_sha256=sha256_of(certificate_of_analysis),
+        qc_status=NanoparticleLot.QcStatus.QUARANTINED,  # every lot waits for QC release
+    )
+    with transaction.atomic():
+        lot.full_clean()
+        lot.save()
+        _audit(actor=actor, action=AuditAction.LOT_REGISTERED, obj=lot, trial_id=trial.pk,
+               changes=diff(None, _snapshot(lot)))
+    return lot
+
+
+def lot_set_qc_status(*, actor, lot: NanoparticleLot, qc_status: str, reason: str) -> NanoparticleLot:
+    access.require_role(actor, trial=lot.trial, roles=access.PRODUCT_ROLES, action="change a lot's QC status")
+    reason = _require_reason(reason)
+    with transaction.atomic():
+        lot = NanoparticleLot.objects.select_for_update().get(pk=lot.pk)
+        if lot.qc_status == NanoparticleLot.QcStatus.REJECTED:
+            raise RuleViolation("lot_rejected", f"Lot {lot.lot_number} was rejected: a rejection is final.", field="qc_status")
+        if lot.qc_status == qc_status:
+            raise RuleViolation("no_change", f"Lot {lot.lot_number} is already {qc_status}.", field="qc_status")
+        if qc_status == NanoparticleLot.QcStatus.RELEASED and lot.expiry_date < timezone.localdate():
+            raise RuleViolation("lot_expired", f"Lot {lot.lot_number} expired on {lot.expiry_date}.", field="qc_status")
+        before = _snapshot(lot, ["qc_status"])
+        lot.qc_status = qc_status
+        lot.full_clean()
+        lot.save(update_fields=["qc_status"])
+        _audit(actor=actor, action=AuditAction.LOT_QC_STATUS_CHANGED, obj=lot, trial_id=lot.trial_id,
+               changes=diff(before, _snapshot(lot, ["qc_status"])), reason=reason)
+    return lot
+
+
+def _check_lot_usable(lot: NanoparticleLot, on: dt.date, *, field: str) -> None:
+    if lot.qc_status != NanoparticleLot.QcStatus.RELEASED:
+        raise RuleViolation("lot_not_released", f"Nanoparticle lot {lot.lot_number} is {lot.qc_status}, not released.",
+                            field=field)
+    if lot.expiry_date < on:
+        raise RuleViolation("lot_expired", f"Nanoparticle lot {lot.lot_number} expired on {lot.expiry_date}.", field=field)
+
+
+# --------------------------------------------------------------------------- cell batches
+
+
+def batch_register(
+    *, actor, site: Site, batch_code: str, product_type: str, chain_of_identity_id: str, donation_id: str,
+    manufactured_at: dt.datetime, cell_count: int, viability_percent: Decimal,
+    donor_subject: Subject | None = None, allogeneic: bool = False,
+) -> CellBatch:
+    access.require_role(actor, site=site, roles=access.PRODUCT_ROLES, action="register cell batches")
+    _not_in_future(manufactured_at, "manufactured_at", "The manufacturing time")
+    if donor_subject is not None:
+        identity = SubjectIdentity.objects.filter(subject=donor_subject).first()
+        mrn = identity.medical_record_number.upper() if identity else ""
+        # 21 CFR 1271.290: the distinct identifier must not carry a record number.
+        if len(mrn) >= 4 and any(mrn in value.upper() for value in (chain_of_identity_id, donation_id)):
+            raise RuleViolation("identifier_contains_phi", "The chain-of-identity or donation id contains the donor's "
+                                "medical record number.", field="chain_of_identity_id", status_code=400)
+    batch = CellBatch(
+        trial=site.trial, site=site, batch_code=batch_code, product_type=product_type,
+        chain_of_identity_id=chain_of_identity_id, donation_id=donation_id, donor_subject=donor_subject,
+        allogeneic=allogeneic, manufactured_at=manufactured_at, cell_count=cell_count,
+        viability_percent=viability_percent,
+    )
+    with transaction.atomic():
+        batch.full_clean()
+        batch.save()
+        _audit(actor=actor, action=AuditAction.BATCH_REGISTERED, obj=batch, trial_id=batch.trial_id, site_id=site.pk,
+               subject_id=donor_subject.pk if donor_subject else None, changes=diff(None, _snapshot(batch)))
+    return batch
+
+
+_LABELLING_FIELDS = ["nanoparticle_lot", "incubation_concentration_ug_fe_per_ml", "iron_per_cell_pg",
+                     "labelling_efficiency_percent", "labelled_at"]
+
+
+def batch_label(
+    *, actor, batch: CellBatch, nanoparticle_lot: NanoparticleLot, incubation_concentration_ug_fe_per_ml: Decimal,
+    iron_per_cell_pg: Decimal, labelling_efficiency_percent: Decimal, labelled_at: dt.datetime, reason: str,
+) -> CellBatch:
+    access.require_role(actor, site=batch.site, roles=access.PRODUCT_ROLES, action="record labelling")
+    reason = _require_reason(reason)
+    _not_in_future(labelled_at, "labelled_at", "The labelling time")
+    with transaction.atomic():
+        batch = CellBatch.objects.select_for_update(of=("self",)).select_related("site").get(pk=batch.pk)
+        if batch.nanoparticle_lot_id is not None:
+            raise RuleViolation("batch_already_labelled", f"Batch {batch.batch_code} is already labelled.",
+                                field="nanoparticle_lot")
+        if batch.release_status == CellBatch.ReleaseStatus.REJECTED:
+            raise RuleViolation("batch_rejected", f"Batch {batch.batch_code} was rejected.", field="batch")
+        # Judge the lot as it is now, not as the caller last saw it; the lock keeps a
+        # concurrent QC change from slipping in between.
+        nanoparticle_lot = NanoparticleLot.objects.select_for_update().get(pk=nanoparticle_lot.pk)
+        if nanoparticle_lot.trial_id != batch.trial_id:
+            raise RuleViolation("trial_mismatch", "The nanoparticle lot is registered for another trial.",
+                                field="nanoparticle_lot")
+        _check_lot_usable(nanoparticle_lot, _local_date(labelled_at, batch.site), field="nanoparticle_lot")
+        if labelled_at < batch.manufactured_at:
+            raise RuleViolation("labelled_before_manufacture", "Labelling cannot precede manufacture.",
+                                field="labelled_at", status_code=400)
+        before = _snapshot(batch, _LABELLING_FIELDS)
+        batch.nanoparticle_lot = nanoparticle_lot
+        batch.incubation_concentration_ug_fe_per_ml = incubation_concentration_ug_fe_per_ml
+        batch.iron_per_cell_pg = iron_per_cell_pg
+        batch.labelling_efficiency_percent = labelling_efficiency_percent
+        batch.labelled_at = labelled_at
+        batch.full_clean()
+        batch.save(update_fields=_LABELLING_FIELDS)
+        _audit(actor=actor, action=AuditAction.BATCH_LABELLED, obj=batch, trial_id=batch.trial_id,
+               site_id=batch.site_id, changes=diff(before, _snapshot(batch, _LABELLING_FIELDS)), reason=reason)
+    return batch
+
+
+def batch_set_release_status(*, actor, batch: CellBatch, release_status: str, reason: str) -> CellBatch:
+    access.require_role(actor, site=batch.site, roles=access.PRODUCT_ROLES, action="release or reject batches")
+    reason = _require_reason(reason)
+    with transaction.atomic():
+        batch = CellBatch.objects.select_for_update(of=("self",)).select_related("site", "nanoparticle_lot").get(pk=batch.pk)
+        if batch.release_status == CellBatch.ReleaseStatus.REJECTED:
+            raise RuleViolation("batch_rejected", f"Batch {batch.batch_code} was rejected: a rejection is final.",
+                                field="release_status")
+        if batch.release_status == release_status:
+            raise RuleViolation("no_change", f"Batch {batch.batch_code} is already {release_status}.",
+                                field="release_status")
+        if release_status == CellBatch.ReleaseStatus.RELEASED:
+            # The released product is the labelled one, so labelling comes first.
+            if batch.nanoparticle_lot is None:
+                raise RuleViolation("batch_not_labelled", f"Batch {batch.batch_code} is not labelled yet.",
+                                    field="release_status")
+            _check_lot_usable(batch.nanoparticle_lot, _local_date(timezone.now(), batch.site), field="release_status")
+        before = _snapshot(batch, ["release_status"])
+        batch.release_status = release_status
+        batch.full_clean()
+        batch.save(update_fields=["release_status"])
+        _audit(actor=actor, action=AuditAction.BATCH_RELEASE_STATUS_CHANGED, obj=batch, trial_id=batch.trial_id,
+               site_id=batch.site_id, changes=diff(before, _snapshot(batch, ["release_status"])), reason=reason)
+    return batch
+
+
+# --------------------------------------------------------------------------- injections
+
+
+def _require_clinical_member(user, site: Site, field: str, who: str) -> None:
+    if not access.roles_at(user, site) & {str(r) for r in access.CLINICAL_ROLES}:
+        raise RuleViolation(f"{field}_not_at_site", f"The {who} must be a coordinator or investigator at site {site.code}.",
+                            field=field)
+
+
+def injection_record(
+    *, actor, subject: Subject, batch: CellBatch, administered_cells: int, volume_ml: Decimal, route: str,
+    anatomical_target: str, administered_at: dt.datetime, administered_by, verified_by,
+) -> Injection:
+    site = subject.site
+    access.require_role(actor, site=site, roles=access.INJECTION_ROLES, action="record injections")
+    _not_in_future(administered_at, "administered_at", "The administration time")
+    if administered_by is not None and verified_by is not None and administered_by.pk == verified_by.pk:
+        raise RuleViolation("verifier_is_administrator", "The verifier must be someone other than the administrator.",
+                            field="verified_by")
+    _require_clinical_member(administered_by, site, "administered_by", "administrator")
+    _require_clinical_member(verified_by, site, "verified_by", "verifier")
+    if subject.status != Subject.Status.ENROLLED:
+        raise RuleViolation("subject_not_enrolled", f"Subject {subject.code} is {subject.status}, not enrolled.",
+                            field="subject")
+    assert_scope_active(subject, ConsentScope.IMAGING, at=administered_at)
+    with transaction.atomic():
+        # The lock makes "cells remaining" exact: a second injection from this batch
+        # waits here until the first one commits.
+        batch = CellBatch.objects.select_for_update(of=("self",)).select_related("nanoparticle_lot").get(pk=batch.pk)
+        if batch.trial_id != subject.trial_id:
+            raise RuleViolation("trial_mismatch", "The batch belongs to another trial.", field="batch")
+        if batch.site_id != subject.site_id:
+            raise RuleViolation("batch_site_mismatch", f"Batch {batch.batch_code} is not held at site {site.code}.",
+                                field="batch")
+        if not batch.allogeneic and batch.donor_subject_id != subject.pk:
+            raise RuleViolation("autologous_mismatch",
+                                f"Batch {batch.batch_code} is autologous: it may only be given to its own donor.",
+                                field="batch")
+        if batch.release_status != CellBatch.ReleaseStatus.RELEASED:
+            raise RuleViolation("batch_not_released", f"Batch {batch.batch_code} is {batch.release_status}, not released.",
+                                field="batch")
+        if batch.nanoparticle_lot is None:
+            raise RuleViolation("batch_not_labelled", f"Batch {batch.batch_code} is not labelled.", field="batch")
+        _check_lot_usable(batch.nanoparticle_lot, _local_date(administered_at, site), field="batch")
+        if administered_at < batch.labelled_at:
+            raise RuleViolation("administered_before_labelling", "The injection cannot precede the labelling.",
+                                field="administered_at", status_code=400)
+        remaining = batch_cells_remaining(batch)
+        if administered_cells > remaining:
+            raise RuleViolation("insufficient_cells",
+                                f"Batch {batch.batch_code} has {remaining:,} cells left; {administered_cells:,} requested.",
+                                field="administered_cells")
+        injection = Injection(
+            subject=subject, batch=batch, administered_cells=administered_cells, volume_ml=volume_ml, route=route,
+            anatomical_target=anatomical_target, administered_at=administered_at, administered_by=administered_by,
+            verified_by=verified_by,
+        )
+        injection.full_clean()
+        injection.save()
+        _audit(actor=actor, action=AuditAction.INJECTION_RECORDED, obj=injection, trial_id=subject.trial_id,
+               site_id=site.pk, subject_id=subject.pk, changes=diff(None, _snapshot(injection)))
+    return injection
+
+
+# --------------------------------------------------------------------------- API access
+
+
+def auth_token_issue(*, request, username: str, password: str, otp: str = "") -> Token:
+    """Exchange credentials (and, for roles that read PHI, a TOTP code) for an API token.
+
+    Failed attempts are audited (LOGIN_FAILED, then ACCOUNT_LOCKED) and counted towards
+    the lockout by compliance's receivers of Django's and django-axes' signals, so the
+    login form and this endpoint share one count.
+    """
+    # django-axes reads and flags the HttpRequest, not DRF's wrapper around it.
+    user = authenticate(getattr(request, "_request", request), username=username, password=password)
+    if user is None or not user.is_active:
+        raise RuleViolation("invalid_credentials", "Unable to log in with the credentials given.", status_code=400)
+    twofactor.require_token_otp(user, otp)
+    with transaction.atomic():
+        token, created = Token.objects.get_or_create(user=user)
+        record_event(actor=user, action=AuditAction.TOKEN_ISSUED, object_type="authtoken.token", object_id=user.pk,
+                     changes={"created": created})
+    return token
