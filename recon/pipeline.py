@@ -1,0 +1,389 @@
+"""End-to-end reconstruction: calibration + scan → iron concentration image.
+
+Two entry points share every numerical step:
+
+- :func:`reconstruct_arrays` takes plain arrays (system matrix C×K×P, scan
+  spectra N×C×K, …);
+- :func:`reconstruct_file` reads MDF files (only the selected frequency
+  rows), calls the same row selection and preprocessing, and writes an MDF
+  reconstruction with the full plan and the inputs' SHA-256 checksums, so the
+  image can be reproduced.
+
+Output unit: mol Fe / L. The solver returns x in units of the delta sample
+(x = 1: the voxel holds the calibration's delta-sample concentration), so
+c = x · ``/tracer/concentration`` of the calibration. This assumes, as
+MPIReco does, that the delta sample fills one voxel (the simulator's does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+import recon
+from recon import preprocess, solvers
+from recon.params import ReconParams
+
+ProgressCallback = Callable[[str, float], None]
+#: Frames solved per batch (bounds memory; progress is reported per batch).
+FRAME_BATCH = 64
+
+
+@dataclass(frozen=True)
+class ReconstructionResult:
+    """A reconstruction and how it was made.
+
+    concentration_mol_per_l : (Q, P) float (params.dtype), voxels x fastest
+    size : (nx, ny, nz); field_of_view_m, field_of_view_center_m : (3,) m
+    frame_groups : Q lists of the file frame indices averaged into each frame
+    """
+
+    concentration_mol_per_l: np.ndarray
+    size: tuple[int, int, int]
+    field_of_view_m: tuple[float, float, float]
+    field_of_view_center_m: tuple[float, float, float]
+    params: ReconParams
+    lambda_abs: float
+    delta_concentration_mol_per_l: float
+    selection: dict
+    frame_groups: list
+    notes: tuple[str, ...] = ()
+    timings_s: dict = field(default_factory=dict)
+    input_checksums: dict = field(default_factory=dict)
+    output_path: str | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.concentration_mol_per_l.shape[0])
+
+    def volume(self, frame: int = 0) -> np.ndarray:
+        """(nx, ny, nz) image of one frame, indexed [ix, iy, iz]."""
+        return self.concentration_mol_per_l[frame].reshape(self.size, order="F")
+
+    def as_dict(self) -> dict:
+        """JSON-compatible summary (no voxel data): shape, grid, plan, timings."""
+        return {
+            "output": self.output_path,
+            "frames": self.num_frames,
+            "size": list(self.size),
+            "field_of_view_m": list(self.field_of_view_m),
+            "field_of_view_center_m": list(self.field_of_view_center_m),
+            "max_concentration_mol_per_l": float(np.max(self.concentration_mol_per_l)),
+            "timings_s": dict(self.timings_s),
+            **self.parameters_record(),
+        }
+
+    def parameters_record(self) -> dict:
+        """The JSON record stored in ``/reconstruction/_parameters``."""
+        return {
+            "params": self.params.as_dict(),
+            "lambda_abs": self.lambda_abs,
+            "lambda_normalisation": "lambda_abs = lambda_ * trace(S^H S) / P (selected, weighted rows)",
+            "delta_concentration_mol_per_l": self.delta_concentration_mol_per_l,
+            "selection": self.selection,
+            "frame_groups": [[int(i) for i in g] for g in self.frame_groups],
+            "inputs": self.input_checksums,
+            "notes": list(self.notes),
+            "software": software_versions(),
+        }
+
+
+def software_versions() -> dict:
+    import numba
+    import scipy
+
+    return {"recon": recon.__version__, "numpy": np.__version__, "numba": numba.__version__,
+            "scipy": scipy.__version__}
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def _report(progress: ProgressCallback | None, stage: str, fraction: float) -> None:
+    if progress is not None:
+        progress(stage, float(min(max(fraction, 0.0), 1.0)))
+
+
+def _check_grid(size, num_voxels: int) -> tuple[int, int, int]:
+    size = tuple(int(s) for s in size)
+    if len(size) != 3 or min(size) < 1:
+        raise ValueError(f"size needs 3 positive entries (x, y, z), got {size}")
+    if int(np.prod(size)) != num_voxels:
+        raise ValueError(f"size {size} holds {int(np.prod(size))} voxels, the system matrix has {num_voxels}")
+    return size
+
+
+def _solve_rows(prep: preprocess.PreparedRows, params: ReconParams, size, progress) -> tuple[np.ndarray, float]:
+    a, y = solvers.stack_real(prep.system_matrix, prep.measurements, params.dtype)
+    lam = solvers.absolute_lambda(a, params.lambda_)
+    _report(progress, "solve", 0.0)
+    solve = solvers.make_solver(a, lam, params, size)
+    x = np.empty((y.shape[0], a.shape[1]), dtype=a.dtype)
+    for start in range(0, y.shape[0], FRAME_BATCH):
+        stop = min(start + FRAME_BATCH, y.shape[0])
+        x[start:stop] = solve(y[start:stop])
+        _report(progress, "solve", stop / y.shape[0])
+    return x, lam
+
+
+def reconstruct_arrays(
+    system_matrix: np.ndarray,
+    measurement_spectra: np.ndarray,
+    *,
+    frequencies_hz: np.ndarray,
+    size: tuple[int, int, int],
+    is_background_frame: np.ndarray | None = None,
+    snr: np.ndarray | None = None,
+    system_matrix_background: np.ndarray | None = None,
+    delta_concentration_mol_per_l: float = 1.0,
+    field_of_view_m=(1.0, 1.0, 1.0),
+    field_of_view_center_m=(0.0, 0.0, 0.0),
+    params: ReconParams | None = None,
+    external_background_spectra: np.ndarray | None = None,
+    system_matrix_transfer_function: np.ndarray | None = None,
+    measurement_transfer_function: np.ndarray | None = None,
+    progress: ProgressCallback | None = None,
+) -> ReconstructionResult:
+    """Reconstruct from plain arrays.
+
+    Parameters
+    ----------
+    system_matrix : (C, K, P) complex — foreground calibration frames, voxels x fastest
+    measurement_spectra : (N, C, K) or (N, J, C, K) complex — rfft of each
+        frame's V samples (period 0 is used when J > 1)
+    frequencies_hz : (K,) float
+    size : (nx, ny, nz) with nx·ny·nz = P
+    is_background_frame : (N,) bool or None (None = no background frames)
+    snr : (C, K) float or None — calibration SNR; None = computed from
+        ``system_matrix_background`` when it has ≥ 2 frames, else no threshold
+    system_matrix_background : (C, K, E) complex or None
+    delta_concentration_mol_per_l : float — concentration of the delta sample
+    field_of_view_m, field_of_view_center_m : (3,) m — carried into the result
+    params : ReconParams (default ``ReconParams()``); a background *path* is
+        not read here: pass ``external_background_spectra`` (N_e, C, K)
+    system_matrix_transfer_function, measurement_transfer_function : (C, K) complex or None
+
+    Returns
+    -------
+    ReconstructionResult with concentration (Q, P) in mol Fe / L.
+    """
+    params = ReconParams() if params is None else params
+    t0 = time.perf_counter()
+    s = np.asarray(system_matrix)
+    if s.ndim != 3:
+        raise ValueError(f"system_matrix must be (C, K, P), got shape {s.shape}")
+    c, k, p = s.shape
+    u = np.asarray(measurement_spectra)
+    if u.ndim == 4:
+        u = u[:, 0]
+    if u.ndim != 3 or u.shape[1:] != (c, k):
+        raise ValueError(
+            f"measurement_spectra has shape {np.shape(measurement_spectra)}, expected (N, {c}, {k}) "
+            f"or (N, J, {c}, {k}) to match the system matrix {s.shape}"
+        )
+    freqs = np.asarray(frequencies_hz, dtype=np.float64)
+    if freqs.shape != (k,):
+        raise ValueError(f"frequencies_hz has shape {freqs.shape}, expected ({k},)")
+    size = _check_grid(size, p)
+    if not np.isfinite(delta_concentration_mol_per_l) or delta_concentration_mol_per_l <= 0:
+        raise ValueError(f"delta_concentration_mol_per_l must be > 0, got {delta_concentration_mol_per_l}")
+    is_bg = np.zeros(u.shape[0], dtype=bool) if is_background_frame is None else np.asarray(is_background_frame, bool)
+    bg = None if system_matrix_background is None else np.asarray(system_matrix_background)
+    if bg is not None and (bg.ndim != 3 or bg.shape[:2] != (c, k)):
+        raise ValueError(f"system_matrix_background has shape {bg.shape}, expected ({c}, {k}, E)")
+    if snr is None and bg is not None and bg.shape[-1] >= 2:
+        from recon.simulate import calibration_snr
+
+        snr = calibration_snr(s, bg)
+    if params.background_is_external and external_background_spectra is None:
+        raise ValueError(f"background={params.background!r} is a file: pass external_background_spectra")
+    _report(progress, "select", 0.0)
+    selection = preprocess.select_rows(snr, freqs, params, c)
+    ext = None
+    if external_background_spectra is not None and params.background_is_external:
+        ext_arr = np.asarray(external_background_spectra)
+        ext = preprocess.gather_rows(ext_arr[:, 0] if ext_arr.ndim == 4 else ext_arr, selection)
+
+    def tf_rows(tf):
+        return None if tf is None else np.asarray(tf)[selection.channel, selection.frequency]
+
+    _report(progress, "preprocess", 0.0)
+    prep = preprocess.prepare_rows(
+        s[selection.channel, selection.frequency],
+        None if bg is None else bg[selection.channel, selection.frequency],
+        preprocess.gather_rows(u, selection),
+        is_bg, selection, params,
+        external_background_rows=ext,
+        sm_transfer_function_rows=tf_rows(system_matrix_transfer_function),
+        measurement_transfer_function_rows=tf_rows(measurement_transfer_function),
+    )
+    t1 = time.perf_counter()
+    x, lam = _solve_rows(prep, params, size, progress)
+    t2 = time.perf_counter()
+    return ReconstructionResult(
+        concentration_mol_per_l=x * x.dtype.type(delta_concentration_mol_per_l),
+        size=size,
+        field_of_view_m=tuple(float(v) for v in np.ravel(field_of_view_m)),
+        field_of_view_center_m=tuple(float(v) for v in np.ravel(field_of_view_center_m)),
+        params=params, lambda_abs=lam, delta_concentration_mol_per_l=float(delta_concentration_mol_per_l),
+        selection=selection.as_dict(), frame_groups=[g.tolist() for g in prep.frame_groups],
+        notes=tuple(prep.notes), timings_s={"preprocess": t1 - t0, "solve": t2 - t1},
+    )
+
+
+def _check_compatible(sm, meas, what: str) -> None:
+    checks = {
+        "receive channels": (sm.num_receive_channels, meas.num_receive_channels),
+        "sampling points": (sm.num_sampling_points, meas.num_sampling_points),
+        "base frequency (Hz)": (sm.base_frequency_hz, meas.base_frequency_hz),
+    }
+    for name, (a, b) in checks.items():
+        if a != b:
+            raise ValueError(f"system matrix and {what} differ in {name}: {a} vs {b}")
+    if not np.array_equal(np.asarray(sm.dividers), np.asarray(meas.dividers)):
+        raise ValueError(f"system matrix and {what} differ in dividers: {list(sm.dividers)} vs {list(meas.dividers)}")
+
+
+def reconstruct_file(
+    system_matrix_path: str | os.PathLike,
+    measurement_path: str | os.PathLike,
+    output_path: str | os.PathLike | None,
+    params: ReconParams | None = None,
+    progress: ProgressCallback | None = None,
+) -> ReconstructionResult:
+    """Reconstruct an MDF scan with an MDF calibration and write the image.
+
+    Reads only the selected frequency rows of both files; writes
+    ``output_path`` (skipped when None) with ``write_reconstruction``:
+    ``/reconstruction/data`` (Q×P×1, mol Fe / L, x fastest), size, field of
+    view and centre from the calibration, and ``_parameters`` = the plan, λ_abs,
+    selected rows, frame groups, SHA-256 of the inputs and software versions.
+
+    ``progress(stage, fraction)`` is called with stages "read", "select",
+    "preprocess", "solve" and "write".
+    """
+    from recon.mdf import MDFFile, write_reconstruction
+
+    params = ReconParams() if params is None else params
+    t0 = time.perf_counter()
+    _report(progress, "read", 0.0)
+    checksums = {
+        "system_matrix": {"path": os.fspath(system_matrix_path), "sha256": sha256_file(system_matrix_path)},
+        "measurement": {"path": os.fspath(measurement_path), "sha256": sha256_file(measurement_path)},
+    }
+    with MDFFile(system_matrix_path) as smf, MDFFile(measurement_path) as mf:
+        if smf.kind != "calibration":
+            raise ValueError(f"{system_matrix_path}: expected a calibration (system matrix), got a {smf.kind}")
+        if mf.kind != "measurement":
+            raise ValueError(f"{measurement_path}: expected a measurement, got a {mf.kind}")
+        _check_compatible(smf, mf, "measurement")
+        if smf.calibration_size is None:
+            raise ValueError(f"{system_matrix_path}: calibration has no /calibration/size")
+        size = tuple(int(v) for v in smf.calibration_size)
+        fov = smf.field_of_view_m if smf.field_of_view_m is not None else np.ones(3)
+        center = smf.field_of_view_center_m if smf.field_of_view_center_m is not None else np.zeros(3)
+        delta = smf.tracer_concentration_mol_per_l
+        if delta is None or not np.isfinite(delta) or delta <= 0:
+            raise ValueError(f"{system_matrix_path}: /tracer/concentration missing or not > 0 ({delta})")
+        freqs = np.asarray(smf.frequencies_hz, dtype=np.float64)
+        c = smf.num_receive_channels
+        snr = None if smf.snr is None else np.asarray(smf.snr)[0]
+        notes = []
+        if snr is not None and snr.shape[-1] != freqs.shape[0]:
+            raise ValueError(f"{system_matrix_path}: snr covers {snr.shape[-1]} frequencies, file has {freqs.shape[0]}")
+        if snr is None:
+            # Without a stored SNR, compute it from the background frames.
+            from recon.simulate import calibration_snr
+
+            s_all, bg_all = smf.system_matrix()
+            snr = calibration_snr(s_all, bg_all) if bg_all.shape[-1] >= 2 else None
+            notes.append("calibration SNR computed from its background frames" if snr is not None
+                         else "calibration has no SNR and < 2 background frames: no SNR threshold")
+        _report(progress, "select", 0.0)
+        selection = preprocess.select_rows(snr, freqs, params, c)
+        # Read the union of the selected frequencies once, then pick rows.
+        union, col = np.unique(selection.frequency, return_inverse=True)
+        s_sub, bg_sub = smf.system_matrix(frequencies=union)
+        sm_rows = s_sub[selection.channel, col]
+        sm_bg_rows = bg_sub[selection.channel, col]
+        _report(progress, "read", 0.5)
+        if mf.num_periods > 1:
+            notes.append(f"scan has {mf.num_periods} periods per frame: period 0 used")
+        u_sub = mf.spectra(frequencies=union, periods=[0])[:, 0]
+        meas_rows = u_sub[:, selection.channel, col]
+        is_bg = np.asarray(mf.is_background_frame, dtype=bool)
+        tf_s = smf.transfer_function
+        tf_u = mf.transfer_function
+        ext_rows = None
+        if params.background_is_external:
+            checksums["background"] = {"path": params.background, "sha256": sha256_file(params.background)}
+            with MDFFile(params.background) as bf:
+                _check_compatible(smf, bf, "empty-bore scan")
+                ext_rows = bf.spectra(frequencies=union, periods=[0])[:, 0][:, selection.channel, col]
+    _report(progress, "read", 1.0)
+    _report(progress, "preprocess", 0.0)
+    prep = preprocess.prepare_rows(
+        sm_rows, sm_bg_rows, meas_rows, is_bg, selection, params,
+        external_background_rows=ext_rows,
+        sm_transfer_function_rows=None if tf_s is None else tf_s[selection.channel, selection.frequency],
+        measurement_transfer_function_rows=None if tf_u is None else tf_u[selection.channel, selection.frequency],
+    )
+    t1 = time.perf_counter()
+    x, lam = _solve_rows(prep, params, size, progress)
+    t2 = time.perf_counter()
+    result = ReconstructionResult(
+        concentration_mol_per_l=x * x.dtype.type(delta),
+        size=size,
+        field_of_view_m=tuple(float(v) for v in fov),
+        field_of_view_center_m=tuple(float(v) for v in center),
+        params=params, lambda_abs=lam, delta_concentration_mol_per_l=float(delta),
+        selection=selection.as_dict(), frame_groups=[g.tolist() for g in prep.frame_groups],
+        notes=tuple(notes + prep.notes), timings_s={"read_preprocess": t1 - t0, "solve": t2 - t1},
+        input_checksums=checksums,
+        output_path=None if output_path is None else os.fspath(output_path),
+    )
+    if output_path is not None:
+        _report(progress, "write", 0.0)
+        write_reconstruction(
+            output_path, result.concentration_mol_per_l[:, :, None],
+            size=size, field_of_view_m=result.field_of_view_m,
+            field_of_view_center_m=result.field_of_view_center_m,
+            parameters=result.parameters_record(), unit="mol/L", order="xyz",
+        )
+    _report(progress, "write", 1.0)
+    return result
+
+
+def load_arrays(system_matrix_path, measurement_path) -> dict:
+    """Read both MDF files in full into the keyword arguments of
+    :func:`reconstruct_arrays` (for small problems and for tests that prove
+    the file and array paths agree)."""
+    from recon.mdf import MDFFile
+
+    with MDFFile(system_matrix_path) as smf, MDFFile(measurement_path) as mf:
+        s, bg = smf.system_matrix()
+        return {
+            "system_matrix": s,
+            "system_matrix_background": bg,
+            "snr": None if smf.snr is None else np.asarray(smf.snr)[0],
+            "frequencies_hz": np.asarray(smf.frequencies_hz),
+            "size": tuple(int(v) for v in smf.calibration_size),
+            "delta_concentration_mol_per_l": float(smf.tracer_concentration_mol_per_l),
+            "field_of_view_m": np.asarray(smf.field_of_view_m),
+            "field_of_view_center_m": np.asarray(smf.field_of_view_center_m),
+            "measurement_spectra": mf.spectra(periods=[0])[:, 0],
+            "is_background_frame": np.asarray(mf.is_background_frame, dtype=bool),
+        }
