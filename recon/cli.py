@@ -250,22 +250,15 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
     params = ReconParams(**recon_params_kwargs(args))
     result = reconstruct_file(args.system_matrix, args.measurement, args.output, params, progress=_progress)
-    summary: dict[str, Any] = {"output": os.fspath(args.output)}
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        summary.update(_jsonable(result))
-    elif isinstance(result, dict):
-        summary.update(_jsonable(result))
-    elif result is not None:
-        summary["result"] = _jsonable(result)
-    summary.setdefault("solver", getattr(params, "solver", None))
-    _emit(summary)
+    _emit({"output": os.fspath(args.output), **result.as_dict()})
     return EXIT_OK
 
 
 def _cmd_quantify(args: argparse.Namespace) -> int:
     from recon.quantify import quantify_file
 
-    kwargs = {"k": args.k} if args.k is not None else {}
+    options = {"k": args.k, "injected_iron_ng": args.injected_iron_ng, "pg_fe_per_cell": args.pg_fe_per_cell}
+    kwargs = {name: value for name, value in options.items() if value is not None}
     result = quantify_file(args.reconstruction, args.rois, **kwargs)
     _emit(result)
     return EXIT_OK
@@ -325,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reconstruction", required=True, metavar="OUT.mdf")
     p.add_argument("--rois", required=True, metavar="ROIS.json")
     p.add_argument("--k", type=_nonneg_float, help="detection threshold: background mean + k SD")
+    p.add_argument("--injected-iron-ng", type=_nonneg_float, metavar="NG",
+                   help="iron injected (cells x pg Fe per cell), for retention %%")
+    p.add_argument("--pg-fe-per-cell", type=_nonneg_float, metavar="PG", help="iron per labelled cell, for cell counts")
     p.set_defaults(handler=_cmd_quantify)
 
     p = sub.add_parser("bench", help="run the benchmarks (arguments passed to recon.bench)", add_help=False)

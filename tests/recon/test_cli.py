@@ -196,6 +196,9 @@ class FakeResult:
     timings_s: dict
     image: np.ndarray
 
+    def as_dict(self):  # like ReconstructionResult.as_dict: a summary, never the voxels
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "image"}
+
 
 def test_it_builds_recon_params_from_only_the_given_options(capsys, monkeypatch, tmp_path):
     calls = []
