@@ -196,10 +196,11 @@ def test_it_writes_mdf_conventions(tmp_path):
 
 
 def test_it_leaves_no_file_when_a_write_fails(tmp_path):
-    path = tmp_path / "bad.mdf"
+    folder = tmp_path / "out"  # tmp_path itself is shared with the project-wide fixtures
+    folder.mkdir()
     with pytest.raises(MDFError, match="object array"):
-        write_mdf(path, {"/x": np.array([1, "a", None], dtype=object)})
-    assert list(tmp_path.iterdir()) == []
+        write_mdf(folder / "bad.mdf", {"/x": np.array([1, "a", None], dtype=object)})
+    assert list(folder.iterdir()) == []
 
 
 def test_it_round_trips_a_reconstruction(tmp_path):
