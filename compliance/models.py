@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
 from django.db import models
+from django.db.models import Q
 
 from compliance.actions import AuditAction
 
@@ -55,3 +57,121 @@ class AuditEvent(models.Model):
             return AuditAction(self.action).name
         except ValueError:
             return str(self.action)
+
+
+class SignatureMeaning(models.TextChoices):
+    """21 CFR 11.50(a)(3): the meaning of a signature."""
+
+    REVIEW = "review", "Review"
+    APPROVAL = "approval", "Approval"
+    RESPONSIBILITY = "responsibility", "Responsibility"
+    AUTHORSHIP = "authorship", "Authorship"
+
+
+class Signature(models.Model):
+    """An electronic signature on one record (21 CFR 11.50, 11.70, 11.200).
+
+    It carries the printed name, UTC time and meaning, and is linked to the exact record
+    by ``content_type`` + ``object_id`` and to the exact content by ``content_sha256``
+    (SHA-256 of the canonical JSON that the signable kind's registry function returns).
+    A later change of that content makes ``signatures_verify`` mark it invalid; it is
+    never deleted or re-pointed.
+    """
+
+    Meaning = SignatureMeaning
+    signer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="signatures")
+    signer_username = models.CharField(max_length=150)
+    printed_name = models.CharField(max_length=300)
+    meaning = models.CharField(max_length=16, choices=Meaning.choices)
+    signed_at = models.DateTimeField()
+    content_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.PROTECT, related_name="+")
+    object_id = models.CharField(max_length=64)
+    signed_record = GenericForeignKey("content_type", "object_id")
+    kind = models.CharField(max_length=64)  # the registry's name for what was signed
+    content_sha256 = models.CharField(max_length=64)
+    manifest = models.TextField()
+    trial_id = models.BigIntegerField()
+    site_id = models.BigIntegerField(null=True, blank=True)
+    subject_id = models.BigIntegerField(null=True, blank=True)
+    # The audit event that recorded the signing: later events on the same subject name
+    # what changed when the signature is invalidated.
+    audit_sequence = models.PositiveBigIntegerField(null=True, blank=True)
+    valid = models.BooleanField(default=True)
+    invalidated_at = models.DateTimeField(null=True, blank=True)
+    invalidation_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["signed_at", "id"]
+        indexes = [models.Index(fields=["content_type", "object_id", "signed_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(meaning__in=SignatureMeaning.values), name="signature_meaning_valid"),
+            models.CheckConstraint(
+                condition=Q(valid=True, invalidated_at__isnull=True) | Q(valid=False, invalidated_at__isnull=False),
+                name="signature_invalidated_iff_not_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_meaning_display()} by {self.printed_name} on {self.kind} {self.object_id}"
+
+
+class ExportKind(models.TextChoices):
+    REPORT_PDF = "report_pdf", "Report (PDF)"
+    REPORT_CSV = "report_csv", "Report data (zip of CSV)"
+    AUDIT_CSV = "audit_csv", "Audit-trail extract (CSV)"
+    AUDIT_JSON = "audit_json", "Audit-trail extract (JSON)"
+    ODM_XML = "odm_xml", "CDISC ODM 1.3 clinical data (XML)"
+    SPONSOR_DEIDENTIFIED = "sponsor_deidentified", "De-identified sponsor data set (zip of CSV)"
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class Export(models.Model):
+    """One requested export, built by a Celery task on the ``export`` queue.
+
+    Scope: a trial, or one site of it, or one subject (``site`` / ``subject`` set)."""
+
+    Kind = ExportKind
+    Status = ExportStatus
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    trial = models.ForeignKey("trials.Trial", on_delete=models.PROTECT, related_name="exports")
+    site = models.ForeignKey("trials.Site", null=True, blank=True, on_delete=models.PROTECT, related_name="exports")
+    subject = models.ForeignKey(
+        "trials.Subject", null=True, blank=True, on_delete=models.PROTECT, related_name="exports"
+    )
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="exports")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    file = models.CharField(max_length=500, blank=True)  # relative to MEDIA_ROOT; served by the audited view only
+    content_type = models.CharField(max_length=100, blank=True)
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=ExportKind.values), name="export_kind_valid"),
+            models.CheckConstraint(condition=Q(status__in=ExportStatus.values), name="export_status_valid"),
+            models.CheckConstraint(
+                condition=~Q(status="ready") | (~Q(file="") & ~Q(sha256="")), name="export_ready_has_file"
+            ),
+        ]
+
+    @property
+    def scope_label(self) -> str:
+        if self.subject_id:
+            return f"subject {self.subject.code}"
+        if self.site_id:
+            return f"site {self.site.code}"
+        return f"trial {self.trial.protocol_number}"
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.scope_label} ({self.status})"

@@ -4,4 +4,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("trials.urls")),
+    path("", include("compliance.urls")),
+    path("", include("imaging.urls")),
 ]

@@ -88,6 +88,9 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "compliance",
     "trials",
     "imaging",
@@ -100,9 +103,16 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "compliance.middleware.RequestContextMiddleware",
+    # After the request context, so the log-off and 2FA refusals are audited with it.
+    "compliance.middleware.IdleTimeoutMiddleware",
+    "compliance.middleware.TwoFactorRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a flagged lockout into the lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -147,11 +157,18 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: it refuses a locked-out username before the password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "compliance.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -172,6 +189,17 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a "status" field with different choices: name each enum.
+    "ENUM_NAME_OVERRIDES": {
+        "TrialStatusEnum": "trials.models.TrialStatus",
+        "SubjectStatusEnum": "trials.models.SubjectStatus",
+        "ScanStatusEnum": "imaging.models.ScanStatus",
+        "UploadStatusEnum": "imaging.models.UploadStatus",
+        "ExportKindEnum": "compliance.models.ExportKind",
+        "ExportStatusEnum": "compliance.models.ExportStatus",
+        "RoiKindEnum": "imaging.models.RoiKind",
+        "AlertKindEnum": "imaging.models.AlertKind",
+    },
 }
 
 # Celery: the embedded default uses kombu's filesystem transport, so no broker
@@ -188,18 +216,37 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_processed_dir),
         "store_processed": False,
     }
+# Seconds a delivered but unacknowledged task may stay with a worker before the broker
+# hands it to another one (Redis); the imaging claim sweep uses the same lease for the
+# filesystem broker, which has no redelivery of its own. Longer than the longest task.
+CELERY_VISIBILITY_TIMEOUT = envint("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1)
+CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = CELERY_VISIBILITY_TIMEOUT
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # kombu sweeps for overdue unacknowledged messages every interval x throttle seconds
+    # (100 s by default); tie the sweep to the timeout so redelivery follows it closely.
+    CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = 1
+    CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_interval"] = max(1, min(60, CELERY_VISIBILITY_TIMEOUT // 4))
 CELERY_RESULT_BACKEND = envstr("CELERY_RESULT_BACKEND")  # task state lives in our own rows
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
+CELERY_TASK_ROUTES = {
+    "imaging.validate_scan": {"queue": "ingest"},
+    "imaging.reconstruct_scan": {"queue": "recon"},
+    "imaging.quantify_scan": {"queue": "recon"},
+}
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Security.
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_AGE = envint("SESSION_IDLE_TIMEOUT_SECONDS", 15 * 60, minimum=60)
-SESSION_SAVE_EVERY_REQUEST = True  # the age counts from the last request: idle log-off
+# HIPAA 164.312(a)(2)(iii): compliance.middleware.IdleTimeoutMiddleware logs a session off
+# (and audits it) after this many idle seconds. The store keeps the session a little
+# longer than that only so the middleware sees it go idle and can record the log-off.
+SESSION_IDLE_TIMEOUT_SECONDS = envint("SESSION_IDLE_TIMEOUT_SECONDS", 15 * 60, minimum=60)
+SESSION_COOKIE_AGE = SESSION_IDLE_TIMEOUT_SECONDS + 3600
+SESSION_SAVE_EVERY_REQUEST = True  # the age counts from the last request
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
@@ -214,6 +261,58 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [f"https://{h}" for h in ALLOWED_HOSTS])
+
+# Content Security Policy (django-csp): pages load only our own scripts and styles.
+CONTENT_SECURITY_POLICY = {
+    # Swagger UI loads its bundle from a CDN with an inline bootstrap script.
+    "EXCLUDE_URL_PREFIXES": ["/api/docs/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
+
+# Account lockout (django-axes), counted over the login form and the API
+# token endpoint alike. Cool-off in minutes; a successful login clears the count.
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=100)
+AXES_COOLOFF_TIME = envint("LOGIN_COOLOFF_MINUTES", 30, minimum=1) / 60  # hours, as axes counts
+# Per username (an account under attack) and per address (password spraying), each on its own.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "compliance.security.lockout_response"
+AXES_VERBOSE = False
+
+# Two-factor authentication (TOTP, django-otp) for every role that may read identifiable
+# data. On by default in production, where switching it off is refused; off by default
+# in the embedded demo, which runs on any laptop without an authenticator app
+# (REQUIRE_2FA=true turns it on there; `manage.py totp_enrol USER` creates a device).
+REQUIRE_2FA = envbool("REQUIRE_2FA", PRODUCTION)
+if PRODUCTION and not REQUIRE_2FA:
+    raise ImproperEnvironment("REQUIRE_2FA=false is refused when MPI_ENV=production")
+OTP_TOTP_ISSUER = envstr("OTP_TOTP_ISSUER", "MPI trials")
+
+# Exports (compliance): auditor reports, audit-trail extracts, CDISC ODM, sponsor sets.
+EXPORT_TASK_SOFT_TIME_LIMIT = envint("EXPORT_TASK_SOFT_TIME_LIMIT", 600, minimum=1)
+EXPORT_TASK_TIME_LIMIT = envint("EXPORT_TASK_TIME_LIMIT", 660, minimum=1)
+
+# Scan pipeline (imaging).
+IMAGING_UPLOAD_MAX_BYTES = envint("IMAGING_UPLOAD_MAX_BYTES", 10 * 1024**3, minimum=1)
+IMAGING_UPLOAD_PIECE_BYTES = envint("IMAGING_UPLOAD_PIECE_BYTES", 1024**2, minimum=4096)
+IMAGING_SYSTEM_MATRIX_CACHE_BYTES = envint("IMAGING_SYSTEM_MATRIX_CACHE_BYTES", 1024**3, minimum=0)
+IMAGING_TASK_SOFT_TIME_LIMIT = envint("IMAGING_TASK_SOFT_TIME_LIMIT", 1800, minimum=1)
+IMAGING_TASK_TIME_LIMIT = envint("IMAGING_TASK_TIME_LIMIT", 2100, minimum=1)
+IMAGING_TASK_MAX_RETRIES = envint("IMAGING_TASK_MAX_RETRIES", 5, minimum=0)
+# Test seam: seconds the reconstruct task sleeps after claiming, so a fault test can
+# kill a worker mid-reconstruction. Refused in production.
+IMAGING_RECON_DELAY_SECONDS = envfloat("IMAGING_RECON_DELAY_SECONDS", 0.0, minimum=0.0)
+if PRODUCTION and IMAGING_RECON_DELAY_SECONDS:
+    raise ImproperEnvironment("IMAGING_RECON_DELAY_SECONDS is a test seam and is refused when MPI_ENV=production")
 
 # Trial-wide platform settings.
 OFF_TARGET_ALERT_PERCENT_DEFAULT = envfloat("OFF_TARGET_ALERT_PERCENT_DEFAULT", 20.0, minimum=0.0)

@@ -2,7 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from compliance import views as compliance_views
+
 urlpatterns = [
+    path("", compliance_views.home, name="home"),
+    path("accounts/", include("compliance.urls_accounts")),
+    path("compliance/", include("compliance.urls_pages")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

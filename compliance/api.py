@@ -1,0 +1,118 @@
+"""REST endpoints: signatures, exports, audit events. Scoped reads, one service per write."""
+
+from __future__ import annotations
+
+from django.http import FileResponse, Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from compliance import selectors, services, signatures
+from compliance import serializers as s
+from config.errors import RuleViolation
+
+
+def _visible_record(user, object_type: str, object_id: str):
+    """The record to sign or list, only if the user can see its site (else 404)."""
+    from trials.permissions.access import visible_site_ids
+
+    kind = signatures.kind_for_label(object_type)
+    obj = kind.model.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+    if obj is None or kind.scope(obj).site_id not in set(visible_site_ids(user).values_list("id", flat=True)):
+        raise Http404
+    return obj
+
+
+class SignatureApi(APIView):
+    @extend_schema(parameters=[OpenApiParameter("object_type", str), OpenApiParameter("object_id", str)],
+                   responses=s.SignatureOutput(many=True), summary="Signatures of one record (re-checked)")
+    def get(self, request):
+        object_type, object_id = request.query_params.get("object_type"), request.query_params.get("object_id")
+        if object_type and object_id:
+            items = signatures.signatures_verify(_visible_record(request.user, object_type, object_id),
+                                                 actor=request.user)
+        else:
+            items = selectors.signatures_visible_to(request.user)[:500]
+        return Response(s.SignatureOutput(items, many=True).data)
+
+    @extend_schema(request=s.SignatureApplyInput, responses={201: s.SignatureOutput},
+                   summary="Sign a record (the password is asked again)")
+    def post(self, request):
+        data = s.SignatureApplyInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        obj = _visible_record(request.user, data.validated_data["object_type"], data.validated_data["object_id"])
+        signature = signatures.signature_apply(signer=request.user, password=data.validated_data["password"], obj=obj,
+                                               meaning=data.validated_data["meaning"])
+        return Response(s.SignatureOutput(signature).data, status=status.HTTP_201_CREATED)
+
+
+class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.ExportOutput
+    filterset_fields = ["kind", "status", "trial"]
+
+    def get_queryset(self):
+        return services.exports_visible_to(self.request.user)
+
+    @extend_schema(request=s.ExportRequestInput, responses={201: s.ExportOutput}, summary="Request an export")
+    def create(self, request):
+        from trials import selectors as trial_selectors
+
+        data = s.ExportRequestInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        user = request.user
+
+        def visible(queryset, pk, field):
+            if pk is None:
+                return None
+            obj = queryset.filter(pk=pk).first()
+            if obj is None:
+                raise RuleViolation("not_found", f"No such {field}.", field=field, status_code=404)
+            return obj
+
+        export = services.export_request(
+            actor=user, kind=v["kind"], trial=visible(trial_selectors.visible_trials(user), v["trial"], "trial"),
+            site=visible(trial_selectors.visible_sites(user), v.get("site"), "site"),
+            subject=visible(trial_selectors.subjects_visible_to(user), v.get("subject"), "subject"))
+        return Response(s.ExportOutput(export).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes}, summary="Download a ready export (audited)")
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        export = self.get_object()
+        handle = services.export_download(actor=request.user, export=export)
+        filename = export.file.rsplit("/", 1)[-1]
+        response = FileResponse(handle, as_attachment=True, filename=filename, content_type=export.content_type)
+        response["X-Content-SHA256"] = export.sha256
+        return response
+
+
+class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The audit trail of the trials where the user is a monitor or auditor."""
+
+    serializer_class = s.AuditEventOutput
+    filter_backends = []  # filters are the selector's keyword arguments
+
+    def get_queryset(self):
+        q = self.request.query_params
+        return selectors.audit_events_visible_to(
+            self.request.user, subject=q.get("subject"), username=q.get("user"), action=q.get("action"),
+            date_from=selectors.parse_date(q.get("date_from")), date_to=selectors.parse_date(q.get("date_to")))
+
+    @extend_schema(parameters=[OpenApiParameter(n, str) for n in ("subject", "user", "action", "date_from", "date_to")])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=None, parameters=[OpenApiParameter("trial", int, required=True)],
+                   summary="Verify the hash chain (recorded as AUDIT_TRAIL_VERIFIED)")
+    @action(detail=False, methods=["post"])
+    def verify(self, request):
+        from trials.models import Trial
+
+        trial = Trial.objects.filter(pk=request.query_params.get("trial") or request.data.get("trial") or 0).first()
+        if trial is None:
+            raise RuleViolation("not_found", "No such trial.", field="trial", status_code=404)
+        result = services.audit_trail_verify(actor=request.user, trial=trial)
+        return Response(result.as_dict())

@@ -1,0 +1,77 @@
+"""Serializers for signatures, exports and audit events, and ``SignaturesField``, the
+helper other apps add to a serializer so a signed record always shows its signatures."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from compliance.models import AuditEvent, Export, Signature
+
+
+class SignatureOutput(serializers.ModelSerializer):
+    object_type = serializers.SerializerMethodField()
+    meaning_display = serializers.CharField(source="get_meaning_display", read_only=True)
+
+    class Meta:
+        model = Signature
+        fields = ["id", "object_type", "object_id", "kind", "signer_username", "printed_name", "meaning",
+                  "meaning_display", "signed_at", "content_sha256", "manifest", "valid", "invalidated_at",
+                  "invalidation_reason"]
+
+    def get_object_type(self, signature) -> str:
+        return f"{signature.content_type.app_label}.{signature.content_type.model}"
+
+
+class SignaturesField(serializers.Field):
+    """Read-only list of the record's signatures, re-checked against its current content.
+
+    Usage in any output serializer of a signable model::
+
+        signatures = SignaturesField()
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.update(source="*", read_only=True)
+        super().__init__(**kwargs)
+
+    def to_representation(self, obj):
+        from compliance.signatures import signatures_verify
+
+        request = self.context.get("request")
+        actor = getattr(request, "user", None) if request is not None else None
+        actor = actor if getattr(actor, "is_authenticated", False) else None
+        return SignatureOutput(signatures_verify(obj, actor=actor), many=True).data
+
+
+class SignatureApplyInput(serializers.Serializer):
+    object_type = serializers.CharField(help_text="Model label of the record, e.g. trials.subject")
+    object_id = serializers.CharField()
+    meaning = serializers.ChoiceField(choices=Signature.Meaning.choices)
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+
+
+class ExportOutput(serializers.ModelSerializer):
+    scope = serializers.CharField(source="scope_label", read_only=True)
+    requested_by = serializers.CharField(source="requested_by.username", read_only=True)
+
+    class Meta:
+        model = Export
+        fields = ["id", "kind", "trial", "site", "subject", "scope", "requested_by", "status", "content_type",
+                  "size_bytes", "sha256", "error", "created_at", "started_at", "finished_at"]
+
+
+class ExportRequestInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=Export.Kind.choices)
+    trial = serializers.IntegerField()
+    site = serializers.IntegerField(required=False, allow_null=True)
+    subject = serializers.IntegerField(required=False, allow_null=True)
+
+
+class AuditEventOutput(serializers.ModelSerializer):
+    action_name = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "sequence", "occurred_at", "actor_username", "action", "action_name", "object_type", "object_id",
+                  "trial_id", "site_id", "subject_id", "changes", "reason", "request_id", "client_address",
+                  "prev_hash", "hash"]

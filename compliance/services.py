@@ -1,0 +1,166 @@
+"""Exports: requesting, building (in the worker) and downloading, each audited.
+
+Shape as elsewhere: ``export_<action>(*, actor, ...)``. The worker claims an export
+with a conditional update (queued -> running), so a task delivered twice builds once.
+The file is written before the row is marked ready, outside any transaction (slow I/O
+holds no database lock); a crash between the two leaves a running row and an orphan
+file, never a ready row without its file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from compliance.actions import AuditAction
+from compliance.audit import record_event
+from compliance.context import request_context
+from compliance.models import Export
+from config.errors import RuleViolation
+
+logger = logging.getLogger(__name__)
+
+# Kinds each role may request; scope rules below.
+_TRIAL_WIDE_KINDS = frozenset(Export.Kind.values)  # monitor, auditor
+_SITE_KINDS = frozenset({Export.Kind.REPORT_PDF, Export.Kind.REPORT_CSV, Export.Kind.ODM_XML})  # coordinator, investigator
+_SPONSOR_KINDS = frozenset({Export.Kind.SPONSOR_DEIDENTIFIED})
+
+
+def _check_may_request(actor, kind: str, trial, site, subject) -> None:
+    from trials.models import Role
+    from trials.permissions import access
+
+    trial_roles = {m.role for m in access.active_memberships(actor).filter(trial=trial, site__isnull=True)}
+    if trial_roles & {Role.MONITOR, Role.AUDITOR} and kind in _TRIAL_WIDE_KINDS:
+        return
+    if Role.SPONSOR in trial_roles:
+        if kind not in _SPONSOR_KINDS:
+            raise RuleViolation("forbidden", "A sponsor may only request the de-identified data set.", field="kind",
+                                status_code=403)
+        if subject is not None:
+            raise RuleViolation("forbidden", "A sponsor export covers a trial or a site, not one subject.",
+                                field="subject", status_code=403)
+        return
+    scope_site = subject.site if subject is not None else site
+    if scope_site is not None and kind in _SITE_KINDS:
+        if access.roles_at(actor, scope_site) & {str(Role.COORDINATOR), str(Role.INVESTIGATOR)}:
+            return
+    raise RuleViolation("forbidden", "Your role may not request this export for this scope.", status_code=403)
+
+
+def export_request(*, actor, kind: str, trial, site=None, subject=None) -> Export:
+    if kind not in Export.Kind.values:
+        raise RuleViolation("invalid_kind", f"kind must be one of {', '.join(Export.Kind.values)}.", field="kind",
+                            status_code=400)
+    if site is not None and site.trial_id != trial.pk:
+        raise RuleViolation("trial_mismatch", "The site belongs to another trial.", field="site", status_code=400)
+    if subject is not None and (subject.trial_id != trial.pk or (site is not None and subject.site_id != site.pk)):
+        raise RuleViolation("trial_mismatch", "The subject is outside the trial or site given.", field="subject",
+                            status_code=400)
+    _check_may_request(actor, kind, trial, site, subject)
+    export = Export(kind=kind, trial=trial, site=site, subject=subject, requested_by=actor)
+    with transaction.atomic():
+        export.full_clean()
+        export.save()
+        record_event(actor=actor, action=AuditAction.EXPORT_REQUESTED, object_type="compliance.export",
+                     object_id=export.pk, trial_id=trial.pk, site_id=site.pk if site else None,
+                     subject_id=subject.pk if subject else None,
+                     changes={"kind": kind, "scope": export.scope_label})
+        transaction.on_commit(lambda: _enqueue(export.pk))
+    return export
+
+
+def _enqueue(export_id: int) -> None:
+    from compliance.tasks import run_export
+
+    run_export.apply_async(args=[export_id], queue="export")
+
+
+def _claim(export_id: int) -> bool:
+    return bool(Export.objects.filter(pk=export_id, status=Export.Status.QUEUED).update(
+        status=Export.Status.RUNNING, started_at=timezone.now()))
+
+
+def export_run(export_id: int) -> Export | None:
+    """Build the export's file. None when another worker claimed it first (or it is done)."""
+    if not _claim(export_id):
+        return None
+    from compliance import reports
+
+    export = Export.objects.select_related("trial", "site", "subject", "requested_by").get(pk=export_id)
+    scope = dict(trial_id=export.trial_id, site_id=export.site_id, subject_id=export.subject_id)
+    with request_context(request_id=f"export-{export.pk}"):
+        try:
+            content, extension, content_type = reports.build(export)
+        except Exception as exc:
+            logger.exception("export #%s failed", export.pk)
+            with transaction.atomic():
+                Export.objects.filter(pk=export.pk).update(status=Export.Status.FAILED, finished_at=timezone.now(),
+                                                           error=f"{type(exc).__name__}: {exc}"[:2000])
+                record_event(actor=export.requested_by, action=AuditAction.EXPORT_COMPLETED,
+                             object_type="compliance.export", object_id=export.pk,
+                             changes={"kind": export.kind, "status": "failed", "error": type(exc).__name__}, **scope)
+            export.refresh_from_db()
+            return export
+        digest = hashlib.sha256(content).hexdigest()
+        name = default_storage.save(
+            f"exports/{timezone.now():%Y}/{export.pk}-{export.kind}-{export.trial.protocol_number}.{extension}",
+            ContentFile(content))
+        with transaction.atomic():
+            Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING).update(
+                status=Export.Status.READY, file=name, sha256=digest, size_bytes=len(content),
+                content_type=content_type, finished_at=timezone.now())
+            record_event(actor=export.requested_by, action=AuditAction.EXPORT_COMPLETED,
+                         object_type="compliance.export", object_id=export.pk,
+                         changes={"kind": export.kind, "status": "ready", "sha256": digest, "size_bytes": len(content)},
+                         **scope)
+    export.refresh_from_db()
+    return export
+
+
+def exports_visible_to(user):
+    """Exports a user may see: the ones they asked for, and for monitors and auditors
+    every export of their trials (who exported what is part of their oversight).
+    Only the requester may download one (``export_download``)."""
+    from django.db.models import Q
+
+    from compliance.selectors import audit_trial_ids
+
+    if user is None or not user.is_authenticated:
+        return Export.objects.none()
+    return Export.objects.filter(Q(requested_by=user) | Q(trial_id__in=audit_trial_ids(user))).select_related(
+        "trial", "site", "subject", "requested_by")
+
+
+def export_download(*, actor, export: Export):
+    """Open a ready export's file for ``actor`` and audit the download (who, what, from where)."""
+    if export.requested_by_id != actor.pk:
+        raise RuleViolation("forbidden", "Only the person who requested an export may download it.", status_code=403)
+    if export.status != Export.Status.READY:
+        raise RuleViolation("export_not_ready", f"Export #{export.pk} is {export.status}.", status_code=409)
+    handle = default_storage.open(export.file, "rb")
+    with transaction.atomic():
+        record_event(actor=actor, action=AuditAction.EXPORT_DOWNLOADED, object_type="compliance.export",
+                     object_id=export.pk, trial_id=export.trial_id, site_id=export.site_id,
+                     subject_id=export.subject_id, changes={"kind": export.kind, "sha256": export.sha256})
+    return handle
+
+
+def audit_trail_verify(*, actor, trial):
+    """Run the chain verification for a monitor or auditor of ``trial`` and record the result."""
+    from compliance.audit import verify_chain
+    from compliance.selectors import audit_trial_ids
+
+    if trial.pk not in audit_trial_ids(actor):
+        raise RuleViolation("forbidden", "Only a monitor or auditor of the trial may verify its audit trail.",
+                            status_code=403)
+    result = verify_chain()
+    with transaction.atomic():
+        record_event(actor=actor, action=AuditAction.AUDIT_TRAIL_VERIFIED, object_type="compliance.auditevent",
+                     object_id=result.head_sequence or "", trial_id=trial.pk, changes=result.as_dict())
+    return result
