@@ -3,6 +3,7 @@ helper other apps add to a serializer so a signed record always shows its signat
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from compliance.models import AuditEvent, Export, Signature
@@ -22,6 +23,7 @@ class SignatureOutput(serializers.ModelSerializer):
         return f"{signature.content_type.app_label}.{signature.content_type.model}"
 
 
+@extend_schema_field(SignatureOutput(many=True))
 class SignaturesField(serializers.Field):
     """Read-only list of the record's signatures, re-checked against its current content.
 

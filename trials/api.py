@@ -68,6 +68,9 @@ class SubjectViewSet(ScopedViewSet):
     filterset_class = filters.SubjectFilter
     ordering_fields = ["code", "enrolment_date", "status", "created_at"]
 
+    def get_serializer_class(self):
+        return s.SubjectDetailOutput if self.action == "retrieve" else s.SubjectOutput
+
     @extend_schema(request=s.SubjectEnrolInput, responses={201: s.SubjectOutput}, summary="Enrol a subject")
     def create(self, request):
         subject = services.subject_enrol(actor=request.user, **self.validated(s.SubjectEnrolInput))

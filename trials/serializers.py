@@ -10,6 +10,8 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
+from compliance.serializers import SignaturesField
+
 from trials import selectors
 from trials.models import (
     CellBatch,
@@ -64,6 +66,16 @@ class SubjectOutput(serializers.ModelSerializer):
     class Meta:
         model = Subject
         fields = ["id", "code", "trial", "site", "site_code", "enrolment_date", "status", "created_at"]
+
+
+class SubjectDetailOutput(SubjectOutput):
+    """A subject's detail shows the signatures on its visit (21 CFR 11.50): a signature
+    shows wherever the signed record shows. Lists leave them out to stay one query."""
+
+    signatures = SignaturesField()
+
+    class Meta(SubjectOutput.Meta):
+        fields = [*SubjectOutput.Meta.fields, "signatures"]
 
 
 class IdentityOutput(serializers.ModelSerializer):

@@ -25,6 +25,7 @@ from rest_framework.authtoken.models import Token
 from compliance import twofactor
 from compliance.actions import AuditAction
 from compliance.audit import diff, record_event
+from compliance.signatures import signature_invalidate_if_changed
 from config.errors import RuleViolation
 from trials.models import (
     CellBatch,
@@ -79,6 +80,12 @@ def _audit(*, actor, action: AuditAction, obj, changes: dict, reason: str = "", 
         changes=changes,
         reason=reason,
     )
+
+
+def _signed_visit_changed(subject: Subject, *, actor, reason: str) -> None:
+    """A signed subject visit whose content just changed loses its signatures now, in the
+    same transaction as the change, with the change's reason (21 CFR 11.70)."""
+    signature_invalidate_if_changed(subject, actor=actor, reason=reason)
 
 
 def _require_reason(reason: str | None) -> str:
@@ -199,6 +206,7 @@ def subject_change_status(*, actor, subject: Subject, status: str, reason: str) 
         _audit(actor=actor, action=AuditAction.SUBJECT_STATUS_CHANGED, obj=subject, trial_id=subject.trial_id,
                site_id=subject.site_id, subject_id=subject.pk, changes=diff(before, _snapshot(subject, ["status"])),
                reason=reason)
+        _signed_visit_changed(subject, actor=actor, reason=f"status changed to {status}: {reason}")
     return subject
 
 
@@ -318,6 +326,7 @@ def consent_sign(*, actor, subject: Subject, document: ConsentDocument, scopes: 
         consent.save()
         _audit(actor=actor, action=AuditAction.CONSENT_SIGNED, obj=consent, trial_id=subject.trial_id,
                site_id=subject.site_id, subject_id=subject.pk, changes=diff(None, _snapshot(consent)))
+        _signed_visit_changed(subject, actor=actor, reason=f"consent v{document.version} signed after sign-off")
     return consent
 
 
@@ -353,6 +362,7 @@ def consent_withdraw(
         _audit(actor=actor, action=AuditAction.CONSENT_WITHDRAWN, obj=consent, trial_id=subject.trial_id,
                site_id=subject.site_id, subject_id=subject.pk, changes=diff(before, _snapshot(consent, fields)),
                reason=reason)
+        _signed_visit_changed(subject, actor=actor, reason=f"consent withdrawn ({', '.join(scopes)}): {reason}")
     return consent
 
 
@@ -590,6 +600,7 @@ def injection_record(
         injection.save()
         _audit(actor=actor, action=AuditAction.INJECTION_RECORDED, obj=injection, trial_id=subject.trial_id,
                site_id=site.pk, subject_id=subject.pk, changes=diff(None, _snapshot(injection)))
+        _signed_visit_changed(subject, actor=actor, reason=f"injection #{injection.pk} recorded after sign-off")
     return injection
 
 

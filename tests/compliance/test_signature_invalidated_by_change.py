@@ -21,12 +21,19 @@ def test_it_invalidates_the_signature_when_signed_data_changes(visit, investigat
     assert [s.valid for s in signatures_verify(visit)] == [True]
 
     services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="follow-up done")
+
+    # Invalidated by the edit itself, in its transaction: no read needed to notice.
+    stored = Signature.objects.get(pk=signature.pk)
+    assert stored.valid is False and stored.invalidated_at is not None
+    assert "status changed to completed" in stored.invalidation_reason and "follow-up done" in stored.invalidation_reason
+    event = AuditEvent.objects.get(action=AuditAction.SIGNATURE_INVALIDATED)
+    assert event.actor == coordinator_a and event.reason == stored.invalidation_reason
+    status_event = AuditEvent.objects.get(action=AuditAction.SUBJECT_STATUS_CHANGED)
+    assert event.sequence == status_event.sequence + 1  # same transaction, right after the change
+
     visit.refresh_from_db()
     [checked] = signatures_verify(visit)
-
-    assert checked.pk == signature.pk and checked.valid is False and checked.invalidated_at is not None
-    assert "SUBJECT_STATUS_CHANGED" in checked.invalidation_reason and "follow-up done" in checked.invalidation_reason
-    event = AuditEvent.objects.get(action=AuditAction.SIGNATURE_INVALIDATED)
+    assert checked.pk == signature.pk and checked.valid is False
     assert event.changes["signature"] == signature.pk and event.changes["valid"] == [True, False]
     assert event.changes["current_sha256"] != event.changes["signed_sha256"]
     # Checked again: still invalid, audited once.
@@ -40,3 +47,33 @@ def test_it_keeps_the_signature_valid_when_nothing_changed(visit, investigator_a
     services.subject_identity_read(actor=monitor, subject=visit)  # a read changes nothing signed
     assert [s.valid for s in signatures_verify(visit)] == [True]
     assert not AuditEvent.objects.filter(action=AuditAction.SIGNATURE_INVALIDATED).exists()
+
+
+def test_it_invalidates_the_visit_signature_when_an_injection_is_added(visit, ready, investigator_a, coordinator_a):
+    import datetime as dt
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    signature = signature_apply(signer=investigator_a, password=PASSWORD, obj=visit, meaning="approval")
+    _, _, batch = ready
+    injection = services.injection_record(
+        actor=coordinator_a, subject=visit, batch=batch, administered_cells=1_000_000, volume_ml=Decimal("1.0"),
+        route="intravenous", anatomical_target="tail vein", administered_at=timezone.now() - dt.timedelta(hours=1),
+        administered_by=investigator_a, verified_by=coordinator_a,
+    )
+    stored = Signature.objects.get(pk=signature.pk)
+    assert stored.valid is False
+    assert stored.invalidation_reason == f"injection #{injection.pk} recorded after sign-off"
+    assert AuditEvent.objects.filter(action=AuditAction.SIGNATURE_INVALIDATED, actor=coordinator_a).count() == 1
+
+
+def test_it_shows_the_signature_on_the_subject_detail_and_its_invalidation(visit, investigator_a, coordinator_a, api):
+    signature_apply(signer=investigator_a, password=PASSWORD, obj=visit, meaning="approval")
+    body = api(coordinator_a).get(f"/api/v1/subjects/{visit.pk}/").json()
+    [shown] = body["signatures"]
+    assert shown["meaning"] == "approval" and shown["valid"] is True and shown["printed_name"] == "investigator_a"
+
+    services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="follow-up done")
+    [shown] = api(coordinator_a).get(f"/api/v1/subjects/{visit.pk}/").json()["signatures"]
+    assert shown["valid"] is False and "follow-up done" in shown["invalidation_reason"]
