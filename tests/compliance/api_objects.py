@@ -43,3 +43,6 @@ VISIBLE_TO_MONITOR = {
     "export": _export,
     "audit-event": _event,
 }
+
+# The audit trail is for monitors and auditors; a sponsor reads de-identified exports only.
+HIDDEN_FROM_SPONSOR = {"audit-event"}

@@ -133,6 +133,11 @@ VISIBLE_TO_MONITOR = {
 }
 
 
+# List routes whose rows a sponsor never sees, by design (e.g. the audit trail, which
+# names users and sites). The sponsor test asserts these lists are empty instead.
+HIDDEN_FROM_SPONSOR: set[str] = set()
+
+
 def _merge_app_entries() -> None:
     for module in pkgutil.iter_modules(tests.__path__):
         if not module.ispkg or module.name == "trials":
@@ -145,6 +150,7 @@ def _merge_app_entries() -> None:
             continue
         HIDDEN_FROM_SITE_B.update(getattr(entries, "HIDDEN_FROM_SITE_B", {}))
         VISIBLE_TO_MONITOR.update(getattr(entries, "VISIBLE_TO_MONITOR", {}))
+        HIDDEN_FROM_SPONSOR.update(getattr(entries, "HIDDEN_FROM_SPONSOR", set()))
 
 
 _merge_app_entries()
