@@ -46,3 +46,5 @@ VISIBLE_TO_MONITOR = {
 
 # The audit trail is for monitors and auditors; a sponsor reads de-identified exports only.
 HIDDEN_FROM_SPONSOR = {"audit-event"}
+# The export row made above is still queued: its download answers 409 "not ready".
+SPONSOR_DETAIL_STATUS = {"export-download": 409}

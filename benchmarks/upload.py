@@ -1,0 +1,206 @@
+"""Upload throughput, web-process memory and time to metrics, on the embedded default.
+
+    .venv/bin/python benchmarks/upload.py --size-mb 2048
+
+1. A throwaway platform in a temporary folder (SQLite, filesystem broker, media),
+   the demo trial loaded, gunicorn serving it on a free loopback port.
+2. A file of ``--size-mb`` random bytes is uploaded through the tus API in
+   ``--chunk-mb`` PATCHes (each with its sha256 Upload-Checksum), and compared with a
+   plain file copy on the same disk (ratio printed; target >= 0.5).
+3. The web worker's peak memory growth during the upload, from /proc/<pid>/status
+   (VmHWM at the end minus VmRSS before; target < 200 MB).
+4. A Celery worker is started beside the server, a simulated 2D scan is uploaded and
+   the time from the last PATCH to the scan's metrics is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+PASSWORD = "trial-demo-2026"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def manage(env, *args, capture=False):
+    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True,
+                          capture_output=capture, text=True)
+
+
+def setup_django_token(env) -> str:
+    code = ("from rest_framework.authtoken.models import Token;"
+            "from django.contrib.auth import get_user_model;"
+            "u=get_user_model().objects.get(username='imaging_a');"
+            "print(Token.objects.get_or_create(user=u)[0].key)")
+    return manage(env, "shell", "-c", code, capture=True).stdout.strip().splitlines()[-1]
+
+
+def ids(env) -> dict:
+    code = ("from imaging.models import Scanner;from trials.models import Injection;"
+            "i=Injection.objects.select_related('subject').filter(subject__site__code='A').order_by('id').first();"
+            "s=Scanner.objects.get(site=i.subject.site);"
+            "print(i.subject_id, i.pk, s.pk)")
+    subject, injection, scanner = manage(env, "shell", "-c", code, capture=True).stdout.split()[-3:]
+    return {"subject": subject, "injection": injection, "scanner": scanner}
+
+
+def metadata(values: dict) -> str:
+    return ",".join(f"{k} {base64.b64encode(str(v).encode()).decode()}" for k, v in values.items())
+
+
+def tus_upload(base: str, token: str, path: Path, meta: dict, chunk: int) -> tuple[float, requests.Response]:
+    session = requests.Session()
+    session.headers.update({"Authorization": f"Token {token}", "Tus-Resumable": "1.0.0"})
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 24):
+            digest.update(block)
+    started = time.perf_counter()
+    created = session.post(f"{base}/api/v1/uploads/", headers={
+        "Upload-Length": str(size), "Upload-Metadata": metadata(meta | {"sha256": digest.hexdigest(),
+                                                                        "filename": path.name})})
+    created.raise_for_status()
+    url = created.headers["Location"]
+    offset, response = 0, None
+    with open(path, "rb") as fh:
+        while offset < size:
+            block = fh.read(chunk)
+            checksum = base64.b64encode(hashlib.sha256(block).digest()).decode()
+            response = session.patch(url, data=block, headers={
+                "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
+                "Upload-Checksum": f"sha256 {checksum}"})
+            if response.status_code != 204:
+                raise RuntimeError(f"PATCH at {offset}: {response.status_code} {response.text[:300]}")
+            offset = int(response.headers["Upload-Offset"])
+    return time.perf_counter() - started, response
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=2048)
+    parser.add_argument("--chunk-mb", type=int, default=64)
+    parser.add_argument("--dir", default=None, help="working folder (default: a temporary folder under /tmp)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mpi-upload-bench-", dir=args.dir))
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT")}
+    env |= {"MPI_VAR_DIR": str(work / "var"), "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "false"}
+    server = worker = None
+    try:
+        manage(env, "migrate", "-v0")
+        manage(env, "load_demo", capture=True)
+        manage(env, "load_demo_scans", capture=True)  # scanners and system matrices (scans wait for a worker)
+        token = setup_django_token(env)
+        target = ids(env)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen([PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
+                                   "--workers", "1", "--threads", "2", "--timeout", "600"], cwd=ROOT, env=env,
+                                  stdout=open(work / "web.log", "wb"), stderr=subprocess.STDOUT)
+        for _ in range(100):
+            try:
+                requests.get(f"{base}/api/v1/", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        web_pid = children(server.pid)[0]
+
+        size = args.size_mb * 1024 * 1024
+        data_path = work / "payload.bin"
+        with open(data_path, "wb") as fh:
+            remaining = size
+            while remaining:
+                n = min(remaining, 64 << 20)
+                fh.write(os.urandom(n))
+                remaining -= n
+        copy_path = work / "copy.bin"
+        os.sync()
+        started = time.perf_counter()
+        shutil.copyfile(data_path, copy_path)
+        with open(copy_path, "rb+") as fh:
+            os.fsync(fh.fileno())  # the upload fsyncs each chunk: so does the baseline
+        copy_s = time.perf_counter() - started
+        copy_path.unlink()
+
+        rss_before = proc_kib(web_pid, "VmRSS")
+        upload_s, _ = tus_upload(base, token, data_path, target | {"hours": 1}, args.chunk_mb << 20)
+        peak_growth_mb = (proc_kib(web_pid, "VmHWM") - rss_before) / 1024
+        data_path.unlink()
+
+        copy_mb_s = args.size_mb / copy_s
+        upload_mb_s = args.size_mb / upload_s
+        print(f"file size                 {args.size_mb} MiB, {args.chunk_mb} MiB PATCHes")
+        print(f"plain copy (same disk)    {copy_s:8.2f} s  {copy_mb_s:8.1f} MiB/s")
+        print(f"tus upload (loopback)     {upload_s:8.2f} s  {upload_mb_s:8.1f} MiB/s  (incl. whole-file sha256)")
+        print(f"ratio upload/copy         {upload_mb_s / copy_mb_s:8.2f}   (target >= 0.5)")
+        print(f"web peak memory growth    {peak_growth_mb:8.1f} MiB (VmHWM - VmRSS before; target < 200)")
+
+        # Time from upload complete to metrics, with the embedded worker beside the server.
+        worker = subprocess.Popen([PYTHON, "-m", "celery", "-A", "config", "worker", "-Q", "ingest,recon,export",
+                                   "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                                  cwd=ROOT, env=env, stdout=open(work / "worker.log", "wb"), stderr=subprocess.STDOUT)
+        time.sleep(3)  # let the worker drain the demo scans queued at load time first
+        sys.path.insert(0, str(ROOT))
+        from recon.simulate import simulate_to_files
+
+        sim = simulate_to_files(work / "sim", dims=2, grid=(12, 12, 1), fast=True, frames=10, seed=7)
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {token}"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # wait for the demo backlog, so the timing is of one scan
+            pending = session.get(f"{base}/api/v1/scans/", params={"page_size": 500}).json()["results"]
+            if all(s["status"] in ("quantified", "rejected", "failed") for s in pending):
+                break
+            time.sleep(0.5)
+        _, last = tus_upload(base, token, Path(sim["measurement"]), target | {"hours": 96}, 1 << 20)
+        done_at = time.perf_counter()
+        scan_url = f"{base}/api/v1/scans/{last.headers['Scan-Id']}/"
+        while True:
+            scan = session.get(scan_url).json()
+            if scan["status"] in ("quantified", "rejected", "failed") or time.perf_counter() - done_at > 600:
+                break
+            time.sleep(0.1)
+        print(f"upload complete->metrics  {time.perf_counter() - done_at:8.2f} s  (2D 12x12 scan, status "
+              f"{scan['status']}, embedded worker, filesystem broker)")
+        return 0
+    finally:
+        for process in (worker, server):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""REST endpoints of the scan pipeline. Each method: scope through a selector,
+translate the input, call one service, translate the output. Objects outside the
+user's sites are not in the queryset, so detail routes answer 404 for them.
+
+Uploads speak tus 1.0.0 (see ``imaging/uploads.py`` for the protocol as implemented).
+"""
+
+from __future__ import annotations
+
+import django_filters
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.errors import RuleViolation
+from imaging import selectors, services, uploads
+from imaging import serializers as s
+from imaging.models import Scan
+from trials.selectors import subjects_visible_to
+
+UPLOAD_DESCRIPTION = uploads.__doc__
+
+
+class ImagingPagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    selector = None
+    pagination_class = ImagingPagination
+
+    def get_queryset(self):
+        return type(self).selector(self.request.user)
+
+
+# --------------------------------------------------------------------------- tus uploads
+
+
+class RawBodyParser(BaseParser):
+    """Accepts the tus media type; the view streams the body itself, so this never reads it."""
+
+    media_type = "application/offset+octet-stream"
+
+    def parse(self, stream, media_type=None, parser_context=None):  # pragma: no cover - never called
+        raise RuntimeError("the upload body is streamed by the view, never parsed")
+
+
+class TusMixin:
+    """Tus-Resumable on every response; 412 for a request that names another version."""
+
+    parser_classes = [RawBodyParser, JSONParser]
+
+    def check_tus_version(self, request) -> None:
+        version = request.headers.get("Tus-Resumable")
+        if version != uploads.TUS_VERSION:
+            raise RuleViolation("tus_version", f"Tus-Resumable {version!r} is not supported: use "
+                                f"{uploads.TUS_VERSION}.", status_code=412)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Tus-Resumable"] = uploads.TUS_VERSION
+        if response.status_code == uploads.CHECKSUM_MISMATCH:
+            response.reason_phrase = "Checksum Mismatch"
+        if request.method == "OPTIONS" or response.status_code == 412:
+            response["Tus-Version"] = uploads.TUS_VERSION
+        return response
+
+
+def _int_header(request, name: str) -> int:
+    raw = request.headers.get(name)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise RuleViolation("invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name,
+                            status_code=400) from None
+    if value < 0:
+        raise RuleViolation("invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name,
+                            status_code=400)
+    return value
+
+
+def _metadata_request(request) -> services.UploadRequest:
+    meta = uploads.parse_metadata(request.headers.get("Upload-Metadata"))
+    missing = [key for key in uploads.METADATA_KEYS if not meta.get(key)]
+    if missing:
+        raise RuleViolation("missing_metadata", f"Upload-Metadata lacks {', '.join(missing)} (needs "
+                            f"{', '.join(uploads.METADATA_KEYS)}).", field="Upload-Metadata", status_code=400)
+    try:
+        subject_id, injection_id, scanner_id = int(meta["subject"]), int(meta["injection"]), int(meta["scanner"])
+        hours = float(meta["hours"])
+    except ValueError:
+        raise RuleViolation("invalid_metadata", "subject, injection and scanner must be ids and hours a number.",
+                            field="Upload-Metadata", status_code=400) from None
+    subject = get_object_or_404(subjects_visible_to(request.user), pk=subject_id)
+    return services.UploadRequest(subject=subject, injection_id=injection_id, scanner_id=scanner_id,
+                                  hours_after_injection=hours, sha256=meta["sha256"], filename=meta["filename"],
+                                  length=_int_header(request, "Upload-Length"))
+
+
+@extend_schema(tags=["uploads"], description=UPLOAD_DESCRIPTION)
+class UploadCollectionApi(TusMixin, APIView):
+    @extend_schema(request=None, responses={201: None}, summary="tus creation: start a resumable scan upload")
+    def post(self, request):
+        self.check_tus_version(request)
+        upload = services.upload_create(actor=request.user, request=_metadata_request(request))
+        response = Response(status=status.HTTP_201_CREATED)
+        response["Location"] = request.build_absolute_uri(f"{request.path.rstrip('/')}/{upload.pk}/")
+        response["Upload-Offset"] = "0"
+        return response
+
+    @extend_schema(request=None, responses={204: None}, summary="tus discovery")
+    def options(self, request, *args, **kwargs):
+        from django.conf import settings
+
+        response = Response(status=status.HTTP_204_NO_CONTENT)
+        response["Tus-Extension"] = uploads.TUS_EXTENSIONS
+        response["Tus-Max-Size"] = str(settings.IMAGING_UPLOAD_MAX_BYTES)
+        response["Tus-Checksum-Algorithm"] = uploads.TUS_CHECKSUM_ALGORITHMS
+        return response
+
+
+@extend_schema(tags=["uploads"], description=UPLOAD_DESCRIPTION)
+class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
+    """One upload: HEAD (offset), PATCH (append), DELETE (terminate). The object is
+    looked up through the selector before anything else, so another site gets 404."""
+
+    selector = staticmethod(selectors.uploads_visible_to)
+
+    def get_queryset(self):
+        return selectors.uploads_visible_to(self.request.user)
+
+    @extend_schema(request=None, responses={200: None}, summary="tus: the upload's offset")
+    def offset(self, request, pk=None):
+        upload = self.get_object()
+        self.check_tus_version(request)
+        if upload.status == upload.Status.TERMINATED:
+            raise Http404
+        response = Response(status=status.HTTP_200_OK)
+        response["Upload-Offset"] = str(upload.offset)
+        response["Upload-Length"] = str(upload.length)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @extend_schema(request={uploads.OFFSET_CONTENT_TYPE: bytes}, responses={204: None, 460: None},
+                   summary="tus: append a chunk (Upload-Checksum: sha256 <base64>)")
+    def append(self, request, pk=None):
+        upload = self.get_object()
+        self.check_tus_version(request)
+        if request.content_type.split(";")[0].strip() != uploads.OFFSET_CONTENT_TYPE:
+            raise RuleViolation("unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.",
+                                status_code=415)
+        outcome = services.upload_append(
+            actor=request.user, upload=upload, offset=_int_header(request, "Upload-Offset"),
+            read=request._request.read, checksum=uploads.parse_checksum(request.headers.get("Upload-Checksum")))
+        if not outcome.checksum_ok:
+            raise RuleViolation("checksum_mismatch", "The chunk's sha256 does not match Upload-Checksum: it was "
+                                f"discarded; resume at offset {outcome.upload.offset}.", status_code=460)
+        response = Response(status=status.HTTP_204_NO_CONTENT)
+        response["Upload-Offset"] = str(outcome.upload.offset)
+        if outcome.scan is not None:
+            response["Scan-Id"] = str(outcome.scan.pk)
+            response["Scan-Location"] = request.build_absolute_uri(f"/api/v1/scans/{outcome.scan.pk}/")
+        return response
+
+    @extend_schema(request=None, responses={204: None}, summary="tus termination: abandon the upload")
+    def terminate(self, request, pk=None):
+        upload = self.get_object()
+        self.check_tus_version(request)
+        services.upload_terminate(actor=request.user, upload=upload)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --------------------------------------------------------------------------- scans
+
+
+class ScanFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Scan.Status.choices)
+    subject = django_filters.NumberFilter(field_name="subject_id")
+    site = django_filters.NumberFilter(field_name="subject__site_id")
+    hours = django_filters.NumberFilter(field_name="hours_after_injection")
+
+    class Meta:
+        model = Scan
+        fields = ["status", "subject", "site", "hours"]
+
+
+def _file_response(path, filename):
+    try:
+        handle = open(uploads.media_path(path), "rb")  # noqa: SIM115 - FileResponse closes it
+    except FileNotFoundError:
+        raise Http404 from None
+    return FileResponse(handle, as_attachment=True, filename=filename, content_type="application/x-hdf5")
+
+
+class ScanViewSet(ScopedViewSet):
+    selector = selectors.scans_visible_to
+    serializer_class = s.ScanOutput
+    filterset_class = ScanFilter
+    ordering_fields = ["hours_after_injection", "created_at", "status"]
+
+    @extend_schema(responses=s.MeasurementOutput(many=True), summary="Per-ROI metrics of the scan")
+    @action(detail=True, methods=["get"])
+    def metrics(self, request, pk=None):
+        scan = self.get_object()
+        return Response(s.MeasurementOutput(scan.measurements.all(), many=True).data)
+
+    @extend_schema(responses={(200, "application/x-hdf5"): bytes}, summary="Download the original MDF (audited)")
+    @action(detail=True, methods=["get"], url_path="original", url_name="original")
+    def original(self, request, pk=None):
+        scan = self.get_object()
+        services.file_download_record(actor=request.user, scan=scan, which="original", path=scan.file)
+        return _file_response(scan.file, scan.filename)
+
+    @extend_schema(responses={(200, "application/x-hdf5"): bytes},
+                   summary="Download the newest reconstruction MDF (audited)")
+    @action(detail=True, methods=["get"], url_path="reconstruction-file", url_name="reconstruction-file")
+    def reconstruction_file(self, request, pk=None):
+        scan = self.get_object()
+        reconstruction = scan.reconstructions.order_by("-attempt").first()
+        if reconstruction is None:
+            raise Http404
+        services.file_download_record(actor=request.user, scan=scan, which="reconstruction", path=reconstruction.file)
+        return _file_response(reconstruction.file, f"scan{scan.pk}-reconstruction.mdf")
+
+    @extend_schema(request=None, responses=s.ScanOutput, summary="Retry a scan that failed for a transient reason")
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        scan = services.scan_retry(actor=request.user, scan=self.get_object())
+        return Response(s.ScanOutput(self.get_queryset().get(pk=scan.pk), context={"request": request}).data)
+
+
+class ScannerViewSet(ScopedViewSet):
+    selector = selectors.scanners_visible_to
+    serializer_class = s.ScannerOutput
+    filterset_fields = ["site"]
+
+
+class SystemMatrixViewSet(ScopedViewSet):
+    selector = selectors.system_matrices_visible_to
+    serializer_class = s.SystemMatrixOutput
+    filterset_fields = ["scanner", "active"]
+
+
+class MeasurementViewSet(ScopedViewSet):
+    selector = selectors.measurements_visible_to
+    serializer_class = s.MeasurementOutput
+    filterset_fields = ["scan", "roi_kind", "detected"]
+
+
+class AlertViewSet(ScopedViewSet):
+    selector = selectors.alerts_visible_to
+    serializer_class = s.AlertOutput
+    filterset_fields = ["subject", "scan", "kind"]
+
+
+class RoiViewSet(ScopedViewSet):
+    selector = selectors.rois_visible_to
+    serializer_class = s.RoiOutput
+    filterset_fields = ["subject", "scan", "kind"]
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(request=s.RoiInput, responses={201: s.RoiOutput},
+                   summary="Define a region of interest (geometry JSON or a label volume)")
+    def create(self, request):
+        data = s.RoiInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        subject = get_object_or_404(subjects_visible_to(request.user), pk=values.pop("subject"))
+        scan_id = values.pop("scan", None)
+        scan = get_object_or_404(selectors.scans_visible_to(request.user), pk=scan_id) if scan_id else None
+        roi = services.roi_define(actor=request.user, subject=subject, scan=scan, **values)
+        return Response(s.RoiOutput(roi).data, status=status.HTTP_201_CREATED)
+
+
+# --------------------------------------------------------------------------- time course
+
+
+class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
+    """/subjects/{id}/time-course/: the subject's iron per ROI over time, ready to plot."""
+
+    def get_queryset(self):
+        return subjects_visible_to(self.request.user)
+
+    @extend_schema(responses=s.TimeCourseOutput, summary="A subject's iron per ROI over time, ready to plot")
+    def retrieve(self, request, pk=None):
+        return Response(selectors.time_course(self.get_object()))
+
+
+@extend_schema(responses=s.TimeCourseOutput, summary="A subject's iron per ROI over time (?subject=<id>)",
+               parameters=[OpenApiParameter("subject", int, required=True)])
+class TimeCourseApi(APIView):
+    def get(self, request):
+        subject_id = request.query_params.get("subject")
+        if subject_id is None or not str(subject_id).isdigit():
+            raise RuleViolation("subject_required", "Give ?subject=<id>.", field="subject", status_code=400)
+        subject = get_object_or_404(subjects_visible_to(request.user), pk=int(subject_id))
+        return Response(selectors.time_course(subject))

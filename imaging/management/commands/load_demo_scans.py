@@ -1,0 +1,134 @@
+"""Demo scans for the demo trial: a scanner and a simulated system matrix at sites A and
+B, and simulated follow-up scans at 0, 24, 48 and 72 h for every injected demo subject
+(retention falling, off-target rising), uploaded through the same services as a site
+would and processed by the worker beside the server.
+
+Idempotent (what exists is left alone) and quick: 2D, a 12 x 12 grid, short frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from imaging import services
+from imaging.models import RegionOfInterest, Scan, Scanner, SystemMatrix
+from recon import phantoms
+from recon import simulate as sim
+from recon.physics import Particles
+from trials.models import Injection, Site, Trial
+
+PROTOCOL = "MPI-CT-001"
+GRID = (12, 12, 1)
+TIME_POINTS_H = (0, 24, 48, 72)
+# Share of the injected iron per organ at each time point: the graft loses cells and
+# the lungs, liver and spleen pick them up.
+COURSE = {
+    0: {"target": 0.70, "lungs": 0.030, "liver": 0.10},
+    24: {"target": 0.55, "lungs": 0.045, "liver": 0.18},
+    48: {"target": 0.42, "lungs": 0.050, "liver": 0.24},
+    72: {"target": 0.33, "lungs": 0.050, "liver": 0.29},
+}
+SCANNER_NAME = "Preclinical MPI (simulated)"
+
+
+class Command(BaseCommand):
+    help = "Create demo scanners, system matrices and simulated scans (processed by the Celery worker)."
+
+    def handle(self, *args, **options):
+        if settings.PRODUCTION:
+            raise CommandError("load_demo_scans refuses to run with MPI_ENV=production.")
+        trial = Trial.objects.filter(protocol_number=PROTOCOL).first()
+        if trial is None:
+            raise CommandError(f"The demo trial {PROTOCOL} is not loaded: run load_demo first.")
+        rng = np.random.default_rng(2026)
+        scanner_model = sim.scanner_preset(2, fast=True)
+        background = sim.scanner_background_spectrum(scanner_model, rng, sim.DEFAULT_NOISE_STD_V)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            calibration = None
+            for site in Site.objects.filter(trial=trial).order_by("code"):
+                scanner = self._scanner(site, scanner_model)
+                if not SystemMatrix.objects.filter(scanner=scanner, active=True).exists():
+                    if calibration is None:
+                        calibration = self._calibration(tmp, scanner_model, rng, background)
+                    lot = trial.nanoparticle_lots.order_by("id").first()
+                    services.system_matrix_register(
+                        actor=None, scanner=scanner, name="Simulated 12x12 calibration (delta sample 0.05 mol/L)",
+                        tracer_product=lot.product if lot else "VivoTrax", source_path=calibration[0])
+                    self.stdout.write(f"system matrix registered for scanner {scanner.name} at site {site.code}")
+            sm_geometry = calibration[1] if calibration else self._geometry(scanner_model)
+            queued = 0
+            injections = Injection.objects.filter(subject__trial=trial).select_related(
+                "subject__site", "batch").order_by("subject__code")
+            for injection in injections:
+                queued += self._scans_for(injection, tmp, scanner_model, sm_geometry, rng, background)
+        self.stdout.write(self.style.SUCCESS(f"Demo scans: {queued} uploaded and queued for processing."))
+
+    def _scanner(self, site, model) -> Scanner:
+        existing = Scanner.objects.filter(site=site, name=SCANNER_NAME).first()
+        if existing:
+            return existing
+        return services.scanner_register(
+            actor=None, site=site, name=SCANNER_NAME, manufacturer="recon.simulate", model="2D FFP Lissajous",
+            topology="FFP", base_frequency_hz=model.base_frequency_hz, dividers=list(model.dividers),
+            drive_amplitudes_t=list(model.drive_amplitude_t), gradient_t_per_m=list(model.gradient_t_per_m))
+
+    @staticmethod
+    def _geometry(model):
+        fov, center = sim.system_matrix_geometry(model, GRID)
+        return fov, center
+
+    def _calibration(self, tmp, model, rng, background):
+        matrix = sim.simulate_system_matrix(model, Particles(), GRID, rng=rng, background_spectrum=background)
+        path = tmp / "system_matrix.mdf"
+        sim.write_system_matrix_mdf(str(path), matrix)
+        return path, (matrix.fov_m, matrix.center_m)
+
+    def _scans_for(self, injection, tmp, model, geometry, rng, background) -> int:
+        subject = injection.subject
+        uploader = get_user_model().objects.filter(
+            trial_memberships__site=subject.site, trial_memberships__role="imaging_staff",
+            trial_memberships__active=True).first()
+        if uploader is None:
+            return 0
+        fov, center = geometry
+        injected_ng = services.injected_iron_ng(injection)
+        layout = phantoms.mouse(fov, dims=2, target_iron_ng=1.0)
+        if not RegionOfInterest.objects.filter(subject=subject, scan__isnull=True).exists():
+            for inclusion in layout:
+                roi = inclusion.as_roi()
+                services.roi_define(actor=None, subject=subject, name=roi.pop("name"), kind=roi.pop("kind"),
+                                    geometry=roi)
+        count = 0
+        scanner = Scanner.objects.get(site=subject.site, name=SCANNER_NAME)
+        for hours in TIME_POINTS_H:
+            if Scan.objects.filter(subject=subject, hours_after_injection=hours).exists():
+                continue
+            shares = COURSE[hours]
+            per_lung = shares["lungs"] * injected_ng
+            amounts = {"target": shares["target"] * injected_ng, "lungs": per_lung, "liver": shares["liver"] * injected_ng}
+            inclusions = tuple(dataclasses.replace(inc, iron_ng=amounts[inc.kind]) for inc in layout)
+            raster = phantoms.rasterise(inclusions, GRID, fov, center, factor=3, dims=2)
+            scan = sim.simulate_scan(model, Particles(), raster, rng=rng, frames=10, background_spectrum=background)
+            path = tmp / f"{subject.code}-{hours}h.mdf"
+            sim.write_scan_mdf(str(path), scan)
+            self._upload(uploader, subject, injection, scanner, hours, path)
+            count += 1
+        return count
+
+    @staticmethod
+    def _upload(user, subject, injection, scanner, hours, path: Path) -> None:
+        data = path.read_bytes()
+        upload = services.upload_create(actor=user, request=services.UploadRequest(
+            subject=subject, injection_id=injection.pk, scanner_id=scanner.pk, hours_after_injection=float(hours),
+            sha256=hashlib.sha256(data).hexdigest(), filename=path.name, length=len(data)))
+        with open(path, "rb") as fh:
+            services.upload_append(actor=user, upload=upload, offset=0, read=fh.read, checksum=None)

@@ -1,0 +1,259 @@
+"""Where the web side meets ``recon``: file inspection, reconstruction, quantification.
+
+Nothing here touches the database: services call these functions outside their
+transactions (slow I/O and numerics never hold a lock) and record the outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import recon
+from recon import validate as recon_validate
+from recon.mdf import MDFError, MDFFile
+from recon.params import ReconParams
+
+Progress = Callable[[str, float], None]
+
+
+def software_version() -> dict:
+    try:
+        platform_version = importlib.metadata.version("mpi-trials")
+    except importlib.metadata.PackageNotFoundError:
+        platform_version = "unknown"
+    return {
+        "recon": recon.__version__,
+        "platform": platform_version,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def sha256_file(path: str | Path, piece: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(piece):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+@dataclass(frozen=True)
+class Inspection:
+    report: dict  # ValidationReport.as_dict()
+    kind: str | None
+    acquisition: dict | None  # drive-field settings, when readable
+    problems_text: str  # one line per problem, for a rejection reason
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.report["valid"])
+
+
+def _acquisition(f: MDFFile) -> dict:
+    strength = np.asarray(f.drive_strength_t, dtype=float)
+    amplitudes = strength[0, :, 0].tolist() if strength.ndim == 3 and strength.size else []
+    return {
+        "base_frequency_hz": float(f.base_frequency_hz),
+        "dividers": [int(d) for d in f.dividers],
+        "drive_amplitudes_t": [float(a) for a in amplitudes],
+        "receive_channels": int(f.num_receive_channels),
+        "sampling_points": int(f.num_sampling_points),
+        "frames": int(f.num_frames),
+    }
+
+
+def inspect(path: str | Path) -> Inspection:
+    """Validate an MDF file with recon and read its drive-field settings. Never raises."""
+    report = recon_validate.validate(path)
+    as_dict = report.as_dict()
+    problems = "; ".join(f"{p.code} at {p.path or '/'}: {p.message}" for p in report.problems)
+    acquisition = None
+    if report.valid:
+        try:
+            with MDFFile(path) as f:
+                acquisition = _acquisition(f)
+        except MDFError as exc:  # validate() opens it too, so this is rare
+            return Inspection(as_dict | {"valid": False}, report.kind, None, str(exc))
+    return Inspection(as_dict, report.kind, acquisition, problems)
+
+
+def calibration_summary(path: str | Path) -> dict:
+    """What the library stores about a calibration: grid, field of view, SNR."""
+    with MDFFile(path) as f:
+        snr = np.asarray(f.snr, dtype=float) if f.snr is not None else np.zeros(0)
+        finite = snr[np.isfinite(snr)]
+        return {
+            "grid_size": list(f.calibration_size or (0, 0, 0)),
+            "field_of_view_m": [float(v) for v in (f.field_of_view_m if f.field_of_view_m is not None else [])],
+            "field_of_view_center_m": [
+                float(v) for v in (f.field_of_view_center_m if f.field_of_view_center_m is not None else [0, 0, 0])
+            ],
+            "frequencies_count": int(f.num_frequencies),
+            "receive_channels": int(f.num_receive_channels),
+            "snr_summary": {
+                "max": float(finite.max()) if finite.size else None,
+                "median": float(np.median(finite)) if finite.size else None,
+                "above_3": int((finite >= 3).sum()),
+                "above_5": int((finite >= 5).sum()),
+            },
+            "delta_concentration_mol_per_l": f.tracer_concentration_mol_per_l,
+            "acquisition": _acquisition(f),
+        }
+
+
+# --------------------------------------------------------------------------- reconstruction
+
+
+@dataclass
+class LoadedSystemMatrix:
+    """A calibration read into memory once per worker (see ``imaging.cache``)."""
+
+    system_matrix: np.ndarray  # (C, K, P) complex
+    background: np.ndarray  # (C, K, E) complex
+    snr: np.ndarray | None  # (C, K)
+    frequencies_hz: np.ndarray  # (K,)
+    size: tuple[int, int, int]
+    fov_m: np.ndarray
+    center_m: np.ndarray
+    delta_concentration_mol_per_l: float
+
+
+def load_system_matrix(path: str | Path) -> LoadedSystemMatrix:
+    with MDFFile(path) as f:
+        s, bg = f.system_matrix()
+        snr = None if f.snr is None else np.asarray(f.snr, dtype=float)[0]
+        return LoadedSystemMatrix(
+            system_matrix=s, background=bg, snr=snr, frequencies_hz=np.asarray(f.frequencies_hz),
+            size=tuple(int(v) for v in f.calibration_size), fov_m=np.asarray(f.field_of_view_m, dtype=float),
+            center_m=np.asarray(f.field_of_view_center_m, dtype=float),
+            delta_concentration_mol_per_l=float(f.tracer_concentration_mol_per_l),
+        )
+
+
+def reconstruct(
+    sm: LoadedSystemMatrix,
+    measurement_path: str | Path,
+    output_path: str | Path,
+    params: ReconParams,
+    *,
+    progress: Progress,
+    provenance: dict,
+) -> dict:
+    """Reconstruct a scan against a loaded (cached) system matrix with
+    ``recon.pipeline.reconstruct_arrays`` and write the MDF reconstruction file."""
+    from recon.mdf import write_reconstruction
+    from recon.pipeline import reconstruct_arrays
+
+    progress("read", 0.05)
+    with MDFFile(measurement_path) as f:
+        spectra = f.spectra()
+        is_background = np.asarray(f.is_background_frame, dtype=bool)
+    stages = {"select": 0.15, "preprocess": 0.3, "solve": 0.5}
+    result = reconstruct_arrays(
+        sm.system_matrix, spectra, frequencies_hz=sm.frequencies_hz, size=sm.size, is_background_frame=is_background,
+        snr=sm.snr, system_matrix_background=sm.background,
+        delta_concentration_mol_per_l=sm.delta_concentration_mol_per_l, field_of_view_m=sm.fov_m,
+        field_of_view_center_m=sm.center_m, params=params,
+        progress=lambda stage, fraction: progress(stage, stages.get(stage, 0.5) + 0.4 * fraction * (stage == "solve")),
+    )
+    concentration = np.asarray(result.concentration_mol_per_l)
+    if not np.all(np.isfinite(concentration)):
+        raise ValueError("the reconstruction produced non-finite values")
+    progress("write", 0.9)
+    write_reconstruction(
+        output_path, concentration[:, :, None], size=result.size, field_of_view_m=result.field_of_view_m,
+        field_of_view_center_m=result.field_of_view_center_m,
+        parameters={**result.parameters_record(), **provenance}, unit="mol/L",
+    )
+    progress("done", 1.0)
+    return {
+        "lambda_abs": float(result.lambda_abs),
+        "rows": int(result.selection.get("num_rows", 0)),
+        "frames": result.num_frames,
+        "notes": list(result.notes),
+        "timings_s": {k: float(v) for k, v in result.timings_s.items()},
+    }
+
+
+# --------------------------------------------------------------------------- quantification
+
+
+@dataclass(frozen=True)
+class RoiSpec:
+    key: int  # RegionOfInterest id
+    name: str
+    kind: str
+    geometry: dict | None
+    label_path: str | None
+    label_value: int | None
+
+
+def _load_labels(path: str) -> np.ndarray:
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False)
+    with MDFFile(path) as f:
+        data, _ = f.reconstruction()
+    return np.rint(data[0, :, 0]).astype(np.int64)
+
+
+def quantify(reconstruction_path: str | Path, rois: list[RoiSpec], *, injected_iron_ng: float,
+             pg_fe_per_cell: float) -> tuple[dict[int, dict], dict]:
+    """Per-ROI iron, cells, retention and off-target share; and the scan summary."""
+    from recon import quantify as q
+
+    with MDFFile(reconstruction_path) as f:
+        data, meta = f.reconstruction()
+    grid = q.Grid(tuple(meta["size"]), tuple(meta["fieldOfView"]), tuple(meta["fieldOfViewCenter"]))
+    concentration = data[..., 0].astype(np.float64).mean(axis=0)
+    margin = q.default_margin_m(grid)
+    masks = []
+    for roi in rois:
+        if roi.geometry is not None:
+            g = roi.geometry
+            key = {"sphere": "radius_m", "ellipsoid": "semi_axes_m", "box": "half_size_m"}[g["shape"]]
+            mask = q.mask_from_geometry(grid, g["shape"], g["center_m"], g[key], margin)
+        else:
+            labels = _load_labels(roi.label_path)
+            flat = labels.ravel(order="F") if labels.ndim == 3 else labels.ravel()
+            if flat.shape[0] != grid.num_voxels:
+                raise ValueError(f"label volume of ROI {roi.name!r} has {flat.shape[0]} voxels, the reconstruction "
+                                 f"{grid.num_voxels} (grid {grid.size})")
+            mask = flat == roi.label_value
+        masks.append(q.Roi(str(roi.key), roi.kind, mask))
+    result = q.quantify(concentration, grid, masks, injected_iron_ng=injected_iron_ng, pg_fe_per_cell=pg_fe_per_cell)
+    total = result.total_detected_iron_ng
+    per_roi = {}
+    for roi, m in zip(rois, result.rois):
+        per_roi[roi.key] = {
+            "iron_ng": m.iron_mass_ng,
+            "uncertainty_ng": m.uncertainty_ng,
+            "cell_count": m.cell_count or 0.0,
+            "retention_percent": 100.0 * m.iron_mass_ng / injected_iron_ng,
+            "off_target_percent": (100.0 * max(m.iron_mass_ng, 0.0) / total if total > 0 and m.detected else 0.0)
+            if m.kind != "target" else None,
+            "detection_limit_ng": m.detection_limit_ng,
+            "detected": m.detected,
+            "voxels": m.num_voxels,
+        }
+    summary = {
+        "injected_iron_ng": injected_iron_ng,
+        "retention_percent": result.retention_percent,
+        "retention_uncertainty_percent": result.retention_uncertainty_percent,
+        "off_target_percent": result.off_target_percent,
+        "total_detected_iron_ng": total,
+        "background_level_mol_per_l": result.background_level_mol_per_l,
+        "noise_sd_mol_per_l": result.noise_sd_mol_per_l,
+        "notes": list(result.notes),
+    }
+    return per_roi, json.loads(json.dumps(summary))

@@ -1,0 +1,105 @@
+"""Serializers that only translate: no rule lives here."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from imaging.models import Alert, Measurement, RegionOfInterest, RoiKind, Scan, Scanner, SystemMatrix
+
+
+class ScannerOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Scanner
+        fields = ["id", "site", "name", "manufacturer", "model", "topology", "base_frequency_hz", "dividers",
+                  "drive_amplitudes_t", "gradient_t_per_m", "created_at"]
+
+
+class SystemMatrixOutput(serializers.ModelSerializer):
+    class Meta:
+        model = SystemMatrix
+        fields = ["id", "scanner", "name", "tracer_product", "nanoparticle_lot", "sha256", "size_bytes",
+                  "validation_report", "grid_size", "field_of_view_m", "field_of_view_center_m", "frequencies_count",
+                  "receive_channels", "snr_summary", "delta_concentration_mol_per_l", "base_frequency_hz", "dividers",
+                  "drive_amplitudes_t", "active", "retired_at", "created_at"]
+
+
+class MeasurementOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Measurement
+        fields = ["id", "scan", "reconstruction", "roi", "roi_name", "roi_kind", "iron_ng", "uncertainty_ng",
+                  "cell_count", "retention_percent", "off_target_percent", "detection_limit_ng", "detected", "voxels"]
+
+
+class ScanOutput(serializers.ModelSerializer):
+    site = serializers.IntegerField(source="subject.site_id", read_only=True)
+    subject_code = serializers.CharField(source="subject.code", read_only=True)
+    progress = serializers.SerializerMethodField()
+    metrics = MeasurementOutput(source="measurements", many=True, read_only=True)
+    files = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Scan
+        fields = ["id", "subject", "subject_code", "site", "injection", "scanner", "system_matrix",
+                  "hours_after_injection", "filename", "size_bytes", "sha256", "status", "status_reason", "retryable",
+                  "progress", "attempt", "validation_report", "acquisition", "metrics_summary", "metrics", "files",
+                  "created_at", "updated_at"]
+
+    def get_progress(self, scan) -> dict:
+        return {"stage": scan.progress_stage or scan.status, "percent": scan.progress_percent}
+
+    def get_files(self, scan) -> dict:
+        request = self.context.get("request")
+        files = {"original": reverse("scan-original", args=[scan.pk], request=request)}
+        if scan.status in (Scan.Status.RECONSTRUCTED, Scan.Status.QUANTIFIED):
+            files["reconstruction"] = reverse("scan-reconstruction-file", args=[scan.pk], request=request)
+        return files
+
+
+class ScanRetryInput(serializers.Serializer):
+    pass
+
+
+class RoiOutput(serializers.ModelSerializer):
+    class Meta:
+        model = RegionOfInterest
+        fields = ["id", "subject", "scan", "name", "kind", "geometry", "label_value", "created_at"]
+
+
+class RoiInput(serializers.Serializer):
+    subject = serializers.IntegerField()
+    scan = serializers.IntegerField(required=False, allow_null=True)
+    name = serializers.CharField(max_length=120)
+    kind = serializers.ChoiceField(choices=RoiKind.choices)
+    geometry = serializers.JSONField(required=False, allow_null=True)
+    label_volume = serializers.FileField(required=False, allow_null=True)
+    label_value = serializers.IntegerField(required=False, allow_null=True)
+
+
+class AlertOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Alert
+        fields = ["id", "scan", "subject", "kind", "value_percent", "threshold_percent", "message", "created_at"]
+
+
+class TimeCoursePoint(serializers.Serializer):
+    hours = serializers.FloatField()
+    iron_ng = serializers.FloatField()
+    uncertainty_ng = serializers.FloatField()
+    retention_percent = serializers.FloatField()
+    off_target_percent = serializers.FloatField(allow_null=True)
+    detected = serializers.BooleanField()
+    scan_id = serializers.IntegerField()
+
+
+class TimeCourseSeries(serializers.Serializer):
+    roi_kind = serializers.CharField()
+    roi_name = serializers.CharField()
+    points = TimeCoursePoint(many=True)
+
+
+class TimeCourseOutput(serializers.Serializer):
+    subject = serializers.IntegerField()
+    subject_code = serializers.CharField()
+    injected_iron_ng = serializers.FloatField(allow_null=True)
+    series = TimeCourseSeries(many=True)

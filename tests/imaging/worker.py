@@ -1,0 +1,80 @@
+"""Real Celery worker processes for the integration tests, on the test's own database,
+media folder and broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    auth = quote(db["USER"] or "")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"])
+    return f"postgresql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def purge(broker_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
+    client.delete("ingest", "recon", "export", "unacked", "unacked_index", "unacked_mutex")
+
+
+class Worker:
+    def __init__(self, name: str, broker_url: str, log_dir: Path, **env):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        environment = os.environ | {
+            "DATABASE_URL": database_url(),
+            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+            "MPI_VAR_DIR": str(settings.VAR_DIR),
+            "CELERY_BROKER_URL": broker_url,
+            "CELERY_VISIBILITY_TIMEOUT": "5",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+        } | {k: str(v) for k, v in env.items()}
+        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "ingest,recon,export",
+                   "-P", "solo", "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                   "-l", "INFO"]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "condition", logs=()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    tails = "\n".join(f"--- {w.name}\n{w.log()[-3000:]}" for w in logs)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tails}")
