@@ -27,10 +27,11 @@ class Command(BaseCommand):
             raise CommandError("runplatform is the embedded runner; in production run gunicorn and celery (see docker-compose.yml)")
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("database ready")
+        # The worker starts first, so the demo scans queued below are processed at once.
+        worker = None if no_worker else self._start_worker()
         if not no_demo:
             call_command("load_demo", stdout=self.stdout)
-
-        worker = None if no_worker else self._start_worker()
+            call_command("load_demo_scans", stdout=self.stdout)
         if worker is not None:
             atexit.register(self._stop, worker)
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
