@@ -29,12 +29,12 @@ class Command(BaseCommand):
         self.stdout.write("database ready")
         # The worker starts first, so the demo scans queued below are processed at once.
         worker = None if no_worker else self._start_worker()
-        if not no_demo:
-            call_command("load_demo", stdout=self.stdout)
-            call_command("load_demo_scans", stdout=self.stdout)
         if worker is not None:
             atexit.register(self._stop, worker)
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        if not no_demo:
+            call_command("load_demo", stdout=self.stdout)
+            call_command("load_demo_scans", stdout=self.stdout)
 
         self.stdout.write(self.style.SUCCESS(f"MPI trial platform running at http://{addrport}/"))
         self.stdout.write(f"API: http://{addrport}/api/v1/   API docs: http://{addrport}/api/docs/")
