@@ -53,3 +53,27 @@ def require_path(path: str, *, package: str) -> str:
     if not os.path.exists(path):
         _missing(f"{path} (Debian package {package})")
     return path
+
+
+def require_chromium() -> str:
+    """Debian's Chromium for the browser end-to-end tests (and the PyPI ``playwright``
+    package that drives it), or skip (fail under CI) naming what to install."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _missing("the Python package playwright (pip install playwright; no browser download needed)")
+    path = os.environ.get("CHROMIUM_PATH") or shutil_which("chromium") or shutil_which("chromium-browser")
+    if path is None:
+        _missing("the 'chromium' executable (Debian package chromium)")
+    return path
+
+
+def shutil_which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name)
+
+
+def browser_unavailable(reason: str) -> None:
+    """Chromium is installed but does not start: skip locally, fail under CI."""
+    _missing(f"a Chromium that starts ({reason})")

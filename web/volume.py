@@ -1,0 +1,188 @@
+"""The scan viewer's pictures and the DICOM download, from a scan's newest
+reconstruction: slices in three planes and a maximum-intensity projection as PNG
+(fixed colour map, ROI outlines), a colour bar in mmol Fe/L, and the DICOM study
+built with ``imaging.dicom``.
+
+Arrays in, bytes out; the views do the scoping and the auditing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import zoneinfo
+from dataclasses import dataclass
+
+import numpy as np
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from imaging import uploads
+from recon.mdf import MDFFile
+from recon.quantify import Grid, mask_from_geometry
+
+PLANES = {
+    # name: (axis of the volume [z, y, x] that is sliced, label, horizontal axis, vertical axis)
+    "axial": (0, "Axial (x–y)", "x", "y"),
+    "coronal": (1, "Coronal (x–z)", "x", "z"),
+    "sagittal": (2, "Sagittal (y–z)", "y", "z"),
+}
+COLORMAP = "inferno"  # perceptually uniform, readable in greyscale print
+# Outline colours that stay visible on both ends of the inferno map (black and pale yellow).
+ROI_COLOURS = ["#22d3ee", "#a3e635", "#f472b6", "#2563eb", "#10b981", "#c084fc"]
+TARGET_PIXELS = 384
+GEOMETRY_SIZE_KEYS = {"sphere": "radius_m", "ellipsoid": "semi_axes_m", "box": "half_size_m"}
+
+
+@dataclass(frozen=True)
+class Volume:
+    values: np.ndarray  # (nz, ny, nx), mol Fe / L
+    grid: Grid
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.values.shape
+
+    @property
+    def vmax(self) -> float:
+        # The 99.9th percentile, so one hot voxel does not wash out the rest.
+        positive = self.values[self.values > 0]
+        return float(np.percentile(positive, 99.9)) if positive.size else 1.0
+
+
+def load(reconstruction) -> Volume:
+    with MDFFile(uploads.media_path(reconstruction.file)) as f:
+        data, meta = f.reconstruction()
+    grid = Grid(tuple(meta["size"]), tuple(meta["fieldOfView"]), tuple(meta["fieldOfViewCenter"]))
+    nx, ny, nz = grid.size
+    values = data[..., 0].astype(np.float64).mean(axis=0).reshape(nz, ny, nx)
+    return Volume(values, grid)
+
+
+def roi_masks(rois, grid: Grid) -> list[tuple[object, np.ndarray]]:
+    """[(roi, mask (nz, ny, nx) bool)] for the regions drawn on the viewer."""
+    nx, ny, nz = grid.size
+    out = []
+    for roi in rois:
+        if roi.geometry:
+            g = roi.geometry
+            flat = mask_from_geometry(grid, g["shape"], g["center_m"], g[GEOMETRY_SIZE_KEYS[g["shape"]]])
+        else:
+            path = str(uploads.media_path(roi.label_file))
+            if path.endswith(".npy"):
+                labels = np.load(path, allow_pickle=False)
+            else:
+                with MDFFile(path) as f:
+                    labels = np.rint(f.reconstruction()[0][0, :, 0]).astype(np.int64)
+            labels = labels.ravel(order="F") if labels.ndim == 3 else labels.ravel()
+            if labels.shape[0] != grid.num_voxels:
+                continue
+            flat = labels == roi.label_value
+        out.append((roi, np.asarray(flat, dtype=bool).reshape(nz, ny, nx)))
+    return out
+
+
+def plane_image(volume: Volume, plane: str, index: int | None) -> tuple[np.ndarray, int]:
+    """(2-D image with rows top to bottom, the slice index used); plane "mip" projects along z."""
+    if plane == "mip":
+        return volume.values.max(axis=0), 0
+    axis = PLANES[plane][0]
+    n = volume.shape[axis]
+    index = n // 2 if index is None else min(max(int(index), 0), n - 1)
+    return np.take(volume.values, index, axis=axis), index
+
+
+def _lut() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps[COLORMAP](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def _rgb(hex_colour: str) -> np.ndarray:
+    return np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    padded = np.pad(mask, 1)
+    inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def render_png(volume: Volume, plane: str, index: int | None, masks) -> bytes:
+    """The slice through the fixed colour map, scaled up (nearest voxel) with ROI outlines."""
+    from PIL import Image
+
+    image, index = plane_image(volume, plane, index)
+    scaled = np.clip(image / volume.vmax, 0.0, 1.0)
+    rgb = _lut()[(scaled * 255).astype(np.int64)]
+    rows, cols = image.shape
+    factor = max(1, TARGET_PIXELS // max(rows, cols))
+    rgb = rgb.repeat(factor, axis=0).repeat(factor, axis=1)
+    for number, (roi, mask) in enumerate(masks):
+        section = mask.any(axis=0) if plane == "mip" else np.take(mask, index, axis=PLANES[plane][0])
+        if not section.any():
+            continue
+        big = section.repeat(factor, axis=0).repeat(factor, axis=1)
+        edge = _outline(big)
+        # Two pixels thick, so the outline reads at any zoom.
+        edge = edge | np.roll(edge, 1, axis=0) & big | np.roll(edge, 1, axis=1) & big
+        rgb[edge] = _rgb(ROI_COLOURS[number % len(ROI_COLOURS)])
+    # Row 0 of the array is the lowest coordinate: flip so "up" on screen is +y / +z.
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb[::-1])).save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
+def colour_bar(vmax_mol_per_l: float) -> SafeString:
+    """A vertical SVG colour bar labelled in mmol Fe/L (the scale of every image of the scan)."""
+    lut = _lut()
+    stops = "".join(
+        f'<stop offset="{i / 10:.1f}" stop-color="#{lut[int(i * 25.5)][0]:02x}{lut[int(i * 25.5)][1]:02x}'
+        f'{lut[int(i * 25.5)][2]:02x}"/>' for i in range(11))
+    vmax = vmax_mol_per_l * 1e3
+    labels = "".join(
+        f'<text x="34" y="{214 - 200 * f + 4:.1f}" font-size="12" fill="#1d2733">{vmax * f:.3g}</text>'
+        f'<line x1="24" x2="30" y1="{214 - 200 * f:.1f}" y2="{214 - 200 * f:.1f}" stroke="#1d2733"/>'
+        for f in (0, 0.25, 0.5, 0.75, 1.0))
+    return mark_safe(
+        '<svg class="colourbar" viewBox="0 0 110 250" role="img" aria-labelledby="cb-t" '
+        'xmlns="http://www.w3.org/2000/svg">'
+        f'<title id="cb-t">Colour scale: iron concentration from 0 to {vmax:.3g} mmol Fe/L ({escape(COLORMAP)})</title>'
+        f'<defs><linearGradient id="cb-g" x1="0" y1="1" x2="0" y2="0">{stops}</linearGradient></defs>'
+        '<rect x="4" y="14" width="20" height="200" fill="url(#cb-g)" stroke="#1d2733"/>'
+        f'{labels}<text x="4" y="240" font-size="12" fill="#5b6b7c">mmol Fe/L</text></svg>')
+
+
+def roi_legend(masks) -> list[dict]:
+    return [{"roi": roi, "colour": ROI_COLOURS[i % len(ROI_COLOURS)]} for i, (roi, _) in enumerate(masks)]
+
+
+# --------------------------------------------------------------------------- DICOM
+
+
+def dicom_zip(scan, reconstruction, volume: Volume, masks, measurements) -> bytes:
+    """The scan's DICOM study (source images, Parametric Map, SEG, SR) as one zip."""
+    from imaging.dicom import RoiMetrics, RoiSpec, StudyInfo, VolumeGeometry, build_study, zip_study
+
+    subject = scan.subject
+    site = subject.site
+    by_roi = {m.roi_id: m for m in measurements}
+    specs, metrics = [], []
+    for number, (roi, mask) in enumerate(masks, start=1):
+        specs.append(RoiSpec(label=number, name=roi.name, kind=roi.kind, mask=mask))
+        m = by_roi.get(roi.pk)
+        if m is not None:
+            metrics.append(RoiMetrics(roi_label=number, iron_mass_ng=m.iron_ng, uncertainty_ng=m.uncertainty_ng,
+                                      cell_count=m.cell_count, detection_limit_ng=m.detection_limit_ng,
+                                      retention_percent=m.retention_percent if m.roi_kind == "target" else None,
+                                      off_target_percent=m.off_target_percent))
+    taken = scan.injection.administered_at + dt.timedelta(hours=scan.hours_after_injection)
+    study = StudyInfo(
+        scan_id=f"scan-{scan.pk}", patient_id=subject.code,
+        study_datetime=taken.astimezone(zoneinfo.ZoneInfo(site.time_zone)),
+        accession_number=f"S{scan.pk}", study_id=str(scan.pk), institution_name=site.name,
+        study_description=f"MPI cell tracking {scan.hours_after_injection:g} h after injection",
+    )
+    geometry = VolumeGeometry(size=volume.grid.size, field_of_view_m=volume.grid.fov_m, center_m=volume.grid.center_m)
+    datasets = build_study(volume.values.astype(np.float32), geometry, specs, metrics, study)
+    return zip_study(datasets)
