@@ -4,8 +4,7 @@ WORKDIR /app
 COPY requirements.lock pyproject.toml ./
 RUN pip install --no-cache-dir -r requirements.lock
 COPY . .
-RUN pip install --no-cache-dir --no-deps -e . \
- && MPI_ENV=embedded python manage.py collectstatic --noinput
+RUN MPI_VAR_DIR=/tmp/build-var python manage.py collectstatic --noinput
 RUN useradd --create-home mpi && mkdir -p /data && chown mpi /data
 USER mpi
 EXPOSE 8000
