@@ -21,7 +21,8 @@ from rest_framework.views import APIView
 from config.errors import RuleViolation
 from imaging import selectors, services, uploads
 from imaging import serializers as s
-from imaging.models import Scan
+from imaging.models import Alert, Measurement, RegionOfInterest, Scan, Scanner, SystemMatrix
+from trials.filters import IdFilterSet
 from trials.selectors import subjects_visible_to
 
 UPLOAD_DESCRIPTION = uploads.__doc__
@@ -236,34 +237,42 @@ class ScanViewSet(ScopedViewSet):
         return Response(s.ScanOutput(self.get_queryset().get(pk=scan.pk), context={"request": request}).data)
 
 
+def _id_filters(model_, names):
+    """A FilterSet whose foreign keys filter by plain id (as trials.filters.IdFilterSet):
+    django-filter's default looks an id up among all rows, so another site's id answered
+    200 (empty) and an unknown id 400, telling which ids exist."""
+    return type(f"{model_.__name__}Filter", (IdFilterSet,), {
+        "Meta": type("Meta", (IdFilterSet.Meta,), {"model": model_, "fields": names})})
+
+
 class ScannerViewSet(ScopedViewSet):
     selector = selectors.scanners_visible_to
     serializer_class = s.ScannerOutput
-    filterset_fields = ["site"]
+    filterset_class = _id_filters(Scanner, ["site"])
 
 
 class SystemMatrixViewSet(ScopedViewSet):
     selector = selectors.system_matrices_visible_to
     serializer_class = s.SystemMatrixOutput
-    filterset_fields = ["scanner", "active"]
+    filterset_class = _id_filters(SystemMatrix, ["scanner", "active"])
 
 
 class MeasurementViewSet(ScopedViewSet):
     selector = selectors.measurements_visible_to
     serializer_class = s.MeasurementOutput
-    filterset_fields = ["scan", "roi_kind", "detected"]
+    filterset_class = _id_filters(Measurement, ["scan", "roi_kind", "detected"])
 
 
 class AlertViewSet(ScopedViewSet):
     selector = selectors.alerts_visible_to
     serializer_class = s.AlertOutput
-    filterset_fields = ["subject", "scan", "kind"]
+    filterset_class = _id_filters(Alert, ["subject", "scan", "kind"])
 
 
 class RoiViewSet(ScopedViewSet):
     selector = selectors.rois_visible_to
     serializer_class = s.RoiOutput
-    filterset_fields = ["subject", "scan", "kind"]
+    filterset_class = _id_filters(RegionOfInterest, ["subject", "scan", "kind"])
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
     @extend_schema(request=s.RoiInput, responses={201: s.RoiOutput},

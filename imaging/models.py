@@ -218,7 +218,9 @@ class Scan(models.Model):
     class Meta:
         ordering = ["subject_id", "hours_after_injection", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["subject", "sha256"], name="scan_file_unique_per_subject"),
+            # A rejected scan does not count: its rejection tells the site to upload the file again.
+            models.UniqueConstraint(fields=["subject", "sha256"], condition=~Q(status="rejected"),
+                                    name="scan_file_unique_per_subject"),
             models.CheckConstraint(condition=Q(status__in=ScanStatus.values), name="scan_status_valid"),
             models.CheckConstraint(condition=Q(hours_after_injection__gte=0), name="scan_hours_not_negative"),
             models.CheckConstraint(

@@ -250,7 +250,7 @@ def _refuse_upload(*, actor, subject: Subject, code: str, message: str, status_c
 
 
 def _duplicate_scan(subject: Subject, sha256: str) -> Scan | None:
-    return Scan.objects.filter(subject=subject, sha256=sha256).first()
+    return Scan.objects.filter(subject=subject, sha256=sha256).exclude(status=ScanStatus.REJECTED).first()
 
 
 def upload_create(*, actor, request: UploadRequest) -> Upload:
@@ -325,20 +325,26 @@ class AppendOutcome:
 def upload_append(*, actor, upload: Upload, offset: int, read, checksum: bytes | None) -> AppendOutcome:
     """Append one PATCH body at ``offset``; complete the upload when it reaches the length."""
     _check_upload_writer(actor, upload)
-    if offset != upload.offset:
-        raise RuleViolation("offset_mismatch", f"Upload-Offset {offset} does not match the server's offset "
-                            f"{upload.offset}: resume from {upload.offset}.")
-    result = uploads.append_chunk(upload.path, offset=offset, read=read, max_bytes=upload.length - offset,
-                                  expected_digest=checksum)
-    if not result.checksum_ok:
-        return AppendOutcome(upload, False, None)
-    new_offset = offset + result.written
-    # Conditional on the old offset: two PATCHes racing on one upload cannot both move it.
-    if not Upload.objects.filter(pk=upload.pk, offset=offset, status=Upload.Status.IN_PROGRESS).update(
-            offset=new_offset, updated_at=timezone.now()):
-        raise RuleViolation("offset_mismatch", "Another request changed this upload at the same time: HEAD and resume.")
-    upload.offset = new_offset
-    scan = upload_complete(actor=actor, upload=upload) if new_offset == upload.length else None
+    # One writer at a time on the file; offset and status are read again once it is ours,
+    # since another PATCH may have moved or closed the upload since the caller loaded it.
+    with uploads.exclusive(upload.path):
+        upload.refresh_from_db(fields=["offset", "status"])
+        _check_upload_writer(actor, upload)
+        if offset != upload.offset:
+            raise RuleViolation("offset_mismatch", f"Upload-Offset {offset} does not match the server's offset "
+                                f"{upload.offset}: resume from {upload.offset}.")
+        result = uploads.append_chunk(upload.path, offset=offset, read=read, max_bytes=upload.length - offset,
+                                      expected_digest=checksum)
+        if not result.checksum_ok:
+            return AppendOutcome(upload, False, None)
+        new_offset = offset + result.written
+        # Conditional on the old offset: two PATCHes racing on one upload cannot both move it.
+        if not Upload.objects.filter(pk=upload.pk, offset=offset, status=Upload.Status.IN_PROGRESS).update(
+                offset=new_offset, updated_at=timezone.now()):
+            raise RuleViolation("offset_mismatch", "Another request changed this upload at the same time: HEAD and "
+                                "resume.")
+        upload.offset = new_offset
+        scan = upload_complete(actor=actor, upload=upload) if new_offset == upload.length else None
     return AppendOutcome(upload, True, scan)
 
 
@@ -506,6 +512,19 @@ def scan_validate(*, scan_id: int, token: str) -> Scan | None:
     return scan
 
 
+def _consent_stops(scan: Scan, token: str) -> bool:
+    """Withdrawal stops processing for the withdrawn scope (DOMAIN §4): a claimed scan
+    whose subject has no imaging consent in force now fails, not retryable; bytes kept."""
+    try:
+        assert_scope_active(scan.subject, "imaging")
+    except RuleViolation as exc:
+        with transaction.atomic():
+            _finish(scan, token, ScanStatus.FAILED, fields={"status_reason": exc.message[:4000], "retryable": False},
+                    reason=exc.message[:4000])
+        return True
+    return False
+
+
 def default_recon_params() -> ReconParams:
     return ReconParams()
 
@@ -519,6 +538,8 @@ def scan_reconstruct(*, scan_id: int, token: str, cache=None, params: ReconParam
                       token=token)
     if scan is None:
         return None
+    if _consent_stops(scan, token):
+        return scan
     if settings.IMAGING_RECON_DELAY_SECONDS:
         import time
 
@@ -579,6 +600,11 @@ def scan_quantify(*, scan_id: int, token: str) -> Scan | None:
         pk=scan_id, status=ScanStatus.RECONSTRUCTED).first()
     if scan is None:
         return None
+    try:
+        assert_scope_active(scan.subject, "imaging")
+    except RuleViolation as exc:
+        scan_fail_unclaimed(scan=scan, reason=exc.message, retryable=False)
+        return scan
     reconstruction = scan.reconstructions.order_by("-attempt").first()
     rois = rois_for(scan)
     if not rois:

@@ -55,6 +55,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import hashlib
 import os
 from dataclasses import dataclass
@@ -162,6 +164,25 @@ def append_chunk(relative: str, *, offset: int, read, max_bytes: int, expected_d
         fh.flush()
         os.fsync(fh.fileno())
     return AppendResult(written, True)
+
+
+@contextlib.contextmanager
+def exclusive(relative: str):
+    """Hold the upload's file for one writer: a second PATCH on the same upload while one
+    is streaming is refused (409) instead of writing over the bytes being accepted."""
+    try:
+        fh = open(media_path(relative), "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise RuleViolation("upload_closed", "The upload is no longer open.") from None
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuleViolation("upload_busy", "Another request is writing to this upload: HEAD and resume from "
+                                "its offset when it has finished.") from None
+        yield
+    finally:
+        fh.close()  # releases the lock
 
 
 def file_sha256(relative: str) -> str:

@@ -319,6 +319,14 @@ def consent_sign(*, actor, subject: Subject, document: ConsentDocument, scopes: 
         )
     if subject.status == Subject.Status.WITHDRAWN:
         raise RuleViolation("subject_withdrawn", f"Subject {subject.code} has withdrawn from the trial.", field="subject")
+    # The latest signature governs (governing_consent), so a re-consent dated before a
+    # recorded withdrawal would silently cancel that withdrawal.
+    later = [w for c in Consent.objects.filter(subject=subject) for s in c.withdrawn_scopes
+             if (w := scope_withdrawn_at(c, s)) is not None and w > signed_at]
+    if later:
+        raise RuleViolation("signed_before_withdrawal", f"Subject {subject.code} withdrew consent on "
+                            f"{max(later):%Y-%m-%d %H:%M} UTC: a new consent must be signed after that.",
+                            field="signed_at")
     consent = Consent(subject=subject, document=document, signed_at=signed_at, obtained_by=actor,
                       **{f"scope_{s}": s in scopes for s in ConsentScope.values})
     with transaction.atomic():
@@ -351,6 +359,13 @@ def consent_withdraw(
         if withdrawn_at < consent.signed_at:
             raise RuleViolation("withdrawn_before_signed", "A consent cannot be withdrawn before it was signed.",
                                 field="withdrawn_at", status_code=400)
+        # Only the consent in force at that time speaks for the subject: a withdrawal
+        # recorded on a superseded one would be accepted and change nothing.
+        governing = governing_consent(subject, at=withdrawn_at)
+        if governing is not None and governing.pk != consent.pk:
+            raise RuleViolation("consent_superseded", f"Consent #{consent.pk} was superseded by consent "
+                                f"#{governing.pk} (v{governing.document.version}): withdraw from that one.",
+                                field="consent")
         fields = ["withdrawn_at", "withdrawn_scopes", "withdrawal_reason"]
         before = _snapshot(consent, fields)
         stamp = withdrawn_at.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
@@ -451,6 +466,11 @@ def batch_register(
 ) -> CellBatch:
     access.require_role(actor, site=site, roles=access.PRODUCT_ROLES, action="register cell batches")
     _not_in_future(manufactured_at, "manufactured_at", "The manufacturing time")
+    if donor_subject is not None and donor_subject.site_id != site.pk:
+        # Injections need the batch at the recipient's site, and the check below reads the
+        # donor's identity: both only make sense for a donor of this site.
+        raise RuleViolation("donor_at_other_site", f"The donor is not a subject of site {site.code}.",
+                            field="donor_subject", status_code=400)
     if donor_subject is not None:
         identity = SubjectIdentity.objects.filter(subject=donor_subject).first()
         mrn = identity.medical_record_number.upper() if identity else ""
