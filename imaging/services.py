@@ -253,6 +253,25 @@ def _duplicate_scan(subject: Subject, sha256: str) -> Scan | None:
     return Scan.objects.filter(subject=subject, sha256=sha256).exclude(status=ScanStatus.REJECTED).first()
 
 
+def imaging_scopes(*, injection, hours_after_injection: float, scan: Scan | None = None) -> tuple[str, ...]:
+    """The consent scopes a scan needs (DOMAIN §4). The first scan of an injection needs
+    ``imaging``; a later time point is follow-up imaging and needs
+    ``longitudinal_imaging`` as well. "Later" means an earlier time point of the same
+    injection is already on file (rejected files do not count)."""
+    earlier = Scan.objects.filter(injection=injection, hours_after_injection__lt=hours_after_injection).exclude(
+        status=ScanStatus.REJECTED)
+    if scan is not None:
+        earlier = earlier.exclude(pk=scan.pk)
+    return ("imaging", "longitudinal_imaging") if earlier.exists() else ("imaging",)
+
+
+def assert_imaging_consent(subject: Subject, *, injection, hours_after_injection: float,
+                           scan: Scan | None = None) -> None:
+    """Raise RuleViolation unless every scope this scan needs is in force now."""
+    for scope in imaging_scopes(injection=injection, hours_after_injection=hours_after_injection, scan=scan):
+        assert_scope_active(subject, scope)
+
+
 def upload_create(*, actor, request: UploadRequest) -> Upload:
     subject = request.subject
     access.require_role(actor, site=subject.site, roles=UPLOAD_ROLES, action="upload scans")
@@ -265,6 +284,9 @@ def upload_create(*, actor, request: UploadRequest) -> Upload:
     if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
         raise RuleViolation("invalid_sha256", "Upload-Metadata sha256 must be the 64-digit hex SHA-256 of the file.",
                             field="sha256", status_code=400)
+    if subject.status == Subject.Status.WITHDRAWN:
+        raise RuleViolation("subject_withdrawn", f"Subject {subject.code} has withdrawn from the trial: no new scans.",
+                            field="subject")
     if request.hours_after_injection < 0:
         raise RuleViolation("invalid_time_point", "The time point cannot be before the injection.", field="hours",
                             status_code=400)
@@ -282,7 +304,7 @@ def upload_create(*, actor, request: UploadRequest) -> Upload:
         raise RuleViolation("duplicate_scan", f"This file (sha256 {sha[:12]}…) was already uploaded for subject "
                             f"{subject.code} as scan #{duplicate.pk} ({duplicate.status}).")
     try:
-        assert_scope_active(subject, "imaging")
+        assert_imaging_consent(subject, injection=injection, hours_after_injection=request.hours_after_injection)
     except RuleViolation as exc:
         _refuse_upload(actor=actor, subject=subject, code=exc.code, message=exc.message)
     require_system_matrix_for_tracer(scanner, injection)
@@ -352,7 +374,8 @@ def upload_complete(*, actor, upload: Upload) -> Scan:
     subject = upload.subject
     # The whole-file sha256 is checked by scan_validate (the ingest task), not here.
     try:
-        assert_scope_active(subject, "imaging")
+        assert_imaging_consent(subject, injection=upload.injection,
+                               hours_after_injection=upload.hours_after_injection)
     except RuleViolation as exc:
         _refuse_upload(actor=actor, subject=subject, upload=upload, code=exc.code, message=exc.message)
     duplicate = _duplicate_scan(subject, upload.sha256)
@@ -494,7 +517,8 @@ def scan_validate(*, scan_id: int, token: str) -> Scan | None:
                   "(a calibration belongs in the system-matrix library).")
     else:
         try:
-            assert_scope_active(scan.subject, "imaging")
+            assert_imaging_consent(scan.subject, injection=scan.injection,
+                                   hours_after_injection=scan.hours_after_injection, scan=scan)
             system_matrix = match_system_matrix(scan.scanner, scan.injection, inspection.acquisition)
         except RuleViolation as exc:
             reason = exc.message
@@ -516,7 +540,8 @@ def _consent_stops(scan: Scan, token: str) -> bool:
     """Withdrawal stops processing for the withdrawn scope (DOMAIN §4): a claimed scan
     whose subject has no imaging consent in force now fails, not retryable; bytes kept."""
     try:
-        assert_scope_active(scan.subject, "imaging")
+        assert_imaging_consent(scan.subject, injection=scan.injection,
+                               hours_after_injection=scan.hours_after_injection, scan=scan)
     except RuleViolation as exc:
         with transaction.atomic():
             _finish(scan, token, ScanStatus.FAILED, fields={"status_reason": exc.message[:4000], "retryable": False},
@@ -601,7 +626,8 @@ def scan_quantify(*, scan_id: int, token: str) -> Scan | None:
     if scan is None:
         return None
     try:
-        assert_scope_active(scan.subject, "imaging")
+        assert_imaging_consent(scan.subject, injection=scan.injection,
+                               hours_after_injection=scan.hours_after_injection, scan=scan)
     except RuleViolation as exc:
         scan_fail_unclaimed(scan=scan, reason=exc.message, retryable=False)
         return scan

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from config.errors import RuleViolation
 from imaging import services
 from imaging.models import RegionOfInterest, Scan, Scanner, SystemMatrix
 from recon import phantoms
@@ -120,7 +121,13 @@ class Command(BaseCommand):
             scan = sim.simulate_scan(model, Particles(), raster, rng=rng, frames=10, background_spectrum=background)
             path = tmp / f"{subject.code}-{hours}h.mdf"
             sim.write_scan_mdf(str(path), scan)
-            self._upload(uploader, subject, injection, scanner, hours, path)
+            try:
+                self._upload(uploader, subject, injection, scanner, hours, path)
+            except RuleViolation as refusal:
+                # The demo shows the rule: e.g. a subject who withdrew longitudinal
+                # imaging keeps the first scan, and the follow-ups are refused.
+                self.stdout.write(f"{subject.code} {hours} h: upload refused ({refusal.code}): {refusal.message}")
+                break
             count += 1
         return count
 
