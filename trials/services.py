@@ -583,11 +583,12 @@ def injection_record(
     if subject.status != Subject.Status.ENROLLED:
         raise RuleViolation("subject_not_enrolled", f"Subject {subject.code} is {subject.status}, not enrolled.",
                             field="subject")
-    assert_scope_active(subject, ConsentScope.IMAGING, at=administered_at)
     with transaction.atomic():
         # The lock makes "cells remaining" exact: a second injection from this batch
         # waits here until the first one commits.
         batch = CellBatch.objects.select_for_update(of=("self",)).select_related("nanoparticle_lot").get(pk=batch.pk)
+        # Consent is read inside the transaction, next to the write it allows.
+        assert_scope_active(subject, ConsentScope.IMAGING, at=administered_at)
         if batch.trial_id != subject.trial_id:
             raise RuleViolation("trial_mismatch", "The batch belongs to another trial.", field="batch")
         if batch.site_id != subject.site_id:
