@@ -14,6 +14,16 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 
+def _die_with_parent() -> None:
+    """In the worker, before exec: ask Linux to send SIGTERM when the server process dies,
+    however it dies (Ctrl-C, SIGTERM, SIGKILL), so no worker is left behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Command(BaseCommand):
     help = "Migrate, load the demo trial on first start, start a Celery worker and serve the platform."
 
@@ -49,7 +59,7 @@ class Command(BaseCommand):
         log_path = settings.VAR_DIR / "worker.log"
         log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the worker
         self.stdout.write(f"Celery worker started (log: {log_path})")
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
     @staticmethod
     def _stop(worker: subprocess.Popen) -> None:
