@@ -654,7 +654,8 @@ def scan_quantify(*, scan_id: int, token: str) -> Scan | None:
             for roi in rois
         ])
         _finish(locked, locked.claim_token, ScanStatus.QUANTIFIED,
-                fields={"metrics_summary": summary, "claim_token": token})
+                fields={"metrics_summary": summary, "claim_token": token, "progress_stage": "quantified",
+                        "progress_percent": 100.0})
         _audit_scan(actor=None, action=AuditAction.METRICS_RECORDED, scan=locked,
                     object_type="imaging.reconstruction", object_id=reconstruction.pk,
                     changes={"retention_percent": [None, summary["retention_percent"]],
