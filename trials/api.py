@@ -39,6 +39,14 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
+    def correction(self, input_class) -> dict:
+        """The validated fields of a PATCH, plus any field the input does not know, so
+        the service refuses it by name ("code_not_correctable") instead of the API
+        dropping it silently."""
+        known = self.validated(input_class)
+        unknown = {name: self.request.data[name] for name in self.request.data if name not in input_class().fields}
+        return {**known, **unknown}
+
     def output(self, obj, http_status=status.HTTP_200_OK, serializer_class=None) -> Response:
         serializer_class = serializer_class or self.get_serializer_class()
         return Response(serializer_class(obj, context=self.get_serializer_context()).data, status=http_status)
@@ -69,12 +77,19 @@ class SubjectViewSet(ScopedViewSet):
     ordering_fields = ["code", "enrolment_date", "status", "created_at"]
 
     def get_serializer_class(self):
-        return s.SubjectDetailOutput if self.action == "retrieve" else s.SubjectOutput
+        return s.SubjectDetailOutput if self.action in ("retrieve", "partial_update") else s.SubjectOutput
 
     @extend_schema(request=s.SubjectEnrolInput, responses={201: s.SubjectOutput}, summary="Enrol a subject")
     def create(self, request):
         subject = services.subject_enrol(actor=request.user, **self.validated(s.SubjectEnrolInput))
         return self.output(self.refetched(subject), status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.SubjectCorrectInput, responses=s.SubjectDetailOutput,
+                   summary="Correct a subject's enrolment date (with a reason; audited with old and new values)")
+    def partial_update(self, request, pk=None):
+        subject = services.subject_correct(actor=request.user, subject=self.get_object(),
+                                           **self.correction(s.SubjectCorrectInput))
+        return self.output(self.refetched(subject))
 
     @extend_schema(request=s.SubjectStatusInput, responses=s.SubjectOutput, summary="Change a subject's status")
     @action(detail=True, methods=["post"], url_path="status")
@@ -124,6 +139,13 @@ class ConsentViewSet(ScopedViewSet):
         consent = services.consent_sign(actor=request.user, **self.validated(s.ConsentSignInput))
         return self.output(self.refetched(consent), status.HTTP_201_CREATED)
 
+    @extend_schema(request=s.ConsentCorrectInput, responses=s.ConsentOutput,
+                   summary="Correct a consent's signature time or scopes (with a reason; audited)")
+    def partial_update(self, request, pk=None):
+        consent = services.consent_correct(actor=request.user, consent=self.get_object(),
+                                           **self.correction(s.ConsentCorrectInput))
+        return self.output(self.refetched(consent))
+
     @extend_schema(request=s.ConsentWithdrawInput, responses=s.ConsentOutput,
                    summary="Withdraw some or all scopes of a consent")
     @action(detail=True, methods=["post"])
@@ -147,6 +169,12 @@ class NanoparticleLotViewSet(ScopedViewSet):
         lot = services.lot_register(actor=request.user, **self.validated(s.LotRegisterInput))
         return self.output(lot, status.HTTP_201_CREATED)
 
+    @extend_schema(request=s.LotCorrectInput, responses=s.LotOutput,
+                   summary="Correct a lot's expiry, iron, sizes, PDI or coating (with a reason; audited)")
+    def partial_update(self, request, pk=None):
+        lot = services.lot_correct(actor=request.user, lot=self.get_object(), **self.correction(s.LotCorrectInput))
+        return self.output(lot)
+
     @extend_schema(request=s.LotQcStatusInput, responses=s.LotOutput, summary="Release, quarantine or reject a lot")
     @action(detail=True, methods=["post"], url_path="qc-status")
     def qc_status(self, request, pk=None):
@@ -165,6 +193,13 @@ class CellBatchViewSet(ScopedViewSet):
     def create(self, request):
         batch = services.batch_register(actor=request.user, **self.validated(s.BatchRegisterInput))
         return self.output(self.refetched(batch), status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.BatchCorrectInput, responses=s.BatchOutput,
+                   summary="Correct a batch's counts, times, ids or labelling values (with a reason; audited)")
+    def partial_update(self, request, pk=None):
+        batch = services.batch_correct(actor=request.user, batch=self.get_object(),
+                                       **self.correction(s.BatchCorrectInput))
+        return self.output(self.refetched(batch))
 
     @extend_schema(request=s.BatchLabelInput, responses=s.BatchOutput, summary="Record the batch's SPION labelling")
     @action(detail=True, methods=["post"])
@@ -192,6 +227,13 @@ class InjectionViewSet(ScopedViewSet):
     def create(self, request):
         injection = services.injection_record(actor=request.user, **self.validated(s.InjectionRecordInput))
         return self.output(self.refetched(injection), status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.InjectionCorrectInput, responses=s.InjectionOutput,
+                   summary="Correct an injection (with a reason; audited; invalidates a signed visit)")
+    def partial_update(self, request, pk=None):
+        injection = services.injection_correct(actor=request.user, injection=self.get_object(),
+                                               **self.correction(s.InjectionCorrectInput))
+        return self.output(self.refetched(injection))
 
 
 class TokenApi(APIView):

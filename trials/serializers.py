@@ -250,6 +250,64 @@ class InjectionRecordInput(serializers.Serializer):
     verified_by = ActiveUsernameField()
 
 
+# Corrections (PATCH on a detail route): every field optional, the reason required by
+# the service (so an empty one answers "reason_required", as in every other change).
+
+
+class CorrectionInput(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="",
+                                   help_text="Why the record is corrected; kept in the audit trail with the old and "
+                                             "new values. Required.")
+
+
+class SubjectCorrectInput(CorrectionInput):
+    enrolment_date = serializers.DateField(required=False)
+
+
+class InjectionCorrectInput(CorrectionInput):
+    administered_cells = serializers.IntegerField(min_value=1, required=False)
+    volume_ml = serializers.DecimalField(max_digits=8, decimal_places=3, required=False)
+    route = serializers.ChoiceField(choices=Injection.Route.choices, required=False)
+    anatomical_target = serializers.CharField(max_length=200, required=False)
+    administered_at = serializers.DateTimeField(required=False)
+    administered_by = ActiveUsernameField(required=False)
+    verified_by = ActiveUsernameField(required=False)
+
+
+class LotCorrectInput(CorrectionInput):
+    expiry_date = serializers.DateField(required=False)
+    iron_mg_per_ml = serializers.DecimalField(max_digits=10, decimal_places=4, required=False,
+                                              help_text="Corrects iron_mmol_per_l too, unless both are given.")
+    iron_mmol_per_l = serializers.DecimalField(max_digits=12, decimal_places=4, required=False,
+                                               help_text="Corrects iron_mg_per_ml too, unless both are given.")
+    core_size_nm = serializers.DecimalField(max_digits=7, decimal_places=2, required=False)
+    hydrodynamic_size_nm = serializers.DecimalField(max_digits=7, decimal_places=2, required=False)
+    polydispersity_index = serializers.DecimalField(max_digits=4, decimal_places=3, required=False)
+    coating = serializers.CharField(max_length=120, required=False)
+
+
+class BatchCorrectInput(CorrectionInput):
+    cell_count = serializers.IntegerField(min_value=1, required=False)
+    viability_percent = serializers.DecimalField(max_digits=5, decimal_places=2, required=False)
+    manufactured_at = serializers.DateTimeField(required=False)
+    chain_of_identity_id = serializers.CharField(max_length=32, required=False,
+                                                 help_text="Only before the batch's first injection.")
+    donation_id = serializers.CharField(max_length=32, required=False,
+                                        help_text="Only before the batch's first injection.")
+    nanoparticle_lot = VisiblePrimaryKeyField(selectors.lots_visible_to, queryset=NanoparticleLot.objects.all(),
+                                              required=False, help_text="Labelling: only while the batch is pending.")
+    incubation_concentration_ug_fe_per_ml = serializers.DecimalField(max_digits=10, decimal_places=3, required=False)
+    iron_per_cell_pg = serializers.DecimalField(max_digits=10, decimal_places=3, required=False)
+    labelling_efficiency_percent = serializers.DecimalField(max_digits=5, decimal_places=2, required=False)
+    labelled_at = serializers.DateTimeField(required=False)
+
+
+class ConsentCorrectInput(CorrectionInput):
+    signed_at = serializers.DateTimeField(required=False)
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=ConsentScope.choices), allow_empty=False,
+                                   required=False, help_text="Only before any withdrawal from this consent.")
+
+
 class TokenInput(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)

@@ -28,6 +28,7 @@ from compliance.audit import diff, record_event
 from compliance.signatures import signature_invalidate_if_changed
 from config.errors import RuleViolation
 from trials.models import (
+    IRON_CONSISTENCY_TOLERANCE,
     CellBatch,
     Consent,
     ConsentDocument,
@@ -623,6 +624,358 @@ def injection_record(
                site_id=site.pk, subject_id=subject.pk, changes=diff(None, _snapshot(injection)))
         _signed_visit_changed(subject, actor=actor, reason=f"injection #{injection.pk} recorded after sign-off")
     return injection
+
+
+# --------------------------------------------------------------------------- corrections
+#
+# A correction fixes a value that was recorded wrongly (a typo, a misread label). It is
+# never silent: a reason is required, the audit event keeps the old and the new value
+# (21 CFR 11.10(e), ALCOA+), and the new values pass the rules creation enforces. Rules
+# about the *current* state of other records (is the subject still enrolled, is the
+# batch still released) are not re-asked: they held when the record was created, and
+# a typo in a record of a subject who has since completed must stay correctable.
+
+
+def _require_correctable(what: str, fields: dict, *, correctable: Iterable[str], locked: dict[str, str]) -> None:
+    """Refuse any field outside ``correctable`` before a value is looked at.
+
+    ``locked`` maps a field to why it may not be corrected; any other field is unknown.
+    """
+    for name in fields:
+        if name in correctable:
+            continue
+        if name in locked:
+            raise RuleViolation(f"{name}_not_correctable", f"The {what}'s {name} cannot be corrected: {locked[name]}",
+                                field=name, status_code=400)
+        raise RuleViolation("unknown_field", f"A {what} has no correctable field {name!r} "
+                            f"(correctable: {', '.join(sorted(correctable))}).", field=name, status_code=400)
+
+
+def _require_change(what: str, before: dict, after: dict) -> dict:
+    changes = diff(before, after)
+    if not changes:
+        raise RuleViolation("no_change", f"The correction changes nothing in this {what}.", status_code=400)
+    return changes
+
+
+def _apply(obj, fields: dict) -> None:
+    for name, value in fields.items():
+        setattr(obj, name, value)
+
+
+def _in_range(value, low, high, *, field: str, what: str) -> None:
+    if value is not None and not (Decimal(low) <= Decimal(value) <= Decimal(high)):
+        raise RuleViolation(f"{field}_out_of_range", f"{what} must be between {low} and {high}; got {value}.",
+                            field=field, status_code=400)
+
+
+def _positive(value, *, field: str, what: str) -> None:
+    if value is not None and not value > 0:
+        raise RuleViolation(f"{field}_not_positive", f"{what} must be greater than zero; got {value}.",
+                            field=field, status_code=400)
+
+
+_IDS = {"id": "it is the record's identity.", "pk": "it is the record's identity.",
+        "created_at": "it is set by the system.", "trial": "a record never moves to another trial."}
+
+
+_SUBJECT_CORRECTABLE = ("enrolment_date",)
+_SUBJECT_LOCKED = {
+    **_IDS,
+    "code": "the subject code is generated at enrolment and labels every sample, scan and export.",
+    "site": "a subject never moves to another site; withdraw and enrol again.",
+    "status": "change the status through its own action (POST .../status/), which checks the transitions.",
+}
+
+
+def subject_correct(*, actor, subject: Subject, reason: str, **fields) -> Subject:
+    access.require_role(actor, site=subject.site, roles=access.ENROL_ROLES, action="correct a subject")
+    reason = _require_reason(reason)
+    _require_correctable("subject", fields, correctable=_SUBJECT_CORRECTABLE, locked=_SUBJECT_LOCKED)
+    if "enrolment_date" in fields and fields["enrolment_date"] > _local_date(timezone.now(), subject.site):
+        raise RuleViolation("enrolment_date_in_future", "The enrolment date cannot be in the future.",
+                            field="enrolment_date", status_code=400)
+    with transaction.atomic():
+        subject = Subject.objects.select_for_update(of=("self",)).select_related("site", "trial").get(pk=subject.pk)
+        before = _snapshot(subject, fields)
+        _apply(subject, fields)
+        changes = _require_change("subject", before, _snapshot(subject, fields))
+        subject.full_clean()
+        subject.save(update_fields=list(fields))
+        _audit(actor=actor, action=AuditAction.SUBJECT_UPDATED, obj=subject, trial_id=subject.trial_id,
+               site_id=subject.site_id, subject_id=subject.pk, changes=changes, reason=reason)
+        _signed_visit_changed(subject, actor=actor, reason=f"subject corrected: {reason}")
+    return subject
+
+
+_INJECTION_CORRECTABLE = ("administered_cells", "volume_ml", "route", "anatomical_target", "administered_at",
+                          "administered_by", "verified_by")
+_INJECTION_LOCKED = {
+    **_IDS,
+    "subject": "an injection given to the wrong subject is a deviation to report, not a typo.",
+    "batch": "the batch carries the chain of identity; a wrong batch is a deviation to report, not a typo.",
+}
+
+
+def injection_correct(*, actor, injection: Injection, reason: str, **fields) -> Injection:
+    subject = injection.subject
+    site = subject.site
+    access.require_role(actor, site=site, roles=access.INJECTION_ROLES, action="correct injections")
+    reason = _require_reason(reason)
+    _require_correctable("injection", fields, correctable=_INJECTION_CORRECTABLE, locked=_INJECTION_LOCKED)
+    with transaction.atomic():
+        injection = Injection.objects.select_for_update(of=("self",)).select_related(
+            "subject", "subject__site", "administered_by", "verified_by").get(pk=injection.pk)
+        # Lock the batch as injection_record does, so "cells left" is exact against a
+        # concurrent injection or correction from the same batch.
+        batch = CellBatch.objects.select_for_update(of=("self",)).select_related("nanoparticle_lot").get(
+            pk=injection.batch_id)
+        stored_cells = injection.administered_cells
+        before = _snapshot(injection, fields)
+        _apply(injection, fields)
+        changes = _require_change("injection", before, _snapshot(injection, fields))
+        # Every rule of injection_record that depends on the injection's own values,
+        # asked of the values as they will be stored.
+        administered_at = injection.administered_at
+        _not_in_future(administered_at, "administered_at", "The administration time")
+        if injection.administered_by_id == injection.verified_by_id:
+            raise RuleViolation("verifier_is_administrator",
+                                "The verifier must be someone other than the administrator.", field="verified_by")
+        _require_clinical_member(injection.administered_by, site, "administered_by", "administrator")
+        _require_clinical_member(injection.verified_by, site, "verified_by", "verifier")
+        _positive(injection.administered_cells, field="administered_cells", what="The number of cells")
+        _positive(injection.volume_ml, field="volume_ml", what="The volume")
+        if batch.labelled_at is not None and administered_at < batch.labelled_at:
+            raise RuleViolation("administered_before_labelling", "The injection cannot precede the labelling.",
+                                field="administered_at", status_code=400)
+        if batch.nanoparticle_lot is not None and batch.nanoparticle_lot.expiry_date < _local_date(administered_at, site):
+            raise RuleViolation("lot_expired", f"Nanoparticle lot {batch.nanoparticle_lot.lot_number} expired on "
+                                f"{batch.nanoparticle_lot.expiry_date}.", field="administered_at")
+        assert_scope_active(subject, ConsentScope.IMAGING, at=administered_at)
+        # The stored row still holds the old count, so what is left for this injection is
+        # the batch's remainder plus what this injection took before the correction.
+        left = batch_cells_remaining(batch) + stored_cells
+        if injection.administered_cells > left:
+            raise RuleViolation("insufficient_cells", f"Batch {batch.batch_code} has {left:,} cells for this "
+                                f"injection once the others are counted; {injection.administered_cells:,} requested.",
+                                field="administered_cells")
+        injection.full_clean()
+        injection.save(update_fields=list(fields))
+        _audit(actor=actor, action=AuditAction.INJECTION_UPDATED, obj=injection, trial_id=subject.trial_id,
+               site_id=site.pk, subject_id=subject.pk, changes=changes, reason=reason)
+        _signed_visit_changed(subject, actor=actor, reason=f"injection #{injection.pk} corrected: {reason}")
+    return injection
+
+
+_LOT_CORRECTABLE = ("expiry_date", "iron_mg_per_ml", "iron_mmol_per_l", "core_size_nm", "hydrodynamic_size_nm",
+                    "polydispersity_index", "coating")
+_LOT_LOCKED = {
+    **_IDS,
+    "manufacturer": "manufacturer and lot number identify the lot; register the right lot instead.",
+    "product": "the product identifies the lot; register the right lot instead.",
+    "lot_number": "manufacturer and lot number identify the lot; register the right lot instead.",
+    "certificate_of_analysis": "the certificate and its SHA-256 are the record of analysis; register the right lot.",
+    "certificate_sha256": "it is computed from the certificate.",
+    "qc_status": "change the QC status through its own action (POST .../qc-status/).",
+}
+
+
+def lot_correct(*, actor, lot: NanoparticleLot, reason: str, **fields) -> NanoparticleLot:
+    access.require_role(actor, trial=lot.trial, roles=access.PRODUCT_ROLES, action="correct nanoparticle lots")
+    reason = _require_reason(reason)
+    _require_correctable("nanoparticle lot", fields, correctable=_LOT_CORRECTABLE, locked=_LOT_LOCKED)
+    fields = dict(fields)
+    # One concentration is the other at 55.845 g/mol: a correction of one recomputes the
+    # other, so the two never disagree; both given are checked against each other by clean().
+    if "iron_mg_per_ml" in fields and "iron_mmol_per_l" not in fields:
+        _positive(fields["iron_mg_per_ml"], field="iron_mg_per_ml", what="The iron concentration")
+        fields["iron_mmol_per_l"] = iron_mmol_per_l_from_mg_per_ml(fields["iron_mg_per_ml"])
+    elif "iron_mmol_per_l" in fields and "iron_mg_per_ml" not in fields:
+        _positive(fields["iron_mmol_per_l"], field="iron_mmol_per_l", what="The iron concentration")
+        fields["iron_mg_per_ml"] = iron_mg_per_ml_from_mmol_per_l(fields["iron_mmol_per_l"])
+    with transaction.atomic():
+        lot = NanoparticleLot.objects.select_for_update().get(pk=lot.pk)
+        before = _snapshot(lot, fields)
+        _apply(lot, fields)
+        changes = _require_change("nanoparticle lot", before, _snapshot(lot, fields))
+        _positive(lot.iron_mg_per_ml, field="iron_mg_per_ml", what="The iron concentration")
+        _positive(lot.iron_mmol_per_l, field="iron_mmol_per_l", what="The iron concentration")
+        _positive(lot.core_size_nm, field="core_size_nm", what="The core size")
+        expected = iron_mmol_per_l_from_mg_per_ml(lot.iron_mg_per_ml)
+        if abs(Decimal(lot.iron_mmol_per_l) - expected) > expected * IRON_CONSISTENCY_TOLERANCE:
+            raise RuleViolation("iron_concentrations_disagree", f"{lot.iron_mmol_per_l} mmol/L disagrees with "
+                                f"{lot.iron_mg_per_ml} mg Fe/mL (expected {expected} mmol/L at 55.845 g/mol).",
+                                field="iron_mmol_per_l", status_code=400)
+        if lot.hydrodynamic_size_nm < lot.core_size_nm:
+            raise RuleViolation("hydrodynamic_smaller_than_core", f"The hydrodynamic size ({lot.hydrodynamic_size_nm} "
+                                f"nm) cannot be smaller than the core ({lot.core_size_nm} nm).",
+                                field="hydrodynamic_size_nm", status_code=400)
+        _in_range(lot.polydispersity_index, 0, 1, field="polydispersity_index", what="The polydispersity index")
+        if "expiry_date" in fields:
+            _lot_expiry_covers_use(lot)
+        lot.full_clean()
+        lot.save(update_fields=list(fields))
+        _audit(actor=actor, action=AuditAction.LOT_UPDATED, obj=lot, trial_id=lot.trial_id, changes=changes,
+               reason=reason)
+    return lot
+
+
+def _lot_expiry_covers_use(lot: NanoparticleLot) -> None:
+    # batch_label and injection_record refuse an expired lot; a corrected expiry must not
+    # make a labelling or an injection already recorded one that would have been refused.
+    for batch in lot.labelled_batches.select_related("site").prefetch_related("injections"):
+        used = [batch.labelled_at, *(i.administered_at for i in batch.injections.all())]
+        last = max(_local_date(t, batch.site) for t in used if t is not None)
+        if last > lot.expiry_date:
+            raise RuleViolation("lot_expiry_before_use", f"Lot {lot.lot_number} was used for batch {batch.batch_code} "
+                                f"on {last}, after the corrected expiry {lot.expiry_date}.", field="expiry_date")
+
+
+_BATCH_CORRECTABLE = ("cell_count", "viability_percent", "manufactured_at", "chain_of_identity_id", "donation_id",
+                      "nanoparticle_lot", *_LABELLING_FIELDS[1:])
+_BATCH_LOCKED = {
+    **_IDS,
+    "site": "a batch never moves to another site.",
+    "batch_code": "the batch code is on the product label; register the right batch instead.",
+    "product_type": "a batch of another product is another batch; register it instead.",
+    "donor_subject": "the donor is the batch's chain of identity; register the right batch instead.",
+    "allogeneic": "the donor is the batch's chain of identity; register the right batch instead.",
+    "release_status": "release or reject through its own action (POST .../release/).",
+}
+
+
+def batch_correct(*, actor, batch: CellBatch, reason: str, **fields) -> CellBatch:
+    access.require_role(actor, site=batch.site, roles=access.PRODUCT_ROLES, action="correct cell batches")
+    reason = _require_reason(reason)
+    _require_correctable("cell batch", fields, correctable=_BATCH_CORRECTABLE, locked=_BATCH_LOCKED)
+    with transaction.atomic():
+        batch = CellBatch.objects.select_for_update(of=("self",)).select_related("site", "donor_subject").get(pk=batch.pk)
+        injected = batch.cell_count - batch_cells_remaining(batch)
+        labelling = [name for name in fields if name in _LABELLING_FIELDS]
+        if labelling and batch.nanoparticle_lot_id is None:
+            raise RuleViolation("batch_not_labelled", f"Batch {batch.batch_code} is not labelled: record the "
+                                "labelling through its own action (POST .../label/).", field=labelling[0])
+        if labelling and batch.release_status != CellBatch.ReleaseStatus.PENDING:
+            raise RuleViolation("labelling_locked", f"Batch {batch.batch_code} is {batch.release_status}: its "
+                                "labelling is what was released or rejected and cannot change.", field=labelling[0])
+        chain = [name for name in fields if name in ("chain_of_identity_id", "donation_id")]
+        if chain and injected:
+            raise RuleViolation("chain_of_identity_locked", f"Batch {batch.batch_code} has been injected: its "
+                                "chain-of-identity ids are on the subject's record and cannot change.", field=chain[0])
+        before = _snapshot(batch, fields)
+        _apply(batch, fields)
+        changes = _require_change("cell batch", before, _snapshot(batch, fields))
+        # The rules of batch_register and batch_label, asked of the values to be stored.
+        _not_in_future(batch.manufactured_at, "manufactured_at", "The manufacturing time")
+        _positive(batch.cell_count, field="cell_count", what="The cell count")
+        if batch.cell_count < injected:
+            raise RuleViolation("cell_count_below_injected", f"Batch {batch.batch_code} has already given "
+                                f"{injected:,} cells; the count cannot be corrected to {batch.cell_count:,}.",
+                                field="cell_count")
+        _in_range(batch.viability_percent, 0, 100, field="viability_percent", what="The viability (%)")
+        if chain and batch.donor_subject is not None:
+            identity = SubjectIdentity.objects.filter(subject=batch.donor_subject).first()
+            mrn = identity.medical_record_number.upper() if identity else ""
+            if len(mrn) >= 4 and any(mrn in value.upper() for value in (batch.chain_of_identity_id, batch.donation_id)):
+                raise RuleViolation("identifier_contains_phi", "The chain-of-identity or donation id contains the "
+                                    "donor's medical record number.", field=chain[0], status_code=400)
+        if batch.labelled_at is not None:
+            _not_in_future(batch.labelled_at, "labelled_at", "The labelling time")
+            if batch.labelled_at < batch.manufactured_at:
+                raise RuleViolation("labelled_before_manufacture", "Labelling cannot precede manufacture.",
+                                    field="labelled_at" if "labelled_at" in fields else "manufactured_at",
+                                    status_code=400)
+            _positive(batch.incubation_concentration_ug_fe_per_ml, field="incubation_concentration_ug_fe_per_ml",
+                      what="The incubation concentration")
+            _positive(batch.iron_per_cell_pg, field="iron_per_cell_pg", what="The iron per cell")
+            _in_range(batch.labelling_efficiency_percent, 0, 100, field="labelling_efficiency_percent",
+                      what="The labelling efficiency (%)")
+        if "nanoparticle_lot" in fields or "labelled_at" in fields:
+            lot = NanoparticleLot.objects.select_for_update().get(pk=batch.nanoparticle_lot_id)
+            if lot.trial_id != batch.trial_id:
+                raise RuleViolation("trial_mismatch", "The nanoparticle lot is registered for another trial.",
+                                    field="nanoparticle_lot")
+            _check_lot_usable(lot, _local_date(batch.labelled_at, batch.site), field="nanoparticle_lot")
+        if "labelled_at" in fields and batch.injections.filter(administered_at__lt=batch.labelled_at).exists():
+            # Only reachable for a batch released, injected, then set back to pending.
+            raise RuleViolation("administered_before_labelling", f"Batch {batch.batch_code} was injected before "
+                                "the corrected labelling time.", field="labelled_at", status_code=400)
+        batch.full_clean()
+        batch.save(update_fields=list(fields))
+        _audit(actor=actor, action=AuditAction.BATCH_UPDATED, obj=batch, trial_id=batch.trial_id,
+               site_id=batch.site_id, changes=changes, reason=reason)
+    return batch
+
+
+_CONSENT_CORRECTABLE = ("signed_at", "scopes")
+_CONSENT_LOCKED = {
+    **_IDS,
+    "subject": "a consent given by another subject is another consent; record it instead.",
+    "document": "the document version is fixed by the signature date; correct signed_at if that was wrong.",
+    "obtained_by": "who obtained the consent is attributable to the user who recorded it.",
+    "withdrawn_at": "a withdrawal is recorded through its own action (POST .../withdraw/).",
+    "withdrawn_scopes": "a withdrawal is recorded through its own action (POST .../withdraw/).",
+    "withdrawal_reason": "a withdrawal is recorded through its own action (POST .../withdraw/).",
+}
+
+
+def consent_correct(*, actor, consent: Consent, reason: str, **fields) -> Consent:
+    subject = consent.subject
+    access.require_role(actor, site=subject.site, roles=access.CONSENT_ROLES, action="correct a consent")
+    reason = _require_reason(reason)
+    _require_correctable("consent", fields, correctable=_CONSENT_CORRECTABLE, locked=_CONSENT_LOCKED)
+    values = {}
+    if "scopes" in fields:
+        scopes = _validated_scopes(fields["scopes"])
+        values.update({f"scope_{s}": s in scopes for s in ConsentScope.values})
+    if "signed_at" in fields:
+        values["signed_at"] = fields["signed_at"]
+        _not_in_future(fields["signed_at"], "signed_at", "The signature time")
+    with transaction.atomic():
+        consent = Consent.objects.select_for_update(of=("self",)).select_related("document", "subject__site").get(
+            pk=consent.pk)
+        if "scopes" in fields and consent.withdrawn_scopes:
+            raise RuleViolation("scopes_locked_after_withdrawal", f"Consent #{consent.pk} has a recorded withdrawal: "
+                                "its scopes are what was withdrawn from and cannot change.", field="scopes")
+        before = _snapshot(consent, values)
+        _apply(consent, values)
+        changes = _require_change("consent", before, _snapshot(consent, values))
+        signed_at, document = consent.signed_at, consent.document
+        signed_on = _local_date(signed_at, subject.site)
+        if document.effective_date > signed_on:
+            raise RuleViolation("consent_document_not_effective", f"Consent v{document.version} takes effect on "
+                                f"{document.effective_date}; it was not in force on {signed_on}.", field="signed_at")
+        latest = latest_effective_document(subject.trial, on=signed_on)
+        if latest != document:
+            raise RuleViolation("consent_document_superseded", f"Consent v{document.version} was superseded by "
+                                f"v{latest.version} on {latest.effective_date}; it cannot have been signed on {signed_on}.",
+                                field="signed_at")
+        if consent.withdrawn_at is not None and signed_at > consent.withdrawn_at:
+            raise RuleViolation("signed_after_withdrawal", f"Consent #{consent.pk} was withdrawn on "
+                                f"{consent.withdrawn_at:%Y-%m-%d %H:%M} UTC; it cannot have been signed after that.",
+                                field="signed_at")
+        later = [w for c in Consent.objects.filter(subject=subject).exclude(pk=consent.pk) for s in c.withdrawn_scopes
+                 if (w := scope_withdrawn_at(c, s)) is not None and w > signed_at]
+        if later:
+            raise RuleViolation("signed_before_withdrawal", f"Subject {subject.code} withdrew consent on "
+                                f"{max(later):%Y-%m-%d %H:%M} UTC: this consent must be dated after that.",
+                                field="signed_at")
+        consent.full_clean()
+        consent.save(update_fields=list(values))
+        # The corrected consent must still cover every injection already given under it.
+        # Asked after the save, so governing_consent sees the corrected row; a refusal
+        # rolls the save back with the rest of the transaction.
+        for injection in subject.injections.order_by("administered_at"):
+            try:
+                assert_scope_active(subject, ConsentScope.IMAGING, at=injection.administered_at)
+            except RuleViolation as exc:
+                raise RuleViolation("consent_correction_uncovers_injection", f"After this correction, injection "
+                                    f"#{injection.pk} would have no imaging consent in force: {exc.message}",
+                                    field="signed_at" if "signed_at" in fields else "scopes") from None
+        _audit(actor=actor, action=AuditAction.CONSENT_UPDATED, obj=consent, trial_id=subject.trial_id,
+               site_id=subject.site_id, subject_id=subject.pk, changes=changes, reason=reason)
+        _signed_visit_changed(subject, actor=actor, reason=f"consent #{consent.pk} corrected: {reason}")
+    return consent
 
 
 # --------------------------------------------------------------------------- API access
