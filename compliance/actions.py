@@ -29,6 +29,7 @@ class AuditAction(IntEnum):
     CONSENT_DOCUMENT_CREATED = 300
     CONSENT_SIGNED = 310
     CONSENT_WITHDRAWN = 311
+    CONSENT_UPDATED = 312
     # Nanoparticle lots and cell batches (400s)
     LOT_REGISTERED = 400
     LOT_UPDATED = 401
@@ -58,6 +59,10 @@ class AuditAction(IntEnum):
     EXPORT_COMPLETED = 711
     EXPORT_DOWNLOADED = 712
     AUDIT_TRAIL_VERIFIED = 720
+    PACS_DESTINATION_REGISTERED = 730
+    DICOM_SEND_REQUESTED = 731
+    DICOM_SENT = 732
+    DICOM_SEND_FAILED = 733
     # Accounts and signatures (800s)
     LOGIN_SUCCEEDED = 800
     LOGIN_FAILED = 801
