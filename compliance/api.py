@@ -69,6 +69,7 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(request=s.ExportRequestInput, responses={201: s.ExportOutput}, summary="Request an export")
     def create(self, request):
+        from imaging import selectors as imaging_selectors
         from trials import selectors as trial_selectors
 
         data = s.ExportRequestInput(data=request.data)
@@ -87,7 +88,8 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         export = services.export_request(
             actor=user, kind=v["kind"], trial=visible(trial_selectors.visible_trials(user), v["trial"], "trial"),
             site=visible(trial_selectors.visible_sites(user), v.get("site"), "site"),
-            subject=visible(trial_selectors.subjects_visible_to(user), v.get("subject"), "subject"))
+            subject=visible(trial_selectors.subjects_visible_to(user), v.get("subject"), "subject"),
+            scan=visible(imaging_selectors.scans_visible_to(user), v.get("scan"), "scan"))
         return Response(s.ExportOutput(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes}, summary="Download a ready export (audited)")

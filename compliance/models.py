@@ -122,6 +122,12 @@ class ExportKind(models.TextChoices):
     AUDIT_JSON = "audit_json", "Audit-trail extract (JSON)"
     ODM_XML = "odm_xml", "CDISC ODM 1.3 clinical data (XML)"
     SPONSOR_DEIDENTIFIED = "sponsor_deidentified", "De-identified sponsor data set (zip of CSV)"
+    # Scope: one scan (``Export.scan``); built by imaging.dicom_export.
+    DICOM_STUDY = "dicom_study", "DICOM study of a scan (zip)"
+    DICOM_STUDY_DEIDENTIFIED = "dicom_study_deidentified", "De-identified DICOM study of a scan (zip)"
+
+
+SCAN_EXPORT_KINDS = frozenset({ExportKind.DICOM_STUDY, ExportKind.DICOM_STUDY_DEIDENTIFIED})
 
 
 class ExportStatus(models.TextChoices):
@@ -134,7 +140,9 @@ class ExportStatus(models.TextChoices):
 class Export(models.Model):
     """One requested export, built by a Celery task on the ``export`` queue.
 
-    Scope: a trial, or one site of it, or one subject (``site`` / ``subject`` set)."""
+    Scope: a trial, or one site of it, or one subject (``site`` / ``subject`` set), or
+    for the DICOM kinds one scan (``scan`` set, with its subject, site and trial).
+    ``progress_stage`` / ``progress_percent`` say how far the worker is."""
 
     Kind = ExportKind
     Status = ExportStatus
@@ -144,6 +152,8 @@ class Export(models.Model):
     subject = models.ForeignKey(
         "trials.Subject", null=True, blank=True, on_delete=models.PROTECT, related_name="exports"
     )
+    # Plain string reference: compliance keeps no import of imaging.
+    scan = models.ForeignKey("imaging.Scan", null=True, blank=True, on_delete=models.PROTECT, related_name="exports")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="exports")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     file = models.CharField(max_length=500, blank=True)  # relative to MEDIA_ROOT; served by the audited view only
@@ -151,6 +161,8 @@ class Export(models.Model):
     size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
+    progress_stage = models.CharField(max_length=32, blank=True)
+    progress_percent = models.FloatField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -163,10 +175,20 @@ class Export(models.Model):
             models.CheckConstraint(
                 condition=~Q(status="ready") | (~Q(file="") & ~Q(sha256="")), name="export_ready_has_file"
             ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["dicom_study", "dicom_study_deidentified"], scan__isnull=False, subject__isnull=False)
+                | (~Q(kind__in=["dicom_study", "dicom_study_deidentified"]) & Q(scan__isnull=True)),
+                name="export_scan_iff_scan_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(progress_percent__gte=0, progress_percent__lte=100), name="export_progress_0_100"
+            ),
         ]
 
     @property
     def scope_label(self) -> str:
+        if self.scan_id:
+            return f"scan #{self.scan_id} of subject {self.subject.code}"
         if self.subject_id:
             return f"subject {self.subject.code}"
         if self.site_id:

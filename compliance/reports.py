@@ -540,7 +540,27 @@ BUILDERS = {
 }
 
 
-def build(export: Export) -> tuple[bytes, str, str]:
+def build_dicom_study(export: Export, progress=None) -> bytes:
+    """The scan's DICOM study as a zip (imaging.dicom_export), de-identified for that kind."""
+    from imaging import dicom_export
+
+    return dicom_export.study_zip(export.scan, deidentified=export.kind == Export.Kind.DICOM_STUDY_DEIDENTIFIED,
+                                  progress=progress or dicom_export.no_progress)
+
+
+# Builders that report progress themselves (``progress(stage, fraction)``).
+PROGRESS_BUILDERS = {
+    Export.Kind.DICOM_STUDY: (build_dicom_study, "zip", "application/zip"),
+    Export.Kind.DICOM_STUDY_DEIDENTIFIED: (build_dicom_study, "zip", "application/zip"),
+}
+
+
+def build(export: Export, progress=None) -> tuple[bytes, str, str]:
     """``(content, file extension, content type)`` of ``export``."""
+    if export.kind in PROGRESS_BUILDERS:
+        builder, extension, content_type = PROGRESS_BUILDERS[export.kind]
+        return builder(export, progress), extension, content_type
     builder, extension, content_type = BUILDERS[export.kind]
+    if progress is not None:
+        progress("building", 0.1)
     return builder(export), extension, content_type

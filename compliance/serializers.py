@@ -58,8 +58,9 @@ class ExportOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Export
-        fields = ["id", "kind", "trial", "site", "subject", "scope", "requested_by", "status", "content_type",
-                  "size_bytes", "sha256", "error", "created_at", "started_at", "finished_at"]
+        fields = ["id", "kind", "trial", "site", "subject", "scan", "scope", "requested_by", "status",
+                  "progress_stage", "progress_percent", "content_type", "size_bytes", "sha256", "error", "created_at",
+                  "started_at", "finished_at"]
 
 
 class ExportRequestInput(serializers.Serializer):
@@ -67,6 +68,7 @@ class ExportRequestInput(serializers.Serializer):
     trial = serializers.IntegerField()
     site = serializers.IntegerField(required=False, allow_null=True)
     subject = serializers.IntegerField(required=False, allow_null=True)
+    scan = serializers.IntegerField(required=False, allow_null=True, help_text="For the DICOM kinds: the scan")
 
 
 class AuditEventOutput(serializers.ModelSerializer):

@@ -20,13 +20,14 @@ from django.utils import timezone
 from compliance.actions import AuditAction
 from compliance.audit import record_event
 from compliance.context import request_context
-from compliance.models import Export
+from compliance.models import SCAN_EXPORT_KINDS, Export
 from config.errors import RuleViolation
 
 logger = logging.getLogger(__name__)
 
-# Kinds each role may request; scope rules below.
-_TRIAL_WIDE_KINDS = frozenset(Export.Kind.values)  # monitor, auditor
+# Kinds each role may request; scope rules below. The DICOM kinds (scope: one scan)
+# follow imaging.dicom_export.check_may_export instead.
+_TRIAL_WIDE_KINDS = frozenset(Export.Kind.values) - SCAN_EXPORT_KINDS  # monitor, auditor
 _SITE_KINDS = frozenset({Export.Kind.REPORT_PDF, Export.Kind.REPORT_CSV, Export.Kind.ODM_XML})  # coordinator, investigator
 _SPONSOR_KINDS = frozenset({Export.Kind.SPONSOR_DEIDENTIFIED})
 
@@ -53,24 +54,49 @@ def _check_may_request(actor, kind: str, trial, site, subject) -> None:
     raise RuleViolation("forbidden", "Your role may not request this export for this scope.", status_code=403)
 
 
-def export_request(*, actor, kind: str, trial, site=None, subject=None) -> Export:
+def _scan_scope(kind: str, scan, trial, site, subject):
+    """(trial, site, subject) of a scan export, checked against what the caller gave."""
+    if kind not in SCAN_EXPORT_KINDS:
+        if scan is not None:
+            raise RuleViolation("invalid_scope", f"A {kind} export has no scan scope.", field="scan", status_code=400)
+        return trial, site, subject
+    if scan is None:
+        raise RuleViolation("scan_required", f"A {kind} export needs a scan.", field="scan", status_code=400)
+    scan_subject = scan.subject
+    for given, own, name in ((trial, scan_subject.trial, "trial"), (site, scan_subject.site, "site"),
+                             (subject, scan_subject, "subject")):
+        if given is not None and given.pk != own.pk:
+            raise RuleViolation("trial_mismatch", f"The scan is outside the {name} given.", field=name,
+                                status_code=400)
+    return scan_subject.trial, scan_subject.site, scan_subject
+
+
+def export_request(*, actor, kind: str, trial=None, site=None, subject=None, scan=None) -> Export:
+    """Queue an export. ``scan`` (for the DICOM kinds) implies its trial, site and subject."""
     if kind not in Export.Kind.values:
         raise RuleViolation("invalid_kind", f"kind must be one of {', '.join(Export.Kind.values)}.", field="kind",
                             status_code=400)
+    trial, site, subject = _scan_scope(kind, scan, trial, site, subject)
     if site is not None and site.trial_id != trial.pk:
         raise RuleViolation("trial_mismatch", "The site belongs to another trial.", field="site", status_code=400)
     if subject is not None and (subject.trial_id != trial.pk or (site is not None and subject.site_id != site.pk)):
         raise RuleViolation("trial_mismatch", "The subject is outside the trial or site given.", field="subject",
                             status_code=400)
-    _check_may_request(actor, kind, trial, site, subject)
-    export = Export(kind=kind, trial=trial, site=site, subject=subject, requested_by=actor)
+    if scan is not None:
+        from imaging import dicom_export
+
+        dicom_export.check_may_export(actor, scan, deidentified=kind == Export.Kind.DICOM_STUDY_DEIDENTIFIED)
+        dicom_export.require_exportable(scan)
+    else:
+        _check_may_request(actor, kind, trial, site, subject)
+    export = Export(kind=kind, trial=trial, site=site, subject=subject, scan=scan, requested_by=actor)
     with transaction.atomic():
         export.full_clean()
         export.save()
         record_event(actor=actor, action=AuditAction.EXPORT_REQUESTED, object_type="compliance.export",
                      object_id=export.pk, trial_id=trial.pk, site_id=site.pk if site else None,
                      subject_id=subject.pk if subject else None,
-                     changes={"kind": kind, "scope": export.scope_label})
+                     changes={"kind": kind, "scope": export.scope_label, **({"scan": scan.pk} if scan else {})})
         transaction.on_commit(lambda: _enqueue(export.pk))
     return export
 
@@ -86,17 +112,24 @@ def _claim(export_id: int) -> bool:
         status=Export.Status.RUNNING, started_at=timezone.now()))
 
 
+def export_set_progress(export_id: int, stage: str, fraction: float) -> None:
+    """Record how far a running export is (its own small write, outside any transaction)."""
+    Export.objects.filter(pk=export_id, status=Export.Status.RUNNING).update(
+        progress_stage=stage[:32], progress_percent=round(100.0 * min(max(fraction, 0.0), 1.0), 1))
+
+
 def export_run(export_id: int) -> Export | None:
     """Build the export's file. None when another worker claimed it first (or it is done)."""
     if not _claim(export_id):
         return None
     from compliance import reports
 
-    export = Export.objects.select_related("trial", "site", "subject", "requested_by").get(pk=export_id)
+    export = Export.objects.select_related("trial", "site", "subject", "scan", "requested_by").get(pk=export_id)
     scope = dict(trial_id=export.trial_id, site_id=export.site_id, subject_id=export.subject_id)
     with request_context(request_id=f"export-{export.pk}"):
         try:
-            content, extension, content_type = reports.build(export)
+            content, extension, content_type = reports.build(
+                export, progress=lambda stage, fraction: export_set_progress(export.pk, stage, fraction))
         except Exception as exc:
             logger.exception("export #%s failed", export.pk)
             with transaction.atomic():
@@ -114,7 +147,7 @@ def export_run(export_id: int) -> Export | None:
         with transaction.atomic():
             Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING).update(
                 status=Export.Status.READY, file=name, sha256=digest, size_bytes=len(content),
-                content_type=content_type, finished_at=timezone.now())
+                content_type=content_type, finished_at=timezone.now(), progress_stage="ready", progress_percent=100)
             record_event(actor=export.requested_by, action=AuditAction.EXPORT_COMPLETED,
                          object_type="compliance.export", object_id=export.pk,
                          changes={"kind": export.kind, "status": "ready", "sha256": digest, "size_bytes": len(content)},

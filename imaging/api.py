@@ -19,9 +19,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import RuleViolation
-from imaging import selectors, services, uploads
+from compliance.serializers import ExportOutput
+from imaging import pacs, selectors, services, uploads
 from imaging import serializers as s
-from imaging.models import Alert, Measurement, RegionOfInterest, Scan, Scanner, SystemMatrix
+from imaging.models import Alert, DicomSend, Measurement, PacsDestination, RegionOfInterest, Scan, Scanner, SystemMatrix
 from trials.filters import IdFilterSet
 from trials.selectors import subjects_visible_to
 
@@ -230,6 +231,40 @@ class ScanViewSet(ScopedViewSet):
         services.file_download_record(actor=request.user, scan=scan, which="reconstruction", path=reconstruction.file)
         return _file_response(reconstruction.file, f"scan{scan.pk}-reconstruction.mdf")
 
+    @extend_schema(methods=["get"], responses=ExportOutput(many=True), summary="DICOM exports of the scan you may see")
+    @extend_schema(methods=["post"], request=s.DicomExportInput, responses={201: ExportOutput},
+                   summary="Request the scan's DICOM study as an export (built on the export queue; "
+                   "status and audited download under /api/v1/exports/{id}/)")
+    @action(detail=True, methods=["get", "post"], url_path="dicom-exports", url_name="dicom-exports")
+    def dicom_exports(self, request, pk=None):
+        from compliance.services import export_request, exports_visible_to
+
+        scan = self.get_object()
+        if request.method == "GET":
+            exports = exports_visible_to(request.user).filter(scan=scan)
+            return Response(ExportOutput(exports, many=True).data)
+        data = s.DicomExportInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        export = export_request(actor=request.user, kind=data.validated_data["kind"], scan=scan)
+        return Response(ExportOutput(export).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(methods=["get"], responses=s.DicomSendOutput(many=True), summary="PACS deliveries of the scan")
+    @extend_schema(methods=["post"], request=s.DicomSendInput, responses={201: s.DicomSendOutput},
+                   summary="Send the scan's DICOM study to a PACS destination (task on the export queue)")
+    @action(detail=True, methods=["get", "post"], url_path="dicom-sends", url_name="dicom-sends")
+    def dicom_sends(self, request, pk=None):
+        scan = self.get_object()
+        if request.method == "GET":
+            return Response(s.DicomSendOutput(selectors.dicom_sends_visible_to(request.user).filter(scan=scan),
+                                              many=True).data)
+        data = s.DicomSendInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        destination = PacsDestination.objects.filter(pk=data.validated_data["destination"]).first()
+        if destination is None:
+            raise RuleViolation("not_found", "No such PACS destination.", field="destination", status_code=404)
+        send = pacs.dicom_send_request(actor=request.user, scan=scan, destination=destination)
+        return Response(s.DicomSendOutput(send).data, status=status.HTTP_201_CREATED)
+
     @extend_schema(request=None, responses=s.ScanOutput, summary="Retry a scan that failed for a transient reason")
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
@@ -267,6 +302,14 @@ class AlertViewSet(ScopedViewSet):
     selector = selectors.alerts_visible_to
     serializer_class = s.AlertOutput
     filterset_class = _id_filters(Alert, ["subject", "scan", "kind"])
+
+
+class DicomSendViewSet(ScopedViewSet):
+    """Status of PACS deliveries (per-object results included), site-scoped."""
+
+    selector = selectors.dicom_sends_visible_to
+    serializer_class = s.DicomSendOutput
+    filterset_class = _id_filters(DicomSend, ["scan", "destination", "status"])
 
 
 class RoiViewSet(ScopedViewSet):

@@ -367,3 +367,107 @@ class Alert(models.Model):
     def trial(self):
         return self.subject.trial
 
+
+
+# --------------------------------------------------------------------------- PACS delivery
+
+
+class PacsProtocol(models.TextChoices):
+    DICOM = "dicom", "DICOM C-STORE"
+    DICOMWEB = "dicomweb", "DICOMweb STOW-RS"
+
+
+class PacsDestination(models.Model):
+    """A PACS of one trial that scans' DICOM studies can be sent to.
+
+    C-STORE needs ``host``, ``port``, ``called_ae`` (and sends as ``calling_ae``);
+    STOW-RS needs ``base_url`` (the DICOMweb root, ``{base_url}/studies`` is posted to)
+    and, for basic auth, ``username`` and ``password_env``: the NAME of the environment
+    variable that holds the password on the workers. The password itself is never stored.
+    ``deidentify``: every study sent here is de-identified first (PS3.15 Annex E).
+    """
+
+    Protocol = PacsProtocol
+    trial = models.ForeignKey("trials.Trial", on_delete=models.PROTECT, related_name="pacs_destinations")
+    name = models.CharField(max_length=120)
+    protocol = models.CharField(max_length=8, choices=Protocol.choices)
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    called_ae = models.CharField(max_length=16, blank=True)
+    calling_ae = models.CharField(max_length=16, default="MPITRIALS")
+    base_url = models.URLField(max_length=500, blank=True)
+    username = models.CharField(max_length=150, blank=True)
+    password_env = models.CharField(max_length=100, blank=True, help_text="Name of the environment variable that "
+                                    "holds the password (never the password)")
+    deidentify = models.BooleanField(default=True)
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["trial_id", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["trial", "name"], name="pacs_destination_name_unique_per_trial"),
+            models.CheckConstraint(condition=Q(protocol__in=PacsProtocol.values), name="pacs_protocol_valid"),
+            models.CheckConstraint(
+                condition=Q(protocol="dicomweb", base_url__gt="")
+                | (Q(protocol="dicom", host__gt="", port__isnull=False, called_ae__gt="")),
+                name="pacs_destination_complete_for_protocol",
+            ),
+            models.CheckConstraint(condition=Q(password_env="") | ~Q(username=""),
+                                   name="pacs_password_needs_username"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.describe()})"
+
+    def describe(self) -> str:
+        if self.protocol == PacsProtocol.DICOM:
+            return f"C-STORE {self.called_ae}@{self.host}:{self.port}"
+        return f"STOW-RS {self.base_url}"
+
+
+class DicomSendStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class DicomSend(models.Model):
+    """One delivery of a scan's study to a PACS destination, done by a task on ``export``.
+
+    ``object_statuses``: one entry per DICOM object sent, ``{"sop_class_uid", "sop_instance_uid",
+    "ok", "status", "detail"}`` (the PACS's answer). ``deidentified`` is what was sent
+    (copied from the destination at request time)."""
+
+    Status = DicomSendStatus
+    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="dicom_sends")
+    destination = models.ForeignKey(PacsDestination, on_delete=models.PROTECT, related_name="sends")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    deidentified = models.BooleanField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    progress_stage = models.CharField(max_length=32, blank=True)
+    progress_percent = models.FloatField(default=0)
+    object_statuses = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=DicomSendStatus.values), name="dicom_send_status_valid"),
+            models.CheckConstraint(condition=Q(progress_percent__gte=0, progress_percent__lte=100),
+                                   name="dicom_send_progress_0_100"),
+        ]
+
+    def __str__(self) -> str:
+        return f"scan #{self.scan_id} -> {self.destination.name} ({self.status})"
+
+    @property
+    def trial(self):
+        return self.scan.subject.trial

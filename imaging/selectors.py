@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 
-from imaging.models import Alert, Measurement, RegionOfInterest, Scan, Scanner, SystemMatrix, Upload
+from imaging.models import Alert, DicomSend, Measurement, RegionOfInterest, Scan, Scanner, SystemMatrix, Upload
 from trials.models import Subject
 from trials.permissions.access import visible_site_ids
 
@@ -43,6 +43,11 @@ def rois_visible_to(user) -> QuerySet[RegionOfInterest]:
 
 def alerts_visible_to(user) -> QuerySet[Alert]:
     return Alert.objects.filter(subject__site_id__in=visible_site_ids(user)).select_related("subject", "scan")
+
+
+def dicom_sends_visible_to(user) -> QuerySet[DicomSend]:
+    return DicomSend.objects.filter(scan__subject__site_id__in=visible_site_ids(user)).select_related(
+        "destination", "requested_by", "scan")
 
 
 def time_course(subject: Subject) -> dict:

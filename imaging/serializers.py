@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from imaging.models import Alert, Measurement, RegionOfInterest, RoiKind, Scan, Scanner, SystemMatrix
+from imaging.models import Alert, DicomSend, Measurement, RegionOfInterest, RoiKind, Scan, Scanner, SystemMatrix
 
 
 class ScannerOutput(serializers.ModelSerializer):
@@ -103,3 +103,23 @@ class TimeCourseOutput(serializers.Serializer):
     subject_code = serializers.CharField()
     injected_iron_ng = serializers.FloatField(allow_null=True)
     series = TimeCourseSeries(many=True)
+
+
+class DicomExportInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["dicom_study", "dicom_study_deidentified"])
+
+
+class DicomSendInput(serializers.Serializer):
+    destination = serializers.IntegerField(help_text="Id of an active PACS destination of the scan's trial")
+
+
+class DicomSendOutput(serializers.ModelSerializer):
+    destination_name = serializers.CharField(source="destination.name", read_only=True)
+    protocol = serializers.CharField(source="destination.protocol", read_only=True)
+    requested_by = serializers.CharField(source="requested_by.username", read_only=True, default="")
+
+    class Meta:
+        model = DicomSend
+        fields = ["id", "scan", "destination", "destination_name", "protocol", "deidentified", "requested_by",
+                  "status", "progress_stage", "progress_percent", "object_statuses", "error", "created_at",
+                  "started_at", "finished_at"]

@@ -1,7 +1,7 @@
 """Celery tasks of the scan pipeline: each takes a scan id and calls one service.
 
 Queues (``CELERY_TASK_ROUTES`` in settings): ``ingest`` (validate), ``recon``
-(reconstruct, quantify), ``export``.
+(reconstruct, quantify), ``export`` (PACS delivery here; file exports in compliance.tasks).
 Delivery is at least once (acks_late, reject_on_worker_lost, the broker's visibility
 timeout): the services claim the scan with a conditional update, so a redelivered
 task either resumes its own claim (same task id) or exits quietly. Only transient
@@ -75,6 +75,16 @@ def reconstruct_scan(self, scan_id: int) -> None:
 @shared_task(name="imaging.quantify_scan", **_TASK_OPTIONS)
 def quantify_scan(self, scan_id: int) -> None:
     _run(self, scan_id, services.scan_quantify)
+
+
+@shared_task(name="imaging.send_dicom", queue="export", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=settings.EXPORT_TASK_SOFT_TIME_LIMIT, time_limit=settings.EXPORT_TASK_TIME_LIMIT)
+def send_dicom(send_id: int) -> str:
+    """Deliver a scan's study to a PACS: "just another interface" to ``pacs.dicom_send_run``."""
+    from imaging import pacs
+
+    send = pacs.dicom_send_run(send_id)
+    return "claimed elsewhere or done" if send is None else send.status
 
 
 @worker_ready.connect

@@ -10,6 +10,7 @@ router.register("system-matrices", api.SystemMatrixViewSet, basename="system-mat
 router.register("measurements", api.MeasurementViewSet, basename="measurement")
 router.register("rois", api.RoiViewSet, basename="roi")
 router.register("alerts", api.AlertViewSet, basename="alert")
+router.register("dicom-sends", api.DicomSendViewSet, basename="dicom-send")
 
 upload_resource = api.UploadResourceViewSet.as_view(
     {"head": "offset", "patch": "append", "delete": "terminate"}, basename="upload")

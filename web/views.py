@@ -18,6 +18,7 @@ from compliance import selectors as compliance_selectors
 from compliance import services as compliance_services
 from compliance import signatures
 from config.errors import RuleViolation
+from imaging import dicom_export
 from imaging import selectors as imaging_selectors
 from imaging import services as imaging_services
 from imaging.models import Scan
@@ -344,16 +345,13 @@ def scan_dicom(request, pk):
     reconstruction = queries.reconstruction_of(scan)
     if reconstruction is None or scan.status != Scan.Status.QUANTIFIED:
         raise Http404
-    vol = volume.load(reconstruction)
-    masks = volume.roi_masks(imaging_services.rois_for(scan), vol.grid)
-    measurements = list(reconstruction.measurements.all())
     try:
         # Role check and FILE_DOWNLOADED audit event, as for the MDF downloads.
         imaging_services.file_download_record(actor=request.user, scan=scan, which="dicom_study",
                                               path=f"built from {reconstruction.file}")
     except RuleViolation as exc:
         raise Http404 from exc
-    content = volume.dicom_zip(scan, reconstruction, vol, masks, measurements)
+    content = dicom_export.study_zip(scan)
     response = HttpResponse(content, content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{scan.subject.code}-scan{scan.pk}-dicom.zip"'
     return response

@@ -1,16 +1,14 @@
-"""The scan viewer's pictures and the DICOM download, from a scan's newest
+"""The scan viewer's pictures, from a scan's newest
 reconstruction: slices in three planes and a maximum-intensity projection as PNG
-(fixed colour map, ROI outlines), a colour bar in mmol Fe/L, and the DICOM study
-built with ``imaging.dicom``.
+(fixed colour map, ROI outlines) and a colour bar in mmol Fe/L. The DICOM download
+is built by ``imaging.dicom_export``.
 
 Arrays in, bytes out; the views do the scoping and the auditing.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import io
-import zoneinfo
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +17,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from imaging import uploads
 from recon.mdf import MDFFile
-from recon.quantify import Grid, mask_from_geometry
+from recon.quantify import Grid
 
 PLANES = {
     # name: (axis of the volume [z, y, x] that is sliced, label, horizontal axis, vertical axis)
@@ -31,7 +29,6 @@ COLORMAP = "inferno"  # perceptually uniform, readable in greyscale print
 # Outline colours that stay visible on both ends of the inferno map (black and pale yellow).
 ROI_COLOURS = ["#22d3ee", "#a3e635", "#f472b6", "#2563eb", "#10b981", "#c084fc"]
 TARGET_PIXELS = 384
-GEOMETRY_SIZE_KEYS = {"sphere": "radius_m", "ellipsoid": "semi_axes_m", "box": "half_size_m"}
 
 
 @dataclass(frozen=True)
@@ -60,26 +57,11 @@ def load(reconstruction) -> Volume:
 
 
 def roi_masks(rois, grid: Grid) -> list[tuple[object, np.ndarray]]:
-    """[(roi, mask (nz, ny, nx) bool)] for the regions drawn on the viewer."""
-    nx, ny, nz = grid.size
-    out = []
-    for roi in rois:
-        if roi.geometry:
-            g = roi.geometry
-            flat = mask_from_geometry(grid, g["shape"], g["center_m"], g[GEOMETRY_SIZE_KEYS[g["shape"]]])
-        else:
-            path = str(uploads.media_path(roi.label_file))
-            if path.endswith(".npy"):
-                labels = np.load(path, allow_pickle=False)
-            else:
-                with MDFFile(path) as f:
-                    labels = np.rint(f.reconstruction()[0][0, :, 0]).astype(np.int64)
-            labels = labels.ravel(order="F") if labels.ndim == 3 else labels.ravel()
-            if labels.shape[0] != grid.num_voxels:
-                continue
-            flat = labels == roi.label_value
-        out.append((roi, np.asarray(flat, dtype=bool).reshape(nz, ny, nx)))
-    return out
+    """[(roi, mask (nz, ny, nx) bool)] for the regions drawn on the viewer (the same masks
+    as the DICOM SEG: ``imaging.dicom_export.roi_mask``)."""
+    from imaging.dicom_export import roi_mask
+
+    return [(roi, mask) for roi in rois if (mask := roi_mask(roi, grid)) is not None]
 
 
 def plane_image(volume: Volume, plane: str, index: int | None) -> tuple[np.ndarray, int]:
@@ -155,34 +137,3 @@ def colour_bar(vmax_mol_per_l: float) -> SafeString:
 
 def roi_legend(masks) -> list[dict]:
     return [{"roi": roi, "colour": ROI_COLOURS[i % len(ROI_COLOURS)]} for i, (roi, _) in enumerate(masks)]
-
-
-# --------------------------------------------------------------------------- DICOM
-
-
-def dicom_zip(scan, reconstruction, volume: Volume, masks, measurements) -> bytes:
-    """The scan's DICOM study (source images, Parametric Map, SEG, SR) as one zip."""
-    from imaging.dicom import RoiMetrics, RoiSpec, StudyInfo, VolumeGeometry, build_study, zip_study
-
-    subject = scan.subject
-    site = subject.site
-    by_roi = {m.roi_id: m for m in measurements}
-    specs, metrics = [], []
-    for number, (roi, mask) in enumerate(masks, start=1):
-        specs.append(RoiSpec(label=number, name=roi.name, kind=roi.kind, mask=mask))
-        m = by_roi.get(roi.pk)
-        if m is not None:
-            metrics.append(RoiMetrics(roi_label=number, iron_mass_ng=m.iron_ng, uncertainty_ng=m.uncertainty_ng,
-                                      cell_count=m.cell_count, detection_limit_ng=m.detection_limit_ng,
-                                      retention_percent=m.retention_percent if m.roi_kind == "target" else None,
-                                      off_target_percent=m.off_target_percent))
-    taken = scan.injection.administered_at + dt.timedelta(hours=scan.hours_after_injection)
-    study = StudyInfo(
-        scan_id=f"scan-{scan.pk}", patient_id=subject.code,
-        study_datetime=taken.astimezone(zoneinfo.ZoneInfo(site.time_zone)),
-        accession_number=f"S{scan.pk}", study_id=str(scan.pk), institution_name=site.name,
-        study_description=f"MPI cell tracking {scan.hours_after_injection:g} h after injection",
-    )
-    geometry = VolumeGeometry(size=volume.grid.size, field_of_view_m=volume.grid.fov_m, center_m=volume.grid.center_m)
-    datasets = build_study(volume.values.astype(np.float32), geometry, specs, metrics, study)
-    return zip_study(datasets)

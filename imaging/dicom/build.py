@@ -320,7 +320,8 @@ def _source_image(volume: np.ndarray, geometry: VolumeGeometry, study: StudyInfo
     nz = volume.shape[0]
     positions = [origin + np.array([0.0, 0.0, k * dz]) for k in range(nz)]
     ds.NumberOfFrames = nz
-    ds.FrameIncrementPointer = [0x00182005]
+    if nz > 1:  # Type 1C: only with more than one frame (a 2-D reconstruction has one)
+        ds.FrameIncrementPointer = [0x00182005]
     ds.SliceLocationVector = [format_number_as_ds(float(p[2])) for p in positions]
     shared = Dataset()
     measures = Dataset()

@@ -43,3 +43,16 @@ def test_it_exports_well_formed_odm_with_the_required_elements(built, auditor, t
     assert items["IT.ENRDT"] == visit.enrolment_date.isoformat()
     # No identity in the clinical data.
     assert b"Mustermann" not in content and b"MRN0042137" not in content
+
+
+def test_it_validates_against_the_official_odm_1_3_2_schema(built, auditor, trial, visit):
+    from pathlib import Path
+
+    import odmlib
+    from lxml import etree
+
+    xsd = Path(odmlib.__file__).parent / "schemas" / "odm" / "1.3.2" / "ODM1-3-2.xsd"
+    schema = etree.XMLSchema(etree.parse(str(xsd)))
+    _, content = built(auditor, Export.Kind.ODM_XML, trial)
+    document = etree.fromstring(content)
+    assert schema.validate(document), "\n".join(str(e) for e in schema.error_log)

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from compliance import deidentify
-from compliance.models import Export
+from compliance.models import SCAN_EXPORT_KINDS, Export
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.compliance.conftest import unzip
@@ -83,7 +83,9 @@ def test_it_gives_another_trial_other_pseudonyms_and_offsets(trial, visit):
     assert len(offsets) > 30 and max(offsets) <= -1 and min(offsets) >= -365
 
 
-@pytest.mark.parametrize("kind", [k for k in Export.Kind.values if k != Export.Kind.SPONSOR_DEIDENTIFIED])
+# Trial-scoped kinds; a sponsor and the scan-scoped DICOM kinds: tests/imaging/test_dicom_export_api.py.
+@pytest.mark.parametrize("kind", [k for k in Export.Kind.values
+                                  if k != Export.Kind.SPONSOR_DEIDENTIFIED and k not in SCAN_EXPORT_KINDS])
 def test_it_lets_a_sponsor_request_only_the_deidentified_set(sponsor, trial, kind, nothing_written):
     from compliance import services
 

@@ -15,6 +15,15 @@ def _measurement_a(cast):
     return fi.MeasurementFactory(reconstruction=fi.ReconstructionFactory(scan=_scan_a(cast)))
 
 
+def _dicom_send_a(cast):
+    from imaging.models import DicomSend, PacsDestination
+
+    scan = _scan_a(cast)
+    destination = PacsDestination.objects.create(
+        trial=scan.subject.trial, name=f"PACS {scan.pk}", protocol="dicomweb", base_url="http://127.0.0.1:9/dicom-web")
+    return DicomSend.objects.create(scan=scan, destination=destination, deidentified=True)
+
+
 # Every imaging record hangs off a subject, scanner or scan at site A.
 HIDDEN_FROM_SITE_B = {
     "scan": _scan_a,
@@ -25,6 +34,7 @@ HIDDEN_FROM_SITE_B = {
     "alert": lambda cast: fi.AlertFactory(scan=_scan_a(cast)),
     "upload": lambda cast: fi.UploadFactory(injection=_injection_a(cast)),
     "subject-time-course": _subject_a,
+    "dicom-send": lambda cast: _dicom_send_a(cast),
 }
 
 VISIBLE_TO_MONITOR = dict(HIDDEN_FROM_SITE_B)

@@ -16,6 +16,7 @@ from compliance.models import AuditEvent
 from imaging import services
 from recon.simulate import simulate_to_files
 from tests import factories as f
+from tests.imaging.orthanc import orthanc  # noqa: F401  (fixture: a local Orthanc PACS)
 
 SIM_OPTIONS = dict(dims=2, grid=(12, 12, 1), fast=True, frames=10)
 

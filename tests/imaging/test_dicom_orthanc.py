@@ -6,12 +6,6 @@ in tmp_path, and stopped (terminate, wait) whatever happens.
 
 from __future__ import annotations
 
-import io
-import json
-import socket
-import subprocess
-import time
-
 import highdicom as hd
 import numpy as np
 import pydicom
@@ -20,70 +14,8 @@ import requests
 
 from imaging.dicom import DicomSendError, build_study, deidentify, send_cstore, send_stowrs
 from imaging.dicom.build import parametric_map_volume
+from tests.imaging.orthanc import fetch, free_port
 from tests.imaging.test_dicom_build import make_case
-from tests.services import require_executable, require_path
-
-DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian orthanc-dicomweb
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def orthanc(tmp_path):
-    binary = require_executable("Orthanc", package="orthanc")
-    plugin = require_path(DICOMWEB_PLUGIN, package="orthanc-dicomweb")
-    http_port, dicom_port = free_port(), free_port()
-    config = {
-        "Name": "mpi-test",
-        "StorageDirectory": str(tmp_path / "storage"),
-        "IndexDirectory": str(tmp_path / "index"),
-        "HttpPort": http_port,
-        "DicomPort": dicom_port,
-        "DicomAet": "ORTHANC",
-        "DicomCheckCalledAet": False,
-        "DicomModalities": {},
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "UnknownSopClassAccepted": True,
-        "Plugins": [plugin],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }
-    config_path = tmp_path / "orthanc.json"
-    config_path.write_text(json.dumps(config))
-    log = (tmp_path / "orthanc.log").open("w")
-    process = subprocess.Popen([binary, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{http_port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if requests.get(f"{base}/system", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Orthanc did not start:\n{(tmp_path / 'orthanc.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield {"http": base, "dicom_port": dicom_port}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-def fetch(base: str, sop_instance_uid: str) -> pydicom.Dataset:
-    found = requests.post(f"{base}/tools/lookup", data=sop_instance_uid, timeout=10).json()
-    (instance,) = [f for f in found if f["Type"] == "Instance"]
-    data = requests.get(f"{base}/instances/{instance['ID']}/file", timeout=10).content
-    return pydicom.dcmread(io.BytesIO(data))
 
 
 def sr_values(ds: pydicom.Dataset):

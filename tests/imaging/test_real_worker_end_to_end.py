@@ -64,7 +64,7 @@ def test_it_processes_an_uploaded_scan_on_a_real_worker(api, pipeline, broker, t
 
         detail = client.get(f"/api/v1/scans/{scan_id}/").json()
         assert detail["status"] == "quantified"
-        assert detail["progress"] == {"stage": "reconstructed", "percent": 100.0}
+        assert detail["progress"] == {"stage": "quantified", "percent": 100.0}
         assert {m["roi_name"] for m in detail["metrics"]} == set(sim["truth"])
     finally:
         worker.stop()

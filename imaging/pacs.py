@@ -1,0 +1,163 @@
+"""PACS destinations and the delivery of a scan's DICOM study to one (C-STORE or STOW-RS).
+
+Shape as the exports (``compliance.services``): ``dicom_send_request`` checks the rules,
+writes the DicomSend row and its audit event in one transaction and queues the task on
+commit; ``dicom_send_run`` (the task on the ``export`` queue) claims the row with a
+conditional update (queued -> running, so a task delivered twice sends once), builds
+the study (de-identified when the destination says so), sends it outside any
+transaction (slow network I/O holds no lock), and records per-object statuses with a
+DICOM_SENT or DICOM_SEND_FAILED event.
+
+A failed send is final for its row: the reason and the per-object statuses stay on
+it, and a person asks for a new send once the PACS is reachable again (a PACS that
+stored some objects and refused others should be looked at before sending again).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from django.db import transaction
+from django.utils import timezone
+
+from compliance.actions import AuditAction
+from compliance.audit import record_event
+from compliance.context import request_context
+from config.errors import RuleViolation
+from imaging import dicom_export
+from imaging.models import DicomSend, PacsDestination, Scan
+
+log = logging.getLogger(__name__)
+
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def pacs_destination_register(*, actor, trial, name: str, protocol: str, host: str = "", port: int | None = None,
+                              called_ae: str = "", calling_ae: str = "MPITRIALS", base_url: str = "",
+                              username: str = "", password_env: str = "", deidentify: bool = True,
+                              active: bool = True) -> PacsDestination:
+    """Register a destination of ``trial``: platform administrators (superusers) or the system."""
+    if actor is not None and not (actor.is_active and actor.is_superuser):
+        raise RuleViolation("forbidden", "Only a platform administrator may register a PACS destination.",
+                            status_code=403)
+    if password_env and not ENV_NAME.match(password_env):
+        raise RuleViolation("invalid_password_env", "password_env is the NAME of an environment variable "
+                            "(A-Z, 0-9, _), never the password itself.", field="password_env", status_code=400)
+    destination = PacsDestination(
+        trial=trial, name=name, protocol=protocol, host=host, port=port, called_ae=called_ae, calling_ae=calling_ae,
+        base_url=base_url, username=username, password_env=password_env, deidentify=deidentify, active=active,
+        created_by=actor)
+    with transaction.atomic():
+        destination.full_clean()
+        destination.save()
+        record_event(actor=actor, action=AuditAction.PACS_DESTINATION_REGISTERED,
+                     object_type="imaging.pacsdestination", object_id=destination.pk, trial_id=trial.pk,
+                     changes={"name": name, "protocol": protocol, "target": destination.describe(),
+                              "deidentify": deidentify, "username": username, "password_env": password_env})
+    return destination
+
+
+def _scope(scan: Scan) -> dict:
+    return {"trial_id": scan.subject.trial_id, "site_id": scan.subject.site_id, "subject_id": scan.subject_id}
+
+
+def dicom_send_request(*, actor, scan: Scan, destination: PacsDestination) -> DicomSend:
+    """Queue the delivery of ``scan``'s study to ``destination``.
+
+    Sending is an act of the site or the monitor, never of a sponsor or auditor: the
+    roles that may take the identified study out (``dicom_export.check_may_export``),
+    whether or not this destination de-identifies."""
+    if destination.trial_id != scan.subject.trial_id or not destination.active:
+        raise RuleViolation("not_found", "No such active PACS destination in the scan's trial.", field="destination",
+                            status_code=404)
+    dicom_export.check_may_export(actor, scan, deidentified=False)
+    dicom_export.require_exportable(scan)
+    send = DicomSend(scan=scan, destination=destination, requested_by=actor, deidentified=destination.deidentify)
+    with transaction.atomic():
+        send.full_clean()
+        send.save()
+        record_event(actor=actor, action=AuditAction.DICOM_SEND_REQUESTED, object_type="imaging.dicomsend",
+                     object_id=send.pk, changes={"scan": scan.pk, "destination": destination.name,
+                                                 "target": destination.describe(),
+                                                 "deidentified": send.deidentified}, **_scope(scan))
+        transaction.on_commit(lambda: _enqueue(send.pk))
+    return send
+
+
+def _enqueue(send_id: int) -> None:
+    from imaging.tasks import send_dicom
+
+    send_dicom.apply_async(args=[send_id], queue="export")
+
+
+def _claim(send_id: int) -> bool:
+    return bool(DicomSend.objects.filter(pk=send_id, status=DicomSend.Status.QUEUED).update(
+        status=DicomSend.Status.RUNNING, started_at=timezone.now()))
+
+
+def _progress(send_id: int, stage: str, fraction: float) -> None:
+    DicomSend.objects.filter(pk=send_id, status=DicomSend.Status.RUNNING).update(
+        progress_stage=stage[:32], progress_percent=round(100.0 * min(max(fraction, 0.0), 1.0), 1))
+
+
+def _deliver(destination: PacsDestination, datasets):
+    from imaging.dicom import send_cstore, send_stowrs
+
+    if destination.protocol == PacsDestination.Protocol.DICOM:
+        return send_cstore(datasets, destination.host, destination.port, called_ae=destination.called_ae,
+                           calling_ae=destination.calling_ae)
+    auth = None
+    if destination.username:
+        password = os.environ.get(destination.password_env, "") if destination.password_env else ""
+        if destination.password_env and not password:
+            raise RuleViolation("password_missing", f"The environment variable {destination.password_env} (the "
+                                f"password of destination {destination.name!r}) is not set on this worker.")
+        auth = (destination.username, password)
+    return send_stowrs(datasets, destination.base_url, auth=auth)
+
+
+def _statuses(result) -> list[dict]:
+    return [{"sop_class_uid": o.sop_class_uid, "sop_instance_uid": o.sop_instance_uid, "ok": o.ok,
+             "status": o.status, "detail": o.detail} for o in result.objects]
+
+
+def dicom_send_run(send_id: int) -> DicomSend | None:
+    """Build and send. None when another worker claimed the row first (or it is done)."""
+    if not _claim(send_id):
+        return None
+    from imaging.dicom import DicomSendError
+
+    send = DicomSend.objects.select_related("scan__subject__trial", "scan__subject__site", "destination",
+                                            "requested_by").get(pk=send_id)
+    destination = send.destination
+    with request_context(request_id=f"dicom-send-{send.pk}"):
+        statuses, error = [], ""
+        try:
+            build = dicom_export.deidentified_study_for_scan if send.deidentified else dicom_export.study_for_scan
+            datasets = build(send.scan, progress=lambda stage, f: _progress(send.pk, stage, f * 0.8))
+            _progress(send.pk, "sending", 0.85)
+            statuses = _statuses(_deliver(destination, datasets))
+        except DicomSendError as exc:
+            statuses, error = _statuses(exc.result), str(exc)
+        except Exception as exc:  # a build failure or a missing password: recorded, not retried
+            log.exception("DICOM send #%s failed", send.pk)
+            error = f"{type(exc).__name__}: {exc}"
+        ok = not error
+        with transaction.atomic():
+            DicomSend.objects.filter(pk=send.pk, status=DicomSend.Status.RUNNING).update(
+                status=DicomSend.Status.SENT if ok else DicomSend.Status.FAILED, object_statuses=statuses,
+                error=error[:2000], finished_at=timezone.now(), progress_stage="sent" if ok else "failed",
+                progress_percent=100 if ok else 0)
+            record_event(actor=send.requested_by, action=AuditAction.DICOM_SENT if ok else AuditAction.DICOM_SEND_FAILED,
+                         object_type="imaging.dicomsend", object_id=send.pk,
+                         changes={"scan": send.scan_id, "destination": destination.name,
+                                  "target": destination.describe(), "deidentified": send.deidentified,
+                                  "objects": [{"sop_instance_uid": s["sop_instance_uid"], "ok": s["ok"],
+                                               "status": s["status"]} for s in statuses],
+                                  **({"error": error[:500]} if error else {})},
+                         **_scope(send.scan))
+    send.refresh_from_db()
+    return send
+
