@@ -11,15 +11,15 @@ import django_filters
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import RuleViolation
 from compliance.serializers import ExportOutput
+from config.errors import RuleViolation
+from config.viewsets import ScopedViewSet
 from imaging import pacs, selectors, services, uploads
 from imaging import serializers as s
 from imaging.models import Alert, DicomSend, Measurement, PacsDestination, RegionOfInterest, Scan, Scanner, SystemMatrix
@@ -27,19 +27,6 @@ from trials.filters import IdFilterSet
 from trials.selectors import subjects_visible_to
 
 UPLOAD_DESCRIPTION = uploads.__doc__
-
-
-class ImagingPagination(PageNumberPagination):
-    page_size_query_param = "page_size"
-    max_page_size = 500
-
-
-class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    selector = None
-    pagination_class = ImagingPagination
-
-    def get_queryset(self):
-        return type(self).selector(self.request.user)
 
 
 # --------------------------------------------------------------------------- tus uploads

@@ -793,8 +793,6 @@ def roi_define(*, actor, subject: Subject, name: str, kind: str, geometry: dict 
 
 
 def _store_label_volume(upload_file, label_value) -> str:
-    import numpy as np
-
     if label_value is None or int(label_value) <= 0:
         raise RuleViolation("label_value_required", "A label volume needs label_value (a positive integer).",
                             field="label_value", status_code=400)

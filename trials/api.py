@@ -8,36 +8,20 @@ answer 404 for them (never 403, which would confirm they exist).
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.viewsets import ScopedViewSet as BaseScopedViewSet
 from trials import filters, selectors, services
 from trials import serializers as s
 
 
-class TrialPagination(PageNumberPagination):
-    page_size_query_param = "page_size"
-    max_page_size = 500
-
-
-class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """List and detail over ``selector(request.user)``; writes are explicit actions."""
-
-    selector = None
-    pagination_class = TrialPagination
-
-    def get_queryset(self):
-        return type(self).selector(self.request.user)
-
-    def validated(self, input_class, **kwargs) -> dict:
-        serializer = input_class(data=self.request.data, context=self.get_serializer_context(), **kwargs)
-        serializer.is_valid(raise_exception=True)
-        return serializer.validated_data
+class ScopedViewSet(BaseScopedViewSet):
+    """The shared scoped viewset, plus the PATCH input of corrections."""
 
     def correction(self, input_class) -> dict:
         """The validated fields of a PATCH, plus any field the input does not know, so
@@ -46,14 +30,6 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         known = self.validated(input_class)
         unknown = {name: self.request.data[name] for name in self.request.data if name not in input_class().fields}
         return {**known, **unknown}
-
-    def output(self, obj, http_status=status.HTTP_200_OK, serializer_class=None) -> Response:
-        serializer_class = serializer_class or self.get_serializer_class()
-        return Response(serializer_class(obj, context=self.get_serializer_context()).data, status=http_status)
-
-    def refetched(self, obj):
-        # Re-read through the selector so the output has its annotations and joins.
-        return self.get_queryset().get(pk=obj.pk)
 
 
 class TrialViewSet(ScopedViewSet):

@@ -1,0 +1,33 @@
+"""The site-scoped read-only base viewset every REST endpoint builds on (writes are
+explicit actions that call one service)."""
+
+from __future__ import annotations
+
+from rest_framework import mixins, status, viewsets
+from rest_framework.response import Response
+
+from config.pagination import ApiPagination
+
+
+class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """List and detail over ``selector(request.user)``, a site-scoped selector: objects
+    outside the user's sites are not in the queryset at all, so their detail is a 404."""
+
+    selector = None
+    pagination_class = ApiPagination
+
+    def get_queryset(self):
+        return type(self).selector(self.request.user)
+
+    def validated(self, input_class, **kwargs) -> dict:
+        serializer = input_class(data=self.request.data, context=self.get_serializer_context(), **kwargs)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def output(self, obj, http_status=status.HTTP_200_OK, serializer_class=None) -> Response:
+        serializer_class = serializer_class or self.get_serializer_class()
+        return Response(serializer_class(obj, context=self.get_serializer_context()).data, status=http_status)
+
+    def refetched(self, obj):
+        # Re-read through the selector so the output has its annotations and joins.
+        return self.get_queryset().get(pk=obj.pk)
