@@ -73,3 +73,13 @@ def test_it_needs_background_correction(reconstructed):
     quant = quantify_file(out, sim["rois"])
     errors = [abs(r.iron_mass_ng / sim["truth"][r.name] - 1) for r in quant.rois]
     assert max(errors) > OFF_TARGET_TOL
+
+
+@pytest.mark.parametrize("reconstructed", [2], ids=["2d"], indirect=True)
+def test_it_quantifies_within_tolerance_with_whitened_rows(reconstructed):
+    _, sim, _, _ = reconstructed
+    out = sim["measurement"].replace("measurement.mdf", "whitened.mdf")
+    reconstruct_file(sim["system_matrix"], sim["measurement"], out, ReconParams(weighting="whiten"))
+    for roi in quantify_file(out, sim["rois"]).rois:
+        tol = TARGET_TOL if roi.kind == "target" else OFF_TARGET_TOL
+        assert abs(roi.iron_mass_ng / sim["truth"][roi.name] - 1) < tol, roi.name
