@@ -98,3 +98,30 @@ def test_it_rejects_rows_of_the_wrong_shape():
     sel = pp.RowSelection(np.zeros(3, int), np.arange(3), np.zeros(3), np.ones(3), 3)
     with pytest.raises(ValueError, match=r"system_matrix_rows has shape \(4, 5\), expected \(3, P\)"):
         pp.prepare_rows(np.ones((4, 5)), None, rows, is_bg, sel, ReconParams())
+
+
+def test_it_divides_each_side_by_its_own_transfer_function():
+    """A receive chain that scales and rotates each frequency differently in the
+    calibration and in the scan cancels once each side is divided by its own."""
+    rng = np.random.default_rng(3)
+    s = rng.standard_normal((3, 5)) + 1j * rng.standard_normal((3, 5))
+    x = rng.random(5)
+    is_bg = np.zeros(4, bool)
+    tf_sm = np.array([2.0, 0.5j, 1 + 1j])
+    tf_scan = np.array([0.8, 3.0, -1j])
+    measured = np.tile((s @ x) * tf_scan, (4, 1))
+    sel = pp.RowSelection(np.zeros(3, int), np.arange(3), np.zeros(3), np.ones(3), 3)
+    prep = pp.prepare_rows(s * tf_sm[:, None], None, measured, is_bg, sel, ReconParams(background="none"),
+                           sm_transfer_function_rows=tf_sm, measurement_transfer_function_rows=tf_scan)
+    np.testing.assert_allclose(prep.system_matrix, s, rtol=1e-12)
+    np.testing.assert_allclose(prep.measurements[0], s @ x, rtol=1e-12)
+    assert "transfer function corrected (calibration and scan)" in prep.notes
+
+
+def test_it_leaves_data_alone_when_only_one_side_has_a_transfer_function():
+    s = np.ones((3, 4), complex)
+    sel = pp.RowSelection(np.zeros(3, int), np.arange(3), np.zeros(3), np.ones(3), 3)
+    prep = pp.prepare_rows(s, None, np.ones((2, 3), complex), np.zeros(2, bool), sel, ReconParams(background="none"),
+                           sm_transfer_function_rows=np.full(3, 2.0 + 0j))
+    np.testing.assert_allclose(prep.system_matrix, s)
+    assert "transfer function present in only one file: not applied" in prep.notes
