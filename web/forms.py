@@ -3,12 +3,14 @@ live in the services: a RuleViolation comes back and is shown next to its field.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django import forms
 from django.contrib.auth.hashers import check_password
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from compliance.models import Export, SignatureMeaning
+from compliance.models import SCAN_EXPORT_KINDS, Export, SignatureMeaning
 from config.errors import RuleViolation
 from trials.models import BatchProductType, CellBatch, ConsentScope, InjectionRoute, LotQcStatus, SubjectStatus
 
@@ -195,7 +197,9 @@ class SignForm(forms.Form):
 
 
 class ExportRequestForm(forms.Form):
-    kind = forms.ChoiceField(choices=Export.Kind.choices, initial=Export.Kind.REPORT_PDF)
+    kind = forms.ChoiceField(choices=[c for c in Export.Kind.choices if c[0] not in SCAN_EXPORT_KINDS],
+                             initial=Export.Kind.REPORT_PDF,
+                             help_text="A scan's DICOM study is requested from its viewer page.")
     trial = forms.ModelChoiceField(queryset=None, empty_label=None)
     site = forms.ModelChoiceField(queryset=None, required=False, empty_label="whole trial")
 
@@ -218,3 +222,187 @@ class UploadForm(forms.Form):
         self.fields["injection"].label_from_instance = (
             lambda i: f"#{i.pk} · {i.batch.batch_code} · {timezone.localtime(i.administered_at):%Y-%m-%d %H:%M}")
         self.fields["scanner"].queryset = scanners
+
+
+# --------------------------------------------------------------------------- corrections
+#
+# A correction form starts from the stored values; the view passes only the fields the
+# person changed to the *_correct service, which refuses a correction that changes nothing
+# and writes the old and new values into the audit trail with the reason.
+
+
+def reason_field(help_text: str = "Required: recorded in the audit trail with the old and new values.") -> forms.CharField:
+    return forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=500, help_text=help_text,
+                           error_messages={"required": "Give a reason: it is recorded in the audit trail."})
+
+
+def changed_fields(form: forms.Form, current: dict) -> dict:
+    """The cleaned values that differ from ``current`` (datetimes compared to the minute,
+    as the form shows them; scopes as sets)."""
+    changed = {}
+    for name, value in form.cleaned_data.items():
+        if name == "reason" or name not in current:
+            continue
+        old = current[name]
+        if isinstance(old, dt.datetime) and isinstance(value, dt.datetime):
+            same = old.replace(second=0, microsecond=0) == value.replace(second=0, microsecond=0)
+        elif isinstance(old, (list, tuple, set)):
+            same = set(old) == set(value or [])
+        else:
+            same = old == value
+        if not same:
+            changed[name] = value
+    return changed
+
+
+class SubjectCorrectForm(forms.Form):
+    enrolment_date = forms.DateField(widget=DateInput(), label="Enrolment date")
+    reason = reason_field()
+
+
+class SubjectStatusForm(forms.Form):
+    status = forms.ChoiceField(choices=SubjectStatus.choices, label="New status",
+                               help_text="Completed and withdrawn are final.")
+    reason = reason_field("Required: recorded in the audit trail.")
+
+    def __init__(self, *args, current: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["status"].choices = [(v, label) for v, label in SubjectStatus.choices if v != current]
+
+
+class InjectionCorrectForm(forms.Form):
+    administered_cells = forms.IntegerField(label="Cells administered")
+    volume_ml = forms.DecimalField(label="Volume (mL)", max_digits=8, decimal_places=3)
+    route = forms.ChoiceField(choices=InjectionRoute.choices)
+    anatomical_target = forms.CharField(max_length=200)
+    administered_at = date_time_field("Administered at")
+    administered_by = forms.ModelChoiceField(queryset=None, empty_label=None, label="Administered by")
+    verified_by = forms.ModelChoiceField(queryset=None, empty_label=None, label="Verified by (second person)")
+    reason = reason_field()
+
+    def __init__(self, *args, staff, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("administered_by", "verified_by"):
+            self.fields[name].queryset = staff
+            self.fields[name].label_from_instance = lambda u: u.get_full_name() or u.get_username()
+
+
+class LotCorrectForm(forms.Form):
+    expiry_date = forms.DateField(widget=DateInput(), label="Expiry date")
+    iron_mg_per_ml = forms.DecimalField(label="Iron (mg Fe/mL)", max_digits=10, decimal_places=4)
+    iron_mmol_per_l = forms.DecimalField(label="Iron (mmol Fe/L)", max_digits=12, decimal_places=4,
+                                         help_text="Change one: the other is recomputed at 55.845 g/mol.")
+    core_size_nm = forms.DecimalField(label="Core size (nm)", max_digits=7, decimal_places=2)
+    hydrodynamic_size_nm = forms.DecimalField(label="Hydrodynamic size (nm)", max_digits=7, decimal_places=2)
+    polydispersity_index = forms.DecimalField(label="Polydispersity index", max_digits=4, decimal_places=3)
+    coating = forms.CharField(max_length=120)
+    reason = reason_field()
+
+
+class BatchCorrectForm(forms.Form):
+    cell_count = forms.IntegerField(label="Cell count")
+    viability_percent = forms.DecimalField(label="Viability (%)", max_digits=5, decimal_places=2)
+    manufactured_at = date_time_field("Manufactured at")
+    chain_of_identity_id = forms.CharField(label="Chain-of-identity id (ISBT 128)", max_length=32)
+    donation_id = forms.CharField(label="Donation id (ISBT 128)", max_length=32)
+    nanoparticle_lot = forms.ModelChoiceField(queryset=None, empty_label=None, label="Nanoparticle lot")
+    incubation_concentration_ug_fe_per_ml = forms.DecimalField(label="Incubation (µg Fe/mL)", max_digits=10,
+                                                               decimal_places=3)
+    iron_per_cell_pg = forms.DecimalField(label="Iron per cell (pg)", max_digits=10, decimal_places=3)
+    labelling_efficiency_percent = forms.DecimalField(label="Labelling efficiency (%)", max_digits=5, decimal_places=2)
+    labelled_at = date_time_field("Labelled at")
+    reason = reason_field()
+
+    LABELLING = ("nanoparticle_lot", "incubation_concentration_ug_fe_per_ml", "iron_per_cell_pg",
+                 "labelling_efficiency_percent", "labelled_at")
+
+    def __init__(self, *args, lots, labelling: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        if labelling:
+            self.fields["nanoparticle_lot"].queryset = lots
+        else:  # not labelled yet (its own action), or released: the labelling is not corrected here
+            for name in self.LABELLING:
+                del self.fields[name]
+
+
+class ConsentCorrectForm(forms.Form):
+    signed_at = date_time_field("Signed at")
+    scopes = forms.MultipleChoiceField(choices=ConsentScope.choices, widget=forms.CheckboxSelectMultiple)
+    reason = reason_field()
+
+    def __init__(self, *args, scopes_locked: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        if scopes_locked:  # a withdrawal was recorded: the scopes are what was withdrawn from
+            del self.fields["scopes"]
+
+
+# --------------------------------------------------------------------------- regions of interest
+
+ROI_SHAPES = [("sphere", "Sphere"), ("ellipsoid", "Ellipsoid"), ("box", "Box")]
+# Every coordinate and size must lie within 1 m of the scanner centre (the service's rule).
+ROI_LIMIT_MM = 1000
+
+
+def _mm(label: str, **kwargs) -> forms.FloatField:
+    return forms.FloatField(label=label, min_value=-ROI_LIMIT_MM, max_value=ROI_LIMIT_MM,
+                            widget=forms.NumberInput(attrs={"step": "any"}), **kwargs)
+
+
+class RoiDefineForm(forms.Form):
+    """Geometry typed in millimetres (scanner coordinates); the service stores metres."""
+
+    name = forms.CharField(max_length=120)
+    kind = forms.ChoiceField(choices=[("target", "Target"), ("lungs", "Lungs"), ("liver", "Liver"),
+                                      ("spleen", "Spleen"), ("other", "Other")])
+    scan = forms.ModelChoiceField(queryset=None, required=False, empty_label="every scan of the subject",
+                                  label="Applies to")
+    shape = forms.ChoiceField(choices=ROI_SHAPES)
+    centre_x_mm = _mm("Centre x (mm)", initial=0)
+    centre_y_mm = _mm("Centre y (mm)", initial=0)
+    centre_z_mm = _mm("Centre z (mm)", initial=0)
+    size_x_mm = _mm("Size x (mm)", help_text="Radius of a sphere; semi-axis or half-size along x.")
+    size_y_mm = _mm("Size y (mm)", required=False, help_text="Not used for a sphere.")
+    size_z_mm = _mm("Size z (mm)", required=False, help_text="Not used for a sphere.")
+
+    def __init__(self, *args, scans, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["scan"].queryset = scans
+        self.fields["scan"].label_from_instance = lambda s: f"scan #{s.pk} · {s.hours_after_injection:g} h"
+
+    def clean(self):
+        data = super().clean()
+        names = ["size_x_mm"] if data.get("shape") == "sphere" else ["size_x_mm", "size_y_mm", "size_z_mm"]
+        for name in names:
+            value = data.get(name)
+            if value is None and name not in self.errors:
+                self.add_error(name, f"A {data.get('shape', 'shape')} needs a size along each axis.")
+            elif value is not None and value <= 0:
+                self.add_error(name, "A size must be greater than zero.")
+        return data
+
+    def geometry(self) -> dict:
+        """The service's geometry, in metres."""
+        d = self.cleaned_data
+        centre = [d[f"centre_{a}_mm"] / 1000 for a in "xyz"]
+        if d["shape"] == "sphere":
+            return {"shape": "sphere", "center_m": centre, "radius_m": d["size_x_mm"] / 1000}
+        key = "semi_axes_m" if d["shape"] == "ellipsoid" else "half_size_m"
+        return {"shape": d["shape"], "center_m": centre, key: [d[f"size_{a}_mm"] / 1000 for a in "xyz"]}
+
+
+# --------------------------------------------------------------------------- scan exports and PACS
+
+
+class ScanExportForm(forms.Form):
+    kind = forms.ChoiceField(choices=[(Export.Kind.DICOM_STUDY, "Identified"),
+                                      (Export.Kind.DICOM_STUDY_DEIDENTIFIED, "De-identified")])
+
+
+class PacsSendForm(forms.Form):
+    destination = forms.ModelChoiceField(queryset=None, empty_label=None, label="PACS destination")
+
+    def __init__(self, *args, destinations, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["destination"].queryset = destinations
+        self.fields["destination"].label_from_instance = (
+            lambda d: f"{d.name} · {d.describe()}{' · de-identified' if d.deidentify else ''}")

@@ -187,3 +187,28 @@ def subject_timeline(user, subject: Subject) -> dict:
 def reconstruction_of(scan: Scan) -> Reconstruction | None:
     """The newest reconstruction: the one whose numbers count."""
     return scan.reconstructions.select_related("system_matrix").order_by("-attempt").first()
+
+
+# --------------------------------------------------------------------------- scans
+
+
+def scan_rows(user, *, search: str = "", site: str = "", status: str = "", hours: str = "") -> QuerySet[Scan]:
+    """The scan list: one query for the page whatever its length (no per-row lookups)."""
+    scans = scans_visible_to(user).prefetch_related(None).select_related("injection__batch")
+    if search:
+        scans = scans.filter(subject__code__icontains=search.strip())
+    if site.isdigit():
+        scans = scans.filter(subject__site_id=int(site))
+    if status in Scan.Status.values:
+        scans = scans.filter(status=status)
+    try:
+        scans = scans.filter(hours_after_injection=float(hours)) if hours else scans
+    except ValueError:
+        pass
+    return scans.order_by("-created_at", "-id")
+
+
+def scan_time_points(user) -> list[float]:
+    """The time points (hours after injection) the user's scans were taken at."""
+    return list(scans_visible_to(user).prefetch_related(None).order_by("hours_after_injection")
+                .values_list("hours_after_injection", flat=True).distinct())

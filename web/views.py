@@ -18,10 +18,10 @@ from compliance import selectors as compliance_selectors
 from compliance import services as compliance_services
 from compliance import signatures
 from config.errors import RuleViolation
-from imaging import dicom_export
+from imaging import dicom_export, pacs
 from imaging import selectors as imaging_selectors
 from imaging import services as imaging_services
-from imaging.models import Scan
+from imaging.models import PacsDestination, Scan
 from trials import selectors as trial_selectors
 from trials import services as trial_services
 from trials.models import CellBatch, LotQcStatus, Role, SubjectStatus
@@ -85,7 +85,13 @@ def subject_detail(request, pk):
     return _subject_page(request, _subject(request, pk), forms.SignForm())
 
 
-def _subject_page(request, subject, sign_form, status=200):
+def _roi_form(request, subject, data=None):
+    scans = imaging_selectors.scans_visible_to(request.user).prefetch_related(None).filter(
+        subject=subject).order_by("hours_after_injection", "id")
+    return forms.RoiDefineForm(data, scans=scans, prefix="roi")
+
+
+def _subject_page(request, subject, sign_form, status=200, roi_form=None):
     timeline = queries.subject_timeline(request.user, subject)
     retention, groups = plots.plot_data(imaging_selectors.time_course(subject))
     roles = access.roles_at(request.user, subject.site)
@@ -98,6 +104,10 @@ def _subject_page(request, subject, sign_form, status=200):
         "can_upload": bool(roles & {str(r) for r in imaging_services.UPLOAD_ROLES}),
         "is_investigator": Role.INVESTIGATOR in roles,
         "sign_form": sign_form,
+        "rois": list(imaging_selectors.rois_visible_to(request.user).filter(subject=subject)
+                     .select_related("scan", "created_by").order_by("scan_id", "kind", "name")),
+        "can_define_rois": bool(roles & {str(r) for r in imaging_services.ROI_ROLES}),
+        "roi_form": roi_form or _roi_form(request, subject),
     }, status=status)
 
 
@@ -304,12 +314,35 @@ def scan_detail(request, pk):
     return _scan_page(request, _scan(request, pk), forms.SignForm())
 
 
-def _scan_page(request, scan, sign_form, status=200):
+def _may_export(user, scan, *, deidentified: bool) -> bool:
+    try:
+        dicom_export.check_may_export(user, scan, deidentified=deidentified)
+    except RuleViolation:
+        return False
+    return True
+
+
+def _pacs_destinations(scan):
+    # Destinations are the trial's, and the scan (hence its trial) is already the user's to see.
+    return PacsDestination.objects.filter(trial_id=scan.subject.trial_id, active=True).order_by("name")
+
+
+def _scan_page(request, scan, sign_form, status=200, export_form=None, pacs_form=None):
     reconstruction = queries.reconstruction_of(scan)
+    roles = access.roles_at(request.user, scan.subject.site)
+    exportable = reconstruction is not None and scan.status == Scan.Status.QUANTIFIED
+    may_identified = exportable and _may_export(request.user, scan, deidentified=False)
     context = {"scan": scan, "reconstruction": reconstruction, "measurements": list(scan.measurements.all()),
                "final": scan.status in queries.FINAL_STATUSES,
-               "is_investigator": Role.INVESTIGATOR in access.roles_at(request.user, scan.subject.site),
-               "sign_form": sign_form}
+               "is_investigator": Role.INVESTIGATOR in roles,
+               "sign_form": sign_form,
+               "can_retry": (scan.status == Scan.Status.FAILED and scan.retryable
+                             and bool(roles & {str(r) for r in imaging_services.UPLOAD_ROLES})),
+               "may_export_identified": may_identified,
+               "may_export_deidentified": exportable and _may_export(request.user, scan, deidentified=True),
+               "export_form": export_form or forms.ScanExportForm(),
+               "pacs_form": pacs_form or (forms.PacsSendForm(destinations=_pacs_destinations(scan))
+                                          if may_identified else None)}
     if reconstruction is not None:
         vol = volume.load(reconstruction)
         masks = volume.roi_masks(imaging_services.rois_for(scan), vol.grid)
@@ -372,6 +405,59 @@ def scan_sign(request, pk):
     return _scan_page(request, scan, form, status=400)
 
 
+@login_required
+@require_GET
+def scan_list(request):
+    q = request.GET
+    rows = queries.scan_rows(request.user, search=q.get("q", ""), site=q.get("site", ""), status=q.get("status", ""),
+                             hours=q.get("hours", ""))
+    page = Paginator(rows, PAGE_SIZE).get_page(q.get("page"))
+    query = q.copy()
+    query.pop("page", None)
+    return render(request, "web/scan_list.html", {
+        "page": page, "filters": q, "query": query.urlencode(), "sites": trial_selectors.visible_sites(request.user),
+        "statuses": Scan.Status.values, "time_points": queries.scan_time_points(request.user),
+    })
+
+
+@login_required
+@require_http_methods(["POST"])
+def scan_retry(request, pk):
+    scan = _scan(request, pk)
+    try:
+        imaging_services.scan_retry(actor=request.user, scan=scan)
+    except RULE_ERRORS as exc:
+        messages.error(request, getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)])))
+    else:
+        messages.success(request, f"Scan #{scan.pk} sent back for processing.")
+    return redirect("web:scan", pk=scan.pk)
+
+
+@login_required
+@require_http_methods(["POST"])
+def scan_export(request, pk):
+    scan = _scan(request, pk)
+    form = forms.ScanExportForm(request.POST)
+    if export := _submit(form, lambda d: compliance_services.export_request(actor=request.user, kind=d["kind"],
+                                                                            scan=scan)):
+        messages.success(request, f"Export #{export.pk} ({export.get_kind_display()}) requested: "
+                                  "it is built in the background.")
+        return redirect("web:exports")
+    return _scan_page(request, scan, forms.SignForm(), status=400, export_form=form)
+
+
+@login_required
+@require_http_methods(["POST"])
+def scan_pacs_send(request, pk):
+    scan = _scan(request, pk)
+    form = forms.PacsSendForm(request.POST, destinations=_pacs_destinations(scan))
+    if send := _submit(form, lambda d: pacs.dicom_send_request(actor=request.user, scan=scan,
+                                                               destination=d["destination"])):
+        messages.success(request, f"Sending scan #{scan.pk} to {send.destination.name}: it is sent in the background.")
+        return redirect("web:exports")
+    return _scan_page(request, scan, forms.SignForm(), status=400, pacs_form=form)
+
+
 # --------------------------------------------------------------------------- auditors
 
 
@@ -388,8 +474,128 @@ def exports(request):
         messages.success(request, f"Export #{export.pk} requested: it is built in the background.")
         return redirect("web:exports")
     items = list(compliance_services.exports_visible_to(user).order_by("-created_at", "-id")[:50])
-    pending = any(e.status in ("queued", "running") for e in items)
+    sends = list(imaging_selectors.dicom_sends_visible_to(user).select_related("scan__subject")
+                 .order_by("-created_at", "-id")[:50])
+    pending = any(e.status in ("queued", "running") for e in [*items, *sends])
     return render(request, "web/exports.html", {
-        "form": form, "exports": items, "pending": pending,
+        "form": form, "exports": items, "sends": sends, "pending": pending,
         "audit_trials": compliance_selectors.audit_trial_ids(user),
     }, status=400 if request.method == "POST" else 200)
+
+
+# --------------------------------------------------------------------------- corrections and status
+
+
+def _correct(request, *, obj, form, current: dict, call, title: str, back: str, done: str, subject=None):
+    """The shared shape of a correction page: only the changed fields go to the service."""
+    if request.method == "POST" and _submit(form, lambda d: call(reason=d["reason"],
+                                                                 **forms.changed_fields(form, current))):
+        messages.success(request, done)
+        return redirect(back)
+    return _form_page(request, "web/form.html", form, title=title, back=back, subject=subject,
+                      intro="Change only what was recorded wrongly. The audit trail keeps the old and the new "
+                            "value of each field you change, with your reason.")
+
+
+def _initial(obj, names) -> dict:
+    return {name: getattr(obj, name) for name in names}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def subject_correct(request, pk):
+    subject = _subject(request, pk)
+    current = _initial(subject, ["enrolment_date"])
+    form = forms.SubjectCorrectForm(request.POST or None, initial=current)
+    return _correct(request, obj=subject, form=form, current=current, subject=subject,
+                    call=lambda **kw: trial_services.subject_correct(actor=request.user, subject=subject, **kw),
+                    title=f"Correct subject {subject.code}", back=reverse("web:subject", args=[subject.pk]),
+                    done=f"Subject {subject.code} corrected.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def subject_status(request, pk):
+    subject = _subject(request, pk)
+    form = forms.SubjectStatusForm(request.POST or None, current=subject.status)
+    if request.method == "POST" and _submit(form, lambda d: trial_services.subject_change_status(
+            actor=request.user, subject=subject, status=d["status"], reason=d["reason"])):
+        messages.success(request, f"Subject {subject.code}: status changed.")
+        return redirect("web:subject", pk=subject.pk)
+    return _form_page(request, "web/form.html", form, title=f"Change the status · {subject.code}", subject=subject,
+                      back=reverse("web:subject", args=[subject.pk]),
+                      intro=f"Now {subject.get_status_display().lower()}. Completed and withdrawn are final.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def injection_correct(request, pk):
+    injection = get_object_or_404(trial_selectors.injections_visible_to(request.user).select_related(
+        "subject__site", "batch"), pk=pk)
+    subject = injection.subject
+    names = ["administered_cells", "volume_ml", "route", "anatomical_target", "administered_at", "administered_by",
+             "verified_by"]
+    current = _initial(injection, names)
+    form = forms.InjectionCorrectForm(request.POST or None, staff=queries.clinical_staff(subject.site),
+                                      initial=current)
+    return _correct(request, obj=injection, form=form, current=current, subject=subject,
+                    call=lambda **kw: trial_services.injection_correct(actor=request.user, injection=injection, **kw),
+                    title=f"Correct injection #{injection.pk} · {subject.code}",
+                    back=reverse("web:subject", args=[subject.pk]), done=f"Injection #{injection.pk} corrected.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def consent_correct(request, pk):
+    consent = get_object_or_404(trial_selectors.consents_visible_to(request.user), pk=pk)
+    subject = consent.subject
+    scopes_locked = bool(consent.withdrawn_scopes)
+    current = {"signed_at": consent.signed_at, **({} if scopes_locked else {"scopes": list(consent.scopes)})}
+    form = forms.ConsentCorrectForm(request.POST or None, scopes_locked=scopes_locked, initial=current)
+    return _correct(request, obj=consent, form=form, current=current, subject=subject,
+                    call=lambda **kw: trial_services.consent_correct(actor=request.user, consent=consent, **kw),
+                    title=f"Correct consent #{consent.pk} · {subject.code}",
+                    back=reverse("web:subject", args=[subject.pk]), done=f"Consent #{consent.pk} corrected.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def lot_correct(request, pk):
+    lot = get_object_or_404(trial_selectors.lots_visible_to(request.user), pk=pk)
+    current = _initial(lot, ["expiry_date", "iron_mg_per_ml", "iron_mmol_per_l", "core_size_nm",
+                             "hydrodynamic_size_nm", "polydispersity_index", "coating"])
+    form = forms.LotCorrectForm(request.POST or None, initial=current)
+    return _correct(request, obj=lot, form=form, current=current,
+                    call=lambda **kw: trial_services.lot_correct(actor=request.user, lot=lot, **kw),
+                    title=f"Correct lot {lot.lot_number}", back=reverse("web:products"),
+                    done=f"Lot {lot.lot_number} corrected.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def batch_correct(request, pk):
+    batch = _batch(request, pk)
+    labelling = batch.nanoparticle_lot_id is not None and batch.release_status == CellBatch.ReleaseStatus.PENDING
+    names = ["cell_count", "viability_percent", "manufactured_at", "chain_of_identity_id", "donation_id"]
+    current = _initial(batch, names + (list(forms.BatchCorrectForm.LABELLING) if labelling else []))
+    lots = trial_selectors.lots_visible_to(request.user).filter(trial=batch.trial).order_by("lot_number")
+    form = forms.BatchCorrectForm(request.POST or None, lots=lots, labelling=labelling, initial=current)
+    return _correct(request, obj=batch, form=form, current=current,
+                    call=lambda **kw: trial_services.batch_correct(actor=request.user, batch=batch, **kw),
+                    title=f"Correct batch {batch.batch_code}", back=reverse("web:products"),
+                    done=f"Batch {batch.batch_code} corrected.")
+
+
+# --------------------------------------------------------------------------- regions of interest
+
+
+@login_required
+@require_http_methods(["POST"])
+def roi_define(request, pk):
+    subject = _subject(request, pk)
+    form = _roi_form(request, subject, request.POST)
+    if _submit(form, lambda d: imaging_services.roi_define(actor=request.user, subject=subject, name=d["name"],
+                                                           kind=d["kind"], scan=d["scan"], geometry=form.geometry())):
+        messages.success(request, f"Region {form.cleaned_data['name']!r} defined for {subject.code}.")
+        return redirect(reverse("web:subject", args=[subject.pk]) + "#h-rois")
+    return _subject_page(request, subject, forms.SignForm(), status=400, roi_form=form)

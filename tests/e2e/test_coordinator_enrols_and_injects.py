@@ -68,11 +68,37 @@ def test_a_coordinator_enrols_a_subject_with_consent_and_records_an_injection(
     assert batch.chain_of_identity_id in chain.inner_text() and batch.donation_id in chain.inner_text()
     s.shot("05-subject-timeline-after-injection")
 
+    # A correction: the form starts from the stored value, a reason is required (shown
+    # next to its field), and the audit trail keeps the old and the new value.
+    page.get_by_role("link", name=f"Correct injection #{injection.pk}").click()
+    page.get_by_label("Volume (mL)").fill("1.25")
+    page.get_by_role("button", name="Save").click()
+    assert "reason" in page.locator("#id_reason_error").inner_text()
+    s.shot("05b-injection-correction-refused")
+    page.get_by_label("Reason").fill("volume misread on the syringe label")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url(f"**/subjects/{subject.pk}/")
+    injection.refresh_from_db()
+    assert str(injection.volume_ml) == "1.250"
+
     page.get_by_role("link", name="Subjects").first.click()
     page.get_by_label("Search subject code").fill(subject.code[-4:])
     page.get_by_role("button", name="Filter").click()
     assert page.get_by_role("link", name=subject.code).is_visible()
     s.shot("06-subject-list")
+
+    from tests.web.scans import scans_at
+
+    scans_at(site_a, 3, hours=24)
+    scans_at(site_a, 1, hours=2, status="failed", retryable=True, status_reason="worker lost")
+    scans_at(site_a, 1, hours=48, status="reconstructing")
+    page.get_by_role("link", name="Scans").first.click()
+    assert page.get_by_role("link", name="View").count() == 5
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_role("button", name="Filter").click()
+    assert page.get_by_role("link", name="View").count() == 1
+    page.get_by_role("link", name="clear").click()
+    s.shot("06b-scan-list")
 
     page.get_by_role("link", name="Lots & batches").click()
     page.get_by_role("link", name="Register a lot").click()

@@ -15,7 +15,7 @@ _TONES = {
     "reconstructed": "progress", "quantified": "good", "rejected": "bad", "failed": "bad",
     "screening": "neutral", "enrolled": "good", "completed": "neutral", "withdrawn": "warn",
     "quarantined": "warn", "released": "good", "pending": "warn",
-    "queued": "neutral", "running": "progress", "ready": "good",
+    "queued": "neutral", "running": "progress", "ready": "good", "sent": "good",
 }
 
 
@@ -55,3 +55,17 @@ def get(mapping, key):
 @register.filter
 def words(value):
     return str(value).replace("_", " ")
+
+
+@register.simple_tag
+def roi_geometry(geometry):
+    """A geometric ROI in millimetres, as a person reads it: 'sphere, centre (0, 0, 10) mm, radius 8 mm'."""
+    mm = lambda values: ", ".join(f"{v * 1000:g}" for v in values)  # noqa: E731
+    sizes = {"radius_m": "radius", "semi_axes_m": "semi-axes", "half_size_m": "half-size"}
+    parts = [str(geometry.get("shape", "?")), f"centre ({mm(geometry.get('center_m', []))}) mm"]
+    for key, label in sizes.items():
+        if key in geometry:
+            value = geometry[key]
+            values = value if isinstance(value, list) else [value]
+            parts.append(f"{label} {mm(values[:1] if len(set(values)) == 1 else values)} mm")
+    return ", ".join(parts)
