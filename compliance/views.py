@@ -18,6 +18,7 @@ from django_otp import login as otp_login
 from compliance import selectors, services, twofactor
 from compliance.actions import AuditAction
 from config.errors import RuleViolation
+from trials.models import Subject
 
 
 def _safe_next(request, default: str) -> str:
@@ -95,7 +96,11 @@ def audit_browser(request):
         request.user, subject=q.get("subject"), username=q.get("user"), action=q.get("action"),
         date_from=selectors.parse_date(q.get("date_from")), date_to=selectors.parse_date(q.get("date_to")))
     page = Paginator(events, 50).get_page(q.get("page"))
-    rows = [{"event": e, "changes": _change_rows(e.changes)} for e in page]
+    # Subject codes for the page in one query: the trail stores plain ids (it must never
+    # depend on the records it describes), people read codes.
+    codes = dict(Subject.objects.filter(pk__in={e.subject_id for e in page if e.subject_id}).values_list("pk", "code"))
+    rows = [{"event": e, "subject_code": codes.get(e.subject_id, e.subject_id or ""),
+             "changes": _change_rows(e.changes)} for e in page]
     query = q.copy()
     query.pop("page", None)
     return render(request, "compliance/audit_browser.html", {
