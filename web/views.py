@@ -27,6 +27,7 @@ from trials import services as trial_services
 from trials.models import CellBatch, LotQcStatus, Role, SubjectStatus
 from trials.permissions import access
 from web import forms, plots, queries, volume
+from web.permissions import may_export, may_write, require_write
 
 RULE_ERRORS = (RuleViolation, ValidationError)
 PAGE_SIZE = 20
@@ -95,18 +96,22 @@ def _subject_page(request, subject, sign_form, status=200, roi_form=None):
     timeline = queries.subject_timeline(request.user, subject)
     retention, groups = plots.plot_data(imaging_selectors.time_course(subject))
     roles = access.roles_at(request.user, subject.site)
+    user, site = request.user, subject.site
     return render(request, "web/subject_detail.html", {
         "subject": subject, **timeline,
         "retention_svg": plots.retention_curve(retention), "retention": retention,
         "off_target_svg": plots.off_target_bars(groups, threshold_percent=float(subject.trial.off_target_alert_percent)),
         "off_target_groups": groups,
-        "is_coordinator": Role.COORDINATOR in roles,
-        "can_upload": bool(roles & {str(r) for r in imaging_services.UPLOAD_ROLES}),
+        # Each link only for those whose role may save that form (the services' own rule).
+        "can_change_subject": may_write(user, access.ENROL_ROLES, site=site),
+        "can_consent": may_write(user, access.CONSENT_ROLES, site=site),
+        "can_inject": may_write(user, access.INJECTION_ROLES, site=site),
+        "can_upload": may_write(user, imaging_services.UPLOAD_ROLES, site=site),
         "is_investigator": Role.INVESTIGATOR in roles,
         "sign_form": sign_form,
         "rois": list(imaging_selectors.rois_visible_to(request.user).filter(subject=subject)
                      .select_related("scan", "created_by").order_by("scan_id", "kind", "name")),
-        "can_define_rois": bool(roles & {str(r) for r in imaging_services.ROI_ROLES}),
+        "can_define_rois": may_write(user, imaging_services.ROI_ROLES, site=site),
         "roi_form": roi_form or _roi_form(request, subject),
     }, status=status)
 
@@ -139,6 +144,7 @@ def subject_enrol(request):
 @require_http_methods(["GET", "POST"])
 def consent_sign(request, pk):
     subject = _subject(request, pk)
+    require_write(request.user, access.CONSENT_ROLES, site=subject.site)
     documents = trial_selectors.consent_documents_visible_to(request.user).filter(trial=subject.trial).order_by(
         "-effective_date")
     form = forms.ConsentSignForm(request.POST or None, documents=documents)
@@ -155,6 +161,7 @@ def consent_sign(request, pk):
 def consent_withdraw(request, pk):
     consent = get_object_or_404(trial_selectors.consents_visible_to(request.user), pk=pk)
     subject = consent.subject
+    require_write(request.user, access.CONSENT_ROLES, site=subject.site)
     form = forms.ConsentWithdrawForm(request.POST or None, consent=consent)
     if request.method == "POST" and _submit(form, lambda d: trial_services.consent_withdraw(
             actor=request.user, consent=consent, scopes=d["scopes"], reason=d["reason"])):
@@ -168,6 +175,7 @@ def consent_withdraw(request, pk):
 @require_http_methods(["GET", "POST"])
 def injection_record(request, pk):
     subject = _subject(request, pk)
+    require_write(request.user, access.INJECTION_ROLES, site=subject.site)
     batches = trial_selectors.batches_visible_to(request.user).filter(
         site=subject.site, release_status=CellBatch.ReleaseStatus.RELEASED).order_by("batch_code")
     staff = queries.clinical_staff(subject.site)
@@ -206,10 +214,19 @@ def subject_sign(request, pk):
 @require_GET
 def product_list(request):
     user = request.user
+    writable_sites = queries.sites_where(user, access.PRODUCT_ROLES)
+    lots = list(trial_selectors.lots_visible_to(user).order_by("expiry_date"))
+    batches = list(trial_selectors.batches_visible_to(user).order_by("batch_code"))
+    site_ids = set(writable_sites.values_list("id", flat=True))
+    trial_ids = set(writable_sites.values_list("trial_id", flat=True))
+    for lot in lots:  # lots are the trial's, batches their site's: as in the services
+        lot.can_write = lot.trial_id in trial_ids
+    for batch in batches:
+        batch.can_write = batch.site_id in site_ids
     return render(request, "web/products.html", {
-        "lots": trial_selectors.lots_visible_to(user).order_by("expiry_date"),
-        "batches": trial_selectors.batches_visible_to(user).order_by("batch_code"),
-        "can_write": queries.sites_where(user, access.PRODUCT_ROLES).exists(),
+        "lots": lots,
+        "batches": batches,
+        "can_write": bool(site_ids),
         "today": queries.timezone.localdate(),
     })
 
@@ -233,6 +250,7 @@ def lot_register(request):
 @require_http_methods(["GET", "POST"])
 def lot_qc(request, pk):
     lot = get_object_or_404(trial_selectors.lots_visible_to(request.user), pk=pk)
+    require_write(request.user, access.PRODUCT_ROLES, trial=lot.trial)
     form = forms.LotQcForm(request.POST or None, initial={"qc_status": LotQcStatus.RELEASED})
     if request.method == "POST" and _submit(form, lambda d: trial_services.lot_set_qc_status(
             actor=request.user, lot=lot, qc_status=d["qc_status"], reason=d["reason"])):
@@ -265,6 +283,7 @@ def _batch(request, pk):
 @require_http_methods(["GET", "POST"])
 def batch_label(request, pk):
     batch = _batch(request, pk)
+    require_write(request.user, access.PRODUCT_ROLES, site=batch.site)
     lots = trial_selectors.lots_visible_to(request.user).filter(trial=batch.trial).order_by("lot_number")
     form = forms.BatchLabelForm(request.POST or None, lots=lots)
     if request.method == "POST" and _submit(form, lambda d: trial_services.batch_label(
@@ -279,6 +298,7 @@ def batch_label(request, pk):
 @require_http_methods(["GET", "POST"])
 def batch_release(request, pk):
     batch = _batch(request, pk)
+    require_write(request.user, access.PRODUCT_ROLES, site=batch.site)
     form = forms.BatchReleaseForm(request.POST or None, initial={"release_status": CellBatch.ReleaseStatus.RELEASED})
     if request.method == "POST" and _submit(form, lambda d: trial_services.batch_set_release_status(
             actor=request.user, batch=batch, **d)):
@@ -295,8 +315,7 @@ def batch_release(request, pk):
 @require_GET
 def scan_upload(request, pk):
     subject = _subject(request, pk)
-    if not access.roles_at(request.user, subject.site) & {str(r) for r in imaging_services.UPLOAD_ROLES}:
-        raise Http404
+    require_write(request.user, imaging_services.UPLOAD_ROLES, site=subject.site)
     injections = trial_selectors.injections_visible_to(request.user).filter(subject=subject).order_by("-administered_at")
     scanners = imaging_selectors.scanners_visible_to(request.user).filter(site=subject.site)
     form = forms.UploadForm(injections=injections, scanners=scanners)
@@ -314,14 +333,6 @@ def scan_detail(request, pk):
     return _scan_page(request, _scan(request, pk), forms.SignForm())
 
 
-def _may_export(user, scan, *, deidentified: bool) -> bool:
-    try:
-        dicom_export.check_may_export(user, scan, deidentified=deidentified)
-    except RuleViolation:
-        return False
-    return True
-
-
 def _pacs_destinations(scan):
     # Destinations are the trial's, and the scan (hence its trial) is already the user's to see.
     return PacsDestination.objects.filter(trial_id=scan.subject.trial_id, active=True).order_by("name")
@@ -331,15 +342,15 @@ def _scan_page(request, scan, sign_form, status=200, export_form=None, pacs_form
     reconstruction = queries.reconstruction_of(scan)
     roles = access.roles_at(request.user, scan.subject.site)
     exportable = reconstruction is not None and scan.status == Scan.Status.QUANTIFIED
-    may_identified = exportable and _may_export(request.user, scan, deidentified=False)
+    may_identified = exportable and may_export(request.user, scan, deidentified=False)
     context = {"scan": scan, "reconstruction": reconstruction, "measurements": list(scan.measurements.all()),
                "final": scan.status in queries.FINAL_STATUSES,
                "is_investigator": Role.INVESTIGATOR in roles,
                "sign_form": sign_form,
                "can_retry": (scan.status == Scan.Status.FAILED and scan.retryable
-                             and bool(roles & {str(r) for r in imaging_services.UPLOAD_ROLES})),
+                             and may_write(request.user, imaging_services.UPLOAD_ROLES, site=scan.subject.site)),
                "may_export_identified": may_identified,
-               "may_export_deidentified": exportable and _may_export(request.user, scan, deidentified=True),
+               "may_export_deidentified": exportable and may_export(request.user, scan, deidentified=True),
                "export_form": export_form or forms.ScanExportForm(),
                "pacs_form": pacs_form or (forms.PacsSendForm(destinations=_pacs_destinations(scan))
                                           if may_identified else None)}
@@ -424,6 +435,7 @@ def scan_list(request):
 @require_http_methods(["POST"])
 def scan_retry(request, pk):
     scan = _scan(request, pk)
+    require_write(request.user, imaging_services.UPLOAD_ROLES, site=scan.subject.site)
     try:
         imaging_services.scan_retry(actor=request.user, scan=scan)
     except RULE_ERRORS as exc:
@@ -437,6 +449,10 @@ def scan_retry(request, pk):
 @require_http_methods(["POST"])
 def scan_export(request, pk):
     scan = _scan(request, pk)
+    # 404 to those who may export neither study; which kind a role may have stays the service's
+    # refusal, next to the buttons (an auditor may have the de-identified one only).
+    if not (may_export(request.user, scan, deidentified=True) or may_export(request.user, scan, deidentified=False)):
+        raise Http404
     form = forms.ScanExportForm(request.POST)
     if export := _submit(form, lambda d: compliance_services.export_request(actor=request.user, kind=d["kind"],
                                                                             scan=scan)):
@@ -450,6 +466,8 @@ def scan_export(request, pk):
 @require_http_methods(["POST"])
 def scan_pacs_send(request, pk):
     scan = _scan(request, pk)
+    if not may_export(request.user, scan, deidentified=False):
+        raise Http404
     form = forms.PacsSendForm(request.POST, destinations=_pacs_destinations(scan))
     if send := _submit(form, lambda d: pacs.dicom_send_request(actor=request.user, scan=scan,
                                                                destination=d["destination"])):
@@ -505,6 +523,7 @@ def _initial(obj, names) -> dict:
 @require_http_methods(["GET", "POST"])
 def subject_correct(request, pk):
     subject = _subject(request, pk)
+    require_write(request.user, access.ENROL_ROLES, site=subject.site)
     current = _initial(subject, ["enrolment_date"])
     form = forms.SubjectCorrectForm(request.POST or None, initial=current)
     return _correct(request, obj=subject, form=form, current=current, subject=subject,
@@ -517,6 +536,7 @@ def subject_correct(request, pk):
 @require_http_methods(["GET", "POST"])
 def subject_status(request, pk):
     subject = _subject(request, pk)
+    require_write(request.user, access.ENROL_ROLES, site=subject.site)
     form = forms.SubjectStatusForm(request.POST or None, current=subject.status)
     if request.method == "POST" and _submit(form, lambda d: trial_services.subject_change_status(
             actor=request.user, subject=subject, status=d["status"], reason=d["reason"])):
@@ -533,6 +553,7 @@ def injection_correct(request, pk):
     injection = get_object_or_404(trial_selectors.injections_visible_to(request.user).select_related(
         "subject__site", "batch"), pk=pk)
     subject = injection.subject
+    require_write(request.user, access.INJECTION_ROLES, site=subject.site)
     names = ["administered_cells", "volume_ml", "route", "anatomical_target", "administered_at", "administered_by",
              "verified_by"]
     current = _initial(injection, names)
@@ -549,6 +570,7 @@ def injection_correct(request, pk):
 def consent_correct(request, pk):
     consent = get_object_or_404(trial_selectors.consents_visible_to(request.user), pk=pk)
     subject = consent.subject
+    require_write(request.user, access.CONSENT_ROLES, site=subject.site)
     scopes_locked = bool(consent.withdrawn_scopes)
     current = {"signed_at": consent.signed_at, **({} if scopes_locked else {"scopes": list(consent.scopes)})}
     form = forms.ConsentCorrectForm(request.POST or None, scopes_locked=scopes_locked, initial=current)
@@ -562,6 +584,7 @@ def consent_correct(request, pk):
 @require_http_methods(["GET", "POST"])
 def lot_correct(request, pk):
     lot = get_object_or_404(trial_selectors.lots_visible_to(request.user), pk=pk)
+    require_write(request.user, access.PRODUCT_ROLES, trial=lot.trial)
     current = _initial(lot, ["expiry_date", "iron_mg_per_ml", "iron_mmol_per_l", "core_size_nm",
                              "hydrodynamic_size_nm", "polydispersity_index", "coating"])
     form = forms.LotCorrectForm(request.POST or None, initial=current)
@@ -575,6 +598,7 @@ def lot_correct(request, pk):
 @require_http_methods(["GET", "POST"])
 def batch_correct(request, pk):
     batch = _batch(request, pk)
+    require_write(request.user, access.PRODUCT_ROLES, site=batch.site)
     labelling = batch.nanoparticle_lot_id is not None and batch.release_status == CellBatch.ReleaseStatus.PENDING
     names = ["cell_count", "viability_percent", "manufactured_at", "chain_of_identity_id", "donation_id"]
     current = _initial(batch, names + (list(forms.BatchCorrectForm.LABELLING) if labelling else []))
@@ -593,6 +617,7 @@ def batch_correct(request, pk):
 @require_http_methods(["POST"])
 def roi_define(request, pk):
     subject = _subject(request, pk)
+    require_write(request.user, imaging_services.ROI_ROLES, site=subject.site)
     form = _roi_form(request, subject, request.POST)
     if _submit(form, lambda d: imaging_services.roi_define(actor=request.user, subject=subject, name=d["name"],
                                                            kind=d["kind"], scan=d["scan"], geometry=form.geometry())):

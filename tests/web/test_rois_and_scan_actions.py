@@ -54,7 +54,7 @@ def test_it_refuses_regions_to_roles_without_the_right_and_to_other_sites(browse
     subject = ready[0]
     client = browser_client(monitor)
     assert b"Add a region" not in client.get(f"/subjects/{subject.pk}/").content
-    assert client.post(f"/subjects/{subject.pk}/rois/", SPHERE).status_code == 400
+    assert client.post(f"/subjects/{subject.pk}/rois/", SPHERE).status_code == 404
     assert browser_client(coordinator_b).post(f"/subjects/{subject.pk}/rois/", SPHERE).status_code == 404
     assert not RegionOfInterest.objects.exists()
 
