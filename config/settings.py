@@ -241,6 +241,7 @@ CELERY_TASK_ROUTES = {
     "imaging.validate_scan": {"queue": "ingest"},
     "imaging.reconstruct_scan": {"queue": "recon"},
     "imaging.quantify_scan": {"queue": "recon"},
+    "imaging.send_dicom": {"queue": "export"},
 }
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -304,6 +305,9 @@ OTP_TOTP_ISSUER = envstr("OTP_TOTP_ISSUER", "MPI trials")
 # Exports (compliance): auditor reports, audit-trail extracts, CDISC ODM, sponsor sets.
 EXPORT_TASK_SOFT_TIME_LIMIT = envint("EXPORT_TASK_SOFT_TIME_LIMIT", 600, minimum=1)
 EXPORT_TASK_TIME_LIMIT = envint("EXPORT_TASK_TIME_LIMIT", 660, minimum=1)
+# PACS delivery (imaging.send_dicom): retries after a transient failure (PACS down, timeout,
+# HTTP 5xx/408/429, association rejected transiently), min(2**n * 10, 900) s apart.
+IMAGING_SEND_MAX_RETRIES = envint("IMAGING_SEND_MAX_RETRIES", 5, minimum=0)
 
 # Scan pipeline (imaging).
 IMAGING_UPLOAD_MAX_BYTES = envint("IMAGING_UPLOAD_MAX_BYTES", 10 * 1024**3, minimum=1)

@@ -440,7 +440,9 @@ class DicomSend(models.Model):
 
     ``object_statuses``: one entry per DICOM object sent, ``{"sop_class_uid", "sop_instance_uid",
     "ok", "status", "detail"}`` (the PACS's answer). ``deidentified`` is what was sent
-    (copied from the destination at request time)."""
+    (copied from the destination at request time). ``attempts``: deliveries tried so far
+    (a transient failure queues the row again, up to IMAGING_SEND_MAX_RETRIES retries);
+    ``last_error``: the latest attempt's failure, ``error`` the final one."""
 
     Status = DicomSendStatus
     scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="dicom_sends")
@@ -453,6 +455,8 @@ class DicomSend(models.Model):
     progress_percent = models.FloatField(default=0)
     object_statuses = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

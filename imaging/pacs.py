@@ -8,9 +8,14 @@ the study (de-identified when the destination says so), sends it outside any
 transaction (slow network I/O holds no lock), and records per-object statuses with a
 DICOM_SENT or DICOM_SEND_FAILED event.
 
-A failed send is final for its row: the reason and the per-object statuses stay on
-it, and a person asks for a new send once the PACS is reachable again (a PACS that
-stored some objects and refused others should be looked at before sending again).
+Each claim is one attempt (``attempts``). A transient failure (the PACS unreachable or
+busy: connection refused, timeout, HTTP 5xx/408/429, association rejected transiently)
+puts the row back to ``queued`` with ``last_error`` and no audit event, and the task
+retries it after ``send_backoff`` seconds, up to IMAGING_SEND_MAX_RETRIES times. A
+permanent failure (HTTP 4xx, an object refused, a build failure), or the last transient
+one, is final for its row: the reason and the per-object statuses stay on it, audited
+once (DICOM_SEND_FAILED), and a person asks for a new send (a PACS that stored some
+objects and refused others should be looked at before sending again).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import logging
 import os
 import re
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from compliance.actions import AuditAction
@@ -32,6 +39,10 @@ from imaging.models import DicomSend, PacsDestination, Scan
 log = logging.getLogger(__name__)
 
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+class TransientSendFailure(RuntimeError):
+    """The reason the send task retries (Celery's Retry carries it); never raised by pacs."""
 
 
 def pacs_destination_register(*, actor, trial, name: str, protocol: str, host: str = "", port: int | None = None,
@@ -94,7 +105,20 @@ def _enqueue(send_id: int) -> None:
 
 def _claim(send_id: int) -> bool:
     return bool(DicomSend.objects.filter(pk=send_id, status=DicomSend.Status.QUEUED).update(
-        status=DicomSend.Status.RUNNING, started_at=timezone.now()))
+        status=DicomSend.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1))
+
+
+def send_backoff(retry: int) -> int:
+    """Seconds before retry number ``retry`` (0 for the first): 10, 20, 40, ... at most 900."""
+    return min(2 ** retry * 10, 900)
+
+
+def send_retry_countdown(send: DicomSend) -> int | None:
+    """The task's retry decision: seconds to wait before the next attempt of ``send``,
+    or None when there is none to make (sent, failed for good, or running elsewhere)."""
+    if send.status != DicomSend.Status.QUEUED or send.attempts == 0:
+        return None
+    return send_backoff(send.attempts - 1)
 
 
 def _progress(send_id: int, stage: str, fraction: float) -> None:
@@ -123,41 +147,54 @@ def _statuses(result) -> list[dict]:
              "status": o.status, "detail": o.detail} for o in result.objects]
 
 
-def dicom_send_run(send_id: int) -> DicomSend | None:
-    """Build and send. None when another worker claimed the row first (or it is done)."""
+def dicom_send_run(send_id: int, *, max_retries: int | None = None) -> DicomSend | None:
+    """Build and send: one attempt. None when another worker claimed the row first (or
+    it is done). After a transient failure with retries left (``max_retries``, default
+    IMAGING_SEND_MAX_RETRIES) the row comes back ``queued``: ``send_retry_countdown``."""
     if not _claim(send_id):
         return None
     from imaging.dicom import DicomSendError
 
+    max_retries = settings.IMAGING_SEND_MAX_RETRIES if max_retries is None else max_retries
     send = DicomSend.objects.select_related("scan__subject__trial", "scan__subject__site", "destination",
                                             "requested_by").get(pk=send_id)
     destination = send.destination
     with request_context(request_id=f"dicom-send-{send.pk}"):
-        statuses, error = [], ""
+        statuses, error, transient = [], "", False
         try:
             build = dicom_export.deidentified_study_for_scan if send.deidentified else dicom_export.study_for_scan
             datasets = build(send.scan, progress=lambda stage, f: _progress(send.pk, stage, f * 0.8))
             _progress(send.pk, "sending", 0.85)
             statuses = _statuses(_deliver(destination, datasets))
         except DicomSendError as exc:
-            statuses, error = _statuses(exc.result), str(exc)
+            statuses, error, transient = _statuses(exc.result), str(exc), exc.transient
         except Exception as exc:  # a build failure or a missing password: recorded, not retried
             log.exception("DICOM send #%s failed", send.pk)
             error = f"{type(exc).__name__}: {exc}"
         ok = not error
+        if not ok and transient and send.attempts <= max_retries:
+            # Back to queued for the task's retry; the attempt is on the row, not in the audit trail.
+            delay = send_backoff(send.attempts - 1)
+            DicomSend.objects.filter(pk=send.pk, status=DicomSend.Status.RUNNING).update(
+                status=DicomSend.Status.QUEUED, object_statuses=statuses, last_error=error[:2000],
+                progress_stage=f"retry {send.attempts} in {delay} s"[:32], progress_percent=0)
+            log.warning("DICOM send #%s attempt %s failed (transient), retrying in %s s: %s", send.pk,
+                        send.attempts, delay, error)
+            send.refresh_from_db()
+            return send
         with transaction.atomic():
             DicomSend.objects.filter(pk=send.pk, status=DicomSend.Status.RUNNING).update(
                 status=DicomSend.Status.SENT if ok else DicomSend.Status.FAILED, object_statuses=statuses,
                 error=error[:2000], finished_at=timezone.now(), progress_stage="sent" if ok else "failed",
-                progress_percent=100 if ok else 0)
+                progress_percent=100 if ok else 0, **({} if ok else {"last_error": error[:2000]}))
             record_event(actor=send.requested_by, action=AuditAction.DICOM_SENT if ok else AuditAction.DICOM_SEND_FAILED,
                          object_type="imaging.dicomsend", object_id=send.pk,
                          changes={"scan": send.scan_id, "destination": destination.name,
                                   "target": destination.describe(), "deidentified": send.deidentified,
+                                  "attempts": send.attempts,
                                   "objects": [{"sop_instance_uid": s["sop_instance_uid"], "ok": s["ok"],
                                                "status": s["status"]} for s in statuses],
-                                  **({"error": error[:500]} if error else {})},
+                                  **({"error": error[:500], "transient": transient} if error else {})},
                          **_scope(send.scan))
     send.refresh_from_db()
     return send
-

@@ -121,5 +121,5 @@ class DicomSendOutput(serializers.ModelSerializer):
     class Meta:
         model = DicomSend
         fields = ["id", "scan", "destination", "destination_name", "protocol", "deidentified", "requested_by",
-                  "status", "progress_stage", "progress_percent", "object_statuses", "error", "created_at",
-                  "started_at", "finished_at"]
+                  "status", "progress_stage", "progress_percent", "object_statuses", "error", "attempts",
+                  "last_error", "created_at", "started_at", "finished_at"]

@@ -77,14 +77,24 @@ def quantify_scan(self, scan_id: int) -> None:
     _run(self, scan_id, services.scan_quantify)
 
 
-@shared_task(name="imaging.send_dicom", queue="export", acks_late=True, reject_on_worker_lost=True,
-             soft_time_limit=settings.EXPORT_TASK_SOFT_TIME_LIMIT, time_limit=settings.EXPORT_TASK_TIME_LIMIT)
-def send_dicom(send_id: int) -> str:
-    """Deliver a scan's study to a PACS: "just another interface" to ``pacs.dicom_send_run``."""
+@shared_task(bind=True, name="imaging.send_dicom", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=settings.EXPORT_TASK_SOFT_TIME_LIMIT, time_limit=settings.EXPORT_TASK_TIME_LIMIT,
+             max_retries=None)
+def send_dicom(self, send_id: int) -> str:
+    """Deliver a scan's study to a PACS: "just another interface" to ``pacs.dicom_send_run``.
+
+    One attempt per run; after a transient failure the row is queued again and the task
+    retries with backoff. The attempts are counted on the row (so a redelivered task
+    counts too) and ``dicom_send_run`` bounds them, hence ``max_retries=None`` here."""
     from imaging import pacs
 
     send = pacs.dicom_send_run(send_id)
-    return "claimed elsewhere or done" if send is None else send.status
+    if send is None:
+        return "claimed elsewhere or done"
+    countdown = pacs.send_retry_countdown(send)
+    if countdown is not None:
+        raise self.retry(countdown=countdown, exc=pacs.TransientSendFailure(send.last_error))
+    return send.status
 
 
 @worker_ready.connect

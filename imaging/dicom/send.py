@@ -2,7 +2,12 @@
 
 Both return a result with one status per object and raise :class:`DicomSendError`
 (carrying that result) when the association or request fails or any object is
-refused, so a caller (a Celery task) can retry or record exactly what failed.
+refused, so a caller (a Celery task) can retry or record exactly what failed. The
+error says whether trying again later may succeed (``transient``): the PACS could not
+be reached, timed out, answered HTTP 5xx/408/429 or rejected the association
+transiently. A refusal of the request or of an object (HTTP 4xx, an A-ASSOCIATE-RJ
+rejected-permanent, a DIMSE/STOW failure status) is permanent: sending the same bytes
+again gets the same answer.
 Both are slow network I/O: call them outside any database transaction.
 """
 
@@ -20,6 +25,7 @@ from imaging.dicom.build import encode
 # Status codes of PS3.4 C-STORE: 0x0000 success, 0xB000/0xB007/0xB006 warnings.
 CSTORE_SUCCESS = 0x0000
 CSTORE_WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
+NO_RESPONSE = "no response (timeout or abort)"
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,33 @@ class SendResult:
 
 
 class DicomSendError(RuntimeError):
-    """Delivery failed; ``result`` holds the per-object statuses known so far."""
+    """Delivery failed; ``result`` holds the per-object statuses known so far, and
+    ``transient`` whether the same send may succeed later (see the module docstring)."""
 
-    def __init__(self, message: str, result: SendResult):
+    def __init__(self, message: str, result: SendResult, *, transient: bool = False):
         super().__init__(message)
         self.result = result
+        self.transient = transient
+
+
+# HTTP statuses worth trying again: a server error, a request timeout, rate limiting.
+TRANSIENT_HTTP = frozenset({408, 429})
+
+
+def transient_http(status_code: int) -> bool:
+    return status_code >= 500 or status_code in TRANSIENT_HTTP
+
+
+def _association_failure_is_transient(assoc) -> bool:
+    # A-ASSOCIATE-RJ carries result 1 (rejected-permanent) or 2 (rejected-transient).
+    # Accepted but with no usable presentation context: the PACS does not take these
+    # objects, permanent. Anything else (connection refused or reset, ACSE timeout,
+    # A-ABORT): the PACS is down or busy, transient.
+    primitive = assoc.acceptor.primitive
+    result = getattr(primitive, "result", None)
+    if assoc.is_rejected:
+        return result == 0x02
+    return result != 0x00
 
 
 def send_cstore(datasets: Sequence[Dataset], host: str, port: int, called_ae: str,
@@ -65,9 +93,11 @@ def send_cstore(datasets: Sequence[Dataset], host: str, port: int, called_ae: st
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     assoc = ae.associate(host, port, ae_title=called_ae)
     if not assoc.is_established:
+        transient = _association_failure_is_transient(assoc)
         raise DicomSendError(f"association with {destination} was not established "
-                             f"(rejected={assoc.is_rejected}, aborted={assoc.is_aborted})",
-                             SendResult(destination))
+                             f"(rejected={assoc.is_rejected}, aborted={assoc.is_aborted}, "
+                             f"{'transient' if transient else 'permanent'})",
+                             SendResult(destination), transient=transient)
     statuses = []
     try:
         for ds in datasets:
@@ -78,15 +108,19 @@ def send_cstore(datasets: Sequence[Dataset], host: str, port: int, called_ae: st
                 continue
             code = int(response.Status) if "Status" in response else None
             ok = code == CSTORE_SUCCESS or code in CSTORE_WARNINGS
-            detail = "" if code is not None else "no response (timeout or abort)"
+            detail = "" if code is not None else NO_RESPONSE
             statuses.append(_status(ds, ok=ok, status=code, detail=detail))
     finally:
         if assoc.is_established:
             assoc.release()
     result = SendResult(destination, tuple(statuses))
     if not result.ok:
+        # Only objects that got no answer at all (DIMSE timeout, abort) are worth sending
+        # again; a failure status is the PACS refusing the object.
         raise DicomSendError(f"C-STORE to {destination}: {len(result.failed)} of "
-                             f"{len(statuses)} objects failed", result)
+                             f"{len(statuses)} objects failed", result,
+                             transient=bool(result.failed) and all(o.status is None and o.detail == NO_RESPONSE
+                                                                   for o in result.failed))
     return result
 
 
@@ -114,11 +148,15 @@ def send_stowrs(datasets: Sequence[Dataset], base_url: str, auth=None, *,
     try:
         response = http.post(url, data=b"".join(parts), headers=headers, auth=auth, timeout=timeout_s)
     except requests.RequestException as exc:
-        raise DicomSendError(f"STOW-RS to {url} failed: {exc}", SendResult(url)) from exc
+        # Not reached or no answer in time: transient. A malformed URL and the like: permanent.
+        transient = isinstance(exc, (requests.ConnectionError, requests.Timeout,
+                                     requests.exceptions.ChunkedEncodingError))
+        raise DicomSendError(f"STOW-RS to {url} failed: {exc}", SendResult(url), transient=transient) from exc
     if response.status_code not in (200, 202):
         raise DicomSendError(f"STOW-RS to {url}: HTTP {response.status_code} {response.text[:200]}",
                              SendResult(url, tuple(_status(ds, ok=False, detail=f"HTTP {response.status_code}")
-                                                   for ds in datasets)))
+                                                   for ds in datasets)),
+                             transient=transient_http(response.status_code))
     result = SendResult(url, _stow_statuses(datasets, response.json() if response.content else {}))
     if not result.ok:
         raise DicomSendError(f"STOW-RS to {url}: {len(result.failed)} of {len(datasets)} objects failed",

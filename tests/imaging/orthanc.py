@@ -29,12 +29,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def start_orthanc(tmp_path, users: dict | None = None):
-    """Yield {"http": base URL, "dicom_port": int, "auth": (user, password) or None}."""
+def start_orthanc(tmp_path, users: dict | None = None, *, http_port: int | None = None,
+                  dicom_port: int | None = None):
+    """Yield {"http": base URL, "dicom_port": int, "auth": (user, password) or None}.
+
+    The ports are free loopback ports unless given (a PACS that comes up on a port a
+    test sent to while it was down)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     binary = require_executable("Orthanc", package="orthanc")
     plugin = require_path(DICOMWEB_PLUGIN, package="orthanc-dicomweb")
-    http_port, dicom_port = free_port(), free_port()
+    http_port, dicom_port = http_port or free_port(), dicom_port or free_port()
     config = {
         "Name": "mpi-test",
         "StorageDirectory": str(tmp_path / "storage"),

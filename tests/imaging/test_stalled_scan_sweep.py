@@ -1,0 +1,176 @@
+"""The stalled-scan sweep (``services.recover_stalled_scans``, run by the worker_ready hook):
+the filesystem broker has no redelivery of its own, so a scan claimed by a worker that
+died stays claimed until a starting worker queues its step again. A claim older than the
+visibility timeout is requeued and the scan then completes exactly once; a fresh claim
+and the final states are left alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+import pytest
+from celery.app.task import Task
+from celery.signals import worker_ready
+from django.utils import timezone
+
+from compliance.actions import AuditAction
+from compliance.models import AuditEvent
+from imaging import services
+from imaging.cache import SystemMatrixCache
+from imaging.models import Measurement, Reconstruction, Scan, ScanStatus
+from tests.imaging.helpers import process, uploaded_scan
+
+STEPS = {
+    "validate": services.scan_validate,
+    "reconstruct": lambda **kw: services.scan_reconstruct(cache=SystemMatrixCache(10**9), **kw),
+    "quantify": services.scan_quantify,
+}
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """The steps queued through ``services.enqueue`` (by the sweep, or on commit), in order."""
+    steps = []
+    monkeypatch.setattr(services, "enqueue", lambda step, scan_id: steps.append((step, scan_id)))
+    return steps
+
+
+def drain(queued, capture) -> list[str]:
+    """Run the queued steps as a worker would, each under a new task id, until none is left."""
+    ran = []
+    while queued:
+        step, scan_id = queued.pop(0)
+        with capture(execute=True):
+            STEPS[step](scan_id=scan_id, token=f"task-{uuid.uuid4().hex}")
+        ran.append(step)
+    return ran
+
+
+def age(scan: Scan, seconds: float) -> None:
+    past = timezone.now() - dt.timedelta(seconds=seconds)
+    Scan.objects.filter(pk=scan.pk).update(claimed_at=past, updated_at=past)
+
+
+def claim_and_die(scan: Scan, from_status: str, to_status: str, *, seconds_ago: float) -> None:
+    """A worker claims the step, then is killed (SIGKILL: nothing after the claim runs)."""
+    assert services.scan_claim(scan_id=scan.pk, from_status=from_status, to_status=to_status, token="dead-worker")
+    age(scan, seconds_ago)
+
+
+class FakeConsumer:
+    """What a worker passes as the worker_ready sender (its consumer), reduced to a name."""
+
+    hostname = "fake@worker"
+
+
+def _snapshot(scan_id: int) -> tuple:
+    return Scan.objects.filter(pk=scan_id).values_list(
+        "status", "attempt", "claim_token", "claimed_at", "updated_at").get()
+
+
+@pytest.mark.parametrize("claimed, step", [("validating", "validate"), ("reconstructing", "reconstruct")])
+def test_a_claim_older_than_the_visibility_timeout_is_requeued_and_completes_once(
+        api, pipeline, settings, queued, django_capture_on_commit_callbacks, claimed, step):
+    scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
+    if claimed == "reconstructing":
+        assert services.scan_validate(scan_id=scan.pk, token="validator").status == ScanStatus.VALIDATED
+        claim_and_die(scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING,
+                      seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5)
+    else:
+        claim_and_die(scan, ScanStatus.RECEIVED, ScanStatus.VALIDATING,
+                      seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5)
+    queued.clear()
+
+    # Two workers start at about the same time: both sweep, the step is queued twice.
+    assert services.recover_stalled_scans() == [scan.pk]
+    assert services.recover_stalled_scans() == [scan.pk]
+    assert queued == [(step, scan.pk), (step, scan.pk)]
+
+    ran = drain(queued, django_capture_on_commit_callbacks)
+    assert "quantify" in ran
+    scan.refresh_from_db()
+    assert scan.status == ScanStatus.QUANTIFIED, scan.status_reason
+    assert scan.claim_token != "dead-worker"
+    (reconstruction,) = Reconstruction.objects.filter(scan=scan)
+    measurements = Measurement.objects.filter(scan=scan)
+    assert measurements.count() == len(pipeline.sim["truth"])
+    assert set(measurements.values_list("reconstruction", flat=True)) == {reconstruction.pk}
+    events = AuditEvent.objects.filter(subject_id=pipeline.subject.pk)
+    assert events.filter(action=AuditAction.RECONSTRUCTION_COMPLETED).count() == 1
+    assert events.filter(action=AuditAction.METRICS_RECORDED).count() == 1
+    claims = [(e.changes["status"], e.reason) for e in events.filter(
+        action=AuditAction.SCAN_STATUS_CHANGED, object_id=str(scan.pk)).order_by("sequence")
+        if e.changes["status"][1] == claimed]
+    assert [c[0] for c in claims][-1] == [claimed, claimed] and "claimed again" in claims[-1][1]
+
+    # Done: a later worker start finds nothing to do.
+    age(scan, settings.CELERY_VISIBILITY_TIMEOUT * 2)
+    assert services.recover_stalled_scans() == [] and queued == []
+
+
+@pytest.mark.parametrize("claimed", ["validating", "reconstructing"])
+def test_a_fresh_claim_is_left_to_its_worker(api, pipeline, settings, queued, claimed):
+    scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
+    if claimed == "reconstructing":
+        services.scan_validate(scan_id=scan.pk, token="validator")
+        claim_and_die(scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING,
+                      seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT - 30)
+    else:
+        claim_and_die(scan, ScanStatus.RECEIVED, ScanStatus.VALIDATING,
+                      seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT - 30)
+    queued.clear()
+    before, events = _snapshot(scan.pk), AuditEvent.objects.count()
+
+    assert services.recover_stalled_scans() == []
+    assert queued == [] and _snapshot(scan.pk) == before and AuditEvent.objects.count() == events
+    # The live worker's claim still holds against another task of the same step.
+    from_status = ScanStatus.VALIDATED if claimed == "reconstructing" else ScanStatus.RECEIVED
+    assert services.scan_claim(scan_id=scan.pk, from_status=from_status, to_status=claimed, token="other") is None
+
+
+def test_a_scan_waiting_in_a_queue_is_requeued_only_when_quiet_for_a_minute(api, pipeline, queued):
+    scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
+    assert scan.status == ScanStatus.RECEIVED
+    assert services.recover_stalled_scans() == []  # just uploaded: its validate task is on its way
+    age(scan, 61)
+    assert services.recover_stalled_scans() == [scan.pk] and queued == [("validate", scan.pk)]
+
+
+@pytest.mark.parametrize("final", [ScanStatus.QUANTIFIED, ScanStatus.REJECTED, ScanStatus.FAILED])
+def test_scans_in_a_final_state_are_untouched(api, pipeline, settings, queued, final):
+    scan = process(uploaded_scan(api, pipeline, pipeline.sim["measurement"]))
+    assert scan.status == ScanStatus.QUANTIFIED
+    Scan.objects.filter(pk=scan.pk).update(status=final)
+    age(scan, settings.CELERY_VISIBILITY_TIMEOUT * 10)
+    queued.clear()
+    before, events = _snapshot(scan.pk), AuditEvent.objects.count()
+
+    assert services.recover_stalled_scans() == []
+    assert queued == [] and _snapshot(scan.pk) == before and AuditEvent.objects.count() == events
+
+
+def test_the_worker_ready_signal_runs_the_sweep(api, pipeline, settings, monkeypatch):
+    from imaging import tasks  # noqa: F401  (connects the worker_ready receiver, as a worker's autodiscovery does)
+
+    sent = []
+    monkeypatch.setattr(Task, "apply_async", lambda self, args=None, kwargs=None, **options: sent.append(
+        (self.name, tuple(args or ()))))
+    stalled = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
+    claim_and_die(stalled, ScanStatus.RECEIVED, ScanStatus.VALIDATING,
+                  seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5)
+    sent.clear()
+
+    responses = worker_ready.send(sender=FakeConsumer())
+    assert sent == [("imaging.validate_scan", (stalled.pk,))]
+    assert not [r for _, r in responses if isinstance(r, Exception)]
+
+
+def test_a_failing_sweep_does_not_keep_the_worker_from_starting(monkeypatch, caplog):
+    from imaging import tasks
+
+    def broken():
+        raise RuntimeError("database away")
+
+    monkeypatch.setattr(services, "recover_stalled_scans", broken)
+    tasks._recover_on_start(sender=FakeConsumer())  # no exception
+    assert "recovering stalled scans failed" in caplog.text
