@@ -52,13 +52,15 @@
       rows.textContent = "";
       (scan.metrics || []).forEach(function (m) {
         var tr = document.createElement("tr");
-        [m.roi_name, m.roi_kind, fmt(m.iron_ng, 1), fmt(m.uncertainty_ng, 1),
+        // The ROI's kind shows as its title: this card is narrow, the viewer has the full table.
+        [m.roi_name, fmt(m.iron_ng, 1) + " ± " + fmt(m.uncertainty_ng, 1),
          m.roi_kind === "target" ? fmt(m.retention_percent, 1) + " %" : "—",
          m.off_target_percent === null ? "—" : fmt(m.off_target_percent, 1) + " %", m.detected ? "yes" : "no"]
           .forEach(function (text, i) {
             var td = document.createElement("td");
             td.textContent = text;
-            if (i >= 2 && i <= 5) { td.className = "num"; }
+            if (i === 0) { td.title = m.roi_kind; }
+            if (i >= 1 && i <= 3) { td.className = "num"; }
             tr.appendChild(td);
           });
         rows.appendChild(tr);
