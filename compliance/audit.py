@@ -46,8 +46,8 @@ def _canonical(value: dict) -> bytes:
 
 
 def _utc_text(value: dt.datetime | str) -> str:
-    if isinstance(value, str):  # SQLite without converters
-        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, str):  # already canonical: the verification SQL builds the text
+        return value
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     # Naive values come from SQLite, where Django stores UTC.
@@ -80,7 +80,7 @@ def to_jsonable(value: Any) -> Any:
 def canonical_payload(
     *,
     sequence: int,
-    occurred_at: dt.datetime,
+    occurred_at: dt.datetime | str,
     actor_id: int | None,
     actor_username: str,
     action: int,
@@ -94,7 +94,8 @@ def canonical_payload(
     request_id: str,
     client_address: str | None,
 ) -> bytes:
-    """The exact bytes that are hashed: sorted keys, no whitespace, UTF-8."""
+    """The exact bytes that are hashed: sorted keys, no whitespace, UTF-8. Recording and
+    verifying both build them here, so the two can never disagree on the form."""
     return _canonical(
         {
             "sequence": sequence,
@@ -211,7 +212,7 @@ _VERIFY_COLUMNS = (
 def verify_rows(rows: Iterable[tuple]) -> ChainVerification:
     """Walk rows (columns as in ``_VERIFY_COLUMNS``, by sequence) and find the first broken link."""
     sha256 = hashlib.sha256
-    loads, canonical = orjson.loads, _canonical
+    loads = orjson.loads
     expected_prev = GENESIS_HASH
     expected_sequence = 1
     checked = 0
@@ -225,23 +226,11 @@ def verify_rows(rows: Iterable[tuple]) -> ChainVerification:
         if prev_hash != expected_prev:
             return ChainVerification(False, checked, last_sequence, expected_prev, sequence,
                                      f"event #{sequence} does not point at the hash of the event before it")
-        payload = canonical(
-            {
-                "sequence": sequence,
-                "occurred_at": occurred_at if isinstance(occurred_at, str) else _utc_text(occurred_at),
-                "actor_id": actor_id,
-                "actor_username": actor_username,
-                "action": action,
-                "object_type": object_type,
-                "object_id": object_id,
-                "trial_id": trial_id,
-                "site_id": site_id,
-                "subject_id": subject_id,
-                "changes": loads(changes) if isinstance(changes, str) else changes,
-                "reason": reason,
-                "request_id": request_id,
-                "client_address": None if client_address is None else str(client_address),
-            }
+        payload = canonical_payload(
+            sequence=sequence, occurred_at=occurred_at, actor_id=actor_id, actor_username=actor_username,
+            action=action, object_type=object_type, object_id=object_id, trial_id=trial_id, site_id=site_id,
+            subject_id=subject_id, changes=loads(changes) if isinstance(changes, str) else changes, reason=reason,
+            request_id=request_id, client_address=None if client_address is None else str(client_address),
         )
         if sha256(prev_hash.encode("ascii") + payload).hexdigest() != stored_hash:
             return ChainVerification(False, checked, last_sequence, expected_prev, sequence,
