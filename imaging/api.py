@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
+from config.request_body import body_reader
 from config.viewsets import ScopedViewSet
 from imaging import pacs, selectors, services, uploads
 from imaging import serializers as s
@@ -145,9 +146,11 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
         if request.content_type.split(";")[0].strip() != uploads.OFFSET_CONTENT_TYPE:
             raise RuleViolation("unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.",
                                 status_code=415)
-        outcome = services.upload_append(
-            actor=request.user, upload=upload, offset=_int_header(request, "Upload-Offset"),
-            read=request._request.read, checksum=uploads.parse_checksum(request.headers.get("Upload-Checksum")))
+        offset = _int_header(request, "Upload-Offset")
+        checksum = uploads.parse_checksum(request.headers.get("Upload-Checksum"))
+        with body_reader(request._request) as readinto:
+            outcome = services.upload_append(actor=request.user, upload=upload, offset=offset, readinto=readinto,
+                                             checksum=checksum)
         if not outcome.checksum_ok:
             raise RuleViolation("checksum_mismatch", "The chunk's sha256 does not match Upload-Checksum: it was "
                                 f"discarded; resume at offset {outcome.upload.offset}.", status_code=460)

@@ -77,28 +77,30 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
     def body_of(chunk):
         state = {"sent": False}
 
-        def read(n):
+        def readinto(buffer):
             if state["sent"]:
-                return b""
+                return 0
             state["sent"] = True
-            return chunk
-        return read
+            buffer[:len(chunk)] = chunk
+            return len(chunk)
+        return readinto
 
-    def slow_read(n):
+    def slow_readinto(buffer):
         # While PATCH 1 streams, PATCH 2 arrives (it saw the same offset 0).
         if "second" not in outcomes:
             stale = Upload.objects.get(pk=upload.pk)
             try:
                 outcomes["second"] = services.upload_append(actor=pipeline.user, upload=stale, offset=0,
-                                                            read=body_of(second), checksum=None)
+                                                            readinto=body_of(second), checksum=None)
             except RuleViolation as exc:
                 outcomes["second"] = exc
-            return first
-        return b""
+            buffer[:len(first)] = first
+            return len(first)
+        return 0
 
     try:
         outcomes["first"] = services.upload_append(actor=pipeline.user, upload=Upload.objects.get(pk=upload.pk),
-                                                   offset=0, read=slow_read, checksum=None)
+                                                   offset=0, readinto=slow_readinto, checksum=None)
     except RuleViolation as exc:
         outcomes["first"] = exc
 

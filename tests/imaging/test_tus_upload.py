@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from compliance.actions import AuditAction
 from compliance.models import AuditEvent
 from imaging.models import Scan, Upload
@@ -120,3 +122,50 @@ def test_it_terminates_an_upload(api, pipeline, settings, django_capture_on_comm
     assert Upload.objects.get().status == "terminated"
     assert not path.exists()
     assert tus.head(client, url).status_code == 404
+
+
+def test_a_chunk_of_many_pieces_is_hashed_in_order_and_written_whole(api, pipeline, settings):
+    """4 KiB pieces: the sha256 thread and the writer take turns on two buffers many times
+    within one PATCH. Out-of-order or missed pieces would fail the checksum or the bytes."""
+    settings.IMAGING_UPLOAD_PIECE_BYTES = 4096
+    data = Path(pipeline.sim["measurement"]).read_bytes()
+    assert len(data) > 20 * 4096
+    client, created = _start(api, pipeline, data)
+    url = created["Location"]
+    tampered = data[:-1] + bytes([data[-1] ^ 1])  # only the last piece differs
+    refused = tus.patch(client, url, offset=0, data=tampered, checksum=tus.checksum_header(data))
+    assert refused.status_code == 460
+    assert (Path(settings.MEDIA_ROOT) / Upload.objects.get().path).stat().st_size == 0
+
+    accepted = tus.patch(client, url, offset=0, data=data, checksum=tus.checksum_header(data))
+    assert accepted.status_code == 204, accepted.content
+    scan = Scan.objects.get(pk=int(accepted["Scan-Id"]))
+    assert (Path(settings.MEDIA_ROOT) / scan.file).read_bytes() == data
+
+
+def test_a_connection_dropped_mid_chunk_leaves_the_upload_as_it_was(api, pipeline, settings):
+    from imaging import services
+
+    settings.IMAGING_UPLOAD_PIECE_BYTES = 4096
+    data = Path(pipeline.sim["measurement"]).read_bytes()
+    client, created = _start(api, pipeline, data)
+    assert tus.patch(client, created["Location"], offset=0, data=data[:10_000]).status_code == 204
+    upload = Upload.objects.get()
+    events = AuditEvent.objects.count()
+    sent = {"bytes": 10_000}
+
+    def readinto(buffer):  # 30,000 bytes arrive, then the client is gone
+        if sent["bytes"] >= 40_000:
+            raise ConnectionResetError("the client closed the connection before the end of the request body")
+        count = min(len(buffer), 40_000 - sent["bytes"])
+        buffer[:count] = data[sent["bytes"]:sent["bytes"] + count]
+        sent["bytes"] += count
+        return count
+
+    with pytest.raises(ConnectionResetError):
+        services.upload_append(actor=pipeline.user, upload=upload, offset=10_000, readinto=readinto, checksum=None)
+    upload.refresh_from_db()
+    assert upload.offset == 10_000
+    assert (Path(settings.MEDIA_ROOT) / upload.path).read_bytes() == data[:10_000]
+    assert AuditEvent.objects.count() == events
+    assert int(tus.head(client, created["Location"])["Upload-Offset"]) == 10_000

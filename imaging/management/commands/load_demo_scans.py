@@ -138,4 +138,4 @@ class Command(BaseCommand):
             subject=subject, injection_id=injection.pk, scanner_id=scanner.pk, hours_after_injection=float(hours),
             sha256=hashlib.sha256(data).hexdigest(), filename=path.name, length=len(data)))
         with open(path, "rb") as fh:
-            services.upload_append(actor=user, upload=upload, offset=0, read=fh.read, checksum=None)
+            services.upload_append(actor=user, upload=upload, offset=0, readinto=fh.readinto, checksum=None)

@@ -1,0 +1,133 @@
+"""config.request_body under a real gunicorn: the body arrives whole and byte-exact
+straight from the socket, and gunicorn's own parsing of the connection is left right for
+the next request (keep-alive, pipelining, a body the view did not finish)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.imaging.orthanc import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def serve(worker_class: str, folder: Path):
+    """gunicorn serving tests/config/gunicorn_body_app.py on a free port."""
+    port = free_port()
+    log = folder / "server.log"
+    env = os.environ | {"MPI_VAR_DIR": str(folder / "var"), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    command = [sys.executable, "-m", "gunicorn", "tests.config.gunicorn_body_app:application", "--bind",
+               f"127.0.0.1:{port}", "--workers", "1", "--worker-class", worker_class, "--timeout", "60"]
+    if worker_class == "gthread":
+        command += ["--threads", "2"]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn did not start:\n{log.read_text()}")
+                time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module", params=["sync", "gthread"])
+def server(request, tmp_path_factory):
+    """The sync worker (production's docker-compose) and the threaded one (the upload benchmark)."""
+    yield from serve(request.param, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope="module")
+def keepalive_server(tmp_path_factory):
+    """The threaded worker: the sync worker closes every connection after one response."""
+    yield from serve("gthread", tmp_path_factory.mktemp("keepalive"))
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=30)  # a broken reader fails, never hangs
+
+
+def request_bytes(body: bytes, query: str = "") -> bytes:
+    head = (f"PATCH /upload?{query} HTTP/1.1\r\nHost: test\r\nContent-Type: application/offset+octet-stream\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+
+def read_response(conn: socket.socket, pending: bytearray) -> str:
+    """One HTTP/1.1 response with Content-Length from the connection; the bytes after it
+    stay in ``pending`` for the next call."""
+    while b"\r\n\r\n" not in pending:
+        chunk = conn.recv(65536)
+        assert chunk, f"connection closed; got {bytes(pending)!r}"
+        pending += chunk
+    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 200 OK", head
+    length = next(int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length:"))
+    while len(rest) < length:
+        chunk = conn.recv(65536)
+        assert chunk, "connection closed inside a response"
+        rest += chunk
+    pending[:] = rest[length:]
+    return rest[:length].decode()
+
+
+def expected(body: bytes) -> str:
+    return f"{len(body)} {hashlib.sha256(body).hexdigest()} _GunicornSocketBody"
+
+
+def test_a_large_body_arrives_byte_exact_straight_from_the_socket(server):
+    body = os.urandom(24 << 20)
+    with connect(server) as conn:
+        conn.sendall(request_bytes(body, "piece=4194304"))
+        assert read_response(conn, bytearray()) == expected(body)
+
+
+def test_pipelined_requests_each_get_their_own_body(keepalive_server):
+    """All requests go out in one send. gunicorn's first read (8 KiB) holds the whole first
+    body and the start of the second request when the first view starts: the reader must
+    hand out exactly the first body and give the rest back for gunicorn to parse."""
+    bodies = [os.urandom(3_000), os.urandom(2_000), os.urandom(100_000), b""]
+    with connect(keepalive_server) as conn:
+        conn.sendall(b"".join(request_bytes(body) for body in bodies))
+        pending = bytearray()
+        for body in bodies:
+            assert read_response(conn, pending) == expected(body)
+
+
+def test_a_body_the_view_leaves_unread_is_drained_before_the_next_request(keepalive_server):
+    """The view stops 50,000 bytes short; gunicorn drains them (it drains up to 64 KiB, and
+    closes the connection past that) from the count the reader left it, and the next request
+    on the connection is parsed from its first byte."""
+    body, after = os.urandom(1_050_000), os.urandom(70_000)
+    with connect(keepalive_server) as conn:
+        pending = bytearray()
+        conn.sendall(request_bytes(body, "limit=1000000"))
+        assert read_response(conn, pending) == (f"1000000 {hashlib.sha256(body[:1_000_000]).hexdigest()} "
+                                                "_GunicornSocketBody")
+        conn.sendall(request_bytes(after))
+        assert read_response(conn, pending) == expected(after)
+
+
+def test_a_client_that_hangs_up_mid_body_does_not_take_the_server_down(server):
+    with connect(server) as conn:
+        conn.sendall(request_bytes(os.urandom(1 << 20))[: 300_000])
+    body = os.urandom(10_000)
+    with connect(server) as conn:
+        conn.sendall(request_bytes(body))
+        assert read_response(conn, bytearray()) == expected(body)
