@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from tests import factories as f
 from tests.imaging.conftest import define_rois, pipeline, sim, simulate  # noqa: F401 - fixtures
@@ -110,14 +109,11 @@ def worker(tmp_path, live_server):
     options.update(data_folder_in=str(queue), data_folder_out=str(queue), processed_folder=str(processed))
     app.conf.broker_transport_options = options
     _reset_producer_pool(app)
-    if connection.vendor == "postgresql":  # CI: the real database and broker
-        from tests.imaging.worker import database_url, purge
+    from tests.imaging.worker import database_url, purge
 
-        database = database_url()
-        if settings.CELERY_BROKER_URL.startswith("redis://"):
-            purge(settings.CELERY_BROKER_URL)
-    else:
-        database = f"sqlite:///{connection.settings_dict['NAME']}"
+    database = database_url()
+    if settings.CELERY_BROKER_URL.startswith("redis://"):  # CI: the real broker
+        purge(settings.CELERY_BROKER_URL)
     env = os.environ | {
         "DATABASE_URL": database, "MEDIA_ROOT": str(settings.MEDIA_ROOT), "MPI_VAR_DIR": str(var),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "DJANGO_SETTINGS_MODULE": "config.settings",

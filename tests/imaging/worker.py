@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def database_url() -> str:
+    """The test database, as DATABASE_URL for a worker process."""
     db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
     auth = quote(db["USER"] or "")
     if db.get("PASSWORD"):
         auth += ":" + quote(db["PASSWORD"])
