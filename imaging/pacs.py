@@ -8,7 +8,12 @@ the study (de-identified when the destination says so), sends it outside any
 transaction (slow network I/O holds no lock), and records per-object statuses with a
 DICOM_SENT or DICOM_SEND_FAILED event.
 
-Each claim is one attempt (``attempts``). A transient failure (the PACS unreachable or
+Each claim is one attempt (``attempts``). A worker killed mid-send leaves its row
+``running``: once the claim is older than the broker's visibility timeout, the redelivered
+task (Redis) or the worker start-up sweep (``recover_stalled_sends``, filesystem broker)
+takes it over as a new attempt, and the old attempt, should it still be alive, can no
+longer write the row. DICOM stores are idempotent by SOP Instance UID, so objects the
+killed attempt delivered are stored again, not twice. A transient failure (the PACS unreachable or
 busy: connection refused, timeout, HTTP 5xx/408/429, association rejected transiently)
 puts the row back to ``queued`` with ``last_error`` and no audit event, and the task
 retries it after ``send_backoff`` seconds, up to IMAGING_SEND_MAX_RETRIES times. A
@@ -20,13 +25,14 @@ objects and refused others should be looked at before sending again).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from compliance.actions import AuditAction
@@ -103,9 +109,32 @@ def _enqueue(send_id: int) -> None:
     send_dicom.apply_async(args=[send_id], queue="export")
 
 
+def _stale_before():
+    """A claim older than this lost its worker: the broker's visibility timeout, the same
+    lease the scans' claims have (``services.recover_stalled_scans``)."""
+    return timezone.now() - dt.timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT)
+
+
 def _claim(send_id: int) -> bool:
-    return bool(DicomSend.objects.filter(pk=send_id, status=DicomSend.Status.QUEUED).update(
-        status=DicomSend.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1))
+    """queued -> running; or take over a running claim older than the lease (its worker was
+    killed mid-send: Redis redelivers the task, the start-up sweep queues it again)."""
+    return bool(DicomSend.objects.filter(
+        Q(status=DicomSend.Status.QUEUED) | Q(status=DicomSend.Status.RUNNING, started_at__lt=_stale_before()),
+        pk=send_id).update(status=DicomSend.Status.RUNNING, started_at=timezone.now(),
+                           attempts=F("attempts") + 1))
+
+
+def recover_stalled_sends() -> list[int]:
+    """Queue again the sends whose task was lost with its worker (the filesystem broker has
+    no redelivery): running longer than the lease, or queued and never tried for a minute.
+    A send waiting for a retry is queued with attempts > 0; its task holds the countdown."""
+    quiet = timezone.now() - dt.timedelta(seconds=60)
+    stalled = list(DicomSend.objects.filter(
+        Q(status=DicomSend.Status.RUNNING, started_at__lt=_stale_before())
+        | Q(status=DicomSend.Status.QUEUED, attempts=0, created_at__lt=quiet)).values_list("pk", flat=True))
+    for send_id in stalled:
+        _enqueue(send_id)
+    return stalled
 
 
 def send_backoff(retry: int) -> int:
@@ -119,6 +148,15 @@ def send_retry_countdown(send: DicomSend) -> int | None:
     if send.status != DicomSend.Status.QUEUED or send.attempts == 0:
         return None
     return send_backoff(send.attempts - 1)
+
+
+def _mine(send: DicomSend):
+    """The row, while this attempt still holds the claim (none after a takeover)."""
+    return DicomSend.objects.filter(pk=send.pk, status=DicomSend.Status.RUNNING, attempts=send.attempts)
+
+
+def _outlived(send: DicomSend) -> None:
+    log.warning("DICOM send #%s attempt %s outlived its lease: a later attempt owns the row", send.pk, send.attempts)
 
 
 def _progress(send_id: int, stage: str, fraction: float) -> None:
@@ -175,18 +213,20 @@ def dicom_send_run(send_id: int, *, max_retries: int | None = None) -> DicomSend
         if not ok and transient and send.attempts <= max_retries:
             # Back to queued for the task's retry; the attempt is on the row, not in the audit trail.
             delay = send_backoff(send.attempts - 1)
-            DicomSend.objects.filter(pk=send.pk, status=DicomSend.Status.RUNNING).update(
-                status=DicomSend.Status.QUEUED, object_statuses=statuses, last_error=error[:2000],
-                progress_stage=f"retry {send.attempts} in {delay} s"[:32], progress_percent=0)
+            if not _mine(send).update(
+                    status=DicomSend.Status.QUEUED, object_statuses=statuses, last_error=error[:2000],
+                    progress_stage=f"retry {send.attempts} in {delay} s"[:32], progress_percent=0):
+                return _outlived(send)
             log.warning("DICOM send #%s attempt %s failed (transient), retrying in %s s: %s", send.pk,
                         send.attempts, delay, error)
             send.refresh_from_db()
             return send
         with transaction.atomic():
-            DicomSend.objects.filter(pk=send.pk, status=DicomSend.Status.RUNNING).update(
-                status=DicomSend.Status.SENT if ok else DicomSend.Status.FAILED, object_statuses=statuses,
-                error=error[:2000], finished_at=timezone.now(), progress_stage="sent" if ok else "failed",
-                progress_percent=100 if ok else 0, **({} if ok else {"last_error": error[:2000]}))
+            if not _mine(send).update(
+                    status=DicomSend.Status.SENT if ok else DicomSend.Status.FAILED, object_statuses=statuses,
+                    error=error[:2000], finished_at=timezone.now(), progress_stage="sent" if ok else "failed",
+                    progress_percent=100 if ok else 0, **({} if ok else {"last_error": error[:2000]})):
+                return _outlived(send)
             record_event(actor=send.requested_by, action=AuditAction.DICOM_SENT if ok else AuditAction.DICOM_SEND_FAILED,
                          object_type="imaging.dicomsend", object_id=send.pk,
                          changes={"scan": send.scan_id, "destination": destination.name,

@@ -99,11 +99,14 @@ def send_dicom(self, send_id: int) -> str:
 
 @worker_ready.connect
 def _recover_on_start(sender=None, **kwargs) -> None:
-    # The filesystem broker loses a task whose worker was killed: pick such scans up again.
-    try:
-        requeued = services.recover_stalled_scans()
-    except Exception:  # never keep a worker from starting
-        log.exception("recovering stalled scans failed")
-        return
-    if requeued:
-        log.info("requeued stalled scans %s", requeued)
+    # The filesystem broker loses a task whose worker was killed: pick such scans and PACS sends up again.
+    from imaging import pacs
+
+    for what, sweep in (("scans", services.recover_stalled_scans), ("PACS sends", pacs.recover_stalled_sends)):
+        try:
+            requeued = sweep()
+        except Exception:  # never keep a worker from starting
+            log.exception("recovering stalled %s failed", what)
+            continue
+        if requeued:
+            log.info("requeued stalled %s %s", what, requeued)
