@@ -21,10 +21,12 @@ LEASE_SECONDS = 3
 
 
 @pytest.fixture
-def filesystem_broker(tmp_path):
+def filesystem_broker(tmp_path, monkeypatch):
     """This process and the workers publish to and consume from one broker folder, whatever
     CELERY_BROKER_URL the test run has (Redis in CI)."""
     from config.celery import app
+
+    monkeypatch.setenv("CELERY_BROKER_URL", "filesystem://")  # Celery reads it before its own setting
 
     var = tmp_path / "broker-var"
     folders = {name: var / "celery" / name for name in ("queue", "processed", "control")}
@@ -37,6 +39,7 @@ def filesystem_broker(tmp_path):
         "processed_folder": str(folders["processed"]), "control_folder": str(folders["control"]),
         "store_processed": False}
     _drop_connections(app)
+    assert app.connection_for_write().transport_cls == "filesystem"
     yield var
     app.conf.broker_url, app.conf.broker_transport_options = saved
     _drop_connections(app)
