@@ -2,8 +2,8 @@
 
 A scan upload PATCH carries up to hundreds of MiB. Read through ``wsgi.input``, gunicorn
 (the production web server) hands the body over in fresh ``bytes`` objects assembled in
-``BytesIO`` buffers: four copies and a new 1 MiB allocation per MiB, half of the server's
-time in the upload benchmark. ``body_reader`` gives the view one call instead,
+``BytesIO`` buffers: four copies and a fresh 1 MiB allocation per MiB, about half of the
+web process's time in a profile of ``benchmarks/upload.py``. ``body_reader`` gives the view one call instead,
 ``readinto(buffer) -> int``, which under gunicorn receives straight from the connection's
 socket into the caller's (reused) buffer with ``recv_into``.
 
