@@ -178,7 +178,7 @@ def append_chunk(relative: str, *, offset: int, readinto, max_bytes: int,
     many (0 at the end of the body): see ``config.request_body``. The body goes through
     two reused buffers: while one piece is written (the disk's pace, GIL released), the
     sha256 thread hashes it (GIL released too) and the next piece is received into the
-    other buffer; no byte is copied between the socket and the file. At most ``max_bytes`` are
+    other buffer; Python makes no copy between the socket and the file. At most ``max_bytes`` are
     accepted: a longer body is refused with 413 and discarded. When ``expected_digest``
     is given and does not match, the file is cut back to ``offset`` so the chunk leaves
     no trace.
