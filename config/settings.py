@@ -312,6 +312,10 @@ IMAGING_SEND_MAX_RETRIES = envint("IMAGING_SEND_MAX_RETRIES", 5, minimum=0)
 # Scan pipeline (imaging).
 IMAGING_UPLOAD_MAX_BYTES = envint("IMAGING_UPLOAD_MAX_BYTES", 10 * 1024**3, minimum=1)
 IMAGING_UPLOAD_PIECE_BYTES = envint("IMAGING_UPLOAD_PIECE_BYTES", 4 * 1024**2, minimum=4096)
+# The browser upload page's PATCH size: each PATCH costs an fsync and a database commit, and
+# a dropped connection resends at most one; the page holds one chunk in memory. Keep it
+# under any body-size limit of a proxy in front (e.g. nginx client_max_body_size).
+IMAGING_UPLOAD_BROWSER_CHUNK_BYTES = envint("IMAGING_UPLOAD_BROWSER_CHUNK_BYTES", 16 * 1024**2, minimum=65536)
 IMAGING_SYSTEM_MATRIX_CACHE_BYTES = envint("IMAGING_SYSTEM_MATRIX_CACHE_BYTES", 1024**3, minimum=0)
 IMAGING_TASK_SOFT_TIME_LIMIT = envint("IMAGING_TASK_SOFT_TIME_LIMIT", 1800, minimum=1)
 IMAGING_TASK_TIME_LIMIT = envint("IMAGING_TASK_TIME_LIMIT", 2100, minimum=1)

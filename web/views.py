@@ -4,6 +4,7 @@ Rules and audit events stay in the services."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -319,7 +320,8 @@ def scan_upload(request, pk):
     injections = trial_selectors.injections_visible_to(request.user).filter(subject=subject).order_by("-administered_at")
     scanners = imaging_selectors.scanners_visible_to(request.user).filter(site=subject.site)
     form = forms.UploadForm(injections=injections, scanners=scanners)
-    return render(request, "web/scan_upload.html", {"subject": subject, "form": form})
+    return render(request, "web/scan_upload.html", {"subject": subject, "form": form,
+                                                    "chunk_size": settings.IMAGING_UPLOAD_BROWSER_CHUNK_BYTES})
 
 
 def _scan(request, pk) -> Scan:

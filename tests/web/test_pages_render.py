@@ -61,3 +61,14 @@ def test_it_refuses_the_dicom_study_to_a_sponsor(browser_client, sponsor, quanti
 @pytest.mark.parametrize("path", ["/subjects/", "/subjects/new/", "/products/", "/lots/new/", "/batches/new/", "/exports/"])
 def test_it_renders_the_coordinator_pages(browser_client, coordinator_a, path):
     assert browser_client(coordinator_a).get(path).status_code == 200
+
+
+def test_the_upload_page_sends_chunks_of_the_configured_size(browser_client, imaging_a, pipeline, settings):
+    """16 MiB by default: each PATCH costs an fsync and a commit, so 64 KiB chunks made a
+    500 MB scan 7,600 requests."""
+    page = browser_client(imaging_a).get(f"/subjects/{pipeline.subject.pk}/upload/")
+    assert page.status_code == 200
+    assert f'data-chunk-size="{16 * 1024 * 1024}"' in page.content.decode()
+    settings.IMAGING_UPLOAD_BROWSER_CHUNK_BYTES = 8 * 1024 * 1024
+    page = browser_client(imaging_a).get(f"/subjects/{pipeline.subject.pk}/upload/")
+    assert f'data-chunk-size="{8 * 1024 * 1024}"' in page.content.decode()
