@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
-from config.request_body import body_reader
+from config.request_body import body_source
 from config.viewsets import ScopedViewSet
 from imaging import pacs, selectors, services, uploads
 from imaging import serializers as s
@@ -148,8 +148,8 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
                                 status_code=415)
         offset = _int_header(request, "Upload-Offset")
         checksum = uploads.parse_checksum(request.headers.get("Upload-Checksum"))
-        with body_reader(request._request) as readinto:
-            outcome = services.upload_append(actor=request.user, upload=upload, offset=offset, readinto=readinto,
+        with body_source(request._request) as source:
+            outcome = services.upload_append(actor=request.user, upload=upload, offset=offset, source=source,
                                              checksum=checksum)
         if not outcome.checksum_ok:
             raise RuleViolation("checksum_mismatch", "The chunk's sha256 does not match Upload-Checksum: it was "

@@ -344,11 +344,11 @@ class AppendOutcome:
     scan: Scan | None
 
 
-def upload_append(*, actor, upload: Upload, offset: int, readinto, checksum: bytes | None) -> AppendOutcome:
+def upload_append(*, actor, upload: Upload, offset: int, source, checksum: bytes | None) -> AppendOutcome:
     """Append one PATCH body at ``offset``; complete the upload when it reaches the length.
 
-    ``readinto(buffer) -> int`` fills a buffer with body bytes (0 at the end): a file's
-    ``readinto`` or ``config.request_body.body_reader``."""
+    ``source`` moves the body into the file: a ``config.request_body.BodySource``
+    (``body_source(request)``, or ``ReadIntoSource(file.readinto)``)."""
     _check_upload_writer(actor, upload)
     # One writer at a time on the file; offset and status are read again once it is ours,
     # since another PATCH may have moved or closed the upload since the caller loaded it.
@@ -358,7 +358,7 @@ def upload_append(*, actor, upload: Upload, offset: int, readinto, checksum: byt
         if offset != upload.offset:
             raise RuleViolation("offset_mismatch", f"Upload-Offset {offset} does not match the server's offset "
                                 f"{upload.offset}: resume from {upload.offset}.")
-        result = uploads.append_chunk(upload.path, offset=offset, readinto=readinto, max_bytes=upload.length - offset,
+        result = uploads.append_chunk(upload.path, offset=offset, source=source, max_bytes=upload.length - offset,
                                       expected_digest=checksum)
         if not result.checksum_ok:
             return AppendOutcome(upload, False, None)

@@ -43,9 +43,9 @@ Append
 Termination
     ``DELETE /api/v1/uploads/{id}/`` → 204; the partial file is removed.
 
-The body is streamed to disk through one buffer of ``IMAGING_UPLOAD_PIECE_BYTES`` (never
-``request.body``; under gunicorn received straight from the socket, see
-``config.request_body``), so a 10 GB file needs a few MiB of memory. hashlib objects cannot
+The body is moved into the file by ``config.request_body`` (never ``request.body``; under
+gunicorn from the socket to the file inside the kernel) and hashed from the file in
+pieces of ``IMAGING_UPLOAD_PIECE_BYTES``, so a 10 GB file needs a few MiB of memory. hashlib objects cannot
 be pickled or stored between requests, so each PATCH hashes only its own chunk (for
 Upload-Checksum) and the whole file is hashed once, by streaming it, in the ingest
 task: hashing 10 GB takes tens of seconds, too long to hold the last PATCH open
@@ -56,12 +56,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import contextlib
 import ctypes
 import ctypes.util
 import fcntl
 import hashlib
-import itertools
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -155,65 +155,71 @@ def start_writeback(fd: int, offset: int, count: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, count, _SYNC_FILE_RANGE_WRITE)
 
 
-def _fill(readinto, buffer: memoryview) -> int:
-    """Read until ``buffer`` is full or the body ends (a socket hands out what has arrived,
-    often far less than asked): whole pieces mean few hash, write and writeback calls."""
-    filled = 0
-    while filled < len(buffer) and (count := readinto(buffer[filled:])):
-        filled += count
-    return filled
-
-
 @dataclass(frozen=True)
 class AppendResult:
     written: int
     checksum_ok: bool
 
 
-def append_chunk(relative: str, *, offset: int, readinto, max_bytes: int,
-                 expected_digest: bytes | None) -> AppendResult:
-    """Write the request body at ``offset``, hashing it on a second thread.
+def _hash_range(fd: int, digest, buffer: memoryview, position: int, count: int) -> None:
+    """Add ``count`` bytes of the file from ``position`` to ``digest`` (pages just written,
+    so still in memory: a read from the page cache, not from the disk)."""
+    while count:
+        got = os.preadv(fd, [buffer[:min(count, len(buffer))]], position)
+        if got == 0:
+            raise OSError(f"the upload file ended at {position} while hashing what was just written")
+        digest.update(buffer[:got])
+        position += got
+        count -= got
 
-    ``readinto(buffer)`` fills the front of ``buffer`` with body bytes and returns how
-    many (0 at the end of the body): see ``config.request_body``. The body goes through
-    two reused buffers: while one piece is written (the disk's pace, GIL released), the
-    sha256 thread hashes it (GIL released too) and the next piece is received into the
-    other buffer; Python makes no copy between the socket and the file. At most ``max_bytes`` are
-    accepted: a longer body is refused with 413 and discarded. When ``expected_digest``
-    is given and does not match, the file is cut back to ``offset`` so the chunk leaves
-    no trace.
+
+def append_chunk(relative: str, *, offset: int, source, max_bytes: int,
+                 expected_digest: bytes | None) -> AppendResult:
+    """Move the request body into the file at ``offset``; hash what landed there, on a
+    second thread.
+
+    ``source.write_into(fd, limit)`` moves body bytes into the file (see
+    ``config.request_body``: under gunicorn, socket to file inside the kernel). Every
+    ``IMAGING_UPLOAD_PIECE_BYTES`` the sha256 thread is given the new piece to read back
+    from the page cache (hashlib and the reads release the GIL, so hashing runs beside
+    the transfer) and the kernel is asked to start writing it to disk. The checksum thus
+    covers the bytes as stored. At most ``max_bytes`` are accepted: a longer body is
+    refused with 413 and discarded. When ``expected_digest`` is given and does not match,
+    the file is cut back to ``offset`` so the chunk leaves no trace.
     """
-    buffers = [memoryview(bytearray(settings.IMAGING_UPLOAD_PIECE_BYTES)) for _ in range(2)]
-    hashing: list[Future | None] = [None, None]  # the hash of the piece each buffer holds
+    piece = settings.IMAGING_UPLOAD_PIECE_BYTES
+    buffer = memoryview(bytearray(piece))  # the sha256 thread's
     digest = hashlib.sha256()
-    written = 0
-    fd = os.open(media_path(relative), os.O_WRONLY)
+    written = hashed_to = 0  # bytes of this chunk moved into the file / handed to the sha256 thread
+    fd = os.open(media_path(relative), os.O_RDWR)
     try:
         os.ftruncate(fd, offset)  # a chunk discarded mid-way by a dropped connection leaves nothing behind
         os.lseek(fd, offset, os.SEEK_SET)
         with ThreadPoolExecutor(1, thread_name_prefix="upload-sha256") as hasher:  # one thread: pieces in order
+            pending: collections.deque[Future] = collections.deque()
+
+            def hand_over(upto: int) -> None:
+                nonlocal hashed_to
+                pending.append(hasher.submit(_hash_range, fd, digest, buffer, offset + hashed_to, upto - hashed_to))
+                start_writeback(fd, offset + hashed_to, upto - hashed_to)
+                hashed_to = upto
+                while len(pending) > 2:  # the hasher stays close behind: what it reads is still cached
+                    pending.popleft().result()
+
             try:
-                for turn in itertools.count():
-                    side = turn % 2
-                    if hashing[side] is not None:
-                        hashing[side].result()  # the hasher is done with this buffer
-                    # Ask for one byte more than may still come, so a body longer than allowed is noticed.
-                    count = _fill(readinto, buffers[side][:min(len(buffers[side]), max_bytes - written + 1)])
-                    if not count:
-                        break
-                    if written + count > max_bytes:
+                # Ask for one byte more than may still come, so a body longer than allowed is noticed.
+                while count := source.write_into(fd, max_bytes - written + 1):
+                    written += count
+                    if written > max_bytes:
                         raise RuleViolation("upload_too_large", f"The chunk goes past Upload-Length: at most "
                                             f"{max_bytes} more bytes are expected from offset {offset}.",
                                             status_code=413)
-                    piece = buffers[side][:count]
-                    hashing[side] = hasher.submit(digest.update, piece)
-                    while piece:
-                        piece = piece[os.write(fd, piece):]
-                    start_writeback(fd, offset + written, count)
-                    written += count
-                for pending in hashing:
-                    if pending is not None:
-                        pending.result()
+                    if written - hashed_to >= piece:
+                        hand_over(written)
+                if written > hashed_to:
+                    hand_over(written)
+                while pending:
+                    pending.popleft().result()
                 if expected_digest is not None and digest.digest() != expected_digest:
                     os.ftruncate(fd, offset)
                     return AppendResult(0, False)

@@ -1,6 +1,7 @@
-"""config.request_body under a real gunicorn: the body arrives whole and byte-exact
-straight from the socket, and gunicorn's own parsing of the connection is left right for
-the next request (keep-alive, pipelining, a body the view did not finish)."""
+"""config.request_body under a real gunicorn: the body lands in the file whole and
+byte-exact, spliced from the socket (or copied, as behind gunicorn's own TLS), and
+gunicorn's own parsing of the connection is left right for the next request (keep-alive,
+pipelining, a body the view did not finish)."""
 
 from __future__ import annotations
 
@@ -87,15 +88,16 @@ def read_response(conn: socket.socket, pending: bytearray) -> str:
     return rest[:length].decode()
 
 
-def expected(body: bytes) -> str:
-    return f"{len(body)} {hashlib.sha256(body).hexdigest()} _GunicornSocketBody"
+def expected(body: bytes, how: str = "splice") -> str:
+    return f"{len(body)} {hashlib.sha256(body).hexdigest()} _GunicornBody:{how}"
 
 
-def test_a_large_body_arrives_byte_exact_straight_from_the_socket(server):
+@pytest.mark.parametrize("how", ["splice", "copy"])
+def test_a_large_body_lands_in_the_file_byte_exact(server, how):
     body = os.urandom(24 << 20)
     with connect(server) as conn:
-        conn.sendall(request_bytes(body, "piece=4194304"))
-        assert read_response(conn, bytearray()) == expected(body)
+        conn.sendall(request_bytes(body, "copy=1" if how == "copy" else ""))
+        assert read_response(conn, bytearray()) == expected(body, how)
 
 
 def test_pipelined_requests_each_get_their_own_body(keepalive_server):
@@ -119,7 +121,7 @@ def test_a_body_the_view_leaves_unread_is_drained_before_the_next_request(keepal
         pending = bytearray()
         conn.sendall(request_bytes(body, "limit=1000000"))
         assert read_response(conn, pending) == (f"1000000 {hashlib.sha256(body[:1_000_000]).hexdigest()} "
-                                                "_GunicornSocketBody")
+                                                "_GunicornBody:splice")
         conn.sendall(request_bytes(after))
         assert read_response(conn, pending) == expected(after)
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 from compliance.actions import AuditAction
 from compliance.models import AuditEvent
 from config.errors import RuleViolation
+from config.request_body import ReadIntoSource
 from imaging import services, uploads
 from imaging.cache import SystemMatrixCache
 from imaging.models import Measurement, Reconstruction, Upload
@@ -91,7 +92,7 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
             stale = Upload.objects.get(pk=upload.pk)
             try:
                 outcomes["second"] = services.upload_append(actor=pipeline.user, upload=stale, offset=0,
-                                                            readinto=body_of(second), checksum=None)
+                                                            source=ReadIntoSource(body_of(second)), checksum=None)
             except RuleViolation as exc:
                 outcomes["second"] = exc
             buffer[:len(first)] = first
@@ -100,7 +101,7 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
 
     try:
         outcomes["first"] = services.upload_append(actor=pipeline.user, upload=Upload.objects.get(pk=upload.pk),
-                                                   offset=0, readinto=slow_readinto, checksum=None)
+                                                   offset=0, source=ReadIntoSource(slow_readinto), checksum=None)
     except RuleViolation as exc:
         outcomes["first"] = exc
 

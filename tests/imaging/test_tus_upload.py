@@ -125,8 +125,8 @@ def test_it_terminates_an_upload(api, pipeline, settings, django_capture_on_comm
 
 
 def test_a_chunk_of_many_pieces_is_hashed_in_order_and_written_whole(api, pipeline, settings):
-    """4 KiB pieces: the sha256 thread and the writer take turns on two buffers many times
-    within one PATCH. Out-of-order or missed pieces would fail the checksum or the bytes."""
+    """4 KiB pieces: the sha256 thread reads back many pieces within one PATCH while the
+    body goes on arriving. Out-of-order or missed pieces would fail the checksum."""
     settings.IMAGING_UPLOAD_PIECE_BYTES = 4096
     data = Path(pipeline.sim["measurement"]).read_bytes()
     assert len(data) > 20 * 4096
@@ -144,6 +144,7 @@ def test_a_chunk_of_many_pieces_is_hashed_in_order_and_written_whole(api, pipeli
 
 
 def test_a_connection_dropped_mid_chunk_leaves_the_upload_as_it_was(api, pipeline, settings):
+    from config.request_body import ReadIntoSource
     from imaging import services
 
     settings.IMAGING_UPLOAD_PIECE_BYTES = 4096
@@ -163,7 +164,8 @@ def test_a_connection_dropped_mid_chunk_leaves_the_upload_as_it_was(api, pipelin
         return count
 
     with pytest.raises(ConnectionResetError):
-        services.upload_append(actor=pipeline.user, upload=upload, offset=10_000, readinto=readinto, checksum=None)
+        services.upload_append(actor=pipeline.user, upload=upload, offset=10_000, source=ReadIntoSource(readinto),
+                               checksum=None)
     upload.refresh_from_db()
     assert upload.offset == 10_000
     assert (Path(settings.MEDIA_ROOT) / upload.path).read_bytes() == data[:10_000]
