@@ -27,6 +27,7 @@ Gunicorn still owns the connection, so the gunicorn sources keep its accounting 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -98,13 +99,28 @@ class _GunicornBody:
             self.pipe = os.pipe()
             with contextlib.suppress(OSError):  # a smaller pipe only means more calls
                 fcntl.fcntl(self.pipe[1], _F_SETPIPE_SZ, PIPE_BYTES)
-        count = os.splice(self.sock.fileno(), self.pipe[1], min(wanted, PIPE_BYTES))
+        try:
+            count = os.splice(self.sock.fileno(), self.pipe[1], min(wanted, PIPE_BYTES))
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self.splice = False  # this socket cannot be spliced from: copy instead (nothing was taken)
+            return self._copy(fd, wanted)
         if count == 0:
             raise ConnectionResetError("the client closed the connection before the end of the request body")
         self.reader.length -= count  # taken from the socket, whatever happens next
         left = count
         while left:
-            left -= os.splice(self.pipe[0], fd, left)
+            try:
+                left -= os.splice(self.pipe[0], fd, left)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.splice = False  # a file system that takes no splice: empty the pipe by copying
+                while left:
+                    data = os.read(self.pipe[0], left)
+                    write_all(fd, data)
+                    left -= len(data)
         return count
 
     def _copy(self, fd: int, wanted: int) -> int:

@@ -5,11 +5,13 @@ pipelining, a body the view did not finish)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -133,3 +135,60 @@ def test_a_client_that_hangs_up_mid_body_does_not_take_the_server_down(server):
     with connect(server) as conn:
         conn.sendall(request_bytes(body))
         assert read_response(conn, bytearray()) == expected(body)
+
+
+class FakeUnreader:
+    """gunicorn's unreader, reduced to the bytes it holds."""
+
+    def __init__(self, held: bytes) -> None:
+        self.buf = held
+
+    def take_buffered(self) -> bytes:
+        held, self.buf = self.buf, b""
+        return held
+
+    def unread(self, data: bytes) -> None:
+        self.buf = data + self.buf
+
+
+class FakeLengthReader:
+    def __init__(self, length: int, held: bytes) -> None:
+        self.length, self.unreader = length, FakeUnreader(held)
+
+
+@pytest.mark.parametrize("refuses", ["socket", "file"])
+def test_a_descriptor_that_refuses_splice_falls_back_to_copying_without_losing_a_byte(tmp_path, monkeypatch,
+                                                                                        refuses):
+    """splice(2) answers EINVAL for a socket or a file system it cannot serve: the bytes
+    already in the pipe are copied out, and the rest of the body goes by recv_into."""
+    from config import request_body
+
+    body = os.urandom(3 * request_body.PIPE_BYTES + 12_345)
+    held, rest, after = body[:5_000], body[5_000:], b"PATCH /next"
+    client, server_side = socket.socketpair()
+    real_splice, target = os.splice, tmp_path / "body.bin"
+    with open(target, "wb") as out:
+
+        def splice(src, dst, count, *args):
+            if (refuses == "socket" and src == server_side.fileno()) or (refuses == "file" and dst == out.fileno()):
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_splice(src, dst, count, *args)
+
+        monkeypatch.setattr(os, "splice", splice)
+        sender = threading.Thread(target=client.sendall, args=(rest + after,))
+        sender.start()
+        reader = FakeLengthReader(len(body), held)
+        source = request_body._GunicornBody(server_side, reader)
+        try:
+            moved = 0
+            while count := source.write_into(out.fileno(), 1 << 20):
+                moved += count
+        finally:
+            source.close()
+        sender.join()
+    client.close()
+    assert not source.splice
+    assert moved == len(body) and reader.length == 0
+    assert target.read_bytes() == body
+    assert server_side.recv(100) == after  # nothing of the next request was taken
+    server_side.close()
