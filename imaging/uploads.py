@@ -200,7 +200,9 @@ def append_chunk(relative: str, *, offset: int, source, max_bytes: int,
 
             def hand_over(upto: int) -> None:
                 nonlocal hashed_to
-                pending.append(hasher.submit(_hash_range, fd, digest, buffer, offset + hashed_to, upto - hashed_to))
+                if expected_digest is not None:  # no Upload-Checksum, nothing to verify (ingest checks the file)
+                    pending.append(hasher.submit(_hash_range, fd, digest, buffer, offset + hashed_to,
+                                                 upto - hashed_to))
                 start_writeback(fd, offset + hashed_to, upto - hashed_to)
                 hashed_to = upto
                 while len(pending) > 2:  # the hasher stays close behind: what it reads is still cached

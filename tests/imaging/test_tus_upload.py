@@ -171,3 +171,15 @@ def test_a_connection_dropped_mid_chunk_leaves_the_upload_as_it_was(api, pipelin
     assert (Path(settings.MEDIA_ROOT) / upload.path).read_bytes() == data[:10_000]
     assert AuditEvent.objects.count() == events
     assert int(tus.head(client, created["Location"])["Upload-Offset"]) == 10_000
+
+
+def test_a_chunk_without_upload_checksum_is_written_unhashed_and_the_file_still_checked(api, pipeline, settings):
+    """Upload-Checksum is optional in tus: without it the PATCH has nothing to compare and
+    skips hashing; the whole-file sha256 is still verified by the ingest task."""
+    data = Path(pipeline.sim["measurement"]).read_bytes()
+    client, created = _start(api, pipeline, data)
+    response = tus.patch(client, created["Location"], offset=0, data=data, checksum=None)
+    assert response.status_code == 204, response.content
+    scan = Scan.objects.get(pk=int(response["Scan-Id"]))
+    assert (Path(settings.MEDIA_ROOT) / scan.file).read_bytes() == data
+    assert scan.sha256 == tus.sha256_hex(data)  # declared at creation, checked by scan_validate
