@@ -133,7 +133,8 @@ def change_tail(path: Path, round_no: int) -> None:
         fh.write(round_no.to_bytes(8, "little"))
 
 
-def tus_upload(base: str, token: str, path: Path, meta: dict, chunk: int) -> tuple[float, float, dict]:
+def tus_upload(base: str, token: str, path: Path, meta: dict, chunk: int,
+               client_cpu: list[float] | None = None) -> tuple[float, float, dict]:
     """(client pre-pass seconds, creation + PATCHes seconds, headers of the last PATCH's answer).
 
     The PATCH bodies go from the file to the socket with sendfile(2) on one keep-alive
@@ -145,7 +146,7 @@ def tus_upload(base: str, token: str, path: Path, meta: dict, chunk: int) -> tup
     started = time.perf_counter()
     sha256, checksums = client_prepass(path, chunk)
     prepass_s = time.perf_counter() - started
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), os.times()
     created = requests.post(f"{base}/api/v1/uploads/", headers=headers | {
         "Upload-Length": str(size), "Upload-Metadata": metadata(meta | {"sha256": sha256, "filename": path.name})})
     created.raise_for_status()
@@ -176,6 +177,9 @@ def tus_upload(base: str, token: str, path: Path, meta: dict, chunk: int) -> tup
                 raise RuntimeError(f"PATCH at {offset}: {response.status} {body[:300]!r}")
             answer = dict(response.getheaders())
             offset = int(answer["Upload-Offset"])
+    if client_cpu is not None:  # this process's CPU for creation + PATCHes (it shares the machine)
+        cpu_ended = os.times()
+        client_cpu[0] += cpu_ended.user - cpu_started.user + cpu_ended.system - cpu_started.system
     return prepass_s, time.perf_counter() - started, answer
 
 
@@ -218,7 +222,7 @@ def main() -> int:
                 n = min(remaining, 64 << 20)
                 fh.write(os.urandom(n))
                 remaining -= n
-        rounds, web_user_s, web_system_s = [], 0.0, 0.0
+        rounds, web_user_s, web_system_s, client_cpu = [], 0.0, 0.0, [0.0]
         rss_before = proc_kib(web_pid, "VmRSS")
         for round_no in range(args.rounds):
             change_tail(data_path, round_no)
@@ -226,7 +230,7 @@ def main() -> int:
             os.sync()
             cpu_before = cpu_seconds(web_pid)
             prepass_s, upload_s, _ = tus_upload(base, token, data_path, target | {"hours": 1 + round_no},
-                                                args.chunk_mb << 20)
+                                                args.chunk_mb << 20, client_cpu)
             cpu_after = cpu_seconds(web_pid)
             web_user_s += cpu_after[0] - cpu_before[0]
             web_system_s += cpu_after[1] - cpu_before[1]
@@ -253,6 +257,8 @@ def main() -> int:
         gib = args.rounds * mib / 1024
         print(f"web process CPU           {(web_user_s + web_system_s) / gib:8.2f} s per GiB uploaded (user "
               f"{web_user_s / gib:.2f} + system {web_system_s / gib:.2f}, all threads)")
+        print(f"client CPU                {client_cpu[0] / gib:8.2f} s per GiB sent (creation + PATCHes, "
+              f"sendfile; on the same {os.cpu_count()} cores)")
         print(f"web peak memory growth    {peak_growth_mb:8.1f} MiB (VmHWM - VmRSS before; target < 200)")
 
         # Time from upload complete to metrics, with the embedded worker beside the server.
