@@ -13,9 +13,11 @@ Each claim is one attempt (``attempts``). A worker killed mid-send leaves its ro
 task (Redis) or the worker start-up sweep (``recover_stalled_sends``, filesystem broker)
 takes it over as a new attempt, and the old attempt, should it still be alive, can no
 longer write the row. DICOM stores are idempotent by SOP Instance UID, so objects the
-killed attempt delivered are stored again, not twice. A transient failure (the PACS unreachable or
-busy: connection refused, timeout, HTTP 5xx/408/429, association rejected transiently)
-puts the row back to ``queued`` with ``last_error`` and no audit event, and the task
+killed attempt delivered are stored again, not twice.
+
+A transient failure (the PACS unreachable or busy: connection refused, timeout, HTTP
+5xx/408/429, association rejected transiently) puts the row back to ``queued`` with
+``last_error`` and no audit event, and the task
 retries it after ``send_backoff`` seconds, up to IMAGING_SEND_MAX_RETRIES times. A
 permanent failure (HTTP 4xx, an object refused, a build failure), or the last transient
 one, is final for its row: the reason and the per-object statuses stay on it, audited
@@ -25,7 +27,6 @@ objects and refused others should be looked at before sending again).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import re
@@ -41,6 +42,7 @@ from compliance.context import request_context
 from config.errors import RuleViolation
 from imaging import dicom_export
 from imaging.models import DicomSend, PacsDestination, Scan
+from imaging.services import claims_stale_before, quiet_since
 
 log = logging.getLogger(__name__)
 
@@ -109,29 +111,21 @@ def _enqueue(send_id: int) -> None:
     send_dicom.apply_async(args=[send_id], queue="export")
 
 
-def _stale_before():
-    """A claim older than this lost its worker: the broker's visibility timeout, the same
-    lease the scans' claims have (``services.recover_stalled_scans``)."""
-    return timezone.now() - dt.timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT)
-
-
 def _claim(send_id: int) -> bool:
     """queued -> running; or take over a running claim older than the lease (its worker was
     killed mid-send: Redis redelivers the task, the start-up sweep queues it again)."""
-    return bool(DicomSend.objects.filter(
-        Q(status=DicomSend.Status.QUEUED) | Q(status=DicomSend.Status.RUNNING, started_at__lt=_stale_before()),
-        pk=send_id).update(status=DicomSend.Status.RUNNING, started_at=timezone.now(),
-                           attempts=F("attempts") + 1))
+    lost = Q(status=DicomSend.Status.RUNNING, started_at__lt=claims_stale_before())
+    return bool(DicomSend.objects.filter(Q(status=DicomSend.Status.QUEUED) | lost, pk=send_id).update(
+        status=DicomSend.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1))
 
 
 def recover_stalled_sends() -> list[int]:
     """Queue again the sends whose task was lost with its worker (the filesystem broker has
     no redelivery): running longer than the lease, or queued and never tried for a minute.
     A send waiting for a retry is queued with attempts > 0; its task holds the countdown."""
-    quiet = timezone.now() - dt.timedelta(seconds=60)
     stalled = list(DicomSend.objects.filter(
-        Q(status=DicomSend.Status.RUNNING, started_at__lt=_stale_before())
-        | Q(status=DicomSend.Status.QUEUED, attempts=0, created_at__lt=quiet)).values_list("pk", flat=True))
+        Q(status=DicomSend.Status.RUNNING, started_at__lt=claims_stale_before())
+        | Q(status=DicomSend.Status.QUEUED, attempts=0, created_at__lt=quiet_since())).values_list("pk", flat=True))
     for send_id in stalled:
         _enqueue(send_id)
     return stalled
@@ -216,7 +210,8 @@ def dicom_send_run(send_id: int, *, max_retries: int | None = None) -> DicomSend
             if not _mine(send).update(
                     status=DicomSend.Status.QUEUED, object_statuses=statuses, last_error=error[:2000],
                     progress_stage=f"retry {send.attempts} in {delay} s"[:32], progress_percent=0):
-                return _outlived(send)
+                _outlived(send)
+                return None
             log.warning("DICOM send #%s attempt %s failed (transient), retrying in %s s: %s", send.pk,
                         send.attempts, delay, error)
             send.refresh_from_db()
@@ -226,7 +221,8 @@ def dicom_send_run(send_id: int, *, max_retries: int | None = None) -> DicomSend
                     status=DicomSend.Status.SENT if ok else DicomSend.Status.FAILED, object_statuses=statuses,
                     error=error[:2000], finished_at=timezone.now(), progress_stage="sent" if ok else "failed",
                     progress_percent=100 if ok else 0, **({} if ok else {"last_error": error[:2000]})):
-                return _outlived(send)
+                _outlived(send)
+                return None
             record_event(actor=send.requested_by, action=AuditAction.DICOM_SENT if ok else AuditAction.DICOM_SEND_FAILED,
                          object_type="imaging.dicomsend", object_id=send.pk,
                          changes={"scan": send.scan_id, "destination": destination.name,

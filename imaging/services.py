@@ -442,6 +442,20 @@ def _check_transition(old: str, new: str) -> None:
         raise RuleViolation("invalid_transition", f"A scan cannot go from {old} to {new}.")
 
 
+# A claim (a scan step, a PACS send) whose worker is gone: older than the broker's visibility
+# timeout. A message never picked up (the filesystem broker loses the tasks of a killed
+# worker): its row untouched for a minute.
+LOST_MESSAGE_QUIET_SECONDS = 60
+
+
+def claims_stale_before() -> dt.datetime:
+    return timezone.now() - dt.timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT)
+
+
+def quiet_since() -> dt.datetime:
+    return timezone.now() - dt.timedelta(seconds=LOST_MESSAGE_QUIET_SECONDS)
+
+
 def scan_claim(*, scan_id: int, from_status: str, to_status: str, token: str) -> Scan | None:
     """Move a scan from ``from_status`` to ``to_status`` for the task ``token``.
 
@@ -453,7 +467,7 @@ def scan_claim(*, scan_id: int, from_status: str, to_status: str, token: str) ->
     """
     _check_transition(from_status, to_status)
     now = timezone.now()
-    stale = now - dt.timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT)
+    stale = claims_stale_before()
     with transaction.atomic():
         claimable = Q(status=from_status) | Q(status=to_status) & (Q(claim_token=token) | Q(claimed_at__lt=stale))
         previous = Scan.objects.filter(pk=scan_id).values_list("status", flat=True).first()
@@ -711,9 +725,7 @@ def recover_stalled_scans() -> list[int]:
     """Queue again the scans whose step lost its task (the filesystem broker has no
     redelivery of its own): received or validated for longer than a minute, or claimed
     longer ago than the visibility timeout. Claims make a duplicate harmless."""
-    now = timezone.now()
-    stale = now - dt.timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT)
-    quiet = now - dt.timedelta(seconds=60)
+    stale, quiet = claims_stale_before(), quiet_since()
     requeued = []
     steps = {ScanStatus.RECEIVED: "validate", ScanStatus.VALIDATING: "validate", ScanStatus.VALIDATED: "reconstruct",
              ScanStatus.RECONSTRUCTING: "reconstruct", ScanStatus.RECONSTRUCTED: "quantify"}

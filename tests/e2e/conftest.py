@@ -20,6 +20,7 @@ from django.conf import settings
 
 from tests import factories as f
 from tests.imaging.conftest import define_rois, pipeline, sim, simulate  # noqa: F401 - fixtures
+from tests.imaging.worker import database_url, drop_broker_connections, purge
 from tests.services import browser_unavailable, require_chromium
 
 # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
@@ -108,9 +109,7 @@ def worker(tmp_path, live_server):
     previous = dict(options)
     options.update(data_folder_in=str(queue), data_folder_out=str(queue), processed_folder=str(processed))
     app.conf.broker_transport_options = options
-    _reset_producer_pool(app)
-    from tests.imaging.worker import database_url, purge
-
+    drop_broker_connections(app)
     database = database_url()
     if settings.CELERY_BROKER_URL.startswith("redis://"):  # CI: the real broker
         purge(settings.CELERY_BROKER_URL)
@@ -138,12 +137,4 @@ def worker(tmp_path, live_server):
         process.wait(timeout=10)
     log.close()
     app.conf.broker_transport_options = previous
-    _reset_producer_pool(app)
-
-
-def _reset_producer_pool(app) -> None:
-    # Connections already made keep their transport options: drop them.
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
-    app.amqp._producer_pool = None
+    drop_broker_connections(app)

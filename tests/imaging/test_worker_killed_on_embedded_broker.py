@@ -9,11 +9,9 @@ import time
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
-from imaging.models import Measurement, Reconstruction, Scan
 from tests.imaging import tus
-from tests.imaging.worker import Worker, wait_for
+from tests.imaging.worker import (Worker, assert_completed_once, drop_broker_connections, kill_mid_reconstruction,
+                                  scan_state, wait_for)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,22 +36,11 @@ def filesystem_broker(tmp_path, monkeypatch):
         "data_folder_in": str(folders["queue"]), "data_folder_out": str(folders["queue"]),
         "processed_folder": str(folders["processed"]), "control_folder": str(folders["control"]),
         "store_processed": False}
-    _drop_connections(app)
+    drop_broker_connections(app)
     assert app.connection_for_write().transport_cls == "filesystem"
     yield var
     app.conf.broker_url, app.conf.broker_transport_options = saved
-    _drop_connections(app)
-
-
-def _drop_connections(app) -> None:
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
-    app.amqp._producer_pool = None
-
-
-def _scan(scan_id):
-    return Scan.objects.filter(pk=scan_id).values_list("status", "attempt").first()
+    drop_broker_connections(app)
 
 
 def test_a_killed_workers_scan_is_swept_back_and_completes_once(api, pipeline, tmp_path, filesystem_broker):
@@ -64,28 +51,17 @@ def test_a_killed_workers_scan_is_swept_back_and_completes_once(api, pipeline, t
     try:
         _, last = tus.upload_file(api(pipeline.user), pipeline.sim["measurement"], pipeline=pipeline, hours=48)
         scan_id = int(last["Scan-Id"])
-        wait_for(lambda: (_scan(scan_id) or ("",))[0] == "reconstructing", timeout=120,
-                 what="the first worker to claim the reconstruction", logs=[first])
-        attempt_killed = _scan(scan_id)[1]
-        first.kill()
+        attempt_killed = kill_mid_reconstruction(first, scan_id)
         queue = filesystem_broker / "celery" / "queue"
         assert not any(queue.iterdir()), "the filesystem broker kept the task: nothing here to test"
         time.sleep(LEASE_SECONDS + 1)  # the claim is now older than the lease
-        assert _scan(scan_id) == ("reconstructing", attempt_killed)
+        assert scan_state(scan_id) == ("reconstructing", attempt_killed)
 
         second = Worker("rescuer", "filesystem://", tmp_path, **env)
-        wait_for(lambda: _scan(scan_id)[0] in ("quantified", "failed"), timeout=180,
+        wait_for(lambda: scan_state(scan_id)[0] in ("quantified", "failed"), timeout=180,
                  what="the swept task to finish", logs=[first, second])
-        scan = Scan.objects.get(pk=scan_id)
-        assert scan.status == "quantified", scan.status_reason
-        assert scan.attempt > attempt_killed
+        assert_completed_once(scan_id, pipeline, attempt_killed)
         assert "requeued stalled scans" in second.log()
-        assert Reconstruction.objects.filter(scan=scan).count() == 1
-        measurements = Measurement.objects.filter(scan=scan)
-        assert measurements.count() == len(pipeline.sim["truth"])
-        assert measurements.values("reconstruction").distinct().count() == 1
-        assert AuditEvent.objects.filter(action=AuditAction.RECONSTRUCTION_COMPLETED,
-                                         subject_id=pipeline.subject.pk).count() == 1
     finally:
         first.stop()
         if second is not None:

@@ -81,3 +81,46 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "
         time.sleep(interval)
     tails = "\n".join(f"--- {w.name}\n{w.log()[-3000:]}" for w in logs)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tails}")
+
+
+def drop_broker_connections(app) -> None:
+    """Connections already made keep their broker URL and transport options: drop them, so
+    the next publish uses the configuration as it is now."""
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+
+
+def scan_state(scan_id: int):
+    from imaging.models import Scan
+
+    return Scan.objects.filter(pk=scan_id).values_list("status", "attempt").first()
+
+
+def kill_mid_reconstruction(worker: Worker, scan_id: int) -> int:
+    """Wait for ``worker`` to claim the scan's reconstruction, SIGKILL it; the attempt it held."""
+    wait_for(lambda: (scan_state(scan_id) or ("",))[0] == "reconstructing", timeout=120,
+             what="the first worker to claim the reconstruction", logs=[worker])
+    attempt = scan_state(scan_id)[1]
+    worker.kill()
+    return attempt
+
+
+def assert_completed_once(scan_id: int, pipeline, attempt_killed: int):
+    """The scan finished on a later attempt with one result: one Reconstruction, the
+    Measurements of that one only, one RECONSTRUCTION_COMPLETED event. Returns the scan."""
+    from compliance.actions import AuditAction
+    from compliance.models import AuditEvent
+    from imaging.models import Measurement, Reconstruction, Scan
+
+    scan = Scan.objects.get(pk=scan_id)
+    assert scan.status == "quantified", scan.status_reason
+    assert scan.attempt > attempt_killed
+    assert Reconstruction.objects.filter(scan=scan).count() == 1
+    measurements = Measurement.objects.filter(scan=scan)
+    assert measurements.count() == len(pipeline.sim["truth"])
+    assert measurements.values("reconstruction").distinct().count() == 1
+    assert AuditEvent.objects.filter(action=AuditAction.RECONSTRUCTION_COMPLETED,
+                                     subject_id=pipeline.subject.pk).count() == 1
+    return scan
