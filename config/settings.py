@@ -311,7 +311,11 @@ IMAGING_SEND_MAX_RETRIES = envint("IMAGING_SEND_MAX_RETRIES", 5, minimum=0)
 
 # Scan pipeline (imaging).
 IMAGING_UPLOAD_MAX_BYTES = envint("IMAGING_UPLOAD_MAX_BYTES", 10 * 1024**3, minimum=1)
+# Uploads are received, hashed and written (O_DIRECT) in pieces of this size, 4 at a time.
 IMAGING_UPLOAD_PIECE_BYTES = envint("IMAGING_UPLOAD_PIECE_BYTES", 4 * 1024**2, minimum=4096)
+if IMAGING_UPLOAD_PIECE_BYTES % 4096:
+    raise ImproperEnvironment(f"IMAGING_UPLOAD_PIECE_BYTES={IMAGING_UPLOAD_PIECE_BYTES} must be a multiple of 4096 "
+                              "(O_DIRECT writes whole blocks)")
 # The browser upload page's PATCH size: each PATCH costs an fsync and a database commit, and
 # a dropped connection resends at most one; the page holds one chunk in memory. Keep it
 # under any body-size limit of a proxy in front (e.g. nginx client_max_body_size).

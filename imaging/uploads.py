@@ -43,27 +43,28 @@ Append
 Termination
     ``DELETE /api/v1/uploads/{id}/`` → 204; the partial file is removed.
 
-The body is moved into the file by ``config.request_body`` (never ``request.body``; under
-gunicorn from the socket to the file inside the kernel) and hashed from the file in
-pieces of ``IMAGING_UPLOAD_PIECE_BYTES``, so a 10 GB file needs a few MiB of memory. hashlib objects cannot
-be pickled or stored between requests, so each PATCH hashes only its own chunk (for
-Upload-Checksum) and the whole file is hashed once, by streaming it, in the ingest
-task: hashing 10 GB takes tens of seconds, too long to hold the last PATCH open
-behind a proxy, and every byte already arrived under a per-chunk checksum.
+The body is received by ``config.request_body`` (never ``request.body``; under gunicorn
+straight from the socket) into a few buffers of ``IMAGING_UPLOAD_PIECE_BYTES``, each hashed
+and written with O_DIRECT while the next is received (``append_chunk``), so a 10 GB file
+needs a few MiB of memory. hashlib objects cannot be pickled or stored between requests,
+so each PATCH hashes only its own chunk (for Upload-Checksum) and the whole file is
+hashed once, by streaming it, in the ingest task: hashing 10 GB takes tens of seconds,
+too long to hold the last PATCH open behind a proxy, and every byte already arrived
+under a per-chunk checksum.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import collections
 import contextlib
-import ctypes
-import ctypes.util
+import errno
 import fcntl
 import hashlib
+import itertools
+import mmap
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,31 +129,8 @@ def create_empty(relative: str) -> None:
     path.touch(exist_ok=False)
 
 
-def _sync_file_range():
-    """Linux's sync_file_range(2), which Python's os module lacks; None elsewhere."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        function = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    function.restype = ctypes.c_int
-    return function
-
-
-_SYNC_FILE_RANGE = _sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def start_writeback(fd: int, offset: int, count: int) -> None:
-    """Ask the kernel to start writing these bytes to disk now, without waiting for it.
-
-    The fsync that ends each PATCH then finds most of the chunk already on disk, so disk
-    writes overlap with receiving instead of following it (the copy baseline's writes
-    overlap its reads the same way). Only a hint: the fsync is what makes the chunk durable.
-    """
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, offset, count, _SYNC_FILE_RANGE_WRITE)
+PIECES_IN_FLIGHT = 4  # buffers per PATCH: one being received, the others being hashed and written
+DIRECT_ALIGN = 4096  # O_DIRECT wants file offsets, lengths and buffer addresses in whole logical blocks
 
 
 @dataclass(frozen=True)
@@ -161,77 +139,129 @@ class AppendResult:
     checksum_ok: bool
 
 
-def _hash_range(fd: int, digest, buffer: memoryview, position: int, count: int) -> None:
-    """Add ``count`` bytes of the file from ``position`` to ``digest`` (pages just written,
-    so still in memory: a read from the page cache, not from the disk)."""
-    while count:
-        got = os.preadv(fd, [buffer[:min(count, len(buffer))]], position)
-        if got == 0:
-            raise OSError(f"the upload file ended at {position} while hashing what was just written")
-        digest.update(buffer[:got])
-        position += got
-        count -= got
+def _pwrite_all(fd: int, data: memoryview, position: int) -> None:
+    while data:
+        count = os.pwritev(fd, [data], position)
+        data, position = data[count:], position + count
+
+
+class _PieceWriter:
+    """Writes pieces of one chunk to the upload's file, one after another (one thread).
+
+    Whole 4 KiB blocks go through a second descriptor opened with ``O_DIRECT``: from the
+    receive buffer to the disk, with no copy into the page cache and no dirty pages for the
+    kernel to write back later (on this project's VM, filling the page cache cost more CPU
+    than receiving and hashing together). The partial blocks at the ends of a chunk go
+    through the page cache, so chunks may start and end at any byte. A file system without
+    O_DIRECT (refused at open or at the first write) gets every byte through the page cache.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY)
+        self.direct: int | None = None
+        if hasattr(os, "O_DIRECT"):  # Linux
+            try:
+                self.direct = os.open(path, os.O_WRONLY | os.O_DIRECT)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL: this file system has no direct I/O
+                    os.close(self.fd)
+                    raise
+
+    def write(self, buffer: memoryview, start: int, end: int, position: int) -> None:
+        """``buffer[start:end]`` to the file at ``position + start``; ``position`` (where
+        ``buffer[0]`` belongs) is a multiple of DIRECT_ALIGN and so is the buffer's address."""
+        first = -(-start // DIRECT_ALIGN) * DIRECT_ALIGN  # the whole blocks: [first, last)
+        last = end // DIRECT_ALIGN * DIRECT_ALIGN
+        if self.direct is not None and first < last:
+            try:
+                _pwrite_all(self.direct, buffer[first:last], position + first)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL: this file system takes no direct I/O of this size
+                    raise
+                os.close(self.direct)
+                self.direct = None
+                _pwrite_all(self.fd, buffer[first:last], position + first)
+            _pwrite_all(self.fd, buffer[start:first], position + start)
+            _pwrite_all(self.fd, buffer[last:end], position + last)
+        else:
+            _pwrite_all(self.fd, buffer[start:end], position + start)
+
+    def close(self) -> None:
+        for fd in (self.fd, self.direct):
+            if fd is not None:
+                os.close(fd)
 
 
 def append_chunk(relative: str, *, offset: int, source, max_bytes: int,
                  expected_digest: bytes | None) -> AppendResult:
-    """Move the request body into the file at ``offset``; hash what landed there, on a
-    second thread.
+    """Receive the request body into the file at ``offset``, hashing it on the way.
 
-    ``source.write_into(fd, limit)`` moves body bytes into the file (see
-    ``config.request_body``: under gunicorn, socket to file inside the kernel). Every
-    ``IMAGING_UPLOAD_PIECE_BYTES`` the sha256 thread is given the new piece to read back
-    from the page cache (hashlib and the reads release the GIL, so hashing runs beside
-    the transfer) and the kernel is asked to start writing it to disk. The checksum thus
-    covers the bytes as stored. At most ``max_bytes`` are accepted: a longer body is
-    refused with 413 and discarded. When ``expected_digest`` is given and does not match,
-    the file is cut back to ``offset`` so the chunk leaves no trace.
+    ``source.readinto(buffer)`` fills buffers of ``IMAGING_UPLOAD_PIECE_BYTES`` (see
+    ``config.request_body``: under gunicorn, straight from the socket). Each full buffer is
+    handed to two threads, one adding it to the sha256 and one writing it (``_PieceWriter``,
+    with O_DIRECT), while the next buffer is being received; hashlib, the socket and the
+    writes release the GIL, so the three run side by side, and memory stays at
+    PIECES_IN_FLIGHT buffers whatever the chunk's size. At most ``max_bytes`` are accepted: a
+    longer body is refused with 413 and discarded. When ``expected_digest`` is given and does
+    not match, the file is cut back to ``offset``, as on any error, so the chunk leaves no
+    trace. The chunk is fsynced before this returns.
     """
-    piece = settings.IMAGING_UPLOAD_PIECE_BYTES
-    buffer = memoryview(bytearray(piece))  # the sha256 thread's
-    digest = hashlib.sha256()
-    written = hashed_to = 0  # bytes of this chunk moved into the file / handed to the sha256 thread
-    fd = os.open(media_path(relative), os.O_RDWR)
+    piece = settings.IMAGING_UPLOAD_PIECE_BYTES  # a multiple of DIRECT_ALIGN (settings)
+    digest = hashlib.sha256() if expected_digest is not None else None  # no Upload-Checksum: ingest checks the file
+    writer = _PieceWriter(media_path(relative))
+    # Anonymous maps are page-aligned, as O_DIRECT needs; buffer[0] of each piece belongs at an
+    # aligned file position, so the first piece starts ``offset % DIRECT_ALIGN`` bytes in.
+    # (Unmapped when the last view goes: an error's traceback may hold one a little longer.)
+    buffers = [memoryview(mmap.mmap(-1, piece)) for _ in range(PIECES_IN_FLIGHT)]
+    in_flight: list[list[Future]] = [[] for _ in buffers]
+    position, start = offset - offset % DIRECT_ALIGN, offset % DIRECT_ALIGN
+    received = 0
     try:
-        os.ftruncate(fd, offset)  # a chunk discarded mid-way by a dropped connection leaves nothing behind
-        os.lseek(fd, offset, os.SEEK_SET)
-        with ThreadPoolExecutor(1, thread_name_prefix="upload-sha256") as hasher:  # one thread: pieces in order
-            pending: collections.deque[Future] = collections.deque()
-
-            def hand_over(upto: int) -> None:
-                nonlocal hashed_to
-                if expected_digest is not None:  # no Upload-Checksum, nothing to verify (ingest checks the file)
-                    pending.append(hasher.submit(_hash_range, fd, digest, buffer, offset + hashed_to,
-                                                 upto - hashed_to))
-                start_writeback(fd, offset + hashed_to, upto - hashed_to)
-                hashed_to = upto
-                while len(pending) > 2:  # the hasher stays close behind: what it reads is still cached
-                    pending.popleft().result()
-
+        os.ftruncate(writer.fd, offset)  # a chunk discarded mid-way by a dropped connection leaves nothing behind
+        with ThreadPoolExecutor(1, thread_name_prefix="upload-sha256") as hasher, \
+                ThreadPoolExecutor(1, thread_name_prefix="upload-write") as writes:
             try:
-                # Ask for one byte more than may still come, so a body longer than allowed is noticed.
-                while count := source.write_into(fd, max_bytes - written + 1):
-                    written += count
-                    if written > max_bytes:
-                        raise RuleViolation("upload_too_large", f"The chunk goes past Upload-Length: at most "
-                                            f"{max_bytes} more bytes are expected from offset {offset}.",
-                                            status_code=413)
-                    if written - hashed_to >= piece:
-                        hand_over(written)
-                if written > hashed_to:
-                    hand_over(written)
-                while pending:
-                    pending.popleft().result()
-                if expected_digest is not None and digest.digest() != expected_digest:
-                    os.ftruncate(fd, offset)
+                for slot in itertools.cycle(range(PIECES_IN_FLIGHT)):
+                    _finish(in_flight[slot])  # this buffer's last piece is hashed and written
+                    buffer, end = buffers[slot], start
+                    # Ask for one byte more than may still come, so a body longer than allowed is noticed.
+                    while end < piece and (count := source.readinto(buffer[end:min(piece, end + max_bytes - received
+                                                                                        + 1)])):
+                        end += count
+                        received += count
+                        if received > max_bytes:
+                            raise RuleViolation("upload_too_large", f"The chunk goes past Upload-Length: at most "
+                                                f"{max_bytes} more bytes are expected from offset {offset}.",
+                                                status_code=413)
+                    if end > start:
+                        in_flight[slot] = [writes.submit(writer.write, buffer, start, end, position)]
+                        if digest is not None:
+                            in_flight[slot].append(hasher.submit(digest.update, buffer[start:end]))
+                    if end < piece:
+                        break  # the body has ended
+                    position, start = position + piece, 0
+                for futures in in_flight:
+                    _finish(futures)
+                if digest is not None and digest.digest() != expected_digest:
+                    os.ftruncate(writer.fd, offset)
                     return AppendResult(0, False)
             except BaseException:
-                os.ftruncate(fd, offset)
+                wait([f for futures in in_flight for f in futures])  # nothing may write after the cut
+                os.ftruncate(writer.fd, offset)
                 raise
-        os.fsync(fd)
+        os.fsync(writer.fd)  # the direct writes' blocks, the ends' pages and the new size
     finally:
-        os.close(fd)
-    return AppendResult(written, True)
+        writer.close()
+    return AppendResult(received, True)
+
+
+def _finish(futures: list[Future]) -> None:
+    """Wait for a piece's write and hash; their error is raised here."""
+    try:
+        for future in futures:
+            future.result()
+    finally:
+        futures.clear()
 
 
 @contextlib.contextmanager

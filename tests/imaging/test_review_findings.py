@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import SimpleNamespace
 
 from django.utils import timezone
 
 from compliance.actions import AuditAction
 from compliance.models import AuditEvent
 from config.errors import RuleViolation
-from config.request_body import ReadIntoSource
 from imaging import services, uploads
 from imaging.cache import SystemMatrixCache
 from imaging.models import Measurement, Reconstruction, Upload
@@ -91,8 +91,9 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
         if "second" not in outcomes:
             stale = Upload.objects.get(pk=upload.pk)
             try:
-                outcomes["second"] = services.upload_append(actor=pipeline.user, upload=stale, offset=0,
-                                                            source=ReadIntoSource(body_of(second)), checksum=None)
+                outcomes["second"] = services.upload_append(
+                    actor=pipeline.user, upload=stale, offset=0, source=SimpleNamespace(readinto=body_of(second)),
+                    checksum=None)
             except RuleViolation as exc:
                 outcomes["second"] = exc
             buffer[:len(first)] = first
@@ -100,8 +101,9 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
         return 0
 
     try:
-        outcomes["first"] = services.upload_append(actor=pipeline.user, upload=Upload.objects.get(pk=upload.pk),
-                                                   offset=0, source=ReadIntoSource(slow_readinto), checksum=None)
+        outcomes["first"] = services.upload_append(
+            actor=pipeline.user, upload=Upload.objects.get(pk=upload.pk), offset=0,
+            source=SimpleNamespace(readinto=slow_readinto), checksum=None)
     except RuleViolation as exc:
         outcomes["first"] = exc
 

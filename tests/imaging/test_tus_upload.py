@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -144,7 +145,6 @@ def test_a_chunk_of_many_pieces_is_hashed_in_order_and_written_whole(api, pipeli
 
 
 def test_a_connection_dropped_mid_chunk_leaves_the_upload_as_it_was(api, pipeline, settings):
-    from config.request_body import ReadIntoSource
     from imaging import services
 
     settings.IMAGING_UPLOAD_PIECE_BYTES = 4096
@@ -164,8 +164,8 @@ def test_a_connection_dropped_mid_chunk_leaves_the_upload_as_it_was(api, pipelin
         return count
 
     with pytest.raises(ConnectionResetError):
-        services.upload_append(actor=pipeline.user, upload=upload, offset=10_000, source=ReadIntoSource(readinto),
-                               checksum=None)
+        services.upload_append(actor=pipeline.user, upload=upload, offset=10_000,
+                               source=SimpleNamespace(readinto=readinto), checksum=None)
     upload.refresh_from_db()
     assert upload.offset == 10_000
     assert (Path(settings.MEDIA_ROOT) / upload.path).read_bytes() == data[:10_000]

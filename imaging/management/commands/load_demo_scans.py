@@ -19,7 +19,6 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import RuleViolation
-from config.request_body import ReadIntoSource
 from imaging import services
 from imaging.models import RegionOfInterest, Scan, Scanner, SystemMatrix
 from recon import phantoms
@@ -139,5 +138,4 @@ class Command(BaseCommand):
             subject=subject, injection_id=injection.pk, scanner_id=scanner.pk, hours_after_injection=float(hours),
             sha256=hashlib.sha256(data).hexdigest(), filename=path.name, length=len(data)))
         with open(path, "rb") as fh:
-            services.upload_append(actor=user, upload=upload, offset=0, source=ReadIntoSource(fh.readinto),
-                                    checksum=None)
+            services.upload_append(actor=user, upload=upload, offset=0, source=fh, checksum=None)
