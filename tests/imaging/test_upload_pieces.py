@@ -10,6 +10,9 @@ import fcntl
 import hashlib
 import io
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +151,15 @@ def test_memory_stays_at_a_few_pieces_whatever_the_chunk(upload_file, monkeypatc
                          expected_digest=hashlib.sha256(body).digest())
     assert sizes == [PIECE] * uploads.PIECES_IN_FLIGHT
     assert uploads.media_path(upload_file).read_bytes() == body
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("6000", "IMAGING_UPLOAD_PIECE_BYTES=6000 must be a multiple of 4096"),
+    ("2048", "IMAGING_UPLOAD_PIECE_BYTES=2048 is below the minimum 4096"),
+])
+def test_a_piece_size_that_direct_io_cannot_write_is_refused_at_start(value, message, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=Path(__file__).resolve().parents[2],
+                            env=env | {"IMAGING_UPLOAD_PIECE_BYTES": value, "MPI_VAR_DIR": str(tmp_path)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and message in result.stderr
