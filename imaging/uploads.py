@@ -208,12 +208,12 @@ def append_chunk(relative: str, *, offset: int, source, max_bytes: int,
     """
     piece = settings.IMAGING_UPLOAD_PIECE_BYTES  # a multiple of DIRECT_ALIGN (settings)
     digest = hashlib.sha256() if expected_digest is not None else None  # no Upload-Checksum: ingest checks the file
-    writer = _PieceWriter(media_path(relative))
     # Anonymous maps are page-aligned, as O_DIRECT needs; buffer[0] of each piece belongs at an
     # aligned file position, so the first piece starts ``offset % DIRECT_ALIGN`` bytes in.
     # (Unmapped when the last view goes: an error's traceback may hold one a little longer.)
     buffers = [memoryview(mmap.mmap(-1, piece)) for _ in range(PIECES_IN_FLIGHT)]
     in_flight: list[list[Future]] = [[] for _ in buffers]
+    writer = _PieceWriter(media_path(relative))  # opened last: the try below closes it
     position, start = offset - offset % DIRECT_ALIGN, offset % DIRECT_ALIGN
     received = 0
     try:
@@ -233,8 +233,8 @@ def append_chunk(relative: str, *, offset: int, source, max_bytes: int,
                             raise RuleViolation("upload_too_large", f"The chunk goes past Upload-Length: at most "
                                                 f"{max_bytes} more bytes are expected from offset {offset}.",
                                                 status_code=413)
-                    if end > start:
-                        in_flight[slot] = [writes.submit(writer.write, buffer, start, end, position)]
+                    if end > start:  # (appended as submitted: the error path waits for all of them)
+                        in_flight[slot].append(writes.submit(writer.write, buffer, start, end, position))
                         if digest is not None:
                             in_flight[slot].append(hasher.submit(digest.update, buffer[start:end]))
                     if end < piece:

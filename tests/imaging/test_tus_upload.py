@@ -126,8 +126,8 @@ def test_it_terminates_an_upload(api, pipeline, settings, django_capture_on_comm
 
 
 def test_a_chunk_of_many_pieces_is_hashed_in_order_and_written_whole(api, pipeline, settings):
-    """4 KiB pieces: the sha256 thread reads back many pieces within one PATCH while the
-    body goes on arriving. Out-of-order or missed pieces would fail the checksum."""
+    """4 KiB pieces: the sha256 thread hashes many pieces within one PATCH while the body
+    goes on arriving. Out-of-order or missed pieces would fail the checksum."""
     settings.IMAGING_UPLOAD_PIECE_BYTES = 4096
     data = Path(pipeline.sim["measurement"]).read_bytes()
     assert len(data) > 20 * 4096

@@ -116,6 +116,17 @@ def test_a_write_that_fails_mid_chunk_cuts_the_file_back_and_raises(upload_file,
     assert uploads.media_path(upload_file).read_bytes() == first
 
 
+def test_bytes_left_past_the_offset_by_a_killed_writer_are_cut_before_the_chunk(upload_file):
+    """A worker killed mid-chunk (SIGKILL, out of memory) leaves bytes past the upload's
+    offset; the next PATCH from that offset, shorter than what was left, must not keep them."""
+    first, stale, retry = os.urandom(5_000), os.urandom(3 * PIECE), os.urandom(PIECE + 11)
+    uploads.media_path(upload_file).write_bytes(first + stale)
+    result = uploads.append_chunk(upload_file, offset=5_000, source=io.BytesIO(retry), max_bytes=10**9,
+                                  expected_digest=hashlib.sha256(retry).digest())
+    assert result == uploads.AppendResult(len(retry), True)
+    assert uploads.media_path(upload_file).read_bytes() == first + retry
+
+
 def test_a_wrong_checksum_cuts_the_file_back(upload_file):
     first, second = os.urandom(7_000), os.urandom(3 * PIECE + 5)
     uploads.append_chunk(upload_file, offset=0, source=io.BytesIO(first), max_bytes=10**9, expected_digest=None)
