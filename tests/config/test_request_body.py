@@ -10,49 +10,29 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.imaging.orthanc import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.gunicorn import running_gunicorn
 
 
 def serve(worker_class: str, folder: Path, tls: bool = False):
-    """gunicorn serving tests/config/gunicorn_body_app.py on a free port (with its own TLS
-    and a throwaway self-signed certificate when ``tls``)."""
-    port = free_port()
-    log = folder / "server.log"
+    """gunicorn serving tests/config/gunicorn_body_app.py (with its own TLS and a throwaway
+    self-signed certificate when ``tls``)."""
     env = os.environ | {"MPI_VAR_DIR": str(folder / "var"), "DJANGO_SETTINGS_MODULE": "config.settings"}
-    command = [sys.executable, "-m", "gunicorn", "tests.config.gunicorn_body_app:application", "--bind",
-               f"127.0.0.1:{port}", "--workers", "1", "--worker-class", worker_class, "--timeout", "60"]
+    options = ["--worker-class", worker_class]
     if worker_class == "gthread":
-        command += ["--threads", "2"]
+        options += ["--threads", "2"]
     if tls:
         key, cert = folder / "key.pem", folder / "cert.pem"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
                         "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-        command += ["--keyfile", str(key), "--certfile", str(cert)]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"gunicorn did not start:\n{log.read_text()}")
-                time.sleep(0.1)
+        options += ["--keyfile", str(key), "--certfile", str(cert)]
+    with running_gunicorn("tests.config.gunicorn_body_app:application", *options, env=env,
+                          log=folder / "server.log") as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module", params=["sync", "gthread"])

@@ -9,10 +9,6 @@ import base64
 import hashlib
 import http.client
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,8 +18,8 @@ from rest_framework.authtoken.models import Token
 
 from imaging.models import Scan, Upload
 from tests.imaging import tus
-from tests.imaging.orthanc import free_port
-from tests.imaging.worker import ROOT, database_url
+from tests.gunicorn import running_gunicorn
+from tests.imaging.worker import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,30 +29,13 @@ PIECE = 8192
 @pytest.fixture
 def web(tmp_path):
     """gunicorn on the test's database and media folder; tasks go to a throwaway broker folder."""
-    port = free_port()
     log = tmp_path / "web.log"
     env = os.environ | {"DATABASE_URL": database_url(), "MEDIA_ROOT": str(settings.MEDIA_ROOT),
                         "MPI_VAR_DIR": str(tmp_path / "var"), "CELERY_BROKER_URL": "filesystem://",
                         "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "false",
                         "IMAGING_UPLOAD_PIECE_BYTES": str(PIECE)}
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
-                                    "--workers", "1", "--threads", "2", "--timeout", "60"],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"gunicorn did not start:\n{log.read_text()}")
-                time.sleep(0.2)
+    with running_gunicorn("config.wsgi", "--threads", "2", env=env, log=log) as port:
         yield port, log
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def patch(conn, path: str, token: str, offset: int, body: bytes, checksum: bytes):
