@@ -14,7 +14,7 @@ import numpy as np
 
 from recon.mdf import write_mdf
 
-FIXTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "mdf" / "robot_1d_calibration_v2.0.mdf"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mdf" / "robot_1d_calibration_v2.0.mdf"
 
 BANDWIDTH_HZ = 1.25e6
 BASE_FREQUENCY_HZ = 2.5e6
