@@ -9,7 +9,6 @@ in the sponsor set by pseudonym only.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import json
@@ -21,7 +20,7 @@ from django.apps import apps
 from django.db import connection
 from django.utils import timezone
 
-from compliance import deidentify
+from compliance import csvsafe, deidentify
 from compliance.audit import head, to_jsonable, verify_chain
 from compliance.models import AuditEvent, Export, Signature
 from compliance.signatures import signature_invalidate_if_changed
@@ -209,14 +208,8 @@ def tables(data: ReportData) -> dict[str, tuple[list[str], list[list]]]:
 
 
 def _csv_bytes(header: list[str], rows: list[list], preamble: list[str] = ()) -> bytes:
-    out = io.StringIO()
-    for line in preamble:
-        out.write(f"# {line}\n")
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([_fmt(v) for v in row])
-    return out.getvalue().encode("utf-8")
+    # The one CSV writer (compliance.csvsafe): formula-like free text is written as text.
+    return csvsafe.csv_bytes(header, rows, preamble=preamble, fmt=_fmt)
 
 
 def _zip(files: dict[str, bytes]) -> bytes:
