@@ -92,6 +92,13 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             scan=visible(imaging_selectors.scans_visible_to(user), v.get("scan"), "scan"))
         return Response(s.ExportOutput(export).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=None, responses={202: s.ExportOutput},
+                   summary="Queue a failed export again (its requester only; audited)")
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        export = services.export_retry(actor=request.user, export=self.get_object())
+        return Response(s.ExportOutput(export).data, status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(responses={(200, "application/octet-stream"): bytes}, summary="Download a ready export (audited)")
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):

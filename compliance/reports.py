@@ -9,19 +9,19 @@ in the sponsor set by pseudonym only.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import json
 import zipfile
 from dataclasses import dataclass, field
 from xml.etree import ElementTree as ET
+from xml.sax.saxutils import escape as xml_escape
 
 from django.apps import apps
 from django.db import connection
 from django.utils import timezone
 
-from compliance import deidentify
+from compliance import csvsafe, deidentify
 from compliance.audit import head, to_jsonable, verify_chain
 from compliance.models import AuditEvent, Export, Signature
 from compliance.signatures import signature_invalidate_if_changed
@@ -209,14 +209,8 @@ def tables(data: ReportData) -> dict[str, tuple[list[str], list[list]]]:
 
 
 def _csv_bytes(header: list[str], rows: list[list], preamble: list[str] = ()) -> bytes:
-    out = io.StringIO()
-    for line in preamble:
-        out.write(f"# {line}\n")
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([_fmt(v) for v in row])
-    return out.getvalue().encode("utf-8")
+    # The one CSV writer (compliance.csvsafe): formula-like free text is written as text.
+    return csvsafe.csv_bytes(header, rows, preamble=preamble, fmt=_fmt)
 
 
 def _zip(files: dict[str, bytes]) -> bytes:
@@ -274,6 +268,11 @@ def build_report_pdf(data: ReportData) -> bytes:
     from reportlab.lib.units import cm
     from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+    def paragraph(text: str, style) -> Paragraph:
+        # The one way text enters the PDF: Paragraph reads its text as markup, so a value
+        # such as "<b>" or "x <script>...</script>" would change the print or fail the build.
+        return Paragraph(xml_escape(text), style)
+
     styles = getSampleStyleSheet()
     small = styles["BodyText"].clone("small", fontSize=7, leading=8.5)
     buffer = io.BytesIO()
@@ -281,11 +280,11 @@ def build_report_pdf(data: ReportData) -> bytes:
     doc = SimpleDocTemplate(buffer, pagesize=landscape(A4), title=f"Report {trial.protocol_number}",
                             author="MPI cell-therapy trial platform", leftMargin=1.5 * cm, rightMargin=1.5 * cm)
     story = [
-        Paragraph(f"Trial report: {trial.protocol_number}", styles["Title"]),
-        Paragraph(f"{trial.title} (phase {trial.phase}, {trial.status}). Scope: {data.scope_label}. "
+        paragraph(f"Trial report: {trial.protocol_number}", styles["Title"]),
+        paragraph(f"{trial.title} (phase {trial.phase}, {trial.status}). Scope: {data.scope_label}. "
                   f"Generated {_fmt(data.generated_at)} for {data.export.requested_by.get_username()} "
                   f"(export #{data.export.pk}).", styles["BodyText"]),
-        Paragraph(f"Subjects: {len(data.subjects)}; injections: {len(data.injections)}; scans: {len(data.scans)}; "
+        paragraph(f"Subjects: {len(data.subjects)}; injections: {len(data.injections)}; scans: {len(data.scans)}; "
                   f"signatures: {len(data.signatures)} ({sum(1 for s in data.signatures if not s.valid)} invalidated).",
                   styles["BodyText"]),
     ]
@@ -294,13 +293,13 @@ def build_report_pdf(data: ReportData) -> bytes:
                 "nanoparticle_lots": "Nanoparticle lots", "metrics": "Scan metrics", "signatures": "Signatures"}
     plot = retention_plot_png(data)
     for name, (header, rows) in tables(data).items():
-        story += [Spacer(1, 0.4 * cm), Paragraph(headings[name], styles["Heading2"])]
+        story += [Spacer(1, 0.4 * cm), paragraph(headings[name], styles["Heading2"])]
         if name == "metrics" and plot is not None:
             story += [Image(io.BytesIO(plot), width=16 * cm, height=7.9 * cm), Spacer(1, 0.2 * cm)]
         if not rows:
-            story.append(Paragraph("None recorded.", styles["BodyText"]))
+            story.append(paragraph("None recorded.", styles["BodyText"]))
             continue
-        cells = [[Paragraph(h, small) for h in header]] + [[Paragraph(_fmt(v), small) for v in row] for row in rows]
+        cells = [[paragraph(h, small) for h in header]] + [[paragraph(_fmt(v), small) for v in row] for row in rows]
         table = Table(cells, repeatRows=1)
         table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
                                    ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf3")),

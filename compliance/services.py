@@ -71,6 +71,17 @@ def _scan_scope(kind: str, scan, trial, site, subject):
     return scan_subject.trial, scan_subject.site, scan_subject
 
 
+def _check_may_export(actor, kind: str, trial, site, subject, scan) -> None:
+    """May ``actor`` have this export now? Asked on request and again on retry."""
+    if scan is not None:
+        from imaging import dicom_export
+
+        dicom_export.check_may_export(actor, scan, deidentified=kind == Export.Kind.DICOM_STUDY_DEIDENTIFIED)
+        dicom_export.require_exportable(scan)
+    else:
+        _check_may_request(actor, kind, trial, site, subject)
+
+
 def export_request(*, actor, kind: str, trial=None, site=None, subject=None, scan=None) -> Export:
     """Queue an export. ``scan`` (for the DICOM kinds) implies its trial, site and subject."""
     if kind not in Export.Kind.values:
@@ -82,13 +93,7 @@ def export_request(*, actor, kind: str, trial=None, site=None, subject=None, sca
     if subject is not None and (subject.trial_id != trial.pk or (site is not None and subject.site_id != site.pk)):
         raise RuleViolation("trial_mismatch", "The subject is outside the trial or site given.", field="subject",
                             status_code=400)
-    if scan is not None:
-        from imaging import dicom_export
-
-        dicom_export.check_may_export(actor, scan, deidentified=kind == Export.Kind.DICOM_STUDY_DEIDENTIFIED)
-        dicom_export.require_exportable(scan)
-    else:
-        _check_may_request(actor, kind, trial, site, subject)
+    _check_may_export(actor, kind, trial, site, subject, scan)
     export = Export(kind=kind, trial=trial, site=site, subject=subject, scan=scan, requested_by=actor)
     with transaction.atomic():
         export.full_clean()
@@ -131,13 +136,17 @@ def export_run(export_id: int) -> Export | None:
             content, extension, content_type = reports.build(
                 export, progress=lambda stage, fraction: export_set_progress(export.pk, stage, fraction))
         except Exception as exc:
+            # The traceback goes to the server log only; the row (shown to the requester and
+            # to monitors) and the audit trail get words a person can act on.
             logger.exception("export #%s failed", export.pk)
+            message = _failure_message(export, exc)
             with transaction.atomic():
                 Export.objects.filter(pk=export.pk).update(status=Export.Status.FAILED, finished_at=timezone.now(),
-                                                           error=f"{type(exc).__name__}: {exc}"[:2000])
+                                                           error=message)
                 record_event(actor=export.requested_by, action=AuditAction.EXPORT_COMPLETED,
                              object_type="compliance.export", object_id=export.pk,
-                             changes={"kind": export.kind, "status": "failed", "error": type(exc).__name__}, **scope)
+                             changes={"kind": export.kind, "status": "failed", "error": type(exc).__name__,
+                                      "message": message}, **scope)
             export.refresh_from_db()
             return export
         digest = hashlib.sha256(content).hexdigest()
@@ -152,6 +161,44 @@ def export_run(export_id: int) -> Export | None:
                          object_type="compliance.export", object_id=export.pk,
                          changes={"kind": export.kind, "status": "ready", "sha256": digest, "size_bytes": len(content)},
                          **scope)
+    export.refresh_from_db()
+    return export
+
+
+def _failure_message(export: Export, exc: Exception) -> str:
+    """What the requester reads about a failed export: never an exception's own text,
+    which may carry server paths or data; a rule's refusal is already meant for people."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    if isinstance(exc, RuleViolation):
+        return exc.message[:2000]
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return (f"The export took longer than the time allowed and was stopped (reference export-{export.pk}). "
+                "Retry it, or ask for a smaller scope (one site or one subject).")
+    return (f"The export could not be built because of an internal error (reference export-{export.pk}, "
+            "recorded in the server log). Retry it; if it fails again, report that reference.")
+
+
+def export_retry(*, actor, export: Export) -> Export:
+    """Queue a failed export again. Only its requester may, and only while the rules of a
+    new request still let them have it (a role may have ended since)."""
+    if export.requested_by_id != actor.pk:
+        raise RuleViolation("forbidden", "Only the person who requested an export may retry it.", status_code=403)
+    if export.status != Export.Status.FAILED:
+        raise RuleViolation("not_retryable", f"Export #{export.pk} is {export.status}: only a failed export can be "
+                                             "retried.", status_code=409)
+    _check_may_export(actor, export.kind, export.trial, export.site, export.subject, export.scan)
+    with transaction.atomic():
+        if not Export.objects.filter(pk=export.pk, status=Export.Status.FAILED).update(
+                status=Export.Status.QUEUED, error="", started_at=None, finished_at=None, progress_stage="",
+                progress_percent=0):
+            raise RuleViolation("not_retryable", f"Export #{export.pk} changed meanwhile.", status_code=409)
+        record_event(actor=actor, action=AuditAction.EXPORT_RETRIED, object_type="compliance.export",
+                     object_id=export.pk, trial_id=export.trial_id, site_id=export.site_id,
+                     subject_id=export.subject_id,
+                     changes={"kind": export.kind, "status": [Export.Status.FAILED, Export.Status.QUEUED],
+                              "previous_error": export.error})
+        transaction.on_commit(lambda: _enqueue(export.pk))
     export.refresh_from_db()
     return export
 

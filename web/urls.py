@@ -37,4 +37,5 @@ urlpatterns = [
     path("scans/<int:pk>/export/", views.scan_export, name="scan-export"),
     path("scans/<int:pk>/pacs/", views.scan_pacs_send, name="scan-pacs-send"),
     path("exports/", views.exports, name="exports"),
+    path("exports/<int:pk>/retry/", views.export_retry, name="export-retry"),
 ]

@@ -503,6 +503,19 @@ def exports(request):
     }, status=400 if request.method == "POST" else 200)
 
 
+@login_required
+@require_http_methods(["POST"])
+def export_retry(request, pk):
+    export = get_object_or_404(compliance_services.exports_visible_to(request.user), pk=pk)
+    try:
+        compliance_services.export_retry(actor=request.user, export=export)
+    except RULE_ERRORS as exc:
+        messages.error(request, getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)])))
+    else:
+        messages.success(request, f"Export #{export.pk} queued again: it is built in the background.")
+    return redirect("web:exports")
+
+
 # --------------------------------------------------------------------------- corrections and status
 
 

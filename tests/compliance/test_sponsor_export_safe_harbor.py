@@ -53,14 +53,14 @@ def test_it_contains_none_of_the_safe_harbor_identifiers(built, sponsor, trial, 
     subject_rows = files["subjects.csv"].splitlines()[1:]
     for subject in cohort[:2]:
         pseudonym = deidentify.subject_pseudonym(trial, subject)
-        rows = [r for r in "\n".join(files.values()).splitlines() if r.startswith(pseudonym)]
+        rows = [r for r in "\n".join(files.values()).splitlines() if r.startswith(f'"{pseudonym}"')]
         assert rows
         real = _date_forms(subject.enrolment_date) | {c.signed_at.date().isoformat() for c in subject.consents.all()}
         real |= {i.administered_at.date().isoformat() for i in subject.injections.all()}
         assert not any(d in row for row in rows for d in real)
     assert len(subject_rows) == 2  # the subject without data-sharing consent is left out
     assert deidentify.subject_pseudonym(trial, cohort[2]) not in everything
-    assert any(row.endswith(",90+") for row in subject_rows)
+    assert any(row.endswith(',"90+"') for row in subject_rows)  # every cell quoted (compliance.csvsafe)
 
 
 def test_it_shifts_every_date_of_a_subject_by_the_same_stable_offset(built, sponsor, trial, cohort):
@@ -72,7 +72,7 @@ def test_it_shifts_every_date_of_a_subject_by_the_same_stable_offset(built, spon
     _, second = built(sponsor, Export.Kind.SPONSOR_DEIDENTIFIED, trial)
     assert unzip(first)["subjects.csv"] == unzip(second)["subjects.csv"]
     pseudonym = deidentify.subject_pseudonym(trial, visit)
-    [row] = [r for r in unzip(first)["subjects.csv"].splitlines() if r.startswith(pseudonym)]
+    [row] = [r for r in unzip(first)["subjects.csv"].splitlines() if r.startswith(f'"{pseudonym}"')]
     assert (visit.enrolment_date + dt.timedelta(days=days)).isoformat() in row
 
 
