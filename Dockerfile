@@ -5,7 +5,7 @@ COPY requirements.lock pyproject.toml ./
 RUN pip install --no-cache-dir -r requirements.lock
 COPY . .
 RUN MPI_VAR_DIR=/tmp/build-var python manage.py collectstatic --noinput
-RUN useradd --create-home mpi && mkdir -p /data && chown mpi /data
+RUN useradd --create-home mpi && mkdir -p /data /audit-checkpoints && chown mpi /data /audit-checkpoints
 USER mpi
 EXPOSE 8000
 CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000"]

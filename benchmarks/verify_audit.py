@@ -1,6 +1,6 @@
 """Benchmark: audit-trail verification throughput (events verified per second).
 
-Not a test. Fills a throwaway database with N chained audit events (default 1,000,000),
+Not a test. Fills a throwaway database with N chained (HMAC-keyed) audit events (default 1,000,000),
 then times ``compliance.audit.verify_chain`` over all of them and prints the rate against
 the target (100,000 events/s on the 2-core CI machine).
 
@@ -40,6 +40,7 @@ def main() -> int:
 
     from compliance.actions import AuditAction
     from compliance.audit import GENESIS_HASH, canonical_payload, chain_hash, verify_chain
+    from compliance.audit_keys import keyring
     from compliance.models import AuditEvent
 
     if connection.vendor == "postgresql":
@@ -49,6 +50,7 @@ def main() -> int:
 
     print(f"database: {connection.vendor}; seeding {args.events:,} chained events ...", file=sys.stderr)
     started = time.perf_counter()
+    ring = keyring()  # keyed like record_event: HMAC-SHA256 under the current key
     prev = GENESIS_HASH
     base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     batch = []
@@ -69,8 +71,8 @@ def main() -> int:
             request_id=f"{sequence:032x}",
             client_address="10.0.0.1",
         )
-        digest = chain_hash(prev, canonical_payload(**fields))
-        batch.append(AuditEvent(prev_hash=prev, hash=digest, **fields))
+        digest = chain_hash(prev, canonical_payload(**fields), key=ring.current)
+        batch.append(AuditEvent(prev_hash=prev, hash=digest, key_id=ring.current_id, **fields))
         prev = digest
         if len(batch) == 20_000:
             AuditEvent.objects.bulk_create(batch)

@@ -11,9 +11,13 @@ from compliance.actions import AuditAction
 class AuditEvent(models.Model):
     """One link of the tamper-evident audit trail.
 
-    ``hash`` = SHA-256(previous event's hash + canonical JSON of this event), so a
-    change to any stored event, or a removed one, breaks every later link. Rows are
-    append-only: on PostgreSQL a trigger refuses UPDATE, DELETE and TRUNCATE.
+    ``hash`` = HMAC-SHA256 under the chain key named by ``key_id`` of (previous event's
+    hash + canonical JSON of this event), so a change to any stored event, or a removed
+    one, breaks every later link, and only a holder of the key (never the database) can
+    recompute them. Events recorded before the chain was keyed have no ``key_id`` and a
+    plain SHA-256 ``hash``; they form a prefix anchored by a signed checkpoint
+    (``compliance.checkpoints``). Rows are append-only: on PostgreSQL a trigger refuses
+    UPDATE, DELETE and TRUNCATE.
     Site and trial are plain ids, not foreign keys, so the trail never depends on
     (or cascades with) the records it describes.
     """
@@ -36,6 +40,9 @@ class AuditEvent(models.Model):
     client_address = models.GenericIPAddressField(null=True, blank=True, editable=False)
     prev_hash = models.CharField(max_length=64, editable=False)
     hash = models.CharField(max_length=64, unique=True, editable=False)
+    # Nullable so that adding it is a plain ADD COLUMN on SQLite too (a NOT NULL column
+    # makes Django rebuild the table, which would drop the append-only triggers).
+    key_id = models.CharField(max_length=16, null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["sequence"]

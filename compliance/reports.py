@@ -22,7 +22,7 @@ from django.db import connection
 from django.utils import timezone
 
 from compliance import csvsafe, deidentify
-from compliance.audit import head, to_jsonable, verify_chain
+from compliance.audit import head, read_checkpoints, to_jsonable, verify_chain
 from compliance.models import AuditEvent, Export, Signature
 from compliance.signatures import signature_invalidate_if_changed
 
@@ -340,8 +340,11 @@ def _audit_row(event: AuditEvent) -> dict:
 def _audit_header(export: Export) -> dict:
     verification = verify_chain().as_dict()
     head_sequence, head_hash = head()
+    # The signed checkpoints anchor the head outside the database; a copy travels with the extract.
+    checkpoints = [c.as_dict() for c in read_checkpoints()[0]]
     return {"trial": export.trial.protocol_number, "scope": export.scope_label, "generated_at": timezone.now(),
-            "chain_verification": verification, "head_sequence": head_sequence, "head_hash": head_hash}
+            "chain_verification": verification, "head_sequence": head_sequence, "head_hash": head_hash,
+            "checkpoints": checkpoints}
 
 
 def build_audit_json(export: Export) -> bytes:
@@ -359,6 +362,8 @@ def build_audit_csv(export: Export) -> bytes:
         f"chain_ok: {str(verification['ok']).lower()}; events_checked: {verification['events_checked']}; "
         f"problem: {verification['problem'] or 'none'}",
         f"head_sequence: {header['head_sequence']}; head_hash: {header['head_hash']}",
+        *(f"checkpoint: sequence: {c['sequence']}; hash: {c['hash']}; written_at: {c['written_at']}; "
+          f"key_id: {c['key_id']}; source: {c['source']}" for c in header["checkpoints"]),
     ]
     rows = []
     for event in audit_events_in_scope(export).iterator():

@@ -18,3 +18,12 @@ from compliance import services
 def run_export(export_id: int) -> str:
     export = services.export_run(export_id)
     return "claimed elsewhere or done" if export is None else export.status
+
+
+@shared_task(name="compliance.audit_checkpoint", acks_late=True, soft_time_limit=60, time_limit=90)
+def audit_checkpoint() -> str:
+    """Celery beat's periodic signed checkpoint of the audit chain's head (AUDIT_CHECKPOINT_INTERVAL_SECONDS)."""
+    from compliance.audit import write_checkpoint
+
+    body = write_checkpoint()
+    return "empty chain" if body is None else f"checkpoint of event #{body['sequence']}"

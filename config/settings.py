@@ -8,6 +8,7 @@ database, the broker, the secret key and the allowed hosts must all be given.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -76,6 +77,54 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Audit chain (compliance.audit, compliance.checkpoints). Events are chained with
+# HMAC-SHA256 under AUDIT_HMAC_KEY, which the database never holds, so whoever holds the
+# database cannot rewrite an event and recompute the later links. Earlier keys stay in
+# AUDIT_HMAC_RETIRED_KEYS (comma-separated) so what they keyed still verifies after a
+# rotation. Signed checkpoints of the head are appended to AUDIT_CHECKPOINT_DIR (an
+# append-only store outside the database: WORM bucket mount, chattr +a folder on another
+# host) every AUDIT_CHECKPOINT_EVERY_EVENTS events and every AUDIT_CHECKPOINT_INTERVAL_SECONDS
+# (Celery beat), so deleting the newest events or rewriting the table shows in verify_audit.
+def _embedded_audit_key() -> str:
+    # Generated once per checkout under var/, like the embedded SECRET_KEY; never in the database.
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key_file = VAR_DIR / "audit_hmac_key"
+    if not key_file.exists():
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+    return key_file.read_text().strip()
+
+
+if PRODUCTION:
+    AUDIT_HMAC_KEY = _require("AUDIT_HMAC_KEY")
+    AUDIT_CHECKPOINT_DIR = Path(_require("AUDIT_CHECKPOINT_DIR"))
+else:
+    AUDIT_HMAC_KEY = envstr("AUDIT_HMAC_KEY") or _embedded_audit_key()
+    AUDIT_CHECKPOINT_DIR = Path(envstr("AUDIT_CHECKPOINT_DIR", str(VAR_DIR / "audit-checkpoints")))
+AUDIT_HMAC_RETIRED_KEYS = envlist("AUDIT_HMAC_RETIRED_KEYS", [])
+for _name, _key in [("AUDIT_HMAC_KEY", AUDIT_HMAC_KEY)] + [("AUDIT_HMAC_RETIRED_KEYS", k) for k in AUDIT_HMAC_RETIRED_KEYS]:
+    if len(_key.encode("utf-8")) < 32:
+        raise ImproperEnvironment(f"{_name}: an audit chain key must be at least 32 bytes long "
+                                  "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')")
+AUDIT_CHECKPOINT_EVERY_EVENTS = envint("AUDIT_CHECKPOINT_EVERY_EVENTS", 1000, minimum=1)
+AUDIT_CHECKPOINT_INTERVAL_SECONDS = envint("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600, minimum=60)
+CELERY_BEAT_SCHEDULE = {
+    "audit-checkpoint": {"task": "compliance.audit_checkpoint", "schedule": AUDIT_CHECKPOINT_INTERVAL_SECONDS},
+}
+# Migrations run as the role that owns the tables; the application's DATABASE_URL names a
+# role that owns nothing and may not UPDATE, DELETE or TRUNCATE audit events (see
+# `manage.py print_db_roles_sql`). With MIGRATION_DATABASE_URL set, run
+# `manage.py migrate --database migrations`; give it only to the migration job, never to
+# the web or worker processes.
+MIGRATION_DATABASE_URL = envstr("MIGRATION_DATABASE_URL")
+if MIGRATION_DATABASE_URL:
+    DATABASES["migrations"] = {**dj_database_url.parse(MIGRATION_DATABASE_URL), "TEST": {"MIRROR": "default"}}
 
 INSTALLED_APPS = [
     "django.contrib.admin",

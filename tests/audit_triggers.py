@@ -44,3 +44,21 @@ def _audit_triggers_on(request):
     yield
     if transactional:
         _set(False)  # runs before pytest-django's flush, which the triggers would refuse
+
+
+def tamper(sql: str, params) -> None:
+    """Change audit rows behind the triggers' back, as whoever holds the database could."""
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cursor.execute("ALTER TABLE compliance_auditevent DISABLE TRIGGER compliance_auditevent_append_only")
+            cursor.execute(sql, params)
+            cursor.execute("ALTER TABLE compliance_auditevent ENABLE TRIGGER compliance_auditevent_append_only")
+        else:
+            for statement in triggers.SQLITE_REVERSE:
+                cursor.execute(statement)
+            cursor.execute(sql, params)
+            for statement in triggers.SQLITE_FORWARD:
+                cursor.execute(statement)

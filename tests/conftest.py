@@ -24,6 +24,8 @@ from trials.models import Role
 def _test_settings(settings, tmp_path):
     # Uploaded consent documents and certificates land in a throwaway folder.
     settings.MEDIA_ROOT = tmp_path / "media"
+    # Each test's audit checkpoints in its own store: none from another test's chain.
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path / "audit-checkpoints"
     # A deliberately slow password hash has nothing to prove here.
     settings.STATIC_ROOT = tmp_path / "static"
     settings.STATIC_ROOT.mkdir()

@@ -11,6 +11,7 @@ from compliance.actions import AuditAction
 from compliance.audit import GENESIS_HASH, AuditError, diff, record_event, verify_chain
 from compliance.context import request_context
 from compliance.models import AuditEvent
+from tests.audit_triggers import tamper
 from tests.services import require_postgres
 
 pytestmark = pytest.mark.django_db
@@ -111,23 +112,9 @@ def test_it_refuses_a_direct_sql_update_on_postgresql(alice):
     assert AuditEvent.objects.get(pk=event.pk).reason == "eligibility confirmed"
 
 
-def _tamper(sql, params):
-    """Change an audit row behind the trigger's back, as a database administrator could."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            cursor.execute("ALTER TABLE compliance_auditevent DISABLE TRIGGER compliance_auditevent_append_only")
-            cursor.execute(sql, params)
-            cursor.execute("ALTER TABLE compliance_auditevent ENABLE TRIGGER compliance_auditevent_append_only")
-        else:
-            cursor.execute("DROP TRIGGER compliance_auditevent_no_update")
-            cursor.execute("DROP TRIGGER compliance_auditevent_no_delete")
-            cursor.execute(sql, params)
-
-
 def test_verify_audit_names_the_first_tampered_event(alice):
     _record(alice, 6)
-    _tamper("UPDATE compliance_auditevent SET reason = %s WHERE sequence = %s", ["backdated", 4])
+    tamper("UPDATE compliance_auditevent SET reason = %s WHERE sequence = %s", ["backdated", 4])
     result = verify_chain()
     assert not result.ok and result.first_broken_sequence == 4 and result.events_checked == 3
     with pytest.raises(CommandError, match=r"broken at event #4: .*altered"):
@@ -136,7 +123,7 @@ def test_verify_audit_names_the_first_tampered_event(alice):
 
 def test_verify_audit_reports_a_deleted_event(alice):
     _record(alice, 4)
-    _tamper("DELETE FROM compliance_auditevent WHERE sequence = %s", [2])
+    tamper("DELETE FROM compliance_auditevent WHERE sequence = %s", [2])
     result = verify_chain()
     assert not result.ok and result.first_broken_sequence == 3 and "missing" in result.problem
 

@@ -12,6 +12,8 @@ PRODUCTION_ENV = {
     "ALLOWED_HOSTS": "trials.example.org",
     "DATABASE_URL": "postgresql://mpi@db.example.org:5432/mpi_trials",
     "CELERY_BROKER_URL": "redis://redis.example.org:6379/0",
+    "AUDIT_HMAC_KEY": "a-production-audit-chain-key-of-at-least-32-bytes-x",
+    "AUDIT_CHECKPOINT_DIR": "/srv/audit-checkpoints",
 }
 
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('compliance', '0004_dicom_exports'),
+        ('compliance', '0005_chain_audit_key_id'),
     ]
 
     operations = [
