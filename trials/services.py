@@ -22,7 +22,7 @@ from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from compliance import twofactor
+from compliance import credentials, twofactor
 from compliance.actions import AuditAction
 from compliance.audit import diff, record_event
 from compliance.signatures import signature_invalidate_if_changed
@@ -569,10 +569,31 @@ def _require_clinical_member(user, site: Site, field: str, who: str) -> None:
                             field=field)
 
 
+def _require_verifier_password(*, actor, subject: Subject, batch: CellBatch, verifier, password: str) -> None:
+    """The second person proves they are there: their password, counted toward their
+    lockout like a sign-in. A refusal is audited (its own transaction) and nothing else
+    is written."""
+    check = credentials.password_check(user=verifier, password=password, via=credentials.INJECTION_VERIFIER)
+    if check.confirmed:
+        return
+    with transaction.atomic():
+        record_event(actor=actor, action=AuditAction.INJECTION_VERIFICATION_REFUSED, object_type="trials.injection",
+                     object_id="", trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk,
+                     changes={"verifier": verifier.get_username(), "batch": batch.pk,
+                              "why": "account locked" if check.locked else "wrong password"})
+    if check.locked:
+        raise RuleViolation(check.code, f"The verifier {verifier.get_username()} cannot confirm: {check.message} "
+                            "Nothing was recorded.", field="verifier_password", status_code=429)
+    raise RuleViolation("verifier_password_wrong", "The verifier's password is wrong: nothing was recorded.",
+                        field="verifier_password", status_code=403)
+
+
 def injection_record(
     *, actor, subject: Subject, batch: CellBatch, administered_cells: int, volume_ml: Decimal, route: str,
-    anatomical_target: str, administered_at: dt.datetime, administered_by, verified_by,
+    anatomical_target: str, administered_at: dt.datetime, administered_by, verified_by, verifier_password: str,
 ) -> Injection:
+    """Record an injection; ``verified_by`` confirms the dose with their own password
+    (four eyes), checked here so that every interface asks for it."""
     site = subject.site
     access.require_role(actor, site=site, roles=access.INJECTION_ROLES, action="record injections")
     _not_in_future(administered_at, "administered_at", "The administration time")
@@ -584,6 +605,8 @@ def injection_record(
     if subject.status != Subject.Status.ENROLLED:
         raise RuleViolation("subject_not_enrolled", f"Subject {subject.code} is {subject.status}, not enrolled.",
                             field="subject")
+    _require_verifier_password(actor=actor, subject=subject, batch=batch, verifier=verified_by,
+                               password=verifier_password)
     with transaction.atomic():
         # The lock makes "cells remaining" exact: a second injection from this batch
         # waits here until the first one commits.

@@ -187,7 +187,8 @@ def injection_record(request, pk):
         return trial_services.injection_record(
             actor=request.user, subject=subject, batch=d["batch"], administered_cells=d["administered_cells"],
             volume_ml=d["volume_ml"], route=d["route"], anatomical_target=d["anatomical_target"],
-            administered_at=d["administered_at"], administered_by=d["administered_by"], verified_by=d["verified_by"])
+            administered_at=d["administered_at"], administered_by=d["administered_by"], verified_by=d["verified_by"],
+            verifier_password=d["verifier_password"])
 
     if request.method == "POST" and _submit(form, record):
         messages.success(request, f"Injection recorded for {subject.code}.")
