@@ -275,6 +275,9 @@ class InjectionCorrectInput(CorrectionInput):
     administered_at = serializers.DateTimeField(required=False)
     administered_by = ActiveUsernameField(required=False)
     verified_by = ActiveUsernameField(required=False)
+    verifier_password = serializers.CharField(
+        style={"input_type": "password"}, trim_whitespace=False, write_only=True, required=False,
+        help_text="Required when verified_by names another person: that person's own password.")
 
 
 class LotCorrectInput(CorrectionInput):

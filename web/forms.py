@@ -269,6 +269,10 @@ class InjectionCorrectForm(forms.Form):
     administered_at = date_time_field("Administered at")
     administered_by = forms.ModelChoiceField(queryset=None, empty_label=None, label="Administered by")
     verified_by = forms.ModelChoiceField(queryset=None, empty_label=None, label="Verified by (second person)")
+    verifier_password = forms.CharField(
+        label="New verifier's password", required=False, strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+        help_text="Only when you name another verifier: that person types their own password.")
     reason = reason_field()
 
     def __init__(self, *args, staff, **kwargs):

@@ -563,7 +563,9 @@ def injection_correct(request, pk):
     form = forms.InjectionCorrectForm(request.POST or None, staff=queries.clinical_staff(subject.site),
                                       initial=current)
     return _correct(request, obj=injection, form=form, current=current, subject=subject,
-                    call=lambda **kw: trial_services.injection_correct(actor=request.user, injection=injection, **kw),
+                    call=lambda **kw: trial_services.injection_correct(
+                        actor=request.user, injection=injection,
+                        verifier_password=form.cleaned_data.get("verifier_password", ""), **kw),
                     title=f"Correct injection #{injection.pk} · {subject.code}",
                     back=reverse("web:subject", args=[subject.pk]), done=f"Injection #{injection.pk} corrected.")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from compliance.actions import AuditAction
 from compliance.models import AuditEvent
@@ -91,3 +92,58 @@ def test_the_web_form_goes_through_the_same_check(client, ready, coordinator_a, 
     assert Injection.objects.count() == 0
     assert AuditEvent.objects.filter(action=AuditAction.INJECTION_VERIFICATION_REFUSED).count() == 1
     assert AuditEvent.objects.filter(action=AuditAction.LOGIN_FAILED, changes__via="injection_verifier").count() == 1
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+@pytest.fixture
+def injection(ready, coordinator_a, investigator_a):
+    subject, _, batch = ready
+    return f.InjectionFactory(subject=subject, batch=batch, administered_by=coordinator_a, verified_by=investigator_a)
+
+
+def test_a_correction_naming_another_verifier_needs_that_verifiers_password(api, injection, coordinator_a,
+                                                                            investigator_a):
+    client = api(coordinator_a)
+    swap = {"administered_by": "investigator_a", "verified_by": "coordinator_a", "reason": "names swapped"}
+    response = client.patch(f"/api/v1/injections/{injection.pk}/", swap, format="json")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "verifier_password_wrong"
+    injection.refresh_from_db()
+    assert (injection.administered_by, injection.verified_by) == (coordinator_a, investigator_a)
+    assert not AuditEvent.objects.filter(action=AuditAction.INJECTION_UPDATED).exists()
+    refused = AuditEvent.objects.get(action=AuditAction.INJECTION_VERIFICATION_REFUSED)
+    assert refused.changes["verifier"] == "coordinator_a" and refused.subject_id == injection.subject_id
+
+    response = client.patch(f"/api/v1/injections/{injection.pk}/", {**swap, "verifier_password": PASSWORD},
+                            format="json")
+    assert response.status_code == 200, response.json()
+    injection.refresh_from_db()
+    assert (injection.administered_by, injection.verified_by) == (investigator_a, coordinator_a)
+
+
+def test_a_correction_that_keeps_the_verifier_needs_no_password(api, injection, coordinator_a):
+    response = api(coordinator_a).patch(f"/api/v1/injections/{injection.pk}/",
+                                        {"volume_ml": "2.5", "reason": "misread syringe"}, format="json")
+    assert response.status_code == 200, response.json()
+    assert not AuditEvent.objects.filter(action__in=[AuditAction.INJECTION_VERIFICATION_REFUSED,
+                                                     AuditAction.LOGIN_FAILED]).exists()
+
+
+def test_the_web_correction_asks_the_new_verifier_for_their_password(client, injection, coordinator_a,
+                                                                     investigator_a):
+    client.force_login(coordinator_a)
+    form = {"administered_cells": injection.administered_cells, "volume_ml": str(injection.volume_ml),
+            "route": injection.route, "anatomical_target": injection.anatomical_target,
+            "administered_at": timezone.localtime(injection.administered_at).strftime("%Y-%m-%dT%H:%M"),
+            "administered_by": investigator_a.pk, "verified_by": coordinator_a.pk, "reason": "names swapped"}
+    response = client.post(f"/injections/{injection.pk}/edit/", {**form, "verifier_password": "guess"})
+    assert response.context["form"].errors["verifier_password"] == [
+        "The verifier's password is wrong: nothing was recorded."]
+    injection.refresh_from_db()
+    assert injection.verified_by == investigator_a
+    response = client.post(f"/injections/{injection.pk}/edit/", {**form, "verifier_password": PASSWORD})
+    assert response.status_code == 302
+    injection.refresh_from_db()
+    assert injection.verified_by == coordinator_a
