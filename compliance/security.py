@@ -70,7 +70,8 @@ class LockoutHandler(AxesDatabaseHandler):
         return recent.aggregate(n=Sum("failures_since_start"))["n"] or 0
 
     def _address_throttled(self, request) -> bool:
-        return settings.AXES_LOCK_OUT_AT_FAILURE and self.address_failures(request) >= settings.LOGIN_ADDRESS_FAILURE_LIMIT
+        limit = settings.LOGIN_ADDRESS_FAILURE_LIMIT
+        return settings.AXES_LOCK_OUT_AT_FAILURE and self.address_failures(request) >= limit
 
     def is_locked(self, request, credentials=None) -> bool:
         if super().is_locked(request, credentials):
