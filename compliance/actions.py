@@ -41,6 +41,7 @@ class AuditAction(IntEnum):
     # Injections (500s)
     INJECTION_RECORDED = 500
     INJECTION_UPDATED = 501
+    INJECTION_VERIFICATION_REFUSED = 502  # the verifier's password was wrong or locked out
     # Scans and reconstructions (600s)
     SCANNER_REGISTERED = 600
     SYSTEM_MATRIX_REGISTERED = 610
@@ -69,6 +70,7 @@ class AuditAction(IntEnum):
     LOGIN_FAILED = 801
     LOGOUT = 802
     ACCOUNT_LOCKED = 803
+    ACCOUNT_UNLOCKED = 804  # an administrator released a lockout
     TOKEN_ISSUED = 810
     SIGNATURE_APPLIED = 820
     SIGNATURE_INVALIDATED = 821

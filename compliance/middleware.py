@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from compliance import twofactor
 from compliance.context import request_context
+from compliance.security import client_address
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -26,8 +27,9 @@ class RequestContextMiddleware:
     def __call__(self, request):
         sent = request.headers.get("X-Request-ID", "")
         request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
-        # REMOTE_ADDR only: X-Forwarded-For is client-controlled unless a trusted proxy rewrites it.
-        with request_context(request_id=request_id, client_address=request.META.get("REMOTE_ADDR")):
+        # REMOTE_ADDR, or the address trusted proxies forwarded (TRUSTED_PROXY_COUNT): never
+        # a header the client alone wrote.
+        with request_context(request_id=request_id, client_address=client_address(request)):
             response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response

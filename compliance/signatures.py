@@ -16,11 +16,11 @@ from typing import Callable
 
 import orjson
 from django.apps import apps
-from django.contrib.auth.hashers import check_password
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
 
+from compliance import credentials
 from compliance.actions import AuditAction
 from compliance.audit import record_event, to_jsonable
 from compliance.models import AuditEvent, Signature
@@ -198,12 +198,18 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
     site = Site.objects.get(pk=scope.site_id) if scope.site_id else None
     if site is None or str(Role.INVESTIGATOR) not in access.roles_at(signer, site):
         raise RuleViolation("forbidden", "Only an investigator at the record's site may sign it.", status_code=403)
-    if not (signer.is_active and password and check_password(password, signer.password)):
+    # Counted toward the signer's lockout like a sign-in (11.300(d)): no password oracle.
+    check = credentials.password_check(user=signer, password=password, via=credentials.E_SIGNATURE)
+    if not check.confirmed:
         # The refusal is itself a fact for the trail (11.300(d)): commit it, sign nothing.
         with transaction.atomic():
             record_event(actor=signer, action=AuditAction.SIGNATURE_REFUSED, object_type=obj._meta.label_lower,
                          object_id=obj.pk, trial_id=scope.trial_id, site_id=scope.site_id,
-                         subject_id=scope.subject_id, changes={"meaning": meaning, "why": "wrong password"})
+                         subject_id=scope.subject_id,
+                         changes={"meaning": meaning, "why": "account locked" if check.locked else "wrong password"})
+        if check.locked:
+            raise RuleViolation(check.code, f"{check.message} Nothing was signed.", field="password",
+                                status_code=429)
         raise RuleViolation("signature_refused", "The password is wrong: nothing was signed.", field="password",
                             status_code=403)
     signed_at = timezone.now()

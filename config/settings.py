@@ -332,15 +332,28 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 
-# Account lockout (django-axes), counted over the login form and the API
-# token endpoint alike. Cool-off in minutes; a successful login clears the count.
+# Account lockout (django-axes). Every password check counts: the login form, the API
+# token endpoint, e-signatures and an injection verifier's password (compliance.credentials).
+# Failures are counted per (username, client address): a stranger elsewhere cannot lock a
+# user out where the user is, and one user's typos do not lock out colleagues behind the
+# same proxy. One address is also throttled across all usernames (password spraying) at
+# the higher LOGIN_ADDRESS_FAILURE_LIMIT. Cool-off in minutes; a successful login clears
+# that (username, address) count. Administrators see and release lockouts in the admin
+# (Axes > Access attempts) or with `manage.py lockout_release USERNAME`.
 AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=100)
+LOGIN_ADDRESS_FAILURE_LIMIT = envint("LOGIN_ADDRESS_FAILURE_LIMIT", 50, minimum=1, maximum=100_000)
 AXES_COOLOFF_TIME = envint("LOGIN_COOLOFF_MINUTES", 30, minimum=1) / 60  # hours, as axes counts
-# Per username (an account under attack) and per address (password spraying), each on its own.
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "compliance.security.LockoutHandler"  # adds the per-address throttle
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "compliance.security.lockout_response"
 AXES_VERBOSE = False
+# The client address, for the lockout and the audit trail alike: REMOTE_ADDR, unless the
+# platform is reached only through TRUSTED_PROXY_COUNT reverse proxies that each append
+# the address they received from to X-Forwarded-For (nginx: proxy_add_x_forwarded_for).
+# Never set it higher than the proxies really there: the client writes the rest of the header.
+TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+AXES_CLIENT_IP_CALLABLE = "compliance.security.client_address"
 
 # Two-factor authentication (TOTP, django-otp) for every role that may read identifiable
 # data. On by default in production, where switching it off is refused; off by default

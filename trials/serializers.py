@@ -248,6 +248,9 @@ class InjectionRecordInput(serializers.Serializer):
     administered_at = serializers.DateTimeField()
     administered_by = ActiveUsernameField()
     verified_by = ActiveUsernameField()
+    verifier_password = serializers.CharField(
+        style={"input_type": "password"}, trim_whitespace=False, write_only=True,
+        help_text="The verifier's own password (four eyes); a wrong one counts toward the verifier's lockout.")
 
 
 # Corrections (PATCH on a detail route): every field optional, the reason required by
@@ -272,6 +275,9 @@ class InjectionCorrectInput(CorrectionInput):
     administered_at = serializers.DateTimeField(required=False)
     administered_by = ActiveUsernameField(required=False)
     verified_by = ActiveUsernameField(required=False)
+    verifier_password = serializers.CharField(
+        style={"input_type": "password"}, trim_whitespace=False, write_only=True, required=False,
+        help_text="Required when verified_by names another person: that person's own password.")
 
 
 class LotCorrectInput(CorrectionInput):

@@ -22,7 +22,7 @@ from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from compliance import twofactor
+from compliance import credentials, twofactor
 from compliance.actions import AuditAction
 from compliance.audit import diff, record_event
 from compliance.signatures import signature_invalidate_if_changed
@@ -569,21 +569,49 @@ def _require_clinical_member(user, site: Site, field: str, who: str) -> None:
                             field=field)
 
 
-def injection_record(
-    *, actor, subject: Subject, batch: CellBatch, administered_cells: int, volume_ml: Decimal, route: str,
-    anatomical_target: str, administered_at: dt.datetime, administered_by, verified_by,
-) -> Injection:
-    site = subject.site
-    access.require_role(actor, site=site, roles=access.INJECTION_ROLES, action="record injections")
-    _not_in_future(administered_at, "administered_at", "The administration time")
+def _require_four_eyes(site: Site, *, administered_by, verified_by) -> None:
+    """Two different people, both clinical staff at the site."""
     if administered_by is not None and verified_by is not None and administered_by.pk == verified_by.pk:
         raise RuleViolation("verifier_is_administrator", "The verifier must be someone other than the administrator.",
                             field="verified_by")
     _require_clinical_member(administered_by, site, "administered_by", "administrator")
     _require_clinical_member(verified_by, site, "verified_by", "verifier")
+
+
+def _require_verifier_password(*, actor, subject: Subject, batch: CellBatch, verifier, password: str) -> None:
+    """The second person proves they are there: their password, counted toward their
+    lockout like a sign-in. A refusal is audited (its own transaction) and nothing else
+    is written."""
+    check = credentials.password_check(user=verifier, password=password, via=credentials.INJECTION_VERIFIER)
+    if check.confirmed:
+        return
+    with transaction.atomic():
+        record_event(actor=actor, action=AuditAction.INJECTION_VERIFICATION_REFUSED, object_type="trials.injection",
+                     object_id="", trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk,
+                     changes={"verifier": verifier.get_username(), "batch": batch.pk,
+                              "why": "account locked" if check.locked else "wrong password"})
+    if check.locked:
+        raise RuleViolation(check.code, f"The verifier {verifier.get_username()} cannot confirm: {check.message} "
+                            "Nothing was recorded.", field="verifier_password", status_code=429)
+    raise RuleViolation("verifier_password_wrong", "The verifier's password is wrong: nothing was recorded.",
+                        field="verifier_password", status_code=403)
+
+
+def injection_record(
+    *, actor, subject: Subject, batch: CellBatch, administered_cells: int, volume_ml: Decimal, route: str,
+    anatomical_target: str, administered_at: dt.datetime, administered_by, verified_by, verifier_password: str,
+) -> Injection:
+    """Record an injection; ``verified_by`` confirms the dose with their own password
+    (four eyes), checked here so that every interface asks for it."""
+    site = subject.site
+    access.require_role(actor, site=site, roles=access.INJECTION_ROLES, action="record injections")
+    _not_in_future(administered_at, "administered_at", "The administration time")
+    _require_four_eyes(site, administered_by=administered_by, verified_by=verified_by)
     if subject.status != Subject.Status.ENROLLED:
         raise RuleViolation("subject_not_enrolled", f"Subject {subject.code} is {subject.status}, not enrolled.",
                             field="subject")
+    _require_verifier_password(actor=actor, subject=subject, batch=batch, verifier=verified_by,
+                               password=verifier_password)
     with transaction.atomic():
         # The lock makes "cells remaining" exact: a second injection from this batch
         # waits here until the first one commits.
@@ -717,12 +745,22 @@ _INJECTION_LOCKED = {
 }
 
 
-def injection_correct(*, actor, injection: Injection, reason: str, **fields) -> Injection:
+def injection_correct(*, actor, injection: Injection, reason: str, verifier_password: str = "",
+                      **fields) -> Injection:
+    """Correct an injection. Naming another verifier needs that person's password
+    (``verifier_password``), as recording does: nobody is made a verifier unasked."""
     subject = injection.subject
     site = subject.site
     access.require_role(actor, site=site, roles=access.INJECTION_ROLES, action="correct injections")
     reason = _require_reason(reason)
     _require_correctable("injection", fields, correctable=_INJECTION_CORRECTABLE, locked=_INJECTION_LOCKED)
+    new_verifier = fields.get("verified_by")
+    if new_verifier is not None and new_verifier.pk != injection.verified_by_id:
+        # Before the transaction: a refusal is audited and counted, and must stay written.
+        _require_four_eyes(site, administered_by=fields.get("administered_by", injection.administered_by),
+                           verified_by=new_verifier)
+        _require_verifier_password(actor=actor, subject=subject, batch=injection.batch, verifier=new_verifier,
+                                   password=verifier_password)
     with transaction.atomic():
         injection = Injection.objects.select_for_update(of=("self",)).select_related(
             "subject", "subject__site", "administered_by", "verified_by").get(pk=injection.pk)
@@ -738,11 +776,7 @@ def injection_correct(*, actor, injection: Injection, reason: str, **fields) -> 
         # asked of the values as they will be stored.
         administered_at = injection.administered_at
         _not_in_future(administered_at, "administered_at", "The administration time")
-        if injection.administered_by_id == injection.verified_by_id:
-            raise RuleViolation("verifier_is_administrator",
-                                "The verifier must be someone other than the administrator.", field="verified_by")
-        _require_clinical_member(injection.administered_by, site, "administered_by", "administrator")
-        _require_clinical_member(injection.verified_by, site, "verified_by", "verifier")
+        _require_four_eyes(site, administered_by=injection.administered_by, verified_by=injection.verified_by)
         _positive(injection.administered_cells, field="administered_cells", what="The number of cells")
         _positive(injection.volume_ml, field="volume_ml", what="The volume")
         if batch.labelled_at is not None and administered_at < batch.labelled_at:

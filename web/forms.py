@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 
 from django import forms
-from django.contrib.auth.hashers import check_password
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -181,14 +180,6 @@ class InjectionForm(forms.Form):
             self.fields[name].queryset = staff
             self.fields[name].label_from_instance = lambda u: u.get_full_name() or u.get_username()
 
-    def clean(self):
-        data = super().clean()
-        verifier = data.get("verified_by")
-        password = data.get("verifier_password")
-        if verifier is not None and password and not check_password(password, verifier.password):
-            self.add_error("verifier_password", "The verifier's password is wrong: nothing was recorded.")
-        return data
-
 
 class SignForm(forms.Form):
     meaning = forms.ChoiceField(choices=SignatureMeaning.choices, initial=SignatureMeaning.APPROVAL)
@@ -278,6 +269,10 @@ class InjectionCorrectForm(forms.Form):
     administered_at = date_time_field("Administered at")
     administered_by = forms.ModelChoiceField(queryset=None, empty_label=None, label="Administered by")
     verified_by = forms.ModelChoiceField(queryset=None, empty_label=None, label="Verified by (second person)")
+    verifier_password = forms.CharField(
+        label="New verifier's password", required=False, strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+        help_text="Only when you name another verifier: that person types their own password.")
     reason = reason_field()
 
     def __init__(self, *args, staff, **kwargs):

@@ -187,7 +187,8 @@ def injection_record(request, pk):
         return trial_services.injection_record(
             actor=request.user, subject=subject, batch=d["batch"], administered_cells=d["administered_cells"],
             volume_ml=d["volume_ml"], route=d["route"], anatomical_target=d["anatomical_target"],
-            administered_at=d["administered_at"], administered_by=d["administered_by"], verified_by=d["verified_by"])
+            administered_at=d["administered_at"], administered_by=d["administered_by"], verified_by=d["verified_by"],
+            verifier_password=d["verifier_password"])
 
     if request.method == "POST" and _submit(form, record):
         messages.success(request, f"Injection recorded for {subject.code}.")
@@ -575,7 +576,9 @@ def injection_correct(request, pk):
     form = forms.InjectionCorrectForm(request.POST or None, staff=queries.clinical_staff(subject.site),
                                       initial=current)
     return _correct(request, obj=injection, form=form, current=current, subject=subject,
-                    call=lambda **kw: trial_services.injection_correct(actor=request.user, injection=injection, **kw),
+                    call=lambda **kw: trial_services.injection_correct(
+                        actor=request.user, injection=injection,
+                        verifier_password=form.cleaned_data.get("verifier_password", ""), **kw),
                     title=f"Correct injection #{injection.pk} · {subject.code}",
                     back=reverse("web:subject", args=[subject.pk]), done=f"Injection #{injection.pk} corrected.")
 

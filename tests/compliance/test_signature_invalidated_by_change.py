@@ -60,7 +60,7 @@ def test_it_invalidates_the_visit_signature_when_an_injection_is_added(visit, re
     injection = services.injection_record(
         actor=coordinator_a, subject=visit, batch=batch, administered_cells=1_000_000, volume_ml=Decimal("1.0"),
         route="intravenous", anatomical_target="tail vein", administered_at=timezone.now() - dt.timedelta(hours=1),
-        administered_by=investigator_a, verified_by=coordinator_a,
+        administered_by=investigator_a, verified_by=coordinator_a, verifier_password=PASSWORD,
     )
     stored = Signature.objects.get(pk=signature.pk)
     assert stored.valid is False

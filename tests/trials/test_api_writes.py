@@ -119,7 +119,8 @@ def test_it_records_an_injection_and_shows_cells_remaining(api, ready, coordinat
     response = client.post("/api/v1/injections/", {
         "subject": subject.pk, "batch": batch.pk, "administered_cells": 25_000_000, "volume_ml": "2.0",
         "route": "intramyocardial", "anatomical_target": "LV anterior wall", "administered_at": f.days_ago(1).isoformat(),
-        "administered_by": "investigator_a", "verified_by": "coordinator_a"}, format="json")
+        "administered_by": "investigator_a", "verified_by": "coordinator_a",
+        "verifier_password": f.PASSWORD}, format="json")
     assert response.status_code == 201, response.json()
     assert Injection.objects.get().administered_by == investigator_a
     assert client.get(f"/api/v1/cell-batches/{batch.pk}/").json()["cells_remaining"] == 75_000_000
@@ -133,7 +134,8 @@ def test_it_answers_a_refused_injection_in_the_error_shape_and_writes_nothing(ap
         response = api(coordinator_a).post("/api/v1/injections/", {
             "subject": subject.pk, "batch": batch.pk, "administered_cells": 25_000_000, "volume_ml": "2.0",
             "route": "intramyocardial", "anatomical_target": "LV", "administered_at": f.days_ago(1).isoformat(),
-            "administered_by": "coordinator_a", "verified_by": "coordinator_a"}, format="json")
+            "administered_by": "coordinator_a", "verified_by": "coordinator_a",
+            "verifier_password": f.PASSWORD}, format="json")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "verifier_is_administrator"
     assert not AuditEvent.objects.filter(action=AuditAction.INJECTION_RECORDED).exists()

@@ -50,7 +50,8 @@ def test_it_corrects_the_volume_and_route_with_one_audit_event(injection, coordi
 
 def test_it_corrects_who_gave_and_who_verified(injection, coordinator_a, investigator_a):
     start = head_sequence()
-    _correct(coordinator_a, injection, administered_by=coordinator_a, verified_by=investigator_a)
+    _correct(coordinator_a, injection, administered_by=coordinator_a, verified_by=investigator_a,
+             verifier_password=f.PASSWORD)  # the new verifier confirms
     injection.refresh_from_db()
     assert (injection.administered_by, injection.verified_by) == (coordinator_a, investigator_a)
     assert one_event_since(start).changes == {
@@ -161,7 +162,7 @@ def _url(injection):
 def test_it_corrects_through_the_api(api, injection, coordinator_a, investigator_a):
     response = api(coordinator_a).patch(
         _url(injection), {"volume_ml": "2.5", "administered_by": "coordinator_a", "verified_by": "investigator_a",
-                          "reason": "swapped on the paper record"}, format="json")
+                          "verifier_password": f.PASSWORD, "reason": "swapped on the paper record"}, format="json")
     assert response.status_code == 200, response.json()
     body = response.json()
     assert (body["volume_ml"], body["administered_by"], body["verified_by"]) == (

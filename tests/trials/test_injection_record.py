@@ -24,7 +24,7 @@ def _inject(actor, subject, batch, *, by, verifier, cells=10_000_000, at=None):
     return injection_record(
         actor=actor, subject=subject, batch=batch, administered_cells=cells, volume_ml=Decimal("2.0"),
         route=Injection.Route.INTRAMYOCARDIAL, anatomical_target="left ventricle", administered_at=at or f.days_ago(1),
-        administered_by=by, verified_by=verifier,
+        administered_by=by, verified_by=verifier, verifier_password=f.PASSWORD,
     )
 
 

@@ -7,6 +7,8 @@ import datetime as dt
 
 from django.utils import timezone
 
+from compliance.actions import AuditAction
+from compliance.models import AuditEvent
 from tests import factories as f
 from trials.models import Consent, Injection, Subject, SubjectIdentity
 
@@ -63,13 +65,17 @@ def test_it_records_an_injection_verified_by_a_second_person(browser_client, coo
 
 
 def test_it_refuses_the_injection_when_the_verifier_password_is_wrong(browser_client, coordinator_a, investigator_a,
-                                                                      ready, nothing_written):
+                                                                      ready):
     subject, _, batch = ready
     client = browser_client(coordinator_a)
-    with nothing_written():
-        response = client.post(f"/subjects/{subject.pk}/injection/",
-                                                      _injection_form(batch, coordinator_a, investigator_a, "wrong"))
+    before = AuditEvent.objects.count()
+    response = client.post(f"/subjects/{subject.pk}/injection/",
+                           _injection_form(batch, coordinator_a, investigator_a, "wrong"))
     assert "verifier_password" in response.context["form"].errors
+    assert Injection.objects.count() == 0
+    # The refusal is audited (and counted toward the verifier's lockout); nothing else is written.
+    written = AuditEvent.objects.order_by("sequence")[before:]
+    assert sorted(e.action for e in written) == [AuditAction.INJECTION_VERIFICATION_REFUSED, AuditAction.LOGIN_FAILED]
 
 
 def test_it_refuses_a_verifier_who_is_the_administrator(browser_client, coordinator_a, ready, nothing_written):

@@ -176,7 +176,7 @@ class Command(BaseCommand):
                     actor=coordinator_a, subject=subject, batch=batch, administered_cells=cells,
                     volume_ml=Decimal("2.5"), route=Injection.Route.INTRAMYOCARDIAL,
                     anatomical_target="left ventricle, peri-infarct anterior wall", administered_at=_at(20 - serial),
-                    administered_by=investigator_a, verified_by=coordinator_a,
+                    administered_by=investigator_a, verified_by=coordinator_a, verifier_password=DEMO_PASSWORD,
                 )
         # Site B: an autologous batch in manufacture, not yet labelled.
         services.batch_register(
