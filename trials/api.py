@@ -15,6 +15,7 @@ from rest_framework.permissions import SAFE_METHODS, AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from compliance.serializers import IssuedTokenOutput, issued_token_data
 from config.viewsets import ScopedViewSet as BaseScopedViewSet
 from trials import filters, selectors, services
 from trials import serializers as s
@@ -213,14 +214,14 @@ class InjectionViewSet(ScopedViewSet):
 
 
 class TokenApi(APIView):
-    """Exchange a username and password for an API token."""
+    """Exchange a username and password for a new API token (one per client; it expires)."""
 
     authentication_classes = []  # credentials are in the body; no session, so no CSRF
     permission_classes = [AllowAny]
 
-    @extend_schema(request=s.TokenInput, responses=s.TokenOutput, summary="Obtain an API token")
+    @extend_schema(request=s.TokenInput, responses=IssuedTokenOutput, summary="Obtain an API token")
     def post(self, request):
         serializer = s.TokenInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        token = services.auth_token_issue(request=request, **serializer.validated_data)
-        return Response({"token": token.key})
+        issued = services.auth_token_issue(request=request, **serializer.validated_data)
+        return Response(issued_token_data(issued))
