@@ -329,3 +329,40 @@ def test_every_api_view_checks_the_token_scope():
         if view.authentication_classes and TokenScopePermission not in view.permission_classes:
             unchecked.append(route)
     assert unchecked == []
+
+
+# --------------------------------------------------------------------------- sweep and admin site
+
+
+def test_it_sweeps_ended_tokens_and_audits_each_once(api, coordinator_a, imaging_a):
+    from django.core.management import call_command
+
+    idle, live = _issue(api), _issue(api)
+    scanner = _scoped(api, imaging_a, "scanner")
+    _age(idle["id"], last_used_at=timezone.now() - dt.timedelta(days=1))
+    _age(scanner["id"], last_used_at=timezone.now() - dt.timedelta(days=1))
+
+    call_command("expire_api_tokens")
+    call_command("expire_api_tokens")
+
+    assert ApiToken.objects.get(pk=idle["id"]).revoked_reason == "idle"
+    assert ApiToken.objects.filter(revoked_at__isnull=True).count() == 2
+    assert list(AuditEvent.objects.filter(action=AuditAction.TOKEN_EXPIRED).values_list("object_id", flat=True)) \
+        == [str(idle["id"])]
+    assert _get(api, live["token"]).status_code == 200
+
+
+def test_it_lets_a_superuser_revoke_tokens_in_the_admin_site(api, client, coordinator_a):
+    admin = f.UserFactory(username="root", is_superuser=True, is_staff=True)
+    issued = _issue(api)
+    client.force_login(admin)
+
+    page = client.get("/admin/compliance/apitoken/")
+    assert page.status_code == 200 and issued["token"] not in page.content.decode()
+    response = client.post("/admin/compliance/apitoken/", {"action": "revoke_tokens", "_selected_action": [issued["id"]]})
+
+    assert response.status_code == 302
+    token = ApiToken.objects.get()
+    assert (token.revoked_reason, token.revoked_by) == ("administrator", admin)
+    assert AuditEvent.objects.filter(action=AuditAction.TOKEN_REVOKED, actor=admin).count() == 1
+    assert _get(api, issued["token"]).status_code == 401
