@@ -366,3 +366,27 @@ def test_it_lets_a_superuser_revoke_tokens_in_the_admin_site(api, client, coordi
     assert (token.revoked_reason, token.revoked_by) == ("administrator", admin)
     assert AuditEvent.objects.filter(action=AuditAction.TOKEN_REVOKED, actor=admin).count() == 1
     assert _get(api, issued["token"]).status_code == 401
+
+
+def test_it_refuses_the_token_of_a_deactivated_user(api, coordinator_a):
+    issued = _issue(api)
+    coordinator_a.is_active = False
+    coordinator_a.save()
+    response = _get(api, issued["token"])
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "User inactive or deleted."
+    assert AuditEvent.objects.last().changes["reason"] == "user_inactive"
+
+
+def test_it_caps_the_life_of_a_scoped_token(api, imaging_a, settings):
+    settings.API_SERVICE_TOKEN_MAX_DAYS = 30
+    response = api(imaging_a).post(TOKENS_URL, {"name": "bridge", "scope": "scanner", "expires_in_days": 31},
+                                   format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "token_lifetime_too_long"
+    assert set(response.json()["error"]["fields"]) == {"expires_in_days"}
+    assert not ApiToken.objects.exists()
+    ok = api(imaging_a).post(TOKENS_URL, {"name": "bridge", "scope": "scanner", "expires_in_days": 30}, format="json")
+    assert ok.status_code == 201
+    token = ApiToken.objects.get()
+    assert token.expires_at - token.created_at == dt.timedelta(days=30)
