@@ -80,7 +80,8 @@ class SubjectViewSet(ScopedViewSet):
                    summary="Read a subject's identity (PHI roles only; every read is audited)")
     @extend_schema(methods=["PUT", "POST"], request=s.IdentityInput, responses=s.IdentityOutput,
                    summary="Record or correct a subject's identity (a correction needs a reason)")
-    @action(detail=True, methods=["get", "put", "post"])
+    # Identifiable data is for people: no scoped (integration or scanner) token reaches it.
+    @action(detail=True, methods=["get", "put", "post"], token_scopes=frozenset())
     def identity(self, request, pk=None):
         subject = self.get_object()
         if request.method in SAFE_METHODS:  # GET and HEAD are reads, audited alike

@@ -390,3 +390,14 @@ def test_it_caps_the_life_of_a_scoped_token(api, imaging_a, settings):
     assert ok.status_code == 201
     token = ApiToken.objects.get()
     assert token.expires_at - token.created_at == dt.timedelta(days=30)
+
+
+def test_it_keeps_identity_from_a_read_token(api, coordinator_a, site_a):
+    subject = f.SubjectFactory(site=site_a)
+    f.SubjectIdentityFactory(subject=subject)
+    issued = _scoped(api, coordinator_a, "read", name="dashboard")
+
+    response = api().get(f"/api/v1/subjects/{subject.pk}/identity/", HTTP_AUTHORIZATION=f"Token {issued['token']}")
+
+    assert response.status_code == 403
+    assert not AuditEvent.objects.filter(action=AuditAction.IDENTITY_READ).exists()
