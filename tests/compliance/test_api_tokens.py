@@ -401,3 +401,17 @@ def test_it_keeps_identity_from_a_read_token(api, coordinator_a, site_a):
 
     assert response.status_code == 403
     assert not AuditEvent.objects.filter(action=AuditAction.IDENTITY_READ).exists()
+
+
+def test_it_lets_only_an_administrator_issue_a_token_for_another_user(api, coordinator_a, imaging_a):
+    refused = api(coordinator_a).post(TOKENS_URL, {"name": "x", "scope": "read", "user": imaging_a.pk}, format="json")
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+    assert not ApiToken.objects.exists()
+
+    admin = f.UserFactory(username="root", is_superuser=True, is_staff=True)
+    issued = api(admin).post(TOKENS_URL, {"name": "bridge", "scope": "scanner", "user": imaging_a.pk}, format="json")
+    assert issued.status_code == 201
+    token = ApiToken.objects.get()
+    assert (token.user, token.created_by, token.scope) == (imaging_a, admin, "scanner")
+    event = AuditEvent.objects.get(action=AuditAction.TOKEN_ISSUED)
+    assert (event.actor, event.changes["user"]) == (admin, "imaging_a")
