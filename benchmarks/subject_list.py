@@ -45,9 +45,10 @@ def main() -> None:
     from django.db import connection
     from django.test import Client
     from django.utils import timezone
-    from rest_framework.authtoken.models import Token
 
     from django.contrib.auth import get_user_model
+
+    from compliance.tokens import token_issue
     from trials.models import Membership, Role, Site, Subject, Trial
 
     call_command("migrate", verbosity=0)
@@ -55,7 +56,7 @@ def main() -> None:
     sites = [Site.objects.create(trial=trial, code=c, name=f"Site {c}", time_zone="UTC") for c in ("A", "B")]
     monitor = get_user_model().objects.create_user("bench_monitor", password="bench-password-2026")
     Membership.objects.create(user=monitor, trial=trial, role=Role.MONITOR)
-    token = Token.objects.create(user=monitor)
+    token = token_issue(user=monitor, name="subject-list benchmark")
     client = Client(HTTP_AUTHORIZATION=f"Token {token.key}")
 
     def seed_to(total: int) -> None:

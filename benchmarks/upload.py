@@ -78,10 +78,10 @@ def manage(env, *args, capture=False):
 
 
 def setup_django_token(env) -> str:
-    code = ("from rest_framework.authtoken.models import Token;"
+    code = ("from compliance.tokens import token_issue;"
             "from django.contrib.auth import get_user_model;"
             "u=get_user_model().objects.get(username='imaging_a');"
-            "print(Token.objects.get_or_create(user=u)[0].key)")
+            "print(token_issue(user=u, name='upload benchmark').key)")
     return manage(env, "shell", "-c", code, capture=True).stdout.strip().splitlines()[-1]
 
 

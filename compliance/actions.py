@@ -72,6 +72,9 @@ class AuditAction(IntEnum):
     ACCOUNT_LOCKED = 803
     ACCOUNT_UNLOCKED = 804  # an administrator released a lockout
     TOKEN_ISSUED = 810
+    TOKEN_REVOKED = 811
+    TOKEN_EXPIRED = 812
+    TOKEN_REFUSED = 813  # a presented token that was unknown, ended, or outside its scope
     SIGNATURE_APPLIED = 820
     SIGNATURE_INVALIDATED = 821
     SIGNATURE_REFUSED = 822

@@ -1,11 +1,19 @@
-"""Administrators see lockouts (django-axes' "Access attempts": username, address,
+"""Administrators' pages of compliance.
+
+Administrators see lockouts (django-axes' "Access attempts": username, address,
 failures, locked or not) and release them by deleting the rows; every release goes
-through ``compliance.security.lockout_release`` and is audited."""
+through ``compliance.security.lockout_release`` and is audited.
+
+API tokens in the Django admin (superusers only, see trials.admin): listed without their
+keys, and revocable through the service, which audits each revocation.
+"""
 
 from axes.admin import AccessAttemptAdmin
 from axes.models import AccessAttempt
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from compliance import tokens
+from compliance.models import ApiToken
 from compliance.security import lockout_release
 
 
@@ -21,3 +29,29 @@ class AuditedAccessAttemptAdmin(AccessAttemptAdmin):
 if admin.site.is_registered(AccessAttempt):  # AXES_ENABLE_ADMIN may have kept axes' admin away
     admin.site.unregister(AccessAttempt)
 admin.site.register(AccessAttempt, AuditedAccessAttemptAdmin)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "user", "name", "scope", "created_at", "last_used_at", "expires_at", "revoked_at",
+                    "revoked_reason"]
+    list_filter = ["scope", "revoked_reason"]
+    search_fields = ["user__username", "name", "prefix"]
+    fields = list_display
+    readonly_fields = list_display
+    actions = ["revoke_tokens"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke_tokens(self, request, queryset):
+        for token in queryset.select_related("user"):
+            tokens.token_revoke(actor=request.user, token=token)
+        self.message_user(request, f"{queryset.count()} token(s) revoked.", messages.SUCCESS)

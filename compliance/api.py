@@ -10,9 +10,9 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compliance import selectors, services, signatures
+from compliance import selectors, services, signatures, tokens
 from compliance import serializers as s
-from compliance.models import Export
+from compliance.models import ApiToken, Export, TokenEnd, TokenScope
 from config.errors import RuleViolation
 
 
@@ -28,6 +28,8 @@ def _visible_record(user, object_type: str, object_id: str):
 
 
 class SignatureApi(APIView):
+    token_scopes = frozenset({TokenScope.READ})  # GET only: read tokens never sign
+
     @extend_schema(parameters=[OpenApiParameter("object_type", str), OpenApiParameter("object_id", str)],
                    responses=s.SignatureOutput(many=True), summary="Signatures of one record (re-checked)")
     def get(self, request):
@@ -63,6 +65,7 @@ class ExportFilter(django_filters.FilterSet):
 class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = s.ExportOutput
     filterset_class = ExportFilter
+    token_scopes = frozenset({TokenScope.READ})  # list and download; requesting one needs a full token
 
     def get_queryset(self):
         return services.exports_visible_to(self.request.user)
@@ -115,6 +118,7 @@ class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     serializer_class = s.AuditEventOutput
     filter_backends = []  # filters are the selector's keyword arguments
+    token_scopes = frozenset({TokenScope.READ})
 
     def get_queryset(self):
         q = self.request.query_params
@@ -137,3 +141,68 @@ class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             raise RuleViolation("not_found", "No such trial.", field="trial", status_code=404)
         result = services.audit_trail_verify(actor=request.user, trial=trial)
         return Response(result.as_dict())
+
+
+# --------------------------------------------------------------------------- API tokens
+
+
+class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """A user's API tokens (an administrator's: everyone's, ``?user=<id>`` for one user):
+    list, issue a scoped token for a bridge or an integration, revoke. Another user's
+    token is a 404."""
+
+    serializer_class = s.ApiTokenOutput
+    filter_backends = []
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
+            return ApiToken.objects.none()
+        owner = self.request.query_params.get("user")
+        if owner is not None and not owner.isdigit():
+            raise RuleViolation("invalid", f"user must be a user id, got {owner!r}.", field="user", status_code=400)
+        return tokens.tokens_visible_to(self.request.user, owner_id=int(owner) if owner else None)
+
+    @extend_schema(parameters=[OpenApiParameter("user", int, description="administrators: one user's tokens")])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=s.ScopedTokenInput, responses={201: s.IssuedTokenOutput},
+                   summary="Issue a scoped token (scanner bridge, read-only integration); the key is shown once")
+    def create(self, request):
+        from django.contrib.auth import get_user_model
+
+        data = s.ScopedTokenInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        user = request.user
+        if v.get("user") not in (None, request.user.pk):
+            user = get_user_model().objects.filter(pk=v["user"]).first() if request.user.is_superuser else None
+            if user is None:
+                raise RuleViolation("not_found", "No such user.", field="user", status_code=404)
+        issued = tokens.scoped_token_issue(actor=request.user, user=user, name=v["name"], scope=v["scope"],
+                                           expires_in_days=v.get("expires_in_days"))
+        return Response(s.issued_token_data(issued), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None}, summary="Revoke a token")
+    def destroy(self, request, pk=None):
+        tokens.token_revoke(actor=request.user, token=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LogoutApi(APIView):
+    """Revoke the token this request presents (``{"all": true}``: every token of the
+    user), or end the browser session that made it."""
+
+    @extend_schema(request=s.LogoutInput, responses={204: None}, summary="Log out: revoke this client's token")
+    def post(self, request):
+        from django.contrib.auth import logout
+
+        data = s.LogoutInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        if data.validated_data["all"]:
+            tokens.tokens_revoke_all(actor=request.user, user=request.user, reason=TokenEnd.LOGOUT)
+        if isinstance(request.auth, ApiToken):
+            tokens.token_revoke(actor=request.user, token=request.auth, reason=TokenEnd.LOGOUT)
+        else:
+            logout(request._request)
+        return Response(status=status.HTTP_204_NO_CONTENT)

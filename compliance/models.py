@@ -204,3 +204,63 @@ class Export(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of {self.scope_label} ({self.status})"
+
+
+class TokenScope(models.TextChoices):
+    """What an API token may reach (``compliance.tokens.scope_allows``)."""
+
+    FULL = "full", "Full: a person's own API client"
+    SCANNER = "scanner", "Scanner bridge: uploads (and live sessions) only"
+    READ = "read", "Integration: read-only"
+
+
+class TokenEnd(models.TextChoices):
+    """Why a token stopped working."""
+
+    OWNER = "owner", "Revoked by its owner"
+    ADMINISTRATOR = "administrator", "Revoked by an administrator"
+    LOGOUT = "logout", "Logged out"
+    PASSWORD_CHANGED = "password_changed", "The password was changed"
+    EXPIRED = "expired", "Expired"
+    IDLE = "idle", "Expired after a period without use"
+
+
+class ApiToken(models.Model):
+    """One API client's token. The key is ``<prefix>.<secret>``: ``prefix`` finds the row,
+    and only the SHA-256 of the secret is kept, so the database never holds a usable key.
+    ``password_stamp`` ties the token to the password it was issued under: a changed
+    password ends it (``compliance.tokens``)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=16, choices=TokenScope.choices, default=TokenScope.FULL)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    password_stamp = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_reason = models.CharField(max_length=16, choices=TokenEnd.choices, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "revoked_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(scope__in=TokenScope.values), name="api_token_scope_valid"),
+            models.CheckConstraint(
+                condition=Q(revoked_at__isnull=True, revoked_reason="")
+                | Q(revoked_at__isnull=False, revoked_reason__in=TokenEnd.values),
+                name="api_token_revoked_with_reason",
+            ),
+            models.CheckConstraint(condition=Q(expires_at__gt=models.F("created_at")), name="api_token_expires_after"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… {self.name} ({self.scope}) of {self.user}"

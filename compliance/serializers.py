@@ -6,7 +6,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from compliance.models import AuditEvent, Export, Signature
+from compliance.models import ApiToken, AuditEvent, Export, Signature, TokenScope
 
 
 class SignatureOutput(serializers.ModelSerializer):
@@ -79,3 +79,48 @@ class AuditEventOutput(serializers.ModelSerializer):
         fields = ["id", "sequence", "occurred_at", "actor_username", "action", "action_name", "object_type", "object_id",
                   "trial_id", "site_id", "subject_id", "changes", "reason", "request_id", "client_address",
                   "prev_hash", "hash"]
+
+
+class ApiTokenOutput(serializers.ModelSerializer):
+    """A token as its owner or an administrator sees it: never the key or its hash."""
+
+    user = serializers.CharField(source="user.username", read_only=True)
+    state = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "user", "name", "scope", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at",
+                  "revoked_reason", "state"]
+
+    def get_state(self, token) -> str:
+        from compliance.tokens import token_state
+
+        return token_state(token)
+
+
+class ScopedTokenInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    scope = serializers.ChoiceField(choices=[TokenScope.SCANNER, TokenScope.READ])
+    expires_in_days = serializers.IntegerField(required=False, min_value=1, max_value=3650)
+    # An administrator may issue a token for another user (a service account).
+    user = serializers.IntegerField(required=False, min_value=1)
+
+
+class IssuedTokenOutput(serializers.Serializer):
+    """The key is in ``token``, shown this once."""
+
+    token = serializers.CharField()
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    scope = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+
+
+def issued_token_data(issued) -> dict:
+    token = issued.token
+    return IssuedTokenOutput({"token": issued.key, "id": token.pk, "name": token.name, "scope": token.scope,
+                              "expires_at": token.expires_at}).data
+
+
+class LogoutInput(serializers.Serializer):
+    all = serializers.BooleanField(required=False, default=False)

@@ -134,7 +134,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI assets served by us: no CDN
@@ -217,11 +216,15 @@ AUTHENTICATION_BACKENDS = [
 ]
 
 REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header makes a missing or bad credential a 401.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "compliance.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "compliance.permissions.TokenScopePermission",  # scoped tokens reach only the views that admit them
+    ],
     "DEFAULT_PAGINATION_CLASS": "config.pagination.ApiPagination",
     "PAGE_SIZE": envint("API_PAGE_SIZE", 50, minimum=1, maximum=1000),
     "DEFAULT_FILTER_BACKENDS": [
@@ -331,6 +334,15 @@ CONTENT_SECURITY_POLICY = {
         "form-action": ["'self'"],
     },
 }
+
+# API tokens (compliance.tokens): one per client, only a hash kept. A person's token
+# (scope "full", from /api/v1/auth/token/) lives API_TOKEN_TTL_SECONDS at most and ends
+# after API_TOKEN_IDLE_SECONDS unused (as a browser session does); scanner and read-only
+# tokens for bridges and integrations live the days their issuer gives, at most
+# API_SERVICE_TOKEN_MAX_DAYS. A password change ends all of a user's tokens.
+API_TOKEN_TTL_SECONDS = envint("API_TOKEN_TTL_SECONDS", 12 * 3600, minimum=60)
+API_TOKEN_IDLE_SECONDS = envint("API_TOKEN_IDLE_SECONDS", SESSION_IDLE_TIMEOUT_SECONDS, minimum=60)
+API_SERVICE_TOKEN_MAX_DAYS = envint("API_SERVICE_TOKEN_MAX_DAYS", 90, minimum=1, maximum=3650)
 
 # Account lockout (django-axes). Every password check counts: the login form, the API
 # token endpoint, e-signatures and an injection verifier's password (compliance.credentials).

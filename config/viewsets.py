@@ -15,6 +15,8 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     selector = None
     pagination_class = ApiPagination
+    # Read-only integration tokens may list and read (compliance.permissions.TokenScopePermission).
+    token_scopes = frozenset({"read"})
 
     def get_queryset(self):
         return type(self).selector(self.request.user)

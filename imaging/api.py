@@ -17,6 +17,7 @@ from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPart
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from compliance.models import TokenScope
 from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
 from config.request_body import body_source
@@ -46,6 +47,8 @@ class TusMixin:
     """Tus-Resumable on every response; 412 for a request that names another version."""
 
     parser_classes = [RawBodyParser, JSONParser]
+    # Scanner-bridge tokens reach the upload endpoints and nothing else.
+    token_scopes = frozenset({TokenScope.SCANNER})
 
     def check_tus_version(self, request) -> None:
         version = request.headers.get("Tus-Resumable")
@@ -327,6 +330,8 @@ class RoiViewSet(ScopedViewSet):
 class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
     """/subjects/{id}/time-course/: the subject's iron per ROI over time, ready to plot."""
 
+    token_scopes = frozenset({TokenScope.READ})
+
     def get_queryset(self):
         return subjects_visible_to(self.request.user)
 
@@ -338,6 +343,8 @@ class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
 @extend_schema(responses=s.TimeCourseOutput, summary="A subject's iron per ROI over time (?subject=<id>)",
                parameters=[OpenApiParameter("subject", int, required=True)])
 class TimeCourseApi(APIView):
+    token_scopes = frozenset({TokenScope.READ})
+
     def get(self, request):
         subject_id = request.query_params.get("subject")
         if subject_id is None or not str(subject_id).isdigit():

@@ -15,6 +15,7 @@ from rest_framework.permissions import SAFE_METHODS, AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from compliance.serializers import IssuedTokenOutput, issued_token_data
 from config.viewsets import ScopedViewSet as BaseScopedViewSet
 from trials import filters, selectors, services
 from trials import serializers as s
@@ -79,7 +80,8 @@ class SubjectViewSet(ScopedViewSet):
                    summary="Read a subject's identity (PHI roles only; every read is audited)")
     @extend_schema(methods=["PUT", "POST"], request=s.IdentityInput, responses=s.IdentityOutput,
                    summary="Record or correct a subject's identity (a correction needs a reason)")
-    @action(detail=True, methods=["get", "put", "post"])
+    # Identifiable data is for people: no scoped (integration or scanner) token reaches it.
+    @action(detail=True, methods=["get", "put", "post"], token_scopes=frozenset())
     def identity(self, request, pk=None):
         subject = self.get_object()
         if request.method in SAFE_METHODS:  # GET and HEAD are reads, audited alike
@@ -213,14 +215,14 @@ class InjectionViewSet(ScopedViewSet):
 
 
 class TokenApi(APIView):
-    """Exchange a username and password for an API token."""
+    """Exchange a username and password for a new API token (one per client; it expires)."""
 
     authentication_classes = []  # credentials are in the body; no session, so no CSRF
     permission_classes = [AllowAny]
 
-    @extend_schema(request=s.TokenInput, responses=s.TokenOutput, summary="Obtain an API token")
+    @extend_schema(request=s.TokenInput, responses=IssuedTokenOutput, summary="Obtain an API token")
     def post(self, request):
         serializer = s.TokenInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        token = services.auth_token_issue(request=request, **serializer.validated_data)
-        return Response({"token": token.key})
+        issued = services.auth_token_issue(request=request, **serializer.validated_data)
+        return Response(issued_token_data(issued))

@@ -319,7 +319,5 @@ class TokenInput(serializers.Serializer):
     password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
     # compliance: roles that read identifiable data need their authenticator code (2FA).
     otp = serializers.CharField(required=False, allow_blank=True, default="", max_length=8)
-
-
-class TokenOutput(serializers.Serializer):
-    token = serializers.CharField()
+    # Each request issues a new token, named for the client that will hold it.
+    name = serializers.CharField(required=False, default="API client", max_length=100)

@@ -20,9 +20,8 @@ from django.contrib.auth import authenticate
 from django.db import models, transaction
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
-from compliance import credentials, twofactor
+from compliance import credentials, tokens, twofactor
 from compliance.actions import AuditAction
 from compliance.audit import diff, record_event
 from compliance.signatures import signature_invalidate_if_changed
@@ -1015,8 +1014,10 @@ def consent_correct(*, actor, consent: Consent, reason: str, **fields) -> Consen
 # --------------------------------------------------------------------------- API access
 
 
-def auth_token_issue(*, request, username: str, password: str, otp: str = "") -> Token:
-    """Exchange credentials (and, for roles that read PHI, a TOTP code) for an API token.
+def auth_token_issue(*, request, username: str, password: str, otp: str = "",
+                     name: str = "API client") -> tokens.IssuedToken:
+    """Exchange credentials (and, for roles that read PHI, a TOTP code) for a new API
+    token of the client ``name`` (scope ``full``; ``compliance.tokens`` has its rules).
 
     Failed attempts are audited (LOGIN_FAILED, then ACCOUNT_LOCKED) and counted towards
     the lockout by compliance's receivers of Django's and django-axes' signals, so the
@@ -1027,8 +1028,4 @@ def auth_token_issue(*, request, username: str, password: str, otp: str = "") ->
     if user is None or not user.is_active:
         raise RuleViolation("invalid_credentials", "Unable to log in with the credentials given.", status_code=400)
     twofactor.require_token_otp(user, otp)
-    with transaction.atomic():
-        token, created = Token.objects.get_or_create(user=user)
-        record_event(actor=user, action=AuditAction.TOKEN_ISSUED, object_type="authtoken.token", object_id=user.pk,
-                     changes={"created": created})
-    return token
+    return tokens.token_issue(user=user, name=name)

@@ -34,17 +34,37 @@ def _event(cast, *, site_id=None):
                             object_id=site_id or "", trial_id=cast.trial.pk, site_id=site_id)
 
 
+def _token_at_site_a(cast):
+    from compliance.tokens import token_issue
+    from tests import factories as f
+
+    owner = f.UserFactory()
+    Membership.objects.create(user=owner, trial=cast.trial, site=cast.site_a, role=Role.COORDINATOR)
+    return token_issue(user=owner, name="site A laptop").token
+
+
+def _own_token(cast):
+    from compliance.tokens import token_issue
+
+    return token_issue(user=cast.monitor, name="monitor's laptop").token
+
+
 HIDDEN_FROM_SITE_B = {
+    "api-token": _token_at_site_a,
     "export": _export_at_site_a,
     "audit-event": lambda cast: _event(cast, site_id=cast.site_a.pk),
 }
 
 VISIBLE_TO_MONITOR = {
+    "api-token": _own_token,
     "export": _export,
     "audit-event": _event,
 }
 
 # The audit trail is for monitors and auditors; a sponsor reads de-identified exports only.
 HIDDEN_FROM_SPONSOR = {"audit-event"}
+# Each user lists only their own tokens (the sponsor has none); no trial member sees another's.
+HIDDEN_FROM_SPONSOR.add("api-token")
+OWN_RECORDS = {"api-token"}
 # The export row made above is still queued: its download answers 409 "not ready".
 SPONSOR_DETAIL_STATUS = {"export-download": 409}

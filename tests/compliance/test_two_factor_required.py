@@ -92,8 +92,9 @@ def test_it_stops_honouring_a_token_once_the_device_is_gone(require_2fa, api, re
     assert client.get(_identity_url(ready[0])).status_code == 200
     device.delete()
     refused = client.get(_identity_url(ready[0]))
-    # DRF answers 403 (not 401) because session authentication is listed first.
-    assert refused.status_code == 403 and refused.json()["error"]["code"] == "authentication_failed"
+    # A refused credential is a 401 with its challenge (issue #12: it was a 403).
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "authentication_failed"
+    assert refused["WWW-Authenticate"] == "Token"
 
 
 def test_it_lets_the_embedded_demo_run_without_2fa(settings, api, ready, coordinator_a):

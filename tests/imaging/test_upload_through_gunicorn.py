@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
+from compliance.tokens import token_issue
 from imaging.models import Scan, Upload
 from tests.imaging import tus
 from tests.gunicorn import running_gunicorn
@@ -57,7 +57,8 @@ def test_a_scan_uploaded_through_gunicorn_lands_byte_exact(api, pipeline, web):
                          sha256=tus.sha256_hex(data))
     assert created.status_code == 201, created.content
     path = urlsplit(created["Location"]).path
-    token = Token.objects.create(user=pipeline.user).key
+    # What a scanner bridge holds: a token scoped to the upload endpoints.
+    token = token_issue(user=pipeline.user, name="scanner bridge", scope="scanner").key
     edges = [0, 10_001, 10_001 + 3 * PIECE, 10_001 + 3 * PIECE + 4096, len(data)]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:

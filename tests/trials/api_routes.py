@@ -121,6 +121,10 @@ HIDDEN_FROM_SPONSOR: set[str] = set()
 # Detail routes (by URL name) where a sponsor gets another answer than 200, by design,
 # with the reason next to each entry in the app's api_objects.py.
 SPONSOR_DETAIL_STATUS: dict[str, int] = {}
+# Basenames of records that belong to one user, not to a trial (API tokens): no monitor
+# of a trial sees them, so the monitor's positive control leaves them out; their
+# owner-only rule is tested beside them (test_it_validates_ownership).
+OWN_RECORDS: set[str] = set()
 
 
 def _merge_app_entries() -> None:
@@ -137,6 +141,7 @@ def _merge_app_entries() -> None:
         VISIBLE_TO_MONITOR.update(getattr(entries, "VISIBLE_TO_MONITOR", {}))
         HIDDEN_FROM_SPONSOR.update(getattr(entries, "HIDDEN_FROM_SPONSOR", set()))
         SPONSOR_DETAIL_STATUS.update(getattr(entries, "SPONSOR_DETAIL_STATUS", {}))
+        OWN_RECORDS.update(getattr(entries, "OWN_RECORDS", set()))
 
 
 _merge_app_entries()
