@@ -27,3 +27,11 @@ def audit_checkpoint() -> str:
 
     body = write_checkpoint()
     return "empty chain" if body is None else f"checkpoint of event #{body['sequence']}"
+
+
+@shared_task(name="compliance.expire_api_tokens", acks_late=True, soft_time_limit=120, time_limit=150)
+def expire_api_tokens() -> str:
+    """Celery beat's sweep: end (and audit) API tokens whose time has run out, when it runs out."""
+    from compliance.tokens import tokens_expire_due
+
+    return f"{tokens_expire_due()} token(s) ended"

@@ -116,6 +116,8 @@ AUDIT_CHECKPOINT_EVERY_EVENTS = envint("AUDIT_CHECKPOINT_EVERY_EVENTS", 1000, mi
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = envint("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600, minimum=60)
 CELERY_BEAT_SCHEDULE = {
     "audit-checkpoint": {"task": "compliance.audit_checkpoint", "schedule": AUDIT_CHECKPOINT_INTERVAL_SECONDS},
+    # API tokens end (audited) when their time runs out, not only when next presented.
+    "expire-api-tokens": {"task": "compliance.expire_api_tokens", "schedule": 300},
 }
 # Migrations run as the role that owns the tables; the application's DATABASE_URL names a
 # role that owns nothing and may not UPDATE, DELETE or TRUNCATE audit events (see

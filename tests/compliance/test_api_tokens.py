@@ -352,6 +352,18 @@ def test_it_sweeps_ended_tokens_and_audits_each_once(api, coordinator_a, imaging
     assert _get(api, live["token"]).status_code == 200
 
 
+def test_beat_runs_the_sweep_and_the_task_ends_an_idle_token(api, coordinator_a, settings):
+    from compliance.tasks import expire_api_tokens
+
+    assert any(entry["task"] == "compliance.expire_api_tokens" for entry in settings.CELERY_BEAT_SCHEDULE.values())
+    idle = _issue(api)
+    _age(idle["id"], last_used_at=timezone.now() - dt.timedelta(days=1))
+
+    assert expire_api_tokens.apply().get() == "1 token(s) ended"
+    assert ApiToken.objects.get(pk=idle["id"]).revoked_reason == "idle"
+    assert AuditEvent.objects.filter(action=AuditAction.TOKEN_EXPIRED).count() == 1
+
+
 def test_it_lets_a_superuser_revoke_tokens_in_the_admin_site(api, client, coordinator_a):
     admin = f.UserFactory(username="root", is_superuser=True, is_staff=True)
     issued = _issue(api)
