@@ -70,7 +70,7 @@ def test_it_answers_404_to_another_site(browser_client, coordinator_b, ready, in
     with nothing_written():
         for url in urls:
             assert client.get(url).status_code == 404, url
-            assert client.post(url, {"reason": "typo", "status": "withdrawn"}).status_code == 404, url
+            assert client.post(url, {"reason": "typo on the CRF, source checked", "status": "withdrawn"}).status_code == 404, url
 
 
 def test_it_corrects_the_enrolment_date_with_old_and_new_in_the_audit_trail(browser_client, coordinator_a, ready):
@@ -104,7 +104,7 @@ def test_it_shows_the_service_refusal_next_to_the_field(browser_client, coordina
     client = browser_client(coordinator_a)
     with nothing_written():
         response = client.post(f"/subjects/{subject.pk}/edit/", {
-            "enrolment_date": (timezone.localdate() + dt.timedelta(days=5)).isoformat(), "reason": "typo"})
+            "enrolment_date": (timezone.localdate() + dt.timedelta(days=5)).isoformat(), "reason": "typo on the CRF, source checked"})
     assert response.status_code == 400
     assert response.context["form"].errors["enrolment_date"] == ["The enrolment date cannot be in the future."]
     assert b'id="id_enrolment_date_error"' in response.content
@@ -157,7 +157,7 @@ def test_it_refuses_a_lot_correction_next_to_the_field(browser_client, coordinat
     client = browser_client(coordinator_a)
     data = _form_data(client.get(f"/lots/{lot.pk}/edit/"))
     with nothing_written():
-        response = client.post(f"/lots/{lot.pk}/edit/", {**data, "hydrodynamic_size_nm": "2", "reason": "typo"})
+        response = client.post(f"/lots/{lot.pk}/edit/", {**data, "hydrodynamic_size_nm": "2", "reason": "typo on the CRF, source checked"})
     assert "cannot be smaller than the core" in response.context["form"].errors["hydrodynamic_size_nm"][0]
 
 
@@ -168,9 +168,9 @@ def test_it_refuses_a_batch_count_below_what_was_injected(browser_client, coordi
     data = _form_data(client.get(f"/batches/{batch.pk}/edit/"))
     assert "labelled_at" not in data  # released: the labelling is not corrected here
     with nothing_written():
-        response = client.post(f"/batches/{batch.pk}/edit/", {**data, "cell_count": "1000", "reason": "typo"})
+        response = client.post(f"/batches/{batch.pk}/edit/", {**data, "cell_count": "1000", "reason": "typo on the CRF, source checked"})
     assert "cannot be corrected to" in response.context["form"].errors["cell_count"][0]
-    response = client.post(f"/batches/{batch.pk}/edit/", {**data, "viability_percent": "91.00", "reason": "typo"})
+    response = client.post(f"/batches/{batch.pk}/edit/", {**data, "viability_percent": "91.00", "reason": "typo on the CRF, source checked"})
     assert response.status_code == 302
     batch.refresh_from_db()
     assert batch.viability_percent == Decimal("91.00")
@@ -213,5 +213,5 @@ def test_it_does_not_offer_corrections_to_a_monitor(browser_client, monitor, rea
     assert client.get(f"/subjects/{subject.pk}/edit/").status_code == 404
     with nothing_written():
         response = client.post(f"/subjects/{subject.pk}/edit/", {
-            "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": "typo"})
+            "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": "typo on the CRF, source checked"})
     assert response.status_code == 404

@@ -16,7 +16,7 @@ from tests import factories as f
 from trials import services as trial_services
 from tests.web.scans import scans_at
 
-CORRECTION_POST = {"reason": "typo", "status": "withdrawn", "enrolment_date": "2020-01-01", "scopes": ["imaging"],
+CORRECTION_POST = {"reason": "typo on the CRF, source checked", "status": "withdrawn", "enrolment_date": "2020-01-01", "scopes": ["imaging"],
                    "qc_status": "rejected", "release_status": "rejected"}
 SPHERE = {"roi-name": "heart", "roi-kind": "target", "roi-shape": "sphere", "roi-centre_x_mm": "0",
           "roi-centre_y_mm": "0", "roi-centre_z_mm": "0", "roi-size_x_mm": "8"}
@@ -73,7 +73,7 @@ def test_the_coordinator_is_still_offered_and_served_every_form(browser_client, 
             assert f'href="{url}"' in html, url
         assert client.get(url).status_code == 200, url
     response = client.post(f"/subjects/{subject.pk}/edit/", {
-        "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": "typo"})
+        "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": "typo on the CRF, source checked"})
     assert response.status_code == 302
     response = client.post(f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": "moved abroad"})
     assert response.status_code == 302
