@@ -53,6 +53,7 @@ def roles_of(user) -> dict:
         "investigator": Role.INVESTIGATOR in roles,
         "auditor": bool(roles & {Role.AUDITOR, Role.MONITOR}),
         "sponsor": Role.SPONSOR in roles,
+        "trial_manager": Role.TRIAL_MANAGER in roles,
         "site_member": any(m.site_id for m in memberships),
     }
 

@@ -130,3 +130,8 @@ def test_the_trial_manager_sees_no_subject_of_any_site(api, site_a, site_b, tria
     f.SubjectFactory(site=site_a)
     f.SubjectFactory(site=site_b)
     assert api(trial_manager).get("/api/v1/subjects/").json()["count"] == 0
+
+
+def test_the_trial_manager_finds_the_lots_from_the_dashboard(browser_client, trial_manager, site_a, lot):
+    page = browser_client(trial_manager).get("/").content.decode()
+    assert 'href="/products/"' in page and "You hold no role" not in page

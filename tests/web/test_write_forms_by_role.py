@@ -31,7 +31,7 @@ def records(ready, coordinator_a, investigator_a):
 
 
 def _coordinator_forms(subject, consent, batch, injection) -> list[str]:
-    """The forms only a coordinator (of the record's site, or for lots of the trial) may save."""
+    """The forms only a coordinator of the record's site (or, for the trial's lots, the trial manager) may save."""
     return [f"/subjects/{subject.pk}/edit/", f"/subjects/{subject.pk}/status/", f"/consents/{consent.pk}/edit/",
             f"/injections/{injection.pk}/edit/", f"/lots/{batch.nanoparticle_lot_id}/edit/",
             f"/batches/{batch.pk}/edit/", f"/subjects/{subject.pk}/consent/", f"/subjects/{subject.pk}/injection/",
@@ -67,6 +67,9 @@ def test_the_coordinator_is_still_offered_and_served_every_form(browser_client, 
     client = browser_client(coordinator_a)
     html = client.get(f"/subjects/{subject.pk}/").content.decode() + client.get("/products/").content.decode()
     for url in _coordinator_forms(*records):
+        if url.startswith("/lots/"):  # the trial's lots: the trial manager's forms (test below)
+            assert f'href="{url}"' not in html and client.get(url).status_code == 404, url
+            continue
         if "/label/" in url:  # the batch is labelled already: no link, the form still opens
             assert f'href="{url}"' not in html
         else:
@@ -75,10 +78,19 @@ def test_the_coordinator_is_still_offered_and_served_every_form(browser_client, 
     response = client.post(f"/subjects/{subject.pk}/edit/", {
         "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": "typo on the CRF, source checked"})
     assert response.status_code == 302
-    response = client.post(f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": "moved abroad"})
+    response = client.post(f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": "moved abroad",
+                                                                "confirm": "on"})
     assert response.status_code == 302
     subject.refresh_from_db()
     assert subject.status == "withdrawn"
+
+
+def test_the_trial_manager_is_offered_and_served_the_lot_forms(browser_client, trial_manager, records):
+    client = browser_client(trial_manager)
+    html = client.get("/products/").content.decode()
+    for url in [u for u in _coordinator_forms(*records) if u.startswith("/lots/")]:
+        assert f'href="{url}"' in html, url
+        assert client.get(url).status_code == 200, url
 
 
 @pytest.mark.parametrize("who", ["monitor", "sponsor", "auditor"])
