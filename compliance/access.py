@@ -3,7 +3,8 @@ identifiable data leaves an audit event saying who, what, when and from where (t
 request context gives the client address and request id).
 
 Other apps call ``log_download`` when they hand out a file (scan MDF, DICOM, consent
-document, certificate); identity reads are audited by ``trials.services.subject_identity_read``.
+document, certificate); identity reads, and refused attempts at them, are audited by
+``trials.services.subject_identity_read``.
 """
 
 from __future__ import annotations

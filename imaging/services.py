@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from django.utils import timezone
 from compliance.actions import AuditAction
 from compliance.audit import record_event
 from config.errors import RuleViolation
+from config.reasons import require_reason
 from imaging import processing, uploads
 from imaging.models import (
     SCAN_TRANSITIONS,
@@ -156,9 +159,7 @@ def system_matrix_register(*, actor, scanner: Scanner, name: str, tracer_product
 def system_matrix_retire(*, actor, system_matrix: SystemMatrix, reason: str) -> SystemMatrix:
     if actor is not None:
         access.require_role(actor, site=system_matrix.scanner.site, roles=LIBRARY_ROLES, action="retire system matrices")
-    if not (reason or "").strip():
-        raise RuleViolation("reason_required", "A reason is required to retire a system matrix.", field="reason",
-                            status_code=400)
+    reason = require_reason(reason)
     with transaction.atomic():
         sm = SystemMatrix.objects.select_for_update().select_related("scanner__site").get(pk=system_matrix.pk)
         if not sm.active:
@@ -167,7 +168,7 @@ def system_matrix_retire(*, actor, system_matrix: SystemMatrix, reason: str) -> 
         sm.save(update_fields=["active", "retired_at"])
         record_event(actor=actor, action=AuditAction.SYSTEM_MATRIX_RETIRED, object_type="imaging.systemmatrix",
                      object_id=sm.pk, trial_id=sm.scanner.site.trial_id, site_id=sm.scanner.site_id,
-                     changes={"active": [True, False]}, reason=reason.strip())
+                     changes={"active": [True, False]}, reason=reason)
     return sm
 
 
@@ -484,10 +485,44 @@ def scan_claim(*, scan_id: int, from_status: str, to_status: str, token: str) ->
     return scan
 
 
+# The MDF's own top-level groups: a dataset path under them (/measurement/data) tells the
+# site what to fix in its file, and stays in a reason.
+_MDF_GROUPS = ("study", "experiment", "scanner", "tracer", "acquisition", "measurement", "calibration",
+               "reconstruction", "custom")
+_SERVER_PATH = re.compile(r"(?<![\w./-])/(?!(?:%s)\b)[\w.@+~-]+(?:/[\w.@+~-]*)+" % "|".join(_MDF_GROUPS))
+
+
+def _without_server_paths(value, scan: Scan):
+    """``value`` (a reason, or a report of them) with no path of the server's file system.
+
+    recon and h5py name the file they opened; that path tells a site nothing and an
+    attacker where the files are kept. The scan's own file becomes "the uploaded file",
+    any other absolute path "[server path]"."""
+    if isinstance(value, dict):
+        return {key: _without_server_paths(item, scan) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_server_paths(item, scan) for item in value]
+    if not isinstance(value, str) or "/" not in value:
+        return value
+    if scan.file:
+        stored = uploads.media_path(scan.file)
+        for path in sorted({str(stored), os.path.realpath(stored)}, key=len, reverse=True):
+            value = value.replace(path, "the uploaded file")
+    for root in sorted({str(settings.MEDIA_ROOT), os.path.realpath(settings.MEDIA_ROOT)}, key=len, reverse=True):
+        value = value.replace(root, "[server path]")
+    return _SERVER_PATH.sub("[server path]", value)
+
+
 def _finish(scan: Scan, token: str, new_status: str, *, fields: dict, reason: str = "") -> bool:
-    """Conditional move out of the claimed status; False when the claim was lost."""
+    """Conditional move out of the claimed status; False when the claim was lost.
+
+    The one place a scan's reason is stored (status_reason, validation report, audit
+    event): server paths are taken out here, whatever produced the message."""
     old = scan.status
     _check_transition(old, new_status)
+    reason = _without_server_paths(reason, scan)
+    fields = {name: _without_server_paths(value, scan) if name in ("status_reason", "validation_report") else value
+              for name, value in fields.items()}
     updated = Scan.objects.filter(pk=scan.pk, status=old, claim_token=token, attempt=scan.attempt).update(
         status=new_status, updated_at=timezone.now(), **fields)
     if not updated:

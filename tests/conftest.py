@@ -5,6 +5,8 @@ One trial, MPI-CT-T01, with site A (Berlin) and site B (Boston):
     coordinator_a, imaging_a, investigator_a   at site A
     coordinator_b                               at site B
     monitor, sponsor, auditor                   trial-wide
+    trial_manager                               trial-wide: the trial's shared resources
+                                                (nanoparticle lots, consent documents)
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ def sponsor(trial):
 @pytest.fixture
 def auditor(trial):
     return _member("auditor", Role.AUDITOR, trial=trial)
+
+
+@pytest.fixture
+def trial_manager(trial):
+    return _member("trial_manager", Role.TRIAL_MANAGER, trial=trial)
 
 
 @pytest.fixture

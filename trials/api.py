@@ -7,6 +7,7 @@ answer 404 for them (never 403, which would confirm they exist).
 
 from __future__ import annotations
 
+from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -83,10 +84,14 @@ class SubjectViewSet(ScopedViewSet):
     # Identifiable data is for people: no scoped (integration or scanner) token reaches it.
     @action(detail=True, methods=["get", "put", "post"], token_scopes=frozenset())
     def identity(self, request, pk=None):
-        subject = self.get_object()
-        if request.method in SAFE_METHODS:  # GET and HEAD are reads, audited alike
-            identity = services.subject_identity_read(actor=request.user, subject=subject)
+        if request.method in SAFE_METHODS:  # GET and HEAD are reads, audited alike, refusals too
+            try:
+                subject = self.get_object()
+            except Http404:
+                subject = None  # outside the reader's sites: the service audits the attempt and answers 404
+            identity = services.subject_identity_read(actor=request.user, subject=subject, requested_id=pk)
         else:
+            subject = self.get_object()
             identity = services.subject_identity_set(actor=request.user, subject=subject,
                                                      **self.validated(s.IdentityInput))
         return self.output(identity, serializer_class=s.IdentityOutput)

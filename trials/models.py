@@ -65,11 +65,14 @@ class Role(models.TextChoices):
     MONITOR = "monitor", "Monitor"
     SPONSOR = "sponsor", "Sponsor data manager"
     AUDITOR = "auditor", "Auditor"
+    # Keeps what the trial's sites share (nanoparticle lots, consent document versions);
+    # sees no site's subjects.
+    TRIAL_MANAGER = "trial_manager", "Trial manager"
 
 
-# Roles that work at one site, and roles that read a whole trial.
+# Roles that work at one site, and roles held for a whole trial.
 SITE_ROLES = (Role.COORDINATOR, Role.IMAGING_STAFF, Role.INVESTIGATOR)
-TRIAL_WIDE_ROLES = (Role.MONITOR, Role.SPONSOR, Role.AUDITOR)
+TRIAL_WIDE_ROLES = (Role.MONITOR, Role.SPONSOR, Role.AUDITOR, Role.TRIAL_MANAGER)
 
 
 class TrialPhase(models.TextChoices):

@@ -150,7 +150,14 @@ class InjectionOutput(serializers.ModelSerializer):
 
 
 class ReasonInput(serializers.Serializer):
-    reason = serializers.CharField(help_text="Why the record changes; kept in the audit trail.")
+    reason = serializers.CharField(help_text="Why the record changes; kept in the audit trail. At least 8 "
+                                   "characters in words; placeholders such as 'n/a' or 'test' are refused.")
+
+
+class ConfirmInput(serializers.Serializer):
+    confirm = serializers.BooleanField(default=False, help_text="Must be true for a decision that cannot be undone "
+                                       "(a rejection, a final subject status); otherwise the answer is 400 "
+                                       "confirmation_required, saying what would follow.")
 
 
 class SubjectEnrolInput(serializers.Serializer):
@@ -161,7 +168,7 @@ class SubjectEnrolInput(serializers.Serializer):
     status = serializers.ChoiceField(choices=Subject.Status.choices, default=Subject.Status.SCREENING)
 
 
-class SubjectStatusInput(ReasonInput):
+class SubjectStatusInput(ReasonInput, ConfirmInput):
     status = serializers.ChoiceField(choices=Subject.Status.choices)
 
 
@@ -208,7 +215,7 @@ class LotRegisterInput(serializers.Serializer):
     certificate_of_analysis = serializers.FileField()
 
 
-class LotQcStatusInput(ReasonInput):
+class LotQcStatusInput(ReasonInput, ConfirmInput):
     qc_status = serializers.ChoiceField(choices=NanoparticleLot.QcStatus.choices)
 
 
@@ -234,7 +241,7 @@ class BatchLabelInput(ReasonInput):
     labelled_at = serializers.DateTimeField()
 
 
-class BatchReleaseInput(ReasonInput):
+class BatchReleaseInput(ReasonInput, ConfirmInput):
     release_status = serializers.ChoiceField(choices=CellBatch.ReleaseStatus.choices)
 
 

@@ -26,6 +26,7 @@ from compliance.actions import AuditAction
 from compliance.audit import diff, record_event
 from compliance.signatures import signature_invalidate_if_changed
 from config.errors import RuleViolation
+from config.reasons import require_confirmation, require_reason
 from trials.models import (
     IRON_CONSISTENCY_TOLERANCE,
     CellBatch,
@@ -89,12 +90,8 @@ def _signed_visit_changed(subject: Subject, *, actor, reason: str) -> None:
 
 
 def _require_reason(reason: str | None) -> str:
-    reason = (reason or "").strip()
-    if not reason:
-        raise RuleViolation(
-            "reason_required", "A reason is required to change an existing record.", field="reason", status_code=400
-        )
-    return reason
+    # One rule for every reason of the platform (config.reasons): present, and with substance.
+    return require_reason(reason)
 
 
 def _require_platform_admin(actor, action: str) -> None:
@@ -189,7 +186,7 @@ def subject_enrol(*, actor, site: Site, enrolment_date: dt.date, status: str = S
 _FINAL_SUBJECT_STATUSES = (Subject.Status.COMPLETED, Subject.Status.WITHDRAWN)
 
 
-def subject_change_status(*, actor, subject: Subject, status: str, reason: str) -> Subject:
+def subject_change_status(*, actor, subject: Subject, status: str, reason: str, confirm: bool = False) -> Subject:
     access.require_role(actor, site=subject.site, roles=access.ENROL_ROLES, action="change a subject's status")
     reason = _require_reason(reason)
     if subject.status in _FINAL_SUBJECT_STATUSES:
@@ -197,6 +194,9 @@ def subject_change_status(*, actor, subject: Subject, status: str, reason: str) 
                             field="status")
     if status == subject.status:
         raise RuleViolation("no_change", f"Subject {subject.code} is already {status}.", field="status")
+    if status in _FINAL_SUBJECT_STATUSES:
+        require_confirmation(confirm, consequences=f"Subject {subject.code} will be {status} for good: no further "
+                             "injection can be recorded for them and the status can never change again.")
     with transaction.atomic():
         subject = Subject.objects.select_for_update().get(pk=subject.pk)
         before = _snapshot(subject, ["status"])
@@ -252,9 +252,28 @@ def subject_identity_set(
     return identity
 
 
-def subject_identity_read(*, actor, subject: Subject) -> SubjectIdentity:
-    """Hand out a subject's identity to a PHI role, and record that it was read."""
+def _identity_read_refused(*, actor, requested: str, why: str, subject: Subject | None = None) -> None:
+    # A refused attempt at PHI is a fact for the access log too (HIPAA 164.312(b)): it
+    # commits on its own, whatever the response does. Only what was asked and why it was
+    # refused: nothing of the identity, and no scope the reader could not see.
+    with transaction.atomic():
+        record_event(actor=actor, action=AuditAction.IDENTITY_READ_REFUSED, object_type="trials.subjectidentity",
+                     object_id=requested[:64], trial_id=subject.trial_id if subject else None,
+                     site_id=subject.site_id if subject else None, subject_id=subject.pk if subject else None,
+                     changes={"why": why})
+
+
+def subject_identity_read(*, actor, subject: Subject | None, requested_id=None) -> SubjectIdentity:
+    """Hand out a subject's identity to a PHI role, and record that it was read.
+
+    Every refusal is recorded as well: ``subject`` is None when the reader's scoped
+    selector did not find ``requested_id`` (another site's subject, or none at all);
+    that answers 404, as any record outside the reader's sites."""
+    if subject is None:
+        _identity_read_refused(actor=actor, requested=str(requested_id), why="not visible to the reader")
+        raise RuleViolation("not_found", "Not found.", status_code=404)
     if not access.can_read_identity(actor, subject):
+        _identity_read_refused(actor=actor, requested=str(subject.pk), subject=subject, why="role may not read PHI")
         raise RuleViolation("forbidden", "Your role may not read identifiable data.", status_code=403)
     identity = SubjectIdentity.objects.filter(subject=subject).first()
     if identity is None:
@@ -271,7 +290,8 @@ def subject_identity_read(*, actor, subject: Subject) -> SubjectIdentity:
 def consent_document_create(
     *, actor, trial: Trial, version: str, irb_approval_date: dt.date, effective_date: dt.date, file
 ) -> ConsentDocument:
-    access.require_role(actor, trial=trial, roles=access.CONSENT_ROLES, action="add consent documents")
+    # A new version supersedes the old one at every site: a trial-level decision.
+    access.require_trial_role(actor, trial=trial, roles=access.TRIAL_RESOURCE_ROLES, action="add consent documents")
     document = ConsentDocument(trial=trial, version=version, irb_approval_date=irb_approval_date,
                                effective_date=effective_date, file=file, sha256=sha256_of(file))
     with transaction.atomic():
@@ -404,7 +424,8 @@ def lot_register(
     core_size_nm: Decimal, hydrodynamic_size_nm: Decimal, polydispersity_index: Decimal, coating: str,
     certificate_of_analysis, iron_mg_per_ml: Decimal | None = None, iron_mmol_per_l: Decimal | None = None,
 ) -> NanoparticleLot:
-    access.require_role(actor, trial=trial, roles=access.PRODUCT_ROLES, action="register nanoparticle lots")
+    access.require_trial_role(actor, trial=trial, roles=access.TRIAL_RESOURCE_ROLES,
+                              action="register nanoparticle lots")
     if iron_mg_per_ml is None and iron_mmol_per_l is None:
         raise RuleViolation("iron_concentration_missing", "Give the iron concentration in mg Fe/mL or mmol/L.",
                             field="iron_mg_per_ml", status_code=400)
@@ -428,8 +449,12 @@ def lot_register(
     return lot
 
 
-def lot_set_qc_status(*, actor, lot: NanoparticleLot, qc_status: str, reason: str) -> NanoparticleLot:
-    access.require_role(actor, trial=lot.trial, roles=access.PRODUCT_ROLES, action="change a lot's QC status")
+def lot_set_qc_status(
+    *, actor, lot: NanoparticleLot, qc_status: str, reason: str, confirm: bool = False
+) -> NanoparticleLot:
+    # A lot is shared by every site's batches: only a trial-level role may block or release it.
+    access.require_trial_role(actor, trial=lot.trial, roles=access.TRIAL_RESOURCE_ROLES,
+                              action="change a lot's QC status")
     reason = _require_reason(reason)
     with transaction.atomic():
         lot = NanoparticleLot.objects.select_for_update().get(pk=lot.pk)
@@ -439,6 +464,11 @@ def lot_set_qc_status(*, actor, lot: NanoparticleLot, qc_status: str, reason: st
             raise RuleViolation("no_change", f"Lot {lot.lot_number} is already {qc_status}.", field="qc_status")
         if qc_status == NanoparticleLot.QcStatus.RELEASED and lot.expiry_date < timezone.localdate():
             raise RuleViolation("lot_expired", f"Lot {lot.lot_number} expired on {lot.expiry_date}.", field="qc_status")
+        if qc_status == NanoparticleLot.QcStatus.REJECTED:
+            batches = lot.labelled_batches.count()
+            require_confirmation(confirm, consequences=f"Rejecting lot {lot.lot_number} is final: it can never be "
+                                 f"released again, and the {batches} batch(es) labelled with it at every site can "
+                                 "no longer be released or injected.")
         before = _snapshot(lot, ["qc_status"])
         lot.qc_status = qc_status
         lot.full_clean()
@@ -533,7 +563,9 @@ def batch_label(
     return batch
 
 
-def batch_set_release_status(*, actor, batch: CellBatch, release_status: str, reason: str) -> CellBatch:
+def batch_set_release_status(
+    *, actor, batch: CellBatch, release_status: str, reason: str, confirm: bool = False
+) -> CellBatch:
     access.require_role(actor, site=batch.site, roles=access.PRODUCT_ROLES, action="release or reject batches")
     reason = _require_reason(reason)
     with transaction.atomic():
@@ -550,6 +582,10 @@ def batch_set_release_status(*, actor, batch: CellBatch, release_status: str, re
                 raise RuleViolation("batch_not_labelled", f"Batch {batch.batch_code} is not labelled yet.",
                                     field="release_status")
             _check_lot_usable(batch.nanoparticle_lot, _local_date(timezone.now(), batch.site), field="release_status")
+        if release_status == CellBatch.ReleaseStatus.REJECTED:
+            require_confirmation(confirm, consequences=f"Rejecting batch {batch.batch_code} is final: it can never "
+                                 f"be released again and none of its {batch_cells_remaining(batch):,} remaining "
+                                 "cells can be injected.")
         before = _snapshot(batch, ["release_status"])
         batch.release_status = release_status
         batch.full_clean()
@@ -814,7 +850,8 @@ _LOT_LOCKED = {
 
 
 def lot_correct(*, actor, lot: NanoparticleLot, reason: str, **fields) -> NanoparticleLot:
-    access.require_role(actor, trial=lot.trial, roles=access.PRODUCT_ROLES, action="correct nanoparticle lots")
+    access.require_trial_role(actor, trial=lot.trial, roles=access.TRIAL_RESOURCE_ROLES,
+                              action="correct nanoparticle lots")
     reason = _require_reason(reason)
     _require_correctable("nanoparticle lot", fields, correctable=_LOT_CORRECTABLE, locked=_LOT_LOCKED)
     fields = dict(fields)

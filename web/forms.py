@@ -114,9 +114,16 @@ class LotRegisterForm(forms.Form):
         self.fields["trial"].queryset = trials
 
 
+def confirm_field(label: str) -> forms.BooleanField:
+    # Checked or not, the service decides whether the decision needed it (and says why).
+    return forms.BooleanField(required=False, label=label)
+
+
 class LotQcForm(forms.Form):
     qc_status = forms.ChoiceField(choices=LotQcStatus.choices, label="QC status")
     reason = forms.CharField(max_length=500, required=False)
+    confirm = confirm_field("I confirm a rejection: it is final, and no batch labelled with this lot at any site "
+                            "can be released or injected afterwards.")
 
 
 class BatchRegisterForm(forms.Form):
@@ -154,6 +161,7 @@ class BatchLabelForm(forms.Form):
 class BatchReleaseForm(forms.Form):
     release_status = forms.ChoiceField(choices=CellBatch.ReleaseStatus.choices)
     reason = forms.CharField(max_length=500, required=False)
+    confirm = confirm_field("I confirm a rejection: it is final, and none of the batch's cells can be injected.")
 
 
 class InjectionForm(forms.Form):
@@ -255,6 +263,8 @@ class SubjectStatusForm(forms.Form):
     status = forms.ChoiceField(choices=SubjectStatus.choices, label="New status",
                                help_text="Completed and withdrawn are final.")
     reason = reason_field("Required: recorded in the audit trail.")
+    confirm = confirm_field("I confirm a completed or withdrawn status: it is final, and no further injection "
+                            "can be recorded for this subject.")
 
     def __init__(self, *args, current: str, **kwargs):
         super().__init__(*args, **kwargs)

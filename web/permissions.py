@@ -22,6 +22,22 @@ def may_write(user, roles, *, site=None, trial=None) -> bool:
     return True
 
 
+def may_change_trial_resource(user, trial) -> bool:
+    """True when ``user`` may change what ``trial``'s sites share (nanoparticle lots,
+    consent documents): ``access.require_trial_role`` decides, as in the services."""
+    try:
+        access.require_trial_role(user, trial=trial, roles=access.TRIAL_RESOURCE_ROLES, action="change this")
+    except RuleViolation:
+        return False
+    return True
+
+
+def require_trial_resource_write(user, trial) -> None:
+    """404 unless ``may_change_trial_resource``."""
+    if not may_change_trial_resource(user, trial):
+        raise Http404
+
+
 def require_write(user, roles, *, site=None, trial=None) -> None:
     """404 unless ``may_write``."""
     if not may_write(user, roles, site=site, trial=trial):

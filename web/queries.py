@@ -28,6 +28,7 @@ from trials.selectors import (
     memberships_of,
     subjects_visible_to,
     visible_sites,
+    visible_trials,
 )
 
 # A lot that expires within this many days shows on the dashboard.
@@ -52,6 +53,7 @@ def roles_of(user) -> dict:
         "investigator": Role.INVESTIGATOR in roles,
         "auditor": bool(roles & {Role.AUDITOR, Role.MONITOR}),
         "sponsor": Role.SPONSOR in roles,
+        "trial_manager": Role.TRIAL_MANAGER in roles,
         "site_member": any(m.site_id for m in memberships),
     }
 
@@ -60,6 +62,12 @@ def sites_where(user, roles) -> QuerySet:
     """Sites where ``user`` holds one of ``roles`` (site memberships only)."""
     ids = access.active_memberships(user).filter(site__isnull=False, role__in=[str(r) for r in roles]).values("site_id")
     return visible_sites(user).filter(id__in=ids)
+
+
+def trials_where_trial_wide(user, roles) -> QuerySet:
+    """Trials where ``user`` holds one of ``roles`` trial-wide (no site)."""
+    ids = access.active_memberships(user).filter(site__isnull=True, role__in=[str(r) for r in roles]).values("trial_id")
+    return visible_trials(user).filter(id__in=ids)
 
 
 def clinical_staff(site) -> QuerySet:

@@ -28,7 +28,7 @@ from trials import services as trial_services
 from trials.models import CellBatch, LotQcStatus, Role, SubjectStatus
 from trials.permissions import access
 from web import forms, plots, queries, volume
-from web.permissions import may_export, may_write, require_write
+from web.permissions import may_export, may_write, require_trial_resource_write, require_write
 
 RULE_ERRORS = (RuleViolation, ValidationError)
 PAGE_SIZE = 20
@@ -220,8 +220,9 @@ def product_list(request):
     lots = list(trial_selectors.lots_visible_to(user).order_by("expiry_date"))
     batches = list(trial_selectors.batches_visible_to(user).order_by("batch_code"))
     site_ids = set(writable_sites.values_list("id", flat=True))
-    trial_ids = set(writable_sites.values_list("trial_id", flat=True))
-    for lot in lots:  # lots are the trial's, batches their site's: as in the services
+    # Lots are the trial's, changed by a trial-level role; batches their site's: as in the services.
+    trial_ids = set(queries.trials_where_trial_wide(user, access.TRIAL_RESOURCE_ROLES).values_list("id", flat=True))
+    for lot in lots:
         lot.can_write = lot.trial_id in trial_ids
     for batch in batches:
         batch.can_write = batch.site_id in site_ids
@@ -229,6 +230,7 @@ def product_list(request):
         "lots": lots,
         "batches": batches,
         "can_write": bool(site_ids),
+        "can_write_lots": bool(trial_ids),
         "today": queries.timezone.localdate(),
     })
 
@@ -236,8 +238,7 @@ def product_list(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def lot_register(request):
-    trials = trial_selectors.visible_trials(request.user).filter(
-        id__in=queries.sites_where(request.user, access.PRODUCT_ROLES).values("trial_id"))
+    trials = queries.trials_where_trial_wide(request.user, access.TRIAL_RESOURCE_ROLES)
     if not trials.exists():
         raise Http404
     form = forms.LotRegisterForm(request.POST or None, request.FILES or None, trials=trials)
@@ -252,10 +253,10 @@ def lot_register(request):
 @require_http_methods(["GET", "POST"])
 def lot_qc(request, pk):
     lot = get_object_or_404(trial_selectors.lots_visible_to(request.user), pk=pk)
-    require_write(request.user, access.PRODUCT_ROLES, trial=lot.trial)
+    require_trial_resource_write(request.user, lot.trial)
     form = forms.LotQcForm(request.POST or None, initial={"qc_status": LotQcStatus.RELEASED})
     if request.method == "POST" and _submit(form, lambda d: trial_services.lot_set_qc_status(
-            actor=request.user, lot=lot, qc_status=d["qc_status"], reason=d["reason"])):
+            actor=request.user, lot=lot, qc_status=d["qc_status"], reason=d["reason"], confirm=d["confirm"])):
         messages.success(request, f"Lot {lot.lot_number}: QC status changed.")
         return redirect("web:products")
     return _form_page(request, "web/form.html", form, title=f"QC status · lot {lot.lot_number}",
@@ -555,7 +556,7 @@ def subject_status(request, pk):
     require_write(request.user, access.ENROL_ROLES, site=subject.site)
     form = forms.SubjectStatusForm(request.POST or None, current=subject.status)
     if request.method == "POST" and _submit(form, lambda d: trial_services.subject_change_status(
-            actor=request.user, subject=subject, status=d["status"], reason=d["reason"])):
+            actor=request.user, subject=subject, status=d["status"], reason=d["reason"], confirm=d["confirm"])):
         messages.success(request, f"Subject {subject.code}: status changed.")
         return redirect("web:subject", pk=subject.pk)
     return _form_page(request, "web/form.html", form, title=f"Change the status · {subject.code}", subject=subject,
@@ -602,7 +603,7 @@ def consent_correct(request, pk):
 @require_http_methods(["GET", "POST"])
 def lot_correct(request, pk):
     lot = get_object_or_404(trial_selectors.lots_visible_to(request.user), pk=pk)
-    require_write(request.user, access.PRODUCT_ROLES, trial=lot.trial)
+    require_trial_resource_write(request.user, lot.trial)
     current = _initial(lot, ["expiry_date", "iron_mg_per_ml", "iron_mmol_per_l", "core_size_nm",
                              "hydrodynamic_size_nm", "polydispersity_index", "coating"])
     form = forms.LotCorrectForm(request.POST or None, initial=current)

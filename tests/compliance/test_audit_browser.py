@@ -10,7 +10,7 @@ from trials import services
 
 @pytest.fixture
 def changed(visit, coordinator_a):
-    services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="visit 4 done")
+    services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="visit 4 done", confirm=True)
     return visit
 
 

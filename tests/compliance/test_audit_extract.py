@@ -10,13 +10,13 @@ from compliance.models import Export
 def test_it_carries_the_chain_verification_and_head_hash_in_json(built, auditor, trial, visit, coordinator_a):
     from trials import services as trial_services
 
-    trial_services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="done")
+    trial_services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="follow-up visits done", confirm=True)
     _, content = built(auditor, Export.Kind.AUDIT_JSON, trial)
     body = json.loads(content)
     assert body["chain_verification"]["ok"] is True
     assert len(body["head_hash"]) == 64 and body["head_sequence"] >= 1
     [change] = [e for e in body["events"] if e["action_name"] == "SUBJECT_STATUS_CHANGED"]
-    assert change["changes"] == {"status": ["enrolled", "completed"]} and change["reason"] == "done"
+    assert change["changes"] == {"status": ["enrolled", "completed"]} and change["reason"] == "follow-up visits done"
     assert all(e["trial_id"] == trial.pk for e in body["events"])
 
 

@@ -17,7 +17,8 @@ from trials import services
 
 
 def _status(c):
-    return (services.subject_change_status, dict(actor=c.coordinator_a, subject=c.subject, status="completed"),
+    return (services.subject_change_status, dict(actor=c.coordinator_a, subject=c.subject, status="completed",
+                                                    confirm=True),
             AuditAction.SUBJECT_STATUS_CHANGED, "status", "enrolled", "completed")
 
 
@@ -34,7 +35,7 @@ def _withdraw(c):
 
 
 def _lot(c):
-    return (services.lot_set_qc_status, dict(actor=c.coordinator_a, lot=c.batch.nanoparticle_lot,
+    return (services.lot_set_qc_status, dict(actor=c.trial_manager, lot=c.batch.nanoparticle_lot,
                                              qc_status="quarantined"),
             AuditAction.LOT_QC_STATUS_CHANGED, "qc_status", "released", "quarantined")
 
@@ -48,7 +49,8 @@ def _label(c):
 
 
 def _release(c):
-    return (services.batch_set_release_status, dict(actor=c.coordinator_a, batch=c.batch, release_status="rejected"),
+    return (services.batch_set_release_status, dict(actor=c.coordinator_a, batch=c.batch, release_status="rejected",
+                                                             confirm=True),
             AuditAction.BATCH_RELEASE_STATUS_CHANGED, "release_status", "released", "rejected")
 
 
@@ -56,7 +58,7 @@ EDITS = [_status, _identity, _withdraw, _lot, _label, _release]
 
 
 @pytest.fixture
-def cast(ready, coordinator_a, site_a):
+def cast(ready, coordinator_a, trial_manager, site_a):
     subject, consent, batch = ready
     unlabelled = f.CellBatchFactory(donor_subject=subject, unlabelled=True,
                                     manufactured_at=timezone.now() - dt.timedelta(days=2))
@@ -66,6 +68,7 @@ def cast(ready, coordinator_a, site_a):
 
     c = Cast()
     c.subject, c.consent, c.batch, c.unlabelled, c.coordinator_a = subject, consent, batch, unlabelled, coordinator_a
+    c.trial_manager = trial_manager
     return c
 
 
@@ -84,7 +87,7 @@ def test_it_keeps_the_reason_and_the_old_and_new_values(cast, edit):
     service(**kwargs, reason="source document corrected")
     event = last_event()
     assert event.action == action and event.reason == "source document corrected"
-    assert event.actor == cast.coordinator_a
+    assert event.actor == kwargs["actor"]
     before, after = event.changes[field]
     assert before != after
     if old is not None or new is not None:

@@ -20,7 +20,7 @@ def test_it_invalidates_the_signature_when_signed_data_changes(visit, investigat
     signature = signature_apply(signer=investigator_a, password=PASSWORD, obj=visit, meaning="approval")
     assert [s.valid for s in signatures_verify(visit)] == [True]
 
-    services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="follow-up done")
+    services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="follow-up done", confirm=True)
 
     # Invalidated by the edit itself, in its transaction: no read needed to notice.
     stored = Signature.objects.get(pk=signature.pk)
@@ -74,6 +74,6 @@ def test_it_shows_the_signature_on_the_subject_detail_and_its_invalidation(visit
     [shown] = body["signatures"]
     assert shown["meaning"] == "approval" and shown["valid"] is True and shown["printed_name"] == "investigator_a"
 
-    services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="follow-up done")
+    services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="follow-up done", confirm=True)
     [shown] = api(coordinator_a).get(f"/api/v1/subjects/{visit.pk}/").json()["signatures"]
     assert shown["valid"] is False and "follow-up done" in shown["invalidation_reason"]

@@ -1,5 +1,6 @@
-"""A coordinator enrols a subject with consent, registers a lot and records an injection
-verified by a second person, in the browser; refusals show next to their field."""
+"""A coordinator enrols a subject with consent and records an injection verified by a
+second person, in the browser; refusals show next to their field. The trial manager
+registers a lot (lots are the trial's, shared by every site)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def _local(value: dt.datetime) -> str:
 
 
 def test_a_coordinator_enrols_a_subject_with_consent_and_records_an_injection(
-        browse, trial, site_a, coordinator_a, investigator_a):
+        browse, trial, site_a, coordinator_a, investigator_a, trial_manager):
     f.ConsentDocumentFactory(trial=trial, version="2.0")
     batch = f.CellBatchFactory(donor_subject=None, site=site_a, batch_code="B-ALLO-01")
     s = browse(coordinator_a)
@@ -100,6 +101,10 @@ def test_a_coordinator_enrols_a_subject_with_consent_and_records_an_injection(
     page.get_by_role("link", name="clear").click()
     s.shot("06b-scan-list")
 
+    page.get_by_role("link", name="Lots & batches").click()
+    assert page.get_by_role("link", name="Register a lot").count() == 0  # the trial's, not the site's
+    s = browse(trial_manager)
+    page = s.page
     page.get_by_role("link", name="Lots & batches").click()
     page.get_by_role("link", name="Register a lot").click()
     page.get_by_label("Manufacturer").fill("Magnetic Insight")

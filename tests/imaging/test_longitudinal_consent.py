@@ -65,7 +65,7 @@ def test_it_stops_processing_a_follow_up_scan_after_the_withdrawal(api, pipeline
 def test_it_refuses_uploads_for_a_subject_who_left_the_trial(api, pipeline, coordinator_a, nothing_changed):
     from trials.services import subject_change_status
 
-    subject_change_status(actor=coordinator_a, subject=pipeline.subject, status="withdrawn", reason="moved abroad")
+    subject_change_status(actor=coordinator_a, subject=pipeline.subject, status="withdrawn", reason="moved abroad", confirm=True)
     with nothing_changed():
         response = api(pipeline.user).post(
             "/api/v1/uploads/", HTTP_TUS_RESUMABLE="1.0.0", HTTP_UPLOAD_LENGTH="100",

@@ -51,9 +51,9 @@ def test_it_paginates_lists(api, site_a, monitor):
     assert body["count"] == 3 and len(body["results"]) == 2 and body["next"]
 
 
-def test_it_adds_a_consent_document_by_upload(api, trial, coordinator_a):
+def test_it_adds_a_consent_document_by_upload(api, trial, trial_manager):
     upload = SimpleUploadedFile("consent-v2.pdf", b"%PDF-1.4 consent", content_type="application/pdf")
-    response = api(coordinator_a).post("/api/v1/consent-documents/", {
+    response = api(trial_manager).post("/api/v1/consent-documents/", {
         "trial": trial.pk, "version": "2.0", "irb_approval_date": "2025-05-01", "effective_date": "2025-05-15",
         "file": upload}, format="multipart")
     assert response.status_code == 201, response.json()
@@ -77,8 +77,8 @@ def test_it_signs_and_withdraws_consent(api, site_a, trial, coordinator_a):
     assert Consent.objects.get().withdrawal_reason == "no follow-up"
 
 
-def test_it_registers_and_releases_a_lot(api, trial, coordinator_a):
-    client = api(coordinator_a)
+def test_it_registers_and_releases_a_lot(api, trial, trial_manager):
+    client = api(trial_manager)
     response = client.post("/api/v1/nanoparticle-lots/", {
         "trial": trial.pk, "manufacturer": "Magnetic Insight", "product": "VivoTrax", "lot_number": "VT-1",
         "expiry_date": (timezone.localdate() + dt.timedelta(days=90)).isoformat(), "iron_mg_per_ml": "5.5",
@@ -89,7 +89,7 @@ def test_it_registers_and_releases_a_lot(api, trial, coordinator_a):
     assert response.json()["iron_mmol_per_l"] == "98.4869"
     lot_id = response.json()["id"]
     response = client.post(f"/api/v1/nanoparticle-lots/{lot_id}/qc-status/",
-                           {"qc_status": "released", "reason": "CoA ok"}, format="json")
+                           {"qc_status": "released", "reason": "CoA checked and within specification"}, format="json")
     assert response.status_code == 200 and NanoparticleLot.objects.get().qc_status == "released"
 
 

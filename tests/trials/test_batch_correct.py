@@ -154,7 +154,7 @@ def _url(batch):
 
 
 def test_it_corrects_through_the_api(api, released, coordinator_a):
-    response = api(coordinator_a).patch(_url(released), {"cell_count": 120_000_000, "reason": "recount"},
+    response = api(coordinator_a).patch(_url(released), {"cell_count": 120_000_000, "reason": "cells recounted on the sheet"},
                                         format="json")
     assert response.status_code == 200, response.json()
     assert (response.json()["cell_count"], response.json()["cells_remaining"]) == (120_000_000, 120_000_000)
@@ -164,7 +164,7 @@ def test_it_corrects_through_the_api(api, released, coordinator_a):
 def test_it_validates_ownership(request, api, released, nothing_written, who, status):
     client = api(request.getfixturevalue(who))
     with nothing_written():
-        response = client.patch(_url(released), {"cell_count": 1, "reason": "typo"}, format="json")
+        response = client.patch(_url(released), {"cell_count": 1, "reason": "typo on the CRF, source checked"}, format="json")
     assert response.status_code == status
     released.refresh_from_db()
     assert released.cell_count == 100_000_000

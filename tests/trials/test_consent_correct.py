@@ -55,21 +55,21 @@ def test_it_corrects_the_scopes_before_any_withdrawal(ready, coordinator_a):
 
 def test_it_refuses_scopes_once_a_withdrawal_is_recorded(ready, coordinator_a, nothing_written):
     _, consent, _ = ready
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="asked",
+    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="subject asked to stop sharing",
                      withdrawn_at=f.days_ago(5))
     _refused("scopes_locked_after_withdrawal", nothing_written, coordinator_a, consent, scopes=["imaging"])
 
 
 def test_it_refuses_a_signature_time_after_the_withdrawal(ready, coordinator_a, nothing_written):
     _, consent, _ = ready
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="asked",
+    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="subject asked to stop sharing",
                      withdrawn_at=f.days_ago(5))
     _refused("signed_after_withdrawal", nothing_written, coordinator_a, consent, signed_at=f.days_ago(3))
 
 
 def test_it_refuses_a_time_before_another_consents_withdrawal(ready, coordinator_a, nothing_written):
     subject, first, _ = ready
-    consent_withdraw(actor=coordinator_a, consent=first, scopes=["data_sharing"], reason="asked",
+    consent_withdraw(actor=coordinator_a, consent=first, scopes=["data_sharing"], reason="subject asked to stop sharing",
                      withdrawn_at=f.days_ago(20))
     second = f.ConsentFactory(subject=subject, document=first.document, signed_at=f.days_ago(15),
                               obtained_by=coordinator_a)
@@ -175,7 +175,7 @@ def test_it_validates_ownership(request, api, ready, nothing_written, who, statu
     _, consent, _ = ready
     client = api(request.getfixturevalue(who))
     with nothing_written():
-        response = client.patch(_url(consent), {"scopes": ["imaging"], "reason": "typo"}, format="json")
+        response = client.patch(_url(consent), {"scopes": ["imaging"], "reason": "typo on the CRF, source checked"}, format="json")
     assert response.status_code == status
     consent.refresh_from_db()
     assert consent.scopes == ALL_SCOPES

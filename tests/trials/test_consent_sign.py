@@ -30,15 +30,15 @@ def v1(trial):
                                     effective_date=dt.date(2025, 2, 1))
 
 
-def test_it_adds_a_consent_document_with_its_sha256(trial, coordinator_a):
+def test_it_adds_a_consent_document_with_its_sha256(trial, trial_manager):
     content = b"%PDF-1.4 informed consent v2"
-    document = consent_document_create(actor=coordinator_a, trial=trial, version="2",
+    document = consent_document_create(actor=trial_manager, trial=trial, version="2",
                                        irb_approval_date=dt.date(2025, 6, 1), effective_date=dt.date(2025, 6, 15),
                                        file=ContentFile(content, name="consent-v2.pdf"))
     assert document.sha256 == hashlib.sha256(content).hexdigest()
     assert document.file.read() == content
     event = last_event()
-    assert (event.action, event.actor, event.trial_id) == (AuditAction.CONSENT_DOCUMENT_CREATED, coordinator_a, trial.pk)
+    assert (event.action, event.actor, event.trial_id) == (AuditAction.CONSENT_DOCUMENT_CREATED, trial_manager, trial.pk)
     assert event.changes["sha256"] == [None, document.sha256]
 
 

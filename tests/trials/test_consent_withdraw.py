@@ -36,7 +36,7 @@ def test_it_withdraws_a_scope_with_reason_and_old_and_new_values(consent, coordi
 
 def test_it_blocks_the_withdrawn_scope_from_then_on(consent, coordinator_a):
     subject = consent.subject
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="r", withdrawn_at=f.days_ago(5))
+    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="Source document reviewed", withdrawn_at=f.days_ago(5))
 
     assert not consent_allows(subject, "imaging")
     assert consent_allows(subject, "imaging", at=f.days_ago(6))
@@ -48,9 +48,9 @@ def test_it_blocks_the_withdrawn_scope_from_then_on(consent, coordinator_a):
 
 def test_it_keeps_the_time_of_each_partial_withdrawal(consent, coordinator_a):
     first, second = f.days_ago(5), f.days_ago(2)
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["longitudinal_imaging"], reason="r1",
+    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["longitudinal_imaging"], reason="first withdrawal, visit 2",
                      withdrawn_at=first)
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="r2", withdrawn_at=second)
+    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="second withdrawal, visit 3", withdrawn_at=second)
 
     assert consent_allows(consent.subject, "imaging", at=f.days_ago(3))
     assert not consent_allows(consent.subject, "longitudinal_imaging", at=f.days_ago(3))
@@ -64,18 +64,18 @@ def test_it_requires_a_reason(consent, coordinator_a, nothing_written):
 
 def test_it_refuses_a_scope_never_granted(consent, coordinator_a, nothing_written):
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="r")
+        consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="Source document reviewed")
     assert caught.value.code == "scope_not_granted"
 
 
 def test_it_refuses_to_withdraw_twice(consent, coordinator_a, nothing_written):
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="r")
+    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="Source document reviewed")
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="r")
+        consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="Source document reviewed")
     assert caught.value.code == "scope_already_withdrawn"
 
 
 def test_it_refuses_a_coordinator_of_another_site(consent, coordinator_b, nothing_written):
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        consent_withdraw(actor=coordinator_b, consent=consent, scopes=["imaging"], reason="r")
+        consent_withdraw(actor=coordinator_b, consent=consent, scopes=["imaging"], reason="Source document reviewed")
     assert caught.value.code == "forbidden"

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from django.urls import reverse
 
+from compliance.actions import AuditAction
 from compliance.models import AuditEvent
 from tests import factories as f
 from trials.models import Consent, Injection, Membership, Role, Trial
@@ -41,7 +42,11 @@ def test_it_answers_404_to_site_b_on_every_detail_route(api, cast, name, basenam
         response = getattr(client, method)(url, {}, format="json")
         assert response.status_code == 404, (method, url, response.status_code)
         assert response.json()["error"]["code"] == "not_found"
-    assert AuditEvent.objects.count() == events_before
+    # The 404 writes nothing, except that an attempt to read identity is itself audited
+    # (trials.services.subject_identity_read): HIPAA's access log counts refusals too.
+    refused = AuditEvent.objects.filter(action=AuditAction.IDENTITY_READ_REFUSED).count()
+    assert refused == (sum(m in ("get", "head") for m in methods) if name == "subject-identity" else 0)
+    assert AuditEvent.objects.count() == events_before + refused
 
 
 @pytest.mark.parametrize("name,basename", LIST_ROUTES, ids=[r[0] for r in LIST_ROUTES])

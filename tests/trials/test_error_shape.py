@@ -45,9 +45,9 @@ def test_it_answers_404_for_another_sites_record(api, site_a, coordinator_b):
     _assert_shape(api(coordinator_b).get(f"/api/v1/subjects/{subject.pk}/"), 404, "not_found")
 
 
-def test_it_answers_409_with_the_rule_code_and_field(api, site_a, coordinator_a):
+def test_it_answers_409_with_the_rule_code_and_field(api, site_a, trial_manager):
     lot = f.NanoparticleLotFactory(trial=site_a.trial, qc_status="rejected")
-    error = _assert_shape(api(coordinator_a).post(f"/api/v1/nanoparticle-lots/{lot.pk}/qc-status/",
-                                                  {"qc_status": "released", "reason": "retest"}, format="json"),
+    error = _assert_shape(api(trial_manager).post(f"/api/v1/nanoparticle-lots/{lot.pk}/qc-status/",
+                                                  {"qc_status": "released", "reason": "QC retest passed"}, format="json"),
                           409, "lot_rejected")
     assert error["fields"] == {"qc_status": [error["message"]]}

@@ -172,7 +172,7 @@ def test_it_corrects_through_the_api(api, injection, coordinator_a, investigator
 def test_it_answers_a_broken_rule_in_the_one_error_shape(api, injection, coordinator_a, nothing_written):
     client = api(coordinator_a)
     with nothing_written():
-        response = client.patch(_url(injection), {"verified_by": "investigator_a", "reason": "typo"}, format="json")
+        response = client.patch(_url(injection), {"verified_by": "investigator_a", "reason": "typo on the CRF, source checked"}, format="json")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "verifier_is_administrator"
     assert list(response.json()["error"]["fields"]) == ["verified_by"]
@@ -182,7 +182,7 @@ def test_it_answers_a_broken_rule_in_the_one_error_shape(api, injection, coordin
 def test_it_validates_ownership(request, api, injection, nothing_written, who, status):
     client = api(request.getfixturevalue(who))
     with nothing_written():
-        response = client.patch(_url(injection), {"volume_ml": "3", "reason": "typo"}, format="json")
+        response = client.patch(_url(injection), {"volume_ml": "3", "reason": "typo on the CRF, source checked"}, format="json")
     assert response.status_code == status
     injection.refresh_from_db()
     assert injection.volume_ml == Decimal("2.000")

@@ -10,7 +10,8 @@ from compliance.actions import AuditAction
 from compliance.models import AuditEvent
 from trials.models import CellBatch, Injection, Membership, NanoparticleLot, Subject, SubjectIdentity, Trial
 
-USERS = {"coordinator_a", "imaging_a", "investigator_a", "coordinator_b", "imaging_b", "monitor", "sponsor", "auditor"}
+USERS = {"coordinator_a", "imaging_a", "investigator_a", "coordinator_b", "imaging_b", "monitor", "sponsor", "auditor",
+         "trial_manager"}
 
 
 def _load() -> str:

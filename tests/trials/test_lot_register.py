@@ -27,52 +27,52 @@ def _register(actor, trial, **overrides):
     return lot_register(actor=actor, trial=trial, **fields)
 
 
-def test_it_registers_a_quarantined_lot_with_mmol_computed_and_the_certificate_hashed(trial, coordinator_a):
-    lot = _register(coordinator_a, trial)
+def test_it_registers_a_quarantined_lot_with_mmol_computed_and_the_certificate_hashed(trial, trial_manager):
+    lot = _register(trial_manager, trial)
 
     assert lot.qc_status == NanoparticleLot.QcStatus.QUARANTINED
     assert lot.iron_mmol_per_l == Decimal("179.0671")  # 10 / 55.845 * 1000
     assert lot.certificate_sha256 == hashlib.sha256(COA).hexdigest()
     event = last_event()
-    assert (event.action, event.actor, event.trial_id) == (AuditAction.LOT_REGISTERED, coordinator_a, trial.pk)
+    assert (event.action, event.actor, event.trial_id) == (AuditAction.LOT_REGISTERED, trial_manager, trial.pk)
     assert event.changes["iron_mmol_per_l"] == [None, "179.0671"]
 
 
-def test_it_computes_mg_per_ml_from_mmol_per_l(trial, coordinator_a):
-    lot = _register(coordinator_a, trial, iron_mg_per_ml=None, iron_mmol_per_l=Decimal("98.4869"))
+def test_it_computes_mg_per_ml_from_mmol_per_l(trial, trial_manager):
+    lot = _register(trial_manager, trial, iron_mg_per_ml=None, iron_mmol_per_l=Decimal("98.4869"))
     assert lot.iron_mg_per_ml == Decimal("5.5000")
 
 
-def test_it_accepts_both_concentrations_within_half_a_percent(trial, coordinator_a):
-    lot = _register(coordinator_a, trial, iron_mg_per_ml=Decimal("10"), iron_mmol_per_l=Decimal("179.9"))
+def test_it_accepts_both_concentrations_within_half_a_percent(trial, trial_manager):
+    lot = _register(trial_manager, trial, iron_mg_per_ml=Decimal("10"), iron_mmol_per_l=Decimal("179.9"))
     assert lot.pk
 
 
-def test_it_refuses_inconsistent_concentrations(trial, coordinator_a, nothing_written):
+def test_it_refuses_inconsistent_concentrations(trial, trial_manager, nothing_written):
     with nothing_written(), pytest.raises(ValidationError) as caught:
-        _register(coordinator_a, trial, iron_mg_per_ml=Decimal("10"), iron_mmol_per_l=Decimal("185"))
+        _register(trial_manager, trial, iron_mg_per_ml=Decimal("10"), iron_mmol_per_l=Decimal("185"))
     assert "iron_mmol_per_l" in caught.value.message_dict
 
 
-def test_it_needs_an_iron_concentration(trial, coordinator_a, nothing_written):
+def test_it_needs_an_iron_concentration(trial, trial_manager, nothing_written):
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        _register(coordinator_a, trial, iron_mg_per_ml=None)
+        _register(trial_manager, trial, iron_mg_per_ml=None)
     assert caught.value.code == "iron_concentration_missing"
 
 
-def test_it_refuses_a_hydrodynamic_size_below_the_core(trial, coordinator_a, nothing_written):
+def test_it_refuses_a_hydrodynamic_size_below_the_core(trial, trial_manager, nothing_written):
     with nothing_written(), pytest.raises(ValidationError):
-        _register(coordinator_a, trial, hydrodynamic_size_nm=Decimal("20"))
+        _register(trial_manager, trial, hydrodynamic_size_nm=Decimal("20"))
 
 
-def test_it_refuses_a_lot_number_twice_for_one_manufacturer(trial, coordinator_a, nothing_written):
-    _register(coordinator_a, trial)
+def test_it_refuses_a_lot_number_twice_for_one_manufacturer(trial, trial_manager, nothing_written):
+    _register(trial_manager, trial)
     with nothing_written(), pytest.raises(ValidationError):
-        _register(coordinator_a, trial)
+        _register(trial_manager, trial)
 
 
-@pytest.mark.parametrize("who", ["imaging_a", "investigator_a", "monitor", "sponsor"])
-def test_it_refuses_non_coordinators(request, trial, nothing_written, who):
+@pytest.mark.parametrize("who", ["coordinator_a", "coordinator_b", "imaging_a", "investigator_a", "monitor", "sponsor"])
+def test_it_refuses_everyone_but_the_trial_manager(request, trial, nothing_written, who):
     actor = request.getfixturevalue(who)
     with nothing_written(), pytest.raises(RuleViolation) as caught:
         _register(actor, trial)

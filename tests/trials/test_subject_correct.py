@@ -98,7 +98,7 @@ def _url(subject):
 
 
 def test_it_corrects_through_the_api(api, subject, coordinator_a):
-    response = api(coordinator_a).patch(_url(subject), {"enrolment_date": "2026-01-21", "reason": "CRF typo"},
+    response = api(coordinator_a).patch(_url(subject), {"enrolment_date": "2026-01-21", "reason": "CRF typo at visit 2"},
                                         format="json")
     assert response.status_code == 200, response.json()
     assert response.json()["enrolment_date"] == "2026-01-21"
@@ -109,7 +109,7 @@ def test_it_corrects_through_the_api(api, subject, coordinator_a):
 
 def test_it_names_a_field_that_cannot_be_corrected_through_the_api(api, subject, coordinator_a, nothing_written):
     with nothing_written():
-        response = api(coordinator_a).patch(_url(subject), {"code": "X-1", "reason": "typo"}, format="json")
+        response = api(coordinator_a).patch(_url(subject), {"code": "X-1", "reason": "typo on the CRF, source checked"}, format="json")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "code_not_correctable"
     assert response.json()["error"]["fields"] == {"code": [response.json()["error"]["message"]]}
@@ -126,7 +126,7 @@ def test_it_validates_ownership(request, api, subject, nothing_written, who, sta
     client = api(request.getfixturevalue(who))
     with nothing_written():
         response = client.patch(
-            _url(subject), {"enrolment_date": "2026-01-21", "reason": "typo"}, format="json")
+            _url(subject), {"enrolment_date": "2026-01-21", "reason": "typo on the CRF, source checked"}, format="json")
     assert response.status_code == status
     assert response.json()["error"]["code"] == {404: "not_found", 403: "forbidden"}[status]
     subject.refresh_from_db()

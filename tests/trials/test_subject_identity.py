@@ -78,9 +78,12 @@ def test_it_lets_phi_roles_read_identity_and_audits_the_read(request, subject, w
 def test_it_refuses_identity_reads_by_other_roles_and_sites(request, subject, nothing_written, who):
     f.SubjectIdentityFactory(subject=subject)
     actor = request.getfixturevalue(who)
-    with nothing_written(), pytest.raises(RuleViolation) as caught:
+    events = AuditEvent.objects.count()
+    with pytest.raises(RuleViolation) as caught:
         subject_identity_read(actor=actor, subject=subject)
     assert (caught.value.code, caught.value.status_code) == ("forbidden", 403)
+    # Nothing is read or written but the refusal itself (tests/trials/test_it_audits_refused_identity_reads.py).
+    assert AuditEvent.objects.count() == events + 1 and last_event().action == AuditAction.IDENTITY_READ_REFUSED
 
 
 # --- through the API

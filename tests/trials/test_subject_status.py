@@ -34,12 +34,12 @@ def test_it_requires_a_reason(site_a, coordinator_a, nothing_written, reason):
 def test_it_keeps_a_final_status_final(site_a, coordinator_a, nothing_written):
     subject = f.SubjectFactory(site=site_a, status=Subject.Status.WITHDRAWN)
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        subject_change_status(actor=coordinator_a, subject=subject, status="enrolled", reason="typo")
+        subject_change_status(actor=coordinator_a, subject=subject, status="enrolled", reason="typo on the CRF, source checked")
     assert caught.value.code == "subject_status_final"
 
 
 def test_it_refuses_a_coordinator_of_another_site(site_a, coordinator_b, nothing_written):
     subject = f.SubjectFactory(site=site_a, status=Subject.Status.SCREENING)
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        subject_change_status(actor=coordinator_b, subject=subject, status="enrolled", reason="x")
+        subject_change_status(actor=coordinator_b, subject=subject, status="enrolled", reason="Subject eligible after screening")
     assert caught.value.code == "forbidden"

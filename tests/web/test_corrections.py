@@ -48,18 +48,25 @@ def _urls(subject, consent, batch, injection):
             f"/batches/{batch.pk}/edit/"]
 
 
-def test_it_renders_every_correction_form_for_the_coordinator(browser_client, coordinator_a, ready, injection):
+def test_it_renders_every_correction_form_for_the_coordinator(browser_client, coordinator_a, trial_manager, ready,
+                                                               injection):
     subject, consent, batch = ready
+    # Lots are the trial's: the trial manager corrects them, not a site coordinator.
+    lot_url = f"/lots/{batch.nanoparticle_lot_id}/edit/"
     client = browser_client(coordinator_a)
     for url in _urls(subject, consent, batch, injection):
         page = client.get(url)
-        assert page.status_code == 200, url
-        assert b'for="id_reason"' in page.content, url
+        assert page.status_code == (404 if url == lot_url else 200), url
+        if url != lot_url:
+            assert b'for="id_reason"' in page.content, url
     timeline = client.get(f"/subjects/{subject.pk}/").content.decode()
     for url in _urls(subject, consent, batch, injection)[:4]:
         assert f'href="{url}"' in timeline, url
     products = client.get("/products/").content.decode()
-    assert f'href="/lots/{batch.nanoparticle_lot_id}/edit/"' in products and f'href="/batches/{batch.pk}/edit/"' in products
+    assert f'href="{lot_url}"' not in products and f'href="/batches/{batch.pk}/edit/"' in products
+    manager = browser_client(trial_manager)
+    assert b'for="id_reason"' in manager.get(lot_url).content
+    assert f'href="{lot_url}"' in manager.get("/products/").content.decode()
 
 
 def test_it_answers_404_to_another_site(browser_client, coordinator_b, ready, injection, nothing_written):
@@ -70,7 +77,7 @@ def test_it_answers_404_to_another_site(browser_client, coordinator_b, ready, in
     with nothing_written():
         for url in urls:
             assert client.get(url).status_code == 404, url
-            assert client.post(url, {"reason": "typo", "status": "withdrawn"}).status_code == 404, url
+            assert client.post(url, {"reason": "typo on the CRF, source checked", "status": "withdrawn"}).status_code == 404, url
 
 
 def test_it_corrects_the_enrolment_date_with_old_and_new_in_the_audit_trail(browser_client, coordinator_a, ready):
@@ -104,7 +111,7 @@ def test_it_shows_the_service_refusal_next_to_the_field(browser_client, coordina
     client = browser_client(coordinator_a)
     with nothing_written():
         response = client.post(f"/subjects/{subject.pk}/edit/", {
-            "enrolment_date": (timezone.localdate() + dt.timedelta(days=5)).isoformat(), "reason": "typo"})
+            "enrolment_date": (timezone.localdate() + dt.timedelta(days=5)).isoformat(), "reason": "typo on the CRF, source checked"})
     assert response.status_code == 400
     assert response.context["form"].errors["enrolment_date"] == ["The enrolment date cannot be in the future."]
     assert b'id="id_enrolment_date_error"' in response.content
@@ -142,9 +149,9 @@ def test_it_refuses_an_injection_correction_verified_by_the_administrator(browse
         "The verifier must be someone other than the administrator."]
 
 
-def test_it_corrects_a_lot_and_recomputes_the_other_concentration(browser_client, coordinator_a, ready):
+def test_it_corrects_a_lot_and_recomputes_the_other_concentration(browser_client, trial_manager, ready):
     lot = ready[2].nanoparticle_lot
-    client = browser_client(coordinator_a)
+    client = browser_client(trial_manager)
     data = _form_data(client.get(f"/lots/{lot.pk}/edit/"))
     response = client.post(f"/lots/{lot.pk}/edit/", {**data, "iron_mg_per_ml": "5.6000", "reason": "CoA reread"})
     assert response.status_code == 302, response.context["form"].errors
@@ -152,12 +159,12 @@ def test_it_corrects_a_lot_and_recomputes_the_other_concentration(browser_client
     assert lot.iron_mg_per_ml == Decimal("5.6") and set(last_event().changes) == {"iron_mg_per_ml", "iron_mmol_per_l"}
 
 
-def test_it_refuses_a_lot_correction_next_to_the_field(browser_client, coordinator_a, ready, nothing_written):
+def test_it_refuses_a_lot_correction_next_to_the_field(browser_client, trial_manager, ready, nothing_written):
     lot = ready[2].nanoparticle_lot
-    client = browser_client(coordinator_a)
+    client = browser_client(trial_manager)
     data = _form_data(client.get(f"/lots/{lot.pk}/edit/"))
     with nothing_written():
-        response = client.post(f"/lots/{lot.pk}/edit/", {**data, "hydrodynamic_size_nm": "2", "reason": "typo"})
+        response = client.post(f"/lots/{lot.pk}/edit/", {**data, "hydrodynamic_size_nm": "2", "reason": "typo on the CRF, source checked"})
     assert "cannot be smaller than the core" in response.context["form"].errors["hydrodynamic_size_nm"][0]
 
 
@@ -168,9 +175,9 @@ def test_it_refuses_a_batch_count_below_what_was_injected(browser_client, coordi
     data = _form_data(client.get(f"/batches/{batch.pk}/edit/"))
     assert "labelled_at" not in data  # released: the labelling is not corrected here
     with nothing_written():
-        response = client.post(f"/batches/{batch.pk}/edit/", {**data, "cell_count": "1000", "reason": "typo"})
+        response = client.post(f"/batches/{batch.pk}/edit/", {**data, "cell_count": "1000", "reason": "typo on the CRF, source checked"})
     assert "cannot be corrected to" in response.context["form"].errors["cell_count"][0]
-    response = client.post(f"/batches/{batch.pk}/edit/", {**data, "viability_percent": "91.00", "reason": "typo"})
+    response = client.post(f"/batches/{batch.pk}/edit/", {**data, "viability_percent": "91.00", "reason": "typo on the CRF, source checked"})
     assert response.status_code == 302
     batch.refresh_from_db()
     assert batch.viability_percent == Decimal("91.00")
@@ -196,8 +203,8 @@ def test_it_changes_the_subject_status_with_a_reason(browser_client, coordinator
     with nothing_written():
         refused = client.post(f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": ""})
     assert refused.status_code == 400 and b'id="id_reason_error"' in refused.content
-    assert client.post(f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": "moved abroad"}
-                       ).status_code == 302
+    assert client.post(f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": "moved abroad",
+                                                          "confirm": "on"}).status_code == 302
     subject.refresh_from_db()
     assert subject.status == "withdrawn"
     event = last_event()
@@ -213,5 +220,5 @@ def test_it_does_not_offer_corrections_to_a_monitor(browser_client, monitor, rea
     assert client.get(f"/subjects/{subject.pk}/edit/").status_code == 404
     with nothing_written():
         response = client.post(f"/subjects/{subject.pk}/edit/", {
-            "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": "typo"})
+            "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": "typo on the CRF, source checked"})
     assert response.status_code == 404

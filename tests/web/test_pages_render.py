@@ -58,9 +58,14 @@ def test_it_refuses_the_dicom_study_to_a_sponsor(browser_client, sponsor, quanti
     assert not AuditEvent.objects.filter(action=AuditAction.FILE_DOWNLOADED).exists()
 
 
-@pytest.mark.parametrize("path", ["/subjects/", "/subjects/new/", "/products/", "/lots/new/", "/batches/new/", "/exports/"])
+@pytest.mark.parametrize("path", ["/subjects/", "/subjects/new/", "/products/", "/batches/new/", "/exports/"])
 def test_it_renders_the_coordinator_pages(browser_client, coordinator_a, path):
     assert browser_client(coordinator_a).get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/products/", "/lots/new/"])
+def test_it_renders_the_trial_manager_pages(browser_client, trial_manager, path):
+    assert browser_client(trial_manager).get(path).status_code == 200
 
 
 def test_the_upload_page_sends_chunks_of_the_configured_size(browser_client, imaging_a, pipeline, settings):

@@ -16,7 +16,7 @@ from tests import factories as f
 from trials import services as trial_services
 from tests.web.scans import scans_at
 
-CORRECTION_POST = {"reason": "typo", "status": "withdrawn", "enrolment_date": "2020-01-01", "scopes": ["imaging"],
+CORRECTION_POST = {"reason": "typo on the CRF, source checked", "status": "withdrawn", "enrolment_date": "2020-01-01", "scopes": ["imaging"],
                    "qc_status": "rejected", "release_status": "rejected"}
 SPHERE = {"roi-name": "heart", "roi-kind": "target", "roi-shape": "sphere", "roi-centre_x_mm": "0",
           "roi-centre_y_mm": "0", "roi-centre_z_mm": "0", "roi-size_x_mm": "8"}
@@ -31,7 +31,7 @@ def records(ready, coordinator_a, investigator_a):
 
 
 def _coordinator_forms(subject, consent, batch, injection) -> list[str]:
-    """The forms only a coordinator (of the record's site, or for lots of the trial) may save."""
+    """The forms only a coordinator of the record's site (or, for the trial's lots, the trial manager) may save."""
     return [f"/subjects/{subject.pk}/edit/", f"/subjects/{subject.pk}/status/", f"/consents/{consent.pk}/edit/",
             f"/injections/{injection.pk}/edit/", f"/lots/{batch.nanoparticle_lot_id}/edit/",
             f"/batches/{batch.pk}/edit/", f"/subjects/{subject.pk}/consent/", f"/subjects/{subject.pk}/injection/",
@@ -67,18 +67,30 @@ def test_the_coordinator_is_still_offered_and_served_every_form(browser_client, 
     client = browser_client(coordinator_a)
     html = client.get(f"/subjects/{subject.pk}/").content.decode() + client.get("/products/").content.decode()
     for url in _coordinator_forms(*records):
+        if url.startswith("/lots/"):  # the trial's lots: the trial manager's forms (test below)
+            assert f'href="{url}"' not in html and client.get(url).status_code == 404, url
+            continue
         if "/label/" in url:  # the batch is labelled already: no link, the form still opens
             assert f'href="{url}"' not in html
         else:
             assert f'href="{url}"' in html, url
         assert client.get(url).status_code == 200, url
     response = client.post(f"/subjects/{subject.pk}/edit/", {
-        "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": "typo"})
+        "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": "typo on the CRF, source checked"})
     assert response.status_code == 302
-    response = client.post(f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": "moved abroad"})
+    response = client.post(f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": "moved abroad",
+                                                                "confirm": "on"})
     assert response.status_code == 302
     subject.refresh_from_db()
     assert subject.status == "withdrawn"
+
+
+def test_the_trial_manager_is_offered_and_served_the_lot_forms(browser_client, trial_manager, records):
+    client = browser_client(trial_manager)
+    html = client.get("/products/").content.decode()
+    for url in [u for u in _coordinator_forms(*records) if u.startswith("/lots/")]:
+        assert f'href="{url}"' in html, url
+        assert client.get(url).status_code == 200, url
 
 
 @pytest.mark.parametrize("who", ["monitor", "sponsor", "auditor"])

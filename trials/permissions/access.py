@@ -21,6 +21,13 @@ SCAN_UPLOAD_ROLES = frozenset({Role.IMAGING_STAFF})
 # Roles whose members may give or verify a dose at their site.
 CLINICAL_ROLES = frozenset({Role.COORDINATOR, Role.INVESTIGATOR})
 
+# The trial's shared resources (nanoparticle lots, consent document versions): every
+# site depends on them, so only a trial-level role changes them, never one site's staff.
+TRIAL_RESOURCE_ROLES = frozenset({Role.TRIAL_MANAGER})
+# Trial-wide roles that read every site's records. The trial manager reads the trial's
+# shared resources only.
+READ_ALL_SITES_ROLES = frozenset({Role.MONITOR, Role.SPONSOR, Role.AUDITOR})
+
 # Protected health information: at the subject's own site for these ...
 PHI_SITE_ROLES = frozenset({Role.COORDINATOR, Role.INVESTIGATOR})
 # ... and trial-wide for these. Never sponsors, never imaging staff.
@@ -35,11 +42,11 @@ def active_memberships(user) -> QuerySet[Membership]:
 
 def visible_site_ids(user) -> QuerySet:
     """Ids of the sites whose records ``user`` may read: the sites of their site
-    memberships, and every site of a trial where they hold a trial-wide role."""
+    memberships, and every site of a trial where they hold a trial-wide reading role."""
     memberships = active_memberships(user)
     return Site.objects.filter(
         Q(id__in=memberships.filter(site__isnull=False).values("site_id"))
-        | Q(trial_id__in=memberships.filter(site__isnull=True).values("trial_id"))
+        | Q(trial_id__in=memberships.filter(site__isnull=True, role__in=READ_ALL_SITES_ROLES).values("trial_id"))
     ).values("id")
 
 
@@ -68,6 +75,16 @@ def require_role(user, *, site: Site | None = None, trial: Trial | None = None, 
         where = f"site {site.code}" if site is not None else f"trial {trial.protocol_number}"
         needed = " or ".join(sorted(str(r) for r in roles))
         raise RuleViolation("forbidden", f"Only a {needed} at {where} may {action}.", status_code=403)
+
+
+def require_trial_role(user, *, trial: Trial, roles, action: str) -> None:
+    """Refuse with 403 unless ``user`` holds one of ``roles`` for the whole of ``trial``
+    (a trial-wide membership): a role held at one site never counts here."""
+    held = set(active_memberships(user).filter(trial=trial, site__isnull=True).values_list("role", flat=True))
+    if not held & {str(r) for r in roles}:
+        needed = " or ".join(sorted(str(r) for r in roles))
+        raise RuleViolation("forbidden", f"Only a trial-wide {needed} of trial {trial.protocol_number} may {action}: "
+                            "it is shared by every site of the trial.", status_code=403)
 
 
 def can_read_identity(user, subject: Subject) -> bool:

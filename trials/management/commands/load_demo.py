@@ -32,6 +32,9 @@ DEMO_USERS = {
     "monitor": (Role.MONITOR, None),
     "sponsor": (Role.SPONSOR, None),
     "auditor": (Role.AUDITOR, None),
+    # Keeps what both sites share: the nanoparticle lots (QC release, rejection) and the
+    # consent document versions. A site coordinator cannot change them.
+    "trial_manager": (Role.TRIAL_MANAGER, None),
 }
 
 # Fictional people: the demo must never look like it holds someone's real record.
@@ -80,12 +83,12 @@ class Command(BaseCommand):
         coordinator = {"A": users["coordinator_a"], "B": users["coordinator_b"]}
 
         consent_v1 = services.consent_document_create(
-            actor=users["coordinator_a"], trial=trial, version="1.0",
+            actor=users["trial_manager"], trial=trial, version="1.0",
             irb_approval_date=timezone.localdate() - dt.timedelta(days=200),
             effective_date=timezone.localdate() - dt.timedelta(days=180),
             file=ContentFile(_consent_text(trial).encode(), name="MPI-CT-001-consent-v1.0.txt"),
         )
-        vivotrax = self._lots(trial, users["coordinator_a"])
+        vivotrax = self._lots(trial, users["trial_manager"])
 
         subjects = []
         for index, (code, name, born, mrn, scopes) in enumerate(DEMO_SUBJECTS):
@@ -117,34 +120,34 @@ class Command(BaseCommand):
             users[username] = user
         return users
 
-    def _lots(self, trial, coordinator):
+    def _lots(self, trial, manager):
         def coa(product, lot):
             return ContentFile(f"Certificate of analysis\nProduct: {product}\nLot: {lot}\nSterility: pass\n"
                                f"Endotoxin: < 0.5 EU/mL\n".encode(), name=f"CoA-{lot}.txt")
 
         vivotrax = services.lot_register(
-            actor=coordinator, trial=trial, manufacturer="Magnetic Insight", product="VivoTrax (ferucarbotran)",
+            actor=manager, trial=trial, manufacturer="Magnetic Insight", product="VivoTrax (ferucarbotran)",
             lot_number="VT-24117", expiry_date=timezone.localdate() + dt.timedelta(days=300),
             iron_mg_per_ml=Decimal("5.5"), core_size_nm=Decimal("4.2"), hydrodynamic_size_nm=Decimal("62"),
             polydispersity_index=Decimal("0.180"), coating="carboxydextran",
             certificate_of_analysis=coa("VivoTrax", "VT-24117"),
         )
-        vivotrax = services.lot_set_qc_status(actor=coordinator, lot=vivotrax, qc_status="released",
+        vivotrax = services.lot_set_qc_status(actor=manager, lot=vivotrax, qc_status="released",
                                    reason="CoA reviewed; sterility and endotoxin within specification")
         services.lot_register(
-            actor=coordinator, trial=trial, manufacturer="micromod", product="perimag plain",
+            actor=manager, trial=trial, manufacturer="micromod", product="perimag plain",
             lot_number="PM-0925-03", expiry_date=timezone.localdate() + dt.timedelta(days=420),
             iron_mg_per_ml=Decimal("8.5"), core_size_nm=Decimal("19"), hydrodynamic_size_nm=Decimal("130"),
             polydispersity_index=Decimal("0.200"), coating="dextran", certificate_of_analysis=coa("perimag", "PM-0925-03"),
         )  # stays quarantined: QC review pending
         synomag = services.lot_register(
-            actor=coordinator, trial=trial, manufacturer="micromod", product="synomag-D",
+            actor=manager, trial=trial, manufacturer="micromod", product="synomag-D",
             lot_number="SD-0424-11", expiry_date=timezone.localdate() - dt.timedelta(days=30),
             iron_mmol_per_l=Decimal("179.0671"), core_size_nm=Decimal("30"), hydrodynamic_size_nm=Decimal("50"),
             polydispersity_index=Decimal("0.150"), coating="dextran", certificate_of_analysis=coa("synomag-D", "SD-0424-11"),
         )
-        services.lot_set_qc_status(actor=coordinator, lot=synomag, qc_status="rejected",
-                                   reason="Expired before QC release")
+        services.lot_set_qc_status(actor=manager, lot=synomag, qc_status="rejected",
+                                   reason="Expired before QC release", confirm=True)
         return vivotrax
 
     def _batches_and_injections(self, sites, subjects, lot, users):
