@@ -100,7 +100,7 @@ def test_it_neutralises_free_text_in_the_report_csv(built, coordinator_a, trial,
 def test_it_neutralises_reasons_in_the_audit_csv(built, auditor, coordinator_a, trial, visit):
     consent = visit.consents.get()
     trial_services.consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason=HOSTILE[1])
-    trial_services.subject_change_status(actor=coordinator_a, subject=visit, status="withdrawn", reason=HOSTILE[3])
+    trial_services.subject_change_status(actor=coordinator_a, subject=visit, status="withdrawn", reason=HOSTILE[3], confirm=True)
     _, content = built(auditor, Export.Kind.AUDIT_CSV, trial)
     text = content.decode()
     rows = list(csv.DictReader(io.StringIO("\n".join(l for l in text.splitlines() if not l.startswith("# ")))))
