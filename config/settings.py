@@ -396,6 +396,14 @@ if IMAGING_UPLOAD_PIECE_BYTES % 4096:
 # a dropped connection resends at most one; the page holds one chunk in memory. Keep it
 # under any body-size limit of a proxy in front (e.g. nginx client_max_body_size).
 IMAGING_UPLOAD_BROWSER_CHUNK_BYTES = envint("IMAGING_UPLOAD_BROWSER_CHUNK_BYTES", 16 * 1024**2, minimum=65536)
+# Hostile HDF5 (issue #12): before any dataset of a file is read, what it declares is checked
+# against what the file stores (no fill-value-only data) and these bounds (recon.mdf.ReadLimits):
+# the total uncompressed bytes of all datasets, the compression ratio, the objects and the
+# attributes walked. ROI label volumes, read in the web request, have a bound of their own.
+IMAGING_MAX_DECLARED_BYTES = envint("IMAGING_MAX_DECLARED_BYTES", 32 * 1024**3, minimum=1)
+IMAGING_MAX_COMPRESSION_RATIO = envint("IMAGING_MAX_COMPRESSION_RATIO", 1000, minimum=1)
+IMAGING_MAX_HDF5_OBJECTS = envint("IMAGING_MAX_HDF5_OBJECTS", 10_000, minimum=100)
+IMAGING_LABEL_VOLUME_MAX_BYTES = envint("IMAGING_LABEL_VOLUME_MAX_BYTES", 64 * 1024**2, minimum=1)
 IMAGING_SYSTEM_MATRIX_CACHE_BYTES = envint("IMAGING_SYSTEM_MATRIX_CACHE_BYTES", 1024**3, minimum=0)
 IMAGING_TASK_SOFT_TIME_LIMIT = envint("IMAGING_TASK_SOFT_TIME_LIMIT", 1800, minimum=1)
 IMAGING_TASK_TIME_LIMIT = envint("IMAGING_TASK_TIME_LIMIT", 2100, minimum=1)

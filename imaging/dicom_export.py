@@ -42,9 +42,8 @@ import numpy as np
 from pydicom import Dataset
 
 from config.errors import RuleViolation
-from imaging import uploads
+from imaging import processing, uploads
 from imaging.models import Scan
-from recon.mdf import MDFFile
 from recon.quantify import Grid, mask_from_geometry
 
 Progress = Callable[[str, float], None]
@@ -73,7 +72,7 @@ def require_exportable(scan: Scan) -> None:
 
 
 def load_volume(reconstruction) -> LoadedVolume:
-    with MDFFile(uploads.media_path(reconstruction.file)) as f:
+    with processing.open_mdf(uploads.media_path(reconstruction.file)) as f:
         data, meta = f.reconstruction()
     grid = Grid(tuple(meta["size"]), tuple(meta["fieldOfView"]), tuple(meta["fieldOfViewCenter"]))
     nx, ny, nz = grid.size
@@ -91,12 +90,7 @@ def roi_mask(roi, grid: Grid) -> np.ndarray | None:
         g = roi.geometry
         flat = mask_from_geometry(grid, g["shape"], g["center_m"], g[_GEOMETRY_SIZE_KEYS[g["shape"]]])
     else:
-        path = str(uploads.media_path(roi.label_file))
-        if path.endswith(".npy"):
-            labels = np.load(path, allow_pickle=False)
-        else:
-            with MDFFile(path) as f:
-                labels = np.rint(f.reconstruction()[0][0, :, 0]).astype(np.int64)
+        labels = processing.load_labels(str(uploads.media_path(roi.label_file)))
         labels = labels.ravel(order="F") if labels.ndim == 3 else labels.ravel()
         if labels.shape[0] != grid.num_voxels:
             return None

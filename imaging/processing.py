@@ -9,16 +9,19 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import math
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from django.conf import settings
 
 import recon
 from recon import validate as recon_validate
-from recon.mdf import MDFError, MDFFile
+from recon.mdf import MDFError, MDFFile, ReadLimits
 from recon.params import ReconParams
 
 Progress = Callable[[str, float], None]
@@ -43,6 +46,25 @@ def sha256_file(path: str | Path, piece: int = 1 << 20) -> str:
         while block := fh.read(piece):
             digest.update(block)
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- bounded reading
+
+
+def read_limits(*, max_declared_bytes: int | None = None) -> ReadLimits:
+    """What any file may declare before recon reads a byte of its data (issue #12: a
+    150 KB upload declaring 10**12 values kept a worker busy for an hour)."""
+    return ReadLimits(
+        max_declared_bytes=max_declared_bytes or settings.IMAGING_MAX_DECLARED_BYTES,
+        max_compression_ratio=settings.IMAGING_MAX_COMPRESSION_RATIO,
+        max_objects=settings.IMAGING_MAX_HDF5_OBJECTS,
+        max_attributes=settings.IMAGING_MAX_HDF5_OBJECTS,
+    )
+
+
+def open_mdf(path: str | Path) -> MDFFile:
+    """Every MDF file the platform reads is opened here, under :func:`read_limits`."""
+    return MDFFile(path, limits=read_limits())
 
 
 # --------------------------------------------------------------------------- inspection
@@ -75,13 +97,13 @@ def _acquisition(f: MDFFile) -> dict:
 
 def inspect(path: str | Path) -> Inspection:
     """Validate an MDF file with recon and read its drive-field settings. Never raises."""
-    report = recon_validate.validate(path)
+    report = recon_validate.validate(path, limits=read_limits())
     as_dict = report.as_dict()
     problems = "; ".join(f"{p.code} at {p.path or '/'}: {p.message}" for p in report.problems)
     acquisition = None
     if report.valid:
         try:
-            with MDFFile(path) as f:
+            with open_mdf(path) as f:
                 acquisition = _acquisition(f)
         except MDFError as exc:  # validate() opens it too, so this is rare
             return Inspection(as_dict | {"valid": False}, report.kind, None, str(exc))
@@ -90,7 +112,7 @@ def inspect(path: str | Path) -> Inspection:
 
 def calibration_summary(path: str | Path) -> dict:
     """What the library stores about a calibration: grid, field of view, SNR."""
-    with MDFFile(path) as f:
+    with open_mdf(path) as f:
         snr = np.asarray(f.snr, dtype=float) if f.snr is not None else np.zeros(0)
         finite = snr[np.isfinite(snr)]
         return {
@@ -130,7 +152,7 @@ class LoadedSystemMatrix:
 
 
 def load_system_matrix(path: str | Path) -> LoadedSystemMatrix:
-    with MDFFile(path) as f:
+    with open_mdf(path) as f:
         s, bg = f.system_matrix()
         snr = None if f.snr is None else np.asarray(f.snr, dtype=float)[0]
         return LoadedSystemMatrix(
@@ -156,7 +178,7 @@ def reconstruct(
     from recon.pipeline import reconstruct_arrays
 
     progress("read", 0.05)
-    with MDFFile(measurement_path) as f:
+    with open_mdf(measurement_path) as f:
         spectra = f.spectra()
         is_background = np.asarray(f.is_background_frame, dtype=bool)
     stages = {"select": 0.15, "preprocess": 0.3, "solve": 0.5}
@@ -199,10 +221,35 @@ class RoiSpec:
     label_value: int | None
 
 
-def _load_labels(path: str) -> np.ndarray:
+def _check_npy(path: str, max_bytes: int) -> None:
+    """The array a .npy header declares must fit the limit and be exactly what the file holds."""
+    from numpy.lib import format as npy_format
+
+    with open(path, "rb") as fh:
+        major, _ = npy_format.read_magic(fh)
+        read_header = npy_format.read_array_header_1_0 if major == 1 else npy_format.read_array_header_2_0
+        shape, _, dtype = read_header(fh)
+        header_bytes = fh.tell()
+    if dtype.hasobject:
+        raise ValueError(f"the .npy holds Python objects ({dtype}), not integers")
+    declared = math.prod(int(n) for n in shape) * dtype.itemsize
+    if declared > max_bytes:
+        raise ValueError(f"the .npy declares {declared} bytes (shape {shape}, {dtype}), more than the limit of "
+                         f"{max_bytes} bytes")
+    held = os.path.getsize(path) - header_bytes
+    if held != declared:
+        raise ValueError(f"the .npy declares {declared} bytes (shape {shape}, {dtype}) but holds {held}")
+
+
+def load_labels(path: str) -> np.ndarray:
+    """A label volume (.npy integer array or reconstruction-shaped MDF). Read in the web
+    request that defines the ROI: what it declares is checked against
+    ``IMAGING_LABEL_VOLUME_MAX_BYTES`` and against the file before anything is read."""
+    max_bytes = settings.IMAGING_LABEL_VOLUME_MAX_BYTES
     if path.endswith(".npy"):
+        _check_npy(path, max_bytes)
         return np.load(path, allow_pickle=False)
-    with MDFFile(path) as f:
+    with MDFFile(path, limits=read_limits(max_declared_bytes=max_bytes)) as f:
         data, _ = f.reconstruction()
     return np.rint(data[0, :, 0]).astype(np.int64)
 
@@ -212,7 +259,7 @@ def quantify(reconstruction_path: str | Path, rois: list[RoiSpec], *, injected_i
     """Per-ROI iron, cells, retention and off-target share; and the scan summary."""
     from recon import quantify as q
 
-    with MDFFile(reconstruction_path) as f:
+    with open_mdf(reconstruction_path) as f:
         data, meta = f.reconstruction()
     grid = q.Grid(tuple(meta["size"]), tuple(meta["fieldOfView"]), tuple(meta["fieldOfViewCenter"]))
     concentration = data[..., 0].astype(np.float64).mean(axis=0)
@@ -224,7 +271,7 @@ def quantify(reconstruction_path: str | Path, rois: list[RoiSpec], *, injected_i
             key = {"sphere": "radius_m", "ellipsoid": "semi_axes_m", "box": "half_size_m"}[g["shape"]]
             mask = q.mask_from_geometry(grid, g["shape"], g["center_m"], g[key], margin)
         else:
-            labels = _load_labels(roi.label_path)
+            labels = load_labels(roi.label_path)
             flat = labels.ravel(order="F") if labels.ndim == 3 else labels.ravel()
             if flat.shape[0] != grid.num_voxels:
                 raise ValueError(f"label volume of ROI {roi.name!r} has {flat.shape[0]} voxels, the reconstruction "

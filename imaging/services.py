@@ -854,7 +854,7 @@ def _store_label_volume(upload_file, label_value) -> str:
         for chunk in upload_file.chunks():
             fh.write(chunk)
     try:
-        labels = processing._load_labels(str(path))
+        labels = processing.load_labels(str(path))
         if labels.dtype.kind not in "iu":
             raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
         if not (labels == int(label_value)).any():

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import worker_ready
 from django.conf import settings
 from django.db import OperationalError
@@ -28,7 +28,22 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (OperationalError, OSError)
 
+class ScanTask(Task):
+    """A scan step. Past its hard time limit the pool kills the process running it, so no
+    code of the step runs again: the worker's main process calls ``on_failure`` with
+    TimeLimitExceeded, and the scan fails with the reason instead of staying claimed."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        if not isinstance(exc, TimeLimitExceeded):
+            return
+        scan_id = args[0] if args else kwargs.get("scan_id")
+        with request_context(request_id=f"task:{task_id}"):
+            services.scan_fail(scan_id=scan_id, token=task_id, retryable=True,
+                               reason=f"{self.name} was stopped at its hard time limit of {self.time_limit} s")
+
+
 _TASK_OPTIONS = dict(
+    base=ScanTask,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,

@@ -19,9 +19,11 @@ P voxels, S multispectral channels.
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid as _uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,7 +31,8 @@ import h5py
 import numpy as np
 import scipy.fft
 
-__all__ = ["MDFError", "MDFFile", "open_h5", "voxel_positions", "write_mdf", "write_reconstruction"]
+__all__ = ["MDFError", "MDFFile", "MDFLimitError", "ReadLimits", "check_declared_sizes", "open_h5", "voxel_positions",
+           "write_mdf", "write_reconstruction"]
 
 # Reads are split into blocks of at most this many bytes of stored data so the
 # peak memory of a read is the output plus one block, whatever the file size.
@@ -63,6 +66,149 @@ class MDFError(Exception):
     """
 
 
+class MDFLimitError(MDFError):
+    """A file declares more than it stores, more than the reader's limits, or data in other files.
+
+    Attributes
+    ----------
+    code : str
+        ``"unbacked_data"``, ``"declared_too_large"``, ``"too_many_objects"``,
+        ``"too_many_attributes"`` or ``"external_reference"``.
+    dataset : str
+        The dataset or link concerned (``""`` for the file as a whole).
+    """
+
+    def __init__(self, code: str, dataset: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.dataset = dataset
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Bounds checked on every file before any dataset is read.
+
+    HDF5 lets a file of a few KB declare a dataset of 10**12 values with nothing
+    stored: every read of it returns the fill value, costing memory and time in
+    proportion to what was declared, not to the file. These limits make that cost
+    proportional to the file again.
+
+    Attributes
+    ----------
+    max_declared_bytes : int
+        Largest sum over all datasets of shape x itemsize (uncompressed bytes).
+    max_compression_ratio : float
+        Largest declared / stored bytes of a filtered (compressed) dataset.
+    max_objects : int
+        Most links (groups, datasets) walked.
+    max_attributes : int
+        Most attributes, summed over all objects.
+    """
+
+    max_declared_bytes: int = 32 * 2**30
+    max_compression_ratio: float = 1000.0
+    max_objects: int = 10_000
+    max_attributes: int = 10_000
+
+
+def _declared_bytes(ds: h5py.Dataset) -> int:
+    """Elements x the size of one element in the file (16 bytes for a variable-length
+    string, whose characters live in the file's heap). Python integers: no overflow."""
+    if ds.shape is None:  # null dataspace
+        return 0
+    return math.prod(int(n) for n in ds.shape) * ds.id.get_type().get_size()
+
+
+def _check_dataset(name: str, ds: h5py.Dataset, file_size: int, limits: ReadLimits) -> int:
+    """Declared bytes of ``ds`` after checking that the file really stores them (raises MDFLimitError)."""
+    declared = _declared_bytes(ds)
+    dcpl = ds.id.get_create_plist()
+    layout = dcpl.get_layout()
+    if layout == h5py.h5d.VIRTUAL or dcpl.get_external_count() > 0:
+        raise MDFLimitError("external_reference", name, f"{name} keeps its data in other files "
+                            f"({'a virtual dataset' if layout == h5py.h5d.VIRTUAL else 'external storage'}): refused")
+    if declared == 0 or layout == h5py.h5d.COMPACT:  # compact data lives in the object header (< 64 KiB)
+        return declared
+    stored = ds.id.get_storage_size()
+    if stored == 0:
+        raise MDFLimitError("unbacked_data", name, f"{name} declares {declared} bytes (shape {ds.shape}, {ds.dtype}) "
+                            "but stores none: every value would be the fill value")
+    if declared > limits.max_declared_bytes:
+        raise MDFLimitError("declared_too_large", name, f"{name} declares {declared} bytes (shape {ds.shape}, "
+                            f"{ds.dtype}), more than the limit of {limits.max_declared_bytes} bytes")
+    if stored > file_size:
+        raise MDFLimitError("unbacked_data", name, f"{name} claims {stored} stored bytes in a file of {file_size}")
+    if layout == h5py.h5d.CONTIGUOUS:
+        offset = ds.id.get_offset()
+        if stored < declared or offset is None or offset + stored > file_size:
+            raise MDFLimitError("unbacked_data", name, f"{name} declares {declared} bytes but stores {stored} "
+                                f"at offset {offset} of a {file_size}-byte file")
+        return declared
+    chunks = ds.chunks or ()
+    expected = math.prod(-(-int(n) // int(c)) for n, c in zip(ds.shape, chunks))
+    allocated = ds.id.get_num_chunks()
+    if allocated < expected:
+        raise MDFLimitError("unbacked_data", name, f"{name} declares {declared} bytes (shape {ds.shape}) in "
+                            f"{expected} chunks but stores {allocated} of them: the rest would be the fill value")
+    if dcpl.get_nfilters() and declared > stored * limits.max_compression_ratio:
+        raise MDFLimitError("declared_too_large", name, f"{name} declares {declared} bytes compressed into {stored}: "
+                            f"a ratio above the limit of {limits.max_compression_ratio:g}")
+    return declared
+
+
+def check_declared_sizes(h5: h5py.File, limits: ReadLimits | None = None) -> None:
+    """Check every object of an open file against ``limits`` and what the file stores.
+
+    Walks the links (never the data): at most ``limits.max_objects`` of them.
+    Refuses links and datasets that reach into other files, datasets whose
+    declared bytes the file does not store (unallocated or partly allocated
+    storage: fill values only), compression ratios and total declared sizes
+    above the limits, and too many objects or attributes.
+
+    Raises
+    ------
+    MDFLimitError
+        On the first object that fails, naming it and the sizes involved.
+    """
+    limits = limits or ReadLimits()
+    file_size = h5.id.get_filesize()
+    counts = {"objects": 0, "attributes": len(h5.attrs), "declared": 0}
+    failure: list[MDFLimitError] = []
+
+    def visit(name: str, link) -> bool | None:
+        counts["objects"] += 1
+        path = "/" + name
+        try:
+            if counts["objects"] > limits.max_objects:
+                raise MDFLimitError("too_many_objects", "", f"the file holds more than {limits.max_objects} objects")
+            if isinstance(link, h5py.ExternalLink):
+                raise MDFLimitError("external_reference", path, f"{path} links to {link.filename}:{link.path} in "
+                                    "another file: refused")
+            if not isinstance(link, h5py.HardLink):
+                return None  # a soft link names an object of this file, checked where it is
+            obj = h5[name]
+            counts["attributes"] += len(obj.attrs)
+            if counts["attributes"] > limits.max_attributes:
+                raise MDFLimitError("too_many_attributes", path,
+                                    f"the file holds more than {limits.max_attributes} attributes")
+            if isinstance(obj, h5py.Dataset):
+                counts["declared"] += _check_dataset(path, obj, file_size, limits)
+                if counts["declared"] > limits.max_declared_bytes:
+                    raise MDFLimitError("declared_too_large", path, f"the datasets up to {path} declare "
+                                        f"{counts['declared']} bytes, more than the limit of "
+                                        f"{limits.max_declared_bytes} bytes")
+        except MDFLimitError as exc:
+            failure.append(exc)
+            return True  # stops the walk
+        return None
+
+    if counts["attributes"] > limits.max_attributes:
+        raise MDFLimitError("too_many_attributes", "/", f"the file holds more than {limits.max_attributes} attributes")
+    h5.visititems_links(visit)
+    if failure:
+        raise failure[0]
+
+
 # --------------------------------------------------------------------------- #
 # small helpers
 # --------------------------------------------------------------------------- #
@@ -84,11 +230,13 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def open_h5(path: str | os.PathLike) -> h5py.File:
+def open_h5(path: str | os.PathLike, limits: ReadLimits | None = None) -> h5py.File:
     """Open ``path`` read-only as HDF5, or raise :class:`MDFError` saying why not.
 
     Distinguishes a missing path, a directory, an empty file, a file that is
-    not HDF5 at all, and an HDF5 file that is truncated or corrupt.
+    not HDF5 at all, and an HDF5 file that is truncated or corrupt; then checks
+    the declared sizes with :func:`check_declared_sizes` against ``limits``
+    (:class:`ReadLimits` defaults when None), raising :class:`MDFLimitError`.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -105,7 +253,7 @@ def open_h5(path: str | os.PathLike) -> h5py.File:
     if not is_hdf5:
         raise MDFError(f"{path}: not an HDF5 file (no HDF5 signature in its {size} bytes)")
     try:
-        return h5py.File(path, "r")
+        h5 = h5py.File(path, "r")
     except OSError as exc:
         # The signature is there but the library cannot follow the file's
         # structure: nearly always an upload that stopped part way.
@@ -113,6 +261,15 @@ def open_h5(path: str | os.PathLike) -> h5py.File:
         if "truncated" in detail:
             raise MDFError(f"{path}: truncated HDF5 file ({size} bytes on disk): {detail}") from None
         raise MDFError(f"{path}: corrupt HDF5 file ({size} bytes): {detail}") from None
+    try:
+        check_declared_sizes(h5, limits)
+    except MDFLimitError:
+        h5.close()
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        h5.close()
+        raise MDFError(f"{path}: corrupt HDF5 file ({size} bytes): {' '.join(str(exc).split())}") from None
+    return h5
 
 
 def _as_indices(selection: Any, n: int, what: str) -> np.ndarray:
@@ -235,9 +392,14 @@ class MDFFile:
     ----------
     path : str or os.PathLike
         The MDF file.
+    limits : ReadLimits, optional
+        Checked before anything is read (see :func:`check_declared_sizes`);
+        the :class:`ReadLimits` defaults when None.
 
     Raises
     ------
+    MDFLimitError
+        If the file declares more than it stores or than ``limits`` allow.
     MDFError
         If the path is missing, a directory, empty, not HDF5, truncated, lacks
         ``/version`` or has an unsupported major version, or lacks the
@@ -284,9 +446,9 @@ class MDFFile:
         ``/tracer/concentration[0]``, mol of solute per litre.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, limits: ReadLimits | None = None):
         self.path = os.fspath(path)
-        self._h5 = open_h5(self.path)
+        self._h5 = open_h5(self.path, limits)
         try:
             self._read_header()
         except MDFError:

@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from recon.mdf import MDFError, open_h5
+from recon.mdf import MDFError, MDFLimitError, ReadLimits, open_h5
 
 __all__ = ["Problem", "ValidationReport", "validate"]
 
@@ -35,6 +35,12 @@ INVALID_VALUE = "invalid_value"
 NON_FINITE = "non_finite"
 UNREADABLE = "unreadable_data"
 INTERNAL = "internal_error"
+# Raised by recon.mdf.check_declared_sizes before anything is read (MDFLimitError.code):
+UNBACKED = "unbacked_data"
+DECLARED_TOO_LARGE = "declared_too_large"
+TOO_MANY_OBJECTS = "too_many_objects"
+TOO_MANY_ATTRIBUTES = "too_many_attributes"
+EXTERNAL_REFERENCE = "external_reference"
 
 # NaN/Inf scans read at most this many bytes at a time.
 _SCAN_BLOCK_BYTES = 32 * 2**20
@@ -400,7 +406,7 @@ def _check_reconstruction(c: _Checker) -> None:
     c.scan_finite(data.name)
 
 
-def validate(path: str | os.PathLike) -> ValidationReport:
+def validate(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> ValidationReport:
     """Check an MDF file and report every problem found; never raises.
 
     Parameters
@@ -408,6 +414,10 @@ def validate(path: str | os.PathLike) -> ValidationReport:
     path : str or os.PathLike
         Any path: missing paths, directories, empty and non-HDF5 files give a
         report with the corresponding problem.
+    limits : ReadLimits, optional
+        Declared sizes, compression ratio, objects and attributes are checked
+        against these (defaults when None) before any dataset is read; a file
+        over them gets one problem and nothing of it is read.
 
     Returns
     -------
@@ -416,29 +426,33 @@ def validate(path: str | os.PathLike) -> ValidationReport:
         ``not_a_file``, ``empty_file``, ``not_hdf5``, ``truncated``,
         ``corrupt``, ``unsupported_version``, ``missing_field``,
         ``wrong_dtype``, ``inconsistent_dimensions``, ``invalid_value``,
-        ``non_finite``, ``unreadable_data``, ``internal_error``.
+        ``non_finite``, ``unreadable_data``, ``internal_error``, and from the
+        size checks ``unbacked_data``, ``declared_too_large``,
+        ``too_many_objects``, ``too_many_attributes``, ``external_reference``.
 
     Notes
     -----
     Large datasets are scanned for NaN/Inf in blocks of at most 32 MiB.
     """
     try:
-        return _validate(os.fspath(path))
+        return _validate(os.fspath(path), limits or ReadLimits())
     except Exception as exc:  # a validator that raises would take the ingest worker down with it
         return ValidationReport(False, None, None,
                                 [Problem(INTERNAL, "", f"validator failed: {type(exc).__name__}: {exc}")])
 
 
-def _validate(path: str) -> ValidationReport:
-    def fail(code: str, message: str) -> ValidationReport:
-        return ValidationReport(False, None, None, [Problem(code, "", message)])
+def _validate(path: str, limits: ReadLimits) -> ValidationReport:
+    def fail(code: str, message: str, where: str = "") -> ValidationReport:
+        return ValidationReport(False, None, None, [Problem(code, where, message)])
 
     if not os.path.exists(path):
         return fail(NOT_FOUND, f"{path}: no such file")
     if os.path.isdir(path):
         return fail(NOT_A_FILE, f"{path}: is a directory, not an MDF file")
     try:
-        h5 = open_h5(path)
+        h5 = open_h5(path, limits)
+    except MDFLimitError as exc:
+        return fail(exc.code, str(exc), exc.dataset)
     except MDFError as exc:
         msg = str(exc)
         if "empty file" in msg:
@@ -464,7 +478,7 @@ def _validate(path: str) -> ValidationReport:
             # Last line of defence: the reader itself must accept the file.
             from recon.mdf import MDFFile
             try:
-                with MDFFile(path):
+                with MDFFile(path, limits=limits):
                     pass
             except MDFError as exc:
                 c.add(INCONSISTENT, "", str(exc))

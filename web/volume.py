@@ -15,8 +15,7 @@ import numpy as np
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from imaging import uploads
-from recon.mdf import MDFFile
+from imaging import processing, uploads
 from recon.quantify import Grid
 
 PLANES = {
@@ -48,7 +47,7 @@ class Volume:
 
 
 def load(reconstruction) -> Volume:
-    with MDFFile(uploads.media_path(reconstruction.file)) as f:
+    with processing.open_mdf(uploads.media_path(reconstruction.file)) as f:
         data, meta = f.reconstruction()
     grid = Grid(tuple(meta["size"]), tuple(meta["fieldOfView"]), tuple(meta["fieldOfViewCenter"]))
     nx, ny, nz = grid.size

@@ -36,7 +36,9 @@ def purge(broker_url: str) -> None:
 
 
 class Worker:
-    def __init__(self, name: str, broker_url: str, log_dir: Path, **env):
+    """``argv``: the worker's command line (default: a solo worker on the three queues)."""
+
+    def __init__(self, name: str, broker_url: str, log_dir: Path, argv: list[str] | None = None, **env):
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         environment = os.environ | {
@@ -47,9 +49,9 @@ class Worker:
             "CELERY_VISIBILITY_TIMEOUT": "5",
             "DJANGO_SETTINGS_MODULE": "config.settings",
         } | {k: str(v) for k, v in env.items()}
-        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "ingest,recon,export",
-                   "-P", "solo", "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
-                   "-l", "INFO"]
+        command = argv or [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "ingest,recon,export",
+                           "-P", "solo", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+                           "--without-heartbeat", "-l", "INFO"]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self._log,
                                         stderr=subprocess.STDOUT)

@@ -24,6 +24,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def worker_command(hostname: str = "embedded@%h") -> list[str]:
+    """The embedded worker's command line.
+
+    prefork, one child: the solo and threads pools ignore ``time_limit`` and
+    ``soft_time_limit``, so one stuck task would hold the only worker for ever. Under
+    prefork the parent kills a child past its hard limit and starts another one."""
+    return [
+        sys.executable, "-m", "celery", "-A", "config", "worker",
+        "--queues", "ingest,recon,export", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
+        "--hostname", hostname,
+    ]
+
+
 class Command(BaseCommand):
     help = "Migrate, load the demo trial on first start, start a Celery worker and serve the platform."
 
@@ -51,11 +64,7 @@ class Command(BaseCommand):
         call_command("runserver", addrport, use_reloader=False, use_threading=True)
 
     def _start_worker(self) -> subprocess.Popen:
-        command = [
-            sys.executable, "-m", "celery", "-A", "config", "worker",
-            "--queues", "ingest,recon,export", "--pool", "solo", "--loglevel", "INFO",
-            "--hostname", "embedded@%h",
-        ]
+        command = worker_command()
         log_path = settings.VAR_DIR / "worker.log"
         log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the worker
         self.stdout.write(f"Celery worker started (log: {log_path})")
