@@ -40,11 +40,13 @@ def measurements_visible_to(user) -> QuerySet[Measurement]:
 
 
 def rois_visible_to(user) -> QuerySet[RegionOfInterest]:
-    return RegionOfInterest.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related("subject")
+    return RegionOfInterest.objects.filter(Q(subject__site_id__in=visible_site_ids(user)),
+                                           sponsor_limited(user)).select_related("subject")
 
 
 def alerts_visible_to(user) -> QuerySet[Alert]:
-    return Alert.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related("subject", "scan")
+    return Alert.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related(
+        "subject", "scan")
 
 
 def dicom_sends_visible_to(user) -> QuerySet[DicomSend]:

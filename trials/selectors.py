@@ -120,7 +120,8 @@ def batch_cells_remaining(batch: CellBatch) -> int:
 
 
 def injections_visible_to(user) -> QuerySet[Injection]:
-    return Injection.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related(
+    return Injection.objects.filter(Q(subject__site_id__in=visible_site_ids(user)),
+                                    sponsor_limited(user)).select_related(
         "subject", "subject__site", "batch", "administered_by", "verified_by"
     )
 
