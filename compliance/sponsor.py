@@ -29,6 +29,7 @@ from django.http import Http404
 from rest_framework import serializers
 
 from compliance import deidentify
+from config.errors import RuleViolation
 
 # --------------------------------------------------------------------------- who
 
@@ -53,6 +54,24 @@ def not_for_sponsors(view):
         return view(request, *args, **kwargs)
 
     return wrapped
+
+
+# Query parameters and orderings on identified values: a sponsor filtering or sorting by
+# a real code or date would learn it (``?code=...``, ``?administered_after=...``).
+IDENTIFIED_FILTERS = frozenset({"code", "site_code", "name", "administered_after", "administered_before"})
+IDENTIFIED_ORDERINGS = frozenset({"code", "name", "enrolment_date", "created_at", "updated_at", "signed_at",
+                                  "withdrawn_at", "manufactured_at", "labelled_at", "batch_code", "administered_at"})
+
+
+def check_query(params) -> None:
+    """Refuse (400) a sponsor's filter or ordering on an identified value."""
+    for name in IDENTIFIED_FILTERS & set(params):
+        raise RuleViolation("not_filterable", f"The de-identified view cannot be filtered by {name}.", field=name,
+                            status_code=400)
+    orderings = {part.strip().lstrip("-") for part in params.get("ordering", "").split(",")}
+    if hidden := sorted(orderings & IDENTIFIED_ORDERINGS):
+        raise RuleViolation("not_filterable", f"The de-identified view cannot be ordered by {', '.join(hidden)}.",
+                            field="ordering", status_code=400)
 
 
 # --------------------------------------------------------------------------- keys

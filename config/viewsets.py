@@ -32,6 +32,13 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             return queryset.none()
         return queryset
 
+    def filter_queryset(self, queryset):
+        if self.sponsor_view:
+            from compliance.sponsor import check_query
+
+            check_query(self.request.query_params)
+        return super().filter_queryset(queryset)
+
     def get_serializer_class(self):
         if self.sponsor_view and self.sponsor_serializer_class is not None:
             return self.sponsor_serializer_class

@@ -184,3 +184,24 @@ def test_it_includes_exactly_the_subjects_whose_data_sharing_consent_is_in_force
         assert (record.subject.pk in sharing) == consent_allows(record.subject, "data_sharing")
     assert sharing == {cohort.shared.subject.pk}
     assert real_dates(cohort.shared)  # the cohort's dates are what the leak checks look for
+
+
+@pytest.mark.parametrize("route,params,field", [
+    ("subject-list", {"code": "MPI-CT-T01-A-01"}, "code"),
+    ("subject-list", {"site_code": "A"}, "site_code"),
+    ("site-list", {"code": "A"}, "code"),
+    ("injection-list", {"administered_after": "2019-05-01T00:00:00Z"}, "administered_after"),
+    ("injection-list", {"administered_before": "2019-05-20T00:00:00Z"}, "administered_before"),
+    ("subject-list", {"ordering": "-enrolment_date"}, "ordering"),
+    ("consent-list", {"ordering": "signed_at"}, "ordering"),
+    ("cell-batch-list", {"ordering": "batch_code"}, "ordering"),
+    ("scan-list", {"ordering": "created_at"}, "ordering"),
+])
+def test_it_refuses_the_sponsor_filters_and_orderings_on_identified_values(api, sponsor, monitor, cohort,  # noqa: F811
+                                                                          route, params, field):
+    # Filtering by a real code or date (or ordering by one) would tell the sponsor its value.
+    response = api(sponsor).get(reverse(route), params)
+    assert response.status_code == 400, response.json()
+    error = response.json()["error"]
+    assert error["code"] == "not_filterable" and error["fields"] == {field: [error["message"]]}
+    assert api(monitor).get(reverse(route), params).status_code == 200  # others filter as before
