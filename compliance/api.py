@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import django_filters
 from django.http import FileResponse, Http404
+from django.utils.functional import cached_property
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compliance import selectors, services, signatures, tokens
+from compliance import selectors, services, signatures, sponsor, tokens
 from compliance import serializers as s
 from compliance.models import ApiToken, Export, TokenEnd, TokenScope
 from config.errors import RuleViolation
@@ -20,6 +21,8 @@ def _visible_record(user, object_type: str, object_id: str):
     """The record to sign or list, only if the user can see its site (else 404)."""
     from trials.permissions.access import visible_site_ids
 
+    if sponsor.applies_to(user):  # signatures are not part of the sponsor's de-identified view
+        raise Http404
     kind = signatures.kind_for_label(object_type)
     obj = kind.model.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
     if obj is None or kind.scope(obj).site_id not in set(visible_site_ids(user).values_list("id", flat=True)):
@@ -70,6 +73,14 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def get_queryset(self):
         return services.exports_visible_to(self.request.user)
 
+    @cached_property
+    def sponsor_view(self) -> bool:
+        return sponsor.applies_to(self.request.user)
+
+    def get_serializer_class(self):
+        # A sponsor's DICOM export is of one subject: its scope names the pseudonym.
+        return sponsor.ExportOutput if self.sponsor_view else s.ExportOutput
+
     @extend_schema(request=s.ExportRequestInput, responses={201: s.ExportOutput}, summary="Request an export")
     def create(self, request):
         from imaging import selectors as imaging_selectors
@@ -93,7 +104,7 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             site=visible(trial_selectors.visible_sites(user), v.get("site"), "site"),
             subject=visible(trial_selectors.subjects_visible_to(user), v.get("subject"), "subject"),
             scan=visible(imaging_selectors.scans_visible_to(user), v.get("scan"), "scan"))
-        return Response(s.ExportOutput(export).data, status=status.HTTP_201_CREATED)
+        return Response(self.get_serializer(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={202: s.ExportOutput},
                    summary="Queue a failed export again (its requester only; audited)")

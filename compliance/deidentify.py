@@ -53,6 +53,16 @@ def shift_date(value, days: int):
     return value + dt.timedelta(days=days)
 
 
+def shifted_day(value, days: int) -> dt.date | None:
+    """``value`` (a date, or an aware datetime taken in UTC) shifted by ``days``, as a
+    day: the form every shifted date has in the sponsor's view and data set."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        value = value.astimezone(dt.timezone.utc).date()
+    return value + dt.timedelta(days=days)
+
+
 def age_in_years(date_of_birth: dt.date, on: dt.date) -> int:
     return on.year - date_of_birth.year - ((on.month, on.day) < (date_of_birth.month, date_of_birth.day))
 

@@ -488,30 +488,35 @@ def build_odm(data: ReportData) -> bytes:
 def build_sponsor_deidentified(data: ReportData) -> bytes:
     """HIPAA Safe Harbor data set: pseudonyms, per-subject shifted dates, age bands, no
     names, record numbers, real dates, site names or chain-of-identity numbers. Only
-    subjects whose data-sharing consent is in force are included."""
+    subjects whose data-sharing consent is in force are included. The rule is
+    ``compliance.sponsor``'s, shared with the sponsor's API and pages."""
+    from compliance.sponsor import Keys
     from trials.models import SubjectIdentity
-    from trials.selectors import consent_allows
+    from trials.selectors import subjects_sharing_data
 
     trial = data.trial
-    shared = [s for s in data.subjects if consent_allows(s, "data_sharing")]
-    shift = {s.pk: deidentify.date_shift_days(trial, s) for s in shared}
-    pseudonym = {s.pk: deidentify.subject_pseudonym(trial, s) for s in shared}
-    births = dict(SubjectIdentity.objects.filter(subject_id__in=list(shift)).values_list("subject_id", "date_of_birth"))
+    keys = Keys([trial])
+    sharing = set(subjects_sharing_data().filter(id__in=[s.pk for s in data.subjects]).values_list("id", flat=True))
+    shared = [s for s in data.subjects if s.pk in sharing]
+    subject_of = {s.pk: s for s in shared}
+    pseudonym = {s.pk: keys.pseudonym(s) for s in shared}
+    births = dict(SubjectIdentity.objects.filter(subject_id__in=list(subject_of)).values_list(
+        "subject_id", "date_of_birth"))
 
-    subjects = [[pseudonym[s.pk], deidentify.opaque_id(trial, "SITE", s.site.code), s.status,
-                 deidentify.shift_date(s.enrolment_date, shift[s.pk]),
+    def day(subject_id, value):
+        return keys.day(subject_of[subject_id], value)
+
+    subjects = [[pseudonym[s.pk], keys.site(s.site), s.status, day(s.pk, s.enrolment_date),
                  deidentify.safe_harbor_age(births.get(s.pk), s.enrolment_date)] for s in shared]
-    consents = [[pseudonym[c.subject_id], c.document.version, c.scopes,
-                 deidentify.shift_date(c.signed_at, shift[c.subject_id]).date(),
-                 " ".join(sorted(c.withdrawn_scopes))] for c in data.consents if c.subject_id in shift]
-    injections = [[pseudonym[i.subject_id], deidentify.opaque_id(trial, "COI", i.batch.chain_of_identity_id),
-                   i.batch.product_type, i.route, i.administered_cells, i.volume_ml,
-                   deidentify.shift_date(i.administered_at, shift[i.subject_id]).date(),
+    consents = [[pseudonym[c.subject_id], c.document.version, c.scopes, day(c.subject_id, c.signed_at),
+                 " ".join(sorted(c.withdrawn_scopes))] for c in data.consents if c.subject_id in subject_of]
+    injections = [[pseudonym[i.subject_id], keys.product(i.batch), i.batch.product_type, i.route,
+                   i.administered_cells, i.volume_ml, day(i.subject_id, i.administered_at),
                    i.batch.nanoparticle_lot.product if i.batch.nanoparticle_lot else "",
-                   i.batch.iron_per_cell_pg] for i in data.injections if i.subject_id in shift]
+                   i.batch.iron_per_cell_pg] for i in data.injections if i.subject_id in subject_of]
     metrics = [[pseudonym[m.scan.subject_id], m.scan.hours_after_injection, m.roi_kind, m.iron_ng, m.uncertainty_ng,
                 m.cell_count, m.retention_percent, m.off_target_percent, m.detected]
-               for m in data.measurements if m.scan.subject_id in shift]
+               for m in data.measurements if m.scan.subject_id in subject_of]
     readme = (
         f"De-identified data set of trial {trial.protocol_number} (HIPAA Safe Harbor, 45 CFR 164.514(b)(2)).\n"
         "Subjects appear by pseudonym only. Every date of a subject is shifted back by the same number of days "

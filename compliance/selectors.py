@@ -51,6 +51,8 @@ def parse_date(value: str | None) -> dt.date | None:
 
 
 def signatures_visible_to(user) -> QuerySet[Signature]:
-    from trials.permissions.access import visible_site_ids
+    from trials.permissions.access import sponsor_trial_ids, visible_site_ids
 
-    return Signature.objects.filter(site_id__in=visible_site_ids(user)).select_related("content_type", "signer")
+    # Signatures name staff and carry exact dates: not part of a sponsor's de-identified view.
+    return Signature.objects.filter(site_id__in=visible_site_ids(user)).exclude(
+        trial_id__in=sponsor_trial_ids(user)).select_related("content_type", "signer")

@@ -3,6 +3,7 @@ explicit actions that call one service)."""
 
 from __future__ import annotations
 
+from django.utils.functional import cached_property
 from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
@@ -18,8 +19,33 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     # Read-only integration tokens may list and read (compliance.permissions.TokenScopePermission).
     token_scopes = frozenset({"read"})
 
+    # What a sponsor reads here: a de-identified projection from compliance.sponsor, or
+    # None, and then nothing (an empty list, a 404 detail).
+    sponsor_serializer_class = None
+
+    @cached_property
+    def sponsor_view(self) -> bool:
+        from compliance.sponsor import applies_to
+
+        return applies_to(self.request.user)
+
     def get_queryset(self):
-        return type(self).selector(self.request.user)
+        queryset = type(self).selector(self.request.user)
+        if self.sponsor_view and self.sponsor_serializer_class is None:
+            return queryset.none()
+        return queryset
+
+    def filter_queryset(self, queryset):
+        if self.sponsor_view:
+            from compliance.sponsor import check_query
+
+            check_query(self.request.query_params)
+        return super().filter_queryset(queryset)
+
+    def get_serializer_class(self):
+        if self.sponsor_view and self.sponsor_serializer_class is not None:
+            return self.sponsor_serializer_class
+        return super().get_serializer_class()
 
     def validated(self, input_class, **kwargs) -> dict:
         serializer = input_class(data=self.request.data, context=self.get_serializer_context(), **kwargs)

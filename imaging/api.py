@@ -17,6 +17,7 @@ from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPart
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from compliance import sponsor
 from compliance.models import TokenScope
 from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
@@ -197,6 +198,7 @@ def _file_response(path, filename):
 class ScanViewSet(ScopedViewSet):
     selector = selectors.scans_visible_to
     serializer_class = s.ScanOutput
+    sponsor_serializer_class = sponsor.ScanOutput
     filterset_class = ScanFilter
     ordering_fields = ["hours_after_injection", "created_at", "status"]
 
@@ -233,13 +235,14 @@ class ScanViewSet(ScopedViewSet):
         from compliance.services import export_request, exports_visible_to
 
         scan = self.get_object()
+        output = sponsor.ExportOutput if self.sponsor_view else ExportOutput
         if request.method == "GET":
             exports = exports_visible_to(request.user).filter(scan=scan)
-            return Response(ExportOutput(exports, many=True).data)
+            return Response(output(exports, many=True).data)
         data = s.DicomExportInput(data=request.data)
         data.is_valid(raise_exception=True)
         export = export_request(actor=request.user, kind=data.validated_data["kind"], scan=scan)
-        return Response(ExportOutput(export).data, status=status.HTTP_201_CREATED)
+        return Response(output(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(methods=["get"], responses=s.DicomSendOutput(many=True), summary="PACS deliveries of the scan")
     @extend_schema(methods=["post"], request=s.DicomSendInput, responses={201: s.DicomSendOutput},
@@ -288,6 +291,7 @@ class SystemMatrixViewSet(ScopedViewSet):
 class MeasurementViewSet(ScopedViewSet):
     selector = selectors.measurements_visible_to
     serializer_class = s.MeasurementOutput
+    sponsor_serializer_class = s.MeasurementOutput  # numbers and ids of a scan the sponsor may read
     filterset_class = _id_filters(Measurement, ["scan", "roi_kind", "detected"])
 
 
@@ -327,6 +331,11 @@ class RoiViewSet(ScopedViewSet):
 # --------------------------------------------------------------------------- time course
 
 
+def _time_course(user, subject) -> dict:
+    course = selectors.time_course(subject)
+    return sponsor.time_course(subject, course) if sponsor.applies_to(user) else course
+
+
 class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
     """/subjects/{id}/time-course/: the subject's iron per ROI over time, ready to plot."""
 
@@ -337,7 +346,7 @@ class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
 
     @extend_schema(responses=s.TimeCourseOutput, summary="A subject's iron per ROI over time, ready to plot")
     def retrieve(self, request, pk=None):
-        return Response(selectors.time_course(self.get_object()))
+        return Response(_time_course(request.user, self.get_object()))
 
 
 @extend_schema(responses=s.TimeCourseOutput, summary="A subject's iron per ROI over time (?subject=<id>)",
@@ -350,4 +359,4 @@ class TimeCourseApi(APIView):
         if subject_id is None or not str(subject_id).isdigit():
             raise RuleViolation("subject_required", "Give ?subject=<id>.", field="subject", status_code=400)
         subject = get_object_or_404(subjects_visible_to(request.user), pk=int(subject_id))
-        return Response(selectors.time_course(subject))
+        return Response(_time_course(request.user, subject))

@@ -6,11 +6,12 @@ number of queries whatever its size.
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from imaging.models import Alert, DicomSend, Measurement, RegionOfInterest, Scan, Scanner, SystemMatrix, Upload
 from trials.models import Subject
 from trials.permissions.access import visible_site_ids
+from trials.selectors import sponsor_limited
 
 
 def scanners_visible_to(user) -> QuerySet[Scanner]:
@@ -23,30 +24,34 @@ def system_matrices_visible_to(user) -> QuerySet[SystemMatrix]:
 
 
 def uploads_visible_to(user) -> QuerySet[Upload]:
-    return Upload.objects.filter(subject__site_id__in=visible_site_ids(user)).select_related(
+    return Upload.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related(
         "subject__site", "subject__trial")
 
 
 def scans_visible_to(user) -> QuerySet[Scan]:
-    return Scan.objects.filter(subject__site_id__in=visible_site_ids(user)).select_related(
+    return Scan.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related(
         "subject__site", "subject__trial", "scanner", "system_matrix").prefetch_related(
         Prefetch("measurements", queryset=Measurement.objects.order_by("roi_kind", "roi_name", "id")))
 
 
 def measurements_visible_to(user) -> QuerySet[Measurement]:
-    return Measurement.objects.filter(scan__subject__site_id__in=visible_site_ids(user)).select_related("scan")
+    return Measurement.objects.filter(Q(scan__subject__site_id__in=visible_site_ids(user)),
+                                      sponsor_limited(user, "scan__subject")).select_related("scan")
 
 
 def rois_visible_to(user) -> QuerySet[RegionOfInterest]:
-    return RegionOfInterest.objects.filter(subject__site_id__in=visible_site_ids(user)).select_related("subject")
+    return RegionOfInterest.objects.filter(Q(subject__site_id__in=visible_site_ids(user)),
+                                           sponsor_limited(user)).select_related("subject")
 
 
 def alerts_visible_to(user) -> QuerySet[Alert]:
-    return Alert.objects.filter(subject__site_id__in=visible_site_ids(user)).select_related("subject", "scan")
+    return Alert.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related(
+        "subject", "scan")
 
 
 def dicom_sends_visible_to(user) -> QuerySet[DicomSend]:
-    return DicomSend.objects.filter(scan__subject__site_id__in=visible_site_ids(user)).select_related(
+    return DicomSend.objects.filter(Q(scan__subject__site_id__in=visible_site_ids(user)),
+                                    sponsor_limited(user, "scan__subject")).select_related(
         "destination", "requested_by", "scan")
 
 

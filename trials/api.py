@@ -16,6 +16,7 @@ from rest_framework.permissions import SAFE_METHODS, AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from compliance import sponsor
 from compliance.serializers import IssuedTokenOutput, issued_token_data
 from config.viewsets import ScopedViewSet as BaseScopedViewSet
 from trials import filters, selectors, services
@@ -37,6 +38,7 @@ class ScopedViewSet(BaseScopedViewSet):
 class TrialViewSet(ScopedViewSet):
     selector = selectors.visible_trials
     serializer_class = s.TrialOutput
+    sponsor_serializer_class = s.TrialOutput  # no subject data; the secret is never serialised
     filterset_fields = ["status", "phase", "protocol_number"]
     ordering_fields = ["protocol_number", "created_at"]
 
@@ -44,6 +46,7 @@ class TrialViewSet(ScopedViewSet):
 class SiteViewSet(ScopedViewSet):
     selector = selectors.visible_sites
     serializer_class = s.SiteOutput
+    sponsor_serializer_class = sponsor.SiteOutput
     filterset_class = filters.SiteFilter
     ordering_fields = ["code", "name"]
 
@@ -51,11 +54,14 @@ class SiteViewSet(ScopedViewSet):
 class SubjectViewSet(ScopedViewSet):
     selector = selectors.subjects_visible_to
     serializer_class = s.SubjectOutput
+    sponsor_serializer_class = sponsor.SubjectOutput
     filterset_class = filters.SubjectFilter
     ordering_fields = ["code", "enrolment_date", "status", "created_at"]
 
     def get_serializer_class(self):
-        return s.SubjectDetailOutput if self.action in ("retrieve", "partial_update") else s.SubjectOutput
+        if self.action in ("retrieve", "partial_update") and not self.sponsor_view:
+            return s.SubjectDetailOutput
+        return super().get_serializer_class()
 
     @extend_schema(request=s.SubjectEnrolInput, responses={201: s.SubjectOutput}, summary="Enrol a subject")
     def create(self, request):
@@ -100,6 +106,7 @@ class SubjectViewSet(ScopedViewSet):
 class ConsentDocumentViewSet(ScopedViewSet):
     selector = selectors.consent_documents_visible_to
     serializer_class = s.ConsentDocumentOutput
+    sponsor_serializer_class = s.ConsentDocumentOutput  # the trial's documents, no subject data
     filterset_class = filters.ConsentDocumentFilter
     ordering_fields = ["effective_date", "version"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
@@ -114,6 +121,7 @@ class ConsentDocumentViewSet(ScopedViewSet):
 class ConsentViewSet(ScopedViewSet):
     selector = selectors.consents_visible_to
     serializer_class = s.ConsentOutput
+    sponsor_serializer_class = sponsor.ConsentOutput
     filterset_class = filters.ConsentFilter
     ordering_fields = ["signed_at", "withdrawn_at"]
 
@@ -142,6 +150,7 @@ class ConsentViewSet(ScopedViewSet):
 class NanoparticleLotViewSet(ScopedViewSet):
     selector = selectors.lots_visible_to
     serializer_class = s.LotOutput
+    sponsor_serializer_class = s.LotOutput  # a manufacturer's lot: product data, nobody's
     filterset_class = filters.LotFilter
     ordering_fields = ["manufacturer", "lot_number", "expiry_date"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
@@ -169,6 +178,7 @@ class NanoparticleLotViewSet(ScopedViewSet):
 class CellBatchViewSet(ScopedViewSet):
     selector = selectors.batches_visible_to
     serializer_class = s.BatchOutput
+    sponsor_serializer_class = sponsor.BatchOutput
     filterset_class = filters.BatchFilter
     ordering_fields = ["batch_code", "manufactured_at", "cells_remaining"]
 
@@ -203,6 +213,7 @@ class CellBatchViewSet(ScopedViewSet):
 class InjectionViewSet(ScopedViewSet):
     selector = selectors.injections_visible_to
     serializer_class = s.InjectionOutput
+    sponsor_serializer_class = sponsor.InjectionOutput
     filterset_class = filters.InjectionFilter
     ordering_fields = ["administered_at"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import F, OuterRef, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from trials.models import (
@@ -25,7 +25,34 @@ from trials.models import (
     Subject,
     Trial,
 )
-from trials.permissions.access import active_memberships, visible_site_ids, visible_trial_ids
+from trials.permissions.access import active_memberships, sponsor_trial_ids, visible_site_ids, visible_trial_ids
+
+
+def subjects_sharing_data() -> QuerySet:
+    """Ids of the subjects whose data-sharing consent is in force now: the governing
+    consent (the latest signed by now) grants ``data_sharing`` and that scope is not
+    withdrawn. The same answer as ``consent_allows(subject, "data_sharing")`` (withdrawals
+    are never dated in the future), as one subquery: the sponsor data set and every read
+    of a sponsor are limited to these subjects."""
+    governing = (Consent.objects.filter(subject=OuterRef("pk"), signed_at__lte=Now())
+                 .order_by("-signed_at", "-id").values("id")[:1])
+    sharing = Consent.objects.filter(scope_data_sharing=True).exclude(
+        withdrawn_scopes__has_key=ConsentScope.DATA_SHARING.value)
+    return Subject.objects.annotate(governing_consent=Subquery(governing)).filter(
+        governing_consent__in=sharing.values("id")).values("id")
+
+
+def sponsor_limited(user, subject: str = "subject", *, nullable: bool = False, trial: str | None = None) -> Q:
+    """Rows reached from their subject through ``subject`` (a lookup path), limited for a
+    sponsor to subjects sharing data; other roles' rows are untouched. ``nullable``: a
+    row without a subject (an allogeneic batch) stays; ``trial``: the row's own trial
+    lookup when it has one."""
+    prefix = f"{subject}__" if subject else ""
+    keep = Q(**{f"{prefix}id__in": subjects_sharing_data()})
+    if nullable:
+        keep |= Q(**{f"{subject}__isnull": True})
+    trial = trial or f"{prefix}trial_id"
+    return ~Q(**{f"{trial}__in": sponsor_trial_ids(user)}) | keep
 
 
 def visible_trials(user) -> QuerySet[Trial]:
@@ -41,7 +68,8 @@ def memberships_of(user) -> QuerySet[Membership]:
 
 
 def subjects_visible_to(user) -> QuerySet[Subject]:
-    return Subject.objects.filter(site_id__in=visible_site_ids(user)).select_related("site", "trial")
+    return Subject.objects.filter(Q(site_id__in=visible_site_ids(user)), sponsor_limited(user, "")).select_related(
+        "site", "trial")
 
 
 def consent_documents_visible_to(user) -> QuerySet[ConsentDocument]:
@@ -49,7 +77,7 @@ def consent_documents_visible_to(user) -> QuerySet[ConsentDocument]:
 
 
 def consents_visible_to(user) -> QuerySet[Consent]:
-    return Consent.objects.filter(subject__site_id__in=visible_site_ids(user)).select_related(
+    return Consent.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related(
         "subject", "subject__site", "document", "obtained_by"
     )
 
@@ -78,7 +106,9 @@ def with_cells_remaining(batches: QuerySet[CellBatch]) -> QuerySet[CellBatch]:
 
 
 def batches_visible_to(user) -> QuerySet[CellBatch]:
-    batches = CellBatch.objects.filter(site_id__in=visible_site_ids(user)).select_related(
+    batches = CellBatch.objects.filter(Q(site_id__in=visible_site_ids(user)),
+                                       sponsor_limited(user, "donor_subject", nullable=True,
+                                                       trial="trial_id")).select_related(
         "site", "trial", "nanoparticle_lot", "donor_subject"
     )
     return with_cells_remaining(batches)
@@ -90,7 +120,8 @@ def batch_cells_remaining(batch: CellBatch) -> int:
 
 
 def injections_visible_to(user) -> QuerySet[Injection]:
-    return Injection.objects.filter(subject__site_id__in=visible_site_ids(user)).select_related(
+    return Injection.objects.filter(Q(subject__site_id__in=visible_site_ids(user)),
+                                    sponsor_limited(user)).select_related(
         "subject", "subject__site", "batch", "administered_by", "verified_by"
     )
 

@@ -202,10 +202,12 @@ class ExportRequestForm(forms.Form):
     trial = forms.ModelChoiceField(queryset=None, empty_label=None)
     site = forms.ModelChoiceField(queryset=None, required=False, empty_label="whole trial")
 
-    def __init__(self, *args, trials, sites, **kwargs):
+    def __init__(self, *args, trials, sites, site_label=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["trial"].queryset = trials
         self.fields["site"].queryset = sites
+        if site_label is not None:  # the sponsor's view names sites by opaque code
+            self.fields["site"].label_from_instance = site_label
 
 
 class UploadForm(forms.Form):

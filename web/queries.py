@@ -134,6 +134,25 @@ def dashboard(user) -> dict:
     }
 
 
+def sponsor_dashboard(user) -> dict:
+    """The sponsor's dashboard: counts over the subjects they may read (data-sharing
+    consent in force, as the selectors give them), sites by opaque code, no subject rows."""
+    from compliance.sponsor import Keys
+
+    keys = Keys()
+    sites = list(visible_sites(user).order_by("trial__protocol_number", "code"))
+    subjects = dict(subjects_visible_to(user).order_by().values_list("site_id").annotate(n=Count("id")))
+    scans = scans_visible_to(user).prefetch_related(None)
+    by_status = dict(scans.order_by().values_list("status").annotate(n=Count("id")))
+    return {
+        "sites": [{"trial": s.trial.protocol_number, "code": keys.site(s), "subjects": subjects.get(s.pk, 0)}
+                  for s in sites],
+        "totals": {"subjects": sum(subjects.values()), "injections": injections_visible_to(user).count(),
+                   "scans": sum(by_status.values())},
+        "scan_counts": [(value, label, by_status.get(value, 0)) for value, label in Scan.Status.choices],
+    }
+
+
 # --------------------------------------------------------------------------- subjects
 
 

@@ -1,8 +1,18 @@
-from django.urls import path
+from django.urls import path as django_path
 
+from compliance.sponsor import not_for_sponsors
 from web import views
 
 app_name = "web"
+
+# The pages a sponsor gets, each showing only the de-identified view; every other page
+# answers a sponsor 404 (compliance.sponsor), so a new page is closed to them by default.
+SPONSOR_PAGES = frozenset({"dashboard", "exports"})
+
+
+def path(route, view, kwargs=None, *, name):
+    return django_path(route, view if name in SPONSOR_PAGES else not_for_sponsors(view), kwargs, name=name)
+
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),

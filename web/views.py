@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from compliance import selectors as compliance_selectors
 from compliance import services as compliance_services
-from compliance import signatures
+from compliance import signatures, sponsor
 from config.errors import RuleViolation
 from imaging import dicom_export, pacs
 from imaging import selectors as imaging_selectors
@@ -56,6 +56,8 @@ def _form_page(request, template: str, form, **context):
 @login_required
 @require_GET
 def dashboard(request):
+    if sponsor.applies_to(request.user):
+        return render(request, "web/sponsor_dashboard.html", queries.sponsor_dashboard(request.user))
     return render(request, "web/dashboard.html", queries.dashboard(request.user))
 
 
@@ -490,14 +492,19 @@ def exports(request):
     trials = trial_selectors.visible_trials(user)
     if not trials.exists():
         raise Http404
-    form = forms.ExportRequestForm(request.POST or None, trials=trials, sites=trial_selectors.visible_sites(user))
+    deidentified = sponsor.applies_to(user)
+    keys = sponsor.Keys()
+    form = forms.ExportRequestForm(request.POST or None, trials=trials, sites=trial_selectors.visible_sites(user),
+                                   site_label=keys.site if deidentified else None)
     if request.method == "POST" and (export := _submit(form, lambda d: compliance_services.export_request(
             actor=user, kind=d["kind"], trial=d["trial"], site=d["site"]))):
         messages.success(request, f"Export #{export.pk} requested: it is built in the background.")
         return redirect("web:exports")
     items = list(compliance_services.exports_visible_to(user).order_by("-created_at", "-id")[:50])
-    sends = list(imaging_selectors.dicom_sends_visible_to(user).select_related("scan__subject")
-                 .order_by("-created_at", "-id")[:50])
+    for export in items:  # a sponsor's scan export names the subject by pseudonym
+        export.scope_text = sponsor.export_scope(keys, export) if deidentified else export.scope_label
+    sends = [] if deidentified else list(imaging_selectors.dicom_sends_visible_to(user).select_related(
+        "scan__subject").order_by("-created_at", "-id")[:50])
     pending = any(e.status in ("queued", "running") for e in [*items, *sends])
     return render(request, "web/exports.html", {
         "form": form, "exports": items, "sends": sends, "pending": pending,

@@ -43,3 +43,8 @@ VISIBLE_TO_MONITOR = dict(HIDDEN_FROM_SITE_B)
 # sponsor gets 403 on the original upload; the derived reconstruction is theirs to read.
 # The factory scan has no reconstruction file yet: 404 "no reconstruction".
 SPONSOR_DETAIL_STATUS = {"scan-original": 403, "scan-reconstruction-file": 404}
+
+# No de-identified projection (compliance.sponsor): regions and alerts carry staff text
+# and timestamps, scanners and system matrices site equipment names, PACS sends staff
+# and destinations. A sponsor's list is empty and each detail a 404.
+HIDDEN_FROM_SPONSOR = {"roi", "alert", "scanner", "system-matrix", "dicom-send"}

@@ -64,6 +64,8 @@ def list_routes():
 def _subject_a(cast):
     subject = f.SubjectFactory(site=cast.site_a)
     f.SubjectIdentityFactory(subject=subject, full_name="Ada Geheim", medical_record_number="MRN-SECRET-1")
+    # Data-sharing consent in force, so a sponsor reads this subject (de-identified).
+    f.ConsentFactory(subject=subject)
     return subject
 
 

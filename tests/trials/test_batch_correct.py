@@ -160,7 +160,8 @@ def test_it_corrects_through_the_api(api, released, coordinator_a):
     assert (response.json()["cell_count"], response.json()["cells_remaining"]) == (120_000_000, 120_000_000)
 
 
-@pytest.mark.parametrize("who,status", [("coordinator_b", 404), ("monitor", 403), ("sponsor", 403)])
+# The subject has no data-sharing consent, so it is outside the sponsor's view: 404.
+@pytest.mark.parametrize("who,status", [("coordinator_b", 404), ("monitor", 403), ("sponsor", 404)])
 def test_it_validates_ownership(request, api, released, nothing_written, who, status):
     client = api(request.getfixturevalue(who))
     with nothing_written():

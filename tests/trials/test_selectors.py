@@ -9,7 +9,11 @@ from trials.selectors import batches_visible_to, subjects_visible_to, visible_si
 
 @pytest.fixture
 def subjects(site_a, site_b):
-    return f.SubjectFactory(site=site_a), f.SubjectFactory(site=site_b)
+    # With data-sharing consent: a sponsor reads only such subjects (tests/compliance/test_sponsor_*).
+    subjects = f.SubjectFactory(site=site_a), f.SubjectFactory(site=site_b)
+    for subject in subjects:
+        f.ConsentFactory(subject=subject)
+    return subjects
 
 
 @pytest.mark.parametrize("who,sites", [

@@ -121,7 +121,8 @@ def test_it_asks_for_a_reason_through_the_api(api, subject, coordinator_a, nothi
     assert (response.status_code, response.json()["error"]["code"]) == (400, "reason_required")
 
 
-@pytest.mark.parametrize("who,status", [("coordinator_b", 404), ("monitor", 403), ("sponsor", 403)])
+# The subject has no data-sharing consent, so it is outside the sponsor's view: 404.
+@pytest.mark.parametrize("who,status", [("coordinator_b", 404), ("monitor", 403), ("sponsor", 404)])
 def test_it_validates_ownership(request, api, subject, nothing_written, who, status):
     client = api(request.getfixturevalue(who))
     with nothing_written():

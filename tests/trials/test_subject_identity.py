@@ -102,6 +102,7 @@ def test_it_serves_identity_to_the_site_coordinator_and_audits_it_in_the_same_re
 @pytest.mark.parametrize("who", ["imaging_a", "sponsor"])
 def test_it_refuses_identity_over_the_api_to_imaging_staff_and_sponsor(request, api, subject, who):
     f.SubjectIdentityFactory(subject=subject)
+    f.ConsentFactory(subject=subject)  # data sharing in force: the sponsor sees the subject, not the identity
     response = api(request.getfixturevalue(who)).get(f"/api/v1/subjects/{subject.pk}/identity/")
 
     assert response.status_code == 403

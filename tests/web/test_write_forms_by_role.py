@@ -123,28 +123,29 @@ def test_pacs_send_answers_404_to_roles_that_may_not_take_the_identified_study_o
         request, browser_client, who, quantified, destination):
     client = browser_client(request.getfixturevalue(who))
     assert "Site PACS" not in client.get(f"/scans/{quantified.pk}/").content.decode()
-    assert client.get(f"/scans/{quantified.pk}/pacs/").status_code == 405  # a POST-only action, for everyone
+    # A POST-only action (405), except for a sponsor, to whom no scan page exists (404).
+    assert client.get(f"/scans/{quantified.pk}/pacs/").status_code == (404 if who == "sponsor" else 405)
     assert client.post(f"/scans/{quantified.pk}/pacs/", {"destination": destination.pk}).status_code == 404
     assert not DicomSend.objects.exists()
 
 
-def test_export_answers_404_to_a_sponsor_once_data_sharing_is_withdrawn(browser_client, sponsor, coordinator_a,
+def test_export_answers_404_to_a_sponsor_once_data_sharing_is_withdrawn(browser_client, api, sponsor, coordinator_a,
                                                                           quantified):
-    # With data-sharing consent the sponsor may have the de-identified study (the identified
-    # one stays a refusal next to the buttons); once it is withdrawn, no export at all: 404.
+    # The scan viewer shows the subject's code and real dates: no page for a sponsor (404).
+    # With data-sharing consent the sponsor may have the de-identified study through the API
+    # (the identified one stays a refusal); once it is withdrawn, the scan is not theirs: 404.
     client = browser_client(sponsor)
-    html = client.get(f"/scans/{quantified.pk}/").content.decode()
-    assert 'value="dicom_study_deidentified"' in html and 'value="dicom_study"' not in html
-    assert client.post(f"/scans/{quantified.pk}/export/", {"kind": "dicom_study"}).status_code == 400
-    assert client.post(f"/scans/{quantified.pk}/export/", {"kind": "dicom_study_deidentified"}).status_code == 302
+    assert client.get(f"/scans/{quantified.pk}/").status_code == 404
+    assert client.post(f"/scans/{quantified.pk}/export/", {"kind": "dicom_study_deidentified"}).status_code == 404
+    exports = f"/api/v1/scans/{quantified.pk}/dicom-exports/"
+    assert api(sponsor).post(exports, {"kind": "dicom_study"}, format="json").status_code == 403
+    assert api(sponsor).post(exports, {"kind": "dicom_study_deidentified"}, format="json").status_code == 201
     assert Export.objects.count() == 1
     consent = quantified.subject.consents.get()
     trial_services.consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"],
                                     reason="no more sharing")
-    html = client.get(f"/scans/{quantified.pk}/").content.decode()
-    assert 'value="dicom_study_deidentified"' not in html
     for kind in ("dicom_study", "dicom_study_deidentified"):
-        assert client.post(f"/scans/{quantified.pk}/export/", {"kind": kind}).status_code == 404
+        assert api(sponsor).post(exports, {"kind": kind}, format="json").status_code == 404
     assert Export.objects.count() == 1
 
 

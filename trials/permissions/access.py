@@ -54,6 +54,12 @@ def visible_trial_ids(user) -> QuerySet:
     return Trial.objects.filter(id__in=active_memberships(user).values("trial_id")).values("id")
 
 
+def sponsor_trial_ids(user) -> QuerySet:
+    """Ids of the trials ``user`` reads as a sponsor: de-identified, and only subjects whose
+    data-sharing consent is in force (``compliance.sponsor`` applies the rule)."""
+    return active_memberships(user).filter(role=Role.SPONSOR).values("trial_id")
+
+
 def roles_at(user, site: Site) -> set[str]:
     """The roles ``user`` holds at ``site``, trial-wide roles of its trial included."""
     return set(
