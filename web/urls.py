@@ -7,7 +7,7 @@ app_name = "web"
 
 # The pages a sponsor gets, each showing only the de-identified view; every other page
 # answers a sponsor 404 (compliance.sponsor), so a new page is closed to them by default.
-SPONSOR_PAGES = frozenset({"dashboard", "exports"})
+SPONSOR_PAGES = frozenset({"dashboard", "exports", "export-retry"})  # a sponsor retries their own failed exports
 
 
 def path(route, view, kwargs=None, *, name):

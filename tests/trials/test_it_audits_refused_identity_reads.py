@@ -42,7 +42,7 @@ def test_the_service_audits_a_refused_read(request, subject, who):
     assert (Subject.objects.count(), SubjectIdentity.objects.count()) == counts
 
 
-@pytest.mark.parametrize("who", ["imaging_a", "sponsor"])
+@pytest.mark.parametrize("who", ["imaging_a"])
 def test_the_api_audits_a_wrong_role_refusal_in_the_same_request(request, api, subject, who):
     reader = request.getfixturevalue(who)
     response = api(reader).get(f"/api/v1/subjects/{subject.pk}/identity/", HTTP_X_REQUEST_ID="req-refused-1")
@@ -50,6 +50,18 @@ def test_the_api_audits_a_wrong_role_refusal_in_the_same_request(request, api, s
     assert response.json()["error"]["code"] == "forbidden"
     [event] = _refusals()
     assert (event.actor, event.subject_id, event.request_id) == (reader, subject.pk, "req-refused-1")
+    trail = f"{event.changes} {event.reason}"
+    assert "Erika" not in trail and "MRN-0815" not in trail
+
+
+def test_the_api_audits_the_sponsors_attempt_and_answers_404(api, subject, sponsor):
+    # The sponsor reads only de-identified data: the identity route is not there for them (404), and
+    # the attempt is on the trail like any other refused read.
+    response = api(sponsor).get(f"/api/v1/subjects/{subject.pk}/identity/", HTTP_X_REQUEST_ID="req-refused-2")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    [event] = _refusals()
+    assert (event.actor, event.object_id, event.request_id) == (sponsor, str(subject.pk), "req-refused-2")
     trail = f"{event.changes} {event.reason}"
     assert "Erika" not in trail and "MRN-0815" not in trail
 
