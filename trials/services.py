@@ -44,7 +44,13 @@ from trials.models import (
     iron_mmol_per_l_from_mg_per_ml,
 )
 from trials.permissions import access
-from trials.selectors import batch_cells_remaining, governing_consent, latest_effective_document, scope_withdrawn_at
+from trials.selectors import (
+    batch_cells_remaining,
+    consent_standing,
+    governing_consent,
+    latest_effective_document,
+    scope_withdrawn_at,
+)
 
 # Never copied into an audit payload.
 _SECRET_FIELDS = frozenset({"deidentification_secret"})
@@ -402,18 +408,18 @@ def consent_withdraw(
 
 
 def assert_scope_active(subject: Subject, scope: str, at: dt.datetime | None = None) -> None:
-    """Raise unless ``subject`` consented to ``scope`` and had not withdrawn it at ``at``.
+    """Raise unless ``subject`` consented to ``scope`` and had not withdrawn it at ``at``
+    (the rule: ``trials.selectors.consent_standing``).
 
     The scan pipeline calls this before accepting an upload or processing a scan.
     """
-    scope = ConsentScope(scope).value
-    at = at or timezone.now()
-    consent = governing_consent(subject, at=at)
-    if consent is None or not getattr(consent, f"scope_{scope}"):
-        raise RuleViolation("consent_missing", f"Subject {subject.code} has no {scope} consent in force at {at:%Y-%m-%d %H:%M} UTC.")
-    withdrawn = scope_withdrawn_at(consent, scope)
-    if withdrawn is not None and withdrawn <= at:
-        raise RuleViolation("consent_withdrawn", f"Subject {subject.code} withdrew {scope} consent on {withdrawn:%Y-%m-%d %H:%M} UTC.")
+    standing = consent_standing(subject, scope, at)
+    if standing.consent is None:
+        raise RuleViolation("consent_missing", f"Subject {subject.code} has no {standing.scope} consent in force at "
+                            f"{standing.at:%Y-%m-%d %H:%M} UTC.")
+    if standing.withdrawn_at is not None:
+        raise RuleViolation("consent_withdrawn", f"Subject {subject.code} withdrew {standing.scope} consent on "
+                            f"{standing.withdrawn_at:%Y-%m-%d %H:%M} UTC.")
 
 
 # --------------------------------------------------------------------------- nanoparticle lots
