@@ -119,10 +119,9 @@ def _local_date(value: dt.datetime, site: Site) -> dt.date:
 
 
 def sha256_of(file) -> str:
-    digest = hashlib.sha256()
+    """The SHA-256 of an uploaded document, left rewound for storage."""
     file.seek(0)
-    for chunk in file.chunks() if hasattr(file, "chunks") else iter(lambda: file.read(1 << 20), b""):
-        digest.update(chunk)
+    digest = hashlib.file_digest(file, "sha256")
     file.seek(0)
     return digest.hexdigest()
 
