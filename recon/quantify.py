@@ -212,7 +212,7 @@ def rois_from_records(records: list[dict], grid: Grid, margin_m: float = 0.0) ->
     rois = []
     for rec in records:
         try:
-            name, kind, shape, center = rec["name"], rec["kind"], rec["shape"], rec["center_m"]
+            name, kind, shape, _ = rec["name"], rec["kind"], rec["shape"], rec["center_m"]
         except KeyError as exc:
             raise ValueError(f"ROI record {rec!r} lacks {exc.args[0]!r}") from None
         if kind not in ROI_KINDS:
