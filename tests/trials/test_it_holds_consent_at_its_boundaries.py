@@ -27,6 +27,14 @@ def _signed_at(subject, at, **scopes):
     return f.ConsentFactory(subject=subject, signed_at=at, **scopes)
 
 
+def _withdrawn(site, actor, scope: str, at):
+    """A subject who signed thirty days ago and withdrew ``scope`` at ``at``."""
+    subject = f.SubjectFactory(site=site)
+    consent_withdraw(actor=actor, consent=_signed_at(subject, f.days_ago(30)), scopes=[scope],
+                     reason="subject withdraws", withdrawn_at=at)
+    return subject
+
+
 def test_it_holds_consent_from_the_exact_instant_of_signature(site_a):
     subject = f.SubjectFactory(site=site_a)
     at = f.days_ago(3)
@@ -41,11 +49,8 @@ def test_it_holds_consent_from_the_exact_instant_of_signature(site_a):
 
 
 def test_it_ends_consent_at_the_exact_instant_of_withdrawal(site_a, coordinator_a):
-    subject = f.SubjectFactory(site=site_a)
-    consent = _signed_at(subject, f.days_ago(30))
     withdrawn = f.days_ago(2)
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="subject withdraws",
-                     withdrawn_at=withdrawn)
+    subject = _withdrawn(site_a, coordinator_a, "imaging", withdrawn)
 
     assert not consent_allows(subject, "imaging", at=withdrawn)
     with pytest.raises(RuleViolation) as caught:
@@ -101,11 +106,8 @@ def test_the_sponsor_queryset_agrees_with_consent_allows_at_the_instant_of_signa
 
 
 def test_the_sponsor_queryset_agrees_with_consent_allows_at_the_instant_of_withdrawal(site_a, coordinator_a):
-    subject = f.SubjectFactory(site=site_a)
-    consent = _signed_at(subject, f.days_ago(30))
     withdrawn = f.days_ago(1)
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="subject withdraws",
-                     withdrawn_at=withdrawn)
+    subject = _withdrawn(site_a, coordinator_a, "data_sharing", withdrawn)
     with mock.patch("django.utils.timezone.now", return_value=withdrawn):
         assert not consent_allows(subject, "data_sharing")
         assert subject.pk not in set(subjects_sharing_data().values_list("id", flat=True))
