@@ -776,6 +776,7 @@ def recover_stalled_scans() -> list[int]:
 
 # --------------------------------------------------------------------------- regions of interest and downloads
 
+
 def _clean_geometry(geometry: dict) -> dict:
     shape = geometry.get("shape")
     if shape not in GEOMETRY_SIZE_KEYS:
