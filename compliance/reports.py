@@ -193,9 +193,10 @@ def tables(data: ReportData) -> dict[str, tuple[list[str], list[list]]]:
         ),
         "metrics": (
             ["subject", "scan", "hours_after_injection", "roi", "roi_kind", "iron_ng", "uncertainty_ng", "cell_count",
-             "retention_percent", "off_target_percent", "detected"],
+             "retention_percent", "retention_uncertainty_percent", "off_target_percent", "detected"],
             [[m.scan.subject.code, m.scan_id, m.scan.hours_after_injection, m.roi_name, m.roi_kind, m.iron_ng,
-              m.uncertainty_ng, m.cell_count, m.retention_percent, m.off_target_percent, m.detected]
+              m.uncertainty_ng, m.cell_count, m.retention_percent, m.retention_uncertainty_percent,
+              m.off_target_percent, m.detected]
              for m in data.measurements],
         ),
         "signatures": (
@@ -232,12 +233,14 @@ def build_report_csv(data: ReportData) -> bytes:
 
 
 def retention_plot_png(data: ReportData) -> bytes | None:
-    """Retention (% of injected iron in the target ROI) over hours after injection, one
-    line per subject; None when no metrics exist yet."""
+    """Retention (% of injected iron in the target ROI, ± 1 SD) over hours after
+    injection, one line per subject, as stored in the Measurement rows; None when no
+    metrics exist yet."""
     points = {}
     for m in data.measurements:
         if m.roi_kind == "target":
-            points.setdefault(m.scan.subject.code, []).append((m.scan.hours_after_injection, m.retention_percent))
+            points.setdefault(m.scan.subject.code, []).append(
+                (m.scan.hours_after_injection, m.retention_percent, m.retention_uncertainty_percent or 0.0))
     if not points:
         return None
     import matplotlib
@@ -249,7 +252,8 @@ def retention_plot_png(data: ReportData) -> bytes | None:
     axes = figure.add_subplot()
     for code, values in sorted(points.items()):
         values.sort()
-        axes.plot([h for h, _ in values], [r for _, r in values], marker="o", label=code)
+        axes.errorbar([h for h, _, _ in values], [r for _, r, _ in values], yerr=[sd for _, _, sd in values],
+                      marker="o", capsize=3, label=code)
     axes.set_xlabel("hours after injection")
     axes.set_ylabel("retention (% of injected iron)")
     axes.set_ylim(bottom=0)

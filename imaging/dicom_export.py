@@ -36,7 +36,6 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from pydicom import Dataset
@@ -44,18 +43,12 @@ from pydicom import Dataset
 from config.errors import RuleViolation
 from imaging import processing, uploads
 from imaging.models import Scan
-from recon.quantify import Grid, mask_from_geometry
+from recon.quantify import Grid, mask_from_record
 
 Progress = Callable[[str, float], None]
 
 EXPORTABLE_STATUSES = frozenset({Scan.Status.QUANTIFIED})
-_GEOMETRY_SIZE_KEYS = {"sphere": "radius_m", "ellipsoid": "semi_axes_m", "box": "half_size_m"}
-
-
-@dataclass(frozen=True)
-class LoadedVolume:
-    values: np.ndarray  # (nz, ny, nx), mol Fe / L, mean over the reconstruction's frames
-    grid: Grid
+LoadedVolume = processing.LoadedVolume
 
 
 def no_progress(stage: str, fraction: float) -> None:
@@ -72,12 +65,7 @@ def require_exportable(scan: Scan) -> None:
 
 
 def load_volume(reconstruction) -> LoadedVolume:
-    with processing.open_mdf(uploads.media_path(reconstruction.file)) as f:
-        data, meta = f.reconstruction()
-    grid = Grid(tuple(meta["size"]), tuple(meta["fieldOfView"]), tuple(meta["fieldOfViewCenter"]))
-    nx, ny, nz = grid.size
-    values = data[..., 0].astype(np.float64).mean(axis=0).reshape(nz, ny, nx)
-    return LoadedVolume(values, grid)
+    return processing.load_volume(uploads.media_path(reconstruction.file))
 
 
 def roi_mask(roi, grid: Grid) -> np.ndarray | None:
@@ -87,14 +75,11 @@ def roi_mask(roi, grid: Grid) -> np.ndarray | None:
     was drawn, the SR carries what was measured in it."""
     nx, ny, nz = grid.size
     if roi.geometry:
-        g = roi.geometry
-        flat = mask_from_geometry(grid, g["shape"], g["center_m"], g[_GEOMETRY_SIZE_KEYS[g["shape"]]])
+        flat = mask_from_record(grid, roi.geometry)
     else:
-        labels = processing.load_labels(str(uploads.media_path(roi.label_file)))
-        labels = labels.ravel(order="F") if labels.ndim == 3 else labels.ravel()
-        if labels.shape[0] != grid.num_voxels:
+        flat = processing.label_mask(str(uploads.media_path(roi.label_file)), roi.label_value, grid)
+        if flat is None:
             return None
-        flat = labels == roi.label_value
     return np.asarray(flat, dtype=bool).reshape(nz, ny, nx)
 
 

@@ -326,7 +326,11 @@ class Measurement(models.Model):
     iron_ng = models.FloatField()
     uncertainty_ng = models.FloatField()
     cell_count = models.FloatField()
-    retention_percent = models.FloatField()  # of the injected iron
+    retention_percent = models.FloatField()  # of the scan's own injected iron
+    # 1 SD of retention_percent, against the same injection: the error bar the pages and
+    # reports draw. Stored at quantification time (recon.quantify computes both), null
+    # only where migration 0005 could not recover it for an older row.
+    retention_uncertainty_percent = models.FloatField(null=True)
     off_target_percent = models.FloatField(null=True)  # share of detected iron; off-target ROIs only
     detection_limit_ng = models.FloatField()
     detected = models.BooleanField()

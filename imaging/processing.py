@@ -6,7 +6,6 @@ transactions (slow I/O and numerics never hold a lock) and record the outcome.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import math
@@ -20,7 +19,9 @@ import numpy as np
 from django.conf import settings
 
 import recon
+from recon import quantify as q
 from recon import validate as recon_validate
+from recon.checksum import sha256_file as sha256_file  # re-exported: imaging hashes files through processing
 from recon.mdf import MDFError, MDFFile, ReadLimits
 from recon.params import ReconParams
 
@@ -38,14 +39,6 @@ def software_version() -> dict:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
-
-
-def sha256_file(path: str | Path, piece: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(piece):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- bounded reading
@@ -254,41 +247,58 @@ def load_labels(path: str) -> np.ndarray:
     return np.rint(data[0, :, 0]).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class LoadedVolume:
+    values: np.ndarray  # (nz, ny, nx), mol Fe / L, mean over the reconstruction's frames
+    grid: q.Grid
+
+
+def load_volume(path: str | Path) -> LoadedVolume:
+    """A stored reconstruction as one volume: the mean of its frames (a static subject,
+    lower noise). Quantification, the viewer and the DICOM export all read it here."""
+    with open_mdf(path) as f:
+        grid, frames = q.reconstruction_frames(f)
+    nx, ny, nz = grid.size
+    return LoadedVolume(frames.mean(axis=0).reshape(nz, ny, nx), grid)
+
+
+def label_mask(path: str, label_value: int, grid: q.Grid) -> np.ndarray | None:
+    """(P,) bool: the voxels of a label volume holding ``label_value``; None when the
+    label volume was drawn on another grid."""
+    labels = load_labels(path)
+    flat = labels.ravel(order="F") if labels.ndim == 3 else labels.ravel()
+    return flat == label_value if flat.shape[0] == grid.num_voxels else None
+
+
 def quantify(reconstruction_path: str | Path, rois: list[RoiSpec], *, injected_iron_ng: float,
              pg_fe_per_cell: float) -> tuple[dict[int, dict], dict]:
-    """Per-ROI iron, cells, retention and off-target share; and the scan summary."""
-    from recon import quantify as q
-
-    with open_mdf(reconstruction_path) as f:
-        data, meta = f.reconstruction()
-    grid = q.Grid(tuple(meta["size"]), tuple(meta["fieldOfView"]), tuple(meta["fieldOfViewCenter"]))
-    concentration = data[..., 0].astype(np.float64).mean(axis=0)
+    """Per-ROI iron, cells, retention (± its uncertainty) and off-target share, all
+    computed by ``recon.quantify`` against ``injected_iron_ng`` (the scan's own
+    injection); and the scan summary. What is returned is what is stored and shown."""
+    volume = load_volume(reconstruction_path)
+    grid = volume.grid
+    concentration = volume.values.ravel()
     margin = q.default_margin_m(grid)
     masks = []
     for roi in rois:
         if roi.geometry is not None:
-            g = roi.geometry
-            key = {"sphere": "radius_m", "ellipsoid": "semi_axes_m", "box": "half_size_m"}[g["shape"]]
-            mask = q.mask_from_geometry(grid, g["shape"], g["center_m"], g[key], margin)
+            mask = q.mask_from_record(grid, roi.geometry, margin)
         else:
-            labels = load_labels(roi.label_path)
-            flat = labels.ravel(order="F") if labels.ndim == 3 else labels.ravel()
-            if flat.shape[0] != grid.num_voxels:
-                raise ValueError(f"label volume of ROI {roi.name!r} has {flat.shape[0]} voxels, the reconstruction "
-                                 f"{grid.num_voxels} (grid {grid.size})")
-            mask = flat == roi.label_value
+            mask = label_mask(roi.label_path, roi.label_value, grid)
+            if mask is None:
+                raise ValueError(f"the label volume of ROI {roi.name!r} is not on the reconstruction's grid "
+                                 f"{grid.size} ({grid.num_voxels} voxels)")
         masks.append(q.Roi(str(roi.key), roi.kind, mask))
     result = q.quantify(concentration, grid, masks, injected_iron_ng=injected_iron_ng, pg_fe_per_cell=pg_fe_per_cell)
-    total = result.total_detected_iron_ng
     per_roi = {}
     for roi, m in zip(rois, result.rois):
         per_roi[roi.key] = {
             "iron_ng": m.iron_mass_ng,
             "uncertainty_ng": m.uncertainty_ng,
             "cell_count": m.cell_count or 0.0,
-            "retention_percent": 100.0 * m.iron_mass_ng / injected_iron_ng,
-            "off_target_percent": (100.0 * max(m.iron_mass_ng, 0.0) / total if total > 0 and m.detected else 0.0)
-            if m.kind != "target" else None,
+            "retention_percent": m.retention_percent,
+            "retention_uncertainty_percent": m.retention_uncertainty_percent,
+            "off_target_percent": m.off_target_percent,
             "detection_limit_ng": m.detection_limit_ng,
             "detected": m.detected,
             "voxels": m.num_voxels,
@@ -298,7 +308,7 @@ def quantify(reconstruction_path: str | Path, rois: list[RoiSpec], *, injected_i
         "retention_percent": result.retention_percent,
         "retention_uncertainty_percent": result.retention_uncertainty_percent,
         "off_target_percent": result.off_target_percent,
-        "total_detected_iron_ng": total,
+        "total_detected_iron_ng": result.total_detected_iron_ng,
         "background_level_mol_per_l": result.background_level_mol_per_l,
         "noise_sd_mol_per_l": result.noise_sd_mol_per_l,
         "notes": list(result.notes),

@@ -56,7 +56,10 @@ def dicom_sends_visible_to(user) -> QuerySet[DicomSend]:
 
 
 def time_course(subject: Subject) -> dict:
-    """The subject's quantified scans as plot-ready series, one per ROI, by time point."""
+    """The subject's quantified scans as plot-ready series, one per ROI, by time point:
+    the stored Measurement values, each relative to its scan's own injection.
+    ``injected_iron_ng`` is the subject's first injection (kept for API clients); no
+    number of a point is derived from it."""
     from imaging.services import injected_iron_ng
 
     measurements = (
@@ -77,6 +80,7 @@ def time_course(subject: Subject) -> dict:
             "iron_ng": m.iron_ng,
             "uncertainty_ng": m.uncertainty_ng,
             "retention_percent": m.retention_percent,
+            "retention_uncertainty_percent": m.retention_uncertainty_percent,
             "off_target_percent": m.off_target_percent,
             "detected": m.detected,
             "scan_id": m.scan_id,

@@ -28,7 +28,8 @@ class MeasurementOutput(serializers.ModelSerializer):
     class Meta:
         model = Measurement
         fields = ["id", "scan", "reconstruction", "roi", "roi_name", "roi_kind", "iron_ng", "uncertainty_ng",
-                  "cell_count", "retention_percent", "off_target_percent", "detection_limit_ng", "detected", "voxels"]
+                  "cell_count", "retention_percent", "retention_uncertainty_percent", "off_target_percent",
+                  "detection_limit_ng", "detected", "voxels"]
 
 
 class ScanOutput(serializers.ModelSerializer):
@@ -87,6 +88,7 @@ class TimeCoursePoint(serializers.Serializer):
     iron_ng = serializers.FloatField()
     uncertainty_ng = serializers.FloatField()
     retention_percent = serializers.FloatField()
+    retention_uncertainty_percent = serializers.FloatField(allow_null=True)
     off_target_percent = serializers.FloatField(allow_null=True)
     detected = serializers.BooleanField()
     scan_id = serializers.IntegerField()

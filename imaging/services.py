@@ -45,6 +45,7 @@ from imaging.models import (
     Upload,
 )
 from recon.params import ReconParams
+from recon.quantify import GEOMETRY_SIZE_KEYS
 from trials.models import Injection, Role, Site, Subject
 from trials.permissions import access
 from trials.services import assert_scope_active
@@ -775,15 +776,13 @@ def recover_stalled_scans() -> list[int]:
 
 # --------------------------------------------------------------------------- regions of interest and downloads
 
-_GEOMETRY_KEYS = {"sphere": "radius_m", "ellipsoid": "semi_axes_m", "box": "half_size_m"}
-
 
 def _clean_geometry(geometry: dict) -> dict:
     shape = geometry.get("shape")
-    if shape not in _GEOMETRY_KEYS:
+    if shape not in GEOMETRY_SIZE_KEYS:
         raise RuleViolation("invalid_geometry", f"shape must be sphere, ellipsoid or box, got {shape!r}.",
                             field="geometry", status_code=400)
-    key = _GEOMETRY_KEYS[shape]
+    key = GEOMETRY_SIZE_KEYS[shape]
     try:
         center = [float(v) for v in geometry["center_m"]]
         size = geometry[key]

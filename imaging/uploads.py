@@ -71,6 +71,7 @@ from pathlib import Path
 from django.conf import settings
 
 from config.errors import RuleViolation
+from recon.checksum import sha256_file
 
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,checksum,termination"
@@ -284,13 +285,8 @@ def exclusive(relative: str):
 
 
 def file_sha256(relative: str) -> str:
-    """Stream the file through sha256 (bounded memory whatever its size)."""
-    digest = hashlib.sha256()
-    piece = settings.IMAGING_UPLOAD_PIECE_BYTES
-    with open(media_path(relative), "rb") as fh:
-        while block := fh.read(piece):
-            digest.update(block)
-    return digest.hexdigest()
+    """The SHA-256 of a stored file (bounded memory whatever its size)."""
+    return sha256_file(media_path(relative))
 
 
 def remove(relative: str) -> None:

@@ -17,7 +17,6 @@ MPIReco does, that the delta sample fills one voxel (the simulator's does).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import numpy as np
 
 import recon
 from recon import preprocess, solvers
+from recon.checksum import sha256_file
 from recon.params import ReconParams
 
 ProgressCallback = Callable[[str, float], None]
@@ -99,17 +99,6 @@ def software_versions() -> dict:
 
     return {"recon": recon.__version__, "numpy": np.__version__, "numba": numba.__version__,
             "scipy": scipy.__version__}
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 def _report(progress: ProgressCallback | None, stage: str, fraction: float) -> None:

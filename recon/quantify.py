@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -35,6 +35,8 @@ OFF_TARGET_KINDS = ("lungs", "liver", "spleen", "other")
 ROI_KINDS = ("target",) + OFF_TARGET_KINDS
 #: Default relative 1-SD uncertainty of the calibration's delta sample iron.
 DEFAULT_CALIBRATION_REL_UNCERTAINTY = 0.05
+#: The size of each ROI shape (m), by the key a geometry record gives it under.
+GEOMETRY_SIZE_KEYS = {"sphere": "radius_m", "ellipsoid": "semi_axes_m", "box": "half_size_m"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,10 @@ class RoiMeasurement:
     num_voxels_above_threshold : voxels above mean + k·SD
     mean_concentration_mol_per_l : background-corrected mean in the mask
     cell_count, cell_count_uncertainty : with ``pg_fe_per_cell`` (else None)
+    retention_percent (± retention_uncertainty_percent) : this ROI's iron /
+        injected iron, when ``injected_iron_ng`` was given (else None)
+    off_target_percent : an off-target ROI's share of the iron in all detected
+        ROIs (0 when it is not detected or nothing is; None for a target ROI)
     """
 
     name: str
@@ -109,6 +115,9 @@ class RoiMeasurement:
     mean_concentration_mol_per_l: float
     cell_count: float | None = None
     cell_count_uncertainty: float | None = None
+    retention_percent: float | None = None
+    retention_uncertainty_percent: float | None = None
+    off_target_percent: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -203,18 +212,39 @@ def rois_from_records(records: list[dict], grid: Grid, margin_m: float = 0.0) ->
     rois = []
     for rec in records:
         try:
-            name, kind, shape, center = rec["name"], rec["kind"], rec["shape"], rec["center_m"]
+            name, kind, shape, _ = rec["name"], rec["kind"], rec["shape"], rec["center_m"]
         except KeyError as exc:
             raise ValueError(f"ROI record {rec!r} lacks {exc.args[0]!r}") from None
         if kind not in ROI_KINDS:
             raise ValueError(f"ROI {name!r}: kind must be one of {ROI_KINDS}, got {kind!r}")
-        key = {"sphere": "radius_m", "ellipsoid": "semi_axes_m", "box": "half_size_m"}.get(shape)
+        key = GEOMETRY_SIZE_KEYS.get(shape)
         if key is None:
             raise ValueError(f"ROI {name!r}: shape must be sphere, ellipsoid or box, got {shape!r}")
         if key not in rec:
             raise ValueError(f"ROI {name!r} ({shape}) needs {key!r}")
-        rois.append(Roi(name, kind, mask_from_geometry(grid, shape, center, rec[key], margin_m)))
+        rois.append(Roi(name, kind, mask_from_record(grid, rec, margin_m)))
     return rois
+
+
+def mask_from_record(grid: Grid, record: dict, margin_m: float = 0.0) -> np.ndarray:
+    """:func:`mask_from_geometry` of a geometry record ({shape, center_m, and the
+    shape's size under its key in :data:`GEOMETRY_SIZE_KEYS`})."""
+    shape = record["shape"]
+    return mask_from_geometry(grid, shape, record["center_m"], record[GEOMETRY_SIZE_KEYS[shape]], margin_m)
+
+
+def reconstruction_frames(f) -> tuple[Grid, np.ndarray]:
+    """The grid and the reconstructed frames (F, P) float64, mol Fe / L, of an open
+    reconstruction MDF (``recon.mdf.MDFFile``): every reader of a reconstruction
+    volume starts here."""
+    data, meta = f.reconstruction()
+    if meta["size"] is None:
+        raise ValueError(f"{f.path}: reconstruction has no size")
+    unit = meta.get("unit")
+    if unit not in (None, "mol/L"):
+        raise ValueError(f"{f.path}: unit {unit!r}, expected 'mol/L'")
+    grid = Grid(tuple(meta["size"]), tuple(meta["fieldOfView"]), tuple(meta["fieldOfViewCenter"]))
+    return grid, data[..., 0].astype(np.float64)
 
 
 def load_rois_json(path: str | os.PathLike) -> list[dict]:
@@ -314,15 +344,21 @@ def quantify(
     detected = [m for m in measurements if m.detected]
     total = float(sum(max(m.iron_mass_ng, 0.0) for m in detected))
     off = float(sum(max(m.iron_mass_ng, 0.0) for m in detected if m.kind in OFF_TARGET_KINDS))
-    off_pct = 100.0 * off / total if total > 0 else None
+    off_pct = _percent(off, total)
+    # Every percentage of the result is computed here, once: the platform stores them per
+    # ROI and shows what it stored (imaging.Measurement), never a recomputation.
+    measurements = [replace(
+        m, retention_percent=_percent(m.iron_mass_ng, injected_iron_ng),
+        retention_uncertainty_percent=_percent(m.uncertainty_ng, injected_iron_ng),
+        off_target_percent=None if m.kind not in OFF_TARGET_KINDS
+        else (_percent(max(m.iron_mass_ng, 0.0), total) or 0.0) if m.detected else 0.0,
+    ) for m in measurements]
     retention = retention_unc = None
     if injected_iron_ng is not None:
         target = [m for m in measurements if m.kind == "target"]
         if target:
-            t_mass = sum(m.iron_mass_ng for m in target)
-            t_unc = math.sqrt(sum(m.uncertainty_ng**2 for m in target))
-            retention = 100.0 * t_mass / injected_iron_ng
-            retention_unc = 100.0 * t_unc / injected_iron_ng
+            retention = _percent(sum(m.iron_mass_ng for m in target), injected_iron_ng)
+            retention_unc = _percent(math.sqrt(sum(m.uncertainty_ng**2 for m in target)), injected_iron_ng)
         else:
             notes.append("no target ROI: retention not computed")
     return QuantificationResult(
@@ -333,6 +369,11 @@ def quantify(
         pg_fe_per_cell=pg_fe_per_cell, calibration_rel_uncertainty=calibration_rel_uncertainty,
         notes=tuple(notes),
     )
+
+
+def _percent(part: float, whole: float | None) -> float | None:
+    """100 · part / whole; None without a (positive) whole."""
+    return 100.0 * part / whole if whole else None
 
 
 def default_margin_m(grid: Grid) -> float:
@@ -362,14 +403,7 @@ def quantify_file(
     from recon.mdf import MDFFile
 
     with MDFFile(reconstruction_path) as f:
-        data, meta = f.reconstruction()
-    if meta["size"] is None:
-        raise ValueError(f"{reconstruction_path}: reconstruction has no size")
-    unit = meta.get("unit")
-    if unit not in (None, "mol/L"):
-        raise ValueError(f"{reconstruction_path}: unit {unit!r}, expected 'mol/L'")
-    grid = Grid(tuple(meta["size"]), tuple(meta["fieldOfView"]), tuple(meta["fieldOfViewCenter"]))
-    vols = data[..., 0].astype(np.float64)
+        grid, vols = reconstruction_frames(f)
     if frame is None:
         c = vols.mean(axis=0)
     else:

@@ -33,6 +33,13 @@ def iron_mg_per_ml_from_mmol_per_l(mmol_per_l: Decimal) -> Decimal:
     return (Decimal(mmol_per_l) * IRON_MOLAR_MASS_G_PER_MOL / 1000).quantize(Decimal("0.0001"))
 
 
+def iron_mmol_per_l_disagreeing(mg_per_ml: Decimal, mmol_per_l: Decimal) -> Decimal | None:
+    """The mmol/L that ``mg_per_ml`` makes, when ``mmol_per_l`` is further from it than
+    IRON_CONSISTENCY_TOLERANCE; None when the two agree."""
+    expected = iron_mmol_per_l_from_mg_per_ml(mg_per_ml)
+    return expected if abs(Decimal(mmol_per_l) - expected) > expected * IRON_CONSISTENCY_TOLERANCE else None
+
+
 def validate_time_zone(value: str) -> None:
     try:
         zoneinfo.ZoneInfo(value)
@@ -356,8 +363,8 @@ class NanoparticleLot(models.Model):
 
     def clean(self):
         if self.iron_mg_per_ml and self.iron_mmol_per_l and self.iron_mg_per_ml > 0:
-            expected = iron_mmol_per_l_from_mg_per_ml(self.iron_mg_per_ml)
-            if abs(Decimal(self.iron_mmol_per_l) - expected) > expected * IRON_CONSISTENCY_TOLERANCE:
+            expected = iron_mmol_per_l_disagreeing(self.iron_mg_per_ml, self.iron_mmol_per_l)
+            if expected is not None:
                 raise ValidationError(
                     {
                         "iron_mmol_per_l": f"{self.iron_mmol_per_l} mmol/L disagrees with {self.iron_mg_per_ml} mg Fe/mL "

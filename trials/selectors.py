@@ -8,9 +8,10 @@ whatever its size.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce, Now
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from trials.models import (
@@ -29,13 +30,15 @@ from trials.permissions.access import active_memberships, sponsor_trial_ids, vis
 
 
 def subjects_sharing_data() -> QuerySet:
-    """Ids of the subjects whose data-sharing consent is in force now: the governing
-    consent (the latest signed by now) grants ``data_sharing`` and that scope is not
-    withdrawn. The same answer as ``consent_allows(subject, "data_sharing")`` (withdrawals
-    are never dated in the future), as one subquery: the sponsor data set and every read
-    of a sponsor are limited to these subjects."""
-    governing = (Consent.objects.filter(subject=OuterRef("pk"), signed_at__lte=Now())
-                 .order_by("-signed_at", "-id").values("id")[:1])
+    """Ids of the subjects whose data-sharing consent is in force now, as one subquery:
+    the sponsor data set and every read of a sponsor are limited to these subjects.
+
+    The queryset form of :func:`consent_allows` (``subject, "data_sharing"``, now): the
+    governing consent comes from the same :func:`_signed_by` query, and a withdrawal
+    counts once recorded, which is :func:`scope_withdrawn_by` at "now" for every
+    withdrawal not dated in the future (consent_withdraw allows only clock skew).
+    tests/trials/test_it_holds_consent_at_its_boundaries.py holds the two together."""
+    governing = _signed_by(OuterRef("pk"), timezone.now()).values("id")[:1]
     sharing = Consent.objects.filter(scope_data_sharing=True).exclude(
         withdrawn_scopes__has_key=ConsentScope.DATA_SHARING.value)
     return Subject.objects.annotate(governing_consent=Subquery(governing)).filter(
@@ -126,11 +129,25 @@ def injections_visible_to(user) -> QuerySet[Injection]:
     )
 
 
+# ---------------------------------------------------------------------- consent in force
+#
+# The one home of the rule "consent in force": a consent speaks for its subject from the
+# instant it is signed (inclusive) until the instant a scope is withdrawn (exclusive).
+# The two comparisons are written here once (_signed_by, scope_withdrawn_by); every
+# other place (consent_allows, trials.services.assert_scope_active, the sponsor's
+# subjects_sharing_data) calls them.
+
+
+def _signed_by(subject, at) -> QuerySet[Consent]:
+    """The consents of ``subject`` (a Subject, an id or an OuterRef) signed by ``at``,
+    the governing one first: a later signature (re-consent) supersedes the earlier."""
+    return Consent.objects.filter(subject=subject, signed_at__lte=at).order_by("-signed_at", "-id")
+
+
 def governing_consent(subject: Subject, *, at: dt.datetime | None = None) -> Consent | None:
     """The consent that speaks for ``subject`` at ``at``: the latest one signed by then.
     A later signature (re-consent on a new version) supersedes the earlier ones."""
-    at = at or timezone.now()
-    return Consent.objects.filter(subject=subject, signed_at__lte=at).order_by("-signed_at", "-id").first()
+    return _signed_by(subject, at or timezone.now()).first()
 
 
 def scope_withdrawn_at(consent: Consent, scope: str) -> dt.datetime | None:
@@ -138,18 +155,40 @@ def scope_withdrawn_at(consent: Consent, scope: str) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-def consent_allows(subject: Subject, scope: str, at: dt.datetime | None = None) -> bool:
-    """Whether ``subject``'s consent covered ``scope`` at ``at`` (default: now).
+def scope_withdrawn_by(consent: Consent, scope: str, at: dt.datetime) -> dt.datetime | None:
+    """When ``scope`` of ``consent`` was withdrawn, if that was at or before ``at``."""
+    withdrawn = scope_withdrawn_at(consent, scope)
+    return withdrawn if withdrawn is not None and withdrawn <= at else None
 
-    The scan pipeline calls this before accepting an upload or processing a scan.
-    """
+
+@dataclass(frozen=True)
+class ConsentStanding:
+    """Whether a scope was in force at ``at``, and if not, why: no governing consent
+    granting it (``consent`` is None) or a withdrawal at ``withdrawn_at``."""
+
+    scope: str
+    at: dt.datetime
+    consent: Consent | None
+    withdrawn_at: dt.datetime | None = None
+
+    @property
+    def in_force(self) -> bool:
+        return self.consent is not None and self.withdrawn_at is None
+
+
+def consent_standing(subject: Subject, scope: str, at: dt.datetime | None = None) -> ConsentStanding:
+    """The rule, per subject: ``consent_allows`` and ``assert_scope_active`` both ask it."""
     scope = ConsentScope(scope).value
     at = at or timezone.now()
     consent = governing_consent(subject, at=at)
     if consent is None or not getattr(consent, f"scope_{scope}"):
-        return False
-    withdrawn = scope_withdrawn_at(consent, scope)
-    return withdrawn is None or withdrawn > at
+        return ConsentStanding(scope, at, None)
+    return ConsentStanding(scope, at, consent, scope_withdrawn_by(consent, scope, at))
+
+
+def consent_allows(subject: Subject, scope: str, at: dt.datetime | None = None) -> bool:
+    """Whether ``subject``'s consent covered ``scope`` at ``at`` (default: now)."""
+    return consent_standing(subject, scope, at).in_force
 
 
 def latest_effective_document(trial: Trial, *, on: dt.date) -> ConsentDocument | None:

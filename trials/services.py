@@ -28,7 +28,6 @@ from compliance.signatures import signature_invalidate_if_changed
 from config.errors import RuleViolation
 from config.reasons import require_confirmation, require_reason
 from trials.models import (
-    IRON_CONSISTENCY_TOLERANCE,
     CellBatch,
     Consent,
     ConsentDocument,
@@ -41,10 +40,17 @@ from trials.models import (
     SubjectIdentity,
     Trial,
     iron_mg_per_ml_from_mmol_per_l,
+    iron_mmol_per_l_disagreeing,
     iron_mmol_per_l_from_mg_per_ml,
 )
 from trials.permissions import access
-from trials.selectors import batch_cells_remaining, governing_consent, latest_effective_document, scope_withdrawn_at
+from trials.selectors import (
+    batch_cells_remaining,
+    consent_standing,
+    governing_consent,
+    latest_effective_document,
+    scope_withdrawn_at,
+)
 
 # Never copied into an audit payload.
 _SECRET_FIELDS = frozenset({"deidentification_secret"})
@@ -113,10 +119,9 @@ def _local_date(value: dt.datetime, site: Site) -> dt.date:
 
 
 def sha256_of(file) -> str:
-    digest = hashlib.sha256()
+    """The SHA-256 of an uploaded document, left rewound for storage."""
     file.seek(0)
-    for chunk in file.chunks() if hasattr(file, "chunks") else iter(lambda: file.read(1 << 20), b""):
-        digest.update(chunk)
+    digest = hashlib.file_digest(file, "sha256")
     file.seek(0)
     return digest.hexdigest()
 
@@ -315,6 +320,44 @@ def _validated_scopes(scopes: Iterable[str]) -> list[str]:
     return scopes
 
 
+def _check_document_in_force(subject: Subject, document: ConsentDocument, signed_at: dt.datetime, *,
+                             field: str) -> None:
+    """A consent is signed on the document version in force at its site that day
+    (consent_sign; consent_correct asks it again of a corrected signature time)."""
+    signed_on = _local_date(signed_at, subject.site)
+    if document.effective_date > signed_on:
+        raise RuleViolation(
+            "consent_document_not_effective",
+            f"Consent v{document.version} takes effect on {document.effective_date}; it was not in force on {signed_on}.",
+            field=field,
+        )
+    latest = latest_effective_document(subject.trial, on=signed_on)
+    if latest != document:
+        remedy = (f": sign the version in force on {signed_on}." if field == "document"
+                  else f"; it cannot have been signed on {signed_on}.")
+        raise RuleViolation(
+            "consent_document_superseded",
+            f"Consent v{document.version} was superseded by v{latest.version} on {latest.effective_date}{remedy}",
+            field=field,
+        )
+
+
+def _check_signed_after_withdrawals(subject: Subject, signed_at: dt.datetime, *, correcting: Consent | None = None,
+                                    ) -> None:
+    # The latest signature governs (governing_consent), so a consent dated before a
+    # recorded withdrawal (of another consent, when ``correcting`` one) would silently
+    # cancel that withdrawal.
+    others = Consent.objects.filter(subject=subject)
+    if correcting is not None:
+        others = others.exclude(pk=correcting.pk)
+    later = [w for c in others for s in c.withdrawn_scopes
+             if (w := scope_withdrawn_at(c, s)) is not None and w > signed_at]
+    if later:
+        must = "this consent must be dated" if correcting is not None else "a new consent must be signed"
+        raise RuleViolation("signed_before_withdrawal", f"Subject {subject.code} withdrew consent on "
+                            f"{max(later):%Y-%m-%d %H:%M} UTC: {must} after that.", field="signed_at")
+
+
 def consent_sign(*, actor, subject: Subject, document: ConsentDocument, scopes: Iterable[str], signed_at: dt.datetime) -> Consent:
     access.require_role(actor, site=subject.site, roles=access.CONSENT_ROLES, action="record consent")
     scopes = _validated_scopes(scopes)
@@ -322,31 +365,10 @@ def consent_sign(*, actor, subject: Subject, document: ConsentDocument, scopes: 
     if document.trial_id != subject.trial_id:
         raise RuleViolation("consent_document_wrong_trial", "The consent document belongs to another trial.",
                             field="document")
-    signed_on = _local_date(signed_at, subject.site)
-    if document.effective_date > signed_on:
-        raise RuleViolation(
-            "consent_document_not_effective",
-            f"Consent v{document.version} takes effect on {document.effective_date}; it was not in force on {signed_on}.",
-            field="document",
-        )
-    latest = latest_effective_document(subject.trial, on=signed_on)
-    if latest != document:
-        raise RuleViolation(
-            "consent_document_superseded",
-            f"Consent v{document.version} was superseded by v{latest.version} on {latest.effective_date}: "
-            f"sign the version in force on {signed_on}.",
-            field="document",
-        )
+    _check_document_in_force(subject, document, signed_at, field="document")
     if subject.status == Subject.Status.WITHDRAWN:
         raise RuleViolation("subject_withdrawn", f"Subject {subject.code} has withdrawn from the trial.", field="subject")
-    # The latest signature governs (governing_consent), so a re-consent dated before a
-    # recorded withdrawal would silently cancel that withdrawal.
-    later = [w for c in Consent.objects.filter(subject=subject) for s in c.withdrawn_scopes
-             if (w := scope_withdrawn_at(c, s)) is not None and w > signed_at]
-    if later:
-        raise RuleViolation("signed_before_withdrawal", f"Subject {subject.code} withdrew consent on "
-                            f"{max(later):%Y-%m-%d %H:%M} UTC: a new consent must be signed after that.",
-                            field="signed_at")
+    _check_signed_after_withdrawals(subject, signed_at)
     consent = Consent(subject=subject, document=document, signed_at=signed_at, obtained_by=actor,
                       **{f"scope_{s}": s in scopes for s in ConsentScope.values})
     with transaction.atomic():
@@ -402,21 +424,31 @@ def consent_withdraw(
 
 
 def assert_scope_active(subject: Subject, scope: str, at: dt.datetime | None = None) -> None:
-    """Raise unless ``subject`` consented to ``scope`` and had not withdrawn it at ``at``.
+    """Raise unless ``subject`` consented to ``scope`` and had not withdrawn it at ``at``
+    (the rule: ``trials.selectors.consent_standing``).
 
     The scan pipeline calls this before accepting an upload or processing a scan.
     """
-    scope = ConsentScope(scope).value
-    at = at or timezone.now()
-    consent = governing_consent(subject, at=at)
-    if consent is None or not getattr(consent, f"scope_{scope}"):
-        raise RuleViolation("consent_missing", f"Subject {subject.code} has no {scope} consent in force at {at:%Y-%m-%d %H:%M} UTC.")
-    withdrawn = scope_withdrawn_at(consent, scope)
-    if withdrawn is not None and withdrawn <= at:
-        raise RuleViolation("consent_withdrawn", f"Subject {subject.code} withdrew {scope} consent on {withdrawn:%Y-%m-%d %H:%M} UTC.")
+    standing = consent_standing(subject, scope, at)
+    if standing.consent is None:
+        raise RuleViolation("consent_missing", f"Subject {subject.code} has no {standing.scope} consent in force at "
+                            f"{standing.at:%Y-%m-%d %H:%M} UTC.")
+    if standing.withdrawn_at is not None:
+        raise RuleViolation("consent_withdrawn", f"Subject {subject.code} withdrew {standing.scope} consent on "
+                            f"{standing.withdrawn_at:%Y-%m-%d %H:%M} UTC.")
 
 
 # --------------------------------------------------------------------------- nanoparticle lots
+
+
+def _iron_concentrations(mg_per_ml: Decimal | None, mmol_per_l: Decimal | None) -> tuple[Decimal, Decimal]:
+    # One is computed from the other (55.845 g/mol), so the two never disagree; when
+    # both are given, clean() checks they agree (iron_mmol_per_l_disagreeing).
+    if mmol_per_l is None:
+        mmol_per_l = iron_mmol_per_l_from_mg_per_ml(mg_per_ml)
+    if mg_per_ml is None:
+        mg_per_ml = iron_mg_per_ml_from_mmol_per_l(mmol_per_l)
+    return mg_per_ml, mmol_per_l
 
 
 def lot_register(
@@ -429,11 +461,7 @@ def lot_register(
     if iron_mg_per_ml is None and iron_mmol_per_l is None:
         raise RuleViolation("iron_concentration_missing", "Give the iron concentration in mg Fe/mL or mmol/L.",
                             field="iron_mg_per_ml", status_code=400)
-    # One is computed from the other (55.845 g/mol); when both are given, clean() checks they agree.
-    if iron_mmol_per_l is None:
-        iron_mmol_per_l = iron_mmol_per_l_from_mg_per_ml(iron_mg_per_ml)
-    if iron_mg_per_ml is None:
-        iron_mg_per_ml = iron_mg_per_ml_from_mmol_per_l(iron_mmol_per_l)
+    iron_mg_per_ml, iron_mmol_per_l = _iron_concentrations(iron_mg_per_ml, iron_mmol_per_l)
     lot = NanoparticleLot(
         trial=trial, manufacturer=manufacturer, product=product, lot_number=lot_number, expiry_date=expiry_date,
         iron_mg_per_ml=iron_mg_per_ml, iron_mmol_per_l=iron_mmol_per_l, core_size_nm=core_size_nm,
@@ -482,11 +510,42 @@ def _check_lot_usable(lot: NanoparticleLot, on: dt.date, *, field: str) -> None:
     if lot.qc_status != NanoparticleLot.QcStatus.RELEASED:
         raise RuleViolation("lot_not_released", f"Nanoparticle lot {lot.lot_number} is {lot.qc_status}, not released.",
                             field=field)
+    _check_lot_unexpired(lot, on, field=field)
+
+
+def _check_lot_unexpired(lot: NanoparticleLot, on: dt.date, *, field: str) -> None:
     if lot.expiry_date < on:
         raise RuleViolation("lot_expired", f"Nanoparticle lot {lot.lot_number} expired on {lot.expiry_date}.", field=field)
 
 
 # --------------------------------------------------------------------------- cell batches
+
+
+def _check_identifiers_free_of_mrn(donor_subject: Subject | None, chain_of_identity_id: str, donation_id: str, *,
+                                   field: str) -> None:
+    # 21 CFR 1271.290: the distinct identifier must not carry a record number.
+    if donor_subject is None:
+        return
+    identity = SubjectIdentity.objects.filter(subject=donor_subject).first()
+    mrn = identity.medical_record_number.upper() if identity else ""
+    if len(mrn) >= 4 and any(mrn in value.upper() for value in (chain_of_identity_id, donation_id)):
+        raise RuleViolation("identifier_contains_phi", "The chain-of-identity or donation id contains the donor's "
+                            "medical record number.", field=field, status_code=400)
+
+
+def _check_labelled_after_manufacture(labelled_at: dt.datetime, manufactured_at: dt.datetime, *, field: str) -> None:
+    if labelled_at < manufactured_at:
+        raise RuleViolation("labelled_before_manufacture", "Labelling cannot precede manufacture.",
+                            field=field, status_code=400)
+
+
+def _check_labelling_lot(lot: NanoparticleLot, batch: CellBatch, labelled_at: dt.datetime) -> None:
+    """The lot a batch is labelled with: of the batch's trial, released and unexpired on
+    the labelling day (batch_label; batch_correct of the lot or the labelling time)."""
+    if lot.trial_id != batch.trial_id:
+        raise RuleViolation("trial_mismatch", "The nanoparticle lot is registered for another trial.",
+                            field="nanoparticle_lot")
+    _check_lot_usable(lot, _local_date(labelled_at, batch.site), field="nanoparticle_lot")
 
 
 def batch_register(
@@ -501,13 +560,7 @@ def batch_register(
         # donor's identity: both only make sense for a donor of this site.
         raise RuleViolation("donor_at_other_site", f"The donor is not a subject of site {site.code}.",
                             field="donor_subject", status_code=400)
-    if donor_subject is not None:
-        identity = SubjectIdentity.objects.filter(subject=donor_subject).first()
-        mrn = identity.medical_record_number.upper() if identity else ""
-        # 21 CFR 1271.290: the distinct identifier must not carry a record number.
-        if len(mrn) >= 4 and any(mrn in value.upper() for value in (chain_of_identity_id, donation_id)):
-            raise RuleViolation("identifier_contains_phi", "The chain-of-identity or donation id contains the donor's "
-                                "medical record number.", field="chain_of_identity_id", status_code=400)
+    _check_identifiers_free_of_mrn(donor_subject, chain_of_identity_id, donation_id, field="chain_of_identity_id")
     batch = CellBatch(
         trial=site.trial, site=site, batch_code=batch_code, product_type=product_type,
         chain_of_identity_id=chain_of_identity_id, donation_id=donation_id, donor_subject=donor_subject,
@@ -543,13 +596,8 @@ def batch_label(
         # Judge the lot as it is now, not as the caller last saw it; the lock keeps a
         # concurrent QC change from slipping in between.
         nanoparticle_lot = NanoparticleLot.objects.select_for_update().get(pk=nanoparticle_lot.pk)
-        if nanoparticle_lot.trial_id != batch.trial_id:
-            raise RuleViolation("trial_mismatch", "The nanoparticle lot is registered for another trial.",
-                                field="nanoparticle_lot")
-        _check_lot_usable(nanoparticle_lot, _local_date(labelled_at, batch.site), field="nanoparticle_lot")
-        if labelled_at < batch.manufactured_at:
-            raise RuleViolation("labelled_before_manufacture", "Labelling cannot precede manufacture.",
-                                field="labelled_at", status_code=400)
+        _check_labelling_lot(nanoparticle_lot, batch, labelled_at)
+        _check_labelled_after_manufacture(labelled_at, batch.manufactured_at, field="labelled_at")
         before = _snapshot(batch, _LABELLING_FIELDS)
         batch.nanoparticle_lot = nanoparticle_lot
         batch.incubation_concentration_ug_fe_per_ml = incubation_concentration_ug_fe_per_ml
@@ -632,6 +680,22 @@ def _require_verifier_password(*, actor, subject: Subject, batch: CellBatch, ver
                         field="verifier_password", status_code=403)
 
 
+def _check_administered_after_labelling(batch: CellBatch, administered_at: dt.datetime) -> None:
+    if batch.labelled_at is not None and administered_at < batch.labelled_at:
+        raise RuleViolation("administered_before_labelling", "The injection cannot precede the labelling.",
+                            field="administered_at", status_code=400)
+
+
+def _check_cells_available(batch: CellBatch, requested: int, *, correcting: int | None = None) -> None:
+    """The batch (locked by the caller) holds ``requested`` cells. ``correcting``: the
+    count the corrected injection holds now, which is its own to keep."""
+    left = batch_cells_remaining(batch) + (correcting or 0)
+    if requested > left:
+        what = "cells left" if correcting is None else "cells for this injection once the others are counted"
+        raise RuleViolation("insufficient_cells", f"Batch {batch.batch_code} has {left:,} {what}; {requested:,} requested.",
+                            field="administered_cells")
+
+
 def injection_record(
     *, actor, subject: Subject, batch: CellBatch, administered_cells: int, volume_ml: Decimal, route: str,
     anatomical_target: str, administered_at: dt.datetime, administered_by, verified_by, verifier_password: str,
@@ -668,14 +732,8 @@ def injection_record(
         if batch.nanoparticle_lot is None:
             raise RuleViolation("batch_not_labelled", f"Batch {batch.batch_code} is not labelled.", field="batch")
         _check_lot_usable(batch.nanoparticle_lot, _local_date(administered_at, site), field="batch")
-        if administered_at < batch.labelled_at:
-            raise RuleViolation("administered_before_labelling", "The injection cannot precede the labelling.",
-                                field="administered_at", status_code=400)
-        remaining = batch_cells_remaining(batch)
-        if administered_cells > remaining:
-            raise RuleViolation("insufficient_cells",
-                                f"Batch {batch.batch_code} has {remaining:,} cells left; {administered_cells:,} requested.",
-                                field="administered_cells")
+        _check_administered_after_labelling(batch, administered_at)
+        _check_cells_available(batch, administered_cells)
         injection = Injection(
             subject=subject, batch=batch, administered_cells=administered_cells, volume_ml=volume_ml, route=route,
             anatomical_target=anatomical_target, administered_at=administered_at, administered_by=administered_by,
@@ -814,20 +872,13 @@ def injection_correct(*, actor, injection: Injection, reason: str, verifier_pass
         _require_four_eyes(site, administered_by=injection.administered_by, verified_by=injection.verified_by)
         _positive(injection.administered_cells, field="administered_cells", what="The number of cells")
         _positive(injection.volume_ml, field="volume_ml", what="The volume")
-        if batch.labelled_at is not None and administered_at < batch.labelled_at:
-            raise RuleViolation("administered_before_labelling", "The injection cannot precede the labelling.",
-                                field="administered_at", status_code=400)
-        if batch.nanoparticle_lot is not None and batch.nanoparticle_lot.expiry_date < _local_date(administered_at, site):
-            raise RuleViolation("lot_expired", f"Nanoparticle lot {batch.nanoparticle_lot.lot_number} expired on "
-                                f"{batch.nanoparticle_lot.expiry_date}.", field="administered_at")
+        _check_administered_after_labelling(batch, administered_at)
+        if batch.nanoparticle_lot is not None:
+            _check_lot_unexpired(batch.nanoparticle_lot, _local_date(administered_at, site), field="administered_at")
         assert_scope_active(subject, ConsentScope.IMAGING, at=administered_at)
         # The stored row still holds the old count, so what is left for this injection is
         # the batch's remainder plus what this injection took before the correction.
-        left = batch_cells_remaining(batch) + stored_cells
-        if injection.administered_cells > left:
-            raise RuleViolation("insufficient_cells", f"Batch {batch.batch_code} has {left:,} cells for this "
-                                f"injection once the others are counted; {injection.administered_cells:,} requested.",
-                                field="administered_cells")
+        _check_cells_available(batch, injection.administered_cells, correcting=stored_cells)
         injection.full_clean()
         injection.save(update_fields=list(fields))
         _audit(actor=actor, action=AuditAction.INJECTION_UPDATED, obj=injection, trial_id=subject.trial_id,
@@ -855,14 +906,12 @@ def lot_correct(*, actor, lot: NanoparticleLot, reason: str, **fields) -> Nanopa
     reason = _require_reason(reason)
     _require_correctable("nanoparticle lot", fields, correctable=_LOT_CORRECTABLE, locked=_LOT_LOCKED)
     fields = dict(fields)
-    # One concentration is the other at 55.845 g/mol: a correction of one recomputes the
-    # other, so the two never disagree; both given are checked against each other by clean().
-    if "iron_mg_per_ml" in fields and "iron_mmol_per_l" not in fields:
-        _positive(fields["iron_mg_per_ml"], field="iron_mg_per_ml", what="The iron concentration")
-        fields["iron_mmol_per_l"] = iron_mmol_per_l_from_mg_per_ml(fields["iron_mg_per_ml"])
-    elif "iron_mmol_per_l" in fields and "iron_mg_per_ml" not in fields:
-        _positive(fields["iron_mmol_per_l"], field="iron_mmol_per_l", what="The iron concentration")
-        fields["iron_mg_per_ml"] = iron_mg_per_ml_from_mmol_per_l(fields["iron_mmol_per_l"])
+    # A correction of one concentration recomputes the other, as registration does.
+    given = [name for name in ("iron_mg_per_ml", "iron_mmol_per_l") if name in fields]
+    if len(given) == 1:
+        _positive(fields[given[0]], field=given[0], what="The iron concentration")
+        fields["iron_mg_per_ml"], fields["iron_mmol_per_l"] = _iron_concentrations(
+            fields.get("iron_mg_per_ml"), fields.get("iron_mmol_per_l"))
     with transaction.atomic():
         lot = NanoparticleLot.objects.select_for_update().get(pk=lot.pk)
         before = _snapshot(lot, fields)
@@ -871,8 +920,8 @@ def lot_correct(*, actor, lot: NanoparticleLot, reason: str, **fields) -> Nanopa
         _positive(lot.iron_mg_per_ml, field="iron_mg_per_ml", what="The iron concentration")
         _positive(lot.iron_mmol_per_l, field="iron_mmol_per_l", what="The iron concentration")
         _positive(lot.core_size_nm, field="core_size_nm", what="The core size")
-        expected = iron_mmol_per_l_from_mg_per_ml(lot.iron_mg_per_ml)
-        if abs(Decimal(lot.iron_mmol_per_l) - expected) > expected * IRON_CONSISTENCY_TOLERANCE:
+        expected = iron_mmol_per_l_disagreeing(lot.iron_mg_per_ml, lot.iron_mmol_per_l)
+        if expected is not None:
             raise RuleViolation("iron_concentrations_disagree", f"{lot.iron_mmol_per_l} mmol/L disagrees with "
                                 f"{lot.iron_mg_per_ml} mg Fe/mL (expected {expected} mmol/L at 55.845 g/mol).",
                                 field="iron_mmol_per_l", status_code=400)
@@ -943,18 +992,13 @@ def batch_correct(*, actor, batch: CellBatch, reason: str, **fields) -> CellBatc
                                 f"{injected:,} cells; the count cannot be corrected to {batch.cell_count:,}.",
                                 field="cell_count")
         _in_range(batch.viability_percent, 0, 100, field="viability_percent", what="The viability (%)")
-        if chain and batch.donor_subject is not None:
-            identity = SubjectIdentity.objects.filter(subject=batch.donor_subject).first()
-            mrn = identity.medical_record_number.upper() if identity else ""
-            if len(mrn) >= 4 and any(mrn in value.upper() for value in (batch.chain_of_identity_id, batch.donation_id)):
-                raise RuleViolation("identifier_contains_phi", "The chain-of-identity or donation id contains the "
-                                    "donor's medical record number.", field=chain[0], status_code=400)
+        if chain:
+            _check_identifiers_free_of_mrn(batch.donor_subject, batch.chain_of_identity_id, batch.donation_id,
+                                           field=chain[0])
         if batch.labelled_at is not None:
             _not_in_future(batch.labelled_at, "labelled_at", "The labelling time")
-            if batch.labelled_at < batch.manufactured_at:
-                raise RuleViolation("labelled_before_manufacture", "Labelling cannot precede manufacture.",
-                                    field="labelled_at" if "labelled_at" in fields else "manufactured_at",
-                                    status_code=400)
+            _check_labelled_after_manufacture(batch.labelled_at, batch.manufactured_at,
+                                              field="labelled_at" if "labelled_at" in fields else "manufactured_at")
             _positive(batch.incubation_concentration_ug_fe_per_ml, field="incubation_concentration_ug_fe_per_ml",
                       what="The incubation concentration")
             _positive(batch.iron_per_cell_pg, field="iron_per_cell_pg", what="The iron per cell")
@@ -962,10 +1006,7 @@ def batch_correct(*, actor, batch: CellBatch, reason: str, **fields) -> CellBatc
                       what="The labelling efficiency (%)")
         if "nanoparticle_lot" in fields or "labelled_at" in fields:
             lot = NanoparticleLot.objects.select_for_update().get(pk=batch.nanoparticle_lot_id)
-            if lot.trial_id != batch.trial_id:
-                raise RuleViolation("trial_mismatch", "The nanoparticle lot is registered for another trial.",
-                                    field="nanoparticle_lot")
-            _check_lot_usable(lot, _local_date(batch.labelled_at, batch.site), field="nanoparticle_lot")
+            _check_labelling_lot(lot, batch, batch.labelled_at)
         if "labelled_at" in fields and batch.injections.filter(administered_at__lt=batch.labelled_at).exists():
             # Only reachable for a batch released, injected, then set back to pending.
             raise RuleViolation("administered_before_labelling", f"Batch {batch.batch_code} was injected before "
@@ -1010,26 +1051,13 @@ def consent_correct(*, actor, consent: Consent, reason: str, **fields) -> Consen
         before = _snapshot(consent, values)
         _apply(consent, values)
         changes = _require_change("consent", before, _snapshot(consent, values))
-        signed_at, document = consent.signed_at, consent.document
-        signed_on = _local_date(signed_at, subject.site)
-        if document.effective_date > signed_on:
-            raise RuleViolation("consent_document_not_effective", f"Consent v{document.version} takes effect on "
-                                f"{document.effective_date}; it was not in force on {signed_on}.", field="signed_at")
-        latest = latest_effective_document(subject.trial, on=signed_on)
-        if latest != document:
-            raise RuleViolation("consent_document_superseded", f"Consent v{document.version} was superseded by "
-                                f"v{latest.version} on {latest.effective_date}; it cannot have been signed on {signed_on}.",
-                                field="signed_at")
+        signed_at = consent.signed_at
+        _check_document_in_force(subject, consent.document, signed_at, field="signed_at")
         if consent.withdrawn_at is not None and signed_at > consent.withdrawn_at:
             raise RuleViolation("signed_after_withdrawal", f"Consent #{consent.pk} was withdrawn on "
                                 f"{consent.withdrawn_at:%Y-%m-%d %H:%M} UTC; it cannot have been signed after that.",
                                 field="signed_at")
-        later = [w for c in Consent.objects.filter(subject=subject).exclude(pk=consent.pk) for s in c.withdrawn_scopes
-                 if (w := scope_withdrawn_at(c, s)) is not None and w > signed_at]
-        if later:
-            raise RuleViolation("signed_before_withdrawal", f"Subject {subject.code} withdrew consent on "
-                                f"{max(later):%Y-%m-%d %H:%M} UTC: this consent must be dated after that.",
-                                field="signed_at")
+        _check_signed_after_withdrawals(subject, signed_at, correcting=consent)
         consent.full_clean()
         consent.save(update_fields=list(values))
         # The corrected consent must still cover every injection already given under it.

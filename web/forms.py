@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from compliance.models import SCAN_EXPORT_KINDS, Export, SignatureMeaning
 from config.errors import RuleViolation
+from recon.quantify import GEOMETRY_SIZE_KEYS
 from trials.models import BatchProductType, CellBatch, ConsentScope, InjectionRoute, LotQcStatus, SubjectStatus
 
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
@@ -391,10 +392,8 @@ class RoiDefineForm(forms.Form):
         """The service's geometry, in metres."""
         d = self.cleaned_data
         centre = [d[f"centre_{a}_mm"] / 1000 for a in "xyz"]
-        if d["shape"] == "sphere":
-            return {"shape": "sphere", "center_m": centre, "radius_m": d["size_x_mm"] / 1000}
-        key = "semi_axes_m" if d["shape"] == "ellipsoid" else "half_size_m"
-        return {"shape": d["shape"], "center_m": centre, key: [d[f"size_{a}_mm"] / 1000 for a in "xyz"]}
+        size = d["size_x_mm"] / 1000 if d["shape"] == "sphere" else [d[f"size_{a}_mm"] / 1000 for a in "xyz"]
+        return {"shape": d["shape"], "center_m": centre, GEOMETRY_SIZE_KEYS[d["shape"]]: size}
 
 
 # --------------------------------------------------------------------------- scan exports and PACS

@@ -158,14 +158,16 @@ def off_target_bars(groups: list[dict], *, threshold_percent: float | None, elem
 
 
 def plot_data(time_course: dict) -> tuple[list[dict], list[dict]]:
-    """imaging.selectors.time_course -> (retention series, off-target groups)."""
-    injected = time_course.get("injected_iron_ng") or 0.0
+    """imaging.selectors.time_course -> (retention series, off-target groups).
+
+    Only stored values are drawn (the Measurement rows): a point and its error bar are
+    never recomputed here."""
     retention, by_hours = [], {}
     for series in time_course["series"]:
         if series["roi_kind"] == "target":
             retention.append({"name": series["roi_name"], "points": [
                 {"hours": p["hours"], "percent": p["retention_percent"],
-                 "sd_percent": 100.0 * p["uncertainty_ng"] / injected if injected else 0.0}
+                 "sd_percent": p["retention_uncertainty_percent"] or 0.0}
                 for p in series["points"]]})
         else:
             for p in series["points"]:

@@ -47,12 +47,8 @@ class Volume:
 
 
 def load(reconstruction) -> Volume:
-    with processing.open_mdf(uploads.media_path(reconstruction.file)) as f:
-        data, meta = f.reconstruction()
-    grid = Grid(tuple(meta["size"]), tuple(meta["fieldOfView"]), tuple(meta["fieldOfViewCenter"]))
-    nx, ny, nz = grid.size
-    values = data[..., 0].astype(np.float64).mean(axis=0).reshape(nz, ny, nx)
-    return Volume(values, grid)
+    loaded = processing.load_volume(uploads.media_path(reconstruction.file))
+    return Volume(loaded.values, loaded.grid)
 
 
 def roi_masks(rois, grid: Grid) -> list[tuple[object, np.ndarray]]:

@@ -99,6 +99,7 @@ class MeasurementFactory(factory.django.DjangoModelFactory):
     uncertainty_ng = 50.0
     cell_count = 80000.0
     retention_percent = 40.0
+    retention_uncertainty_percent = 2.0  # 50 ng of the 2500 ng injected that make 1000 ng 40 %
     off_target_percent = None
     detection_limit_ng = 60.0
     detected = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import template
 from django.utils.html import format_html
 
+from recon.quantify import GEOMETRY_SIZE_KEYS
 from web import queries
 
 register = template.Library()
@@ -61,11 +62,12 @@ def words(value):
 def roi_geometry(geometry):
     """A geometric ROI in millimetres, as a person reads it: 'sphere, centre (0, 0, 10) mm, radius 8 mm'."""
     mm = lambda values: ", ".join(f"{v * 1000:g}" for v in values)  # noqa: E731
-    sizes = {"radius_m": "radius", "semi_axes_m": "semi-axes", "half_size_m": "half-size"}
-    parts = [str(geometry.get("shape", "?")), f"centre ({mm(geometry.get('center_m', []))}) mm"]
-    for key, label in sizes.items():
-        if key in geometry:
-            value = geometry[key]
-            values = value if isinstance(value, list) else [value]
-            parts.append(f"{label} {mm(values[:1] if len(set(values)) == 1 else values)} mm")
+    shape = geometry.get("shape", "?")
+    parts = [str(shape), f"centre ({mm(geometry.get('center_m', []))}) mm"]
+    key = GEOMETRY_SIZE_KEYS.get(shape)
+    if key in geometry:
+        value = geometry[key]
+        values = value if isinstance(value, list) else [value]
+        label = key.removesuffix("_m").replace("_", "-")  # radius, semi-axes, half-size
+        parts.append(f"{label} {mm(values[:1] if len(set(values)) == 1 else values)} mm")
     return ", ".join(parts)
