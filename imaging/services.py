@@ -67,10 +67,6 @@ def _audit_scan(*, actor, action: AuditAction, scan: Scan, changes: dict, reason
                  reason=reason)
 
 
-def _rel(path: Path) -> str:
-    return str(path.relative_to(settings.MEDIA_ROOT))
-
-
 # --------------------------------------------------------------------------- scanners and system matrices
 
 
