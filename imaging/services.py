@@ -608,10 +608,6 @@ def scan_reconstruct(*, scan_id: int, token: str, cache=None, params: ReconParam
         return None
     if _consent_stops(scan, token):
         return scan
-    if settings.IMAGING_RECON_DELAY_SECONDS:
-        import time
-
-        time.sleep(settings.IMAGING_RECON_DELAY_SECONDS)
     sm = scan.system_matrix
     params = params or default_recon_params()
     sm_path = uploads.media_path(sm.file)
