@@ -1,23 +1,27 @@
 """Audit event types: a stable integer enum.
 
 The numbers are stored in the audit trail and in exports; never renumber or reuse
-one. Add new actions at the end of their block.
+one (``RETIRED_NUMBERS`` lists those no action may take again). Add new actions at
+the end of their block.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum, unique
 
+# Numbers that once named an action no code ever wrote (TRIAL_UPDATED 101, SITE_UPDATED 111,
+# MEMBERSHIP_REVOKED 121): removed, so that no one believes those changes are audited, and
+# never given to another action, so that a number keeps one meaning in every trail and
+# export. record_event has always refused a number outside the enum, so no row holds them.
+RETIRED_NUMBERS = frozenset({101, 111, 121})
+
 
 @unique
 class AuditAction(IntEnum):
     # Trial set-up and access (100s)
     TRIAL_CREATED = 100
-    TRIAL_UPDATED = 101
     SITE_CREATED = 110
-    SITE_UPDATED = 111
     MEMBERSHIP_GRANTED = 120
-    MEMBERSHIP_REVOKED = 121
     # Subjects and identity (200s)
     SUBJECT_ENROLLED = 200
     SUBJECT_UPDATED = 201

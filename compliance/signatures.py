@@ -78,10 +78,6 @@ def kind_for(obj) -> SignableKind:
     return kind_for_label(obj._meta.label_lower)
 
 
-def signable_labels() -> list[str]:
-    return sorted(_registry)
-
-
 def canonical_content(obj) -> bytes:
     """Sorted keys, no whitespace, UTF-8; dates, decimals and times as the audit trail
     writes them (``to_jsonable``). Never change this form: stored hashes depend on it."""

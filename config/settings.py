@@ -408,11 +408,6 @@ IMAGING_SYSTEM_MATRIX_CACHE_BYTES = envint("IMAGING_SYSTEM_MATRIX_CACHE_BYTES", 
 IMAGING_TASK_SOFT_TIME_LIMIT = envint("IMAGING_TASK_SOFT_TIME_LIMIT", 1800, minimum=1)
 IMAGING_TASK_TIME_LIMIT = envint("IMAGING_TASK_TIME_LIMIT", 2100, minimum=1)
 IMAGING_TASK_MAX_RETRIES = envint("IMAGING_TASK_MAX_RETRIES", 5, minimum=0)
-# Test seam: seconds the reconstruct task sleeps after claiming, so a fault test can
-# kill a worker mid-reconstruction. Refused in production.
-IMAGING_RECON_DELAY_SECONDS = envfloat("IMAGING_RECON_DELAY_SECONDS", 0.0, minimum=0.0)
-if PRODUCTION and IMAGING_RECON_DELAY_SECONDS:
-    raise ImproperEnvironment("IMAGING_RECON_DELAY_SECONDS is a test seam and is refused when MPI_ENV=production")
 
 # Trial-wide platform settings.
 OFF_TARGET_ALERT_PERCENT_DEFAULT = envfloat("OFF_TARGET_ALERT_PERCENT_DEFAULT", 20.0, minimum=0.0)

@@ -23,7 +23,7 @@ from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
 from config.request_body import body_source
 from config.viewsets import ScopedViewSet
-from imaging import pacs, selectors, services, uploads
+from imaging import pacs, selectors, services, tasks, uploads
 from imaging import serializers as s
 from imaging.models import Alert, DicomSend, Measurement, PacsDestination, RegionOfInterest, Scan, Scanner, SystemMatrix
 from trials.filters import IdFilterSet
@@ -161,6 +161,7 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
         response = Response(status=status.HTTP_204_NO_CONTENT)
         response["Upload-Offset"] = str(outcome.upload.offset)
         if outcome.scan is not None:
+            tasks.queue_next_step(outcome.scan)
             response["Scan-Id"] = str(outcome.scan.pk)
             response["Scan-Location"] = request.build_absolute_uri(f"/api/v1/scans/{outcome.scan.pk}/")
         return response
@@ -259,12 +260,14 @@ class ScanViewSet(ScopedViewSet):
         if destination is None:
             raise RuleViolation("not_found", "No such PACS destination.", field="destination", status_code=404)
         send = pacs.dicom_send_request(actor=request.user, scan=scan, destination=destination)
+        tasks.queue_send(send)
         return Response(s.DicomSendOutput(send).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=s.ScanOutput, summary="Retry a scan that failed for a transient reason")
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         scan = services.scan_retry(actor=request.user, scan=self.get_object())
+        tasks.queue_next_step(scan)
         return Response(s.ScanOutput(self.get_queryset().get(pk=scan.pk), context={"request": request}).data)
 
 

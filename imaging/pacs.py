@@ -1,8 +1,9 @@
 """PACS destinations and the delivery of a scan's DICOM study to one (C-STORE or STOW-RS).
 
-Shape as the exports (``compliance.services``): ``dicom_send_request`` checks the rules,
-writes the DicomSend row and its audit event in one transaction and queues the task on
-commit; ``dicom_send_run`` (the task on the ``export`` queue) claims the row with a
+``dicom_send_request`` checks the rules and writes the DicomSend row and its audit event
+in one transaction; the interface that asked queues the task on commit
+(``imaging.tasks.queue_send``: pacs queues no task itself); ``dicom_send_run`` (what
+the task on the ``export`` queue calls) claims the row with a
 conditional update (queued -> running, so a task delivered twice sends once), builds
 the study (de-identified when the destination says so), sends it outside any
 transaction (slow network I/O holds no lock), and records per-object statuses with a
@@ -10,7 +11,7 @@ DICOM_SENT or DICOM_SEND_FAILED event.
 
 Each claim is one attempt (``attempts``). A worker killed mid-send leaves its row
 ``running``: once the claim is older than the broker's visibility timeout, the redelivered
-task (Redis) or the worker start-up sweep (``recover_stalled_sends``, filesystem broker)
+task (Redis) or the worker start-up sweep (``stalled_sends``, filesystem broker)
 takes it over as a new attempt, and the old attempt, should it still be alive, can no
 longer write the row. DICOM stores are idempotent by SOP Instance UID, so objects the
 killed attempt delivered are stored again, not twice.
@@ -101,14 +102,7 @@ def dicom_send_request(*, actor, scan: Scan, destination: PacsDestination) -> Di
                      object_id=send.pk, changes={"scan": scan.pk, "destination": destination.name,
                                                  "target": destination.describe(),
                                                  "deidentified": send.deidentified}, **_scope(scan))
-        transaction.on_commit(lambda: _enqueue(send.pk))
     return send
-
-
-def _enqueue(send_id: int) -> None:
-    from imaging.tasks import send_dicom
-
-    send_dicom.apply_async(args=[send_id], queue="export")
 
 
 def _claim(send_id: int) -> bool:
@@ -119,16 +113,15 @@ def _claim(send_id: int) -> bool:
         status=DicomSend.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1))
 
 
-def recover_stalled_sends() -> list[int]:
-    """Queue again the sends whose task was lost with its worker (the filesystem broker has
-    no redelivery): running longer than the lease, or queued and never tried for a minute.
-    A send waiting for a retry is queued with attempts > 0; its task holds the countdown."""
-    stalled = list(DicomSend.objects.filter(
+def stalled_sends() -> list[int]:
+    """The sends whose task was lost with its worker (the filesystem broker has no
+    redelivery): running longer than the lease, or queued and never tried for a minute.
+    A send waiting for a retry is queued with attempts > 0; its task holds the countdown.
+    ``tasks.recover_stalled_sends`` queues them again."""
+    return list(DicomSend.objects.filter(
         Q(status=DicomSend.Status.RUNNING, started_at__lt=claims_stale_before())
-        | Q(status=DicomSend.Status.QUEUED, attempts=0, created_at__lt=quiet_since())).values_list("pk", flat=True))
-    for send_id in stalled:
-        _enqueue(send_id)
-    return stalled
+        | Q(status=DicomSend.Status.QUEUED, attempts=0, created_at__lt=quiet_since())).order_by("pk").values_list(
+            "pk", flat=True))
 
 
 def send_backoff(retry: int) -> int:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, Q, QuerySet
 
+from config.errors import RuleViolation
 from imaging.models import Alert, DicomSend, Measurement, RegionOfInterest, Scan, Scanner, SystemMatrix, Upload
-from trials.models import Subject
+from trials.models import Injection, Subject
 from trials.permissions.access import visible_site_ids
 from trials.selectors import sponsor_limited
 
@@ -55,13 +56,19 @@ def dicom_sends_visible_to(user) -> QuerySet[DicomSend]:
         "destination", "requested_by", "scan")
 
 
+def injected_iron_ng(injection: Injection) -> float:
+    """Administered cells x pg Fe per cell of the labelled batch, in ng (DOMAIN §2)."""
+    pg = injection.batch.iron_per_cell_pg
+    if pg is None:
+        raise RuleViolation("batch_not_labelled", f"Batch {injection.batch.batch_code} has no iron per cell.")
+    return float(injection.administered_cells) * float(pg) / 1000.0
+
+
 def time_course(subject: Subject) -> dict:
     """The subject's quantified scans as plot-ready series, one per ROI, by time point:
     the stored Measurement values, each relative to its scan's own injection.
     ``injected_iron_ng`` is the subject's first injection (kept for API clients); no
     number of a point is derived from it."""
-    from imaging.services import injected_iron_ng
-
     measurements = (
         Measurement.objects.filter(scan__subject=subject, scan__status=Scan.Status.QUANTIFIED)
         .select_related("scan", "reconstruction")

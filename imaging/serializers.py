@@ -57,10 +57,6 @@ class ScanOutput(serializers.ModelSerializer):
         return files
 
 
-class ScanRetryInput(serializers.Serializer):
-    pass
-
-
 class RoiOutput(serializers.ModelSerializer):
     class Meta:
         model = RegionOfInterest

@@ -8,6 +8,8 @@ Scan processing (``scan_validate``, ``scan_reconstruct``, ``scan_quantify``) is 
 the Celery tasks call. Each one claims the scan with a conditional UPDATE (healthchecks'
 habit), does its slow work outside any transaction, and records the outcome only if
 its claim still holds, so a redelivered or duplicated task never makes a second result.
+Services queue no task: ``imaging.tasks`` chains the steps, and the interface that
+completes an upload or retries a scan queues its next step (``tasks.queue_next_step``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from compliance.audit import record_event
 from config.errors import RuleViolation
 from config.reasons import require_reason
 from imaging import processing, uploads
+from imaging.selectors import injected_iron_ng
 from imaging.models import (
     SCAN_TRANSITIONS,
     Alert,
@@ -66,10 +69,6 @@ def _audit_scan(*, actor, action: AuditAction, scan: Scan, changes: dict, reason
     record_event(actor=actor, action=action, object_type=object_type, object_id=object_id or scan.pk,
                  trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk, changes=changes,
                  reason=reason)
-
-
-def _rel(path: Path) -> str:
-    return str(path.relative_to(settings.MEDIA_ROOT))
 
 
 # --------------------------------------------------------------------------- scanners and system matrices
@@ -408,7 +407,6 @@ def upload_complete(*, actor, upload: Upload) -> Scan:
                         changes={"status": [None, ScanStatus.RECEIVED]})
             # The rename is the last step: if it fails, the transaction rolls back and the bytes stay put.
             uploads.media_path(upload.path).rename(target)
-            transaction.on_commit(lambda: enqueue("validate", scan.pk))
     except IntegrityError:
         duplicate = _duplicate_scan(subject, upload.sha256)
         raise RuleViolation("duplicate_scan", f"This file was already uploaded for subject {subject.code}"
@@ -430,13 +428,6 @@ def upload_terminate(*, actor, upload: Upload) -> None:
 
 
 # --------------------------------------------------------------------------- scan state machine
-
-
-def enqueue(step: str, scan_id: int) -> None:
-    from imaging import tasks
-
-    {"validate": tasks.validate_scan, "reconstruct": tasks.reconstruct_scan, "quantify": tasks.quantify_scan}[
-        step].delay(scan_id)
 
 
 def _check_transition(old: str, new: str) -> None:
@@ -581,11 +572,11 @@ def scan_validate(*, scan_id: int, token: str) -> Scan | None:
                                                                "validation_report": inspection.report,
                                                                "acquisition": inspection.acquisition},
                     reason=reason[:4000])
-        elif _finish(scan, token, ScanStatus.VALIDATED, fields={"validation_report": inspection.report,
-                                                                "acquisition": inspection.acquisition,
-                                                                "system_matrix_id": system_matrix.pk,
-                                                                "status_reason": ""}):
-            transaction.on_commit(lambda: enqueue("reconstruct", scan.pk))
+        else:
+            _finish(scan, token, ScanStatus.VALIDATED, fields={"validation_report": inspection.report,
+                                                              "acquisition": inspection.acquisition,
+                                                              "system_matrix_id": system_matrix.pk,
+                                                              "status_reason": ""})
     return scan
 
 
@@ -618,10 +609,6 @@ def scan_reconstruct(*, scan_id: int, token: str, cache=None, params: ReconParam
         return None
     if _consent_stops(scan, token):
         return scan
-    if settings.IMAGING_RECON_DELAY_SECONDS:
-        import time
-
-        time.sleep(settings.IMAGING_RECON_DELAY_SECONDS)
     sm = scan.system_matrix
     params = params or default_recon_params()
     sm_path = uploads.media_path(sm.file)
@@ -651,20 +638,12 @@ def scan_reconstruct(*, scan_id: int, token: str, cache=None, params: ReconParam
                     object_type="imaging.reconstruction", object_id=reconstruction.pk,
                     changes={"scan": [None, scan.pk], "attempt": [None, scan.attempt], "sha256": [None, file_sha],
                              "system_matrix_sha256": [None, sm.sha256]})
-        transaction.on_commit(lambda: enqueue("quantify", scan.pk))
     return scan
 
 
 def rois_for(scan: Scan) -> list[RegionOfInterest]:
     own = list(RegionOfInterest.objects.filter(scan=scan))
     return own or list(RegionOfInterest.objects.filter(subject_id=scan.subject_id, scan__isnull=True))
-
-
-def injected_iron_ng(injection: Injection) -> float:
-    pg = injection.batch.iron_per_cell_pg
-    if pg is None:
-        raise RuleViolation("batch_not_labelled", f"Batch {injection.batch.batch_code} has no iron per cell.")
-    return float(injection.administered_cells) * float(pg) / 1000.0
 
 
 def scan_quantify(*, scan_id: int, token: str) -> Scan | None:
@@ -751,27 +730,20 @@ def scan_retry(*, actor, scan: Scan) -> Scan:
             raise RuleViolation("not_retryable", f"Scan #{scan.pk} changed meanwhile.")
         _audit_scan(actor=actor, action=AuditAction.SCAN_STATUS_CHANGED, scan=scan,
                     changes={"status": [ScanStatus.FAILED, back_to]}, reason="retry")
-        step = "reconstruct" if back_to == ScanStatus.VALIDATED else "validate"
-        transaction.on_commit(lambda: enqueue(step, scan.pk))
     scan.refresh_from_db()
     return scan
 
 
-def recover_stalled_scans() -> list[int]:
-    """Queue again the scans whose step lost its task (the filesystem broker has no
-    redelivery of its own): received or validated for longer than a minute, or claimed
-    longer ago than the visibility timeout. Claims make a duplicate harmless."""
+def stalled_scans() -> list[tuple[int, str]]:
+    """(id, status) of the scans whose step lost its task (the filesystem broker has no
+    redelivery of its own): received, validated or reconstructed for longer than a minute,
+    or claimed longer ago than the visibility timeout. ``tasks.recover_stalled_scans``
+    queues their step again; claims make a duplicate harmless."""
     stale, quiet = claims_stale_before(), quiet_since()
-    requeued = []
-    steps = {ScanStatus.RECEIVED: "validate", ScanStatus.VALIDATING: "validate", ScanStatus.VALIDATED: "reconstruct",
-             ScanStatus.RECONSTRUCTING: "reconstruct", ScanStatus.RECONSTRUCTED: "quantify"}
-    for scan_id, status in Scan.objects.filter(
+    return list(Scan.objects.filter(
         Q(status__in=[ScanStatus.RECEIVED, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTED], updated_at__lt=quiet)
         | Q(status__in=[ScanStatus.VALIDATING, ScanStatus.RECONSTRUCTING], claimed_at__lt=stale)
-    ).values_list("pk", "status"):
-        enqueue(steps[status], scan_id)
-        requeued.append(scan_id)
-    return requeued
+    ).order_by("pk").values_list("pk", "status"))
 
 
 # --------------------------------------------------------------------------- regions of interest and downloads

@@ -1,5 +1,11 @@
 """Celery tasks of the scan pipeline: each takes a scan id and calls one service.
 
+The chain lives here, not in the services: validate -> reconstruct -> quantify. A step
+whose service moved the scan on (``validated``, ``reconstructed``) queues the next task
+on commit; a step that lost its claim, was refused or failed queues nothing. What starts
+or restarts the chain (an upload completed, a retry, the start-up sweep) calls
+``queue_next_step``: the task for the scan's status, from the one table ``NEXT_STEP``.
+
 Queues (``CELERY_TASK_ROUTES`` in settings): ``ingest`` (validate), ``recon``
 (reconstruct, quantify), ``export`` (PACS delivery here; file exports in compliance.tasks).
 Delivery is at least once (acks_late, reject_on_worker_lost, the broker's visibility
@@ -7,7 +13,7 @@ timeout): the services claim the scan with a conditional update, so a redelivere
 task either resumes its own claim (same task id) or exits quietly. Only transient
 errors are retried (database connection trouble, storage I/O), with exponential
 backoff; anything else fails the scan with its reason. Queued with
-``transaction.on_commit`` by the services.
+``transaction.on_commit``, after the write that made the step due.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import worker_ready
 from django.conf import settings
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 
 from compliance.context import request_context
-from imaging import services
+from imaging import pacs, services
 from imaging.cache import worker_cache
+from imaging.models import DicomSend, Scan, ScanStatus
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +64,12 @@ def _backoff(retries: int) -> int:
     return min(2 ** retries * 5, 600)
 
 
-def _run(task, scan_id: int, step) -> None:
+def _run(task, scan_id: int, step) -> Scan | None:
+    """The step's scan as the service left it; None when it claimed nothing or failed."""
     token = task.request.id or f"local-{scan_id}"
     with request_context(request_id=f"task:{token}"):
         try:
-            step(scan_id=scan_id, token=token)
+            return step(scan_id=scan_id, token=token)
         except SoftTimeLimitExceeded:
             services.scan_fail(scan_id=scan_id, token=token, retryable=True,
                                reason=f"{task.name} took longer than {settings.IMAGING_TASK_SOFT_TIME_LIMIT} s")
@@ -75,21 +83,56 @@ def _run(task, scan_id: int, step) -> None:
         except Exception as exc:  # a bad file or a numerical failure: not worth retrying
             log.exception("scan %s: %s failed", scan_id, task.name)
             services.scan_fail(scan_id=scan_id, token=token, retryable=False, reason=f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def _then(scan: Scan | None, done: str) -> None:
+    """Queue the next step when this one ended in ``done`` (its own success)."""
+    if scan is not None and scan.status == done:
+        queue_next_step(scan)
 
 
 @shared_task(name="imaging.validate_scan", **_TASK_OPTIONS)
 def validate_scan(self, scan_id: int) -> None:
-    _run(self, scan_id, services.scan_validate)
+    _then(_run(self, scan_id, services.scan_validate), ScanStatus.VALIDATED)
 
 
 @shared_task(name="imaging.reconstruct_scan", **_TASK_OPTIONS)
 def reconstruct_scan(self, scan_id: int) -> None:
-    _run(self, scan_id, lambda **kw: services.scan_reconstruct(cache=worker_cache(), **kw))
+    scan = _run(self, scan_id, lambda **kw: services.scan_reconstruct(cache=worker_cache(), **kw))
+    _then(scan, ScanStatus.RECONSTRUCTED)
 
 
 @shared_task(name="imaging.quantify_scan", **_TASK_OPTIONS)
 def quantify_scan(self, scan_id: int) -> None:
     _run(self, scan_id, services.scan_quantify)
+
+
+# The task that takes a scan on from each status; none from a final one. A claimed status
+# (validating, reconstructing) maps to its own step: the sweep requeues a lost claim.
+NEXT_STEP = {
+    ScanStatus.RECEIVED: validate_scan,
+    ScanStatus.VALIDATING: validate_scan,
+    ScanStatus.VALIDATED: reconstruct_scan,
+    ScanStatus.RECONSTRUCTING: reconstruct_scan,
+    ScanStatus.RECONSTRUCTED: quantify_scan,
+}
+
+
+def queue_next_step(scan: Scan) -> None:
+    """Once the current transaction commits (at once outside one), queue the task that
+    takes ``scan`` on from its status: after an upload completes, a retry, a step done."""
+    task, scan_id = NEXT_STEP.get(scan.status), scan.pk
+    if task is not None:
+        transaction.on_commit(lambda: task.delay(scan_id))
+
+
+def recover_stalled_scans() -> list[int]:
+    """Queue again the step of each scan that lost its task (``services.stalled_scans``)."""
+    stalled = services.stalled_scans()
+    for scan_id, status in stalled:
+        NEXT_STEP[status].delay(scan_id)
+    return [scan_id for scan_id, _ in stalled]
 
 
 @shared_task(bind=True, name="imaging.send_dicom", acks_late=True, reject_on_worker_lost=True,
@@ -101,8 +144,6 @@ def send_dicom(self, send_id: int) -> str:
     One attempt per run; after a transient failure the row is queued again and the task
     retries with backoff. The attempts are counted on the row (so a redelivered task
     counts too) and ``dicom_send_run`` bounds them, hence ``max_retries=None`` here."""
-    from imaging import pacs
-
     send = pacs.dicom_send_run(send_id)
     if send is None:
         return "claimed elsewhere or done"
@@ -112,12 +153,28 @@ def send_dicom(self, send_id: int) -> str:
     return send.status
 
 
+def _send_now(send_id: int) -> None:
+    send_dicom.apply_async(args=[send_id], queue="export")
+
+
+def queue_send(send: DicomSend) -> None:
+    """Once the current transaction commits, queue the delivery ``pacs.dicom_send_request`` wrote."""
+    send_id = send.pk
+    transaction.on_commit(lambda: _send_now(send_id))
+
+
+def recover_stalled_sends() -> list[int]:
+    """Queue again each PACS send that lost its task (``pacs.stalled_sends``)."""
+    stalled = pacs.stalled_sends()
+    for send_id in stalled:
+        _send_now(send_id)
+    return stalled
+
+
 @worker_ready.connect
 def _recover_on_start(sender=None, **kwargs) -> None:
     # The filesystem broker loses a task whose worker was killed: pick such scans and PACS sends up again.
-    from imaging import pacs
-
-    for what, sweep in (("scans", services.recover_stalled_scans), ("PACS sends", pacs.recover_stalled_sends)):
+    for what, sweep in (("scans", recover_stalled_scans), ("PACS sends", recover_stalled_sends)):
         try:
             requeued = sweep()
         except Exception:  # never keep a worker from starting

@@ -186,11 +186,6 @@ def mask_from_geometry(grid: Grid, shape: str, center_m, size_m, margin_m: float
     return shape_contains(shape, center_m, size + margin_m, centres)
 
 
-def mask_from_threshold(values: np.ndarray, threshold: float) -> np.ndarray:
-    """(P,) bool: voxels with value above ``threshold``."""
-    return np.asarray(values) > threshold
-
-
 def rois_from_labels(labels: np.ndarray, mapping: dict[int, tuple[str, str]]) -> list[Roi]:
     """ROIs from an integer label volume (P,) x fastest, or (nx, ny, nz)
     (Fortran-flattened). ``mapping``: label → (name, kind); label 0 = none."""

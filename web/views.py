@@ -19,7 +19,7 @@ from compliance import selectors as compliance_selectors
 from compliance import services as compliance_services
 from compliance import signatures, sponsor
 from config.errors import RuleViolation
-from imaging import dicom_export, pacs
+from imaging import dicom_export, pacs, tasks
 from imaging import selectors as imaging_selectors
 from imaging import services as imaging_services
 from imaging.models import PacsDestination, Scan
@@ -443,10 +443,11 @@ def scan_retry(request, pk):
     scan = _scan(request, pk)
     require_write(request.user, imaging_services.UPLOAD_ROLES, site=scan.subject.site)
     try:
-        imaging_services.scan_retry(actor=request.user, scan=scan)
+        retried = imaging_services.scan_retry(actor=request.user, scan=scan)
     except RULE_ERRORS as exc:
         messages.error(request, getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)])))
     else:
+        tasks.queue_next_step(retried)
         messages.success(request, f"Scan #{scan.pk} sent back for processing.")
     return redirect("web:scan", pk=scan.pk)
 
@@ -477,6 +478,7 @@ def scan_pacs_send(request, pk):
     form = forms.PacsSendForm(request.POST, destinations=_pacs_destinations(scan))
     if send := _submit(form, lambda d: pacs.dicom_send_request(actor=request.user, scan=scan,
                                                                destination=d["destination"])):
+        tasks.queue_send(send)
         messages.success(request, f"Sending scan #{scan.pk} to {send.destination.name}: it is sent in the background.")
         return redirect("web:exports")
     return _scan_page(request, scan, forms.SignForm(), status=400, pacs_form=form)

@@ -30,7 +30,7 @@ def _export_at_site_a(cast):
 
 def _event(cast, *, site_id=None):
     with transaction.atomic():
-        return record_event(actor=None, action=AuditAction.SITE_UPDATED, object_type="trials.site",
+        return record_event(actor=None, action=AuditAction.SITE_CREATED, object_type="trials.site",
                             object_id=site_id or "", trial_id=cast.trial.pk, site_id=site_id)
 
 

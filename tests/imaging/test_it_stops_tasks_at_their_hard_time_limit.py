@@ -13,7 +13,7 @@ import pytest
 from config.celery import app
 from tests.imaging import tus
 from tests.imaging.test_worker_killed_on_embedded_broker import filesystem_broker  # noqa: F401 (fixture)
-from tests.imaging.worker import Worker, scan_state, wait_for
+from tests.imaging.worker import SLOW_RECONSTRUCTION_SLEEPING, Worker, scan_state, wait_for
 from trials.management.commands.runplatform import worker_command
 
 HARD_LIMIT_S = 3
@@ -53,9 +53,8 @@ def test_a_task_past_its_hard_limit_is_killed_and_the_next_scan_goes_on(api, pip
     # Soft limit = hard limit: billiard checks the hard one first, so only the kill can end the
     # stuck step (as when a long C call never gives the soft limit's exception a chance).
     env = {"CELERY_BROKER_URL": "filesystem://", "MPI_VAR_DIR": filesystem_broker,
-           "IMAGING_TASK_SOFT_TIME_LIMIT": HARD_LIMIT_S, "IMAGING_TASK_TIME_LIMIT": HARD_LIMIT_S,
-           "IMAGING_RECON_DELAY_SECONDS": 600}
-    worker = Worker("embedded", "filesystem://", tmp_path, argv=worker_command("embedded@%h"), **env)
+           "IMAGING_TASK_SOFT_TIME_LIMIT": HARD_LIMIT_S, "IMAGING_TASK_TIME_LIMIT": HARD_LIMIT_S}
+    worker = Worker("embedded", "filesystem://", tmp_path, argv=worker_command("embedded@%h"), slow=600, **env)
     try:
         client = api(pipeline.user)
         _, first = tus.upload_file(client, pipeline.sim["measurement"], pipeline=pipeline, hours=48)
@@ -69,6 +68,7 @@ def test_a_task_past_its_hard_limit_is_killed_and_the_next_scan_goes_on(api, pip
 
         scan = Scan.objects.get(pk=first_id)
         assert "hard time limit" in scan.status_reason and f"{HARD_LIMIT_S} s" in scan.status_reason
+        assert SLOW_RECONSTRUCTION_SLEEPING in worker.log()  # stopped while asleep in the reconstruction
         assert scan.retryable
         # Not blocked behind it: the next scan is validated and its reconstruction claimed (then killed too).
         wait_for(lambda: scan_state(second_id)[0] == "failed", timeout=120,

@@ -1,4 +1,4 @@
-"""The stalled-scan sweep (``services.recover_stalled_scans``, run by the worker_ready hook):
+"""The stalled-scan sweep (``tasks.recover_stalled_scans``, run by the worker_ready hook):
 the filesystem broker has no redelivery of its own, so a scan claimed by a worker that
 died stays claimed until a starting worker queues its step again. A claim older than the
 visibility timeout is requeued and the scan then completes exactly once; a fresh claim
@@ -15,33 +15,30 @@ from django.utils import timezone
 
 from compliance.actions import AuditAction
 from compliance.models import AuditEvent
-from imaging import services
-from imaging.cache import SystemMatrixCache
+from imaging import services, tasks
 from imaging.models import Measurement, Reconstruction, Scan, ScanStatus
 from tests.imaging.helpers import process, uploaded_scan
 
-STEPS = {
-    "validate": services.scan_validate,
-    "reconstruct": lambda **kw: services.scan_reconstruct(cache=SystemMatrixCache(10**9), **kw),
-    "quantify": services.scan_quantify,
-}
+STEPS = {"validate": tasks.validate_scan, "reconstruct": tasks.reconstruct_scan, "quantify": tasks.quantify_scan}
+_STEP_OF = {task.name: step for step, task in STEPS.items()}
 
 
 @pytest.fixture
 def queued(monkeypatch):
-    """The steps queued through ``services.enqueue`` (by the sweep, or on commit), in order."""
+    """The steps queued (by the sweep, or by a task on commit), in order: (step, scan id)."""
     steps = []
-    monkeypatch.setattr(services, "enqueue", lambda step, scan_id: steps.append((step, scan_id)))
+    monkeypatch.setattr(Task, "apply_async", lambda self, args=None, kwargs=None, **options: steps.append(
+        (_STEP_OF[self.name], args[0])))
     return steps
 
 
 def drain(queued, capture) -> list[str]:
-    """Run the queued steps as a worker would, each under a new task id, until none is left."""
+    """Run the queued tasks here as a worker would, each under a new task id, until none is left."""
     ran = []
     while queued:
         step, scan_id = queued.pop(0)
         with capture(execute=True):
-            STEPS[step](scan_id=scan_id, token=f"task-{uuid.uuid4().hex}")
+            STEPS[step].apply(args=[scan_id], task_id=f"task-{uuid.uuid4().hex}")
         ran.append(step)
     return ran
 
@@ -82,8 +79,8 @@ def test_a_claim_older_than_the_visibility_timeout_is_requeued_and_completes_onc
     queued.clear()
 
     # Two workers start at about the same time: both sweep, the step is queued twice.
-    assert services.recover_stalled_scans() == [scan.pk]
-    assert services.recover_stalled_scans() == [scan.pk]
+    assert tasks.recover_stalled_scans() == [scan.pk]
+    assert tasks.recover_stalled_scans() == [scan.pk]
     assert queued == [(step, scan.pk), (step, scan.pk)]
 
     ran = drain(queued, django_capture_on_commit_callbacks)
@@ -105,7 +102,7 @@ def test_a_claim_older_than_the_visibility_timeout_is_requeued_and_completes_onc
 
     # Done: a later worker start finds nothing to do.
     age(scan, settings.CELERY_VISIBILITY_TIMEOUT * 2)
-    assert services.recover_stalled_scans() == [] and queued == []
+    assert tasks.recover_stalled_scans() == [] and queued == []
 
 
 @pytest.mark.parametrize("claimed", ["validating", "reconstructing"])
@@ -121,7 +118,7 @@ def test_a_fresh_claim_is_left_to_its_worker(api, pipeline, settings, queued, cl
     queued.clear()
     before, events = _snapshot(scan.pk), AuditEvent.objects.count()
 
-    assert services.recover_stalled_scans() == []
+    assert tasks.recover_stalled_scans() == []
     assert queued == [] and _snapshot(scan.pk) == before and AuditEvent.objects.count() == events
     # The live worker's claim still holds against another task of the same step.
     from_status = ScanStatus.VALIDATED if claimed == "reconstructing" else ScanStatus.RECEIVED
@@ -131,9 +128,9 @@ def test_a_fresh_claim_is_left_to_its_worker(api, pipeline, settings, queued, cl
 def test_a_scan_waiting_in_a_queue_is_requeued_only_when_quiet_for_a_minute(api, pipeline, queued):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     assert scan.status == ScanStatus.RECEIVED
-    assert services.recover_stalled_scans() == []  # just uploaded: its validate task is on its way
+    assert tasks.recover_stalled_scans() == []  # just uploaded: its validate task is on its way
     age(scan, 61)
-    assert services.recover_stalled_scans() == [scan.pk] and queued == [("validate", scan.pk)]
+    assert tasks.recover_stalled_scans() == [scan.pk] and queued == [("validate", scan.pk)]
 
 
 @pytest.mark.parametrize("final", [ScanStatus.QUANTIFIED, ScanStatus.REJECTED, ScanStatus.FAILED])
@@ -145,13 +142,11 @@ def test_scans_in_a_final_state_are_untouched(api, pipeline, settings, queued, f
     queued.clear()
     before, events = _snapshot(scan.pk), AuditEvent.objects.count()
 
-    assert services.recover_stalled_scans() == []
+    assert tasks.recover_stalled_scans() == []
     assert queued == [] and _snapshot(scan.pk) == before and AuditEvent.objects.count() == events
 
 
 def test_the_worker_ready_signal_runs_the_sweep(api, pipeline, settings, monkeypatch):
-    from imaging import tasks  # noqa: F401  (connects the worker_ready receiver, as a worker's autodiscovery does)
-
     sent = []
     monkeypatch.setattr(Task, "apply_async", lambda self, args=None, kwargs=None, **options: sent.append(
         (self.name, tuple(args or ()))))
@@ -166,11 +161,9 @@ def test_the_worker_ready_signal_runs_the_sweep(api, pipeline, settings, monkeyp
 
 
 def test_a_failing_sweep_does_not_keep_the_worker_from_starting(monkeypatch, caplog):
-    from imaging import tasks
-
     def broken():
         raise RuntimeError("database away")
 
-    monkeypatch.setattr(services, "recover_stalled_scans", broken)
+    monkeypatch.setattr(tasks, "recover_stalled_scans", broken)
     tasks._recover_on_start(sender=FakeConsumer())  # no exception
     assert "recovering stalled scans failed" in caplog.text

@@ -37,7 +37,7 @@ def delivered(monkeypatch):
 @pytest.fixture
 def enqueued(monkeypatch):
     sends = []
-    monkeypatch.setattr(pacs, "_enqueue", sends.append)
+    monkeypatch.setattr(tasks, "_send_now", sends.append)
     return sends
 
 
@@ -62,7 +62,7 @@ def events(send: DicomSend, action: str) -> int:
 
 def test_a_send_whose_worker_died_is_swept_taken_over_and_audited_once(send, settings, enqueued, delivered):
     claim_and_die(send, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5)
-    assert pacs.recover_stalled_sends() == [send.pk]
+    assert tasks.recover_stalled_sends() == [send.pk]
     assert enqueued == [send.pk]
 
     result = pacs.dicom_send_run(send.pk)
@@ -75,7 +75,7 @@ def test_a_send_whose_worker_died_is_swept_taken_over_and_audited_once(send, set
 def test_a_fresh_claim_is_left_to_its_worker(send, enqueued, delivered):
     claim_and_die(send, seconds_ago=1)
     before = DicomSend.objects.filter(pk=send.pk).values().get()
-    assert pacs.recover_stalled_sends() == [] and enqueued == []
+    assert tasks.recover_stalled_sends() == [] and enqueued == []
     assert pacs.dicom_send_run(send.pk) is None  # the redelivered task leaves it alone
     assert DicomSend.objects.filter(pk=send.pk).values().get() == before and delivered == []
 
@@ -83,13 +83,13 @@ def test_a_fresh_claim_is_left_to_its_worker(send, enqueued, delivered):
 def test_only_sends_that_lost_their_task_are_queued_again(send, enqueued):
     minute_ago = timezone.now() - dt.timedelta(seconds=61)
     DicomSend.objects.filter(pk=send.pk).update(created_at=minute_ago)
-    assert pacs.recover_stalled_sends() == [send.pk]  # queued, never tried: its message was lost
+    assert tasks.recover_stalled_sends() == [send.pk]  # queued, never tried: its message was lost
     enqueued.clear()
     DicomSend.objects.filter(pk=send.pk).update(attempts=1)  # waiting for a retry: its task holds the countdown
-    assert pacs.recover_stalled_sends() == []
+    assert tasks.recover_stalled_sends() == []
     for final in ("sent", "failed"):
         DicomSend.objects.filter(pk=send.pk).update(status=final, started_at=minute_ago)
-        assert pacs.recover_stalled_sends() == []
+        assert tasks.recover_stalled_sends() == []
     assert enqueued == []
 
 
@@ -120,12 +120,10 @@ def test_an_attempt_that_outlived_its_lease_cannot_write_the_row(send, settings,
 
 def test_the_worker_start_up_sweeps_sends_even_when_the_scan_sweep_fails(send, settings, enqueued, monkeypatch,
                                                                          caplog):
-    from imaging import services
-
     def broken():
         raise RuntimeError("database away")
 
-    monkeypatch.setattr(services, "recover_stalled_scans", broken)
+    monkeypatch.setattr(tasks, "recover_stalled_scans", broken)
     claim_and_die(send, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5)
     with caplog.at_level(logging.INFO, logger="imaging.tasks"):
         tasks._recover_on_start(sender=None)

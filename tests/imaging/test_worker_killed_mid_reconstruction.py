@@ -29,7 +29,7 @@ def broker():
 
 def test_it_redelivers_the_task_of_a_killed_worker_and_completes_once(api, pipeline, tmp_path, settings, broker):
     # The first worker sleeps after claiming the reconstruction: a wide window to kill it in.
-    first = Worker("doomed", broker, tmp_path, IMAGING_RECON_DELAY_SECONDS=60)
+    first = Worker("doomed", broker, tmp_path, slow=60)
     second = None
     try:
         _, last = tus.upload_file(api(pipeline.user), pipeline.sim["measurement"], pipeline=pipeline, hours=48)

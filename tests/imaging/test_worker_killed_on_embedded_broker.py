@@ -46,7 +46,7 @@ def filesystem_broker(tmp_path, monkeypatch):
 def test_a_killed_workers_scan_is_swept_back_and_completes_once(api, pipeline, tmp_path, filesystem_broker):
     env = {"CELERY_BROKER_URL": "filesystem://", "MPI_VAR_DIR": filesystem_broker,
            "CELERY_VISIBILITY_TIMEOUT": LEASE_SECONDS}
-    first = Worker("doomed", "filesystem://", tmp_path, IMAGING_RECON_DELAY_SECONDS=60, **env)
+    first = Worker("doomed", "filesystem://", tmp_path, slow=60, **env)
     second = None
     try:
         _, last = tus.upload_file(api(pipeline.user), pipeline.sim["measurement"], pipeline=pipeline, hours=48)

@@ -35,11 +35,19 @@ def purge(broker_url: str) -> None:
     client.delete("ingest", "recon", "export", "unacked", "unacked_index", "unacked_mutex")
 
 
-class Worker:
-    """``argv``: the worker's command line (default: a solo worker on the three queues)."""
+SLOW_RECONSTRUCTION = "tests.imaging.slow_reconstruction"
+SLOW_RECONSTRUCTION_SLEEPING = "slow reconstruction: sleeping"  # its line in the worker's log
 
-    def __init__(self, name: str, broker_url: str, log_dir: Path, argv: list[str] | None = None, **env):
+
+class Worker:
+    """``argv``: the worker's command line (default: a solo worker on the three queues).
+    ``slow``: seconds each reconstruction of this worker sleeps after its claim (the test
+    plugin ``tests/imaging/slow_reconstruction.py``), a window to kill it in."""
+
+    def __init__(self, name: str, broker_url: str, log_dir: Path, argv: list[str] | None = None,
+                 slow: float | None = None, **env):
         self.name = name
+        self.slow = slow
         self.log_path = log_dir / f"{name}.log"
         environment = os.environ | {
             "DATABASE_URL": database_url(),
@@ -52,6 +60,9 @@ class Worker:
         command = argv or [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "ingest,recon,export",
                            "-P", "solo", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
                            "--without-heartbeat", "-l", "INFO"]
+        if slow is not None:
+            command = [*command, "--include", SLOW_RECONSTRUCTION]
+            environment["SLOW_RECONSTRUCTION_SECONDS"] = str(slow)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self._log,
                                         stderr=subprocess.STDOUT)
@@ -101,9 +112,13 @@ def scan_state(scan_id: int):
 
 
 def kill_mid_reconstruction(worker: Worker, scan_id: int) -> int:
-    """Wait for ``worker`` to claim the scan's reconstruction, SIGKILL it; the attempt it held."""
+    """Wait for ``worker`` to claim the scan's reconstruction (and, if ``slow``, to sleep in
+    it), SIGKILL it; the attempt it held."""
     wait_for(lambda: (scan_state(scan_id) or ("",))[0] == "reconstructing", timeout=120,
              what="the first worker to claim the reconstruction", logs=[worker])
+    if worker.slow is not None:
+        wait_for(lambda: SLOW_RECONSTRUCTION_SLEEPING in worker.log(), timeout=60, what="the claimed reconstruction to sleep",
+                 logs=[worker])
     attempt = scan_state(scan_id)[1]
     worker.kill()
     return attempt

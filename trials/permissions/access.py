@@ -17,7 +17,6 @@ ENROL_ROLES = frozenset({Role.COORDINATOR})
 CONSENT_ROLES = frozenset({Role.COORDINATOR})
 PRODUCT_ROLES = frozenset({Role.COORDINATOR})  # nanoparticle lots and cell batches
 INJECTION_ROLES = frozenset({Role.COORDINATOR})
-SCAN_UPLOAD_ROLES = frozenset({Role.IMAGING_STAFF})
 # Roles whose members may give or verify a dose at their site.
 CLINICAL_ROLES = frozenset({Role.COORDINATOR, Role.INVESTIGATOR})
 

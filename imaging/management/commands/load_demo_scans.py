@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import RuleViolation
-from imaging import services
+from imaging import selectors, services, tasks
 from imaging.models import RegionOfInterest, Scan, Scanner, SystemMatrix
 from recon import phantoms
 from recon import simulate as sim
@@ -101,7 +101,7 @@ class Command(BaseCommand):
         if uploader is None:
             return 0
         fov, center = geometry
-        injected_ng = services.injected_iron_ng(injection)
+        injected_ng = selectors.injected_iron_ng(injection)
         layout = phantoms.mouse(fov, dims=2, target_iron_ng=1.0)
         if not RegionOfInterest.objects.filter(subject=subject, scan__isnull=True).exists():
             for inclusion in layout:
@@ -138,4 +138,6 @@ class Command(BaseCommand):
             subject=subject, injection_id=injection.pk, scanner_id=scanner.pk, hours_after_injection=float(hours),
             sha256=hashlib.sha256(data).hexdigest(), filename=path.name, length=len(data)))
         with open(path, "rb") as fh:
-            services.upload_append(actor=user, upload=upload, offset=0, source=fh, checksum=None)
+            outcome = services.upload_append(actor=user, upload=upload, offset=0, source=fh, checksum=None)
+        if outcome.scan is not None:
+            tasks.queue_next_step(outcome.scan)
