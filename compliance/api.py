@@ -6,6 +6,7 @@ import django_filters
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
+from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,6 +15,7 @@ from compliance import selectors, services, signatures
 from compliance import serializers as s
 from compliance.models import Export
 from config.errors import RuleViolation
+from config.ids import IdField, IdFilter, parse_id
 
 
 def _visible_record(user, object_type: str, object_id: str):
@@ -21,7 +23,8 @@ def _visible_record(user, object_type: str, object_id: str):
     from trials.permissions.access import visible_site_ids
 
     kind = signatures.kind_for_label(object_type)
-    obj = kind.model.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+    pk = parse_id(object_id)
+    obj = kind.model.objects.filter(pk=pk).first() if pk is not None else None
     if obj is None or kind.scope(obj).site_id not in set(visible_site_ids(user).values_list("id", flat=True)):
         raise Http404
     return obj
@@ -53,7 +56,7 @@ class SignatureApi(APIView):
 class ExportFilter(django_filters.FilterSet):
     # By plain id: the default would look the trial up among all trials and answer 400
     # for an unknown id but 200 for another trial's, telling which trials exist.
-    trial = django_filters.NumberFilter(field_name="trial_id")
+    trial = IdFilter(field_name="trial_id")
 
     class Meta:
         model = Export
@@ -103,6 +106,10 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return response
 
 
+class _VerifyInput(drf_serializers.Serializer):
+    trial = IdField()
+
+
 class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """The audit trail of the trials where the user is a monitor or auditor."""
 
@@ -125,7 +132,9 @@ class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def verify(self, request):
         from trials.models import Trial
 
-        trial = Trial.objects.filter(pk=request.query_params.get("trial") or request.data.get("trial") or 0).first()
+        data = _VerifyInput(data={"trial": request.query_params.get("trial", request.data.get("trial"))})
+        data.is_valid(raise_exception=True)
+        trial = Trial.objects.filter(pk=data.validated_data["trial"]).first()
         if trial is None:
             raise RuleViolation("not_found", "No such trial.", field="trial", status_code=404)
         result = services.audit_trail_verify(actor=request.user, trial=trial)

@@ -56,7 +56,9 @@ if PRODUCTION:
     CELERY_BROKER_URL = _require("CELERY_BROKER_URL")
 else:
     SECRET_KEY = envstr("SECRET_KEY") or _embedded_secret_key()
-    DEBUG = envbool("DEBUG", True)
+    # Off unless a developer switches it on (DEBUG=true, development only): Django's
+    # debug page shows settings, the database and broker URLs with their passwords among them.
+    DEBUG = envbool("DEBUG", False)
     ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
     DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
     CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "filesystem://")
@@ -156,6 +158,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# The embedded runner serves static files through WhiteNoise straight from the apps'
+# static folders (no collectstatic), with or without DEBUG; production serves STATIC_ROOT.
+WHITENOISE_USE_FINDERS = not PRODUCTION
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -179,7 +184,7 @@ REST_FRAMEWORK = {
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -190,6 +195,8 @@ SPECTACULAR_SETTINGS = {
     "labelled cell batches, injections and MPI scans.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs map every endpoint and parameter: signed-in users only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
+from config.ids import IdFilter, parse_id
 from config.request_body import body_source
 from config.viewsets import ScopedViewSet
 from imaging import pacs, selectors, services, uploads
@@ -82,16 +83,13 @@ def _metadata_request(request) -> services.UploadRequest:
     if missing:
         raise RuleViolation("missing_metadata", f"Upload-Metadata lacks {', '.join(missing)} (needs "
                             f"{', '.join(uploads.METADATA_KEYS)}).", field="Upload-Metadata", status_code=400)
-    try:
-        subject_id, injection_id, scanner_id = int(meta["subject"]), int(meta["injection"]), int(meta["scanner"])
-        hours = float(meta["hours"])
-    except ValueError:
-        raise RuleViolation("invalid_metadata", "subject, injection and scanner must be ids and hours a number.",
-                            field="Upload-Metadata", status_code=400) from None
-    subject = get_object_or_404(subjects_visible_to(request.user), pk=subject_id)
-    return services.UploadRequest(subject=subject, injection_id=injection_id, scanner_id=scanner_id,
-                                  hours_after_injection=hours, sha256=meta["sha256"], filename=meta["filename"],
-                                  length=_int_header(request, "Upload-Length"))
+    data = s.UploadMetadataInput(data=meta)
+    data.is_valid(raise_exception=True)
+    values = data.validated_data
+    subject = get_object_or_404(subjects_visible_to(request.user), pk=values["subject"])
+    return services.UploadRequest(subject=subject, injection_id=values["injection"], scanner_id=values["scanner"],
+                                  hours_after_injection=values["hours"], sha256=values["sha256"],
+                                  filename=values["filename"], length=_int_header(request, "Upload-Length"))
 
 
 @extend_schema(tags=["uploads"], description=UPLOAD_DESCRIPTION)
@@ -174,8 +172,8 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
 
 class ScanFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Scan.Status.choices)
-    subject = django_filters.NumberFilter(field_name="subject_id")
-    site = django_filters.NumberFilter(field_name="subject__site_id")
+    subject = IdFilter(field_name="subject_id")
+    site = IdFilter(field_name="subject__site_id")
     hours = django_filters.NumberFilter(field_name="hours_after_injection")
 
     class Meta:
@@ -339,8 +337,8 @@ class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
                parameters=[OpenApiParameter("subject", int, required=True)])
 class TimeCourseApi(APIView):
     def get(self, request):
-        subject_id = request.query_params.get("subject")
-        if subject_id is None or not str(subject_id).isdigit():
+        subject_id = parse_id(request.query_params.get("subject"))
+        if subject_id is None:
             raise RuleViolation("subject_required", "Give ?subject=<id>.", field="subject", status_code=400)
-        subject = get_object_or_404(subjects_visible_to(request.user), pk=int(subject_id))
+        subject = get_object_or_404(subjects_visible_to(request.user), pk=subject_id)
         return Response(selectors.time_course(subject))

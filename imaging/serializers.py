@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from config.ids import IdField
 from imaging.models import Alert, DicomSend, Measurement, RegionOfInterest, RoiKind, Scan, Scanner, SystemMatrix
 
 
@@ -123,3 +124,15 @@ class DicomSendOutput(serializers.ModelSerializer):
         fields = ["id", "scan", "destination", "destination_name", "protocol", "deidentified", "requested_by",
                   "status", "progress_stage", "progress_percent", "object_statuses", "error", "attempts",
                   "last_error", "created_at", "started_at", "finished_at"]
+
+
+class UploadMetadataInput(serializers.Serializer):
+    """The decoded tus Upload-Metadata of a new upload (its ids and numbers; a FloatField
+    refuses NaN and infinities)."""
+
+    subject = IdField()
+    injection = IdField()
+    scanner = IdField()
+    hours = serializers.FloatField()
+    sha256 = serializers.CharField()
+    filename = serializers.CharField()
