@@ -15,7 +15,7 @@ from compliance import selectors, services, signatures
 from compliance import serializers as s
 from compliance.models import Export
 from config.errors import RuleViolation
-from config.ids import IdField, IdFilter, parse_id
+from config.ids import ID_SCHEMA, IdField, IdFilter, parse_id
 
 
 def _visible_record(user, object_type: str, object_id: str):
@@ -30,11 +30,22 @@ def _visible_record(user, object_type: str, object_id: str):
     return obj
 
 
+class _SignatureApplySchema(s.SignatureApplyInput):
+    """The input as documented: ``object_type`` is one of the signable kinds (registered
+    when the app is ready, before the URLs, and so this module, are imported)."""
+
+    object_type = drf_serializers.ChoiceField(choices=signatures.signable_labels(),
+                                              help_text="Model label of the record, e.g. trials.subject")
+
+
 class SignatureApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("object_type", str), OpenApiParameter("object_id", str)],
+    @extend_schema(parameters=[OpenApiParameter("object_type", str, enum=signatures.signable_labels()),
+                               OpenApiParameter("object_id", str)],
                    responses=s.SignatureOutput(many=True), summary="Signatures of one record (re-checked)")
     def get(self, request):
         object_type, object_id = request.query_params.get("object_type"), request.query_params.get("object_id")
+        if object_type is not None:
+            signatures.kind_for_label(object_type)  # an unknown kind is a 400, with or without an id
         if object_type and object_id:
             items = signatures.signatures_verify(_visible_record(request.user, object_type, object_id),
                                                  actor=request.user)
@@ -42,7 +53,7 @@ class SignatureApi(APIView):
             items = selectors.signatures_visible_to(request.user)[:500]
         return Response(s.SignatureOutput(items, many=True).data)
 
-    @extend_schema(request=s.SignatureApplyInput, responses={201: s.SignatureOutput},
+    @extend_schema(request=_SignatureApplySchema, responses={201: s.SignatureOutput},
                    summary="Sign a record (the password is asked again)")
     def post(self, request):
         data = s.SignatureApplyInput(data=request.data)
@@ -126,7 +137,7 @@ class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=None, parameters=[OpenApiParameter("trial", int, required=True)],
+    @extend_schema(request=None, parameters=[OpenApiParameter("trial", ID_SCHEMA, required=True)],
                    summary="Verify the hash chain (recorded as AUDIT_TRAIL_VERIFIED)")
     @action(detail=False, methods=["post"])
     def verify(self, request):

@@ -17,7 +17,10 @@ ID_MIN = 1
 ID_MAX = 2**63 - 1
 
 
-@extend_schema_field({"type": "integer", "format": "int64", "minimum": ID_MIN, "maximum": ID_MAX})
+ID_SCHEMA = {"type": "integer", "format": "int64", "minimum": ID_MIN, "maximum": ID_MAX}
+
+
+@extend_schema_field(ID_SCHEMA)
 class IdFilter(django_filters.NumberFilter):
     """Filter by plain id (a NumberFilter took any decimal, and any size)."""
 

@@ -5,6 +5,7 @@ client (and the schemathesis run in tests/config/test_api_fuzz.py) knows them al
 from __future__ import annotations
 
 from drf_spectacular.openapi import AutoSchema
+from rest_framework import serializers
 
 from config.api_errors import ErrorEnvelope
 
@@ -38,6 +39,22 @@ class ApiAutoSchema(AutoSchema):
                 responses[code] = self._get_response_for_code(ErrorEnvelope, code, ["application/json"], direction)
                 responses[code]["description"] = _ERRORS[code]
         return responses
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if isinstance(field, serializers.DecimalField) and "pattern" in schema and not field.localize:
+            # drf-spectacular's pattern also matches "", "-" and ".", which DRF refuses.
+            whole, places = field.max_whole_digits, field.decimal_places
+            integer = "0" if whole == 0 else fr"\d{{1,{whole}}}"
+            schema["pattern"] = fr"^-?(?:{integer}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}})$"
+        if (isinstance(field, serializers.CharField) and field.trim_whitespace and not field.allow_blank
+                and "pattern" not in schema and schema.get("type") == "string" and direction == "request"):
+            schema["pattern"] = r"\S"  # DRF strips whitespace, then refuses a blank value
+        if isinstance(field, serializers.FileField) and not getattr(field, "allow_empty_file", True):
+            schema["minLength"] = 1  # DRF refuses an empty file
+        if isinstance(field, (serializers.ListField, serializers.MultipleChoiceField)) and not field.allow_empty:
+            schema["minItems"] = max(schema.get("minItems", 0), 1)
+        return schema
 
     def _has_query_parameters(self) -> bool:
         return any(p.get("in") == "query" for p in self._get_parameters())

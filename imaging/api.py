@@ -10,7 +10,7 @@ from __future__ import annotations
 import django_filters
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
-from config.ids import IdFilter, parse_id
+from config.ids import ID_SCHEMA, IdFilter, parse_id
 from config.request_body import body_source
 from config.viewsets import ScopedViewSet
 from imaging import pacs, selectors, services, uploads
@@ -170,11 +170,16 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
 # --------------------------------------------------------------------------- scans
 
 
+@extend_schema_field({"type": "number", "maximum": 1e50})
+class _HoursFilter(django_filters.NumberFilter):
+    """As documented: django-filter refuses a number over 1e50."""
+
+
 class ScanFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Scan.Status.choices)
     subject = IdFilter(field_name="subject_id")
     site = IdFilter(field_name="subject__site_id")
-    hours = django_filters.NumberFilter(field_name="hours_after_injection")
+    hours = _HoursFilter(field_name="hours_after_injection")
 
     class Meta:
         model = Scan
@@ -306,7 +311,8 @@ class RoiViewSet(ScopedViewSet):
     filterset_class = _id_filters(RegionOfInterest, ["subject", "scan", "kind"])
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
-    @extend_schema(request=s.RoiInput, responses={201: s.RoiOutput},
+    @extend_schema(request={"application/json": s.RoiJsonInput, "multipart/form-data": s.RoiFormInput},
+                   responses={201: s.RoiOutput},
                    summary="Define a region of interest (geometry JSON or a label volume)")
     def create(self, request):
         data = s.RoiInput(data=request.data)
@@ -334,7 +340,7 @@ class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
 
 
 @extend_schema(responses=s.TimeCourseOutput, summary="A subject's iron per ROI over time (?subject=<id>)",
-               parameters=[OpenApiParameter("subject", int, required=True)])
+               parameters=[OpenApiParameter("subject", ID_SCHEMA, required=True)])
 class TimeCourseApi(APIView):
     def get(self, request):
         subject_id = parse_id(request.query_params.get("subject"))

@@ -77,6 +77,20 @@ class RoiInput(serializers.Serializer):
     label_value = serializers.IntegerField(required=False, allow_null=True)
 
 
+class RoiJsonInput(RoiInput):
+    """RoiInput as JSON can carry it: a label volume is a file, sent as multipart/form-data."""
+
+    label_volume = None
+
+
+class RoiFormInput(RoiInput):
+    """RoiInput as a form can carry it: a form has no null (leave the field out)."""
+
+    scan = serializers.IntegerField(required=False)
+    label_volume = serializers.FileField(required=False)
+    label_value = serializers.IntegerField(required=False)
+
+
 class AlertOutput(serializers.ModelSerializer):
     class Meta:
         model = Alert

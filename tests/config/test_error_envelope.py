@@ -154,3 +154,21 @@ def test_it_answers_signatures_of_an_id_that_is_not_one_with_404(api, coordinato
 @pytest.mark.parametrize("value", [BEYOND_64_BITS, "\u00b2"])
 def test_it_refuses_a_time_course_subject_that_is_not_an_id(api, coordinator_a, value):
     _error(api(coordinator_a).get(f"/api/v1/time-course/?subject={value}"), 400, "subject_required")
+
+
+@pytest.mark.parametrize("page_size", ["0", "-1", "abc", "1.5", "\u00b2", ""])
+def test_it_refuses_a_page_size_that_is_not_a_whole_number_from_1(api, coordinator_a, page_size):
+    error = _error(api(coordinator_a).get(f"/api/v1/subjects/?page_size={page_size}"), 400, "invalid")
+    assert list(error["fields"]) == ["page_size"]
+
+
+def test_it_reads_a_page_size_over_the_maximum_as_the_maximum(api, coordinator_a):
+    assert api(coordinator_a).get("/api/v1/subjects/?page_size=100000").status_code == 200
+
+
+@pytest.mark.parametrize("query", ["route=", "route=oral", "withdrawn=maybe", "withdrawn=", "route=intravenous&route=x",
+                                   "page=1&page=2", "page_size=5&page_size=x"])
+def test_it_refuses_a_filter_value_the_schema_does_not_allow(api, coordinator_a, query):
+    url = "/api/v1/consents/" if "withdrawn" in query else "/api/v1/injections/"
+    error = _error(api(coordinator_a).get(f"{url}?{query}"), 400, "invalid")
+    assert list(error["fields"]) == [query.split("=")[0]]
