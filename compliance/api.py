@@ -121,6 +121,17 @@ class _VerifyInput(drf_serializers.Serializer):
     trial = IdField()
 
 
+class _VerifyOutput(drf_serializers.Serializer):
+    """``compliance.audit.ChainVerification.as_dict()``, as documented."""
+
+    ok = drf_serializers.BooleanField()
+    events_checked = drf_serializers.IntegerField()
+    head_sequence = drf_serializers.IntegerField(allow_null=True)
+    head_hash = drf_serializers.CharField(allow_blank=True)
+    first_broken_sequence = drf_serializers.IntegerField(allow_null=True)
+    problem = drf_serializers.CharField(allow_blank=True)
+
+
 class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """The audit trail of the trials where the user is a monitor or auditor."""
 
@@ -138,6 +149,7 @@ class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return super().list(request, *args, **kwargs)
 
     @extend_schema(request=None, parameters=[OpenApiParameter("trial", ID_SCHEMA, required=True)],
+                   responses=_VerifyOutput,
                    summary="Verify the hash chain (recorded as AUDIT_TRAIL_VERIFIED)")
     @action(detail=False, methods=["post"])
     def verify(self, request):

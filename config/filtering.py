@@ -1,6 +1,6 @@
 """The API's query filtering: django-filter, strict about what it reads.
 
-django-filter reads an empty value (``?status=``) as "no filter", a boolean it does not
+django-filter reads an empty value (``?status=``) as "no filter" (right for text only), a boolean it does not
 know (``?active=maybe``) as "no filter", and the last of repeated values; so a request
 the schema calls invalid was answered as if the filter were absent, which hides a
 client's mistake. Here each of those is a 400 that names the parameter.
@@ -36,7 +36,7 @@ class StrictFilterBackend(DjangoFilterBackend):
                     continue
                 if value is None:
                     continue
-                if value == "":
+                if value == "" and not isinstance(filter_, django_filters.CharFilter):  # text may be empty
                     errors[name] = ["Give a value, or leave the parameter out."]
                 elif isinstance(filter_, django_filters.BooleanFilter) and value not in _BOOLEANS:
                     errors[name] = ["Must be true or false."]

@@ -47,9 +47,11 @@ class ApiAutoSchema(AutoSchema):
             whole, places = field.max_whole_digits, field.decimal_places
             integer = "0" if whole == 0 else fr"\d{{1,{whole}}}"
             schema["pattern"] = fr"^-?(?:{integer}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}})$"
-        if (isinstance(field, serializers.CharField) and field.trim_whitespace and not field.allow_blank
-                and "pattern" not in schema and schema.get("type") == "string" and direction == "request"):
-            schema["pattern"] = r"\S"  # DRF strips whitespace, then refuses a blank value
+        if (isinstance(field, serializers.CharField) and "pattern" not in schema and schema.get("type") == "string"
+                and "format" not in schema and direction == "request"):
+            # DRF refuses a NUL character, and (stripping whitespace first) a blank value.
+            blank = field.allow_blank or not field.trim_whitespace
+            schema["pattern"] = r"^[^\x00]*$" if blank else r"^[^\x00]*[^\s\x00][^\x00]*$"
         if isinstance(field, serializers.FileField) and not getattr(field, "allow_empty_file", True):
             schema["minLength"] = 1  # DRF refuses an empty file
         if isinstance(field, (serializers.ListField, serializers.MultipleChoiceField)) and not field.allow_empty:

@@ -39,6 +39,7 @@ from tests.imaging import factories as imf
 
 ROLES = ["coordinator_a", "imaging_a", "investigator_a", "coordinator_b", "monitor", "sponsor", "auditor"]
 MAX_EXAMPLES = 8
+STATEFUL_EXAMPLES = 10
 
 NOT_FUZZED = [
     ("/api/v1/uploads/{id}/", None),
@@ -139,3 +140,17 @@ def positive_data_accepted(ctx, response, case):
           suppress_health_check=list(HealthCheck))
 def test_api_answers_as_documented(case, role, _keep_test_connection):
     case.call_and_validate(excluded_checks=[positive_data_acceptance], additional_checks=[positive_data_accepted])
+
+
+class APIWorkflows(schema.as_state_machine()):
+    def validate_response(self, response, case, additional_checks=None, **kwargs):
+        case.validate_response(response, excluded_checks=[positive_data_acceptance],
+                               additional_checks=[positive_data_accepted, *(additional_checks or [])],
+                               transport_kwargs=kwargs or None)
+
+
+def test_api_answers_as_documented_along_links(role, _keep_test_connection):
+    """Stateful: chains of calls along the links schemathesis infers between operations
+    (an id a create answers, used by the detail, update and action routes)."""
+    APIWorkflows.run(settings=settings(max_examples=STATEFUL_EXAMPLES, stateful_step_count=6, deadline=None,
+                                          derandomize=True, database=None, suppress_health_check=list(HealthCheck)))
