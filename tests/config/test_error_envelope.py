@@ -172,3 +172,13 @@ def test_it_refuses_a_filter_value_the_schema_does_not_allow(api, coordinator_a,
     url = "/api/v1/consents/" if "withdrawn" in query else "/api/v1/injections/"
     error = _error(api(coordinator_a).get(f"{url}?{query}"), 400, "invalid")
     assert list(error["fields"]) == [query.split("=")[0]]
+
+
+@pytest.mark.parametrize("page", ["", "0", "abc", "1.0"])
+def test_it_refuses_a_page_that_is_not_a_whole_number_from_1(api, coordinator_a, page):
+    error = _error(api(coordinator_a).get(f"/api/v1/subjects/?page={page}"), 400, "invalid")
+    assert list(error["fields"]) == ["page"]
+
+
+def test_it_answers_a_page_past_the_last_with_404(api, coordinator_a):
+    _error(api(coordinator_a).get("/api/v1/subjects/?page=99"), 404, "not_found")
