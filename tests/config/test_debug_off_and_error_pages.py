@@ -103,3 +103,10 @@ def test_the_embedded_runner_leaves_static_files_to_whitenoise(monkeypatch, sett
     runplatform.Command().handle(addrport="127.0.0.1:0", no_worker=True, no_demo=True)
     (args, kwargs), = [c for c in calls if c[0][0] == "runserver"]
     assert kwargs["use_static_handler"] is False
+
+
+@pytest.mark.parametrize("site", [str(2**64), "\u00b2", "-1"])
+def test_it_reads_a_site_filter_that_is_not_an_id_as_no_filter_on_the_list_pages(client, coordinator_a, site):
+    client.force_login(coordinator_a)
+    assert client.get("/subjects/", {"site": site}).status_code == 200
+    assert client.get("/scans/", {"site": site}).status_code == 200
