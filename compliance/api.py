@@ -7,6 +7,7 @@ from django.http import FileResponse, Http404
 from django.utils.functional import cached_property
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
+from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,6 +16,7 @@ from compliance import selectors, services, signatures, sponsor, tokens
 from compliance import serializers as s
 from compliance.models import ApiToken, Export, TokenEnd, TokenScope
 from config.errors import RuleViolation
+from config.ids import ID_SCHEMA, IdField, IdFilter, parse_id
 
 
 def _visible_record(user, object_type: str, object_id: str):
@@ -24,19 +26,31 @@ def _visible_record(user, object_type: str, object_id: str):
     if sponsor.applies_to(user):  # signatures are not part of the sponsor's de-identified view
         raise Http404
     kind = signatures.kind_for_label(object_type)
-    obj = kind.model.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+    pk = parse_id(object_id)
+    obj = kind.model.objects.filter(pk=pk).first() if pk is not None else None
     if obj is None or kind.scope(obj).site_id not in set(visible_site_ids(user).values_list("id", flat=True)):
         raise Http404
     return obj
 
 
+class _SignatureApplySchema(s.SignatureApplyInput):
+    """The input as documented: ``object_type`` is one of the signable kinds (registered
+    when the app is ready, before the URLs, and so this module, are imported)."""
+
+    object_type = drf_serializers.ChoiceField(choices=signatures.signable_labels(),
+                                              help_text="Model label of the record, e.g. trials.subject")
+
+
 class SignatureApi(APIView):
     token_scopes = frozenset({TokenScope.READ})  # GET only: read tokens never sign
 
-    @extend_schema(parameters=[OpenApiParameter("object_type", str), OpenApiParameter("object_id", str)],
+    @extend_schema(parameters=[OpenApiParameter("object_type", str, enum=signatures.signable_labels()),
+                               OpenApiParameter("object_id", str)],
                    responses=s.SignatureOutput(many=True), summary="Signatures of one record (re-checked)")
     def get(self, request):
         object_type, object_id = request.query_params.get("object_type"), request.query_params.get("object_id")
+        if object_type is not None:
+            signatures.kind_for_label(object_type)  # an unknown kind is a 400, with or without an id
         if object_type and object_id:
             items = signatures.signatures_verify(_visible_record(request.user, object_type, object_id),
                                                  actor=request.user)
@@ -44,7 +58,7 @@ class SignatureApi(APIView):
             items = selectors.signatures_visible_to(request.user)[:500]
         return Response(s.SignatureOutput(items, many=True).data)
 
-    @extend_schema(request=s.SignatureApplyInput, responses={201: s.SignatureOutput},
+    @extend_schema(request=_SignatureApplySchema, responses={201: s.SignatureOutput},
                    summary="Sign a record (the password is asked again)")
     def post(self, request):
         data = s.SignatureApplyInput(data=request.data)
@@ -58,7 +72,7 @@ class SignatureApi(APIView):
 class ExportFilter(django_filters.FilterSet):
     # By plain id: the default would look the trial up among all trials and answer 400
     # for an unknown id but 200 for another trial's, telling which trials exist.
-    trial = django_filters.NumberFilter(field_name="trial_id")
+    trial = IdFilter(field_name="trial_id")
 
     class Meta:
         model = Export
@@ -124,6 +138,21 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return response
 
 
+class _VerifyInput(drf_serializers.Serializer):
+    trial = IdField()
+
+
+class _VerifyOutput(drf_serializers.Serializer):
+    """``compliance.audit.ChainVerification.as_dict()``, as documented."""
+
+    ok = drf_serializers.BooleanField()
+    events_checked = drf_serializers.IntegerField()
+    head_sequence = drf_serializers.IntegerField(allow_null=True)
+    head_hash = drf_serializers.CharField(allow_blank=True)
+    first_broken_sequence = drf_serializers.IntegerField(allow_null=True)
+    problem = drf_serializers.CharField(allow_blank=True)
+
+
 class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """The audit trail of the trials where the user is a monitor or auditor."""
 
@@ -141,13 +170,16 @@ class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=None, parameters=[OpenApiParameter("trial", int, required=True)],
+    @extend_schema(request=None, parameters=[OpenApiParameter("trial", ID_SCHEMA, required=True)],
+                   responses=_VerifyOutput,
                    summary="Verify the hash chain (recorded as AUDIT_TRAIL_VERIFIED)")
     @action(detail=False, methods=["post"])
     def verify(self, request):
         from trials.models import Trial
 
-        trial = Trial.objects.filter(pk=request.query_params.get("trial") or request.data.get("trial") or 0).first()
+        data = _VerifyInput(data={"trial": request.query_params.get("trial", request.data.get("trial"))})
+        data.is_valid(raise_exception=True)
+        trial = Trial.objects.filter(pk=data.validated_data["trial"]).first()
         if trial is None:
             raise RuleViolation("not_found", "No such trial.", field="trial", status_code=404)
         result = services.audit_trail_verify(actor=request.user, trial=trial)

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 
 from compliance.actions import AuditAction
 from compliance.models import AuditEvent, Signature
+from config.ids import parse_id
 
 
 def audit_trial_ids(user) -> list[int]:
@@ -23,12 +24,13 @@ def audit_events_visible_to(user, *, subject=None, username=None, action=None, d
                             date_to=None) -> QuerySet[AuditEvent]:
     events = AuditEvent.objects.filter(trial_id__in=audit_trial_ids(user))
     if subject:
-        events = events.filter(subject_id=subject) if str(subject).isdigit() else events.filter(
+        subject_id = parse_id(subject)
+        events = events.filter(subject_id=subject_id) if subject_id is not None else events.filter(
             subject_id__in=_subject_ids_by_code(subject))
     if username:
         events = events.filter(actor_username=username)
     if action:
-        value = action if str(action).isdigit() else getattr(AuditAction, str(action).upper(), None)
+        value = parse_id(action) if str(action).isdigit() else getattr(AuditAction, str(action).upper(), None)
         events = events.filter(action=int(value)) if value is not None else events.none()
     if date_from:
         events = events.filter(occurred_at__date__gte=date_from)

@@ -60,6 +60,11 @@ def register(kind: SignableKind) -> None:
     _registry[kind.model_label.lower()] = kind
 
 
+def signable_labels() -> list[str]:
+    """The model labels of the kinds of record that can be signed, e.g. ``trials.subject``."""
+    return sorted(_registry)
+
+
 def kind_for_label(label: str) -> SignableKind:
     """The signable kind for a model label like ``trials.subject`` (any case)."""
     kind = _registry.get((label or "").lower())

@@ -18,6 +18,7 @@ from django_otp import login as otp_login
 from compliance import selectors, services, twofactor
 from compliance.actions import AuditAction
 from config.errors import RuleViolation
+from config.ids import parse_id
 from trials.models import Subject
 
 
@@ -84,7 +85,7 @@ def audit_browser(request):
     trials = Trial.objects.filter(pk__in=trial_ids)
     verification = None
     if request.method == "POST":
-        trial = trials.filter(pk=request.POST.get("trial") or 0).first()
+        trial = trials.filter(pk=parse_id(request.POST.get("trial"))).first()
         if trial is None:
             raise PermissionDenied
         try:

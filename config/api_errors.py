@@ -1,18 +1,58 @@
 """One JSON error shape for the whole API:
 
     {"error": {"code": "not_found", "message": "...", "fields": {"name": ["..."]}}}
+
+DRF views answer it through ``exception_handler`` (REST_FRAMEWORK["EXCEPTION_HANDLER"]),
+unhandled exceptions included (logged, answered 500 without internals). Errors raised
+before or outside a DRF view (an unknown URL, a body over DATA_UPLOAD_MAX_MEMORY_SIZE
+read by Django, a crash in middleware) go through Django's handler400/403/404/500
+(``config.urls``), which answer the same envelope under /api/ and a friendly page
+elsewhere.
 """
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
-from rest_framework import exceptions, status
+from django.http import Http404, HttpResponseServerError, JsonResponse
+from django.shortcuts import render
+from django.template import loader
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
 from config.errors import RuleViolation
+
+logger = logging.getLogger("config.api_errors")
+
+API_PREFIX = "/api/"
+
+# What each status says when nothing more specific is known (URL-level errors, 500).
+_GENERIC = {
+    400: ("bad_request", "The request is malformed."),
+    403: ("forbidden", "You do not have permission to perform this action."),
+    404: ("not_found", "Not found."),
+    413: ("request_too_large", "The request body is larger than this server accepts."),
+    500: ("server_error", "The server could not answer this request. The error was logged; "
+          "please try again or contact the trial's data manager."),
+}
+
+
+class ErrorDetail(serializers.Serializer):
+    """The error envelope's content, for the OpenAPI schema."""
+
+    code = serializers.CharField(help_text="Stable, machine-readable: invalid, not_found, forbidden, a rule's code, ...")
+    message = serializers.CharField(help_text="For people.")
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
+                                   help_text="Messages per input field, when the error is about given fields.")
+
+
+class ErrorEnvelope(serializers.Serializer):
+    error = ErrorDetail()
 
 
 def _field_errors(detail) -> dict:
@@ -23,20 +63,32 @@ def _field_errors(detail) -> dict:
     return {"non_field_errors": [str(detail)]}
 
 
-def error_response(code: str, message: str, http_status: int, fields: dict | None = None) -> Response:
+def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     body = {"code": code, "message": message}
     if fields:
         body["fields"] = fields
-    return Response({"error": body}, status=http_status)
+    return {"error": body}
+
+
+def error_response(code: str, message: str, http_status: int, fields: dict | None = None) -> Response:
+    return Response(error_body(code, message, fields), status=http_status)
 
 
 def exception_handler(exc, context):
     if isinstance(exc, RuleViolation):
+        set_rollback()
         fields = {exc.field: [exc.message]} if exc.field else None
         return error_response(exc.code, exc.message, exc.status_code, fields)
     if isinstance(exc, DjangoValidationError):
+        set_rollback()
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         return error_response("invalid", "The request is invalid.", status.HTTP_400_BAD_REQUEST, _field_errors(detail))
+    if isinstance(exc, RequestDataTooBig):
+        set_rollback()
+        return error_response(*_GENERIC[413], status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, SuspiciousOperation):
+        set_rollback()
+        return error_response(*_GENERIC[400], status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -44,12 +96,47 @@ def exception_handler(exc, context):
 
     response = drf_exception_handler(exc, context)
     if response is None:
-        return None
+        # Not an API error: a defect. Log it with its traceback for us, answer the
+        # envelope without any internals for the client, and write nothing.
+        set_rollback()
+        request = context.get("request")
+        logger.error("Unhandled exception in %s %s", getattr(request, "method", "?"),
+                     getattr(request, "path", "?"), exc_info=exc)
+        return error_response(*_GENERIC[500], status.HTTP_500_INTERNAL_SERVER_ERROR)
     if isinstance(exc, exceptions.ValidationError):
         return error_response("invalid", "The request is invalid.", response.status_code, _field_errors(exc.detail))
     detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
     code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
     if not isinstance(code, str):
         code = "error"
-    response.data = {"error": {"code": code, "message": str(detail)}}
+    response.data = error_body(code, str(detail))
     return response
+
+
+# --------------------------------------------------------------------------- URL-level handlers
+
+
+def _error_view(http_status: int, template: str):
+    def view(request, exception=None):
+        if isinstance(exception, RequestDataTooBig):  # Django reads it as a SuspiciousOperation (400)
+            status_ = 413
+        else:
+            status_ = http_status
+        if request.path.startswith(API_PREFIX):
+            return JsonResponse(error_body(*_GENERIC[status_]), status=status_)
+        return render(request, template, status=status_)
+
+    return view
+
+
+def server_error(request):
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse(error_body(*_GENERIC[500]), status=500)
+    # Rendered without the request's context: whatever failed (the database, a context
+    # processor) must not fail the error page too.
+    return HttpResponseServerError(loader.get_template("500.html").render())
+
+
+bad_request = _error_view(400, "400.html")
+permission_denied = _error_view(403, "403.html")
+page_not_found = _error_view(404, "404.html")

@@ -57,7 +57,9 @@ if PRODUCTION:
     CELERY_BROKER_URL = _require("CELERY_BROKER_URL")
 else:
     SECRET_KEY = envstr("SECRET_KEY") or _embedded_secret_key()
-    DEBUG = envbool("DEBUG", True)
+    # Off unless a developer switches it on (DEBUG=true, development only): Django's
+    # debug page shows settings, the database and broker URLs with their passwords among them.
+    DEBUG = envbool("DEBUG", False)
     ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
     DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
     CELERY_BROKER_URL = envstr("CELERY_BROKER_URL", "filesystem://")
@@ -206,6 +208,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# The embedded runner serves static files through WhiteNoise straight from the apps'
+# static folders (no collectstatic), with or without DEBUG; production serves STATIC_ROOT.
+WHITENOISE_USE_FINDERS = not PRODUCTION
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -227,13 +232,15 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "compliance.permissions.TokenScopePermission",  # scoped tokens reach only the views that admit them
     ],
+    # JSON in (views that take files add multipart): a form encoding cannot say null or a list.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "config.pagination.ApiPagination",
     "PAGE_SIZE": envint("API_PAGE_SIZE", 50, minimum=1, maximum=1000),
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "config.filtering.StrictFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -244,6 +251,8 @@ SPECTACULAR_SETTINGS = {
     "labelled cell batches, injections and MPI scans.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs map every endpoint and parameter: signed-in users only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

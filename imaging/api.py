@@ -10,7 +10,7 @@ from __future__ import annotations
 import django_filters
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
@@ -21,6 +21,7 @@ from compliance import sponsor
 from compliance.models import TokenScope
 from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
+from config.ids import ID_SCHEMA, IdFilter, parse_id
 from config.request_body import body_source
 from config.viewsets import ScopedViewSet
 from imaging import pacs, selectors, services, tasks, uploads
@@ -86,16 +87,13 @@ def _metadata_request(request) -> services.UploadRequest:
     if missing:
         raise RuleViolation("missing_metadata", f"Upload-Metadata lacks {', '.join(missing)} (needs "
                             f"{', '.join(uploads.METADATA_KEYS)}).", field="Upload-Metadata", status_code=400)
-    try:
-        subject_id, injection_id, scanner_id = int(meta["subject"]), int(meta["injection"]), int(meta["scanner"])
-        hours = float(meta["hours"])
-    except ValueError:
-        raise RuleViolation("invalid_metadata", "subject, injection and scanner must be ids and hours a number.",
-                            field="Upload-Metadata", status_code=400) from None
-    subject = get_object_or_404(subjects_visible_to(request.user), pk=subject_id)
-    return services.UploadRequest(subject=subject, injection_id=injection_id, scanner_id=scanner_id,
-                                  hours_after_injection=hours, sha256=meta["sha256"], filename=meta["filename"],
-                                  length=_int_header(request, "Upload-Length"))
+    data = s.UploadMetadataInput(data=meta)
+    data.is_valid(raise_exception=True)
+    values = data.validated_data
+    subject = get_object_or_404(subjects_visible_to(request.user), pk=values["subject"])
+    return services.UploadRequest(subject=subject, injection_id=values["injection"], scanner_id=values["scanner"],
+                                  hours_after_injection=values["hours"], sha256=values["sha256"],
+                                  filename=values["filename"], length=_int_header(request, "Upload-Length"))
 
 
 @extend_schema(tags=["uploads"], description=UPLOAD_DESCRIPTION)
@@ -177,11 +175,16 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
 # --------------------------------------------------------------------------- scans
 
 
+@extend_schema_field({"type": "number", "maximum": 1e50})
+class _HoursFilter(django_filters.NumberFilter):
+    """As documented: django-filter refuses a number over 1e50."""
+
+
 class ScanFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Scan.Status.choices)
-    subject = django_filters.NumberFilter(field_name="subject_id")
-    site = django_filters.NumberFilter(field_name="subject__site_id")
-    hours = django_filters.NumberFilter(field_name="hours_after_injection")
+    subject = IdFilter(field_name="subject_id")
+    site = IdFilter(field_name="subject__site_id")
+    hours = _HoursFilter(field_name="hours_after_injection")
 
     class Meta:
         model = Scan
@@ -318,7 +321,8 @@ class RoiViewSet(ScopedViewSet):
     filterset_class = _id_filters(RegionOfInterest, ["subject", "scan", "kind"])
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
-    @extend_schema(request=s.RoiInput, responses={201: s.RoiOutput},
+    @extend_schema(request={"application/json": s.RoiJsonInput, "multipart/form-data": s.RoiFormInput},
+                   responses={201: s.RoiOutput},
                    summary="Define a region of interest (geometry JSON or a label volume)")
     def create(self, request):
         data = s.RoiInput(data=request.data)
@@ -353,13 +357,13 @@ class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
 
 
 @extend_schema(responses=s.TimeCourseOutput, summary="A subject's iron per ROI over time (?subject=<id>)",
-               parameters=[OpenApiParameter("subject", int, required=True)])
+               parameters=[OpenApiParameter("subject", ID_SCHEMA, required=True)])
 class TimeCourseApi(APIView):
     token_scopes = frozenset({TokenScope.READ})
 
     def get(self, request):
-        subject_id = request.query_params.get("subject")
-        if subject_id is None or not str(subject_id).isdigit():
+        subject_id = parse_id(request.query_params.get("subject"))
+        if subject_id is None:
             raise RuleViolation("subject_required", "Give ?subject=<id>.", field="subject", status_code=400)
-        subject = get_object_or_404(subjects_visible_to(request.user), pk=int(subject_id))
+        subject = get_object_or_404(subjects_visible_to(request.user), pk=subject_id)
         return Response(_time_course(request.user, subject))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from config.ids import IdField
 from imaging.models import Alert, DicomSend, Measurement, RegionOfInterest, RoiKind, Scan, Scanner, SystemMatrix
 
 
@@ -73,6 +74,20 @@ class RoiInput(serializers.Serializer):
     label_value = serializers.IntegerField(required=False, allow_null=True)
 
 
+class RoiJsonInput(RoiInput):
+    """RoiInput as JSON can carry it: a label volume is a file, sent as multipart/form-data."""
+
+    label_volume = None
+
+
+class RoiFormInput(RoiInput):
+    """RoiInput as a form can carry it: a form has no null (leave the field out)."""
+
+    scan = serializers.IntegerField(required=False)
+    label_volume = serializers.FileField(required=False)
+    label_value = serializers.IntegerField(required=False)
+
+
 class AlertOutput(serializers.ModelSerializer):
     class Meta:
         model = Alert
@@ -121,3 +136,15 @@ class DicomSendOutput(serializers.ModelSerializer):
         fields = ["id", "scan", "destination", "destination_name", "protocol", "deidentified", "requested_by",
                   "status", "progress_stage", "progress_percent", "object_statuses", "error", "attempts",
                   "last_error", "created_at", "started_at", "finished_at"]
+
+
+class UploadMetadataInput(serializers.Serializer):
+    """The decoded tus Upload-Metadata of a new upload (its ids and numbers; a FloatField
+    refuses NaN and infinities)."""
+
+    subject = IdField()
+    injection = IdField()
+    scanner = IdField()
+    hours = serializers.FloatField()
+    sha256 = serializers.CharField()
+    filename = serializers.CharField()

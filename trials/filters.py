@@ -3,6 +3,7 @@ from __future__ import annotations
 import django_filters
 from django.db import models
 
+from config.ids import IdFilter
 from trials.models import CellBatch, Consent, ConsentDocument, Injection, NanoparticleLot, Site, Subject
 
 
@@ -11,9 +12,8 @@ class IdFilterSet(django_filters.FilterSet):
     # all rows (another site's included) and cost a query per request.
     class Meta:
         filter_overrides = {
-            models.ForeignKey: {"filter_class": django_filters.NumberFilter},
+            models.ForeignKey: {"filter_class": IdFilter},
         }
-
 
 
 class SiteFilter(IdFilterSet):

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from compliance.models import Signature
 from compliance.selectors import audit_trial_ids, signatures_visible_to
+from config.ids import parse_id
 from imaging.models import Reconstruction, Scan
 from imaging.selectors import alerts_visible_to, scans_visible_to
 from trials.models import LotQcStatus, Role, Subject, SubjectStatus
@@ -161,8 +162,8 @@ def subject_rows(user, *, search: str = "", site: str = "", status: str = "") ->
     subjects = subjects_visible_to(user)
     if search:
         subjects = subjects.filter(code__icontains=search.strip())
-    if site.isdigit():
-        subjects = subjects.filter(site_id=int(site))
+    if (site_id := parse_id(site)) is not None:
+        subjects = subjects.filter(site_id=site_id)
     if status in SubjectStatus.values:
         subjects = subjects.filter(status=status)
     latest_scan = Scan.objects.filter(subject=OuterRef("pk")).order_by("-created_at", "-id")
@@ -224,8 +225,8 @@ def scan_rows(user, *, search: str = "", site: str = "", status: str = "", hours
     scans = scans_visible_to(user).prefetch_related(None).select_related("injection__batch")
     if search:
         scans = scans.filter(subject__code__icontains=search.strip())
-    if site.isdigit():
-        scans = scans.filter(subject__site_id=int(site))
+    if (site_id := parse_id(site)) is not None:
+        scans = scans.filter(subject__site_id=site_id)
     if status in Scan.Status.values:
         scans = scans.filter(status=status)
     try:

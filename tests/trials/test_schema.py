@@ -14,5 +14,7 @@ def test_it_generates_a_valid_openapi_schema_without_warnings(db, tmp_path):
 
 
 @pytest.mark.parametrize("url", ["/api/schema/", "/api/docs/"])
-def test_it_serves_the_schema_and_docs(client, db, url):
+def test_it_serves_the_schema_and_docs(client, coordinator_a, url):
+    # Signed-in users only (tests/config/test_api_docs_access.py covers the refusal).
+    client.force_login(coordinator_a)
     assert client.get(url).status_code == 200

@@ -61,7 +61,9 @@ class Command(BaseCommand):
 
         self.stdout.write(self.style.SUCCESS(f"MPI trial platform running at http://{addrport}/"))
         self.stdout.write(f"API: http://{addrport}/api/v1/   API docs: http://{addrport}/api/docs/")
-        call_command("runserver", addrport, use_reloader=False, use_threading=True)
+        # Static files come from WhiteNoise (settings.WHITENOISE_USE_FINDERS), DEBUG or not;
+        # runserver's own static handler answered /static/%2e%2e/... with a 500.
+        call_command("runserver", addrport, use_reloader=False, use_threading=True, use_static_handler=False)
 
     def _start_worker(self) -> subprocess.Popen:
         command = worker_command()
