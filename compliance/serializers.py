@@ -6,6 +6,8 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.fields import StrictBooleanField
+
 from compliance.models import ApiToken, AuditEvent, Export, Signature, TokenScope
 
 
@@ -123,4 +125,4 @@ def issued_token_data(issued) -> dict:
 
 
 class LogoutInput(serializers.Serializer):
-    all = serializers.BooleanField(required=False, default=False)
+    all = StrictBooleanField(required=False, default=False)

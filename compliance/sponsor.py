@@ -133,12 +133,18 @@ def _method(fn, field=serializers.CharField, **kwargs):
 
 
 class SiteOutput(serializers.Serializer):
+    class Meta:
+        ref_name = "SponsorSiteOutput"  # the schema's name: beside, not instead of, the identified SiteOutput
+
     id = serializers.IntegerField()
     trial = serializers.IntegerField(source="trial_id")
     site_code = _method(lambda k, site: k.site(site))  # as in the subjects and the data set
 
 
 class SubjectOutput(serializers.Serializer):
+    class Meta:
+        ref_name = "SponsorSubjectOutput"  # the schema's name: beside, not instead of, the identified SubjectOutput
+
     id = serializers.IntegerField()
     pseudonym = _method(lambda k, s: k.pseudonym(s))
     trial = serializers.IntegerField(source="trial_id")
@@ -149,6 +155,9 @@ class SubjectOutput(serializers.Serializer):
 
 
 class ConsentOutput(serializers.Serializer):
+    class Meta:
+        ref_name = "SponsorConsentOutput"  # the schema's name: beside, not instead of, the identified ConsentOutput
+
     id = serializers.IntegerField()
     subject = serializers.IntegerField(source="subject_id")
     pseudonym = _method(lambda k, c: k.pseudonym(c.subject))
@@ -158,10 +167,14 @@ class ConsentOutput(serializers.Serializer):
     signed_on_shifted = _method(lambda k, c: k.day(c.subject, c.signed_at), serializers.DateField)
     withdrawn_scopes = _method(lambda k, c: sorted(c.withdrawn_scopes or {}),
                                serializers.ListField, child=serializers.CharField())
-    withdrawn_on_shifted = _method(lambda k, c: k.day(c.subject, c.withdrawn_at), serializers.DateField)
+    withdrawn_on_shifted = _method(lambda k, c: k.day(c.subject, c.withdrawn_at), serializers.DateField,
+                                   allow_null=True)
 
 
 class BatchOutput(serializers.Serializer):
+    class Meta:
+        ref_name = "SponsorBatchOutput"  # the schema's name: beside, not instead of, the identified BatchOutput
+
     id = serializers.IntegerField()
     trial = serializers.IntegerField(source="trial_id")
     site = serializers.IntegerField(source="site_id")
@@ -182,6 +195,9 @@ class BatchOutput(serializers.Serializer):
 
 
 class InjectionOutput(serializers.Serializer):
+    class Meta:
+        ref_name = "SponsorInjectionOutput"  # the schema's name: beside, not instead of, the identified InjectionOutput
+
     id = serializers.IntegerField()
     subject = serializers.IntegerField(source="subject_id")
     pseudonym = _method(lambda k, i: k.pseudonym(i.subject))
@@ -200,6 +216,9 @@ def _measurement_output():
 
 
 class ScanOutput(serializers.Serializer):
+    class Meta:
+        ref_name = "SponsorScanOutput"  # the schema's name: beside, not instead of, the identified ScanOutput
+
     id = serializers.IntegerField()
     subject = serializers.IntegerField(source="subject_id")
     pseudonym = _method(lambda k, s: k.pseudonym(s.subject))
@@ -229,6 +248,9 @@ def export_scope(keys: Keys, export) -> str:
 
 
 class ExportOutput(serializers.Serializer):
+    class Meta:
+        ref_name = "SponsorExportOutput"  # the schema's name: beside, not instead of, the identified ExportOutput
+
     id = serializers.IntegerField()
     kind = serializers.CharField()
     trial = serializers.IntegerField(source="trial_id")

@@ -5,6 +5,7 @@ client (and the schemathesis run in tests/config/test_api_fuzz.py) knows them al
 from __future__ import annotations
 
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
 from config.api_errors import ErrorEnvelope
@@ -24,6 +25,20 @@ _WITH_BODY = ("400", "413", "415")
 
 
 class ApiAutoSchema(AutoSchema):
+    def get_response_serializers(self):
+        """A viewset's own output, or, for a sponsor, its de-identified projection
+        (``sponsor_serializer_class``, compliance.sponsor): the schema documents both."""
+        serializer = super().get_response_serializers()
+        sponsor_class = getattr(self.view, "sponsor_serializer_class", None)
+        if (sponsor_class is None or getattr(self.view, "action", None) not in ("list", "retrieve")
+                or not isinstance(serializer, serializers.Serializer) or isinstance(serializer, sponsor_class)):
+            return serializer
+        own_class = type(serializer)
+        name = getattr(getattr(sponsor_class, "Meta", None), "ref_name", sponsor_class.__name__)
+        return PolymorphicProxySerializer(component_name=f"{own_class.__name__}Or{name}",
+                                          serializers=[own_class, sponsor_class],
+                                          resource_type_field_name=None)
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         codes = list(_EVERY_OPERATION)

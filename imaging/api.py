@@ -351,12 +351,12 @@ class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
     def get_queryset(self):
         return subjects_visible_to(self.request.user)
 
-    @extend_schema(responses=s.TimeCourseOutput, summary="A subject's iron per ROI over time, ready to plot")
+    @extend_schema(responses=s.TIME_COURSE_RESPONSE, summary="A subject's iron per ROI over time, ready to plot")
     def retrieve(self, request, pk=None):
         return Response(_time_course(request.user, self.get_object()))
 
 
-@extend_schema(responses=s.TimeCourseOutput, summary="A subject's iron per ROI over time (?subject=<id>)",
+@extend_schema(responses=s.TIME_COURSE_RESPONSE, summary="A subject's iron per ROI over time (?subject=<id>)",
                parameters=[OpenApiParameter("subject", ID_SCHEMA, required=True)])
 class TimeCourseApi(APIView):
     token_scopes = frozenset({TokenScope.READ})

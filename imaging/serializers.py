@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
@@ -116,6 +117,20 @@ class TimeCourseOutput(serializers.Serializer):
     subject_code = serializers.CharField()
     injected_iron_ng = serializers.FloatField(allow_null=True)
     series = TimeCourseSeries(many=True)
+
+
+class SponsorTimeCourseOutput(serializers.Serializer):
+    """What a sponsor reads (compliance.sponsor.time_course): the pseudonym, not the code."""
+
+    subject = serializers.IntegerField()
+    pseudonym = serializers.CharField()
+    injected_iron_ng = serializers.FloatField(allow_null=True)
+    series = TimeCourseSeries(many=True)
+
+
+TIME_COURSE_RESPONSE = PolymorphicProxySerializer(
+    component_name="TimeCourseOutputOrSponsorTimeCourseOutput",
+    serializers=[TimeCourseOutput, SponsorTimeCourseOutput], resource_type_field_name=None)
 
 
 class DicomExportInput(serializers.Serializer):

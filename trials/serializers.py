@@ -10,6 +10,8 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
+from config.fields import StrictBooleanField
+
 from compliance.serializers import SignaturesField
 
 from trials import selectors
@@ -155,7 +157,7 @@ class ReasonInput(serializers.Serializer):
 
 
 class ConfirmInput(serializers.Serializer):
-    confirm = serializers.BooleanField(default=False, help_text="Must be true for a decision that cannot be undone "
+    confirm = StrictBooleanField(default=False, help_text="Must be true for a decision that cannot be undone "
                                        "(a rejection, a final subject status); otherwise the answer is 400 "
                                        "confirmation_required, saying what would follow.")
 
@@ -227,7 +229,7 @@ class BatchRegisterInput(serializers.Serializer):
     donation_id = serializers.CharField(max_length=32)
     donor_subject = VisiblePrimaryKeyField(selectors.subjects_visible_to, queryset=Subject.objects.all(),
                                            required=False, allow_null=True, default=None)
-    allogeneic = serializers.BooleanField(default=False)
+    allogeneic = StrictBooleanField(default=False)
     manufactured_at = serializers.DateTimeField()
     cell_count = serializers.IntegerField(min_value=1)
     viability_percent = serializers.DecimalField(max_digits=5, decimal_places=2)

@@ -29,9 +29,10 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import positive_data_acceptance
 
+from compliance.models import ApiToken
+from compliance.tokens import token_issue
 from config.wsgi import application
 from imaging.models import Scan
 from tests import factories as f
@@ -71,10 +72,18 @@ _ACTING: dict[str, str] = {}
 
 @pytest.fixture(params=ROLES)
 def role(request, trial_data, coordinator_a, imaging_a, investigator_a, coordinator_b, monitor, sponsor, auditor):
-    user = request.getfixturevalue(request.param)
-    _ACTING["token"] = Token.objects.create(user=user).key
+    _ACTING["user"] = request.getfixturevalue(request.param)
     yield request.param
     _ACTING.clear()
+
+
+def _live_token() -> str:
+    """The role's token, issued again when a fuzzed call ended it (``DELETE
+    /api/v1/auth/tokens/{id}/``, ``POST /api/v1/auth/logout/``), so every case runs as the role."""
+    issued = _ACTING.get("issued")
+    if issued is None or ApiToken.objects.filter(pk=issued.token.pk, revoked_at__isnull=False).exists():
+        issued = _ACTING["issued"] = token_issue(user=_ACTING["user"], name="schemathesis")
+    return issued.key
 
 
 @pytest.fixture
@@ -111,7 +120,7 @@ class RoleToken:
     removes it, and sends invalid tokens and session cookies, expecting a 401 or 403."""
 
     def get(self, case, ctx):
-        return _ACTING.get("token", "")
+        return _live_token() if "user" in _ACTING else ""
 
     def set(self, case, data, ctx):
         case.headers = {**(case.headers or {}), "Authorization": f"Token {data}"}
@@ -128,9 +137,19 @@ def _reference_missing(response) -> bool:
     return bool(fields) and all("does not exist" in message for messages in fields.values() for message in messages)
 
 
+def _sponsor_filter_refused(response) -> bool:
+    """The sponsor's documented 400 (compliance.sponsor.check_query): filtering or sorting
+    the de-identified view by a real code or date would reveal it. The schema is one for
+    every role, so it cannot say which role may use which filter."""
+    try:
+        return response.json()["error"]["code"] == "not_filterable"
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def positive_data_accepted(ctx, response, case):
-    """schemathesis's positive_data_acceptance, less the missing-reference 400 above."""
-    if response.status_code == 400 and _reference_missing(response):
+    """schemathesis's positive_data_acceptance, less the two documented 400s above."""
+    if response.status_code == 400 and (_reference_missing(response) or _sponsor_filter_refused(response)):
         return None
     return positive_data_acceptance(ctx, response, case)
 
@@ -141,7 +160,7 @@ def positive_data_accepted(ctx, response, case):
 def test_api_answers_as_documented(case, role, _keep_test_connection):
     # Cases of the examples and coverage phases are generated (auth included) before the
     # role's token exists: give each the token here, as the provider does for the rest.
-    RoleToken().set(case, _ACTING["token"], None)
+    RoleToken().set(case, _live_token(), None)
     case.call_and_validate(excluded_checks=[positive_data_acceptance], additional_checks=[positive_data_accepted])
 
 
