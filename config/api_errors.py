@@ -24,7 +24,7 @@ def _field_errors(detail) -> dict:
 
 
 def error_response(code: str, message: str, http_status: int, fields: dict | None = None) -> Response:
-    body = {"code": code, "message": message}
+    body: dict[str, object] = {"code": code, "message": message}
     if fields:
         body["fields"] = fields
     return Response({"error": body}, status=http_status)
@@ -47,9 +47,9 @@ def exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         return error_response("invalid", "The request is invalid.", response.status_code, _field_errors(exc.detail))
-    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    message = str(exc.detail) if isinstance(exc, exceptions.APIException) else str(exc)
     code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
     if not isinstance(code, str):
         code = "error"
-    response.data = {"error": {"code": code, "message": str(detail)}}
+    response.data = {"error": {"code": code, "message": message}}
     return response

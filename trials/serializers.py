@@ -11,7 +11,6 @@ from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from compliance.serializers import SignaturesField
-
 from trials import selectors
 from trials.models import (
     CellBatch,

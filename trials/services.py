@@ -13,8 +13,8 @@ import datetime as dt
 import hashlib
 import hmac
 import zoneinfo
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Iterable
 
 from django.contrib.auth import authenticate
 from django.db import models, transaction
@@ -330,7 +330,7 @@ def consent_sign(*, actor, subject: Subject, document: ConsentDocument, scopes: 
             field="document",
         )
     latest = latest_effective_document(subject.trial, on=signed_on)
-    if latest != document:
+    if latest is not None and latest != document:
         raise RuleViolation(
             "consent_document_superseded",
             f"Consent v{document.version} was superseded by v{latest.version} on {latest.effective_date}: "
@@ -388,8 +388,8 @@ def consent_withdraw(
                                 field="consent")
         fields = ["withdrawn_at", "withdrawn_scopes", "withdrawal_reason"]
         before = _snapshot(consent, fields)
-        stamp = withdrawn_at.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-        consent.withdrawn_scopes = {**consent.withdrawn_scopes, **{s: stamp for s in scopes}}
+        stamp = withdrawn_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        consent.withdrawn_scopes = {**consent.withdrawn_scopes, **dict.fromkeys(scopes, stamp)}
         consent.withdrawn_at = withdrawn_at
         consent.withdrawal_reason = reason
         consent.full_clean()
@@ -426,14 +426,15 @@ def lot_register(
 ) -> NanoparticleLot:
     access.require_trial_role(actor, trial=trial, roles=access.TRIAL_RESOURCE_ROLES,
                               action="register nanoparticle lots")
-    if iron_mg_per_ml is None and iron_mmol_per_l is None:
+    # One is computed from the other (55.845 g/mol); when both are given, clean() checks they agree.
+    if iron_mg_per_ml is not None:
+        if iron_mmol_per_l is None:
+            iron_mmol_per_l = iron_mmol_per_l_from_mg_per_ml(iron_mg_per_ml)
+    elif iron_mmol_per_l is not None:
+        iron_mg_per_ml = iron_mg_per_ml_from_mmol_per_l(iron_mmol_per_l)
+    else:
         raise RuleViolation("iron_concentration_missing", "Give the iron concentration in mg Fe/mL or mmol/L.",
                             field="iron_mg_per_ml", status_code=400)
-    # One is computed from the other (55.845 g/mol); when both are given, clean() checks they agree.
-    if iron_mmol_per_l is None:
-        iron_mmol_per_l = iron_mmol_per_l_from_mg_per_ml(iron_mg_per_ml)
-    if iron_mg_per_ml is None:
-        iron_mg_per_ml = iron_mg_per_ml_from_mmol_per_l(iron_mmol_per_l)
     lot = NanoparticleLot(
         trial=trial, manufacturer=manufacturer, product=product, lot_number=lot_number, expiry_date=expiry_date,
         iron_mg_per_ml=iron_mg_per_ml, iron_mmol_per_l=iron_mmol_per_l, core_size_nm=core_size_nm,
@@ -668,7 +669,7 @@ def injection_record(
         if batch.nanoparticle_lot is None:
             raise RuleViolation("batch_not_labelled", f"Batch {batch.batch_code} is not labelled.", field="batch")
         _check_lot_usable(batch.nanoparticle_lot, _local_date(administered_at, site), field="batch")
-        if administered_at < batch.labelled_at:
+        if batch.labelled_at is not None and administered_at < batch.labelled_at:
             raise RuleViolation("administered_before_labelling", "The injection cannot precede the labelling.",
                                 field="administered_at", status_code=400)
         remaining = batch_cells_remaining(batch)
@@ -961,6 +962,8 @@ def batch_correct(*, actor, batch: CellBatch, reason: str, **fields) -> CellBatc
             _in_range(batch.labelling_efficiency_percent, 0, 100, field="labelling_efficiency_percent",
                       what="The labelling efficiency (%)")
         if "nanoparticle_lot" in fields or "labelled_at" in fields:
+            if batch.nanoparticle_lot_id is None or batch.labelled_at is None:  # refused above: not labelled
+                raise RuntimeError(f"batch {batch.pk} is corrected as labelled without its lot or labelling time")
             lot = NanoparticleLot.objects.select_for_update().get(pk=batch.nanoparticle_lot_id)
             if lot.trial_id != batch.trial_id:
                 raise RuleViolation("trial_mismatch", "The nanoparticle lot is registered for another trial.",
@@ -1016,7 +1019,7 @@ def consent_correct(*, actor, consent: Consent, reason: str, **fields) -> Consen
             raise RuleViolation("consent_document_not_effective", f"Consent v{document.version} takes effect on "
                                 f"{document.effective_date}; it was not in force on {signed_on}.", field="signed_at")
         latest = latest_effective_document(subject.trial, on=signed_on)
-        if latest != document:
+        if latest is not None and latest != document:
             raise RuleViolation("consent_document_superseded", f"Consent v{document.version} was superseded by "
                                 f"v{latest.version} on {latest.effective_date}; it cannot have been signed on {signed_on}.",
                                 field="signed_at")
