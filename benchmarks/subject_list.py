@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _percentile(samples: list[float], q: float) -> float:
+def _percentile(samples: list[float], q: int) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
 
 
@@ -41,12 +41,11 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
     from django.utils import timezone
-
-    from django.contrib.auth import get_user_model
 
     from compliance.tokens import token_issue
     from trials.models import Membership, Role, Site, Subject, Trial

@@ -31,9 +31,9 @@ import http.client
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
-import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -148,10 +148,11 @@ def tus_upload(base: str, token: str, path: Path, meta: dict, chunk: int,
     prepass_s = time.perf_counter() - started
     started, cpu_started = time.perf_counter(), os.times()
     created = requests.post(f"{base}/api/v1/uploads/", headers=headers | {
-        "Upload-Length": str(size), "Upload-Metadata": metadata(meta | {"sha256": sha256, "filename": path.name})})
+        "Upload-Length": str(size), "Upload-Metadata": metadata(meta | {"sha256": sha256, "filename": path.name})},
+        timeout=60)
     created.raise_for_status()
     url = urlsplit(created.headers["Location"])
-    connection = http.client.HTTPConnection(url.hostname, url.port)
+    connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port)
     offset, answer = 0, {}
     with open(path, "rb") as fh, contextlib.closing(connection):
         while offset < size:
@@ -205,7 +206,7 @@ def main() -> int:
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen([PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
                                    "--workers", "1", "--threads", "2", "--timeout", "600"], cwd=ROOT, env=env,
-                                  stdout=open(work / "web.log", "wb"), stderr=subprocess.STDOUT)
+                                  stdout=open(work / "web.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - open while the server runs
         for _ in range(100):
             try:
                 requests.get(f"{base}/api/v1/", timeout=1)
@@ -264,7 +265,8 @@ def main() -> int:
         # Time from upload complete to metrics, with the embedded worker beside the server.
         worker = subprocess.Popen([PYTHON, "-m", "celery", "-A", "config", "worker", "-Q", "ingest,recon,export",
                                    "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                                  cwd=ROOT, env=env, stdout=open(work / "worker.log", "wb"), stderr=subprocess.STDOUT)
+                                  cwd=ROOT, env=env, stdout=open(work / "worker.log", "wb"),  # noqa: SIM115 - open while the worker runs
+                                  stderr=subprocess.STDOUT)
         time.sleep(3)  # let the worker drain the demo scans queued at load time first
         sys.path.insert(0, str(ROOT))
         from recon.simulate import simulate_to_files

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 TARGET_PER_SECOND = 100_000
 
@@ -52,10 +53,10 @@ def main() -> int:
     started = time.perf_counter()
     ring = keyring()  # keyed like record_event: HMAC-SHA256 under the current key
     prev = GENESIS_HASH
-    base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     batch = []
     for sequence in range(1, args.events + 1):
-        fields = dict(
+        fields: dict[str, Any] = dict(
             sequence=sequence,
             occurred_at=base + dt.timedelta(milliseconds=sequence),
             actor_id=None,

@@ -33,12 +33,11 @@ admin.site.register(AccessAttempt, AuditedAccessAttemptAdmin)
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "user", "name", "scope", "created_at", "last_used_at", "expires_at", "revoked_at",
-                    "revoked_reason"]
+    fields = readonly_fields = ("prefix", "user", "name", "scope", "created_at", "last_used_at", "expires_at",
+                                "revoked_at", "revoked_reason")
+    list_display = fields
     list_filter = ["scope", "revoked_reason"]
     search_fields = ["user__username", "name", "prefix"]
-    fields = list_display
-    readonly_fields = list_display
     actions = ["revoke_tokens"]
 
     def has_add_permission(self, request, obj=None):

@@ -55,7 +55,7 @@ class SignatureApi(APIView):
             items = signatures.signatures_verify(_visible_record(request.user, object_type, object_id),
                                                  actor=request.user)
         else:
-            items = selectors.signatures_visible_to(request.user)[:500]
+            items = list(selectors.signatures_visible_to(request.user)[:500])
         return Response(s.SignatureOutput(items, many=True).data)
 
     @extend_schema(request=_SignatureApplySchema, responses={201: s.SignatureOutput},

@@ -22,9 +22,10 @@ import hmac
 import json
 import logging
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -64,7 +65,7 @@ def _utc_text(value: dt.datetime | str) -> str:
     if isinstance(value, str):  # already canonical: the verification SQL builds the text
         return value
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
     # Naive values come from SQLite, where Django stores UTC.
     return value.isoformat(timespec="microseconds") + "Z"
 
@@ -73,7 +74,7 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         if timezone.is_naive(value):
             raise AuditError(f"naive datetime {value!r} in an audit payload: use UTC-aware datetimes")
-        return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, (dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
@@ -177,7 +178,7 @@ def record_event(
     ctx = current_context()
     actor_id = getattr(actor, "pk", None)
     actor_username = getattr(actor, "get_username", lambda: "")() if actor is not None else ""
-    occurred_at = (occurred_at or timezone.now()).astimezone(dt.timezone.utc)
+    occurred_at = (occurred_at or timezone.now()).astimezone(dt.UTC)
     payload_changes = to_jsonable(dict(changes or {}))
 
     ring = keyring()
@@ -297,7 +298,7 @@ def verify_rows(
             legacy_through = sequence
         if digest != stored_hash:
             return broken(sequence, f"event #{sequence} was altered: its content no longer matches its hash")
-        while sequence == next_checkpoint:
+        while checkpoint is not None and sequence == next_checkpoint:
             if checkpoint.hash != stored_hash:
                 return broken(sequence, f"event #{sequence} is not the event that checkpoint {checkpoint.source} "
                                         f"(signed {checkpoint.written_at}) recorded: the chain was rewritten")
@@ -367,17 +368,17 @@ def verify_chain(*, chunk_size: int = 20_000) -> ChainVerification:
     ring = keyring()
     # Checkpoints first: each names a committed event, so the chain read after it holds it.
     checkpoints, problems = checkpoint_store.read(checkpoint_dir(), ring)
-    options = dict(ring=ring, checkpoints=checkpoints, checkpoint_problems=problems)
     if connection.vendor == "postgresql":
         with transaction.atomic():
             connection.ensure_connection()
             with connection.connection.cursor(name="verify_audit_chain") as cursor:
                 cursor.itersize = chunk_size
                 cursor.execute(_PG_VERIFY_SQL)
-                return verify_rows(cursor, **options)
+                return verify_rows(cursor, ring=ring, checkpoints=checkpoints, checkpoint_problems=problems)
     with transaction.atomic(), connection.chunked_cursor() as cursor:
         cursor.execute(_SQLITE_VERIFY_SQL)
-        return verify_rows(_fetch_in_chunks(cursor, chunk_size), **options)
+        return verify_rows(_fetch_in_chunks(cursor, chunk_size), ring=ring, checkpoints=checkpoints,
+                           checkpoint_problems=problems)
 
 
 def head() -> tuple[int | None, str]:
@@ -405,6 +406,8 @@ def write_checkpoint(*, sequence: int | None = None, hash: str | None = None) ->
         sequence, hash = head()
         if sequence is None:
             return None
+    if hash is None:
+        raise AuditError(f"checkpoint refused: event #{sequence} given without its hash")
     return checkpoint_store.append(directory, sequence=sequence, hash=hash, ring=ring)
 
 

@@ -54,7 +54,7 @@ def _signature(body: dict, key: bytes) -> str:
 
 def append(directory: Path, *, sequence: int, hash: str, ring: Keyring) -> dict:
     """Sign (sequence, hash) with the current key and append it as one line; returns the line's body."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     body = {"v": VERSION, "sequence": sequence, "hash": hash, "count": sequence,
             "written_at": now.isoformat(timespec="microseconds").replace("+00:00", "Z"), "key_id": ring.current_id}
     body["signature"] = _signature(body, ring.current)
@@ -100,10 +100,14 @@ def _parse(raw: bytes, source: str, ring: Keyring) -> Checkpoint | str:
 def read(directory: Path, ring: Keyring) -> tuple[list[Checkpoint], list[str]]:
     """Every checkpoint in the store, by sequence, and a problem for each line that is not a
     valid signed checkpoint (such a line is never trusted)."""
-    checkpoints, problems = [], []
+    checkpoints: list[Checkpoint] = []
+    problems: list[str] = []
     for path in files(directory):
         for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
             parsed = _parse(raw, f"{path.name}:{number}", ring)
-            (problems if isinstance(parsed, str) else checkpoints).append(parsed)
+            if isinstance(parsed, str):
+                problems.append(parsed)
+            else:
+                checkpoints.append(parsed)
     checkpoints.sort(key=lambda c: c.sequence)
     return checkpoints, problems

@@ -38,7 +38,7 @@ def _request_for(via: str) -> HttpRequest:
     request = HttpRequest()
     request.method = "POST"
     request.path = request.path_info = f"<{via}>"
-    request.compliance_via = via
+    request.compliance_via = via  # type: ignore[attr-defined]  # read back with getattr by the audit context
     address = context.current().client_address
     if address:
         # Already resolved (proxies included) by the middleware; no X-Forwarded-For here,

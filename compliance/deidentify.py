@@ -59,7 +59,7 @@ def shifted_day(value, days: int) -> dt.date | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        value = value.astimezone(dt.timezone.utc).date()
+        value = value.astimezone(dt.UTC).date()
     return value + dt.timedelta(days=days)
 
 

@@ -42,7 +42,7 @@ class AuditEvent(models.Model):
     hash = models.CharField(max_length=64, unique=True, editable=False)
     # Nullable so that adding it is a plain ADD COLUMN on SQLite too (a NOT NULL column
     # makes Django rebuild the table, which would drop the append-only triggers).
-    key_id = models.CharField(max_length=16, null=True, blank=True, editable=False)
+    key_id = models.CharField(max_length=16, null=True, blank=True, editable=False)  # noqa: DJ001 - see above
 
     class Meta:
         ordering = ["sequence"]
@@ -192,18 +192,16 @@ class Export(models.Model):
             ),
         ]
 
-    @property
-    def scope_label(self) -> str:
-        if self.scan_id:
-            return f"scan #{self.scan_id} of subject {self.subject.code}"
-        if self.subject_id:
-            return f"subject {self.subject.code}"
-        if self.site_id:
-            return f"site {self.site.code}"
-        return f"trial {self.trial.protocol_number}"
-
     def __str__(self) -> str:
         return f"{self.kind} of {self.scope_label} ({self.status})"
+
+    @property
+    def scope_label(self) -> str:
+        if self.subject is not None:
+            return f"scan #{self.scan_id} of subject {self.subject.code}" if self.scan_id else f"subject {self.subject.code}"
+        if self.site is not None:
+            return f"site {self.site.code}"
+        return f"trial {self.trial.protocol_number}"
 
 
 class TokenScope(models.TextChoices):

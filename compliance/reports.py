@@ -13,7 +13,9 @@ import datetime as dt
 import io
 import json
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape as xml_escape
 
@@ -25,6 +27,9 @@ from compliance import csvsafe, deidentify
 from compliance.audit import head, read_checkpoints, to_jsonable, verify_chain
 from compliance.models import AuditEvent, Export, Signature
 from compliance.signatures import signature_invalidate_if_changed
+
+if TYPE_CHECKING:
+    from trials.models import Trial
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
 
@@ -45,7 +50,7 @@ def imaging_model(name: str):
 class ReportData:
     export: Export
     generated_at: dt.datetime
-    trial: object
+    trial: Trial
     subjects: list = field(default_factory=list)
     consents: list = field(default_factory=list)
     injections: list = field(default_factory=list)
@@ -82,7 +87,7 @@ def _latest_measurements(subject_ids):
         .select_related("reconstruction", "scan", "scan__subject")
         .order_by("scan_id", "-reconstruction__attempt", "roi_kind", "roi_name")
     )
-    latest_attempt = {}
+    latest_attempt: dict[int, int] = {}
     for m in rows:
         latest_attempt.setdefault(m.scan_id, m.reconstruction.attempt)
     return scans, [m for m in rows if m.reconstruction.attempt == latest_attempt[m.scan_id]]
@@ -94,7 +99,7 @@ def _recheck_signatures(subject_ids) -> list:
         from django.contrib.contenttypes.models import ContentType
 
         model = ContentType.objects.get_for_id(ct_id).model_class()
-        obj = model.objects.filter(pk=object_id).first() if model is not None else None
+        obj = model._default_manager.filter(pk=object_id).first() if model is not None else None
         if obj is not None:
             signature_invalidate_if_changed(obj)
     return list(signatures.order_by("signed_at", "id"))
@@ -111,10 +116,10 @@ def collect(export: Export) -> ReportData:
         .order_by("subject__code", "administered_at")
     )
     batch_ids = {i.batch_id for i in injections}
-    batches = CellBatch.objects.filter(trial_id=export.trial_id).select_related("nanoparticle_lot", "donor_subject", "site")
+    batch_rows = CellBatch.objects.filter(trial_id=export.trial_id).select_related("nanoparticle_lot", "donor_subject", "site")
     if export.site_id or export.subject_id:
-        batches = batches.filter(pk__in=batch_ids) | batches.filter(donor_subject_id__in=ids)
-    batches = list(batches.order_by("batch_code").distinct())
+        batch_rows = batch_rows.filter(pk__in=batch_ids) | batch_rows.filter(donor_subject_id__in=ids)
+    batches = list(batch_rows.order_by("batch_code").distinct())
     lot_ids = {b.nanoparticle_lot_id for b in batches if b.nanoparticle_lot_id}
     lots = NanoparticleLot.objects.filter(trial_id=export.trial_id)
     if export.site_id or export.subject_id:
@@ -142,7 +147,7 @@ def _fmt(value) -> str:
     if value is None:
         return ""
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
@@ -151,7 +156,7 @@ def _fmt(value) -> str:
 
 
 def _scans_by_injection(data: ReportData) -> dict:
-    by_injection = {}
+    by_injection: dict[int, list] = {}
     for scan in data.scans:
         by_injection.setdefault(scan.injection_id, []).append(scan)
     return by_injection
@@ -209,7 +214,7 @@ def tables(data: ReportData) -> dict[str, tuple[list[str], list[list]]]:
     }
 
 
-def _csv_bytes(header: list[str], rows: list[list], preamble: list[str] = ()) -> bytes:
+def _csv_bytes(header: list[str], rows: list[list], preamble: Sequence[str] = ()) -> bytes:
     # The one CSV writer (compliance.csvsafe): formula-like free text is written as text.
     return csvsafe.csv_bytes(header, rows, preamble=preamble, fmt=_fmt)
 
@@ -236,7 +241,7 @@ def retention_plot_png(data: ReportData) -> bytes | None:
     """Retention (% of injected iron in the target ROI, ± 1 SD) over hours after
     injection, one line per subject, as stored in the Measurement rows; None when no
     metrics exist yet."""
-    points = {}
+    points: dict[str, list] = {}
     for m in data.measurements:
         if m.roi_kind == "target":
             points.setdefault(m.scan.subject.code, []).append(
@@ -373,7 +378,7 @@ def build_audit_csv(export: Export) -> bytes:
     for event in audit_events_in_scope(export).iterator():
         row = _audit_row(event)
         row["changes"] = json.dumps(to_jsonable(row["changes"]), sort_keys=True, ensure_ascii=False)
-        row["occurred_at"] = event.occurred_at.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        row["occurred_at"] = event.occurred_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         rows.append([row[c] for c in _AUDIT_COLUMNS])
     return _csv_bytes(_AUDIT_COLUMNS, rows, preamble)
 
@@ -403,7 +408,7 @@ ODM_FORMS = [
 
 
 def _odm_datetime(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 def build_odm(data: ReportData) -> bytes:
@@ -433,9 +438,9 @@ def build_odm(data: ReportData) -> bytes:
         form = el(mdv, "FormDef", OID=form_oid, Name=name, Repeating=repeating)
         el(form, "ItemGroupRef", ItemGroupOID="IG." + form_oid[2:], Mandatory="Yes")
     for form_oid, name, repeating, items in ODM_FORMS:
-        group = el(mdv, "ItemGroupDef", OID="IG." + form_oid[2:], Name=name, Repeating=repeating)
+        group_def = el(mdv, "ItemGroupDef", OID="IG." + form_oid[2:], Name=name, Repeating=repeating)
         for n, (item_oid, _n, _t) in enumerate(items, 1):
-            el(group, "ItemRef", ItemOID=item_oid, OrderNumber=n, Mandatory="No")
+            el(group_def, "ItemRef", ItemOID=item_oid, OrderNumber=n, Mandatory="No")
     for _f, _n, _r, items in ODM_FORMS:
         for item_oid, name, data_type in items:
             item = el(mdv, "ItemDef", OID=item_oid, Name=name, DataType=data_type)
@@ -443,7 +448,9 @@ def build_odm(data: ReportData) -> bytes:
             el(question, "TranslatedText", **{"{http://www.w3.org/XML/1998/namespace}lang": "en"}).text = name
 
     clinical = el(odm, "ClinicalData", StudyOID=study_oid, MetaDataVersionOID="MDV.1")
-    consents, injections, metrics = {}, {}, {}
+    consents: dict[int, list] = {}
+    injections: dict[int, list] = {}
+    metrics: dict[int, list] = {}
     for c in data.consents:
         consents.setdefault(c.subject_id, []).append(c)
     for i in data.injections:
@@ -543,7 +550,7 @@ def build_sponsor_deidentified(data: ReportData) -> bytes:
 # --------------------------------------------------------------------------- dispatch
 
 
-BUILDERS = {
+BUILDERS: dict[str, tuple[Callable[[Export], bytes], str, str]] = {
     Export.Kind.REPORT_PDF: (lambda e: build_report_pdf(collect(e)), "pdf", "application/pdf"),
     Export.Kind.REPORT_CSV: (lambda e: build_report_csv(collect(e)), "zip", "application/zip"),
     Export.Kind.AUDIT_CSV: (build_audit_csv, "csv", "text/csv"),
@@ -557,12 +564,14 @@ def build_dicom_study(export: Export, progress=None) -> bytes:
     """The scan's DICOM study as a zip (imaging.dicom_export), de-identified for that kind."""
     from imaging import dicom_export
 
+    if export.scan is None:
+        raise ValueError(f"export #{export.pk} of kind {export.kind} names no scan")
     return dicom_export.study_zip(export.scan, deidentified=export.kind == Export.Kind.DICOM_STUDY_DEIDENTIFIED,
                                   progress=progress or dicom_export.no_progress)
 
 
 # Builders that report progress themselves (``progress(stage, fraction)``).
-PROGRESS_BUILDERS = {
+PROGRESS_BUILDERS: dict[str, tuple[Callable[[Export, Any], bytes], str, str]] = {
     Export.Kind.DICOM_STUDY: (build_dicom_study, "zip", "application/zip"),
     Export.Kind.DICOM_STUDY_DEIDENTIFIED: (build_dicom_study, "zip", "application/zip"),
 }
@@ -571,8 +580,8 @@ PROGRESS_BUILDERS = {
 def build(export: Export, progress=None) -> tuple[bytes, str, str]:
     """``(content, file extension, content type)`` of ``export``."""
     if export.kind in PROGRESS_BUILDERS:
-        builder, extension, content_type = PROGRESS_BUILDERS[export.kind]
-        return builder(export, progress), extension, content_type
+        progress_builder, extension, content_type = PROGRESS_BUILDERS[export.kind]
+        return progress_builder(export, progress), extension, content_type
     builder, extension, content_type = BUILDERS[export.kind]
     if progress is not None:
         progress("building", 0.1)

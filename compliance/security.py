@@ -24,7 +24,7 @@ from django.shortcuts import render
 from compliance.actions import AuditAction
 from compliance.audit import record_event
 
-TOKEN_PATH = "/api/v1/auth/token/"
+TOKEN_PATH = "/api/v1/auth/token/"  # noqa: S105 - a URL path, not a secret
 
 # Which limit refused a request: the (username, address) count or the per-address throttle.
 ACCOUNT = "account"
@@ -71,7 +71,8 @@ class LockoutHandler(AxesDatabaseHandler):
 
     def _address_throttled(self, request) -> bool:
         limit = settings.LOGIN_ADDRESS_FAILURE_LIMIT
-        return settings.AXES_LOCK_OUT_AT_FAILURE and self.address_failures(request) >= limit
+        # django-axes' own default (True) when the project leaves it unset.
+        return getattr(settings, "AXES_LOCK_OUT_AT_FAILURE", True) and self.address_failures(request) >= limit
 
     def is_locked(self, request, credentials=None) -> bool:
         if super().is_locked(request, credentials):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Any
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -48,9 +49,9 @@ def _check_may_request(actor, kind: str, trial, site, subject) -> None:
                                 field="subject", status_code=403)
         return
     scope_site = subject.site if subject is not None else site
-    if scope_site is not None and kind in _SITE_KINDS:
-        if access.roles_at(actor, scope_site) & {str(Role.COORDINATOR), str(Role.INVESTIGATOR)}:
-            return
+    if (scope_site is not None and kind in _SITE_KINDS
+            and access.roles_at(actor, scope_site) & {str(Role.COORDINATOR), str(Role.INVESTIGATOR)}):
+        return
     raise RuleViolation("forbidden", "Your role may not request this export for this scope.", status_code=403)
 
 
@@ -130,7 +131,7 @@ def export_run(export_id: int) -> Export | None:
     from compliance import reports
 
     export = Export.objects.select_related("trial", "site", "subject", "scan", "requested_by").get(pk=export_id)
-    scope = dict(trial_id=export.trial_id, site_id=export.site_id, subject_id=export.subject_id)
+    scope: dict[str, Any] = dict(trial_id=export.trial_id, site_id=export.site_id, subject_id=export.subject_id)
     with request_context(request_id=f"export-{export.pk}"):
         try:
             content, extension, content_type = reports.build(

@@ -11,8 +11,8 @@ and ``signatures_verify`` marks the signature invalid and audits it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import orjson
 from django.apps import apps
@@ -72,7 +72,7 @@ def kind_for_label(label: str) -> SignableKind:
         raise RuleViolation("not_signable", f"{label!r} is not a kind of record that can be signed "
                             f"(signable: {', '.join(sorted(_registry))}).", field="object_type", status_code=400)
     try:
-        kind.model
+        _ = kind.model  # resolving the model class raises LookupError until its app is installed
     except LookupError:
         raise RuleViolation("not_signable", f"{label!r} is not available yet.", field="object_type",
                             status_code=400) from None

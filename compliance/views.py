@@ -100,7 +100,7 @@ def audit_browser(request):
     # Subject codes for the page in one query: the trail stores plain ids (it must never
     # depend on the records it describes), people read codes.
     codes = dict(Subject.objects.filter(pk__in={e.subject_id for e in page if e.subject_id}).values_list("pk", "code"))
-    rows = [{"event": e, "subject_code": codes.get(e.subject_id, e.subject_id or ""),
+    rows = [{"event": e, "subject_code": codes.get(e.subject_id, str(e.subject_id)) if e.subject_id else "",
              "changes": _change_rows(e.changes)} for e in page]
     query = q.copy()
     query.pop("page", None)

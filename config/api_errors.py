@@ -64,7 +64,7 @@ def _field_errors(detail) -> dict:
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
-    body = {"code": code, "message": message}
+    body: dict[str, object] = {"code": code, "message": message}
     if fields:
         body["fields"] = fields
     return {"error": body}
@@ -105,7 +105,7 @@ def exception_handler(exc, context):
         return error_response(*_GENERIC[500], status.HTTP_500_INTERNAL_SERVER_ERROR)
     if isinstance(exc, exceptions.ValidationError):
         return error_response("invalid", "The request is invalid.", response.status_code, _field_errors(exc.detail))
-    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    message = str(exc.detail) if isinstance(exc, exceptions.APIException) else str(exc)
     code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
     if not isinstance(code, str):
         code = "error"

@@ -92,7 +92,7 @@ def _gunicorn_body(request: HttpRequest) -> _GunicornBody | None:
     environ = request.META
     sock, body = environ.get("gunicorn.socket"), environ.get("wsgi.input")
     reader = getattr(body, "reader", None)
-    if sock is None or reader is None or type(reader).__name__ != "LengthReader":
+    if sock is None or body is None or reader is None or type(reader).__name__ != "LengthReader":
         return None
     if not hasattr(reader, "unreader") or not hasattr(reader.unreader, "take_buffered"):
         return None  # a gunicorn without the interface this relies on (take_buffered came in 23.x)

@@ -3,9 +3,14 @@ explicit actions that call one service)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from django.db.models import QuerySet
 from django.utils.functional import cached_property
 from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 
 from config.pagination import ApiPagination
 
@@ -14,14 +19,15 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     """List and detail over ``selector(request.user)``, a site-scoped selector: objects
     outside the user's sites are not in the queryset at all, so their detail is a 404."""
 
-    selector = None
+    # A site-scoped selector: ``selector(user)`` -> the queryset this user may read.
+    selector: ClassVar[Callable[[Any], QuerySet[Any]]]
     pagination_class = ApiPagination
     # Read-only integration tokens may list and read (compliance.permissions.TokenScopePermission).
     token_scopes = frozenset({"read"})
 
     # What a sponsor reads here: a de-identified projection from compliance.sponsor, or
     # None, and then nothing (an empty list, a 404 detail).
-    sponsor_serializer_class = None
+    sponsor_serializer_class: type[BaseSerializer[Any]] | None = None
 
     @cached_property
     def sponsor_view(self) -> bool:

@@ -19,7 +19,7 @@ class PacsDestinationAdmin(admin.ModelAdmin):
     list_display = ["name", "trial", "protocol", "describe", "deidentify", "active"]
     list_filter = ["protocol", "deidentify", "active"]
     list_select_related = ["trial"]
-    fields = _FIELDS
+    fields = tuple(_FIELDS)
 
     def has_change_permission(self, request, obj=None):
         return obj is None and request.user.is_superuser

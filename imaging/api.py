@@ -45,7 +45,7 @@ class RawBodyParser(BaseParser):
         raise RuntimeError("the upload body is streamed by the view, never parsed")
 
 
-class TusMixin:
+class TusMixin(APIView):
     """Tus-Resumable on every response; 412 for a request that names another version."""
 
     parser_classes = [RawBodyParser, JSONParser]

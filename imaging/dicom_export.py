@@ -36,6 +36,8 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 from pydicom import Dataset
@@ -102,18 +104,22 @@ def study_info(scan: Scan):
 def _inputs(scan: Scan):
     """(volume float32, geometry, [RoiSpec], [RoiMetrics], StudyInfo) of the newest reconstruction."""
     from imaging.dicom import RoiMetrics, RoiSpec, VolumeGeometry
+    from imaging.dicom.build import RoiKind
     from imaging.services import rois_for
 
     reconstruction = scan.reconstructions.order_by("-attempt").first()
+    if reconstruction is None:  # require_exportable() refuses such a scan first
+        raise ValueError(f"scan #{scan.pk} has no reconstruction")
     volume = load_volume(reconstruction)
     by_roi = {m.roi_id: m for m in reconstruction.measurements.all()}
-    specs, metrics = [], []
+    specs: list[RoiSpec] = []
+    metrics: list[RoiMetrics] = []
     for roi in rois_for(scan):
         mask = roi_mask(roi, volume.grid)
         if mask is None:
             continue
         label = len(specs) + 1
-        specs.append(RoiSpec(label=label, name=roi.name, kind=roi.kind, mask=mask))
+        specs.append(RoiSpec(label=label, name=roi.name, kind=cast(RoiKind, roi.kind), mask=mask))
         m = by_roi.get(roi.pk)
         if m is not None:
             metrics.append(RoiMetrics(roi_label=label, iron_mass_ng=m.iron_ng, uncertainty_ng=m.uncertainty_ng,
@@ -225,7 +231,7 @@ def study_write(*, actor, scan: Scan, directory, deidentified: bool) -> list:
         check_may_export(actor, scan, deidentified=deidentified)
     require_exportable(scan)
     kind = Export.Kind.DICOM_STUDY_DEIDENTIFIED if deidentified else Export.Kind.DICOM_STUDY
-    scope = {"trial_id": scan.subject.trial_id, "site_id": scan.subject.site_id, "subject_id": scan.subject_id}
+    scope: dict[str, Any] = {"trial_id": scan.subject.trial_id, "site_id": scan.subject.site_id, "subject_id": scan.subject_id}
     with transaction.atomic():
         record_event(actor=actor, action=AuditAction.EXPORT_REQUESTED, object_type="imaging.scan", object_id=scan.pk,
                      changes={"kind": kind, "scope": f"scan #{scan.pk}", "to": "directory"}, **scope)

@@ -114,13 +114,13 @@ class SystemMatrix(models.Model):
             ),
         ]
 
-    def describe(self) -> str:
-        dividers = "/".join(str(d) for d in self.dividers)
-        lot = f", lot {self.nanoparticle_lot.lot_number}" if self.nanoparticle_lot_id else ""
-        return f"#{self.pk} {self.name} (dividers {dividers}, tracer {self.tracer_product}{lot})"
-
     def __str__(self) -> str:
         return self.name
+
+    def describe(self) -> str:
+        dividers = "/".join(str(d) for d in self.dividers)
+        lot = f", lot {self.nanoparticle_lot.lot_number}" if self.nanoparticle_lot is not None else ""
+        return f"#{self.pk} {self.name} (dividers {dividers}, tracer {self.tracer_product}{lot})"
 
     @property
     def trial(self):
@@ -159,6 +159,9 @@ class Upload(models.Model):
             models.CheckConstraint(condition=Q(offset__lte=models.F("length")), name="upload_offset_within_length"),
             models.CheckConstraint(condition=Q(status__in=UploadStatus.values), name="upload_status_valid"),
         ]
+
+    def __str__(self) -> str:
+        return f"upload {self.pk} of {self.filename} ({self.status})"
 
 
 class ScanStatus(models.TextChoices):
@@ -257,6 +260,9 @@ class Reconstruction(models.Model):
         ordering = ["scan_id", "attempt"]
         constraints = [models.UniqueConstraint(fields=["scan", "attempt"], name="reconstruction_unique_per_attempt")]
 
+    def __str__(self) -> str:
+        return f"reconstruction {self.attempt} of scan #{self.scan_id}"
+
 
 class RoiKind(models.TextChoices):
     TARGET = "target", "Injection target"
@@ -344,6 +350,9 @@ class Measurement(models.Model):
             models.CheckConstraint(condition=Q(uncertainty_ng__gte=0), name="measurement_uncertainty_not_negative"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.roi_name} of scan #{self.scan_id}"
+
     @property
     def trial(self):
         return self.scan.subject.trial
@@ -366,6 +375,9 @@ class Alert(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["scan", "kind"], name="alert_unique_per_scan_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} alert on scan #{self.scan_id}"
 
     @property
     def trial(self):

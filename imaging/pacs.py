@@ -152,9 +152,11 @@ def _progress(send_id: int, stage: str, fraction: float) -> None:
 
 
 def _deliver(destination: PacsDestination, datasets):
-    from imaging.dicom import send_cstore, send_stowrs
+    from imaging.dicom import DicomSendError, SendResult, send_cstore, send_stowrs
 
     if destination.protocol == PacsDestination.Protocol.DICOM:
+        if destination.port is None:
+            raise DicomSendError(f"PACS destination {destination.name!r} has no port", SendResult(destination.name))
         return send_cstore(datasets, destination.host, destination.port, called_ae=destination.called_ae,
                            calling_ae=destination.calling_ae)
     auth = None

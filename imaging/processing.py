@@ -11,9 +11,10 @@ import json
 import math
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import cast
 
 import numpy as np
 from django.conf import settings
@@ -148,9 +149,11 @@ def load_system_matrix(path: str | Path) -> LoadedSystemMatrix:
     with open_mdf(path) as f:
         s, bg = f.system_matrix()
         snr = None if f.snr is None else np.asarray(f.snr, dtype=float)[0]
+        if f.calibration_size is None or f.tracer_concentration_mol_per_l is None:
+            raise ValueError(f"{path}: a system matrix needs /calibration/size and /tracer/concentration")
         return LoadedSystemMatrix(
             system_matrix=s, background=bg, snr=snr, frequencies_hz=np.asarray(f.frequencies_hz),
-            size=tuple(int(v) for v in f.calibration_size), fov_m=np.asarray(f.field_of_view_m, dtype=float),
+            size=cast("tuple[int, int, int]", tuple(int(v) for v in f.calibration_size)), fov_m=np.asarray(f.field_of_view_m, dtype=float),
             center_m=np.asarray(f.field_of_view_center_m, dtype=float),
             delta_concentration_mol_per_l=float(f.tracer_concentration_mol_per_l),
         )
@@ -291,7 +294,7 @@ def quantify(reconstruction_path: str | Path, rois: list[RoiSpec], *, injected_i
         masks.append(q.Roi(str(roi.key), roi.kind, mask))
     result = q.quantify(concentration, grid, masks, injected_iron_ng=injected_iron_ng, pg_fe_per_cell=pg_fe_per_cell)
     per_roi = {}
-    for roi, m in zip(rois, result.rois):
+    for roi, m in zip(rois, result.rois, strict=True):
         per_roi[roi.key] = {
             "iron_ng": m.iron_mass_ng,
             "uncertainty_ng": m.uncertainty_ng,

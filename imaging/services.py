@@ -42,8 +42,8 @@ from imaging.models import (
     RegionOfInterest,
     RoiKind,
     Scan,
-    ScanStatus,
     Scanner,
+    ScanStatus,
     SystemMatrix,
     Upload,
 )
@@ -213,7 +213,7 @@ def match_system_matrix(scanner: Scanner, injection: Injection, acquisition: dic
         if abs(sm.base_frequency_hz - acquisition["base_frequency_hz"]) > BASE_FREQUENCY_TOLERANCE * sm.base_frequency_hz:
             continue
         if len(sm.drive_amplitudes_t) != len(amplitudes) or any(
-            abs(a - b) > AMPLITUDE_TOLERANCE * max(abs(a), 1e-12) for a, b in zip(sm.drive_amplitudes_t, amplitudes)
+            abs(a - b) > AMPLITUDE_TOLERANCE * max(abs(a), 1e-12) for a, b in zip(sm.drive_amplitudes_t, amplitudes, strict=True)
         ):
             continue
         return sm
@@ -481,7 +481,7 @@ def scan_claim(*, scan_id: int, from_status: str, to_status: str, token: str) ->
 # site what to fix in its file, and stays in a reason.
 _MDF_GROUPS = ("study", "experiment", "scanner", "tracer", "acquisition", "measurement", "calibration",
                "reconstruction", "custom")
-_SERVER_PATH = re.compile(r"(?<![\w./-])/(?!(?:%s)\b)[\w.@+~-]+(?:/[\w.@+~-]*)+" % "|".join(_MDF_GROUPS))
+_SERVER_PATH = re.compile(r"(?<![\w./-])/(?!(?:{})\b)[\w.@+~-]+(?:/[\w.@+~-]*)+".format("|".join(_MDF_GROUPS)))
 
 
 def _without_server_paths(value, scan: Scan):
@@ -563,7 +563,7 @@ def scan_validate(*, scan_id: int, token: str) -> Scan | None:
         try:
             assert_imaging_consent(scan.subject, injection=scan.injection,
                                    hours_after_injection=scan.hours_after_injection, scan=scan)
-            system_matrix = match_system_matrix(scan.scanner, scan.injection, inspection.acquisition)
+            system_matrix = match_system_matrix(scan.scanner, scan.injection, inspection.acquisition or {})
         except RuleViolation as exc:
             reason = exc.message
     with transaction.atomic():
@@ -610,6 +610,8 @@ def scan_reconstruct(*, scan_id: int, token: str, cache=None, params: ReconParam
     if _consent_stops(scan, token):
         return scan
     sm = scan.system_matrix
+    if sm is None:  # validation always sets it; a scan without one cannot be reconstructed
+        raise RuntimeError(f"scan #{scan.pk} is validated without a system matrix")
     params = params or default_recon_params()
     sm_path = uploads.media_path(sm.file)
     if cache is None:
@@ -664,6 +666,9 @@ def scan_quantify(*, scan_id: int, token: str) -> Scan | None:
         scan_fail_unclaimed(scan=scan, reason=exc.message, retryable=False)
         return scan
     reconstruction = scan.reconstructions.order_by("-attempt").first()
+    iron_per_cell_pg = scan.injection.batch.iron_per_cell_pg
+    if reconstruction is None or iron_per_cell_pg is None:  # a reconstructed scan has both
+        raise RuntimeError(f"scan #{scan.pk} has no reconstruction or its batch no iron per cell")
     rois = rois_for(scan)
     if not rois:
         scan_fail_unclaimed(scan=scan, reason=f"No region of interest is defined for scan #{scan.pk} or subject "
@@ -674,7 +679,7 @@ def scan_quantify(*, scan_id: int, token: str) -> Scan | None:
              for r in rois]
     injected = injected_iron_ng(scan.injection)
     per_roi, summary = processing.quantify(uploads.media_path(reconstruction.file), specs, injected_iron_ng=injected,
-                                           pg_fe_per_cell=float(scan.injection.batch.iron_per_cell_pg))
+                                           pg_fe_per_cell=float(iron_per_cell_pg))
     threshold = float(scan.subject.trial.off_target_alert_percent)
     with transaction.atomic():
         locked = Scan.objects.select_for_update().select_related("subject").get(pk=scan.pk)
@@ -830,7 +835,7 @@ def _store_label_volume(upload_file, label_value) -> str:
             raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
         if not (labels == int(label_value)).any():
             raise ValueError(f"label {label_value} marks no voxel of the volume")
-    except (ValueError, OSError, Exception) as exc:  # noqa: B014 - any unreadable file is refused the same way
+    except Exception as exc:  # noqa: BLE001 - h5py and numpy raise many types: any unreadable file is refused alike
         uploads.remove(relative)
         raise RuleViolation("invalid_label_volume", f"The label volume cannot be used: {exc}", field="label_volume",
                             status_code=400) from None

@@ -79,7 +79,7 @@ def _run(task, scan_id: int, step) -> Scan | None:
                                    reason=f"{type(exc).__name__} after {task.request.retries} retries: {exc}")
                 return
             log.warning("scan %s: transient %s, retrying: %s", scan_id, type(exc).__name__, exc)
-            raise task.retry(exc=exc, countdown=_backoff(task.request.retries))
+            raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
         except Exception as exc:  # a bad file or a numerical failure: not worth retrying
             log.exception("scan %s: %s failed", scan_id, task.name)
             services.scan_fail(scan_id=scan_id, token=token, retryable=False, reason=f"{type(exc).__name__}: {exc}")

@@ -290,7 +290,5 @@ def file_sha256(relative: str) -> str:
 
 
 def remove(relative: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         media_path(relative).unlink()
-    except FileNotFoundError:
-        pass

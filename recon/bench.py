@@ -21,6 +21,7 @@ Cholesky factor) is timed separately and not counted in frames/s.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import subprocess
@@ -37,12 +38,23 @@ MEMORY_TARGET_RATIO = 1.5
 
 def build_problem(grid: int, rows: int, frames: int, seed: int, noise_rel: float = 0.002):
     """A (2·rows, grid³) float32, frames y (F, 2·rows), x_true (grid³,), λ source info."""
-    from recon import phantoms
-    from recon.physics import Particles, grid_centres_m, induced_voltage, iron_mass_to_magnetite_volume_m3
-    from recon.physics import voltage_to_spectrum
-    from recon.simulate import (DEFAULT_DELTA_CONCENTRATION_MOL_PER_L, IRON_MOLAR_MASS_G_PER_MOL,
-                                scanner_preset, simulate_system_matrix, system_matrix_geometry)
     import dataclasses
+
+    from recon import phantoms
+    from recon.physics import (
+        Particles,
+        grid_centres_m,
+        induced_voltage,
+        iron_mass_to_magnetite_volume_m3,
+        voltage_to_spectrum,
+    )
+    from recon.simulate import (
+        DEFAULT_DELTA_CONCENTRATION_MOL_PER_L,
+        IRON_MOLAR_MASS_G_PER_MOL,
+        scanner_preset,
+        simulate_system_matrix,
+        system_matrix_geometry,
+    )
 
     rng = np.random.default_rng(seed)
     scanner = dataclasses.replace(scanner_preset(3), oversampling=1)
@@ -141,14 +153,14 @@ def run(grid: int, rows: int, frames: int, iterations: int, lambda_rel: float, s
     rows_table = []
 
     # Our Kaczmarz: set-up (Gram) then all frames as one block.
-    kz, setup_k, peak_setup_k = _measure(lambda: solvers.Kaczmarz(a, lam, mode="auto"))
-    xk, dt_k, peak_k = _measure(lambda: kz.solve(y, iterations, True))
-    rows_table.append(("our Kaczmarz (%s, %d sweeps)" % (kz.mode, iterations), frames / dt_k,
+    kz, setup_k, peak_setup_k = _measure(functools.partial(solvers.Kaczmarz, a, lam, mode="auto"))
+    xk, dt_k, peak_k = _measure(functools.partial(kz.solve, y, iterations, True))
+    rows_table.append((f"our Kaczmarz ({kz.mode}, {iterations:d} sweeps)", frames / dt_k,
                        max(peak_setup_k, peak_k + (kz.gram.nbytes if kz.gram is not None else 0)),
                        rel_error(xk, x_true), setup_k, frames))
     # Fast path: reuse the Gram matrix (a stream pays the set-up once).
-    op, setup_f, peak_setup_f = _measure(lambda: solvers.RegularizedOperator(a, lam, gram=kz.gram))
-    xf, dt_f, peak_f = _measure(lambda: op.apply(y, True))
+    op, setup_f, peak_setup_f = _measure(functools.partial(solvers.RegularizedOperator, a, lam, gram=kz.gram))
+    xf, dt_f, peak_f = _measure(functools.partial(op.apply, y, True))
     rows_table.append(("our fast path (Tikhonov operator)", frames / dt_f, max(peak_setup_f, peak_f),
                        rel_error(xf, x_true), setup_f, frames))
     del kz, op

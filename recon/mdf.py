@@ -24,7 +24,7 @@ import os
 import uuid as _uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import h5py
@@ -145,7 +145,7 @@ def _check_dataset(name: str, ds: h5py.Dataset, file_size: int, limits: ReadLimi
                                 f"at offset {offset} of a {file_size}-byte file")
         return declared
     chunks = ds.chunks or ()
-    expected = math.prod(-(-int(n) // int(c)) for n, c in zip(ds.shape, chunks))
+    expected = math.prod(-(-int(n) // int(c)) for n, c in zip(ds.shape, chunks, strict=False))  # no chunks: contiguous or compact
     allocated = ds.id.get_num_chunks()
     if allocated < expected:
         raise MDFLimitError("unbacked_data", name, f"{name} declares {declared} bytes (shape {ds.shape}) in "
@@ -309,10 +309,7 @@ def _detect_base(indices: np.ndarray, n: int, what: str) -> np.ndarray:
     if idx.size == 0:
         return idx
     lo, hi = int(idx.min()), int(idx.max())
-    if lo == 0:
-        zero_based = idx
-    else:
-        zero_based = idx - 1
+    zero_based = idx if lo == 0 else idx - 1
     if lo < 0 or int(zero_based.max()) >= n:
         raise MDFError(f"{what} holds values from {lo} to {hi}, outside 0..{n - 1} (0-based) and 1..{n} (1-based)")
     return zero_based
@@ -344,7 +341,7 @@ def _read_selected(ds: h5py.Dataset, selections: list[np.ndarray], trailing: int
         shape = tuple(len(s) for s in selections) + tuple(ds.shape[len(selections):])
         return np.zeros(shape, dtype=ds.dtype)
     identity = True
-    for ax, (idx, u) in enumerate(zip(selections, uniques)):
+    for ax, (idx, u) in enumerate(zip(selections, uniques, strict=True)):
         if ax == list_axis:
             h5sel.append(u)  # sorted, unique: what h5py accepts
             pos = np.searchsorted(u, idx)
@@ -614,11 +611,17 @@ class MDFFile:
         if self.kind == "reconstruction":
             self.is_background_frame = np.zeros(self.num_frames, dtype=bool)
             self.available_frequencies = np.zeros(0, dtype=np.int64)
-            self._ds = None
+            self._ds: h5py.Dataset | None = None
             self.data_shape = tuple(int(s) for s in self._h5["/reconstruction/data"].shape)
             self.data_dtype = str(self._h5["/reconstruction/data"].dtype)
             return
         self._read_data_layout()
+
+    @property
+    def _dataset(self) -> h5py.Dataset:
+        if self._ds is None:
+            raise MDFError(f"{self.path}: a {self.kind} file has no /measurement/data")
+        return self._ds
 
     def _read_data_layout(self) -> None:
         """Work out how /measurement/data maps onto (N, J, C, K-or-V)."""
@@ -680,7 +683,7 @@ class MDFFile:
             perm = _detect_base(perm, n, "/measurement/framePermutation")
             if perm.size != n or np.unique(perm).size != n:
                 raise MDFError(f"{self.path}: /measurement/framePermutation is not a permutation of {n} frames")
-            self.frame_permutation = perm
+            self.frame_permutation: np.ndarray | None = perm
             self._stored_of_acq = np.argsort(perm)
         else:
             self.frame_permutation = None
@@ -734,7 +737,7 @@ class MDFFile:
             dc = np.flatnonzero(freqs == 0)
             if offset and dc.size:
                 # the offset b of every sample adds b*V to the unnormalised DC bin
-                sl = [slice(None)] * out.ndim
+                sl: list[slice | np.ndarray] = [slice(None)] * out.ndim
                 sl[freq_axis] = dc
                 out[tuple(sl)] += (self._conversion[channels, 1] * self.num_sampling_points).reshape(
                     [channels.size if a == channel_axis else 1 for a in range(out.ndim)])
@@ -806,7 +809,7 @@ class MDFFile:
             return out
         ft = self.layout["isFourierTransformed"]
         xs = self._stored_freq_positions(fq) if ft else np.arange(self.num_sampling_points)
-        itemsize = self._ds.dtype.itemsize * (2 if self._pairs else 1)
+        itemsize = self._dataset.dtype.itemsize * (2 if self._pairs else 1)
         if ft and self.layout["isFastFrameAxis"]:
             # J x C x K x N is chunked by whole rows: walk the frequencies, not the
             # frames, or every frame block would decompress every chunk again.
@@ -880,7 +883,7 @@ class MDFFile:
         if 0 in (ch.size, fq.size):
             return S, B
         all_frames = np.arange(self._stored["N"])
-        itemsize = self._ds.dtype.itemsize * (2 if self._pairs else 1)
+        itemsize = self._dataset.dtype.itemsize * (2 if self._pairs else 1)
         fg_slice = _as_slice(fg_idx)
         bg_slice = _as_slice(bg_idx)
 
@@ -934,7 +937,7 @@ class MDFFile:
         Bg = np.empty((ch.size, fq.size, bg_idx.size), dtype=np.complex128)
         base = None  # 0- or 1-based indices: decided once from the first block read
         all_frames = np.arange(self._stored["N"])
-        per_row = ch.size * (O * 16 + self._stored["N"] * self._ds.dtype.itemsize)
+        per_row = ch.size * (O * 16 + self._stored["N"] * self._dataset.dtype.itemsize)
         step = max(1, _BLOCK_BYTES // max(per_row, 1))
         for start in range(0, fq.size, step):
             stop = min(fq.size, start + step)
@@ -1062,8 +1065,8 @@ def _to_storable(path: str, value: Any) -> np.ndarray:
     if arr.dtype.kind == "b":
         return arr.astype(np.int8)
     if arr.dtype.kind == "U":
-        enc = np.char.encode(arr, "utf-8")
-        return enc.astype(f"S{max(enc.dtype.itemsize, 1)}")
+        encoded = np.char.encode(arr, "utf-8")
+        return encoded.astype(f"S{max(encoded.dtype.itemsize, 1)}")
     if arr.dtype.kind == "O":
         raise MDFError(f"cannot store {path}: object array (mixed or non-numeric values)")
     return arr
@@ -1114,9 +1117,9 @@ def write_mdf(path: str | os.PathLike, fields: Mapping[str, Any], *, version: st
     all_fields: dict[str, Any] = {
         "/version": version,
         "/uuid": str(_uuid.uuid4()),
-        "/time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "/time": datetime.now(UTC).isoformat(timespec="milliseconds"),
     }
-    all_fields.update({k: v for k, v in _GENERAL_DEFAULTS.items()})
+    all_fields.update(_GENERAL_DEFAULTS)
     for key, value in fields.items():
         if not key.startswith("/"):
             raise MDFError(f"field name {key!r} must be an absolute path starting with '/'")

@@ -137,12 +137,10 @@ class ReconParams:
             )
         if self.max_rows is not None and (int(self.max_rows) != self.max_rows or self.max_rows < 1):
             raise ValueError(f"max_rows must be None or an integer >= 1, got {self.max_rows!r}")
-        if self.channels is not None:
-            if len(self.channels) == 0 or min(self.channels) < 0:
-                raise ValueError(f"channels must be None or non-empty 0-based indices, got {self.channels!r}")
-        if self.frames is not None:
-            if len(self.frames) != 2 or self.frames[0] < 0 or self.frames[1] <= self.frames[0]:
-                raise ValueError(f"frames must be (start, stop) with 0 <= start < stop, got {self.frames!r}")
+        if self.channels is not None and (len(self.channels) == 0 or min(self.channels) < 0):
+            raise ValueError(f"channels must be None or non-empty 0-based indices, got {self.channels!r}")
+        if self.frames is not None and (len(self.frames) != 2 or self.frames[0] < 0 or self.frames[1] <= self.frames[0]):
+            raise ValueError(f"frames must be (start, stop) with 0 <= start < stop, got {self.frames!r}")
         if int(self.average) != self.average or self.average < 1:
             raise ValueError(f"average must be an integer >= 1, got {self.average!r}")
         if not isinstance(self.background, str) or not self.background:
@@ -165,7 +163,7 @@ class ReconParams:
         """True when ``background`` names an empty-bore file rather than a mode."""
         return self.background not in BACKGROUND_MODES
 
-    def replace(self, **changes: Any) -> "ReconParams":
+    def replace(self, **changes: Any) -> ReconParams:
         """Copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
 
@@ -182,7 +180,7 @@ class ReconParams:
         return json.dumps(self.as_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ReconParams":
+    def from_dict(cls, data: dict[str, Any]) -> ReconParams:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -190,7 +188,7 @@ class ReconParams:
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> "ReconParams":
+    def from_json(cls, text: str) -> ReconParams:
         """Inverse of :meth:`to_json`; unknown keys raise ValueError."""
         data = json.loads(text)
         if not isinstance(data, dict):

@@ -9,7 +9,9 @@ exactly the nominal mass and the ground truth is exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -58,7 +60,7 @@ class Inclusion:
 
     def as_roi(self) -> dict:
         """ROI record as written to the ROIs JSON file."""
-        roi = {"name": self.name, "kind": self.kind, "shape": self.shape, "center_m": list(self.center_m)}
+        roi: dict[str, object] = {"name": self.name, "kind": self.kind, "shape": self.shape, "center_m": list(self.center_m)}
         if self.shape == "sphere":
             roi["radius_m"] = float(self.size_m[0])
         elif self.shape == "ellipsoid":
@@ -135,7 +137,7 @@ def spheres(fov_m, dims: int = 2, iron_ng: float = 1000.0) -> tuple[Inclusion, .
     )
 
 
-PHANTOMS = {"mouse": mouse, "points": points, "spheres": spheres}
+PHANTOMS: dict[str, Callable[..., tuple[Inclusion, ...]]] = {"mouse": mouse, "points": points, "spheres": spheres}
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def rasterise(
     Overlaps go to the first inclusion listed. Each inclusion's iron is spread
     uniformly over its sub-voxels so it sums exactly to ``iron_ng``.
     """
-    fine_size = tuple(int(s) * (factor if a < dims else 1) for a, s in enumerate(size))
+    fine_size = cast("tuple[int, int, int]", tuple(int(s) * (factor if a < dims else 1) for a, s in enumerate(size)))
     centres = grid_centres_m(fine_size, fov_m, center_m)
     label = np.full(centres.shape[0], -1, dtype=np.int64)
     for i, inc in enumerate(inclusions):

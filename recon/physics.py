@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def langevin_derivative(xi: np.ndarray) -> np.ndarray:
     return out_dl.reshape(xi.shape)
 
 
-def iron_mass_to_magnetite_volume_m3(iron_mass_kg: np.ndarray | float) -> np.ndarray | float:
+def iron_mass_to_magnetite_volume_m3(iron_mass_kg: np.ndarray | float) -> np.ndarray:
     """Volume of magnetite (m³) that holds the given iron mass (kg)."""
     return np.asarray(iron_mass_kg) / MAGNETITE_IRON_FRACTION / MAGNETITE_DENSITY_KG_PER_M3
 
@@ -327,7 +328,7 @@ def sample_spectra(
 
 def grid_centres_m(size: tuple[int, int, int], fov_m: np.ndarray, center_m: np.ndarray) -> np.ndarray:
     """(P, 3) voxel centres of a regular grid, x fastest (MDF calibration order)."""
-    size = tuple(int(s) for s in size)
+    size = cast("tuple[int, int, int]", tuple(int(s) for s in size))
     fov = np.asarray(fov_m, dtype=np.float64)
     center = np.asarray(center_m, dtype=np.float64)
     axes = [center[a] - fov[a] / 2 + (np.arange(size[a]) + 0.5) * fov[a] / size[a] for a in range(3)]

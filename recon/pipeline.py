@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import cast
 
 import numpy as np
 
@@ -106,13 +107,19 @@ def _report(progress: ProgressCallback | None, stage: str, fraction: float) -> N
         progress(stage, float(min(max(fraction, 0.0), 1.0)))
 
 
+def _vector3(values) -> tuple[float, float, float]:
+    """An MDF (3,) vector (field of view, centre) as a tuple of floats."""
+    return cast("tuple[float, float, float]", tuple(float(v) for v in np.ravel(values)))
+
+
 def _check_grid(size, num_voxels: int) -> tuple[int, int, int]:
-    size = tuple(int(s) for s in size)
-    if len(size) != 3 or min(size) < 1:
-        raise ValueError(f"size needs 3 positive entries (x, y, z), got {size}")
-    if int(np.prod(size)) != num_voxels:
-        raise ValueError(f"size {size} holds {int(np.prod(size))} voxels, the system matrix has {num_voxels}")
-    return size
+    checked = tuple(int(s) for s in size)
+    if len(checked) != 3 or min(checked) < 1:
+        raise ValueError(f"size needs 3 positive entries (x, y, z), got {checked}")
+    if int(np.prod(checked)) != num_voxels:
+        raise ValueError(f"size {checked} holds {int(np.prod(checked))} voxels, the system matrix has {num_voxels}")
+    nx, ny, nz = checked
+    return nx, ny, nz
 
 
 def _solve_rows(prep: preprocess.PreparedRows, params: ReconParams, size, progress) -> tuple[np.ndarray, float]:
@@ -225,8 +232,8 @@ def reconstruct_arrays(
     return ReconstructionResult(
         concentration_mol_per_l=x * x.dtype.type(delta_concentration_mol_per_l),
         size=size,
-        field_of_view_m=tuple(float(v) for v in np.ravel(field_of_view_m)),
-        field_of_view_center_m=tuple(float(v) for v in np.ravel(field_of_view_center_m)),
+        field_of_view_m=_vector3(field_of_view_m),
+        field_of_view_center_m=_vector3(field_of_view_center_m),
         params=params, lambda_abs=lam, delta_concentration_mol_per_l=float(delta_concentration_mol_per_l),
         selection=selection.as_dict(), frame_groups=[g.tolist() for g in prep.frame_groups],
         notes=tuple(prep.notes), timings_s={"preprocess": t1 - t0, "solve": t2 - t1},
@@ -281,7 +288,7 @@ def reconstruct_file(
         _check_compatible(smf, mf, "measurement")
         if smf.calibration_size is None:
             raise ValueError(f"{system_matrix_path}: calibration has no /calibration/size")
-        size = tuple(int(v) for v in smf.calibration_size)
+        size = cast("tuple[int, int, int]", tuple(int(v) for v in smf.calibration_size))
         fov = smf.field_of_view_m if smf.field_of_view_m is not None else np.ones(3)
         center = smf.field_of_view_center_m if smf.field_of_view_center_m is not None else np.zeros(3)
         delta = smf.tracer_concentration_mol_per_l
@@ -336,8 +343,8 @@ def reconstruct_file(
     result = ReconstructionResult(
         concentration_mol_per_l=x * x.dtype.type(delta),
         size=size,
-        field_of_view_m=tuple(float(v) for v in fov),
-        field_of_view_center_m=tuple(float(v) for v in center),
+        field_of_view_m=_vector3(fov),
+        field_of_view_center_m=_vector3(center),
         params=params, lambda_abs=lam, delta_concentration_mol_per_l=float(delta),
         selection=selection.as_dict(), frame_groups=[g.tolist() for g in prep.frame_groups],
         notes=tuple(notes + prep.notes), timings_s={"read_preprocess": t1 - t0, "solve": t2 - t1},
@@ -364,6 +371,8 @@ def load_arrays(system_matrix_path, measurement_path) -> dict:
 
     with MDFFile(system_matrix_path) as smf, MDFFile(measurement_path) as mf:
         s, bg = smf.system_matrix()
+        if smf.calibration_size is None or smf.tracer_concentration_mol_per_l is None:
+            raise ValueError(f"{system_matrix_path}: a system matrix needs /calibration/size and /tracer/concentration")
         return {
             "system_matrix": s,
             "system_matrix_background": bg,

@@ -109,7 +109,7 @@ def select_rows(
         _check_finite("snr", snr)
     channels = np.arange(num_channels) if params.channels is None else np.asarray(params.channels)
     if channels.size and channels.max() >= num_channels:
-        raise ValueError(f"channels {tuple(params.channels)} out of range for {num_channels} receive channels")
+        raise ValueError(f"channels {tuple(channels.tolist())} out of range for {num_channels} receive channels")
     mask = np.zeros((num_channels, k), dtype=bool)
     band = freqs >= params.min_freq_hz
     if params.max_freq_hz is not None:

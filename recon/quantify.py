@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from recon.physics import IRON_MOLAR_MASS_G_PER_MOL
 from recon.phantoms import shape_contains
+from recon.physics import IRON_MOLAR_MASS_G_PER_MOL
 
 OFF_TARGET_KINDS = ("lungs", "liver", "spleen", "other")
 ROI_KINDS = ("target",) + OFF_TARGET_KINDS

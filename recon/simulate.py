@@ -21,6 +21,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -174,7 +175,7 @@ def simulate_system_matrix(
     ``frequency_index`` keeps only those receive bins (big benchmark matrices
     are never formed in full). Returns a :class:`SimulatedSystemMatrix`.
     """
-    size = tuple(int(s) for s in size)
+    size = cast("tuple[int, int, int]", tuple(int(s) for s in size))
     dims = scanner.num_drive_channels
     fov, center = system_matrix_geometry(scanner, size)
     voxel = fov / np.asarray(size)

@@ -176,6 +176,8 @@ class Kaczmarz:
         x = None
         w_total = np.zeros_like(y) if not positivity else None
         residual0 = y.copy()
+        if g is None:
+            raise ValueError("the dual solver needs the Gram matrix")
         n_rows = g.shape[0]
         for sweep in range(iterations):
             # Block Gauss–Seidel: sequential rows inside a block (numba), the
@@ -200,8 +202,10 @@ class Kaczmarz:
                 w_total += w
                 if sweep + 1 < iterations:
                     residual0 = y - w_total @ g
-        if not positivity:
+        if w_total is not None:  # without positivity
             x = w_total @ a
+        if x is None:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
         return x
 
 
@@ -263,10 +267,10 @@ def _grad(u: np.ndarray, axes: tuple[int, ...]) -> list[np.ndarray]:
 def _div(p: list[np.ndarray], axes: tuple[int, ...]) -> np.ndarray:
     """Discrete divergence, the negative adjoint of :func:`_grad`."""
     out = np.zeros_like(p[0])
-    for comp, ax in zip(p, axes):
+    for comp, ax in zip(p, axes, strict=True):
         n = comp.shape[ax]
         d = np.zeros_like(comp)
-        first = [slice(None)] * comp.ndim
+        first: list[slice | int] = [slice(None)] * comp.ndim
         first[ax] = 0
         d[tuple(first)] = comp[tuple(first)]
         if n > 1:
@@ -303,7 +307,7 @@ def prox_tv(b: np.ndarray, tau: np.ndarray, axes: tuple[int, ...], iterations: i
         if positivity:
             np.maximum(x, 0, out=x)
         g = _grad(x, axes)
-        p = [pi + (step / safe_t) * gi for pi, gi in zip(p, g)]
+        p = [pi + (step / safe_t) * gi for pi, gi in zip(p, g, strict=True)]
         norm = np.sqrt(sum(pi * pi for pi in p))
         np.maximum(norm, 1.0, out=norm)
         p = [pi / norm for pi in p]
@@ -315,7 +319,7 @@ def prox_tv(b: np.ndarray, tau: np.ndarray, axes: tuple[int, ...], iterations: i
 
 def spectral_norm_squared(a: np.ndarray, iterations: int = 30, seed: int = 0) -> float:
     """‖A‖₂² by power iteration on AᵀA (deterministic start)."""
-    x = np.random.default_rng(seed).standard_normal(a.shape[1]).astype(a.dtype)
+    x = np.random.default_rng(seed).standard_normal(int(a.shape[1])).astype(a.dtype)
     x /= np.linalg.norm(x)
     val = 0.0
     for _ in range(iterations):
@@ -354,7 +358,7 @@ def fista(a: np.ndarray, y: np.ndarray, lambda_abs: float, *, grid_shape: tuple[
     aty = y2 @ a
     tau = (weight * np.max(np.abs(aty), axis=1) / lip).astype(a.dtype)  # prox weight τ/L
     grid = (f, nz, ny, nx)  # C order of an x-fastest voxel vector
-    axes = tuple(ax for ax, n in zip((1, 2, 3), (nz, ny, nx)) if n > 1)
+    axes = tuple(ax for ax, n in zip((1, 2, 3), (nz, ny, nx), strict=True) if n > 1)
     x = np.zeros((f, a.shape[1]), dtype=a.dtype)
     z = x.copy()
     t = 1.0

@@ -10,6 +10,7 @@ NaN/Inf in bounded blocks.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -171,7 +172,7 @@ class _Checker:
         step = max(1, _SCAN_BLOCK_BYTES // row_bytes) if d.ndim else 1
         try:
             if d.ndim == 0:
-                blocks = [(0, np.asarray(d[()]).reshape(1))]
+                blocks: Iterable[tuple[int, np.ndarray]] = [(0, np.asarray(d[()]).reshape(1))]
             else:
                 blocks = ((s, d[s:s + step]) for s in range(0, d.shape[0], step))
             for start, block in blocks:
@@ -244,14 +245,14 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
         c.shape_is(strength.name, (J,) + tuple(div.shape), "J x D x F")
 
     flags = {}
-    for names in (("/measurement/isFourierTransformed",), ("/measurement/isFastFrameAxis", "/measurement/isTransposed")):
-        d = c.require(*names)
-        flags[names[0]] = 0
+    for aliases in (("/measurement/isFourierTransformed",), ("/measurement/isFastFrameAxis", "/measurement/isTransposed")):
+        d = c.require(*aliases)
+        flags[aliases[0]] = 0
         if d is not None:
             if d.dtype.kind not in "iub":
                 c.add(WRONG_DTYPE, d.name, f"{d.name} has dtype {d.dtype}, expected an Int8 flag")
             else:
-                flags[names[0]] = int(np.asarray(d[()]).ravel()[0])
+                flags[aliases[0]] = int(np.asarray(d[()]).ravel()[0])
     for name in ("isFrequencySelection", "isFramePermutation", "isSparsityTransformed", "isBackgroundCorrected",
                  "isTransferFunctionCorrected"):
         d = c.ds(f"/measurement/{name}")
@@ -329,9 +330,9 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
             c.add(MISSING_FIELD, "/measurement/framePermutation",
                   "isFramePermutation is set but /measurement/framePermutation is missing")
         else:
-            vals = c.array(perm.name, "iu")
-            if vals is not None:
-                vals = vals.ravel()
+            perm_vals = c.array(perm.name, "iu")
+            if perm_vals is not None:
+                vals = perm_vals.ravel()
                 ok = vals.size == dn and (np.array_equal(np.sort(vals), np.arange(dn))
                                           or np.array_equal(np.sort(vals), np.arange(1, dn + 1)))
                 if not ok:
@@ -436,7 +437,7 @@ def validate(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> Va
     """
     try:
         return _validate(os.fspath(path), limits or ReadLimits())
-    except Exception as exc:  # a validator that raises would take the ingest worker down with it
+    except Exception as exc:  # noqa: BLE001 - a validator that raises would take the ingest worker down with it
         return ValidationReport(False, None, None,
                                 [Problem(INTERNAL, "", f"validator failed: {type(exc).__name__}: {exc}")])
 

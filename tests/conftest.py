@@ -114,8 +114,8 @@ def api():
 
 
 def _row_counts() -> dict[str, int]:
-    counted = [m for m in apps.get_app_config("trials").get_models()] + [AuditEvent]
-    return {m._meta.label: m.objects.count() for m in counted}
+    counted = list(apps.get_app_config("trials").get_models()) + [AuditEvent]
+    return {m._meta.label: m._default_manager.count() for m in counted}
 
 
 @pytest.fixture
@@ -143,5 +143,5 @@ def ready(site_a, coordinator_a, investigator_a):
     return subject, consent, batch
 
 
-def last_event() -> AuditEvent:
+def last_event() -> AuditEvent | None:
     return AuditEvent.objects.order_by("-sequence").first()

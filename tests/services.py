@@ -7,12 +7,13 @@ a missing service fails the test instead, so a green CI run proves the test ran.
 from __future__ import annotations
 
 import os
+from typing import NoReturn
 
 import pytest
 from django.db import connection
 
 
-def _missing(what: str) -> None:
+def _missing(what: str) -> NoReturn:
     message = f"needs {what}"
     if os.environ.get("CI_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{message}, and CI_REQUIRE_SERVICES=1 forbids skipping", pytrace=False)

@@ -7,7 +7,17 @@ identity is read only through the audited identity endpoint.
 
 from django.contrib import admin
 
-from trials.models import CellBatch, Consent, ConsentDocument, Injection, Membership, NanoparticleLot, Site, Subject, Trial
+from trials.models import (
+    CellBatch,
+    Consent,
+    ConsentDocument,
+    Injection,
+    Membership,
+    NanoparticleLot,
+    Site,
+    Subject,
+    Trial,
+)
 
 
 def _superuser_only(request) -> bool:
@@ -15,7 +25,7 @@ def _superuser_only(request) -> bool:
 
 
 # Staff flags alone never open the admin: only superusers.
-admin.site.has_permission = _superuser_only
+admin.site.has_permission = _superuser_only  # type: ignore[method-assign]  # patch the default site in place
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

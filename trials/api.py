@@ -7,6 +7,8 @@ answer 404 for them (never 403, which would confirm they exist).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -31,7 +33,8 @@ class ScopedViewSet(BaseScopedViewSet):
         the service refuses it by name ("code_not_correctable") instead of the API
         dropping it silently."""
         known = self.validated(input_class)
-        unknown = {name: self.request.data[name] for name in self.request.data if name not in input_class().fields}
+        data = self.request.data  # a mapping: validated() above refuses anything else
+        unknown = {name: data[name] for name in data if name not in input_class().fields} if isinstance(data, Mapping) else {}
         return {**known, **unknown}
 
 

@@ -44,7 +44,8 @@ def validate_time_zone(value: str) -> None:
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValidationError(f"{value!r} is not an IANA time zone (e.g. 'Europe/Berlin')", code="invalid_time_zone")
+        raise ValidationError(f"{value!r} is not an IANA time zone (e.g. 'Europe/Berlin')",
+                              code="invalid_time_zone") from None
 
 
 def _new_deidentification_secret() -> str:
@@ -176,16 +177,16 @@ class Membership(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} @ {self.site or self.trial}"
+
     @property
     def trial_wide(self) -> bool:
         return self.site_id is None
 
     def clean(self):
-        if self.site_id and self.trial_id and self.site.trial_id != self.trial_id:
+        if self.trial_id and self.site is not None and self.site.trial_id != self.trial_id:
             raise ValidationError({"site": "The site belongs to another trial."})
-
-    def __str__(self) -> str:
-        return f"{self.user} {self.role} @ {self.site or self.trial}"
 
 
 class SubjectStatus(models.TextChoices):
@@ -215,12 +216,12 @@ class Subject(models.Model):
         ]
         indexes = [models.Index(fields=["site", "code"])]
 
-    def clean(self):
-        if self.site_id and self.trial_id and self.site.trial_id != self.trial_id:
-            raise ValidationError({"site": "The site belongs to another trial."})
-
     def __str__(self) -> str:
         return self.code
+
+    def clean(self):
+        if self.trial_id and self.site is not None and self.site.trial_id != self.trial_id:
+            raise ValidationError({"site": "The site belongs to another trial."})
 
 
 class SubjectIdentity(models.Model):
@@ -304,6 +305,9 @@ class Consent(models.Model):
         ]
         indexes = [models.Index(fields=["subject", "signed_at"])]
 
+    def __str__(self) -> str:
+        return f"consent of subject #{self.subject_id} on {self.document_id}"
+
     @property
     def scopes(self) -> list[str]:
         return [s.value for s in ConsentScope if getattr(self, f"scope_{s.value}")]
@@ -313,9 +317,6 @@ class Consent(models.Model):
             raise ValidationError({"withdrawn_scopes": "Only scopes that were granted can be withdrawn."})
         if bool(self.withdrawn_scopes) != (self.withdrawn_at is not None):
             raise ValidationError({"withdrawn_at": "A withdrawal has both a time and the scopes withdrawn."})
-
-    def __str__(self) -> str:
-        return f"consent of subject #{self.subject_id} on {self.document_id}"
 
 
 class LotQcStatus(models.TextChoices):
@@ -361,6 +362,9 @@ class NanoparticleLot(models.Model):
             models.CheckConstraint(condition=Q(qc_status__in=LotQcStatus.values), name="lot_qc_status_valid"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.product} lot {self.lot_number}"
+
     def clean(self):
         if self.iron_mg_per_ml and self.iron_mmol_per_l and self.iron_mg_per_ml > 0:
             expected = iron_mmol_per_l_disagreeing(self.iron_mg_per_ml, self.iron_mmol_per_l)
@@ -371,9 +375,6 @@ class NanoparticleLot(models.Model):
                         f"(expected {expected} mmol/L at 55.845 g/mol, within 0.5 %)."
                     }
                 )
-
-    def __str__(self) -> str:
-        return f"{self.product} lot {self.lot_number}"
 
 
 class BatchProductType(models.TextChoices):
@@ -458,18 +459,18 @@ class CellBatch(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return self.batch_code
+
     @property
     def autologous(self) -> bool:
         return not self.allogeneic
 
     def clean(self):
-        if self.site_id and self.trial_id and self.site.trial_id != self.trial_id:
+        if self.trial_id and self.site is not None and self.site.trial_id != self.trial_id:
             raise ValidationError({"site": "The site belongs to another trial."})
-        if self.donor_subject_id and self.donor_subject.trial_id != self.trial_id:
+        if self.donor_subject is not None and self.donor_subject.trial_id != self.trial_id:
             raise ValidationError({"donor_subject": "The donor is a subject of another trial."})
-
-    def __str__(self) -> str:
-        return self.batch_code
 
 
 class InjectionRoute(models.TextChoices):

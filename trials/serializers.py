@@ -13,7 +13,6 @@ from rest_framework import serializers
 from config.fields import StrictBooleanField
 
 from compliance.serializers import SignaturesField
-
 from trials import selectors
 from trials.models import (
     CellBatch,

@@ -13,8 +13,8 @@ import datetime as dt
 import hashlib
 import hmac
 import zoneinfo
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Iterable
 
 from django.contrib.auth import authenticate
 from django.db import models, transaction
@@ -410,8 +410,8 @@ def consent_withdraw(
                                 field="consent")
         fields = ["withdrawn_at", "withdrawn_scopes", "withdrawal_reason"]
         before = _snapshot(consent, fields)
-        stamp = withdrawn_at.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-        consent.withdrawn_scopes = {**consent.withdrawn_scopes, **{s: stamp for s in scopes}}
+        stamp = withdrawn_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        consent.withdrawn_scopes = {**consent.withdrawn_scopes, **dict.fromkeys(scopes, stamp)}
         consent.withdrawn_at = withdrawn_at
         consent.withdrawal_reason = reason
         consent.full_clean()
@@ -458,7 +458,13 @@ def lot_register(
 ) -> NanoparticleLot:
     access.require_trial_role(actor, trial=trial, roles=access.TRIAL_RESOURCE_ROLES,
                               action="register nanoparticle lots")
-    if iron_mg_per_ml is None and iron_mmol_per_l is None:
+    # One is computed from the other (55.845 g/mol); when both are given, clean() checks they agree.
+    if iron_mg_per_ml is not None:
+        if iron_mmol_per_l is None:
+            iron_mmol_per_l = iron_mmol_per_l_from_mg_per_ml(iron_mg_per_ml)
+    elif iron_mmol_per_l is not None:
+        iron_mg_per_ml = iron_mg_per_ml_from_mmol_per_l(iron_mmol_per_l)
+    else:
         raise RuleViolation("iron_concentration_missing", "Give the iron concentration in mg Fe/mL or mmol/L.",
                             field="iron_mg_per_ml", status_code=400)
     iron_mg_per_ml, iron_mmol_per_l = _iron_concentrations(iron_mg_per_ml, iron_mmol_per_l)
@@ -1005,6 +1011,8 @@ def batch_correct(*, actor, batch: CellBatch, reason: str, **fields) -> CellBatc
             _in_range(batch.labelling_efficiency_percent, 0, 100, field="labelling_efficiency_percent",
                       what="The labelling efficiency (%)")
         if "nanoparticle_lot" in fields or "labelled_at" in fields:
+            if batch.nanoparticle_lot_id is None or batch.labelled_at is None:  # refused above: not labelled
+                raise RuntimeError(f"batch {batch.pk} is corrected as labelled without its lot or labelling time")
             lot = NanoparticleLot.objects.select_for_update().get(pk=batch.nanoparticle_lot_id)
             _check_labelling_lot(lot, batch, batch.labelled_at)
         if "labelled_at" in fields and batch.injections.filter(administered_at__lt=batch.labelled_at).exists():

@@ -4,6 +4,8 @@ live in the services: a RuleViolation comes back and is shown next to its field.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -16,6 +18,30 @@ from trials.models import BatchProductType, CellBatch, ConsentScope, InjectionRo
 
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
 
+
+class ModelChoice(forms.ModelChoiceField):
+    """A model choice whose queryset (and label) the form sets per request."""
+
+    def __init__(self, *args, label_of: Callable[[Any], str] = str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.label_of = label_of
+
+    def label_from_instance(self, obj) -> str:
+        return self.label_of(obj)
+
+
+def _model_choice(form: forms.BaseForm, name: str) -> ModelChoice:
+    field = form.fields[name]
+    if not isinstance(field, ModelChoice):
+        raise TypeError(f"{type(form).__name__}.{name} is not a ModelChoice")
+    return field
+
+
+def _choice(form: forms.BaseForm, name: str) -> forms.ChoiceField:
+    field = form.fields[name]
+    if not isinstance(field, forms.ChoiceField):
+        raise TypeError(f"{type(form).__name__}.{name} is not a ChoiceField")
+    return field
 
 class DateInput(forms.DateInput):
     input_type = "date"
@@ -49,7 +75,7 @@ def apply_errors(form: forms.Form, exc: Exception) -> None:
 
 
 class SubjectEnrolForm(forms.Form):
-    site = forms.ModelChoiceField(queryset=None, empty_label=None)
+    site = ModelChoice(queryset=None, empty_label=None)
     enrolment_date = forms.DateField(widget=DateInput(), initial=timezone.localdate)
     status = forms.ChoiceField(choices=[(SubjectStatus.SCREENING, "Screening"), (SubjectStatus.ENROLLED, "Enrolled")],
                                initial=SubjectStatus.ENROLLED)
@@ -60,10 +86,10 @@ class SubjectEnrolForm(forms.Form):
 
     def __init__(self, *args, sites, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["site"].queryset = sites
+        _model_choice(self, "site").queryset = sites
 
     def clean(self):
-        data = super().clean()
+        data = super().clean() or {}
         identity = [data.get("full_name"), data.get("date_of_birth"), data.get("medical_record_number")]
         if any(identity) and not all(identity):
             raise ValidationError("Give the full name, date of birth and record number together, or none of them.")
@@ -71,15 +97,15 @@ class SubjectEnrolForm(forms.Form):
 
 
 class ConsentSignForm(forms.Form):
-    document = forms.ModelChoiceField(queryset=None, empty_label=None, label="Consent document version")
+    document = ModelChoice(queryset=None, empty_label=None, label="Consent document version")
     scopes = forms.MultipleChoiceField(choices=ConsentScope.choices, widget=forms.CheckboxSelectMultiple,
                                        initial=[ConsentScope.IMAGING, ConsentScope.LONGITUDINAL_IMAGING])
     signed_at = date_time_field("Signed at", initial=lambda: timezone.localtime().replace(second=0, microsecond=0))
 
     def __init__(self, *args, documents, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["document"].queryset = documents
-        self.fields["document"].label_from_instance = lambda d: f"v{d.version} (effective {d.effective_date})"
+        _model_choice(self, "document").queryset = documents
+        _model_choice(self, "document").label_of = lambda d: f"v{d.version} (effective {d.effective_date})"
 
 
 class ConsentWithdrawForm(forms.Form):
@@ -91,11 +117,11 @@ class ConsentWithdrawForm(forms.Form):
     def __init__(self, *args, consent, **kwargs):
         super().__init__(*args, **kwargs)
         open_scopes = [s for s in consent.scopes if s not in consent.withdrawn_scopes]
-        self.fields["scopes"].choices = [(s, ConsentScope(s).label) for s in open_scopes]
+        _choice(self, "scopes").choices = [(s, ConsentScope(s).label) for s in open_scopes]
 
 
 class LotRegisterForm(forms.Form):
-    trial = forms.ModelChoiceField(queryset=None, empty_label=None)
+    trial = ModelChoice(queryset=None, empty_label=None)
     manufacturer = forms.CharField(max_length=120)
     product = forms.CharField(max_length=120)
     lot_number = forms.CharField(max_length=64)
@@ -112,7 +138,7 @@ class LotRegisterForm(forms.Form):
 
     def __init__(self, *args, trials, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["trial"].queryset = trials
+        _model_choice(self, "trial").queryset = trials
 
 
 def confirm_field(label: str) -> forms.BooleanField:
@@ -128,25 +154,25 @@ class LotQcForm(forms.Form):
 
 
 class BatchRegisterForm(forms.Form):
-    site = forms.ModelChoiceField(queryset=None, empty_label=None)
+    site = ModelChoice(queryset=None, empty_label=None)
     batch_code = forms.CharField(max_length=64)
     product_type = forms.ChoiceField(choices=BatchProductType.choices)
     chain_of_identity_id = forms.CharField(label="Chain-of-identity id (ISBT 128)", max_length=32)
     donation_id = forms.CharField(label="Donation id (ISBT 128)", max_length=32)
     allogeneic = forms.BooleanField(required=False, help_text="Leave unticked for an autologous batch and pick its donor.")
-    donor_subject = forms.ModelChoiceField(queryset=None, required=False, label="Donor subject (autologous)")
+    donor_subject = ModelChoice(queryset=None, required=False, label="Donor subject (autologous)")
     manufactured_at = date_time_field("Manufactured at")
     cell_count = forms.IntegerField(min_value=1)
     viability_percent = forms.DecimalField(label="Viability (%)", max_digits=5, decimal_places=2)
 
     def __init__(self, *args, sites, subjects, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["site"].queryset = sites
-        self.fields["donor_subject"].queryset = subjects
+        _model_choice(self, "site").queryset = sites
+        _model_choice(self, "donor_subject").queryset = subjects
 
 
 class BatchLabelForm(forms.Form):
-    nanoparticle_lot = forms.ModelChoiceField(queryset=None, empty_label=None)
+    nanoparticle_lot = ModelChoice(queryset=None, empty_label=None)
     incubation_concentration_ug_fe_per_ml = forms.DecimalField(label="Incubation (µg Fe/mL)", max_digits=10,
                                                                decimal_places=3)
     iron_per_cell_pg = forms.DecimalField(label="Iron per cell (pg)", max_digits=10, decimal_places=3)
@@ -156,7 +182,7 @@ class BatchLabelForm(forms.Form):
 
     def __init__(self, *args, lots, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["nanoparticle_lot"].queryset = lots
+        _model_choice(self, "nanoparticle_lot").queryset = lots
 
 
 class BatchReleaseForm(forms.Form):
@@ -169,25 +195,25 @@ class InjectionForm(forms.Form):
     """Four eyes: the verifier is chosen from the site's clinical staff and re-enters
     their own password at the bedside, so the record says who checked the dose."""
 
-    batch = forms.ModelChoiceField(queryset=None, empty_label=None, label="Cell batch")
+    batch = ModelChoice(queryset=None, empty_label=None, label="Cell batch")
     administered_cells = forms.IntegerField(min_value=1, label="Cells administered")
     volume_ml = forms.DecimalField(label="Volume (mL)", max_digits=8, decimal_places=3)
     route = forms.ChoiceField(choices=InjectionRoute.choices, initial=InjectionRoute.INTRAMYOCARDIAL)
     anatomical_target = forms.CharField(max_length=200)
     administered_at = date_time_field("Administered at")
-    administered_by = forms.ModelChoiceField(queryset=None, empty_label=None, label="Administered by")
-    verified_by = forms.ModelChoiceField(queryset=None, label="Verified by (second person)")
+    administered_by = ModelChoice(queryset=None, empty_label=None, label="Administered by")
+    verified_by = ModelChoice(queryset=None, label="Verified by (second person)")
     verifier_password = forms.CharField(label="Verifier's password", widget=forms.PasswordInput(
         attrs={"autocomplete": "off"}), help_text="The verifier types their own password to confirm the dose.")
 
     def __init__(self, *args, batches, staff, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["batch"].queryset = batches
-        self.fields["batch"].label_from_instance = (
+        _model_choice(self, "batch").queryset = batches
+        _model_choice(self, "batch").label_of = (
             lambda b: f"{b.batch_code} · {b.chain_of_identity_id} · {b.cells_remaining:,} cells left")
         for name in ("administered_by", "verified_by"):
-            self.fields[name].queryset = staff
-            self.fields[name].label_from_instance = lambda u: u.get_full_name() or u.get_username()
+            _model_choice(self, name).queryset = staff
+            _model_choice(self, name).label_of = lambda u: u.get_full_name() or u.get_username()
 
 
 class SignForm(forms.Form):
@@ -200,30 +226,30 @@ class ExportRequestForm(forms.Form):
     kind = forms.ChoiceField(choices=[c for c in Export.Kind.choices if c[0] not in SCAN_EXPORT_KINDS],
                              initial=Export.Kind.REPORT_PDF,
                              help_text="A scan's DICOM study is requested from its viewer page.")
-    trial = forms.ModelChoiceField(queryset=None, empty_label=None)
-    site = forms.ModelChoiceField(queryset=None, required=False, empty_label="whole trial")
+    trial = ModelChoice(queryset=None, empty_label=None)
+    site = ModelChoice(queryset=None, required=False, empty_label="whole trial")
 
     def __init__(self, *args, trials, sites, site_label=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["trial"].queryset = trials
-        self.fields["site"].queryset = sites
+        _model_choice(self, "trial").queryset = trials
+        _model_choice(self, "site").queryset = sites
         if site_label is not None:  # the sponsor's view names sites by opaque code
-            self.fields["site"].label_from_instance = site_label
+            _model_choice(self, "site").label_of = site_label
 
 
 class UploadForm(forms.Form):
     """The non-file half of the upload page (the file goes through tus, in JS)."""
 
-    injection = forms.ModelChoiceField(queryset=None, empty_label=None)
-    scanner = forms.ModelChoiceField(queryset=None, empty_label=None)
+    injection = ModelChoice(queryset=None, empty_label=None)
+    scanner = ModelChoice(queryset=None, empty_label=None)
     hours = forms.FloatField(label="Hours after injection", min_value=0, initial=24)
 
     def __init__(self, *args, injections, scanners, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["injection"].queryset = injections
-        self.fields["injection"].label_from_instance = (
+        _model_choice(self, "injection").queryset = injections
+        _model_choice(self, "injection").label_of = (
             lambda i: f"#{i.pk} · {i.batch.batch_code} · {timezone.localtime(i.administered_at):%Y-%m-%d %H:%M}")
-        self.fields["scanner"].queryset = scanners
+        _model_choice(self, "scanner").queryset = scanners
 
 
 # --------------------------------------------------------------------------- corrections
@@ -271,7 +297,7 @@ class SubjectStatusForm(forms.Form):
 
     def __init__(self, *args, current: str, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["status"].choices = [(v, label) for v, label in SubjectStatus.choices if v != current]
+        _choice(self, "status").choices = [(v, label) for v, label in SubjectStatus.choices if v != current]
 
 
 class InjectionCorrectForm(forms.Form):
@@ -280,8 +306,8 @@ class InjectionCorrectForm(forms.Form):
     route = forms.ChoiceField(choices=InjectionRoute.choices)
     anatomical_target = forms.CharField(max_length=200)
     administered_at = date_time_field("Administered at")
-    administered_by = forms.ModelChoiceField(queryset=None, empty_label=None, label="Administered by")
-    verified_by = forms.ModelChoiceField(queryset=None, empty_label=None, label="Verified by (second person)")
+    administered_by = ModelChoice(queryset=None, empty_label=None, label="Administered by")
+    verified_by = ModelChoice(queryset=None, empty_label=None, label="Verified by (second person)")
     verifier_password = forms.CharField(
         label="New verifier's password", required=False, strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
@@ -291,8 +317,8 @@ class InjectionCorrectForm(forms.Form):
     def __init__(self, *args, staff, **kwargs):
         super().__init__(*args, **kwargs)
         for name in ("administered_by", "verified_by"):
-            self.fields[name].queryset = staff
-            self.fields[name].label_from_instance = lambda u: u.get_full_name() or u.get_username()
+            _model_choice(self, name).queryset = staff
+            _model_choice(self, name).label_of = lambda u: u.get_full_name() or u.get_username()
 
 
 class LotCorrectForm(forms.Form):
@@ -313,7 +339,7 @@ class BatchCorrectForm(forms.Form):
     manufactured_at = date_time_field("Manufactured at")
     chain_of_identity_id = forms.CharField(label="Chain-of-identity id (ISBT 128)", max_length=32)
     donation_id = forms.CharField(label="Donation id (ISBT 128)", max_length=32)
-    nanoparticle_lot = forms.ModelChoiceField(queryset=None, empty_label=None, label="Nanoparticle lot")
+    nanoparticle_lot = ModelChoice(queryset=None, empty_label=None, label="Nanoparticle lot")
     incubation_concentration_ug_fe_per_ml = forms.DecimalField(label="Incubation (µg Fe/mL)", max_digits=10,
                                                                decimal_places=3)
     iron_per_cell_pg = forms.DecimalField(label="Iron per cell (pg)", max_digits=10, decimal_places=3)
@@ -327,7 +353,7 @@ class BatchCorrectForm(forms.Form):
     def __init__(self, *args, lots, labelling: bool, **kwargs):
         super().__init__(*args, **kwargs)
         if labelling:
-            self.fields["nanoparticle_lot"].queryset = lots
+            _model_choice(self, "nanoparticle_lot").queryset = lots
         else:  # not labelled yet (its own action), or released: the labelling is not corrected here
             for name in self.LABELLING:
                 del self.fields[name]
@@ -362,7 +388,7 @@ class RoiDefineForm(forms.Form):
     name = forms.CharField(max_length=120)
     kind = forms.ChoiceField(choices=[("target", "Target"), ("lungs", "Lungs"), ("liver", "Liver"),
                                       ("spleen", "Spleen"), ("other", "Other")])
-    scan = forms.ModelChoiceField(queryset=None, required=False, empty_label="every scan of the subject",
+    scan = ModelChoice(queryset=None, required=False, empty_label="every scan of the subject",
                                   label="Applies to")
     shape = forms.ChoiceField(choices=ROI_SHAPES)
     centre_x_mm = _mm("Centre x (mm)", initial=0)
@@ -374,11 +400,11 @@ class RoiDefineForm(forms.Form):
 
     def __init__(self, *args, scans, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["scan"].queryset = scans
-        self.fields["scan"].label_from_instance = lambda s: f"scan #{s.pk} · {s.hours_after_injection:g} h"
+        _model_choice(self, "scan").queryset = scans
+        _model_choice(self, "scan").label_of = lambda s: f"scan #{s.pk} · {s.hours_after_injection:g} h"
 
     def clean(self):
-        data = super().clean()
+        data = super().clean() or {}
         names = ["size_x_mm"] if data.get("shape") == "sphere" else ["size_x_mm", "size_y_mm", "size_z_mm"]
         for name in names:
             value = data.get(name)
@@ -405,10 +431,10 @@ class ScanExportForm(forms.Form):
 
 
 class PacsSendForm(forms.Form):
-    destination = forms.ModelChoiceField(queryset=None, empty_label=None, label="PACS destination")
+    destination = ModelChoice(queryset=None, empty_label=None, label="PACS destination")
 
     def __init__(self, *args, destinations, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["destination"].queryset = destinations
-        self.fields["destination"].label_from_instance = (
+        _model_choice(self, "destination").queryset = destinations
+        _model_choice(self, "destination").label_of = (
             lambda d: f"{d.name} · {d.describe()}{' · de-identified' if d.deidentify else ''}")

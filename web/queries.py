@@ -7,6 +7,7 @@ number of rows (annotations and select_related, never a query per row).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections import defaultdict
 
@@ -189,7 +190,7 @@ def subject_timeline(user, subject: Subject) -> dict:
     scans = list(scans_visible_to(user).filter(subject=subject).order_by("hours_after_injection", "id"))
     signatures = list(signatures_visible_to(user).filter(subject_id=subject.pk).order_by("signed_at", "id"))
     reconstruction_scan = dict(Reconstruction.objects.filter(scan__subject=subject).values_list("pk", "scan_id"))
-    by_scan: dict[int, list[Signature]] = defaultdict(list)
+    by_scan: dict[int | None, list[Signature]] = defaultdict(list)
     subject_signatures = []
     for signature in signatures:
         if signature.content_type.model == "reconstruction":
@@ -198,10 +199,10 @@ def subject_timeline(user, subject: Subject) -> dict:
             subject_signatures.append(signature)
     scans_by_injection: dict[int, list[Scan]] = defaultdict(list)
     for scan in scans:
-        scan.signature_list = by_scan.get(scan.pk, [])
+        scan.signature_list = by_scan.get(scan.pk, [])  # type: ignore[attr-defined]  # for the template
         scans_by_injection[scan.injection_id].append(scan)
     for injection in injections:
-        injection.scan_list = scans_by_injection.get(injection.pk, [])
+        injection.scan_list = scans_by_injection.get(injection.pk, [])  # type: ignore[attr-defined]  # for the template
     alerts = list(alerts_visible_to(user).filter(subject=subject).order_by("-created_at"))
     return {
         "consents": consents,
@@ -229,10 +230,8 @@ def scan_rows(user, *, search: str = "", site: str = "", status: str = "", hours
         scans = scans.filter(subject__site_id=site_id)
     if status in Scan.Status.values:
         scans = scans.filter(status=status)
-    try:
+    with contextlib.suppress(ValueError):
         scans = scans.filter(hours_after_injection=float(hours)) if hours else scans
-    except ValueError:
-        pass
     return scans.order_by("-created_at", "-id")
 
 

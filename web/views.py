@@ -225,9 +225,9 @@ def product_list(request):
     # Lots are the trial's, changed by a trial-level role; batches their site's: as in the services.
     trial_ids = set(queries.trials_where_trial_wide(user, access.TRIAL_RESOURCE_ROLES).values_list("id", flat=True))
     for lot in lots:
-        lot.can_write = lot.trial_id in trial_ids
+        lot.can_write = lot.trial_id in trial_ids  # type: ignore[attr-defined]  # for the template
     for batch in batches:
-        batch.can_write = batch.site_id in site_ids
+        batch.can_write = batch.site_id in site_ids  # type: ignore[attr-defined]  # for the template
     return render(request, "web/products.html", {
         "lots": lots,
         "batches": batches,

@@ -95,7 +95,7 @@ def render_png(volume: Volume, plane: str, index: int | None, masks) -> bytes:
     rows, cols = image.shape
     factor = max(1, TARGET_PIXELS // max(rows, cols))
     rgb = rgb.repeat(factor, axis=0).repeat(factor, axis=1)
-    for number, (roi, mask) in enumerate(masks):
+    for number, (_roi, mask) in enumerate(masks):
         section = mask.any(axis=0) if plane == "mip" else np.take(mask, index, axis=PLANES[plane][0])
         if not section.any():
             continue
@@ -121,7 +121,7 @@ def colour_bar(vmax_mol_per_l: float) -> SafeString:
         f'<text x="34" y="{214 - 200 * f + 4:.1f}" font-size="12" fill="#1d2733">{vmax * f:.3g}</text>'
         f'<line x1="24" x2="30" y1="{214 - 200 * f:.1f}" y2="{214 - 200 * f:.1f}" stroke="#1d2733"/>'
         for f in (0, 0.25, 0.5, 0.75, 1.0))
-    return mark_safe(
+    return mark_safe(  # noqa: S308 - numbers and the escaped colour-map name only
         '<svg class="colourbar" viewBox="0 0 110 250" role="img" aria-labelledby="cb-t" '
         'xmlns="http://www.w3.org/2000/svg">'
         f'<title id="cb-t">Colour scale: iron concentration from 0 to {vmax:.3g} mmol Fe/L ({escape(COLORMAP)})</title>'

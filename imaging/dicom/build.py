@@ -42,7 +42,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import ExplicitVRLittleEndian, MultiFrameGrayscaleWordSecondaryCaptureImageStorage
+from pydicom.uid import UID, ExplicitVRLittleEndian, MultiFrameGrayscaleWordSecondaryCaptureImageStorage
 from pydicom.valuerep import format_number_as_ds
 
 # Namespace of the platform's deterministic UIDs (uuid5 -> "2.25.<int>").
@@ -160,7 +160,7 @@ class VolumeGeometry:
 
     @property
     def voxel_size_mm(self) -> tuple[float, float, float]:
-        return tuple(1e3 * f / n for f, n in zip(self.field_of_view_m, self.size))  # type: ignore[return-value]
+        return tuple(1e3 * f / n for f, n in zip(self.field_of_view_m, self.size, strict=True))  # type: ignore[return-value]
 
     def first_voxel_mm(self) -> np.ndarray:
         d = np.asarray(self.voxel_size_mm)
@@ -287,7 +287,7 @@ def _source_image(volume: np.ndarray, geometry: VolumeGeometry, study: StudyInfo
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = MultiFrameGrayscaleWordSecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = instance_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(instance_uid)
     ds.SOPClassUID = MultiFrameGrayscaleWordSecondaryCaptureImageStorage
     ds.SOPInstanceUID = instance_uid
     ds.SpecificCharacterSet = "ISO_IR 192"
@@ -433,7 +433,7 @@ def build_study(volume: np.ndarray, geometry: VolumeGeometry, rois: Sequence[Roi
     _finish(source[0], study, study.source_series_description)
 
     lo, hi = float(volume.min()), float(volume.max())
-    width = max(hi - lo, np.finfo(np.float32).tiny)
+    width = max(hi - lo, float(np.finfo(np.float32).tiny))
     pm = hd.pm.ParametricMap(
         source_images=source,
         pixel_array=volume,

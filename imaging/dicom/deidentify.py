@@ -149,7 +149,7 @@ def _shift_date(value: str, days: int) -> str:
         # A year-only (or year-month) DT/DA cannot be shifted by days; the
         # platform never writes one, and a bare year is not an identifier.
         return value
-    shifted = dt.datetime.strptime(value[:8], "%Y%m%d").date() + dt.timedelta(days=days)
+    shifted = dt.datetime.strptime(value[:8], "%Y%m%d").date() + dt.timedelta(days=days)  # noqa: DTZ007 - DA has no zone
     return shifted.strftime("%Y%m%d") + value[8:]
 
 

@@ -28,7 +28,7 @@ STATUS_REASON = "Operator note: patient coughed during acquisition"
 
 
 def _stamp(day: dt.date, hour: int) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, hour, 17, 29, tzinfo=dt.timezone.utc)
+    return dt.datetime(day.year, day.month, day.day, hour, 17, 29, tzinfo=dt.UTC)
 
 
 def _code(trial, site, serial) -> str:

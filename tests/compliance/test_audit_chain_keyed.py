@@ -23,8 +23,8 @@ from django.db import connection, transaction
 from compliance import checkpoints
 from compliance.actions import AuditAction
 from compliance.audit import (
-    AuditError,
     GENESIS_HASH,
+    AuditError,
     canonical_payload,
     chain_hash,
     read_checkpoints,
@@ -230,7 +230,7 @@ def _unkeyed_events(actor, n):
 def dt_utc():
     import datetime as dt
 
-    return dt.datetime(2026, 1, 5, 9, 30, 0, 123456, tzinfo=dt.timezone.utc)
+    return dt.datetime(2026, 1, 5, 9, 30, 0, 123456, tzinfo=dt.UTC)
 
 
 def test_it_accepts_the_unkeyed_prefix_only_once_a_checkpoint_anchors_it(alice):
@@ -266,7 +266,7 @@ def test_the_audit_extract_carries_the_checkpoints(alice, built, auditor, trial,
 
 
 @pytest.mark.parametrize(
-    ("env", "message"),
+    "env, message",
     [
         ({"AUDIT_HMAC_KEY": ""}, "AUDIT_HMAC_KEY must be set when MPI_ENV=production"),
         ({"AUDIT_HMAC_KEY": "too-short-a-key"}, "AUDIT_HMAC_KEY: an audit chain key must be at least 32 bytes"),

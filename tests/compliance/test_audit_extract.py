@@ -26,6 +26,6 @@ def test_it_carries_the_chain_verification_and_head_hash_in_csv(built, auditor, 
     preamble = [line for line in text.splitlines() if line.startswith("# ")]
     assert any("chain_ok: true" in line for line in preamble)
     assert any("head_hash: " in line for line in preamble)
-    rows = list(csv.DictReader(io.StringIO("\n".join(l for l in text.splitlines() if not l.startswith("# ")))))
+    rows = list(csv.DictReader(io.StringIO("\n".join(line for line in text.splitlines() if not line.startswith("# ")))))
     assert {r["action_name"] for r in rows} >= {"EXPORT_REQUESTED"}
     assert all(len(r["hash"]) == 64 for r in rows)

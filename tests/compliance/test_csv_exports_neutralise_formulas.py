@@ -32,7 +32,7 @@ HOSTILE = [
 
 
 def _rows(text: str) -> list[list[str]]:
-    return list(csv.reader(io.StringIO("\n".join(l for l in text.splitlines() if not l.startswith("# ")))))
+    return list(csv.reader(io.StringIO("\n".join(line for line in text.splitlines() if not line.startswith("# ")))))
 
 
 def _cells(text: str) -> list[str]:
@@ -84,13 +84,13 @@ def test_it_neutralises_free_text_in_the_report_csv(built, coordinator_a, trial,
     _, content = built(coordinator_a, Export.Kind.REPORT_CSV, trial, site=site_a)
     files = unzip(content)
 
-    lots = dict(zip(*_rows(files["nanoparticle_lots.csv"])))
+    lots = dict(zip(*_rows(files["nanoparticle_lots.csv"]), strict=True))
     assert lots["lot_number"] == "'" + HOSTILE[0]
     assert lots["manufacturer"] == "'" + HOSTILE[4] and lots["product"] == "'" + HOSTILE[2]
-    injections = dict(zip(*_rows(files["injections.csv"])))
+    injections = dict(zip(*_rows(files["injections.csv"]), strict=True))
     assert injections["anatomical_target"] == "'" + HOSTILE[1]
     assert injections["administered_cells"] == str(injection.administered_cells)  # a number stays a number
-    chain = dict(zip(*_rows(files["chain_of_identity.csv"])))
+    chain = dict(zip(*_rows(files["chain_of_identity.csv"]), strict=True))
     assert chain["nanoparticle_lot"] == "'" + HOSTILE[0]
     for name, text in files.items():
         if name.endswith(".csv"):
@@ -103,7 +103,7 @@ def test_it_neutralises_reasons_in_the_audit_csv(built, auditor, coordinator_a, 
     trial_services.subject_change_status(actor=coordinator_a, subject=visit, status="withdrawn", reason=HOSTILE[3], confirm=True)
     _, content = built(auditor, Export.Kind.AUDIT_CSV, trial)
     text = content.decode()
-    rows = list(csv.DictReader(io.StringIO("\n".join(l for l in text.splitlines() if not l.startswith("# ")))))
+    rows = list(csv.DictReader(io.StringIO("\n".join(line for line in text.splitlines() if not line.startswith("# ")))))
     reasons = {r["action_name"]: r["reason"] for r in rows}
     assert reasons["CONSENT_WITHDRAWN"] == "'" + HOSTILE[1]
     assert reasons["SUBJECT_STATUS_CHANGED"] == "'" + HOSTILE[3]
@@ -118,7 +118,7 @@ def test_it_neutralises_free_text_in_the_sponsor_data_set(built, sponsor, trial,
     NanoparticleLot.objects.filter(pk=injection.batch.nanoparticle_lot_id).update(product=HOSTILE[0])
     _, content = built(sponsor, Export.Kind.SPONSOR_DEIDENTIFIED, trial)
     files = unzip(content)
-    injections = dict(zip(*_rows(files["injections.csv"])))
+    injections = dict(zip(*_rows(files["injections.csv"]), strict=True))
     assert injections["tracer"] == "'" + HOSTILE[0]
     assert injections["administered_cells"] == str(injection.administered_cells)
     for name, text in files.items():

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def _local(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M")
 
 
 def test_a_coordinator_enrols_a_subject_with_consent_and_records_an_injection(

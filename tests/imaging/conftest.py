@@ -69,7 +69,7 @@ def pipeline(ready, site_a, coordinator_a, imaging_a, sim):
 
 def _imaging_counts() -> dict:
     models = list(apps.get_app_config("imaging").get_models()) + list(apps.get_app_config("trials").get_models())
-    return {m._meta.label: m.objects.count() for m in models} | {"audit": AuditEvent.objects.count()}
+    return {m._meta.label: m._default_manager.count() for m in models} | {"audit": AuditEvent.objects.count()}
 
 
 def _files(settings) -> set:

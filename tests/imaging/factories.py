@@ -70,7 +70,7 @@ class ReconstructionFactory(factory.django.DjangoModelFactory):
     system_matrix = factory.LazyAttribute(lambda o: SystemMatrixFactory(scanner=o.scan.scanner))
     system_matrix_sha256 = factory.LazyAttribute(lambda o: o.system_matrix.sha256)
     input_sha256 = factory.LazyAttribute(lambda o: o.scan.sha256)
-    params = {}
+    params: dict = {}
     software_version = {"recon": "0.1.0"}
     file = "imaging/reconstructions/none.mdf"
     sha256 = "0" * 64

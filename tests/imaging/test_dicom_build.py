@@ -138,7 +138,7 @@ def test_it_reports_every_number_and_references_the_segments(study_files):
             "Iron detection limit": (5.0, "ng"), "Labelled cell count": (4125.0, "{cells}"),
             "Off-target fraction of iron": (12.5, "%")},
     }
-    for segment_number, group in zip((1, 2), groups):
+    for segment_number, group in zip((1, 2), groups, strict=True):
         got = {m.name.meaning: (m.value, m.unit.value) for m in group.get_measurements()}
         assert got == expected[segment_number]
         assert group.referenced_segment.referenced_sop_instance_uid == objects["seg"].SOPInstanceUID
@@ -179,7 +179,7 @@ def test_it_rejects_a_volume_that_does_not_match_the_grid(case):
 
 def test_it_refuses_a_naive_study_datetime():
     with pytest.raises(ValueError, match="timezone aware"):
-        StudyInfo(scan_id="s", patient_id="p", study_datetime=dt.datetime(2024, 5, 6, 14, 30))
+        StudyInfo(scan_id="s", patient_id="p", study_datetime=dt.datetime(2024, 5, 6, 14, 30))  # noqa: DTZ001 - naive on purpose
 
 
 def test_it_zips_the_same_files_it_writes(case, tmp_path):

@@ -102,13 +102,13 @@ def test_it_marks_every_object_with_the_profile_and_options(deidentified):
 
 
 def test_it_shifts_every_date_by_the_same_offset(identified, deidentified):
-    for before, after in zip(identified, deidentified):
+    for before, after in zip(identified, deidentified, strict=True):
         old = {e.keyword: str(e.value) for e in walk(before) if e.VR == "DA" and e.value}
         new = {e.keyword: str(e.value) for e in walk(after) if e.VR == "DA" and e.value}
         old.pop("PatientBirthDate")
         assert old.keys() == new.keys()
         for keyword, value in old.items():
-            shifted = dt.datetime.strptime(value, "%Y%m%d") + dt.timedelta(days=SHIFT_DAYS)
+            shifted = dt.date.fromisoformat(value) + dt.timedelta(days=SHIFT_DAYS)
             assert new[keyword] == shifted.strftime("%Y%m%d"), keyword
         assert (after.StudyDate, after.StudyTime) == ("20231221", "143005")  # 2024-05-06 - 137 days, time kept
 
@@ -157,10 +157,10 @@ def test_it_maps_the_same_uid_the_same_way_per_trial_only():
     assert remap_uid(uid, SECRET) == remap_uid(uid, SECRET)
     assert remap_uid(uid, SECRET) != remap_uid(uid, b"another trial's key material")
     assert remap_uid(uid, SECRET).startswith("2.25.") and len(remap_uid(uid, SECRET)) <= 64
-    pydicom.uid.UID(remap_uid(uid, SECRET)).is_valid
+    assert pydicom.uid.UID(remap_uid(uid, SECRET)).is_valid
 
 
-@pytest.mark.parametrize(("secret", "days", "message"), [
+@pytest.mark.parametrize("secret, days, message", [
     (b"short", 10, "at least 16 bytes"),
     (SECRET, 0, "must not be 0"),
 ])

@@ -19,7 +19,7 @@ from trials.models import SubjectIdentity
 
 
 def _values(datasets, vr: set[str]) -> set[str]:
-    found = set()
+    found: set[str] = set()
 
     def walk(ds: Dataset):
         for elem in ds:
@@ -57,8 +57,8 @@ def test_it_shifts_dates_by_the_subjects_sponsor_shift(quantified):  # noqa: F81
     shift = date_shift_days(quantified.subject.trial, quantified.subject)
     taken = dicom_export.acquired_at(quantified)
     assert original[0].StudyDate == taken.strftime("%Y%m%d")
-    for before, after in zip(original, deidentified):
-        moved = dt.datetime.strptime(after.StudyDate, "%Y%m%d") - dt.datetime.strptime(before.StudyDate, "%Y%m%d")
+    for before, after in zip(original, deidentified, strict=True):
+        moved = dt.date.fromisoformat(after.StudyDate) - dt.date.fromisoformat(before.StudyDate)
         assert moved.days == shift
         assert after.StudyTime == before.StudyTime
 
@@ -66,7 +66,7 @@ def test_it_shifts_dates_by_the_subjects_sponsor_shift(quantified):  # noqa: F81
 def test_it_gives_the_same_remapped_uids_on_every_export(quantified):  # noqa: F811
     first = dicom_export.deidentified_study_for_scan(quantified)
     second = dicom_export.deidentified_study_for_scan(quantified)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert (a.StudyInstanceUID, a.SeriesInstanceUID, a.SOPInstanceUID, a.FrameOfReferenceUID
                 if "FrameOfReferenceUID" in a else None) == (b.StudyInstanceUID, b.SeriesInstanceUID,
                                                             b.SOPInstanceUID, b.FrameOfReferenceUID

@@ -19,7 +19,8 @@ from tests.imaging.test_dicom_build import make_case
 
 
 def sr_values(ds: pydicom.Dataset):
-    groups = hd.sr.Comprehensive3DSR.from_dataset(ds).content.get_volumetric_roi_measurement_groups()
+    # highdicom types .content as a ContentSequence; from_dataset gives the MeasurementReport.
+    groups = hd.sr.Comprehensive3DSR.from_dataset(ds).content.get_volumetric_roi_measurement_groups()  # type: ignore[attr-defined]
     return [[(m.name.value, m.value, m.unit.value) for m in g.get_measurements()] for g in groups]
 
 

@@ -95,8 +95,8 @@ def test_a_send_to_a_pacs_that_is_down_is_retried_and_succeeds_once_it_is_up(
     assert sent.changes["attempts"] == 3 and _events(send, AuditAction.DICOM_SEND_FAILED) == []
 
 
-def test_the_last_transient_failure_is_final_and_audited_once(quantified, coordinator_a, settings,
-                                                              run_task):  # noqa: F811
+def test_the_last_transient_failure_is_final_and_audited_once(quantified, coordinator_a, settings,  # noqa: F811
+                                                              run_task):
     settings.IMAGING_SEND_MAX_RETRIES = 2
     destination = pacs.pacs_destination_register(
         actor=None, trial=quantified.subject.trial, name="Down", protocol="dicomweb",
@@ -112,8 +112,8 @@ def test_the_last_transient_failure_is_final_and_audited_once(quantified, coordi
     assert run_task(send.pk, 3) == "claimed elsewhere or done" and len(run_task.published) == 2
 
 
-def test_a_4xx_stow_response_fails_at_once(quantified, coordinator_a, tmp_path, monkeypatch,
-                                           run_task):  # noqa: F811
+def test_a_4xx_stow_response_fails_at_once(quantified, coordinator_a, tmp_path, monkeypatch,  # noqa: F811
+                                           run_task):
     monkeypatch.setenv("MPI_TEST_PACS_PASSWORD", "not-the-password")
     with start_orthanc(tmp_path / "orthanc", users={"mpi": "s3cret-pw"}) as server:
         destination = pacs.pacs_destination_register(
@@ -132,7 +132,7 @@ def test_a_4xx_stow_response_fails_at_once(quantified, coordinator_a, tmp_path, 
 class _Answer(http.server.BaseHTTPRequestHandler):
     status = 500
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
         self.send_response(self.status)
         self.send_header("Content-Length", "0")

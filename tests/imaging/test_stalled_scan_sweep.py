@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+
 import pytest
 from celery.app.task import Task
 from celery.signals import worker_ready

@@ -109,7 +109,7 @@ def test_a_write_that_fails_mid_chunk_cuts_the_file_back_and_raises(upload_file,
                                 expected_digest=None).written == 5_000
     DirectSpy(monkeypatch, fail=(kind, OSError(errno.ENOSPC, "No space left on device")))
     second = os.urandom(5 * PIECE)
-    with pytest.raises(OSError) as raised:
+    with pytest.raises(OSError, match="No space left") as raised:
         uploads.append_chunk(upload_file, offset=5_000, source=io.BytesIO(second), max_bytes=10**9,
                              expected_digest=hashlib.sha256(second).digest())
     assert raised.value.errno == errno.ENOSPC
@@ -164,7 +164,7 @@ def test_memory_stays_at_a_few_pieces_whatever_the_chunk(upload_file, monkeypatc
     assert uploads.media_path(upload_file).read_bytes() == body
 
 
-@pytest.mark.parametrize(("value", "message"), [
+@pytest.mark.parametrize("value, message", [
     ("6000", "IMAGING_UPLOAD_PIECE_BYTES=6000 must be a multiple of 4096"),
     ("2048", "IMAGING_UPLOAD_PIECE_BYTES=2048 is below the minimum 4096"),
 ])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import itertools
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,8 +18,8 @@ from django.conf import settings
 
 from compliance.tokens import token_issue
 from imaging.models import Scan, Upload
-from tests.imaging import tus
 from tests.gunicorn import running_gunicorn
+from tests.imaging import tus
 from tests.imaging.worker import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,7 +66,7 @@ def test_a_scan_uploaded_through_gunicorn_lands_byte_exact(api, pipeline, web):
         refused = patch(conn, path, token, 0, data[:edges[1]], hashlib.sha256(b"other bytes").digest())
         assert refused.status == 460
         assert Upload.objects.get().offset == 0
-        for start, end in zip(edges, edges[1:]):
+        for start, end in itertools.pairwise(edges):
             chunk = data[start:end]
             answer = patch(conn, path, token, start, chunk, hashlib.sha256(chunk).digest())
             assert answer.status == 204, log.read_text()[-3000:]

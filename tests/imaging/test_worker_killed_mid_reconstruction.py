@@ -11,8 +11,7 @@ from compliance.actions import AuditAction
 from compliance.models import AuditEvent
 from imaging.models import Reconstruction
 from tests.imaging import tus
-from tests.imaging.worker import (Worker, assert_completed_once, kill_mid_reconstruction, purge, scan_state,
-                                  wait_for)
+from tests.imaging.worker import Worker, assert_completed_once, kill_mid_reconstruction, purge, scan_state, wait_for
 from tests.services import redis_url, require_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]

@@ -10,8 +10,14 @@ import time
 import pytest
 
 from tests.imaging import tus
-from tests.imaging.worker import (Worker, assert_completed_once, drop_broker_connections, kill_mid_reconstruction,
-                                  scan_state, wait_for)
+from tests.imaging.worker import (
+    Worker,
+    assert_completed_once,
+    drop_broker_connections,
+    kill_mid_reconstruction,
+    scan_state,
+    wait_for,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -29,7 +29,7 @@ def smooth_matrix(size=SIZE) -> np.ndarray:
     return rows
 
 
-def compress(rows: np.ndarray, n_keep: int, dct_type: int, one_based: bool, size=SIZE) -> dict:
+def compress(rows: np.ndarray, n_keep: int, dct_type: int, one_based: bool, size=SIZE) -> tuple[dict, np.ndarray]:
     """Keep the n_keep largest DCT coefficients per row, as MPIFiles.jl does."""
     grid = size[::-1]
     axes = tuple(1 + a for a, n in enumerate(grid) if n > 1)

@@ -18,7 +18,7 @@ def _snr():
 
 def test_it_selects_rows_by_snr_band_and_channel():
     sel = pp.select_rows(_snr(), FREQS, ReconParams(snr_threshold=8, min_freq_hz=80e3, max_freq_hz=180e3), 2)
-    assert list(zip(sel.channel.tolist(), sel.frequency.tolist())) == [
+    assert list(zip(sel.channel.tolist(), sel.frequency.tolist(), strict=True)) == [
         (0, 8), (0, 9), (1, 4), (1, 5), (1, 6), (1, 7), (1, 8), (1, 9)]
     only_ch0 = pp.select_rows(_snr(), FREQS, ReconParams(snr_threshold=0, channels=(0,)), 2)
     assert set(only_ch0.channel.tolist()) == {0}

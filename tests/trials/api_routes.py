@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-import tests
 from django.urls import URLResolver, get_resolver
 
+import tests
 from tests import factories as f
 from trials.models import Membership, Role
 
@@ -39,7 +39,7 @@ def detail_routes():
     """(url name, basename, HTTP methods) for every route that takes a pk. Format-suffix
     twins (``.json``) are the same views and are left out."""
     routes = []
-    for route, pattern in api_patterns():
+    for _route, pattern in api_patterns():
         groups = pattern.pattern.regex.groupindex
         if "pk" in groups and "format" not in groups:
             basename, actions = _router_view(pattern)
@@ -50,7 +50,7 @@ def detail_routes():
 
 def list_routes():
     routes = []
-    for route, pattern in api_patterns():
+    for _route, pattern in api_patterns():
         basename, actions = _router_view(pattern)
         groups = pattern.pattern.regex.groupindex
         if basename and "pk" not in groups and "format" not in groups and (actions or {}).get("get") == "list":

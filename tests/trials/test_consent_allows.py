@@ -28,5 +28,5 @@ def test_it_follows_the_latest_signature(site_a):
 
 
 def test_it_refuses_an_unknown_scope(site_a):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not a valid ConsentScope"):
         consent_allows(f.SubjectFactory(site=site_a), "telepathy")

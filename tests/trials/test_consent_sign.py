@@ -16,7 +16,7 @@ from trials.services import consent_document_create, consent_sign
 
 
 def _utc(*args):
-    return dt.datetime(*args, tzinfo=dt.timezone.utc)
+    return dt.datetime(*args, tzinfo=dt.UTC)
 
 
 @pytest.fixture

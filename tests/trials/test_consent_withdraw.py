@@ -24,7 +24,7 @@ def test_it_withdraws_a_scope_with_reason_and_old_and_new_values(consent, coordi
                      withdrawn_at=when)
 
     consent.refresh_from_db()
-    stamp = when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    stamp = when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
     assert consent.withdrawn_scopes == {"imaging": stamp}
     event = last_event()
     assert (event.action, event.actor, event.subject_id, event.site_id) == (

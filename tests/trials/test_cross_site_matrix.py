@@ -11,8 +11,8 @@ from django.urls import reverse
 from compliance.actions import AuditAction
 from compliance.models import AuditEvent
 from tests import factories as f
-from trials.models import Consent, Injection, Membership, Role, Trial
 from tests.trials.api_routes import HIDDEN_FROM_SITE_B, OWN_RECORDS, detail_routes, list_routes
+from trials.models import Consent, Injection, Membership, Role, Trial
 
 DETAIL_ROUTES = detail_routes()
 LIST_ROUTES = list_routes()

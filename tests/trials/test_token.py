@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from compliance.actions import AuditAction
 from compliance.models import ApiToken, AuditEvent
-
 from tests.factories import PASSWORD
 
 URL = "/api/v1/auth/token/"

@@ -4,9 +4,11 @@ shows what the rows say and must not look anything up per row."""
 from __future__ import annotations
 
 import uuid
+from typing import cast
 
 from imaging.models import Scan, Scanner
 from tests import factories as f
+from trials.models import Injection
 
 
 def scanner_at(site) -> Scanner:
@@ -19,7 +21,7 @@ def scans_at(site, n: int, *, status: str = Scan.Status.QUANTIFIED, hours: float
     scanner = scanner_at(site)
     made = []
     for _ in range(n):
-        injection = f.InjectionFactory(subject=f.SubjectFactory(site=site))
+        injection = cast(Injection, f.InjectionFactory(subject=f.SubjectFactory(site=site)))
         made.append(Scan.objects.create(
             subject=injection.subject, injection=injection, scanner=scanner, hours_after_injection=hours,
             filename="scan.mdf", file="imaging/scans/none.mdf", size_bytes=1, sha256=uuid.uuid4().hex * 2,

@@ -29,7 +29,7 @@ def injection(ready, coordinator_a, investigator_a):
 def _form_data(response) -> dict:
     """What the browser would post back unchanged: the form's initial values, as rendered."""
     form = response.context["form"]
-    data = {}
+    data: dict[str, object] = {}
     for name, field in form.fields.items():
         value = form[name].value()
         if isinstance(value, (list, tuple)):
@@ -209,7 +209,7 @@ def test_it_changes_the_subject_status_with_a_reason(browser_client, coordinator
     assert subject.status == "withdrawn"
     event = last_event()
     assert event.action == AuditAction.SUBJECT_STATUS_CHANGED and event.reason == "moved abroad"
-    assert 'href="/subjects/%d/status/"' % subject.pk not in client.get(f"/subjects/{subject.pk}/").content.decode()
+    assert f'href="/subjects/{subject.pk}/status/"' not in client.get(f"/subjects/{subject.pk}/").content.decode()
 
 
 def test_it_does_not_offer_corrections_to_a_monitor(browser_client, monitor, ready, nothing_written):

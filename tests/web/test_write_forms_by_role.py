@@ -13,8 +13,8 @@ from compliance.models import Export
 from imaging import pacs
 from imaging.models import DicomSend, RegionOfInterest, Scan
 from tests import factories as f
-from trials import services as trial_services
 from tests.web.scans import scans_at
+from trials import services as trial_services
 
 CORRECTION_POST = {"reason": "typo on the CRF, source checked", "status": "withdrawn", "enrolment_date": "2020-01-01", "scopes": ["imaging"],
                    "qc_status": "rejected", "release_status": "rejected"}

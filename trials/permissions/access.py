@@ -75,9 +75,13 @@ def roles_in_trial(user, trial: Trial) -> set[str]:
 def require_role(user, *, site: Site | None = None, trial: Trial | None = None, roles, action: str) -> None:
     """Refuse with 403 unless ``user`` holds one of ``roles`` at ``site`` (or, with
     ``trial``, at any site of that trial)."""
-    held = roles_at(user, site) if site is not None else roles_in_trial(user, trial)
+    if site is not None:
+        held, where = roles_at(user, site), f"site {site.code}"
+    elif trial is not None:
+        held, where = roles_in_trial(user, trial), f"trial {trial.protocol_number}"
+    else:
+        raise TypeError("require_role needs a site or a trial")
     if not held & {str(r) for r in roles}:
-        where = f"site {site.code}" if site is not None else f"trial {trial.protocol_number}"
         needed = " or ".join(sorted(str(r) for r in roles))
         raise RuleViolation("forbidden", f"Only a {needed} at {where} may {action}.", status_code=403)
 

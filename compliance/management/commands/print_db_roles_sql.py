@@ -37,7 +37,7 @@ def roles_sql(*, owner: str, app: str, database: str, create_roles: bool) -> str
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{app}') THEN
         CREATE ROLE "{app}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
     END IF;
-END $$;""")
+END $$;""")  # noqa: S608 - the names passed _IDENTIFIER above; DDL takes no bound parameters
         statements.append(f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO "{app}";')
     statements += [
         # The application may use the schema but create nothing in it.

@@ -52,8 +52,8 @@ class Command(BaseCommand):
         rng = np.random.default_rng(2026)
         scanner_model = sim.scanner_preset(2, fast=True)
         background = sim.scanner_background_spectrum(scanner_model, rng, sim.DEFAULT_NOISE_STD_V)
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
             calibration = None
             for site in Site.objects.filter(trial=trial).order_by("code"):
                 scanner = self._scanner(site, scanner_model)

@@ -20,7 +20,7 @@ from trials import services
 from trials.models import CellBatch, Injection, Role, Trial
 
 PROTOCOL = "MPI-CT-001"
-DEMO_PASSWORD = "trial-demo-2026"
+DEMO_PASSWORD = "trial-demo-2026"  # noqa: S105 - the demo accounts' published password
 
 # username -> (role, site code or None for trial-wide)
 DEMO_USERS = {
