@@ -37,7 +37,8 @@ class _SignatureApplySchema(s.SignatureApplyInput):
     """The input as documented: ``object_type`` is one of the signable kinds (registered
     when the app is ready, before the URLs, and so this module, are imported)."""
 
-    object_type = drf_serializers.ChoiceField(choices=signatures.signable_labels(),
+    object_type = drf_serializers.ChoiceField(  # type: ignore[assignment]  # a narrower field, for the schema only
+        choices=signatures.signable_labels(),
                                               help_text="Model label of the record, e.g. trials.subject")
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.fields import StrictBooleanField
-
 from compliance.models import ApiToken, AuditEvent, Export, Signature, TokenScope
+from config.fields import StrictBooleanField
 
 
 class SignatureOutput(serializers.ModelSerializer):

@@ -85,7 +85,8 @@ def audit_browser(request):
     trials = Trial.objects.filter(pk__in=trial_ids)
     verification = None
     if request.method == "POST":
-        trial = trials.filter(pk=parse_id(request.POST.get("trial"))).first()
+        trial_id = parse_id(request.POST.get("trial"))
+        trial = None if trial_id is None else trials.filter(pk=trial_id).first()
         if trial is None:
             raise PermissionDenied
         try:

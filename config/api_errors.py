@@ -47,7 +47,8 @@ class ErrorDetail(serializers.Serializer):
 
     code = serializers.CharField(help_text="Stable, machine-readable: invalid, not_found, forbidden, a rule's code, ...")
     message = serializers.CharField(help_text="For people.")
-    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
+    fields = serializers.DictField(  # type: ignore[assignment]  # the envelope's key; Serializer.fields is DRF's own
+        child=serializers.ListField(child=serializers.CharField()), required=False,
                                    help_text="Messages per input field, when the error is about given fields.")
 
 
@@ -109,7 +110,7 @@ def exception_handler(exc, context):
     code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
     if not isinstance(code, str):
         code = "error"
-    response.data = error_body(code, str(detail))
+    response.data = error_body(code, message)
     return response
 
 
@@ -118,10 +119,8 @@ def exception_handler(exc, context):
 
 def _error_view(http_status: int, template: str):
     def view(request, exception=None):
-        if isinstance(exception, RequestDataTooBig):  # Django reads it as a SuspiciousOperation (400)
-            status_ = 413
-        else:
-            status_ = http_status
+        # Django reads an oversized body as a SuspiciousOperation (400); it is a 413.
+        status_ = 413 if isinstance(exception, RequestDataTooBig) else http_status
         if request.path.startswith(API_PREFIX):
             return JsonResponse(error_body(*_GENERIC[status_]), status=status_)
         return render(request, template, status=status_)

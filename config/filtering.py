@@ -8,6 +8,8 @@ client's mistake. Here each of those is a 400 that names the parameter.
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
@@ -27,12 +29,12 @@ class StrictFilterBackend(DjangoFilterBackend):
     def filter_queryset(self, request, queryset, view):
         filterset = self.get_filterset(request, queryset, view)
         if filterset is not None:
-            errors = {}
+            errors: dict[str, Any] = {}
             for name, filter_ in filterset.filters.items():
                 try:
                     value = single_value(request, name)
                 except ValidationError as exc:
-                    errors.update(exc.detail)
+                    errors.update(exc.detail if isinstance(exc.detail, dict) else {name: exc.detail})
                     continue
                 if value is None:
                     continue

@@ -36,7 +36,6 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -79,9 +78,10 @@ def roi_mask(roi, grid: Grid) -> np.ndarray | None:
     if roi.geometry:
         flat = mask_from_record(grid, roi.geometry)
     else:
-        flat = processing.label_mask(str(uploads.media_path(roi.label_file)), roi.label_value, grid)
-        if flat is None:
+        labelled = processing.label_mask(str(uploads.media_path(roi.label_file)), roi.label_value, grid)
+        if labelled is None:
             return None
+        flat = labelled
     return np.asarray(flat, dtype=bool).reshape(nz, ny, nx)
 
 

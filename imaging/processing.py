@@ -286,11 +286,14 @@ def quantify(reconstruction_path: str | Path, rois: list[RoiSpec], *, injected_i
     for roi in rois:
         if roi.geometry is not None:
             mask = q.mask_from_record(grid, roi.geometry, margin)
-        else:
-            mask = label_mask(roi.label_path, roi.label_value, grid)
-            if mask is None:
+        elif roi.label_path is not None and roi.label_value is not None:
+            labelled = label_mask(roi.label_path, roi.label_value, grid)
+            if labelled is None:
                 raise ValueError(f"the label volume of ROI {roi.name!r} is not on the reconstruction's grid "
                                  f"{grid.size} ({grid.num_voxels} voxels)")
+            mask = labelled
+        else:
+            raise ValueError(f"ROI {roi.name!r} has neither a geometry nor a label volume")
         masks.append(q.Roi(str(roi.key), roi.kind, mask))
     result = q.quantify(concentration, grid, masks, injected_iron_ng=injected_iron_ng, pg_fe_per_cell=pg_fe_per_cell)
     per_roi = {}

@@ -78,7 +78,7 @@ class RoiInput(serializers.Serializer):
 class RoiJsonInput(RoiInput):
     """RoiInput as JSON can carry it: a label volume is a file, sent as multipart/form-data."""
 
-    label_volume = None
+    label_volume = None  # type: ignore[assignment]  # DRF drops a field declared None
 
 
 class RoiFormInput(RoiInput):

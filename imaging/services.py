@@ -33,7 +33,6 @@ from compliance.audit import record_event
 from config.errors import RuleViolation
 from config.reasons import require_reason
 from imaging import processing, uploads
-from imaging.selectors import injected_iron_ng
 from imaging.models import (
     SCAN_TRANSITIONS,
     Alert,
@@ -47,6 +46,7 @@ from imaging.models import (
     SystemMatrix,
     Upload,
 )
+from imaging.selectors import injected_iron_ng
 from recon.params import ReconParams
 from recon.quantify import GEOMETRY_SIZE_KEYS
 from trials.models import Injection, Role, Site, Subject
@@ -575,7 +575,7 @@ def scan_validate(*, scan_id: int, token: str) -> Scan | None:
         else:
             _finish(scan, token, ScanStatus.VALIDATED, fields={"validation_report": inspection.report,
                                                               "acquisition": inspection.acquisition,
-                                                              "system_matrix_id": system_matrix.pk,
+                                                              "system_matrix_id": system_matrix.pk if system_matrix else None,
                                                               "status_reason": ""})
     return scan
 

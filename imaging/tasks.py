@@ -19,6 +19,7 @@ backoff; anything else fails the scan with its reason. Queued with
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -77,7 +78,7 @@ def _run(task, scan_id: int, step) -> Scan | None:
             if task.request.retries >= task.max_retries:
                 services.scan_fail(scan_id=scan_id, token=token, retryable=True,
                                    reason=f"{type(exc).__name__} after {task.request.retries} retries: {exc}")
-                return
+                return None
             log.warning("scan %s: transient %s, retrying: %s", scan_id, type(exc).__name__, exc)
             raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
         except Exception as exc:  # a bad file or a numerical failure: not worth retrying
@@ -110,7 +111,7 @@ def quantify_scan(self, scan_id: int) -> None:
 
 # The task that takes a scan on from each status; none from a final one. A claimed status
 # (validating, reconstructing) maps to its own step: the sweep requeues a lost claim.
-NEXT_STEP = {
+NEXT_STEP: dict[str, Any] = {
     ScanStatus.RECEIVED: validate_scan,
     ScanStatus.VALIDATING: validate_scan,
     ScanStatus.VALIDATED: reconstruct_scan,

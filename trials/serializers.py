@@ -10,9 +10,8 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from config.fields import StrictBooleanField
-
 from compliance.serializers import SignaturesField
+from config.fields import StrictBooleanField
 from trials import selectors
 from trials.models import (
     CellBatch,

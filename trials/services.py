@@ -332,7 +332,7 @@ def _check_document_in_force(subject: Subject, document: ConsentDocument, signed
             field=field,
         )
     latest = latest_effective_document(subject.trial, on=signed_on)
-    if latest != document:
+    if latest is not None and latest != document:
         remedy = (f": sign the version in force on {signed_on}." if field == "document"
                   else f"; it cannot have been signed on {signed_on}.")
         raise RuleViolation(
@@ -444,11 +444,12 @@ def assert_scope_active(subject: Subject, scope: str, at: dt.datetime | None = N
 def _iron_concentrations(mg_per_ml: Decimal | None, mmol_per_l: Decimal | None) -> tuple[Decimal, Decimal]:
     # One is computed from the other (55.845 g/mol), so the two never disagree; when
     # both are given, clean() checks they agree (iron_mmol_per_l_disagreeing).
-    if mmol_per_l is None:
-        mmol_per_l = iron_mmol_per_l_from_mg_per_ml(mg_per_ml)
-    if mg_per_ml is None:
-        mg_per_ml = iron_mg_per_ml_from_mmol_per_l(mmol_per_l)
-    return mg_per_ml, mmol_per_l
+    if mg_per_ml is not None:
+        return mg_per_ml, mmol_per_l if mmol_per_l is not None else iron_mmol_per_l_from_mg_per_ml(mg_per_ml)
+    if mmol_per_l is not None:
+        return iron_mg_per_ml_from_mmol_per_l(mmol_per_l), mmol_per_l
+    raise RuleViolation("iron_concentration_missing", "Give the iron concentration in mg Fe/mL or mmol/L.",
+                        field="iron_mg_per_ml", status_code=400)
 
 
 def lot_register(
@@ -458,15 +459,6 @@ def lot_register(
 ) -> NanoparticleLot:
     access.require_trial_role(actor, trial=trial, roles=access.TRIAL_RESOURCE_ROLES,
                               action="register nanoparticle lots")
-    # One is computed from the other (55.845 g/mol); when both are given, clean() checks they agree.
-    if iron_mg_per_ml is not None:
-        if iron_mmol_per_l is None:
-            iron_mmol_per_l = iron_mmol_per_l_from_mg_per_ml(iron_mg_per_ml)
-    elif iron_mmol_per_l is not None:
-        iron_mg_per_ml = iron_mg_per_ml_from_mmol_per_l(iron_mmol_per_l)
-    else:
-        raise RuleViolation("iron_concentration_missing", "Give the iron concentration in mg Fe/mL or mmol/L.",
-                            field="iron_mg_per_ml", status_code=400)
     iron_mg_per_ml, iron_mmol_per_l = _iron_concentrations(iron_mg_per_ml, iron_mmol_per_l)
     lot = NanoparticleLot(
         trial=trial, manufacturer=manufacturer, product=product, lot_number=lot_number, expiry_date=expiry_date,

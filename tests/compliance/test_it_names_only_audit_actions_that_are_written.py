@@ -30,5 +30,5 @@ def test_every_audit_action_is_written_by_the_project():
 
 
 def test_no_action_takes_a_retired_number():
-    assert RETIRED_NUMBERS == {101, 111, 121}
+    assert {101, 111, 121} == RETIRED_NUMBERS
     assert not RETIRED_NUMBERS & {a.value for a in AuditAction}

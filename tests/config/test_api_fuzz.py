@@ -24,6 +24,8 @@ Left out, with the reason:
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
@@ -67,7 +69,7 @@ def trial_data(ready, site_a, site_b, coordinator_a, coordinator_b, imaging_a):
 
 # The token of the role under test, set by the ``role`` fixture and read by the auth
 # provider below (which schemathesis calls without access to pytest's fixtures).
-_ACTING: dict[str, str] = {}
+_ACTING: dict[str, Any] = {}
 
 
 @pytest.fixture(params=ROLES)
@@ -157,21 +159,23 @@ def positive_data_accepted(ctx, response, case):
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
-def test_api_answers_as_documented(case, role, _keep_test_connection):
+@pytest.mark.usefixtures("_keep_test_connection")
+def test_api_answers_as_documented(case, role):
     # Cases of the examples and coverage phases are generated (auth included) before the
     # role's token exists: give each the token here, as the provider does for the rest.
     RoleToken().set(case, _live_token(), None)
     case.call_and_validate(excluded_checks=[positive_data_acceptance], additional_checks=[positive_data_accepted])
 
 
-class APIWorkflows(schema.as_state_machine()):
+class APIWorkflows(schema.as_state_machine()):  # type: ignore[misc]  # schemathesis builds the base class
     def validate_response(self, response, case, additional_checks=None, **kwargs):
         case.validate_response(response, excluded_checks=[positive_data_acceptance],
                                additional_checks=[positive_data_accepted, *(additional_checks or [])],
                                transport_kwargs=kwargs or None)
 
 
-def test_api_answers_as_documented_along_links(role, _keep_test_connection):
+@pytest.mark.usefixtures("_keep_test_connection")
+def test_api_answers_as_documented_along_links(role):
     """Stateful: chains of calls along the links schemathesis infers between operations
     (an id a create answers, used by the detail, update and action routes)."""
     APIWorkflows.run(settings=settings(max_examples=STATEFUL_EXAMPLES, stateful_step_count=6, deadline=None,

@@ -96,7 +96,7 @@ def test_it_answers_an_unhandled_exception_with_a_500_envelope_without_internals
     monkeypatch.setattr("trials.api.SubjectViewSet.selector", staticmethod(broken))
     with caplog.at_level(logging.ERROR, logger="config.api_errors"):
         response = api(coordinator_a).get("/api/v1/subjects/")
-    error = _error(response, 500, "server_error")
+    _error(response, 500, "server_error")
     assert "hunter2" not in response.content.decode() and "RuntimeError" not in response.content.decode()
     assert "hunter2" in caplog.text  # logged, with its traceback, for the operator
     assert selectors  # the real selector is untouched outside this test

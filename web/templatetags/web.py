@@ -65,7 +65,7 @@ def roi_geometry(geometry):
     shape = geometry.get("shape", "?")
     parts = [str(shape), f"centre ({mm(geometry.get('center_m', []))}) mm"]
     key = GEOMETRY_SIZE_KEYS.get(shape)
-    if key in geometry:
+    if key is not None and key in geometry:
         value = geometry[key]
         values = value if isinstance(value, list) else [value]
         label = key.removesuffix("_m").replace("_", "-")  # radius, semi-axes, half-size
