@@ -62,8 +62,16 @@ def main() -> None:
         have = Subject.objects.count()
         today = timezone.localdate()
         Subject.objects.bulk_create(
-            [Subject(trial=trial, site=sites[i % 2], code=f"BENCH-001-{'AB'[i % 2]}-{i:05d}", enrolment_date=today,
-                     status="enrolled") for i in range(have, total)],
+            [
+                Subject(
+                    trial=trial,
+                    site=sites[i % 2],
+                    code=f"BENCH-001-{'AB'[i % 2]}-{i:05d}",
+                    enrolment_date=today,
+                    status="enrolled",
+                )
+                for i in range(have, total)
+            ],
             batch_size=2000,
         )
 
@@ -82,8 +90,10 @@ def main() -> None:
         assert body["count"] == size
         results[size] = (statistics.median(samples), _percentile(samples, 95), len(body["results"]))
 
-    print(f"GET /api/v1/subjects/  ({connection.vendor}, {args.requests} requests per size, page of "
-          f"{results[100][2]} rows)")
+    print(
+        f"GET /api/v1/subjects/  ({connection.vendor}, {args.requests} requests per size, page of "
+        f"{results[100][2]} rows)"
+    )
     print(f"{'subjects':>10} {'p50 ms':>9} {'p95 ms':>9}")
     for size, (p50, p95, _) in results.items():
         print(f"{size:>10,} {p50:>9.2f} {p95:>9.2f}")

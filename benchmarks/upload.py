@@ -73,23 +73,28 @@ def children(pid: int) -> list[int]:
 
 
 def manage(env, *args, capture=False):
-    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                          capture_output=capture, text=True)
+    return subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=capture, text=True
+    )
 
 
 def setup_django_token(env) -> str:
-    code = ("from compliance.tokens import token_issue;"
-            "from django.contrib.auth import get_user_model;"
-            "u=get_user_model().objects.get(username='imaging_a');"
-            "print(token_issue(user=u, name='upload benchmark').key)")
+    code = (
+        "from compliance.tokens import token_issue;"
+        "from django.contrib.auth import get_user_model;"
+        "u=get_user_model().objects.get(username='imaging_a');"
+        "print(token_issue(user=u, name='upload benchmark').key)"
+    )
     return manage(env, "shell", "-c", code, capture=True).stdout.strip().splitlines()[-1]
 
 
 def ids(env) -> dict:
-    code = ("from imaging.models import Scanner;from trials.models import Injection;"
-            "i=Injection.objects.select_related('subject').filter(subject__site__code='A').order_by('id').first();"
-            "s=Scanner.objects.get(site=i.subject.site);"
-            "print(i.subject_id, i.pk, s.pk)")
+    code = (
+        "from imaging.models import Scanner;from trials.models import Injection;"
+        "i=Injection.objects.select_related('subject').filter(subject__site__code='A').order_by('id').first();"
+        "s=Scanner.objects.get(site=i.subject.site);"
+        "print(i.subject_id, i.pk, s.pk)"
+    )
     subject, injection, scanner = manage(env, "shell", "-c", code, capture=True).stdout.split()[-3:]
     return {"subject": subject, "injection": injection, "scanner": scanner}
 
@@ -133,8 +138,9 @@ def change_tail(path: Path, round_no: int) -> None:
         fh.write(round_no.to_bytes(8, "little"))
 
 
-def tus_upload(base: str, token: str, path: Path, meta: dict, chunk: int,
-               client_cpu: list[float] | None = None) -> tuple[float, float, dict]:
+def tus_upload(
+    base: str, token: str, path: Path, meta: dict, chunk: int, client_cpu: list[float] | None = None
+) -> tuple[float, float, dict]:
     """(client pre-pass seconds, creation + PATCHes seconds, headers of the last PATCH's answer).
 
     The PATCH bodies go from the file to the socket with sendfile(2) on one keep-alive
@@ -147,9 +153,12 @@ def tus_upload(base: str, token: str, path: Path, meta: dict, chunk: int,
     sha256, checksums = client_prepass(path, chunk)
     prepass_s = time.perf_counter() - started
     started, cpu_started = time.perf_counter(), os.times()
-    created = requests.post(f"{base}/api/v1/uploads/", headers=headers | {
-        "Upload-Length": str(size), "Upload-Metadata": metadata(meta | {"sha256": sha256, "filename": path.name})},
-        timeout=60)
+    created = requests.post(
+        f"{base}/api/v1/uploads/",
+        headers=headers
+        | {"Upload-Length": str(size), "Upload-Metadata": metadata(meta | {"sha256": sha256, "filename": path.name})},
+        timeout=60,
+    )
     created.raise_for_status()
     url = urlsplit(created.headers["Location"])
     connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port)
@@ -164,9 +173,15 @@ def tus_upload(base: str, token: str, path: Path, meta: dict, chunk: int,
             else:
                 checksum = base64.b64encode(hashlib.sha256(os.pread(fh.fileno(), length, offset)).digest()).decode()
             connection.putrequest("PATCH", url.path, skip_accept_encoding=True)
-            for name, value in (headers | {"Upload-Offset": str(offset), "Content-Length": str(length),
-                                           "Content-Type": "application/offset+octet-stream",
-                                           "Upload-Checksum": f"sha256 {checksum}"}).items():
+            for name, value in (
+                headers
+                | {
+                    "Upload-Offset": str(offset),
+                    "Content-Length": str(length),
+                    "Content-Type": "application/offset+octet-stream",
+                    "Upload-Checksum": f"sha256 {checksum}",
+                }
+            ).items():
                 connection.putheader(name, value)
             connection.endheaders()
             sent = 0
@@ -204,9 +219,26 @@ def main() -> int:
         target = ids(env)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
-                                   "--workers", "1", "--threads", "2", "--timeout", "600"], cwd=ROOT, env=env,
-                                  stdout=open(work / "web.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - open while the server runs
+        server = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "config.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--threads",
+                "2",
+                "--timeout",
+                "600",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=open(work / "web.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )  # noqa: SIM115 - open while the server runs
         for _ in range(100):
             try:
                 requests.get(f"{base}/api/v1/", timeout=1)
@@ -230,8 +262,9 @@ def main() -> int:
             copy_s = fsynced_copy(data_path, work / "copy.bin")
             os.sync()
             cpu_before = cpu_seconds(web_pid)
-            prepass_s, upload_s, _ = tus_upload(base, token, data_path, target | {"hours": 1 + round_no},
-                                                args.chunk_mb << 20, client_cpu)
+            prepass_s, upload_s, _ = tus_upload(
+                base, token, data_path, target | {"hours": 1 + round_no}, args.chunk_mb << 20, client_cpu
+            )
             cpu_after = cpu_seconds(web_pid)
             web_user_s += cpu_after[0] - cpu_before[0]
             web_system_s += cpu_after[1] - cpu_before[1]
@@ -242,31 +275,59 @@ def main() -> int:
         data_path.unlink()
 
         mib = args.size_mb
-        print(f"file size                 {mib} MiB, {args.chunk_mb} MiB PATCHes, {args.rounds} rounds "
-              "(copy, then upload)")
+        print(
+            f"file size                 {mib} MiB, {args.chunk_mb} MiB PATCHes, {args.rounds} rounds "
+            "(copy, then upload)"
+        )
         print("round   copy MiB/s  upload MiB/s  ratio   client pre-pass  ratio incl. pre-pass")
         for i, (copy_s, prepass_s, upload_s) in enumerate(rounds, 1):
-            print(f"{i:5d}   {mib / copy_s:10.1f}  {mib / upload_s:12.1f}  {copy_s / upload_s:5.2f}   "
-                  f"{prepass_s:13.2f} s  {copy_s / (prepass_s + upload_s):20.2f}")
+            print(
+                f"{i:5d}   {mib / copy_s:10.1f}  {mib / upload_s:12.1f}  {copy_s / upload_s:5.2f}   "
+                f"{prepass_s:13.2f} s  {copy_s / (prepass_s + upload_s):20.2f}"
+            )
         median = statistics.median
         print(f"plain copy (same disk)    {median(mib / c for c, _, _ in rounds):8.1f} MiB/s median (fsynced)")
-        print(f"tus upload (loopback)     {median(mib / u for _, _, u in rounds):8.1f} MiB/s median (creation + "
-              "PATCHes; server checksums, fsyncs)")
-        print(f"ratio upload/copy         {median(c / u for c, _, u in rounds):8.2f}   median of rounds "
-              "(target >= 0.5)")
+        print(
+            f"tus upload (loopback)     {median(mib / u for _, _, u in rounds):8.1f} MiB/s median (creation + "
+            "PATCHes; server checksums, fsyncs)"
+        )
+        print(
+            f"ratio upload/copy         {median(c / u for c, _, u in rounds):8.2f}   median of rounds (target >= 0.5)"
+        )
         print(f"  incl. client pre-pass   {median(c / (p + u) for c, p, u in rounds):8.2f}   median of rounds")
         gib = args.rounds * mib / 1024
-        print(f"web process CPU           {(web_user_s + web_system_s) / gib:8.2f} s per GiB uploaded (user "
-              f"{web_user_s / gib:.2f} + system {web_system_s / gib:.2f}, all threads)")
-        print(f"client CPU                {client_cpu[0] / gib:8.2f} s per GiB sent (creation + PATCHes, "
-              f"sendfile; on the same {os.cpu_count()} cores)")
+        print(
+            f"web process CPU           {(web_user_s + web_system_s) / gib:8.2f} s per GiB uploaded (user "
+            f"{web_user_s / gib:.2f} + system {web_system_s / gib:.2f}, all threads)"
+        )
+        print(
+            f"client CPU                {client_cpu[0] / gib:8.2f} s per GiB sent (creation + PATCHes, "
+            f"sendfile; on the same {os.cpu_count()} cores)"
+        )
         print(f"web peak memory growth    {peak_growth_mb:8.1f} MiB (VmHWM - VmRSS before; target < 200)")
 
         # Time from upload complete to metrics, with the embedded worker beside the server.
-        worker = subprocess.Popen([PYTHON, "-m", "celery", "-A", "config", "worker", "-Q", "ingest,recon,export",
-                                   "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                                  cwd=ROOT, env=env, stdout=open(work / "worker.log", "wb"),  # noqa: SIM115 - open while the worker runs
-                                  stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "ingest,recon,export",
+                "-P",
+                "solo",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=open(work / "worker.log", "wb"),  # noqa: SIM115 - open while the worker runs
+            stderr=subprocess.STDOUT,
+        )
         time.sleep(3)  # let the worker drain the demo scans queued at load time first
         sys.path.insert(0, str(ROOT))
         from recon.simulate import simulate_to_files
@@ -288,8 +349,10 @@ def main() -> int:
             if scan["status"] in ("quantified", "rejected", "failed") or time.perf_counter() - done_at > 600:
                 break
             time.sleep(0.1)
-        print(f"upload complete->metrics  {time.perf_counter() - done_at:8.2f} s  (2D 12x12 scan, status "
-              f"{scan['status']}, embedded worker, filesystem broker)")
+        print(
+            f"upload complete->metrics  {time.perf_counter() - done_at:8.2f} s  (2D 12x12 scan, status "
+            f"{scan['status']}, embedded worker, filesystem broker)"
+        )
         return 0
     finally:
         for process in (worker, server):

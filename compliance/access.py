@@ -34,5 +34,11 @@ def log_download(actor, obj, what: str, *, action: AuditAction = AuditAction.FIL
     Call it in the view right before the file is streamed. The event commits on its own:
     the download happens whatever the response does afterwards."""
     with transaction.atomic():
-        return record_event(actor=actor, action=action, object_type=obj._meta.label_lower, object_id=obj.pk,
-                            changes={"what": what, **details}, **_scope_of(obj))
+        return record_event(
+            actor=actor,
+            action=action,
+            object_type=obj._meta.label_lower,
+            object_id=obj.pk,
+            changes={"what": what, **details},
+            **_scope_of(obj),
+        )

@@ -19,8 +19,9 @@ from compliance.security import lockout_release
 
 class AuditedAccessAttemptAdmin(AccessAttemptAdmin):
     def delete_model(self, request, obj):
-        lockout_release(actor=request.user, attempts=AccessAttempt.objects.filter(pk=obj.pk),
-                        reason="released in the admin")
+        lockout_release(
+            actor=request.user, attempts=AccessAttempt.objects.filter(pk=obj.pk), reason="released in the admin"
+        )
 
     def delete_queryset(self, request, queryset):
         lockout_release(actor=request.user, attempts=queryset, reason="released in the admin")
@@ -33,8 +34,17 @@ admin.site.register(AccessAttempt, AuditedAccessAttemptAdmin)
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    fields = readonly_fields = ("prefix", "user", "name", "scope", "created_at", "last_used_at", "expires_at",
-                                "revoked_at", "revoked_reason")
+    fields = readonly_fields = (
+        "prefix",
+        "user",
+        "name",
+        "scope",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_reason",
+    )
     list_display = fields
     list_filter = ["scope", "revoked_reason"]
     search_fields = ["user__username", "name", "prefix"]

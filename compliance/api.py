@@ -38,35 +38,48 @@ class _SignatureApplySchema(s.SignatureApplyInput):
     when the app is ready, before the URLs, and so this module, are imported)."""
 
     object_type = drf_serializers.ChoiceField(  # type: ignore[assignment]  # a narrower field, for the schema only
-        choices=signatures.signable_labels(),
-                                              help_text="Model label of the record, e.g. trials.subject")
+        choices=signatures.signable_labels(), help_text="Model label of the record, e.g. trials.subject"
+    )
 
 
 class SignatureApi(APIView):
     token_scopes = frozenset({TokenScope.READ})  # GET only: read tokens never sign
 
-    @extend_schema(parameters=[OpenApiParameter("object_type", str, enum=signatures.signable_labels()),
-                               OpenApiParameter("object_id", str)],
-                   responses=s.SignatureOutput(many=True), summary="Signatures of one record (re-checked)")
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("object_type", str, enum=signatures.signable_labels()),
+            OpenApiParameter("object_id", str),
+        ],
+        responses=s.SignatureOutput(many=True),
+        summary="Signatures of one record (re-checked)",
+    )
     def get(self, request):
         object_type, object_id = request.query_params.get("object_type"), request.query_params.get("object_id")
         if object_type is not None:
             signatures.kind_for_label(object_type)  # an unknown kind is a 400, with or without an id
         if object_type and object_id:
-            items = signatures.signatures_verify(_visible_record(request.user, object_type, object_id),
-                                                 actor=request.user)
+            items = signatures.signatures_verify(
+                _visible_record(request.user, object_type, object_id), actor=request.user
+            )
         else:
             items = list(selectors.signatures_visible_to(request.user)[:500])
         return Response(s.SignatureOutput(items, many=True).data)
 
-    @extend_schema(request=_SignatureApplySchema, responses={201: s.SignatureOutput},
-                   summary="Sign a record (the password is asked again)")
+    @extend_schema(
+        request=_SignatureApplySchema,
+        responses={201: s.SignatureOutput},
+        summary="Sign a record (the password is asked again)",
+    )
     def post(self, request):
         data = s.SignatureApplyInput(data=request.data)
         data.is_valid(raise_exception=True)
         obj = _visible_record(request.user, data.validated_data["object_type"], data.validated_data["object_id"])
-        signature = signatures.signature_apply(signer=request.user, password=data.validated_data["password"], obj=obj,
-                                               meaning=data.validated_data["meaning"])
+        signature = signatures.signature_apply(
+            signer=request.user,
+            password=data.validated_data["password"],
+            obj=obj,
+            meaning=data.validated_data["meaning"],
+        )
         return Response(s.SignatureOutput(signature).data, status=status.HTTP_201_CREATED)
 
 
@@ -115,14 +128,20 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             return obj
 
         export = services.export_request(
-            actor=user, kind=v["kind"], trial=visible(trial_selectors.visible_trials(user), v["trial"], "trial"),
+            actor=user,
+            kind=v["kind"],
+            trial=visible(trial_selectors.visible_trials(user), v["trial"], "trial"),
             site=visible(trial_selectors.visible_sites(user), v.get("site"), "site"),
             subject=visible(trial_selectors.subjects_visible_to(user), v.get("subject"), "subject"),
-            scan=visible(imaging_selectors.scans_visible_to(user), v.get("scan"), "scan"))
+            scan=visible(imaging_selectors.scans_visible_to(user), v.get("scan"), "scan"),
+        )
         return Response(self.get_serializer(export).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={202: s.ExportOutput},
-                   summary="Queue a failed export again (its requester only; audited)")
+    @extend_schema(
+        request=None,
+        responses={202: s.ExportOutput},
+        summary="Queue a failed export again (its requester only; audited)",
+    )
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         export = services.export_retry(actor=request.user, export=self.get_object())
@@ -164,16 +183,24 @@ class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         q = self.request.query_params
         return selectors.audit_events_visible_to(
-            self.request.user, subject=q.get("subject"), username=q.get("user"), action=q.get("action"),
-            date_from=selectors.parse_date(q.get("date_from")), date_to=selectors.parse_date(q.get("date_to")))
+            self.request.user,
+            subject=q.get("subject"),
+            username=q.get("user"),
+            action=q.get("action"),
+            date_from=selectors.parse_date(q.get("date_from")),
+            date_to=selectors.parse_date(q.get("date_to")),
+        )
 
     @extend_schema(parameters=[OpenApiParameter(n, str) for n in ("subject", "user", "action", "date_from", "date_to")])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=None, parameters=[OpenApiParameter("trial", ID_SCHEMA, required=True)],
-                   responses=_VerifyOutput,
-                   summary="Verify the hash chain (recorded as AUDIT_TRAIL_VERIFIED)")
+    @extend_schema(
+        request=None,
+        parameters=[OpenApiParameter("trial", ID_SCHEMA, required=True)],
+        responses=_VerifyOutput,
+        summary="Verify the hash chain (recorded as AUDIT_TRAIL_VERIFIED)",
+    )
     @action(detail=False, methods=["post"])
     def verify(self, request):
         from trials.models import Trial
@@ -210,8 +237,11 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=s.ScopedTokenInput, responses={201: s.IssuedTokenOutput},
-                   summary="Issue a scoped token (scanner bridge, read-only integration); the key is shown once")
+    @extend_schema(
+        request=s.ScopedTokenInput,
+        responses={201: s.IssuedTokenOutput},
+        summary="Issue a scoped token (scanner bridge, read-only integration); the key is shown once",
+    )
     def create(self, request):
         from django.contrib.auth import get_user_model
 
@@ -223,8 +253,9 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             user = get_user_model().objects.filter(pk=v["user"]).first() if request.user.is_superuser else None
             if user is None:
                 raise RuleViolation("not_found", "No such user.", field="user", status_code=404)
-        issued = tokens.scoped_token_issue(actor=request.user, user=user, name=v["name"], scope=v["scope"],
-                                           expires_in_days=v.get("expires_in_days"))
+        issued = tokens.scoped_token_issue(
+            actor=request.user, user=user, name=v["name"], scope=v["scope"], expires_in_days=v.get("expires_in_days")
+        )
         return Response(s.issued_token_data(issued), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={204: None}, summary="Revoke a token")

@@ -234,8 +234,23 @@ class ChainVerification:
 
 
 _VERIFY_COLUMNS = (
-    "sequence", "occurred_at", "actor_id", "actor_username", "action", "object_type", "object_id", "trial_id",
-    "site_id", "subject_id", "changes", "reason", "request_id", "client_address", "prev_hash", "hash", "key_id",
+    "sequence",
+    "occurred_at",
+    "actor_id",
+    "actor_username",
+    "action",
+    "object_type",
+    "object_id",
+    "trial_id",
+    "site_id",
+    "subject_id",
+    "changes",
+    "reason",
+    "request_id",
+    "client_address",
+    "prev_hash",
+    "hash",
+    "key_id",
 )
 _NO_CHECKPOINT = -1
 
@@ -267,41 +282,78 @@ def verify_rows(
     next_checkpoint = checkpoint.sequence if checkpoint else _NO_CHECKPOINT
 
     def broken(sequence: int | None, problem: str) -> ChainVerification:
-        return ChainVerification(False, checked, last_sequence, expected_prev, sequence, problem, matched,
-                                 legacy_through)
+        return ChainVerification(
+            False, checked, last_sequence, expected_prev, sequence, problem, matched, legacy_through
+        )
 
     for row in rows:
-        (sequence, occurred_at, actor_id, actor_username, action, object_type, object_id, trial_id, site_id,
-         subject_id, changes, reason, request_id, client_address, prev_hash, stored_hash, key_id) = row
+        (
+            sequence,
+            occurred_at,
+            actor_id,
+            actor_username,
+            action,
+            object_type,
+            object_id,
+            trial_id,
+            site_id,
+            subject_id,
+            changes,
+            reason,
+            request_id,
+            client_address,
+            prev_hash,
+            stored_hash,
+            key_id,
+        ) = row
         if sequence != expected_sequence:
             return broken(sequence, f"event #{sequence} follows #{expected_sequence - 1}: events are missing")
         if prev_hash != expected_prev:
             return broken(sequence, f"event #{sequence} does not point at the hash of the event before it")
         message = prev_hash.encode("ascii") + canonical_payload(
-            sequence=sequence, occurred_at=occurred_at, actor_id=actor_id, actor_username=actor_username,
-            action=action, object_type=object_type, object_id=object_id, trial_id=trial_id, site_id=site_id,
-            subject_id=subject_id, changes=loads(changes) if isinstance(changes, str) else changes, reason=reason,
-            request_id=request_id, client_address=None if client_address is None else str(client_address),
+            sequence=sequence,
+            occurred_at=occurred_at,
+            actor_id=actor_id,
+            actor_username=actor_username,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            trial_id=trial_id,
+            site_id=site_id,
+            subject_id=subject_id,
+            changes=loads(changes) if isinstance(changes, str) else changes,
+            reason=reason,
+            request_id=request_id,
+            client_address=None if client_address is None else str(client_address),
         )
         if key_id:
             mac = macs.get(key_id)
             if mac is None:
-                return broken(sequence, f"event #{sequence} is keyed with key id {key_id}, which is neither "
-                                        "AUDIT_HMAC_KEY nor in AUDIT_HMAC_RETIRED_KEYS")
+                return broken(
+                    sequence,
+                    f"event #{sequence} is keyed with key id {key_id}, which is neither "
+                    "AUDIT_HMAC_KEY nor in AUDIT_HMAC_RETIRED_KEYS",
+                )
             digest = mac.hexdigest(message)
             keyed_seen = True
         else:
             if keyed_seen:
-                return broken(sequence, f"event #{sequence} is unkeyed after keyed events: only the events "
-                                        "recorded before the chain was keyed may be unkeyed (rewritten without the key)")
+                return broken(
+                    sequence,
+                    f"event #{sequence} is unkeyed after keyed events: only the events "
+                    "recorded before the chain was keyed may be unkeyed (rewritten without the key)",
+                )
             digest = sha256(message).hexdigest()
             legacy_through = sequence
         if digest != stored_hash:
             return broken(sequence, f"event #{sequence} was altered: its content no longer matches its hash")
         while checkpoint is not None and sequence == next_checkpoint:
             if checkpoint.hash != stored_hash:
-                return broken(sequence, f"event #{sequence} is not the event that checkpoint {checkpoint.source} "
-                                        f"(signed {checkpoint.written_at}) recorded: the chain was rewritten")
+                return broken(
+                    sequence,
+                    f"event #{sequence} is not the event that checkpoint {checkpoint.source} "
+                    f"(signed {checkpoint.written_at}) recorded: the chain was rewritten",
+                )
             matched += 1
             checkpoint = next(pending, None)
             next_checkpoint = checkpoint.sequence if checkpoint else _NO_CHECKPOINT
@@ -310,12 +362,18 @@ def verify_rows(
         last_sequence = sequence
         checked += 1
     if checkpoint is not None:
-        return broken(checkpoint.sequence, f"the chain ends at event #{last_sequence or 0} but checkpoint "
-                                           f"{checkpoint.source} (signed {checkpoint.written_at}) records event "
-                                           f"#{checkpoint.sequence}: the newest events were deleted (truncated)")
+        return broken(
+            checkpoint.sequence,
+            f"the chain ends at event #{last_sequence or 0} but checkpoint "
+            f"{checkpoint.source} (signed {checkpoint.written_at}) records event "
+            f"#{checkpoint.sequence}: the newest events were deleted (truncated)",
+        )
     if legacy_through is not None and not (checkpoints and checkpoints[-1].sequence >= legacy_through):
-        return broken(legacy_through, f"events #1-#{legacy_through} were recorded before the chain was keyed and "
-                                      "no checkpoint anchors them yet: run `manage.py audit_checkpoint`")
+        return broken(
+            legacy_through,
+            f"events #1-#{legacy_through} were recorded before the chain was keyed and "
+            "no checkpoint anchors them yet: run `manage.py audit_checkpoint`",
+        )
     if checkpoint_problems:
         return broken(None, checkpoint_problems[0])
     return ChainVerification(True, checked, last_sequence, expected_prev, None, "", matched, legacy_through)
@@ -377,8 +435,9 @@ def verify_chain(*, chunk_size: int = 20_000) -> ChainVerification:
                 return verify_rows(cursor, ring=ring, checkpoints=checkpoints, checkpoint_problems=problems)
     with transaction.atomic(), connection.chunked_cursor() as cursor:
         cursor.execute(_SQLITE_VERIFY_SQL)
-        return verify_rows(_fetch_in_chunks(cursor, chunk_size), ring=ring, checkpoints=checkpoints,
-                           checkpoint_problems=problems)
+        return verify_rows(
+            _fetch_in_chunks(cursor, chunk_size), ring=ring, checkpoints=checkpoints, checkpoint_problems=problems
+        )
 
 
 def head() -> tuple[int | None, str]:
@@ -400,8 +459,10 @@ def write_checkpoint(*, sequence: int | None = None, hash: str | None = None) ->
         stored = AuditEvent.objects.filter(sequence=last.sequence).values_list("hash", flat=True).first()
         if stored != last.hash:
             what = "is missing (truncated)" if stored is None else "has another hash (rewritten)"
-            raise AuditError(f"checkpoint refused: event #{last.sequence}, recorded by checkpoint {last.source}, "
-                             f"{what}; run `manage.py verify_audit`")
+            raise AuditError(
+                f"checkpoint refused: event #{last.sequence}, recorded by checkpoint {last.source}, "
+                f"{what}; run `manage.py verify_audit`"
+            )
     if sequence is None:
         sequence, hash = head()
         if sequence is None:

@@ -43,8 +43,14 @@ class Checkpoint:
     source: str  # "file:line", to name it in a verification problem
 
     def as_dict(self) -> dict:
-        return {"sequence": self.sequence, "hash": self.hash, "count": self.count, "written_at": self.written_at,
-                "key_id": self.key_id, "source": self.source}
+        return {
+            "sequence": self.sequence,
+            "hash": self.hash,
+            "count": self.count,
+            "written_at": self.written_at,
+            "key_id": self.key_id,
+            "source": self.source,
+        }
 
 
 def _signature(body: dict, key: bytes) -> str:
@@ -55,8 +61,14 @@ def _signature(body: dict, key: bytes) -> str:
 def append(directory: Path, *, sequence: int, hash: str, ring: Keyring) -> dict:
     """Sign (sequence, hash) with the current key and append it as one line; returns the line's body."""
     now = dt.datetime.now(dt.UTC)
-    body = {"v": VERSION, "sequence": sequence, "hash": hash, "count": sequence,
-            "written_at": now.isoformat(timespec="microseconds").replace("+00:00", "Z"), "key_id": ring.current_id}
+    body = {
+        "v": VERSION,
+        "sequence": sequence,
+        "hash": hash,
+        "count": sequence,
+        "written_at": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "key_id": ring.current_id,
+    }
     body["signature"] = _signature(body, ring.current)
     line = orjson.dumps(body, option=orjson.OPT_SORT_KEYS) + b"\n"
     directory.mkdir(parents=True, exist_ok=True)
@@ -83,15 +95,24 @@ def _parse(raw: bytes, source: str, ring: Keyring) -> Checkpoint | str:
     if not isinstance(body, dict) or set(body) != _FIELDS or body["v"] != VERSION:
         return f"checkpoint {source} does not have the checkpoint fields"
     sequence, digest, count = body["sequence"], body["hash"], body["count"]
-    if (not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1 or count != sequence
-            or not isinstance(digest, str) or not _HEX64.fullmatch(digest)
-            or not isinstance(body["key_id"], str) or not isinstance(body["signature"], str)
-            or not isinstance(body["written_at"], str)):
+    if (
+        not isinstance(sequence, int)
+        or isinstance(sequence, bool)
+        or sequence < 1
+        or count != sequence
+        or not isinstance(digest, str)
+        or not _HEX64.fullmatch(digest)
+        or not isinstance(body["key_id"], str)
+        or not isinstance(body["signature"], str)
+        or not isinstance(body["written_at"], str)
+    ):
         return f"checkpoint {source} has a malformed field"
     key = ring.keys.get(body["key_id"])
     if key is None:
-        return (f"checkpoint {source} is signed with key id {body['key_id']}, which is neither AUDIT_HMAC_KEY "
-                f"nor in AUDIT_HMAC_RETIRED_KEYS")
+        return (
+            f"checkpoint {source} is signed with key id {body['key_id']}, which is neither AUDIT_HMAC_KEY "
+            f"nor in AUDIT_HMAC_RETIRED_KEYS"
+        )
     if not hmac.compare_digest(_signature(body, key), body["signature"]):
         return f"checkpoint {source} has a bad signature: it was not written with the chain key (forged or altered)"
     return Checkpoint(sequence, digest, count, body["written_at"], body["key_id"], source)

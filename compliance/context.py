@@ -14,7 +14,9 @@ class RequestContext:
     client_address: str | None = None
 
 
-_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("audit_request_context", default=RequestContext())  # noqa: B039 - frozen
+_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(
+    "audit_request_context", default=RequestContext()
+)  # noqa: B039 - frozen
 
 
 def current() -> RequestContext:

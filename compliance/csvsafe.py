@@ -45,8 +45,9 @@ def cell(value, fmt: Callable[[object], str] = str) -> str:
     return text if _is_number(value) else neutralise(text)
 
 
-def csv_bytes(header: Iterable[str], rows: Iterable[Iterable], *, preamble: Iterable[str] = (),
-              fmt: Callable[[object], str] = str) -> bytes:
+def csv_bytes(
+    header: Iterable[str], rows: Iterable[Iterable], *, preamble: Iterable[str] = (), fmt: Callable[[object], str] = str
+) -> bytes:
     """UTF-8 CSV: ``# `` comment lines (``preamble``, one line each), the header, the rows."""
     out = io.StringIO()
     for line in preamble:

@@ -62,9 +62,15 @@ class IdleTimeoutMiddleware:
                 request.compliance_logout_reason = "idle"  # read by compliance.security.on_logged_out
                 logout(request)
                 if _wants_json(request):
-                    return JsonResponse({"error": {"code": "session_expired",
-                                                   "message": "You were logged off after a period of inactivity."}},
-                                        status=401)
+                    return JsonResponse(
+                        {
+                            "error": {
+                                "code": "session_expired",
+                                "message": "You were logged off after a period of inactivity.",
+                            }
+                        },
+                        status=401,
+                    )
                 return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
             session[_LAST_ACTIVITY] = now
         return self.get_response(request)
@@ -89,7 +95,9 @@ class TwoFactorRequiredMiddleware:
             and twofactor.requires_2fa(user)
         ):
             if _wants_json(request):
-                return JsonResponse({"error": {"code": "two_factor_required",
-                                               "message": "Complete two-factor authentication first."}}, status=403)
+                return JsonResponse(
+                    {"error": {"code": "two_factor_required", "message": "Complete two-factor authentication first."}},
+                    status=403,
+                )
             return redirect_to_login(request.get_full_path(), reverse("accounts:otp"))
         return self.get_response(request)

@@ -183,7 +183,9 @@ class Export(models.Model):
                 condition=~Q(status="ready") | (~Q(file="") & ~Q(sha256="")), name="export_ready_has_file"
             ),
             models.CheckConstraint(
-                condition=Q(kind__in=["dicom_study", "dicom_study_deidentified"], scan__isnull=False, subject__isnull=False)
+                condition=Q(
+                    kind__in=["dicom_study", "dicom_study_deidentified"], scan__isnull=False, subject__isnull=False
+                )
                 | (~Q(kind__in=["dicom_study", "dicom_study_deidentified"]) & Q(scan__isnull=True)),
                 name="export_scan_iff_scan_kind",
             ),
@@ -198,7 +200,11 @@ class Export(models.Model):
     @property
     def scope_label(self) -> str:
         if self.subject is not None:
-            return f"scan #{self.scan_id} of subject {self.subject.code}" if self.scan_id else f"subject {self.subject.code}"
+            return (
+                f"scan #{self.scan_id} of subject {self.subject.code}"
+                if self.scan_id
+                else f"subject {self.subject.code}"
+            )
         if self.site is not None:
             return f"site {self.site.code}"
         return f"trial {self.trial.protocol_number}"

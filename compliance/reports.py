@@ -81,7 +81,11 @@ def _latest_measurements(subject_ids):
     Scan = imaging_model("Scan")
     if Measurement is None or Scan is None:
         return [], []
-    scans = list(Scan.objects.filter(subject_id__in=subject_ids).select_related("subject").order_by("subject_id", "hours_after_injection"))
+    scans = list(
+        Scan.objects.filter(subject_id__in=subject_ids)
+        .select_related("subject")
+        .order_by("subject_id", "hours_after_injection")
+    )
     rows = list(
         Measurement.objects.filter(scan__subject_id__in=subject_ids)
         .select_related("reconstruction", "scan", "scan__subject")
@@ -116,7 +120,9 @@ def collect(export: Export) -> ReportData:
         .order_by("subject__code", "administered_at")
     )
     batch_ids = {i.batch_id for i in injections}
-    batch_rows = CellBatch.objects.filter(trial_id=export.trial_id).select_related("nanoparticle_lot", "donor_subject", "site")
+    batch_rows = CellBatch.objects.filter(trial_id=export.trial_id).select_related(
+        "nanoparticle_lot", "donor_subject", "site"
+    )
     if export.site_id or export.subject_id:
         batch_rows = batch_rows.filter(pk__in=batch_ids) | batch_rows.filter(donor_subject_id__in=ids)
     batches = list(batch_rows.order_by("batch_code").distinct())
@@ -130,7 +136,11 @@ def collect(export: Export) -> ReportData:
         generated_at=timezone.now(),
         trial=export.trial,
         subjects=subjects,
-        consents=list(Consent.objects.filter(subject_id__in=ids).select_related("subject", "document").order_by("subject__code", "signed_at")),
+        consents=list(
+            Consent.objects.filter(subject_id__in=ids)
+            .select_related("subject", "document")
+            .order_by("subject__code", "signed_at")
+        ),
         injections=injections,
         batches=batches,
         lots=list(lots.order_by("manufacturer", "lot_number")),
@@ -171,45 +181,153 @@ def tables(data: ReportData) -> dict[str, tuple[list[str], list[list]]]:
         ),
         "consents": (
             ["subject", "document_version", "scopes", "signed_at", "withdrawn_scopes"],
-            [[c.subject.code, c.document.version, c.scopes, c.signed_at, " ".join(sorted(c.withdrawn_scopes))]
-             for c in data.consents],
+            [
+                [c.subject.code, c.document.version, c.scopes, c.signed_at, " ".join(sorted(c.withdrawn_scopes))]
+                for c in data.consents
+            ],
         ),
         "chain_of_identity": (
-            ["donation_id", "chain_of_identity_id", "batch", "donor", "nanoparticle_lot", "injection", "subject",
-             "administered_at", "administered_cells", "scans"],
-            [[i.batch.donation_id, i.batch.chain_of_identity_id, i.batch.batch_code,
-              i.batch.donor_subject.code if i.batch.donor_subject else "allogeneic",
-              i.batch.nanoparticle_lot.lot_number if i.batch.nanoparticle_lot else "", f"#{i.pk}", i.subject.code,
-              i.administered_at, i.administered_cells,
-              [f"#{s.pk}@{s.hours_after_injection:g}h" for s in scans_of.get(i.pk, [])]]
-             for i in data.injections],
+            [
+                "donation_id",
+                "chain_of_identity_id",
+                "batch",
+                "donor",
+                "nanoparticle_lot",
+                "injection",
+                "subject",
+                "administered_at",
+                "administered_cells",
+                "scans",
+            ],
+            [
+                [
+                    i.batch.donation_id,
+                    i.batch.chain_of_identity_id,
+                    i.batch.batch_code,
+                    i.batch.donor_subject.code if i.batch.donor_subject else "allogeneic",
+                    i.batch.nanoparticle_lot.lot_number if i.batch.nanoparticle_lot else "",
+                    f"#{i.pk}",
+                    i.subject.code,
+                    i.administered_at,
+                    i.administered_cells,
+                    [f"#{s.pk}@{s.hours_after_injection:g}h" for s in scans_of.get(i.pk, [])],
+                ]
+                for i in data.injections
+            ],
         ),
         "injections": (
-            ["injection", "subject", "batch", "route", "anatomical_target", "administered_cells", "volume_ml",
-             "administered_at"],
-            [[i.pk, i.subject.code, i.batch.batch_code, i.route, i.anatomical_target, i.administered_cells,
-              i.volume_ml, i.administered_at] for i in data.injections],
+            [
+                "injection",
+                "subject",
+                "batch",
+                "route",
+                "anatomical_target",
+                "administered_cells",
+                "volume_ml",
+                "administered_at",
+            ],
+            [
+                [
+                    i.pk,
+                    i.subject.code,
+                    i.batch.batch_code,
+                    i.route,
+                    i.anatomical_target,
+                    i.administered_cells,
+                    i.volume_ml,
+                    i.administered_at,
+                ]
+                for i in data.injections
+            ],
         ),
         "nanoparticle_lots": (
-            ["manufacturer", "product", "lot_number", "expiry_date", "iron_mg_per_ml", "iron_mmol_per_l",
-             "core_size_nm", "hydrodynamic_size_nm", "qc_status", "certificate_sha256"],
-            [[lot.manufacturer, lot.product, lot.lot_number, lot.expiry_date, lot.iron_mg_per_ml, lot.iron_mmol_per_l,
-              lot.core_size_nm, lot.hydrodynamic_size_nm, lot.qc_status, lot.certificate_sha256] for lot in data.lots],
+            [
+                "manufacturer",
+                "product",
+                "lot_number",
+                "expiry_date",
+                "iron_mg_per_ml",
+                "iron_mmol_per_l",
+                "core_size_nm",
+                "hydrodynamic_size_nm",
+                "qc_status",
+                "certificate_sha256",
+            ],
+            [
+                [
+                    lot.manufacturer,
+                    lot.product,
+                    lot.lot_number,
+                    lot.expiry_date,
+                    lot.iron_mg_per_ml,
+                    lot.iron_mmol_per_l,
+                    lot.core_size_nm,
+                    lot.hydrodynamic_size_nm,
+                    lot.qc_status,
+                    lot.certificate_sha256,
+                ]
+                for lot in data.lots
+            ],
         ),
         "metrics": (
-            ["subject", "scan", "hours_after_injection", "roi", "roi_kind", "iron_ng", "uncertainty_ng", "cell_count",
-             "retention_percent", "retention_uncertainty_percent", "off_target_percent", "detected"],
-            [[m.scan.subject.code, m.scan_id, m.scan.hours_after_injection, m.roi_name, m.roi_kind, m.iron_ng,
-              m.uncertainty_ng, m.cell_count, m.retention_percent, m.retention_uncertainty_percent,
-              m.off_target_percent, m.detected]
-             for m in data.measurements],
+            [
+                "subject",
+                "scan",
+                "hours_after_injection",
+                "roi",
+                "roi_kind",
+                "iron_ng",
+                "uncertainty_ng",
+                "cell_count",
+                "retention_percent",
+                "retention_uncertainty_percent",
+                "off_target_percent",
+                "detected",
+            ],
+            [
+                [
+                    m.scan.subject.code,
+                    m.scan_id,
+                    m.scan.hours_after_injection,
+                    m.roi_name,
+                    m.roi_kind,
+                    m.iron_ng,
+                    m.uncertainty_ng,
+                    m.cell_count,
+                    m.retention_percent,
+                    m.retention_uncertainty_percent,
+                    m.off_target_percent,
+                    m.detected,
+                ]
+                for m in data.measurements
+            ],
         ),
         "signatures": (
-            ["record", "kind", "printed_name", "meaning", "signed_at", "valid", "invalidated_at", "invalidation_reason",
-             "content_sha256"],
-            [[f"{s.content_type.app_label}.{s.content_type.model}:{s.object_id}", s.kind, s.printed_name, s.meaning,
-              s.signed_at, "yes" if s.valid else "NO (invalidated)", s.invalidated_at, s.invalidation_reason,
-              s.content_sha256] for s in data.signatures],
+            [
+                "record",
+                "kind",
+                "printed_name",
+                "meaning",
+                "signed_at",
+                "valid",
+                "invalidated_at",
+                "invalidation_reason",
+                "content_sha256",
+            ],
+            [
+                [
+                    f"{s.content_type.app_label}.{s.content_type.model}:{s.object_id}",
+                    s.kind,
+                    s.printed_name,
+                    s.meaning,
+                    s.signed_at,
+                    "yes" if s.valid else "NO (invalidated)",
+                    s.invalidated_at,
+                    s.invalidation_reason,
+                    s.content_sha256,
+                ]
+                for s in data.signatures
+            ],
         ),
     }
 
@@ -229,8 +347,10 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 def build_report_csv(data: ReportData) -> bytes:
     files = {f"{name}.csv": _csv_bytes(header, rows) for name, (header, rows) in tables(data).items()}
-    files["README.txt"] = (f"Trial {data.trial.protocol_number}, {data.scope_label}; generated "
-                           f"{_fmt(data.generated_at)} by export #{data.export.pk}.\n").encode()
+    files["README.txt"] = (
+        f"Trial {data.trial.protocol_number}, {data.scope_label}; generated "
+        f"{_fmt(data.generated_at)} by export #{data.export.pk}.\n"
+    ).encode()
     return _zip(files)
 
 
@@ -245,7 +365,8 @@ def retention_plot_png(data: ReportData) -> bytes | None:
     for m in data.measurements:
         if m.roi_kind == "target":
             points.setdefault(m.scan.subject.code, []).append(
-                (m.scan.hours_after_injection, m.retention_percent, m.retention_uncertainty_percent or 0.0))
+                (m.scan.hours_after_injection, m.retention_percent, m.retention_uncertainty_percent or 0.0)
+            )
     if not points:
         return None
     import matplotlib
@@ -257,8 +378,14 @@ def retention_plot_png(data: ReportData) -> bytes | None:
     axes = figure.add_subplot()
     for code, values in sorted(points.items()):
         values.sort()
-        axes.errorbar([h for h, _, _ in values], [r for _, r, _ in values], yerr=[sd for _, _, sd in values],
-                      marker="o", capsize=3, label=code)
+        axes.errorbar(
+            [h for h, _, _ in values],
+            [r for _, r, _ in values],
+            yerr=[sd for _, _, sd in values],
+            marker="o",
+            capsize=3,
+            label=code,
+        )
     axes.set_xlabel("hours after injection")
     axes.set_ylabel("retention (% of injected iron)")
     axes.set_ylim(bottom=0)
@@ -286,20 +413,37 @@ def build_report_pdf(data: ReportData) -> bytes:
     small = styles["BodyText"].clone("small", fontSize=7, leading=8.5)
     buffer = io.BytesIO()
     trial = data.trial
-    doc = SimpleDocTemplate(buffer, pagesize=landscape(A4), title=f"Report {trial.protocol_number}",
-                            author="MPI cell-therapy trial platform", leftMargin=1.5 * cm, rightMargin=1.5 * cm)
+    doc = SimpleDocTemplate(
+        buffer,
+        pagesize=landscape(A4),
+        title=f"Report {trial.protocol_number}",
+        author="MPI cell-therapy trial platform",
+        leftMargin=1.5 * cm,
+        rightMargin=1.5 * cm,
+    )
     story = [
         paragraph(f"Trial report: {trial.protocol_number}", styles["Title"]),
-        paragraph(f"{trial.title} (phase {trial.phase}, {trial.status}). Scope: {data.scope_label}. "
-                  f"Generated {_fmt(data.generated_at)} for {data.export.requested_by.get_username()} "
-                  f"(export #{data.export.pk}).", styles["BodyText"]),
-        paragraph(f"Subjects: {len(data.subjects)}; injections: {len(data.injections)}; scans: {len(data.scans)}; "
-                  f"signatures: {len(data.signatures)} ({sum(1 for s in data.signatures if not s.valid)} invalidated).",
-                  styles["BodyText"]),
+        paragraph(
+            f"{trial.title} (phase {trial.phase}, {trial.status}). Scope: {data.scope_label}. "
+            f"Generated {_fmt(data.generated_at)} for {data.export.requested_by.get_username()} "
+            f"(export #{data.export.pk}).",
+            styles["BodyText"],
+        ),
+        paragraph(
+            f"Subjects: {len(data.subjects)}; injections: {len(data.injections)}; scans: {len(data.scans)}; "
+            f"signatures: {len(data.signatures)} ({sum(1 for s in data.signatures if not s.valid)} invalidated).",
+            styles["BodyText"],
+        ),
     ]
-    headings = {"subjects": "Subjects", "consents": "Consent", "chain_of_identity":
-                "Chain of identity: donation, batch, injection, scans", "injections": "Injections",
-                "nanoparticle_lots": "Nanoparticle lots", "metrics": "Scan metrics", "signatures": "Signatures"}
+    headings = {
+        "subjects": "Subjects",
+        "consents": "Consent",
+        "chain_of_identity": "Chain of identity: donation, batch, injection, scans",
+        "injections": "Injections",
+        "nanoparticle_lots": "Nanoparticle lots",
+        "metrics": "Scan metrics",
+        "signatures": "Signatures",
+    }
     plot = retention_plot_png(data)
     for name, (header, rows) in tables(data).items():
         story += [Spacer(1, 0.4 * cm), paragraph(headings[name], styles["Heading2"])]
@@ -310,9 +454,15 @@ def build_report_pdf(data: ReportData) -> bytes:
             continue
         cells = [[paragraph(h, small) for h in header]] + [[paragraph(_fmt(v), small) for v in row] for row in rows]
         table = Table(cells, repeatRows=1)
-        table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
-                                   ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf3")),
-                                   ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+        table.setStyle(
+            TableStyle(
+                [
+                    ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+                    ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf3")),
+                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ]
+            )
+        )
         story.append(table)
     doc.build(story)
     return buffer.getvalue()
@@ -321,9 +471,24 @@ def build_report_pdf(data: ReportData) -> bytes:
 # --------------------------------------------------------------------------- audit-trail extract
 
 
-_AUDIT_COLUMNS = ["sequence", "occurred_at", "actor_username", "action", "action_name", "object_type", "object_id",
-                  "trial_id", "site_id", "subject_id", "changes", "reason", "request_id", "client_address",
-                  "prev_hash", "hash"]
+_AUDIT_COLUMNS = [
+    "sequence",
+    "occurred_at",
+    "actor_username",
+    "action",
+    "action_name",
+    "object_type",
+    "object_id",
+    "trial_id",
+    "site_id",
+    "subject_id",
+    "changes",
+    "reason",
+    "request_id",
+    "client_address",
+    "prev_hash",
+    "hash",
+]
 
 
 def audit_events_in_scope(export: Export):
@@ -337,11 +502,21 @@ def audit_events_in_scope(export: Export):
 
 def _audit_row(event: AuditEvent) -> dict:
     return {
-        "sequence": event.sequence, "occurred_at": event.occurred_at, "actor_username": event.actor_username,
-        "action": event.action, "action_name": event.action_name, "object_type": event.object_type,
-        "object_id": event.object_id, "trial_id": event.trial_id, "site_id": event.site_id,
-        "subject_id": event.subject_id, "changes": event.changes, "reason": event.reason,
-        "request_id": event.request_id, "client_address": event.client_address, "prev_hash": event.prev_hash,
+        "sequence": event.sequence,
+        "occurred_at": event.occurred_at,
+        "actor_username": event.actor_username,
+        "action": event.action,
+        "action_name": event.action_name,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "trial_id": event.trial_id,
+        "site_id": event.site_id,
+        "subject_id": event.subject_id,
+        "changes": event.changes,
+        "reason": event.reason,
+        "request_id": event.request_id,
+        "client_address": event.client_address,
+        "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
 
@@ -351,9 +526,15 @@ def _audit_header(export: Export) -> dict:
     head_sequence, head_hash = head()
     # The signed checkpoints anchor the head outside the database; a copy travels with the extract.
     checkpoints = [c.as_dict() for c in read_checkpoints()[0]]
-    return {"trial": export.trial.protocol_number, "scope": export.scope_label, "generated_at": timezone.now(),
-            "chain_verification": verification, "head_sequence": head_sequence, "head_hash": head_hash,
-            "checkpoints": checkpoints}
+    return {
+        "trial": export.trial.protocol_number,
+        "scope": export.scope_label,
+        "generated_at": timezone.now(),
+        "chain_verification": verification,
+        "head_sequence": head_sequence,
+        "head_hash": head_hash,
+        "checkpoints": checkpoints,
+    }
 
 
 def build_audit_json(export: Export) -> bytes:
@@ -371,8 +552,11 @@ def build_audit_csv(export: Export) -> bytes:
         f"chain_ok: {str(verification['ok']).lower()}; events_checked: {verification['events_checked']}; "
         f"problem: {verification['problem'] or 'none'}",
         f"head_sequence: {header['head_sequence']}; head_hash: {header['head_hash']}",
-        *(f"checkpoint: sequence: {c['sequence']}; hash: {c['hash']}; written_at: {c['written_at']}; "
-          f"key_id: {c['key_id']}; source: {c['source']}" for c in header["checkpoints"]),
+        *(
+            f"checkpoint: sequence: {c['sequence']}; hash: {c['hash']}; written_at: {c['written_at']}; "
+            f"key_id: {c['key_id']}; source: {c['source']}"
+            for c in header["checkpoints"]
+        ),
     ]
     rows = []
     for event in audit_events_in_scope(export).iterator():
@@ -388,22 +572,55 @@ def build_audit_csv(export: Export) -> bytes:
 
 # (form OID, name, repeating, [(item OID, name, ODM DataType)])
 ODM_FORMS = [
-    ("F.ENROL", "Enrolment", "No", [("IT.SITE", "Site code", "text"), ("IT.ENRDT", "Enrolment date", "date"),
-                                    ("IT.STATUS", "Subject status", "text")]),
-    ("F.CONSENT", "Informed consent", "Yes", [("IT.CNSVER", "Consent document version", "text"),
-                                              ("IT.CNSSCOPE", "Scopes granted", "text"),
-                                              ("IT.CNSDTC", "Signed at", "datetime"),
-                                              ("IT.CNSWDSCOPE", "Scopes withdrawn", "text")]),
-    ("F.INJ", "Cell injection", "Yes", [("IT.COI", "Chain-of-identity id", "text"), ("IT.BATCH", "Batch code", "text"),
-                                        ("IT.LOT", "Nanoparticle lot", "text"),
-                                        ("IT.CELLS", "Administered cells", "integer"),
-                                        ("IT.VOLML", "Volume (mL)", "float"), ("IT.ROUTE", "Route", "text"),
-                                        ("IT.TARGET", "Anatomical target", "text"),
-                                        ("IT.INJDTC", "Administered at", "datetime")]),
-    ("F.MPI", "MPI scan metrics", "Yes", [("IT.HOURS", "Hours after injection", "float"), ("IT.ROI", "ROI", "text"),
-                                          ("IT.ROIKIND", "ROI kind", "text"), ("IT.IRONNG", "Iron (ng)", "float"),
-                                          ("IT.RETPCT", "Retention (%)", "float"),
-                                          ("IT.OFFPCT", "Off-target (%)", "float")]),
+    (
+        "F.ENROL",
+        "Enrolment",
+        "No",
+        [
+            ("IT.SITE", "Site code", "text"),
+            ("IT.ENRDT", "Enrolment date", "date"),
+            ("IT.STATUS", "Subject status", "text"),
+        ],
+    ),
+    (
+        "F.CONSENT",
+        "Informed consent",
+        "Yes",
+        [
+            ("IT.CNSVER", "Consent document version", "text"),
+            ("IT.CNSSCOPE", "Scopes granted", "text"),
+            ("IT.CNSDTC", "Signed at", "datetime"),
+            ("IT.CNSWDSCOPE", "Scopes withdrawn", "text"),
+        ],
+    ),
+    (
+        "F.INJ",
+        "Cell injection",
+        "Yes",
+        [
+            ("IT.COI", "Chain-of-identity id", "text"),
+            ("IT.BATCH", "Batch code", "text"),
+            ("IT.LOT", "Nanoparticle lot", "text"),
+            ("IT.CELLS", "Administered cells", "integer"),
+            ("IT.VOLML", "Volume (mL)", "float"),
+            ("IT.ROUTE", "Route", "text"),
+            ("IT.TARGET", "Anatomical target", "text"),
+            ("IT.INJDTC", "Administered at", "datetime"),
+        ],
+    ),
+    (
+        "F.MPI",
+        "MPI scan metrics",
+        "Yes",
+        [
+            ("IT.HOURS", "Hours after injection", "float"),
+            ("IT.ROI", "ROI", "text"),
+            ("IT.ROIKIND", "ROI kind", "text"),
+            ("IT.IRONNG", "Iron (ng)", "float"),
+            ("IT.RETPCT", "Retention (%)", "float"),
+            ("IT.OFFPCT", "Off-target (%)", "float"),
+        ],
+    ),
 ]
 
 
@@ -419,10 +636,16 @@ def build_odm(data: ReportData) -> bytes:
 
     trial = data.trial
     study_oid = f"ST.{trial.protocol_number}"
-    odm = ET.Element(f"{{{ODM_NS}}}ODM", {
-        "FileOID": f"EXPORT.{data.export.pk}", "FileType": "Snapshot", "ODMVersion": "1.3.2",
-        "CreationDateTime": _odm_datetime(data.generated_at), "Originator": "MPI cell-therapy trial platform",
-    })
+    odm = ET.Element(
+        f"{{{ODM_NS}}}ODM",
+        {
+            "FileOID": f"EXPORT.{data.export.pk}",
+            "FileType": "Snapshot",
+            "ODMVersion": "1.3.2",
+            "CreationDateTime": _odm_datetime(data.generated_at),
+            "Originator": "MPI cell-therapy trial platform",
+        },
+    )
     study = el(odm, "Study", OID=study_oid)
     globals_ = el(study, "GlobalVariables")
     el(globals_, "StudyName").text = trial.protocol_number
@@ -471,25 +694,61 @@ def build_odm(data: ReportData) -> bytes:
         subject_data = el(clinical, "SubjectData", SubjectKey=subject.code)
         event = el(subject_data, "StudyEventData", StudyEventOID="SE.TRIAL")
         form = el(event, "FormData", FormOID="F.ENROL")
-        group(form, "F.ENROL", None, [("IT.SITE", subject.site.code), ("IT.ENRDT", subject.enrolment_date.isoformat()),
-                                      ("IT.STATUS", subject.status)])
+        group(
+            form,
+            "F.ENROL",
+            None,
+            [
+                ("IT.SITE", subject.site.code),
+                ("IT.ENRDT", subject.enrolment_date.isoformat()),
+                ("IT.STATUS", subject.status),
+            ],
+        )
         for n, c in enumerate(consents.get(subject.pk, []), 1):
             form = el(event, "FormData", FormOID="F.CONSENT", FormRepeatKey=n)
-            group(form, "F.CONSENT", 1, [("IT.CNSVER", c.document.version), ("IT.CNSSCOPE", " ".join(c.scopes)),
-                                         ("IT.CNSDTC", _odm_datetime(c.signed_at)),
-                                         ("IT.CNSWDSCOPE", " ".join(sorted(c.withdrawn_scopes)))])
+            group(
+                form,
+                "F.CONSENT",
+                1,
+                [
+                    ("IT.CNSVER", c.document.version),
+                    ("IT.CNSSCOPE", " ".join(c.scopes)),
+                    ("IT.CNSDTC", _odm_datetime(c.signed_at)),
+                    ("IT.CNSWDSCOPE", " ".join(sorted(c.withdrawn_scopes))),
+                ],
+            )
         for n, i in enumerate(injections.get(subject.pk, []), 1):
             form = el(event, "FormData", FormOID="F.INJ", FormRepeatKey=n)
-            group(form, "F.INJ", 1, [
-                ("IT.COI", i.batch.chain_of_identity_id), ("IT.BATCH", i.batch.batch_code),
-                ("IT.LOT", i.batch.nanoparticle_lot.lot_number if i.batch.nanoparticle_lot else ""),
-                ("IT.CELLS", i.administered_cells), ("IT.VOLML", i.volume_ml), ("IT.ROUTE", i.route),
-                ("IT.TARGET", i.anatomical_target), ("IT.INJDTC", _odm_datetime(i.administered_at))])
+            group(
+                form,
+                "F.INJ",
+                1,
+                [
+                    ("IT.COI", i.batch.chain_of_identity_id),
+                    ("IT.BATCH", i.batch.batch_code),
+                    ("IT.LOT", i.batch.nanoparticle_lot.lot_number if i.batch.nanoparticle_lot else ""),
+                    ("IT.CELLS", i.administered_cells),
+                    ("IT.VOLML", i.volume_ml),
+                    ("IT.ROUTE", i.route),
+                    ("IT.TARGET", i.anatomical_target),
+                    ("IT.INJDTC", _odm_datetime(i.administered_at)),
+                ],
+            )
         for n, m in enumerate(metrics.get(subject.pk, []), 1):
             form = el(event, "FormData", FormOID="F.MPI", FormRepeatKey=n)
-            group(form, "F.MPI", 1, [("IT.HOURS", m.scan.hours_after_injection), ("IT.ROI", m.roi_name),
-                                     ("IT.ROIKIND", m.roi_kind), ("IT.IRONNG", m.iron_ng),
-                                     ("IT.RETPCT", m.retention_percent), ("IT.OFFPCT", m.off_target_percent)])
+            group(
+                form,
+                "F.MPI",
+                1,
+                [
+                    ("IT.HOURS", m.scan.hours_after_injection),
+                    ("IT.ROI", m.roi_name),
+                    ("IT.ROIKIND", m.roi_kind),
+                    ("IT.IRONNG", m.iron_ng),
+                    ("IT.RETPCT", m.retention_percent),
+                    ("IT.OFFPCT", m.off_target_percent),
+                ],
+            )
     return ET.tostring(odm, encoding="utf-8", xml_declaration=True)
 
 
@@ -511,23 +770,64 @@ def build_sponsor_deidentified(data: ReportData) -> bytes:
     shared = [s for s in data.subjects if s.pk in sharing]
     subject_of = {s.pk: s for s in shared}
     pseudonym = {s.pk: keys.pseudonym(s) for s in shared}
-    births = dict(SubjectIdentity.objects.filter(subject_id__in=list(subject_of)).values_list(
-        "subject_id", "date_of_birth"))
+    births = dict(
+        SubjectIdentity.objects.filter(subject_id__in=list(subject_of)).values_list("subject_id", "date_of_birth")
+    )
 
     def day(subject_id, value):
         return keys.day(subject_of[subject_id], value)
 
-    subjects = [[pseudonym[s.pk], keys.site(s.site), s.status, day(s.pk, s.enrolment_date),
-                 deidentify.safe_harbor_age(births.get(s.pk), s.enrolment_date)] for s in shared]
-    consents = [[pseudonym[c.subject_id], c.document.version, c.scopes, day(c.subject_id, c.signed_at),
-                 " ".join(sorted(c.withdrawn_scopes))] for c in data.consents if c.subject_id in subject_of]
-    injections = [[pseudonym[i.subject_id], keys.product(i.batch), i.batch.product_type, i.route,
-                   i.administered_cells, i.volume_ml, day(i.subject_id, i.administered_at),
-                   i.batch.nanoparticle_lot.product if i.batch.nanoparticle_lot else "",
-                   i.batch.iron_per_cell_pg] for i in data.injections if i.subject_id in subject_of]
-    metrics = [[pseudonym[m.scan.subject_id], m.scan.hours_after_injection, m.roi_kind, m.iron_ng, m.uncertainty_ng,
-                m.cell_count, m.retention_percent, m.off_target_percent, m.detected]
-               for m in data.measurements if m.scan.subject_id in subject_of]
+    subjects = [
+        [
+            pseudonym[s.pk],
+            keys.site(s.site),
+            s.status,
+            day(s.pk, s.enrolment_date),
+            deidentify.safe_harbor_age(births.get(s.pk), s.enrolment_date),
+        ]
+        for s in shared
+    ]
+    consents = [
+        [
+            pseudonym[c.subject_id],
+            c.document.version,
+            c.scopes,
+            day(c.subject_id, c.signed_at),
+            " ".join(sorted(c.withdrawn_scopes)),
+        ]
+        for c in data.consents
+        if c.subject_id in subject_of
+    ]
+    injections = [
+        [
+            pseudonym[i.subject_id],
+            keys.product(i.batch),
+            i.batch.product_type,
+            i.route,
+            i.administered_cells,
+            i.volume_ml,
+            day(i.subject_id, i.administered_at),
+            i.batch.nanoparticle_lot.product if i.batch.nanoparticle_lot else "",
+            i.batch.iron_per_cell_pg,
+        ]
+        for i in data.injections
+        if i.subject_id in subject_of
+    ]
+    metrics = [
+        [
+            pseudonym[m.scan.subject_id],
+            m.scan.hours_after_injection,
+            m.roi_kind,
+            m.iron_ng,
+            m.uncertainty_ng,
+            m.cell_count,
+            m.retention_percent,
+            m.off_target_percent,
+            m.detected,
+        ]
+        for m in data.measurements
+        if m.scan.subject_id in subject_of
+    ]
     readme = (
         f"De-identified data set of trial {trial.protocol_number} (HIPAA Safe Harbor, 45 CFR 164.514(b)(2)).\n"
         "Subjects appear by pseudonym only. Every date of a subject is shifted back by the same number of days "
@@ -535,16 +835,45 @@ def build_sponsor_deidentified(data: ReportData) -> bytes:
         "not. Ages above 89 are given as 90+. Subjects without data-sharing consent in force are left out.\n"
         f"Subjects included: {len(shared)}.\n"
     ).encode()
-    return _zip({
-        "README.txt": readme,
-        "subjects.csv": _csv_bytes(["pseudonym", "site", "status", "enrolment_date_shifted", "age_at_enrolment"], subjects),
-        "consents.csv": _csv_bytes(["pseudonym", "document_version", "scopes", "signed_on_shifted", "withdrawn_scopes"],
-                                   consents),
-        "injections.csv": _csv_bytes(["pseudonym", "product_id", "product_type", "route", "administered_cells",
-                                      "volume_ml", "administered_on_shifted", "tracer", "iron_per_cell_pg"], injections),
-        "metrics.csv": _csv_bytes(["pseudonym", "hours_after_injection", "roi_kind", "iron_ng", "uncertainty_ng",
-                                   "cell_count", "retention_percent", "off_target_percent", "detected"], metrics),
-    })
+    return _zip(
+        {
+            "README.txt": readme,
+            "subjects.csv": _csv_bytes(
+                ["pseudonym", "site", "status", "enrolment_date_shifted", "age_at_enrolment"], subjects
+            ),
+            "consents.csv": _csv_bytes(
+                ["pseudonym", "document_version", "scopes", "signed_on_shifted", "withdrawn_scopes"], consents
+            ),
+            "injections.csv": _csv_bytes(
+                [
+                    "pseudonym",
+                    "product_id",
+                    "product_type",
+                    "route",
+                    "administered_cells",
+                    "volume_ml",
+                    "administered_on_shifted",
+                    "tracer",
+                    "iron_per_cell_pg",
+                ],
+                injections,
+            ),
+            "metrics.csv": _csv_bytes(
+                [
+                    "pseudonym",
+                    "hours_after_injection",
+                    "roi_kind",
+                    "iron_ng",
+                    "uncertainty_ng",
+                    "cell_count",
+                    "retention_percent",
+                    "off_target_percent",
+                    "detected",
+                ],
+                metrics,
+            ),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -566,8 +895,11 @@ def build_dicom_study(export: Export, progress=None) -> bytes:
 
     if export.scan is None:
         raise ValueError(f"export #{export.pk} of kind {export.kind} names no scan")
-    return dicom_export.study_zip(export.scan, deidentified=export.kind == Export.Kind.DICOM_STUDY_DEIDENTIFIED,
-                                  progress=progress or dicom_export.no_progress)
+    return dicom_export.study_zip(
+        export.scan,
+        deidentified=export.kind == Export.Kind.DICOM_STUDY_DEIDENTIFIED,
+        progress=progress or dicom_export.no_progress,
+    )
 
 
 # Builders that report progress themselves (``progress(stage, fraction)``).

@@ -93,8 +93,12 @@ class LockoutHandler(AxesDatabaseHandler):
             request.compliance_lockout_scope = ADDRESS
             request.axes_locked_out = True
             request.axes_credentials = credentials
-            user_locked_out.send("axes", request=request, username=get_client_username(request, credentials),
-                                 ip_address=request.axes_ip_address)
+            user_locked_out.send(
+                "axes",
+                request=request,
+                username=get_client_username(request, credentials),
+                ip_address=request.axes_ip_address,
+            )
 
 
 def lockout_scope(request) -> str:
@@ -105,10 +109,15 @@ def lockout_refusal(scope: str) -> tuple[str, str]:
     """(code, message) for a refused attempt: one wording for every interface."""
     minutes = round(settings.AXES_COOLOFF_TIME * 60)
     if scope == ADDRESS:
-        return ("address_throttled", f"Too many failed sign-in attempts from your network address: attempts from it "
-                                     f"are refused for {minutes} minutes.")
-    return ("account_locked", f"Too many failed sign-in attempts: this account is locked for {minutes} minutes "
-                              f"at your network address.")
+        return (
+            "address_throttled",
+            f"Too many failed sign-in attempts from your network address: attempts from it "
+            f"are refused for {minutes} minutes.",
+        )
+    return (
+        "account_locked",
+        f"Too many failed sign-in attempts: this account is locked for {minutes} minutes at your network address.",
+    )
 
 
 def _via(request) -> str:
@@ -124,14 +133,24 @@ def _via(request) -> str:
 
 def on_login_failed(sender, credentials, request=None, **kwargs):
     with transaction.atomic():
-        record_event(actor=None, action=AuditAction.LOGIN_FAILED, object_type="auth.user", object_id="",
-                     changes={"username": str(credentials.get("username", ""))[:150], "via": _via(request)})
+        record_event(
+            actor=None,
+            action=AuditAction.LOGIN_FAILED,
+            object_type="auth.user",
+            object_id="",
+            changes={"username": str(credentials.get("username", ""))[:150], "via": _via(request)},
+        )
 
 
 def on_logged_in(sender, request, user, **kwargs):
     with transaction.atomic():
-        record_event(actor=user, action=AuditAction.LOGIN_SUCCEEDED, object_type="auth.user", object_id=user.pk,
-                     changes={"via": _via(request)})
+        record_event(
+            actor=user,
+            action=AuditAction.LOGIN_SUCCEEDED,
+            object_type="auth.user",
+            object_id=user.pk,
+            changes={"via": _via(request)},
+        )
 
 
 def on_logged_out(sender, request, user, **kwargs):
@@ -139,17 +158,33 @@ def on_logged_out(sender, request, user, **kwargs):
         return
     reason = getattr(request, "compliance_logout_reason", "user")
     with transaction.atomic():
-        record_event(actor=user, action=AuditAction.LOGOUT, object_type="auth.user", object_id=user.pk,
-                     changes={"reason": reason}, reason="automatic log-off after idle time" if reason == "idle" else "")
+        record_event(
+            actor=user,
+            action=AuditAction.LOGOUT,
+            object_type="auth.user",
+            object_id=user.pk,
+            changes={"reason": reason},
+            reason="automatic log-off after idle time" if reason == "idle" else "",
+        )
 
 
 def on_locked_out(sender, request=None, username=None, ip_address=None, **kwargs):
     scope = lockout_scope(request)
     limit = settings.LOGIN_ADDRESS_FAILURE_LIMIT if scope == ADDRESS else settings.AXES_FAILURE_LIMIT
     with transaction.atomic():
-        record_event(actor=None, action=AuditAction.ACCOUNT_LOCKED, object_type="auth.user", object_id="",
-                     changes={"username": str(username or "")[:150], "via": _via(request), "scope": scope,
-                              "failure_limit": limit, "cooloff_minutes": round(settings.AXES_COOLOFF_TIME * 60)})
+        record_event(
+            actor=None,
+            action=AuditAction.ACCOUNT_LOCKED,
+            object_type="auth.user",
+            object_id="",
+            changes={
+                "username": str(username or "")[:150],
+                "via": _via(request),
+                "scope": scope,
+                "failure_limit": limit,
+                "cooloff_minutes": round(settings.AXES_COOLOFF_TIME * 60),
+            },
+        )
 
 
 def lockout_response(request, original_response=None, credentials=None):
@@ -174,6 +209,12 @@ def lockout_release(*, actor, attempts, reason: str = "") -> int:
             released[key] = released.get(key, 0) + row.failures_since_start
         AccessAttempt.objects.filter(pk__in=[row.pk for row in rows]).delete()
         for (username, address), failures in released.items():
-            record_event(actor=actor, action=AuditAction.ACCOUNT_UNLOCKED, object_type="auth.user", object_id="",
-                         changes={"username": username, "ip_address": address, "failures": failures}, reason=reason)
+            record_event(
+                actor=actor,
+                action=AuditAction.ACCOUNT_UNLOCKED,
+                object_type="auth.user",
+                object_id="",
+                changes={"username": username, "ip_address": address, "failures": failures},
+                reason=reason,
+            )
     return len(released)

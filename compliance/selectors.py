@@ -16,17 +16,24 @@ def audit_trial_ids(user) -> list[int]:
     from trials.models import Role
     from trials.permissions import access
 
-    return list(access.active_memberships(user).filter(site__isnull=True, role__in=[Role.MONITOR, Role.AUDITOR])
-                .values_list("trial_id", flat=True))
+    return list(
+        access.active_memberships(user)
+        .filter(site__isnull=True, role__in=[Role.MONITOR, Role.AUDITOR])
+        .values_list("trial_id", flat=True)
+    )
 
 
-def audit_events_visible_to(user, *, subject=None, username=None, action=None, date_from=None,
-                            date_to=None) -> QuerySet[AuditEvent]:
+def audit_events_visible_to(
+    user, *, subject=None, username=None, action=None, date_from=None, date_to=None
+) -> QuerySet[AuditEvent]:
     events = AuditEvent.objects.filter(trial_id__in=audit_trial_ids(user))
     if subject:
         subject_id = parse_id(subject)
-        events = events.filter(subject_id=subject_id) if subject_id is not None else events.filter(
-            subject_id__in=_subject_ids_by_code(subject))
+        events = (
+            events.filter(subject_id=subject_id)
+            if subject_id is not None
+            else events.filter(subject_id__in=_subject_ids_by_code(subject))
+        )
     if username:
         events = events.filter(actor_username=username)
     if action:
@@ -56,5 +63,8 @@ def signatures_visible_to(user) -> QuerySet[Signature]:
     from trials.permissions.access import sponsor_trial_ids, visible_site_ids
 
     # Signatures name staff and carry exact dates: not part of a sponsor's de-identified view.
-    return Signature.objects.filter(site_id__in=visible_site_ids(user)).exclude(
-        trial_id__in=sponsor_trial_ids(user)).select_related("content_type", "signer")
+    return (
+        Signature.objects.filter(site_id__in=visible_site_ids(user))
+        .exclude(trial_id__in=sponsor_trial_ids(user))
+        .select_related("content_type", "signer")
+    )

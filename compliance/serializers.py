@@ -16,9 +16,22 @@ class SignatureOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Signature
-        fields = ["id", "object_type", "object_id", "kind", "signer_username", "printed_name", "meaning",
-                  "meaning_display", "signed_at", "content_sha256", "manifest", "valid", "invalidated_at",
-                  "invalidation_reason"]
+        fields = [
+            "id",
+            "object_type",
+            "object_id",
+            "kind",
+            "signer_username",
+            "printed_name",
+            "meaning",
+            "meaning_display",
+            "signed_at",
+            "content_sha256",
+            "manifest",
+            "valid",
+            "invalidated_at",
+            "invalidation_reason",
+        ]
 
     def get_object_type(self, signature) -> str:
         return f"{signature.content_type.app_label}.{signature.content_type.model}"
@@ -59,9 +72,26 @@ class ExportOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Export
-        fields = ["id", "kind", "trial", "site", "subject", "scan", "scope", "requested_by", "status",
-                  "progress_stage", "progress_percent", "content_type", "size_bytes", "sha256", "error", "created_at",
-                  "started_at", "finished_at"]
+        fields = [
+            "id",
+            "kind",
+            "trial",
+            "site",
+            "subject",
+            "scan",
+            "scope",
+            "requested_by",
+            "status",
+            "progress_stage",
+            "progress_percent",
+            "content_type",
+            "size_bytes",
+            "sha256",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
 
 
 class ExportRequestInput(serializers.Serializer):
@@ -77,9 +107,25 @@ class AuditEventOutput(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEvent
-        fields = ["id", "sequence", "occurred_at", "actor_username", "action", "action_name", "object_type", "object_id",
-                  "trial_id", "site_id", "subject_id", "changes", "reason", "request_id", "client_address",
-                  "prev_hash", "hash"]
+        fields = [
+            "id",
+            "sequence",
+            "occurred_at",
+            "actor_username",
+            "action",
+            "action_name",
+            "object_type",
+            "object_id",
+            "trial_id",
+            "site_id",
+            "subject_id",
+            "changes",
+            "reason",
+            "request_id",
+            "client_address",
+            "prev_hash",
+            "hash",
+        ]
 
 
 class ApiTokenOutput(serializers.ModelSerializer):
@@ -90,8 +136,19 @@ class ApiTokenOutput(serializers.ModelSerializer):
 
     class Meta:
         model = ApiToken
-        fields = ["id", "user", "name", "scope", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at",
-                  "revoked_reason", "state"]
+        fields = [
+            "id",
+            "user",
+            "name",
+            "scope",
+            "prefix",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
+            "revoked_reason",
+            "state",
+        ]
 
     def get_state(self, token) -> str:
         from compliance.tokens import token_state
@@ -119,8 +176,9 @@ class IssuedTokenOutput(serializers.Serializer):
 
 def issued_token_data(issued) -> dict:
     token = issued.token
-    return IssuedTokenOutput({"token": issued.key, "id": token.pk, "name": token.name, "scope": token.scope,
-                              "expires_at": token.expires_at}).data
+    return IssuedTokenOutput(
+        {"token": issued.key, "id": token.pk, "name": token.name, "scope": token.scope, "expires_at": token.expires_at}
+    ).data
 
 
 class LogoutInput(serializers.Serializer):

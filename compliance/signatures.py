@@ -27,9 +27,16 @@ from compliance.models import AuditEvent, Signature
 from config.errors import RuleViolation
 
 # Events that read or sign a record, and so never explain why its content changed.
-_NOT_CHANGES = {AuditAction.IDENTITY_READ, AuditAction.SIGNATURE_APPLIED, AuditAction.SIGNATURE_INVALIDATED,
-                AuditAction.SIGNATURE_REFUSED, AuditAction.FILE_DOWNLOADED, AuditAction.EXPORT_REQUESTED,
-                AuditAction.EXPORT_COMPLETED, AuditAction.EXPORT_DOWNLOADED}
+_NOT_CHANGES = {
+    AuditAction.IDENTITY_READ,
+    AuditAction.SIGNATURE_APPLIED,
+    AuditAction.SIGNATURE_INVALIDATED,
+    AuditAction.SIGNATURE_REFUSED,
+    AuditAction.FILE_DOWNLOADED,
+    AuditAction.EXPORT_REQUESTED,
+    AuditAction.EXPORT_COMPLETED,
+    AuditAction.EXPORT_DOWNLOADED,
+}
 
 
 @dataclass(frozen=True)
@@ -69,13 +76,18 @@ def kind_for_label(label: str) -> SignableKind:
     """The signable kind for a model label like ``trials.subject`` (any case)."""
     kind = _registry.get((label or "").lower())
     if kind is None:
-        raise RuleViolation("not_signable", f"{label!r} is not a kind of record that can be signed "
-                            f"(signable: {', '.join(sorted(_registry))}).", field="object_type", status_code=400)
+        raise RuleViolation(
+            "not_signable",
+            f"{label!r} is not a kind of record that can be signed (signable: {', '.join(sorted(_registry))}).",
+            field="object_type",
+            status_code=400,
+        )
     try:
         _ = kind.model  # resolving the model class raises LookupError until its app is installed
     except LookupError:
-        raise RuleViolation("not_signable", f"{label!r} is not available yet.", field="object_type",
-                            status_code=400) from None
+        raise RuleViolation(
+            "not_signable", f"{label!r} is not available yet.", field="object_type", status_code=400
+        ) from None
     return kind
 
 
@@ -101,27 +113,44 @@ def _subject_visit_content(subject) -> dict:
     Identity (PHI) is not part of it: the signature is on the clinical record."""
     consents = [
         {
-            "id": c.pk, "document_version": c.document.version, "document_sha256": c.document.sha256,
-            "scopes": c.scopes, "signed_at": c.signed_at, "obtained_by": c.obtained_by.get_username(),
-            "withdrawn_at": c.withdrawn_at, "withdrawn_scopes": c.withdrawn_scopes,
+            "id": c.pk,
+            "document_version": c.document.version,
+            "document_sha256": c.document.sha256,
+            "scopes": c.scopes,
+            "signed_at": c.signed_at,
+            "obtained_by": c.obtained_by.get_username(),
+            "withdrawn_at": c.withdrawn_at,
+            "withdrawn_scopes": c.withdrawn_scopes,
             "withdrawal_reason": c.withdrawal_reason,
         }
         for c in subject.consents.select_related("document", "obtained_by").order_by("id")
     ]
     injections = [
         {
-            "id": i.pk, "batch_code": i.batch.batch_code, "chain_of_identity_id": i.batch.chain_of_identity_id,
-            "donation_id": i.batch.donation_id, "administered_cells": i.administered_cells,
-            "volume_ml": i.volume_ml, "route": i.route, "anatomical_target": i.anatomical_target,
-            "administered_at": i.administered_at, "administered_by": i.administered_by.get_username(),
+            "id": i.pk,
+            "batch_code": i.batch.batch_code,
+            "chain_of_identity_id": i.batch.chain_of_identity_id,
+            "donation_id": i.batch.donation_id,
+            "administered_cells": i.administered_cells,
+            "volume_ml": i.volume_ml,
+            "route": i.route,
+            "anatomical_target": i.anatomical_target,
+            "administered_at": i.administered_at,
+            "administered_by": i.administered_by.get_username(),
             "verified_by": i.verified_by.get_username(),
         }
         for i in subject.injections.select_related("batch", "administered_by", "verified_by").order_by("id")
     ]
     return {
         "kind": "subject_visit",
-        "subject": {"id": subject.pk, "code": subject.code, "trial": subject.trial.protocol_number,
-                    "site": subject.site.code, "enrolment_date": subject.enrolment_date, "status": subject.status},
+        "subject": {
+            "id": subject.pk,
+            "code": subject.code,
+            "trial": subject.trial.protocol_number,
+            "site": subject.site.code,
+            "enrolment_date": subject.enrolment_date,
+            "status": subject.status,
+        },
         "consents": consents,
         "injections": injections,
     }
@@ -135,20 +164,31 @@ def _reconstruction_content(reconstruction) -> dict:
     scan = reconstruction.scan
     measurements = [
         {
-            "roi": m.roi_name, "kind": m.roi_kind, "iron_ng": m.iron_ng, "uncertainty_ng": m.uncertainty_ng,
-            "cell_count": m.cell_count, "retention_percent": m.retention_percent,
-            "off_target_percent": m.off_target_percent, "detection_limit_ng": m.detection_limit_ng,
-            "detected": m.detected, "voxels": m.voxels,
+            "roi": m.roi_name,
+            "kind": m.roi_kind,
+            "iron_ng": m.iron_ng,
+            "uncertainty_ng": m.uncertainty_ng,
+            "cell_count": m.cell_count,
+            "retention_percent": m.retention_percent,
+            "off_target_percent": m.off_target_percent,
+            "detection_limit_ng": m.detection_limit_ng,
+            "detected": m.detected,
+            "voxels": m.voxels,
         }
         for m in reconstruction.measurements.order_by("roi_id")
     ]
     return {
         "kind": "reconstruction_results",
         "reconstruction": {
-            "id": reconstruction.pk, "scan": scan.pk, "attempt": reconstruction.attempt,
-            "scan_sha256": scan.sha256, "input_sha256": reconstruction.input_sha256,
-            "system_matrix_sha256": reconstruction.system_matrix_sha256, "result_sha256": reconstruction.sha256,
-            "params": reconstruction.params, "software_version": reconstruction.software_version,
+            "id": reconstruction.pk,
+            "scan": scan.pk,
+            "attempt": reconstruction.attempt,
+            "scan_sha256": scan.sha256,
+            "input_sha256": reconstruction.input_sha256,
+            "system_matrix_sha256": reconstruction.system_matrix_sha256,
+            "result_sha256": reconstruction.sha256,
+            "params": reconstruction.params,
+            "software_version": reconstruction.software_version,
         },
         "measurements": measurements,
     }
@@ -160,11 +200,21 @@ def _reconstruction_scope(reconstruction) -> Scope:
 
 
 def register_builtin_kinds() -> None:
-    register(SignableKind("trials.Subject", "subject visit", _subject_visit_content, _subject_scope,
-                          lambda s: f"subject {s.code}"))
+    register(
+        SignableKind(
+            "trials.Subject", "subject visit", _subject_visit_content, _subject_scope, lambda s: f"subject {s.code}"
+        )
+    )
     # The imaging models are being written; the kind resolves its model when used.
-    register(SignableKind("imaging.Reconstruction", "reconstruction results", _reconstruction_content,
-                          _reconstruction_scope, lambda r: f"reconstruction #{r.pk} of scan #{r.scan_id}"))
+    register(
+        SignableKind(
+            "imaging.Reconstruction",
+            "reconstruction results",
+            _reconstruction_content,
+            _reconstruction_scope,
+            lambda r: f"reconstruction #{r.pk} of scan #{r.scan_id}",
+        )
+    )
 
 
 # --------------------------------------------------------------------------- services
@@ -176,9 +226,11 @@ def _printed_name(user) -> str:
 
 def _manifest(*, printed_name: str, username: str, signed_at, meaning: str, what: str, digest: str) -> str:
     # 11.50: printed name, date and time, meaning; shown with every display of the record.
-    return (f"Electronically signed by {printed_name} ({username}) on "
-            f"{signed_at:%Y-%m-%d %H:%M:%S} UTC. Meaning: {Signature.Meaning(meaning).label}. "
-            f"Record: {what}. Content SHA-256: {digest}.")
+    return (
+        f"Electronically signed by {printed_name} ({username}) on "
+        f"{signed_at:%Y-%m-%d %H:%M:%S} UTC. Meaning: {Signature.Meaning(meaning).label}. "
+        f"Record: {what}. Content SHA-256: {digest}."
+    )
 
 
 def signatures_of(obj):
@@ -194,8 +246,12 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
     kind = kind_for(obj)
     scope = kind.scope(obj)
     if meaning not in Signature.Meaning.values:
-        raise RuleViolation("invalid_meaning", f"Meaning must be one of {', '.join(Signature.Meaning.values)}.",
-                            field="meaning", status_code=400)
+        raise RuleViolation(
+            "invalid_meaning",
+            f"Meaning must be one of {', '.join(Signature.Meaning.values)}.",
+            field="meaning",
+            status_code=400,
+        )
     site = Site.objects.get(pk=scope.site_id) if scope.site_id else None
     if site is None or str(Role.INVESTIGATOR) not in access.roles_at(signer, site):
         raise RuleViolation("forbidden", "Only an investigator at the record's site may sign it.", status_code=403)
@@ -204,33 +260,63 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
     if not check.confirmed:
         # The refusal is itself a fact for the trail (11.300(d)): commit it, sign nothing.
         with transaction.atomic():
-            record_event(actor=signer, action=AuditAction.SIGNATURE_REFUSED, object_type=obj._meta.label_lower,
-                         object_id=obj.pk, trial_id=scope.trial_id, site_id=scope.site_id,
-                         subject_id=scope.subject_id,
-                         changes={"meaning": meaning, "why": "account locked" if check.locked else "wrong password"})
+            record_event(
+                actor=signer,
+                action=AuditAction.SIGNATURE_REFUSED,
+                object_type=obj._meta.label_lower,
+                object_id=obj.pk,
+                trial_id=scope.trial_id,
+                site_id=scope.site_id,
+                subject_id=scope.subject_id,
+                changes={"meaning": meaning, "why": "account locked" if check.locked else "wrong password"},
+            )
         if check.locked:
-            raise RuleViolation(check.code, f"{check.message} Nothing was signed.", field="password",
-                                status_code=429)
-        raise RuleViolation("signature_refused", "The password is wrong: nothing was signed.", field="password",
-                            status_code=403)
+            raise RuleViolation(check.code, f"{check.message} Nothing was signed.", field="password", status_code=429)
+        raise RuleViolation(
+            "signature_refused", "The password is wrong: nothing was signed.", field="password", status_code=403
+        )
     signed_at = timezone.now()
     digest = content_sha256(obj)
     signature = Signature(
-        signer=signer, signer_username=signer.get_username(), printed_name=_printed_name(signer), meaning=meaning,
-        signed_at=signed_at, content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk),
-        kind=kind.name, content_sha256=digest, trial_id=scope.trial_id, site_id=scope.site_id,
+        signer=signer,
+        signer_username=signer.get_username(),
+        printed_name=_printed_name(signer),
+        meaning=meaning,
+        signed_at=signed_at,
+        content_type=ContentType.objects.get_for_model(obj),
+        object_id=str(obj.pk),
+        kind=kind.name,
+        content_sha256=digest,
+        trial_id=scope.trial_id,
+        site_id=scope.site_id,
         subject_id=scope.subject_id,
-        manifest=_manifest(printed_name=_printed_name(signer), username=signer.get_username(), signed_at=signed_at,
-                           meaning=meaning, what=kind.describe(obj), digest=digest),
+        manifest=_manifest(
+            printed_name=_printed_name(signer),
+            username=signer.get_username(),
+            signed_at=signed_at,
+            meaning=meaning,
+            what=kind.describe(obj),
+            digest=digest,
+        ),
     )
     with transaction.atomic():
         signature.full_clean()
         signature.save()
-        event = record_event(actor=signer, action=AuditAction.SIGNATURE_APPLIED, object_type=obj._meta.label_lower,
-                             object_id=obj.pk, trial_id=scope.trial_id, site_id=scope.site_id,
-                             subject_id=scope.subject_id,
-                             changes={"signature": signature.pk, "meaning": meaning, "content_sha256": digest,
-                                      "printed_name": signature.printed_name})
+        event = record_event(
+            actor=signer,
+            action=AuditAction.SIGNATURE_APPLIED,
+            object_type=obj._meta.label_lower,
+            object_id=obj.pk,
+            trial_id=scope.trial_id,
+            site_id=scope.site_id,
+            subject_id=scope.subject_id,
+            changes={
+                "signature": signature.pk,
+                "meaning": meaning,
+                "content_sha256": digest,
+                "printed_name": signature.printed_name,
+            },
+        )
         Signature.objects.filter(pk=signature.pk).update(audit_sequence=event.sequence)
         signature.audit_sequence = event.sequence
     return signature
@@ -248,8 +334,10 @@ def _what_changed(signature: Signature) -> str:
     if event is None:
         return "the signed content changed after signing"
     because = f": {event.reason}" if event.reason else ""
-    return (f"the signed content changed after signing ({event.action_name} by "
-            f"{event.actor_username or 'the system'}, event #{event.sequence}{because})")
+    return (
+        f"the signed content changed after signing ({event.action_name} by "
+        f"{event.actor_username or 'the system'}, event #{event.sequence}{because})"
+    )
 
 
 def signature_invalidate_if_changed(obj, *, actor=None, reason: str = "") -> list[Signature]:
@@ -272,16 +360,27 @@ def signature_invalidate_if_changed(obj, *, actor=None, reason: str = "") -> lis
         with transaction.atomic():
             # Conditional update: two readers at once invalidate (and audit) it once.
             changed = Signature.objects.filter(pk=signature.pk, valid=True).update(
-                valid=False, invalidated_at=now, invalidation_reason=why)
+                valid=False, invalidated_at=now, invalidation_reason=why
+            )
             if not changed:
                 continue
             scope = kind.scope(obj)
-            record_event(actor=actor, action=AuditAction.SIGNATURE_INVALIDATED, object_type=obj._meta.label_lower,
-                         object_id=obj.pk, trial_id=scope.trial_id, site_id=scope.site_id,
-                         subject_id=scope.subject_id,
-                         changes={"signature": signature.pk, "valid": [True, False],
-                                  "signed_sha256": signature.content_sha256, "current_sha256": digest},
-                         reason=why)
+            record_event(
+                actor=actor,
+                action=AuditAction.SIGNATURE_INVALIDATED,
+                object_type=obj._meta.label_lower,
+                object_id=obj.pk,
+                trial_id=scope.trial_id,
+                site_id=scope.site_id,
+                subject_id=scope.subject_id,
+                changes={
+                    "signature": signature.pk,
+                    "valid": [True, False],
+                    "signed_sha256": signature.content_sha256,
+                    "current_sha256": digest,
+                },
+                reason=why,
+            )
         signature.refresh_from_db()
         invalidated.append(signature)
     return invalidated

@@ -59,19 +59,37 @@ def not_for_sponsors(view):
 # Query parameters and orderings on identified values: a sponsor filtering or sorting by
 # a real code or date would learn it (``?code=...``, ``?administered_after=...``).
 IDENTIFIED_FILTERS = frozenset({"code", "site_code", "name", "administered_after", "administered_before"})
-IDENTIFIED_ORDERINGS = frozenset({"code", "name", "enrolment_date", "created_at", "updated_at", "signed_at",
-                                  "withdrawn_at", "manufactured_at", "labelled_at", "batch_code", "administered_at"})
+IDENTIFIED_ORDERINGS = frozenset(
+    {
+        "code",
+        "name",
+        "enrolment_date",
+        "created_at",
+        "updated_at",
+        "signed_at",
+        "withdrawn_at",
+        "manufactured_at",
+        "labelled_at",
+        "batch_code",
+        "administered_at",
+    }
+)
 
 
 def check_query(params) -> None:
     """Refuse (400) a sponsor's filter or ordering on an identified value."""
     for name in IDENTIFIED_FILTERS & set(params):
-        raise RuleViolation("not_filterable", f"The de-identified view cannot be filtered by {name}.", field=name,
-                            status_code=400)
+        raise RuleViolation(
+            "not_filterable", f"The de-identified view cannot be filtered by {name}.", field=name, status_code=400
+        )
     orderings = {part.strip().lstrip("-") for part in params.get("ordering", "").split(",")}
     if hidden := sorted(orderings & IDENTIFIED_ORDERINGS):
-        raise RuleViolation("not_filterable", f"The de-identified view cannot be ordered by {', '.join(hidden)}.",
-                            field="ordering", status_code=400)
+        raise RuleViolation(
+            "not_filterable",
+            f"The de-identified view cannot be ordered by {', '.join(hidden)}.",
+            field="ordering",
+            status_code=400,
+        )
 
 
 # --------------------------------------------------------------------------- keys
@@ -165,10 +183,12 @@ class ConsentOutput(serializers.Serializer):
     document_version = serializers.CharField(source="document.version")
     scopes = serializers.ListField(child=serializers.CharField())
     signed_on_shifted = _method(lambda k, c: k.day(c.subject, c.signed_at), serializers.DateField)
-    withdrawn_scopes = _method(lambda k, c: sorted(c.withdrawn_scopes or {}),
-                               serializers.ListField, child=serializers.CharField())
-    withdrawn_on_shifted = _method(lambda k, c: k.day(c.subject, c.withdrawn_at), serializers.DateField,
-                                   allow_null=True)
+    withdrawn_scopes = _method(
+        lambda k, c: sorted(c.withdrawn_scopes or {}), serializers.ListField, child=serializers.CharField()
+    )
+    withdrawn_on_shifted = _method(
+        lambda k, c: k.day(c.subject, c.withdrawn_at), serializers.DateField, allow_null=True
+    )
 
 
 class BatchOutput(serializers.Serializer):
@@ -185,8 +205,7 @@ class BatchOutput(serializers.Serializer):
     cell_count = serializers.IntegerField()
     viability_percent = serializers.DecimalField(max_digits=5, decimal_places=2)
     nanoparticle_lot = serializers.IntegerField(source="nanoparticle_lot_id", allow_null=True)
-    incubation_concentration_ug_fe_per_ml = serializers.DecimalField(max_digits=10, decimal_places=3,
-                                                                     allow_null=True)
+    incubation_concentration_ug_fe_per_ml = serializers.DecimalField(max_digits=10, decimal_places=3, allow_null=True)
     iron_per_cell_pg = serializers.DecimalField(max_digits=10, decimal_places=3, allow_null=True)
     labelling_efficiency_percent = serializers.DecimalField(max_digits=5, decimal_places=2, allow_null=True)
     release_status = serializers.CharField()

@@ -79,32 +79,54 @@ def _idle_limit() -> dt.timedelta:
 
 
 def _describe(token: ApiToken, **extra) -> dict:
-    return {"user": token.user.get_username(), "name": token.name, "scope": token.scope, "prefix": token.prefix,
-            **extra}
+    return {
+        "user": token.user.get_username(),
+        "name": token.name,
+        "scope": token.scope,
+        "prefix": token.prefix,
+        **extra,
+    }
 
 
 # --------------------------------------------------------------------------- issue
 
 
-def token_issue(*, user, name: str, scope: str = TokenScope.FULL, actor=None,
-                lifetime: dt.timedelta | None = None) -> IssuedToken:
+def token_issue(
+    *, user, name: str, scope: str = TokenScope.FULL, actor=None, lifetime: dt.timedelta | None = None
+) -> IssuedToken:
     """Issue a new token of ``user`` for the client ``name``; the key is returned once."""
     now = timezone.now()
     if lifetime is None:
-        lifetime = (dt.timedelta(seconds=settings.API_TOKEN_TTL_SECONDS) if scope == TokenScope.FULL
-                    else dt.timedelta(days=settings.API_SERVICE_TOKEN_MAX_DAYS))
+        lifetime = (
+            dt.timedelta(seconds=settings.API_TOKEN_TTL_SECONDS)
+            if scope == TokenScope.FULL
+            else dt.timedelta(days=settings.API_SERVICE_TOKEN_MAX_DAYS)
+        )
     prefix = secrets.token_hex(6)
     while ApiToken.objects.filter(prefix=prefix).exists():  # 48 random bits: practically never
         prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    token = ApiToken(user=user, name=name, scope=scope, prefix=prefix, secret_hash=_digest(secret),
-                     password_stamp=password_stamp(user), created_at=now, created_by=actor or user,
-                     expires_at=now + lifetime)
+    token = ApiToken(
+        user=user,
+        name=name,
+        scope=scope,
+        prefix=prefix,
+        secret_hash=_digest(secret),
+        password_stamp=password_stamp(user),
+        created_at=now,
+        created_by=actor or user,
+        expires_at=now + lifetime,
+    )
     with transaction.atomic():
         token.full_clean()
         token.save()
-        record_event(actor=actor or user, action=AuditAction.TOKEN_ISSUED, object_type=_OBJECT_TYPE,
-                     object_id=token.pk, changes=_describe(token, expires_at=token.expires_at))
+        record_event(
+            actor=actor or user,
+            action=AuditAction.TOKEN_ISSUED,
+            object_type=_OBJECT_TYPE,
+            object_id=token.pk,
+            changes=_describe(token, expires_at=token.expires_at),
+        )
     return IssuedToken(token=token, key=f"{prefix}{KEY_SEPARATOR}{secret}")
 
 
@@ -119,21 +141,30 @@ def scoped_token_issue(*, actor, user, name: str, scope: str, expires_in_days: i
     from trials.permissions import access
 
     if scope not in (TokenScope.SCANNER, TokenScope.READ):
-        raise RuleViolation("scope_not_allowed", f"Scope {scope!r} cannot be issued here: full tokens come from "
-                            "/api/v1/auth/token/ with your credentials.", field="scope", status_code=400)
+        raise RuleViolation(
+            "scope_not_allowed",
+            f"Scope {scope!r} cannot be issued here: full tokens come from /api/v1/auth/token/ with your credentials.",
+            field="scope",
+            status_code=400,
+        )
     if user.pk != actor.pk and not actor.is_superuser:
-        raise RuleViolation("scope_not_allowed", "Only an administrator issues tokens for another user.",
-                            field="user", status_code=403)
+        raise RuleViolation(
+            "scope_not_allowed", "Only an administrator issues tokens for another user.", field="user", status_code=403
+        )
     if scope == TokenScope.SCANNER and not (
         user.is_superuser or access.active_memberships(user).filter(role=Role.IMAGING_STAFF).exists()
     ):
-        raise RuleViolation("scope_not_allowed", "Scanner tokens are issued to site imaging staff only.",
-                            field="scope", status_code=403)
+        raise RuleViolation(
+            "scope_not_allowed", "Scanner tokens are issued to site imaging staff only.", field="scope", status_code=403
+        )
     days = settings.API_SERVICE_TOKEN_MAX_DAYS if expires_in_days is None else expires_in_days
     if not 1 <= days <= settings.API_SERVICE_TOKEN_MAX_DAYS:
-        raise RuleViolation("token_lifetime_too_long", f"expires_in_days must be 1 to "
-                            f"{settings.API_SERVICE_TOKEN_MAX_DAYS}, got {days}.", field="expires_in_days",
-                            status_code=400)
+        raise RuleViolation(
+            "token_lifetime_too_long",
+            f"expires_in_days must be 1 to {settings.API_SERVICE_TOKEN_MAX_DAYS}, got {days}.",
+            field="expires_in_days",
+            status_code=400,
+        )
     return token_issue(user=user, name=name, scope=scope, actor=actor, lifetime=dt.timedelta(days=days))
 
 
@@ -177,11 +208,17 @@ def _end(token: ApiToken, reason: str, *, actor=None, now: dt.datetime | None = 
     now = now or timezone.now()
     with transaction.atomic():
         ended = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-            revoked_at=now, revoked_reason=reason, revoked_by=actor)
+            revoked_at=now, revoked_reason=reason, revoked_by=actor
+        )
         if ended:
             action = AuditAction.TOKEN_EXPIRED if reason in _EXPIRY_ENDS else AuditAction.TOKEN_REVOKED
-            record_event(actor=actor, action=action, object_type=_OBJECT_TYPE, object_id=token.pk,
-                         changes=_describe(token, reason=reason))
+            record_event(
+                actor=actor,
+                action=action,
+                object_type=_OBJECT_TYPE,
+                object_id=token.pk,
+                changes=_describe(token, reason=reason),
+            )
     if ended:
         token.revoked_at, token.revoked_reason, token.revoked_by = now, reason, actor
     return bool(ended)
@@ -189,9 +226,13 @@ def _end(token: ApiToken, reason: str, *, actor=None, now: dt.datetime | None = 
 
 def _refused(reason: str, token: ApiToken | None = None, **extra) -> None:
     with transaction.atomic():
-        record_event(actor=None, action=AuditAction.TOKEN_REFUSED, object_type=_OBJECT_TYPE,
-                     object_id=token.pk if token else "",
-                     changes={**(_describe(token) if token else {}), "reason": reason, **extra})
+        record_event(
+            actor=None,
+            action=AuditAction.TOKEN_REFUSED,
+            object_type=_OBJECT_TYPE,
+            object_id=token.pk if token else "",
+            changes={**(_describe(token) if token else {}), "reason": reason, **extra},
+        )
 
 
 # --------------------------------------------------------------------------- use
@@ -223,7 +264,8 @@ def token_authenticate(key: str):
         raise TokenRefused("Two-factor authentication is required for your role.")
     if token.last_used_at is None or now - token.last_used_at >= _TOUCH_EVERY:
         ApiToken.objects.filter(pk=token.pk).filter(
-            Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - _TOUCH_EVERY)).update(last_used_at=now)
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - _TOUCH_EVERY)
+        ).update(last_used_at=now)
         token.last_used_at = now
     return token.user, token
 

@@ -48,8 +48,13 @@ def check_otp(user, otp: str, *, via: str):
     device = match_token(user, (otp or "").strip()) if otp else None
     if device is None:
         with transaction.atomic():
-            record_event(actor=user, action=AuditAction.TWO_FACTOR_FAILED, object_type="auth.user", object_id=user.pk,
-                         changes={"via": via})
+            record_event(
+                actor=user,
+                action=AuditAction.TWO_FACTOR_FAILED,
+                object_type="auth.user",
+                object_id=user.pk,
+                changes={"via": via},
+            )
     return device
 
 
@@ -58,14 +63,19 @@ def require_token_otp(user, otp: str) -> None:
     if not requires_2fa(user):
         return
     if not has_confirmed_device(user):
-        raise RuleViolation("two_factor_not_enrolled", "Your role reads identifiable data: enrol an authenticator "
-                            "(TOTP) device before requesting an API token.", status_code=403)
+        raise RuleViolation(
+            "two_factor_not_enrolled",
+            "Your role reads identifiable data: enrol an authenticator (TOTP) device before requesting an API token.",
+            status_code=403,
+        )
     if not otp:
-        raise RuleViolation("otp_required", "Give the 6-digit code of your authenticator app.", field="otp",
-                            status_code=400)
+        raise RuleViolation(
+            "otp_required", "Give the 6-digit code of your authenticator app.", field="otp", status_code=400
+        )
     if check_otp(user, otp, via="api_token") is None:
-        raise RuleViolation("otp_invalid", "The authenticator code is wrong or was already used.", field="otp",
-                            status_code=400)
+        raise RuleViolation(
+            "otp_invalid", "The authenticator code is wrong or was already used.", field="otp", status_code=400
+        )
 
 
 def enrol_device(*, user, actor=None, name: str = "authenticator", key: str | None = None) -> TOTPDevice:
@@ -76,6 +86,11 @@ def enrol_device(*, user, actor=None, name: str = "authenticator", key: str | No
     with transaction.atomic():
         device.full_clean()
         device.save()
-        record_event(actor=actor, action=AuditAction.TWO_FACTOR_DEVICE_ENROLLED, object_type="otp_totp.totpdevice",
-                     object_id=device.pk, changes={"user": user.get_username(), "name": name})
+        record_event(
+            actor=actor,
+            action=AuditAction.TWO_FACTOR_DEVICE_ENROLLED,
+            object_type="otp_totp.totpdevice",
+            object_id=device.pk,
+            changes={"user": user.get_username(), "name": name},
+        )
     return device

@@ -43,9 +43,12 @@ class LoginView(auth_views.LoginView):
 
 
 class OtpForm(forms.Form):
-    otp_token = forms.CharField(label="Authenticator code", max_length=8, strip=True,
-                                widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric",
-                                                              "autofocus": True}))
+    otp_token = forms.CharField(
+        label="Authenticator code",
+        max_length=8,
+        strip=True,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
+    )
 
 
 @login_required
@@ -63,14 +66,17 @@ def otp_view(request):
             otp_login(request, device)
             return redirect(target)
         form.add_error("otp_token", "The code is wrong or was already used.")
-    return render(request, "registration/otp.html", {"form": form, "enrolled": enrolled, "next": target},
-                  status=200 if request.method == "GET" or form.is_valid() else 400)
+    return render(
+        request,
+        "registration/otp.html",
+        {"form": form, "enrolled": enrolled, "next": target},
+        status=200 if request.method == "GET" or form.is_valid() else 400,
+    )
 
 
 @login_required
 def home(request):
-    return render(request, "compliance/home.html",
-                  {"audit_trials": selectors.audit_trial_ids(request.user)})
+    return render(request, "compliance/home.html", {"audit_trials": selectors.audit_trial_ids(request.user)})
 
 
 @login_required
@@ -95,20 +101,40 @@ def audit_browser(request):
             messages.error(request, exc.message)
     q = request.GET
     events = selectors.audit_events_visible_to(
-        request.user, subject=q.get("subject"), username=q.get("user"), action=q.get("action"),
-        date_from=selectors.parse_date(q.get("date_from")), date_to=selectors.parse_date(q.get("date_to")))
+        request.user,
+        subject=q.get("subject"),
+        username=q.get("user"),
+        action=q.get("action"),
+        date_from=selectors.parse_date(q.get("date_from")),
+        date_to=selectors.parse_date(q.get("date_to")),
+    )
     page = Paginator(events, 50).get_page(q.get("page"))
     # Subject codes for the page in one query: the trail stores plain ids (it must never
     # depend on the records it describes), people read codes.
     codes = dict(Subject.objects.filter(pk__in={e.subject_id for e in page if e.subject_id}).values_list("pk", "code"))
-    rows = [{"event": e, "subject_code": codes.get(e.subject_id, str(e.subject_id)) if e.subject_id else "",
-             "changes": _change_rows(e.changes)} for e in page]
+    rows = [
+        {
+            "event": e,
+            "subject_code": codes.get(e.subject_id, str(e.subject_id)) if e.subject_id else "",
+            "changes": _change_rows(e.changes),
+        }
+        for e in page
+    ]
     query = q.copy()
     query.pop("page", None)
-    return render(request, "compliance/audit_browser.html", {
-        "page": page, "rows": rows, "trials": trials, "verification": verification, "filters": q,
-        "actions": [a.name for a in AuditAction], "query": query.urlencode(),
-    })
+    return render(
+        request,
+        "compliance/audit_browser.html",
+        {
+            "page": page,
+            "rows": rows,
+            "trials": trials,
+            "verification": verification,
+            "filters": q,
+            "actions": [a.name for a in AuditAction],
+            "query": query.urlencode(),
+        },
+    )
 
 
 def _change_rows(changes) -> list[dict]:

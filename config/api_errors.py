@@ -37,19 +37,26 @@ _GENERIC = {
     403: ("forbidden", "You do not have permission to perform this action."),
     404: ("not_found", "Not found."),
     413: ("request_too_large", "The request body is larger than this server accepts."),
-    500: ("server_error", "The server could not answer this request. The error was logged; "
-          "please try again or contact the trial's data manager."),
+    500: (
+        "server_error",
+        "The server could not answer this request. The error was logged; "
+        "please try again or contact the trial's data manager.",
+    ),
 }
 
 
 class ErrorDetail(serializers.Serializer):
     """The error envelope's content, for the OpenAPI schema."""
 
-    code = serializers.CharField(help_text="Stable, machine-readable: invalid, not_found, forbidden, a rule's code, ...")
+    code = serializers.CharField(
+        help_text="Stable, machine-readable: invalid, not_found, forbidden, a rule's code, ..."
+    )
     message = serializers.CharField(help_text="For people.")
     fields = serializers.DictField(  # type: ignore[assignment]  # the envelope's key; Serializer.fields is DRF's own
-        child=serializers.ListField(child=serializers.CharField()), required=False,
-                                   help_text="Messages per input field, when the error is about given fields.")
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Messages per input field, when the error is about given fields.",
+    )
 
 
 class ErrorEnvelope(serializers.Serializer):
@@ -58,7 +65,10 @@ class ErrorEnvelope(serializers.Serializer):
 
 def _field_errors(detail) -> dict:
     if isinstance(detail, dict):
-        return {key: [str(item) for item in (value if isinstance(value, list) else [value])] for key, value in detail.items()}
+        return {
+            key: [str(item) for item in (value if isinstance(value, list) else [value])]
+            for key, value in detail.items()
+        }
     if isinstance(detail, list):
         return {"non_field_errors": [str(item) for item in detail]}
     return {"non_field_errors": [str(detail)]}
@@ -101,8 +111,9 @@ def exception_handler(exc, context):
         # envelope without any internals for the client, and write nothing.
         set_rollback()
         request = context.get("request")
-        logger.error("Unhandled exception in %s %s", getattr(request, "method", "?"),
-                     getattr(request, "path", "?"), exc_info=exc)
+        logger.error(
+            "Unhandled exception in %s %s", getattr(request, "method", "?"), getattr(request, "path", "?"), exc_info=exc
+        )
         return error_response(*_GENERIC[500], status.HTTP_500_INTERNAL_SERVER_ERROR)
     if isinstance(exc, exceptions.ValidationError):
         return error_response("invalid", "The request is invalid.", response.status_code, _field_errors(exc.detail))

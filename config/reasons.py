@@ -17,12 +17,53 @@ MIN_REASON_CHARACTERS = 8
 
 # Stand-ins people type to get past a required field. Compared without case, spaces
 # and trailing punctuation.
-PLACEHOLDER_REASONS = frozenset({
-    "n/a", "na", "n.a", "none", "nil", "null", "x", "xx", "xxx", "-", "--", "test", "tests", "testing", "asdf",
-    "qwerty", "reason", "no reason", "tbd", "todo", "ok", "okay", "yes", "no", "fix", "fixed", "change", "changed",
-    "update", "updated", "edit", "edited", "correction", "corrected", "typo", "see above", "as above", "same",
-    "whatever", "dummy", "placeholder", "nothing", "unknown",
-})
+PLACEHOLDER_REASONS = frozenset(
+    {
+        "n/a",
+        "na",
+        "n.a",
+        "none",
+        "nil",
+        "null",
+        "x",
+        "xx",
+        "xxx",
+        "-",
+        "--",
+        "test",
+        "tests",
+        "testing",
+        "asdf",
+        "qwerty",
+        "reason",
+        "no reason",
+        "tbd",
+        "todo",
+        "ok",
+        "okay",
+        "yes",
+        "no",
+        "fix",
+        "fixed",
+        "change",
+        "changed",
+        "update",
+        "updated",
+        "edit",
+        "edited",
+        "correction",
+        "corrected",
+        "typo",
+        "see above",
+        "as above",
+        "same",
+        "whatever",
+        "dummy",
+        "placeholder",
+        "nothing",
+        "unknown",
+    }
+)
 
 
 def require_reason(reason: str | None, *, field: str = "reason") -> str:
@@ -32,18 +73,24 @@ def require_reason(reason: str | None, *, field: str = "reason") -> str:
     than a few distinct characters, and is not a placeholder such as "n/a" or "test"."""
     text = str(reason or "").strip()
     if not text:
-        raise RuleViolation("reason_required", "A reason is required to change an existing record.", field=field,
-                            status_code=400)
+        raise RuleViolation(
+            "reason_required", "A reason is required to change an existing record.", field=field, status_code=400
+        )
     compact = "".join(text.split()).casefold()
     words = " ".join(text.split()).casefold().strip(".,;:!?-_ ")
     letters = [c for c in compact if c.isalpha()]
-    if (len(compact) < MIN_REASON_CHARACTERS or len(letters) < 3 or len(set(compact)) < 4
-            or words in PLACEHOLDER_REASONS):
+    if (
+        len(compact) < MIN_REASON_CHARACTERS
+        or len(letters) < 3
+        or len(set(compact)) < 4
+        or words in PLACEHOLDER_REASONS
+    ):
         raise RuleViolation(
             "reason_insufficient",
             f"Give a reason that says what was wrong and why it changes: at least {MIN_REASON_CHARACTERS} "
             "characters in words, not a placeholder such as 'n/a', 'x', 'test' or '0'. It is kept in the audit trail.",
-            field=field, status_code=400,
+            field=field,
+            status_code=400,
         )
     return text
 
@@ -54,5 +101,9 @@ def require_confirmation(confirm, *, consequences: str, field: str = "confirm") 
     ``consequences`` says what cannot be undone; it is the message the person reads
     before confirming."""
     if confirm is not True:
-        raise RuleViolation("confirmation_required", f"{consequences} This cannot be undone: confirm it "
-                            f"explicitly (send \"{field}\": true) to go ahead.", field=field, status_code=400)
+        raise RuleViolation(
+            "confirmation_required",
+            f'{consequences} This cannot be undone: confirm it explicitly (send "{field}": true) to go ahead.',
+            field=field,
+            status_code=400,
+        )

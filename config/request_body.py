@@ -51,7 +51,7 @@ class _RequestBody:
 
     def readinto(self, buffer: memoryview) -> int:
         data = self.request.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
 
@@ -63,8 +63,8 @@ class _GunicornBody:
         self.reader = reader  # gunicorn.http.body.LengthReader: .length = bytes not yet taken
         held = reader.unreader.take_buffered()
         if len(held) > reader.length:
-            reader.unreader.unread(held[reader.length:])
-            held = held[:reader.length]
+            reader.unreader.unread(held[reader.length :])
+            held = held[: reader.length]
         self.held = memoryview(held)
 
     def readinto(self, buffer: memoryview) -> int:

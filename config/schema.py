@@ -30,14 +30,20 @@ class ApiAutoSchema(AutoSchema):
         (``sponsor_serializer_class``, compliance.sponsor): the schema documents both."""
         serializer = super().get_response_serializers()
         sponsor_class = getattr(self.view, "sponsor_serializer_class", None)
-        if (sponsor_class is None or getattr(self.view, "action", None) not in ("list", "retrieve")
-                or not isinstance(serializer, serializers.Serializer) or isinstance(serializer, sponsor_class)):
+        if (
+            sponsor_class is None
+            or getattr(self.view, "action", None) not in ("list", "retrieve")
+            or not isinstance(serializer, serializers.Serializer)
+            or isinstance(serializer, sponsor_class)
+        ):
             return serializer
         own_class = type(serializer)
         name = getattr(getattr(sponsor_class, "Meta", None), "ref_name", sponsor_class.__name__)
-        return PolymorphicProxySerializer(component_name=f"{own_class.__name__}Or{name}",
-                                          serializers=[own_class, sponsor_class],
-                                          resource_type_field_name=None)
+        return PolymorphicProxySerializer(
+            component_name=f"{own_class.__name__}Or{name}",
+            serializers=[own_class, sponsor_class],
+            resource_type_field_name=None,
+        )
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
@@ -60,10 +66,15 @@ class ApiAutoSchema(AutoSchema):
         if isinstance(field, serializers.DecimalField) and "pattern" in schema and not field.localize:
             # drf-spectacular's pattern also matches "", "-" and ".", which DRF refuses.
             whole, places = field.max_whole_digits, field.decimal_places
-            integer = "0" if whole == 0 else fr"\d{{1,{whole}}}"
-            schema["pattern"] = fr"^-?(?:{integer}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}})$"
-        if (isinstance(field, serializers.CharField) and "pattern" not in schema and schema.get("type") == "string"
-                and "format" not in schema and direction == "request"):
+            integer = "0" if whole == 0 else rf"\d{{1,{whole}}}"
+            schema["pattern"] = rf"^-?(?:{integer}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}})$"
+        if (
+            isinstance(field, serializers.CharField)
+            and "pattern" not in schema
+            and schema.get("type") == "string"
+            and "format" not in schema
+            and direction == "request"
+        ):
             # DRF refuses a NUL character, and (stripping whitespace first) a blank value.
             blank = field.allow_blank or not field.trim_whitespace
             schema["pattern"] = r"^[^\x00]*$" if blank else r"^[^\x00]*[^\s\x00][^\x00]*$"

@@ -80,6 +80,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+
 # Audit chain (compliance.audit, compliance.checkpoints). Events are chained with
 # HMAC-SHA256 under AUDIT_HMAC_KEY, which the database never holds, so whoever holds the
 # database cannot rewrite an event and recompute the later links. Earlier keys stay in
@@ -110,10 +111,14 @@ else:
     AUDIT_HMAC_KEY = envstr("AUDIT_HMAC_KEY") or _embedded_audit_key()
     AUDIT_CHECKPOINT_DIR = Path(envstr("AUDIT_CHECKPOINT_DIR", str(VAR_DIR / "audit-checkpoints")))
 AUDIT_HMAC_RETIRED_KEYS = envlist("AUDIT_HMAC_RETIRED_KEYS", [])
-for _name, _key in [("AUDIT_HMAC_KEY", AUDIT_HMAC_KEY)] + [("AUDIT_HMAC_RETIRED_KEYS", k) for k in AUDIT_HMAC_RETIRED_KEYS]:
+for _name, _key in [("AUDIT_HMAC_KEY", AUDIT_HMAC_KEY)] + [
+    ("AUDIT_HMAC_RETIRED_KEYS", k) for k in AUDIT_HMAC_RETIRED_KEYS
+]:
     if len(_key.encode("utf-8")) < 32:
-        raise ImproperEnvironment(f"{_name}: an audit chain key must be at least 32 bytes long "
-                                  "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')")
+        raise ImproperEnvironment(
+            f"{_name}: an audit chain key must be at least 32 bytes long "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
 AUDIT_CHECKPOINT_EVERY_EVENTS = envint("AUDIT_CHECKPOINT_EVERY_EVENTS", 1000, minimum=1)
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = envint("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600, minimum=60)
 CELERY_BEAT_SCHEDULE = {
@@ -399,8 +404,10 @@ IMAGING_UPLOAD_MAX_BYTES = envint("IMAGING_UPLOAD_MAX_BYTES", 10 * 1024**3, mini
 # Uploads are received, hashed and written (O_DIRECT) in pieces of this size, 4 at a time.
 IMAGING_UPLOAD_PIECE_BYTES = envint("IMAGING_UPLOAD_PIECE_BYTES", 4 * 1024**2, minimum=4096)
 if IMAGING_UPLOAD_PIECE_BYTES % 4096:
-    raise ImproperEnvironment(f"IMAGING_UPLOAD_PIECE_BYTES={IMAGING_UPLOAD_PIECE_BYTES} must be a multiple of 4096 "
-                              "(O_DIRECT writes whole blocks)")
+    raise ImproperEnvironment(
+        f"IMAGING_UPLOAD_PIECE_BYTES={IMAGING_UPLOAD_PIECE_BYTES} must be a multiple of 4096 "
+        "(O_DIRECT writes whole blocks)"
+    )
 # The browser upload page's PATCH size: each PATCH costs an fsync and a database commit, and
 # a dropped connection resends at most one; the page holds one chunk in memory. Keep it
 # under any body-size limit of a proxy in front (e.g. nginx client_max_body_size).

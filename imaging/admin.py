@@ -10,8 +10,20 @@ from config.errors import RuleViolation
 from imaging import pacs
 from imaging.models import PacsDestination
 
-_FIELDS = ["trial", "name", "protocol", "host", "port", "called_ae", "calling_ae", "base_url", "username",
-           "password_env", "deidentify", "active"]
+_FIELDS = [
+    "trial",
+    "name",
+    "protocol",
+    "host",
+    "port",
+    "called_ae",
+    "calling_ae",
+    "base_url",
+    "username",
+    "password_env",
+    "deidentify",
+    "active",
+]
 
 
 @admin.register(PacsDestination)

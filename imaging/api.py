@@ -55,8 +55,11 @@ class TusMixin(APIView):
     def check_tus_version(self, request) -> None:
         version = request.headers.get("Tus-Resumable")
         if version != uploads.TUS_VERSION:
-            raise RuleViolation("tus_version", f"Tus-Resumable {version!r} is not supported: use "
-                                f"{uploads.TUS_VERSION}.", status_code=412)
+            raise RuleViolation(
+                "tus_version",
+                f"Tus-Resumable {version!r} is not supported: use {uploads.TUS_VERSION}.",
+                status_code=412,
+            )
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -73,11 +76,13 @@ def _int_header(request, name: str) -> int:
     try:
         value = int(raw)
     except (TypeError, ValueError):
-        raise RuleViolation("invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name,
-                            status_code=400) from None
+        raise RuleViolation(
+            "invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name, status_code=400
+        ) from None
     if value < 0:
-        raise RuleViolation("invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name,
-                            status_code=400)
+        raise RuleViolation(
+            "invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name, status_code=400
+        )
     return value
 
 
@@ -85,15 +90,25 @@ def _metadata_request(request) -> services.UploadRequest:
     meta = uploads.parse_metadata(request.headers.get("Upload-Metadata"))
     missing = [key for key in uploads.METADATA_KEYS if not meta.get(key)]
     if missing:
-        raise RuleViolation("missing_metadata", f"Upload-Metadata lacks {', '.join(missing)} (needs "
-                            f"{', '.join(uploads.METADATA_KEYS)}).", field="Upload-Metadata", status_code=400)
+        raise RuleViolation(
+            "missing_metadata",
+            f"Upload-Metadata lacks {', '.join(missing)} (needs {', '.join(uploads.METADATA_KEYS)}).",
+            field="Upload-Metadata",
+            status_code=400,
+        )
     data = s.UploadMetadataInput(data=meta)
     data.is_valid(raise_exception=True)
     values = data.validated_data
     subject = get_object_or_404(subjects_visible_to(request.user), pk=values["subject"])
-    return services.UploadRequest(subject=subject, injection_id=values["injection"], scanner_id=values["scanner"],
-                                  hours_after_injection=values["hours"], sha256=values["sha256"],
-                                  filename=values["filename"], length=_int_header(request, "Upload-Length"))
+    return services.UploadRequest(
+        subject=subject,
+        injection_id=values["injection"],
+        scanner_id=values["scanner"],
+        hours_after_injection=values["hours"],
+        sha256=values["sha256"],
+        filename=values["filename"],
+        length=_int_header(request, "Upload-Length"),
+    )
 
 
 @extend_schema(tags=["uploads"], description=UPLOAD_DESCRIPTION)
@@ -140,22 +155,31 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
         response["Cache-Control"] = "no-store"
         return response
 
-    @extend_schema(request={uploads.OFFSET_CONTENT_TYPE: bytes}, responses={204: None, 460: None},
-                   summary="tus: append a chunk (Upload-Checksum: sha256 <base64>)")
+    @extend_schema(
+        request={uploads.OFFSET_CONTENT_TYPE: bytes},
+        responses={204: None, 460: None},
+        summary="tus: append a chunk (Upload-Checksum: sha256 <base64>)",
+    )
     def append(self, request, pk=None):
         upload = self.get_object()
         self.check_tus_version(request)
         if request.content_type.split(";")[0].strip() != uploads.OFFSET_CONTENT_TYPE:
-            raise RuleViolation("unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.",
-                                status_code=415)
+            raise RuleViolation(
+                "unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.", status_code=415
+            )
         offset = _int_header(request, "Upload-Offset")
         checksum = uploads.parse_checksum(request.headers.get("Upload-Checksum"))
         with body_source(request._request) as source:
-            outcome = services.upload_append(actor=request.user, upload=upload, offset=offset, source=source,
-                                             checksum=checksum)
+            outcome = services.upload_append(
+                actor=request.user, upload=upload, offset=offset, source=source, checksum=checksum
+            )
         if not outcome.checksum_ok:
-            raise RuleViolation("checksum_mismatch", "The chunk's sha256 does not match Upload-Checksum: it was "
-                                f"discarded; resume at offset {outcome.upload.offset}.", status_code=460)
+            raise RuleViolation(
+                "checksum_mismatch",
+                "The chunk's sha256 does not match Upload-Checksum: it was "
+                f"discarded; resume at offset {outcome.upload.offset}.",
+                status_code=460,
+            )
         response = Response(status=status.HTTP_204_NO_CONTENT)
         response["Upload-Offset"] = str(outcome.upload.offset)
         if outcome.scan is not None:
@@ -219,8 +243,9 @@ class ScanViewSet(ScopedViewSet):
         services.file_download_record(actor=request.user, scan=scan, which="original", path=scan.file)
         return _file_response(scan.file, scan.filename)
 
-    @extend_schema(responses={(200, "application/x-hdf5"): bytes},
-                   summary="Download the newest reconstruction MDF (audited)")
+    @extend_schema(
+        responses={(200, "application/x-hdf5"): bytes}, summary="Download the newest reconstruction MDF (audited)"
+    )
     @action(detail=True, methods=["get"], url_path="reconstruction-file", url_name="reconstruction-file")
     def reconstruction_file(self, request, pk=None):
         scan = self.get_object()
@@ -231,9 +256,13 @@ class ScanViewSet(ScopedViewSet):
         return _file_response(reconstruction.file, f"scan{scan.pk}-reconstruction.mdf")
 
     @extend_schema(methods=["get"], responses=ExportOutput(many=True), summary="DICOM exports of the scan you may see")
-    @extend_schema(methods=["post"], request=s.DicomExportInput, responses={201: ExportOutput},
-                   summary="Request the scan's DICOM study as an export (built on the export queue; "
-                   "status and audited download under /api/v1/exports/{id}/)")
+    @extend_schema(
+        methods=["post"],
+        request=s.DicomExportInput,
+        responses={201: ExportOutput},
+        summary="Request the scan's DICOM study as an export (built on the export queue; "
+        "status and audited download under /api/v1/exports/{id}/)",
+    )
     @action(detail=True, methods=["get", "post"], url_path="dicom-exports", url_name="dicom-exports")
     def dicom_exports(self, request, pk=None):
         from compliance.services import export_request, exports_visible_to
@@ -249,14 +278,19 @@ class ScanViewSet(ScopedViewSet):
         return Response(output(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(methods=["get"], responses=s.DicomSendOutput(many=True), summary="PACS deliveries of the scan")
-    @extend_schema(methods=["post"], request=s.DicomSendInput, responses={201: s.DicomSendOutput},
-                   summary="Send the scan's DICOM study to a PACS destination (task on the export queue)")
+    @extend_schema(
+        methods=["post"],
+        request=s.DicomSendInput,
+        responses={201: s.DicomSendOutput},
+        summary="Send the scan's DICOM study to a PACS destination (task on the export queue)",
+    )
     @action(detail=True, methods=["get", "post"], url_path="dicom-sends", url_name="dicom-sends")
     def dicom_sends(self, request, pk=None):
         scan = self.get_object()
         if request.method == "GET":
-            return Response(s.DicomSendOutput(selectors.dicom_sends_visible_to(request.user).filter(scan=scan),
-                                              many=True).data)
+            return Response(
+                s.DicomSendOutput(selectors.dicom_sends_visible_to(request.user).filter(scan=scan), many=True).data
+            )
         data = s.DicomSendInput(data=request.data)
         data.is_valid(raise_exception=True)
         destination = PacsDestination.objects.filter(pk=data.validated_data["destination"]).first()
@@ -278,8 +312,11 @@ def _id_filters(model_, names):
     """A FilterSet whose foreign keys filter by plain id (as trials.filters.IdFilterSet):
     django-filter's default looks an id up among all rows, so another site's id answered
     200 (empty) and an unknown id 400, telling which ids exist."""
-    return type(f"{model_.__name__}Filter", (IdFilterSet,), {
-        "Meta": type("Meta", (IdFilterSet.Meta,), {"model": model_, "fields": names})})
+    return type(
+        f"{model_.__name__}Filter",
+        (IdFilterSet,),
+        {"Meta": type("Meta", (IdFilterSet.Meta,), {"model": model_, "fields": names})},
+    )
 
 
 class ScannerViewSet(ScopedViewSet):
@@ -321,9 +358,11 @@ class RoiViewSet(ScopedViewSet):
     filterset_class = _id_filters(RegionOfInterest, ["subject", "scan", "kind"])
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
-    @extend_schema(request={"application/json": s.RoiJsonInput, "multipart/form-data": s.RoiFormInput},
-                   responses={201: s.RoiOutput},
-                   summary="Define a region of interest (geometry JSON or a label volume)")
+    @extend_schema(
+        request={"application/json": s.RoiJsonInput, "multipart/form-data": s.RoiFormInput},
+        responses={201: s.RoiOutput},
+        summary="Define a region of interest (geometry JSON or a label volume)",
+    )
     def create(self, request):
         data = s.RoiInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -356,8 +395,11 @@ class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
         return Response(_time_course(request.user, self.get_object()))
 
 
-@extend_schema(responses=s.TIME_COURSE_RESPONSE, summary="A subject's iron per ROI over time (?subject=<id>)",
-               parameters=[OpenApiParameter("subject", ID_SCHEMA, required=True)])
+@extend_schema(
+    responses=s.TIME_COURSE_RESPONSE,
+    summary="A subject's iron per ROI over time (?subject=<id>)",
+    parameters=[OpenApiParameter("subject", ID_SCHEMA, required=True)],
+)
 class TimeCourseApi(APIView):
     token_scopes = frozenset({TokenScope.READ})
 

@@ -59,8 +59,11 @@ def no_progress(stage: str, fraction: float) -> None:
 def require_exportable(scan: Scan) -> None:
     """Refuse a scan without a quantified reconstruction (nothing to put into DICOM)."""
     if scan.status not in EXPORTABLE_STATUSES:
-        raise RuleViolation("scan_not_quantified", f"Scan #{scan.pk} is {scan.status}: only a reconstructed and "
-                            "quantified scan can be exported as DICOM.", status_code=409)
+        raise RuleViolation(
+            "scan_not_quantified",
+            f"Scan #{scan.pk} is {scan.status}: only a reconstructed and quantified scan can be exported as DICOM.",
+            status_code=409,
+        )
     if not scan.reconstructions.exists():
         raise RuleViolation("scan_not_quantified", f"Scan #{scan.pk} has no reconstruction.", status_code=409)
 
@@ -95,8 +98,12 @@ def study_info(scan: Scan):
     from imaging.dicom import StudyInfo
 
     return StudyInfo(
-        scan_id=f"scan-{scan.pk}", patient_id=scan.subject.code, study_datetime=acquired_at(scan),
-        accession_number=f"S{scan.pk}", study_id=str(scan.pk), institution_name=scan.subject.site.name,
+        scan_id=f"scan-{scan.pk}",
+        patient_id=scan.subject.code,
+        study_datetime=acquired_at(scan),
+        accession_number=f"S{scan.pk}",
+        study_id=str(scan.pk),
+        institution_name=scan.subject.site.name,
         study_description=f"MPI cell tracking {scan.hours_after_injection:g} h after injection",
     )
 
@@ -122,10 +129,17 @@ def _inputs(scan: Scan):
         specs.append(RoiSpec(label=label, name=roi.name, kind=cast(RoiKind, roi.kind), mask=mask))
         m = by_roi.get(roi.pk)
         if m is not None:
-            metrics.append(RoiMetrics(roi_label=label, iron_mass_ng=m.iron_ng, uncertainty_ng=m.uncertainty_ng,
-                                      cell_count=m.cell_count, detection_limit_ng=m.detection_limit_ng,
-                                      retention_percent=m.retention_percent if m.roi_kind == "target" else None,
-                                      off_target_percent=m.off_target_percent))
+            metrics.append(
+                RoiMetrics(
+                    roi_label=label,
+                    iron_mass_ng=m.iron_ng,
+                    uncertainty_ng=m.uncertainty_ng,
+                    cell_count=m.cell_count,
+                    detection_limit_ng=m.detection_limit_ng,
+                    retention_percent=m.retention_percent if m.roi_kind == "target" else None,
+                    off_target_percent=m.off_target_percent,
+                )
+            )
     geometry = VolumeGeometry(size=volume.grid.size, field_of_view_m=volume.grid.fov_m, center_m=volume.grid.center_m)
     return volume.values.astype(np.float32), geometry, specs, metrics, study_info(scan)
 
@@ -155,9 +169,11 @@ def deidentification_for(scan: Scan) -> dict:
     from compliance.deidentify import date_shift_days, subject_pseudonym
 
     trial, subject = scan.subject.trial, scan.subject
-    return {"trial_secret": trial.deidentification_secret.encode(),
-            "date_shift_days": date_shift_days(trial, subject),
-            "patient_id": subject_pseudonym(trial, subject)}
+    return {
+        "trial_secret": trial.deidentification_secret.encode(),
+        "date_shift_days": date_shift_days(trial, subject),
+        "patient_id": subject_pseudonym(trial, subject),
+    }
 
 
 def deidentified_study_for_scan(scan: Scan, *, progress: Progress = no_progress) -> list[Dataset]:
@@ -206,9 +222,14 @@ def check_may_export(actor, scan: Scan, *, deidentified: bool) -> None:
     allowed = deidentified_roles if deidentified else identified_roles
     if not held & {str(r) for r in allowed}:
         what = "the de-identified" if deidentified else "the identified"
-        raise RuleViolation("forbidden", f"Your role may not export {what} DICOM study of scan #{scan.pk}"
-                            + ("" if deidentified else "; a sponsor may request the de-identified one") + ".",
-                            field="kind", status_code=403)
+        raise RuleViolation(
+            "forbidden",
+            f"Your role may not export {what} DICOM study of scan #{scan.pk}"
+            + ("" if deidentified else "; a sponsor may request the de-identified one")
+            + ".",
+            field="kind",
+            status_code=403,
+        )
     if held & {str(r) for r in allowed} == {str(Role.SPONSOR)} and not consent_allows(scan.subject, "data_sharing"):
         raise RuleViolation("forbidden", "The subject's data-sharing consent is not in force.", status_code=403)
 
@@ -231,16 +252,37 @@ def study_write(*, actor, scan: Scan, directory, deidentified: bool) -> list:
         check_may_export(actor, scan, deidentified=deidentified)
     require_exportable(scan)
     kind = Export.Kind.DICOM_STUDY_DEIDENTIFIED if deidentified else Export.Kind.DICOM_STUDY
-    scope: dict[str, Any] = {"trial_id": scan.subject.trial_id, "site_id": scan.subject.site_id, "subject_id": scan.subject_id}
+    scope: dict[str, Any] = {
+        "trial_id": scan.subject.trial_id,
+        "site_id": scan.subject.site_id,
+        "subject_id": scan.subject_id,
+    }
     with transaction.atomic():
-        record_event(actor=actor, action=AuditAction.EXPORT_REQUESTED, object_type="imaging.scan", object_id=scan.pk,
-                     changes={"kind": kind, "scope": f"scan #{scan.pk}", "to": "directory"}, **scope)
+        record_event(
+            actor=actor,
+            action=AuditAction.EXPORT_REQUESTED,
+            object_type="imaging.scan",
+            object_id=scan.pk,
+            changes={"kind": kind, "scope": f"scan #{scan.pk}", "to": "directory"},
+            **scope,
+        )
     datasets = (deidentified_study_for_scan if deidentified else study_for_scan)(scan)
     paths = write_study(datasets, directory)
     with transaction.atomic():
-        record_event(actor=actor, action=AuditAction.EXPORT_COMPLETED, object_type="imaging.scan", object_id=scan.pk,
-                     changes={"kind": kind, "status": "ready", "to": "directory",
-                              "objects": [{"sop_class_uid": str(ds.SOPClassUID),
-                                           "sop_instance_uid": str(ds.SOPInstanceUID)} for ds in datasets]},
-                     **scope)
+        record_event(
+            actor=actor,
+            action=AuditAction.EXPORT_COMPLETED,
+            object_type="imaging.scan",
+            object_id=scan.pk,
+            changes={
+                "kind": kind,
+                "status": "ready",
+                "to": "directory",
+                "objects": [
+                    {"sop_class_uid": str(ds.SOPClassUID), "sop_instance_uid": str(ds.SOPInstanceUID)}
+                    for ds in datasets
+                ],
+            },
+            **scope,
+        )
     return paths

@@ -67,7 +67,6 @@ class Scanner(models.Model):
         return self.site.trial
 
 
-
 class SystemMatrix(models.Model):
     """A calibration MDF registered in the library, with what was read from it."""
 
@@ -214,7 +213,9 @@ class Scan(models.Model):
     attempt = models.PositiveIntegerField(default=0)
     claim_token = models.CharField(max_length=64, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -222,8 +223,9 @@ class Scan(models.Model):
         ordering = ["subject_id", "hours_after_injection", "id"]
         constraints = [
             # A rejected scan does not count: its rejection tells the site to upload the file again.
-            models.UniqueConstraint(fields=["subject", "sha256"], condition=~Q(status="rejected"),
-                                    name="scan_file_unique_per_subject"),
+            models.UniqueConstraint(
+                fields=["subject", "sha256"], condition=~Q(status="rejected"), name="scan_file_unique_per_subject"
+            ),
             models.CheckConstraint(condition=Q(status__in=ScanStatus.values), name="scan_status_valid"),
             models.CheckConstraint(condition=Q(hours_after_injection__gte=0), name="scan_hours_not_negative"),
             models.CheckConstraint(
@@ -238,7 +240,6 @@ class Scan(models.Model):
     @property
     def trial(self):
         return self.subject.trial
-
 
 
 class Reconstruction(models.Model):
@@ -292,7 +293,9 @@ class RegionOfInterest(models.Model):
     geometry = models.JSONField(null=True, blank=True)
     label_file = models.CharField(max_length=500, blank=True)
     label_value = models.IntegerField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -318,7 +321,6 @@ class RegionOfInterest(models.Model):
     @property
     def trial(self):
         return self.subject.trial
-
 
 
 class Measurement(models.Model):
@@ -384,7 +386,6 @@ class Alert(models.Model):
         return self.subject.trial
 
 
-
 # --------------------------------------------------------------------------- PACS delivery
 
 
@@ -413,12 +414,16 @@ class PacsDestination(models.Model):
     calling_ae = models.CharField(max_length=16, default="MPITRIALS")
     base_url = models.URLField(max_length=500, blank=True)
     username = models.CharField(max_length=150, blank=True)
-    password_env = models.CharField(max_length=100, blank=True, help_text="Name of the environment variable that "
-                                    "holds the password (never the password)")
+    password_env = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Name of the environment variable that holds the password (never the password)",
+    )
     deidentify = models.BooleanField(default=True)
     active = models.BooleanField(default=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -431,8 +436,7 @@ class PacsDestination(models.Model):
                 | (Q(protocol="dicom", host__gt="", port__isnull=False, called_ae__gt="")),
                 name="pacs_destination_complete_for_protocol",
             ),
-            models.CheckConstraint(condition=Q(password_env="") | ~Q(username=""),
-                                   name="pacs_password_needs_username"),
+            models.CheckConstraint(condition=Q(password_env="") | ~Q(username=""), name="pacs_password_needs_username"),
         ]
 
     def __str__(self) -> str:
@@ -463,8 +467,9 @@ class DicomSend(models.Model):
     Status = DicomSendStatus
     scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="dicom_sends")
     destination = models.ForeignKey(PacsDestination, on_delete=models.PROTECT, related_name="sends")
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     deidentified = models.BooleanField()
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     progress_stage = models.CharField(max_length=32, blank=True)
@@ -481,8 +486,9 @@ class DicomSend(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=DicomSendStatus.values), name="dicom_send_status_valid"),
-            models.CheckConstraint(condition=Q(progress_percent__gte=0, progress_percent__lte=100),
-                                   name="dicom_send_progress_0_100"),
+            models.CheckConstraint(
+                condition=Q(progress_percent__gte=0, progress_percent__lte=100), name="dicom_send_progress_0_100"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -54,28 +54,67 @@ class TransientSendFailure(RuntimeError):
     """The reason the send task retries (Celery's Retry carries it); never raised by pacs."""
 
 
-def pacs_destination_register(*, actor, trial, name: str, protocol: str, host: str = "", port: int | None = None,
-                              called_ae: str = "", calling_ae: str = "MPITRIALS", base_url: str = "",
-                              username: str = "", password_env: str = "", deidentify: bool = True,
-                              active: bool = True) -> PacsDestination:
+def pacs_destination_register(
+    *,
+    actor,
+    trial,
+    name: str,
+    protocol: str,
+    host: str = "",
+    port: int | None = None,
+    called_ae: str = "",
+    calling_ae: str = "MPITRIALS",
+    base_url: str = "",
+    username: str = "",
+    password_env: str = "",
+    deidentify: bool = True,
+    active: bool = True,
+) -> PacsDestination:
     """Register a destination of ``trial``: platform administrators (superusers) or the system."""
     if actor is not None and not (actor.is_active and actor.is_superuser):
-        raise RuleViolation("forbidden", "Only a platform administrator may register a PACS destination.",
-                            status_code=403)
+        raise RuleViolation(
+            "forbidden", "Only a platform administrator may register a PACS destination.", status_code=403
+        )
     if password_env and not ENV_NAME.match(password_env):
-        raise RuleViolation("invalid_password_env", "password_env is the NAME of an environment variable "
-                            "(A-Z, 0-9, _), never the password itself.", field="password_env", status_code=400)
+        raise RuleViolation(
+            "invalid_password_env",
+            "password_env is the NAME of an environment variable (A-Z, 0-9, _), never the password itself.",
+            field="password_env",
+            status_code=400,
+        )
     destination = PacsDestination(
-        trial=trial, name=name, protocol=protocol, host=host, port=port, called_ae=called_ae, calling_ae=calling_ae,
-        base_url=base_url, username=username, password_env=password_env, deidentify=deidentify, active=active,
-        created_by=actor)
+        trial=trial,
+        name=name,
+        protocol=protocol,
+        host=host,
+        port=port,
+        called_ae=called_ae,
+        calling_ae=calling_ae,
+        base_url=base_url,
+        username=username,
+        password_env=password_env,
+        deidentify=deidentify,
+        active=active,
+        created_by=actor,
+    )
     with transaction.atomic():
         destination.full_clean()
         destination.save()
-        record_event(actor=actor, action=AuditAction.PACS_DESTINATION_REGISTERED,
-                     object_type="imaging.pacsdestination", object_id=destination.pk, trial_id=trial.pk,
-                     changes={"name": name, "protocol": protocol, "target": destination.describe(),
-                              "deidentify": deidentify, "username": username, "password_env": password_env})
+        record_event(
+            actor=actor,
+            action=AuditAction.PACS_DESTINATION_REGISTERED,
+            object_type="imaging.pacsdestination",
+            object_id=destination.pk,
+            trial_id=trial.pk,
+            changes={
+                "name": name,
+                "protocol": protocol,
+                "target": destination.describe(),
+                "deidentify": deidentify,
+                "username": username,
+                "password_env": password_env,
+            },
+        )
     return destination
 
 
@@ -90,18 +129,28 @@ def dicom_send_request(*, actor, scan: Scan, destination: PacsDestination) -> Di
     roles that may take the identified study out (``dicom_export.check_may_export``),
     whether or not this destination de-identifies."""
     if destination.trial_id != scan.subject.trial_id or not destination.active:
-        raise RuleViolation("not_found", "No such active PACS destination in the scan's trial.", field="destination",
-                            status_code=404)
+        raise RuleViolation(
+            "not_found", "No such active PACS destination in the scan's trial.", field="destination", status_code=404
+        )
     dicom_export.check_may_export(actor, scan, deidentified=False)
     dicom_export.require_exportable(scan)
     send = DicomSend(scan=scan, destination=destination, requested_by=actor, deidentified=destination.deidentify)
     with transaction.atomic():
         send.full_clean()
         send.save()
-        record_event(actor=actor, action=AuditAction.DICOM_SEND_REQUESTED, object_type="imaging.dicomsend",
-                     object_id=send.pk, changes={"scan": scan.pk, "destination": destination.name,
-                                                 "target": destination.describe(),
-                                                 "deidentified": send.deidentified}, **_scope(scan))
+        record_event(
+            actor=actor,
+            action=AuditAction.DICOM_SEND_REQUESTED,
+            object_type="imaging.dicomsend",
+            object_id=send.pk,
+            changes={
+                "scan": scan.pk,
+                "destination": destination.name,
+                "target": destination.describe(),
+                "deidentified": send.deidentified,
+            },
+            **_scope(scan),
+        )
     return send
 
 
@@ -109,8 +158,11 @@ def _claim(send_id: int) -> bool:
     """queued -> running; or take over a running claim older than the lease (its worker was
     killed mid-send: Redis redelivers the task, the start-up sweep queues it again)."""
     lost = Q(status=DicomSend.Status.RUNNING, started_at__lt=claims_stale_before())
-    return bool(DicomSend.objects.filter(Q(status=DicomSend.Status.QUEUED) | lost, pk=send_id).update(
-        status=DicomSend.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1))
+    return bool(
+        DicomSend.objects.filter(Q(status=DicomSend.Status.QUEUED) | lost, pk=send_id).update(
+            status=DicomSend.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
+        )
+    )
 
 
 def stalled_sends() -> list[int]:
@@ -118,15 +170,19 @@ def stalled_sends() -> list[int]:
     redelivery): running longer than the lease, or queued and never tried for a minute.
     A send waiting for a retry is queued with attempts > 0; its task holds the countdown.
     ``tasks.recover_stalled_sends`` queues them again."""
-    return list(DicomSend.objects.filter(
-        Q(status=DicomSend.Status.RUNNING, started_at__lt=claims_stale_before())
-        | Q(status=DicomSend.Status.QUEUED, attempts=0, created_at__lt=quiet_since())).order_by("pk").values_list(
-            "pk", flat=True))
+    return list(
+        DicomSend.objects.filter(
+            Q(status=DicomSend.Status.RUNNING, started_at__lt=claims_stale_before())
+            | Q(status=DicomSend.Status.QUEUED, attempts=0, created_at__lt=quiet_since())
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def send_backoff(retry: int) -> int:
     """Seconds before retry number ``retry`` (0 for the first): 10, 20, 40, ... at most 900."""
-    return min(2 ** retry * 10, 900)
+    return min(2**retry * 10, 900)
 
 
 def send_retry_countdown(send: DicomSend) -> int | None:
@@ -148,7 +204,8 @@ def _outlived(send: DicomSend) -> None:
 
 def _progress(send_id: int, stage: str, fraction: float) -> None:
     DicomSend.objects.filter(pk=send_id, status=DicomSend.Status.RUNNING).update(
-        progress_stage=stage[:32], progress_percent=round(100.0 * min(max(fraction, 0.0), 1.0), 1))
+        progress_stage=stage[:32], progress_percent=round(100.0 * min(max(fraction, 0.0), 1.0), 1)
+    )
 
 
 def _deliver(destination: PacsDestination, datasets):
@@ -157,21 +214,37 @@ def _deliver(destination: PacsDestination, datasets):
     if destination.protocol == PacsDestination.Protocol.DICOM:
         if destination.port is None:
             raise DicomSendError(f"PACS destination {destination.name!r} has no port", SendResult(destination.name))
-        return send_cstore(datasets, destination.host, destination.port, called_ae=destination.called_ae,
-                           calling_ae=destination.calling_ae)
+        return send_cstore(
+            datasets,
+            destination.host,
+            destination.port,
+            called_ae=destination.called_ae,
+            calling_ae=destination.calling_ae,
+        )
     auth = None
     if destination.username:
         password = os.environ.get(destination.password_env, "") if destination.password_env else ""
         if destination.password_env and not password:
-            raise RuleViolation("password_missing", f"The environment variable {destination.password_env} (the "
-                                f"password of destination {destination.name!r}) is not set on this worker.")
+            raise RuleViolation(
+                "password_missing",
+                f"The environment variable {destination.password_env} (the "
+                f"password of destination {destination.name!r}) is not set on this worker.",
+            )
         auth = (destination.username, password)
     return send_stowrs(datasets, destination.base_url, auth=auth)
 
 
 def _statuses(result) -> list[dict]:
-    return [{"sop_class_uid": o.sop_class_uid, "sop_instance_uid": o.sop_instance_uid, "ok": o.ok,
-             "status": o.status, "detail": o.detail} for o in result.objects]
+    return [
+        {
+            "sop_class_uid": o.sop_class_uid,
+            "sop_instance_uid": o.sop_instance_uid,
+            "ok": o.ok,
+            "status": o.status,
+            "detail": o.detail,
+        }
+        for o in result.objects
+    ]
 
 
 def dicom_send_run(send_id: int, *, max_retries: int | None = None) -> DicomSend | None:
@@ -183,8 +256,9 @@ def dicom_send_run(send_id: int, *, max_retries: int | None = None) -> DicomSend
     from imaging.dicom import DicomSendError
 
     max_retries = settings.IMAGING_SEND_MAX_RETRIES if max_retries is None else max_retries
-    send = DicomSend.objects.select_related("scan__subject__trial", "scan__subject__site", "destination",
-                                            "requested_by").get(pk=send_id)
+    send = DicomSend.objects.select_related(
+        "scan__subject__trial", "scan__subject__site", "destination", "requested_by"
+    ).get(pk=send_id)
     destination = send.destination
     with request_context(request_id=f"dicom-send-{send.pk}"):
         statuses, error, transient = [], "", False
@@ -203,29 +277,53 @@ def dicom_send_run(send_id: int, *, max_retries: int | None = None) -> DicomSend
             # Back to queued for the task's retry; the attempt is on the row, not in the audit trail.
             delay = send_backoff(send.attempts - 1)
             if not _mine(send).update(
-                    status=DicomSend.Status.QUEUED, object_statuses=statuses, last_error=error[:2000],
-                    progress_stage=f"retry {send.attempts} in {delay} s"[:32], progress_percent=0):
+                status=DicomSend.Status.QUEUED,
+                object_statuses=statuses,
+                last_error=error[:2000],
+                progress_stage=f"retry {send.attempts} in {delay} s"[:32],
+                progress_percent=0,
+            ):
                 _outlived(send)
                 return None
-            log.warning("DICOM send #%s attempt %s failed (transient), retrying in %s s: %s", send.pk,
-                        send.attempts, delay, error)
+            log.warning(
+                "DICOM send #%s attempt %s failed (transient), retrying in %s s: %s",
+                send.pk,
+                send.attempts,
+                delay,
+                error,
+            )
             send.refresh_from_db()
             return send
         with transaction.atomic():
             if not _mine(send).update(
-                    status=DicomSend.Status.SENT if ok else DicomSend.Status.FAILED, object_statuses=statuses,
-                    error=error[:2000], finished_at=timezone.now(), progress_stage="sent" if ok else "failed",
-                    progress_percent=100 if ok else 0, **({} if ok else {"last_error": error[:2000]})):
+                status=DicomSend.Status.SENT if ok else DicomSend.Status.FAILED,
+                object_statuses=statuses,
+                error=error[:2000],
+                finished_at=timezone.now(),
+                progress_stage="sent" if ok else "failed",
+                progress_percent=100 if ok else 0,
+                **({} if ok else {"last_error": error[:2000]}),
+            ):
                 _outlived(send)
                 return None
-            record_event(actor=send.requested_by, action=AuditAction.DICOM_SENT if ok else AuditAction.DICOM_SEND_FAILED,
-                         object_type="imaging.dicomsend", object_id=send.pk,
-                         changes={"scan": send.scan_id, "destination": destination.name,
-                                  "target": destination.describe(), "deidentified": send.deidentified,
-                                  "attempts": send.attempts,
-                                  "objects": [{"sop_instance_uid": s["sop_instance_uid"], "ok": s["ok"],
-                                               "status": s["status"]} for s in statuses],
-                                  **({"error": error[:500], "transient": transient} if error else {})},
-                         **_scope(send.scan))
+            record_event(
+                actor=send.requested_by,
+                action=AuditAction.DICOM_SENT if ok else AuditAction.DICOM_SEND_FAILED,
+                object_type="imaging.dicomsend",
+                object_id=send.pk,
+                changes={
+                    "scan": send.scan_id,
+                    "destination": destination.name,
+                    "target": destination.describe(),
+                    "deidentified": send.deidentified,
+                    "attempts": send.attempts,
+                    "objects": [
+                        {"sop_instance_uid": s["sop_instance_uid"], "ok": s["ok"], "status": s["status"]}
+                        for s in statuses
+                    ],
+                    **({"error": error[:500], "transient": transient} if error else {}),
+                },
+                **_scope(send.scan),
+            )
     send.refresh_from_db()
     return send

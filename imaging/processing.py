@@ -152,8 +152,12 @@ def load_system_matrix(path: str | Path) -> LoadedSystemMatrix:
         if f.calibration_size is None or f.tracer_concentration_mol_per_l is None:
             raise ValueError(f"{path}: a system matrix needs /calibration/size and /tracer/concentration")
         return LoadedSystemMatrix(
-            system_matrix=s, background=bg, snr=snr, frequencies_hz=np.asarray(f.frequencies_hz),
-            size=cast("tuple[int, int, int]", tuple(int(v) for v in f.calibration_size)), fov_m=np.asarray(f.field_of_view_m, dtype=float),
+            system_matrix=s,
+            background=bg,
+            snr=snr,
+            frequencies_hz=np.asarray(f.frequencies_hz),
+            size=cast("tuple[int, int, int]", tuple(int(v) for v in f.calibration_size)),
+            fov_m=np.asarray(f.field_of_view_m, dtype=float),
             center_m=np.asarray(f.field_of_view_center_m, dtype=float),
             delta_concentration_mol_per_l=float(f.tracer_concentration_mol_per_l),
         )
@@ -179,10 +183,17 @@ def reconstruct(
         is_background = np.asarray(f.is_background_frame, dtype=bool)
     stages = {"select": 0.15, "preprocess": 0.3, "solve": 0.5}
     result = reconstruct_arrays(
-        sm.system_matrix, spectra, frequencies_hz=sm.frequencies_hz, size=sm.size, is_background_frame=is_background,
-        snr=sm.snr, system_matrix_background=sm.background,
-        delta_concentration_mol_per_l=sm.delta_concentration_mol_per_l, field_of_view_m=sm.fov_m,
-        field_of_view_center_m=sm.center_m, params=params,
+        sm.system_matrix,
+        spectra,
+        frequencies_hz=sm.frequencies_hz,
+        size=sm.size,
+        is_background_frame=is_background,
+        snr=sm.snr,
+        system_matrix_background=sm.background,
+        delta_concentration_mol_per_l=sm.delta_concentration_mol_per_l,
+        field_of_view_m=sm.fov_m,
+        field_of_view_center_m=sm.center_m,
+        params=params,
         progress=lambda stage, fraction: progress(stage, stages.get(stage, 0.5) + 0.4 * fraction * (stage == "solve")),
     )
     concentration = np.asarray(result.concentration_mol_per_l)
@@ -190,9 +201,13 @@ def reconstruct(
         raise ValueError("the reconstruction produced non-finite values")
     progress("write", 0.9)
     write_reconstruction(
-        output_path, concentration[:, :, None], size=result.size, field_of_view_m=result.field_of_view_m,
+        output_path,
+        concentration[:, :, None],
+        size=result.size,
+        field_of_view_m=result.field_of_view_m,
         field_of_view_center_m=result.field_of_view_center_m,
-        parameters={**result.parameters_record(), **provenance}, unit="mol/L",
+        parameters={**result.parameters_record(), **provenance},
+        unit="mol/L",
     )
     progress("done", 1.0)
     return {
@@ -230,8 +245,9 @@ def _check_npy(path: str, max_bytes: int) -> None:
         raise ValueError(f"the .npy holds Python objects ({dtype}), not integers")
     declared = math.prod(int(n) for n in shape) * dtype.itemsize
     if declared > max_bytes:
-        raise ValueError(f"the .npy declares {declared} bytes (shape {shape}, {dtype}), more than the limit of "
-                         f"{max_bytes} bytes")
+        raise ValueError(
+            f"the .npy declares {declared} bytes (shape {shape}, {dtype}), more than the limit of {max_bytes} bytes"
+        )
     held = os.path.getsize(path) - header_bytes
     if held != declared:
         raise ValueError(f"the .npy declares {declared} bytes (shape {shape}, {dtype}) but holds {held}")
@@ -273,8 +289,9 @@ def label_mask(path: str, label_value: int, grid: q.Grid) -> np.ndarray | None:
     return flat == label_value if flat.shape[0] == grid.num_voxels else None
 
 
-def quantify(reconstruction_path: str | Path, rois: list[RoiSpec], *, injected_iron_ng: float,
-             pg_fe_per_cell: float) -> tuple[dict[int, dict], dict]:
+def quantify(
+    reconstruction_path: str | Path, rois: list[RoiSpec], *, injected_iron_ng: float, pg_fe_per_cell: float
+) -> tuple[dict[int, dict], dict]:
     """Per-ROI iron, cells, retention (± its uncertainty) and off-target share, all
     computed by ``recon.quantify`` against ``injected_iron_ng`` (the scan's own
     injection); and the scan summary. What is returned is what is stored and shown."""
@@ -289,8 +306,10 @@ def quantify(reconstruction_path: str | Path, rois: list[RoiSpec], *, injected_i
         elif roi.label_path is not None and roi.label_value is not None:
             labelled = label_mask(roi.label_path, roi.label_value, grid)
             if labelled is None:
-                raise ValueError(f"the label volume of ROI {roi.name!r} is not on the reconstruction's grid "
-                                 f"{grid.size} ({grid.num_voxels} voxels)")
+                raise ValueError(
+                    f"the label volume of ROI {roi.name!r} is not on the reconstruction's grid "
+                    f"{grid.size} ({grid.num_voxels} voxels)"
+                )
             mask = labelled
         else:
             raise ValueError(f"ROI {roi.name!r} has neither a geometry nor a label volume")

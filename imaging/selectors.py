@@ -21,39 +21,46 @@ def scanners_visible_to(user) -> QuerySet[Scanner]:
 
 def system_matrices_visible_to(user) -> QuerySet[SystemMatrix]:
     return SystemMatrix.objects.filter(scanner__site_id__in=visible_site_ids(user)).select_related(
-        "scanner", "nanoparticle_lot")
+        "scanner", "nanoparticle_lot"
+    )
 
 
 def uploads_visible_to(user) -> QuerySet[Upload]:
     return Upload.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related(
-        "subject__site", "subject__trial")
+        "subject__site", "subject__trial"
+    )
 
 
 def scans_visible_to(user) -> QuerySet[Scan]:
-    return Scan.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related(
-        "subject__site", "subject__trial", "scanner", "system_matrix").prefetch_related(
-        Prefetch("measurements", queryset=Measurement.objects.order_by("roi_kind", "roi_name", "id")))
+    return (
+        Scan.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user))
+        .select_related("subject__site", "subject__trial", "scanner", "system_matrix")
+        .prefetch_related(Prefetch("measurements", queryset=Measurement.objects.order_by("roi_kind", "roi_name", "id")))
+    )
 
 
 def measurements_visible_to(user) -> QuerySet[Measurement]:
-    return Measurement.objects.filter(Q(scan__subject__site_id__in=visible_site_ids(user)),
-                                      sponsor_limited(user, "scan__subject")).select_related("scan")
+    return Measurement.objects.filter(
+        Q(scan__subject__site_id__in=visible_site_ids(user)), sponsor_limited(user, "scan__subject")
+    ).select_related("scan")
 
 
 def rois_visible_to(user) -> QuerySet[RegionOfInterest]:
-    return RegionOfInterest.objects.filter(Q(subject__site_id__in=visible_site_ids(user)),
-                                           sponsor_limited(user)).select_related("subject")
+    return RegionOfInterest.objects.filter(
+        Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)
+    ).select_related("subject")
 
 
 def alerts_visible_to(user) -> QuerySet[Alert]:
     return Alert.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related(
-        "subject", "scan")
+        "subject", "scan"
+    )
 
 
 def dicom_sends_visible_to(user) -> QuerySet[DicomSend]:
-    return DicomSend.objects.filter(Q(scan__subject__site_id__in=visible_site_ids(user)),
-                                    sponsor_limited(user, "scan__subject")).select_related(
-        "destination", "requested_by", "scan")
+    return DicomSend.objects.filter(
+        Q(scan__subject__site_id__in=visible_site_ids(user)), sponsor_limited(user, "scan__subject")
+    ).select_related("destination", "requested_by", "scan")
 
 
 def injected_iron_ng(injection: Injection) -> float:
@@ -82,16 +89,18 @@ def time_course(subject: Subject) -> dict:
     for m in rows:
         if m.reconstruction.attempt != latest[m.scan_id]:
             continue
-        series.setdefault((m.roi_kind, m.roi_name), []).append({
-            "hours": m.scan.hours_after_injection,
-            "iron_ng": m.iron_ng,
-            "uncertainty_ng": m.uncertainty_ng,
-            "retention_percent": m.retention_percent,
-            "retention_uncertainty_percent": m.retention_uncertainty_percent,
-            "off_target_percent": m.off_target_percent,
-            "detected": m.detected,
-            "scan_id": m.scan_id,
-        })
+        series.setdefault((m.roi_kind, m.roi_name), []).append(
+            {
+                "hours": m.scan.hours_after_injection,
+                "iron_ng": m.iron_ng,
+                "uncertainty_ng": m.uncertainty_ng,
+                "retention_percent": m.retention_percent,
+                "retention_uncertainty_percent": m.retention_uncertainty_percent,
+                "off_target_percent": m.off_target_percent,
+                "detected": m.detected,
+                "scan_id": m.scan_id,
+            }
+        )
     injection = subject.injections.select_related("batch").order_by("administered_at").first()
     return {
         "subject": subject.pk,

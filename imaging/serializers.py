@@ -13,25 +13,69 @@ from imaging.models import Alert, DicomSend, Measurement, RegionOfInterest, RoiK
 class ScannerOutput(serializers.ModelSerializer):
     class Meta:
         model = Scanner
-        fields = ["id", "site", "name", "manufacturer", "model", "topology", "base_frequency_hz", "dividers",
-                  "drive_amplitudes_t", "gradient_t_per_m", "created_at"]
+        fields = [
+            "id",
+            "site",
+            "name",
+            "manufacturer",
+            "model",
+            "topology",
+            "base_frequency_hz",
+            "dividers",
+            "drive_amplitudes_t",
+            "gradient_t_per_m",
+            "created_at",
+        ]
 
 
 class SystemMatrixOutput(serializers.ModelSerializer):
     class Meta:
         model = SystemMatrix
-        fields = ["id", "scanner", "name", "tracer_product", "nanoparticle_lot", "sha256", "size_bytes",
-                  "validation_report", "grid_size", "field_of_view_m", "field_of_view_center_m", "frequencies_count",
-                  "receive_channels", "snr_summary", "delta_concentration_mol_per_l", "base_frequency_hz", "dividers",
-                  "drive_amplitudes_t", "active", "retired_at", "created_at"]
+        fields = [
+            "id",
+            "scanner",
+            "name",
+            "tracer_product",
+            "nanoparticle_lot",
+            "sha256",
+            "size_bytes",
+            "validation_report",
+            "grid_size",
+            "field_of_view_m",
+            "field_of_view_center_m",
+            "frequencies_count",
+            "receive_channels",
+            "snr_summary",
+            "delta_concentration_mol_per_l",
+            "base_frequency_hz",
+            "dividers",
+            "drive_amplitudes_t",
+            "active",
+            "retired_at",
+            "created_at",
+        ]
 
 
 class MeasurementOutput(serializers.ModelSerializer):
     class Meta:
         model = Measurement
-        fields = ["id", "scan", "reconstruction", "roi", "roi_name", "roi_kind", "iron_ng", "uncertainty_ng",
-                  "cell_count", "retention_percent", "retention_uncertainty_percent", "off_target_percent",
-                  "detection_limit_ng", "detected", "voxels"]
+        fields = [
+            "id",
+            "scan",
+            "reconstruction",
+            "roi",
+            "roi_name",
+            "roi_kind",
+            "iron_ng",
+            "uncertainty_ng",
+            "cell_count",
+            "retention_percent",
+            "retention_uncertainty_percent",
+            "off_target_percent",
+            "detection_limit_ng",
+            "detected",
+            "voxels",
+        ]
 
 
 class ScanOutput(serializers.ModelSerializer):
@@ -43,10 +87,31 @@ class ScanOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Scan
-        fields = ["id", "subject", "subject_code", "site", "injection", "scanner", "system_matrix",
-                  "hours_after_injection", "filename", "size_bytes", "sha256", "status", "status_reason", "retryable",
-                  "progress", "attempt", "validation_report", "acquisition", "metrics_summary", "metrics", "files",
-                  "created_at", "updated_at"]
+        fields = [
+            "id",
+            "subject",
+            "subject_code",
+            "site",
+            "injection",
+            "scanner",
+            "system_matrix",
+            "hours_after_injection",
+            "filename",
+            "size_bytes",
+            "sha256",
+            "status",
+            "status_reason",
+            "retryable",
+            "progress",
+            "attempt",
+            "validation_report",
+            "acquisition",
+            "metrics_summary",
+            "metrics",
+            "files",
+            "created_at",
+            "updated_at",
+        ]
 
     def get_progress(self, scan) -> dict:
         return {"stage": scan.progress_stage or scan.status, "percent": scan.progress_percent}
@@ -130,7 +195,9 @@ class SponsorTimeCourseOutput(serializers.Serializer):
 
 TIME_COURSE_RESPONSE = PolymorphicProxySerializer(
     component_name="TimeCourseOutputOrSponsorTimeCourseOutput",
-    serializers=[TimeCourseOutput, SponsorTimeCourseOutput], resource_type_field_name=None)
+    serializers=[TimeCourseOutput, SponsorTimeCourseOutput],
+    resource_type_field_name=None,
+)
 
 
 class DicomExportInput(serializers.Serializer):
@@ -148,9 +215,25 @@ class DicomSendOutput(serializers.ModelSerializer):
 
     class Meta:
         model = DicomSend
-        fields = ["id", "scan", "destination", "destination_name", "protocol", "deidentified", "requested_by",
-                  "status", "progress_stage", "progress_percent", "object_statuses", "error", "attempts",
-                  "last_error", "created_at", "started_at", "finished_at"]
+        fields = [
+            "id",
+            "scan",
+            "destination",
+            "destination_name",
+            "protocol",
+            "deidentified",
+            "requested_by",
+            "status",
+            "progress_stage",
+            "progress_percent",
+            "object_statuses",
+            "error",
+            "attempts",
+            "last_error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
 
 
 class UploadMetadataInput(serializers.Serializer):

@@ -63,37 +63,83 @@ AMPLITUDE_TOLERANCE = 0.02
 BASE_FREQUENCY_TOLERANCE = 1e-6
 
 
-def _audit_scan(*, actor, action: AuditAction, scan: Scan, changes: dict, reason: str = "", object_type="imaging.scan",
-                object_id=None):
+def _audit_scan(
+    *,
+    actor,
+    action: AuditAction,
+    scan: Scan,
+    changes: dict,
+    reason: str = "",
+    object_type="imaging.scan",
+    object_id=None,
+):
     subject = scan.subject
-    record_event(actor=actor, action=action, object_type=object_type, object_id=object_id or scan.pk,
-                 trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk, changes=changes,
-                 reason=reason)
+    record_event(
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id or scan.pk,
+        trial_id=subject.trial_id,
+        site_id=subject.site_id,
+        subject_id=subject.pk,
+        changes=changes,
+        reason=reason,
+    )
 
 
 # --------------------------------------------------------------------------- scanners and system matrices
 
 
-def scanner_register(*, actor, site: Site, name: str, manufacturer: str, model: str, topology: str,
-                     base_frequency_hz: float, dividers: list[int], drive_amplitudes_t: list[float],
-                     gradient_t_per_m: list[float]) -> Scanner:
+def scanner_register(
+    *,
+    actor,
+    site: Site,
+    name: str,
+    manufacturer: str,
+    model: str,
+    topology: str,
+    base_frequency_hz: float,
+    dividers: list[int],
+    drive_amplitudes_t: list[float],
+    gradient_t_per_m: list[float],
+) -> Scanner:
     if actor is not None:
         access.require_role(actor, site=site, roles={Role.COORDINATOR}, action="register scanners")
     if not dividers or len(dividers) != len(drive_amplitudes_t) or any(int(d) <= 0 for d in dividers):
-        raise RuleViolation("invalid_drive_field", "Give one positive divider and one drive amplitude per drive "
-                            f"channel (got dividers {dividers}, amplitudes {drive_amplitudes_t}).",
-                            field="dividers", status_code=400)
+        raise RuleViolation(
+            "invalid_drive_field",
+            "Give one positive divider and one drive amplitude per drive "
+            f"channel (got dividers {dividers}, amplitudes {drive_amplitudes_t}).",
+            field="dividers",
+            status_code=400,
+        )
     with transaction.atomic():
-        scanner = Scanner(site=site, name=name, manufacturer=manufacturer, model=model, topology=topology,
-                          base_frequency_hz=base_frequency_hz, dividers=[int(d) for d in dividers],
-                          drive_amplitudes_t=[float(a) for a in drive_amplitudes_t],
-                          gradient_t_per_m=[float(g) for g in gradient_t_per_m])
+        scanner = Scanner(
+            site=site,
+            name=name,
+            manufacturer=manufacturer,
+            model=model,
+            topology=topology,
+            base_frequency_hz=base_frequency_hz,
+            dividers=[int(d) for d in dividers],
+            drive_amplitudes_t=[float(a) for a in drive_amplitudes_t],
+            gradient_t_per_m=[float(g) for g in gradient_t_per_m],
+        )
         scanner.full_clean()
         scanner.save()
-        record_event(actor=actor, action=AuditAction.SCANNER_REGISTERED, object_type="imaging.scanner",
-                     object_id=scanner.pk, trial_id=site.trial_id, site_id=site.pk,
-                     changes={"name": [None, name], "dividers": [None, scanner.dividers],
-                              "drive_amplitudes_t": [None, scanner.drive_amplitudes_t]})
+        record_event(
+            actor=actor,
+            action=AuditAction.SCANNER_REGISTERED,
+            object_type="imaging.scanner",
+            object_id=scanner.pk,
+            trial_id=site.trial_id,
+            site_id=site.pk,
+            changes={
+                "name": [None, name],
+                "dividers": [None, scanner.dividers],
+                "drive_amplitudes_t": [None, scanner.drive_amplitudes_t],
+            },
+        )
     return scanner
 
 
@@ -104,14 +150,19 @@ def _copy_into_storage(source: Path, relative: str) -> tuple[str, int]:
     return processing.sha256_file(target), target.stat().st_size
 
 
-def system_matrix_register(*, actor, scanner: Scanner, name: str, tracer_product: str, source_path: str | Path,
-                           nanoparticle_lot=None) -> SystemMatrix:
+def system_matrix_register(
+    *, actor, scanner: Scanner, name: str, tracer_product: str, source_path: str | Path, nanoparticle_lot=None
+) -> SystemMatrix:
     """Copy a calibration MDF into the library, validate it with recon and record what it holds."""
     if actor is not None:
         access.require_role(actor, site=scanner.site, roles=LIBRARY_ROLES, action="register system matrices")
     if nanoparticle_lot is not None and nanoparticle_lot.trial_id != scanner.site.trial_id:
-        raise RuleViolation("lot_of_other_trial", "The nanoparticle lot belongs to another trial.",
-                            field="nanoparticle_lot", status_code=400)
+        raise RuleViolation(
+            "lot_of_other_trial",
+            "The nanoparticle lot belongs to another trial.",
+            field="nanoparticle_lot",
+            status_code=400,
+        )
     relative = f"imaging/system_matrices/{uuid.uuid4().hex}.mdf"
     # Copying, hashing and validating are slow: done before the transaction, undone on refusal.
     sha256, size = _copy_into_storage(Path(source_path), relative)
@@ -119,37 +170,72 @@ def system_matrix_register(*, actor, scanner: Scanner, name: str, tracer_product
     try:
         inspection = processing.inspect(stored)
         if not inspection.valid:
-            raise RuleViolation("invalid_system_matrix", f"The calibration file is not valid: {inspection.problems_text}",
-                                field="file", status_code=400)
+            raise RuleViolation(
+                "invalid_system_matrix",
+                f"The calibration file is not valid: {inspection.problems_text}",
+                field="file",
+                status_code=400,
+            )
         if inspection.kind != "calibration":
-            raise RuleViolation("not_a_calibration", f"The file is a {inspection.kind} MDF, not a calibration "
-                                "(a system matrix needs /calibration).", field="file", status_code=400)
+            raise RuleViolation(
+                "not_a_calibration",
+                f"The file is a {inspection.kind} MDF, not a calibration (a system matrix needs /calibration).",
+                field="file",
+                status_code=400,
+            )
         summary = processing.calibration_summary(stored)
         if not summary["delta_concentration_mol_per_l"]:
-            raise RuleViolation("no_delta_concentration", "The calibration has no /tracer/concentration: the delta "
-                                "sample's concentration is needed to quantify iron.", field="file", status_code=400)
+            raise RuleViolation(
+                "no_delta_concentration",
+                "The calibration has no /tracer/concentration: the delta "
+                "sample's concentration is needed to quantify iron.",
+                field="file",
+                status_code=400,
+            )
         if SystemMatrix.objects.filter(scanner=scanner, sha256=sha256).exists():
-            raise RuleViolation("duplicate_system_matrix", f"This calibration (sha256 {sha256[:12]}…) is already in "
-                                f"the library of scanner {scanner.name}.")
+            raise RuleViolation(
+                "duplicate_system_matrix",
+                f"This calibration (sha256 {sha256[:12]}…) is already in the library of scanner {scanner.name}.",
+            )
         acq = summary["acquisition"]
         with transaction.atomic():
             sm = SystemMatrix(
-                scanner=scanner, name=name, tracer_product=tracer_product, nanoparticle_lot=nanoparticle_lot,
-                file=relative, size_bytes=size, sha256=sha256, validation_report=inspection.report,
-                grid_size=summary["grid_size"], field_of_view_m=summary["field_of_view_m"],
+                scanner=scanner,
+                name=name,
+                tracer_product=tracer_product,
+                nanoparticle_lot=nanoparticle_lot,
+                file=relative,
+                size_bytes=size,
+                sha256=sha256,
+                validation_report=inspection.report,
+                grid_size=summary["grid_size"],
+                field_of_view_m=summary["field_of_view_m"],
                 field_of_view_center_m=summary["field_of_view_center_m"],
-                frequencies_count=summary["frequencies_count"], receive_channels=summary["receive_channels"],
+                frequencies_count=summary["frequencies_count"],
+                receive_channels=summary["receive_channels"],
                 snr_summary=summary["snr_summary"],
                 delta_concentration_mol_per_l=summary["delta_concentration_mol_per_l"],
-                base_frequency_hz=acq["base_frequency_hz"], dividers=acq["dividers"],
-                drive_amplitudes_t=acq["drive_amplitudes_t"], registered_by=actor,
+                base_frequency_hz=acq["base_frequency_hz"],
+                dividers=acq["dividers"],
+                drive_amplitudes_t=acq["drive_amplitudes_t"],
+                registered_by=actor,
             )
             sm.full_clean()
             sm.save()
-            record_event(actor=actor, action=AuditAction.SYSTEM_MATRIX_REGISTERED, object_type="imaging.systemmatrix",
-                         object_id=sm.pk, trial_id=scanner.site.trial_id, site_id=scanner.site_id,
-                         changes={"sha256": [None, sha256], "tracer_product": [None, tracer_product],
-                                  "grid_size": [None, sm.grid_size], "dividers": [None, sm.dividers]})
+            record_event(
+                actor=actor,
+                action=AuditAction.SYSTEM_MATRIX_REGISTERED,
+                object_type="imaging.systemmatrix",
+                object_id=sm.pk,
+                trial_id=scanner.site.trial_id,
+                site_id=scanner.site_id,
+                changes={
+                    "sha256": [None, sha256],
+                    "tracer_product": [None, tracer_product],
+                    "grid_size": [None, sm.grid_size],
+                    "dividers": [None, sm.dividers],
+                },
+            )
     except BaseException:
         uploads.remove(relative)
         raise
@@ -158,7 +244,9 @@ def system_matrix_register(*, actor, scanner: Scanner, name: str, tracer_product
 
 def system_matrix_retire(*, actor, system_matrix: SystemMatrix, reason: str) -> SystemMatrix:
     if actor is not None:
-        access.require_role(actor, site=system_matrix.scanner.site, roles=LIBRARY_ROLES, action="retire system matrices")
+        access.require_role(
+            actor, site=system_matrix.scanner.site, roles=LIBRARY_ROLES, action="retire system matrices"
+        )
     reason = require_reason(reason)
     with transaction.atomic():
         sm = SystemMatrix.objects.select_for_update().select_related("scanner__site").get(pk=system_matrix.pk)
@@ -166,9 +254,16 @@ def system_matrix_retire(*, actor, system_matrix: SystemMatrix, reason: str) -> 
             raise RuleViolation("already_retired", f"System matrix {sm.describe()} is already retired.")
         sm.active, sm.retired_at = False, timezone.now()
         sm.save(update_fields=["active", "retired_at"])
-        record_event(actor=actor, action=AuditAction.SYSTEM_MATRIX_RETIRED, object_type="imaging.systemmatrix",
-                     object_id=sm.pk, trial_id=sm.scanner.site.trial_id, site_id=sm.scanner.site_id,
-                     changes={"active": [True, False]}, reason=reason)
+        record_event(
+            actor=actor,
+            action=AuditAction.SYSTEM_MATRIX_RETIRED,
+            object_type="imaging.systemmatrix",
+            object_id=sm.pk,
+            trial_id=sm.scanner.site.trial_id,
+            site_id=sm.scanner.site_id,
+            changes={"active": [True, False]},
+            reason=reason,
+        )
     return sm
 
 
@@ -180,7 +275,8 @@ def _tracer_of(injection: Injection):
 def _candidates(scanner: Scanner, lot) -> list[SystemMatrix]:
     product = lot.product if lot is not None else ""
     return [
-        sm for sm in SystemMatrix.objects.filter(scanner=scanner, active=True).select_related("nanoparticle_lot")
+        sm
+        for sm in SystemMatrix.objects.filter(scanner=scanner, active=True).select_related("nanoparticle_lot")
         if sm.tracer_product.strip().lower() == product.strip().lower()
         and (sm.nanoparticle_lot_id is None or (lot is not None and sm.nanoparticle_lot_id == lot.pk))
     ]
@@ -196,8 +292,11 @@ def require_system_matrix_for_tracer(scanner: Scanner, injection: Injection) -> 
     lot = _tracer_of(injection)
     if not _candidates(scanner, lot):
         product = lot.product if lot is not None else "(no labelled tracer)"
-        raise RuleViolation("no_system_matrix", f"No active system matrix for scanner {scanner.name} and tracer "
-                            f"{product}; available: {_available(scanner)}.")
+        raise RuleViolation(
+            "no_system_matrix",
+            f"No active system matrix for scanner {scanner.name} and tracer "
+            f"{product}; available: {_available(scanner)}.",
+        )
 
 
 def match_system_matrix(scanner: Scanner, injection: Injection, acquisition: dict) -> SystemMatrix:
@@ -210,10 +309,14 @@ def match_system_matrix(scanner: Scanner, injection: Injection, acquisition: dic
     for sm in _candidates(scanner, lot):
         if [int(d) for d in sm.dividers] != dividers:
             continue
-        if abs(sm.base_frequency_hz - acquisition["base_frequency_hz"]) > BASE_FREQUENCY_TOLERANCE * sm.base_frequency_hz:
+        if (
+            abs(sm.base_frequency_hz - acquisition["base_frequency_hz"])
+            > BASE_FREQUENCY_TOLERANCE * sm.base_frequency_hz
+        ):
             continue
         if len(sm.drive_amplitudes_t) != len(amplitudes) or any(
-            abs(a - b) > AMPLITUDE_TOLERANCE * max(abs(a), 1e-12) for a, b in zip(sm.drive_amplitudes_t, amplitudes, strict=True)
+            abs(a - b) > AMPLITUDE_TOLERANCE * max(abs(a), 1e-12)
+            for a, b in zip(sm.drive_amplitudes_t, amplitudes, strict=True)
         ):
             continue
         return sm
@@ -244,9 +347,17 @@ class UploadRequest:
 def _refuse_upload(*, actor, subject: Subject, code: str, message: str, status_code: int = 409, upload=None):
     # A refusal is itself part of the record: only its audit event is written.
     with transaction.atomic():
-        record_event(actor=actor, action=AuditAction.UPLOAD_REFUSED, object_type="imaging.upload",
-                     object_id=upload.pk if upload is not None else "", trial_id=subject.trial_id,
-                     site_id=subject.site_id, subject_id=subject.pk, changes={"code": [None, code]}, reason=message)
+        record_event(
+            actor=actor,
+            action=AuditAction.UPLOAD_REFUSED,
+            object_type="imaging.upload",
+            object_id=upload.pk if upload is not None else "",
+            trial_id=subject.trial_id,
+            site_id=subject.site_id,
+            subject_id=subject.pk,
+            changes={"code": [None, code]},
+            reason=message,
+        )
     raise RuleViolation(code, message, status_code=status_code)
 
 
@@ -260,14 +371,16 @@ def imaging_scopes(*, injection, hours_after_injection: float, scan: Scan | None
     ``longitudinal_imaging`` as well. "Later" means an earlier time point of the same
     injection is already on file (rejected files do not count)."""
     earlier = Scan.objects.filter(injection=injection, hours_after_injection__lt=hours_after_injection).exclude(
-        status=ScanStatus.REJECTED)
+        status=ScanStatus.REJECTED
+    )
     if scan is not None:
         earlier = earlier.exclude(pk=scan.pk)
     return ("imaging", "longitudinal_imaging") if earlier.exists() else ("imaging",)
 
 
-def assert_imaging_consent(subject: Subject, *, injection, hours_after_injection: float,
-                           scan: Scan | None = None) -> None:
+def assert_imaging_consent(
+    subject: Subject, *, injection, hours_after_injection: float, scan: Scan | None = None
+) -> None:
     """Raise RuleViolation unless every scope this scan needs is in force now."""
     for scope in imaging_scopes(injection=injection, hours_after_injection=hours_after_injection, scan=scan):
         assert_scope_active(subject, scope)
@@ -277,33 +390,57 @@ def upload_create(*, actor, request: UploadRequest) -> Upload:
     subject = request.subject
     access.require_role(actor, site=subject.site, roles=UPLOAD_ROLES, action="upload scans")
     if request.length > settings.IMAGING_UPLOAD_MAX_BYTES:
-        raise RuleViolation("upload_too_large", f"Upload-Length {request.length} bytes exceeds the maximum scan size "
-                            f"of {settings.IMAGING_UPLOAD_MAX_BYTES} bytes.", status_code=413)
+        raise RuleViolation(
+            "upload_too_large",
+            f"Upload-Length {request.length} bytes exceeds the maximum scan size "
+            f"of {settings.IMAGING_UPLOAD_MAX_BYTES} bytes.",
+            status_code=413,
+        )
     if request.length <= 0:
         raise RuleViolation("empty_upload", "Upload-Length must be at least 1 byte.", status_code=400)
     sha = request.sha256.strip().lower()
     if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
-        raise RuleViolation("invalid_sha256", "Upload-Metadata sha256 must be the 64-digit hex SHA-256 of the file.",
-                            field="sha256", status_code=400)
+        raise RuleViolation(
+            "invalid_sha256",
+            "Upload-Metadata sha256 must be the 64-digit hex SHA-256 of the file.",
+            field="sha256",
+            status_code=400,
+        )
     if subject.status == Subject.Status.WITHDRAWN:
-        raise RuleViolation("subject_withdrawn", f"Subject {subject.code} has withdrawn from the trial: no new scans.",
-                            field="subject")
+        raise RuleViolation(
+            "subject_withdrawn", f"Subject {subject.code} has withdrawn from the trial: no new scans.", field="subject"
+        )
     if request.hours_after_injection < 0:
-        raise RuleViolation("invalid_time_point", "The time point cannot be before the injection.", field="hours",
-                            status_code=400)
-    injection = Injection.objects.select_related("batch__nanoparticle_lot").filter(
-        pk=request.injection_id, subject=subject).first()
+        raise RuleViolation(
+            "invalid_time_point", "The time point cannot be before the injection.", field="hours", status_code=400
+        )
+    injection = (
+        Injection.objects.select_related("batch__nanoparticle_lot")
+        .filter(pk=request.injection_id, subject=subject)
+        .first()
+    )
     if injection is None:
-        raise RuleViolation("injection_not_found", f"Injection #{request.injection_id} is not an injection of subject "
-                            f"{subject.code}.", field="injection", status_code=400)
+        raise RuleViolation(
+            "injection_not_found",
+            f"Injection #{request.injection_id} is not an injection of subject {subject.code}.",
+            field="injection",
+            status_code=400,
+        )
     scanner = Scanner.objects.filter(pk=request.scanner_id, site_id=subject.site_id).first()
     if scanner is None:
-        raise RuleViolation("scanner_not_found", f"Scanner #{request.scanner_id} is not a scanner of site "
-                            f"{subject.site.code}.", field="scanner", status_code=400)
+        raise RuleViolation(
+            "scanner_not_found",
+            f"Scanner #{request.scanner_id} is not a scanner of site {subject.site.code}.",
+            field="scanner",
+            status_code=400,
+        )
     duplicate = _duplicate_scan(subject, sha)
     if duplicate is not None:
-        raise RuleViolation("duplicate_scan", f"This file (sha256 {sha[:12]}…) was already uploaded for subject "
-                            f"{subject.code} as scan #{duplicate.pk} ({duplicate.status}).")
+        raise RuleViolation(
+            "duplicate_scan",
+            f"This file (sha256 {sha[:12]}…) was already uploaded for subject "
+            f"{subject.code} as scan #{duplicate.pk} ({duplicate.status}).",
+        )
     try:
         assert_imaging_consent(subject, injection=injection, hours_after_injection=request.hours_after_injection)
     except RuleViolation as exc:
@@ -315,16 +452,35 @@ def upload_create(*, actor, request: UploadRequest) -> Upload:
     uploads.create_empty(relative)
     try:
         with transaction.atomic():
-            upload = Upload(id=upload_id, subject=subject, injection=injection, scanner=scanner,
-                            hours_after_injection=request.hours_after_injection, filename=request.filename[:255],
-                            length=request.length, sha256=sha, path=relative, created_by=actor)
+            upload = Upload(
+                id=upload_id,
+                subject=subject,
+                injection=injection,
+                scanner=scanner,
+                hours_after_injection=request.hours_after_injection,
+                filename=request.filename[:255],
+                length=request.length,
+                sha256=sha,
+                path=relative,
+                created_by=actor,
+            )
             upload.full_clean()
             upload.save(force_insert=True)
-            record_event(actor=actor, action=AuditAction.UPLOAD_STARTED, object_type="imaging.upload",
-                         object_id=upload.pk, trial_id=subject.trial_id, site_id=subject.site_id,
-                         subject_id=subject.pk, changes={"length": [None, request.length], "sha256": [None, sha],
-                                                         "filename": [None, upload.filename],
-                                                         "hours_after_injection": [None, upload.hours_after_injection]})
+            record_event(
+                actor=actor,
+                action=AuditAction.UPLOAD_STARTED,
+                object_type="imaging.upload",
+                object_id=upload.pk,
+                trial_id=subject.trial_id,
+                site_id=subject.site_id,
+                subject_id=subject.pk,
+                changes={
+                    "length": [None, request.length],
+                    "sha256": [None, sha],
+                    "filename": [None, upload.filename],
+                    "hours_after_injection": [None, upload.hours_after_injection],
+                },
+            )
     except BaseException:
         uploads.remove(relative)
         raise
@@ -334,8 +490,11 @@ def upload_create(*, actor, request: UploadRequest) -> Upload:
 def _check_upload_writer(actor, upload: Upload) -> None:
     access.require_role(actor, site=upload.subject.site, roles=UPLOAD_ROLES, action="upload scans")
     if upload.status != Upload.Status.IN_PROGRESS:
-        raise RuleViolation("upload_closed", f"Upload {upload.pk} is {upload.status}.", status_code=404
-                            if upload.status == Upload.Status.TERMINATED else 409)
+        raise RuleViolation(
+            "upload_closed",
+            f"Upload {upload.pk} is {upload.status}.",
+            status_code=404 if upload.status == Upload.Status.TERMINATED else 409,
+        )
 
 
 @dataclass(frozen=True)
@@ -357,18 +516,24 @@ def upload_append(*, actor, upload: Upload, offset: int, source, checksum: bytes
         upload.refresh_from_db(fields=["offset", "status"])
         _check_upload_writer(actor, upload)
         if offset != upload.offset:
-            raise RuleViolation("offset_mismatch", f"Upload-Offset {offset} does not match the server's offset "
-                                f"{upload.offset}: resume from {upload.offset}.")
-        result = uploads.append_chunk(upload.path, offset=offset, source=source, max_bytes=upload.length - offset,
-                                      expected_digest=checksum)
+            raise RuleViolation(
+                "offset_mismatch",
+                f"Upload-Offset {offset} does not match the server's offset "
+                f"{upload.offset}: resume from {upload.offset}.",
+            )
+        result = uploads.append_chunk(
+            upload.path, offset=offset, source=source, max_bytes=upload.length - offset, expected_digest=checksum
+        )
         if not result.checksum_ok:
             return AppendOutcome(upload, False, None)
         new_offset = offset + result.written
         # Conditional on the old offset: two PATCHes racing on one upload cannot both move it.
         if not Upload.objects.filter(pk=upload.pk, offset=offset, status=Upload.Status.IN_PROGRESS).update(
-                offset=new_offset, updated_at=timezone.now()):
-            raise RuleViolation("offset_mismatch", "Another request changed this upload at the same time: HEAD and "
-                                "resume.")
+            offset=new_offset, updated_at=timezone.now()
+        ):
+            raise RuleViolation(
+                "offset_mismatch", "Another request changed this upload at the same time: HEAD and resume."
+            )
         upload.offset = new_offset
         scan = upload_complete(actor=actor, upload=upload) if new_offset == upload.length else None
     return AppendOutcome(upload, True, scan)
@@ -378,14 +543,15 @@ def upload_complete(*, actor, upload: Upload) -> Scan:
     subject = upload.subject
     # The whole-file sha256 is checked by scan_validate (the ingest task), not here.
     try:
-        assert_imaging_consent(subject, injection=upload.injection,
-                               hours_after_injection=upload.hours_after_injection)
+        assert_imaging_consent(subject, injection=upload.injection, hours_after_injection=upload.hours_after_injection)
     except RuleViolation as exc:
         _refuse_upload(actor=actor, subject=subject, upload=upload, code=exc.code, message=exc.message)
     duplicate = _duplicate_scan(subject, upload.sha256)
     if duplicate is not None:
-        raise RuleViolation("duplicate_scan", f"This file was already uploaded for subject {subject.code} as scan "
-                            f"#{duplicate.pk} ({duplicate.status}).")
+        raise RuleViolation(
+            "duplicate_scan",
+            f"This file was already uploaded for subject {subject.code} as scan #{duplicate.pk} ({duplicate.status}).",
+        )
     relative = f"imaging/scans/{subject.pk}/{upload.pk.hex}/original.mdf"
     target = uploads.media_path(relative)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -394,23 +560,46 @@ def upload_complete(*, actor, upload: Upload) -> Scan:
             locked = Upload.objects.select_for_update().get(pk=upload.pk)
             if locked.status != Upload.Status.IN_PROGRESS:
                 raise RuleViolation("upload_closed", f"Upload {upload.pk} is {locked.status}.")
-            scan = Scan(subject=subject, injection=upload.injection, scanner=upload.scanner, upload=upload,
-                        hours_after_injection=upload.hours_after_injection, filename=upload.filename, file=relative,
-                        size_bytes=upload.length, sha256=upload.sha256, created_by=actor)
+            scan = Scan(
+                subject=subject,
+                injection=upload.injection,
+                scanner=upload.scanner,
+                upload=upload,
+                hours_after_injection=upload.hours_after_injection,
+                filename=upload.filename,
+                file=relative,
+                size_bytes=upload.length,
+                sha256=upload.sha256,
+                created_by=actor,
+            )
             scan.full_clean(validate_unique=False)
             scan.save()
             Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.COMPLETED, completed_at=timezone.now())
-            record_event(actor=actor, action=AuditAction.UPLOAD_COMPLETED, object_type="imaging.upload",
-                         object_id=upload.pk, trial_id=subject.trial_id, site_id=subject.site_id,
-                         subject_id=subject.pk, changes={"scan": [None, scan.pk], "sha256": [None, upload.sha256]})
-            _audit_scan(actor=actor, action=AuditAction.SCAN_STATUS_CHANGED, scan=scan,
-                        changes={"status": [None, ScanStatus.RECEIVED]})
+            record_event(
+                actor=actor,
+                action=AuditAction.UPLOAD_COMPLETED,
+                object_type="imaging.upload",
+                object_id=upload.pk,
+                trial_id=subject.trial_id,
+                site_id=subject.site_id,
+                subject_id=subject.pk,
+                changes={"scan": [None, scan.pk], "sha256": [None, upload.sha256]},
+            )
+            _audit_scan(
+                actor=actor,
+                action=AuditAction.SCAN_STATUS_CHANGED,
+                scan=scan,
+                changes={"status": [None, ScanStatus.RECEIVED]},
+            )
             # The rename is the last step: if it fails, the transaction rolls back and the bytes stay put.
             uploads.media_path(upload.path).rename(target)
     except IntegrityError:
         duplicate = _duplicate_scan(subject, upload.sha256)
-        raise RuleViolation("duplicate_scan", f"This file was already uploaded for subject {subject.code}"
-                            + (f" as scan #{duplicate.pk}." if duplicate else ".")) from None
+        raise RuleViolation(
+            "duplicate_scan",
+            f"This file was already uploaded for subject {subject.code}"
+            + (f" as scan #{duplicate.pk}." if duplicate else "."),
+        ) from None
     upload.status = Upload.Status.COMPLETED
     return scan
 
@@ -420,10 +609,17 @@ def upload_terminate(*, actor, upload: Upload) -> None:
     with transaction.atomic():
         Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.TERMINATED)
         subject = upload.subject
-        record_event(actor=actor, action=AuditAction.UPLOAD_REFUSED, object_type="imaging.upload",
-                     object_id=upload.pk, trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk,
-                     changes={"status": [Upload.Status.IN_PROGRESS, Upload.Status.TERMINATED]},
-                     reason="terminated by the client")
+        record_event(
+            actor=actor,
+            action=AuditAction.UPLOAD_REFUSED,
+            object_type="imaging.upload",
+            object_id=upload.pk,
+            trial_id=subject.trial_id,
+            site_id=subject.site_id,
+            subject_id=subject.pk,
+            changes={"status": [Upload.Status.IN_PROGRESS, Upload.Status.TERMINATED]},
+            reason="terminated by the client",
+        )
         transaction.on_commit(lambda: uploads.remove(upload.path))
 
 
@@ -465,22 +661,42 @@ def scan_claim(*, scan_id: int, from_status: str, to_status: str, token: str) ->
         claimable = Q(status=from_status) | Q(status=to_status) & (Q(claim_token=token) | Q(claimed_at__lt=stale))
         previous = Scan.objects.filter(pk=scan_id).values_list("status", flat=True).first()
         updated = Scan.objects.filter(claimable, pk=scan_id).update(
-            status=to_status, attempt=F("attempt") + 1, claim_token=token, claimed_at=now,
-            progress_stage=to_status, progress_percent=0, updated_at=now)
+            status=to_status,
+            attempt=F("attempt") + 1,
+            claim_token=token,
+            claimed_at=now,
+            progress_stage=to_status,
+            progress_percent=0,
+            updated_at=now,
+        )
         if not updated:
             return None
-        scan = Scan.objects.select_related("subject", "injection__batch__nanoparticle_lot", "scanner",
-                                           "system_matrix").get(pk=scan_id)
-        _audit_scan(actor=None, action=AuditAction.SCAN_STATUS_CHANGED, scan=scan,
-                    changes={"status": [previous, to_status], "attempt": [scan.attempt - 1, scan.attempt]},
-                    reason="" if previous == from_status else "claimed again: the previous worker's task was redelivered")
+        scan = Scan.objects.select_related(
+            "subject", "injection__batch__nanoparticle_lot", "scanner", "system_matrix"
+        ).get(pk=scan_id)
+        _audit_scan(
+            actor=None,
+            action=AuditAction.SCAN_STATUS_CHANGED,
+            scan=scan,
+            changes={"status": [previous, to_status], "attempt": [scan.attempt - 1, scan.attempt]},
+            reason="" if previous == from_status else "claimed again: the previous worker's task was redelivered",
+        )
     return scan
 
 
 # The MDF's own top-level groups: a dataset path under them (/measurement/data) tells the
 # site what to fix in its file, and stays in a reason.
-_MDF_GROUPS = ("study", "experiment", "scanner", "tracer", "acquisition", "measurement", "calibration",
-               "reconstruction", "custom")
+_MDF_GROUPS = (
+    "study",
+    "experiment",
+    "scanner",
+    "tracer",
+    "acquisition",
+    "measurement",
+    "calibration",
+    "reconstruction",
+    "custom",
+)
 _SERVER_PATH = re.compile(r"(?<![\w./-])/(?!(?:{})\b)[\w.@+~-]+(?:/[\w.@+~-]*)+".format("|".join(_MDF_GROUPS)))
 
 
@@ -513,14 +729,22 @@ def _finish(scan: Scan, token: str, new_status: str, *, fields: dict, reason: st
     old = scan.status
     _check_transition(old, new_status)
     reason = _without_server_paths(reason, scan)
-    fields = {name: _without_server_paths(value, scan) if name in ("status_reason", "validation_report") else value
-              for name, value in fields.items()}
+    fields = {
+        name: _without_server_paths(value, scan) if name in ("status_reason", "validation_report") else value
+        for name, value in fields.items()
+    }
     updated = Scan.objects.filter(pk=scan.pk, status=old, claim_token=token, attempt=scan.attempt).update(
-        status=new_status, updated_at=timezone.now(), **fields)
+        status=new_status, updated_at=timezone.now(), **fields
+    )
     if not updated:
         return False
-    _audit_scan(actor=None, action=AuditAction.SCAN_STATUS_CHANGED, scan=scan,
-                changes={"status": [old, new_status]}, reason=reason)
+    _audit_scan(
+        actor=None,
+        action=AuditAction.SCAN_STATUS_CHANGED,
+        scan=scan,
+        changes={"status": [old, new_status]},
+        reason=reason,
+    )
     scan.status = new_status
     for key, value in fields.items():
         setattr(scan, key, value)
@@ -530,7 +754,8 @@ def _finish(scan: Scan, token: str, new_status: str, *, fields: dict, reason: st
 def scan_set_progress(*, scan: Scan, token: str, stage: str, fraction: float) -> None:
     # Not a state change: no audit event, and only while this task holds the claim.
     Scan.objects.filter(pk=scan.pk, claim_token=token, attempt=scan.attempt).update(
-        progress_stage=stage[:32], progress_percent=round(max(0.0, min(1.0, fraction)) * 100, 1))
+        progress_stage=stage[:32], progress_percent=round(max(0.0, min(1.0, fraction)) * 100, 1)
+    )
 
 
 def scan_fail(*, scan_id: int, token: str, reason: str, retryable: bool) -> bool:
@@ -538,8 +763,13 @@ def scan_fail(*, scan_id: int, token: str, reason: str, retryable: bool) -> bool
         scan = Scan.objects.select_related("subject").get(pk=scan_id)
         if ScanStatus.FAILED not in SCAN_TRANSITIONS[scan.status] or scan.claim_token != token:
             return False
-        return _finish(scan, token, ScanStatus.FAILED,
-                       fields={"status_reason": reason[:4000], "retryable": retryable}, reason=reason[:4000])
+        return _finish(
+            scan,
+            token,
+            ScanStatus.FAILED,
+            fields={"status_reason": reason[:4000], "retryable": retryable},
+            reason=reason[:4000],
+        )
 
 
 def scan_validate(*, scan_id: int, token: str) -> Scan | None:
@@ -551,32 +781,52 @@ def scan_validate(*, scan_id: int, token: str) -> Scan | None:
     inspection = processing.inspect(uploads.media_path(scan.file))
     reason, system_matrix = "", None
     if received_sha256 != scan.sha256:
-        reason = (f"The received file's sha256 {received_sha256} differs from the sha256 {scan.sha256} declared when "
-                  "the upload started: the file is corrupt or not the one declared. The bytes are kept; "
-                  "upload the file again.")
+        reason = (
+            f"The received file's sha256 {received_sha256} differs from the sha256 {scan.sha256} declared when "
+            "the upload started: the file is corrupt or not the one declared. The bytes are kept; "
+            "upload the file again."
+        )
     elif not inspection.valid:
         reason = f"The file is not a valid MDF scan: {inspection.problems_text}"
     elif inspection.kind != "measurement":
-        reason = (f"The file is a {inspection.kind} MDF, not a measurement: upload a scan "
-                  "(a calibration belongs in the system-matrix library).")
+        reason = (
+            f"The file is a {inspection.kind} MDF, not a measurement: upload a scan "
+            "(a calibration belongs in the system-matrix library)."
+        )
     else:
         try:
-            assert_imaging_consent(scan.subject, injection=scan.injection,
-                                   hours_after_injection=scan.hours_after_injection, scan=scan)
+            assert_imaging_consent(
+                scan.subject, injection=scan.injection, hours_after_injection=scan.hours_after_injection, scan=scan
+            )
             system_matrix = match_system_matrix(scan.scanner, scan.injection, inspection.acquisition or {})
         except RuleViolation as exc:
             reason = exc.message
     with transaction.atomic():
         if reason:
-            _finish(scan, token, ScanStatus.REJECTED, fields={"status_reason": reason[:4000], "retryable": False,
-                                                               "validation_report": inspection.report,
-                                                               "acquisition": inspection.acquisition},
-                    reason=reason[:4000])
+            _finish(
+                scan,
+                token,
+                ScanStatus.REJECTED,
+                fields={
+                    "status_reason": reason[:4000],
+                    "retryable": False,
+                    "validation_report": inspection.report,
+                    "acquisition": inspection.acquisition,
+                },
+                reason=reason[:4000],
+            )
         else:
-            _finish(scan, token, ScanStatus.VALIDATED, fields={"validation_report": inspection.report,
-                                                              "acquisition": inspection.acquisition,
-                                                              "system_matrix_id": system_matrix.pk if system_matrix else None,
-                                                              "status_reason": ""})
+            _finish(
+                scan,
+                token,
+                ScanStatus.VALIDATED,
+                fields={
+                    "validation_report": inspection.report,
+                    "acquisition": inspection.acquisition,
+                    "system_matrix_id": system_matrix.pk if system_matrix else None,
+                    "status_reason": "",
+                },
+            )
     return scan
 
 
@@ -584,12 +834,18 @@ def _consent_stops(scan: Scan, token: str) -> bool:
     """Withdrawal stops processing for the withdrawn scope (DOMAIN §4): a claimed scan
     whose subject has no imaging consent in force now fails, not retryable; bytes kept."""
     try:
-        assert_imaging_consent(scan.subject, injection=scan.injection,
-                               hours_after_injection=scan.hours_after_injection, scan=scan)
+        assert_imaging_consent(
+            scan.subject, injection=scan.injection, hours_after_injection=scan.hours_after_injection, scan=scan
+        )
     except RuleViolation as exc:
         with transaction.atomic():
-            _finish(scan, token, ScanStatus.FAILED, fields={"status_reason": exc.message[:4000], "retryable": False},
-                    reason=exc.message[:4000])
+            _finish(
+                scan,
+                token,
+                ScanStatus.FAILED,
+                fields={"status_reason": exc.message[:4000], "retryable": False},
+                reason=exc.message[:4000],
+            )
         return True
     return False
 
@@ -603,8 +859,9 @@ def _reconstruction_path(scan: Scan, attempt: int) -> str:
 
 
 def scan_reconstruct(*, scan_id: int, token: str, cache=None, params: ReconParams | None = None) -> Scan | None:
-    scan = scan_claim(scan_id=scan_id, from_status=ScanStatus.VALIDATED, to_status=ScanStatus.RECONSTRUCTING,
-                      token=token)
+    scan = scan_claim(
+        scan_id=scan_id, from_status=ScanStatus.VALIDATED, to_status=ScanStatus.RECONSTRUCTING, token=token
+    )
     if scan is None:
         return None
     if _consent_stops(scan, token):
@@ -621,25 +878,52 @@ def scan_reconstruct(*, scan_id: int, token: str, cache=None, params: ReconParam
     relative = _reconstruction_path(scan, scan.attempt)
     out = uploads.media_path(relative)
     out.parent.mkdir(parents=True, exist_ok=True)
-    provenance = {"scan_sha256": scan.sha256, "system_matrix_id": sm.pk, "system_matrix_sha256": sm.sha256,
-                  "software_version": processing.software_version()}
+    provenance = {
+        "scan_sha256": scan.sha256,
+        "system_matrix_id": sm.pk,
+        "system_matrix_sha256": sm.sha256,
+        "software_version": processing.software_version(),
+    }
     summary = processing.reconstruct(
-        loaded, uploads.media_path(scan.file), out, params, provenance=provenance,
-        progress=lambda stage, fraction: scan_set_progress(scan=scan, token=token, stage=stage, fraction=fraction))
+        loaded,
+        uploads.media_path(scan.file),
+        out,
+        params,
+        provenance=provenance,
+        progress=lambda stage, fraction: scan_set_progress(scan=scan, token=token, stage=stage, fraction=fraction),
+    )
     file_sha = processing.sha256_file(out)
     with transaction.atomic():
-        if not _finish(scan, token, ScanStatus.RECONSTRUCTED, fields={"progress_stage": "reconstructed",
-                                                                      "progress_percent": 100.0}):
+        if not _finish(
+            scan, token, ScanStatus.RECONSTRUCTED, fields={"progress_stage": "reconstructed", "progress_percent": 100.0}
+        ):
             uploads.remove(relative)  # another attempt owns the scan now: leave no second result
             return None
         reconstruction = Reconstruction.objects.create(
-            scan=scan, attempt=scan.attempt, system_matrix=sm, system_matrix_sha256=sm.sha256,
-            input_sha256=scan.sha256, params=params.as_dict(), software_version=provenance["software_version"],
-            file=relative, sha256=file_sha, summary=summary)
-        _audit_scan(actor=None, action=AuditAction.RECONSTRUCTION_COMPLETED, scan=scan,
-                    object_type="imaging.reconstruction", object_id=reconstruction.pk,
-                    changes={"scan": [None, scan.pk], "attempt": [None, scan.attempt], "sha256": [None, file_sha],
-                             "system_matrix_sha256": [None, sm.sha256]})
+            scan=scan,
+            attempt=scan.attempt,
+            system_matrix=sm,
+            system_matrix_sha256=sm.sha256,
+            input_sha256=scan.sha256,
+            params=params.as_dict(),
+            software_version=provenance["software_version"],
+            file=relative,
+            sha256=file_sha,
+            summary=summary,
+        )
+        _audit_scan(
+            actor=None,
+            action=AuditAction.RECONSTRUCTION_COMPLETED,
+            scan=scan,
+            object_type="imaging.reconstruction",
+            object_id=reconstruction.pk,
+            changes={
+                "scan": [None, scan.pk],
+                "attempt": [None, scan.attempt],
+                "sha256": [None, file_sha],
+                "system_matrix_sha256": [None, sm.sha256],
+            },
+        )
     return scan
 
 
@@ -655,13 +939,17 @@ def scan_quantify(*, scan_id: int, token: str) -> Scan | None:
     computation (fast) runs first and the write is guarded: the scan row is locked and
     must still be ``reconstructed``; the unique (reconstruction, roi) constraint backs it.
     """
-    scan = Scan.objects.select_related("subject__trial", "injection__batch").filter(
-        pk=scan_id, status=ScanStatus.RECONSTRUCTED).first()
+    scan = (
+        Scan.objects.select_related("subject__trial", "injection__batch")
+        .filter(pk=scan_id, status=ScanStatus.RECONSTRUCTED)
+        .first()
+    )
     if scan is None:
         return None
     try:
-        assert_imaging_consent(scan.subject, injection=scan.injection,
-                               hours_after_injection=scan.hours_after_injection, scan=scan)
+        assert_imaging_consent(
+            scan.subject, injection=scan.injection, hours_after_injection=scan.hours_after_injection, scan=scan
+        )
     except RuleViolation as exc:
         scan_fail_unclaimed(scan=scan, reason=exc.message, retryable=False)
         return scan
@@ -671,43 +959,91 @@ def scan_quantify(*, scan_id: int, token: str) -> Scan | None:
         raise RuntimeError(f"scan #{scan.pk} has no reconstruction or its batch no iron per cell")
     rois = rois_for(scan)
     if not rois:
-        scan_fail_unclaimed(scan=scan, reason=f"No region of interest is defined for scan #{scan.pk} or subject "
-                            f"{scan.subject.code}: define ROIs, then retry.", retryable=True)
+        scan_fail_unclaimed(
+            scan=scan,
+            reason=f"No region of interest is defined for scan #{scan.pk} or subject "
+            f"{scan.subject.code}: define ROIs, then retry.",
+            retryable=True,
+        )
         return scan
-    specs = [processing.RoiSpec(r.pk, r.name, r.kind, r.geometry,
-                                str(uploads.media_path(r.label_file)) if r.label_file else None, r.label_value)
-             for r in rois]
+    specs = [
+        processing.RoiSpec(
+            r.pk,
+            r.name,
+            r.kind,
+            r.geometry,
+            str(uploads.media_path(r.label_file)) if r.label_file else None,
+            r.label_value,
+        )
+        for r in rois
+    ]
     injected = injected_iron_ng(scan.injection)
-    per_roi, summary = processing.quantify(uploads.media_path(reconstruction.file), specs, injected_iron_ng=injected,
-                                           pg_fe_per_cell=float(iron_per_cell_pg))
+    per_roi, summary = processing.quantify(
+        uploads.media_path(reconstruction.file),
+        specs,
+        injected_iron_ng=injected,
+        pg_fe_per_cell=float(iron_per_cell_pg),
+    )
     threshold = float(scan.subject.trial.off_target_alert_percent)
     with transaction.atomic():
         locked = Scan.objects.select_for_update().select_related("subject").get(pk=scan.pk)
         if locked.status != ScanStatus.RECONSTRUCTED:
             return None
-        Measurement.objects.bulk_create([
-            Measurement(reconstruction=reconstruction, scan=scan, roi=roi, roi_name=roi.name, roi_kind=roi.kind,
-                        **per_roi[roi.pk])
-            for roi in rois
-        ])
-        _finish(locked, locked.claim_token, ScanStatus.QUANTIFIED,
-                fields={"metrics_summary": summary, "claim_token": token, "progress_stage": "quantified",
-                        "progress_percent": 100.0})
-        _audit_scan(actor=None, action=AuditAction.METRICS_RECORDED, scan=locked,
-                    object_type="imaging.reconstruction", object_id=reconstruction.pk,
-                    changes={"retention_percent": [None, summary["retention_percent"]],
-                             "off_target_percent": [None, summary["off_target_percent"]],
-                             "rois": [None, len(rois)]})
+        Measurement.objects.bulk_create(
+            [
+                Measurement(
+                    reconstruction=reconstruction,
+                    scan=scan,
+                    roi=roi,
+                    roi_name=roi.name,
+                    roi_kind=roi.kind,
+                    **per_roi[roi.pk],
+                )
+                for roi in rois
+            ]
+        )
+        _finish(
+            locked,
+            locked.claim_token,
+            ScanStatus.QUANTIFIED,
+            fields={
+                "metrics_summary": summary,
+                "claim_token": token,
+                "progress_stage": "quantified",
+                "progress_percent": 100.0,
+            },
+        )
+        _audit_scan(
+            actor=None,
+            action=AuditAction.METRICS_RECORDED,
+            scan=locked,
+            object_type="imaging.reconstruction",
+            object_id=reconstruction.pk,
+            changes={
+                "retention_percent": [None, summary["retention_percent"]],
+                "off_target_percent": [None, summary["off_target_percent"]],
+                "rois": [None, len(rois)],
+            },
+        )
         off_target = summary["off_target_percent"]
         if off_target is not None and off_target > threshold:
             alert = Alert.objects.create(
-                scan=scan, subject=scan.subject, kind=Alert.Kind.OFF_TARGET, value_percent=off_target,
+                scan=scan,
+                subject=scan.subject,
+                kind=Alert.Kind.OFF_TARGET,
+                value_percent=off_target,
                 threshold_percent=threshold,
                 message=f"Off-target iron {off_target:.1f} % of detected iron exceeds the trial's alert threshold "
-                f"{threshold:g} % (scan #{scan.pk}, {scan.hours_after_injection:g} h after injection).")
-            _audit_scan(actor=None, action=AuditAction.OFF_TARGET_ALERT_RAISED, scan=locked,
-                        object_type="imaging.alert", object_id=alert.pk,
-                        changes={"value_percent": [None, off_target], "threshold_percent": [None, threshold]})
+                f"{threshold:g} % (scan #{scan.pk}, {scan.hours_after_injection:g} h after injection).",
+            )
+            _audit_scan(
+                actor=None,
+                action=AuditAction.OFF_TARGET_ALERT_RAISED,
+                scan=locked,
+                object_type="imaging.alert",
+                object_id=alert.pk,
+                changes={"value_percent": [None, off_target], "threshold_percent": [None, threshold]},
+            )
     return locked
 
 
@@ -715,26 +1051,41 @@ def scan_fail_unclaimed(*, scan: Scan, reason: str, retryable: bool) -> None:
     with transaction.atomic():
         locked = Scan.objects.select_for_update().select_related("subject").get(pk=scan.pk)
         if ScanStatus.FAILED in SCAN_TRANSITIONS[locked.status]:
-            _finish(locked, locked.claim_token, ScanStatus.FAILED,
-                    fields={"status_reason": reason, "retryable": retryable}, reason=reason)
+            _finish(
+                locked,
+                locked.claim_token,
+                ScanStatus.FAILED,
+                fields={"status_reason": reason, "retryable": retryable},
+                reason=reason,
+            )
 
 
 def scan_retry(*, actor, scan: Scan) -> Scan:
     """Send a retryable failed scan back to the step it failed in."""
     access.require_role(actor, site=scan.subject.site, roles=UPLOAD_ROLES, action="retry scans")
     if scan.status != ScanStatus.FAILED or not scan.retryable:
-        raise RuleViolation("not_retryable", f"Scan #{scan.pk} is {scan.status}"
-                            + ("" if scan.status != ScanStatus.FAILED else " and not retryable") + ": nothing to retry.")
+        raise RuleViolation(
+            "not_retryable",
+            f"Scan #{scan.pk} is {scan.status}"
+            + ("" if scan.status != ScanStatus.FAILED else " and not retryable")
+            + ": nothing to retry.",
+        )
     back_to = ScanStatus.VALIDATED if scan.system_matrix_id else ScanStatus.RECEIVED
     if scan.reconstructions.exists() and not scan.measurements.exists():
         back_to = ScanStatus.VALIDATED
     with transaction.atomic():
         updated = Scan.objects.filter(pk=scan.pk, status=ScanStatus.FAILED).update(
-            status=back_to, status_reason="", retryable=False, claim_token="", updated_at=timezone.now())
+            status=back_to, status_reason="", retryable=False, claim_token="", updated_at=timezone.now()
+        )
         if not updated:
             raise RuleViolation("not_retryable", f"Scan #{scan.pk} changed meanwhile.")
-        _audit_scan(actor=actor, action=AuditAction.SCAN_STATUS_CHANGED, scan=scan,
-                    changes={"status": [ScanStatus.FAILED, back_to]}, reason="retry")
+        _audit_scan(
+            actor=actor,
+            action=AuditAction.SCAN_STATUS_CHANGED,
+            scan=scan,
+            changes={"status": [ScanStatus.FAILED, back_to]},
+            reason="retry",
+        )
     scan.refresh_from_db()
     return scan
 
@@ -745,10 +1096,14 @@ def stalled_scans() -> list[tuple[int, str]]:
     or claimed longer ago than the visibility timeout. ``tasks.recover_stalled_scans``
     queues their step again; claims make a duplicate harmless."""
     stale, quiet = claims_stale_before(), quiet_since()
-    return list(Scan.objects.filter(
-        Q(status__in=[ScanStatus.RECEIVED, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTED], updated_at__lt=quiet)
-        | Q(status__in=[ScanStatus.VALIDATING, ScanStatus.RECONSTRUCTING], claimed_at__lt=stale)
-    ).order_by("pk").values_list("pk", "status"))
+    return list(
+        Scan.objects.filter(
+            Q(status__in=[ScanStatus.RECEIVED, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTED], updated_at__lt=quiet)
+            | Q(status__in=[ScanStatus.VALIDATING, ScanStatus.RECONSTRUCTING], claimed_at__lt=stale)
+        )
+        .order_by("pk")
+        .values_list("pk", "status")
+    )
 
 
 # --------------------------------------------------------------------------- regions of interest and downloads
@@ -757,39 +1112,63 @@ def stalled_scans() -> list[tuple[int, str]]:
 def _clean_geometry(geometry: dict) -> dict:
     shape = geometry.get("shape")
     if shape not in GEOMETRY_SIZE_KEYS:
-        raise RuleViolation("invalid_geometry", f"shape must be sphere, ellipsoid or box, got {shape!r}.",
-                            field="geometry", status_code=400)
+        raise RuleViolation(
+            "invalid_geometry",
+            f"shape must be sphere, ellipsoid or box, got {shape!r}.",
+            field="geometry",
+            status_code=400,
+        )
     key = GEOMETRY_SIZE_KEYS[shape]
     try:
         center = [float(v) for v in geometry["center_m"]]
         size = geometry[key]
         size = [float(size)] * 3 if isinstance(size, (int, float)) else [float(v) for v in size]
     except (KeyError, TypeError, ValueError):
-        raise RuleViolation("invalid_geometry", f"A {shape} needs center_m (3 numbers, m) and {key} "
-                            f"({'a number or ' if shape == 'sphere' else ''}3 numbers, m).", field="geometry",
-                            status_code=400) from None
+        raise RuleViolation(
+            "invalid_geometry",
+            f"A {shape} needs center_m (3 numbers, m) and {key} "
+            f"({'a number or ' if shape == 'sphere' else ''}3 numbers, m).",
+            field="geometry",
+            status_code=400,
+        ) from None
     if len(center) != 3 or len(size) != 3 or min(size) <= 0 or max(abs(v) for v in center + size) > 1.0:
-        raise RuleViolation("invalid_geometry", f"center_m and {key} need 3 values in metres, sizes > 0 and all "
-                            "within 1 m of the scanner centre.", field="geometry", status_code=400)
+        raise RuleViolation(
+            "invalid_geometry",
+            f"center_m and {key} need 3 values in metres, sizes > 0 and all within 1 m of the scanner centre.",
+            field="geometry",
+            status_code=400,
+        )
     return {"shape": shape, "center_m": center, key: size}
 
 
-def roi_define(*, actor, subject: Subject, name: str, kind: str, geometry: dict | None = None, scan: Scan | None = None,
-               label_volume=None, label_value: int | None = None) -> RegionOfInterest:
+def roi_define(
+    *,
+    actor,
+    subject: Subject,
+    name: str,
+    kind: str,
+    geometry: dict | None = None,
+    scan: Scan | None = None,
+    label_volume=None,
+    label_value: int | None = None,
+) -> RegionOfInterest:
     """Define a region on a subject (all their scans) or on one scan (``scan`` given).
 
     ``label_volume``: an uploaded file (.npy int array or reconstruction-shaped MDF)."""
     if actor is not None:
         access.require_role(actor, site=subject.site, roles=ROI_ROLES, action="define regions of interest")
     if kind not in RoiKind.values:
-        raise RuleViolation("invalid_kind", f"kind must be one of {', '.join(RoiKind.values)}.", field="kind",
-                            status_code=400)
+        raise RuleViolation(
+            "invalid_kind", f"kind must be one of {', '.join(RoiKind.values)}.", field="kind", status_code=400
+        )
     if scan is not None and scan.subject_id != subject.pk:
-        raise RuleViolation("scan_of_other_subject", "The scan belongs to another subject.", field="scan",
-                            status_code=400)
+        raise RuleViolation(
+            "scan_of_other_subject", "The scan belongs to another subject.", field="scan", status_code=400
+        )
     if (geometry is None) == (label_volume is None):
-        raise RuleViolation("geometry_or_labels", "Give either geometry or a label volume with its label value.",
-                            status_code=400)
+        raise RuleViolation(
+            "geometry_or_labels", "Give either geometry or a label volume with its label value.", status_code=400
+        )
     relative = ""
     if geometry is not None:
         geometry = _clean_geometry(geometry)
@@ -797,20 +1176,42 @@ def roi_define(*, actor, subject: Subject, name: str, kind: str, geometry: dict 
         relative = _store_label_volume(label_volume, label_value)
     try:
         with transaction.atomic():
-            roi = RegionOfInterest(subject=subject, scan=scan, name=name, kind=kind, geometry=geometry,
-                                   label_file=relative, label_value=label_value if relative else None,
-                                   created_by=actor)
+            roi = RegionOfInterest(
+                subject=subject,
+                scan=scan,
+                name=name,
+                kind=kind,
+                geometry=geometry,
+                label_file=relative,
+                label_value=label_value if relative else None,
+                created_by=actor,
+            )
             roi.full_clean(validate_constraints=False)
             roi.save()
-            record_event(actor=actor, action=AuditAction.ROI_DEFINED, object_type="imaging.regionofinterest",
-                         object_id=roi.pk, trial_id=subject.trial_id, site_id=subject.site_id, subject_id=subject.pk,
-                         changes={"name": [None, name], "kind": [None, kind], "geometry": [None, geometry],
-                                  "scan": [None, scan.pk if scan else None], "label_value": [None, roi.label_value]})
+            record_event(
+                actor=actor,
+                action=AuditAction.ROI_DEFINED,
+                object_type="imaging.regionofinterest",
+                object_id=roi.pk,
+                trial_id=subject.trial_id,
+                site_id=subject.site_id,
+                subject_id=subject.pk,
+                changes={
+                    "name": [None, name],
+                    "kind": [None, kind],
+                    "geometry": [None, geometry],
+                    "scan": [None, scan.pk if scan else None],
+                    "label_value": [None, roi.label_value],
+                },
+            )
     except IntegrityError:
         if relative:
             uploads.remove(relative)
-        raise RuleViolation("duplicate_roi", f"A region named {name!r} already exists for this "
-                            f"{'scan' if scan else 'subject'}.", field="name") from None
+        raise RuleViolation(
+            "duplicate_roi",
+            f"A region named {name!r} already exists for this {'scan' if scan else 'subject'}.",
+            field="name",
+        ) from None
     except BaseException:
         if relative:
             uploads.remove(relative)
@@ -820,8 +1221,12 @@ def roi_define(*, actor, subject: Subject, name: str, kind: str, geometry: dict 
 
 def _store_label_volume(upload_file, label_value) -> str:
     if label_value is None or int(label_value) <= 0:
-        raise RuleViolation("label_value_required", "A label volume needs label_value (a positive integer).",
-                            field="label_value", status_code=400)
+        raise RuleViolation(
+            "label_value_required",
+            "A label volume needs label_value (a positive integer).",
+            field="label_value",
+            status_code=400,
+        )
     suffix = ".npy" if upload_file.name.lower().endswith(".npy") else ".mdf"
     relative = f"imaging/label_volumes/{uuid.uuid4().hex}{suffix}"
     path = uploads.media_path(relative)
@@ -837,8 +1242,9 @@ def _store_label_volume(upload_file, label_value) -> str:
             raise ValueError(f"label {label_value} marks no voxel of the volume")
     except Exception as exc:  # noqa: BLE001 - h5py and numpy raise many types: any unreadable file is refused alike
         uploads.remove(relative)
-        raise RuleViolation("invalid_label_volume", f"The label volume cannot be used: {exc}", field="label_volume",
-                            status_code=400) from None
+        raise RuleViolation(
+            "invalid_label_volume", f"The label volume cannot be used: {exc}", field="label_volume", status_code=400
+        ) from None
     return relative
 
 
@@ -849,5 +1255,9 @@ DOWNLOAD_ROLES = frozenset({Role.COORDINATOR, Role.IMAGING_STAFF, Role.INVESTIGA
 def file_download_record(*, actor, scan: Scan, which: str, path: str) -> None:
     access.require_role(actor, site=scan.subject.site, roles=DOWNLOAD_ROLES, action="download scan files")
     with transaction.atomic():
-        _audit_scan(actor=actor, action=AuditAction.FILE_DOWNLOADED, scan=scan,
-                    changes={"file": [None, which], "path": [None, path]})
+        _audit_scan(
+            actor=actor,
+            action=AuditAction.FILE_DOWNLOADED,
+            scan=scan,
+            changes={"file": [None, which], "path": [None, path]},
+        )

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (OperationalError, OSError)
 
+
 class ScanTask(Task):
     """A scan step. Past its hard time limit the pool kills the process running it, so no
     code of the step runs again: the worker's main process calls ``on_failure`` with
@@ -46,8 +47,12 @@ class ScanTask(Task):
             return
         scan_id = args[0] if args else kwargs.get("scan_id")
         with request_context(request_id=f"task:{task_id}"):
-            services.scan_fail(scan_id=scan_id, token=task_id, retryable=True,
-                               reason=f"{self.name} was stopped at its hard time limit of {self.time_limit} s")
+            services.scan_fail(
+                scan_id=scan_id,
+                token=task_id,
+                retryable=True,
+                reason=f"{self.name} was stopped at its hard time limit of {self.time_limit} s",
+            )
 
 
 _TASK_OPTIONS = dict(
@@ -62,7 +67,7 @@ _TASK_OPTIONS = dict(
 
 
 def _backoff(retries: int) -> int:
-    return min(2 ** retries * 5, 600)
+    return min(2**retries * 5, 600)
 
 
 def _run(task, scan_id: int, step) -> Scan | None:
@@ -72,12 +77,20 @@ def _run(task, scan_id: int, step) -> Scan | None:
         try:
             return step(scan_id=scan_id, token=token)
         except SoftTimeLimitExceeded:
-            services.scan_fail(scan_id=scan_id, token=token, retryable=True,
-                               reason=f"{task.name} took longer than {settings.IMAGING_TASK_SOFT_TIME_LIMIT} s")
+            services.scan_fail(
+                scan_id=scan_id,
+                token=token,
+                retryable=True,
+                reason=f"{task.name} took longer than {settings.IMAGING_TASK_SOFT_TIME_LIMIT} s",
+            )
         except TRANSIENT_ERRORS as exc:
             if task.request.retries >= task.max_retries:
-                services.scan_fail(scan_id=scan_id, token=token, retryable=True,
-                                   reason=f"{type(exc).__name__} after {task.request.retries} retries: {exc}")
+                services.scan_fail(
+                    scan_id=scan_id,
+                    token=token,
+                    retryable=True,
+                    reason=f"{type(exc).__name__} after {task.request.retries} retries: {exc}",
+                )
                 return None
             log.warning("scan %s: transient %s, retrying: %s", scan_id, type(exc).__name__, exc)
             raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
@@ -136,9 +149,15 @@ def recover_stalled_scans() -> list[int]:
     return [scan_id for scan_id, _ in stalled]
 
 
-@shared_task(bind=True, name="imaging.send_dicom", acks_late=True, reject_on_worker_lost=True,
-             soft_time_limit=settings.EXPORT_TASK_SOFT_TIME_LIMIT, time_limit=settings.EXPORT_TASK_TIME_LIMIT,
-             max_retries=None)
+@shared_task(
+    bind=True,
+    name="imaging.send_dicom",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.EXPORT_TASK_SOFT_TIME_LIMIT,
+    time_limit=settings.EXPORT_TASK_TIME_LIMIT,
+    max_retries=None,
+)
 def send_dicom(self, send_id: int) -> str:
     """Deliver a scan's study to a PACS: "just another interface" to ``pacs.dicom_send_run``.
 

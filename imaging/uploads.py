@@ -97,8 +97,12 @@ def parse_metadata(header: str | None) -> dict[str, str]:
         try:
             values[key] = base64.b64decode(encoded.strip(), validate=True).decode("utf-8") if encoded else ""
         except (binascii.Error, UnicodeDecodeError):
-            raise RuleViolation("invalid_metadata", f"Upload-Metadata value of {key!r} is not base64 of UTF-8 text.",
-                                field="Upload-Metadata", status_code=400) from None
+            raise RuleViolation(
+                "invalid_metadata",
+                f"Upload-Metadata value of {key!r} is not base64 of UTF-8 text.",
+                field="Upload-Metadata",
+                status_code=400,
+            ) from None
     return values
 
 
@@ -112,15 +116,23 @@ def parse_checksum(header: str | None) -> bytes | None:
         return None
     algorithm, _, encoded = header.strip().partition(" ")
     if algorithm.lower() != "sha256":
-        raise RuleViolation("unsupported_checksum", f"Upload-Checksum algorithm {algorithm!r} is not supported "
-                            "(use sha256).", field="Upload-Checksum", status_code=400)
+        raise RuleViolation(
+            "unsupported_checksum",
+            f"Upload-Checksum algorithm {algorithm!r} is not supported (use sha256).",
+            field="Upload-Checksum",
+            status_code=400,
+        )
     try:
         digest = base64.b64decode(encoded.strip(), validate=True)
     except binascii.Error:
         digest = b""
     if len(digest) != 32:
-        raise RuleViolation("invalid_checksum", "Upload-Checksum must be 'sha256 <base64 of the 32-byte digest>'.",
-                            field="Upload-Checksum", status_code=400)
+        raise RuleViolation(
+            "invalid_checksum",
+            "Upload-Checksum must be 'sha256 <base64 of the 32-byte digest>'.",
+            field="Upload-Checksum",
+            status_code=400,
+        )
     return digest
 
 
@@ -193,8 +205,7 @@ class _PieceWriter:
                 os.close(fd)
 
 
-def append_chunk(relative: str, *, offset: int, source, max_bytes: int,
-                 expected_digest: bytes | None) -> AppendResult:
+def append_chunk(relative: str, *, offset: int, source, max_bytes: int, expected_digest: bytes | None) -> AppendResult:
     """Receive the request body into the file at ``offset``, hashing it on the way.
 
     ``source.readinto(buffer)`` fills buffers of ``IMAGING_UPLOAD_PIECE_BYTES`` (see
@@ -219,21 +230,27 @@ def append_chunk(relative: str, *, offset: int, source, max_bytes: int,
     received = 0
     try:
         os.ftruncate(writer.fd, offset)  # a chunk discarded mid-way by a dropped connection leaves nothing behind
-        with ThreadPoolExecutor(1, thread_name_prefix="upload-sha256") as hasher, \
-                ThreadPoolExecutor(1, thread_name_prefix="upload-write") as writes:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="upload-sha256") as hasher,
+            ThreadPoolExecutor(1, thread_name_prefix="upload-write") as writes,
+        ):
             try:
                 for slot in itertools.cycle(range(PIECES_IN_FLIGHT)):
                     _finish(in_flight[slot])  # this buffer's last piece is hashed and written
                     buffer, end = buffers[slot], start
                     # Ask for one byte more than may still come, so a body longer than allowed is noticed.
-                    while end < piece and (count := source.readinto(buffer[end:min(piece, end + max_bytes - received
-                                                                                        + 1)])):
+                    while end < piece and (
+                        count := source.readinto(buffer[end : min(piece, end + max_bytes - received + 1)])
+                    ):
                         end += count
                         received += count
                         if received > max_bytes:
-                            raise RuleViolation("upload_too_large", f"The chunk goes past Upload-Length: at most "
-                                                f"{max_bytes} more bytes are expected from offset {offset}.",
-                                                status_code=413)
+                            raise RuleViolation(
+                                "upload_too_large",
+                                f"The chunk goes past Upload-Length: at most "
+                                f"{max_bytes} more bytes are expected from offset {offset}.",
+                                status_code=413,
+                            )
                     if end > start:  # (appended as submitted: the error path waits for all of them)
                         in_flight[slot].append(writes.submit(writer.write, buffer, start, end, position))
                         if digest is not None:
@@ -277,8 +294,10 @@ def exclusive(relative: str):
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuleViolation("upload_busy", "Another request is writing to this upload: HEAD and resume from "
-                                "its offset when it has finished.") from None
+            raise RuleViolation(
+                "upload_busy",
+                "Another request is writing to this upload: HEAD and resume from its offset when it has finished.",
+            ) from None
         yield
     finally:
         fh.close()  # releases the lock

@@ -13,7 +13,8 @@ router.register("alerts", api.AlertViewSet, basename="alert")
 router.register("dicom-sends", api.DicomSendViewSet, basename="dicom-send")
 
 upload_resource = api.UploadResourceViewSet.as_view(
-    {"head": "offset", "patch": "append", "delete": "terminate"}, basename="upload")
+    {"head": "offset", "patch": "append", "delete": "terminate"}, basename="upload"
+)
 time_course = api.SubjectTimeCourseViewSet.as_view({"get": "retrieve"}, basename="subject-time-course")
 
 urlpatterns = [

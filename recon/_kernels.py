@@ -50,8 +50,18 @@ def langevin_kernel(xi, out_l, out_dl):
 
 @njit(cache=True, parallel=True)
 def induced_signal_kernel(
-    positions, weights, group, gradient, drive_amplitude, drive_omega, drive_phase,
-    coil_sensitivity, beta, amplitude, times, out,
+    positions,
+    weights,
+    group,
+    gradient,
+    drive_amplitude,
+    drive_omega,
+    drive_phase,
+    coil_sensitivity,
+    beta,
+    amplitude,
+    times,
+    out,
 ):
     """Induced receive-coil voltage of equilibrium (Langevin) particles.
 

@@ -84,8 +84,9 @@ def build_problem(grid: int, rows: int, frames: int, seed: int, noise_rel: float
         a[rows:, start:stop] = spec.imag.T
     inclusions = phantoms.mouse(fov, dims=3)
     raster = phantoms.rasterise(inclusions, size, fov, center, factor=1, dims=3)
-    x_true = (phantoms.iron_image_mol_per_l(raster, size, fov, center)
-              / DEFAULT_DELTA_CONCENTRATION_MOL_PER_L).astype(np.float32)
+    x_true = (phantoms.iron_image_mol_per_l(raster, size, fov, center) / DEFAULT_DELTA_CONCENTRATION_MOL_PER_L).astype(
+        np.float32
+    )
     clean = a @ x_true
     sigma = noise_rel * float(np.sqrt(np.mean(clean.astype(np.float64) ** 2)))
     y = (clean[None, :] + sigma * rng.standard_normal((frames, 2 * rows))).astype(np.float32)
@@ -119,9 +120,11 @@ def numpy_kaczmarz(a, y, lam, iterations, positivity=True):
 
 def cold_start_seconds() -> float:
     """Wall time for a new process to import the solvers and reconstruct a tiny problem."""
-    code = ("import numpy as np; from recon import solvers; "
-            "a = np.random.default_rng(0).random((40, 30)).astype(np.float32); "
-            "solvers.Kaczmarz(a, 1e-3).solve(a @ np.ones(30, np.float32), 3)")
+    code = (
+        "import numpy as np; from recon import solvers; "
+        "a = np.random.default_rng(0).random((40, 30)).astype(np.float32); "
+        "solvers.Kaczmarz(a, 1e-3).solve(a @ np.ones(30, np.float32), 3)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)  # warm the numba cache
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -139,8 +142,17 @@ def _measure(fn):
     return out, dt, peak
 
 
-def run(grid: int, rows: int, frames: int, iterations: int, lambda_rel: float, seed: int,
-        lsqr_frames: int, numpy_frames: int, lsqr_iterations: int) -> dict:
+def run(
+    grid: int,
+    rows: int,
+    frames: int,
+    iterations: int,
+    lambda_rel: float,
+    seed: int,
+    lsqr_frames: int,
+    numpy_frames: int,
+    lsqr_iterations: int,
+) -> dict:
     from scipy.sparse.linalg import LinearOperator, lsqr
 
     from recon import solvers
@@ -155,39 +167,85 @@ def run(grid: int, rows: int, frames: int, iterations: int, lambda_rel: float, s
     # Our Kaczmarz: set-up (Gram) then all frames as one block.
     kz, setup_k, peak_setup_k = _measure(functools.partial(solvers.Kaczmarz, a, lam, mode="auto"))
     xk, dt_k, peak_k = _measure(functools.partial(kz.solve, y, iterations, True))
-    rows_table.append((f"our Kaczmarz ({kz.mode}, {iterations:d} sweeps)", frames / dt_k,
-                       max(peak_setup_k, peak_k + (kz.gram.nbytes if kz.gram is not None else 0)),
-                       rel_error(xk, x_true), setup_k, frames))
+    rows_table.append(
+        (
+            f"our Kaczmarz ({kz.mode}, {iterations:d} sweeps)",
+            frames / dt_k,
+            max(peak_setup_k, peak_k + (kz.gram.nbytes if kz.gram is not None else 0)),
+            rel_error(xk, x_true),
+            setup_k,
+            frames,
+        )
+    )
     # Fast path: reuse the Gram matrix (a stream pays the set-up once).
     op, setup_f, peak_setup_f = _measure(functools.partial(solvers.RegularizedOperator, a, lam, gram=kz.gram))
     xf, dt_f, peak_f = _measure(functools.partial(op.apply, y, True))
-    rows_table.append(("our fast path (Tikhonov operator)", frames / dt_f, max(peak_setup_f, peak_f),
-                       rel_error(xf, x_true), setup_f, frames))
+    rows_table.append(
+        (
+            "our fast path (Tikhonov operator)",
+            frames / dt_f,
+            max(peak_setup_f, peak_f),
+            rel_error(xf, x_true),
+            setup_f,
+            frames,
+        )
+    )
     del kz, op
 
     # lsqr: float32 operator so A is never upcast (a float64 copy would be 1.6 GB).
-    aop = LinearOperator(a.shape, matvec=lambda v: a @ v.astype(np.float32),
-                         rmatvec=lambda v: a.T @ v.astype(np.float32), dtype=np.float32)
+    aop = LinearOperator(
+        a.shape,
+        matvec=lambda v: a @ v.astype(np.float32),
+        rmatvec=lambda v: a.T @ v.astype(np.float32),
+        dtype=np.float32,
+    )
 
     def run_lsqr():
-        return np.stack([lsqr(aop, y[f], damp=math.sqrt(lam), iter_lim=lsqr_iterations)[0]
-                         for f in range(lsqr_frames)])
+        return np.stack([lsqr(aop, y[f], damp=math.sqrt(lam), iter_lim=lsqr_iterations)[0] for f in range(lsqr_frames)])
 
     xl, dt_l, peak_l = _measure(run_lsqr)
     xl_pos = np.maximum(xl, 0)
-    rows_table.append((f"scipy lsqr (damp=sqrt(λ), {lsqr_iterations} it, {lsqr_frames} frames)",
-                       lsqr_frames / dt_l, peak_l, rel_error(xl_pos, x_true), 0.0, lsqr_frames))
+    rows_table.append(
+        (
+            f"scipy lsqr (damp=sqrt(λ), {lsqr_iterations} it, {lsqr_frames} frames)",
+            lsqr_frames / dt_l,
+            peak_l,
+            rel_error(xl_pos, x_true),
+            0.0,
+            lsqr_frames,
+        )
+    )
     xn, dt_n, peak_n = _measure(lambda: numpy_kaczmarz(a, y[:numpy_frames], lam, iterations))
-    rows_table.append((f"numpy row-by-row Kaczmarz ({numpy_frames} frames)", numpy_frames / dt_n, peak_n,
-                       rel_error(xn, x_true), 0.0, numpy_frames))
+    rows_table.append(
+        (
+            f"numpy row-by-row Kaczmarz ({numpy_frames} frames)",
+            numpy_frames / dt_n,
+            peak_n,
+            rel_error(xn, x_true),
+            0.0,
+            numpy_frames,
+        )
+    )
     cold = cold_start_seconds()
     return {
-        "grid": [grid] * 3, "voxels": int(a.shape[1]), "complex_rows": rows, "frames": frames,
-        "iterations": iterations, "lambda_rel": lambda_rel, "lambda_abs": lam,
-        "system_matrix_bytes": a_bytes, "build_s": build_s,
+        "grid": [grid] * 3,
+        "voxels": int(a.shape[1]),
+        "complex_rows": rows,
+        "frames": frames,
+        "iterations": iterations,
+        "lambda_rel": lambda_rel,
+        "lambda_abs": lam,
+        "system_matrix_bytes": a_bytes,
+        "build_s": build_s,
         "table": [
-            {"method": m, "frames_per_s": fps, "peak_extra_bytes": int(peak), "rel_error": err,
-             "setup_s": setup, "frames_timed": nf}
+            {
+                "method": m,
+                "frames_per_s": fps,
+                "peak_extra_bytes": int(peak),
+                "rel_error": err,
+                "setup_s": setup,
+                "frames_timed": nf,
+            }
             for m, fps, peak, err, setup, nf in rows_table
         ],
         "cold_start_s": cold,
@@ -208,8 +266,10 @@ def format_report(r: dict) -> str:
     ]
     for row in r["table"]:
         ratio = (sm + row["peak_extra_bytes"]) / sm
-        lines.append(f"{row['method']:<48} {row['frames_per_s']:>10.2f} {row['setup_s']:>8.2f} "
-                     f"{row['peak_extra_bytes'] * mb:>9.1f} {ratio:>8.2f} {row['rel_error']:>8.4f}")
+        lines.append(
+            f"{row['method']:<48} {row['frames_per_s']:>10.2f} {row['setup_s']:>8.2f} "
+            f"{row['peak_extra_bytes'] * mb:>9.1f} {ratio:>8.2f} {row['rel_error']:>8.4f}"
+        )
     t = {row["method"].split(" (")[0]: row for row in r["table"]}
     kz, fp = t["our Kaczmarz"], t["our fast path"]
     ls, nk = t["scipy lsqr"], t["numpy row-by-row Kaczmarz"]
@@ -247,8 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     frames = args.frames or (50 if args.quick else 200)
     if min(grid, rows, frames, args.iterations) < 1:
         parser.error("grid, rows, frames and iterations must be >= 1")
-    result = run(grid, rows, frames, args.iterations, args.lambda_rel, args.seed,
-                 lsqr_frames=2, numpy_frames=2, lsqr_iterations=30)
+    result = run(
+        grid,
+        rows,
+        frames,
+        args.iterations,
+        args.lambda_rel,
+        args.seed,
+        lsqr_frames=2,
+        numpy_frames=2,
+        lsqr_iterations=30,
+    )
     print(format_report(result))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

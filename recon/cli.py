@@ -150,23 +150,25 @@ def _cmd_info(args: argparse.Namespace) -> int:
             "kind": f.kind,
         }
         if f.kind != "reconstruction":
-            out.update({
-                "frames": f.num_frames,
-                "periods_per_frame": f.num_periods,
-                "receive_channels": f.num_receive_channels,
-                "samples_per_period": f.num_sampling_points,
-                "frequencies": f.num_frequencies,
-                "stored_frequencies": int(f.available_frequencies.size),
-                "bandwidth_hz": f.bandwidth_hz,
-                "base_frequency_hz": f.base_frequency_hz,
-                "dividers": f.dividers,
-                "drive_strength_t": f.drive_strength_t,
-                "layout": f.layout,
-                "data_shape": list(f.data_shape),
-                "data_dtype": f.data_dtype,
-                "background_frames": int(np.count_nonzero(f.is_background_frame)),
-                "has_transfer_function": f.transfer_function is not None,
-            })
+            out.update(
+                {
+                    "frames": f.num_frames,
+                    "periods_per_frame": f.num_periods,
+                    "receive_channels": f.num_receive_channels,
+                    "samples_per_period": f.num_sampling_points,
+                    "frequencies": f.num_frequencies,
+                    "stored_frequencies": int(f.available_frequencies.size),
+                    "bandwidth_hz": f.bandwidth_hz,
+                    "base_frequency_hz": f.base_frequency_hz,
+                    "dividers": f.dividers,
+                    "drive_strength_t": f.drive_strength_t,
+                    "layout": f.layout,
+                    "data_shape": list(f.data_shape),
+                    "data_dtype": f.data_dtype,
+                    "background_frames": int(np.count_nonzero(f.is_background_frame)),
+                    "has_transfer_function": f.transfer_function is not None,
+                }
+            )
         if f.kind == "calibration":
             out["calibration"] = {
                 "size": list(f.calibration_size) if f.calibration_size else None,
@@ -215,8 +217,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.noise is not None:
         options["noise_std_v"] = args.noise  # receiver noise per sample, V
-    kwargs = {k: v for k, v in (("dims", args.dims), ("phantom", args.phantom), ("seed", args.seed),
-                                ("frames", args.frames)) if v is not None}
+    kwargs = {
+        k: v
+        for k, v in (("dims", args.dims), ("phantom", args.phantom), ("seed", args.seed), ("frames", args.frames))
+        if v is not None
+    }
     result = simulate_to_files(args.output_dir, **kwargs, **options)
     _emit(result)
     return EXIT_OK
@@ -276,8 +281,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m recon`` argument parser."""
-    parser = _Parser(prog="python -m recon",
-                     description="MPI reconstruction tools on MDF files. JSON on stdout, progress on stderr.")
+    parser = _Parser(
+        prog="python -m recon", description="MPI reconstruction tools on MDF files. JSON on stdout, progress on stderr."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("info", help="summarise an MDF file")
@@ -318,8 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reconstruction", required=True, metavar="OUT.mdf")
     p.add_argument("--rois", required=True, metavar="ROIS.json")
     p.add_argument("--k", type=_nonneg_float, help="detection threshold: background mean + k SD")
-    p.add_argument("--injected-iron-ng", type=_nonneg_float, metavar="NG",
-                   help="iron injected (cells x pg Fe per cell), for retention %%")
+    p.add_argument(
+        "--injected-iron-ng",
+        type=_nonneg_float,
+        metavar="NG",
+        help="iron injected (cells x pg Fe per cell), for retention %%",
+    )
     p.add_argument("--pg-fe-per-cell", type=_nonneg_float, metavar="PG", help="iron per labelled cell, for cell counts")
     p.set_defaults(handler=_cmd_quantify)
 
@@ -352,16 +362,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args = parser.parse_args(argv)
         if getattr(args, "handler", None) is None:
-            raise UsageError("python -m recon: a command is required (info, validate, simulate, reconstruct, "
-                             "quantify, bench)")
+            raise UsageError(
+                "python -m recon: a command is required (info, validate, simulate, reconstruct, quantify, bench)"
+            )
         return args.handler(args)
     except UsageError as exc:
         sys.stderr.write(f"error: {_one_line(exc)}\n")
         return EXIT_USAGE
     except ImportError as exc:
         # a numerics module that is missing or broken: say which, no traceback
-        sys.stderr.write(f"error: cannot load {getattr(exc, 'name', None) or 'a recon module'}: "
-                         f"{type(exc).__name__}: {_one_line(exc)}\n")
+        sys.stderr.write(
+            f"error: cannot load {getattr(exc, 'name', None) or 'a recon module'}: "
+            f"{type(exc).__name__}: {_one_line(exc)}\n"
+        )
         return EXIT_UNEXPECTED
     except (MDFError, ValueError, OSError) as exc:
         sys.stderr.write(f"error: {_one_line(exc)}\n")

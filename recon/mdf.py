@@ -31,8 +31,17 @@ import h5py
 import numpy as np
 import scipy.fft
 
-__all__ = ["MDFError", "MDFFile", "MDFLimitError", "ReadLimits", "check_declared_sizes", "open_h5", "voxel_positions",
-           "write_mdf", "write_reconstruction"]
+__all__ = [
+    "MDFError",
+    "MDFFile",
+    "MDFLimitError",
+    "ReadLimits",
+    "check_declared_sizes",
+    "open_h5",
+    "voxel_positions",
+    "write_mdf",
+    "write_reconstruction",
+]
 
 # Reads are split into blocks of at most this many bytes of stored data so the
 # peak memory of a read is the output plus one block, whatever the file size.
@@ -125,34 +134,59 @@ def _check_dataset(name: str, ds: h5py.Dataset, file_size: int, limits: ReadLimi
     dcpl = ds.id.get_create_plist()
     layout = dcpl.get_layout()
     if layout == h5py.h5d.VIRTUAL or dcpl.get_external_count() > 0:
-        raise MDFLimitError("external_reference", name, f"{name} keeps its data in other files "
-                            f"({'a virtual dataset' if layout == h5py.h5d.VIRTUAL else 'external storage'}): refused")
+        raise MDFLimitError(
+            "external_reference",
+            name,
+            f"{name} keeps its data in other files "
+            f"({'a virtual dataset' if layout == h5py.h5d.VIRTUAL else 'external storage'}): refused",
+        )
     if declared == 0 or layout == h5py.h5d.COMPACT:  # compact data lives in the object header (< 64 KiB)
         return declared
     stored = ds.id.get_storage_size()
     if stored == 0:
-        raise MDFLimitError("unbacked_data", name, f"{name} declares {declared} bytes (shape {ds.shape}, {ds.dtype}) "
-                            "but stores none: every value would be the fill value")
+        raise MDFLimitError(
+            "unbacked_data",
+            name,
+            f"{name} declares {declared} bytes (shape {ds.shape}, {ds.dtype}) "
+            "but stores none: every value would be the fill value",
+        )
     if declared > limits.max_declared_bytes:
-        raise MDFLimitError("declared_too_large", name, f"{name} declares {declared} bytes (shape {ds.shape}, "
-                            f"{ds.dtype}), more than the limit of {limits.max_declared_bytes} bytes")
+        raise MDFLimitError(
+            "declared_too_large",
+            name,
+            f"{name} declares {declared} bytes (shape {ds.shape}, "
+            f"{ds.dtype}), more than the limit of {limits.max_declared_bytes} bytes",
+        )
     if stored > file_size:
         raise MDFLimitError("unbacked_data", name, f"{name} claims {stored} stored bytes in a file of {file_size}")
     if layout == h5py.h5d.CONTIGUOUS:
         offset = ds.id.get_offset()
         if stored < declared or offset is None or offset + stored > file_size:
-            raise MDFLimitError("unbacked_data", name, f"{name} declares {declared} bytes but stores {stored} "
-                                f"at offset {offset} of a {file_size}-byte file")
+            raise MDFLimitError(
+                "unbacked_data",
+                name,
+                f"{name} declares {declared} bytes but stores {stored} at offset {offset} of a {file_size}-byte file",
+            )
         return declared
     chunks = ds.chunks or ()
-    expected = math.prod(-(-int(n) // int(c)) for n, c in zip(ds.shape, chunks, strict=False))  # no chunks: contiguous or compact
+    expected = math.prod(
+        -(-int(n) // int(c)) for n, c in zip(ds.shape, chunks, strict=False)
+    )  # no chunks: contiguous or compact
     allocated = ds.id.get_num_chunks()
     if allocated < expected:
-        raise MDFLimitError("unbacked_data", name, f"{name} declares {declared} bytes (shape {ds.shape}) in "
-                            f"{expected} chunks but stores {allocated} of them: the rest would be the fill value")
+        raise MDFLimitError(
+            "unbacked_data",
+            name,
+            f"{name} declares {declared} bytes (shape {ds.shape}) in "
+            f"{expected} chunks but stores {allocated} of them: the rest would be the fill value",
+        )
     if dcpl.get_nfilters() and declared > stored * limits.max_compression_ratio:
-        raise MDFLimitError("declared_too_large", name, f"{name} declares {declared} bytes compressed into {stored}: "
-                            f"a ratio above the limit of {limits.max_compression_ratio:g}")
+        raise MDFLimitError(
+            "declared_too_large",
+            name,
+            f"{name} declares {declared} bytes compressed into {stored}: "
+            f"a ratio above the limit of {limits.max_compression_ratio:g}",
+        )
     return declared
 
 
@@ -182,21 +216,27 @@ def check_declared_sizes(h5: h5py.File, limits: ReadLimits | None = None) -> Non
             if counts["objects"] > limits.max_objects:
                 raise MDFLimitError("too_many_objects", "", f"the file holds more than {limits.max_objects} objects")
             if isinstance(link, h5py.ExternalLink):
-                raise MDFLimitError("external_reference", path, f"{path} links to {link.filename}:{link.path} in "
-                                    "another file: refused")
+                raise MDFLimitError(
+                    "external_reference", path, f"{path} links to {link.filename}:{link.path} in another file: refused"
+                )
             if not isinstance(link, h5py.HardLink):
                 return None  # a soft link names an object of this file, checked where it is
             obj = h5[name]
             counts["attributes"] += len(obj.attrs)
             if counts["attributes"] > limits.max_attributes:
-                raise MDFLimitError("too_many_attributes", path,
-                                    f"the file holds more than {limits.max_attributes} attributes")
+                raise MDFLimitError(
+                    "too_many_attributes", path, f"the file holds more than {limits.max_attributes} attributes"
+                )
             if isinstance(obj, h5py.Dataset):
                 counts["declared"] += _check_dataset(path, obj, file_size, limits)
                 if counts["declared"] > limits.max_declared_bytes:
-                    raise MDFLimitError("declared_too_large", path, f"the datasets up to {path} declare "
-                                        f"{counts['declared']} bytes, more than the limit of "
-                                        f"{limits.max_declared_bytes} bytes")
+                    raise MDFLimitError(
+                        "declared_too_large",
+                        path,
+                        f"the datasets up to {path} declare "
+                        f"{counts['declared']} bytes, more than the limit of "
+                        f"{limits.max_declared_bytes} bytes",
+                    )
         except MDFLimitError as exc:
             failure.append(exc)
             return True  # stops the walk
@@ -338,7 +378,7 @@ def _read_selected(ds: h5py.Dataset, selections: list[np.ndarray], trailing: int
         if ratio < best_ratio:
             best_ratio, list_axis = ratio, ax
     if any(idx.size == 0 for idx in selections):
-        shape = tuple(len(s) for s in selections) + tuple(ds.shape[len(selections):])
+        shape = tuple(len(s) for s in selections) + tuple(ds.shape[len(selections) :])
         return np.zeros(shape, dtype=ds.dtype)
     identity = True
     for ax, (idx, u) in enumerate(zip(selections, uniques, strict=True)):
@@ -469,8 +509,10 @@ class MDFFile:
             self._h5.close()
 
     def __repr__(self) -> str:
-        return (f"<MDFFile {self.path!r} v{self.version} {self.kind}: N={self.num_frames} "
-                f"J={self.num_periods} C={self.num_receive_channels} V={self.num_sampling_points}>")
+        return (
+            f"<MDFFile {self.path!r} v{self.version} {self.kind}: N={self.num_frames} "
+            f"J={self.num_periods} C={self.num_receive_channels} V={self.num_sampling_points}>"
+        )
 
     # -- raw access --------------------------------------------------------- #
 
@@ -552,8 +594,7 @@ class MDFFile:
         self.bandwidth_hz = self._num("/acquisition/receiver/bandwidth", default=d if d is _MISSING else 0.0)
         self.base_frequency_hz = self._num("/acquisition/drivefield/baseFrequency", default=0.0)
         if self.num_sampling_points:
-            self.frequencies_hz = (np.arange(self.num_frequencies) * 2.0 * self.bandwidth_hz
-                                   / self.num_sampling_points)
+            self.frequencies_hz = np.arange(self.num_frequencies) * 2.0 * self.bandwidth_hz / self.num_sampling_points
         else:
             self.frequencies_hz = np.zeros(0)
 
@@ -605,8 +646,9 @@ class MDFFile:
 
         conc = self.field("/tracer/concentration", None)
         conc_arr = np.ravel(np.asarray(conc)) if conc is not None else np.zeros(0)
-        self.tracer_concentration_mol_per_l = (float(conc_arr[0])
-                                               if conc_arr.size and conc_arr.dtype.kind in "iuf" else None)
+        self.tracer_concentration_mol_per_l = (
+            float(conc_arr[0]) if conc_arr.size and conc_arr.dtype.kind in "iuf" else None
+        )
 
         if self.kind == "reconstruction":
             self.is_background_frame = np.zeros(self.num_frames, dtype=bool)
@@ -647,10 +689,13 @@ class MDFFile:
         if j != self.num_periods or c != self.num_receive_channels:
             raise MDFError(
                 f"{self.path}: /measurement/data has {j} periods and {c} channels in shape {ds.shape}, "
-                f"but the header says numPeriods={self.num_periods}, numChannels={self.num_receive_channels}")
+                f"but the header says numPeriods={self.num_periods}, numChannels={self.num_receive_channels}"
+            )
         if n != self.num_frames:
-            raise MDFError(f"{self.path}: /measurement/data holds {n} frames in shape {ds.shape}, "
-                           f"but numFrames is {self.num_frames}")
+            raise MDFError(
+                f"{self.path}: /measurement/data holds {n} frames in shape {ds.shape}, "
+                f"but numFrames is {self.num_frames}"
+            )
 
         K = self.num_frequencies
         if ft:
@@ -660,12 +705,16 @@ class MDFFile:
             else:
                 self.available_frequencies = np.arange(K, dtype=np.int64)
             if self.available_frequencies.size != x:
-                raise MDFError(f"{self.path}: /measurement/data stores {x} frequencies in shape {ds.shape}, "
-                               f"expected {self.available_frequencies.size}")
+                raise MDFError(
+                    f"{self.path}: /measurement/data stores {x} frequencies in shape {ds.shape}, "
+                    f"expected {self.available_frequencies.size}"
+                )
         else:
             if x != self.num_sampling_points:
-                raise MDFError(f"{self.path}: /measurement/data stores {x} samples per period in shape {ds.shape}, "
-                               f"but numSamplingPoints is {self.num_sampling_points}")
+                raise MDFError(
+                    f"{self.path}: /measurement/data stores {x} samples per period in shape {ds.shape}, "
+                    f"but numSamplingPoints is {self.num_sampling_points}"
+                )
             self.available_frequencies = np.arange(K, dtype=np.int64)
         # position of each full-axis frequency in the stored axis, -1 when absent
         self._freq_pos = np.full(K, -1, dtype=np.int64)
@@ -693,16 +742,21 @@ class MDFFile:
         if self.layout["isSparsityTransformed"]:
             name = str(self.field("/measurement/sparsityTransformation", "DCT-II")).strip().upper()
             if name not in _DCT_TYPES:
-                raise MDFError(f"{self.path}: sparsityTransformation {name!r} is not supported "
-                               f"(supported: {', '.join(_DCT_TYPES)})")
+                raise MDFError(
+                    f"{self.path}: sparsityTransformation {name!r} is not supported "
+                    f"(supported: {', '.join(_DCT_TYPES)})"
+                )
             self._dct_type = _DCT_TYPES[name]
             if "/measurement/subsamplingIndices" not in self._h5:
-                raise MDFError(f"{self.path}: isSparsityTransformed is set but /measurement/subsamplingIndices is missing")
+                raise MDFError(
+                    f"{self.path}: isSparsityTransformed is set but /measurement/subsamplingIndices is missing"
+                )
 
     # -- data access -------------------------------------------------------- #
 
-    def _read_canonical(self, frames_st: np.ndarray, periods: np.ndarray, channels: np.ndarray,
-                        xs: np.ndarray) -> np.ndarray:
+    def _read_canonical(
+        self, frames_st: np.ndarray, periods: np.ndarray, channels: np.ndarray, xs: np.ndarray
+    ) -> np.ndarray:
         """Read stored data at (frames, periods, channels, samples-or-frequencies) in that order."""
         if self.layout["isFastFrameAxis"]:
             block = _read_selected(self._ds, [periods, channels, xs, frames_st], trailing=int(self._pairs))
@@ -723,13 +777,27 @@ class MDFFile:
             out += self._conversion[channels, 1].reshape(shape)
         return out
 
-    def _convert_freq(self, spec: np.ndarray, channels: np.ndarray, channel_axis: int,
-                      freqs: np.ndarray, freq_axis: int, offset: bool = True) -> np.ndarray:
+    def _convert_freq(
+        self,
+        spec: np.ndarray,
+        channels: np.ndarray,
+        channel_axis: int,
+        freqs: np.ndarray,
+        freq_axis: int,
+        offset: bool = True,
+    ) -> np.ndarray:
         """Apply the conversion factor to stored spectra: ``a * X``, plus ``b * V`` on the DC bin."""
         return self._convert_freq_inplace(spec.astype(np.complex128), channels, channel_axis, freqs, freq_axis, offset)
 
-    def _convert_freq_inplace(self, out: np.ndarray, channels: np.ndarray, channel_axis: int,
-                              freqs: np.ndarray, freq_axis: int, offset: bool = True) -> np.ndarray:
+    def _convert_freq_inplace(
+        self,
+        out: np.ndarray,
+        channels: np.ndarray,
+        channel_axis: int,
+        freqs: np.ndarray,
+        freq_axis: int,
+        offset: bool = True,
+    ) -> np.ndarray:
         if self._conversion is not None:
             shape = [1] * out.ndim
             shape[channel_axis] = channels.size
@@ -740,7 +808,8 @@ class MDFFile:
                 sl: list[slice | np.ndarray] = [slice(None)] * out.ndim
                 sl[freq_axis] = dc
                 out[tuple(sl)] += (self._conversion[channels, 1] * self.num_sampling_points).reshape(
-                    [channels.size if a == channel_axis else 1 for a in range(out.ndim)])
+                    [channels.size if a == channel_axis else 1 for a in range(out.ndim)]
+                )
         return out
 
     def _stored_freq_positions(self, freqs: np.ndarray) -> np.ndarray:
@@ -748,17 +817,20 @@ class MDFFile:
         missing = freqs[pos < 0]
         if missing.size:
             k = int(missing[0])
-            raise MDFError(f"{self.path}: frequency index {k} ({self.frequencies_hz[k]:.0f} Hz) is not stored: "
-                           f"the file's frequencySelection keeps {self.available_frequencies.size} "
-                           f"of {self.num_frequencies} frequencies")
+            raise MDFError(
+                f"{self.path}: frequency index {k} ({self.frequencies_hz[k]:.0f} Hz) is not stored: "
+                f"the file's frequencySelection keeps {self.available_frequencies.size} "
+                f"of {self.num_frequencies} frequencies"
+            )
         return pos
 
     def _need_data(self, what: str) -> None:
         if self.kind == "reconstruction":
             raise MDFError(f"{self.path}: {what} needs measurement data; this file is a reconstruction")
 
-    def spectra(self, frames: Any = None, frequencies: Any = None, channels: Any = None,
-                periods: Any = None) -> np.ndarray:
+    def spectra(
+        self, frames: Any = None, frequencies: Any = None, channels: Any = None, periods: Any = None
+    ) -> np.ndarray:
         """Measured spectra in the file's physical unit, whatever the stored layout.
 
         Parameters
@@ -794,15 +866,19 @@ class MDFFile:
         """
         self._need_data("spectra()")
         if self.layout["isSparsityTransformed"]:
-            raise MDFError(f"{self.path}: compressed (sparsity-transformed) data has no frame spectra; "
-                           f"use system_matrix()")
+            raise MDFError(
+                f"{self.path}: compressed (sparsity-transformed) data has no frame spectra; use system_matrix()"
+            )
         n = self._stored["N"]
         fr = _as_indices(frames, n, "frame")
         fr_st = self._stored_of_acq[fr]
         pe = _as_indices(periods, self.num_periods, "period")
         ch = _as_indices(channels, self.num_receive_channels, "channel")
-        fq = (self.available_frequencies.copy() if frequencies is None
-              else _as_indices(frequencies, self.num_frequencies, "frequency"))
+        fq = (
+            self.available_frequencies.copy()
+            if frequencies is None
+            else _as_indices(frequencies, self.num_frequencies, "frequency")
+        )
 
         out = np.empty((fr.size, pe.size, ch.size, fq.size), dtype=np.complex128)
         if 0 in out.shape:
@@ -832,8 +908,9 @@ class MDFFile:
                 out[start:stop] = np.fft.rfft(self._convert_time(block, ch, 2), axis=-1)[..., fq]
         return out
 
-    def system_matrix(self, frequencies: Any = None, channels: Any = None,
-                      period: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def system_matrix(
+        self, frequencies: Any = None, channels: Any = None, period: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Rows of a calibration's system matrix and its background frames.
 
         Parameters
@@ -870,8 +947,11 @@ class MDFFile:
             raise MDFError(f"{self.path}: system_matrix() needs a calibration file; this file is a {self.kind}")
         pe = _as_indices(period, self.num_periods, "period")
         ch = _as_indices(channels, self.num_receive_channels, "channel")
-        fq = (self.available_frequencies.copy() if frequencies is None
-              else _as_indices(frequencies, self.num_frequencies, "frequency"))
+        fq = (
+            self.available_frequencies.copy()
+            if frequencies is None
+            else _as_indices(frequencies, self.num_frequencies, "frequency")
+        )
         bg = self._bg_stored
         fg_idx, bg_idx = np.flatnonzero(~bg), np.flatnonzero(bg)
         if self.layout["isSparsityTransformed"]:
@@ -914,7 +994,7 @@ class MDFFile:
             for start in range(0, self._stored["N"], step):
                 stop = min(self._stored["N"], start + step)
                 raw = self._read_canonical(all_frames[start:stop], pe, ch, np.arange(V))[:, 0]  # (n, C, V)
-                spec = np.fft.rfft(self._convert_time(raw, ch, 1), axis=-1)[..., fq]            # (n, C, K_sel)
+                spec = np.fft.rfft(self._convert_time(raw, ch, 1), axis=-1)[..., fq]  # (n, C, K_sel)
                 full[..., start:stop] = np.transpose(spec, (1, 2, 0))
             store(slice(None), full)
         return S, B
@@ -930,8 +1010,10 @@ class MDFFile:
         sub = self._h5["/measurement/subsamplingIndices"]
         n_coef = fg_idx.size
         if sub.ndim != 4 or sub.shape[-1] != n_coef:
-            raise MDFError(f"{self.path}: /measurement/subsamplingIndices has shape {sub.shape}, expected "
-                           f"({self.num_periods}, {self.num_receive_channels}, {self._stored['X']}, {n_coef})")
+            raise MDFError(
+                f"{self.path}: /measurement/subsamplingIndices has shape {sub.shape}, expected "
+                f"({self.num_periods}, {self.num_receive_channels}, {self._stored['X']}, {n_coef})"
+            )
         xs = self._stored_freq_positions(fq)
         S = np.empty((ch.size, fq.size, O), dtype=np.complex128)
         Bg = np.empty((ch.size, fq.size, bg_idx.size), dtype=np.complex128)
@@ -941,19 +1023,21 @@ class MDFFile:
         step = max(1, _BLOCK_BYTES // max(per_row, 1))
         for start in range(0, fq.size, step):
             stop = min(fq.size, start + step)
-            block = self._read_canonical(all_frames, pe, ch, xs[start:stop])[:, 0]   # (N, C, k)
+            block = self._read_canonical(all_frames, pe, ch, xs[start:stop])[:, 0]  # (N, C, k)
             block = self._convert_freq(block, ch, 1, fq[start:stop], 2, offset=False)
-            block = np.transpose(block, (1, 2, 0))                                   # (C, k, N)
+            block = np.transpose(block, (1, 2, 0))  # (C, k, N)
             Bg[:, start:stop] = block[..., bg_idx]
-            coef = block[..., fg_idx].reshape(-1, n_coef)                            # (C*k, B)
+            coef = block[..., fg_idx].reshape(-1, n_coef)  # (C*k, B)
             idx = _read_selected(sub, [pe, ch, xs[start:stop], np.arange(n_coef)])[0]
             idx = idx.reshape(-1, n_coef).astype(np.int64)
             if base is None:
                 base = 0 if (idx.size and idx.min() == 0) else 1
             idx = idx - base
             if idx.size and (idx.min() < 0 or idx.max() >= O):
-                raise MDFError(f"{self.path}: subsamplingIndices run from {idx.min() + base} to {idx.max() + base}, "
-                               f"outside the {O} grid positions")
+                raise MDFError(
+                    f"{self.path}: subsamplingIndices run from {idx.min() + base} to {idx.max() + base}, "
+                    f"outside the {O} grid positions"
+                )
             dense = np.zeros((coef.shape[0], O), dtype=np.complex128)
             np.put_along_axis(dense, idx, coef, axis=1)
             dense = dense.reshape((coef.shape[0],) + grid)
@@ -1000,8 +1084,10 @@ class MDFFile:
             "parameters": params,
         }
         if meta["size"] is not None and int(np.prod(meta["size"])) != data.shape[1]:
-            raise MDFError(f"{self.path}: /reconstruction/data has {data.shape[1]} voxels but size "
-                           f"{meta['size']} holds {int(np.prod(meta['size']))}")
+            raise MDFError(
+                f"{self.path}: /reconstruction/data has {data.shape[1]} voxels but size "
+                f"{meta['size']} holds {int(np.prod(meta['size']))}"
+            )
         return data, meta
 
 
@@ -1084,8 +1170,9 @@ def _chunks_for(path: str, arr: np.ndarray, fast_frame_axis: bool) -> Any:
     return True
 
 
-def write_mdf(path: str | os.PathLike, fields: Mapping[str, Any], *, version: str = "2.1.0",
-              compression: str | None = None) -> None:
+def write_mdf(
+    path: str | os.PathLike, fields: Mapping[str, Any], *, version: str = "2.1.0", compression: str | None = None
+) -> None:
     """Write an MDF file from datasets keyed by absolute HDF5 path.
 
     Parameters
@@ -1128,8 +1215,11 @@ def write_mdf(path: str | os.PathLike, fields: Mapping[str, Any], *, version: st
         all_fields["/study/uuid"] = str(_uuid.uuid4())
     if "/experiment/uuid" not in all_fields:
         all_fields["/experiment/uuid"] = str(_uuid.uuid4())
-    fast = bool(np.asarray(all_fields.get("/measurement/isFastFrameAxis",
-                                          all_fields.get("/measurement/isTransposed", 0))).ravel()[0])
+    fast = bool(
+        np.asarray(
+            all_fields.get("/measurement/isFastFrameAxis", all_fields.get("/measurement/isTransposed", 0))
+        ).ravel()[0]
+    )
 
     tmp = path + ".tmp"
     try:
@@ -1178,9 +1268,18 @@ def voxel_positions(size: Any, field_of_view_m: Any, field_of_view_center_m: Any
     return np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
 
 
-def write_reconstruction(path: str | os.PathLike, data: np.ndarray, *, size: Any, field_of_view_m: Any,
-                         field_of_view_center_m: Any, parameters: dict, unit: str = "mol/L",
-                         order: str = "xyz", extra_fields: Mapping[str, Any] | None = None) -> None:
+def write_reconstruction(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    *,
+    size: Any,
+    field_of_view_m: Any,
+    field_of_view_center_m: Any,
+    parameters: dict,
+    unit: str = "mol/L",
+    order: str = "xyz",
+    extra_fields: Mapping[str, Any] | None = None,
+) -> None:
     """Write a reconstructed image as an MDF v2.1 reconstruction file.
 
     Parameters

@@ -132,14 +132,14 @@ class ReconParams:
         if self.min_freq_hz < 0:
             raise ValueError(f"min_freq_hz must be >= 0, got {self.min_freq_hz!r}")
         if self.max_freq_hz is not None and self.max_freq_hz <= self.min_freq_hz:
-            raise ValueError(
-                f"max_freq_hz ({self.max_freq_hz!r}) must exceed min_freq_hz ({self.min_freq_hz!r})"
-            )
+            raise ValueError(f"max_freq_hz ({self.max_freq_hz!r}) must exceed min_freq_hz ({self.min_freq_hz!r})")
         if self.max_rows is not None and (int(self.max_rows) != self.max_rows or self.max_rows < 1):
             raise ValueError(f"max_rows must be None or an integer >= 1, got {self.max_rows!r}")
         if self.channels is not None and (len(self.channels) == 0 or min(self.channels) < 0):
             raise ValueError(f"channels must be None or non-empty 0-based indices, got {self.channels!r}")
-        if self.frames is not None and (len(self.frames) != 2 or self.frames[0] < 0 or self.frames[1] <= self.frames[0]):
+        if self.frames is not None and (
+            len(self.frames) != 2 or self.frames[0] < 0 or self.frames[1] <= self.frames[0]
+        ):
             raise ValueError(f"frames must be (start, stop) with 0 <= start < stop, got {self.frames!r}")
         if int(self.average) != self.average or self.average < 1:
             raise ValueError(f"average must be an integer >= 1, got {self.average!r}")

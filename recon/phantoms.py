@@ -60,7 +60,12 @@ class Inclusion:
 
     def as_roi(self) -> dict:
         """ROI record as written to the ROIs JSON file."""
-        roi: dict[str, object] = {"name": self.name, "kind": self.kind, "shape": self.shape, "center_m": list(self.center_m)}
+        roi: dict[str, object] = {
+            "name": self.name,
+            "kind": self.kind,
+            "shape": self.shape,
+            "center_m": list(self.center_m),
+        }
         if self.shape == "sphere":
             roi["radius_m"] = float(self.size_m[0])
         elif self.shape == "ellipsoid":
@@ -85,8 +90,9 @@ def shape_contains(shape, center_m, size_m, points_m, ignore_z=False) -> np.ndar
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def mouse(fov_m, dims: int = 2, target_iron_ng: float = 2000.0, lung_fraction: float = 0.15,
-          liver_fraction: float = 0.6) -> tuple[Inclusion, ...]:
+def mouse(
+    fov_m, dims: int = 2, target_iron_ng: float = 2000.0, lung_fraction: float = 0.15, liver_fraction: float = 0.6
+) -> tuple[Inclusion, ...]:
     """Small-animal phantom: heart (target), two lungs and the liver.
 
     Amounts follow an intramyocardial injection a few hours on: most iron in
@@ -189,9 +195,7 @@ def rasterise(
     return RasterisedPhantom(tuple(inclusions), centres[keep], iron, label)
 
 
-def iron_image_mol_per_l(
-    phantom: RasterisedPhantom, size, fov_m, center_m
-) -> np.ndarray:
+def iron_image_mol_per_l(phantom: RasterisedPhantom, size, fov_m, center_m) -> np.ndarray:
     """(P,) ground-truth mean iron concentration (mol Fe/L) per voxel, x fastest."""
     size = tuple(int(s) for s in size)
     fov = np.asarray(fov_m, dtype=np.float64)
@@ -206,5 +210,3 @@ def iron_image_mol_per_l(
 
 def rois_json_records(inclusions: tuple[Inclusion, ...]) -> list[dict]:
     return [inc.as_roi() for inc in inclusions]
-
-

@@ -129,9 +129,7 @@ class Scanner:
         if not 1 <= d <= 3:
             raise ValueError(f"a scanner has 1 to 3 drive channels, got {d} dividers")
         if len(self.drive_amplitude_t) != d:
-            raise ValueError(
-                f"drive_amplitude_t has {len(self.drive_amplitude_t)} entries for {d} dividers"
-            )
+            raise ValueError(f"drive_amplitude_t has {len(self.drive_amplitude_t)} entries for {d} dividers")
         if len(self.gradient_t_per_m) != 3:
             raise ValueError(f"gradient_t_per_m needs 3 entries, got {len(self.gradient_t_per_m)}")
         if not 1 <= len(self.coil_sensitivity_t_per_a) <= 3:
@@ -249,9 +247,7 @@ def induced_voltage(
         raise ValueError(f"positions_m must have shape (N, 3), got {positions.shape}")
     weights = np.ascontiguousarray(magnetite_volume_m3, dtype=np.float64)
     if weights.shape != (positions.shape[0],):
-        raise ValueError(
-            f"magnetite_volume_m3 has shape {weights.shape}, expected ({positions.shape[0]},)"
-        )
+        raise ValueError(f"magnetite_volume_m3 has shape {weights.shape}, expected ({positions.shape[0]},)")
     if group is None:
         group = np.zeros(positions.shape[0], dtype=np.int64)
     group = np.ascontiguousarray(group, dtype=np.int64)
@@ -266,10 +262,18 @@ def induced_voltage(
     amp, omega, phase = scanner._drive_arrays()
     out = np.zeros((num_groups, scanner.num_receive_channels, times.shape[0]), dtype=np.float64)
     _kernels.induced_signal_kernel(
-        positions, weights, group,
-        np.asarray(scanner.gradient_t_per_m, dtype=np.float64), amp, omega, phase,
+        positions,
+        weights,
+        group,
+        np.asarray(scanner.gradient_t_per_m, dtype=np.float64),
+        amp,
+        omega,
+        phase,
         np.asarray(scanner.coil_sensitivity_t_per_a, dtype=np.float64),
-        particles.beta_per_t, MU0 * particles.saturation_magnetisation_a_per_m, times, out,
+        particles.beta_per_t,
+        MU0 * particles.saturation_magnetisation_a_per_m,
+        times,
+        out,
     )
     return out
 
@@ -318,9 +322,7 @@ def sample_spectra(
         idx = order[lo:hi]
         if idx.size == 0:
             continue
-        volt = induced_voltage(
-            scanner, particles, positions[idx], weights[idx], group[idx] - start, stop - start
-        )
+        volt = induced_voltage(scanner, particles, positions[idx], weights[idx], group[idx] - start, stop - start)
         spec = voltage_to_spectrum(volt, scanner)
         out[start:stop] = spec if frequency_index is None else spec[..., frequency_index]
     return out

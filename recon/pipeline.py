@@ -98,8 +98,7 @@ def software_versions() -> dict:
     import numba
     import scipy
 
-    return {"recon": recon.__version__, "numpy": np.__version__, "numba": numba.__version__,
-            "scipy": scipy.__version__}
+    return {"recon": recon.__version__, "numpy": np.__version__, "numba": numba.__version__, "scipy": scipy.__version__}
 
 
 def _report(progress: ProgressCallback | None, stage: str, fraction: float) -> None:
@@ -221,7 +220,9 @@ def reconstruct_arrays(
         s[selection.channel, selection.frequency],
         None if bg is None else bg[selection.channel, selection.frequency],
         preprocess.gather_rows(u, selection),
-        is_bg, selection, params,
+        is_bg,
+        selection,
+        params,
         external_background_rows=ext,
         sm_transfer_function_rows=tf_rows(system_matrix_transfer_function),
         measurement_transfer_function_rows=tf_rows(measurement_transfer_function),
@@ -234,9 +235,13 @@ def reconstruct_arrays(
         size=size,
         field_of_view_m=_vector3(field_of_view_m),
         field_of_view_center_m=_vector3(field_of_view_center_m),
-        params=params, lambda_abs=lam, delta_concentration_mol_per_l=float(delta_concentration_mol_per_l),
-        selection=selection.as_dict(), frame_groups=[g.tolist() for g in prep.frame_groups],
-        notes=tuple(prep.notes), timings_s={"preprocess": t1 - t0, "solve": t2 - t1},
+        params=params,
+        lambda_abs=lam,
+        delta_concentration_mol_per_l=float(delta_concentration_mol_per_l),
+        selection=selection.as_dict(),
+        frame_groups=[g.tolist() for g in prep.frame_groups],
+        notes=tuple(prep.notes),
+        timings_s={"preprocess": t1 - t0, "solve": t2 - t1},
     )
 
 
@@ -306,8 +311,11 @@ def reconstruct_file(
 
             s_all, bg_all = smf.system_matrix()
             snr = calibration_snr(s_all, bg_all) if bg_all.shape[-1] >= 2 else None
-            notes.append("calibration SNR computed from its background frames" if snr is not None
-                         else "calibration has no SNR and < 2 background frames: no SNR threshold")
+            notes.append(
+                "calibration SNR computed from its background frames"
+                if snr is not None
+                else "calibration has no SNR and < 2 background frames: no SNR threshold"
+            )
         _report(progress, "select", 0.0)
         selection = preprocess.select_rows(snr, freqs, params, c)
         # Read the union of the selected frequencies once, then pick rows.
@@ -332,7 +340,12 @@ def reconstruct_file(
     _report(progress, "read", 1.0)
     _report(progress, "preprocess", 0.0)
     prep = preprocess.prepare_rows(
-        sm_rows, sm_bg_rows, meas_rows, is_bg, selection, params,
+        sm_rows,
+        sm_bg_rows,
+        meas_rows,
+        is_bg,
+        selection,
+        params,
         external_background_rows=ext_rows,
         sm_transfer_function_rows=None if tf_s is None else tf_s[selection.channel, selection.frequency],
         measurement_transfer_function_rows=None if tf_u is None else tf_u[selection.channel, selection.frequency],
@@ -345,19 +358,27 @@ def reconstruct_file(
         size=size,
         field_of_view_m=_vector3(fov),
         field_of_view_center_m=_vector3(center),
-        params=params, lambda_abs=lam, delta_concentration_mol_per_l=float(delta),
-        selection=selection.as_dict(), frame_groups=[g.tolist() for g in prep.frame_groups],
-        notes=tuple(notes + prep.notes), timings_s={"read_preprocess": t1 - t0, "solve": t2 - t1},
+        params=params,
+        lambda_abs=lam,
+        delta_concentration_mol_per_l=float(delta),
+        selection=selection.as_dict(),
+        frame_groups=[g.tolist() for g in prep.frame_groups],
+        notes=tuple(notes + prep.notes),
+        timings_s={"read_preprocess": t1 - t0, "solve": t2 - t1},
         input_checksums=checksums,
         output_path=None if output_path is None else os.fspath(output_path),
     )
     if output_path is not None:
         _report(progress, "write", 0.0)
         write_reconstruction(
-            output_path, result.concentration_mol_per_l[:, :, None],
-            size=size, field_of_view_m=result.field_of_view_m,
+            output_path,
+            result.concentration_mol_per_l[:, :, None],
+            size=size,
+            field_of_view_m=result.field_of_view_m,
             field_of_view_center_m=result.field_of_view_center_m,
-            parameters=result.parameters_record(), unit="mol/L", order="xyz",
+            parameters=result.parameters_record(),
+            unit="mol/L",
+            order="xyz",
         )
     _report(progress, "write", 1.0)
     return result

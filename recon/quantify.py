@@ -70,8 +70,10 @@ class Grid:
 
     def centres_m(self) -> np.ndarray:
         """(P, 3) voxel centres, x fastest."""
-        axes = [self.center_m[a] - self.fov_m[a] / 2 + (np.arange(self.size[a]) + 0.5) * self.voxel_size_m[a]
-                for a in range(3)]
+        axes = [
+            self.center_m[a] - self.fov_m[a] / 2 + (np.arange(self.size[a]) + 0.5) * self.voxel_size_m[a]
+            for a in range(3)
+        ]
         z, y, x = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
         return np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
 
@@ -167,6 +169,7 @@ class QuantificationResult:
 # Masks
 # ---------------------------------------------------------------------------
 
+
 def mask_from_geometry(grid: Grid, shape: str, center_m, size_m, margin_m: float = 0.0) -> np.ndarray:
     """(P,) bool: voxels whose centre lies in the shape grown by ``margin_m``.
 
@@ -256,6 +259,7 @@ def load_rois_json(path: str | os.PathLike) -> list[dict]:
 # Quantification
 # ---------------------------------------------------------------------------
 
+
 def quantify(
     concentration_mol_per_l: np.ndarray,
     grid: Grid,
@@ -329,25 +333,40 @@ def quantify(
         if pg_fe_per_cell is not None:
             cells = mass * 1e3 / pg_fe_per_cell
             cells_unc = unc * 1e3 / pg_fe_per_cell
-        measurements.append(RoiMeasurement(
-            name=roi.name, kind=roi.kind, iron_mass_ng=mass, uncertainty_ng=unc, detection_limit_ng=limit,
-            detected=bool(n > 0 and mass > limit), num_voxels=n,
-            num_voxels_above_threshold=int(np.count_nonzero(c[roi.mask] > threshold)),
-            mean_concentration_mol_per_l=float(vals.mean()) if n else 0.0,
-            cell_count=cells, cell_count_uncertainty=cells_unc,
-        ))
+        measurements.append(
+            RoiMeasurement(
+                name=roi.name,
+                kind=roi.kind,
+                iron_mass_ng=mass,
+                uncertainty_ng=unc,
+                detection_limit_ng=limit,
+                detected=bool(n > 0 and mass > limit),
+                num_voxels=n,
+                num_voxels_above_threshold=int(np.count_nonzero(c[roi.mask] > threshold)),
+                mean_concentration_mol_per_l=float(vals.mean()) if n else 0.0,
+                cell_count=cells,
+                cell_count_uncertainty=cells_unc,
+            )
+        )
     detected = [m for m in measurements if m.detected]
     total = float(sum(max(m.iron_mass_ng, 0.0) for m in detected))
     off = float(sum(max(m.iron_mass_ng, 0.0) for m in detected if m.kind in OFF_TARGET_KINDS))
     off_pct = _percent(off, total)
     # Every percentage of the result is computed here, once: the platform stores them per
     # ROI and shows what it stored (imaging.Measurement), never a recomputation.
-    measurements = [replace(
-        m, retention_percent=_percent(m.iron_mass_ng, injected_iron_ng),
-        retention_uncertainty_percent=_percent(m.uncertainty_ng, injected_iron_ng),
-        off_target_percent=None if m.kind not in OFF_TARGET_KINDS
-        else (_percent(max(m.iron_mass_ng, 0.0), total) or 0.0) if m.detected else 0.0,
-    ) for m in measurements]
+    measurements = [
+        replace(
+            m,
+            retention_percent=_percent(m.iron_mass_ng, injected_iron_ng),
+            retention_uncertainty_percent=_percent(m.uncertainty_ng, injected_iron_ng),
+            off_target_percent=None
+            if m.kind not in OFF_TARGET_KINDS
+            else (_percent(max(m.iron_mass_ng, 0.0), total) or 0.0)
+            if m.detected
+            else 0.0,
+        )
+        for m in measurements
+    ]
     retention = retention_unc = None
     if injected_iron_ng is not None:
         target = [m for m in measurements if m.kind == "target"]
@@ -357,11 +376,19 @@ def quantify(
         else:
             notes.append("no target ROI: retention not computed")
     return QuantificationResult(
-        rois=tuple(measurements), k=float(k), background_level_mol_per_l=level, noise_sd_mol_per_l=sd,
-        voxel_threshold_mol_per_l=threshold, voxel_volume_l=grid.voxel_volume_l,
-        total_detected_iron_ng=total, off_target_percent=off_pct, retention_percent=retention,
-        retention_uncertainty_percent=retention_unc, injected_iron_ng=injected_iron_ng,
-        pg_fe_per_cell=pg_fe_per_cell, calibration_rel_uncertainty=calibration_rel_uncertainty,
+        rois=tuple(measurements),
+        k=float(k),
+        background_level_mol_per_l=level,
+        noise_sd_mol_per_l=sd,
+        voxel_threshold_mol_per_l=threshold,
+        voxel_volume_l=grid.voxel_volume_l,
+        total_detected_iron_ng=total,
+        off_target_percent=off_pct,
+        retention_percent=retention,
+        retention_uncertainty_percent=retention_unc,
+        injected_iron_ng=injected_iron_ng,
+        pg_fe_per_cell=pg_fe_per_cell,
+        calibration_rel_uncertainty=calibration_rel_uncertainty,
         notes=tuple(notes),
     )
 
@@ -407,5 +434,12 @@ def quantify_file(
         c = vols[frame]
     margin = default_margin_m(grid) if margin_m is None else margin_m
     rois = rois_from_records(load_rois_json(rois_path), grid, margin)
-    return quantify(c, grid, rois, k=k, injected_iron_ng=injected_iron_ng, pg_fe_per_cell=pg_fe_per_cell,
-                    calibration_rel_uncertainty=calibration_rel_uncertainty)
+    return quantify(
+        c,
+        grid,
+        rois,
+        k=k,
+        injected_iron_ng=injected_iron_ng,
+        pg_fe_per_cell=pg_fe_per_cell,
+        calibration_rel_uncertainty=calibration_rel_uncertainty,
+    )

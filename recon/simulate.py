@@ -92,8 +92,9 @@ def system_matrix_geometry(scanner: Scanner, size: tuple[int, int, int], slab_th
     return fov, np.zeros(3)
 
 
-def scanner_background_spectrum(scanner: Scanner, rng: np.random.Generator, noise_std_v: float,
-                                level: float = 1.0) -> np.ndarray:
+def scanner_background_spectrum(
+    scanner: Scanner, rng: np.random.Generator, noise_std_v: float, level: float = 1.0
+) -> np.ndarray:
     """(C, K) complex scanner background (unnormalised rfft units).
 
     Harmonic distortion of the drive chain at n·f_d (n = 2…12, time-domain
@@ -191,8 +192,9 @@ def simulate_system_matrix(
     voxel_l = float(np.prod(voxel)) * 1e3
     iron_kg = delta_concentration_mol_per_l * voxel_l * IRON_MOLAR_MASS_G_PER_MOL * 1e-3
     weights = np.full(positions.shape[0], iron_mass_to_magnetite_volume_m3(iron_kg) / n_sub)
-    spec = sample_spectra(scanner, particles, positions, weights, group, n_vox,
-                          frequency_index=frequency_index, chunk_groups=chunk_groups)
+    spec = sample_spectra(
+        scanner, particles, positions, weights, group, n_vox, frequency_index=frequency_index, chunk_groups=chunk_groups
+    )
     sm = np.ascontiguousarray(np.transpose(spec, (1, 2, 0)))  # (C, K, P)
     c, k = sm.shape[:2]
     if background_spectrum is None:
@@ -207,9 +209,15 @@ def simulate_system_matrix(
     sm += noise(sm.shape)
     bg = bgs[:, :, None] + noise((c, k, num_background_frames))
     return SimulatedSystemMatrix(
-        scanner=scanner, size=size, fov_m=fov, center_m=center,
+        scanner=scanner,
+        size=size,
+        fov_m=fov,
+        center_m=center,
         delta_concentration_mol_per_l=float(delta_concentration_mol_per_l),
-        system_matrix=sm, background=bg, snr=calibration_snr(sm, bg), num_averages=num_averages,
+        system_matrix=sm,
+        background=bg,
+        snr=calibration_snr(sm, bg),
+        num_averages=num_averages,
         frequency_index=None if frequency_index is None else np.asarray(frequency_index),
     )
 
@@ -255,7 +263,7 @@ def simulate_scan(
     n_total = n_before + frames + n_after
     is_bg = np.zeros(n_total, dtype=bool)
     is_bg[:n_before] = True
-    is_bg[n_before + frames:] = True
+    is_bg[n_before + frames :] = True
     c, v = scanner.num_receive_channels, scanner.num_sampling_points
     data = np.empty((n_total, 1, c, v), dtype=np.float32)
     for n in range(n_total):
@@ -273,11 +281,15 @@ def simulate_scan(
 # MDF files
 # ---------------------------------------------------------------------------
 
+
 def _acquisition_fields(scanner: Scanner, num_frames: int, num_averages: int) -> dict:
     d = scanner.num_drive_channels
     grad = np.diag(np.asarray(scanner.gradient_t_per_m, dtype=np.float64))[None, None]
-    phase = np.zeros((1, d, 1)) if scanner.drive_phase_rad is None else np.asarray(
-        scanner.drive_phase_rad, dtype=np.float64).reshape(1, d, 1)
+    phase = (
+        np.zeros((1, d, 1))
+        if scanner.drive_phase_rad is None
+        else np.asarray(scanner.drive_phase_rad, dtype=np.float64).reshape(1, d, 1)
+    )
     return {
         "/scanner/facility": "simulation",
         "/scanner/manufacturer": "recon.simulate",
@@ -328,26 +340,28 @@ def write_system_matrix_mdf(path: str, sim: SimulatedSystemMatrix) -> None:
     fields = _acquisition_fields(sim.scanner, p + e, sim.num_averages)
     voxel = sim.fov_m / np.asarray(sim.size)
     fields.update(_tracer_fields(sim.delta_concentration_mol_per_l))
-    fields.update({
-        "/experiment/name": "simulated calibration",
-        "/measurement/data": data,
-        "/measurement/isBackgroundCorrected": False,
-        "/measurement/isFastFrameAxis": True,
-        "/measurement/isFourierTransformed": True,
-        "/measurement/isFramePermutation": False,
-        "/measurement/isFrequencySelection": False,
-        "/measurement/isSparsityTransformed": False,
-        "/measurement/isSpectralLeakageCorrected": False,
-        "/measurement/isTransferFunctionCorrected": False,
-        "/measurement/isBackgroundFrame": np.concatenate([np.zeros(p, bool), np.ones(e, bool)]),
-        "/calibration/method": "simulation",
-        "/calibration/size": np.asarray(sim.size, dtype=np.int64),
-        "/calibration/fieldOfView": np.asarray(sim.fov_m, dtype=np.float64),
-        "/calibration/fieldOfViewCenter": np.asarray(sim.center_m, dtype=np.float64),
-        "/calibration/deltaSampleSize": voxel,
-        "/calibration/order": "xyz",
-        "/calibration/snr": sim.snr[None].astype(np.float64),
-    })
+    fields.update(
+        {
+            "/experiment/name": "simulated calibration",
+            "/measurement/data": data,
+            "/measurement/isBackgroundCorrected": False,
+            "/measurement/isFastFrameAxis": True,
+            "/measurement/isFourierTransformed": True,
+            "/measurement/isFramePermutation": False,
+            "/measurement/isFrequencySelection": False,
+            "/measurement/isSparsityTransformed": False,
+            "/measurement/isSpectralLeakageCorrected": False,
+            "/measurement/isTransferFunctionCorrected": False,
+            "/measurement/isBackgroundFrame": np.concatenate([np.zeros(p, bool), np.ones(e, bool)]),
+            "/calibration/method": "simulation",
+            "/calibration/size": np.asarray(sim.size, dtype=np.int64),
+            "/calibration/fieldOfView": np.asarray(sim.fov_m, dtype=np.float64),
+            "/calibration/fieldOfViewCenter": np.asarray(sim.center_m, dtype=np.float64),
+            "/calibration/deltaSampleSize": voxel,
+            "/calibration/order": "xyz",
+            "/calibration/snr": sim.snr[None].astype(np.float64),
+        }
+    )
     write_mdf(path, fields)
 
 
@@ -357,19 +371,21 @@ def write_scan_mdf(path: str, scan: SimulatedScan, *, empty_bore: bool = False) 
 
     n = scan.time_data.shape[0]
     fields = _acquisition_fields(scan.scanner, n, 1)
-    fields.update({
-        "/experiment/name": "simulated empty bore" if empty_bore else "simulated phantom scan",
-        "/measurement/data": scan.time_data,
-        "/measurement/isBackgroundCorrected": False,
-        "/measurement/isFastFrameAxis": False,
-        "/measurement/isFourierTransformed": False,
-        "/measurement/isFramePermutation": False,
-        "/measurement/isFrequencySelection": False,
-        "/measurement/isSparsityTransformed": False,
-        "/measurement/isSpectralLeakageCorrected": False,
-        "/measurement/isTransferFunctionCorrected": False,
-        "/measurement/isBackgroundFrame": scan.is_background_frame,
-    })
+    fields.update(
+        {
+            "/experiment/name": "simulated empty bore" if empty_bore else "simulated phantom scan",
+            "/measurement/data": scan.time_data,
+            "/measurement/isBackgroundCorrected": False,
+            "/measurement/isFastFrameAxis": False,
+            "/measurement/isFourierTransformed": False,
+            "/measurement/isFramePermutation": False,
+            "/measurement/isFrequencySelection": False,
+            "/measurement/isSparsityTransformed": False,
+            "/measurement/isSpectralLeakageCorrected": False,
+            "/measurement/isTransferFunctionCorrected": False,
+            "/measurement/isBackgroundFrame": scan.is_background_frame,
+        }
+    )
     write_mdf(path, fields)
 
 
@@ -445,16 +461,31 @@ def simulate_to_files(
     background = scanner_background_spectrum(scanner, rng, noise_std_v, background_level)
     if delta_subsamples is None:
         delta_subsamples = 2 if dims < 3 else 1
-    sm = simulate_system_matrix(scanner, particles, size, rng=rng, noise_std_v=noise_std_v,
-                                background_spectrum=background, delta_subsamples=delta_subsamples)
+    sm = simulate_system_matrix(
+        scanner,
+        particles,
+        size,
+        rng=rng,
+        noise_std_v=noise_std_v,
+        background_spectrum=background,
+        delta_subsamples=delta_subsamples,
+    )
     if phantom == "mouse":
         inclusions = _phantoms.mouse(sm.fov_m, dims=dims, target_iron_ng=target_iron_ng)
     else:
         inclusions = _phantoms.PHANTOMS[phantom](sm.fov_m, dims=dims)
     raster = _phantoms.rasterise(inclusions, size, sm.fov_m, sm.center_m, factor=fine_factor, dims=dims)
-    scan = simulate_scan(scanner, particles, raster, rng=rng, frames=frames,
-                         background_frames=background_frames, noise_std_v=noise_std_v,
-                         background_spectrum=background, drift=drift)
+    scan = simulate_scan(
+        scanner,
+        particles,
+        raster,
+        rng=rng,
+        frames=frames,
+        background_frames=background_frames,
+        noise_std_v=noise_std_v,
+        background_spectrum=background,
+        drift=drift,
+    )
     paths = {
         "system_matrix": os.path.join(out, "system_matrix.mdf"),
         "measurement": os.path.join(out, "measurement.mdf"),
@@ -465,9 +496,17 @@ def simulate_to_files(
     write_scan_mdf(paths["measurement"], scan)
     empty_path = None
     if empty_bore_frames > 0:
-        empty = simulate_scan(scanner, particles, raster, rng=rng, frames=1,
-                              background_frames=(empty_bore_frames, 0), noise_std_v=noise_std_v,
-                              background_spectrum=background, drift=0.0)
+        empty = simulate_scan(
+            scanner,
+            particles,
+            raster,
+            rng=rng,
+            frames=1,
+            background_frames=(empty_bore_frames, 0),
+            noise_std_v=noise_std_v,
+            background_spectrum=background,
+            drift=0.0,
+        )
         # Keep only its empty frames: an empty-bore scan has no sample.
         empty.time_data = empty.time_data[:empty_bore_frames]
         empty.is_background_frame = np.ones(empty_bore_frames, dtype=bool)

@@ -79,7 +79,7 @@ def stack_real(system_matrix: np.ndarray, measurements: np.ndarray | None = None
         raise ValueError(f"system matrix must be (rows, voxels), got shape {s.shape}")
     a = np.empty((2 * s.shape[0], s.shape[1]), dtype=dt)
     a[: s.shape[0]] = s.real
-    a[s.shape[0]:] = s.imag
+    a[s.shape[0] :] = s.imag
     if measurements is None:
         return a
     u = np.asarray(measurements)
@@ -93,7 +93,7 @@ def system_matrix_energy(a: np.ndarray) -> float:
     """trace(AᵀA) = ‖A‖_F² (float64 accumulation, in blocks to bound memory)."""
     total = 0.0
     for start in range(0, a.shape[0], 512):
-        blk = np.asarray(a[start:start + 512], dtype=np.float64)
+        blk = np.asarray(a[start : start + 512], dtype=np.float64)
         total += float(np.einsum("ij,ij->", blk, blk))
     return total
 
@@ -110,7 +110,7 @@ def gram_matrix(a: np.ndarray, block: int = 8192) -> np.ndarray:
     r, p = a.shape
     g = np.zeros((r, r), dtype=a.dtype)
     for start in range(0, p, block):
-        blk = np.ascontiguousarray(a[:, start:start + block])
+        blk = np.ascontiguousarray(a[:, start : start + block])
         g += blk @ blk.T
     return g
 
@@ -157,15 +157,16 @@ class Kaczmarz:
         y2 = np.ascontiguousarray(y2, dtype=a.dtype)
         out = np.empty((y2.shape[0], a.shape[1]), dtype=a.dtype)
         for start in range(0, y2.shape[0], self.frame_block):
-            blk = y2[start:start + self.frame_block]
+            blk = y2[start : start + self.frame_block]
             if self.mode == "primal":
                 x = np.zeros((blk.shape[0], a.shape[1]), dtype=a.dtype)
                 v = np.zeros_like(blk)
-                _kernels.kaczmarz_primal_kernel(a, self.row_energy, blk, self.lambda_abs, int(iterations),
-                                                bool(positivity), x, v)
+                _kernels.kaczmarz_primal_kernel(
+                    a, self.row_energy, blk, self.lambda_abs, int(iterations), bool(positivity), x, v
+                )
             else:
                 x = self._solve_dual(blk, int(iterations), bool(positivity))
-            out[start:start + blk.shape[0]] = x
+            out[start : start + blk.shape[0]] = x
         return out[0] if single else out
 
     def _solve_dual(self, y: np.ndarray, iterations: int, positivity: bool) -> np.ndarray:
@@ -214,8 +215,7 @@ def kaczmarz(a, y, lambda_abs, iterations=3, positivity=True, mode="auto"):
     return Kaczmarz(np.asarray(a), lambda_abs, mode=mode).solve(y, iterations, positivity)
 
 
-def cgnr(a: np.ndarray, y: np.ndarray, lambda_abs: float, iterations: int = 20,
-         positivity: bool = True) -> np.ndarray:
+def cgnr(a: np.ndarray, y: np.ndarray, lambda_abs: float, iterations: int = 20, positivity: bool = True) -> np.ndarray:
     """Conjugate gradients on the normal equations (AᵀA + λI)x = Aᵀy.
 
     All frames run together (one BLAS product per step), each with its own
@@ -288,8 +288,14 @@ def _div(p: list[np.ndarray], axes: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def prox_tv(b: np.ndarray, tau: np.ndarray, axes: tuple[int, ...], iterations: int = 10,
-            positivity: bool = True, dual: list[np.ndarray] | None = None):
+def prox_tv(
+    b: np.ndarray,
+    tau: np.ndarray,
+    axes: tuple[int, ...],
+    iterations: int = 10,
+    positivity: bool = True,
+    dual: list[np.ndarray] | None = None,
+):
     """argmin_x ½‖x − b‖² + τ TV(x) (+ x ≥ 0), isotropic TV, by projected
     gradient on the dual (Chambolle; Beck & Teboulle 2009, constrained form).
 
@@ -331,9 +337,18 @@ def spectral_norm_squared(a: np.ndarray, iterations: int = 30, seed: int = 0) ->
     return val
 
 
-def fista(a: np.ndarray, y: np.ndarray, lambda_abs: float, *, grid_shape: tuple[int, int, int],
-          penalty: str = "tv", weight: float = 1e-3, iterations: int = 50, positivity: bool = True,
-          inner_iterations: int = 10) -> np.ndarray:
+def fista(
+    a: np.ndarray,
+    y: np.ndarray,
+    lambda_abs: float,
+    *,
+    grid_shape: tuple[int, int, int],
+    penalty: str = "tv",
+    weight: float = 1e-3,
+    iterations: int = 50,
+    positivity: bool = True,
+    inner_iterations: int = 10,
+) -> np.ndarray:
     """FISTA for ½‖Ax − y‖² + ½λ‖x‖² + τ·R(x) (+ x ≥ 0), R = TV or L1.
 
     τ = ``weight`` · ‖Aᵀy‖_∞ per frame (the L1 solution vanishes above
@@ -423,7 +438,8 @@ class RegularizedOperator:
             chol = scipy.linalg.cho_factor(n, lower=False, overwrite_a=True, check_finite=False)
             # R = (AᵀA + λI)⁻¹Aᵀ stored transposed (R×P) so apply is y @ Rᵀ.
             self._operator = np.ascontiguousarray(
-                scipy.linalg.cho_solve(chol, a64.T, check_finite=False).T.astype(a.dtype))
+                scipy.linalg.cho_solve(chol, a64.T, check_finite=False).T.astype(a.dtype)
+            )
             self._chol = None
 
     def apply(self, y: np.ndarray, positivity: bool = True) -> np.ndarray:
@@ -462,9 +478,17 @@ def make_solver(a: np.ndarray, lambda_abs: float, params, grid_shape):
     if params.solver == "cgnr":
         return lambda y: cgnr(a, y, lambda_abs, params.iterations, params.positivity)
     if params.solver == "fista":
-        return lambda y: fista(a, y, lambda_abs, grid_shape=grid_shape, penalty=params.fista_penalty,
-                               weight=params.fista_weight, iterations=params.iterations,
-                               positivity=params.positivity, inner_iterations=params.tv_inner_iterations)
+        return lambda y: fista(
+            a,
+            y,
+            lambda_abs,
+            grid_shape=grid_shape,
+            penalty=params.fista_penalty,
+            weight=params.fista_weight,
+            iterations=params.iterations,
+            positivity=params.positivity,
+            inner_iterations=params.tv_inner_iterations,
+        )
     if params.solver == "fast":
         op = RegularizedOperator(a, lambda_abs)
         return lambda y: op.apply(y, params.positivity)

@@ -111,17 +111,23 @@ class _Checker:
             d = self.ds(p)
             if d is not None:
                 return d
-        self.add(MISSING_FIELD, paths[0],
-                 f"required field {paths[0]} is missing" + (f" (nor {', '.join(paths[1:])})" if paths[1:] else ""))
+        self.add(
+            MISSING_FIELD,
+            paths[0],
+            f"required field {paths[0]} is missing" + (f" (nor {', '.join(paths[1:])})" if paths[1:] else ""),
+        )
         return None
 
-    def number(self, *paths: str, required: bool = True, integer: bool = False,
-               positive: bool = False) -> float | int | None:
+    def number(
+        self, *paths: str, required: bool = True, integer: bool = False, positive: bool = False
+    ) -> float | int | None:
         d = self.require(*paths) if required else next((self.ds(p) for p in paths if self.ds(p) is not None), None)
         if d is None:
             return None
         if d.dtype.kind not in ("iu" if integer else "iuf") and not (integer and d.dtype.kind == "f"):
-            self.add(WRONG_DTYPE, d.name, f"{d.name} has dtype {d.dtype}, expected {'an integer' if integer else 'a number'}")
+            self.add(
+                WRONG_DTYPE, d.name, f"{d.name} has dtype {d.dtype}, expected {'an integer' if integer else 'a number'}"
+            )
             return None
         try:
             arr = np.asarray(d[()]).ravel()
@@ -174,7 +180,7 @@ class _Checker:
             if d.ndim == 0:
                 blocks: Iterable[tuple[int, np.ndarray]] = [(0, np.asarray(d[()]).reshape(1))]
             else:
-                blocks = ((s, d[s:s + step]) for s in range(0, d.shape[0], step))
+                blocks = ((s, d[s : s + step]) for s in range(0, d.shape[0], step))
             for start, block in blocks:
                 if block.dtype.kind == "c":
                     block = block.view(block.real.dtype)  # scan real and imaginary parts alike
@@ -193,8 +199,11 @@ class _Checker:
             self.add(UNREADABLE, path, f"cannot read {path}: {' '.join(str(exc).split())}")
             return
         if n_nan or n_inf:
-            self.add(NON_FINITE, path,
-                     f"{path} holds {n_nan} NaN and {n_inf} Inf values (first at index {first}) in shape {d.shape}")
+            self.add(
+                NON_FINITE,
+                path,
+                f"{path} holds {n_nan} NaN and {n_inf} Inf values (first at index {first}) in shape {d.shape}",
+            )
 
 
 def _check_general(c: _Checker) -> str | None:
@@ -207,8 +216,11 @@ def _check_general(c: _Checker) -> str | None:
             raw = d[()]
             version = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)).strip()
             if not version.startswith("2"):
-                c.add(UNSUPPORTED_VERSION, "/version",
-                      f"MDF version {version!r} is not supported (this platform reads 2.x)")
+                c.add(
+                    UNSUPPORTED_VERSION,
+                    "/version",
+                    f"MDF version {version!r} is not supported (this platform reads 2.x)",
+                )
     for p in ("/uuid", "/study/name", "/experiment/name", "/scanner/name"):
         c.require(p)
     return version
@@ -245,7 +257,10 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
         c.shape_is(strength.name, (J,) + tuple(div.shape), "J x D x F")
 
     flags = {}
-    for aliases in (("/measurement/isFourierTransformed",), ("/measurement/isFastFrameAxis", "/measurement/isTransposed")):
+    for aliases in (
+        ("/measurement/isFourierTransformed",),
+        ("/measurement/isFastFrameAxis", "/measurement/isTransposed"),
+    ):
         d = c.require(*aliases)
         flags[aliases[0]] = 0
         if d is not None:
@@ -253,8 +268,13 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
                 c.add(WRONG_DTYPE, d.name, f"{d.name} has dtype {d.dtype}, expected an Int8 flag")
             else:
                 flags[aliases[0]] = int(np.asarray(d[()]).ravel()[0])
-    for name in ("isFrequencySelection", "isFramePermutation", "isSparsityTransformed", "isBackgroundCorrected",
-                 "isTransferFunctionCorrected"):
+    for name in (
+        "isFrequencySelection",
+        "isFramePermutation",
+        "isSparsityTransformed",
+        "isBackgroundCorrected",
+        "isTransferFunctionCorrected",
+    ):
         d = c.ds(f"/measurement/{name}")
         flags[f"/measurement/{name}"] = 0
         if d is not None:
@@ -276,8 +296,12 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
     if ft and data.dtype.kind != "c" and len(shape) == 5 and shape[-1] == 2:
         shape = shape[:-1]  # legacy real/imaginary pairs
     if len(shape) != 4:
-        c.add(INCONSISTENT, data.name, f"{data.name} has {len(shape)} dimensions {data.shape}, expected 4 "
-                                      f"({'J x C x K x N' if fast else 'N x J x C x ' + ('K' if ft else 'V')})")
+        c.add(
+            INCONSISTENT,
+            data.name,
+            f"{data.name} has {len(shape)} dimensions {data.shape}, expected 4 "
+            f"({'J x C x K x N' if fast else 'N x J x C x ' + ('K' if ft else 'V')})",
+        )
         return
     if fast:
         dj, dc, dx, dn = shape
@@ -286,13 +310,21 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
         dn, dj, dc, dx = shape
         names = "N x J x C x " + ("K" if ft else "V")
     if N is not None and dn != N:
-        c.add(INCONSISTENT, data.name, f"{data.name} has {dn} frames in shape {data.shape} ({names}) but numFrames is {N}")
+        c.add(
+            INCONSISTENT, data.name, f"{data.name} has {dn} frames in shape {data.shape} ({names}) but numFrames is {N}"
+        )
     if J is not None and dj != J:
-        c.add(INCONSISTENT, data.name, f"{data.name} has {dj} periods in shape {data.shape} ({names}) "
-                                      f"but numPeriodsPerFrame is {J}")
+        c.add(
+            INCONSISTENT,
+            data.name,
+            f"{data.name} has {dj} periods in shape {data.shape} ({names}) but numPeriodsPerFrame is {J}",
+        )
     if C is not None and dc != C:
-        c.add(INCONSISTENT, data.name, f"{data.name} has {dc} receive channels in shape {data.shape} ({names}) "
-                                      f"but receiver/numChannels is {C}")
+        c.add(
+            INCONSISTENT,
+            data.name,
+            f"{data.name} has {dc} receive channels in shape {data.shape} ({names}) but receiver/numChannels is {C}",
+        )
 
     n_stored_freq = None
     if flags["/measurement/isFrequencySelection"]:
@@ -303,18 +335,32 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
             else:
                 vals = np.asarray(sel[()]).ravel()
                 n_stored_freq = vals.size
-                if K is not None and vals.size and (vals.min() < 0 or vals.max() > K or
-                                                    (vals.min() == 0 and vals.max() == K)):
-                    c.add(INVALID_VALUE, sel.name, f"{sel.name} holds values {vals.min()}..{vals.max()}, "
-                                                  f"outside the {K} frequencies (0-based or 1-based)")
+                if (
+                    K is not None
+                    and vals.size
+                    and (vals.min() < 0 or vals.max() > K or (vals.min() == 0 and vals.max() == K))
+                ):
+                    c.add(
+                        INVALID_VALUE,
+                        sel.name,
+                        f"{sel.name} holds values {vals.min()}..{vals.max()}, "
+                        f"outside the {K} frequencies (0-based or 1-based)",
+                    )
     if ft:
         expected = n_stored_freq if n_stored_freq is not None else K
         if expected is not None and dx != expected:
             why = "the frequencySelection length" if n_stored_freq is not None else f"K = V/2+1 for V = {V}"
-            c.add(INCONSISTENT, data.name, f"{data.name} stores {dx} frequencies in shape {data.shape} but {why} is {expected}")
+            c.add(
+                INCONSISTENT,
+                data.name,
+                f"{data.name} stores {dx} frequencies in shape {data.shape} but {why} is {expected}",
+            )
     elif V is not None and dx != V:
-        c.add(INCONSISTENT, data.name, f"{data.name} stores {dx} samples per period in shape {data.shape} "
-                                      f"but numSamplingPoints is {V}")
+        c.add(
+            INCONSISTENT,
+            data.name,
+            f"{data.name} stores {dx} samples per period in shape {data.shape} but numSamplingPoints is {V}",
+        )
 
     bg = c.array("/measurement/isBackgroundFrame", "iub")
     n_bg = 0
@@ -322,21 +368,32 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
         bg = bg.ravel()
         n_bg = int(np.count_nonzero(bg))
         if bg.size != dn:
-            c.add(INCONSISTENT, "/measurement/isBackgroundFrame",
-                  f"/measurement/isBackgroundFrame has {bg.size} entries for {dn} frames")
+            c.add(
+                INCONSISTENT,
+                "/measurement/isBackgroundFrame",
+                f"/measurement/isBackgroundFrame has {bg.size} entries for {dn} frames",
+            )
     if flags["/measurement/isFramePermutation"]:
         perm = c.ds("/measurement/framePermutation")
         if perm is None:
-            c.add(MISSING_FIELD, "/measurement/framePermutation",
-                  "isFramePermutation is set but /measurement/framePermutation is missing")
+            c.add(
+                MISSING_FIELD,
+                "/measurement/framePermutation",
+                "isFramePermutation is set but /measurement/framePermutation is missing",
+            )
         else:
             perm_vals = c.array(perm.name, "iu")
             if perm_vals is not None:
                 vals = perm_vals.ravel()
-                ok = vals.size == dn and (np.array_equal(np.sort(vals), np.arange(dn))
-                                          or np.array_equal(np.sort(vals), np.arange(1, dn + 1)))
+                ok = vals.size == dn and (
+                    np.array_equal(np.sort(vals), np.arange(dn)) or np.array_equal(np.sort(vals), np.arange(1, dn + 1))
+                )
                 if not ok:
-                    c.add(INVALID_VALUE, perm.name, f"{perm.name} ({vals.size} values) is not a permutation of the {dn} frames")
+                    c.add(
+                        INVALID_VALUE,
+                        perm.name,
+                        f"{perm.name} ({vals.size} values) is not a permutation of the {dn} frames",
+                    )
 
     if ft and flags["/measurement/isFourierTransformed"] and data.dtype.kind in "iu":
         c.add(WRONG_DTYPE, data.name, f"{data.name} is Fourier transformed but has integer dtype {data.dtype}")
@@ -359,7 +416,11 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
         if size is not None:
             size = size.ravel()
             if size.size != 3 or np.any(size <= 0):
-                c.add(INVALID_VALUE, "/calibration/size", f"/calibration/size is {size.tolist()}, expected 3 positive integers")
+                c.add(
+                    INVALID_VALUE,
+                    "/calibration/size",
+                    f"/calibration/size is {size.tolist()}, expected 3 positive integers",
+                )
             else:
                 O = int(np.prod(size))
                 if sparse:
@@ -368,11 +429,18 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
                         n_coef = dn - n_bg
                         c.shape_is(sub.name, (dj, dc, dx, n_coef), "J x C x K x B with B = frames - background frames")
                         if n_coef > O:
-                            c.add(INCONSISTENT, sub.name, f"{n_coef} compressed coefficients exceed the {O} grid positions")
+                            c.add(
+                                INCONSISTENT,
+                                sub.name,
+                                f"{n_coef} compressed coefficients exceed the {O} grid positions",
+                            )
                 elif O + n_bg != dn:
-                    c.add(INCONSISTENT, data.name,
-                          f"{data.name} has {dn} frames but the calibration grid {size.tolist()} has {O} positions "
-                          f"plus {n_bg} background frames = {O + n_bg}")
+                    c.add(
+                        INCONSISTENT,
+                        data.name,
+                        f"{data.name} has {dn} frames but the calibration grid {size.tolist()} has {O} positions "
+                        f"plus {n_bg} background frames = {O + n_bg}",
+                    )
         snr = c.ds("/calibration/snr")
         if snr is not None and J is not None and C is not None:
             ok_k = {k for k in (K, n_stored_freq, dx if ft else None) if k is not None}
@@ -400,8 +468,12 @@ def _check_reconstruction(c: _Checker) -> None:
     if size is not None:
         size = size.ravel()
         if size.size != 3 or int(np.prod(size)) != P:
-            c.add(INCONSISTENT, data.name, f"{data.name} has {P} voxels but /reconstruction/size {size.tolist()} "
-                                          f"holds {int(np.prod(size)) if size.size else 0}")
+            c.add(
+                INCONSISTENT,
+                data.name,
+                f"{data.name} has {P} voxels but /reconstruction/size {size.tolist()} "
+                f"holds {int(np.prod(size)) if size.size else 0}",
+            )
     c.shape_is("/reconstruction/positions", (P, 3), "P x 3")
     c.shape_is("/reconstruction/isOverscanRegion", (P,), "P")
     c.scan_finite(data.name)
@@ -438,8 +510,9 @@ def validate(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> Va
     try:
         return _validate(os.fspath(path), limits or ReadLimits())
     except Exception as exc:  # noqa: BLE001 - a validator that raises would take the ingest worker down with it
-        return ValidationReport(False, None, None,
-                                [Problem(INTERNAL, "", f"validator failed: {type(exc).__name__}: {exc}")])
+        return ValidationReport(
+            False, None, None, [Problem(INTERNAL, "", f"validator failed: {type(exc).__name__}: {exc}")]
+        )
 
 
 def _validate(path: str, limits: ReadLimits) -> ValidationReport:
@@ -478,6 +551,7 @@ def _validate(path: str, limits: ReadLimits) -> ValidationReport:
         if not c.problems and kind is not None and kind != "reconstruction":
             # Last line of defence: the reader itself must accept the file.
             from recon.mdf import MDFFile
+
             try:
                 with MDFFile(path, limits=limits):
                     pass

@@ -164,8 +164,12 @@ class CellBatchFactory(factory.django.DjangoModelFactory):
 
     class Params:
         unlabelled = factory.Trait(
-            nanoparticle_lot=None, incubation_concentration_ug_fe_per_ml=None, iron_per_cell_pg=None,
-            labelling_efficiency_percent=None, labelled_at=None, release_status=CellBatch.ReleaseStatus.PENDING,
+            nanoparticle_lot=None,
+            incubation_concentration_ug_fe_per_ml=None,
+            iron_per_cell_pg=None,
+            labelling_efficiency_percent=None,
+            labelled_at=None,
+            release_status=CellBatch.ReleaseStatus.PENDING,
         )
 
 

@@ -22,8 +22,19 @@ def running_gunicorn(app: str, *options: str, env: dict, log: Path, start_timeou
     """gunicorn serving ``app`` (one worker) on a free loopback port, its output in ``log``;
     yields the port once it accepts connections, and stops it afterwards."""
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", "1",
-               "--timeout", "60", *options]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        app,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--timeout",
+        "60",
+        *options,
+    ]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -34,7 +34,9 @@ class ScopedViewSet(BaseScopedViewSet):
         dropping it silently."""
         known = self.validated(input_class)
         data = self.request.data  # a mapping: validated() above refuses anything else
-        unknown = {name: data[name] for name in data if name not in input_class().fields} if isinstance(data, Mapping) else {}
+        unknown = (
+            {name: data[name] for name in data if name not in input_class().fields} if isinstance(data, Mapping) else {}
+        )
         return {**known, **unknown}
 
 
@@ -71,25 +73,38 @@ class SubjectViewSet(ScopedViewSet):
         subject = services.subject_enrol(actor=request.user, **self.validated(s.SubjectEnrolInput))
         return self.output(self.refetched(subject), status.HTTP_201_CREATED)
 
-    @extend_schema(request=s.SubjectCorrectInput, responses=s.SubjectDetailOutput,
-                   summary="Correct a subject's enrolment date (with a reason; audited with old and new values)")
+    @extend_schema(
+        request=s.SubjectCorrectInput,
+        responses=s.SubjectDetailOutput,
+        summary="Correct a subject's enrolment date (with a reason; audited with old and new values)",
+    )
     def partial_update(self, request, pk=None):
-        subject = services.subject_correct(actor=request.user, subject=self.get_object(),
-                                           **self.correction(s.SubjectCorrectInput))
+        subject = services.subject_correct(
+            actor=request.user, subject=self.get_object(), **self.correction(s.SubjectCorrectInput)
+        )
         return self.output(self.refetched(subject))
 
     @extend_schema(request=s.SubjectStatusInput, responses=s.SubjectOutput, summary="Change a subject's status")
     @action(detail=True, methods=["post"], url_path="status")
     def change_status(self, request, pk=None):
         subject = self.get_object()
-        subject = services.subject_change_status(actor=request.user, subject=subject,
-                                                 **self.validated(s.SubjectStatusInput))
+        subject = services.subject_change_status(
+            actor=request.user, subject=subject, **self.validated(s.SubjectStatusInput)
+        )
         return self.output(self.refetched(subject))
 
-    @extend_schema(methods=["GET"], request=None, responses=s.IdentityOutput,
-                   summary="Read a subject's identity (PHI roles only; every read is audited)")
-    @extend_schema(methods=["PUT", "POST"], request=s.IdentityInput, responses=s.IdentityOutput,
-                   summary="Record or correct a subject's identity (a correction needs a reason)")
+    @extend_schema(
+        methods=["GET"],
+        request=None,
+        responses=s.IdentityOutput,
+        summary="Read a subject's identity (PHI roles only; every read is audited)",
+    )
+    @extend_schema(
+        methods=["PUT", "POST"],
+        request=s.IdentityInput,
+        responses=s.IdentityOutput,
+        summary="Record or correct a subject's identity (a correction needs a reason)",
+    )
     # Identifiable data is for people: no scoped (integration or scanner) token reaches it.
     @action(detail=True, methods=["get", "put", "post"], token_scopes=frozenset())
     def identity(self, request, pk=None):
@@ -101,8 +116,9 @@ class SubjectViewSet(ScopedViewSet):
             identity = services.subject_identity_read(actor=request.user, subject=subject, requested_id=pk)
         else:
             subject = self.get_object()
-            identity = services.subject_identity_set(actor=request.user, subject=subject,
-                                                     **self.validated(s.IdentityInput))
+            identity = services.subject_identity_set(
+                actor=request.user, subject=subject, **self.validated(s.IdentityInput)
+            )
         return self.output(identity, serializer_class=s.IdentityOutput)
 
 
@@ -114,8 +130,11 @@ class ConsentDocumentViewSet(ScopedViewSet):
     ordering_fields = ["effective_date", "version"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
-    @extend_schema(request={"multipart/form-data": s.ConsentDocumentInput}, responses={201: s.ConsentDocumentOutput},
-                   summary="Add a consent document version (its SHA-256 is computed on upload)")
+    @extend_schema(
+        request={"multipart/form-data": s.ConsentDocumentInput},
+        responses={201: s.ConsentDocumentOutput},
+        summary="Add a consent document version (its SHA-256 is computed on upload)",
+    )
     def create(self, request):
         document = services.consent_document_create(actor=request.user, **self.validated(s.ConsentDocumentInput))
         return self.output(document, status.HTTP_201_CREATED)
@@ -133,20 +152,26 @@ class ConsentViewSet(ScopedViewSet):
         consent = services.consent_sign(actor=request.user, **self.validated(s.ConsentSignInput))
         return self.output(self.refetched(consent), status.HTTP_201_CREATED)
 
-    @extend_schema(request=s.ConsentCorrectInput, responses=s.ConsentOutput,
-                   summary="Correct a consent's signature time or scopes (with a reason; audited)")
+    @extend_schema(
+        request=s.ConsentCorrectInput,
+        responses=s.ConsentOutput,
+        summary="Correct a consent's signature time or scopes (with a reason; audited)",
+    )
     def partial_update(self, request, pk=None):
-        consent = services.consent_correct(actor=request.user, consent=self.get_object(),
-                                           **self.correction(s.ConsentCorrectInput))
+        consent = services.consent_correct(
+            actor=request.user, consent=self.get_object(), **self.correction(s.ConsentCorrectInput)
+        )
         return self.output(self.refetched(consent))
 
-    @extend_schema(request=s.ConsentWithdrawInput, responses=s.ConsentOutput,
-                   summary="Withdraw some or all scopes of a consent")
+    @extend_schema(
+        request=s.ConsentWithdrawInput, responses=s.ConsentOutput, summary="Withdraw some or all scopes of a consent"
+    )
     @action(detail=True, methods=["post"])
     def withdraw(self, request, pk=None):
         consent = self.get_object()
-        consent = services.consent_withdraw(actor=request.user, consent=consent,
-                                            **self.validated(s.ConsentWithdrawInput))
+        consent = services.consent_withdraw(
+            actor=request.user, consent=consent, **self.validated(s.ConsentWithdrawInput)
+        )
         return self.output(self.refetched(consent))
 
 
@@ -158,14 +183,20 @@ class NanoparticleLotViewSet(ScopedViewSet):
     ordering_fields = ["manufacturer", "lot_number", "expiry_date"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
-    @extend_schema(request={"multipart/form-data": s.LotRegisterInput}, responses={201: s.LotOutput},
-                   summary="Register a nanoparticle lot (quarantined until QC release)")
+    @extend_schema(
+        request={"multipart/form-data": s.LotRegisterInput},
+        responses={201: s.LotOutput},
+        summary="Register a nanoparticle lot (quarantined until QC release)",
+    )
     def create(self, request):
         lot = services.lot_register(actor=request.user, **self.validated(s.LotRegisterInput))
         return self.output(lot, status.HTTP_201_CREATED)
 
-    @extend_schema(request=s.LotCorrectInput, responses=s.LotOutput,
-                   summary="Correct a lot's expiry, iron, sizes, PDI or coating (with a reason; audited)")
+    @extend_schema(
+        request=s.LotCorrectInput,
+        responses=s.LotOutput,
+        summary="Correct a lot's expiry, iron, sizes, PDI or coating (with a reason; audited)",
+    )
     def partial_update(self, request, pk=None):
         lot = services.lot_correct(actor=request.user, lot=self.get_object(), **self.correction(s.LotCorrectInput))
         return self.output(lot)
@@ -190,11 +221,15 @@ class CellBatchViewSet(ScopedViewSet):
         batch = services.batch_register(actor=request.user, **self.validated(s.BatchRegisterInput))
         return self.output(self.refetched(batch), status.HTTP_201_CREATED)
 
-    @extend_schema(request=s.BatchCorrectInput, responses=s.BatchOutput,
-                   summary="Correct a batch's counts, times, ids or labelling values (with a reason; audited)")
+    @extend_schema(
+        request=s.BatchCorrectInput,
+        responses=s.BatchOutput,
+        summary="Correct a batch's counts, times, ids or labelling values (with a reason; audited)",
+    )
     def partial_update(self, request, pk=None):
-        batch = services.batch_correct(actor=request.user, batch=self.get_object(),
-                                       **self.correction(s.BatchCorrectInput))
+        batch = services.batch_correct(
+            actor=request.user, batch=self.get_object(), **self.correction(s.BatchCorrectInput)
+        )
         return self.output(self.refetched(batch))
 
     @extend_schema(request=s.BatchLabelInput, responses=s.BatchOutput, summary="Record the batch's SPION labelling")
@@ -208,8 +243,9 @@ class CellBatchViewSet(ScopedViewSet):
     @action(detail=True, methods=["post"])
     def release(self, request, pk=None):
         batch = self.get_object()
-        batch = services.batch_set_release_status(actor=request.user, batch=batch,
-                                                  **self.validated(s.BatchReleaseInput))
+        batch = services.batch_set_release_status(
+            actor=request.user, batch=batch, **self.validated(s.BatchReleaseInput)
+        )
         return self.output(self.refetched(batch))
 
 
@@ -225,11 +261,15 @@ class InjectionViewSet(ScopedViewSet):
         injection = services.injection_record(actor=request.user, **self.validated(s.InjectionRecordInput))
         return self.output(self.refetched(injection), status.HTTP_201_CREATED)
 
-    @extend_schema(request=s.InjectionCorrectInput, responses=s.InjectionOutput,
-                   summary="Correct an injection (with a reason; audited; invalidates a signed visit)")
+    @extend_schema(
+        request=s.InjectionCorrectInput,
+        responses=s.InjectionOutput,
+        summary="Correct an injection (with a reason; audited; invalidates a signed visit)",
+    )
     def partial_update(self, request, pk=None):
-        injection = services.injection_correct(actor=request.user, injection=self.get_object(),
-                                               **self.correction(s.InjectionCorrectInput))
+        injection = services.injection_correct(
+            actor=request.user, injection=self.get_object(), **self.correction(s.InjectionCorrectInput)
+        )
         return self.output(self.refetched(injection))
 
 

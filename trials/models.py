@@ -44,8 +44,9 @@ def validate_time_zone(value: str) -> None:
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValidationError(f"{value!r} is not an IANA time zone (e.g. 'Europe/Berlin')",
-                              code="invalid_time_zone") from None
+        raise ValidationError(
+            f"{value!r} is not an IANA time zone (e.g. 'Europe/Berlin')", code="invalid_time_zone"
+        ) from None
 
 
 def _new_deidentification_secret() -> str:
@@ -136,7 +137,9 @@ class Trial(models.Model):
 
 class Site(models.Model):
     trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="sites")
-    code = models.CharField(max_length=16, validators=[RegexValidator(r"^[A-Z0-9]{1,16}$", "Capitals and digits only.")])
+    code = models.CharField(
+        max_length=16, validators=[RegexValidator(r"^[A-Z0-9]{1,16}$", "Capitals and digits only.")]
+    )
     name = models.CharField(max_length=200)
     time_zone = models.CharField(max_length=64, validators=[validate_time_zone])
 
@@ -425,7 +428,8 @@ class CellBatch(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["trial", "batch_code"], name="batch_code_unique_per_trial"),
             models.CheckConstraint(
-                condition=Q(allogeneic=False, donor_subject__isnull=False) | Q(allogeneic=True, donor_subject__isnull=True),
+                condition=Q(allogeneic=False, donor_subject__isnull=False)
+                | Q(allogeneic=True, donor_subject__isnull=True),
                 name="batch_autologous_iff_donor",
             ),
             models.CheckConstraint(condition=Q(cell_count__gt=0), name="batch_cell_count_positive"),

@@ -40,9 +40,13 @@ def subjects_sharing_data() -> QuerySet:
     tests/trials/test_it_holds_consent_at_its_boundaries.py holds the two together."""
     governing = _signed_by(OuterRef("pk"), timezone.now()).values("id")[:1]
     sharing = Consent.objects.filter(scope_data_sharing=True).exclude(
-        withdrawn_scopes__has_key=ConsentScope.DATA_SHARING.value)
-    return Subject.objects.annotate(governing_consent=Subquery(governing)).filter(
-        governing_consent__in=sharing.values("id")).values("id")
+        withdrawn_scopes__has_key=ConsentScope.DATA_SHARING.value
+    )
+    return (
+        Subject.objects.annotate(governing_consent=Subquery(governing))
+        .filter(governing_consent__in=sharing.values("id"))
+        .values("id")
+    )
 
 
 def sponsor_limited(user, subject: str = "subject", *, nullable: bool = False, trial: str | None = None) -> Q:
@@ -72,7 +76,8 @@ def memberships_of(user) -> QuerySet[Membership]:
 
 def subjects_visible_to(user) -> QuerySet[Subject]:
     return Subject.objects.filter(Q(site_id__in=visible_site_ids(user)), sponsor_limited(user, "")).select_related(
-        "site", "trial")
+        "site", "trial"
+    )
 
 
 def consent_documents_visible_to(user) -> QuerySet[ConsentDocument]:
@@ -109,11 +114,9 @@ def with_cells_remaining(batches: QuerySet[CellBatch]) -> QuerySet[CellBatch]:
 
 
 def batches_visible_to(user) -> QuerySet[CellBatch]:
-    batches = CellBatch.objects.filter(Q(site_id__in=visible_site_ids(user)),
-                                       sponsor_limited(user, "donor_subject", nullable=True,
-                                                       trial="trial_id")).select_related(
-        "site", "trial", "nanoparticle_lot", "donor_subject"
-    )
+    batches = CellBatch.objects.filter(
+        Q(site_id__in=visible_site_ids(user)), sponsor_limited(user, "donor_subject", nullable=True, trial="trial_id")
+    ).select_related("site", "trial", "nanoparticle_lot", "donor_subject")
     return with_cells_remaining(batches)
 
 
@@ -123,10 +126,9 @@ def batch_cells_remaining(batch: CellBatch) -> int:
 
 
 def injections_visible_to(user) -> QuerySet[Injection]:
-    return Injection.objects.filter(Q(subject__site_id__in=visible_site_ids(user)),
-                                    sponsor_limited(user)).select_related(
-        "subject", "subject__site", "batch", "administered_by", "verified_by"
-    )
+    return Injection.objects.filter(
+        Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)
+    ).select_related("subject", "subject__site", "batch", "administered_by", "verified_by")
 
 
 # ---------------------------------------------------------------------- consent in force

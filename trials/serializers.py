@@ -106,16 +106,42 @@ class ConsentOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Consent
-        fields = ["id", "subject", "subject_code", "site", "document", "document_version", "scopes", "signed_at",
-                  "obtained_by", "withdrawn_at", "withdrawn_scopes", "withdrawal_reason"]
+        fields = [
+            "id",
+            "subject",
+            "subject_code",
+            "site",
+            "document",
+            "document_version",
+            "scopes",
+            "signed_at",
+            "obtained_by",
+            "withdrawn_at",
+            "withdrawn_scopes",
+            "withdrawal_reason",
+        ]
 
 
 class LotOutput(serializers.ModelSerializer):
     class Meta:
         model = NanoparticleLot
-        fields = ["id", "trial", "manufacturer", "product", "lot_number", "expiry_date", "iron_mg_per_ml",
-                  "iron_mmol_per_l", "core_size_nm", "hydrodynamic_size_nm", "polydispersity_index", "coating",
-                  "certificate_sha256", "qc_status", "created_at"]
+        fields = [
+            "id",
+            "trial",
+            "manufacturer",
+            "product",
+            "lot_number",
+            "expiry_date",
+            "iron_mg_per_ml",
+            "iron_mmol_per_l",
+            "core_size_nm",
+            "hydrodynamic_size_nm",
+            "polydispersity_index",
+            "coating",
+            "certificate_sha256",
+            "qc_status",
+            "created_at",
+        ]
 
 
 class BatchOutput(serializers.ModelSerializer):
@@ -126,11 +152,31 @@ class BatchOutput(serializers.ModelSerializer):
 
     class Meta:
         model = CellBatch
-        fields = ["id", "trial", "site", "site_code", "batch_code", "product_type", "chain_of_identity_id",
-                  "donation_id", "donor_subject", "donor_subject_code", "allogeneic", "manufactured_at", "cell_count",
-                  "viability_percent", "nanoparticle_lot", "incubation_concentration_ug_fe_per_ml", "iron_per_cell_pg",
-                  "labelling_efficiency_percent", "labelled_at", "release_status", "cells_injected", "cells_remaining",
-                  "created_at"]
+        fields = [
+            "id",
+            "trial",
+            "site",
+            "site_code",
+            "batch_code",
+            "product_type",
+            "chain_of_identity_id",
+            "donation_id",
+            "donor_subject",
+            "donor_subject_code",
+            "allogeneic",
+            "manufactured_at",
+            "cell_count",
+            "viability_percent",
+            "nanoparticle_lot",
+            "incubation_concentration_ug_fe_per_ml",
+            "iron_per_cell_pg",
+            "labelling_efficiency_percent",
+            "labelled_at",
+            "release_status",
+            "cells_injected",
+            "cells_remaining",
+            "created_at",
+        ]
 
 
 class InjectionOutput(serializers.ModelSerializer):
@@ -142,22 +188,41 @@ class InjectionOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Injection
-        fields = ["id", "subject", "subject_code", "site", "batch", "batch_code", "administered_cells", "volume_ml",
-                  "route", "anatomical_target", "administered_at", "administered_by", "verified_by", "created_at"]
+        fields = [
+            "id",
+            "subject",
+            "subject_code",
+            "site",
+            "batch",
+            "batch_code",
+            "administered_cells",
+            "volume_ml",
+            "route",
+            "anatomical_target",
+            "administered_at",
+            "administered_by",
+            "verified_by",
+            "created_at",
+        ]
 
 
 # --------------------------------------------------------------------------- inputs
 
 
 class ReasonInput(serializers.Serializer):
-    reason = serializers.CharField(help_text="Why the record changes; kept in the audit trail. At least 8 "
-                                   "characters in words; placeholders such as 'n/a' or 'test' are refused.")
+    reason = serializers.CharField(
+        help_text="Why the record changes; kept in the audit trail. At least 8 "
+        "characters in words; placeholders such as 'n/a' or 'test' are refused."
+    )
 
 
 class ConfirmInput(serializers.Serializer):
-    confirm = StrictBooleanField(default=False, help_text="Must be true for a decision that cannot be undone "
-                                       "(a rejection, a final subject status); otherwise the answer is 400 "
-                                       "confirmation_required, saying what would follow.")
+    confirm = StrictBooleanField(
+        default=False,
+        help_text="Must be true for a decision that cannot be undone "
+        "(a rejection, a final subject status); otherwise the answer is 400 "
+        "confirmation_required, saying what would follow.",
+    )
 
 
 class SubjectEnrolInput(serializers.Serializer):
@@ -176,8 +241,9 @@ class IdentityInput(serializers.Serializer):
     full_name = serializers.CharField(max_length=200)
     date_of_birth = serializers.DateField()
     medical_record_number = serializers.CharField(max_length=64)
-    reason = serializers.CharField(required=False, allow_blank=True, default="",
-                                   help_text="Required when an identity is already recorded.")
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="Required when an identity is already recorded."
+    )
 
 
 class ConsentDocumentInput(serializers.Serializer):
@@ -225,8 +291,9 @@ class BatchRegisterInput(serializers.Serializer):
     product_type = serializers.ChoiceField(choices=CellBatch.ProductType.choices)
     chain_of_identity_id = serializers.CharField(max_length=32)
     donation_id = serializers.CharField(max_length=32)
-    donor_subject = VisiblePrimaryKeyField(selectors.subjects_visible_to, queryset=Subject.objects.all(),
-                                           required=False, allow_null=True, default=None)
+    donor_subject = VisiblePrimaryKeyField(
+        selectors.subjects_visible_to, queryset=Subject.objects.all(), required=False, allow_null=True, default=None
+    )
     allogeneic = StrictBooleanField(default=False)
     manufactured_at = serializers.DateTimeField()
     cell_count = serializers.IntegerField(min_value=1)
@@ -256,8 +323,11 @@ class InjectionRecordInput(serializers.Serializer):
     administered_by = ActiveUsernameField()
     verified_by = ActiveUsernameField()
     verifier_password = serializers.CharField(
-        style={"input_type": "password"}, trim_whitespace=False, write_only=True,
-        help_text="The verifier's own password (four eyes); a wrong one counts toward the verifier's lockout.")
+        style={"input_type": "password"},
+        trim_whitespace=False,
+        write_only=True,
+        help_text="The verifier's own password (four eyes); a wrong one counts toward the verifier's lockout.",
+    )
 
 
 # Corrections (PATCH on a detail route): every field optional, the reason required by
@@ -265,9 +335,12 @@ class InjectionRecordInput(serializers.Serializer):
 
 
 class CorrectionInput(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="",
-                                   help_text="Why the record is corrected; kept in the audit trail with the old and "
-                                             "new values. Required.")
+    reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Why the record is corrected; kept in the audit trail with the old and new values. Required.",
+    )
 
 
 class SubjectCorrectInput(CorrectionInput):
@@ -283,16 +356,25 @@ class InjectionCorrectInput(CorrectionInput):
     administered_by = ActiveUsernameField(required=False)
     verified_by = ActiveUsernameField(required=False)
     verifier_password = serializers.CharField(
-        style={"input_type": "password"}, trim_whitespace=False, write_only=True, required=False,
-        help_text="Required when verified_by names another person: that person's own password.")
+        style={"input_type": "password"},
+        trim_whitespace=False,
+        write_only=True,
+        required=False,
+        help_text="Required when verified_by names another person: that person's own password.",
+    )
 
 
 class LotCorrectInput(CorrectionInput):
     expiry_date = serializers.DateField(required=False)
-    iron_mg_per_ml = serializers.DecimalField(max_digits=10, decimal_places=4, required=False,
-                                              help_text="Corrects iron_mmol_per_l too, unless both are given.")
-    iron_mmol_per_l = serializers.DecimalField(max_digits=12, decimal_places=4, required=False,
-                                               help_text="Corrects iron_mg_per_ml too, unless both are given.")
+    iron_mg_per_ml = serializers.DecimalField(
+        max_digits=10,
+        decimal_places=4,
+        required=False,
+        help_text="Corrects iron_mmol_per_l too, unless both are given.",
+    )
+    iron_mmol_per_l = serializers.DecimalField(
+        max_digits=12, decimal_places=4, required=False, help_text="Corrects iron_mg_per_ml too, unless both are given."
+    )
     core_size_nm = serializers.DecimalField(max_digits=7, decimal_places=2, required=False)
     hydrodynamic_size_nm = serializers.DecimalField(max_digits=7, decimal_places=2, required=False)
     polydispersity_index = serializers.DecimalField(max_digits=4, decimal_places=3, required=False)
@@ -303,12 +385,18 @@ class BatchCorrectInput(CorrectionInput):
     cell_count = serializers.IntegerField(min_value=1, required=False)
     viability_percent = serializers.DecimalField(max_digits=5, decimal_places=2, required=False)
     manufactured_at = serializers.DateTimeField(required=False)
-    chain_of_identity_id = serializers.CharField(max_length=32, required=False,
-                                                 help_text="Only before the batch's first injection.")
-    donation_id = serializers.CharField(max_length=32, required=False,
-                                        help_text="Only before the batch's first injection.")
-    nanoparticle_lot = VisiblePrimaryKeyField(selectors.lots_visible_to, queryset=NanoparticleLot.objects.all(),
-                                              required=False, help_text="Labelling: only while the batch is pending.")
+    chain_of_identity_id = serializers.CharField(
+        max_length=32, required=False, help_text="Only before the batch's first injection."
+    )
+    donation_id = serializers.CharField(
+        max_length=32, required=False, help_text="Only before the batch's first injection."
+    )
+    nanoparticle_lot = VisiblePrimaryKeyField(
+        selectors.lots_visible_to,
+        queryset=NanoparticleLot.objects.all(),
+        required=False,
+        help_text="Labelling: only while the batch is pending.",
+    )
     incubation_concentration_ug_fe_per_ml = serializers.DecimalField(max_digits=10, decimal_places=3, required=False)
     iron_per_cell_pg = serializers.DecimalField(max_digits=10, decimal_places=3, required=False)
     labelling_efficiency_percent = serializers.DecimalField(max_digits=5, decimal_places=2, required=False)
@@ -317,8 +405,12 @@ class BatchCorrectInput(CorrectionInput):
 
 class ConsentCorrectInput(CorrectionInput):
     signed_at = serializers.DateTimeField(required=False)
-    scopes = serializers.ListField(child=serializers.ChoiceField(choices=ConsentScope.choices), allow_empty=False,
-                                   required=False, help_text="Only before any withdrawal from this consent.")
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=ConsentScope.choices),
+        allow_empty=False,
+        required=False,
+        help_text="Only before any withdrawal from this consent.",
+    )
 
 
 class TokenInput(serializers.Serializer):

@@ -43,6 +43,7 @@ def _choice(form: forms.BaseForm, name: str) -> forms.ChoiceField:
         raise TypeError(f"{type(form).__name__}.{name} is not a ChoiceField")
     return field
 
+
 class DateInput(forms.DateInput):
     input_type = "date"
 
@@ -58,8 +59,13 @@ class DateTimeInput(forms.DateTimeInput):
 
 
 def date_time_field(label: str, help_text: str = "", **kwargs) -> forms.DateTimeField:
-    return forms.DateTimeField(label=label, input_formats=DATETIME_FORMATS, widget=DateTimeInput(),
-                               help_text=help_text or "Your browser's local time.", **kwargs)
+    return forms.DateTimeField(
+        label=label,
+        input_formats=DATETIME_FORMATS,
+        widget=DateTimeInput(),
+        help_text=help_text or "Your browser's local time.",
+        **kwargs,
+    )
 
 
 def apply_errors(form: forms.Form, exc: Exception) -> None:
@@ -77,10 +83,16 @@ def apply_errors(form: forms.Form, exc: Exception) -> None:
 class SubjectEnrolForm(forms.Form):
     site = ModelChoice(queryset=None, empty_label=None)
     enrolment_date = forms.DateField(widget=DateInput(), initial=timezone.localdate)
-    status = forms.ChoiceField(choices=[(SubjectStatus.SCREENING, "Screening"), (SubjectStatus.ENROLLED, "Enrolled")],
-                               initial=SubjectStatus.ENROLLED)
-    full_name = forms.CharField(label="Full name", max_length=200, required=False,
-                                help_text="Identifiable data: kept apart from the pseudonymous subject code.")
+    status = forms.ChoiceField(
+        choices=[(SubjectStatus.SCREENING, "Screening"), (SubjectStatus.ENROLLED, "Enrolled")],
+        initial=SubjectStatus.ENROLLED,
+    )
+    full_name = forms.CharField(
+        label="Full name",
+        max_length=200,
+        required=False,
+        help_text="Identifiable data: kept apart from the pseudonymous subject code.",
+    )
     date_of_birth = forms.DateField(label="Date of birth", widget=DateInput(), required=False)
     medical_record_number = forms.CharField(label="Medical record number", max_length=64, required=False)
 
@@ -98,8 +110,11 @@ class SubjectEnrolForm(forms.Form):
 
 class ConsentSignForm(forms.Form):
     document = ModelChoice(queryset=None, empty_label=None, label="Consent document version")
-    scopes = forms.MultipleChoiceField(choices=ConsentScope.choices, widget=forms.CheckboxSelectMultiple,
-                                       initial=[ConsentScope.IMAGING, ConsentScope.LONGITUDINAL_IMAGING])
+    scopes = forms.MultipleChoiceField(
+        choices=ConsentScope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=[ConsentScope.IMAGING, ConsentScope.LONGITUDINAL_IMAGING],
+    )
     signed_at = date_time_field("Signed at", initial=lambda: timezone.localtime().replace(second=0, microsecond=0))
 
     def __init__(self, *args, documents, **kwargs):
@@ -109,10 +124,12 @@ class ConsentSignForm(forms.Form):
 
 
 class ConsentWithdrawForm(forms.Form):
-    scopes = forms.MultipleChoiceField(choices=ConsentScope.choices, widget=forms.CheckboxSelectMultiple,
-                                       label="Scopes withdrawn")
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
-                             help_text="Required: recorded in the audit trail.")
+    scopes = forms.MultipleChoiceField(
+        choices=ConsentScope.choices, widget=forms.CheckboxSelectMultiple, label="Scopes withdrawn"
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False, help_text="Required: recorded in the audit trail."
+    )
 
     def __init__(self, *args, consent, **kwargs):
         super().__init__(*args, **kwargs)
@@ -127,14 +144,20 @@ class LotRegisterForm(forms.Form):
     lot_number = forms.CharField(max_length=64)
     expiry_date = forms.DateField(widget=DateInput())
     iron_mg_per_ml = forms.DecimalField(label="Iron (mg Fe/mL)", max_digits=10, decimal_places=4, required=False)
-    iron_mmol_per_l = forms.DecimalField(label="Iron (mmol Fe/L)", max_digits=12, decimal_places=4, required=False,
-                                         help_text="Give one; the other is computed at 55.845 g/mol.")
+    iron_mmol_per_l = forms.DecimalField(
+        label="Iron (mmol Fe/L)",
+        max_digits=12,
+        decimal_places=4,
+        required=False,
+        help_text="Give one; the other is computed at 55.845 g/mol.",
+    )
     core_size_nm = forms.DecimalField(label="Core size (nm)", max_digits=7, decimal_places=2)
     hydrodynamic_size_nm = forms.DecimalField(label="Hydrodynamic size (nm)", max_digits=7, decimal_places=2)
     polydispersity_index = forms.DecimalField(label="Polydispersity index", max_digits=4, decimal_places=3)
     coating = forms.CharField(max_length=120)
-    certificate_of_analysis = forms.FileField(label="Certificate of analysis",
-                                              help_text="PDF or scan; its SHA-256 is recorded.")
+    certificate_of_analysis = forms.FileField(
+        label="Certificate of analysis", help_text="PDF or scan; its SHA-256 is recorded."
+    )
 
     def __init__(self, *args, trials, **kwargs):
         super().__init__(*args, **kwargs)
@@ -149,8 +172,10 @@ def confirm_field(label: str) -> forms.BooleanField:
 class LotQcForm(forms.Form):
     qc_status = forms.ChoiceField(choices=LotQcStatus.choices, label="QC status")
     reason = forms.CharField(max_length=500, required=False)
-    confirm = confirm_field("I confirm a rejection: it is final, and no batch labelled with this lot at any site "
-                            "can be released or injected afterwards.")
+    confirm = confirm_field(
+        "I confirm a rejection: it is final, and no batch labelled with this lot at any site "
+        "can be released or injected afterwards."
+    )
 
 
 class BatchRegisterForm(forms.Form):
@@ -159,7 +184,9 @@ class BatchRegisterForm(forms.Form):
     product_type = forms.ChoiceField(choices=BatchProductType.choices)
     chain_of_identity_id = forms.CharField(label="Chain-of-identity id (ISBT 128)", max_length=32)
     donation_id = forms.CharField(label="Donation id (ISBT 128)", max_length=32)
-    allogeneic = forms.BooleanField(required=False, help_text="Leave unticked for an autologous batch and pick its donor.")
+    allogeneic = forms.BooleanField(
+        required=False, help_text="Leave unticked for an autologous batch and pick its donor."
+    )
     donor_subject = ModelChoice(queryset=None, required=False, label="Donor subject (autologous)")
     manufactured_at = date_time_field("Manufactured at")
     cell_count = forms.IntegerField(min_value=1)
@@ -173,8 +200,9 @@ class BatchRegisterForm(forms.Form):
 
 class BatchLabelForm(forms.Form):
     nanoparticle_lot = ModelChoice(queryset=None, empty_label=None)
-    incubation_concentration_ug_fe_per_ml = forms.DecimalField(label="Incubation (µg Fe/mL)", max_digits=10,
-                                                               decimal_places=3)
+    incubation_concentration_ug_fe_per_ml = forms.DecimalField(
+        label="Incubation (µg Fe/mL)", max_digits=10, decimal_places=3
+    )
     iron_per_cell_pg = forms.DecimalField(label="Iron per cell (pg)", max_digits=10, decimal_places=3)
     labelling_efficiency_percent = forms.DecimalField(label="Labelling efficiency (%)", max_digits=5, decimal_places=2)
     labelled_at = date_time_field("Labelled at")
@@ -203,14 +231,18 @@ class InjectionForm(forms.Form):
     administered_at = date_time_field("Administered at")
     administered_by = ModelChoice(queryset=None, empty_label=None, label="Administered by")
     verified_by = ModelChoice(queryset=None, label="Verified by (second person)")
-    verifier_password = forms.CharField(label="Verifier's password", widget=forms.PasswordInput(
-        attrs={"autocomplete": "off"}), help_text="The verifier types their own password to confirm the dose.")
+    verifier_password = forms.CharField(
+        label="Verifier's password",
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+        help_text="The verifier types their own password to confirm the dose.",
+    )
 
     def __init__(self, *args, batches, staff, **kwargs):
         super().__init__(*args, **kwargs)
         _model_choice(self, "batch").queryset = batches
-        _model_choice(self, "batch").label_of = (
-            lambda b: f"{b.batch_code} · {b.chain_of_identity_id} · {b.cells_remaining:,} cells left")
+        _model_choice(self, "batch").label_of = lambda b: (
+            f"{b.batch_code} · {b.chain_of_identity_id} · {b.cells_remaining:,} cells left"
+        )
         for name in ("administered_by", "verified_by"):
             _model_choice(self, name).queryset = staff
             _model_choice(self, name).label_of = lambda u: u.get_full_name() or u.get_username()
@@ -218,14 +250,18 @@ class InjectionForm(forms.Form):
 
 class SignForm(forms.Form):
     meaning = forms.ChoiceField(choices=SignatureMeaning.choices, initial=SignatureMeaning.APPROVAL)
-    password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-                               help_text="Your password, asked again for every signature (21 CFR 11.200).")
+    password = forms.CharField(
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text="Your password, asked again for every signature (21 CFR 11.200).",
+    )
 
 
 class ExportRequestForm(forms.Form):
-    kind = forms.ChoiceField(choices=[c for c in Export.Kind.choices if c[0] not in SCAN_EXPORT_KINDS],
-                             initial=Export.Kind.REPORT_PDF,
-                             help_text="A scan's DICOM study is requested from its viewer page.")
+    kind = forms.ChoiceField(
+        choices=[c for c in Export.Kind.choices if c[0] not in SCAN_EXPORT_KINDS],
+        initial=Export.Kind.REPORT_PDF,
+        help_text="A scan's DICOM study is requested from its viewer page.",
+    )
     trial = ModelChoice(queryset=None, empty_label=None)
     site = ModelChoice(queryset=None, required=False, empty_label="whole trial")
 
@@ -247,8 +283,9 @@ class UploadForm(forms.Form):
     def __init__(self, *args, injections, scanners, **kwargs):
         super().__init__(*args, **kwargs)
         _model_choice(self, "injection").queryset = injections
-        _model_choice(self, "injection").label_of = (
-            lambda i: f"#{i.pk} · {i.batch.batch_code} · {timezone.localtime(i.administered_at):%Y-%m-%d %H:%M}")
+        _model_choice(self, "injection").label_of = lambda i: (
+            f"#{i.pk} · {i.batch.batch_code} · {timezone.localtime(i.administered_at):%Y-%m-%d %H:%M}"
+        )
         _model_choice(self, "scanner").queryset = scanners
 
 
@@ -259,9 +296,15 @@ class UploadForm(forms.Form):
 # and writes the old and new values into the audit trail with the reason.
 
 
-def reason_field(help_text: str = "Required: recorded in the audit trail with the old and new values.") -> forms.CharField:
-    return forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=500, help_text=help_text,
-                           error_messages={"required": "Give a reason: it is recorded in the audit trail."})
+def reason_field(
+    help_text: str = "Required: recorded in the audit trail with the old and new values.",
+) -> forms.CharField:
+    return forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=500,
+        help_text=help_text,
+        error_messages={"required": "Give a reason: it is recorded in the audit trail."},
+    )
 
 
 def changed_fields(form: forms.Form, current: dict) -> dict:
@@ -289,11 +332,14 @@ class SubjectCorrectForm(forms.Form):
 
 
 class SubjectStatusForm(forms.Form):
-    status = forms.ChoiceField(choices=SubjectStatus.choices, label="New status",
-                               help_text="Completed and withdrawn are final.")
+    status = forms.ChoiceField(
+        choices=SubjectStatus.choices, label="New status", help_text="Completed and withdrawn are final."
+    )
     reason = reason_field("Required: recorded in the audit trail.")
-    confirm = confirm_field("I confirm a completed or withdrawn status: it is final, and no further injection "
-                            "can be recorded for this subject.")
+    confirm = confirm_field(
+        "I confirm a completed or withdrawn status: it is final, and no further injection "
+        "can be recorded for this subject."
+    )
 
     def __init__(self, *args, current: str, **kwargs):
         super().__init__(*args, **kwargs)
@@ -309,9 +355,12 @@ class InjectionCorrectForm(forms.Form):
     administered_by = ModelChoice(queryset=None, empty_label=None, label="Administered by")
     verified_by = ModelChoice(queryset=None, empty_label=None, label="Verified by (second person)")
     verifier_password = forms.CharField(
-        label="New verifier's password", required=False, strip=False,
+        label="New verifier's password",
+        required=False,
+        strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
-        help_text="Only when you name another verifier: that person types their own password.")
+        help_text="Only when you name another verifier: that person types their own password.",
+    )
     reason = reason_field()
 
     def __init__(self, *args, staff, **kwargs):
@@ -324,8 +373,12 @@ class InjectionCorrectForm(forms.Form):
 class LotCorrectForm(forms.Form):
     expiry_date = forms.DateField(widget=DateInput(), label="Expiry date")
     iron_mg_per_ml = forms.DecimalField(label="Iron (mg Fe/mL)", max_digits=10, decimal_places=4)
-    iron_mmol_per_l = forms.DecimalField(label="Iron (mmol Fe/L)", max_digits=12, decimal_places=4,
-                                         help_text="Change one: the other is recomputed at 55.845 g/mol.")
+    iron_mmol_per_l = forms.DecimalField(
+        label="Iron (mmol Fe/L)",
+        max_digits=12,
+        decimal_places=4,
+        help_text="Change one: the other is recomputed at 55.845 g/mol.",
+    )
     core_size_nm = forms.DecimalField(label="Core size (nm)", max_digits=7, decimal_places=2)
     hydrodynamic_size_nm = forms.DecimalField(label="Hydrodynamic size (nm)", max_digits=7, decimal_places=2)
     polydispersity_index = forms.DecimalField(label="Polydispersity index", max_digits=4, decimal_places=3)
@@ -340,15 +393,21 @@ class BatchCorrectForm(forms.Form):
     chain_of_identity_id = forms.CharField(label="Chain-of-identity id (ISBT 128)", max_length=32)
     donation_id = forms.CharField(label="Donation id (ISBT 128)", max_length=32)
     nanoparticle_lot = ModelChoice(queryset=None, empty_label=None, label="Nanoparticle lot")
-    incubation_concentration_ug_fe_per_ml = forms.DecimalField(label="Incubation (µg Fe/mL)", max_digits=10,
-                                                               decimal_places=3)
+    incubation_concentration_ug_fe_per_ml = forms.DecimalField(
+        label="Incubation (µg Fe/mL)", max_digits=10, decimal_places=3
+    )
     iron_per_cell_pg = forms.DecimalField(label="Iron per cell (pg)", max_digits=10, decimal_places=3)
     labelling_efficiency_percent = forms.DecimalField(label="Labelling efficiency (%)", max_digits=5, decimal_places=2)
     labelled_at = date_time_field("Labelled at")
     reason = reason_field()
 
-    LABELLING = ("nanoparticle_lot", "incubation_concentration_ug_fe_per_ml", "iron_per_cell_pg",
-                 "labelling_efficiency_percent", "labelled_at")
+    LABELLING = (
+        "nanoparticle_lot",
+        "incubation_concentration_ug_fe_per_ml",
+        "iron_per_cell_pg",
+        "labelling_efficiency_percent",
+        "labelled_at",
+    )
 
     def __init__(self, *args, lots, labelling: bool, **kwargs):
         super().__init__(*args, **kwargs)
@@ -378,18 +437,23 @@ ROI_LIMIT_MM = 1000
 
 
 def _mm(label: str, **kwargs) -> forms.FloatField:
-    return forms.FloatField(label=label, min_value=-ROI_LIMIT_MM, max_value=ROI_LIMIT_MM,
-                            widget=forms.NumberInput(attrs={"step": "any"}), **kwargs)
+    return forms.FloatField(
+        label=label,
+        min_value=-ROI_LIMIT_MM,
+        max_value=ROI_LIMIT_MM,
+        widget=forms.NumberInput(attrs={"step": "any"}),
+        **kwargs,
+    )
 
 
 class RoiDefineForm(forms.Form):
     """Geometry typed in millimetres (scanner coordinates); the service stores metres."""
 
     name = forms.CharField(max_length=120)
-    kind = forms.ChoiceField(choices=[("target", "Target"), ("lungs", "Lungs"), ("liver", "Liver"),
-                                      ("spleen", "Spleen"), ("other", "Other")])
-    scan = ModelChoice(queryset=None, required=False, empty_label="every scan of the subject",
-                                  label="Applies to")
+    kind = forms.ChoiceField(
+        choices=[("target", "Target"), ("lungs", "Lungs"), ("liver", "Liver"), ("spleen", "Spleen"), ("other", "Other")]
+    )
+    scan = ModelChoice(queryset=None, required=False, empty_label="every scan of the subject", label="Applies to")
     shape = forms.ChoiceField(choices=ROI_SHAPES)
     centre_x_mm = _mm("Centre x (mm)", initial=0)
     centre_y_mm = _mm("Centre y (mm)", initial=0)
@@ -426,8 +490,9 @@ class RoiDefineForm(forms.Form):
 
 
 class ScanExportForm(forms.Form):
-    kind = forms.ChoiceField(choices=[(Export.Kind.DICOM_STUDY, "Identified"),
-                                      (Export.Kind.DICOM_STUDY_DEIDENTIFIED, "De-identified")])
+    kind = forms.ChoiceField(
+        choices=[(Export.Kind.DICOM_STUDY, "Identified"), (Export.Kind.DICOM_STUDY_DEIDENTIFIED, "De-identified")]
+    )
 
 
 class PacsSendForm(forms.Form):
@@ -436,5 +501,6 @@ class PacsSendForm(forms.Form):
     def __init__(self, *args, destinations, **kwargs):
         super().__init__(*args, **kwargs)
         _model_choice(self, "destination").queryset = destinations
-        _model_choice(self, "destination").label_of = (
-            lambda d: f"{d.name} · {d.describe()}{' · de-identified' if d.deidentify else ''}")
+        _model_choice(self, "destination").label_of = lambda d: (
+            f"{d.name} · {d.describe()}{' · de-identified' if d.deidentify else ''}"
+        )

@@ -60,7 +60,9 @@ def _y_axis(y_max: float, y_of) -> list[str]:
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" fill="{MUTED}">{_fmt(tick)}</text>')
     parts.append(f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" stroke="{INK}"/>')
-    parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{HEIGHT - BOTTOM}" y2="{HEIGHT - BOTTOM}" stroke="{INK}"/>')
+    parts.append(
+        f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{HEIGHT - BOTTOM}" y2="{HEIGHT - BOTTOM}" stroke="{INK}"/>'
+    )
     return parts
 
 
@@ -87,7 +89,9 @@ def retention_curve(series: list[dict], *, element_id: str = "retention") -> Saf
     body = _y_axis(y_max, y_of)
     for tick in _ticks(x_max, int(x_max / x_step)):
         x = x_of(tick)
-        body.append(f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" fill="{MUTED}">{_fmt(tick)}</text>')
+        body.append(
+            f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" fill="{MUTED}">{_fmt(tick)}</text>'
+        )
     for index, s in enumerate(series):
         colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
         pts = sorted(s["points"], key=lambda p: p["hours"])
@@ -99,19 +103,35 @@ def retention_curve(series: list[dict], *, element_id: str = "retention") -> Saf
             body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{lo:.1f}" y2="{hi:.1f}" stroke="{colour}"/>')
             body.append(f'<line x1="{x - 4:.1f}" x2="{x + 4:.1f}" y1="{lo:.1f}" y2="{lo:.1f}" stroke="{colour}"/>')
             body.append(f'<line x1="{x - 4:.1f}" x2="{x + 4:.1f}" y1="{hi:.1f}" y2="{hi:.1f}" stroke="{colour}"/>')
-            body.append(f'<circle cx="{x:.1f}" cy="{y_of(p["percent"]):.1f}" r="4" fill="{colour}">'
-                        f'<title>{escape(s["name"])}: {p["percent"]:.1f} ± {p["sd_percent"]:.1f} % at {p["hours"]:g} h</title>'
-                        f"</circle>")
-        body.append(f'<rect x="{WIDTH - RIGHT - 150}" y="{TOP + 4 + 16 * index}" width="10" height="10" fill="{colour}"/>'
-                    f'<text x="{WIDTH - RIGHT - 135}" y="{TOP + 13 + 16 * index}" fill="{INK}">{escape(s["name"])}</text>')
-    desc = "; ".join(f"{s['name']}: " + ", ".join(f"{p['percent']:.1f} ± {p['sd_percent']:.1f} % at {p['hours']:g} h"
-                                                   for p in s["points"]) for s in series)
+            body.append(
+                f'<circle cx="{x:.1f}" cy="{y_of(p["percent"]):.1f}" r="4" fill="{colour}">'
+                f"<title>{escape(s['name'])}: {p['percent']:.1f} ± {p['sd_percent']:.1f} % at {p['hours']:g} h</title>"
+                f"</circle>"
+            )
+        body.append(
+            f'<rect x="{WIDTH - RIGHT - 150}" y="{TOP + 4 + 16 * index}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{WIDTH - RIGHT - 135}" y="{TOP + 13 + 16 * index}" fill="{INK}">{escape(s["name"])}</text>'
+        )
+    desc = "; ".join(
+        f"{s['name']}: "
+        + ", ".join(f"{p['percent']:.1f} ± {p['sd_percent']:.1f} % at {p['hours']:g} h" for p in s["points"])
+        for s in series
+    )
     # Every text is escaped in _frame; element_id is the template's own constant id.
-    return mark_safe(_frame("Retention at the target over time", desc, body, "hours after injection",  # noqa: S308
-                            "% of injected iron").replace("{id}", element_id))
+    return mark_safe(
+        _frame(
+            "Retention at the target over time",
+            desc,
+            body,
+            "hours after injection",  # noqa: S308
+            "% of injected iron",
+        ).replace("{id}", element_id)
+    )
 
 
-def off_target_bars(groups: list[dict], *, threshold_percent: float | None, element_id: str = "offtarget") -> SafeString:
+def off_target_bars(
+    groups: list[dict], *, threshold_percent: float | None, element_id: str = "offtarget"
+) -> SafeString:
     """Off-target share of detected iron per organ, grouped by time point.
 
     ``groups``: [{"hours": float, "bars": [{"organ": kind, "name": str, "percent": float}]}].
@@ -138,25 +158,41 @@ def off_target_bars(groups: list[dict], *, threshold_percent: float | None, elem
             if (organ, colour) not in organs:  # one legend entry per organ, however many ROIs
                 organs.append((organ, colour))
             y = y_of(bar["percent"])
-            body.append(f'<rect x="{start + bi * bar_w + 1:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" '
-                        f'height="{TOP + plot_h - y:.1f}" fill="{colour}"><title>{escape(bar["name"])}: '
-                        f'{bar["percent"]:.1f} % at {group["hours"]:g} h</title></rect>')
-        body.append(f'<text x="{LEFT + gi * group_w + group_w / 2:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
-                    f'fill="{MUTED}">{group["hours"]:g} h</text>')
+            body.append(
+                f'<rect x="{start + bi * bar_w + 1:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" '
+                f'height="{TOP + plot_h - y:.1f}" fill="{colour}"><title>{escape(bar["name"])}: '
+                f"{bar['percent']:.1f} % at {group['hours']:g} h</title></rect>"
+            )
+        body.append(
+            f'<text x="{LEFT + gi * group_w + group_w / 2:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
+            f'fill="{MUTED}">{group["hours"]:g} h</text>'
+        )
     if threshold_percent is not None:
         y = y_of(threshold_percent)
-        body.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="{THRESHOLD}" '
-                    f'stroke-dasharray="6 4" stroke-width="1.5"/>'
-                    f'<text x="{WIDTH - RIGHT - 4}" y="{y - 5:.1f}" text-anchor="end" fill="{THRESHOLD}">'
-                    f"alert threshold {threshold_percent:g} %</text>")
+        body.append(
+            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="{THRESHOLD}" '
+            f'stroke-dasharray="6 4" stroke-width="1.5"/>'
+            f'<text x="{WIDTH - RIGHT - 4}" y="{y - 5:.1f}" text-anchor="end" fill="{THRESHOLD}">'
+            f"alert threshold {threshold_percent:g} %</text>"
+        )
     for index, (name, colour) in enumerate(organs):
-        body.append(f'<rect x="{LEFT + 10}" y="{TOP + 4 + 16 * index}" width="10" height="10" fill="{colour}"/>'
-                    f'<text x="{LEFT + 25}" y="{TOP + 13 + 16 * index}" fill="{INK}">{escape(name)}</text>')
-    desc = "; ".join(f"{g['hours']:g} h: " + ", ".join(f"{b['name']} {b['percent']:.1f} %" for b in g["bars"])
-                     for g in groups)
+        body.append(
+            f'<rect x="{LEFT + 10}" y="{TOP + 4 + 16 * index}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{LEFT + 25}" y="{TOP + 13 + 16 * index}" fill="{INK}">{escape(name)}</text>'
+        )
+    desc = "; ".join(
+        f"{g['hours']:g} h: " + ", ".join(f"{b['name']} {b['percent']:.1f} %" for b in g["bars"]) for g in groups
+    )
     # Every text is escaped in _frame; element_id is the template's own constant id.
-    return mark_safe(_frame("Off-target iron by organ", desc, body, "time point",  # noqa: S308
-                            "% of detected iron").replace("{id}", element_id))
+    return mark_safe(
+        _frame(
+            "Off-target iron by organ",
+            desc,
+            body,
+            "time point",  # noqa: S308
+            "% of detected iron",
+        ).replace("{id}", element_id)
+    )
 
 
 def plot_data(time_course: dict) -> tuple[list[dict], list[dict]]:
@@ -168,13 +204,23 @@ def plot_data(time_course: dict) -> tuple[list[dict], list[dict]]:
     by_hours: dict[float, list[dict]] = {}
     for series in time_course["series"]:
         if series["roi_kind"] == "target":
-            retention.append({"name": series["roi_name"], "points": [
-                {"hours": p["hours"], "percent": p["retention_percent"],
-                 "sd_percent": p["retention_uncertainty_percent"] or 0.0}
-                for p in series["points"]]})
+            retention.append(
+                {
+                    "name": series["roi_name"],
+                    "points": [
+                        {
+                            "hours": p["hours"],
+                            "percent": p["retention_percent"],
+                            "sd_percent": p["retention_uncertainty_percent"] or 0.0,
+                        }
+                        for p in series["points"]
+                    ],
+                }
+            )
         else:
             for p in series["points"]:
                 by_hours.setdefault(p["hours"], []).append(
-                    {"organ": series["roi_kind"], "name": series["roi_name"], "percent": p["off_target_percent"] or 0.0})
+                    {"organ": series["roi_kind"], "name": series["roi_name"], "percent": p["off_target_percent"] or 0.0}
+                )
     groups = [{"hours": h, "bars": sorted(b, key=lambda x: x["name"])} for h, b in sorted(by_hours.items())]
     return retention, groups

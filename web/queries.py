@@ -106,10 +106,10 @@ def dashboard(user) -> dict:
     scans = scans_visible_to(user).prefetch_related(None)
     by_status = dict(scans.order_by().values_list("status").annotate(n=Count("id")))
     scan_counts = [(value, label, by_status.get(value, 0)) for value, label in Scan.Status.choices]
-    problem_scans = list(
-        scans.filter(status__in=PROBLEM_STATUSES).order_by("-updated_at")[:DASHBOARD_ALERT_ROWS]
+    problem_scans = list(scans.filter(status__in=PROBLEM_STATUSES).order_by("-updated_at")[:DASHBOARD_ALERT_ROWS])
+    off_target = list(
+        alerts_visible_to(user).select_related("subject__trial").order_by("-created_at")[:DASHBOARD_ALERT_ROWS]
     )
-    off_target = list(alerts_visible_to(user).select_related("subject__trial").order_by("-created_at")[:DASHBOARD_ALERT_ROWS])
     expiring = list(
         lots_visible_to(user)
         .exclude(qc_status=LotQcStatus.REJECTED)
@@ -147,10 +147,14 @@ def sponsor_dashboard(user) -> dict:
     scans = scans_visible_to(user).prefetch_related(None)
     by_status = dict(scans.order_by().values_list("status").annotate(n=Count("id")))
     return {
-        "sites": [{"trial": s.trial.protocol_number, "code": keys.site(s), "subjects": subjects.get(s.pk, 0)}
-                  for s in sites],
-        "totals": {"subjects": sum(subjects.values()), "injections": injections_visible_to(user).count(),
-                   "scans": sum(by_status.values())},
+        "sites": [
+            {"trial": s.trial.protocol_number, "code": keys.site(s), "subjects": subjects.get(s.pk, 0)} for s in sites
+        ],
+        "totals": {
+            "subjects": sum(subjects.values()),
+            "injections": injections_visible_to(user).count(),
+            "scans": sum(by_status.values()),
+        },
         "scan_counts": [(value, label, by_status.get(value, 0)) for value, label in Scan.Status.choices],
     }
 
@@ -168,8 +172,13 @@ def subject_rows(user, *, search: str = "", site: str = "", status: str = "") ->
     if status in SubjectStatus.values:
         subjects = subjects.filter(status=status)
     latest_scan = Scan.objects.filter(subject=OuterRef("pk")).order_by("-created_at", "-id")
-    count_of = lambda qs: Coalesce(Subquery(qs.order_by().values("subject").annotate(n=Count("id")).values("n"),  # noqa: E731
-                                            output_field=IntegerField()), 0)
+    count_of = lambda qs: Coalesce(
+        Subquery(
+            qs.order_by().values("subject").annotate(n=Count("id")).values("n"),  # noqa: E731
+            output_field=IntegerField(),
+        ),
+        0,
+    )
     from trials.models import Injection
 
     return subjects.annotate(
@@ -184,8 +193,10 @@ def subject_timeline(user, subject: Subject) -> dict:
     """Everything the timeline shows, in a fixed number of queries."""
     consents = list(consents_visible_to(user).filter(subject=subject).order_by("signed_at", "id"))
     injections = list(
-        injections_visible_to(user).filter(subject=subject)
-        .select_related("batch__nanoparticle_lot", "batch__donor_subject").order_by("administered_at", "id")
+        injections_visible_to(user)
+        .filter(subject=subject)
+        .select_related("batch__nanoparticle_lot", "batch__donor_subject")
+        .order_by("administered_at", "id")
     )
     scans = list(scans_visible_to(user).filter(subject=subject).order_by("hours_after_injection", "id"))
     signatures = list(signatures_visible_to(user).filter(subject_id=subject.pk).order_by("signed_at", "id"))
@@ -237,5 +248,10 @@ def scan_rows(user, *, search: str = "", site: str = "", status: str = "", hours
 
 def scan_time_points(user) -> list[float]:
     """The time points (hours after injection) the user's scans were taken at."""
-    return list(scans_visible_to(user).prefetch_related(None).order_by("hours_after_injection")
-                .values_list("hours_after_injection", flat=True).distinct())
+    return list(
+        scans_visible_to(user)
+        .prefetch_related(None)
+        .order_by("hours_after_injection")
+        .values_list("hours_after_injection", flat=True)
+        .distinct()
+    )

@@ -72,11 +72,18 @@ def subject_list(request):
     page = Paginator(rows, PAGE_SIZE).get_page(q.get("page"))
     query = q.copy()
     query.pop("page", None)
-    return render(request, "web/subject_list.html", {
-        "page": page, "filters": q, "query": query.urlencode(), "sites": trial_selectors.visible_sites(request.user),
-        "statuses": SubjectStatus.choices,
-        "can_enrol": queries.sites_where(request.user, access.ENROL_ROLES).exists(),
-    })
+    return render(
+        request,
+        "web/subject_list.html",
+        {
+            "page": page,
+            "filters": q,
+            "query": query.urlencode(),
+            "sites": trial_selectors.visible_sites(request.user),
+            "statuses": SubjectStatus.choices,
+            "can_enrol": queries.sites_where(request.user, access.ENROL_ROLES).exists(),
+        },
+    )
 
 
 def _subject(request, pk):
@@ -90,8 +97,12 @@ def subject_detail(request, pk):
 
 
 def _roi_form(request, subject, data=None):
-    scans = imaging_selectors.scans_visible_to(request.user).prefetch_related(None).filter(
-        subject=subject).order_by("hours_after_injection", "id")
+    scans = (
+        imaging_selectors.scans_visible_to(request.user)
+        .prefetch_related(None)
+        .filter(subject=subject)
+        .order_by("hours_after_injection", "id")
+    )
     return forms.RoiDefineForm(data, scans=scans, prefix="roi")
 
 
@@ -100,23 +111,36 @@ def _subject_page(request, subject, sign_form, status=200, roi_form=None):
     retention, groups = plots.plot_data(imaging_selectors.time_course(subject))
     roles = access.roles_at(request.user, subject.site)
     user, site = request.user, subject.site
-    return render(request, "web/subject_detail.html", {
-        "subject": subject, **timeline,
-        "retention_svg": plots.retention_curve(retention), "retention": retention,
-        "off_target_svg": plots.off_target_bars(groups, threshold_percent=float(subject.trial.off_target_alert_percent)),
-        "off_target_groups": groups,
-        # Each link only for those whose role may save that form (the services' own rule).
-        "can_change_subject": may_write(user, access.ENROL_ROLES, site=site),
-        "can_consent": may_write(user, access.CONSENT_ROLES, site=site),
-        "can_inject": may_write(user, access.INJECTION_ROLES, site=site),
-        "can_upload": may_write(user, imaging_services.UPLOAD_ROLES, site=site),
-        "is_investigator": Role.INVESTIGATOR in roles,
-        "sign_form": sign_form,
-        "rois": list(imaging_selectors.rois_visible_to(request.user).filter(subject=subject)
-                     .select_related("scan", "created_by").order_by("scan_id", "kind", "name")),
-        "can_define_rois": may_write(user, imaging_services.ROI_ROLES, site=site),
-        "roi_form": roi_form or _roi_form(request, subject),
-    }, status=status)
+    return render(
+        request,
+        "web/subject_detail.html",
+        {
+            "subject": subject,
+            **timeline,
+            "retention_svg": plots.retention_curve(retention),
+            "retention": retention,
+            "off_target_svg": plots.off_target_bars(
+                groups, threshold_percent=float(subject.trial.off_target_alert_percent)
+            ),
+            "off_target_groups": groups,
+            # Each link only for those whose role may save that form (the services' own rule).
+            "can_change_subject": may_write(user, access.ENROL_ROLES, site=site),
+            "can_consent": may_write(user, access.CONSENT_ROLES, site=site),
+            "can_inject": may_write(user, access.INJECTION_ROLES, site=site),
+            "can_upload": may_write(user, imaging_services.UPLOAD_ROLES, site=site),
+            "is_investigator": Role.INVESTIGATOR in roles,
+            "sign_form": sign_form,
+            "rois": list(
+                imaging_selectors.rois_visible_to(request.user)
+                .filter(subject=subject)
+                .select_related("scan", "created_by")
+                .order_by("scan_id", "kind", "name")
+            ),
+            "can_define_rois": may_write(user, imaging_services.ROI_ROLES, site=site),
+            "roi_form": roi_form or _roi_form(request, subject),
+        },
+        status=status,
+    )
 
 
 @login_required
@@ -129,12 +153,17 @@ def subject_enrol(request):
 
     def enrol(data):
         with transaction.atomic():  # the subject and their identity, or neither
-            subject = trial_services.subject_enrol(actor=request.user, site=data["site"],
-                                                   enrolment_date=data["enrolment_date"], status=data["status"])
+            subject = trial_services.subject_enrol(
+                actor=request.user, site=data["site"], enrolment_date=data["enrolment_date"], status=data["status"]
+            )
             if data.get("full_name"):
-                trial_services.subject_identity_set(actor=request.user, subject=subject, full_name=data["full_name"],
-                                                    date_of_birth=data["date_of_birth"],
-                                                    medical_record_number=data["medical_record_number"])
+                trial_services.subject_identity_set(
+                    actor=request.user,
+                    subject=subject,
+                    full_name=data["full_name"],
+                    date_of_birth=data["date_of_birth"],
+                    medical_record_number=data["medical_record_number"],
+                )
         return subject
 
     if request.method == "POST" and (subject := _submit(form, enrol)):
@@ -148,15 +177,28 @@ def subject_enrol(request):
 def consent_sign(request, pk):
     subject = _subject(request, pk)
     require_write(request.user, access.CONSENT_ROLES, site=subject.site)
-    documents = trial_selectors.consent_documents_visible_to(request.user).filter(trial=subject.trial).order_by(
-        "-effective_date")
+    documents = (
+        trial_selectors.consent_documents_visible_to(request.user)
+        .filter(trial=subject.trial)
+        .order_by("-effective_date")
+    )
     form = forms.ConsentSignForm(request.POST or None, documents=documents)
-    if request.method == "POST" and _submit(form, lambda d: trial_services.consent_sign(
-            actor=request.user, subject=subject, document=d["document"], scopes=d["scopes"], signed_at=d["signed_at"])):
+    if request.method == "POST" and _submit(
+        form,
+        lambda d: trial_services.consent_sign(
+            actor=request.user, subject=subject, document=d["document"], scopes=d["scopes"], signed_at=d["signed_at"]
+        ),
+    ):
         messages.success(request, f"Consent recorded for {subject.code}.")
         return redirect("web:subject", pk=subject.pk)
-    return _form_page(request, "web/form.html", form, title=f"Record consent · {subject.code}", subject=subject,
-                      back=reverse("web:subject", args=[subject.pk]))
+    return _form_page(
+        request,
+        "web/form.html",
+        form,
+        title=f"Record consent · {subject.code}",
+        subject=subject,
+        back=reverse("web:subject", args=[subject.pk]),
+    )
 
 
 @login_required
@@ -166,12 +208,23 @@ def consent_withdraw(request, pk):
     subject = consent.subject
     require_write(request.user, access.CONSENT_ROLES, site=subject.site)
     form = forms.ConsentWithdrawForm(request.POST or None, consent=consent)
-    if request.method == "POST" and _submit(form, lambda d: trial_services.consent_withdraw(
-            actor=request.user, consent=consent, scopes=d["scopes"], reason=d["reason"])):
+    if request.method == "POST" and _submit(
+        form,
+        lambda d: trial_services.consent_withdraw(
+            actor=request.user, consent=consent, scopes=d["scopes"], reason=d["reason"]
+        ),
+    ):
         messages.success(request, f"Withdrawal recorded for {subject.code}.")
         return redirect("web:subject", pk=subject.pk)
-    return _form_page(request, "web/form.html", form, title=f"Withdraw consent · {subject.code}", subject=subject,
-                      back=reverse("web:subject", args=[subject.pk]), danger=True)
+    return _form_page(
+        request,
+        "web/form.html",
+        form,
+        title=f"Withdraw consent · {subject.code}",
+        subject=subject,
+        back=reverse("web:subject", args=[subject.pk]),
+        danger=True,
+    )
 
 
 @login_required
@@ -179,24 +232,42 @@ def consent_withdraw(request, pk):
 def injection_record(request, pk):
     subject = _subject(request, pk)
     require_write(request.user, access.INJECTION_ROLES, site=subject.site)
-    batches = trial_selectors.batches_visible_to(request.user).filter(
-        site=subject.site, release_status=CellBatch.ReleaseStatus.RELEASED).order_by("batch_code")
+    batches = (
+        trial_selectors.batches_visible_to(request.user)
+        .filter(site=subject.site, release_status=CellBatch.ReleaseStatus.RELEASED)
+        .order_by("batch_code")
+    )
     staff = queries.clinical_staff(subject.site)
-    form = forms.InjectionForm(request.POST or None, batches=batches, staff=staff,
-                               initial={"administered_by": request.user.pk})
+    form = forms.InjectionForm(
+        request.POST or None, batches=batches, staff=staff, initial={"administered_by": request.user.pk}
+    )
 
     def record(d):
         return trial_services.injection_record(
-            actor=request.user, subject=subject, batch=d["batch"], administered_cells=d["administered_cells"],
-            volume_ml=d["volume_ml"], route=d["route"], anatomical_target=d["anatomical_target"],
-            administered_at=d["administered_at"], administered_by=d["administered_by"], verified_by=d["verified_by"],
-            verifier_password=d["verifier_password"])
+            actor=request.user,
+            subject=subject,
+            batch=d["batch"],
+            administered_cells=d["administered_cells"],
+            volume_ml=d["volume_ml"],
+            route=d["route"],
+            anatomical_target=d["anatomical_target"],
+            administered_at=d["administered_at"],
+            administered_by=d["administered_by"],
+            verified_by=d["verified_by"],
+            verifier_password=d["verifier_password"],
+        )
 
     if request.method == "POST" and _submit(form, record):
         messages.success(request, f"Injection recorded for {subject.code}.")
         return redirect("web:subject", pk=subject.pk)
-    return _form_page(request, "web/form.html", form, title=f"Record an injection · {subject.code}", subject=subject,
-                      back=reverse("web:subject", args=[subject.pk]))
+    return _form_page(
+        request,
+        "web/form.html",
+        form,
+        title=f"Record an injection · {subject.code}",
+        subject=subject,
+        back=reverse("web:subject", args=[subject.pk]),
+    )
 
 
 @login_required
@@ -204,8 +275,12 @@ def injection_record(request, pk):
 def subject_sign(request, pk):
     subject = _subject(request, pk)
     form = forms.SignForm(request.POST)
-    if _submit(form, lambda d: signatures.signature_apply(signer=request.user, password=d["password"], obj=subject,
-                                                          meaning=d["meaning"])):
+    if _submit(
+        form,
+        lambda d: signatures.signature_apply(
+            signer=request.user, password=d["password"], obj=subject, meaning=d["meaning"]
+        ),
+    ):
         messages.success(request, f"Subject visit {subject.code} signed.")
         return redirect("web:subject", pk=subject.pk)
     return _subject_page(request, subject, form, status=400)
@@ -228,13 +303,17 @@ def product_list(request):
         lot.can_write = lot.trial_id in trial_ids  # type: ignore[attr-defined]  # for the template
     for batch in batches:
         batch.can_write = batch.site_id in site_ids  # type: ignore[attr-defined]  # for the template
-    return render(request, "web/products.html", {
-        "lots": lots,
-        "batches": batches,
-        "can_write": bool(site_ids),
-        "can_write_lots": bool(trial_ids),
-        "today": queries.timezone.localdate(),
-    })
+    return render(
+        request,
+        "web/products.html",
+        {
+            "lots": lots,
+            "batches": batches,
+            "can_write": bool(site_ids),
+            "can_write_lots": bool(trial_ids),
+            "today": queries.timezone.localdate(),
+        },
+    )
 
 
 @login_required
@@ -244,11 +323,19 @@ def lot_register(request):
     if not trials.exists():
         raise Http404
     form = forms.LotRegisterForm(request.POST or None, request.FILES or None, trials=trials)
-    if request.method == "POST" and (lot := _submit(form, lambda d: trial_services.lot_register(actor=request.user, **d))):
+    if request.method == "POST" and (
+        lot := _submit(form, lambda d: trial_services.lot_register(actor=request.user, **d))
+    ):
         messages.success(request, f"Lot {lot.lot_number} registered (quarantined until QC release).")
         return redirect("web:products")
-    return _form_page(request, "web/form.html", form, title="Register a nanoparticle lot", back=reverse("web:products"),
-                      multipart=True)
+    return _form_page(
+        request,
+        "web/form.html",
+        form,
+        title="Register a nanoparticle lot",
+        back=reverse("web:products"),
+        multipart=True,
+    )
 
 
 @login_required
@@ -257,12 +344,17 @@ def lot_qc(request, pk):
     lot = get_object_or_404(trial_selectors.lots_visible_to(request.user), pk=pk)
     require_trial_resource_write(request.user, lot.trial)
     form = forms.LotQcForm(request.POST or None, initial={"qc_status": LotQcStatus.RELEASED})
-    if request.method == "POST" and _submit(form, lambda d: trial_services.lot_set_qc_status(
-            actor=request.user, lot=lot, qc_status=d["qc_status"], reason=d["reason"], confirm=d["confirm"])):
+    if request.method == "POST" and _submit(
+        form,
+        lambda d: trial_services.lot_set_qc_status(
+            actor=request.user, lot=lot, qc_status=d["qc_status"], reason=d["reason"], confirm=d["confirm"]
+        ),
+    ):
         messages.success(request, f"Lot {lot.lot_number}: QC status changed.")
         return redirect("web:products")
-    return _form_page(request, "web/form.html", form, title=f"QC status · lot {lot.lot_number}",
-                      back=reverse("web:products"))
+    return _form_page(
+        request, "web/form.html", form, title=f"QC status · lot {lot.lot_number}", back=reverse("web:products")
+    )
 
 
 @login_required
@@ -273,8 +365,9 @@ def batch_register(request):
         raise Http404
     subjects = trial_selectors.subjects_visible_to(request.user).filter(site__in=sites).order_by("code")
     form = forms.BatchRegisterForm(request.POST or None, sites=sites, subjects=subjects)
-    if request.method == "POST" and (batch := _submit(form, lambda d: trial_services.batch_register(
-            actor=request.user, **d))):
+    if request.method == "POST" and (
+        batch := _submit(form, lambda d: trial_services.batch_register(actor=request.user, **d))
+    ):
         messages.success(request, f"Batch {batch.batch_code} registered.")
         return redirect("web:products")
     return _form_page(request, "web/form.html", form, title="Register a cell batch", back=reverse("web:products"))
@@ -291,12 +384,18 @@ def batch_label(request, pk):
     require_write(request.user, access.PRODUCT_ROLES, site=batch.site)
     lots = trial_selectors.lots_visible_to(request.user).filter(trial=batch.trial).order_by("lot_number")
     form = forms.BatchLabelForm(request.POST or None, lots=lots)
-    if request.method == "POST" and _submit(form, lambda d: trial_services.batch_label(
-            actor=request.user, batch=batch, **d)):
+    if request.method == "POST" and _submit(
+        form, lambda d: trial_services.batch_label(actor=request.user, batch=batch, **d)
+    ):
         messages.success(request, f"Labelling of batch {batch.batch_code} recorded.")
         return redirect("web:products")
-    return _form_page(request, "web/form.html", form, title=f"Record labelling · batch {batch.batch_code}",
-                      back=reverse("web:products"))
+    return _form_page(
+        request,
+        "web/form.html",
+        form,
+        title=f"Record labelling · batch {batch.batch_code}",
+        back=reverse("web:products"),
+    )
 
 
 @login_required
@@ -305,12 +404,14 @@ def batch_release(request, pk):
     batch = _batch(request, pk)
     require_write(request.user, access.PRODUCT_ROLES, site=batch.site)
     form = forms.BatchReleaseForm(request.POST or None, initial={"release_status": CellBatch.ReleaseStatus.RELEASED})
-    if request.method == "POST" and _submit(form, lambda d: trial_services.batch_set_release_status(
-            actor=request.user, batch=batch, **d)):
+    if request.method == "POST" and _submit(
+        form, lambda d: trial_services.batch_set_release_status(actor=request.user, batch=batch, **d)
+    ):
         messages.success(request, f"Batch {batch.batch_code}: release status changed.")
         return redirect("web:products")
-    return _form_page(request, "web/form.html", form, title=f"Release · batch {batch.batch_code}",
-                      back=reverse("web:products"))
+    return _form_page(
+        request, "web/form.html", form, title=f"Release · batch {batch.batch_code}", back=reverse("web:products")
+    )
 
 
 # --------------------------------------------------------------------------- scans
@@ -321,16 +422,22 @@ def batch_release(request, pk):
 def scan_upload(request, pk):
     subject = _subject(request, pk)
     require_write(request.user, imaging_services.UPLOAD_ROLES, site=subject.site)
-    injections = trial_selectors.injections_visible_to(request.user).filter(subject=subject).order_by("-administered_at")
+    injections = (
+        trial_selectors.injections_visible_to(request.user).filter(subject=subject).order_by("-administered_at")
+    )
     scanners = imaging_selectors.scanners_visible_to(request.user).filter(site=subject.site)
     form = forms.UploadForm(injections=injections, scanners=scanners)
-    return render(request, "web/scan_upload.html", {"subject": subject, "form": form,
-                                                    "chunk_size": settings.IMAGING_UPLOAD_BROWSER_CHUNK_BYTES})
+    return render(
+        request,
+        "web/scan_upload.html",
+        {"subject": subject, "form": form, "chunk_size": settings.IMAGING_UPLOAD_BROWSER_CHUNK_BYTES},
+    )
 
 
 def _scan(request, pk) -> Scan:
-    return get_object_or_404(imaging_selectors.scans_visible_to(request.user).select_related(
-        "injection__batch", "subject__trial"), pk=pk)
+    return get_object_or_404(
+        imaging_selectors.scans_visible_to(request.user).select_related("injection__batch", "subject__trial"), pk=pk
+    )
 
 
 @login_required
@@ -349,28 +456,40 @@ def _scan_page(request, scan, sign_form, status=200, export_form=None, pacs_form
     roles = access.roles_at(request.user, scan.subject.site)
     exportable = reconstruction is not None and scan.status == Scan.Status.QUANTIFIED
     may_identified = exportable and may_export(request.user, scan, deidentified=False)
-    context = {"scan": scan, "reconstruction": reconstruction, "measurements": list(scan.measurements.all()),
-               "final": scan.status in queries.FINAL_STATUSES,
-               "is_investigator": Role.INVESTIGATOR in roles,
-               "sign_form": sign_form,
-               "can_retry": (scan.status == Scan.Status.FAILED and scan.retryable
-                             and may_write(request.user, imaging_services.UPLOAD_ROLES, site=scan.subject.site)),
-               "may_export_identified": may_identified,
-               "may_export_deidentified": exportable and may_export(request.user, scan, deidentified=True),
-               "export_form": export_form or forms.ScanExportForm(),
-               "pacs_form": pacs_form or (forms.PacsSendForm(destinations=_pacs_destinations(scan))
-                                          if may_identified else None)}
+    context = {
+        "scan": scan,
+        "reconstruction": reconstruction,
+        "measurements": list(scan.measurements.all()),
+        "final": scan.status in queries.FINAL_STATUSES,
+        "is_investigator": Role.INVESTIGATOR in roles,
+        "sign_form": sign_form,
+        "can_retry": (
+            scan.status == Scan.Status.FAILED
+            and scan.retryable
+            and may_write(request.user, imaging_services.UPLOAD_ROLES, site=scan.subject.site)
+        ),
+        "may_export_identified": may_identified,
+        "may_export_deidentified": exportable and may_export(request.user, scan, deidentified=True),
+        "export_form": export_form or forms.ScanExportForm(),
+        "pacs_form": pacs_form
+        or (forms.PacsSendForm(destinations=_pacs_destinations(scan)) if may_identified else None),
+    }
     if reconstruction is not None:
         vol = volume.load(reconstruction)
         masks = volume.roi_masks(imaging_services.rois_for(scan), vol.grid)
         nz, ny, nx = vol.shape
-        context.update({
-            "planes": [{"name": name, "label": label, "count": vol.shape[axis], "middle": vol.shape[axis] // 2}
-                       for name, (axis, label, _, _) in volume.PLANES.items()],
-            "colour_bar": volume.colour_bar(vol.vmax), "legend": volume.roi_legend(masks),
-            "grid": {"nx": nx, "ny": ny, "nz": nz},
-            "signatures": signatures.signatures_verify(reconstruction, actor=request.user),
-        })
+        context.update(
+            {
+                "planes": [
+                    {"name": name, "label": label, "count": vol.shape[axis], "middle": vol.shape[axis] // 2}
+                    for name, (axis, label, _, _) in volume.PLANES.items()
+                ],
+                "colour_bar": volume.colour_bar(vol.vmax),
+                "legend": volume.roi_legend(masks),
+                "grid": {"nx": nx, "ny": ny, "nz": nz},
+                "signatures": signatures.signatures_verify(reconstruction, actor=request.user),
+            }
+        )
     return render(request, "web/scan_detail.html", context, status=status)
 
 
@@ -397,8 +516,9 @@ def scan_dicom(request, pk):
         raise Http404
     try:
         # Role check and FILE_DOWNLOADED audit event, as for the MDF downloads.
-        imaging_services.file_download_record(actor=request.user, scan=scan, which="dicom_study",
-                                              path=f"built from {reconstruction.file}")
+        imaging_services.file_download_record(
+            actor=request.user, scan=scan, which="dicom_study", path=f"built from {reconstruction.file}"
+        )
     except RuleViolation as exc:
         raise Http404 from exc
     content = dicom_export.study_zip(scan)
@@ -415,8 +535,12 @@ def scan_sign(request, pk):
     if reconstruction is None or scan.status != Scan.Status.QUANTIFIED:
         raise Http404
     form = forms.SignForm(request.POST)
-    if _submit(form, lambda d: signatures.signature_apply(signer=request.user, password=d["password"],
-                                                          obj=reconstruction, meaning=d["meaning"])):
+    if _submit(
+        form,
+        lambda d: signatures.signature_apply(
+            signer=request.user, password=d["password"], obj=reconstruction, meaning=d["meaning"]
+        ),
+    ):
         messages.success(request, f"Results of scan #{scan.pk} signed.")
         return redirect("web:scan", pk=scan.pk)
     return _scan_page(request, scan, form, status=400)
@@ -426,15 +550,28 @@ def scan_sign(request, pk):
 @require_GET
 def scan_list(request):
     q = request.GET
-    rows = queries.scan_rows(request.user, search=q.get("q", ""), site=q.get("site", ""), status=q.get("status", ""),
-                             hours=q.get("hours", ""))
+    rows = queries.scan_rows(
+        request.user,
+        search=q.get("q", ""),
+        site=q.get("site", ""),
+        status=q.get("status", ""),
+        hours=q.get("hours", ""),
+    )
     page = Paginator(rows, PAGE_SIZE).get_page(q.get("page"))
     query = q.copy()
     query.pop("page", None)
-    return render(request, "web/scan_list.html", {
-        "page": page, "filters": q, "query": query.urlencode(), "sites": trial_selectors.visible_sites(request.user),
-        "statuses": Scan.Status.values, "time_points": queries.scan_time_points(request.user),
-    })
+    return render(
+        request,
+        "web/scan_list.html",
+        {
+            "page": page,
+            "filters": q,
+            "query": query.urlencode(),
+            "sites": trial_selectors.visible_sites(request.user),
+            "statuses": Scan.Status.values,
+            "time_points": queries.scan_time_points(request.user),
+        },
+    )
 
 
 @login_required
@@ -461,10 +598,12 @@ def scan_export(request, pk):
     if not (may_export(request.user, scan, deidentified=True) or may_export(request.user, scan, deidentified=False)):
         raise Http404
     form = forms.ScanExportForm(request.POST)
-    if export := _submit(form, lambda d: compliance_services.export_request(actor=request.user, kind=d["kind"],
-                                                                            scan=scan)):
-        messages.success(request, f"Export #{export.pk} ({export.get_kind_display()}) requested: "
-                                  "it is built in the background.")
+    if export := _submit(
+        form, lambda d: compliance_services.export_request(actor=request.user, kind=d["kind"], scan=scan)
+    ):
+        messages.success(
+            request, f"Export #{export.pk} ({export.get_kind_display()}) requested: it is built in the background."
+        )
         return redirect("web:exports")
     return _scan_page(request, scan, forms.SignForm(), status=400, export_form=form)
 
@@ -476,8 +615,9 @@ def scan_pacs_send(request, pk):
     if not may_export(request.user, scan, deidentified=False):
         raise Http404
     form = forms.PacsSendForm(request.POST, destinations=_pacs_destinations(scan))
-    if send := _submit(form, lambda d: pacs.dicom_send_request(actor=request.user, scan=scan,
-                                                               destination=d["destination"])):
+    if send := _submit(
+        form, lambda d: pacs.dicom_send_request(actor=request.user, scan=scan, destination=d["destination"])
+    ):
         tasks.queue_send(send)
         messages.success(request, f"Sending scan #{scan.pk} to {send.destination.name}: it is sent in the background.")
         return redirect("web:exports")
@@ -496,22 +636,45 @@ def exports(request):
         raise Http404
     deidentified = sponsor.applies_to(user)
     keys = sponsor.Keys()
-    form = forms.ExportRequestForm(request.POST or None, trials=trials, sites=trial_selectors.visible_sites(user),
-                                   site_label=keys.site if deidentified else None)
-    if request.method == "POST" and (export := _submit(form, lambda d: compliance_services.export_request(
-            actor=user, kind=d["kind"], trial=d["trial"], site=d["site"]))):
+    form = forms.ExportRequestForm(
+        request.POST or None,
+        trials=trials,
+        sites=trial_selectors.visible_sites(user),
+        site_label=keys.site if deidentified else None,
+    )
+    if request.method == "POST" and (
+        export := _submit(
+            form,
+            lambda d: compliance_services.export_request(actor=user, kind=d["kind"], trial=d["trial"], site=d["site"]),
+        )
+    ):
         messages.success(request, f"Export #{export.pk} requested: it is built in the background.")
         return redirect("web:exports")
     items = list(compliance_services.exports_visible_to(user).order_by("-created_at", "-id")[:50])
     for export in items:  # a sponsor's scan export names the subject by pseudonym
         export.scope_text = sponsor.export_scope(keys, export) if deidentified else export.scope_label
-    sends = [] if deidentified else list(imaging_selectors.dicom_sends_visible_to(user).select_related(
-        "scan__subject").order_by("-created_at", "-id")[:50])
+    sends = (
+        []
+        if deidentified
+        else list(
+            imaging_selectors.dicom_sends_visible_to(user)
+            .select_related("scan__subject")
+            .order_by("-created_at", "-id")[:50]
+        )
+    )
     pending = any(e.status in ("queued", "running") for e in [*items, *sends])
-    return render(request, "web/exports.html", {
-        "form": form, "exports": items, "sends": sends, "pending": pending,
-        "audit_trials": compliance_selectors.audit_trial_ids(user),
-    }, status=400 if request.method == "POST" else 200)
+    return render(
+        request,
+        "web/exports.html",
+        {
+            "form": form,
+            "exports": items,
+            "sends": sends,
+            "pending": pending,
+            "audit_trials": compliance_selectors.audit_trial_ids(user),
+        },
+        status=400 if request.method == "POST" else 200,
+    )
 
 
 @login_required
@@ -532,13 +695,21 @@ def export_retry(request, pk):
 
 def _correct(request, *, obj, form, current: dict, call, title: str, back: str, done: str, subject=None):
     """The shared shape of a correction page: only the changed fields go to the service."""
-    if request.method == "POST" and _submit(form, lambda d: call(reason=d["reason"],
-                                                                 **forms.changed_fields(form, current))):
+    if request.method == "POST" and _submit(
+        form, lambda d: call(reason=d["reason"], **forms.changed_fields(form, current))
+    ):
         messages.success(request, done)
         return redirect(back)
-    return _form_page(request, "web/form.html", form, title=title, back=back, subject=subject,
-                      intro="Change only what was recorded wrongly. The audit trail keeps the old and the new "
-                            "value of each field you change, with your reason.")
+    return _form_page(
+        request,
+        "web/form.html",
+        form,
+        title=title,
+        back=back,
+        subject=subject,
+        intro="Change only what was recorded wrongly. The audit trail keeps the old and the new "
+        "value of each field you change, with your reason.",
+    )
 
 
 def _initial(obj, names) -> dict:
@@ -552,10 +723,17 @@ def subject_correct(request, pk):
     require_write(request.user, access.ENROL_ROLES, site=subject.site)
     current = _initial(subject, ["enrolment_date"])
     form = forms.SubjectCorrectForm(request.POST or None, initial=current)
-    return _correct(request, obj=subject, form=form, current=current, subject=subject,
-                    call=lambda **kw: trial_services.subject_correct(actor=request.user, subject=subject, **kw),
-                    title=f"Correct subject {subject.code}", back=reverse("web:subject", args=[subject.pk]),
-                    done=f"Subject {subject.code} corrected.")
+    return _correct(
+        request,
+        obj=subject,
+        form=form,
+        current=current,
+        subject=subject,
+        call=lambda **kw: trial_services.subject_correct(actor=request.user, subject=subject, **kw),
+        title=f"Correct subject {subject.code}",
+        back=reverse("web:subject", args=[subject.pk]),
+        done=f"Subject {subject.code} corrected.",
+    )
 
 
 @login_required
@@ -564,33 +742,60 @@ def subject_status(request, pk):
     subject = _subject(request, pk)
     require_write(request.user, access.ENROL_ROLES, site=subject.site)
     form = forms.SubjectStatusForm(request.POST or None, current=subject.status)
-    if request.method == "POST" and _submit(form, lambda d: trial_services.subject_change_status(
-            actor=request.user, subject=subject, status=d["status"], reason=d["reason"], confirm=d["confirm"])):
+    if request.method == "POST" and _submit(
+        form,
+        lambda d: trial_services.subject_change_status(
+            actor=request.user, subject=subject, status=d["status"], reason=d["reason"], confirm=d["confirm"]
+        ),
+    ):
         messages.success(request, f"Subject {subject.code}: status changed.")
         return redirect("web:subject", pk=subject.pk)
-    return _form_page(request, "web/form.html", form, title=f"Change the status · {subject.code}", subject=subject,
-                      back=reverse("web:subject", args=[subject.pk]),
-                      intro=f"Now {subject.get_status_display().lower()}. Completed and withdrawn are final.")
+    return _form_page(
+        request,
+        "web/form.html",
+        form,
+        title=f"Change the status · {subject.code}",
+        subject=subject,
+        back=reverse("web:subject", args=[subject.pk]),
+        intro=f"Now {subject.get_status_display().lower()}. Completed and withdrawn are final.",
+    )
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def injection_correct(request, pk):
-    injection = get_object_or_404(trial_selectors.injections_visible_to(request.user).select_related(
-        "subject__site", "batch"), pk=pk)
+    injection = get_object_or_404(
+        trial_selectors.injections_visible_to(request.user).select_related("subject__site", "batch"), pk=pk
+    )
     subject = injection.subject
     require_write(request.user, access.INJECTION_ROLES, site=subject.site)
-    names = ["administered_cells", "volume_ml", "route", "anatomical_target", "administered_at", "administered_by",
-             "verified_by"]
+    names = [
+        "administered_cells",
+        "volume_ml",
+        "route",
+        "anatomical_target",
+        "administered_at",
+        "administered_by",
+        "verified_by",
+    ]
     current = _initial(injection, names)
-    form = forms.InjectionCorrectForm(request.POST or None, staff=queries.clinical_staff(subject.site),
-                                      initial=current)
-    return _correct(request, obj=injection, form=form, current=current, subject=subject,
-                    call=lambda **kw: trial_services.injection_correct(
-                        actor=request.user, injection=injection,
-                        verifier_password=form.cleaned_data.get("verifier_password", ""), **kw),
-                    title=f"Correct injection #{injection.pk} · {subject.code}",
-                    back=reverse("web:subject", args=[subject.pk]), done=f"Injection #{injection.pk} corrected.")
+    form = forms.InjectionCorrectForm(request.POST or None, staff=queries.clinical_staff(subject.site), initial=current)
+    return _correct(
+        request,
+        obj=injection,
+        form=form,
+        current=current,
+        subject=subject,
+        call=lambda **kw: trial_services.injection_correct(
+            actor=request.user,
+            injection=injection,
+            verifier_password=form.cleaned_data.get("verifier_password", ""),
+            **kw,
+        ),
+        title=f"Correct injection #{injection.pk} · {subject.code}",
+        back=reverse("web:subject", args=[subject.pk]),
+        done=f"Injection #{injection.pk} corrected.",
+    )
 
 
 @login_required
@@ -602,10 +807,17 @@ def consent_correct(request, pk):
     scopes_locked = bool(consent.withdrawn_scopes)
     current = {"signed_at": consent.signed_at, **({} if scopes_locked else {"scopes": list(consent.scopes)})}
     form = forms.ConsentCorrectForm(request.POST or None, scopes_locked=scopes_locked, initial=current)
-    return _correct(request, obj=consent, form=form, current=current, subject=subject,
-                    call=lambda **kw: trial_services.consent_correct(actor=request.user, consent=consent, **kw),
-                    title=f"Correct consent #{consent.pk} · {subject.code}",
-                    back=reverse("web:subject", args=[subject.pk]), done=f"Consent #{consent.pk} corrected.")
+    return _correct(
+        request,
+        obj=consent,
+        form=form,
+        current=current,
+        subject=subject,
+        call=lambda **kw: trial_services.consent_correct(actor=request.user, consent=consent, **kw),
+        title=f"Correct consent #{consent.pk} · {subject.code}",
+        back=reverse("web:subject", args=[subject.pk]),
+        done=f"Consent #{consent.pk} corrected.",
+    )
 
 
 @login_required
@@ -613,13 +825,29 @@ def consent_correct(request, pk):
 def lot_correct(request, pk):
     lot = get_object_or_404(trial_selectors.lots_visible_to(request.user), pk=pk)
     require_trial_resource_write(request.user, lot.trial)
-    current = _initial(lot, ["expiry_date", "iron_mg_per_ml", "iron_mmol_per_l", "core_size_nm",
-                             "hydrodynamic_size_nm", "polydispersity_index", "coating"])
+    current = _initial(
+        lot,
+        [
+            "expiry_date",
+            "iron_mg_per_ml",
+            "iron_mmol_per_l",
+            "core_size_nm",
+            "hydrodynamic_size_nm",
+            "polydispersity_index",
+            "coating",
+        ],
+    )
     form = forms.LotCorrectForm(request.POST or None, initial=current)
-    return _correct(request, obj=lot, form=form, current=current,
-                    call=lambda **kw: trial_services.lot_correct(actor=request.user, lot=lot, **kw),
-                    title=f"Correct lot {lot.lot_number}", back=reverse("web:products"),
-                    done=f"Lot {lot.lot_number} corrected.")
+    return _correct(
+        request,
+        obj=lot,
+        form=form,
+        current=current,
+        call=lambda **kw: trial_services.lot_correct(actor=request.user, lot=lot, **kw),
+        title=f"Correct lot {lot.lot_number}",
+        back=reverse("web:products"),
+        done=f"Lot {lot.lot_number} corrected.",
+    )
 
 
 @login_required
@@ -632,10 +860,16 @@ def batch_correct(request, pk):
     current = _initial(batch, names + (list(forms.BatchCorrectForm.LABELLING) if labelling else []))
     lots = trial_selectors.lots_visible_to(request.user).filter(trial=batch.trial).order_by("lot_number")
     form = forms.BatchCorrectForm(request.POST or None, lots=lots, labelling=labelling, initial=current)
-    return _correct(request, obj=batch, form=form, current=current,
-                    call=lambda **kw: trial_services.batch_correct(actor=request.user, batch=batch, **kw),
-                    title=f"Correct batch {batch.batch_code}", back=reverse("web:products"),
-                    done=f"Batch {batch.batch_code} corrected.")
+    return _correct(
+        request,
+        obj=batch,
+        form=form,
+        current=current,
+        call=lambda **kw: trial_services.batch_correct(actor=request.user, batch=batch, **kw),
+        title=f"Correct batch {batch.batch_code}",
+        back=reverse("web:products"),
+        done=f"Batch {batch.batch_code} corrected.",
+    )
 
 
 # --------------------------------------------------------------------------- regions of interest
@@ -647,8 +881,17 @@ def roi_define(request, pk):
     subject = _subject(request, pk)
     require_write(request.user, imaging_services.ROI_ROLES, site=subject.site)
     form = _roi_form(request, subject, request.POST)
-    if _submit(form, lambda d: imaging_services.roi_define(actor=request.user, subject=subject, name=d["name"],
-                                                           kind=d["kind"], scan=d["scan"], geometry=form.geometry())):
+    if _submit(
+        form,
+        lambda d: imaging_services.roi_define(
+            actor=request.user,
+            subject=subject,
+            name=d["name"],
+            kind=d["kind"],
+            scan=d["scan"],
+            geometry=form.geometry(),
+        ),
+    ):
         messages.success(request, f"Region {form.cleaned_data['name']!r} defined for {subject.code}.")
         return redirect(reverse("web:subject", args=[subject.pk]) + "#h-rois")
     return _subject_page(request, subject, forms.SignForm(), status=400, roi_form=form)

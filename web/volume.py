@@ -76,7 +76,7 @@ def _lut() -> np.ndarray:
 
 
 def _rgb(hex_colour: str) -> np.ndarray:
-    return np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+    return np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -115,19 +115,23 @@ def colour_bar(vmax_mol_per_l: float) -> SafeString:
     lut = _lut()
     stops = "".join(
         f'<stop offset="{i / 10:.1f}" stop-color="#{lut[int(i * 25.5)][0]:02x}{lut[int(i * 25.5)][1]:02x}'
-        f'{lut[int(i * 25.5)][2]:02x}"/>' for i in range(11))
+        f'{lut[int(i * 25.5)][2]:02x}"/>'
+        for i in range(11)
+    )
     vmax = vmax_mol_per_l * 1e3
     labels = "".join(
         f'<text x="34" y="{214 - 200 * f + 4:.1f}" font-size="12" fill="#1d2733">{vmax * f:.3g}</text>'
         f'<line x1="24" x2="30" y1="{214 - 200 * f:.1f}" y2="{214 - 200 * f:.1f}" stroke="#1d2733"/>'
-        for f in (0, 0.25, 0.5, 0.75, 1.0))
+        for f in (0, 0.25, 0.5, 0.75, 1.0)
+    )
     return mark_safe(  # noqa: S308 - numbers and the escaped colour-map name only
         '<svg class="colourbar" viewBox="0 0 110 250" role="img" aria-labelledby="cb-t" '
         'xmlns="http://www.w3.org/2000/svg">'
         f'<title id="cb-t">Colour scale: iron concentration from 0 to {vmax:.3g} mmol Fe/L ({escape(COLORMAP)})</title>'
         f'<defs><linearGradient id="cb-g" x1="0" y1="1" x2="0" y2="0">{stops}</linearGradient></defs>'
         '<rect x="4" y="14" width="20" height="200" fill="url(#cb-g)" stroke="#1d2733"/>'
-        f'{labels}<text x="4" y="240" font-size="12" fill="#5b6b7c">mmol Fe/L</text></svg>')
+        f'{labels}<text x="4" y="240" font-size="12" fill="#5b6b7c">mmol Fe/L</text></svg>'
+    )
 
 
 def roi_legend(masks) -> list[dict]:

@@ -56,9 +56,7 @@ PRIVATE_SCHEME_NAME = "MPI cell-tracking trial platform codes"
 
 IRON_CONCENTRATION = hd.sr.CodedConcept("FECONC", PRIVATE_SCHEME, "Iron concentration")
 IRON_MASS = hd.sr.CodedConcept("FEMASS", PRIVATE_SCHEME, "Iron mass")
-IRON_MASS_UNCERTAINTY = hd.sr.CodedConcept(
-    "FEMASSU", PRIVATE_SCHEME, "Iron mass standard uncertainty"
-)
+IRON_MASS_UNCERTAINTY = hd.sr.CodedConcept("FEMASSU", PRIVATE_SCHEME, "Iron mass standard uncertainty")
 DETECTION_LIMIT = hd.sr.CodedConcept("FELOD", PRIVATE_SCHEME, "Iron detection limit")
 CELL_COUNT = hd.sr.CodedConcept("CELLS", PRIVATE_SCHEME, "Labelled cell count")
 RETENTION = hd.sr.CodedConcept("RETENTION", PRIVATE_SCHEME, "Retention of injected iron")
@@ -208,8 +206,9 @@ def uid_from(namespace: uuid.UUID, name: str) -> str:
     return f"2.25.{uuid.uuid5(namespace, name).int}"
 
 
-def _content_digest(volume: np.ndarray, geometry: VolumeGeometry, rois: Sequence[RoiSpec],
-                    metrics: Sequence[RoiMetrics]) -> str:
+def _content_digest(
+    volume: np.ndarray, geometry: VolumeGeometry, rois: Sequence[RoiSpec], metrics: Sequence[RoiMetrics]
+) -> str:
     # Same inputs -> same UIDs (an export retried by a worker is idempotent);
     # any change of numbers -> new series and instance UIDs.
     h = hashlib.sha256()
@@ -223,8 +222,9 @@ def _content_digest(volume: np.ndarray, geometry: VolumeGeometry, rois: Sequence
     return h.hexdigest()
 
 
-def _validate(volume: np.ndarray, geometry: VolumeGeometry, rois: Sequence[RoiSpec],
-              metrics: Sequence[RoiMetrics]) -> None:
+def _validate(
+    volume: np.ndarray, geometry: VolumeGeometry, rois: Sequence[RoiSpec], metrics: Sequence[RoiMetrics]
+) -> None:
     if volume.dtype != np.float32:
         raise ValueError(f"volume must be float32 (mol Fe/L), got {volume.dtype}")
     if volume.shape != geometry.shape_zyx:
@@ -272,9 +272,16 @@ def _rescale(volume: np.ndarray) -> tuple[np.ndarray, float, float]:
     return pixels.astype(np.uint16), slope, intercept
 
 
-def _source_image(volume: np.ndarray, geometry: VolumeGeometry, study: StudyInfo,
-                  study_uid: str, series_uid: str, for_uid: str, instance_uid: str,
-                  created: dt.datetime) -> Dataset:
+def _source_image(
+    volume: np.ndarray,
+    geometry: VolumeGeometry,
+    study: StudyInfo,
+    study_uid: str,
+    series_uid: str,
+    for_uid: str,
+    instance_uid: str,
+    created: dt.datetime,
+) -> Dataset:
     # One Multi-frame Grayscale Word Secondary Capture image, one frame per z.
     # Unlike single-frame SC, this IOD has the Frame of Reference and the
     # Multi-frame Functional Groups (plane position / orientation, pixel
@@ -394,8 +401,13 @@ def _finish(ds: Dataset, study: StudyInfo, series_description: str, *, image: bo
     return ds
 
 
-def build_study(volume: np.ndarray, geometry: VolumeGeometry, rois: Sequence[RoiSpec],
-                metrics: Sequence[RoiMetrics], study: StudyInfo) -> list[Dataset]:
+def build_study(
+    volume: np.ndarray,
+    geometry: VolumeGeometry,
+    rois: Sequence[RoiSpec],
+    metrics: Sequence[RoiMetrics],
+    study: StudyInfo,
+) -> list[Dataset]:
     """Build the source series, Parametric Map, Segmentation and SR of one scan.
 
     Parameters
@@ -419,17 +431,23 @@ def build_study(volume: np.ndarray, geometry: VolumeGeometry, rois: Sequence[Roi
     volume = np.asarray(volume)
     _validate(volume, geometry, rois, metrics)
     study_uid = _study_uid(study)
-    ns = uuid.UUID(bytes=hashlib.sha256(
-        f"{study_uid}/{_content_digest(volume, geometry, rois, metrics)}".encode()).digest()[:16])
+    ns = uuid.UUID(
+        bytes=hashlib.sha256(f"{study_uid}/{_content_digest(volume, geometry, rois, metrics)}".encode()).digest()[:16]
+    )
     uid = lambda name: uid_from(ns, name)  # noqa: E731
     created = dt.datetime.now(study.study_datetime.tzinfo)
-    source = [_source_image(
-        volume, geometry, study, study_uid,
-        series_uid=uid("series/source"),
-        for_uid=uid_from(study.uid_namespace, f"frame-of-reference/{study.scan_id}"),
-        instance_uid=uid("instance/source"),
-        created=created,
-    )]
+    source = [
+        _source_image(
+            volume,
+            geometry,
+            study,
+            study_uid,
+            series_uid=uid("series/source"),
+            for_uid=uid_from(study.uid_namespace, f"frame-of-reference/{study.scan_id}"),
+            instance_uid=uid("instance/source"),
+            created=created,
+        )
+    ]
     _finish(source[0], study, study.source_series_description)
 
     lo, hi = float(volume.min()), float(volume.max())
@@ -459,9 +477,7 @@ def build_study(volume: np.ndarray, geometry: VolumeGeometry, rois: Sequence[Roi
         ],
         # Concentrations are far below 1: LINEAR would clip the window.
         voi_lut_transformations=[
-            hd.VOILUTTransformation(
-                window_center=(lo + hi) / 2, window_width=width, voi_lut_function="LINEAR_EXACT"
-            )
+            hd.VOILUTTransformation(window_center=(lo + hi) / 2, window_width=width, voi_lut_function="LINEAR_EXACT")
         ],
         content_label="FECONC",
         content_description="Iron concentration (mol Fe/L)",
@@ -472,15 +488,17 @@ def build_study(volume: np.ndarray, geometry: VolumeGeometry, rois: Sequence[Roi
     descriptions = []
     for number, roi in enumerate(rois, start=1):
         category, type_ = roi.property_codes()
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=roi.name[:64],
-            segmented_property_category=category,
-            segmented_property_type=type_,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-            tracking_uid=uid(f"tracking/roi/{roi.label}"),
-            tracking_id=f"ROI {roi.label} {roi.name}"[:64],
-        ))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=roi.name[:64],
+                segmented_property_category=category,
+                segmented_property_type=type_,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+                tracking_uid=uid(f"tracking/roi/{roi.label}"),
+                tracking_id=f"ROI {roi.label} {roi.name}"[:64],
+            )
+        )
     seg = hd.seg.Segmentation(
         source_images=source,
         pixel_array=masks,
@@ -505,8 +523,15 @@ def build_study(volume: np.ndarray, geometry: VolumeGeometry, rois: Sequence[Roi
     return [*source, pm, seg, sr]
 
 
-def _measurement_report(rois: Sequence[RoiSpec], metrics: Sequence[RoiMetrics], study: StudyInfo,
-                        seg: Dataset, source: list[Dataset], pm: Dataset, uid) -> Dataset:
+def _measurement_report(
+    rois: Sequence[RoiSpec],
+    metrics: Sequence[RoiMetrics],
+    study: StudyInfo,
+    seg: Dataset,
+    source: list[Dataset],
+    pm: Dataset,
+    uid,
+) -> Dataset:
     by_label = {m.roi_label: m for m in metrics}
     groups = []
     for number, roi in enumerate(rois, start=1):
@@ -522,19 +547,21 @@ def _measurement_report(rois: Sequence[RoiSpec], metrics: Sequence[RoiMetrics], 
             (OFF_TARGET, m.off_target_percent, UCUM_PERCENT),
         ]
         _, type_ = roi.property_codes()
-        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=uid(f"tracking/roi/{roi.label}"),
-                identifier=f"ROI {roi.label} {roi.name}"[:64],
-            ),
-            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number),
-            finding_type=type_,
-            measurements=[
-                hd.sr.Measurement(name=name, value=float(value), unit=unit)
-                for name, value, unit in values
-                if value is not None
-            ],
-        ))
+        groups.append(
+            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=uid(f"tracking/roi/{roi.label}"),
+                    identifier=f"ROI {roi.label} {roi.name}"[:64],
+                ),
+                referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number),
+                finding_type=type_,
+                measurements=[
+                    hd.sr.Measurement(name=name, value=float(value), unit=unit)
+                    for name, value, unit in values
+                    if value is not None
+                ],
+            )
+        )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

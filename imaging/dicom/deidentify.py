@@ -219,8 +219,9 @@ def _method_codes() -> list[Dataset]:
     return items
 
 
-def deidentify(datasets: Sequence[Dataset], *, trial_secret: bytes, date_shift_days: int,
-               patient_id: str | None = None) -> list[Dataset]:
+def deidentify(
+    datasets: Sequence[Dataset], *, trial_secret: bytes, date_shift_days: int, patient_id: str | None = None
+) -> list[Dataset]:
     """De-identified copies of ``datasets`` (the inputs are not modified).
 
     Parameters
@@ -251,8 +252,12 @@ def deidentify(datasets: Sequence[Dataset], *, trial_secret: bytes, date_shift_d
         ds.PatientID = new_patient_id
         # Study ID: Z allows a dummy; a keyed one stays the same across the study's objects.
         if "StudyID" in ds:
-            ds.StudyID = "S" + hmac.new(trial_secret, str(original.StudyInstanceUID).encode(),
-                                        hashlib.sha256).hexdigest()[:12].upper()
+            ds.StudyID = (
+                "S"
+                + hmac.new(trial_secret, str(original.StudyInstanceUID).encode(), hashlib.sha256)
+                .hexdigest()[:12]
+                .upper()
+            )
         ds.PatientIdentityRemoved = "YES"
         ds.LongitudinalTemporalInformationModified = "MODIFIED"
         ds.DeidentificationMethod = METHOD_TEXT

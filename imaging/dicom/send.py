@@ -81,8 +81,15 @@ def _association_failure_is_transient(assoc) -> bool:
     return result != 0x00
 
 
-def send_cstore(datasets: Sequence[Dataset], host: str, port: int, called_ae: str,
-                calling_ae: str = "MPITRIALS", *, timeout_s: float = 30.0) -> SendResult:
+def send_cstore(
+    datasets: Sequence[Dataset],
+    host: str,
+    port: int,
+    called_ae: str,
+    calling_ae: str = "MPITRIALS",
+    *,
+    timeout_s: float = 30.0,
+) -> SendResult:
     """C-STORE every dataset over one association; raise DicomSendError if any fails."""
     from pynetdicom import AE  # imported here: only delivery needs the network stack
 
@@ -94,10 +101,13 @@ def send_cstore(datasets: Sequence[Dataset], host: str, port: int, called_ae: st
     assoc = ae.associate(host, port, ae_title=called_ae)
     if not assoc.is_established:
         transient = _association_failure_is_transient(assoc)
-        raise DicomSendError(f"association with {destination} was not established "
-                             f"(rejected={assoc.is_rejected}, aborted={assoc.is_aborted}, "
-                             f"{'transient' if transient else 'permanent'})",
-                             SendResult(destination), transient=transient)
+        raise DicomSendError(
+            f"association with {destination} was not established "
+            f"(rejected={assoc.is_rejected}, aborted={assoc.is_aborted}, "
+            f"{'transient' if transient else 'permanent'})",
+            SendResult(destination),
+            transient=transient,
+        )
     statuses = []
     try:
         for ds in datasets:
@@ -117,15 +127,17 @@ def send_cstore(datasets: Sequence[Dataset], host: str, port: int, called_ae: st
     if not result.ok:
         # Only objects that got no answer at all (DIMSE timeout, abort) are worth sending
         # again; a failure status is the PACS refusing the object.
-        raise DicomSendError(f"C-STORE to {destination}: {len(result.failed)} of "
-                             f"{len(statuses)} objects failed", result,
-                             transient=bool(result.failed) and all(o.status is None and o.detail == NO_RESPONSE
-                                                                   for o in result.failed))
+        raise DicomSendError(
+            f"C-STORE to {destination}: {len(result.failed)} of {len(statuses)} objects failed",
+            result,
+            transient=bool(result.failed) and all(o.status is None and o.detail == NO_RESPONSE for o in result.failed),
+        )
     return result
 
 
-def send_stowrs(datasets: Sequence[Dataset], base_url: str, auth=None, *,
-                timeout_s: float = 60.0, session=None) -> SendResult:
+def send_stowrs(
+    datasets: Sequence[Dataset], base_url: str, auth=None, *, timeout_s: float = 60.0, session=None
+) -> SendResult:
     """POST the datasets to ``{base_url}/studies`` as one multipart/related request.
 
     ``auth`` is anything requests accepts (a (user, password) tuple, an AuthBase).
@@ -149,18 +161,19 @@ def send_stowrs(datasets: Sequence[Dataset], base_url: str, auth=None, *,
         response = http.post(url, data=b"".join(parts), headers=headers, auth=auth, timeout=timeout_s)
     except requests.RequestException as exc:
         # Not reached or no answer in time: transient. A malformed URL and the like: permanent.
-        transient = isinstance(exc, (requests.ConnectionError, requests.Timeout,
-                                     requests.exceptions.ChunkedEncodingError))
+        transient = isinstance(
+            exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+        )
         raise DicomSendError(f"STOW-RS to {url} failed: {exc}", SendResult(url), transient=transient) from exc
     if response.status_code not in (200, 202):
-        raise DicomSendError(f"STOW-RS to {url}: HTTP {response.status_code} {response.text[:200]}",
-                             SendResult(url, tuple(_status(ds, ok=False, detail=f"HTTP {response.status_code}")
-                                                   for ds in datasets)),
-                             transient=transient_http(response.status_code))
+        raise DicomSendError(
+            f"STOW-RS to {url}: HTTP {response.status_code} {response.text[:200]}",
+            SendResult(url, tuple(_status(ds, ok=False, detail=f"HTTP {response.status_code}") for ds in datasets)),
+            transient=transient_http(response.status_code),
+        )
     result = SendResult(url, _stow_statuses(datasets, response.json() if response.content else {}))
     if not result.ok:
-        raise DicomSendError(f"STOW-RS to {url}: {len(result.failed)} of {len(datasets)} objects failed",
-                             result)
+        raise DicomSendError(f"STOW-RS to {url}: {len(result.failed)} of {len(datasets)} objects failed", result)
     return result
 
 

@@ -16,8 +16,9 @@ def _export(cast, *, site=None):
     # own exports), else by the monitor; monitors see every export of their trial.
     sponsor = Membership.objects.filter(trial=cast.trial, role=Role.SPONSOR).select_related("user").first()
     requester = sponsor.user if sponsor else cast.monitor
-    return Export.objects.create(kind=Export.Kind.SPONSOR_DEIDENTIFIED, trial=cast.trial, site=site,
-                                 requested_by=requester)
+    return Export.objects.create(
+        kind=Export.Kind.SPONSOR_DEIDENTIFIED, trial=cast.trial, site=site, requested_by=requester
+    )
 
 
 def _export_at_site_a(cast):
@@ -30,8 +31,14 @@ def _export_at_site_a(cast):
 
 def _event(cast, *, site_id=None):
     with transaction.atomic():
-        return record_event(actor=None, action=AuditAction.SITE_CREATED, object_type="trials.site",
-                            object_id=site_id or "", trial_id=cast.trial.pk, site_id=site_id)
+        return record_event(
+            actor=None,
+            action=AuditAction.SITE_CREATED,
+            object_type="trials.site",
+            object_id=site_id or "",
+            trial_id=cast.trial.pk,
+            site_id=site_id,
+        )
 
 
 def _token_at_site_a(cast):

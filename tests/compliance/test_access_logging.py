@@ -55,10 +55,18 @@ def test_it_validates_ownership_of_an_export(api, auditor, monitor, coordinator_
 
 def test_it_refuses_exports_outside_the_users_scope(api, coordinator_b, imaging_a, site_a, trial, nothing_written):
     with nothing_written():
-        assert api(coordinator_b).post("/api/v1/exports/", {"kind": "report_pdf", "trial": trial.pk,
-                                                            "site": site_a.pk}).status_code == 404
-        assert api(imaging_a).post("/api/v1/exports/", {"kind": "report_pdf", "trial": trial.pk,
-                                                        "site": site_a.pk}).status_code == 403
+        assert (
+            api(coordinator_b)
+            .post("/api/v1/exports/", {"kind": "report_pdf", "trial": trial.pk, "site": site_a.pk})
+            .status_code
+            == 404
+        )
+        assert (
+            api(imaging_a)
+            .post("/api/v1/exports/", {"kind": "report_pdf", "trial": trial.pk, "site": site_a.pk})
+            .status_code
+            == 403
+        )
         assert api(coordinator_b).post("/api/v1/exports/", {"kind": "audit_csv", "trial": trial.pk}).status_code == 403
     assert Export.objects.count() == 0
 

@@ -107,8 +107,12 @@ def test_it_answers_401_not_authenticated_without_credentials(api, db):
 
 def test_it_expires_a_token_at_its_expiry_and_audits_it_once(api, coordinator_a):
     issued = _issue(api)
-    _age(issued["id"], created_at=timezone.now() - dt.timedelta(hours=12), last_used_at=timezone.now(),
-         expires_at=timezone.now() - dt.timedelta(seconds=1))
+    _age(
+        issued["id"],
+        created_at=timezone.now() - dt.timedelta(hours=12),
+        last_used_at=timezone.now(),
+        expires_at=timezone.now() - dt.timedelta(seconds=1),
+    )
     before = AuditEvent.objects.count()
 
     first, again = _get(api, issued["token"]), _get(api, issued["token"])
@@ -161,8 +165,19 @@ def test_it_lists_the_owners_tokens_without_keys(api, coordinator_a, coordinator
     assert response.status_code == 200
     rows = response.json()["results"]
     assert [row["id"] for row in rows] == [mine["id"]]
-    assert set(rows[0]) == {"id", "user", "name", "scope", "prefix", "created_at", "last_used_at", "expires_at",
-                            "revoked_at", "revoked_reason", "state"}
+    assert set(rows[0]) == {
+        "id",
+        "user",
+        "name",
+        "scope",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_reason",
+        "state",
+    }
     assert rows[0]["state"] == "active" and rows[0]["name"] == "laptop"
     assert mine["token"] not in response.content.decode()
 
@@ -298,8 +313,14 @@ def test_it_limits_a_read_token_to_reading(api, coordinator_a, site_a):
     assert refused.json()["error"]["code"] == "permission_denied"
 
 
-@pytest.mark.parametrize("body", [{"name": "", "scope": "read"}, {"name": "x", "scope": "root"},
-                                  {"name": "x", "scope": "read", "expires_in_days": 100_000}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "", "scope": "read"},
+        {"name": "x", "scope": "root"},
+        {"name": "x", "scope": "read", "expires_in_days": 100_000},
+    ],
+)
 def test_it_refuses_bad_token_requests_with_field_errors(api, coordinator_a, body):
     response = api(coordinator_a).post(TOKENS_URL, body, format="json")
     assert response.status_code == 400
@@ -347,8 +368,9 @@ def test_it_sweeps_ended_tokens_and_audits_each_once(api, coordinator_a, imaging
 
     assert ApiToken.objects.get(pk=idle["id"]).revoked_reason == "idle"
     assert ApiToken.objects.filter(revoked_at__isnull=True).count() == 2
-    assert list(AuditEvent.objects.filter(action=AuditAction.TOKEN_EXPIRED).values_list("object_id", flat=True)) \
-        == [str(idle["id"])]
+    assert list(AuditEvent.objects.filter(action=AuditAction.TOKEN_EXPIRED).values_list("object_id", flat=True)) == [
+        str(idle["id"])
+    ]
     assert _get(api, live["token"]).status_code == 200
 
 
@@ -371,7 +393,9 @@ def test_it_lets_a_superuser_revoke_tokens_in_the_admin_site(api, client, coordi
 
     page = client.get("/admin/compliance/apitoken/")
     assert page.status_code == 200 and issued["token"] not in page.content.decode()
-    response = client.post("/admin/compliance/apitoken/", {"action": "revoke_tokens", "_selected_action": [issued["id"]]})
+    response = client.post(
+        "/admin/compliance/apitoken/", {"action": "revoke_tokens", "_selected_action": [issued["id"]]}
+    )
 
     assert response.status_code == 302
     token = ApiToken.objects.get()
@@ -392,8 +416,9 @@ def test_it_refuses_the_token_of_a_deactivated_user(api, coordinator_a):
 
 def test_it_caps_the_life_of_a_scoped_token(api, imaging_a, settings):
     settings.API_SERVICE_TOKEN_MAX_DAYS = 30
-    response = api(imaging_a).post(TOKENS_URL, {"name": "bridge", "scope": "scanner", "expires_in_days": 31},
-                                   format="json")
+    response = api(imaging_a).post(
+        TOKENS_URL, {"name": "bridge", "scope": "scanner", "expires_in_days": 31}, format="json"
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "token_lifetime_too_long"
     assert set(response.json()["error"]["fields"]) == {"expires_in_days"}

@@ -10,7 +10,9 @@ from trials import services
 
 @pytest.fixture
 def changed(visit, coordinator_a):
-    services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="visit 4 done", confirm=True)
+    services.subject_change_status(
+        actor=coordinator_a, subject=visit, status="completed", reason="visit 4 done", confirm=True
+    )
     return visit
 
 
@@ -37,7 +39,10 @@ def test_it_filters_by_subject_user_action_and_date(api, monitor, changed, coord
     assert [e["action_name"] for e in by_user] == ["SUBJECT_STATUS_CHANGED"]
     assert by_user[0]["changes"] == {"status": ["enrolled", "completed"]}
     today = by_user[0]["occurred_at"][:10]
-    assert client.get("/api/v1/audit-events/", {"date_from": today, "action": "SUBJECT_STATUS_CHANGED"}).json()["count"] == 1
+    assert (
+        client.get("/api/v1/audit-events/", {"date_from": today, "action": "SUBJECT_STATUS_CHANGED"}).json()["count"]
+        == 1
+    )
     assert client.get("/api/v1/audit-events/", {"date_to": "2000-01-01"}).json()["count"] == 0
 
 

@@ -58,16 +58,34 @@ def alice():
 def _record(actor, n=1):
     for i in range(n):
         with transaction.atomic():
-            record_event(actor=actor, action=AuditAction.SUBJECT_UPDATED, object_type="subject", object_id=i,
-                         site_id=1, changes={"status": ["screening", "enrolled"]}, reason="eligibility confirmed")
+            record_event(
+                actor=actor,
+                action=AuditAction.SUBJECT_UPDATED,
+                object_type="subject",
+                object_id=i,
+                site_id=1,
+                changes={"status": ["screening", "enrolled"]},
+                reason="eligibility confirmed",
+            )
 
 
 def _payload(event: AuditEvent, **override) -> bytes:
-    fields = dict(sequence=event.sequence, occurred_at=event.occurred_at, actor_id=event.actor_id,
-                  actor_username=event.actor_username, action=event.action, object_type=event.object_type,
-                  object_id=event.object_id, trial_id=event.trial_id, site_id=event.site_id,
-                  subject_id=event.subject_id, changes=event.changes, reason=event.reason,
-                  request_id=event.request_id, client_address=event.client_address)
+    fields = dict(
+        sequence=event.sequence,
+        occurred_at=event.occurred_at,
+        actor_id=event.actor_id,
+        actor_username=event.actor_username,
+        action=event.action,
+        object_type=event.object_type,
+        object_id=event.object_id,
+        trial_id=event.trial_id,
+        site_id=event.site_id,
+        subject_id=event.subject_id,
+        changes=event.changes,
+        reason=event.reason,
+        request_id=event.request_id,
+        client_address=event.client_address,
+    )
     return canonical_payload(**{**fields, **override})
 
 
@@ -79,8 +97,10 @@ def _rewrite_from(sequence: int, *, reason: str, key: bytes | None, key_id_value
         new_reason = reason if event.sequence == sequence else event.reason
         digest = chain_hash(prev, _payload(event, reason=new_reason), key=key)
         kid = event.key_id if key_id_value == "keep" else key_id_value
-        tamper("UPDATE compliance_auditevent SET reason = %s, prev_hash = %s, hash = %s, key_id = %s "
-               "WHERE sequence = %s", [new_reason, prev, digest, kid, event.sequence])
+        tamper(
+            "UPDATE compliance_auditevent SET reason = %s, prev_hash = %s, hash = %s, key_id = %s WHERE sequence = %s",
+            [new_reason, prev, digest, kid, event.sequence],
+        )
         prev = digest
 
 
@@ -152,15 +172,17 @@ def test_it_refuses_a_forged_checkpoint_line(alice, settings):
     # A checkpoint claiming more events, signed with a key that is not the chain key.
     forged = {**genuine, "sequence": 9, "count": 9, "hash": "f" * 64}
     unsigned = {k: v for k, v in forged.items() if k != "signature"}
-    forged["signature"] = hmac.new(b"not-the-chain-key-but-32-bytes-long", orjson.dumps(
-        unsigned, option=orjson.OPT_SORT_KEYS), hashlib.sha256).hexdigest()
+    forged["signature"] = hmac.new(
+        b"not-the-chain-key-but-32-bytes-long", orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS), hashlib.sha256
+    ).hexdigest()
     with path.open("ab") as handle:
         handle.write(orjson.dumps(forged) + b"\n")
 
     valid, problems = read_checkpoints()
     assert [c.sequence for c in valid] == [3]  # never trusted as an anchor
-    assert problems == [f"checkpoint {path.name}:2 has a bad signature: it was not written with the chain key "
-                        "(forged or altered)"]
+    assert problems == [
+        f"checkpoint {path.name}:2 has a bad signature: it was not written with the chain key (forged or altered)"
+    ]
     result = verify_chain()
     assert not result.ok and result.events_checked == 3 and result.problem == problems[0]
     with pytest.raises(CommandError, match=r"broken in its checkpoints: .*bad signature"):
@@ -188,7 +210,8 @@ def test_it_writes_a_checkpoint_every_n_events_after_commit(alice, settings, dja
         _record(alice, 7)
     valid, problems = read_checkpoints()
     assert problems == [] and [(c.sequence, c.hash) for c in valid] == [
-        (s, AuditEvent.objects.get(sequence=s).hash) for s in (3, 6)]
+        (s, AuditEvent.objects.get(sequence=s).hash) for s in (3, 6)
+    ]
 
 
 def test_the_beat_task_checkpoints_the_head(alice, settings):
@@ -219,9 +242,19 @@ def _unkeyed_events(actor, n):
     """Events as the chain recorded them before it was keyed: plain SHA-256, no key id."""
     prev = GENESIS_HASH
     for sequence in range(1, n + 1):
-        event = AuditEvent(sequence=sequence, occurred_at=dt_utc(), actor=actor, actor_username="alice",
-                           action=int(AuditAction.SUBJECT_UPDATED), object_type="subject", object_id=str(sequence),
-                           changes={}, reason="before keying", request_id="", client_address=None)
+        event = AuditEvent(
+            sequence=sequence,
+            occurred_at=dt_utc(),
+            actor=actor,
+            actor_username="alice",
+            action=int(AuditAction.SUBJECT_UPDATED),
+            object_type="subject",
+            object_id=str(sequence),
+            changes={},
+            reason="before keying",
+            request_id="",
+            client_address=None,
+        )
         event.prev_hash, event.hash = prev, chain_hash(prev, _payload(event))
         event.save()
         prev = event.hash
@@ -283,8 +316,13 @@ def test_it_refuses_to_start_in_production_without_a_proper_chain_key(env, messa
 def test_it_reads_the_production_key_from_a_file(tmp_path):
     key_file = tmp_path / "audit_key"
     key_file.write_text("a-production-audit-chain-key-from-a-secret-file\n")
-    result = _manage("shell", "-c", "from django.conf import settings; print(settings.AUDIT_HMAC_KEY)",
-                     AUDIT_HMAC_KEY="", AUDIT_HMAC_KEY_FILE=str(key_file))
+    result = _manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.AUDIT_HMAC_KEY)",
+        AUDIT_HMAC_KEY="",
+        AUDIT_HMAC_KEY_FILE=str(key_file),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "a-production-audit-chain-key-from-a-secret-file"
 
@@ -293,8 +331,17 @@ def test_the_embedded_mode_generates_one_key_under_var(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"AUDIT_HMAC_KEY", "MPI_ENV", "DATABASE_URL"}}
     env["MPI_VAR_DIR"] = str(tmp_path)
     code = "import django; django.setup(); from django.conf import settings; print(settings.AUDIT_HMAC_KEY)"
-    runs = [subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE":
-                           "config.settings"}, capture_output=True, text=True, timeout=120) for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for _ in range(2)
+    ]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr
     key_file = tmp_path / "audit_hmac_key"
     assert runs[0].stdout == runs[1].stdout and runs[0].stdout.strip() == key_file.read_text().strip()

@@ -163,8 +163,13 @@ def test_it_verifies_events_stamped_on_a_whole_second(alice):
     # SQLite stores such a time without its fraction; the walk must restore ".000000".
     on_the_second = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
     with transaction.atomic():
-        record_event(actor=alice, action=AuditAction.SUBJECT_UPDATED, object_type="subject", object_id=1,
-                     occurred_at=on_the_second)
+        record_event(
+            actor=alice,
+            action=AuditAction.SUBJECT_UPDATED,
+            object_type="subject",
+            object_id=1,
+            occurred_at=on_the_second,
+        )
     _record(alice, 1)
     result = verify_chain()
     assert result.ok and result.events_checked == 2

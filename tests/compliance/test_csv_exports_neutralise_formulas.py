@@ -56,8 +56,11 @@ def test_it_leaves_other_text_alone(safe):
 
 
 def test_it_keeps_real_numbers_as_numbers_and_neutralises_numeric_looking_text():
-    content = csvsafe.csv_bytes(["a", "b", "c", "d", "e"], [[-5.0, "-5", -3, Decimal("-0.5"), float("-inf")]],
-                                fmt=lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+    content = csvsafe.csv_bytes(
+        ["a", "b", "c", "d", "e"],
+        [[-5.0, "-5", -3, Decimal("-0.5"), float("-inf")]],
+        fmt=lambda v: f"{v:g}" if isinstance(v, float) else str(v),
+    )
     [header, row] = list(csv.reader(io.StringIO(content.decode())))
     assert header == ["a", "b", "c", "d", "e"]
     # -inf is a float but no value a spreadsheet can hold as a number: text.
@@ -79,7 +82,8 @@ def test_it_keeps_preamble_lines_single(db):
 def test_it_neutralises_free_text_in_the_report_csv(built, coordinator_a, trial, site_a, visit):
     injection = visit.injections.get()
     NanoparticleLot.objects.filter(pk=injection.batch.nanoparticle_lot_id).update(
-        lot_number=HOSTILE[0], manufacturer=HOSTILE[4], product=HOSTILE[2])
+        lot_number=HOSTILE[0], manufacturer=HOSTILE[4], product=HOSTILE[2]
+    )
     Injection.objects.filter(pk=injection.pk).update(anatomical_target=HOSTILE[1])
     _, content = built(coordinator_a, Export.Kind.REPORT_CSV, trial, site=site_a)
     files = unzip(content)
@@ -100,7 +104,9 @@ def test_it_neutralises_free_text_in_the_report_csv(built, coordinator_a, trial,
 def test_it_neutralises_reasons_in_the_audit_csv(built, auditor, coordinator_a, trial, visit):
     consent = visit.consents.get()
     trial_services.consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason=HOSTILE[1])
-    trial_services.subject_change_status(actor=coordinator_a, subject=visit, status="withdrawn", reason=HOSTILE[3], confirm=True)
+    trial_services.subject_change_status(
+        actor=coordinator_a, subject=visit, status="withdrawn", reason=HOSTILE[3], confirm=True
+    )
     _, content = built(auditor, Export.Kind.AUDIT_CSV, trial)
     text = content.decode()
     rows = list(csv.DictReader(io.StringIO("\n".join(line for line in text.splitlines() if not line.startswith("# ")))))

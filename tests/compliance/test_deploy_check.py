@@ -18,10 +18,19 @@ PRODUCTION_ENV = {
 
 
 def _manage(*args, **env):
-    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DEBUG", "REQUIRE_2FA",
-                                                             "DJANGO_ALLOW_ASYNC_UNSAFE"}}  # set by the e2e tests
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **PRODUCTION_ENV, **env},
-                          capture_output=True, text=True, timeout=120)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DEBUG", "REQUIRE_2FA", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    }  # set by the e2e tests
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **PRODUCTION_ENV, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_it_passes_the_deploy_check_in_production():

@@ -17,41 +17,83 @@ from trials import services
 
 
 def _status(c):
-    return (services.subject_change_status, dict(actor=c.coordinator_a, subject=c.subject, status="completed",
-                                                    confirm=True),
-            AuditAction.SUBJECT_STATUS_CHANGED, "status", "enrolled", "completed")
+    return (
+        services.subject_change_status,
+        dict(actor=c.coordinator_a, subject=c.subject, status="completed", confirm=True),
+        AuditAction.SUBJECT_STATUS_CHANGED,
+        "status",
+        "enrolled",
+        "completed",
+    )
 
 
 def _identity(c):
-    return (services.subject_identity_set,
-            dict(actor=c.coordinator_a, subject=c.subject, full_name="Erika Musterfrau",
-                 date_of_birth=dt.date(1961, 4, 17), medical_record_number="MRN0042137"),
-            AuditAction.IDENTITY_UPDATED, "full_name", None, None)  # fingerprints, not PHI
+    return (
+        services.subject_identity_set,
+        dict(
+            actor=c.coordinator_a,
+            subject=c.subject,
+            full_name="Erika Musterfrau",
+            date_of_birth=dt.date(1961, 4, 17),
+            medical_record_number="MRN0042137",
+        ),
+        AuditAction.IDENTITY_UPDATED,
+        "full_name",
+        None,
+        None,
+    )  # fingerprints, not PHI
 
 
 def _withdraw(c):
-    return (services.consent_withdraw, dict(actor=c.coordinator_a, consent=c.consent, scopes=["data_sharing"]),
-            AuditAction.CONSENT_WITHDRAWN, "withdrawn_at", None, "*")
+    return (
+        services.consent_withdraw,
+        dict(actor=c.coordinator_a, consent=c.consent, scopes=["data_sharing"]),
+        AuditAction.CONSENT_WITHDRAWN,
+        "withdrawn_at",
+        None,
+        "*",
+    )
 
 
 def _lot(c):
-    return (services.lot_set_qc_status, dict(actor=c.trial_manager, lot=c.batch.nanoparticle_lot,
-                                             qc_status="quarantined"),
-            AuditAction.LOT_QC_STATUS_CHANGED, "qc_status", "released", "quarantined")
+    return (
+        services.lot_set_qc_status,
+        dict(actor=c.trial_manager, lot=c.batch.nanoparticle_lot, qc_status="quarantined"),
+        AuditAction.LOT_QC_STATUS_CHANGED,
+        "qc_status",
+        "released",
+        "quarantined",
+    )
 
 
 def _label(c):
-    return (services.batch_label, dict(actor=c.coordinator_a, batch=c.unlabelled, nanoparticle_lot=c.batch.nanoparticle_lot,
-                                       incubation_concentration_ug_fe_per_ml=Decimal("50"),
-                                       iron_per_cell_pg=Decimal("12.5"), labelling_efficiency_percent=Decimal("90"),
-                                       labelled_at=timezone.now() - dt.timedelta(hours=1)),
-            AuditAction.BATCH_LABELLED, "iron_per_cell_pg", None, "12.500")
+    return (
+        services.batch_label,
+        dict(
+            actor=c.coordinator_a,
+            batch=c.unlabelled,
+            nanoparticle_lot=c.batch.nanoparticle_lot,
+            incubation_concentration_ug_fe_per_ml=Decimal("50"),
+            iron_per_cell_pg=Decimal("12.5"),
+            labelling_efficiency_percent=Decimal("90"),
+            labelled_at=timezone.now() - dt.timedelta(hours=1),
+        ),
+        AuditAction.BATCH_LABELLED,
+        "iron_per_cell_pg",
+        None,
+        "12.500",
+    )
 
 
 def _release(c):
-    return (services.batch_set_release_status, dict(actor=c.coordinator_a, batch=c.batch, release_status="rejected",
-                                                             confirm=True),
-            AuditAction.BATCH_RELEASE_STATUS_CHANGED, "release_status", "released", "rejected")
+    return (
+        services.batch_set_release_status,
+        dict(actor=c.coordinator_a, batch=c.batch, release_status="rejected", confirm=True),
+        AuditAction.BATCH_RELEASE_STATUS_CHANGED,
+        "release_status",
+        "released",
+        "rejected",
+    )
 
 
 EDITS = [_status, _identity, _withdraw, _lot, _label, _release]
@@ -60,8 +102,9 @@ EDITS = [_status, _identity, _withdraw, _lot, _label, _release]
 @pytest.fixture
 def cast(ready, coordinator_a, trial_manager, site_a):
     subject, consent, batch = ready
-    unlabelled = f.CellBatchFactory(donor_subject=subject, unlabelled=True,
-                                    manufactured_at=timezone.now() - dt.timedelta(days=2))
+    unlabelled = f.CellBatchFactory(
+        donor_subject=subject, unlabelled=True, manufactured_at=timezone.now() - dt.timedelta(days=2)
+    )
 
     class Cast:
         pass

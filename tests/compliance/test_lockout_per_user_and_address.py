@@ -116,8 +116,9 @@ def test_it_shows_lockouts_to_an_administrator_and_releases_them_with_an_audit_e
     assert listing.status_code == 200 and b"coordinator_a" in listing.content
 
     attempt = AccessAttempt.objects.get(username="coordinator_a")
-    response = admin.post("/admin/axes/accessattempt/", {"action": "delete_selected", "_selected_action": [attempt.pk],
-                                                          "post": "yes"})
+    response = admin.post(
+        "/admin/axes/accessattempt/", {"action": "delete_selected", "_selected_action": [attempt.pk], "post": "yes"}
+    )
     assert response.status_code == 302
     assert not AccessAttempt.objects.exists()
     released = AuditEvent.objects.get(action=AuditAction.ACCOUNT_UNLOCKED)
@@ -145,8 +146,10 @@ def test_it_keeps_lockouts_from_users_who_are_not_administrators(coordinator_a, 
     client = Client()
     client.force_login(imaging_a)
     assert client.get("/admin/axes/accessattempt/").status_code == 302  # to the admin sign-in
-    client.post("/admin/axes/accessattempt/", {"action": "delete_selected",
-                                               "_selected_action": [AccessAttempt.objects.get().pk], "post": "yes"})
+    client.post(
+        "/admin/axes/accessattempt/",
+        {"action": "delete_selected", "_selected_action": [AccessAttempt.objects.get().pk], "post": "yes"},
+    )
     assert AccessAttempt.objects.count() == 1
     assert not AuditEvent.objects.filter(action=AuditAction.ACCOUNT_UNLOCKED).exists()
 

@@ -32,7 +32,9 @@ def test_it_exports_well_formed_odm_with_the_required_elements(built, auditor, t
     [subject] = clinical.findall("odm:SubjectData", NS)
     assert subject.get("SubjectKey") == visit.code
     forms = subject.findall("odm:StudyEventData/odm:FormData", NS)
-    assert {f.get("FormOID") for f in forms} >= {"F.ENROL", "F.CONSENT", "F.INJ"} and {f.get("FormOID") for f in forms} <= defined_forms
+    assert {f.get("FormOID") for f in forms} >= {"F.ENROL", "F.CONSENT", "F.INJ"} and {
+        f.get("FormOID") for f in forms
+    } <= defined_forms
     for group in subject.iter(f"{{{ODM_NS}}}ItemGroupData"):
         assert group.get("ItemGroupOID") in defined_groups
     items = {i.get("ItemOID"): i.get("Value") for i in subject.iter(f"{{{ODM_NS}}}ItemData")}

@@ -24,7 +24,8 @@ def _squeezed(value: str) -> str:
 def test_it_prints_markup_in_free_text_literally(built, auditor, trial, visit):
     injection = visit.injections.get()
     NanoparticleLot.objects.filter(pk=injection.batch.nanoparticle_lot_id).update(
-        lot_number="x <script>alert(3)</script>", manufacturer="<b>", product="<img src=x>")
+        lot_number="x <script>alert(3)</script>", manufacturer="<b>", product="<img src=x>"
+    )
     Injection.objects.filter(pk=injection.pk).update(anatomical_target="R&D a < b &amp; c > d <unbalanced")
     Trial.objects.filter(pk=trial.pk).update(title="Tracking <i>MSC</i> & friends </para>")
 
@@ -32,6 +33,11 @@ def test_it_prints_markup_in_free_text_literally(built, auditor, trial, visit):
 
     assert content.startswith(b"%PDF") and export.status == Export.Status.READY
     text = _text(content)
-    for literal in ("x <script>alert(3)</script>", "<b>", "<img src=x>", "R&D a < b &amp; c > d <unbalanced",
-                    "Tracking <i>MSC</i> & friends </para>"):
+    for literal in (
+        "x <script>alert(3)</script>",
+        "<b>",
+        "<img src=x>",
+        "R&D a < b &amp; c > d <unbalanced",
+        "Tracking <i>MSC</i> & friends </para>",
+    ):
         assert _squeezed(literal) in text, literal

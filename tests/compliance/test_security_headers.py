@@ -23,10 +23,15 @@ def test_it_sets_hsts_and_secure_cookies_only_in_production():
     # tests/compliance/test_deploy_check.py proves the production values pass check --deploy.
 
 
-@pytest.mark.parametrize("password,problem", [
-    ("short-pw1", "too short"), ("password1234", "too common"), ("493817265019", "entirely numeric"),
-    ("coordinator_a-2026", "too similar"),
-])
+@pytest.mark.parametrize(
+    "password,problem",
+    [
+        ("short-pw1", "too short"),
+        ("password1234", "too common"),
+        ("493817265019", "entirely numeric"),
+        ("coordinator_a-2026", "too similar"),
+    ],
+)
 def test_it_refuses_weak_passwords(django_user_model, db, password, problem):
     user = django_user_model(username="coordinator_a")
     with pytest.raises(ValidationError) as refused:

@@ -19,8 +19,10 @@ def _limit(settings):
 
 
 def _sign(client, visit, password):
-    return client.post("/api/v1/signatures/", {"object_type": "trials.subject", "object_id": str(visit.pk),
-                                               "meaning": "approval", "password": password})
+    return client.post(
+        "/api/v1/signatures/",
+        {"object_type": "trials.subject", "object_id": str(visit.pk), "meaning": "approval", "password": password},
+    )
 
 
 def test_it_refuses_even_the_right_password_once_wrong_ones_reach_the_limit(api, visit, investigator_a):
@@ -38,13 +40,16 @@ def test_it_refuses_even_the_right_password_once_wrong_ones_reach_the_limit(api,
     assert Signature.objects.count() == 0
     assert not AuditEvent.objects.filter(action=AuditAction.SIGNATURE_APPLIED).exists()
     refusals = AuditEvent.objects.filter(action=AuditAction.SIGNATURE_REFUSED).order_by("sequence")
-    assert [e.changes["why"] for e in refusals] == ["wrong password", "wrong password", "account locked",
-                                                     "account locked"]
+    assert [e.changes["why"] for e in refusals] == [
+        "wrong password",
+        "wrong password",
+        "account locked",
+        "account locked",
+    ]
     failed = AuditEvent.objects.filter(action=AuditAction.LOGIN_FAILED)
     assert failed.count() == 4 and {e.changes["via"] for e in failed} == {"e_signature"}
     assert {e.changes["username"] for e in failed} == {"investigator_a"}
-    assert AuditEvent.objects.filter(action=AuditAction.ACCOUNT_LOCKED,
-                                     changes__username="investigator_a").exists()
+    assert AuditEvent.objects.filter(action=AuditAction.ACCOUNT_LOCKED, changes__username="investigator_a").exists()
 
 
 def test_it_shares_one_count_with_the_login_form(api, visit, investigator_a):

@@ -20,12 +20,16 @@ def test_it_invalidates_the_signature_when_signed_data_changes(visit, investigat
     signature = signature_apply(signer=investigator_a, password=PASSWORD, obj=visit, meaning="approval")
     assert [s.valid for s in signatures_verify(visit)] == [True]
 
-    services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="follow-up done", confirm=True)
+    services.subject_change_status(
+        actor=coordinator_a, subject=visit, status="completed", reason="follow-up done", confirm=True
+    )
 
     # Invalidated by the edit itself, in its transaction: no read needed to notice.
     stored = Signature.objects.get(pk=signature.pk)
     assert stored.valid is False and stored.invalidated_at is not None
-    assert "status changed to completed" in stored.invalidation_reason and "follow-up done" in stored.invalidation_reason
+    assert (
+        "status changed to completed" in stored.invalidation_reason and "follow-up done" in stored.invalidation_reason
+    )
     event = AuditEvent.objects.get(action=AuditAction.SIGNATURE_INVALIDATED)
     assert event.actor == coordinator_a and event.reason == stored.invalidation_reason
     status_event = AuditEvent.objects.get(action=AuditAction.SUBJECT_STATUS_CHANGED)
@@ -58,9 +62,17 @@ def test_it_invalidates_the_visit_signature_when_an_injection_is_added(visit, re
     signature = signature_apply(signer=investigator_a, password=PASSWORD, obj=visit, meaning="approval")
     _, _, batch = ready
     injection = services.injection_record(
-        actor=coordinator_a, subject=visit, batch=batch, administered_cells=1_000_000, volume_ml=Decimal("1.0"),
-        route="intravenous", anatomical_target="tail vein", administered_at=timezone.now() - dt.timedelta(hours=1),
-        administered_by=investigator_a, verified_by=coordinator_a, verifier_password=PASSWORD,
+        actor=coordinator_a,
+        subject=visit,
+        batch=batch,
+        administered_cells=1_000_000,
+        volume_ml=Decimal("1.0"),
+        route="intravenous",
+        anatomical_target="tail vein",
+        administered_at=timezone.now() - dt.timedelta(hours=1),
+        administered_by=investigator_a,
+        verified_by=coordinator_a,
+        verifier_password=PASSWORD,
     )
     stored = Signature.objects.get(pk=signature.pk)
     assert stored.valid is False
@@ -74,6 +86,8 @@ def test_it_shows_the_signature_on_the_subject_detail_and_its_invalidation(visit
     [shown] = body["signatures"]
     assert shown["meaning"] == "approval" and shown["valid"] is True and shown["printed_name"] == "investigator_a"
 
-    services.subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="follow-up done", confirm=True)
+    services.subject_change_status(
+        actor=coordinator_a, subject=visit, status="completed", reason="follow-up done", confirm=True
+    )
     [shown] = api(coordinator_a).get(f"/api/v1/subjects/{visit.pk}/").json()["signatures"]
     assert shown["valid"] is False and "follow-up done" in shown["invalidation_reason"]

@@ -30,8 +30,10 @@ def test_it_lets_only_investigators_of_the_site_sign(request, visit, who, nothin
 
 def test_it_signs_through_the_api_and_lists_by_record(api, visit, investigator_a, coordinator_b):
     client = api(investigator_a)
-    response = client.post("/api/v1/signatures/", {"object_type": "trials.subject", "object_id": str(visit.pk),
-                                                   "meaning": "approval", "password": PASSWORD})
+    response = client.post(
+        "/api/v1/signatures/",
+        {"object_type": "trials.subject", "object_id": str(visit.pk), "meaning": "approval", "password": PASSWORD},
+    )
     assert response.status_code == 201, response.json()
     assert response.json()["printed_name"] == "investigator_a" and response.json()["valid"] is True
     listed = client.get("/api/v1/signatures/", {"object_type": "trials.subject", "object_id": visit.pk}).json()
@@ -42,8 +44,14 @@ def test_it_signs_through_the_api_and_lists_by_record(api, visit, investigator_a
 
 
 def test_it_answers_a_wrong_password_through_the_api_with_403(api, visit, investigator_a):
-    response = api(investigator_a).post("/api/v1/signatures/", {"object_type": "trials.subject",
-                                                                "object_id": str(visit.pk), "meaning": "approval",
-                                                                "password": "wrong-password"})
+    response = api(investigator_a).post(
+        "/api/v1/signatures/",
+        {
+            "object_type": "trials.subject",
+            "object_id": str(visit.pk),
+            "meaning": "approval",
+            "password": "wrong-password",
+        },
+    )
     assert response.status_code == 403 and response.json()["error"]["code"] == "signature_refused"
     assert Signature.objects.count() == 0

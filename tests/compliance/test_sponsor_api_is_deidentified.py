@@ -18,11 +18,34 @@ from tests.compliance.sponsor_cohort import REASONS, cohort, real_dates, secrets
 from trials.selectors import consent_allows
 
 # Keys whose values are the identified form of something the sponsor gets de-identified.
-IDENTIFIED_KEYS = {"code", "subject_code", "enrolment_date", "signed_at", "withdrawn_at", "withdrawal_reason",
-                   "chain_of_identity_id", "donation_id", "batch_code", "donor_subject_code", "administered_at",
-                   "manufactured_at", "labelled_at", "anatomical_target", "administered_by", "verified_by",
-                   "obtained_by", "filename", "status_reason", "acquisition", "validation_report", "files",
-                   "signatures", "name", "time_zone", "site_code_real"}
+IDENTIFIED_KEYS = {
+    "code",
+    "subject_code",
+    "enrolment_date",
+    "signed_at",
+    "withdrawn_at",
+    "withdrawal_reason",
+    "chain_of_identity_id",
+    "donation_id",
+    "batch_code",
+    "donor_subject_code",
+    "administered_at",
+    "manufactured_at",
+    "labelled_at",
+    "anatomical_target",
+    "administered_by",
+    "verified_by",
+    "obtained_by",
+    "filename",
+    "status_reason",
+    "acquisition",
+    "validation_report",
+    "files",
+    "signatures",
+    "name",
+    "time_zone",
+    "site_code_real",
+}
 
 
 def _endpoints(c):
@@ -74,12 +97,18 @@ def sponsor_export(built, sponsor, trial, cohort):  # noqa: F811
     # The sponsor also asked for the shared subject's de-identified DICOM study.
     services.export_request(actor=sponsor, kind=Export.Kind.DICOM_STUDY_DEIDENTIFIED, scan=cohort.shared.scan)
     _, content = built(sponsor, Export.Kind.SPONSOR_DEIDENTIFIED, trial)
-    return {name: list(csv.DictReader(io.StringIO(text))) for name, text in unzip(content).items()
-            if name.endswith(".csv")}
+    return {
+        name: list(csv.DictReader(io.StringIO(text))) for name, text in unzip(content).items() if name.endswith(".csv")
+    }
 
 
-def test_it_gives_the_sponsor_no_identified_value_on_any_endpoint(api, sponsor, trial, cohort,  # noqa: F811
-                                                                   sponsor_export):
+def test_it_gives_the_sponsor_no_identified_value_on_any_endpoint(
+    api,
+    sponsor,
+    trial,
+    cohort,  # noqa: F811
+    sponsor_export,
+):
     client = api(sponsor)
     hidden = [deidentify.subject_pseudonym(trial, r.subject) for r in cohort.hidden]
     for label, url, _ in _endpoints(cohort):
@@ -98,8 +127,13 @@ def test_it_gives_the_sponsor_no_identified_value_on_any_endpoint(api, sponsor, 
             assert not [r for r in rows if isinstance(r, dict) and r.get("subject") == record.subject.pk], label
 
 
-def test_it_gives_the_sponsor_the_export_s_pseudonyms_and_shifted_days(api, sponsor, trial, cohort,  # noqa: F811
-                                                                        sponsor_export):
+def test_it_gives_the_sponsor_the_export_s_pseudonyms_and_shifted_days(
+    api,
+    sponsor,
+    trial,
+    cohort,  # noqa: F811
+    sponsor_export,
+):
     client = api(sponsor)
     s = cohort.shared
     pseudonym = deidentify.subject_pseudonym(trial, s.subject)
@@ -138,11 +172,17 @@ def test_it_gives_the_sponsor_the_export_s_pseudonyms_and_shifted_days(api, spon
 def test_it_answers_404_for_subjects_without_data_sharing_consent(api, sponsor, cohort):  # noqa: F811
     client = api(sponsor)
     for record in cohort.hidden:
-        for name, pk in [("subject-detail", record.subject.pk), ("consent-detail", record.consent.pk),
-                         ("injection-detail", record.injection.pk), ("cell-batch-detail", record.batch.pk),
-                         ("scan-detail", record.scan.pk), ("scan-metrics", record.scan.pk),
-                         ("scan-dicom-exports", record.scan.pk), ("measurement-detail", record.measurement.pk),
-                         ("subject-time-course", record.subject.pk)]:
+        for name, pk in [
+            ("subject-detail", record.subject.pk),
+            ("consent-detail", record.consent.pk),
+            ("injection-detail", record.injection.pk),
+            ("cell-batch-detail", record.batch.pk),
+            ("scan-detail", record.scan.pk),
+            ("scan-metrics", record.scan.pk),
+            ("scan-dicom-exports", record.scan.pk),
+            ("measurement-detail", record.measurement.pk),
+            ("subject-time-course", record.subject.pk),
+        ]:
             response = client.get(reverse(name, args=[pk]))
             assert response.status_code == 404, (name, response.status_code)
             assert response.json()["error"]["code"] == "not_found"
@@ -159,8 +199,7 @@ def test_it_refuses_the_sponsor_signatures_and_the_audit_trail(api, sponsor, coh
     assert client.get(reverse("audit-event-list")).json()["count"] == 0
 
 
-def test_it_leaves_the_monitor_s_and_the_coordinator_s_views_identified(api, monitor, coordinator_a,
-                                                                        cohort):  # noqa: F811
+def test_it_leaves_the_monitor_s_and_the_coordinator_s_views_identified(api, monitor, coordinator_a, cohort):  # noqa: F811
     everyone = {r.subject.code for r in cohort.everyone}
     subjects = api(monitor).get(reverse("subject-list")).json()["results"]
     assert {r["code"] for r in subjects} == everyone
@@ -186,19 +225,29 @@ def test_it_includes_exactly_the_subjects_whose_data_sharing_consent_is_in_force
     assert real_dates(cohort.shared)  # the cohort's dates are what the leak checks look for
 
 
-@pytest.mark.parametrize("route,params,field", [
-    ("subject-list", {"code": "MPI-CT-T01-A-01"}, "code"),
-    ("subject-list", {"site_code": "A"}, "site_code"),
-    ("site-list", {"code": "A"}, "code"),
-    ("injection-list", {"administered_after": "2019-05-01T00:00:00Z"}, "administered_after"),
-    ("injection-list", {"administered_before": "2019-05-20T00:00:00Z"}, "administered_before"),
-    ("subject-list", {"ordering": "-enrolment_date"}, "ordering"),
-    ("consent-list", {"ordering": "signed_at"}, "ordering"),
-    ("cell-batch-list", {"ordering": "batch_code"}, "ordering"),
-    ("scan-list", {"ordering": "created_at"}, "ordering"),
-])
-def test_it_refuses_the_sponsor_filters_and_orderings_on_identified_values(api, sponsor, monitor, cohort,  # noqa: F811
-                                                                          route, params, field):
+@pytest.mark.parametrize(
+    "route,params,field",
+    [
+        ("subject-list", {"code": "MPI-CT-T01-A-01"}, "code"),
+        ("subject-list", {"site_code": "A"}, "site_code"),
+        ("site-list", {"code": "A"}, "code"),
+        ("injection-list", {"administered_after": "2019-05-01T00:00:00Z"}, "administered_after"),
+        ("injection-list", {"administered_before": "2019-05-20T00:00:00Z"}, "administered_before"),
+        ("subject-list", {"ordering": "-enrolment_date"}, "ordering"),
+        ("consent-list", {"ordering": "signed_at"}, "ordering"),
+        ("cell-batch-list", {"ordering": "batch_code"}, "ordering"),
+        ("scan-list", {"ordering": "created_at"}, "ordering"),
+    ],
+)
+def test_it_refuses_the_sponsor_filters_and_orderings_on_identified_values(
+    api,
+    sponsor,
+    monitor,
+    cohort,  # noqa: F811
+    route,
+    params,
+    field,
+):
     # Filtering by a real code or date (or ordering by one) would tell the sponsor its value.
     response = api(sponsor).get(reverse(route), params)
     assert response.status_code == 400, response.json()

@@ -17,8 +17,12 @@ from trials.models import SubjectIdentity
 def cohort(visit, site_a, site_b, coordinator_a, investigator_a):
     """Three subjects with identity: one over 89, one without data-sharing consent."""
     old = f.SubjectFactory(site=site_b, code="MPI-CT-T01-B-0001")
-    f.SubjectIdentityFactory(subject=old, full_name="Wilhelmine Altmann", date_of_birth=dt.date(1921, 2, 3),
-                             medical_record_number="MRN7788990")
+    f.SubjectIdentityFactory(
+        subject=old,
+        full_name="Wilhelmine Altmann",
+        date_of_birth=dt.date(1921, 2, 3),
+        medical_record_number="MRN7788990",
+    )
     f.ConsentFactory(subject=old)
     private = f.SubjectFactory(site=site_a, code="MPI-CT-T01-A-0002")
     f.SubjectIdentityFactory(subject=private, full_name="Hans Verschwiegen", medical_record_number="MRN5550001")
@@ -84,8 +88,9 @@ def test_it_gives_another_trial_other_pseudonyms_and_offsets(trial, visit):
 
 
 # Trial-scoped kinds; a sponsor and the scan-scoped DICOM kinds: tests/imaging/test_dicom_export_api.py.
-@pytest.mark.parametrize("kind", [k for k in Export.Kind.values
-                                  if k != Export.Kind.SPONSOR_DEIDENTIFIED and k not in SCAN_EXPORT_KINDS])
+@pytest.mark.parametrize(
+    "kind", [k for k in Export.Kind.values if k != Export.Kind.SPONSOR_DEIDENTIFIED and k not in SCAN_EXPORT_KINDS]
+)
 def test_it_lets_a_sponsor_request_only_the_deidentified_set(sponsor, trial, kind, nothing_written):
     from compliance import services
 

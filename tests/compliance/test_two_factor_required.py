@@ -72,21 +72,27 @@ def test_it_refuses_a_token_to_a_phi_role_without_a_valid_otp(require_2fa, api, 
     device = enrol_device(user=coordinator_a)
     missing = client.post("/api/v1/auth/token/", {"username": "coordinator_a", "password": PASSWORD})
     assert missing.status_code == 400 and missing.json()["error"]["code"] == "otp_required"
-    wrong = client.post("/api/v1/auth/token/", {"username": "coordinator_a", "password": PASSWORD,
-                                                "otp": "000000" if _code(device) != "000000" else "111111"})
+    wrong = client.post(
+        "/api/v1/auth/token/",
+        {"username": "coordinator_a", "password": PASSWORD, "otp": "000000" if _code(device) != "000000" else "111111"},
+    )
     assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "otp_invalid"
     assert not AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED).exists()
 
-    issued = client.post("/api/v1/auth/token/", {"username": "coordinator_a", "password": PASSWORD,
-                                                 "otp": _code(device)})
+    issued = client.post(
+        "/api/v1/auth/token/", {"username": "coordinator_a", "password": PASSWORD, "otp": _code(device)}
+    )
     assert issued.status_code == 200 and issued.json()["token"]
     assert AuditEvent.objects.filter(action=AuditAction.TOKEN_ISSUED, actor=coordinator_a).exists()
 
 
 def test_it_stops_honouring_a_token_once_the_device_is_gone(require_2fa, api, ready, coordinator_a):
     device = enrol_device(user=coordinator_a)
-    token = api().post("/api/v1/auth/token/", {"username": "coordinator_a", "password": PASSWORD,
-                                               "otp": _code(device)}).json()["token"]
+    token = (
+        api()
+        .post("/api/v1/auth/token/", {"username": "coordinator_a", "password": PASSWORD, "otp": _code(device)})
+        .json()["token"]
+    )
     client = api()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get(_identity_url(ready[0])).status_code == 200

@@ -28,7 +28,7 @@ def application(environ, start_response):
     buffer = memoryview(bytearray(int(request.GET.get("step", 1 << 20))))
     count = 0
     with tempfile.TemporaryFile() as fh, body_source(request) as source:
-        while count < limit and (got := source.readinto(buffer[:min(len(buffer), limit - count)])):
+        while count < limit and (got := source.readinto(buffer[: min(len(buffer), limit - count)])):
             fh.write(buffer[:got])
             count += got
         fh.seek(0)

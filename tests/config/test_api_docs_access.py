@@ -27,8 +27,9 @@ def test_it_serves_the_schema_and_docs_to_a_signed_in_user(client, sponsor):
     response = client.get("/api/schema/?format=json")
     assert response.status_code == 200
     # The schema the fuzzer (tests/config/test_api_fuzz.py) builds in-process is the one served.
-    assert json.loads(response.content) == json.loads(json.dumps(SchemaGenerator().get_schema(request=None,
-                                                                                                public=True)))
+    assert json.loads(response.content) == json.loads(
+        json.dumps(SchemaGenerator().get_schema(request=None, public=True))
+    )
 
 
 def test_every_operation_documents_the_error_envelope(client, sponsor):

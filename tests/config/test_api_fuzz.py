@@ -157,8 +157,9 @@ def positive_data_accepted(ctx, response, case):
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 @pytest.mark.usefixtures("_keep_test_connection")
 def test_api_answers_as_documented(case, role):
     # Cases of the examples and coverage phases are generated (auth included) before the
@@ -169,14 +170,25 @@ def test_api_answers_as_documented(case, role):
 
 class APIWorkflows(schema.as_state_machine()):  # type: ignore[misc]  # schemathesis builds the base class
     def validate_response(self, response, case, additional_checks=None, **kwargs):
-        case.validate_response(response, excluded_checks=[positive_data_acceptance],
-                               additional_checks=[positive_data_accepted, *(additional_checks or [])],
-                               transport_kwargs=kwargs or None)
+        case.validate_response(
+            response,
+            excluded_checks=[positive_data_acceptance],
+            additional_checks=[positive_data_accepted, *(additional_checks or [])],
+            transport_kwargs=kwargs or None,
+        )
 
 
 @pytest.mark.usefixtures("_keep_test_connection")
 def test_api_answers_as_documented_along_links(role):
     """Stateful: chains of calls along the links schemathesis infers between operations
     (an id a create answers, used by the detail, update and action routes)."""
-    APIWorkflows.run(settings=settings(max_examples=STATEFUL_EXAMPLES, stateful_step_count=6, deadline=None,
-                                          derandomize=True, database=None, suppress_health_check=list(HealthCheck)))
+    APIWorkflows.run(
+        settings=settings(
+            max_examples=STATEFUL_EXAMPLES,
+            stateful_step_count=6,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )

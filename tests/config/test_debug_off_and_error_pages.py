@@ -24,9 +24,15 @@ def _debug_setting(tmp_path, **env) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "MPI_ENV", "DJANGO_SETTINGS_MODULE")}
     clean.update(MPI_VAR_DIR=str(tmp_path), **env)
     code = "import django; from django.conf import settings; django.setup(); print(settings.DEBUG)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings"},
-                            capture_output=True, text=True, timeout=120)
-    return (result.stdout.strip() or result.stderr.strip().splitlines()[-1])
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result.stdout.strip() or result.stderr.strip().splitlines()[-1]
 
 
 def test_it_runs_the_embedded_default_with_debug_off(tmp_path):
@@ -87,8 +93,15 @@ def test_it_serves_static_files_with_debug_off(platform):
     assert response.headers["Content-Type"].startswith("text/css")
 
 
-@pytest.mark.parametrize("path", ["/static/%2e%2e/config/settings.py", "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
-                                  "/static/..%2fconfig/settings.py", "/static/web/%2e%2e/%2e%2e/manage.py"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/%2e%2e/config/settings.py",
+        "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/static/..%2fconfig/settings.py",
+        "/static/web/%2e%2e/%2e%2e/manage.py",
+    ],
+)
 def test_it_answers_a_path_out_of_static_with_404(platform, path):
     response = platform.get(path)
     assert response.status_code == 404
@@ -101,7 +114,7 @@ def test_the_embedded_runner_leaves_static_files_to_whitenoise(monkeypatch, sett
     calls = []
     monkeypatch.setattr(runplatform, "call_command", lambda *a, **kw: calls.append((a, kw)))
     runplatform.Command().handle(addrport="127.0.0.1:0", no_worker=True, no_demo=True)
-    (args, kwargs), = [c for c in calls if c[0][0] == "runserver"]
+    ((args, kwargs),) = [c for c in calls if c[0][0] == "runserver"]
     assert kwargs["use_static_handler"] is False
 
 

@@ -30,11 +30,24 @@ def _error(response, status, code=None):
 
 
 ID_FILTERS = [
-    "/api/v1/sites/?trial", "/api/v1/subjects/?trial", "/api/v1/subjects/?site", "/api/v1/consent-documents/?trial",
-    "/api/v1/consents/?subject", "/api/v1/consents/?document", "/api/v1/nanoparticle-lots/?trial",
-    "/api/v1/cell-batches/?nanoparticle_lot", "/api/v1/cell-batches/?donor_subject", "/api/v1/injections/?batch",
-    "/api/v1/scans/?subject", "/api/v1/scans/?site", "/api/v1/exports/?trial", "/api/v1/alerts/?scan",
-    "/api/v1/measurements/?scan", "/api/v1/rois/?subject", "/api/v1/scanners/?site", "/api/v1/system-matrices/?scanner",
+    "/api/v1/sites/?trial",
+    "/api/v1/subjects/?trial",
+    "/api/v1/subjects/?site",
+    "/api/v1/consent-documents/?trial",
+    "/api/v1/consents/?subject",
+    "/api/v1/consents/?document",
+    "/api/v1/nanoparticle-lots/?trial",
+    "/api/v1/cell-batches/?nanoparticle_lot",
+    "/api/v1/cell-batches/?donor_subject",
+    "/api/v1/injections/?batch",
+    "/api/v1/scans/?subject",
+    "/api/v1/scans/?site",
+    "/api/v1/exports/?trial",
+    "/api/v1/alerts/?scan",
+    "/api/v1/measurements/?scan",
+    "/api/v1/rois/?subject",
+    "/api/v1/scanners/?site",
+    "/api/v1/system-matrices/?scanner",
     "/api/v1/dicom-sends/?destination",
 ]
 
@@ -70,8 +83,15 @@ def test_it_refuses_upload_metadata_hours_that_are_not_finite(api, ready, imagin
     injection = f.InjectionFactory(subject=subject, batch=batch)
     scanner = imf.ScannerFactory(site=subject.site)
     before = AuditEvent.objects.count()
-    response = tus.create(api(imaging_a), length=100, subject=subject.pk, injection=injection.pk, scanner=scanner.pk,
-                          hours=hours, sha256="0" * 64)
+    response = tus.create(
+        api(imaging_a),
+        length=100,
+        subject=subject.pk,
+        injection=injection.pk,
+        scanner=scanner.pk,
+        hours=hours,
+        sha256="0" * 64,
+    )
     error = _error(response, 400, "invalid")
     assert "hours" in error["fields"]
     assert Upload.objects.count() == 0
@@ -80,14 +100,16 @@ def test_it_refuses_upload_metadata_hours_that_are_not_finite(api, ready, imagin
 
 def test_it_refuses_upload_metadata_ids_beyond_64_bits(api, ready, imaging_a):
     subject, _, _ = ready
-    response = tus.create(api(imaging_a), length=100, subject=subject.pk, injection=BEYOND_64_BITS, scanner=1,
-                          hours=1.0, sha256="0" * 64)
+    response = tus.create(
+        api(imaging_a), length=100, subject=subject.pk, injection=BEYOND_64_BITS, scanner=1, hours=1.0, sha256="0" * 64
+    )
     assert "injection" in _error(response, 400, "invalid")["fields"]
     assert Upload.objects.count() == 0
 
 
-def test_it_answers_an_unhandled_exception_with_a_500_envelope_without_internals(api, coordinator_a, monkeypatch,
-                                                                               caplog):
+def test_it_answers_an_unhandled_exception_with_a_500_envelope_without_internals(
+    api, coordinator_a, monkeypatch, caplog
+):
     from trials import selectors
 
     def broken(user):
@@ -105,8 +127,11 @@ def test_it_answers_an_unhandled_exception_with_a_500_envelope_without_internals
 def test_it_answers_an_oversized_body_with_413(api, site_a, coordinator_a, settings, nothing_written):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     with nothing_written():
-        response = api(coordinator_a).post("/api/v1/subjects/", {"site": site_a.pk, "enrolment_date": "2026-01-05",
-                                                                 "padding": "x" * 2000}, format="json")
+        response = api(coordinator_a).post(
+            "/api/v1/subjects/",
+            {"site": site_a.pk, "enrolment_date": "2026-01-05", "padding": "x" * 2000},
+            format="json",
+        )
     _error(response, 413, "request_too_large")
 
 
@@ -117,13 +142,17 @@ def test_it_answers_an_unknown_api_url_with_a_404_envelope(client, coordinator_a
 
 def test_it_answers_a_wrong_method_with_405_and_a_wrong_content_type_with_415(api, coordinator_a):
     _error(api(coordinator_a).delete("/api/v1/subjects/"), 405, "method_not_allowed")
-    _error(api(coordinator_a).post("/api/v1/subjects/", b"<x/>", content_type="application/xml"), 415,
-           "unsupported_media_type")
+    _error(
+        api(coordinator_a).post("/api/v1/subjects/", b"<x/>", content_type="application/xml"),
+        415,
+        "unsupported_media_type",
+    )
 
 
 def test_it_answers_a_malformed_json_body_with_400(api, coordinator_a):
-    _error(api(coordinator_a).post("/api/v1/subjects/", b"{not json", content_type="application/json"), 400,
-           "parse_error")
+    _error(
+        api(coordinator_a).post("/api/v1/subjects/", b"{not json", content_type="application/json"), 400, "parse_error"
+    )
 
 
 def test_it_answers_a_django_level_500_under_api_with_the_envelope(coordinator_a, monkeypatch):
@@ -139,7 +168,9 @@ def test_it_answers_a_django_level_500_under_api_with_the_envelope(coordinator_a
     assert b"Something went wrong" in page.content and b"secret internals" not in page.content
 
 
-@pytest.mark.parametrize("query", ["subject=" + BEYOND_64_BITS, "subject=\u00b2", "action=\u00b2", "action=" + BEYOND_64_BITS])
+@pytest.mark.parametrize(
+    "query", ["subject=" + BEYOND_64_BITS, "subject=\u00b2", "action=\u00b2", "action=" + BEYOND_64_BITS]
+)
 def test_it_reads_audit_event_filters_that_are_not_ids_as_matching_nothing(api, auditor, query):
     response = api(auditor).get(f"/api/v1/audit-events/?{query}")
     assert response.status_code == 200
@@ -148,7 +179,11 @@ def test_it_reads_audit_event_filters_that_are_not_ids_as_matching_nothing(api, 
 
 @pytest.mark.parametrize("object_id", [BEYOND_64_BITS, "\u00b2", "-1"])
 def test_it_answers_signatures_of_an_id_that_is_not_one_with_404(api, coordinator_a, object_id):
-    _error(api(coordinator_a).get(f"/api/v1/signatures/?object_type=trials.subject&object_id={object_id}"), 404, "not_found")
+    _error(
+        api(coordinator_a).get(f"/api/v1/signatures/?object_type=trials.subject&object_id={object_id}"),
+        404,
+        "not_found",
+    )
 
 
 @pytest.mark.parametrize("value", [BEYOND_64_BITS, "\u00b2"])
@@ -166,8 +201,18 @@ def test_it_reads_a_page_size_over_the_maximum_as_the_maximum(api, coordinator_a
     assert api(coordinator_a).get("/api/v1/subjects/?page_size=100000").status_code == 200
 
 
-@pytest.mark.parametrize("query", ["route=", "route=oral", "withdrawn=maybe", "withdrawn=", "route=intravenous&route=x",
-                                   "page=1&page=2", "page_size=5&page_size=x"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "route=",
+        "route=oral",
+        "withdrawn=maybe",
+        "withdrawn=",
+        "route=intravenous&route=x",
+        "page=1&page=2",
+        "page_size=5&page_size=x",
+    ],
+)
 def test_it_refuses_a_filter_value_the_schema_does_not_allow(api, coordinator_a, query):
     url = "/api/v1/consents/" if "withdrawn" in query else "/api/v1/injections/"
     error = _error(api(coordinator_a).get(f"{url}?{query}"), 400, "invalid")

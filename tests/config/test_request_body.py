@@ -27,11 +27,30 @@ def serve(worker_class: str, folder: Path, tls: bool = False):
         options += ["--threads", "2"]
     if tls:
         key, cert = folder / "key.pem", folder / "cert.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                        "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            check=True,
+            capture_output=True,
+        )
         options += ["--keyfile", str(key), "--certfile", str(cert)]
-    with running_gunicorn("tests.config.gunicorn_body_app:application", *options, env=env,
-                          log=folder / "server.log") as port:
+    with running_gunicorn(
+        "tests.config.gunicorn_body_app:application", *options, env=env, log=folder / "server.log"
+    ) as port:
         yield port
 
 
@@ -58,8 +77,10 @@ def connect(port: int) -> socket.socket:
 
 
 def request_bytes(body: bytes, query: str = "") -> bytes:
-    head = (f"PATCH /upload?{query} HTTP/1.1\r\nHost: test\r\nContent-Type: application/offset+octet-stream\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"PATCH /upload?{query} HTTP/1.1\r\nHost: test\r\nContent-Type: application/offset+octet-stream\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     return head + body
 
 
@@ -123,15 +144,14 @@ def test_a_body_the_view_leaves_unread_is_drained_before_the_next_request(keepal
     with connect(keepalive_server) as conn:
         pending = bytearray()
         conn.sendall(request_bytes(body, "limit=1000000"))
-        assert read_response(conn, pending) == (f"1000000 {hashlib.sha256(body[:1_000_000]).hexdigest()} "
-                                                "_GunicornBody")
+        assert read_response(conn, pending) == (f"1000000 {hashlib.sha256(body[:1_000_000]).hexdigest()} _GunicornBody")
         conn.sendall(request_bytes(after))
         assert read_response(conn, pending) == expected(after)
 
 
 def test_a_client_that_hangs_up_mid_body_does_not_take_the_server_down(server):
     with connect(server) as conn:
-        conn.sendall(request_bytes(os.urandom(1 << 20))[: 300_000])
+        conn.sendall(request_bytes(os.urandom(1 << 20))[:300_000])
     body = os.urandom(10_000)
     with connect(server) as conn:
         conn.sendall(request_bytes(body))

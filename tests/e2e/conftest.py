@@ -29,9 +29,17 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +60,9 @@ class Session:
     """One signed-in browser context (its own cookies) for one member of the cast."""
 
     def __init__(self, browser, base_url: str):
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True,
-                                           locale="en-GB", timezone_id="UTC")
+        self.context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="en-GB", timezone_id="UTC"
+        )
         self.context.set_default_timeout(15_000)
         self.page = self.context.new_page()
         self.base = base_url
@@ -114,15 +123,39 @@ def worker(tmp_path, live_server):
     if settings.CELERY_BROKER_URL.startswith("redis://"):  # CI: the real broker
         purge(settings.CELERY_BROKER_URL)
     env = os.environ | {
-        "DATABASE_URL": database, "MEDIA_ROOT": str(settings.MEDIA_ROOT), "MPI_VAR_DIR": str(var),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": database,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "MPI_VAR_DIR": str(var),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
     }
     log_path = tmp_path / "worker.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "ingest,recon,export", "-P", "solo",
-         "-n", "e2e@%h", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "ingest,recon,export",
+            "-P",
+            "solo",
+            "-n",
+            "e2e@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while b"ready." not in log_path.read_bytes() and time.monotonic() < deadline:
         assert process.poll() is None, log_path.read_text(errors="replace")

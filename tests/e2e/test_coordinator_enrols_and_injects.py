@@ -20,7 +20,8 @@ def _local(value: dt.datetime) -> str:
 
 
 def test_a_coordinator_enrols_a_subject_with_consent_and_records_an_injection(
-        browse, trial, site_a, coordinator_a, investigator_a, trial_manager):
+    browse, trial, site_a, coordinator_a, investigator_a, trial_manager
+):
     f.ConsentDocumentFactory(trial=trial, version="2.0")
     batch = f.CellBatchFactory(donor_subject=None, site=site_a, batch_code="B-ALLO-01")
     s = browse(coordinator_a)
@@ -117,7 +118,8 @@ def test_a_coordinator_enrols_a_subject_with_consent_and_records_an_injection(
     page.get_by_label("Polydispersity index").fill("0.18")
     page.get_by_label("Coating").fill("carboxydextran")
     page.get_by_label("Certificate of analysis").set_input_files(
-        files=[{"name": "coa.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 certificate"}])
+        files=[{"name": "coa.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 certificate"}]
+    )
     s.shot("07-lot-form")
     page.get_by_role("button", name="Save").click()
     page.wait_for_url("**/products/")

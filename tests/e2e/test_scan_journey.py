@@ -29,7 +29,8 @@ RECORD_VALUES = """
 
 
 def test_a_scan_is_uploaded_processed_signed_reported_and_hidden_from_other_sites(
-        browse, worker, pipeline, investigator_a, auditor, coordinator_b, tmp_path):
+    browse, worker, pipeline, investigator_a, auditor, coordinator_b, tmp_path
+):
     subject = pipeline.subject
     staff = browse(pipeline.user)
     page = staff.page
@@ -118,11 +119,21 @@ def test_a_scan_is_uploaded_processed_signed_reported_and_hidden_from_other_site
     other = browse(coordinator_b)
     consent = subject.consents.get()
     batch = pipeline.batch
-    urls = [f"/subjects/{subject.pk}/", f"/subjects/{subject.pk}/consent/", f"/subjects/{subject.pk}/injection/",
-            f"/subjects/{subject.pk}/upload/", f"/consents/{consent.pk}/withdraw/", f"/batches/{batch.pk}/label/",
-            f"/batches/{batch.pk}/release/", f"/scans/{scan.pk}/", f"/scans/{scan.pk}/image/mip.png",
-            f"/scans/{scan.pk}/image/axial/0.png", f"/scans/{scan.pk}/dicom.zip", f"/api/v1/scans/{scan.pk}/",
-            f"/api/v1/scans/{scan.pk}/reconstruction-file/"]
+    urls = [
+        f"/subjects/{subject.pk}/",
+        f"/subjects/{subject.pk}/consent/",
+        f"/subjects/{subject.pk}/injection/",
+        f"/subjects/{subject.pk}/upload/",
+        f"/consents/{consent.pk}/withdraw/",
+        f"/batches/{batch.pk}/label/",
+        f"/batches/{batch.pk}/release/",
+        f"/scans/{scan.pk}/",
+        f"/scans/{scan.pk}/image/mip.png",
+        f"/scans/{scan.pk}/image/axial/0.png",
+        f"/scans/{scan.pk}/dicom.zip",
+        f"/api/v1/scans/{scan.pk}/",
+        f"/api/v1/scans/{scan.pk}/reconstruction-file/",
+    ]
     for url in urls:
         assert other.go(url).status == 404, url
     other.go("/subjects/")

@@ -61,8 +61,12 @@ def test_an_interrupted_upload_resumes_from_the_server_offset_after_a_reload(bro
     # Reload: the client's retry loop dies with the page; the connection is back.
     page.unroute("**/api/v1/uploads/**")
     after = []
-    page.on("request", lambda r: after.append((r.method, r.url, r.headers.get("upload-offset")))
-            if "/api/v1/uploads/" in r.url else None)
+    page.on(
+        "request",
+        lambda r: (
+            after.append((r.method, r.url, r.headers.get("upload-offset"))) if "/api/v1/uploads/" in r.url else None
+        ),
+    )
     page.reload()
     page.evaluate(f"document.getElementById('upload-form').dataset.chunkSize = '{CHUNK}'")
     page.get_by_label("Hours after injection").fill("24")

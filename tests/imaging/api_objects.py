@@ -20,7 +20,8 @@ def _dicom_send_a(cast):
 
     scan = _scan_a(cast)
     destination = PacsDestination.objects.create(
-        trial=scan.subject.trial, name=f"PACS {scan.pk}", protocol="dicomweb", base_url="http://127.0.0.1:9/dicom-web")
+        trial=scan.subject.trial, name=f"PACS {scan.pk}", protocol="dicomweb", base_url="http://127.0.0.1:9/dicom-web"
+    )
     return DicomSend.objects.create(scan=scan, destination=destination, deidentified=True)
 
 

@@ -56,15 +56,35 @@ def pipeline(ready, site_a, coordinator_a, imaging_a, sim):
     cells = round(sim["injected_iron_ng"] * 1000 / pg)
     injection = f.InjectionFactory(batch=batch, subject=subject, administered_cells=cells)
     scanner = services.scanner_register(
-        actor=None, site=site_a, name="Preclinical MPI", manufacturer="Bruker", model="MPI 25/20 FF",
-        topology="FFP", base_frequency_hz=2.5e6, dividers=[34, 32], drive_amplitudes_t=[0.012, 0.012],
-        gradient_t_per_m=[-1.0, -1.0, 2.0])
+        actor=None,
+        site=site_a,
+        name="Preclinical MPI",
+        manufacturer="Bruker",
+        model="MPI 25/20 FF",
+        topology="FFP",
+        base_frequency_hz=2.5e6,
+        dividers=[34, 32],
+        drive_amplitudes_t=[0.012, 0.012],
+        gradient_t_per_m=[-1.0, -1.0, 2.0],
+    )
     system_matrix = services.system_matrix_register(
-        actor=None, scanner=scanner, name="simulated 12x12 calibration",
-        tracer_product=batch.nanoparticle_lot.product, source_path=sim["system_matrix"])
+        actor=None,
+        scanner=scanner,
+        name="simulated 12x12 calibration",
+        tracer_product=batch.nanoparticle_lot.product,
+        source_path=sim["system_matrix"],
+    )
     define_rois(subject, sim["rois"])
-    return SimpleNamespace(subject=subject, consent=consent, batch=batch, injection=injection, scanner=scanner,
-                           system_matrix=system_matrix, sim=sim, user=imaging_a)
+    return SimpleNamespace(
+        subject=subject,
+        consent=consent,
+        batch=batch,
+        injection=injection,
+        scanner=scanner,
+        system_matrix=system_matrix,
+        sim=sim,
+        user=imaging_a,
+    )
 
 
 def _imaging_counts() -> dict:

@@ -29,8 +29,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def start_orthanc(tmp_path, users: dict | None = None, *, http_port: int | None = None,
-                  dicom_port: int | None = None):
+def start_orthanc(tmp_path, users: dict | None = None, *, http_port: int | None = None, dicom_port: int | None = None):
     """Yield {"http": base URL, "dicom_port": int, "auth": (user, password) or None}.
 
     The ports are free loopback ports unless given (a PACS that comes up on a port a
@@ -88,8 +87,6 @@ def fetch(base: str, sop_instance_uid: str, auth=None) -> pydicom.Dataset:
     (instance,) = [f for f in found if f["Type"] == "Instance"]
     data = requests.get(f"{base}/instances/{instance['ID']}/file", auth=auth, timeout=10).content
     return pydicom.dcmread(io.BytesIO(data))
-
-
 
 
 @pytest.fixture

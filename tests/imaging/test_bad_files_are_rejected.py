@@ -95,8 +95,15 @@ def test_it_rejects_bytes_that_are_not_the_declared_file(api, pipeline, settings
     data = Path(pipeline.sim["measurement"]).read_bytes()
     declared = tus.sha256_hex(b"another file entirely")
     client = api(pipeline.user)
-    created = tus.create(client, length=len(data), subject=pipeline.subject.pk, injection=pipeline.injection.pk,
-                         scanner=pipeline.scanner.pk, hours=24, sha256=declared)
+    created = tus.create(
+        client,
+        length=len(data),
+        subject=pipeline.subject.pk,
+        injection=pipeline.injection.pk,
+        scanner=pipeline.scanner.pk,
+        hours=24,
+        sha256=declared,
+    )
     assert created.status_code == 201, created.content
     last = tus.patch(client, created["Location"], offset=0, data=data)
     assert last.status_code == 204, last.content

@@ -22,8 +22,7 @@ PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
 def make_case(**study_overrides):
     """A small analytic phantom: two hot spheres in a noisy background, three ROIs (one empty)."""
     nz, ny, nx = SHAPE_ZYX
-    geometry = VolumeGeometry(size=(nx, ny, nz), field_of_view_m=(0.024, 0.020, 0.016),
-                              center_m=(0.0, 0.001, -0.002))
+    geometry = VolumeGeometry(size=(nx, ny, nz), field_of_view_m=(0.024, 0.020, 0.016), center_m=(0.0, 0.001, -0.002))
     zz, yy, xx = np.indices(SHAPE_ZYX)
     heart = (xx - 3) ** 2 + (yy - 5) ** 2 + (zz - 4) ** 2 <= 6
     lungs = (xx - 9) ** 2 + (yy - 4) ** 2 + (zz - 3) ** 2 <= 4
@@ -35,10 +34,24 @@ def make_case(**study_overrides):
         RoiSpec(label=5, name="spleen", kind="spleen", mask=np.zeros(SHAPE_ZYX, dtype=bool)),
     ]
     metrics = [
-        RoiMetrics(roi_label=1, iron_mass_ng=123.456, uncertainty_ng=4.25, cell_count=15432.0,
-                   detection_limit_ng=5.0, retention_percent=61.7, off_target_percent=None),
-        RoiMetrics(roi_label=2, iron_mass_ng=33.0, uncertainty_ng=2.5, cell_count=4125.0,
-                   detection_limit_ng=5.0, retention_percent=None, off_target_percent=12.5),
+        RoiMetrics(
+            roi_label=1,
+            iron_mass_ng=123.456,
+            uncertainty_ng=4.25,
+            cell_count=15432.0,
+            detection_limit_ng=5.0,
+            retention_percent=61.7,
+            off_target_percent=None,
+        ),
+        RoiMetrics(
+            roi_label=2,
+            iron_mass_ng=33.0,
+            uncertainty_ng=2.5,
+            cell_count=4125.0,
+            detection_limit_ng=5.0,
+            retention_percent=None,
+            off_target_percent=12.5,
+        ),
     ]
     fields = dict(
         scan_id="scan-0042",
@@ -77,8 +90,11 @@ def test_it_keeps_the_float_volume_bit_exact_in_the_parametric_map(study_files):
     pm = hd.pm.ParametricMap.from_dataset(by_modality(paths)["pm"])
     assert pm.pixel_array.dtype == np.float32
     assert np.array_equal(parametric_map_volume(pm), volume)
-    mapping = pm.RealWorldValueMappingSequence[0] if "RealWorldValueMappingSequence" in pm else \
-        pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    mapping = (
+        pm.RealWorldValueMappingSequence[0]
+        if "RealWorldValueMappingSequence" in pm
+        else pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    )
     assert mapping.MeasurementUnitsCodeSequence[0].CodeValue == "mol/L"
     assert mapping.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator == "UCUM"
     assert mapping.QuantityDefinitionSequence[0].ConceptCodeSequence[0].CodeMeaning == "Iron concentration"
@@ -98,10 +114,14 @@ def test_it_places_every_frame_on_the_reconstruction_grid(study_files):
     assert z == pytest.approx([-9, -7, -5, -3, -1, 1, 3, 5])
     first = source.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].ImagePositionPatient
     assert [float(v) for v in first] == pytest.approx([-11.0, -8.0, -9.0])
-    pm_positions = sorted(tuple(map(float, f.PlanePositionSequence[0].ImagePositionPatient))
-                          for f in objects["pm"].PerFrameFunctionalGroupsSequence)
-    src_positions = sorted(tuple(map(float, f.PlanePositionSequence[0].ImagePositionPatient))
-                           for f in source.PerFrameFunctionalGroupsSequence)
+    pm_positions = sorted(
+        tuple(map(float, f.PlanePositionSequence[0].ImagePositionPatient))
+        for f in objects["pm"].PerFrameFunctionalGroupsSequence
+    )
+    src_positions = sorted(
+        tuple(map(float, f.PlanePositionSequence[0].ImagePositionPatient))
+        for f in source.PerFrameFunctionalGroupsSequence
+    )
     assert pm_positions == src_positions
     assert len({d.FrameOfReferenceUID for d in (source, objects["pm"], objects["seg"])}) == 1
     rescaled = source.pixel_array * float(source.RescaleSlope) + float(source.RescaleIntercept)
@@ -114,8 +134,10 @@ def test_it_keeps_every_segment_mask_and_empty_frames(study_files):
     seg = hd.seg.Segmentation.from_dataset(objects["seg"])
     assert seg.NumberOfFrames == SHAPE_ZYX[0] * len(rois)  # the empty spleen keeps its frames
     masks = seg.get_pixels_by_source_frame(
-        objects["source"].SOPInstanceUID, source_frame_numbers=list(range(1, SHAPE_ZYX[0] + 1)),
-        segment_numbers=[1, 2, 3])
+        objects["source"].SOPInstanceUID,
+        source_frame_numbers=list(range(1, SHAPE_ZYX[0] + 1)),
+        segment_numbers=[1, 2, 3],
+    )
     assert np.array_equal(masks.astype(bool), np.stack([r.mask for r in rois], axis=-1))
     described = {int(s.SegmentNumber): s for s in seg.SegmentSequence}
     assert described[1].SegmentedPropertyTypeCodeSequence[0].CodeValue == "80891009"  # heart
@@ -131,12 +153,20 @@ def test_it_reports_every_number_and_references_the_segments(study_files):
     groups = sr.content.get_volumetric_roi_measurement_groups()
     assert len(groups) == 2  # the spleen has no metrics, so no group
     expected = {
-        1: {"Iron mass": (123.456, "ng"), "Iron mass standard uncertainty": (4.25, "ng"),
-            "Iron detection limit": (5.0, "ng"), "Labelled cell count": (15432.0, "{cells}"),
-            "Retention of injected iron": (61.7, "%")},
-        2: {"Iron mass": (33.0, "ng"), "Iron mass standard uncertainty": (2.5, "ng"),
-            "Iron detection limit": (5.0, "ng"), "Labelled cell count": (4125.0, "{cells}"),
-            "Off-target fraction of iron": (12.5, "%")},
+        1: {
+            "Iron mass": (123.456, "ng"),
+            "Iron mass standard uncertainty": (4.25, "ng"),
+            "Iron detection limit": (5.0, "ng"),
+            "Labelled cell count": (15432.0, "{cells}"),
+            "Retention of injected iron": (61.7, "%"),
+        },
+        2: {
+            "Iron mass": (33.0, "ng"),
+            "Iron mass standard uncertainty": (2.5, "ng"),
+            "Iron detection limit": (5.0, "ng"),
+            "Labelled cell count": (4125.0, "{cells}"),
+            "Off-target fraction of iron": (12.5, "%"),
+        },
     }
     for segment_number, group in zip((1, 2), groups, strict=True):
         got = {m.name.meaning: (m.value, m.unit.value) for m in group.get_measurements()}

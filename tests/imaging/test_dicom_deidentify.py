@@ -51,8 +51,15 @@ def walk(ds):
 
 def identity_strings(identified):
     values = {
-        IDENTITY["patient_id"], "Müller-Lüdenscheidt", "Hildegard", "19571123", IDENTITY["accession_number"],
-        IDENTITY["study_id"], IDENTITY["institution_name"], "Charité", IDENTITY["device_serial_number"],
+        IDENTITY["patient_id"],
+        "Müller-Lüdenscheidt",
+        "Hildegard",
+        "19571123",
+        IDENTITY["accession_number"],
+        IDENTITY["study_id"],
+        IDENTITY["institution_name"],
+        "Charité",
+        IDENTITY["device_serial_number"],
         "Müller",
     }
     for ds in identified:
@@ -142,8 +149,9 @@ def test_it_keeps_pixels_masks_and_numbers(identified, deidentified):
     assert np.array_equal(deidentified[2].pixel_array, identified[2].pixel_array)
     before = hd.sr.Comprehensive3DSR.from_dataset(identified[3]).content.get_volumetric_roi_measurement_groups()
     after = hd.sr.Comprehensive3DSR.from_dataset(deidentified[3]).content.get_volumetric_roi_measurement_groups()
-    assert [[(m.name.value, m.value) for m in g.get_measurements()] for g in before] == \
-        [[(m.name.value, m.value) for m in g.get_measurements()] for g in after]
+    assert [[(m.name.value, m.value) for m in g.get_measurements()] for g in before] == [
+        [(m.name.value, m.value) for m in g.get_measurements()] for g in after
+    ]
 
 
 def test_it_does_not_touch_its_input(identified):
@@ -160,10 +168,13 @@ def test_it_maps_the_same_uid_the_same_way_per_trial_only():
     assert pydicom.uid.UID(remap_uid(uid, SECRET)).is_valid
 
 
-@pytest.mark.parametrize("secret, days, message", [
-    (b"short", 10, "at least 16 bytes"),
-    (SECRET, 0, "must not be 0"),
-])
+@pytest.mark.parametrize(
+    "secret, days, message",
+    [
+        (b"short", 10, "at least 16 bytes"),
+        (SECRET, 0, "must not be 0"),
+    ],
+)
 def test_it_refuses_a_weak_key_or_no_shift(identified, secret, days, message):
     with pytest.raises(DeidentificationError, match=message):
         deidentify(identified, trial_secret=secret, date_shift_days=days)

@@ -36,8 +36,11 @@ def test_it_builds_and_audits_the_download(api, quantified, coordinator_a):  # n
     with zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))) as archive:
         objects = [pydicom.dcmread(io.BytesIO(archive.read(n))) for n in archive.namelist()]
     assert len(objects) == 4 and {o.PatientID for o in objects} == {quantified.subject.code}
-    actions = list(AuditEvent.objects.filter(object_type="compliance.export", object_id=str(export.pk))
-                   .values_list("action", flat=True))
+    actions = list(
+        AuditEvent.objects.filter(object_type="compliance.export", object_id=str(export.pk)).values_list(
+            "action", flat=True
+        )
+    )
     assert actions == [AuditAction.EXPORT_REQUESTED, AuditAction.EXPORT_COMPLETED, AuditAction.EXPORT_DOWNLOADED]
 
 

@@ -14,16 +14,21 @@ from tests.imaging.dicom_cases import quantified  # noqa: F401
 from tests.imaging.test_dicom_validate import run
 from tests.services import require_executable
 
-SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.66.4",
-               "1.2.840.10008.5.1.4.1.1.88.34"}
+SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.7.3",
+    "1.2.840.10008.5.1.4.1.1.30",
+    "1.2.840.10008.5.1.4.1.1.66.4",
+    "1.2.840.10008.5.1.4.1.1.88.34",
+}
 
 
 @pytest.mark.parametrize("deidentify", [False, True], ids=["identified", "deidentified"])
 def test_it_writes_four_valid_objects(quantified, tmp_path, deidentify):  # noqa: F811
     dciodvfy = require_executable("dciodvfy", package="dicom3tools")
     out = io.StringIO()
-    call_command("export_dicom", str(quantified.pk), "--output", str(tmp_path), *(["--deidentify"] * deidentify),
-                 stdout=out)
+    call_command(
+        "export_dicom", str(quantified.pk), "--output", str(tmp_path), *(["--deidentify"] * deidentify), stdout=out
+    )
     files = sorted(tmp_path.glob("*.dcm"))
     assert len(files) == 4
     lines = [line.split("\t") for line in out.getvalue().splitlines() if "\t" in line]
@@ -40,8 +45,9 @@ def test_it_writes_four_valid_objects(quantified, tmp_path, deidentify):  # noqa
 
 
 def test_it_audits_the_user_given(quantified, tmp_path, coordinator_a):  # noqa: F811
-    call_command("export_dicom", str(quantified.pk), "--output", str(tmp_path), "--user", "coordinator_a",
-                 stdout=io.StringIO())
+    call_command(
+        "export_dicom", str(quantified.pk), "--output", str(tmp_path), "--user", "coordinator_a", stdout=io.StringIO()
+    )
     assert AuditEvent.objects.order_by("-sequence").first().actor_username == coordinator_a.username
 
 

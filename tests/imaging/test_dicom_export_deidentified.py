@@ -40,8 +40,14 @@ def test_it_leaves_no_identity_uid_or_original_date(quantified):  # noqa: F811
     deidentified = dicom_export.deidentified_study_for_scan(quantified)
     identity = SubjectIdentity.objects.get(subject=quantified.subject)
     blob = b"".join(encode(ds) for ds in deidentified)
-    for secret in (identity.full_name, identity.medical_record_number, identity.date_of_birth.strftime("%Y%m%d"),
-                   identity.date_of_birth.isoformat(), quantified.subject.code, quantified.subject.site.name):
+    for secret in (
+        identity.full_name,
+        identity.medical_record_number,
+        identity.date_of_birth.strftime("%Y%m%d"),
+        identity.date_of_birth.isoformat(),
+        quantified.subject.code,
+        quantified.subject.site.name,
+    ):
         assert secret.encode() not in blob, secret
     original_uids = {u for u in _values(original, {"UI"}) if not u.startswith("1.2.840.10008.")}
     assert original_uids and not original_uids & _values(deidentified, {"UI"})
@@ -67,10 +73,17 @@ def test_it_gives_the_same_remapped_uids_on_every_export(quantified):  # noqa: F
     first = dicom_export.deidentified_study_for_scan(quantified)
     second = dicom_export.deidentified_study_for_scan(quantified)
     for a, b in zip(first, second, strict=True):
-        assert (a.StudyInstanceUID, a.SeriesInstanceUID, a.SOPInstanceUID, a.FrameOfReferenceUID
-                if "FrameOfReferenceUID" in a else None) == (b.StudyInstanceUID, b.SeriesInstanceUID,
-                                                            b.SOPInstanceUID, b.FrameOfReferenceUID
-                                                            if "FrameOfReferenceUID" in b else None)
+        assert (
+            a.StudyInstanceUID,
+            a.SeriesInstanceUID,
+            a.SOPInstanceUID,
+            a.FrameOfReferenceUID if "FrameOfReferenceUID" in a else None,
+        ) == (
+            b.StudyInstanceUID,
+            b.SeriesInstanceUID,
+            b.SOPInstanceUID,
+            b.FrameOfReferenceUID if "FrameOfReferenceUID" in b else None,
+        )
 
 
 def test_it_puts_the_scan_facts_into_the_identified_study(quantified):  # noqa: F811

@@ -32,12 +32,18 @@ def run_task(monkeypatch):
     ``retries`` (0 first). Returns its result, or the Retry it raised; ``run_task.published``
     lists the options of each retry published to the broker."""
     published = []
-    monkeypatch.setattr(Task, "apply_async", lambda self, args=None, kwargs=None, **options: published.append(
-        {"task": self.name, "args": tuple(args or ()), **options}))
+    monkeypatch.setattr(
+        Task,
+        "apply_async",
+        lambda self, args=None, kwargs=None, **options: published.append(
+            {"task": self.name, "args": tuple(args or ()), **options}
+        ),
+    )
 
     def run(send_id: int, retries: int):
-        send_dicom.push_request(id=f"send-task-{send_id}", retries=retries, called_directly=False, is_eager=False,
-                                args=[send_id], kwargs={})
+        send_dicom.push_request(
+            id=f"send-task-{send_id}", retries=retries, called_directly=False, is_eager=False, args=[send_id], kwargs={}
+        )
         try:
             return send_dicom.run(send_id)
         except Retry as retry:
@@ -62,11 +68,19 @@ def test_the_backoff_doubles_from_ten_seconds_up_to_fifteen_minutes():
 
 
 def test_a_send_to_a_pacs_that_is_down_is_retried_and_succeeds_once_it_is_up(
-        quantified, coordinator_a, tmp_path, run_task):  # noqa: F811
+    quantified, coordinator_a, tmp_path, run_task
+):  # noqa: F811
     port = free_port()  # nothing listens here yet
     destination = pacs.pacs_destination_register(
-        actor=None, trial=quantified.subject.trial, name="Late PACS", protocol="dicom", host="127.0.0.1",
-        port=port, called_ae="ORTHANC", deidentify=False)
+        actor=None,
+        trial=quantified.subject.trial,
+        name="Late PACS",
+        protocol="dicom",
+        host="127.0.0.1",
+        port=port,
+        called_ae="ORTHANC",
+        deidentify=False,
+    )
     send = pacs.dicom_send_request(actor=coordinator_a, scan=quantified, destination=destination)
 
     for retries, countdown in [(0, 10), (1, 20)]:
@@ -95,12 +109,20 @@ def test_a_send_to_a_pacs_that_is_down_is_retried_and_succeeds_once_it_is_up(
     assert sent.changes["attempts"] == 3 and _events(send, AuditAction.DICOM_SEND_FAILED) == []
 
 
-def test_the_last_transient_failure_is_final_and_audited_once(quantified, coordinator_a, settings,  # noqa: F811
-                                                              run_task):
+def test_the_last_transient_failure_is_final_and_audited_once(
+    quantified,
+    coordinator_a,
+    settings,  # noqa: F811
+    run_task,
+):
     settings.IMAGING_SEND_MAX_RETRIES = 2
     destination = pacs.pacs_destination_register(
-        actor=None, trial=quantified.subject.trial, name="Down", protocol="dicomweb",
-        base_url=f"http://127.0.0.1:{free_port()}/dicom-web")
+        actor=None,
+        trial=quantified.subject.trial,
+        name="Down",
+        protocol="dicomweb",
+        base_url=f"http://127.0.0.1:{free_port()}/dicom-web",
+    )
     send = pacs.dicom_send_request(actor=coordinator_a, scan=quantified, destination=destination)
     assert isinstance(run_task(send.pk, 0), Retry) and isinstance(run_task(send.pk, 1), Retry)
     assert run_task(send.pk, 2) == "failed"
@@ -112,13 +134,24 @@ def test_the_last_transient_failure_is_final_and_audited_once(quantified, coordi
     assert run_task(send.pk, 3) == "claimed elsewhere or done" and len(run_task.published) == 2
 
 
-def test_a_4xx_stow_response_fails_at_once(quantified, coordinator_a, tmp_path, monkeypatch,  # noqa: F811
-                                           run_task):
+def test_a_4xx_stow_response_fails_at_once(
+    quantified,
+    coordinator_a,
+    tmp_path,
+    monkeypatch,  # noqa: F811
+    run_task,
+):
     monkeypatch.setenv("MPI_TEST_PACS_PASSWORD", "not-the-password")
     with start_orthanc(tmp_path / "orthanc", users={"mpi": "s3cret-pw"}) as server:
         destination = pacs.pacs_destination_register(
-            actor=None, trial=quantified.subject.trial, name="Core lab", protocol="dicomweb",
-            base_url=f"{server['http']}/dicom-web", username="mpi", password_env="MPI_TEST_PACS_PASSWORD")
+            actor=None,
+            trial=quantified.subject.trial,
+            name="Core lab",
+            protocol="dicomweb",
+            base_url=f"{server['http']}/dicom-web",
+            username="mpi",
+            password_env="MPI_TEST_PACS_PASSWORD",
+        )
         send = pacs.dicom_send_request(actor=coordinator_a, scan=quantified, destination=destination)
         assert run_task(send.pk, 0) == "failed"
         assert _instances(server) == 0
@@ -160,9 +193,22 @@ def stub_http():
         server.server_close()
 
 
-@pytest.mark.parametrize("status, transient", [(500, True), (502, True), (503, True), (408, True), (429, True),
-                                               (400, False), (401, False), (403, False), (404, False),
-                                               (409, False), (413, False)])
+@pytest.mark.parametrize(
+    "status, transient",
+    [
+        (500, True),
+        (502, True),
+        (503, True),
+        (408, True),
+        (429, True),
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+        (409, False),
+        (413, False),
+    ],
+)
 def test_stow_http_statuses_are_classified(stub_http, status, transient):
     datasets = build_study(*make_case())[:1]
     with pytest.raises(DicomSendError, match=f"HTTP {status}") as raised:
@@ -193,8 +239,7 @@ def test_an_association_rejected_permanently_is_not_retried():
     server, port = _scp(require_called_aet=True)
     try:
         with pytest.raises(DicomSendError, match="rejected=True") as raised:
-            send_cstore(build_study(*make_case()),
-                        "127.0.0.1", port, called_ae="SOMEONE-ELSE", timeout_s=5)
+            send_cstore(build_study(*make_case()), "127.0.0.1", port, called_ae="SOMEONE-ELSE", timeout_s=5)
         assert raised.value.transient is False
     finally:
         server.shutdown()
@@ -211,8 +256,7 @@ def test_an_association_rejected_transiently_is_retried():
     try:
         assert held.is_established
         with pytest.raises(DicomSendError, match="rejected=True") as raised:
-            send_cstore(build_study(*make_case()),
-                        "127.0.0.1", port, called_ae="PACS", timeout_s=5)
+            send_cstore(build_study(*make_case()), "127.0.0.1", port, called_ae="PACS", timeout_s=5)
         assert raised.value.transient is True
     finally:
         held.release()

@@ -43,11 +43,14 @@ def _measuring(monkeypatch, off_target_percent: float) -> None:
     monkeypatch.setattr(processing, "quantify", quantify)
 
 
-@pytest.mark.parametrize("off_target, alerted", [
-    (24.99, False),  # just below
-    (25.0, False),  # exactly at the threshold: not above it
-    (25.01, True),  # just above
-])
+@pytest.mark.parametrize(
+    "off_target, alerted",
+    [
+        (24.99, False),  # just below
+        (25.0, False),  # exactly at the threshold: not above it
+        (25.01, True),  # just above
+    ],
+)
 def test_it_alerts_only_when_off_target_exceeds_the_threshold(reconstructed, monkeypatch, off_target, alerted):
     _measuring(monkeypatch, off_target)
     scan = services.scan_quantify(scan_id=reconstructed.pk, token="task-1")

@@ -25,8 +25,13 @@ IMAGING = Path(tasks.__file__).resolve().parent
 def sent(monkeypatch):
     """Every task queued (``delay`` / ``apply_async``): (name, args, queue option)."""
     queued = []
-    monkeypatch.setattr(Task, "apply_async", lambda self, args=None, kwargs=None, **options: queued.append(
-        (self.name, tuple(args or ()), options.get("queue"))))
+    monkeypatch.setattr(
+        Task,
+        "apply_async",
+        lambda self, args=None, kwargs=None, **options: queued.append(
+            (self.name, tuple(args or ()), options.get("queue"))
+        ),
+    )
     return queued
 
 
@@ -59,19 +64,21 @@ def test_a_service_step_queues_nothing(api, pipeline, sent, django_capture_on_co
     assert sent == []
 
 
-def test_completing_an_upload_through_the_api_queues_validation_once(api, pipeline, sent,
-                                                                     django_capture_on_commit_callbacks):
+def test_completing_an_upload_through_the_api_queues_validation_once(
+    api, pipeline, sent, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     assert sent == [("imaging.validate_scan", (scan.pk,), None)]
 
 
-def test_each_task_queues_the_next_step_when_its_own_succeeded(api, pipeline, sent,
-                                                               django_capture_on_commit_callbacks):
+def test_each_task_queues_the_next_step_when_its_own_succeeded(api, pipeline, sent, django_capture_on_commit_callbacks):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
-    for task, after, queued in ((tasks.validate_scan, ScanStatus.VALIDATED, "imaging.reconstruct_scan"),
-                                (tasks.reconstruct_scan, ScanStatus.RECONSTRUCTED, "imaging.quantify_scan"),
-                                (tasks.quantify_scan, ScanStatus.QUANTIFIED, None)):
+    for task, after, queued in (
+        (tasks.validate_scan, ScanStatus.VALIDATED, "imaging.reconstruct_scan"),
+        (tasks.reconstruct_scan, ScanStatus.RECONSTRUCTED, "imaging.quantify_scan"),
+        (tasks.quantify_scan, ScanStatus.QUANTIFIED, None),
+    ):
         sent.clear()
         with django_capture_on_commit_callbacks(execute=True):
             task.apply(args=[scan.pk], task_id=f"{task.name}-1")
@@ -80,11 +87,13 @@ def test_each_task_queues_the_next_step_when_its_own_succeeded(api, pipeline, se
         assert sent == ([(queued, (scan.pk,), None)] if queued else [])
 
 
-def test_a_step_that_lost_its_claim_or_failed_queues_nothing(api, pipeline, sent, monkeypatch,
-                                                             django_capture_on_commit_callbacks):
+def test_a_step_that_lost_its_claim_or_failed_queues_nothing(
+    api, pipeline, sent, monkeypatch, django_capture_on_commit_callbacks
+):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
-    assert services.scan_claim(scan_id=scan.pk, from_status=ScanStatus.RECEIVED, to_status=ScanStatus.VALIDATING,
-                               token="another-worker")
+    assert services.scan_claim(
+        scan_id=scan.pk, from_status=ScanStatus.RECEIVED, to_status=ScanStatus.VALIDATING, token="another-worker"
+    )
     with django_capture_on_commit_callbacks(execute=True):
         tasks.validate_scan.apply(args=[scan.pk], task_id="late-duplicate")
     assert sent == [] and Scan.objects.get(pk=scan.pk).claim_token == "another-worker"
@@ -106,8 +115,9 @@ def test_a_step_that_lost_its_claim_or_failed_queues_nothing(api, pipeline, sent
     assert sent == []
 
 
-def test_a_retry_through_the_api_queues_the_step_the_scan_went_back_to(api, pipeline, sent,
-                                                                       django_capture_on_commit_callbacks):
+def test_a_retry_through_the_api_queues_the_step_the_scan_went_back_to(
+    api, pipeline, sent, django_capture_on_commit_callbacks
+):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     Scan.objects.filter(pk=scan.pk).update(status=ScanStatus.FAILED, retryable=True, status_reason="timeout")
     with django_capture_on_commit_callbacks(execute=True):
@@ -117,15 +127,22 @@ def test_a_retry_through_the_api_queues_the_step_the_scan_went_back_to(api, pipe
 
 
 def test_a_pacs_send_through_the_api_queues_its_task_on_the_export_queue(
-        api, quantified, coordinator_a, sent, django_capture_on_commit_callbacks):  # noqa: F811
+    api, quantified, coordinator_a, sent, django_capture_on_commit_callbacks
+):  # noqa: F811
     from imaging import pacs
 
-    destination = pacs.pacs_destination_register(actor=None, trial=quantified.subject.trial, name="Archive",
-                                                 protocol="dicomweb", base_url="http://pacs.invalid/dicom-web")
+    destination = pacs.pacs_destination_register(
+        actor=None,
+        trial=quantified.subject.trial,
+        name="Archive",
+        protocol="dicomweb",
+        base_url="http://pacs.invalid/dicom-web",
+    )
     sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        response = api(coordinator_a).post(f"/api/v1/scans/{quantified.pk}/dicom-sends/",
-                                           {"destination": destination.pk}, format="json")
+        response = api(coordinator_a).post(
+            f"/api/v1/scans/{quantified.pk}/dicom-sends/", {"destination": destination.pk}, format="json"
+        )
     assert response.status_code == 201, response.content
     send = DicomSend.objects.get()
     assert response.json()["id"] == send.pk and PacsDestination.objects.count() == 1

@@ -23,8 +23,9 @@ from tests.imaging.helpers import uploaded_scan
 def no_broker(monkeypatch):
     """Tasks queued on commit are recorded, not published: these tests run the steps themselves."""
     sent = []
-    monkeypatch.setattr(Task, "apply_async", lambda self, args=None, kwargs=None, **options: sent.append(
-        (self.name, tuple(args or ()))))
+    monkeypatch.setattr(
+        Task, "apply_async", lambda self, args=None, kwargs=None, **options: sent.append((self.name, tuple(args or ())))
+    )
     return sent
 
 
@@ -33,9 +34,13 @@ def _row(scan_id: int) -> tuple:
 
 
 def _claims(scan_id: int, to_status: str) -> list:
-    return [e.changes["status"] for e in AuditEvent.objects.filter(
-        action=AuditAction.SCAN_STATUS_CHANGED, object_id=str(scan_id)).order_by("sequence")
-        if e.changes["status"][1] == to_status]
+    return [
+        e.changes["status"]
+        for e in AuditEvent.objects.filter(action=AuditAction.SCAN_STATUS_CHANGED, object_id=str(scan_id)).order_by(
+            "sequence"
+        )
+        if e.changes["status"][1] == to_status
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -47,8 +52,12 @@ def test_two_workers_racing_for_one_step_exactly_one_claims_it(api, pipeline, no
     def worker(token: str) -> None:
         try:
             barrier.wait()
-            won[token] = services.scan_claim(scan_id=scan.pk, from_status=ScanStatus.RECEIVED,
-                                             to_status=ScanStatus.VALIDATING, token=token) is not None
+            won[token] = (
+                services.scan_claim(
+                    scan_id=scan.pk, from_status=ScanStatus.RECEIVED, to_status=ScanStatus.VALIDATING, token=token
+                )
+                is not None
+            )
         finally:
             connections.close_all()
 
@@ -82,8 +91,7 @@ def test_a_second_worker_with_another_token_gets_nothing_and_writes_nothing(api,
     held, events = _row(scan.pk), AuditEvent.objects.count()
 
     # Worker B got the same step: it neither claims nor runs it.
-    assert services.scan_claim(scan_id=scan.pk, from_status=from_status, to_status=to_status,
-                               token="worker-b") is None
+    assert services.scan_claim(scan_id=scan.pk, from_status=from_status, to_status=to_status, token="worker-b") is None
     assert run(scan_id=scan.pk, token="worker-b") is None
     assert _row(scan.pk) == held == (to_status, "worker-a", held[2])
     assert AuditEvent.objects.count() == events
@@ -91,6 +99,7 @@ def test_a_second_worker_with_another_token_gets_nothing_and_writes_nothing(api,
 
     # Worker A's task redelivered (same task id) resumes its own claim and finishes the step.
     done = run(scan_id=scan.pk, token="worker-a")
-    assert done is not None and done.status == (ScanStatus.VALIDATED if step == "validate"
-                                                 else ScanStatus.RECONSTRUCTED)
+    assert done is not None and done.status == (
+        ScanStatus.VALIDATED if step == "validate" else ScanStatus.RECONSTRUCTED
+    )
     assert _claims(scan.pk, to_status) == [[from_status, to_status], [to_status, to_status]]

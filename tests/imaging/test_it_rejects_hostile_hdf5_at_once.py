@@ -34,12 +34,16 @@ def _measured(call):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("build, code", [
-    (hostile.unallocated_measurement, "unbacked_data"),
-    (hostile.chunked_measurement, "declared_too_large"),
-])
-def test_it_rejects_a_tiny_scan_declaring_a_terabyte_in_well_under_a_second(api, pipeline, tmp_path, settings,
-                                                                            build, code):
+@pytest.mark.parametrize(
+    "build, code",
+    [
+        (hostile.unallocated_measurement, "unbacked_data"),
+        (hostile.chunked_measurement, "declared_too_large"),
+    ],
+)
+def test_it_rejects_a_tiny_scan_declaring_a_terabyte_in_well_under_a_second(
+    api, pipeline, tmp_path, settings, build, code
+):
     path = build(Path(pipeline.sim["measurement"]), tmp_path / "hostile.mdf")
     assert path.stat().st_size < 200_000
     scan = uploaded_scan(api, pipeline, path)
@@ -68,17 +72,24 @@ def test_it_takes_the_declared_size_limit_from_settings(api, pipeline, settings)
 def _post_label_volume(client, pipeline, data: bytes, name: str):
     upload = io.BytesIO(data)
     upload.name = name
-    return client.post("/api/v1/rois/", {"subject": pipeline.subject.pk, "name": "drawn", "kind": "target",
-                                         "label_volume": upload, "label_value": 1}, format="multipart")
+    return client.post(
+        "/api/v1/rois/",
+        {"subject": pipeline.subject.pk, "name": "drawn", "kind": "target", "label_volume": upload, "label_value": 1},
+        format="multipart",
+    )
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("name, build, says", [
-    ("labels.mdf", lambda p: hostile.label_volume_mdf(p, voxels=400**3), "stores none"),
-    ("labels.npy", lambda p: hostile.huge_npy(p, elements=10**11), "declares 800000000000 bytes"),
-])
-def test_it_refuses_a_label_volume_declaring_a_huge_array_in_the_request(api, pipeline, tmp_path, nothing_changed,
-                                                                         name, build, says):
+@pytest.mark.parametrize(
+    "name, build, says",
+    [
+        ("labels.mdf", lambda p: hostile.label_volume_mdf(p, voxels=400**3), "stores none"),
+        ("labels.npy", lambda p: hostile.huge_npy(p, elements=10**11), "declares 800000000000 bytes"),
+    ],
+)
+def test_it_refuses_a_label_volume_declaring_a_huge_array_in_the_request(
+    api, pipeline, tmp_path, nothing_changed, name, build, says
+):
     data = build(tmp_path / name).read_bytes()
     assert len(data) < 40_000
     client = api(pipeline.user)

@@ -22,9 +22,12 @@ from web import plots
 @pytest.fixture
 def second_injection_scan(api, pipeline):
     """The subject had an earlier, smaller injection; the scan follows the later one."""
-    earlier = f.InjectionFactory(batch=pipeline.batch, subject=pipeline.subject,
-                                 administered_cells=pipeline.injection.administered_cells // 4,
-                                 administered_at=pipeline.injection.administered_at - dt.timedelta(days=20))
+    earlier = f.InjectionFactory(
+        batch=pipeline.batch,
+        subject=pipeline.subject,
+        administered_cells=pipeline.injection.administered_cells // 4,
+        administered_at=pipeline.injection.administered_at - dt.timedelta(days=20),
+    )
     assert earlier.administered_at < pipeline.injection.administered_at
     return process(uploaded_scan(api, pipeline, pipeline.sim["measurement"]))
 
@@ -64,10 +67,12 @@ def test_the_migration_fills_the_uncertainty_of_rows_quantified_before_it(db):
     from tests.imaging.factories import MeasurementFactory
 
     migration = importlib.import_module("imaging.migrations.0005_rules_measurement_retention_uncertainty")
-    old = MeasurementFactory(iron_ng=1000.0, uncertainty_ng=50.0, retention_percent=40.0,
-                             retention_uncertainty_percent=None)  # injected 2500 ng
-    no_iron = MeasurementFactory(iron_ng=0.0, uncertainty_ng=50.0, retention_percent=0.0,
-                                 retention_uncertainty_percent=None)
+    old = MeasurementFactory(
+        iron_ng=1000.0, uncertainty_ng=50.0, retention_percent=40.0, retention_uncertainty_percent=None
+    )  # injected 2500 ng
+    no_iron = MeasurementFactory(
+        iron_ng=0.0, uncertainty_ng=50.0, retention_percent=0.0, retention_uncertainty_percent=None
+    )
     no_iron.scan.metrics_summary = {"injected_iron_ng": 5000.0}
     no_iron.scan.save()
     migration.fill_retention_uncertainty(apps, None)

@@ -12,8 +12,11 @@ from tests.imaging import factories as fi
 
 
 def _scan_with_metrics(site):
-    reconstruction = fi.ReconstructionFactory(scan=fi.ScanFactory(injection=f.InjectionFactory(
-        batch=f.CellBatchFactory(donor_subject=f.SubjectFactory(site=site)))))
+    reconstruction = fi.ReconstructionFactory(
+        scan=fi.ScanFactory(
+            injection=f.InjectionFactory(batch=f.CellBatchFactory(donor_subject=f.SubjectFactory(site=site)))
+        )
+    )
     for _ in range(3):
         fi.MeasurementFactory(reconstruction=reconstruction)
     fi.AlertFactory(scan=reconstruction.scan)

@@ -25,8 +25,10 @@ def test_it_loads_demo_scans_that_show_the_time_course_and_is_idempotent(db, set
     # Three injected subjects; the one who withdrew longitudinal imaging keeps the 0 h scan
     # only: the follow-up upload is refused, audited, and said.
     per_subject = sorted(scans.values_list("subject__code", flat=True).distinct())
-    hours = {code: list(scans.filter(subject__code=code).values_list("hours_after_injection", flat=True))
-             for code in per_subject}
+    hours = {
+        code: list(scans.filter(subject__code=code).values_list("hours_after_injection", flat=True))
+        for code in per_subject
+    }
     assert sorted(len(h) for h in hours.values()) == [1, 4, 4], hours
     assert scans.count() == 9 and set(scans.values_list("status", flat=True)) == {"received"}
     assert "upload refused (" in out.getvalue() and "no longitudinal_imaging consent in force" in out.getvalue()

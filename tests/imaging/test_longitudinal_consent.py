@@ -18,8 +18,9 @@ from trials.services import consent_withdraw
 
 def _withdraw_longitudinal(pipeline, coordinator):
     consent = pipeline.subject.consents.get()
-    consent_withdraw(actor=coordinator, consent=consent, scopes=["longitudinal_imaging"],
-                     reason="declined follow-up scans")
+    consent_withdraw(
+        actor=coordinator, consent=consent, scopes=["longitudinal_imaging"], reason="declined follow-up scans"
+    )
 
 
 def test_it_needs_only_imaging_consent_for_the_first_scan(pipeline):
@@ -29,7 +30,9 @@ def test_it_needs_only_imaging_consent_for_the_first_scan(pipeline):
 def test_it_refuses_a_follow_up_scan_after_longitudinal_imaging_was_withdrawn(api, pipeline, coordinator_a, tmp_path):
     first = uploaded_scan(api, pipeline, pipeline.sim["measurement"], hours=0)
     assert services.imaging_scopes(injection=pipeline.injection, hours_after_injection=24) == (
-        "imaging", "longitudinal_imaging")
+        "imaging",
+        "longitudinal_imaging",
+    )
     _withdraw_longitudinal(pipeline, coordinator_a)
     uploads, scans = Upload.objects.count(), Scan.objects.count()
 
@@ -58,23 +61,37 @@ def test_it_stops_processing_a_follow_up_scan_after_the_withdrawal(api, pipeline
     later.refresh_from_db()
     assert later.status == "rejected" and "longitudinal" in later.status_reason.lower()
     with pytest.raises(RuleViolation):
-        services.assert_imaging_consent(pipeline.subject, injection=pipeline.injection, hours_after_injection=24,
-                                        scan=later)
+        services.assert_imaging_consent(
+            pipeline.subject, injection=pipeline.injection, hours_after_injection=24, scan=later
+        )
 
 
 def test_it_refuses_uploads_for_a_subject_who_left_the_trial(api, pipeline, coordinator_a, nothing_changed):
     from trials.services import subject_change_status
 
-    subject_change_status(actor=coordinator_a, subject=pipeline.subject, status="withdrawn", reason="moved abroad", confirm=True)
+    subject_change_status(
+        actor=coordinator_a, subject=pipeline.subject, status="withdrawn", reason="moved abroad", confirm=True
+    )
     with nothing_changed():
         response = api(pipeline.user).post(
-            "/api/v1/uploads/", HTTP_TUS_RESUMABLE="1.0.0", HTTP_UPLOAD_LENGTH="100",
-            HTTP_UPLOAD_METADATA=services_metadata(pipeline))
+            "/api/v1/uploads/",
+            HTTP_TUS_RESUMABLE="1.0.0",
+            HTTP_UPLOAD_LENGTH="100",
+            HTTP_UPLOAD_METADATA=services_metadata(pipeline),
+        )
     assert response.status_code == 409 and response.json()["error"]["code"] == "subject_withdrawn"
 
 
 def services_metadata(pipeline) -> str:
     from imaging.uploads import encode_metadata
 
-    return encode_metadata({"subject": pipeline.subject.pk, "injection": pipeline.injection.pk, "hours": 24,
-                            "scanner": pipeline.scanner.pk, "sha256": "0" * 64, "filename": "x.mdf"})
+    return encode_metadata(
+        {
+            "subject": pipeline.subject.pk,
+            "injection": pipeline.injection.pk,
+            "hours": 24,
+            "scanner": pipeline.scanner.pk,
+            "sha256": "0" * 64,
+            "filename": "x.mdf",
+        }
+    )

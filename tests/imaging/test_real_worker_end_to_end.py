@@ -35,23 +35,34 @@ def test_it_processes_an_uploaded_scan_on_a_real_worker(api, pipeline, broker, t
     try:
         data = Path(pipeline.sim["measurement"]).read_bytes()
         client = api(pipeline.user)
-        created = tus.create(client, length=len(data), subject=pipeline.subject.pk, injection=pipeline.injection.pk,
-                             scanner=pipeline.scanner.pk, hours=24, sha256=tus.sha256_hex(data))
+        created = tus.create(
+            client,
+            length=len(data),
+            subject=pipeline.subject.pk,
+            injection=pipeline.injection.pk,
+            scanner=pipeline.scanner.pk,
+            hours=24,
+            sha256=tus.sha256_hex(data),
+        )
         url, chunk = created["Location"], 16 * 1024
         for offset in range(0, len(data) // 2, chunk):
-            assert tus.patch(client, url, offset=offset, data=data[offset:offset + chunk]).status_code == 204
+            assert tus.patch(client, url, offset=offset, data=data[offset : offset + chunk]).status_code == 204
         # Interrupted: a new client (a new connection) asks for the offset and resumes there.
         client = api(pipeline.user)
         offset = int(tus.head(client, url)["Upload-Offset"])
         assert 0 < offset < len(data)
         last = None
         for start in range(offset, len(data), chunk):
-            last = tus.patch(client, url, offset=start, data=data[start:start + chunk])
+            last = tus.patch(client, url, offset=start, data=data[start : start + chunk])
             assert last.status_code == 204
         scan_id = int(last["Scan-Id"])
 
-        wait_for(lambda: _status(scan_id) in ("quantified", "rejected", "failed"), timeout=180,
-                 what=f"scan {scan_id} to be quantified", logs=[worker])
+        wait_for(
+            lambda: _status(scan_id) in ("quantified", "rejected", "failed"),
+            timeout=180,
+            what=f"scan {scan_id} to be quantified",
+            logs=[worker],
+        )
         scan = Scan.objects.get(pk=scan_id)
         assert scan.status == "quantified", (scan.status, scan.status_reason)
         sim = pipeline.sim

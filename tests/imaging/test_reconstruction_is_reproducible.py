@@ -28,8 +28,14 @@ def test_it_records_parameters_checksums_and_versions_and_reproduces_the_image(a
     assert processing.sha256_file(media / reconstruction.file) == reconstruction.sha256
 
     again = tmp_path / "again.mdf"
-    processing.reconstruct(processing.load_system_matrix(media / pipeline.system_matrix.file), media / scan.file,
-                           again, params, progress=lambda *_: None, provenance={})
+    processing.reconstruct(
+        processing.load_system_matrix(media / pipeline.system_matrix.file),
+        media / scan.file,
+        again,
+        params,
+        progress=lambda *_: None,
+        provenance={},
+    )
     with MDFFile(media / reconstruction.file) as f:
         first, meta = f.reconstruction()
     with MDFFile(again) as f:

@@ -13,9 +13,16 @@ from tests.imaging.helpers import process, uploaded_scan
 
 
 def test_it_defines_a_region_from_geometry_and_audits_it(api, pipeline):
-    response = api(pipeline.user).post("/api/v1/rois/", {
-        "subject": pipeline.subject.pk, "name": "spleen", "kind": "spleen",
-        "geometry": {"shape": "sphere", "center_m": [0.006, -0.008, 0], "radius_m": 0.002}}, format="json")
+    response = api(pipeline.user).post(
+        "/api/v1/rois/",
+        {
+            "subject": pipeline.subject.pk,
+            "name": "spleen",
+            "kind": "spleen",
+            "geometry": {"shape": "sphere", "center_m": [0.006, -0.008, 0], "radius_m": 0.002},
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.content
     roi = RegionOfInterest.objects.get(pk=response.json()["id"])
     assert roi.geometry == {"shape": "sphere", "center_m": [0.006, -0.008, 0.0], "radius_m": [0.002] * 3}
@@ -24,9 +31,16 @@ def test_it_defines_a_region_from_geometry_and_audits_it(api, pipeline):
 
 def test_it_refuses_bad_geometry_and_writes_nothing(api, pipeline, nothing_changed):
     with nothing_changed():
-        response = api(pipeline.user).post("/api/v1/rois/", {
-            "subject": pipeline.subject.pk, "name": "x", "kind": "other",
-            "geometry": {"shape": "cone", "center_m": [0, 0, 0]}}, format="json")
+        response = api(pipeline.user).post(
+            "/api/v1/rois/",
+            {
+                "subject": pipeline.subject.pk,
+                "name": "x",
+                "kind": "other",
+                "geometry": {"shape": "cone", "center_m": [0, 0, 0]},
+            },
+            format="json",
+        )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_geometry"
 
@@ -39,9 +53,18 @@ def test_it_uses_a_scans_own_label_volume_regions_instead_of_the_subjects(api, p
     np.save(buffer, labels)
     buffer.seek(0)
     buffer.name = "labels.npy"
-    response = api(pipeline.user).post("/api/v1/rois/", {
-        "subject": pipeline.subject.pk, "scan": scan.pk, "name": "heart (drawn)", "kind": "target",
-        "label_volume": buffer, "label_value": 1}, format="multipart")
+    response = api(pipeline.user).post(
+        "/api/v1/rois/",
+        {
+            "subject": pipeline.subject.pk,
+            "scan": scan.pk,
+            "name": "heart (drawn)",
+            "kind": "target",
+            "label_volume": buffer,
+            "label_value": 1,
+        },
+        format="multipart",
+    )
     assert response.status_code == 201, response.content
     process(scan)
     assert list(Measurement.objects.filter(scan=scan).values_list("roi_name", flat=True)) == ["heart (drawn)"]
@@ -52,7 +75,14 @@ def test_it_hides_regions_of_another_site(api, pipeline, coordinator_b):
     roi = RegionOfInterest.objects.filter(subject=pipeline.subject).first()
     assert api(coordinator_b).get(f"/api/v1/rois/{roi.pk}/").status_code == 404
     assert api(coordinator_b).get("/api/v1/rois/").json()["count"] == 0
-    response = api(coordinator_b).post("/api/v1/rois/", {
-        "subject": pipeline.subject.pk, "name": "x", "kind": "other",
-        "geometry": {"shape": "sphere", "center_m": [0, 0, 0], "radius_m": 0.001}}, format="json")
+    response = api(coordinator_b).post(
+        "/api/v1/rois/",
+        {
+            "subject": pipeline.subject.pk,
+            "name": "x",
+            "kind": "other",
+            "geometry": {"shape": "sphere", "center_m": [0, 0, 0], "radius_m": 0.001},
+        },
+        format="json",
+    )
     assert response.status_code == 404

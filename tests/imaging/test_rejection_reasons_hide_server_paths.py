@@ -20,8 +20,12 @@ from tests.imaging.helpers import uploaded_scan
 
 
 def _server_paths(settings, tmp_path) -> list[str]:
-    return [str(settings.MEDIA_ROOT), str(Path(settings.MEDIA_ROOT).resolve()), str(tmp_path),
-            str(django_settings.BASE_DIR)]
+    return [
+        str(settings.MEDIA_ROOT),
+        str(Path(settings.MEDIA_ROOT).resolve()),
+        str(tmp_path),
+        str(django_settings.BASE_DIR),
+    ]
 
 
 def _assert_no_server_path(text: str, settings, tmp_path) -> None:
@@ -57,8 +61,10 @@ def test_a_rejected_upload_names_no_server_path(api, pipeline, tmp_path, setting
 def test_an_h5py_message_with_the_file_name_is_stored_without_it(api, pipeline, settings, tmp_path):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     stored = services.uploads.media_path(scan.file)
-    message = (f"Unable to synchronously open file (unable to open file: name = '{stored}', errno = 13, "
-               f"error message = 'Permission denied'); cannot read /measurement/data; see /srv/mpi/var/log/x.log")
+    message = (
+        f"Unable to synchronously open file (unable to open file: name = '{stored}', errno = 13, "
+        f"error message = 'Permission denied'); cannot read /measurement/data; see /srv/mpi/var/log/x.log"
+    )
     assert services.scan_claim(scan_id=scan.pk, from_status="received", to_status="validating", token="t")
     assert services.scan_fail(scan_id=scan.pk, token="t", reason=message, retryable=True)
     scan.refresh_from_db()

@@ -69,8 +69,15 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
     Exactly one may write; the file must hold exactly the bytes the server accepted."""
     data = Path(pipeline.sim["measurement"]).read_bytes()
     client = api(pipeline.user)
-    created = tus.create(client, length=len(data), subject=pipeline.subject.pk, injection=pipeline.injection.pk,
-                         scanner=pipeline.scanner.pk, hours=24.0, sha256=tus.sha256_hex(data))
+    created = tus.create(
+        client,
+        length=len(data),
+        subject=pipeline.subject.pk,
+        injection=pipeline.injection.pk,
+        scanner=pipeline.scanner.pk,
+        hours=24.0,
+        sha256=tus.sha256_hex(data),
+    )
     upload = Upload.objects.get()
     first, second = data[:1000], bytes(1000)  # same offset, different bytes
     outcomes = {}
@@ -82,8 +89,9 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
             if state["sent"]:
                 return 0
             state["sent"] = True
-            buffer[:len(chunk)] = chunk
+            buffer[: len(chunk)] = chunk
             return len(chunk)
+
         return readinto
 
     def slow_readinto(buffer):
@@ -92,18 +100,26 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
             stale = Upload.objects.get(pk=upload.pk)
             try:
                 outcomes["second"] = services.upload_append(
-                    actor=pipeline.user, upload=stale, offset=0, source=SimpleNamespace(readinto=body_of(second)),
-                    checksum=None)
+                    actor=pipeline.user,
+                    upload=stale,
+                    offset=0,
+                    source=SimpleNamespace(readinto=body_of(second)),
+                    checksum=None,
+                )
             except RuleViolation as exc:
                 outcomes["second"] = exc
-            buffer[:len(first)] = first
+            buffer[: len(first)] = first
             return len(first)
         return 0
 
     try:
         outcomes["first"] = services.upload_append(
-            actor=pipeline.user, upload=Upload.objects.get(pk=upload.pk), offset=0,
-            source=SimpleNamespace(readinto=slow_readinto), checksum=None)
+            actor=pipeline.user,
+            upload=Upload.objects.get(pk=upload.pk),
+            offset=0,
+            source=SimpleNamespace(readinto=slow_readinto),
+            checksum=None,
+        )
     except RuleViolation as exc:
         outcomes["first"] = exc
 
@@ -134,9 +150,15 @@ def test_it_answers_a_filter_by_another_sites_id_as_if_the_id_did_not_exist(api,
     roi = api_objects.HIDDEN_FROM_SITE_B["roi"](cast)
     scanner = api_objects.HIDDEN_FROM_SITE_B["scanner"](cast)
     client = api(coordinator_b)
-    probes = [("measurements", "scan", scan.pk), ("rois", "scan", scan.pk), ("rois", "subject", roi.subject_id),
-              ("alerts", "scan", scan.pk), ("alerts", "subject", scan.subject_id),
-              ("system-matrices", "scanner", scanner.pk), ("scanners", "site", site_a.pk)]
+    probes = [
+        ("measurements", "scan", scan.pk),
+        ("rois", "scan", scan.pk),
+        ("rois", "subject", roi.subject_id),
+        ("alerts", "scan", scan.pk),
+        ("alerts", "subject", scan.subject_id),
+        ("system-matrices", "scanner", scanner.pk),
+        ("scanners", "site", site_a.pk),
+    ]
     for route, param, real_id in probes:
         existing = client.get(f"/api/v1/{route}/", {param: real_id})
         missing = client.get(f"/api/v1/{route}/", {param: 10**9})
@@ -149,8 +171,14 @@ def test_it_lets_the_site_upload_the_file_again_after_its_bytes_were_rejected(ap
     data = Path(pipeline.sim["measurement"]).read_bytes()
     corrupt = data[:-1] + bytes([data[-1] ^ 0xFF])  # damaged in transit, each chunk self-consistent
     client = api(pipeline.user)
-    kwargs = dict(length=len(data), subject=pipeline.subject.pk, injection=pipeline.injection.pk,
-                  scanner=pipeline.scanner.pk, hours=24.0, sha256=tus.sha256_hex(data))
+    kwargs = dict(
+        length=len(data),
+        subject=pipeline.subject.pk,
+        injection=pipeline.injection.pk,
+        scanner=pipeline.scanner.pk,
+        hours=24.0,
+        sha256=tus.sha256_hex(data),
+    )
     first = tus.patch(client, tus.create(client, **kwargs)["Location"], offset=0, data=corrupt)
     services.scan_validate(scan_id=int(first["Scan-Id"]), token="t")
     rejected = pipeline.subject.scans.get(pk=first["Scan-Id"])
@@ -171,8 +199,14 @@ def test_it_lets_the_site_upload_the_file_again_after_its_bytes_were_rejected(ap
 def test_it_still_refuses_the_same_file_twice_while_the_first_is_not_rejected(api, pipeline):
     data = Path(pipeline.sim["measurement"]).read_bytes()
     client = api(pipeline.user)
-    kwargs = dict(length=len(data), subject=pipeline.subject.pk, injection=pipeline.injection.pk,
-                  scanner=pipeline.scanner.pk, hours=24.0, sha256=tus.sha256_hex(data))
+    kwargs = dict(
+        length=len(data),
+        subject=pipeline.subject.pk,
+        injection=pipeline.injection.pk,
+        scanner=pipeline.scanner.pk,
+        hours=24.0,
+        sha256=tus.sha256_hex(data),
+    )
     tus.patch(client, tus.create(client, **kwargs)["Location"], offset=0, data=data)
     again = tus.create(client, **kwargs)
     assert again.status_code == 409 and again.json()["error"]["code"] == "duplicate_scan"

@@ -19,11 +19,20 @@ def test_it_takes_a_scan_through_every_status_with_an_audit_event_each(api, pipe
     assert scan.status == "quantified"
     assert scan.system_matrix_id == pipeline.system_matrix.pk
     assert scan.progress_stage == "quantified" and scan.progress_percent == 100.0
-    transitions = [e.changes["status"] for e in AuditEvent.objects.filter(
-        action=AuditAction.SCAN_STATUS_CHANGED, object_id=str(scan.pk)).order_by("sequence")]
-    assert transitions == [[None, "received"], ["received", "validating"], ["validating", "validated"],
-                           ["validated", "reconstructing"], ["reconstructing", "reconstructed"],
-                           ["reconstructed", "quantified"]]
+    transitions = [
+        e.changes["status"]
+        for e in AuditEvent.objects.filter(action=AuditAction.SCAN_STATUS_CHANGED, object_id=str(scan.pk)).order_by(
+            "sequence"
+        )
+    ]
+    assert transitions == [
+        [None, "received"],
+        ["received", "validating"],
+        ["validating", "validated"],
+        ["validated", "reconstructing"],
+        ["reconstructing", "reconstructed"],
+        ["reconstructed", "quantified"],
+    ]
     assert AuditEvent.objects.filter(action=AuditAction.RECONSTRUCTION_COMPLETED).count() == 1
     assert AuditEvent.objects.filter(action=AuditAction.METRICS_RECORDED).count() == 1
 

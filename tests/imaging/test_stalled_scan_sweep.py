@@ -28,8 +28,11 @@ _STEP_OF = {task.name: step for step, task in STEPS.items()}
 def queued(monkeypatch):
     """The steps queued (by the sweep, or by a task on commit), in order: (step, scan id)."""
     steps = []
-    monkeypatch.setattr(Task, "apply_async", lambda self, args=None, kwargs=None, **options: steps.append(
-        (_STEP_OF[self.name], args[0])))
+    monkeypatch.setattr(
+        Task,
+        "apply_async",
+        lambda self, args=None, kwargs=None, **options: steps.append((_STEP_OF[self.name], args[0])),
+    )
     return steps
 
 
@@ -62,21 +65,27 @@ class FakeConsumer:
 
 
 def _snapshot(scan_id: int) -> tuple:
-    return Scan.objects.filter(pk=scan_id).values_list(
-        "status", "attempt", "claim_token", "claimed_at", "updated_at").get()
+    return (
+        Scan.objects.filter(pk=scan_id)
+        .values_list("status", "attempt", "claim_token", "claimed_at", "updated_at")
+        .get()
+    )
 
 
 @pytest.mark.parametrize("claimed, step", [("validating", "validate"), ("reconstructing", "reconstruct")])
 def test_a_claim_older_than_the_visibility_timeout_is_requeued_and_completes_once(
-        api, pipeline, settings, queued, django_capture_on_commit_callbacks, claimed, step):
+    api, pipeline, settings, queued, django_capture_on_commit_callbacks, claimed, step
+):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     if claimed == "reconstructing":
         assert services.scan_validate(scan_id=scan.pk, token="validator").status == ScanStatus.VALIDATED
-        claim_and_die(scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING,
-                      seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5)
+        claim_and_die(
+            scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5
+        )
     else:
-        claim_and_die(scan, ScanStatus.RECEIVED, ScanStatus.VALIDATING,
-                      seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5)
+        claim_and_die(
+            scan, ScanStatus.RECEIVED, ScanStatus.VALIDATING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5
+        )
     queued.clear()
 
     # Two workers start at about the same time: both sweep, the step is queued twice.
@@ -96,9 +105,11 @@ def test_a_claim_older_than_the_visibility_timeout_is_requeued_and_completes_onc
     events = AuditEvent.objects.filter(subject_id=pipeline.subject.pk)
     assert events.filter(action=AuditAction.RECONSTRUCTION_COMPLETED).count() == 1
     assert events.filter(action=AuditAction.METRICS_RECORDED).count() == 1
-    claims = [(e.changes["status"], e.reason) for e in events.filter(
-        action=AuditAction.SCAN_STATUS_CHANGED, object_id=str(scan.pk)).order_by("sequence")
-        if e.changes["status"][1] == claimed]
+    claims = [
+        (e.changes["status"], e.reason)
+        for e in events.filter(action=AuditAction.SCAN_STATUS_CHANGED, object_id=str(scan.pk)).order_by("sequence")
+        if e.changes["status"][1] == claimed
+    ]
     assert [c[0] for c in claims][-1] == [claimed, claimed] and "claimed again" in claims[-1][1]
 
     # Done: a later worker start finds nothing to do.
@@ -111,11 +122,13 @@ def test_a_fresh_claim_is_left_to_its_worker(api, pipeline, settings, queued, cl
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     if claimed == "reconstructing":
         services.scan_validate(scan_id=scan.pk, token="validator")
-        claim_and_die(scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING,
-                      seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT - 30)
+        claim_and_die(
+            scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT - 30
+        )
     else:
-        claim_and_die(scan, ScanStatus.RECEIVED, ScanStatus.VALIDATING,
-                      seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT - 30)
+        claim_and_die(
+            scan, ScanStatus.RECEIVED, ScanStatus.VALIDATING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT - 30
+        )
     queued.clear()
     before, events = _snapshot(scan.pk), AuditEvent.objects.count()
 
@@ -149,11 +162,13 @@ def test_scans_in_a_final_state_are_untouched(api, pipeline, settings, queued, f
 
 def test_the_worker_ready_signal_runs_the_sweep(api, pipeline, settings, monkeypatch):
     sent = []
-    monkeypatch.setattr(Task, "apply_async", lambda self, args=None, kwargs=None, **options: sent.append(
-        (self.name, tuple(args or ()))))
+    monkeypatch.setattr(
+        Task, "apply_async", lambda self, args=None, kwargs=None, **options: sent.append((self.name, tuple(args or ())))
+    )
     stalled = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
-    claim_and_die(stalled, ScanStatus.RECEIVED, ScanStatus.VALIDATING,
-                  seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5)
+    claim_and_die(
+        stalled, ScanStatus.RECEIVED, ScanStatus.VALIDATING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5
+    )
     sent.clear()
 
     responses = worker_ready.send(sender=FakeConsumer())

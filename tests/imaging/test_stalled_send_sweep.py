@@ -27,8 +27,10 @@ def delivered(monkeypatch):
 
     def deliver(destination, datasets):
         deliveries.append(len(datasets))
-        return SendResult(destination.describe(), tuple(
-            ObjectStatus(str(d.SOPClassUID), str(d.SOPInstanceUID), True, 0) for d in datasets))
+        return SendResult(
+            destination.describe(),
+            tuple(ObjectStatus(str(d.SOPClassUID), str(d.SOPInstanceUID), True, 0) for d in datasets),
+        )
 
     monkeypatch.setattr(pacs, "_deliver", deliver)
     return deliveries
@@ -43,8 +45,13 @@ def enqueued(monkeypatch):
 
 @pytest.fixture
 def send(quantified, coordinator_a, enqueued):  # noqa: F811
-    destination = pacs.pacs_destination_register(actor=None, trial=quantified.subject.trial, name="Archive",
-                                                 protocol="dicomweb", base_url="http://pacs.invalid/dicom-web")
+    destination = pacs.pacs_destination_register(
+        actor=None,
+        trial=quantified.subject.trial,
+        name="Archive",
+        protocol="dicomweb",
+        base_url="http://pacs.invalid/dicom-web",
+    )
     requested = pacs.dicom_send_request(actor=coordinator_a, scan=quantified, destination=destination)
     enqueued.clear()
     return requested
@@ -102,11 +109,14 @@ def test_an_attempt_that_outlived_its_lease_cannot_write_the_row(send, settings,
         calls.append(destination)
         if len(calls) == 1:  # attempt 1, stuck until the lease is over
             DicomSend.objects.filter(pk=send.pk).update(
-                started_at=timezone.now() - dt.timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT + 5))
+                started_at=timezone.now() - dt.timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT + 5)
+            )
             outcomes.append(("attempt 2", pacs.dicom_send_run(send.pk)))
             return SendResult(destination.describe(), (ObjectStatus("1.2", "9.9", False, 0xA700, "late"),))
-        return SendResult(destination.describe(), tuple(
-            ObjectStatus(str(d.SOPClassUID), str(d.SOPInstanceUID), True, 0) for d in datasets))
+        return SendResult(
+            destination.describe(),
+            tuple(ObjectStatus(str(d.SOPClassUID), str(d.SOPInstanceUID), True, 0) for d in datasets),
+        )
 
     monkeypatch.setattr(pacs, "_deliver", deliver)
     outcomes.append(("attempt 1", pacs.dicom_send_run(send.pk)))
@@ -118,8 +128,7 @@ def test_an_attempt_that_outlived_its_lease_cannot_write_the_row(send, settings,
     assert events(send, AuditAction.DICOM_SENT) == 1 and events(send, AuditAction.DICOM_SEND_FAILED) == 0
 
 
-def test_the_worker_start_up_sweeps_sends_even_when_the_scan_sweep_fails(send, settings, enqueued, monkeypatch,
-                                                                         caplog):
+def test_the_worker_start_up_sweeps_sends_even_when_the_scan_sweep_fails(send, settings, enqueued, monkeypatch, caplog):
     def broken():
         raise RuntimeError("database away")
 

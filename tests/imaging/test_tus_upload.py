@@ -15,8 +15,15 @@ from tests.imaging import tus
 
 def _start(api, pipeline, data: bytes, hours=24.0):
     client = api(pipeline.user)
-    created = tus.create(client, length=len(data), subject=pipeline.subject.pk, injection=pipeline.injection.pk,
-                         scanner=pipeline.scanner.pk, hours=hours, sha256=tus.sha256_hex(data))
+    created = tus.create(
+        client,
+        length=len(data),
+        subject=pipeline.subject.pk,
+        injection=pipeline.injection.pk,
+        scanner=pipeline.scanner.pk,
+        hours=hours,
+        sha256=tus.sha256_hex(data),
+    )
     return client, created
 
 
@@ -91,12 +98,17 @@ def test_it_refuses_another_tus_version_and_another_media_type(api, pipeline):
     data = Path(pipeline.sim["measurement"]).read_bytes()
     client, created = _start(api, pipeline, data)
     url = created["Location"]
-    old = client.generic("PATCH", url, data[:10], content_type="application/offset+octet-stream",
-                         HTTP_UPLOAD_OFFSET="0", HTTP_TUS_RESUMABLE="0.2.2")
+    old = client.generic(
+        "PATCH",
+        url,
+        data[:10],
+        content_type="application/offset+octet-stream",
+        HTTP_UPLOAD_OFFSET="0",
+        HTTP_TUS_RESUMABLE="0.2.2",
+    )
     assert old.status_code == 412
     assert old["Tus-Version"] == "1.0.0"
-    wrong = client.generic("PATCH", url, data[:10], content_type="application/json", HTTP_UPLOAD_OFFSET="0",
-                           **tus.TUS)
+    wrong = client.generic("PATCH", url, data[:10], content_type="application/json", HTTP_UPLOAD_OFFSET="0", **tus.TUS)
     assert wrong.status_code == 415
     assert Upload.objects.get().offset == 0
 
@@ -159,13 +171,14 @@ def test_a_connection_dropped_mid_chunk_leaves_the_upload_as_it_was(api, pipelin
         if sent["bytes"] >= 40_000:
             raise ConnectionResetError("the client closed the connection before the end of the request body")
         count = min(len(buffer), 40_000 - sent["bytes"])
-        buffer[:count] = data[sent["bytes"]:sent["bytes"] + count]
+        buffer[:count] = data[sent["bytes"] : sent["bytes"] + count]
         sent["bytes"] += count
         return count
 
     with pytest.raises(ConnectionResetError):
-        services.upload_append(actor=pipeline.user, upload=upload, offset=10_000,
-                               source=SimpleNamespace(readinto=readinto), checksum=None)
+        services.upload_append(
+            actor=pipeline.user, upload=upload, offset=10_000, source=SimpleNamespace(readinto=readinto), checksum=None
+        )
     upload.refresh_from_db()
     assert upload.offset == 10_000
     assert (Path(settings.MEDIA_ROOT) / upload.path).read_bytes() == data[:10_000]

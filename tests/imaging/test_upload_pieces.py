@@ -62,9 +62,14 @@ def direct_io_supported(folder) -> bool:
 def append_all(relative: str, data: bytes) -> None:
     offset = 0
     for size in CHUNK_SIZES:
-        chunk = data[offset:offset + size]
-        result = uploads.append_chunk(relative, offset=offset, source=io.BytesIO(chunk), max_bytes=len(data) - offset,
-                                      expected_digest=hashlib.sha256(chunk).digest())
+        chunk = data[offset : offset + size]
+        result = uploads.append_chunk(
+            relative,
+            offset=offset,
+            source=io.BytesIO(chunk),
+            max_bytes=len(data) - offset,
+            expected_digest=hashlib.sha256(chunk).digest(),
+        )
         assert result == uploads.AppendResult(len(chunk), True)
         offset += size
 
@@ -89,8 +94,7 @@ def test_without_o_direct_every_byte_goes_through_the_page_cache(upload_file, mo
     assert uploads.media_path(upload_file).read_bytes() == data
 
 
-def test_a_file_system_that_refuses_direct_writes_gets_them_through_the_page_cache(upload_file, monkeypatch,
-                                                                                   tmp_path):
+def test_a_file_system_that_refuses_direct_writes_gets_them_through_the_page_cache(upload_file, monkeypatch, tmp_path):
     if not direct_io_supported(tmp_path):
         pytest.skip(f"{tmp_path} takes no O_DIRECT at open already")
     spy = DirectSpy(monkeypatch, fail=("direct", OSError(errno.EINVAL, "Invalid argument")))
@@ -105,13 +109,22 @@ def test_a_write_that_fails_mid_chunk_cuts_the_file_back_and_raises(upload_file,
     if kind == "direct" and not direct_io_supported(tmp_path):
         pytest.skip(f"{tmp_path} takes no O_DIRECT")
     first = os.urandom(5_000)
-    assert uploads.append_chunk(upload_file, offset=0, source=io.BytesIO(first), max_bytes=10**9,
-                                expected_digest=None).written == 5_000
+    assert (
+        uploads.append_chunk(
+            upload_file, offset=0, source=io.BytesIO(first), max_bytes=10**9, expected_digest=None
+        ).written
+        == 5_000
+    )
     DirectSpy(monkeypatch, fail=(kind, OSError(errno.ENOSPC, "No space left on device")))
     second = os.urandom(5 * PIECE)
     with pytest.raises(OSError, match="No space left") as raised:
-        uploads.append_chunk(upload_file, offset=5_000, source=io.BytesIO(second), max_bytes=10**9,
-                             expected_digest=hashlib.sha256(second).digest())
+        uploads.append_chunk(
+            upload_file,
+            offset=5_000,
+            source=io.BytesIO(second),
+            max_bytes=10**9,
+            expected_digest=hashlib.sha256(second).digest(),
+        )
     assert raised.value.errno == errno.ENOSPC
     assert uploads.media_path(upload_file).read_bytes() == first
 
@@ -121,8 +134,13 @@ def test_bytes_left_past_the_offset_by_a_killed_writer_are_cut_before_the_chunk(
     offset; the next PATCH from that offset, shorter than what was left, must not keep them."""
     first, stale, retry = os.urandom(5_000), os.urandom(3 * PIECE), os.urandom(PIECE + 11)
     uploads.media_path(upload_file).write_bytes(first + stale)
-    result = uploads.append_chunk(upload_file, offset=5_000, source=io.BytesIO(retry), max_bytes=10**9,
-                                  expected_digest=hashlib.sha256(retry).digest())
+    result = uploads.append_chunk(
+        upload_file,
+        offset=5_000,
+        source=io.BytesIO(retry),
+        max_bytes=10**9,
+        expected_digest=hashlib.sha256(retry).digest(),
+    )
     assert result == uploads.AppendResult(len(retry), True)
     assert uploads.media_path(upload_file).read_bytes() == first + retry
 
@@ -130,8 +148,13 @@ def test_bytes_left_past_the_offset_by_a_killed_writer_are_cut_before_the_chunk(
 def test_a_wrong_checksum_cuts_the_file_back(upload_file):
     first, second = os.urandom(7_000), os.urandom(3 * PIECE + 5)
     uploads.append_chunk(upload_file, offset=0, source=io.BytesIO(first), max_bytes=10**9, expected_digest=None)
-    result = uploads.append_chunk(upload_file, offset=7_000, source=io.BytesIO(second), max_bytes=10**9,
-                                  expected_digest=hashlib.sha256(second[:-1] + b"\0").digest())
+    result = uploads.append_chunk(
+        upload_file,
+        offset=7_000,
+        source=io.BytesIO(second),
+        max_bytes=10**9,
+        expected_digest=hashlib.sha256(second[:-1] + b"\0").digest(),
+    )
     assert result == uploads.AppendResult(0, False)
     assert uploads.media_path(upload_file).read_bytes() == first
 
@@ -139,8 +162,9 @@ def test_a_wrong_checksum_cuts_the_file_back(upload_file):
 def test_a_body_longer_than_allowed_is_refused_and_leaves_nothing(upload_file):
     body = os.urandom(2 * PIECE)
     with pytest.raises(RuleViolation) as refused:
-        uploads.append_chunk(upload_file, offset=0, source=io.BytesIO(body), max_bytes=2 * PIECE - 1,
-                             expected_digest=None)
+        uploads.append_chunk(
+            upload_file, offset=0, source=io.BytesIO(body), max_bytes=2 * PIECE - 1, expected_digest=None
+        )
     assert refused.value.status_code == 413
     assert uploads.media_path(upload_file).stat().st_size == 0
 
@@ -158,19 +182,28 @@ def test_memory_stays_at_a_few_pieces_whatever_the_chunk(upload_file, monkeypatc
 
     monkeypatch.setattr(uploads.mmap, "mmap", counting_mmap)
     body = os.urandom(40 * PIECE + 3)
-    uploads.append_chunk(upload_file, offset=0, source=io.BytesIO(body), max_bytes=10**9,
-                         expected_digest=hashlib.sha256(body).digest())
+    uploads.append_chunk(
+        upload_file, offset=0, source=io.BytesIO(body), max_bytes=10**9, expected_digest=hashlib.sha256(body).digest()
+    )
     assert sizes == [PIECE] * uploads.PIECES_IN_FLIGHT
     assert uploads.media_path(upload_file).read_bytes() == body
 
 
-@pytest.mark.parametrize("value, message", [
-    ("6000", "IMAGING_UPLOAD_PIECE_BYTES=6000 must be a multiple of 4096"),
-    ("2048", "IMAGING_UPLOAD_PIECE_BYTES=2048 is below the minimum 4096"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("6000", "IMAGING_UPLOAD_PIECE_BYTES=6000 must be a multiple of 4096"),
+        ("2048", "IMAGING_UPLOAD_PIECE_BYTES=2048 is below the minimum 4096"),
+    ],
+)
 def test_a_piece_size_that_direct_io_cannot_write_is_refused_at_start(value, message, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=Path(__file__).resolve().parents[2],
-                            env=env | {"IMAGING_UPLOAD_PIECE_BYTES": value, "MPI_VAR_DIR": str(tmp_path)},
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env | {"IMAGING_UPLOAD_PIECE_BYTES": value, "MPI_VAR_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and message in result.stderr

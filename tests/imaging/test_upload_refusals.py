@@ -14,8 +14,14 @@ from tests.imaging import tus
 
 
 def _create(client, pipeline, data, **overrides):
-    kwargs = dict(length=len(data), subject=pipeline.subject.pk, injection=pipeline.injection.pk,
-                  scanner=pipeline.scanner.pk, hours=24.0, sha256=tus.sha256_hex(data))
+    kwargs = dict(
+        length=len(data),
+        subject=pipeline.subject.pk,
+        injection=pipeline.injection.pk,
+        scanner=pipeline.scanner.pk,
+        hours=24.0,
+        sha256=tus.sha256_hex(data),
+    )
     kwargs.update(overrides)
     return tus.create(client, **kwargs)
 

@@ -31,19 +31,32 @@ PIECE = 8192
 def web(tmp_path):
     """gunicorn on the test's database and media folder; tasks go to a throwaway broker folder."""
     log = tmp_path / "web.log"
-    env = os.environ | {"DATABASE_URL": database_url(), "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-                        "MPI_VAR_DIR": str(tmp_path / "var"), "CELERY_BROKER_URL": "filesystem://",
-                        "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "false",
-                        "IMAGING_UPLOAD_PIECE_BYTES": str(PIECE)}
+    env = os.environ | {
+        "DATABASE_URL": database_url(),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "MPI_VAR_DIR": str(tmp_path / "var"),
+        "CELERY_BROKER_URL": "filesystem://",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DEBUG": "false",
+        "IMAGING_UPLOAD_PIECE_BYTES": str(PIECE),
+    }
     with running_gunicorn("config.wsgi", "--threads", "2", env=env, log=log) as port:
         yield port, log
 
 
 def patch(conn, path: str, token: str, offset: int, body: bytes, checksum: bytes):
-    conn.request("PATCH", path, body=body, headers={
-        "Authorization": f"Token {token}", "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
-        "Content-Type": "application/offset+octet-stream",
-        "Upload-Checksum": "sha256 " + base64.b64encode(checksum).decode()})
+    conn.request(
+        "PATCH",
+        path,
+        body=body,
+        headers={
+            "Authorization": f"Token {token}",
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Checksum": "sha256 " + base64.b64encode(checksum).decode(),
+        },
+    )
     response = conn.getresponse()
     response.read()
     return response
@@ -53,9 +66,15 @@ def test_a_scan_uploaded_through_gunicorn_lands_byte_exact(api, pipeline, web):
     port, log = web
     data = Path(pipeline.sim["measurement"]).read_bytes()
     assert len(data) > 6 * PIECE
-    created = tus.create(api(pipeline.user), length=len(data), subject=pipeline.subject.pk,
-                         injection=pipeline.injection.pk, scanner=pipeline.scanner.pk, hours=24,
-                         sha256=tus.sha256_hex(data))
+    created = tus.create(
+        api(pipeline.user),
+        length=len(data),
+        subject=pipeline.subject.pk,
+        injection=pipeline.injection.pk,
+        scanner=pipeline.scanner.pk,
+        hours=24,
+        sha256=tus.sha256_hex(data),
+    )
     assert created.status_code == 201, created.content
     path = urlsplit(created["Location"]).path
     # What a scanner bridge holds: a token scoped to the upload endpoints.
@@ -63,7 +82,7 @@ def test_a_scan_uploaded_through_gunicorn_lands_byte_exact(api, pipeline, web):
     edges = [0, 10_001, 10_001 + 3 * PIECE, 10_001 + 3 * PIECE + 4096, len(data)]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        refused = patch(conn, path, token, 0, data[:edges[1]], hashlib.sha256(b"other bytes").digest())
+        refused = patch(conn, path, token, 0, data[: edges[1]], hashlib.sha256(b"other bytes").digest())
         assert refused.status == 460
         assert Upload.objects.get().offset == 0
         for start, end in itertools.pairwise(edges):

@@ -36,14 +36,22 @@ def test_it_redelivers_the_task_of_a_killed_worker_and_completes_once(api, pipel
         attempt_killed = kill_mid_reconstruction(first, scan_id)
 
         second = Worker("rescuer", broker, tmp_path)
-        wait_for(lambda: scan_state(scan_id)[0] in ("quantified", "failed"), timeout=180,
-                 what="the redelivered task to finish", logs=[first, second])
+        wait_for(
+            lambda: scan_state(scan_id)[0] in ("quantified", "failed"),
+            timeout=180,
+            what="the redelivered task to finish",
+            logs=[first, second],
+        )
         scan = assert_completed_once(scan_id, pipeline, attempt_killed)
         (reconstruction,) = Reconstruction.objects.filter(scan=scan)
         assert reconstruction.attempt <= scan.attempt
-        claims = [e.changes["status"] for e in AuditEvent.objects.filter(
-            action=AuditAction.SCAN_STATUS_CHANGED, object_id=str(scan_id)).order_by("sequence")
-            if e.changes["status"][1] == "reconstructing"]
+        claims = [
+            e.changes["status"]
+            for e in AuditEvent.objects.filter(action=AuditAction.SCAN_STATUS_CHANGED, object_id=str(scan_id)).order_by(
+                "sequence"
+            )
+            if e.changes["status"][1] == "reconstructing"
+        ]
         assert claims == [["validated", "reconstructing"], ["reconstructing", "reconstructing"]]
         recon_dir = Path(settings.MEDIA_ROOT) / "imaging" / "scans" / str(pipeline.subject.pk) / "reconstructions"
         assert [p.name for p in recon_dir.iterdir()] == [Path(reconstruction.file).name]

@@ -39,9 +39,12 @@ def filesystem_broker(tmp_path, monkeypatch):
     saved = app.conf.broker_url, app.conf.broker_transport_options
     app.conf.broker_url = "filesystem://"
     app.conf.broker_transport_options = {
-        "data_folder_in": str(folders["queue"]), "data_folder_out": str(folders["queue"]),
-        "processed_folder": str(folders["processed"]), "control_folder": str(folders["control"]),
-        "store_processed": False}
+        "data_folder_in": str(folders["queue"]),
+        "data_folder_out": str(folders["queue"]),
+        "processed_folder": str(folders["processed"]),
+        "control_folder": str(folders["control"]),
+        "store_processed": False,
+    }
     drop_broker_connections(app)
     assert app.connection_for_write().transport_cls == "filesystem"
     yield var
@@ -50,8 +53,11 @@ def filesystem_broker(tmp_path, monkeypatch):
 
 
 def test_a_killed_workers_scan_is_swept_back_and_completes_once(api, pipeline, tmp_path, filesystem_broker):
-    env = {"CELERY_BROKER_URL": "filesystem://", "MPI_VAR_DIR": filesystem_broker,
-           "CELERY_VISIBILITY_TIMEOUT": LEASE_SECONDS}
+    env = {
+        "CELERY_BROKER_URL": "filesystem://",
+        "MPI_VAR_DIR": filesystem_broker,
+        "CELERY_VISIBILITY_TIMEOUT": LEASE_SECONDS,
+    }
     first = Worker("doomed", "filesystem://", tmp_path, slow=60, **env)
     second = None
     try:
@@ -64,8 +70,12 @@ def test_a_killed_workers_scan_is_swept_back_and_completes_once(api, pipeline, t
         assert scan_state(scan_id) == ("reconstructing", attempt_killed)
 
         second = Worker("rescuer", "filesystem://", tmp_path, **env)
-        wait_for(lambda: scan_state(scan_id)[0] in ("quantified", "failed"), timeout=180,
-                 what="the swept task to finish", logs=[first, second])
+        wait_for(
+            lambda: scan_state(scan_id)[0] in ("quantified", "failed"),
+            timeout=180,
+            what="the swept task to finish",
+            logs=[first, second],
+        )
         assert_completed_once(scan_id, pipeline, attempt_killed)
         assert "requeued stalled scans" in second.log()
     finally:

@@ -20,8 +20,16 @@ def checksum_header(data: bytes) -> str:
 
 
 def create(client, *, length: int, subject, injection, scanner, hours: float, sha256: str, filename="scan.mdf"):
-    meta = encode_metadata({"subject": subject, "injection": injection, "hours": hours, "scanner": scanner,
-                            "sha256": sha256, "filename": filename})
+    meta = encode_metadata(
+        {
+            "subject": subject,
+            "injection": injection,
+            "hours": hours,
+            "scanner": scanner,
+            "sha256": sha256,
+            "filename": filename,
+        }
+    )
     return client.post("/api/v1/uploads/", HTTP_UPLOAD_LENGTH=str(length), HTTP_UPLOAD_METADATA=meta, **TUS)
 
 
@@ -41,13 +49,20 @@ def head(client, url: str):
 def upload_file(client, path, *, pipeline, hours: float, chunk: int = 32 * 1024, filename=None):
     """Create and send the whole file; returns (create response, last PATCH response)."""
     data = Path(path).read_bytes()
-    created = create(client, length=len(data), subject=pipeline.subject.pk, injection=pipeline.injection.pk,
-                     scanner=pipeline.scanner.pk, hours=hours, sha256=sha256_hex(data),
-                     filename=filename or Path(path).name)
+    created = create(
+        client,
+        length=len(data),
+        subject=pipeline.subject.pk,
+        injection=pipeline.injection.pk,
+        scanner=pipeline.scanner.pk,
+        hours=hours,
+        sha256=sha256_hex(data),
+        filename=filename or Path(path).name,
+    )
     assert created.status_code == 201, created.content
     url = created["Location"]
     response = None
     for offset in range(0, len(data), chunk):
-        response = patch(client, url, offset=offset, data=data[offset:offset + chunk])
+        response = patch(client, url, offset=offset, data=data[offset : offset + chunk])
         assert response.status_code == 204, response.content
     return created, response

@@ -44,28 +44,48 @@ class Worker:
     ``slow``: seconds each reconstruction of this worker sleeps after its claim (the test
     plugin ``tests/imaging/slow_reconstruction.py``), a window to kill it in."""
 
-    def __init__(self, name: str, broker_url: str, log_dir: Path, argv: list[str] | None = None,
-                 slow: float | None = None, **env):
+    def __init__(
+        self, name: str, broker_url: str, log_dir: Path, argv: list[str] | None = None, slow: float | None = None, **env
+    ):
         self.name = name
         self.slow = slow
         self.log_path = log_dir / f"{name}.log"
-        environment = os.environ | {
-            "DATABASE_URL": database_url(),
-            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-            "MPI_VAR_DIR": str(settings.VAR_DIR),
-            "CELERY_BROKER_URL": broker_url,
-            "CELERY_VISIBILITY_TIMEOUT": "5",
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-        } | {k: str(v) for k, v in env.items()}
-        command = argv or [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "ingest,recon,export",
-                           "-P", "solo", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-                           "--without-heartbeat", "-l", "INFO"]
+        environment = (
+            os.environ
+            | {
+                "DATABASE_URL": database_url(),
+                "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+                "MPI_VAR_DIR": str(settings.VAR_DIR),
+                "CELERY_BROKER_URL": broker_url,
+                "CELERY_VISIBILITY_TIMEOUT": "5",
+                "DJANGO_SETTINGS_MODULE": "config.settings",
+            }
+            | {k: str(v) for k, v in env.items()}
+        )
+        command = argv or [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "ingest,recon,export",
+            "-P",
+            "solo",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "INFO",
+        ]
         if slow is not None:
             command = [*command, "--include", SLOW_RECONSTRUCTION]
             environment["SLOW_RECONSTRUCTION_SECONDS"] = str(slow)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self._log,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self._log, stderr=subprocess.STDOUT)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -114,11 +134,19 @@ def scan_state(scan_id: int):
 def kill_mid_reconstruction(worker: Worker, scan_id: int) -> int:
     """Wait for ``worker`` to claim the scan's reconstruction (and, if ``slow``, to sleep in
     it), SIGKILL it; the attempt it held."""
-    wait_for(lambda: (scan_state(scan_id) or ("",))[0] == "reconstructing", timeout=120,
-             what="the first worker to claim the reconstruction", logs=[worker])
+    wait_for(
+        lambda: (scan_state(scan_id) or ("",))[0] == "reconstructing",
+        timeout=120,
+        what="the first worker to claim the reconstruction",
+        logs=[worker],
+    )
     if worker.slow is not None:
-        wait_for(lambda: SLOW_RECONSTRUCTION_SLEEPING in worker.log(), timeout=60, what="the claimed reconstruction to sleep",
-                 logs=[worker])
+        wait_for(
+            lambda: SLOW_RECONSTRUCTION_SLEEPING in worker.log(),
+            timeout=60,
+            what="the claimed reconstruction to sleep",
+            logs=[worker],
+        )
     attempt = scan_state(scan_id)[1]
     worker.kill()
     return attempt
@@ -138,6 +166,8 @@ def assert_completed_once(scan_id: int, pipeline, attempt_killed: int):
     measurements = Measurement.objects.filter(scan=scan)
     assert measurements.count() == len(pipeline.sim["truth"])
     assert measurements.values("reconstruction").distinct().count() == 1
-    assert AuditEvent.objects.filter(action=AuditAction.RECONSTRUCTION_COMPLETED,
-                                     subject_id=pipeline.subject.pk).count() == 1
+    assert (
+        AuditEvent.objects.filter(action=AuditAction.RECONSTRUCTION_COMPLETED, subject_id=pipeline.subject.pk).count()
+        == 1
+    )
     return scan

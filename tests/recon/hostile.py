@@ -57,7 +57,7 @@ def label_volume_mdf(dst: Path, *, voxels: int = 10**11) -> Path:
     with h5py.File(dst, "w") as h5:
         h5["/version"] = np.bytes_("2.1.0")
         h5["/uuid"] = np.bytes_("00000000-0000-0000-0000-000000000000")
-        h5.create_dataset("/reconstruction/data", shape=(1, n ** 3, 1), dtype="f4")
+        h5.create_dataset("/reconstruction/data", shape=(1, n**3, 1), dtype="f4")
         h5["/reconstruction/size"] = np.array([n, n, n], dtype=np.int64)
         h5["/reconstruction/fieldOfView"] = np.full(3, 0.02)
         h5["/reconstruction/fieldOfViewCenter"] = np.zeros(3)

@@ -56,8 +56,14 @@ def test_it_prints_info_as_json(capsys):
 def test_it_prints_info_of_a_reconstruction(capsys, tmp_path):
     from recon.mdf import write_reconstruction
 
-    write_reconstruction(tmp_path / "r.mdf", np.zeros((1, 8, 1)), size=(2, 2, 2), field_of_view_m=(1, 1, 1),
-                         field_of_view_center_m=(0, 0, 0), parameters={"solver": "cgnr"})
+    write_reconstruction(
+        tmp_path / "r.mdf",
+        np.zeros((1, 8, 1)),
+        size=(2, 2, 2),
+        field_of_view_m=(1, 1, 1),
+        field_of_view_center_m=(0, 0, 0),
+        parameters={"solver": "cgnr"},
+    )
     code, out, _ = run(capsys, "info", str(tmp_path / "r.mdf"))
     info = json.loads(out)
     assert code == 0 and info["kind"] == "reconstruction"
@@ -97,18 +103,21 @@ def test_it_validates_a_bad_file_with_exit_1(capsys, tmp_path):
 # -- argument errors ------------------------------------------------------------ #
 
 
-@pytest.mark.parametrize("argv", [
-    [],
-    ["frobnicate"],
-    ["info"],
-    ["reconstruct", "--system-matrix", "a.mdf"],
-    ["reconstruct", "--system-matrix", "a", "--measurement", "b", "--output", "c", "--iterations", "0"],
-    ["reconstruct", "--system-matrix", "a", "--measurement", "b", "--output", "c", "--channels", "0,1"],
-    ["reconstruct", "--system-matrix", "a", "--measurement", "b", "--output", "c", "--frames", "10:5"],
-    ["reconstruct", "--system-matrix", "a", "--measurement", "b", "--output", "c", "--solver", "magic"],
-    ["simulate"],
-    ["quantify", "--reconstruction", "r.mdf"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["info"],
+        ["reconstruct", "--system-matrix", "a.mdf"],
+        ["reconstruct", "--system-matrix", "a", "--measurement", "b", "--output", "c", "--iterations", "0"],
+        ["reconstruct", "--system-matrix", "a", "--measurement", "b", "--output", "c", "--channels", "0,1"],
+        ["reconstruct", "--system-matrix", "a", "--measurement", "b", "--output", "c", "--frames", "10:5"],
+        ["reconstruct", "--system-matrix", "a", "--measurement", "b", "--output", "c", "--solver", "magic"],
+        ["simulate"],
+        ["quantify", "--reconstruction", "r.mdf"],
+    ],
+)
 def test_it_rejects_bad_arguments_with_one_line_and_exit_2(capsys, argv):
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
@@ -145,8 +154,7 @@ def test_it_names_a_numerics_module_that_cannot_be_imported(capsys, monkeypatch)
 
 @pytest.mark.parametrize("argv", [["info", "/no/such/file.mdf"], ["reconstruct", "--bogus"], ["validate"]])
 def test_it_never_prints_a_traceback_in_a_real_process(argv):
-    proc = subprocess.run([sys.executable, "-m", "recon", *argv], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "recon", *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert_one_error_line(proc.stderr)
 
@@ -162,8 +170,22 @@ def test_it_passes_simulate_options_through(capsys, monkeypatch, tmp_path):
         return {"system_matrix": str(tmp_path / "sm.mdf"), "true_iron_ng": {"heart": np.float64(12.5)}}
 
     stand_in(monkeypatch, "recon.simulate", simulate_to_files=simulate_to_files)
-    code, out, err = run(capsys, "simulate", "--output-dir", str(tmp_path), "--dims", "3", "--phantom", "points",
-                         "--seed", "7", "--frames", "20", "--noise", "0.01")
+    code, out, err = run(
+        capsys,
+        "simulate",
+        "--output-dir",
+        str(tmp_path),
+        "--dims",
+        "3",
+        "--phantom",
+        "points",
+        "--seed",
+        "7",
+        "--frames",
+        "20",
+        "--noise",
+        "0.01",
+    )
     assert code == 0 and err == ""
     assert calls == [(str(tmp_path), {"dims": 3, "phantom": "points", "seed": 7, "frames": 20, "noise_std_v": 0.01})]
     assert json.loads(out)["true_iron_ng"] == {"heart": 12.5}
@@ -211,22 +233,84 @@ def test_it_builds_recon_params_from_only_the_given_options(capsys, monkeypatch,
 
     stand_in(monkeypatch, "recon.params", ReconParams=FakeParams)
     stand_in(monkeypatch, "recon.pipeline", reconstruct_file=reconstruct_file)
-    code, out, err = run(capsys, "reconstruct", "--system-matrix", "sm.mdf", "--measurement", "m.mdf",
-                         "--output", "o.mdf", "--solver", "fista", "--lambda", "0.01", "--iterations", "5",
-                         "--snr-threshold", "3", "--min-freq", "80000", "--max-freq", "1e6", "--max-rows", "2000",
-                         "--channels", "1,3", "--frames", "0:100", "--average", "10", "--background", "interpolate")
+    code, out, err = run(
+        capsys,
+        "reconstruct",
+        "--system-matrix",
+        "sm.mdf",
+        "--measurement",
+        "m.mdf",
+        "--output",
+        "o.mdf",
+        "--solver",
+        "fista",
+        "--lambda",
+        "0.01",
+        "--iterations",
+        "5",
+        "--snr-threshold",
+        "3",
+        "--min-freq",
+        "80000",
+        "--max-freq",
+        "1e6",
+        "--max-rows",
+        "2000",
+        "--channels",
+        "1,3",
+        "--frames",
+        "0:100",
+        "--average",
+        "10",
+        "--background",
+        "interpolate",
+    )
     assert code == 0
-    assert calls == [("sm.mdf", "m.mdf", "o.mdf", FakeParams(
-        solver="fista", lambda_=0.01, iterations=5, snr_threshold=3.0, min_freq_hz=80000.0, max_freq_hz=1e6,
-        max_rows=2000, channels=(0, 2), frames=(0, 100), average=10, background="interpolate"))]
+    assert calls == [
+        (
+            "sm.mdf",
+            "m.mdf",
+            "o.mdf",
+            FakeParams(
+                solver="fista",
+                lambda_=0.01,
+                iterations=5,
+                snr_threshold=3.0,
+                min_freq_hz=80000.0,
+                max_freq_hz=1e6,
+                max_rows=2000,
+                channels=(0, 2),
+                frames=(0, 100),
+                average=10,
+                background="interpolate",
+            ),
+        )
+    ]
     summary = json.loads(out)
-    assert summary == {"output": "o.mdf", "output_path": "o.mdf", "shape": [1, 8000, 1], "solver": "fista",
-                       "timings_s": {"solve": 1.25}}  # the 8000-voxel image is not dumped
+    assert summary == {
+        "output": "o.mdf",
+        "output_path": "o.mdf",
+        "shape": [1, 8000, 1],
+        "solver": "fista",
+        "timings_s": {"solve": 1.25},
+    }  # the 8000-voxel image is not dumped
     assert err.splitlines() == ["progress: solve  50.0%", "progress: write 100.0%"]
 
     calls.clear()
-    run(capsys, "reconstruct", "--system-matrix", "a", "--measurement", "b", "--output", "c",
-        "--frames", "5:", "--background", "/data/empty_bore.mdf")
+    run(
+        capsys,
+        "reconstruct",
+        "--system-matrix",
+        "a",
+        "--measurement",
+        "b",
+        "--output",
+        "c",
+        "--frames",
+        "5:",
+        "--background",
+        "/data/empty_bore.mdf",
+    )
     assert calls[0][3] == FakeParams(frames=(5, None), background="/data/empty_bore.mdf")
 
 

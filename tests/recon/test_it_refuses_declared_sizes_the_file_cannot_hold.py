@@ -81,8 +81,9 @@ def test_it_refuses_a_chunked_dataset_declaring_more_than_the_limit(measurement,
 
 @pytest.mark.parametrize("write_one_chunk", [False, True])
 def test_it_refuses_a_chunked_dataset_whose_chunks_are_not_all_stored(measurement, tmp_path, write_one_chunk):
-    path = hostile.chunked_measurement(measurement, tmp_path / "sparse.mdf", elements=6 * 10**6,
-                                       write_one_chunk=write_one_chunk)
+    path = hostile.chunked_measurement(
+        measurement, tmp_path / "sparse.mdf", elements=6 * 10**6, write_one_chunk=write_one_chunk
+    )
     problem = _only(validate(path))
     assert problem.code == "unbacked_data" and problem.path == "/measurement/data"
     assert ("stores none" if not write_one_chunk else "stores 1 of") in problem.message

@@ -37,23 +37,25 @@ def compress(rows: np.ndarray, n_keep: int, dct_type: int, one_based: bool, size
     order = np.argsort(-np.abs(coef), axis=-1, kind="stable")[..., :n_keep]
     kept = np.take_along_axis(coef, order, axis=-1)
     rng = np.random.default_rng(0)
-    background = (rng.standard_normal((C, K, E)) + 1j * rng.standard_normal((C, K, E)))
+    background = rng.standard_normal((C, K, E)) + 1j * rng.standard_normal((C, K, E))
     data = np.concatenate([kept, background], axis=-1)[np.newaxis]  # J x C x K x (B + E)
     fields = acquisition_fields(n_keep + E, 1, C, V)
     fields.update(calibration_fields(size, E))
-    fields.update({
-        "/measurement/data": data.astype(np.complex128),
-        "/measurement/isFourierTransformed": True,
-        "/measurement/isFastFrameAxis": True,
-        "/measurement/isSparsityTransformed": True,
-        "/measurement/sparsityTransformation": {1: "DCT-I", 2: "DCT-II", 3: "DCT-III", 4: "DCT-IV"}[dct_type],
-        "/measurement/subsamplingIndices": (order + (1 if one_based else 0))[np.newaxis].astype(np.int32),
-        "/measurement/isFrequencySelection": False,
-        "/measurement/isFramePermutation": False,
-        "/measurement/isBackgroundCorrected": False,
-        "/measurement/isTransferFunctionCorrected": False,
-        "/measurement/isBackgroundFrame": np.r_[np.zeros(n_keep, bool), np.ones(E, bool)],
-    })
+    fields.update(
+        {
+            "/measurement/data": data.astype(np.complex128),
+            "/measurement/isFourierTransformed": True,
+            "/measurement/isFastFrameAxis": True,
+            "/measurement/isSparsityTransformed": True,
+            "/measurement/sparsityTransformation": {1: "DCT-I", 2: "DCT-II", 3: "DCT-III", 4: "DCT-IV"}[dct_type],
+            "/measurement/subsamplingIndices": (order + (1 if one_based else 0))[np.newaxis].astype(np.int32),
+            "/measurement/isFrequencySelection": False,
+            "/measurement/isFramePermutation": False,
+            "/measurement/isBackgroundCorrected": False,
+            "/measurement/isTransferFunctionCorrected": False,
+            "/measurement/isBackgroundFrame": np.r_[np.zeros(n_keep, bool), np.ones(E, bool)],
+        }
+    )
     return fields, background
 
 

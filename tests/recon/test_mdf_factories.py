@@ -43,10 +43,19 @@ def acquisition_fields(N: int, J: int, C: int, V: int, *, legacy: bool = False) 
     }
 
 
-def layout_fields(canonical: np.ndarray, *, V: int, fourier: bool, fast: bool, legacy: bool = False,
-                  frequency_selection: np.ndarray | None = None, selection_base: int = 1,
-                  permutation: np.ndarray | None = None, background: np.ndarray | None = None,
-                  conversion: np.ndarray | None = None) -> dict[str, Any]:
+def layout_fields(
+    canonical: np.ndarray,
+    *,
+    V: int,
+    fourier: bool,
+    fast: bool,
+    legacy: bool = False,
+    frequency_selection: np.ndarray | None = None,
+    selection_base: int = 1,
+    permutation: np.ndarray | None = None,
+    background: np.ndarray | None = None,
+    conversion: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Store ``canonical`` (N x J x C x X in acquisition order) in the requested layout.
 
     ``permutation[i]`` (0-based) is the acquisition frame stored at position i;
@@ -66,17 +75,19 @@ def layout_fields(canonical: np.ndarray, *, V: int, fourier: bool, fast: bool, l
         fields["/measurement/frequencySelection"] = np.asarray(frequency_selection) + selection_base
     if fast:
         data = np.transpose(data, (1, 2, 3, 0))
-    fields.update({
-        "/measurement/data": np.ascontiguousarray(data),
-        "/measurement/isFourierTransformed": fourier,
-        ("/measurement/isTransposed" if legacy else "/measurement/isFastFrameAxis"): fast,
-        "/measurement/isFrequencySelection": frequency_selection is not None,
-        "/measurement/isFramePermutation": permutation is not None,
-        "/measurement/isBackgroundCorrected": False,
-        "/measurement/isTransferFunctionCorrected": False,
-        "/measurement/isSpectralLeakageCorrected": False,
-        "/measurement/isBackgroundFrame": bg,
-    })
+    fields.update(
+        {
+            "/measurement/data": np.ascontiguousarray(data),
+            "/measurement/isFourierTransformed": fourier,
+            ("/measurement/isTransposed" if legacy else "/measurement/isFastFrameAxis"): fast,
+            "/measurement/isFrequencySelection": frequency_selection is not None,
+            "/measurement/isFramePermutation": permutation is not None,
+            "/measurement/isBackgroundCorrected": False,
+            "/measurement/isTransferFunctionCorrected": False,
+            "/measurement/isSpectralLeakageCorrected": False,
+            "/measurement/isBackgroundFrame": bg,
+        }
+    )
     if not legacy:
         fields["/measurement/isSparsityTransformed"] = False
     if conversion is not None:
@@ -88,8 +99,9 @@ def random_spectra(rng: np.random.Generator, N: int, J: int, C: int, K: int) -> 
     return (rng.standard_normal((N, J, C, K)) + 1j * rng.standard_normal((N, J, C, K))).astype(np.complex64)
 
 
-def write_time_measurement(path: Path, *, N: int = 6, J: int = 2, C: int = 3, V: int = 16, seed: int = 0,
-                           **layout: Any) -> np.ndarray:
+def write_time_measurement(
+    path: Path, *, N: int = 6, J: int = 2, C: int = 3, V: int = 16, seed: int = 0, **layout: Any
+) -> np.ndarray:
     """A time-domain measurement; returns the float time data (acquisition order)."""
     rng = np.random.default_rng(seed)
     t = rng.standard_normal((N, J, C, V)).astype(np.float32)
@@ -107,9 +119,18 @@ def calibration_fields(size: tuple[int, int, int], n_background: int) -> dict[st
     }
 
 
-def write_fast_calibration(path: Path, *, size=(4, 3, 2), n_background: int = 2, J: int = 1, C: int = 2,
-                           V: int = 30, seed: int = 1, version: str = "2.1.0",
-                           **layout: Any) -> tuple[np.ndarray, np.ndarray]:
+def write_fast_calibration(
+    path: Path,
+    *,
+    size=(4, 3, 2),
+    n_background: int = 2,
+    J: int = 1,
+    C: int = 2,
+    V: int = 30,
+    seed: int = 1,
+    version: str = "2.1.0",
+    **layout: Any,
+) -> tuple[np.ndarray, np.ndarray]:
     """A fast-frame-axis calibration; returns (canonical N x J x C x K spectra, background mask)."""
     rng = np.random.default_rng(seed)
     O = int(np.prod(size))

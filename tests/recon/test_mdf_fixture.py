@@ -63,8 +63,9 @@ def test_it_gives_the_fixture_system_matrix_in_grid_order():
 
 
 def test_it_prints_the_fixture_info_from_the_command_line():
-    proc = subprocess.run([sys.executable, "-m", "recon", "info", str(FIXTURE)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "recon", "info", str(FIXTURE)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["version"] == "2.0"

@@ -25,17 +25,19 @@ def test_it_reads_selected_rows_with_bounded_memory(tmp_path):
     data.imag = np.arange(O, dtype=np.float32)[None, None, None, :]
     fields = acquisition_fields(O, 1, 1, V)
     fields.update(calibration_fields(SIZE, 0))
-    fields.update({
-        "/measurement/data": data,
-        "/measurement/isFourierTransformed": True,
-        "/measurement/isFastFrameAxis": True,
-        "/measurement/isFrequencySelection": False,
-        "/measurement/isFramePermutation": False,
-        "/measurement/isBackgroundCorrected": False,
-        "/measurement/isTransferFunctionCorrected": False,
-        "/measurement/isSparsityTransformed": False,
-        "/measurement/isBackgroundFrame": np.zeros(O, dtype=bool),
-    })
+    fields.update(
+        {
+            "/measurement/data": data,
+            "/measurement/isFourierTransformed": True,
+            "/measurement/isFastFrameAxis": True,
+            "/measurement/isFrequencySelection": False,
+            "/measurement/isFramePermutation": False,
+            "/measurement/isBackgroundCorrected": False,
+            "/measurement/isTransferFunctionCorrected": False,
+            "/measurement/isSparsityTransformed": False,
+            "/measurement/isBackgroundFrame": np.zeros(O, dtype=bool),
+        }
+    )
     write_mdf(path, fields)
     del data, fields
     with h5py.File(path, "r") as h5:

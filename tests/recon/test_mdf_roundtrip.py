@@ -44,8 +44,11 @@ def test_it_round_trips_frequency_domain_data(tmp_path, fast, legacy):
     with MDFFile(path) as f:
         assert f.layout["isFastFrameAxis"] is fast
         np.testing.assert_allclose(f.spectra(), spec, rtol=RTOL)
-        np.testing.assert_allclose(f.spectra(frames=slice(1, 4), frequencies=[7, 2, 2], channels=1),
-                                   spec[1:4][:, :, [1]][..., [7, 2, 2]], rtol=RTOL)
+        np.testing.assert_allclose(
+            f.spectra(frames=slice(1, 4), frequencies=[7, 2, 2], channels=1),
+            spec[1:4][:, :, [1]][..., [7, 2, 2]],
+            rtol=RTOL,
+        )
 
 
 @pytest.mark.parametrize("base", [0, 1])
@@ -56,8 +59,9 @@ def test_it_honours_a_frequency_selection_written_0_or_1_based(tmp_path, base, f
     # includes 0 (only possible 0-based) when base 0; includes 32 = K-1 both ways
     selection = np.array([0, 3, 5, 17, 32]) if base == 0 else np.array([3, 5, 17, 32])
     path = tmp_path / "sel.mdf"
-    write_mdf(path, layout_fields(spec, V=64, fourier=True, fast=fast, frequency_selection=selection,
-                                  selection_base=base))
+    write_mdf(
+        path, layout_fields(spec, V=64, fourier=True, fast=fast, frequency_selection=selection, selection_base=base)
+    )
     with MDFFile(path) as f:
         np.testing.assert_array_equal(f.available_frequencies, selection)
         np.testing.assert_allclose(f.spectra(), spec[..., selection], rtol=RTOL)
@@ -74,8 +78,10 @@ def test_it_undoes_a_frame_permutation(tmp_path, base, fast):
     perm = np.array([3, 0, 5, 1, 4, 2])  # stored frame i is acquisition frame perm[i]
     background = np.array([0, 0, 0, 1, 0, 1], dtype=bool)  # acquisition order
     path = tmp_path / "perm.mdf"
-    write_mdf(path, layout_fields(spec, V=8, fourier=True, fast=fast, permutation=perm, selection_base=base,
-                                  background=background))
+    write_mdf(
+        path,
+        layout_fields(spec, V=8, fourier=True, fast=fast, permutation=perm, selection_base=base, background=background),
+    )
     with h5py.File(path, "r") as h5:  # the file really is stored permuted
         stored = h5["/measurement/data"][()]
         stored = np.moveaxis(stored, 3, 0) if fast else stored
@@ -97,8 +103,9 @@ def test_it_applies_the_data_conversion_factor_to_int16_raw_samples(tmp_path):
     volts = raw * conversion[:, 0][None, None, :, None] + conversion[:, 1][None, None, :, None]
     with MDFFile(path) as f:
         np.testing.assert_allclose(f.spectra(), np.fft.rfft(volts, axis=-1), rtol=1e-12, atol=1e-9)
-        np.testing.assert_allclose(f.spectra(channels=[1]), np.fft.rfft(volts[:, :, [1]], axis=-1),
-                                   rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(
+            f.spectra(channels=[1]), np.fft.rfft(volts[:, :, [1]], axis=-1), rtol=1e-12, atol=1e-9
+        )
 
 
 def test_it_applies_the_conversion_factor_to_stored_spectra_with_the_offset_on_dc(tmp_path):
@@ -107,8 +114,7 @@ def test_it_applies_the_conversion_factor_to_stored_spectra_with_the_offset_on_d
     volts = raw * 0.5 + 0.25
     spec = np.fft.rfft(raw.astype(float), axis=-1)
     path = tmp_path / "fdconv.mdf"
-    write_mdf(path, layout_fields(spec.astype(np.complex64), V=12, fourier=True, fast=True,
-                                  conversion=[[0.5, 0.25]]))
+    write_mdf(path, layout_fields(spec.astype(np.complex64), V=12, fourier=True, fast=True, conversion=[[0.5, 0.25]]))
     with MDFFile(path) as f:
         np.testing.assert_allclose(f.spectra(), np.fft.rfft(volts, axis=-1), rtol=1e-6, atol=1e-6)
 
@@ -128,7 +134,7 @@ def test_it_splits_a_system_matrix_into_foreground_and_background(tmp_path, fast
     with MDFFile(path) as f:
         assert f.kind == "calibration" and f.calibration_size == size
         S, B = f.system_matrix(frequencies=[8, 1, 4], channels=[1, 0], period=1)
-    fg = spec[~bg][:, 1]   # (O, C, K)
+    fg = spec[~bg][:, 1]  # (O, C, K)
     bgs = spec[bg][:, 1]
     np.testing.assert_allclose(S, np.transpose(fg, (1, 2, 0))[[1, 0]][:, [8, 1, 4]], rtol=RTOL)
     np.testing.assert_allclose(B, np.transpose(bgs, (1, 2, 0))[[1, 0]][:, [8, 1, 4]], rtol=RTOL)
@@ -177,8 +183,19 @@ def test_it_reads_legacy_real_imaginary_pairs(tmp_path):
 def test_it_writes_mdf_conventions(tmp_path):
     path = tmp_path / "conv.mdf"
     z = np.arange(4) + 1j * np.arange(4)
-    write_mdf(path, {"/a/str": "hello", "/a/flag": True, "/a/mask": np.array([True, False]), "/a/int": 3,
-                     "/a/float": 2.5, "/a/cplx": z, "/a/f32": np.ones(2, np.float32), "/a/strs": ["x", "yz"]})
+    write_mdf(
+        path,
+        {
+            "/a/str": "hello",
+            "/a/flag": True,
+            "/a/mask": np.array([True, False]),
+            "/a/int": 3,
+            "/a/float": 2.5,
+            "/a/cplx": z,
+            "/a/f32": np.ones(2, np.float32),
+            "/a/strs": ["x", "yz"],
+        },
+    )
     assert not (tmp_path / "conv.mdf.tmp").exists()  # atomic: written aside, then moved
     with h5py.File(path, "r") as h5:
         assert h5["/a/str"].dtype == np.dtype("S5") and h5["/a/str"][()] == b"hello"
@@ -207,9 +224,14 @@ def test_it_round_trips_a_reconstruction(tmp_path):
     path = tmp_path / "reco.mdf"
     rng = np.random.default_rng(11)
     data = rng.random((2, 24, 1))
-    write_reconstruction(path, data, size=(4, 3, 2), field_of_view_m=(0.04, 0.03, 0.02),
-                         field_of_view_center_m=(0.0, 0.01, 0.0),
-                         parameters={"solver": "kaczmarz", "lambda_": 1e-3, "frames": (0, 10)})
+    write_reconstruction(
+        path,
+        data,
+        size=(4, 3, 2),
+        field_of_view_m=(0.04, 0.03, 0.02),
+        field_of_view_center_m=(0.0, 0.01, 0.0),
+        parameters={"solver": "kaczmarz", "lambda_": 1e-3, "frames": (0, 10)},
+    )
     with MDFFile(path) as f:
         assert f.kind == "reconstruction" and f.version == "2.1.0"
         out, meta = f.reconstruction()
@@ -229,6 +251,12 @@ def test_it_round_trips_a_reconstruction(tmp_path):
 
 def test_it_refuses_a_reconstruction_whose_voxels_do_not_fit_the_grid(tmp_path):
     with pytest.raises(ValueError, match=r"data has 10 voxels but size \[4, 3, 2\] holds 24"):
-        write_reconstruction(tmp_path / "r.mdf", np.zeros((1, 10, 1)), size=(4, 3, 2),
-                             field_of_view_m=(1, 1, 1), field_of_view_center_m=(0, 0, 0), parameters={})
+        write_reconstruction(
+            tmp_path / "r.mdf",
+            np.zeros((1, 10, 1)),
+            size=(4, 3, 2),
+            field_of_view_m=(1, 1, 1),
+            field_of_view_center_m=(0, 0, 0),
+            parameters={},
+        )
     assert not (tmp_path / "r.mdf").exists()

@@ -17,22 +17,23 @@ PARAMS = ReconParams(dtype="float64", iterations=4)
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    return simulate_to_files(tmp_path_factory.mktemp("pipe"), dims=2, frames=6, seed=11, fast=True,
-                             grid=(12, 12, 1), empty_bore_frames=4)
+    return simulate_to_files(
+        tmp_path_factory.mktemp("pipe"), dims=2, frames=6, seed=11, fast=True, grid=(12, 12, 1), empty_bore_frames=4
+    )
 
 
 def test_it_gives_the_same_volume_from_files_and_from_arrays(sim, tmp_path):
     out = tmp_path / "out.mdf"
     stages = []
-    reconstruct_file(sim["system_matrix"], sim["measurement"], out, PARAMS,
-                     progress=lambda stage, frac: stages.append((stage, frac)))
+    reconstruct_file(
+        sim["system_matrix"], sim["measurement"], out, PARAMS, progress=lambda stage, frac: stages.append((stage, frac))
+    )
     with MDFFile(out) as f:
         stored, meta = f.reconstruction()
     arrays = reconstruct_arrays(params=PARAMS, **load_arrays(sim["system_matrix"], sim["measurement"]))
     assert stored.shape == (6, 144, 1)
     scale = np.abs(arrays.concentration_mol_per_l).max()
-    np.testing.assert_allclose(stored[..., 0], arrays.concentration_mol_per_l, rtol=0,
-                               atol=FILE_VS_ARRAY_RTOL * scale)
+    np.testing.assert_allclose(stored[..., 0], arrays.concentration_mol_per_l, rtol=0, atol=FILE_VS_ARRAY_RTOL * scale)
     assert meta["size"] == [12, 12, 1] and meta["unit"] == "mol/L" and meta["order"] == "xyz"
     assert ("solve", 1.0) in stages and stages[-1] == ("write", 1.0)
 
@@ -44,8 +45,7 @@ def test_it_reproduces_a_reconstruction_bit_for_bit(sim, tmp_path):
 
 
 def test_it_stores_the_plan_and_the_input_checksums(sim, tmp_path):
-    params = ReconParams(solver="fast", lambda_=3e-3, channels=(0, 1), frames=(5, 9), average=2,
-                         background="mean")
+    params = ReconParams(solver="fast", lambda_=3e-3, channels=(0, 1), frames=(5, 9), average=2, background="mean")
     result = reconstruct_file(sim["system_matrix"], sim["measurement"], tmp_path / "p.mdf", params)
     with MDFFile(tmp_path / "p.mdf") as f:
         _, meta = f.reconstruction()
@@ -66,8 +66,7 @@ def test_it_uses_an_external_empty_bore_scan(sim, tmp_path):
 
 def test_it_rejects_an_empty_frequency_selection(sim, tmp_path):
     with pytest.raises(ValueError, match=r"empty frequency selection: 0 of 2x409 rows pass snr_threshold=1000000000.0"):
-        reconstruct_file(sim["system_matrix"], sim["measurement"], tmp_path / "x.mdf",
-                         ReconParams(snr_threshold=1e9))
+        reconstruct_file(sim["system_matrix"], sim["measurement"], tmp_path / "x.mdf", ReconParams(snr_threshold=1e9))
     assert not (tmp_path / "x.mdf").exists()
 
 

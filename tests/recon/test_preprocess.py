@@ -19,7 +19,15 @@ def _snr():
 def test_it_selects_rows_by_snr_band_and_channel():
     sel = pp.select_rows(_snr(), FREQS, ReconParams(snr_threshold=8, min_freq_hz=80e3, max_freq_hz=180e3), 2)
     assert list(zip(sel.channel.tolist(), sel.frequency.tolist(), strict=True)) == [
-        (0, 8), (0, 9), (1, 4), (1, 5), (1, 6), (1, 7), (1, 8), (1, 9)]
+        (0, 8),
+        (0, 9),
+        (1, 4),
+        (1, 5),
+        (1, 6),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+    ]
     only_ch0 = pp.select_rows(_snr(), FREQS, ReconParams(snr_threshold=0, channels=(0,)), 2)
     assert set(only_ch0.channel.tolist()) == {0}
 
@@ -111,8 +119,16 @@ def test_it_divides_each_side_by_its_own_transfer_function():
     tf_scan = np.array([0.8, 3.0, -1j])
     measured = np.tile((s @ x) * tf_scan, (4, 1))
     sel = pp.RowSelection(np.zeros(3, int), np.arange(3), np.zeros(3), np.ones(3), 3)
-    prep = pp.prepare_rows(s * tf_sm[:, None], None, measured, is_bg, sel, ReconParams(background="none"),
-                           sm_transfer_function_rows=tf_sm, measurement_transfer_function_rows=tf_scan)
+    prep = pp.prepare_rows(
+        s * tf_sm[:, None],
+        None,
+        measured,
+        is_bg,
+        sel,
+        ReconParams(background="none"),
+        sm_transfer_function_rows=tf_sm,
+        measurement_transfer_function_rows=tf_scan,
+    )
     np.testing.assert_allclose(prep.system_matrix, s, rtol=1e-12)
     np.testing.assert_allclose(prep.measurements[0], s @ x, rtol=1e-12)
     assert "transfer function corrected (calibration and scan)" in prep.notes
@@ -121,7 +137,14 @@ def test_it_divides_each_side_by_its_own_transfer_function():
 def test_it_leaves_data_alone_when_only_one_side_has_a_transfer_function():
     s = np.ones((3, 4), complex)
     sel = pp.RowSelection(np.zeros(3, int), np.arange(3), np.zeros(3), np.ones(3), 3)
-    prep = pp.prepare_rows(s, None, np.ones((2, 3), complex), np.zeros(2, bool), sel, ReconParams(background="none"),
-                           sm_transfer_function_rows=np.full(3, 2.0 + 0j))
+    prep = pp.prepare_rows(
+        s,
+        None,
+        np.ones((2, 3), complex),
+        np.zeros(2, bool),
+        sel,
+        ReconParams(background="none"),
+        sm_transfer_function_rows=np.full(3, 2.0 + 0j),
+    )
     np.testing.assert_allclose(prep.system_matrix, s)
     assert "transfer function present in only one file: not applied" in prep.notes

@@ -24,8 +24,14 @@ print(json.dumps({"modules": sorted(sys.modules), "failed": failed}))
 
 
 def test_it_imports_no_web_code():
-    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0, proc.stderr
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])["modules"]
     leaked = [m for m in loaded if m.split(".")[0] in FORBIDDEN]

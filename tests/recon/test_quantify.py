@@ -47,7 +47,8 @@ def test_it_detects_against_k_sd_of_the_noise():
     result = qf.quantify(c, GRID, rois, k=5.0)
     assert all(r.detected for r in result.rois)
     assert result.voxel_threshold_mol_per_l == pytest.approx(
-        result.background_level_mol_per_l + 5 * result.noise_sd_mol_per_l)
+        result.background_level_mol_per_l + 5 * result.noise_sd_mol_per_l
+    )
     faint = c.copy()
     faint[rois[0].mask] -= 1e-3 - 1e-7  # leave a trace far below the noise
     assert not qf.quantify(faint, GRID, rois).roi("target").detected
@@ -68,8 +69,9 @@ def test_it_builds_rois_from_labels_and_records():
     rois = qf.rois_from_labels(labels, {7: ("tumour", "target")})
     assert rois[0].mask.sum() == 9
     assert rois[0].mask.reshape(GRID.size, order="F")[3, 4, 0]
-    records = [{"name": "h", "kind": "target", "shape": "ellipsoid", "center_m": [0, 0, 0],
-                "semi_axes_m": [3e-3, 2e-3, 1e-3]}]
+    records = [
+        {"name": "h", "kind": "target", "shape": "ellipsoid", "center_m": [0, 0, 0], "semi_axes_m": [3e-3, 2e-3, 1e-3]}
+    ]
     assert qf.rois_from_records(records, GRID)[0].mask.sum() > 0
 
 
@@ -85,5 +87,6 @@ def test_it_rejects_nan_and_bad_kinds():
     with pytest.raises(ValueError, match="concentration contains NaN or inf"):
         qf.quantify(c, GRID, rois)
     with pytest.raises(ValueError, match="kind must be one of"):
-        qf.rois_from_records([{"name": "x", "kind": "brain", "shape": "sphere", "center_m": [0, 0, 0],
-                               "radius_m": 1e-3}], GRID)
+        qf.rois_from_records(
+            [{"name": "x", "kind": "brain", "shape": "sphere", "center_m": [0, 0, 0], "radius_m": 1e-3}], GRID
+        )

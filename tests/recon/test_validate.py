@@ -31,8 +31,14 @@ def test_it_accepts_the_real_fixture():
 def test_it_accepts_files_the_platform_writes(tmp_path):
     write_time_measurement(tmp_path / "m.mdf")
     write_fast_calibration(tmp_path / "c.mdf")
-    write_reconstruction(tmp_path / "r.mdf", np.ones((1, 8, 1)), size=(2, 2, 2), field_of_view_m=(1, 1, 1),
-                         field_of_view_center_m=(0, 0, 0), parameters={})
+    write_reconstruction(
+        tmp_path / "r.mdf",
+        np.ones((1, 8, 1)),
+        size=(2, 2, 2),
+        field_of_view_m=(1, 1, 1),
+        field_of_view_center_m=(0, 0, 0),
+        parameters={},
+    )
     for name, kind in (("m.mdf", "measurement"), ("c.mdf", "calibration"), ("r.mdf", "reconstruction")):
         report = validate(tmp_path / name)
         assert report.valid, (name, report.problems)
@@ -182,5 +188,9 @@ def test_it_never_raises_even_when_the_checks_break(tmp_path, monkeypatch):
 def test_it_serialises_the_report_as_json(tmp_path):
     report = validate(tmp_path / "nope.mdf")
     data = json.loads(json.dumps(report.as_dict()))
-    assert data == {"valid": False, "kind": None, "version": None,
-                    "problems": [{"code": "not_found", "path": "", "message": report.problems[0].message}]}
+    assert data == {
+        "valid": False,
+        "kind": None,
+        "version": None,
+        "problems": [{"code": "not_found", "path": "", "message": report.problems[0].message}],
+    }

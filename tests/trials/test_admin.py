@@ -24,5 +24,7 @@ def test_it_shows_records_read_only_and_never_identity(client, site_a):
     assert client.get("/admin/trials/subjectidentity/").status_code == 404
     page = client.get(f"/admin/trials/subject/{subject.pk}/change/")
     assert page.status_code == 200 and b"Nie Sichtbar" not in page.content
-    assert site_a.trial.deidentification_secret.encode() not in client.get(
-        f"/admin/trials/trial/{site_a.trial.pk}/change/").content
+    assert (
+        site_a.trial.deidentification_secret.encode()
+        not in client.get(f"/admin/trials/trial/{site_a.trial.pk}/change/").content
+    )

@@ -51,7 +51,11 @@ def test_it_corrects_count_and_viability_with_one_audit_event(released, coordina
     assert (released.cell_count, released.viability_percent) == (120_000_000, Decimal("91.20"))
     event = one_event_since(start)
     assert (event.action, event.actor, event.site_id, event.object_id) == (
-        AuditAction.BATCH_UPDATED, coordinator_a, released.site_id, str(released.pk))
+        AuditAction.BATCH_UPDATED,
+        coordinator_a,
+        released.site_id,
+        str(released.pk),
+    )
     assert event.changes == {"cell_count": [100_000_000, 120_000_000], "viability_percent": ["92.50", "91.20"]}
     assert event.reason == "counting sheet transcribed wrongly"
 
@@ -59,8 +63,10 @@ def test_it_corrects_count_and_viability_with_one_audit_event(released, coordina
 def test_it_corrects_labelling_values_while_pending(pending, coordinator_a):
     start = head_sequence()
     _correct(coordinator_a, pending, iron_per_cell_pg=Decimal("15.2"), labelling_efficiency_percent=Decimal("97"))
-    assert one_event_since(start).changes == {"iron_per_cell_pg": ["12.500", "15.200"],
-                                              "labelling_efficiency_percent": ["95.00", "97.00"]}
+    assert one_event_since(start).changes == {
+        "iron_per_cell_pg": ["12.500", "15.200"],
+        "labelling_efficiency_percent": ["95.00", "97.00"],
+    }
 
 
 def test_it_corrects_the_lot_while_pending(pending, coordinator_a):
@@ -84,16 +90,28 @@ def test_it_sends_an_unlabelled_batch_to_the_label_action(donor, coordinator_a, 
     _refused("batch_not_labelled", nothing_written, coordinator_a, batch, labelled_at=f.days_ago(1))
 
 
-@pytest.mark.parametrize("field,value", [("viability_percent", Decimal("100.01")), ("viability_percent", Decimal("-1")),
-                                         ("labelling_efficiency_percent", Decimal("101"))])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("viability_percent", Decimal("100.01")),
+        ("viability_percent", Decimal("-1")),
+        ("labelling_efficiency_percent", Decimal("101")),
+    ],
+)
 def test_it_refuses_percentages_outside_0_to_100(pending, coordinator_a, nothing_written, field, value):
     _refused(f"{field}_out_of_range", nothing_written, coordinator_a, pending, **{field: value})
 
 
-def test_it_refuses_a_count_below_the_cells_already_given(released, donor, coordinator_a, investigator_a,
-                                                          nothing_written):
-    f.InjectionFactory(batch=released, subject=donor, administered_cells=30_000_000, administered_by=investigator_a,
-                       verified_by=coordinator_a)
+def test_it_refuses_a_count_below_the_cells_already_given(
+    released, donor, coordinator_a, investigator_a, nothing_written
+):
+    f.InjectionFactory(
+        batch=released,
+        subject=donor,
+        administered_cells=30_000_000,
+        administered_by=investigator_a,
+        verified_by=coordinator_a,
+    )
     _refused("cell_count_below_injected", nothing_written, coordinator_a, released, cell_count=29_999_999)
 
 
@@ -103,30 +121,38 @@ def test_it_corrects_the_chain_of_identity_before_the_first_injection(released, 
     assert released.chain_of_identity_id == "W123426999999-CT01"
 
 
-def test_it_locks_the_chain_of_identity_once_injected(released, donor, coordinator_a, investigator_a,
-                                                      nothing_written):
+def test_it_locks_the_chain_of_identity_once_injected(released, donor, coordinator_a, investigator_a, nothing_written):
     f.InjectionFactory(batch=released, subject=donor, administered_by=investigator_a, verified_by=coordinator_a)
     _refused("chain_of_identity_locked", nothing_written, coordinator_a, released, donation_id="W123426999999")
 
 
-def test_it_refuses_a_chain_of_identity_id_carrying_the_donors_record_number(released, coordinator_a,
-                                                                             nothing_written):
-    _refused("identifier_contains_phi", nothing_written, coordinator_a, released,
-             chain_of_identity_id="MRN0042137")
+def test_it_refuses_a_chain_of_identity_id_carrying_the_donors_record_number(released, coordinator_a, nothing_written):
+    _refused("identifier_contains_phi", nothing_written, coordinator_a, released, chain_of_identity_id="MRN0042137")
 
 
 def test_it_refuses_labelling_before_manufacture(pending, coordinator_a, nothing_written):
-    _refused("labelled_before_manufacture", nothing_written, coordinator_a, pending,
-             manufactured_at=pending.labelled_at + dt.timedelta(minutes=1))
+    _refused(
+        "labelled_before_manufacture",
+        nothing_written,
+        coordinator_a,
+        pending,
+        manufactured_at=pending.labelled_at + dt.timedelta(minutes=1),
+    )
 
 
 def test_it_refuses_a_manufacturing_time_in_the_future(pending, coordinator_a, nothing_written):
-    _refused("manufactured_at_in_future", nothing_written, coordinator_a, pending,
-             manufactured_at=timezone.now() + dt.timedelta(hours=1))
+    _refused(
+        "manufactured_at_in_future",
+        nothing_written,
+        coordinator_a,
+        pending,
+        manufactured_at=timezone.now() + dt.timedelta(hours=1),
+    )
 
 
-@pytest.mark.parametrize("field", ["batch_code", "site", "donor_subject", "allogeneic", "product_type",
-                                   "release_status", "trial"])
+@pytest.mark.parametrize(
+    "field", ["batch_code", "site", "donor_subject", "allogeneic", "product_type", "release_status", "trial"]
+)
 def test_it_refuses_fields_that_may_not_be_corrected(released, coordinator_a, nothing_written, field):
     _refused(f"{field}_not_correctable", nothing_written, coordinator_a, released, **{field: None})
 
@@ -154,8 +180,9 @@ def _url(batch):
 
 
 def test_it_corrects_through_the_api(api, released, coordinator_a):
-    response = api(coordinator_a).patch(_url(released), {"cell_count": 120_000_000, "reason": "cells recounted on the sheet"},
-                                        format="json")
+    response = api(coordinator_a).patch(
+        _url(released), {"cell_count": 120_000_000, "reason": "cells recounted on the sheet"}, format="json"
+    )
     assert response.status_code == 200, response.json()
     assert (response.json()["cell_count"], response.json()["cells_remaining"]) == (120_000_000, 120_000_000)
 
@@ -165,15 +192,23 @@ def test_it_corrects_through_the_api(api, released, coordinator_a):
 def test_it_validates_ownership(request, api, released, nothing_written, who, status):
     client = api(request.getfixturevalue(who))
     with nothing_written():
-        response = client.patch(_url(released), {"cell_count": 1, "reason": "typo on the CRF, source checked"}, format="json")
+        response = client.patch(
+            _url(released), {"cell_count": 1, "reason": "typo on the CRF, source checked"}, format="json"
+        )
     assert response.status_code == status
     released.refresh_from_db()
     assert released.cell_count == 100_000_000
 
 
-def test_it_refuses_a_labelling_time_after_an_injection_from_the_batch(released, donor, coordinator_a,
-                                                                       investigator_a, nothing_written):
-    f.InjectionFactory(batch=released, subject=donor, administered_at=f.days_ago(10), administered_by=investigator_a,
-                       verified_by=coordinator_a)
+def test_it_refuses_a_labelling_time_after_an_injection_from_the_batch(
+    released, donor, coordinator_a, investigator_a, nothing_written
+):
+    f.InjectionFactory(
+        batch=released,
+        subject=donor,
+        administered_at=f.days_ago(10),
+        administered_by=investigator_a,
+        verified_by=coordinator_a,
+    )
     CellBatch.objects.filter(pk=released.pk).update(release_status=CellBatch.ReleaseStatus.PENDING)
     _refused("administered_before_labelling", nothing_written, coordinator_a, released, labelled_at=f.days_ago(9))

@@ -19,8 +19,13 @@ def batch(site_a):
 
 
 def _label(actor, batch, lot, **overrides):
-    fields = dict(incubation_concentration_ug_fe_per_ml=Decimal("50"), iron_per_cell_pg=Decimal("11.2"),
-                  labelling_efficiency_percent=Decimal("96.5"), labelled_at=f.days_ago(4), reason="labelling done")
+    fields = dict(
+        incubation_concentration_ug_fe_per_ml=Decimal("50"),
+        iron_per_cell_pg=Decimal("11.2"),
+        labelling_efficiency_percent=Decimal("96.5"),
+        labelled_at=f.days_ago(4),
+        reason="labelling done",
+    )
     fields.update(overrides)
     return batch_label(actor=actor, batch=batch, nanoparticle_lot=lot, **fields)
 
@@ -33,7 +38,11 @@ def test_it_labels_a_batch_with_a_released_lot(batch, trial, coordinator_a):
     assert batch.nanoparticle_lot == lot and batch.iron_per_cell_pg == Decimal("11.2")
     event = last_event()
     assert (event.action, event.actor, event.site_id, event.reason) == (
-        AuditAction.BATCH_LABELLED, coordinator_a, batch.site_id, "labelling done")
+        AuditAction.BATCH_LABELLED,
+        coordinator_a,
+        batch.site_id,
+        "labelling done",
+    )
     assert event.changes["nanoparticle_lot_id"] == [None, lot.pk]
     assert event.changes["iron_per_cell_pg"] == [None, "11.200"]
 

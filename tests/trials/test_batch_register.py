@@ -14,9 +14,16 @@ from trials.services import batch_register
 
 
 def _register(actor, site, **overrides):
-    fields = dict(batch_code="MSC-0007", product_type="MSC", chain_of_identity_id="W123426000007-CT01",
-                  donation_id="W123426000007", manufactured_at=f.days_ago(3), cell_count=120_000_000,
-                  viability_percent=Decimal("93.1"), allogeneic=True)
+    fields = dict(
+        batch_code="MSC-0007",
+        product_type="MSC",
+        chain_of_identity_id="W123426000007-CT01",
+        donation_id="W123426000007",
+        manufactured_at=f.days_ago(3),
+        cell_count=120_000_000,
+        viability_percent=Decimal("93.1"),
+        allogeneic=True,
+    )
     fields.update(overrides)
     return batch_register(actor=actor, site=site, **fields)
 
@@ -37,8 +44,9 @@ def test_it_registers_an_autologous_batch_for_its_donor(site_a, coordinator_a):
 
 
 @pytest.mark.parametrize("allogeneic,with_donor", [(False, False), (True, True)])
-def test_it_refuses_donor_and_allogeneic_flag_that_disagree(site_a, coordinator_a, nothing_written, allogeneic,
-                                                            with_donor):
+def test_it_refuses_donor_and_allogeneic_flag_that_disagree(
+    site_a, coordinator_a, nothing_written, allogeneic, with_donor
+):
     donor = f.SubjectFactory(site=site_a) if with_donor else None
     with nothing_written(), pytest.raises(ValidationError):
         _register(coordinator_a, site_a, donor_subject=donor, allogeneic=allogeneic)
@@ -55,8 +63,9 @@ def test_it_refuses_an_identifier_that_carries_the_donors_record_number(site_a, 
     donor = f.SubjectFactory(site=site_a)
     f.SubjectIdentityFactory(subject=donor, medical_record_number="441234")
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        _register(coordinator_a, site_a, donor_subject=donor, allogeneic=False,
-                  chain_of_identity_id="W123426441234-CT01")
+        _register(
+            coordinator_a, site_a, donor_subject=donor, allogeneic=False, chain_of_identity_id="W123426441234-CT01"
+        )
     assert caught.value.code == "identifier_contains_phi"
 
 

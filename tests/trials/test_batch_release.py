@@ -20,30 +20,41 @@ def test_it_releases_a_labelled_batch_with_reason_and_old_and_new_status(site_a,
     assert batch.release_status == "released"
     event = last_event()
     assert (event.action, event.actor, event.site_id, event.reason) == (
-        AuditAction.BATCH_RELEASE_STATUS_CHANGED, coordinator_a, site_a.pk, "QC passed")
+        AuditAction.BATCH_RELEASE_STATUS_CHANGED,
+        coordinator_a,
+        site_a.pk,
+        "QC passed",
+    )
     assert event.changes == {"release_status": ["pending", "released"]}
 
 
 def test_it_refuses_to_release_an_unlabelled_batch(site_a, coordinator_a, nothing_written):
     batch = f.CellBatchFactory(donor_subject=None, site=site_a, unlabelled=True)
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        batch_set_release_status(actor=coordinator_a, batch=batch, release_status="released", reason="Source document reviewed")
+        batch_set_release_status(
+            actor=coordinator_a, batch=batch, release_status="released", reason="Source document reviewed"
+        )
     assert caught.value.code == "batch_not_labelled"
 
 
 def test_it_refuses_to_release_a_batch_whose_lot_has_expired(site_a, coordinator_a, nothing_written):
     batch = f.CellBatchFactory(donor_subject=None, site=site_a, release_status="pending")
     NanoparticleLot.objects.filter(pk=batch.nanoparticle_lot_id).update(
-        expiry_date=timezone.localdate() - dt.timedelta(days=1))
+        expiry_date=timezone.localdate() - dt.timedelta(days=1)
+    )
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        batch_set_release_status(actor=coordinator_a, batch=batch, release_status="released", reason="Source document reviewed")
+        batch_set_release_status(
+            actor=coordinator_a, batch=batch, release_status="released", reason="Source document reviewed"
+        )
     assert caught.value.code == "lot_expired"
 
 
 def test_it_keeps_a_rejection_final(site_a, coordinator_a, nothing_written):
     batch = f.CellBatchFactory(donor_subject=None, site=site_a, release_status="rejected")
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        batch_set_release_status(actor=coordinator_a, batch=batch, release_status="released", reason="Source document reviewed")
+        batch_set_release_status(
+            actor=coordinator_a, batch=batch, release_status="released", reason="Source document reviewed"
+        )
     assert caught.value.code == "batch_rejected"
 
 

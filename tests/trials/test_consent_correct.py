@@ -39,7 +39,12 @@ def test_it_corrects_the_signature_time_with_one_audit_event(ready, coordinator_
     assert consent.signed_at == new
     event = one_event_since(start)
     assert (event.action, event.actor, event.subject_id, event.site_id, event.object_id) == (
-        AuditAction.CONSENT_UPDATED, coordinator_a, subject.pk, subject.site_id, str(consent.pk))
+        AuditAction.CONSENT_UPDATED,
+        coordinator_a,
+        subject.pk,
+        subject.site_id,
+        str(consent.pk),
+    )
     assert event.changes == {"signed_at": [to_jsonable(old), to_jsonable(new)]}
     assert event.reason == "date copied from the wrong form"
 
@@ -55,24 +60,40 @@ def test_it_corrects_the_scopes_before_any_withdrawal(ready, coordinator_a):
 
 def test_it_refuses_scopes_once_a_withdrawal_is_recorded(ready, coordinator_a, nothing_written):
     _, consent, _ = ready
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="subject asked to stop sharing",
-                     withdrawn_at=f.days_ago(5))
+    consent_withdraw(
+        actor=coordinator_a,
+        consent=consent,
+        scopes=["data_sharing"],
+        reason="subject asked to stop sharing",
+        withdrawn_at=f.days_ago(5),
+    )
     _refused("scopes_locked_after_withdrawal", nothing_written, coordinator_a, consent, scopes=["imaging"])
 
 
 def test_it_refuses_a_signature_time_after_the_withdrawal(ready, coordinator_a, nothing_written):
     _, consent, _ = ready
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="subject asked to stop sharing",
-                     withdrawn_at=f.days_ago(5))
+    consent_withdraw(
+        actor=coordinator_a,
+        consent=consent,
+        scopes=["data_sharing"],
+        reason="subject asked to stop sharing",
+        withdrawn_at=f.days_ago(5),
+    )
     _refused("signed_after_withdrawal", nothing_written, coordinator_a, consent, signed_at=f.days_ago(3))
 
 
 def test_it_refuses_a_time_before_another_consents_withdrawal(ready, coordinator_a, nothing_written):
     subject, first, _ = ready
-    consent_withdraw(actor=coordinator_a, consent=first, scopes=["data_sharing"], reason="subject asked to stop sharing",
-                     withdrawn_at=f.days_ago(20))
-    second = f.ConsentFactory(subject=subject, document=first.document, signed_at=f.days_ago(15),
-                              obtained_by=coordinator_a)
+    consent_withdraw(
+        actor=coordinator_a,
+        consent=first,
+        scopes=["data_sharing"],
+        reason="subject asked to stop sharing",
+        withdrawn_at=f.days_ago(20),
+    )
+    second = f.ConsentFactory(
+        subject=subject, document=first.document, signed_at=f.days_ago(15), obtained_by=coordinator_a
+    )
     _refused("signed_before_withdrawal", nothing_written, coordinator_a, second, signed_at=f.days_ago(25))
 
 
@@ -84,32 +105,40 @@ def test_it_refuses_a_time_before_the_document_took_effect(ready, coordinator_a,
 def test_it_refuses_a_time_when_a_newer_version_was_in_force(ready, trial, coordinator_a, nothing_written):
     _, consent, _ = ready
     today = timezone.localdate()
-    f.ConsentDocumentFactory(trial=trial, irb_approval_date=today - dt.timedelta(days=40),
-                             effective_date=today - dt.timedelta(days=30))
+    f.ConsentDocumentFactory(
+        trial=trial, irb_approval_date=today - dt.timedelta(days=40), effective_date=today - dt.timedelta(days=30)
+    )
     _refused("consent_document_superseded", nothing_written, coordinator_a, consent, signed_at=f.days_ago(20))
 
 
 def test_it_refuses_a_time_in_the_future(ready, coordinator_a, nothing_written):
     _, consent, _ = ready
-    _refused("signed_at_in_future", nothing_written, coordinator_a, consent,
-             signed_at=timezone.now() + dt.timedelta(hours=1))
+    _refused(
+        "signed_at_in_future", nothing_written, coordinator_a, consent, signed_at=timezone.now() + dt.timedelta(hours=1)
+    )
 
 
-def test_it_refuses_a_time_that_leaves_an_injection_without_consent(ready, coordinator_a, investigator_a,
-                                                                    nothing_written):
+def test_it_refuses_a_time_that_leaves_an_injection_without_consent(
+    ready, coordinator_a, investigator_a, nothing_written
+):
     subject, consent, batch = ready
-    f.InjectionFactory(batch=batch, subject=subject, administered_at=f.days_ago(10), administered_by=investigator_a,
-                       verified_by=coordinator_a)
-    error = _refused("consent_correction_uncovers_injection", nothing_written, coordinator_a, consent,
-                     signed_at=f.days_ago(8))
+    f.InjectionFactory(
+        batch=batch,
+        subject=subject,
+        administered_at=f.days_ago(10),
+        administered_by=investigator_a,
+        verified_by=coordinator_a,
+    )
+    error = _refused(
+        "consent_correction_uncovers_injection", nothing_written, coordinator_a, consent, signed_at=f.days_ago(8)
+    )
     assert error.field == "signed_at"
 
 
 def test_it_refuses_dropping_imaging_after_an_injection(ready, coordinator_a, investigator_a, nothing_written):
     subject, consent, batch = ready
     f.InjectionFactory(batch=batch, subject=subject, administered_by=investigator_a, verified_by=coordinator_a)
-    _refused("consent_correction_uncovers_injection", nothing_written, coordinator_a, consent,
-             scopes=["data_sharing"])
+    _refused("consent_correction_uncovers_injection", nothing_written, coordinator_a, consent, scopes=["data_sharing"])
 
 
 @pytest.mark.parametrize("scopes", [[], ["telepathy"]])
@@ -118,8 +147,9 @@ def test_it_refuses_invalid_scopes(ready, coordinator_a, nothing_written, scopes
     _refused("invalid_scope", nothing_written, coordinator_a, consent, scopes=scopes)
 
 
-@pytest.mark.parametrize("field", ["document", "subject", "obtained_by", "withdrawn_at", "withdrawn_scopes",
-                                   "withdrawal_reason", "id"])
+@pytest.mark.parametrize(
+    "field", ["document", "subject", "obtained_by", "withdrawn_at", "withdrawn_scopes", "withdrawal_reason", "id"]
+)
 def test_it_refuses_fields_that_may_not_be_corrected(ready, coordinator_a, nothing_written, field):
     _, consent, _ = ready
     _refused(f"{field}_not_correctable", nothing_written, coordinator_a, consent, **{field: None})
@@ -152,7 +182,9 @@ def test_it_invalidates_the_signature_of_a_signed_visit(ready, coordinator_a, in
     signature.refresh_from_db()
     assert not signature.valid
     assert [e.action for e in AuditEvent.objects.filter(sequence__gt=start).order_by("sequence")] == [
-        AuditAction.CONSENT_UPDATED, AuditAction.SIGNATURE_INVALIDATED]
+        AuditAction.CONSENT_UPDATED,
+        AuditAction.SIGNATURE_INVALIDATED,
+    ]
 
 
 # --------------------------------------------------------------------------- API
@@ -164,8 +196,9 @@ def _url(consent):
 
 def test_it_corrects_through_the_api(api, ready, coordinator_a):
     _, consent, _ = ready
-    response = api(coordinator_a).patch(_url(consent), {"scopes": ["imaging"], "reason": "wrong boxes ticked"},
-                                        format="json")
+    response = api(coordinator_a).patch(
+        _url(consent), {"scopes": ["imaging"], "reason": "wrong boxes ticked"}, format="json"
+    )
     assert response.status_code == 200, response.json()
     assert response.json()["scopes"] == ["imaging"]
 
@@ -175,7 +208,9 @@ def test_it_validates_ownership(request, api, ready, nothing_written, who, statu
     _, consent, _ = ready
     client = api(request.getfixturevalue(who))
     with nothing_written():
-        response = client.patch(_url(consent), {"scopes": ["imaging"], "reason": "typo on the CRF, source checked"}, format="json")
+        response = client.patch(
+            _url(consent), {"scopes": ["imaging"], "reason": "typo on the CRF, source checked"}, format="json"
+        )
     assert response.status_code == status
     consent.refresh_from_db()
     assert consent.scopes == ALL_SCOPES

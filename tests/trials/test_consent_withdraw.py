@@ -20,15 +20,20 @@ def consent(site_a, coordinator_a):
 
 def test_it_withdraws_a_scope_with_reason_and_old_and_new_values(consent, coordinator_a):
     when = f.days_ago(5)
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="subject no longer wishes",
-                     withdrawn_at=when)
+    consent_withdraw(
+        actor=coordinator_a, consent=consent, scopes=["imaging"], reason="subject no longer wishes", withdrawn_at=when
+    )
 
     consent.refresh_from_db()
     stamp = when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
     assert consent.withdrawn_scopes == {"imaging": stamp}
     event = last_event()
     assert (event.action, event.actor, event.subject_id, event.site_id) == (
-        AuditAction.CONSENT_WITHDRAWN, coordinator_a, consent.subject_id, consent.subject.site_id)
+        AuditAction.CONSENT_WITHDRAWN,
+        coordinator_a,
+        consent.subject_id,
+        consent.subject.site_id,
+    )
     assert event.reason == "subject no longer wishes"
     assert event.changes["withdrawn_scopes"] == [{}, {"imaging": stamp}]
     assert event.changes["withdrawn_at"][0] is None
@@ -36,7 +41,13 @@ def test_it_withdraws_a_scope_with_reason_and_old_and_new_values(consent, coordi
 
 def test_it_blocks_the_withdrawn_scope_from_then_on(consent, coordinator_a):
     subject = consent.subject
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="Source document reviewed", withdrawn_at=f.days_ago(5))
+    consent_withdraw(
+        actor=coordinator_a,
+        consent=consent,
+        scopes=["imaging"],
+        reason="Source document reviewed",
+        withdrawn_at=f.days_ago(5),
+    )
 
     assert not consent_allows(subject, "imaging")
     assert consent_allows(subject, "imaging", at=f.days_ago(6))
@@ -48,9 +59,20 @@ def test_it_blocks_the_withdrawn_scope_from_then_on(consent, coordinator_a):
 
 def test_it_keeps_the_time_of_each_partial_withdrawal(consent, coordinator_a):
     first, second = f.days_ago(5), f.days_ago(2)
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["longitudinal_imaging"], reason="first withdrawal, visit 2",
-                     withdrawn_at=first)
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="second withdrawal, visit 3", withdrawn_at=second)
+    consent_withdraw(
+        actor=coordinator_a,
+        consent=consent,
+        scopes=["longitudinal_imaging"],
+        reason="first withdrawal, visit 2",
+        withdrawn_at=first,
+    )
+    consent_withdraw(
+        actor=coordinator_a,
+        consent=consent,
+        scopes=["imaging"],
+        reason="second withdrawal, visit 3",
+        withdrawn_at=second,
+    )
 
     assert consent_allows(consent.subject, "imaging", at=f.days_ago(3))
     assert not consent_allows(consent.subject, "longitudinal_imaging", at=f.days_ago(3))
@@ -64,7 +86,9 @@ def test_it_requires_a_reason(consent, coordinator_a, nothing_written):
 
 def test_it_refuses_a_scope_never_granted(consent, coordinator_a, nothing_written):
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="Source document reviewed")
+        consent_withdraw(
+            actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="Source document reviewed"
+        )
     assert caught.value.code == "scope_not_granted"
 
 

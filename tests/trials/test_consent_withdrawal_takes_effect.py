@@ -20,8 +20,9 @@ def _reconsented(site_a, coordinator_a):
     """A subject who signed v1 fifty days ago and re-consented on v2 ten days ago."""
     subject = f.SubjectFactory(site=site_a)
     old = f.ConsentFactory(subject=subject, obtained_by=coordinator_a, signed_at=f.days_ago(50))
-    v2 = f.ConsentDocumentFactory(trial=subject.trial, version="2.0",
-                                  effective_date=timezone.localdate() - dt.timedelta(days=20))
+    v2 = f.ConsentDocumentFactory(
+        trial=subject.trial, version="2.0", effective_date=timezone.localdate() - dt.timedelta(days=20)
+    )
     new = f.ConsentFactory(subject=subject, document=v2, obtained_by=coordinator_a, signed_at=f.days_ago(10))
     return subject, old, new
 
@@ -29,8 +30,11 @@ def _reconsented(site_a, coordinator_a):
 def test_it_refuses_to_withdraw_from_a_superseded_consent(api, site_a, coordinator_a, nothing_written):
     subject, old, new = _reconsented(site_a, coordinator_a)
     with nothing_written():
-        response = api(coordinator_a).post(f"/api/v1/consents/{old.pk}/withdraw/",
-                                           {"scopes": ["imaging"], "reason": "subject withdraws"}, format="json")
+        response = api(coordinator_a).post(
+            f"/api/v1/consents/{old.pk}/withdraw/",
+            {"scopes": ["imaging"], "reason": "subject withdraws"},
+            format="json",
+        )
     assert response.status_code == 409, response.json()
     assert response.json()["error"]["code"] == "consent_superseded"
     assert f"#{new.pk}" in response.json()["error"]["message"]
@@ -40,22 +44,34 @@ def test_it_refuses_to_withdraw_from_a_superseded_consent(api, site_a, coordinat
 def test_it_withdraws_from_the_consent_in_force_and_blocks_injections(api, site_a, coordinator_a, investigator_a):
     subject, old, new = _reconsented(site_a, coordinator_a)
     client = api(coordinator_a)
-    response = client.post(f"/api/v1/consents/{new.pk}/withdraw/",
-                           {"scopes": ["imaging"], "reason": "subject withdraws"}, format="json")
+    response = client.post(
+        f"/api/v1/consents/{new.pk}/withdraw/", {"scopes": ["imaging"], "reason": "subject withdraws"}, format="json"
+    )
     assert response.status_code == 200, response.json()
     assert not consent_allows(subject, "imaging")
 
 
 def test_it_refuses_a_reconsent_signed_before_a_recorded_withdrawal(api, site_a, coordinator_a, nothing_written):
     subject = f.SubjectFactory(site=site_a)
-    consent = f.ConsentFactory(subject=subject, obtained_by=coordinator_a, signed_at=f.days_ago(50),
-                               withdrawn_at=f.days_ago(5),
-                               withdrawn_scopes={"imaging": f.days_ago(5).isoformat()})
+    consent = f.ConsentFactory(
+        subject=subject,
+        obtained_by=coordinator_a,
+        signed_at=f.days_ago(50),
+        withdrawn_at=f.days_ago(5),
+        withdrawn_scopes={"imaging": f.days_ago(5).isoformat()},
+    )
     assert not consent_allows(subject, "imaging")
     with nothing_written():
-        response = api(coordinator_a).post("/api/v1/consents/", {
-            "subject": subject.pk, "document": consent.document_id, "scopes": ["imaging"],
-            "signed_at": f.days_ago(20).isoformat()}, format="json")
+        response = api(coordinator_a).post(
+            "/api/v1/consents/",
+            {
+                "subject": subject.pk,
+                "document": consent.document_id,
+                "scopes": ["imaging"],
+                "signed_at": f.days_ago(20).isoformat(),
+            },
+            format="json",
+        )
     assert response.status_code == 409, response.json()
     assert response.json()["error"]["code"] == "signed_before_withdrawal"
     assert not consent_allows(subject, "imaging")
@@ -63,12 +79,23 @@ def test_it_refuses_a_reconsent_signed_before_a_recorded_withdrawal(api, site_a,
 
 def test_it_accepts_a_reconsent_signed_after_the_withdrawal(api, site_a, coordinator_a):
     subject = f.SubjectFactory(site=site_a)
-    consent = f.ConsentFactory(subject=subject, obtained_by=coordinator_a, signed_at=f.days_ago(50),
-                               withdrawn_at=f.days_ago(5),
-                               withdrawn_scopes={"imaging": f.days_ago(5).isoformat()})
-    response = api(coordinator_a).post("/api/v1/consents/", {
-        "subject": subject.pk, "document": consent.document_id, "scopes": ["imaging"],
-        "signed_at": f.days_ago(1).isoformat()}, format="json")
+    consent = f.ConsentFactory(
+        subject=subject,
+        obtained_by=coordinator_a,
+        signed_at=f.days_ago(50),
+        withdrawn_at=f.days_ago(5),
+        withdrawn_scopes={"imaging": f.days_ago(5).isoformat()},
+    )
+    response = api(coordinator_a).post(
+        "/api/v1/consents/",
+        {
+            "subject": subject.pk,
+            "document": consent.document_id,
+            "scopes": ["imaging"],
+            "signed_at": f.days_ago(1).isoformat(),
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     assert consent_allows(subject, "imaging")
 
@@ -88,7 +115,16 @@ def test_it_refuses_a_batch_whose_donor_is_a_subject_of_another_site(site_a, sit
     donor = f.SubjectFactory(site=site_b)
     f.SubjectIdentityFactory(subject=donor, medical_record_number="MRN0042137")
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        batch_register(actor=coordinator_a, site=site_a, batch_code="B-1", product_type="MSC",
-                       chain_of_identity_id="COI-MRN0042137", donation_id="DIN-1", donor_subject=donor,
-                       manufactured_at=f.days_ago(3), cell_count=10**7, viability_percent=95)
+        batch_register(
+            actor=coordinator_a,
+            site=site_a,
+            batch_code="B-1",
+            product_type="MSC",
+            chain_of_identity_id="COI-MRN0042137",
+            donation_id="DIN-1",
+            donor_subject=donor,
+            manufactured_at=f.days_ago(3),
+            cell_count=10**7,
+            viability_percent=95,
+        )
     assert caught.value.code == "donor_at_other_site"

@@ -20,8 +20,14 @@ LIST_ROUTES = list_routes()
 
 @pytest.fixture
 def cast(trial, site_a, site_b, coordinator_a, coordinator_b, monitor):
-    return SimpleNamespace(trial=trial, site_a=site_a, site_b=site_b, coordinator_a=coordinator_a,
-                           coordinator_b=coordinator_b, monitor=monitor)
+    return SimpleNamespace(
+        trial=trial,
+        site_a=site_a,
+        site_b=site_b,
+        coordinator_a=coordinator_a,
+        coordinator_b=coordinator_b,
+        monitor=monitor,
+    )
 
 
 def test_it_finds_the_api_routes():

@@ -15,14 +15,20 @@ def _assert_shape(response, status, code):
 
 
 def test_it_answers_400_with_field_errors(api, site_a, coordinator_a):
-    error = _assert_shape(api(coordinator_a).post("/api/v1/subjects/", {"site": site_a.pk}, format="json"),
-                          400, "invalid")
+    error = _assert_shape(
+        api(coordinator_a).post("/api/v1/subjects/", {"site": site_a.pk}, format="json"), 400, "invalid"
+    )
     assert error["fields"] == {"enrolment_date": ["This field is required."]}
 
 
 def test_it_answers_400_for_an_id_the_user_may_not_see(api, site_b, coordinator_a):
-    error = _assert_shape(api(coordinator_a).post("/api/v1/subjects/", {"site": site_b.pk, "enrolment_date": "2026-01-05"},
-                                                  format="json"), 400, "invalid")
+    error = _assert_shape(
+        api(coordinator_a).post(
+            "/api/v1/subjects/", {"site": site_b.pk, "enrolment_date": "2026-01-05"}, format="json"
+        ),
+        400,
+        "invalid",
+    )
     assert "site" in error["fields"]
 
 
@@ -35,8 +41,11 @@ def test_it_refuses_a_request_without_credentials(api, site_a):
 
 
 def test_it_answers_403_for_a_role_that_may_not_write(api, site_a, imaging_a):
-    error = _assert_shape(api(imaging_a).post("/api/v1/subjects/", {"site": site_a.pk, "enrolment_date": "2026-01-05"},
-                                              format="json"), 403, "forbidden")
+    error = _assert_shape(
+        api(imaging_a).post("/api/v1/subjects/", {"site": site_a.pk, "enrolment_date": "2026-01-05"}, format="json"),
+        403,
+        "forbidden",
+    )
     assert "coordinator" in error["message"]
 
 
@@ -47,7 +56,13 @@ def test_it_answers_404_for_another_sites_record(api, site_a, coordinator_b):
 
 def test_it_answers_409_with_the_rule_code_and_field(api, site_a, trial_manager):
     lot = f.NanoparticleLotFactory(trial=site_a.trial, qc_status="rejected")
-    error = _assert_shape(api(trial_manager).post(f"/api/v1/nanoparticle-lots/{lot.pk}/qc-status/",
-                                                  {"qc_status": "released", "reason": "QC retest passed"}, format="json"),
-                          409, "lot_rejected")
+    error = _assert_shape(
+        api(trial_manager).post(
+            f"/api/v1/nanoparticle-lots/{lot.pk}/qc-status/",
+            {"qc_status": "released", "reason": "QC retest passed"},
+            format="json",
+        ),
+        409,
+        "lot_rejected",
+    )
     assert error["fields"] == {"qc_status": [error["message"]]}

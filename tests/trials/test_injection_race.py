@@ -29,8 +29,9 @@ def test_it_never_oversubscribes_a_batch_under_concurrent_injections(ready, coor
     def inject():
         try:
             barrier.wait()
-            outcomes.append(_inject(coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a,
-                                    cells=cells_each))
+            outcomes.append(
+                _inject(coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a, cells=cells_each)
+            )
         except RuleViolation as exc:
             outcomes.append(exc.code)
         finally:

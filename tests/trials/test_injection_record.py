@@ -22,9 +22,17 @@ from trials.services import consent_withdraw, injection_record
 
 def _inject(actor, subject, batch, *, by, verifier, cells=10_000_000, at=None):
     return injection_record(
-        actor=actor, subject=subject, batch=batch, administered_cells=cells, volume_ml=Decimal("2.0"),
-        route=Injection.Route.INTRAMYOCARDIAL, anatomical_target="left ventricle", administered_at=at or f.days_ago(1),
-        administered_by=by, verified_by=verifier, verifier_password=f.PASSWORD,
+        actor=actor,
+        subject=subject,
+        batch=batch,
+        administered_cells=cells,
+        volume_ml=Decimal("2.0"),
+        route=Injection.Route.INTRAMYOCARDIAL,
+        anatomical_target="left ventricle",
+        administered_at=at or f.days_ago(1),
+        administered_by=by,
+        verified_by=verifier,
+        verifier_password=f.PASSWORD,
     )
 
 
@@ -55,37 +63,51 @@ def test_it_refuses_without_imaging_consent(ready, coordinator_a, investigator_a
     subject, consent, batch = ready
     consent.scope_imaging = False
     consent.save()
-    _refused("consent_missing", nothing_written, coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a)
+    _refused(
+        "consent_missing", nothing_written, coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a
+    )
 
 
 def test_it_refuses_before_consent_was_signed(ready, coordinator_a, investigator_a, nothing_written):
     subject, consent, batch = ready
     at = consent.signed_at - dt.timedelta(hours=1)
-    _refused("consent_missing", nothing_written, coordinator_a, subject, batch, by=investigator_a,
-             verifier=coordinator_a, at=at)
+    _refused(
+        "consent_missing",
+        nothing_written,
+        coordinator_a,
+        subject,
+        batch,
+        by=investigator_a,
+        verifier=coordinator_a,
+        at=at,
+    )
 
 
 def test_it_refuses_after_imaging_consent_was_withdrawn(ready, coordinator_a, investigator_a, nothing_written):
     subject, consent, batch = ready
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="subject asked",
-                     withdrawn_at=f.days_ago(2))
-    _refused("consent_withdrawn", nothing_written, coordinator_a, subject, batch, by=investigator_a,
-             verifier=coordinator_a)
+    consent_withdraw(
+        actor=coordinator_a, consent=consent, scopes=["imaging"], reason="subject asked", withdrawn_at=f.days_ago(2)
+    )
+    _refused(
+        "consent_withdrawn", nothing_written, coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a
+    )
 
 
 def test_it_allows_an_injection_given_before_the_withdrawal(ready, coordinator_a, investigator_a):
     # Recorded late, but administered while consent was in force: the record is allowed.
     subject, consent, batch = ready
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="subject asked",
-                     withdrawn_at=f.days_ago(2))
+    consent_withdraw(
+        actor=coordinator_a, consent=consent, scopes=["imaging"], reason="subject asked", withdrawn_at=f.days_ago(2)
+    )
     injection = _inject(coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a, at=f.days_ago(3))
     assert injection.pk
 
 
 def test_it_ignores_the_withdrawal_of_another_scope(ready, coordinator_a, investigator_a):
     subject, consent, batch = ready
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="no sharing",
-                     withdrawn_at=f.days_ago(2))
+    consent_withdraw(
+        actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="no sharing", withdrawn_at=f.days_ago(2)
+    )
     assert _inject(coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a).pk
 
 
@@ -93,16 +115,18 @@ def test_it_ignores_the_withdrawal_of_another_scope(ready, coordinator_a, invest
 def test_it_refuses_an_unreleased_batch(ready, coordinator_a, investigator_a, nothing_written, status):
     subject, _, batch = ready
     CellBatch.objects.filter(pk=batch.pk).update(release_status=status)
-    _refused("batch_not_released", nothing_written, coordinator_a, subject, batch, by=investigator_a,
-             verifier=coordinator_a)
+    _refused(
+        "batch_not_released", nothing_written, coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a
+    )
 
 
 @pytest.mark.parametrize("qc_status", [NanoparticleLot.QcStatus.QUARANTINED, NanoparticleLot.QcStatus.REJECTED])
 def test_it_refuses_a_batch_whose_lot_is_not_released(ready, coordinator_a, investigator_a, nothing_written, qc_status):
     subject, _, batch = ready
     NanoparticleLot.objects.filter(pk=batch.nanoparticle_lot_id).update(qc_status=qc_status)
-    _refused("lot_not_released", nothing_written, coordinator_a, subject, batch, by=investigator_a,
-             verifier=coordinator_a)
+    _refused(
+        "lot_not_released", nothing_written, coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a
+    )
 
 
 def test_it_refuses_a_batch_whose_lot_expired(ready, coordinator_a, investigator_a, nothing_written):
@@ -113,13 +137,15 @@ def test_it_refuses_a_batch_whose_lot_expired(ready, coordinator_a, investigator
     _refused("lot_expired", nothing_written, coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a)
 
 
-def test_it_refuses_an_autologous_batch_for_another_subject(ready, site_a, coordinator_a, investigator_a,
-                                                             nothing_written):
+def test_it_refuses_an_autologous_batch_for_another_subject(
+    ready, site_a, coordinator_a, investigator_a, nothing_written
+):
     _, _, batch = ready
     other = f.SubjectFactory(site=site_a)
     f.ConsentFactory(subject=other)
-    _refused("autologous_mismatch", nothing_written, coordinator_a, other, batch, by=investigator_a,
-             verifier=coordinator_a)
+    _refused(
+        "autologous_mismatch", nothing_written, coordinator_a, other, batch, by=investigator_a, verifier=coordinator_a
+    )
 
 
 def test_it_gives_an_allogeneic_batch_to_any_consented_subject(site_a, coordinator_a, investigator_a):
@@ -132,21 +158,43 @@ def test_it_gives_an_allogeneic_batch_to_any_consented_subject(site_a, coordinat
 
 def test_it_refuses_when_the_verifier_is_the_administrator(ready, coordinator_a, nothing_written):
     subject, _, batch = ready
-    _refused("verifier_is_administrator", nothing_written, coordinator_a, subject, batch, by=coordinator_a,
-             verifier=coordinator_a)
+    _refused(
+        "verifier_is_administrator",
+        nothing_written,
+        coordinator_a,
+        subject,
+        batch,
+        by=coordinator_a,
+        verifier=coordinator_a,
+    )
 
 
 def test_it_refuses_a_verifier_from_another_site(ready, coordinator_a, coordinator_b, nothing_written):
     subject, _, batch = ready
-    _refused("verified_by_not_at_site", nothing_written, coordinator_a, subject, batch, by=coordinator_a,
-             verifier=coordinator_b)
+    _refused(
+        "verified_by_not_at_site",
+        nothing_written,
+        coordinator_a,
+        subject,
+        batch,
+        by=coordinator_a,
+        verifier=coordinator_b,
+    )
 
 
 def test_it_refuses_more_cells_than_the_batch_has_left(ready, coordinator_a, investigator_a, nothing_written):
     subject, _, batch = ready
     _inject(coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a, cells=70_000_000)
-    error = _refused("insufficient_cells", nothing_written, coordinator_a, subject, batch, by=investigator_a,
-                     verifier=coordinator_a, cells=30_000_001)
+    error = _refused(
+        "insufficient_cells",
+        nothing_written,
+        coordinator_a,
+        subject,
+        batch,
+        by=investigator_a,
+        verifier=coordinator_a,
+        cells=30_000_001,
+    )
     assert "30,000,000 cells left" in error.message
     # Exactly what is left is fine.
     _inject(coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a, cells=30_000_000)
@@ -169,27 +217,57 @@ def test_it_refuses_a_subject_who_is_not_enrolled(ready, coordinator_a, investig
     subject, _, batch = ready
     Subject.objects.filter(pk=subject.pk).update(status=Subject.Status.WITHDRAWN)
     subject.refresh_from_db()
-    _refused("subject_not_enrolled", nothing_written, coordinator_a, subject, batch, by=investigator_a,
-             verifier=coordinator_a)
+    _refused(
+        "subject_not_enrolled",
+        nothing_written,
+        coordinator_a,
+        subject,
+        batch,
+        by=investigator_a,
+        verifier=coordinator_a,
+    )
 
 
 def test_it_refuses_a_batch_held_at_another_site(ready, site_b, coordinator_a, investigator_a, nothing_written):
     subject, _, _ = ready
     batch_b = f.CellBatchFactory(donor_subject=None, site=site_b)
-    _refused("batch_site_mismatch", nothing_written, coordinator_a, subject, batch_b, by=investigator_a,
-             verifier=coordinator_a)
+    _refused(
+        "batch_site_mismatch",
+        nothing_written,
+        coordinator_a,
+        subject,
+        batch_b,
+        by=investigator_a,
+        verifier=coordinator_a,
+    )
 
 
 @pytest.mark.parametrize("who", ["imaging_a", "coordinator_b", "monitor", "sponsor"])
-def test_it_refuses_actors_without_the_coordinator_role_at_the_site(request, ready, coordinator_a, investigator_a,
-                                                                   nothing_written, who):
+def test_it_refuses_actors_without_the_coordinator_role_at_the_site(
+    request, ready, coordinator_a, investigator_a, nothing_written, who
+):
     subject, _, batch = ready
-    error = _refused("forbidden", nothing_written, request.getfixturevalue(who), subject, batch, by=investigator_a,
-                     verifier=coordinator_a)
+    error = _refused(
+        "forbidden",
+        nothing_written,
+        request.getfixturevalue(who),
+        subject,
+        batch,
+        by=investigator_a,
+        verifier=coordinator_a,
+    )
     assert error.status_code == 403
 
 
 def test_it_refuses_a_future_administration_time(ready, coordinator_a, investigator_a, nothing_written):
     subject, _, batch = ready
-    _refused("administered_at_in_future", nothing_written, coordinator_a, subject, batch, by=investigator_a,
-             verifier=coordinator_a, at=timezone.now() + dt.timedelta(days=1))
+    _refused(
+        "administered_at_in_future",
+        nothing_written,
+        coordinator_a,
+        subject,
+        batch,
+        by=investigator_a,
+        verifier=coordinator_a,
+        at=timezone.now() + dt.timedelta(days=1),
+    )

@@ -42,8 +42,10 @@ def test_it_refuses_a_lot_rejection_without_confirmation(lot, trial_manager, not
 
 def test_the_api_refuses_a_lot_rejection_without_confirm_true(api, lot, trial_manager, nothing_written):
     client = api(trial_manager)
-    for body in ({"qc_status": "rejected", "reason": REASON},
-                 {"qc_status": "rejected", "reason": REASON, "confirm": False}):
+    for body in (
+        {"qc_status": "rejected", "reason": REASON},
+        {"qc_status": "rejected", "reason": REASON, "confirm": False},
+    ):
         with nothing_written():
             response = client.post(f"/api/v1/nanoparticle-lots/{lot.pk}/qc-status/", body, format="json")
         assert response.status_code == 400
@@ -53,8 +55,11 @@ def test_the_api_refuses_a_lot_rejection_without_confirm_true(api, lot, trial_ma
 
 
 def test_the_api_rejects_a_lot_with_confirm_true(api, lot, trial_manager):
-    response = api(trial_manager).post(f"/api/v1/nanoparticle-lots/{lot.pk}/qc-status/",
-                                       {"qc_status": "rejected", "reason": REASON, "confirm": True}, format="json")
+    response = api(trial_manager).post(
+        f"/api/v1/nanoparticle-lots/{lot.pk}/qc-status/",
+        {"qc_status": "rejected", "reason": REASON, "confirm": True},
+        format="json",
+    )
     assert response.status_code == 200, response.json()
     lot.refresh_from_db()
     assert lot.qc_status == "rejected"
@@ -67,8 +72,7 @@ def test_a_reversible_lot_change_needs_no_confirmation(lot, trial_manager):
     assert lot.qc_status == "released"
 
 
-def test_the_page_asks_for_the_confirmation_before_rejecting_a_lot(browser_client, lot, trial_manager,
-                                                                   nothing_written):
+def test_the_page_asks_for_the_confirmation_before_rejecting_a_lot(browser_client, lot, trial_manager, nothing_written):
     client = browser_client(trial_manager)
     assert 'name="confirm"' in client.get(f"/lots/{lot.pk}/qc/").content.decode()
     with nothing_written():
@@ -84,12 +88,14 @@ def test_the_page_asks_for_the_confirmation_before_rejecting_a_lot(browser_clien
 def test_it_refuses_a_batch_rejection_without_confirmation(ready, coordinator_a, api, nothing_written):
     batch = ready[2]
     with nothing_written():
-        response = api(coordinator_a).post(f"/api/v1/cell-batches/{batch.pk}/release/",
-                                           {"release_status": "rejected", "reason": REASON}, format="json")
+        response = api(coordinator_a).post(
+            f"/api/v1/cell-batches/{batch.pk}/release/", {"release_status": "rejected", "reason": REASON}, format="json"
+        )
     assert response.status_code == 400, response.json()
     assert response.json()["error"]["code"] == "confirmation_required"
-    services.batch_set_release_status(actor=coordinator_a, batch=batch, release_status="rejected", reason=REASON,
-                                      confirm=True)
+    services.batch_set_release_status(
+        actor=coordinator_a, batch=batch, release_status="rejected", reason=REASON, confirm=True
+    )
     batch.refresh_from_db()
     assert batch.release_status == "rejected"
 
@@ -98,14 +104,18 @@ def test_it_refuses_a_batch_rejection_without_confirmation(ready, coordinator_a,
 def test_it_refuses_a_final_subject_status_without_confirmation(ready, coordinator_a, api, status, nothing_written):
     subject = ready[0]
     with nothing_written():
-        response = api(coordinator_a).post(f"/api/v1/subjects/{subject.pk}/status/",
-                                           {"status": status, "reason": "Subject asked to leave the trial"},
-                                           format="json")
+        response = api(coordinator_a).post(
+            f"/api/v1/subjects/{subject.pk}/status/",
+            {"status": status, "reason": "Subject asked to leave the trial"},
+            format="json",
+        )
     assert response.status_code == 400, response.json()
     assert response.json()["error"]["code"] == "confirmation_required"
-    response = api(coordinator_a).post(f"/api/v1/subjects/{subject.pk}/status/",
-                                       {"status": status, "reason": "Subject asked to leave the trial",
-                                        "confirm": True}, format="json")
+    response = api(coordinator_a).post(
+        f"/api/v1/subjects/{subject.pk}/status/",
+        {"status": status, "reason": "Subject asked to leave the trial", "confirm": True},
+        format="json",
+    )
     assert response.status_code == 200, response.json()
     subject.refresh_from_db()
     assert subject.status == status

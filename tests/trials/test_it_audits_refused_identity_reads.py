@@ -36,8 +36,13 @@ def test_the_service_audits_a_refused_read(request, subject, who):
     assert (caught.value.code, caught.value.status_code) == ("forbidden", 403)
     event = last_event()
     assert (event.action, event.actor, event.object_type, event.object_id, event.subject_id, event.site_id) == (
-        AuditAction.IDENTITY_READ_REFUSED, reader, "trials.subjectidentity", str(subject.pk), subject.pk,
-        subject.site_id)
+        AuditAction.IDENTITY_READ_REFUSED,
+        reader,
+        "trials.subjectidentity",
+        str(subject.pk),
+        subject.pk,
+        subject.site_id,
+    )
     assert not AuditEvent.objects.filter(action=AuditAction.IDENTITY_READ).exists()
     assert (Subject.objects.count(), SubjectIdentity.objects.count()) == counts
 

@@ -30,8 +30,13 @@ def _signed_at(subject, at, **scopes):
 def _withdrawn(site, actor, scope: str, at):
     """A subject who signed thirty days ago and withdrew ``scope`` at ``at``."""
     subject = f.SubjectFactory(site=site)
-    consent_withdraw(actor=actor, consent=_signed_at(subject, f.days_ago(30)), scopes=[scope],
-                     reason="subject withdraws", withdrawn_at=at)
+    consent_withdraw(
+        actor=actor,
+        consent=_signed_at(subject, f.days_ago(30)),
+        scopes=[scope],
+        reason="subject withdraws",
+        withdrawn_at=at,
+    )
     return subject
 
 
@@ -63,9 +68,18 @@ def test_it_ends_consent_at_the_exact_instant_of_withdrawal(site_a, coordinator_
 
 def _inject(subject, batch, at, *, by, verifier):
     return injection_record(
-        actor=verifier, subject=subject, batch=batch, administered_cells=1_000_000, volume_ml=Decimal("1.0"),
-        route=Injection.Route.INTRAMYOCARDIAL, anatomical_target="left ventricle", administered_at=at,
-        administered_by=by, verified_by=verifier, verifier_password=f.PASSWORD)
+        actor=verifier,
+        subject=subject,
+        batch=batch,
+        administered_cells=1_000_000,
+        volume_ml=Decimal("1.0"),
+        route=Injection.Route.INTRAMYOCARDIAL,
+        anatomical_target="left ventricle",
+        administered_at=at,
+        administered_by=by,
+        verified_by=verifier,
+        verifier_password=f.PASSWORD,
+    )
 
 
 def test_it_records_an_injection_given_at_the_instant_the_consent_was_signed(ready, coordinator_a, investigator_a):
@@ -78,12 +92,14 @@ def test_it_records_an_injection_given_at_the_instant_the_consent_was_signed(rea
     assert Injection.objects.get() == injection
 
 
-def test_it_refuses_an_injection_given_at_the_instant_of_withdrawal(ready, coordinator_a, investigator_a,
-                                                                    nothing_written):
+def test_it_refuses_an_injection_given_at_the_instant_of_withdrawal(
+    ready, coordinator_a, investigator_a, nothing_written
+):
     subject, consent, batch = ready
     at = f.days_ago(1)
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="subject withdraws",
-                     withdrawn_at=at)
+    consent_withdraw(
+        actor=coordinator_a, consent=consent, scopes=["imaging"], reason="subject withdraws", withdrawn_at=at
+    )
     with nothing_written(), pytest.raises(RuleViolation) as caught:
         _inject(subject, batch, at, by=investigator_a, verifier=coordinator_a)
     assert caught.value.code == "consent_withdrawn"

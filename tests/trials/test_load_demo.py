@@ -10,8 +10,17 @@ from compliance.actions import AuditAction
 from compliance.models import AuditEvent
 from trials.models import CellBatch, Injection, Membership, NanoparticleLot, Subject, SubjectIdentity, Trial
 
-USERS = {"coordinator_a", "imaging_a", "investigator_a", "coordinator_b", "imaging_b", "monitor", "sponsor", "auditor",
-         "trial_manager"}
+USERS = {
+    "coordinator_a",
+    "imaging_a",
+    "investigator_a",
+    "coordinator_b",
+    "imaging_b",
+    "monitor",
+    "sponsor",
+    "auditor",
+    "trial_manager",
+}
 
 
 def _load() -> str:
@@ -35,9 +44,15 @@ def test_it_creates_the_demo_trial_with_its_fixed_users_through_the_services(db)
     assert CellBatch.objects.filter(release_status="released").count() == 4
     # The trail tells the story: one event per service call.
     actions = set(AuditEvent.objects.values_list("action", flat=True))
-    assert {AuditAction.TRIAL_CREATED, AuditAction.SUBJECT_ENROLLED, AuditAction.CONSENT_SIGNED,
-            AuditAction.LOT_QC_STATUS_CHANGED, AuditAction.BATCH_LABELLED, AuditAction.INJECTION_RECORDED,
-            AuditAction.CONSENT_WITHDRAWN} <= actions
+    assert {
+        AuditAction.TRIAL_CREATED,
+        AuditAction.SUBJECT_ENROLLED,
+        AuditAction.CONSENT_SIGNED,
+        AuditAction.LOT_QC_STATUS_CHANGED,
+        AuditAction.BATCH_LABELLED,
+        AuditAction.INJECTION_RECORDED,
+        AuditAction.CONSENT_WITHDRAWN,
+    } <= actions
     call_command("verify_audit")
 
 

@@ -22,7 +22,11 @@ def test_it_releases_a_lot_with_reason_and_old_and_new_status(lot, trial_manager
     lot.refresh_from_db()
     assert lot.qc_status == "released"
     event = last_event()
-    assert (event.action, event.actor, event.object_id) == (AuditAction.LOT_QC_STATUS_CHANGED, trial_manager, str(lot.pk))
+    assert (event.action, event.actor, event.object_id) == (
+        AuditAction.LOT_QC_STATUS_CHANGED,
+        trial_manager,
+        str(lot.pk),
+    )
     assert event.changes == {"qc_status": ["quarantined", "released"]}
     assert event.reason == "CoA reviewed, sterility passed"
 
@@ -41,8 +45,9 @@ def test_it_keeps_a_rejection_final(trial, trial_manager, nothing_written):
 
 
 def test_it_refuses_to_release_an_expired_lot(trial, trial_manager, nothing_written):
-    lot = f.NanoparticleLotFactory(trial=trial, qc_status="quarantined",
-                                   expiry_date=timezone.localdate() - dt.timedelta(days=1))
+    lot = f.NanoparticleLotFactory(
+        trial=trial, qc_status="quarantined", expiry_date=timezone.localdate() - dt.timedelta(days=1)
+    )
     with nothing_written(), pytest.raises(RuleViolation) as caught:
         lot_set_qc_status(actor=trial_manager, lot=lot, qc_status="released", reason="Source document reviewed")
     assert caught.value.code == "lot_expired"

@@ -19,9 +19,16 @@ COA = b"Certificate of analysis: Synomag-D, lot SD-2211"
 
 def _register(actor, trial, **overrides):
     fields = dict(
-        manufacturer="micromod", product="synomag-D", lot_number="SD-2211", expiry_date=dt.date(2027, 6, 30),
-        core_size_nm=Decimal("30"), hydrodynamic_size_nm=Decimal("50"), polydispersity_index=Decimal("0.15"),
-        coating="dextran", certificate_of_analysis=ContentFile(COA, name="coa.pdf"), iron_mg_per_ml=Decimal("10"),
+        manufacturer="micromod",
+        product="synomag-D",
+        lot_number="SD-2211",
+        expiry_date=dt.date(2027, 6, 30),
+        core_size_nm=Decimal("30"),
+        hydrodynamic_size_nm=Decimal("50"),
+        polydispersity_index=Decimal("0.15"),
+        coating="dextran",
+        certificate_of_analysis=ContentFile(COA, name="coa.pdf"),
+        iron_mg_per_ml=Decimal("10"),
     )
     fields.update(overrides)
     return lot_register(actor=actor, trial=trial, **fields)

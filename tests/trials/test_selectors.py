@@ -16,10 +16,17 @@ def subjects(site_a, site_b):
     return subjects
 
 
-@pytest.mark.parametrize("who,sites", [
-    ("coordinator_a", {"A"}), ("imaging_a", {"A"}), ("coordinator_b", {"B"}),
-    ("monitor", {"A", "B"}), ("sponsor", {"A", "B"}), ("auditor", {"A", "B"}),
-])
+@pytest.mark.parametrize(
+    "who,sites",
+    [
+        ("coordinator_a", {"A"}),
+        ("imaging_a", {"A"}),
+        ("coordinator_b", {"B"}),
+        ("monitor", {"A", "B"}),
+        ("sponsor", {"A", "B"}),
+        ("auditor", {"A", "B"}),
+    ],
+)
 def test_it_scopes_sites_and_subjects_by_membership(request, subjects, who, sites):
     user = request.getfixturevalue(who)
     assert {s.code for s in visible_sites(user)} == sites

@@ -77,8 +77,12 @@ def test_it_shows_every_detail_without_identity_and_refuses_identity_routes(api,
         if name == "subject-identity":
             for method in methods:
                 # A well-formed body, so the answer is about the role, not the input.
-                body = {"full_name": "Sponsor Attempt", "date_of_birth": "1970-01-01",
-                        "medical_record_number": "X-1", "reason": "name corrected from the source"}
+                body = {
+                    "full_name": "Sponsor Attempt",
+                    "date_of_birth": "1970-01-01",
+                    "medical_record_number": "X-1",
+                    "reason": "name corrected from the source",
+                }
                 response = getattr(client, method)(url, body, format="json")
                 assert response.status_code in (403, 404), (method, response.status_code)
                 assert _identity_leaks(response.json()) == []

@@ -34,15 +34,28 @@ def test_it_corrects_the_enrolment_date_with_one_audit_event(subject, coordinato
     assert subject.enrolment_date == dt.date(2026, 1, 21)
     event = one_event_since(start)
     assert (event.action, event.actor, event.site_id, event.subject_id, event.object_id) == (
-        AuditAction.SUBJECT_UPDATED, coordinator_a, subject.site_id, subject.pk, str(subject.pk))
+        AuditAction.SUBJECT_UPDATED,
+        coordinator_a,
+        subject.site_id,
+        subject.pk,
+        str(subject.pk),
+    )
     assert event.changes == {"enrolment_date": ["2026-01-12", "2026-01-21"]}
     assert event.reason == "date transposed on the CRF"
 
 
 @pytest.mark.parametrize("reason", ["", "   ", None])
 def test_it_requires_a_reason(subject, coordinator_a, nothing_written, reason):
-    error = refused("reason_required", nothing_written, _correct, subject, actor=coordinator_a, subject=subject,
-                    reason=reason, enrolment_date=dt.date(2026, 1, 21))
+    error = refused(
+        "reason_required",
+        nothing_written,
+        _correct,
+        subject,
+        actor=coordinator_a,
+        subject=subject,
+        reason=reason,
+        enrolment_date=dt.date(2026, 1, 21),
+    )
     assert (error.field, error.status_code) == ("reason", 400)
 
 
@@ -51,14 +64,17 @@ def test_it_refuses_a_correction_that_changes_nothing(subject, coordinator_a, no
     refused("no_change", nothing_written, _correct, subject, actor=coordinator_a, subject=subject, **fields)
 
 
-@pytest.mark.parametrize("field,value,code", [
-    ("code", "MPI-CT-T01-A-0099", "code_not_correctable"),
-    ("site", None, "site_not_correctable"),
-    ("trial", None, "trial_not_correctable"),
-    ("status", "withdrawn", "status_not_correctable"),
-    ("id", 999, "id_not_correctable"),
-    ("shoe_size", 44, "unknown_field"),
-])
+@pytest.mark.parametrize(
+    "field,value,code",
+    [
+        ("code", "MPI-CT-T01-A-0099", "code_not_correctable"),
+        ("site", None, "site_not_correctable"),
+        ("trial", None, "trial_not_correctable"),
+        ("status", "withdrawn", "status_not_correctable"),
+        ("id", 999, "id_not_correctable"),
+        ("shoe_size", 44, "unknown_field"),
+    ],
+)
 def test_it_refuses_fields_that_may_not_be_corrected(subject, coordinator_a, nothing_written, field, value, code):
     error = refused(code, nothing_written, _correct, subject, actor=coordinator_a, subject=subject, **{field: value})
     assert (error.field, error.status_code) == (field, 400)
@@ -66,15 +82,29 @@ def test_it_refuses_fields_that_may_not_be_corrected(subject, coordinator_a, not
 
 def test_it_refuses_an_enrolment_date_in_the_future(subject, coordinator_a, nothing_written):
     tomorrow = timezone.localdate() + dt.timedelta(days=2)
-    refused("enrolment_date_in_future", nothing_written, _correct, subject, actor=coordinator_a, subject=subject,
-            enrolment_date=tomorrow)
+    refused(
+        "enrolment_date_in_future",
+        nothing_written,
+        _correct,
+        subject,
+        actor=coordinator_a,
+        subject=subject,
+        enrolment_date=tomorrow,
+    )
 
 
 @pytest.mark.parametrize("who", ["imaging_a", "investigator_a", "coordinator_b", "monitor", "sponsor"])
 def test_it_lets_only_a_coordinator_of_the_site_correct(request, subject, nothing_written, who):
     actor = request.getfixturevalue(who)
-    error = refused("forbidden", nothing_written, _correct, subject, actor=actor, subject=subject,
-                    enrolment_date=dt.date(2026, 1, 21))
+    error = refused(
+        "forbidden",
+        nothing_written,
+        _correct,
+        subject,
+        actor=actor,
+        subject=subject,
+        enrolment_date=dt.date(2026, 1, 21),
+    )
     assert error.status_code == 403
 
 
@@ -98,8 +128,9 @@ def _url(subject):
 
 
 def test_it_corrects_through_the_api(api, subject, coordinator_a):
-    response = api(coordinator_a).patch(_url(subject), {"enrolment_date": "2026-01-21", "reason": "CRF typo at visit 2"},
-                                        format="json")
+    response = api(coordinator_a).patch(
+        _url(subject), {"enrolment_date": "2026-01-21", "reason": "CRF typo at visit 2"}, format="json"
+    )
     assert response.status_code == 200, response.json()
     assert response.json()["enrolment_date"] == "2026-01-21"
     assert "signatures" in response.json()
@@ -109,7 +140,9 @@ def test_it_corrects_through_the_api(api, subject, coordinator_a):
 
 def test_it_names_a_field_that_cannot_be_corrected_through_the_api(api, subject, coordinator_a, nothing_written):
     with nothing_written():
-        response = api(coordinator_a).patch(_url(subject), {"code": "X-1", "reason": "typo on the CRF, source checked"}, format="json")
+        response = api(coordinator_a).patch(
+            _url(subject), {"code": "X-1", "reason": "typo on the CRF, source checked"}, format="json"
+        )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "code_not_correctable"
     assert response.json()["error"]["fields"] == {"code": [response.json()["error"]["message"]]}
@@ -127,7 +160,8 @@ def test_it_validates_ownership(request, api, subject, nothing_written, who, sta
     client = api(request.getfixturevalue(who))
     with nothing_written():
         response = client.patch(
-            _url(subject), {"enrolment_date": "2026-01-21", "reason": "typo on the CRF, source checked"}, format="json")
+            _url(subject), {"enrolment_date": "2026-01-21", "reason": "typo on the CRF, source checked"}, format="json"
+        )
     assert response.status_code == status
     assert response.json()["error"]["code"] == {404: "not_found", 403: "forbidden"}[status]
     subject.refresh_from_db()

@@ -22,7 +22,11 @@ def test_it_enrols_a_subject_with_a_generated_code_and_one_audit_event(site_a, c
     assert AuditEvent.objects.count() == 1
     event = last_event()
     assert (event.action, event.actor, event.site_id, event.subject_id) == (
-        AuditAction.SUBJECT_ENROLLED, coordinator_a, site_a.pk, subject.pk)
+        AuditAction.SUBJECT_ENROLLED,
+        coordinator_a,
+        site_a.pk,
+        subject.pk,
+    )
     assert event.changes["code"] == [None, "MPI-CT-T01-A-0001"]
     assert event.changes["enrolment_date"] == [None, "2026-03-02"]
 

@@ -24,8 +24,13 @@ def subject(site_a):
 
 
 def test_it_records_identity_with_fingerprints_not_values_in_the_trail(subject, coordinator_a):
-    subject_identity_set(actor=coordinator_a, subject=subject, full_name="Hans Beispiel", date_of_birth=DOB,
-                         medical_record_number="MRN-77123")
+    subject_identity_set(
+        actor=coordinator_a,
+        subject=subject,
+        full_name="Hans Beispiel",
+        date_of_birth=DOB,
+        medical_record_number="MRN-77123",
+    )
 
     assert SubjectIdentity.objects.get(subject=subject).full_name == "Hans Beispiel"
     event = last_event()
@@ -37,15 +42,31 @@ def test_it_records_identity_with_fingerprints_not_values_in_the_trail(subject, 
 
 
 def test_it_corrects_identity_only_with_a_reason(subject, coordinator_a, nothing_written):
-    subject_identity_set(actor=coordinator_a, subject=subject, full_name="Hans Beispiel", date_of_birth=DOB,
-                         medical_record_number="MRN-77123")
+    subject_identity_set(
+        actor=coordinator_a,
+        subject=subject,
+        full_name="Hans Beispiel",
+        date_of_birth=DOB,
+        medical_record_number="MRN-77123",
+    )
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        subject_identity_set(actor=coordinator_a, subject=subject, full_name="Hans Beispiel-Muster",
-                             date_of_birth=DOB, medical_record_number="MRN-77123")
+        subject_identity_set(
+            actor=coordinator_a,
+            subject=subject,
+            full_name="Hans Beispiel-Muster",
+            date_of_birth=DOB,
+            medical_record_number="MRN-77123",
+        )
     assert caught.value.code == "reason_required"
 
-    subject_identity_set(actor=coordinator_a, subject=subject, full_name="Hans Beispiel-Muster", date_of_birth=DOB,
-                         medical_record_number="MRN-77123", reason="name changed at marriage")
+    subject_identity_set(
+        actor=coordinator_a,
+        subject=subject,
+        full_name="Hans Beispiel-Muster",
+        date_of_birth=DOB,
+        medical_record_number="MRN-77123",
+        reason="name changed at marriage",
+    )
     event = last_event()
     assert event.action == AuditAction.IDENTITY_UPDATED
     assert set(event.changes) == {"full_name"}  # only what changed
@@ -57,8 +78,7 @@ def test_it_corrects_identity_only_with_a_reason(subject, coordinator_a, nothing
 def test_it_refuses_identity_writes_by_non_site_clinical_roles(request, subject, nothing_written, who):
     actor = request.getfixturevalue(who)
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        subject_identity_set(actor=actor, subject=subject, full_name="X", date_of_birth=DOB,
-                             medical_record_number="1")
+        subject_identity_set(actor=actor, subject=subject, full_name="X", date_of_birth=DOB, medical_record_number="1")
     assert caught.value.code == "forbidden"
 
 
@@ -71,7 +91,11 @@ def test_it_lets_phi_roles_read_identity_and_audits_the_read(request, subject, w
     assert identity.subject_id == subject.pk
     event = last_event()
     assert (event.action, event.actor, event.subject_id, event.site_id) == (
-        AuditAction.IDENTITY_READ, reader, subject.pk, subject.site_id)
+        AuditAction.IDENTITY_READ,
+        reader,
+        subject.pk,
+        subject.site_id,
+    )
 
 
 @pytest.mark.parametrize("who", ["imaging_a", "sponsor", "auditor", "coordinator_b", "investigator_b"])

@@ -18,7 +18,11 @@ def test_it_changes_the_status_with_reason_old_and_new_value(site_a, coordinator
     assert subject.status == "enrolled"
     event = last_event()
     assert (event.action, event.actor, event.site_id, event.subject_id) == (
-        AuditAction.SUBJECT_STATUS_CHANGED, coordinator_a, site_a.pk, subject.pk)
+        AuditAction.SUBJECT_STATUS_CHANGED,
+        coordinator_a,
+        site_a.pk,
+        subject.pk,
+    )
     assert event.changes == {"status": ["screening", "enrolled"]}
     assert event.reason == "eligibility confirmed"
 
@@ -34,12 +38,16 @@ def test_it_requires_a_reason(site_a, coordinator_a, nothing_written, reason):
 def test_it_keeps_a_final_status_final(site_a, coordinator_a, nothing_written):
     subject = f.SubjectFactory(site=site_a, status=Subject.Status.WITHDRAWN)
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        subject_change_status(actor=coordinator_a, subject=subject, status="enrolled", reason="typo on the CRF, source checked")
+        subject_change_status(
+            actor=coordinator_a, subject=subject, status="enrolled", reason="typo on the CRF, source checked"
+        )
     assert caught.value.code == "subject_status_final"
 
 
 def test_it_refuses_a_coordinator_of_another_site(site_a, coordinator_b, nothing_written):
     subject = f.SubjectFactory(site=site_a, status=Subject.Status.SCREENING)
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        subject_change_status(actor=coordinator_b, subject=subject, status="enrolled", reason="Subject eligible after screening")
+        subject_change_status(
+            actor=coordinator_b, subject=subject, status="enrolled", reason="Subject eligible after screening"
+        )
     assert caught.value.code == "forbidden"

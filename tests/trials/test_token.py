@@ -32,8 +32,9 @@ def test_it_refuses_bad_credentials_in_the_error_shape_and_audits_the_failure(ap
     response = api().post(URL, {"username": "coordinator_a", "password": "wrong-password"}, format="json")
 
     assert response.status_code == 400
-    assert response.json() == {"error": {"code": "invalid_credentials",
-                                         "message": "Unable to log in with the credentials given."}}
+    assert response.json() == {
+        "error": {"code": "invalid_credentials", "message": "Unable to log in with the credentials given."}
+    }
     assert not ApiToken.objects.exists()
     event = AuditEvent.objects.get()
     assert event.action == AuditAction.LOGIN_FAILED

@@ -37,19 +37,28 @@ def _form_data(response) -> dict:
         elif value is None:
             data[name] = ""
         else:
-            data[name] = field.widget.format_value(value) if hasattr(field.widget, "format_value") and isinstance(
-                value, (dt.date, dt.datetime)) else getattr(value, "pk", value)
+            data[name] = (
+                field.widget.format_value(value)
+                if hasattr(field.widget, "format_value") and isinstance(value, (dt.date, dt.datetime))
+                else getattr(value, "pk", value)
+            )
     return data
 
 
 def _urls(subject, consent, batch, injection):
-    return [f"/subjects/{subject.pk}/edit/", f"/subjects/{subject.pk}/status/", f"/consents/{consent.pk}/edit/",
-            f"/injections/{injection.pk}/edit/", f"/lots/{batch.nanoparticle_lot_id}/edit/",
-            f"/batches/{batch.pk}/edit/"]
+    return [
+        f"/subjects/{subject.pk}/edit/",
+        f"/subjects/{subject.pk}/status/",
+        f"/consents/{consent.pk}/edit/",
+        f"/injections/{injection.pk}/edit/",
+        f"/lots/{batch.nanoparticle_lot_id}/edit/",
+        f"/batches/{batch.pk}/edit/",
+    ]
 
 
-def test_it_renders_every_correction_form_for_the_coordinator(browser_client, coordinator_a, trial_manager, ready,
-                                                               injection):
+def test_it_renders_every_correction_form_for_the_coordinator(
+    browser_client, coordinator_a, trial_manager, ready, injection
+):
     subject, consent, batch = ready
     # Lots are the trial's: the trial manager corrects them, not a site coordinator.
     lot_url = f"/lots/{batch.nanoparticle_lot_id}/edit/"
@@ -77,15 +86,19 @@ def test_it_answers_404_to_another_site(browser_client, coordinator_b, ready, in
     with nothing_written():
         for url in urls:
             assert client.get(url).status_code == 404, url
-            assert client.post(url, {"reason": "typo on the CRF, source checked", "status": "withdrawn"}).status_code == 404, url
+            assert (
+                client.post(url, {"reason": "typo on the CRF, source checked", "status": "withdrawn"}).status_code
+                == 404
+            ), url
 
 
 def test_it_corrects_the_enrolment_date_with_old_and_new_in_the_audit_trail(browser_client, coordinator_a, ready):
     subject, _, _ = ready
     old = subject.enrolment_date
     new = old - dt.timedelta(days=3)
-    response = browser_client(coordinator_a).post(f"/subjects/{subject.pk}/edit/", {
-        "enrolment_date": new.isoformat(), "reason": "transcription error"})
+    response = browser_client(coordinator_a).post(
+        f"/subjects/{subject.pk}/edit/", {"enrolment_date": new.isoformat(), "reason": "transcription error"}
+    )
     assert response.status_code == 302
     subject.refresh_from_db()
     assert subject.enrolment_date == new
@@ -94,13 +107,16 @@ def test_it_corrects_the_enrolment_date_with_old_and_new_in_the_audit_trail(brow
     assert event.reason == "transcription error"
 
 
-def test_it_refuses_a_correction_without_a_reason_next_to_the_field(browser_client, coordinator_a, ready,
-                                                                     nothing_written):
+def test_it_refuses_a_correction_without_a_reason_next_to_the_field(
+    browser_client, coordinator_a, ready, nothing_written
+):
     subject, _, _ = ready
     client = browser_client(coordinator_a)
     with nothing_written():
-        response = client.post(f"/subjects/{subject.pk}/edit/", {
-            "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": " "})
+        response = client.post(
+            f"/subjects/{subject.pk}/edit/",
+            {"enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": " "},
+        )
     assert response.status_code == 400
     assert response.context["form"].errors["reason"]
     assert b'id="id_reason_error"' in response.content
@@ -110,8 +126,13 @@ def test_it_shows_the_service_refusal_next_to_the_field(browser_client, coordina
     subject, _, _ = ready
     client = browser_client(coordinator_a)
     with nothing_written():
-        response = client.post(f"/subjects/{subject.pk}/edit/", {
-            "enrolment_date": (timezone.localdate() + dt.timedelta(days=5)).isoformat(), "reason": "typo on the CRF, source checked"})
+        response = client.post(
+            f"/subjects/{subject.pk}/edit/",
+            {
+                "enrolment_date": (timezone.localdate() + dt.timedelta(days=5)).isoformat(),
+                "reason": "typo on the CRF, source checked",
+            },
+        )
     assert response.status_code == 400
     assert response.context["form"].errors["enrolment_date"] == ["The enrolment date cannot be in the future."]
     assert b'id="id_enrolment_date_error"' in response.content
@@ -138,15 +159,18 @@ def test_it_says_so_when_a_correction_changes_nothing(browser_client, coordinato
     assert "changes nothing" in " ".join(response.context["form"].non_field_errors())
 
 
-def test_it_refuses_an_injection_correction_verified_by_the_administrator(browser_client, coordinator_a, injection,
-                                                                           nothing_written):
+def test_it_refuses_an_injection_correction_verified_by_the_administrator(
+    browser_client, coordinator_a, injection, nothing_written
+):
     client = browser_client(coordinator_a)
     data = _form_data(client.get(f"/injections/{injection.pk}/edit/"))
     with nothing_written():
-        response = client.post(f"/injections/{injection.pk}/edit/", {
-            **data, "verified_by": coordinator_a.pk, "reason": "wrong verifier"})
+        response = client.post(
+            f"/injections/{injection.pk}/edit/", {**data, "verified_by": coordinator_a.pk, "reason": "wrong verifier"}
+        )
     assert response.context["form"].errors["verified_by"] == [
-        "The verifier must be someone other than the administrator."]
+        "The verifier must be someone other than the administrator."
+    ]
 
 
 def test_it_corrects_a_lot_and_recomputes_the_other_concentration(browser_client, trial_manager, ready):
@@ -164,20 +188,28 @@ def test_it_refuses_a_lot_correction_next_to_the_field(browser_client, trial_man
     client = browser_client(trial_manager)
     data = _form_data(client.get(f"/lots/{lot.pk}/edit/"))
     with nothing_written():
-        response = client.post(f"/lots/{lot.pk}/edit/", {**data, "hydrodynamic_size_nm": "2", "reason": "typo on the CRF, source checked"})
+        response = client.post(
+            f"/lots/{lot.pk}/edit/", {**data, "hydrodynamic_size_nm": "2", "reason": "typo on the CRF, source checked"}
+        )
     assert "cannot be smaller than the core" in response.context["form"].errors["hydrodynamic_size_nm"][0]
 
 
-def test_it_refuses_a_batch_count_below_what_was_injected(browser_client, coordinator_a, ready, injection,
-                                                          nothing_written):
+def test_it_refuses_a_batch_count_below_what_was_injected(
+    browser_client, coordinator_a, ready, injection, nothing_written
+):
     batch = ready[2]
     client = browser_client(coordinator_a)
     data = _form_data(client.get(f"/batches/{batch.pk}/edit/"))
     assert "labelled_at" not in data  # released: the labelling is not corrected here
     with nothing_written():
-        response = client.post(f"/batches/{batch.pk}/edit/", {**data, "cell_count": "1000", "reason": "typo on the CRF, source checked"})
+        response = client.post(
+            f"/batches/{batch.pk}/edit/", {**data, "cell_count": "1000", "reason": "typo on the CRF, source checked"}
+        )
     assert "cannot be corrected to" in response.context["form"].errors["cell_count"][0]
-    response = client.post(f"/batches/{batch.pk}/edit/", {**data, "viability_percent": "91.00", "reason": "typo on the CRF, source checked"})
+    response = client.post(
+        f"/batches/{batch.pk}/edit/",
+        {**data, "viability_percent": "91.00", "reason": "typo on the CRF, source checked"},
+    )
     assert response.status_code == 302
     batch.refresh_from_db()
     assert batch.viability_percent == Decimal("91.00")
@@ -203,8 +235,12 @@ def test_it_changes_the_subject_status_with_a_reason(browser_client, coordinator
     with nothing_written():
         refused = client.post(f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": ""})
     assert refused.status_code == 400 and b'id="id_reason_error"' in refused.content
-    assert client.post(f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": "moved abroad",
-                                                          "confirm": "on"}).status_code == 302
+    assert (
+        client.post(
+            f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": "moved abroad", "confirm": "on"}
+        ).status_code
+        == 302
+    )
     subject.refresh_from_db()
     assert subject.status == "withdrawn"
     event = last_event()
@@ -219,6 +255,11 @@ def test_it_does_not_offer_corrections_to_a_monitor(browser_client, monitor, rea
     client = browser_client(monitor)
     assert client.get(f"/subjects/{subject.pk}/edit/").status_code == 404
     with nothing_written():
-        response = client.post(f"/subjects/{subject.pk}/edit/", {
-            "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": "typo on the CRF, source checked"})
+        response = client.post(
+            f"/subjects/{subject.pk}/edit/",
+            {
+                "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(),
+                "reason": "typo on the CRF, source checked",
+            },
+        )
     assert response.status_code == 404

@@ -18,9 +18,17 @@ def _local(value: dt.datetime) -> str:
 
 
 def test_it_enrols_a_subject_with_identity(browser_client, coordinator_a, site_a):
-    response = browser_client(coordinator_a).post("/subjects/new/", {
-        "site": site_a.pk, "enrolment_date": timezone.localdate().isoformat(), "status": "enrolled",
-        "full_name": "Erika Mustermann", "date_of_birth": "1961-04-17", "medical_record_number": "MRN77"})
+    response = browser_client(coordinator_a).post(
+        "/subjects/new/",
+        {
+            "site": site_a.pk,
+            "enrolment_date": timezone.localdate().isoformat(),
+            "status": "enrolled",
+            "full_name": "Erika Mustermann",
+            "date_of_birth": "1961-04-17",
+            "medical_record_number": "MRN77",
+        },
+    )
     subject = Subject.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/subjects/{subject.pk}/consent/"
     assert SubjectIdentity.objects.get(subject=subject).medical_record_number == "MRN77"
@@ -30,9 +38,14 @@ def test_it_shows_a_rule_violation_next_to_the_field(browser_client, coordinator
     subject, consent, _ = ready
     client = browser_client(coordinator_a)
     with nothing_written():
-        response = client.post(f"/subjects/{subject.pk}/consent/", {
-            "document": consent.document_id, "scopes": ["imaging"],
-            "signed_at": _local(timezone.now() + dt.timedelta(days=2))})
+        response = client.post(
+            f"/subjects/{subject.pk}/consent/",
+            {
+                "document": consent.document_id,
+                "scopes": ["imaging"],
+                "signed_at": _local(timezone.now() + dt.timedelta(days=2)),
+            },
+        )
     assert response.status_code == 400
     assert response.context["form"].errors["signed_at"] == ["The signature time cannot be in the future."]
     assert b'id="id_signed_at_error"' in response.content
@@ -50,27 +63,38 @@ def test_it_records_a_withdrawal_only_with_a_reason(browser_client, coordinator_
 
 
 def _injection_form(batch, administered_by, verified_by, password):
-    return {"batch": batch.pk, "administered_cells": 1_000_000, "volume_ml": "1.5", "route": "intramyocardial",
-            "anatomical_target": "LV anterior wall", "administered_at": _local(timezone.now() - dt.timedelta(hours=1)),
-            "administered_by": administered_by.pk, "verified_by": verified_by.pk, "verifier_password": password}
+    return {
+        "batch": batch.pk,
+        "administered_cells": 1_000_000,
+        "volume_ml": "1.5",
+        "route": "intramyocardial",
+        "anatomical_target": "LV anterior wall",
+        "administered_at": _local(timezone.now() - dt.timedelta(hours=1)),
+        "administered_by": administered_by.pk,
+        "verified_by": verified_by.pk,
+        "verifier_password": password,
+    }
 
 
 def test_it_records_an_injection_verified_by_a_second_person(browser_client, coordinator_a, investigator_a, ready):
     subject, _, batch = ready
-    response = browser_client(coordinator_a).post(f"/subjects/{subject.pk}/injection/",
-                                                  _injection_form(batch, coordinator_a, investigator_a, f.PASSWORD))
+    response = browser_client(coordinator_a).post(
+        f"/subjects/{subject.pk}/injection/", _injection_form(batch, coordinator_a, investigator_a, f.PASSWORD)
+    )
     assert response.status_code == 302
     injection = Injection.objects.get()
     assert (injection.administered_by, injection.verified_by) == (coordinator_a, investigator_a)
 
 
-def test_it_refuses_the_injection_when_the_verifier_password_is_wrong(browser_client, coordinator_a, investigator_a,
-                                                                      ready):
+def test_it_refuses_the_injection_when_the_verifier_password_is_wrong(
+    browser_client, coordinator_a, investigator_a, ready
+):
     subject, _, batch = ready
     client = browser_client(coordinator_a)
     before = AuditEvent.objects.count()
-    response = client.post(f"/subjects/{subject.pk}/injection/",
-                           _injection_form(batch, coordinator_a, investigator_a, "wrong"))
+    response = client.post(
+        f"/subjects/{subject.pk}/injection/", _injection_form(batch, coordinator_a, investigator_a, "wrong")
+    )
     assert "verifier_password" in response.context["form"].errors
     assert Injection.objects.count() == 0
     # The refusal is audited (and counted toward the verifier's lockout); nothing else is written.
@@ -82,10 +106,12 @@ def test_it_refuses_a_verifier_who_is_the_administrator(browser_client, coordina
     subject, _, batch = ready
     client = browser_client(coordinator_a)
     with nothing_written():
-        response = client.post(f"/subjects/{subject.pk}/injection/",
-                                                      _injection_form(batch, coordinator_a, coordinator_a, f.PASSWORD))
+        response = client.post(
+            f"/subjects/{subject.pk}/injection/", _injection_form(batch, coordinator_a, coordinator_a, f.PASSWORD)
+        )
     assert response.context["form"].errors["verified_by"] == [
-        "The verifier must be someone other than the administrator."]
+        "The verifier must be someone other than the administrator."
+    ]
     assert Consent.objects.count() == 1
 
 

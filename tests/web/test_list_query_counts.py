@@ -43,8 +43,9 @@ def test_it_uses_as_many_queries_for_20_rows_as_for_2(browser_client, coordinato
     assert many == few
 
 
-def test_the_exports_page_uses_as_many_queries_for_20_exports_as_for_2(browser_client, auditor, trial, site_a,
-                                                                        django_capture_on_commit_callbacks):
+def test_the_exports_page_uses_as_many_queries_for_20_exports_as_for_2(
+    browser_client, auditor, trial, site_a, django_capture_on_commit_callbacks
+):
     client = browser_client(auditor)
 
     def request(n):

@@ -14,8 +14,9 @@ from tests import factories as f
 
 
 def test_it_shows_the_dashboard_with_enrolment_scans_and_alerts(browser_client, coordinator_a, quantified):
-    f.NanoparticleLotFactory(trial=quantified.subject.trial, lot_number="EXP-SOON",
-                             expiry_date=quantified.created_at.date())
+    f.NanoparticleLotFactory(
+        trial=quantified.subject.trial, lot_number="EXP-SOON", expiry_date=quantified.created_at.date()
+    )
     page = browser_client(coordinator_a).get("/")
     assert page.status_code == 200
     html = page.content.decode()
@@ -37,8 +38,11 @@ def test_it_renders_the_viewer_and_its_images(browser_client, investigator_a, qu
     page = client.get(f"/scans/{quantified.pk}/")
     assert page.status_code == 200
     assert b"mmol Fe/L" in page.content
-    for url in (f"/scans/{quantified.pk}/image/axial/0.png", f"/scans/{quantified.pk}/image/mip.png",
-                f"/scans/{quantified.pk}/image/coronal/5.png"):
+    for url in (
+        f"/scans/{quantified.pk}/image/axial/0.png",
+        f"/scans/{quantified.pk}/image/mip.png",
+        f"/scans/{quantified.pk}/image/coronal/5.png",
+    ):
         image = client.get(url)
         assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n", url
 

@@ -11,8 +11,15 @@ from imaging import pacs
 from imaging.models import DicomSend, RegionOfInterest, Scan
 from tests.web.scans import scans_at
 
-SPHERE = {"roi-name": "heart", "roi-kind": "target", "roi-shape": "sphere", "roi-centre_x_mm": "0",
-          "roi-centre_y_mm": "-5", "roi-centre_z_mm": "12.5", "roi-size_x_mm": "8"}
+SPHERE = {
+    "roi-name": "heart",
+    "roi-kind": "target",
+    "roi-shape": "sphere",
+    "roi-centre_x_mm": "0",
+    "roi-centre_y_mm": "-5",
+    "roi-centre_z_mm": "12.5",
+    "roi-size_x_mm": "8",
+}
 
 
 def test_it_defines_a_region_from_geometry_in_millimetres(browser_client, coordinator_a, ready):
@@ -29,8 +36,9 @@ def test_it_defines_a_region_from_geometry_in_millimetres(browser_client, coordi
 
 def test_it_needs_three_sizes_for_an_ellipsoid(browser_client, coordinator_a, ready):
     subject = ready[0]
-    response = browser_client(coordinator_a).post(f"/subjects/{subject.pk}/rois/", {
-        **SPHERE, "roi-shape": "ellipsoid", "roi-size_z_mm": "3"})
+    response = browser_client(coordinator_a).post(
+        f"/subjects/{subject.pk}/rois/", {**SPHERE, "roi-shape": "ellipsoid", "roi-size_z_mm": "3"}
+    )
     assert response.status_code == 400
     assert response.context["roi_form"].errors["size_y_mm"]
     assert b'id="id_roi-size_y_mm_error"' in response.content
@@ -41,16 +49,18 @@ def test_it_shows_a_duplicate_name_next_to_the_name(browser_client, coordinator_
     subject = ready[0]
     client = browser_client(coordinator_a)
     client.post(f"/subjects/{subject.pk}/rois/", SPHERE)
-    response = client.post(f"/subjects/{subject.pk}/rois/", {**SPHERE, "roi-shape": "box", "roi-size_y_mm": "4",
-                                                               "roi-size_z_mm": "4"})
+    response = client.post(
+        f"/subjects/{subject.pk}/rois/", {**SPHERE, "roi-shape": "box", "roi-size_y_mm": "4", "roi-size_z_mm": "4"}
+    )
     assert response.status_code == 400
     assert "already exists" in response.context["roi_form"].errors["name"][0]
     assert b'id="id_roi-name_error"' in response.content
     assert RegionOfInterest.objects.count() == 1
 
 
-def test_it_refuses_regions_to_roles_without_the_right_and_to_other_sites(browser_client, monitor, coordinator_b,
-                                                                           ready):
+def test_it_refuses_regions_to_roles_without_the_right_and_to_other_sites(
+    browser_client, monitor, coordinator_b, ready
+):
     subject = ready[0]
     client = browser_client(monitor)
     assert b"Add a region" not in client.get(f"/subjects/{subject.pk}/").content
@@ -61,12 +71,18 @@ def test_it_refuses_regions_to_roles_without_the_right_and_to_other_sites(browse
 
 @pytest.fixture
 def destination(quantified):
-    return pacs.pacs_destination_register(actor=None, trial=quantified.subject.trial, name="Site PACS",
-                                          protocol="dicomweb", base_url="https://pacs.example.org/dicomweb")
+    return pacs.pacs_destination_register(
+        actor=None,
+        trial=quantified.subject.trial,
+        name="Site PACS",
+        protocol="dicomweb",
+        base_url="https://pacs.example.org/dicomweb",
+    )
 
 
-def test_the_viewer_offers_the_exports_each_role_may_request(browser_client, investigator_a, auditor, quantified,
-                                                             destination):
+def test_the_viewer_offers_the_exports_each_role_may_request(
+    browser_client, investigator_a, auditor, quantified, destination
+):
     html = browser_client(investigator_a).get(f"/scans/{quantified.pk}/").content.decode()
     assert 'value="dicom_study"' in html and 'value="dicom_study_deidentified"' in html
     assert "Site PACS" in html
@@ -102,8 +118,7 @@ def test_it_sends_to_an_active_pacs_destination(browser_client, investigator_a, 
     assert "PACS sends" in client.get("/exports/").content.decode()
 
 
-def test_it_refuses_an_inactive_destination_next_to_the_field(browser_client, investigator_a, quantified,
-                                                              destination):
+def test_it_refuses_an_inactive_destination_next_to_the_field(browser_client, investigator_a, quantified, destination):
     destination.active = False
     destination.save()
     response = browser_client(investigator_a).post(f"/scans/{quantified.pk}/pacs/", {"destination": destination.pk})
@@ -113,9 +128,11 @@ def test_it_refuses_an_inactive_destination_next_to_the_field(browser_client, in
 
 def test_scan_actions_answer_404_to_another_site(browser_client, coordinator_b, quantified, destination):
     client = browser_client(coordinator_b)
-    for url, data in ((f"/scans/{quantified.pk}/export/", {"kind": "dicom_study"}),
-                      (f"/scans/{quantified.pk}/pacs/", {"destination": destination.pk}),
-                      (f"/scans/{quantified.pk}/retry/", {})):
+    for url, data in (
+        (f"/scans/{quantified.pk}/export/", {"kind": "dicom_study"}),
+        (f"/scans/{quantified.pk}/pacs/", {"destination": destination.pk}),
+        (f"/scans/{quantified.pk}/retry/", {}),
+    ):
         assert client.post(url, data).status_code == 404, url
     assert not Export.objects.exists() and not DicomSend.objects.exists()
 

@@ -33,14 +33,23 @@ def _url(name, params, record, *, export=None) -> str:
         return reverse(name)
     if page == "export-retry":
         return reverse(name, kwargs={"pk": export.pk})
-    pk = {"injection-correct": record.injection.pk, "consent-correct": record.consent.pk,
-          "consent-withdraw": record.consent.pk}.get(page)
+    pk = {
+        "injection-correct": record.injection.pk,
+        "consent-correct": record.consent.pk,
+        "consent-withdraw": record.consent.pk,
+    }.get(page)
     if pk is None:
-        pk = (record.subject.pk if page == "subject" or page.startswith(("subject-", "consent-", "injection-",
-                                                                        "scan-upload", "roi-"))
-              else record.batch.nanoparticle_lot_id if page.startswith("lot-")
-              else record.batch.pk if page.startswith("batch-")
-              else record.scan.pk if page == "scan" or page.startswith("scan-") else None)
+        pk = (
+            record.subject.pk
+            if page == "subject" or page.startswith(("subject-", "consent-", "injection-", "scan-upload", "roi-"))
+            else record.batch.nanoparticle_lot_id
+            if page.startswith("lot-")
+            else record.batch.pk
+            if page.startswith("batch-")
+            else record.scan.pk
+            if page == "scan" or page.startswith("scan-")
+            else None
+        )
     assert pk is not None, f"no object for {name}: add it here"
     kwargs = {"pk": pk}
     if "plane" in params:
@@ -58,8 +67,14 @@ def test_it_walks_every_page(cohort):  # noqa: F811
 
 
 @pytest.mark.parametrize("name,params", PAGES, ids=[p[0] for p in PAGES])
-def test_it_answers_the_sponsor_404_or_deidentified_content(browser_client, sponsor, trial, cohort,  # noqa: F811
-                                                             name, params):
+def test_it_answers_the_sponsor_404_or_deidentified_content(
+    browser_client,
+    sponsor,
+    trial,
+    cohort,  # noqa: F811
+    name,
+    params,
+):
     export = services.export_request(actor=sponsor, kind=Export.Kind.DICOM_STUDY_DEIDENTIFIED, scan=cohort.shared.scan)
     client = browser_client(sponsor)
     for record in cohort.everyone:
@@ -77,8 +92,7 @@ def test_it_answers_the_sponsor_404_or_deidentified_content(browser_client, spon
                 assert response.status_code == 404, (name, method, response.status_code)
 
 
-def test_it_shows_the_sponsor_counts_and_pseudonymous_exports_only(browser_client, sponsor, trial,
-                                                                    cohort):  # noqa: F811
+def test_it_shows_the_sponsor_counts_and_pseudonymous_exports_only(browser_client, sponsor, trial, cohort):  # noqa: F811
     services.export_request(actor=sponsor, kind=Export.Kind.DICOM_STUDY_DEIDENTIFIED, scan=cohort.shared.scan)
     client = browser_client(sponsor)
     pseudonym = deidentify.subject_pseudonym(trial, cohort.shared.subject)

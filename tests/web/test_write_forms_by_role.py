@@ -16,27 +16,50 @@ from tests import factories as f
 from tests.web.scans import scans_at
 from trials import services as trial_services
 
-CORRECTION_POST = {"reason": "typo on the CRF, source checked", "status": "withdrawn", "enrolment_date": "2020-01-01", "scopes": ["imaging"],
-                   "qc_status": "rejected", "release_status": "rejected"}
-SPHERE = {"roi-name": "heart", "roi-kind": "target", "roi-shape": "sphere", "roi-centre_x_mm": "0",
-          "roi-centre_y_mm": "0", "roi-centre_z_mm": "0", "roi-size_x_mm": "8"}
+CORRECTION_POST = {
+    "reason": "typo on the CRF, source checked",
+    "status": "withdrawn",
+    "enrolment_date": "2020-01-01",
+    "scopes": ["imaging"],
+    "qc_status": "rejected",
+    "release_status": "rejected",
+}
+SPHERE = {
+    "roi-name": "heart",
+    "roi-kind": "target",
+    "roi-shape": "sphere",
+    "roi-centre_x_mm": "0",
+    "roi-centre_y_mm": "0",
+    "roi-centre_z_mm": "0",
+    "roi-size_x_mm": "8",
+}
 
 
 @pytest.fixture
 def records(ready, coordinator_a, investigator_a):
     subject, consent, batch = ready
-    injection = f.InjectionFactory(subject=subject, batch=batch, administered_by=coordinator_a,
-                                   verified_by=investigator_a)
+    injection = f.InjectionFactory(
+        subject=subject, batch=batch, administered_by=coordinator_a, verified_by=investigator_a
+    )
     return subject, consent, batch, injection
 
 
 def _coordinator_forms(subject, consent, batch, injection) -> list[str]:
     """The forms only a coordinator of the record's site (or, for the trial's lots, the trial manager) may save."""
-    return [f"/subjects/{subject.pk}/edit/", f"/subjects/{subject.pk}/status/", f"/consents/{consent.pk}/edit/",
-            f"/injections/{injection.pk}/edit/", f"/lots/{batch.nanoparticle_lot_id}/edit/",
-            f"/batches/{batch.pk}/edit/", f"/subjects/{subject.pk}/consent/", f"/subjects/{subject.pk}/injection/",
-            f"/consents/{consent.pk}/withdraw/", f"/lots/{batch.nanoparticle_lot_id}/qc/",
-            f"/batches/{batch.pk}/release/", f"/batches/{batch.pk}/label/"]
+    return [
+        f"/subjects/{subject.pk}/edit/",
+        f"/subjects/{subject.pk}/status/",
+        f"/consents/{consent.pk}/edit/",
+        f"/injections/{injection.pk}/edit/",
+        f"/lots/{batch.nanoparticle_lot_id}/edit/",
+        f"/batches/{batch.pk}/edit/",
+        f"/subjects/{subject.pk}/consent/",
+        f"/subjects/{subject.pk}/injection/",
+        f"/consents/{consent.pk}/withdraw/",
+        f"/lots/{batch.nanoparticle_lot_id}/qc/",
+        f"/batches/{batch.pk}/release/",
+        f"/batches/{batch.pk}/label/",
+    ]
 
 
 @pytest.mark.parametrize("who", ["monitor", "sponsor", "auditor", "imaging_a", "investigator_a"])
@@ -75,11 +98,17 @@ def test_the_coordinator_is_still_offered_and_served_every_form(browser_client, 
         else:
             assert f'href="{url}"' in html, url
         assert client.get(url).status_code == 200, url
-    response = client.post(f"/subjects/{subject.pk}/edit/", {
-        "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(), "reason": "typo on the CRF, source checked"})
+    response = client.post(
+        f"/subjects/{subject.pk}/edit/",
+        {
+            "enrolment_date": (subject.enrolment_date - dt.timedelta(days=1)).isoformat(),
+            "reason": "typo on the CRF, source checked",
+        },
+    )
     assert response.status_code == 302
-    response = client.post(f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": "moved abroad",
-                                                                "confirm": "on"})
+    response = client.post(
+        f"/subjects/{subject.pk}/status/", {"status": "withdrawn", "reason": "moved abroad", "confirm": "on"}
+    )
     assert response.status_code == 302
     subject.refresh_from_db()
     assert subject.status == "withdrawn"
@@ -114,13 +143,19 @@ def test_regions_are_defined_by_the_roles_that_may(request, browser_client, who,
 
 @pytest.fixture
 def destination(quantified):
-    return pacs.pacs_destination_register(actor=None, trial=quantified.subject.trial, name="Site PACS",
-                                          protocol="dicomweb", base_url="https://pacs.example.org/dicomweb")
+    return pacs.pacs_destination_register(
+        actor=None,
+        trial=quantified.subject.trial,
+        name="Site PACS",
+        protocol="dicomweb",
+        base_url="https://pacs.example.org/dicomweb",
+    )
 
 
 @pytest.mark.parametrize("who", ["sponsor", "auditor"])
 def test_pacs_send_answers_404_to_roles_that_may_not_take_the_identified_study_out(
-        request, browser_client, who, quantified, destination):
+    request, browser_client, who, quantified, destination
+):
     client = browser_client(request.getfixturevalue(who))
     assert "Site PACS" not in client.get(f"/scans/{quantified.pk}/").content.decode()
     # A POST-only action (405), except for a sponsor, to whom no scan page exists (404).
@@ -129,8 +164,9 @@ def test_pacs_send_answers_404_to_roles_that_may_not_take_the_identified_study_o
     assert not DicomSend.objects.exists()
 
 
-def test_export_answers_404_to_a_sponsor_once_data_sharing_is_withdrawn(browser_client, api, sponsor, coordinator_a,
-                                                                          quantified):
+def test_export_answers_404_to_a_sponsor_once_data_sharing_is_withdrawn(
+    browser_client, api, sponsor, coordinator_a, quantified
+):
     # The scan viewer shows the subject's code and real dates: no page for a sponsor (404).
     # With data-sharing consent the sponsor may have the de-identified study through the API
     # (the identified one stays a refusal); once it is withdrawn, the scan is not theirs: 404.
@@ -142,8 +178,9 @@ def test_export_answers_404_to_a_sponsor_once_data_sharing_is_withdrawn(browser_
     assert api(sponsor).post(exports, {"kind": "dicom_study_deidentified"}, format="json").status_code == 201
     assert Export.objects.count() == 1
     consent = quantified.subject.consents.get()
-    trial_services.consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"],
-                                    reason="no more sharing")
+    trial_services.consent_withdraw(
+        actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="no more sharing"
+    )
     for kind in ("dicom_study", "dicom_study_deidentified"):
         assert api(sponsor).post(exports, {"kind": kind}, format="json").status_code == 404
     assert Export.objects.count() == 1

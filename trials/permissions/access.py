@@ -92,8 +92,12 @@ def require_trial_role(user, *, trial: Trial, roles, action: str) -> None:
     held = set(active_memberships(user).filter(trial=trial, site__isnull=True).values_list("role", flat=True))
     if not held & {str(r) for r in roles}:
         needed = " or ".join(sorted(str(r) for r in roles))
-        raise RuleViolation("forbidden", f"Only a trial-wide {needed} of trial {trial.protocol_number} may {action}: "
-                            "it is shared by every site of the trial.", status_code=403)
+        raise RuleViolation(
+            "forbidden",
+            f"Only a trial-wide {needed} of trial {trial.protocol_number} may {action}: "
+            "it is shared by every site of the trial.",
+            status_code=403,
+        )
 
 
 def can_read_identity(user, subject: Subject) -> bool:

@@ -12,11 +12,25 @@ register = template.Library()
 
 # Status words -> badge tone (neutral, progress, good, warning, bad).
 _TONES = {
-    "received": "neutral", "validating": "progress", "validated": "progress", "reconstructing": "progress",
-    "reconstructed": "progress", "quantified": "good", "rejected": "bad", "failed": "bad",
-    "screening": "neutral", "enrolled": "good", "completed": "neutral", "withdrawn": "warn",
-    "quarantined": "warn", "released": "good", "pending": "warn",
-    "queued": "neutral", "running": "progress", "ready": "good", "sent": "good",
+    "received": "neutral",
+    "validating": "progress",
+    "validated": "progress",
+    "reconstructing": "progress",
+    "reconstructed": "progress",
+    "quantified": "good",
+    "rejected": "bad",
+    "failed": "bad",
+    "screening": "neutral",
+    "enrolled": "good",
+    "completed": "neutral",
+    "withdrawn": "warn",
+    "quarantined": "warn",
+    "released": "good",
+    "pending": "warn",
+    "queued": "neutral",
+    "running": "progress",
+    "ready": "good",
+    "sent": "good",
 }
 
 
@@ -24,8 +38,12 @@ _TONES = {
 def badge(status, label=None):
     if not status:
         return format_html('<span class="badge tone-neutral">{}</span>', label or "none")
-    return format_html('<span class="badge tone-{}" data-status="{}">{}</span>', _TONES.get(str(status), "neutral"),
-                       status, label or str(status).replace("_", " "))
+    return format_html(
+        '<span class="badge tone-{}" data-status="{}">{}</span>',
+        _TONES.get(str(status), "neutral"),
+        status,
+        label or str(status).replace("_", " "),
+    )
 
 
 @register.simple_tag

@@ -4,8 +4,10 @@ from compliance.audit import AuditError, checkpoint_dir, write_checkpoint
 
 
 class Command(BaseCommand):
-    help = ("Sign the audit chain's head with the chain key and append the checkpoint to AUDIT_CHECKPOINT_DIR "
-            "(Celery beat does this every AUDIT_CHECKPOINT_INTERVAL_SECONDS).")
+    help = (
+        "Sign the audit chain's head with the chain key and append the checkpoint to AUDIT_CHECKPOINT_DIR "
+        "(Celery beat does this every AUDIT_CHECKPOINT_INTERVAL_SECONDS)."
+    )
 
     def handle(self, *args, **options):
         try:

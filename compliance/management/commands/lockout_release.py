@@ -5,8 +5,10 @@ from compliance.security import lockout_release
 
 
 class Command(BaseCommand):
-    help = ("Release a sign-in lockout of USERNAME (at every address, or only at --address), audited. "
-            "Prefer it to axes_reset_username, which leaves no audit event.")
+    help = (
+        "Release a sign-in lockout of USERNAME (at every address, or only at --address), audited. "
+        "Prefer it to axes_reset_username, which leaves no audit event."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")

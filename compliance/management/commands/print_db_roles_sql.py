@@ -47,7 +47,7 @@ END $$;""")  # noqa: S608 - the names passed _IDENTIFIER above; DDL takes no bou
         f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{app}";',
         # The audit trail: read and append only. No ownership, so no DROP/ALTER of the trigger.
         f'REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {AUDIT_TABLE} FROM "{app}";',
-        f'REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {AUDIT_TABLE} FROM PUBLIC;',
+        f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {AUDIT_TABLE} FROM PUBLIC;",
         # Tables the owner creates in later migrations are usable at once.
         f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" IN SCHEMA public '
         f'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "{app}";',
@@ -57,17 +57,26 @@ END $$;""")  # noqa: S608 - the names passed _IDENTIFIER above; DDL takes no bou
 
 
 class Command(BaseCommand):
-    help = ("Print idempotent SQL that gives the application a PostgreSQL role which owns nothing and may only "
-            "SELECT and INSERT audit events (migrations run as the owner role).")
+    help = (
+        "Print idempotent SQL that gives the application a PostgreSQL role which owns nothing and may only "
+        "SELECT and INSERT audit events (migrations run as the owner role)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--owner-role", default="mpi_owner", help="role that owns the tables; runs migrate")
         parser.add_argument("--app-role", default="mpi_app", help="role of the web and worker processes")
         parser.add_argument("--database", default=None, help="database name (default: the configured one)")
-        parser.add_argument("--create-roles", action="store_true",
-                            help="also create both roles (needs a superuser or CREATEROLE)")
+        parser.add_argument(
+            "--create-roles", action="store_true", help="also create both roles (needs a superuser or CREATEROLE)"
+        )
 
     def handle(self, *args, **options):
-        self.stdout.write(roles_sql(owner=options["owner_role"], app=options["app_role"],
-                                    database=options["database"] or connection.settings_dict["NAME"],
-                                    create_roles=options["create_roles"]), ending="")
+        self.stdout.write(
+            roles_sql(
+                owner=options["owner_role"],
+                app=options["app_role"],
+                database=options["database"] or connection.settings_dict["NAME"],
+                create_roles=options["create_roles"],
+            ),
+            ending="",
+        )

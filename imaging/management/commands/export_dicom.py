@@ -25,8 +25,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("scan_id", type=int)
         parser.add_argument("--output", required=True, help="folder to write the .dcm files into (created)")
-        parser.add_argument("--deidentify", action="store_true",
-                            help="de-identify (PS3.15 Annex E, the trial's key and the subject's date shift)")
+        parser.add_argument(
+            "--deidentify",
+            action="store_true",
+            help="de-identify (PS3.15 Annex E, the trial's key and the subject's date shift)",
+        )
         parser.add_argument("--user", help="username to act (and be audited) as; default: the system")
 
     def handle(self, *args, scan_id: int, output: str, deidentify: bool, user: str | None, **options):
@@ -47,5 +50,8 @@ class Command(BaseCommand):
         for path in paths:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             self.stdout.write(f"{path}\t{ds.SOPClassUID}\t{ds.SOPClassUID.name}")
-        self.stdout.write(self.style.SUCCESS(f"{len(paths)} objects written for scan #{scan.pk}"
-                                             f"{' (de-identified)' if deidentify else ''}."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{len(paths)} objects written for scan #{scan.pk}{' (de-identified)' if deidentify else ''}."
+            )
+        )

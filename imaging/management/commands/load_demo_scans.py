@@ -62,13 +62,20 @@ class Command(BaseCommand):
                         calibration = self._calibration(tmp, scanner_model, rng, background)
                     lot = trial.nanoparticle_lots.order_by("id").first()
                     services.system_matrix_register(
-                        actor=None, scanner=scanner, name="Simulated 12x12 calibration (delta sample 0.05 mol/L)",
-                        tracer_product=lot.product if lot else "VivoTrax", source_path=calibration[0])
+                        actor=None,
+                        scanner=scanner,
+                        name="Simulated 12x12 calibration (delta sample 0.05 mol/L)",
+                        tracer_product=lot.product if lot else "VivoTrax",
+                        source_path=calibration[0],
+                    )
                     self.stdout.write(f"system matrix registered for scanner {scanner.name} at site {site.code}")
             sm_geometry = calibration[1] if calibration else self._geometry(scanner_model)
             queued = 0
-            injections = Injection.objects.filter(subject__trial=trial).select_related(
-                "subject__site", "batch").order_by("subject__code")
+            injections = (
+                Injection.objects.filter(subject__trial=trial)
+                .select_related("subject__site", "batch")
+                .order_by("subject__code")
+            )
             for injection in injections:
                 queued += self._scans_for(injection, tmp, scanner_model, sm_geometry, rng, background)
         self.stdout.write(self.style.SUCCESS(f"Demo scans: {queued} uploaded and queued for processing."))
@@ -78,9 +85,17 @@ class Command(BaseCommand):
         if existing:
             return existing
         return services.scanner_register(
-            actor=None, site=site, name=SCANNER_NAME, manufacturer="recon.simulate", model="2D FFP Lissajous",
-            topology="FFP", base_frequency_hz=model.base_frequency_hz, dividers=list(model.dividers),
-            drive_amplitudes_t=list(model.drive_amplitude_t), gradient_t_per_m=list(model.gradient_t_per_m))
+            actor=None,
+            site=site,
+            name=SCANNER_NAME,
+            manufacturer="recon.simulate",
+            model="2D FFP Lissajous",
+            topology="FFP",
+            base_frequency_hz=model.base_frequency_hz,
+            dividers=list(model.dividers),
+            drive_amplitudes_t=list(model.drive_amplitude_t),
+            gradient_t_per_m=list(model.gradient_t_per_m),
+        )
 
     @staticmethod
     def _geometry(model):
@@ -95,9 +110,15 @@ class Command(BaseCommand):
 
     def _scans_for(self, injection, tmp, model, geometry, rng, background) -> int:
         subject = injection.subject
-        uploader = get_user_model().objects.filter(
-            trial_memberships__site=subject.site, trial_memberships__role="imaging_staff",
-            trial_memberships__active=True).first()
+        uploader = (
+            get_user_model()
+            .objects.filter(
+                trial_memberships__site=subject.site,
+                trial_memberships__role="imaging_staff",
+                trial_memberships__active=True,
+            )
+            .first()
+        )
         if uploader is None:
             return 0
         fov, center = geometry
@@ -106,8 +127,9 @@ class Command(BaseCommand):
         if not RegionOfInterest.objects.filter(subject=subject, scan__isnull=True).exists():
             for inclusion in layout:
                 roi = inclusion.as_roi()
-                services.roi_define(actor=None, subject=subject, name=roi.pop("name"), kind=roi.pop("kind"),
-                                    geometry=roi)
+                services.roi_define(
+                    actor=None, subject=subject, name=roi.pop("name"), kind=roi.pop("kind"), geometry=roi
+                )
         count = 0
         scanner = Scanner.objects.get(site=subject.site, name=SCANNER_NAME)
         for hours in TIME_POINTS_H:
@@ -115,7 +137,11 @@ class Command(BaseCommand):
                 continue
             shares = COURSE[hours]
             per_lung = shares["lungs"] * injected_ng
-            amounts = {"target": shares["target"] * injected_ng, "lungs": per_lung, "liver": shares["liver"] * injected_ng}
+            amounts = {
+                "target": shares["target"] * injected_ng,
+                "lungs": per_lung,
+                "liver": shares["liver"] * injected_ng,
+            }
             inclusions = tuple(dataclasses.replace(inc, iron_ng=amounts[inc.kind]) for inc in layout)
             raster = phantoms.rasterise(inclusions, GRID, fov, center, factor=3, dims=2)
             scan = sim.simulate_scan(model, Particles(), raster, rng=rng, frames=10, background_spectrum=background)
@@ -134,9 +160,18 @@ class Command(BaseCommand):
     @staticmethod
     def _upload(user, subject, injection, scanner, hours, path: Path) -> None:
         data = path.read_bytes()
-        upload = services.upload_create(actor=user, request=services.UploadRequest(
-            subject=subject, injection_id=injection.pk, scanner_id=scanner.pk, hours_after_injection=float(hours),
-            sha256=hashlib.sha256(data).hexdigest(), filename=path.name, length=len(data)))
+        upload = services.upload_create(
+            actor=user,
+            request=services.UploadRequest(
+                subject=subject,
+                injection_id=injection.pk,
+                scanner_id=scanner.pk,
+                hours_after_injection=float(hours),
+                sha256=hashlib.sha256(data).hexdigest(),
+                filename=path.name,
+                length=len(data),
+            ),
+        )
         with open(path, "rb") as fh:
             outcome = services.upload_append(actor=user, upload=upload, offset=0, source=fh, checksum=None)
         if outcome.scan is not None:

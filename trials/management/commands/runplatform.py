@@ -31,9 +31,22 @@ def worker_command(hostname: str = "embedded@%h") -> list[str]:
     ``soft_time_limit``, so one stuck task would hold the only worker for ever. Under
     prefork the parent kills a child past its hard limit and starts another one."""
     return [
-        sys.executable, "-m", "celery", "-A", "config", "worker",
-        "--queues", "ingest,recon,export", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
-        "--hostname", hostname,
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--queues",
+        "ingest,recon,export",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "1",
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        hostname,
     ]
 
 
@@ -47,7 +60,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, addrport, no_worker, no_demo, **options):
         if settings.PRODUCTION:
-            raise CommandError("runplatform is the embedded runner; in production run gunicorn and celery (see docker-compose.yml)")
+            raise CommandError(
+                "runplatform is the embedded runner; in production run gunicorn and celery (see docker-compose.yml)"
+            )
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("database ready")
         # The worker starts first, so the demo scans queued below are processed at once.
