@@ -236,9 +236,9 @@ def main() -> int:
             ],
             cwd=ROOT,
             env=env,
-            stdout=open(work / "web.log", "wb"),
+            stdout=open(work / "web.log", "wb"),  # noqa: SIM115 - open while the server runs
             stderr=subprocess.STDOUT,
-        )  # noqa: SIM115 - open while the server runs
+        )
         for _ in range(100):
             try:
                 requests.get(f"{base}/api/v1/", timeout=1)

@@ -15,8 +15,9 @@ class RequestContext:
 
 
 _current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(
-    "audit_request_context", default=RequestContext()
-)  # noqa: B039 - frozen
+    "audit_request_context",
+    default=RequestContext(),  # noqa: B039 - frozen
+)
 
 
 def current() -> RequestContext:

@@ -118,12 +118,12 @@ def retention_curve(series: list[dict], *, element_id: str = "retention") -> Saf
         for s in series
     )
     # Every text is escaped in _frame; element_id is the template's own constant id.
-    return mark_safe(
+    return mark_safe(  # noqa: S308
         _frame(
             "Retention at the target over time",
             desc,
             body,
-            "hours after injection",  # noqa: S308
+            "hours after injection",
             "% of injected iron",
         ).replace("{id}", element_id)
     )
@@ -184,12 +184,12 @@ def off_target_bars(
         f"{g['hours']:g} h: " + ", ".join(f"{b['name']} {b['percent']:.1f} %" for b in g["bars"]) for g in groups
     )
     # Every text is escaped in _frame; element_id is the template's own constant id.
-    return mark_safe(
+    return mark_safe(  # noqa: S308
         _frame(
             "Off-target iron by organ",
             desc,
             body,
-            "time point",  # noqa: S308
+            "time point",
             "% of detected iron",
         ).replace("{id}", element_id)
     )

@@ -172,9 +172,9 @@ def subject_rows(user, *, search: str = "", site: str = "", status: str = "") ->
     if status in SubjectStatus.values:
         subjects = subjects.filter(status=status)
     latest_scan = Scan.objects.filter(subject=OuterRef("pk")).order_by("-created_at", "-id")
-    count_of = lambda qs: Coalesce(
+    count_of = lambda qs: Coalesce(  # noqa: E731
         Subquery(
-            qs.order_by().values("subject").annotate(n=Count("id")).values("n"),  # noqa: E731
+            qs.order_by().values("subject").annotate(n=Count("id")).values("n"),
             output_field=IntegerField(),
         ),
         0,

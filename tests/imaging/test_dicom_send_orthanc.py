@@ -54,9 +54,9 @@ def test_it_sends_by_cstore_and_reads_the_floats_back(api, quantified, orthanc, 
 
 def test_it_sends_deidentified_by_stowrs_with_basic_auth(
     api,
-    quantified,
+    quantified,  # noqa: F811
     tmp_path,
-    monkeypatch,  # noqa: F811
+    monkeypatch,
     coordinator_a,
 ):
     monkeypatch.setenv("MPI_TEST_PACS_PASSWORD", "s3cret-pw")

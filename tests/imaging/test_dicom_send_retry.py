@@ -68,8 +68,11 @@ def test_the_backoff_doubles_from_ten_seconds_up_to_fifteen_minutes():
 
 
 def test_a_send_to_a_pacs_that_is_down_is_retried_and_succeeds_once_it_is_up(
-    quantified, coordinator_a, tmp_path, run_task
-):  # noqa: F811
+    quantified,  # noqa: F811
+    coordinator_a,
+    tmp_path,
+    run_task,
+):
     port = free_port()  # nothing listens here yet
     destination = pacs.pacs_destination_register(
         actor=None,
@@ -110,9 +113,9 @@ def test_a_send_to_a_pacs_that_is_down_is_retried_and_succeeds_once_it_is_up(
 
 
 def test_the_last_transient_failure_is_final_and_audited_once(
-    quantified,
+    quantified,  # noqa: F811
     coordinator_a,
-    settings,  # noqa: F811
+    settings,
     run_task,
 ):
     settings.IMAGING_SEND_MAX_RETRIES = 2
@@ -135,10 +138,10 @@ def test_the_last_transient_failure_is_final_and_audited_once(
 
 
 def test_a_4xx_stow_response_fails_at_once(
-    quantified,
+    quantified,  # noqa: F811
     coordinator_a,
     tmp_path,
-    monkeypatch,  # noqa: F811
+    monkeypatch,
     run_task,
 ):
     monkeypatch.setenv("MPI_TEST_PACS_PASSWORD", "not-the-password")

@@ -127,8 +127,12 @@ def test_a_retry_through_the_api_queues_the_step_the_scan_went_back_to(
 
 
 def test_a_pacs_send_through_the_api_queues_its_task_on_the_export_queue(
-    api, quantified, coordinator_a, sent, django_capture_on_commit_callbacks
-):  # noqa: F811
+    api,
+    quantified,  # noqa: F811
+    coordinator_a,
+    sent,
+    django_capture_on_commit_callbacks,
+):
     from imaging import pacs
 
     destination = pacs.pacs_destination_register(
