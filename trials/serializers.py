@@ -40,8 +40,16 @@ class VisiblePrimaryKeyField(serializers.PrimaryKeyRelatedField):
 
 
 class ActiveUsernameField(serializers.SlugRelatedField):
+    default_error_messages = {"null_characters": "Null characters are not allowed."}
+
     def __init__(self, **kwargs):
         super().__init__(slug_field="username", queryset=get_user_model().objects.filter(is_active=True), **kwargs)
+
+    def to_internal_value(self, data):
+        # PostgreSQL refuses a NUL in any query text (a server error): refuse it as input.
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("null_characters")
+        return super().to_internal_value(data)
 
 
 # --------------------------------------------------------------------------- outputs

@@ -227,3 +227,28 @@ def test_it_refuses_a_page_that_is_not_a_whole_number_from_1(api, coordinator_a,
 
 def test_it_answers_a_page_past_the_last_with_404(api, coordinator_a):
     _error(api(coordinator_a).get("/api/v1/subjects/?page=99"), 404, "not_found")
+
+
+def test_it_refuses_a_username_with_a_nul_character_without_a_server_error(api, coordinator_a):
+    # PostgreSQL refuses NUL in query text; the lookup of verified_by must never reach it.
+    from trials.models import Injection
+
+    response = api(coordinator_a).post(
+        "/api/v1/injections/",
+        {
+            "subject": 1,
+            "batch": 1,
+            "administered_cells": 1,
+            "volume_ml": "1",
+            "route": "intravenous",
+            "anatomical_target": "heart",
+            "administered_at": "2026-01-01T00:00:00Z",
+            "administered_by": "coordinator_a",
+            "verified_by": "a\x00b",
+            "verifier_password": "x",
+        },
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "verified_by" in response.json()["error"]["fields"]
+    assert Injection.objects.count() == 0
