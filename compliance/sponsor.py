@@ -26,6 +26,7 @@ from __future__ import annotations
 from functools import wraps
 
 from django.http import Http404
+from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
 from compliance import deidentify
@@ -285,3 +286,15 @@ class ExportOutput(serializers.Serializer):
     requested_by = serializers.CharField(source="requested_by.username")
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
+
+
+def export_response(*, many: bool = False) -> PolymorphicProxySerializer:
+    """An export as any reader gets it, for the schema: identified, or (a sponsor) this module's."""
+    from compliance.serializers import ExportOutput as IdentifiedExportOutput
+
+    return PolymorphicProxySerializer(
+        component_name="ExportOutputOrSponsorExportOutput",
+        serializers=[IdentifiedExportOutput, ExportOutput],
+        resource_type_field_name=None,
+        many=many,
+    )

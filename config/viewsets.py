@@ -33,7 +33,8 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def sponsor_view(self) -> bool:
         from compliance.sponsor import applies_to
 
-        return applies_to(self.request.user)
+        # The schema is one for every reader; it documents both shapes (config.schema).
+        return not getattr(self, "swagger_fake_view", False) and applies_to(self.request.user)
 
     def get_queryset(self):
         queryset = type(self).selector(self.request.user)
@@ -49,9 +50,6 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return super().filter_queryset(queryset)
 
     def get_serializer_class(self):
-        # The schema describes both shapes (config.schema); it is built without a real user.
-        if getattr(self, "swagger_fake_view", False):
-            return super().get_serializer_class()
         if self.sponsor_view and self.sponsor_serializer_class is not None:
             return self.sponsor_serializer_class
         return super().get_serializer_class()

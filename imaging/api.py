@@ -255,11 +255,15 @@ class ScanViewSet(ScopedViewSet):
         services.file_download_record(actor=request.user, scan=scan, which="reconstruction", path=reconstruction.file)
         return _file_response(reconstruction.file, f"scan{scan.pk}-reconstruction.mdf")
 
-    @extend_schema(methods=["get"], responses=ExportOutput(many=True), summary="DICOM exports of the scan you may see")
+    @extend_schema(
+        methods=["get"],
+        responses=sponsor.export_response(many=True),
+        summary="DICOM exports of the scan you may see",
+    )
     @extend_schema(
         methods=["post"],
         request=s.DicomExportInput,
-        responses={201: ExportOutput},
+        responses={201: sponsor.export_response()},
         summary="Request the scan's DICOM study as an export (built on the export queue; "
         "status and audited download under /api/v1/exports/{id}/)",
     )

@@ -102,11 +102,11 @@ def test_a_coordinator_enrols_a_subject_with_consent_and_records_an_injection(
     page.get_by_role("link", name="clear").click()
     s.shot("06b-scan-list")
 
-    page.get_by_role("link", name="Lots & batches").click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Lots & batches").click()
     assert page.get_by_role("link", name="Register a lot").count() == 0  # the trial's, not the site's
     s = browse(trial_manager)
     page = s.page
-    page.get_by_role("link", name="Lots & batches").click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Lots & batches").click()
     page.get_by_role("link", name="Register a lot").click()
     page.get_by_label("Manufacturer").fill("Magnetic Insight")
     page.get_by_label("Product").fill("VivoTrax")
