@@ -128,3 +128,22 @@ def test_it_checks_the_request_rules_again_on_retry(api, failed, auditor):
     failed.refresh_from_db()
     assert failed.status == Export.Status.FAILED
     assert not _events(AuditAction.EXPORT_RETRIED, failed).exists()
+
+
+def test_a_sponsors_retried_export_answers_in_the_sponsors_shape(api, sponsor, trial, visit, monkeypatch):
+    # The retry answers like the list and the detail: a sponsor never gets the identified shape.
+    original = reports.BUILDERS[Export.Kind.SPONSOR_DEIDENTIFIED]
+
+    def fail(export):
+        raise OSError(28, "No space left on device", SERVER_PATH)
+
+    monkeypatch.setitem(reports.BUILDERS, Export.Kind.SPONSOR_DEIDENTIFIED, (fail, *original[1:]))
+    export = services.export_request(actor=sponsor, kind=Export.Kind.SPONSOR_DEIDENTIFIED, trial=trial)
+    assert services.export_run(export.pk).status == Export.Status.FAILED
+
+    response = api(sponsor).post(f"/api/v1/exports/{export.pk}/retry/")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    detail = api(sponsor).get(f"/api/v1/exports/{export.pk}/").json()
+    assert set(body) == set(detail)
+    assert "site" not in body and body["status"] == "queued"  # the identified shape names the site
