@@ -3,6 +3,7 @@ helper other apps add to a serializer so a signed record always shows its signat
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -159,7 +160,10 @@ class ApiTokenOutput(serializers.ModelSerializer):
 class ScopedTokenInput(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     scope = serializers.ChoiceField(choices=[TokenScope.SCANNER, TokenScope.READ])
-    expires_in_days = serializers.IntegerField(required=False, min_value=1, max_value=3650)
+    # The longest life the settings allow, as the schema documents it (compliance.tokens checks it too).
+    expires_in_days = serializers.IntegerField(
+        required=False, min_value=1, max_value=settings.API_SERVICE_TOKEN_MAX_DAYS
+    )
     # An administrator may issue a token for another user (a service account).
     user = serializers.IntegerField(required=False, min_value=1)
 
