@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from compliance import services
+from compliance.services.exports import export_run
 
 
 @shared_task(
@@ -16,7 +16,7 @@ from compliance import services
     time_limit=settings.EXPORT_TASK_TIME_LIMIT,
 )
 def run_export(export_id: int) -> str:
-    export = services.export_run(export_id)
+    export = export_run(export_id)
     return "claimed elsewhere or done" if export is None else export.status
 
 

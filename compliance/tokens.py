@@ -31,6 +31,7 @@ import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import authenticate
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -322,3 +323,19 @@ def tokens_expire_due(*, now: dt.datetime | None = None) -> int:
         if reason is not None:
             ended += _end(token, reason, now=now)
     return ended
+
+
+def auth_token_issue(*, request, username: str, password: str, otp: str = "", name: str = "API client") -> IssuedToken:
+    """Exchange credentials (and, for roles that read PHI, a TOTP code) for a new API
+    token of the client ``name`` (scope ``full``).
+
+    Failed attempts are audited (LOGIN_FAILED, then ACCOUNT_LOCKED) and counted towards
+    the lockout by compliance's receivers of Django's and django-axes' signals, so the
+    login form and this endpoint share one count.
+    """
+    # django-axes reads and flags the HttpRequest, not DRF's wrapper around it.
+    user = authenticate(getattr(request, "_request", request), username=username, password=password)
+    if user is None or not user.is_active:
+        raise RuleViolation("invalid_credentials", "Unable to log in with the credentials given.")
+    twofactor.require_token_otp(user, otp)
+    return token_issue(user=user, name=name)

@@ -24,9 +24,13 @@ from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdFilter, parse_id
 from config.request_body import body_source
 from config.viewsets import ScopedViewSet
-from imaging import pacs, selectors, services, tasks, uploads
+from imaging import pacs, selectors, tasks, uploads
 from imaging import serializers as s
 from imaging.models import Alert, DicomSend, Measurement, PacsDestination, RegionOfInterest, Scan, Scanner, SystemMatrix
+from imaging.services.downloads import file_download_record
+from imaging.services.rois import roi_define
+from imaging.services.scan_claims import scan_retry
+from imaging.services.scan_uploads import UploadRequest, upload_append, upload_create, upload_terminate
 from trials.filters import IdFilterSet
 from trials.selectors import subjects_visible_to
 
@@ -86,7 +90,7 @@ def _int_header(request, name: str) -> int:
     return value
 
 
-def _metadata_request(request) -> services.UploadRequest:
+def _metadata_request(request) -> UploadRequest:
     meta = uploads.parse_metadata(request.headers.get("Upload-Metadata"))
     missing = [key for key in uploads.METADATA_KEYS if not meta.get(key)]
     if missing:
@@ -100,7 +104,7 @@ def _metadata_request(request) -> services.UploadRequest:
     data.is_valid(raise_exception=True)
     values = data.validated_data
     subject = get_object_or_404(subjects_visible_to(request.user), pk=values["subject"])
-    return services.UploadRequest(
+    return UploadRequest(
         subject=subject,
         injection_id=values["injection"],
         scanner_id=values["scanner"],
@@ -116,7 +120,7 @@ class UploadCollectionApi(TusMixin, APIView):
     @extend_schema(request=None, responses={201: None}, summary="tus creation: start a resumable scan upload")
     def post(self, request):
         self.check_tus_version(request)
-        upload = services.upload_create(actor=request.user, request=_metadata_request(request))
+        upload = upload_create(actor=request.user, request=_metadata_request(request))
         response = Response(status=status.HTTP_201_CREATED)
         response["Location"] = request.build_absolute_uri(f"{request.path.rstrip('/')}/{upload.pk}/")
         response["Upload-Offset"] = "0"
@@ -170,9 +174,7 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
         offset = _int_header(request, "Upload-Offset")
         checksum = uploads.parse_checksum(request.headers.get("Upload-Checksum"))
         with body_source(request._request) as source:
-            outcome = services.upload_append(
-                actor=request.user, upload=upload, offset=offset, source=source, checksum=checksum
-            )
+            outcome = upload_append(actor=request.user, upload=upload, offset=offset, source=source, checksum=checksum)
         if not outcome.checksum_ok:
             raise RuleViolation(
                 "checksum_mismatch",
@@ -192,7 +194,7 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
     def terminate(self, request, pk=None):
         upload = self.get_object()
         self.check_tus_version(request)
-        services.upload_terminate(actor=request.user, upload=upload)
+        upload_terminate(actor=request.user, upload=upload)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -240,7 +242,7 @@ class ScanViewSet(ScopedViewSet):
     @action(detail=True, methods=["get"], url_path="original", url_name="original")
     def original(self, request, pk=None):
         scan = self.get_object()
-        services.file_download_record(actor=request.user, scan=scan, which="original", path=scan.file)
+        file_download_record(actor=request.user, scan=scan, which="original", path=scan.file)
         return _file_response(scan.file, scan.filename)
 
     @extend_schema(
@@ -252,7 +254,7 @@ class ScanViewSet(ScopedViewSet):
         reconstruction = scan.reconstructions.order_by("-attempt").first()
         if reconstruction is None:
             raise Http404
-        services.file_download_record(actor=request.user, scan=scan, which="reconstruction", path=reconstruction.file)
+        file_download_record(actor=request.user, scan=scan, which="reconstruction", path=reconstruction.file)
         return _file_response(reconstruction.file, f"scan{scan.pk}-reconstruction.mdf")
 
     @extend_schema(
@@ -269,7 +271,7 @@ class ScanViewSet(ScopedViewSet):
     )
     @action(detail=True, methods=["get", "post"], url_path="dicom-exports", url_name="dicom-exports")
     def dicom_exports(self, request, pk=None):
-        from compliance.services import export_request, exports_visible_to
+        from compliance.services.exports import export_request, exports_visible_to
 
         scan = self.get_object()
         output = sponsor.ExportOutput if self.sponsor_view else ExportOutput
@@ -307,7 +309,7 @@ class ScanViewSet(ScopedViewSet):
     @extend_schema(request=None, responses=s.ScanOutput, summary="Retry a scan that failed for a transient reason")
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        scan = services.scan_retry(actor=request.user, scan=self.get_object())
+        scan = scan_retry(actor=request.user, scan=self.get_object())
         tasks.queue_next_step(scan)
         return Response(s.ScanOutput(self.get_queryset().get(pk=scan.pk), context={"request": request}).data)
 
@@ -374,7 +376,7 @@ class RoiViewSet(ScopedViewSet):
         subject = get_object_or_404(subjects_visible_to(request.user), pk=values.pop("subject"))
         scan_id = values.pop("scan", None)
         scan = get_object_or_404(selectors.scans_visible_to(request.user), pk=scan_id) if scan_id else None
-        roi = services.roi_define(actor=request.user, subject=subject, scan=scan, **values)
+        roi = roi_define(actor=request.user, subject=subject, scan=scan, **values)
         return Response(s.RoiOutput(roi).data, status=status.HTTP_201_CREATED)
 
 

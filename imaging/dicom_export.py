@@ -112,7 +112,7 @@ def _inputs(scan: Scan):
     """(volume float32, geometry, [RoiSpec], [RoiMetrics], StudyInfo) of the newest reconstruction."""
     from imaging.dicom import RoiMetrics, RoiSpec, VolumeGeometry
     from imaging.dicom.build import RoiKind
-    from imaging.services import rois_for
+    from imaging.services.rois import rois_for
 
     reconstruction = scan.reconstructions.order_by("-attempt").first()
     if reconstruction is None:  # require_exportable() refuses such a scan first

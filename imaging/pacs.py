@@ -43,7 +43,7 @@ from compliance.context import request_context
 from config.errors import RuleViolation
 from imaging import dicom_export
 from imaging.models import DicomSend, PacsDestination, Scan
-from imaging.services import claims_stale_before, quiet_since
+from imaging.services.scan_claims import claims_stale_before, quiet_since
 
 log = logging.getLogger(__name__)
 

@@ -157,7 +157,7 @@ def test_a_chunk_of_many_pieces_is_hashed_in_order_and_written_whole(api, pipeli
 
 
 def test_a_connection_dropped_mid_chunk_leaves_the_upload_as_it_was(api, pipeline, settings):
-    from imaging import services
+    from imaging.services.scan_uploads import upload_append
 
     settings.IMAGING_UPLOAD_PIECE_BYTES = 4096
     data = Path(pipeline.sim["measurement"]).read_bytes()
@@ -176,7 +176,7 @@ def test_a_connection_dropped_mid_chunk_leaves_the_upload_as_it_was(api, pipelin
         return count
 
     with pytest.raises(ConnectionResetError):
-        services.upload_append(
+        upload_append(
             actor=pipeline.user, upload=upload, offset=10_000, source=SimpleNamespace(readinto=readinto), checksum=None
         )
     upload.refresh_from_db()

@@ -14,7 +14,7 @@ from compliance.actions import AuditAction
 from tests import factories as f
 from tests.trials.corrections import head_sequence, one_event_since, refused
 from trials.models import CellBatch, NanoparticleLot
-from trials.services import batch_correct
+from trials.services.batches import batch_correct
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from compliance.models import AuditEvent
 from compliance.signatures import signature_apply
 from tests import factories as f
 from tests.trials.corrections import head_sequence, one_event_since, refused
-from trials.services import consent_correct, consent_withdraw
+from trials.services.consent import consent_correct, consent_withdraw
 
 ALL_SCOPES = ["imaging", "longitudinal_imaging", "data_sharing"]
 

@@ -16,7 +16,8 @@ from compliance.signatures import signature_apply
 from tests import factories as f
 from tests.trials.corrections import head_sequence, one_event_since, refused
 from trials.models import Injection
-from trials.services import consent_withdraw, injection_correct
+from trials.services.consent import consent_withdraw
+from trials.services.injections import injection_correct
 
 
 @pytest.fixture

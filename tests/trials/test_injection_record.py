@@ -17,7 +17,8 @@ from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.models import CellBatch, Injection, NanoparticleLot, Subject
-from trials.services import consent_withdraw, injection_record
+from trials.services.consent import consent_withdraw
+from trials.services.injections import injection_record
 
 
 def _inject(actor, subject, batch, *, by, verifier, cells=10_000_000, at=None):

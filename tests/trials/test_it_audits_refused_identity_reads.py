@@ -13,7 +13,7 @@ from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.models import Subject, SubjectIdentity
-from trials.services import subject_identity_read
+from trials.services.identity import subject_identity_read
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from compliance.actions import AuditAction
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
-from trials import services
 from trials.models import NanoparticleLot
+from trials.services.lots import lot_correct, lot_register
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_the_trial_manager_quarantines_a_lot_via_the_api(api, trial_manager, lot
 def test_it_refuses_a_site_coordinator_a_lot_correction(request, lot, who, nothing_written):
     user = request.getfixturevalue(who)
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        services.lot_correct(
+        lot_correct(
             actor=user,
             lot=lot,
             reason="Expiry misread on the CoA",
@@ -121,7 +121,7 @@ def test_it_refuses_a_site_coordinator_a_lot_correction(request, lot, who, nothi
 
 def test_it_refuses_a_site_coordinator_a_lot_registration(trial, coordinator_b, nothing_written):
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        services.lot_register(
+        lot_register(
             actor=coordinator_b,
             trial=trial,
             manufacturer="micromod",

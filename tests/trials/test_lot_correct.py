@@ -13,7 +13,7 @@ from django.utils import timezone
 from compliance.actions import AuditAction
 from tests import factories as f
 from tests.trials.corrections import head_sequence, one_event_since, refused
-from trials.services import lot_correct
+from trials.services.lots import lot_correct
 
 
 @pytest.fixture

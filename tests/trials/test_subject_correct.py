@@ -14,7 +14,7 @@ from compliance.models import AuditEvent, Signature
 from compliance.signatures import signature_apply
 from tests import factories as f
 from tests.trials.corrections import head_sequence, one_event_since, refused
-from trials.services import subject_correct
+from trials.services.subjects import subject_correct
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from compliance.models import AuditEvent
 from config.errors import RuleViolation
 from tests.conftest import last_event
 from trials.models import Subject
-from trials.services import subject_enrol
+from trials.services.subjects import subject_enrol
 
 TODAY = dt.date(2026, 3, 2)
 

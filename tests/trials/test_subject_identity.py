@@ -13,7 +13,7 @@ from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.models import SubjectIdentity
-from trials.services import subject_identity_read, subject_identity_set
+from trials.services.identity import subject_identity_read, subject_identity_set
 
 DOB = dt.date(1958, 11, 3)
 

@@ -7,7 +7,7 @@ from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.models import Subject
-from trials.services import subject_change_status
+from trials.services.subjects import subject_change_status
 
 
 def test_it_changes_the_status_with_reason_old_and_new_value(site_a, coordinator_a):

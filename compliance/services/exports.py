@@ -26,12 +26,17 @@ from config.errors import RuleViolation
 
 logger = logging.getLogger(__name__)
 
+
 # Kinds each role may request; scope rules below. The DICOM kinds (scope: one scan)
 # follow imaging.dicom_export.check_may_export instead.
 _TRIAL_WIDE_KINDS = frozenset(Export.Kind.values) - SCAN_EXPORT_KINDS  # monitor, auditor
+
+
 _SITE_KINDS = frozenset(
     {Export.Kind.REPORT_PDF, Export.Kind.REPORT_CSV, Export.Kind.ODM_XML}
 )  # coordinator, investigator
+
+
 _SPONSOR_KINDS = frozenset({Export.Kind.SPONSOR_DEIDENTIFIED})
 
 
@@ -301,25 +306,3 @@ def export_download(*, actor, export: Export):
             changes={"kind": export.kind, "sha256": export.sha256},
         )
     return handle
-
-
-def audit_trail_verify(*, actor, trial):
-    """Run the chain verification for a monitor or auditor of ``trial`` and record the result."""
-    from compliance.audit import verify_chain
-    from compliance.selectors import audit_trial_ids
-
-    if trial.pk not in audit_trial_ids(actor):
-        raise RuleViolation(
-            "forbidden", "Only a monitor or auditor of the trial may verify its audit trail.", status_code=403
-        )
-    result = verify_chain()
-    with transaction.atomic():
-        record_event(
-            actor=actor,
-            action=AuditAction.AUDIT_TRAIL_VERIFIED,
-            object_type="compliance.auditevent",
-            object_id=result.head_sequence or "",
-            trial_id=trial.pk,
-            changes=result.as_dict(),
-        )
-    return result
