@@ -13,7 +13,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compliance import selectors, signatures, sponsor, tokens
+from compliance import selectors, signatures, sponsor, tasks, tokens
 from compliance import serializers as s
 from compliance.models import ApiToken, Export, TokenEnd, TokenScope
 from compliance.services.audit_trail import audit_trail_verify
@@ -132,7 +132,7 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
                 return None
             obj = queryset.filter(pk=pk).first()
             if obj is None:
-                raise RuleViolation("not_found", f"No such {field}.", field=field, status_code=404)
+                raise RuleViolation("not_found", f"No such {field}.", field=field)
             return obj
 
         export = export_request(
@@ -143,6 +143,7 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             subject=visible(trial_selectors.subjects_visible_to(user), v.get("subject"), "subject"),
             scan=visible(imaging_selectors.scans_visible_to(user), v.get("scan"), "scan"),
         )
+        tasks.queue_export(export)
         return Response(self.get_serializer(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -153,6 +154,7 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         export = export_retry(actor=request.user, export=self.get_object())
+        tasks.queue_export(export)
         return Response(self.get_serializer(export).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes}, summary="Download a ready export (audited)")
@@ -217,7 +219,7 @@ class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         trial = Trial.objects.filter(pk=data.validated_data["trial"]).first()
         if trial is None:
-            raise RuleViolation("not_found", "No such trial.", field="trial", status_code=404)
+            raise RuleViolation("not_found", "No such trial.", field="trial")
         result = audit_trail_verify(actor=request.user, trial=trial)
         return Response(result.as_dict())
 
@@ -238,7 +240,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             return ApiToken.objects.none()
         owner = self.request.query_params.get("user")
         if owner is not None and not owner.isdigit():
-            raise RuleViolation("invalid", f"user must be a user id, got {owner!r}.", field="user", status_code=400)
+            raise RuleViolation("invalid", f"user must be a user id, got {owner!r}.", field="user")
         return tokens.tokens_visible_to(self.request.user, owner_id=int(owner) if owner else None)
 
     @extend_schema(parameters=[OpenApiParameter("user", int, description="administrators: one user's tokens")])
@@ -260,7 +262,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if v.get("user") not in (None, request.user.pk):
             user = get_user_model().objects.filter(pk=v["user"]).first() if request.user.is_superuser else None
             if user is None:
-                raise RuleViolation("not_found", "No such user.", field="user", status_code=404)
+                raise RuleViolation("not_found", "No such user.", field="user")
         issued = tokens.scoped_token_issue(
             actor=request.user, user=user, name=v["name"], scope=v["scope"], expires_in_days=v.get("expires_in_days")
         )

@@ -62,7 +62,6 @@ class TusMixin(APIView):
             raise RuleViolation(
                 "tus_version",
                 f"Tus-Resumable {version!r} is not supported: use {uploads.TUS_VERSION}.",
-                status_code=412,
             )
 
     def finalize_response(self, request, response, *args, **kwargs):
@@ -81,12 +80,10 @@ def _int_header(request, name: str) -> int:
         value = int(raw)
     except (TypeError, ValueError):
         raise RuleViolation(
-            "invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name, status_code=400
+            "invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name
         ) from None
     if value < 0:
-        raise RuleViolation(
-            "invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name, status_code=400
-        )
+        raise RuleViolation("invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name)
     return value
 
 
@@ -98,7 +95,6 @@ def _metadata_request(request) -> UploadRequest:
             "missing_metadata",
             f"Upload-Metadata lacks {', '.join(missing)} (needs {', '.join(uploads.METADATA_KEYS)}).",
             field="Upload-Metadata",
-            status_code=400,
         )
     data = s.UploadMetadataInput(data=meta)
     data.is_valid(raise_exception=True)
@@ -168,9 +164,7 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
         upload = self.get_object()
         self.check_tus_version(request)
         if request.content_type.split(";")[0].strip() != uploads.OFFSET_CONTENT_TYPE:
-            raise RuleViolation(
-                "unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.", status_code=415
-            )
+            raise RuleViolation("unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.")
         offset = _int_header(request, "Upload-Offset")
         checksum = uploads.parse_checksum(request.headers.get("Upload-Checksum"))
         with body_source(request._request) as source:
@@ -180,7 +174,6 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
                 "checksum_mismatch",
                 "The chunk's sha256 does not match Upload-Checksum: it was "
                 f"discarded; resume at offset {outcome.upload.offset}.",
-                status_code=460,
             )
         response = Response(status=status.HTTP_204_NO_CONTENT)
         response["Upload-Offset"] = str(outcome.upload.offset)
@@ -272,6 +265,7 @@ class ScanViewSet(ScopedViewSet):
     @action(detail=True, methods=["get", "post"], url_path="dicom-exports", url_name="dicom-exports")
     def dicom_exports(self, request, pk=None):
         from compliance.services.exports import export_request, exports_visible_to
+        from compliance.tasks import queue_export
 
         scan = self.get_object()
         output = sponsor.ExportOutput if self.sponsor_view else ExportOutput
@@ -281,6 +275,7 @@ class ScanViewSet(ScopedViewSet):
         data = s.DicomExportInput(data=request.data)
         data.is_valid(raise_exception=True)
         export = export_request(actor=request.user, kind=data.validated_data["kind"], scan=scan)
+        queue_export(export)
         return Response(output(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(methods=["get"], responses=s.DicomSendOutput(many=True), summary="PACS deliveries of the scan")
@@ -301,7 +296,7 @@ class ScanViewSet(ScopedViewSet):
         data.is_valid(raise_exception=True)
         destination = PacsDestination.objects.filter(pk=data.validated_data["destination"]).first()
         if destination is None:
-            raise RuleViolation("not_found", "No such PACS destination.", field="destination", status_code=404)
+            raise RuleViolation("not_found", "No such PACS destination.", field="destination")
         send = pacs.dicom_send_request(actor=request.user, scan=scan, destination=destination)
         tasks.queue_send(send)
         return Response(s.DicomSendOutput(send).data, status=status.HTTP_201_CREATED)
@@ -412,6 +407,6 @@ class TimeCourseApi(APIView):
     def get(self, request):
         subject_id = parse_id(request.query_params.get("subject"))
         if subject_id is None:
-            raise RuleViolation("subject_required", "Give ?subject=<id>.", field="subject", status_code=400)
+            raise RuleViolation("subject_required", "Give ?subject=<id>.", field="subject")
         subject = get_object_or_404(subjects_visible_to(request.user), pk=subject_id)
         return Response(_time_course(request.user, subject))

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from compliance import selectors as compliance_selectors
 from compliance import signatures, sponsor
+from compliance import tasks as compliance_tasks
 from compliance.services import exports as exports_services
 from config.errors import RuleViolation
 from imaging import dicom_export, pacs, tasks
@@ -35,6 +36,7 @@ from trials.services import identity as identity_services
 from trials.services import injections as injections_services
 from trials.services import lots as lots_services
 from trials.services import subjects as subjects_services
+from trials.services.batches import LABELLING_FIELDS
 from web import forms, plots, queries, volume
 from web.permissions import may_export, may_write, require_trial_resource_write, require_write
 
@@ -609,6 +611,7 @@ def scan_export(request, pk):
     if export := _submit(
         form, lambda d: exports_services.export_request(actor=request.user, kind=d["kind"], scan=scan)
     ):
+        compliance_tasks.queue_export(export)
         messages.success(
             request, f"Export #{export.pk} ({export.get_kind_display()}) requested: it is built in the background."
         )
@@ -656,6 +659,7 @@ def exports(request):
             lambda d: exports_services.export_request(actor=user, kind=d["kind"], trial=d["trial"], site=d["site"]),
         )
     ):
+        compliance_tasks.queue_export(export)
         messages.success(request, f"Export #{export.pk} requested: it is built in the background.")
         return redirect("web:exports")
     items = list(exports_services.exports_visible_to(user).order_by("-created_at", "-id")[:50])
@@ -690,10 +694,11 @@ def exports(request):
 def export_retry(request, pk):
     export = get_object_or_404(exports_services.exports_visible_to(request.user), pk=pk)
     try:
-        exports_services.export_retry(actor=request.user, export=export)
+        retried = exports_services.export_retry(actor=request.user, export=export)
     except RULE_ERRORS as exc:
         messages.error(request, getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)])))
     else:
+        compliance_tasks.queue_export(retried)
         messages.success(request, f"Export #{export.pk} queued again: it is built in the background.")
     return redirect("web:exports")
 
@@ -833,18 +838,7 @@ def consent_correct(request, pk):
 def lot_correct(request, pk):
     lot = get_object_or_404(trial_selectors.lots_visible_to(request.user), pk=pk)
     require_trial_resource_write(request.user, lot.trial)
-    current = _initial(
-        lot,
-        [
-            "expiry_date",
-            "iron_mg_per_ml",
-            "iron_mmol_per_l",
-            "core_size_nm",
-            "hydrodynamic_size_nm",
-            "polydispersity_index",
-            "coating",
-        ],
-    )
+    current = _initial(lot, list(lots_services.LOT_CORRECTABLE))
     form = forms.LotCorrectForm(request.POST or None, initial=current)
     return _correct(
         request,
@@ -864,8 +858,8 @@ def batch_correct(request, pk):
     batch = _batch(request, pk)
     require_write(request.user, access.PRODUCT_ROLES, site=batch.site)
     labelling = batch.nanoparticle_lot_id is not None and batch.release_status == CellBatch.ReleaseStatus.PENDING
-    names = ["cell_count", "viability_percent", "manufactured_at", "chain_of_identity_id", "donation_id"]
-    current = _initial(batch, names + (list(forms.BatchCorrectForm.LABELLING) if labelling else []))
+    names = [name for name in batches_services.BATCH_CORRECTABLE if labelling or name not in LABELLING_FIELDS]
+    current = _initial(batch, names)
     lots = trial_selectors.lots_visible_to(request.user).filter(trial=batch.trial).order_by("lot_number")
     form = forms.BatchCorrectForm(request.POST or None, lots=lots, labelling=labelling, initial=current)
     return _correct(

@@ -15,9 +15,7 @@ def audit_trail_verify(*, actor, trial):
     from compliance.selectors import audit_trial_ids
 
     if trial.pk not in audit_trial_ids(actor):
-        raise RuleViolation(
-            "forbidden", "Only a monitor or auditor of the trial may verify its audit trail.", status_code=403
-        )
+        raise RuleViolation("forbidden", "Only a monitor or auditor of the trial may verify its audit trail.")
     result = verify_chain()
     with transaction.atomic():
         record_event(

@@ -34,7 +34,6 @@ def _clean_geometry(geometry: dict) -> dict:
             "invalid_geometry",
             f"shape must be sphere, ellipsoid or box, got {shape!r}.",
             field="geometry",
-            status_code=400,
         )
     key = GEOMETRY_SIZE_KEYS[shape]
     try:
@@ -47,14 +46,12 @@ def _clean_geometry(geometry: dict) -> dict:
             f"A {shape} needs center_m (3 numbers, m) and {key} "
             f"({'a number or ' if shape == 'sphere' else ''}3 numbers, m).",
             field="geometry",
-            status_code=400,
         ) from None
     if len(center) != 3 or len(size) != 3 or min(size) <= 0 or max(abs(v) for v in center + size) > 1.0:
         raise RuleViolation(
             "invalid_geometry",
             f"center_m and {key} need 3 values in metres, sizes > 0 and all within 1 m of the scanner centre.",
             field="geometry",
-            status_code=400,
         )
     return {"shape": shape, "center_m": center, key: size}
 
@@ -76,17 +73,11 @@ def roi_define(
     if actor is not None:
         access.require_role(actor, site=subject.site, roles=ROI_ROLES, action="define regions of interest")
     if kind not in RoiKind.values:
-        raise RuleViolation(
-            "invalid_kind", f"kind must be one of {', '.join(RoiKind.values)}.", field="kind", status_code=400
-        )
+        raise RuleViolation("invalid_kind", f"kind must be one of {', '.join(RoiKind.values)}.", field="kind")
     if scan is not None and scan.subject_id != subject.pk:
-        raise RuleViolation(
-            "scan_of_other_subject", "The scan belongs to another subject.", field="scan", status_code=400
-        )
+        raise RuleViolation("scan_of_other_subject", "The scan belongs to another subject.", field="scan")
     if (geometry is None) == (label_volume is None):
-        raise RuleViolation(
-            "geometry_or_labels", "Give either geometry or a label volume with its label value.", status_code=400
-        )
+        raise RuleViolation("geometry_or_labels", "Give either geometry or a label volume with its label value.")
     relative = ""
     if geometry is not None:
         geometry = _clean_geometry(geometry)
@@ -143,7 +134,6 @@ def _store_label_volume(upload_file, label_value) -> str:
             "label_value_required",
             "A label volume needs label_value (a positive integer).",
             field="label_value",
-            status_code=400,
         )
     suffix = ".npy" if upload_file.name.lower().endswith(".npy") else ".mdf"
     relative = f"imaging/label_volumes/{uuid.uuid4().hex}{suffix}"
@@ -161,6 +151,6 @@ def _store_label_volume(upload_file, label_value) -> str:
     except Exception as exc:  # noqa: BLE001 - h5py and numpy raise many types: any unreadable file is refused alike
         uploads.remove(relative)
         raise RuleViolation(
-            "invalid_label_volume", f"The label volume cannot be used: {exc}", field="label_volume", status_code=400
+            "invalid_label_volume", f"The label volume cannot be used: {exc}", field="label_volume"
         ) from None
     return relative

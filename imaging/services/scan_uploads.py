@@ -39,7 +39,7 @@ class UploadRequest:
     length: int
 
 
-def _refuse_upload(*, actor, subject: Subject, code: str, message: str, status_code: int = 409, upload=None):
+def _refuse_upload(*, actor, subject: Subject, code: str, message: str, upload=None):
     # A refusal is itself part of the record: only its audit event is written.
     with transaction.atomic():
         record_event(
@@ -53,7 +53,7 @@ def _refuse_upload(*, actor, subject: Subject, code: str, message: str, status_c
             changes={"code": [None, code]},
             reason=message,
         )
-    raise RuleViolation(code, message, status_code=status_code)
+    raise RuleViolation(code, message)
 
 
 def _duplicate_scan(subject: Subject, sha256: str) -> Scan | None:
@@ -89,26 +89,22 @@ def upload_create(*, actor, request: UploadRequest) -> Upload:
             "upload_too_large",
             f"Upload-Length {request.length} bytes exceeds the maximum scan size "
             f"of {settings.IMAGING_UPLOAD_MAX_BYTES} bytes.",
-            status_code=413,
         )
     if request.length <= 0:
-        raise RuleViolation("empty_upload", "Upload-Length must be at least 1 byte.", status_code=400)
+        raise RuleViolation("empty_upload", "Upload-Length must be at least 1 byte.")
     sha = request.sha256.strip().lower()
     if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
         raise RuleViolation(
             "invalid_sha256",
             "Upload-Metadata sha256 must be the 64-digit hex SHA-256 of the file.",
             field="sha256",
-            status_code=400,
         )
     if subject.status == Subject.Status.WITHDRAWN:
         raise RuleViolation(
             "subject_withdrawn", f"Subject {subject.code} has withdrawn from the trial: no new scans.", field="subject"
         )
     if request.hours_after_injection < 0:
-        raise RuleViolation(
-            "invalid_time_point", "The time point cannot be before the injection.", field="hours", status_code=400
-        )
+        raise RuleViolation("invalid_time_point", "The time point cannot be before the injection.", field="hours")
     injection = (
         Injection.objects.select_related("batch__nanoparticle_lot")
         .filter(pk=request.injection_id, subject=subject)
@@ -119,7 +115,6 @@ def upload_create(*, actor, request: UploadRequest) -> Upload:
             "injection_not_found",
             f"Injection #{request.injection_id} is not an injection of subject {subject.code}.",
             field="injection",
-            status_code=400,
         )
     scanner = Scanner.objects.filter(pk=request.scanner_id, site_id=subject.site_id).first()
     if scanner is None:
@@ -127,7 +122,6 @@ def upload_create(*, actor, request: UploadRequest) -> Upload:
             "scanner_not_found",
             f"Scanner #{request.scanner_id} is not a scanner of site {subject.site.code}.",
             field="scanner",
-            status_code=400,
         )
     duplicate = _duplicate_scan(subject, sha)
     if duplicate is not None:
@@ -184,12 +178,10 @@ def upload_create(*, actor, request: UploadRequest) -> Upload:
 
 def _check_upload_writer(actor, upload: Upload) -> None:
     access.require_role(actor, site=upload.subject.site, roles=UPLOAD_ROLES, action="upload scans")
+    if upload.status == Upload.Status.TERMINATED:
+        raise RuleViolation("upload_terminated", f"Upload {upload.pk} is {upload.status}.")
     if upload.status != Upload.Status.IN_PROGRESS:
-        raise RuleViolation(
-            "upload_closed",
-            f"Upload {upload.pk} is {upload.status}.",
-            status_code=404 if upload.status == Upload.Status.TERMINATED else 409,
-        )
+        raise RuleViolation("upload_closed", f"Upload {upload.pk} is {upload.status}.")
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,6 @@ def scanner_register(
             "Give one positive divider and one drive amplitude per drive "
             f"channel (got dividers {dividers}, amplitudes {drive_amplitudes_t}).",
             field="dividers",
-            status_code=400,
         )
     with transaction.atomic():
         scanner = Scanner(
@@ -102,7 +101,6 @@ def system_matrix_register(
             "lot_of_other_trial",
             "The nanoparticle lot belongs to another trial.",
             field="nanoparticle_lot",
-            status_code=400,
         )
     relative = f"imaging/system_matrices/{uuid.uuid4().hex}.mdf"
     # Copying, hashing and validating are slow: done before the transaction, undone on refusal.
@@ -115,14 +113,12 @@ def system_matrix_register(
                 "invalid_system_matrix",
                 f"The calibration file is not valid: {inspection.problems_text}",
                 field="file",
-                status_code=400,
             )
         if inspection.kind != "calibration":
             raise RuleViolation(
                 "not_a_calibration",
                 f"The file is a {inspection.kind} MDF, not a calibration (a system matrix needs /calibration).",
                 field="file",
-                status_code=400,
             )
         summary = processing.calibration_summary(stored)
         if not summary["delta_concentration_mol_per_l"]:
@@ -131,7 +127,6 @@ def system_matrix_register(
                 "The calibration has no /tracer/concentration: the delta "
                 "sample's concentration is needed to quantify iron.",
                 field="file",
-                status_code=400,
             )
         if SystemMatrix.objects.filter(scanner=scanner, sha256=sha256).exists():
             raise RuleViolation(

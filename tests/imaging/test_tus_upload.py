@@ -135,6 +135,11 @@ def test_it_terminates_an_upload(api, pipeline, settings, django_capture_on_comm
     assert Upload.objects.get().status == "terminated"
     assert not path.exists()
     assert tus.head(client, url).status_code == 404
+    # A PATCH to a terminated upload: gone (404, its own code), and nothing written.
+    events = AuditEvent.objects.count()
+    refused = tus.patch(client, url, offset=1000, data=data[1000:2000])
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "upload_terminated"
+    assert Upload.objects.get().offset == 1000 and AuditEvent.objects.count() == events
 
 
 def test_a_chunk_of_many_pieces_is_hashed_in_order_and_written_whole(api, pipeline, settings):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from compliance.actions import AuditAction
+from config.api_errors import status_for
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
@@ -35,7 +36,7 @@ def test_it_refuses_a_lot_rejection_without_confirmation(lot, trial_manager, not
     with nothing_written(), pytest.raises(RuleViolation) as caught:
         lot_set_qc_status(actor=trial_manager, lot=lot, qc_status="rejected", reason=REASON)
     error = caught.value
-    assert (error.code, error.field, error.status_code) == ("confirmation_required", "confirm", 400)
+    assert (error.code, error.field, status_for(error.code)) == ("confirmation_required", "confirm", 400)
     assert "final" in error.message and lot.lot_number in error.message
     lot.refresh_from_db()
     assert lot.qc_status == "quarantined"

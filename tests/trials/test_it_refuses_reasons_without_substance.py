@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from config.api_errors import status_for
 from config.errors import RuleViolation
 from config.reasons import MIN_REASON_CHARACTERS, require_reason
 from imaging.services.scanners import system_matrix_retire
@@ -42,7 +43,11 @@ TRIVIAL = [
 def test_the_rule_refuses_a_reason_without_substance(reason):
     with pytest.raises(RuleViolation) as caught:
         require_reason(reason)
-    assert (caught.value.code, caught.value.field, caught.value.status_code) == ("reason_insufficient", "reason", 400)
+    assert (caught.value.code, caught.value.field, status_for(caught.value.code)) == (
+        "reason_insufficient",
+        "reason",
+        400,
+    )
     assert str(MIN_REASON_CHARACTERS) in caught.value.message
 
 

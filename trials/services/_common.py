@@ -13,8 +13,7 @@ from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
 from compliance.actions import AuditAction
-from compliance.audit import record_event
-from compliance.signatures import signature_invalidate_if_changed
+from compliance.audit import record_change, record_event
 from config.errors import RuleViolation
 from config.reasons import require_reason
 from trials.models import (
@@ -60,8 +59,9 @@ def _audit(
 
 def _signed_visit_changed(subject: Subject, *, actor, reason: str) -> None:
     """A signed subject visit whose content just changed loses its signatures now, in the
-    same transaction as the change, with the change's reason (21 CFR 11.70)."""
-    signature_invalidate_if_changed(subject, actor=actor, reason=reason)
+    same transaction as the change, with the change's reason (21 CFR 11.70): the rule is
+    compliance.signatures', reached through the audit layer's change observers."""
+    record_change(subject, actor=actor, reason=reason)
 
 
 def _require_reason(reason: str | None) -> str:
@@ -73,12 +73,12 @@ def _require_platform_admin(actor, action: str) -> None:
     # Trial set-up is done by platform administrators, or by a management command
     # (actor=None, recorded as the system in the audit trail).
     if actor is not None and not (actor.is_active and actor.is_superuser):
-        raise RuleViolation("forbidden", f"Only a platform administrator may {action}.", status_code=403)
+        raise RuleViolation("forbidden", f"Only a platform administrator may {action}.")
 
 
 def _not_in_future(value: dt.datetime, field: str, what: str) -> None:
     if value > timezone.now() + dt.timedelta(minutes=5):  # allow small clock skew between devices
-        raise RuleViolation(f"{field}_in_future", f"{what} cannot be in the future.", field=field, status_code=400)
+        raise RuleViolation(f"{field}_in_future", f"{what} cannot be in the future.", field=field)
 
 
 def _local_date(value: dt.datetime, site: Site) -> dt.date:

@@ -37,20 +37,18 @@ def _require_correctable(what: str, fields: dict, *, correctable: Iterable[str],
                 f"{name}_not_correctable",
                 f"The {what}'s {name} cannot be corrected: {locked[name]}",
                 field=name,
-                status_code=400,
             )
         raise RuleViolation(
             "unknown_field",
             f"A {what} has no correctable field {name!r} (correctable: {', '.join(sorted(correctable))}).",
             field=name,
-            status_code=400,
         )
 
 
 def _require_change(what: str, before: dict, after: dict) -> dict:
     changes = diff(before, after)
     if not changes:
-        raise RuleViolation("no_change", f"The correction changes nothing in this {what}.", status_code=400)
+        raise RuleViolation("no_change", f"The correction changes nothing in this {what}.")
     return changes
 
 
@@ -65,15 +63,12 @@ def _in_range(value, low, high, *, field: str, what: str) -> None:
             f"{field}_out_of_range",
             f"{what} must be between {low} and {high}; got {value}.",
             field=field,
-            status_code=400,
         )
 
 
 def _positive(value, *, field: str, what: str) -> None:
     if value is not None and not value > 0:
-        raise RuleViolation(
-            f"{field}_not_positive", f"{what} must be greater than zero; got {value}.", field=field, status_code=400
-        )
+        raise RuleViolation(f"{field}_not_positive", f"{what} must be greater than zero; got {value}.", field=field)
 
 
 _IDS = {

@@ -41,15 +41,12 @@ def _check_identifiers_free_of_mrn(
             "identifier_contains_phi",
             "The chain-of-identity or donation id contains the donor's medical record number.",
             field=field,
-            status_code=400,
         )
 
 
 def _check_labelled_after_manufacture(labelled_at: dt.datetime, manufactured_at: dt.datetime, *, field: str) -> None:
     if labelled_at < manufactured_at:
-        raise RuleViolation(
-            "labelled_before_manufacture", "Labelling cannot precede manufacture.", field=field, status_code=400
-        )
+        raise RuleViolation("labelled_before_manufacture", "Labelling cannot precede manufacture.", field=field)
 
 
 def _check_labelling_lot(lot: NanoparticleLot, batch: CellBatch, labelled_at: dt.datetime) -> None:
@@ -85,7 +82,6 @@ def batch_register(
             "donor_at_other_site",
             f"The donor is not a subject of site {site.code}.",
             field="donor_subject",
-            status_code=400,
         )
     _check_identifiers_free_of_mrn(donor_subject, chain_of_identity_id, donation_id, field="chain_of_identity_id")
     batch = CellBatch(
@@ -116,13 +112,14 @@ def batch_register(
     return batch
 
 
-_LABELLING_FIELDS = [
+# What labelling records (batch_label), and what a correction of the labelling may change.
+LABELLING_FIELDS = (
     "nanoparticle_lot",
     "incubation_concentration_ug_fe_per_ml",
     "iron_per_cell_pg",
     "labelling_efficiency_percent",
     "labelled_at",
-]
+)
 
 
 def batch_label(
@@ -152,21 +149,21 @@ def batch_label(
         nanoparticle_lot = NanoparticleLot.objects.select_for_update().get(pk=nanoparticle_lot.pk)
         _check_labelling_lot(nanoparticle_lot, batch, labelled_at)
         _check_labelled_after_manufacture(labelled_at, batch.manufactured_at, field="labelled_at")
-        before = _snapshot(batch, _LABELLING_FIELDS)
+        before = _snapshot(batch, LABELLING_FIELDS)
         batch.nanoparticle_lot = nanoparticle_lot
         batch.incubation_concentration_ug_fe_per_ml = incubation_concentration_ug_fe_per_ml
         batch.iron_per_cell_pg = iron_per_cell_pg
         batch.labelling_efficiency_percent = labelling_efficiency_percent
         batch.labelled_at = labelled_at
         batch.full_clean()
-        batch.save(update_fields=_LABELLING_FIELDS)
+        batch.save(update_fields=LABELLING_FIELDS)
         _audit(
             actor=actor,
             action=AuditAction.BATCH_LABELLED,
             obj=batch,
             trial_id=batch.trial_id,
             site_id=batch.site_id,
-            changes=diff(before, _snapshot(batch, _LABELLING_FIELDS)),
+            changes=diff(before, _snapshot(batch, LABELLING_FIELDS)),
             reason=reason,
         )
     return batch
@@ -191,7 +188,7 @@ def batch_set_release_status(
             )
         if batch.release_status == release_status:
             raise RuleViolation(
-                "no_change", f"Batch {batch.batch_code} is already {release_status}.", field="release_status"
+                "status_unchanged", f"Batch {batch.batch_code} is already {release_status}.", field="release_status"
             )
         if release_status == CellBatch.ReleaseStatus.RELEASED:
             # The released product is the labelled one, so labelling comes first.
@@ -223,14 +220,15 @@ def batch_set_release_status(
     return batch
 
 
-_BATCH_CORRECTABLE = (
+# The fields a batch correction may change (the web form offers these; the labelling
+# ones only while the batch is labelled and not yet released).
+BATCH_CORRECTABLE = (
     "cell_count",
     "viability_percent",
     "manufactured_at",
     "chain_of_identity_id",
     "donation_id",
-    "nanoparticle_lot",
-    *_LABELLING_FIELDS[1:],
+    *LABELLING_FIELDS,
 )
 
 
@@ -248,13 +246,13 @@ _BATCH_LOCKED = {
 def batch_correct(*, actor, batch: CellBatch, reason: str, **fields) -> CellBatch:
     access.require_role(actor, site=batch.site, roles=access.PRODUCT_ROLES, action="correct cell batches")
     reason = _require_reason(reason)
-    _require_correctable("cell batch", fields, correctable=_BATCH_CORRECTABLE, locked=_BATCH_LOCKED)
+    _require_correctable("cell batch", fields, correctable=BATCH_CORRECTABLE, locked=_BATCH_LOCKED)
     with transaction.atomic():
         batch = (
             CellBatch.objects.select_for_update(of=("self",)).select_related("site", "donor_subject").get(pk=batch.pk)
         )
         injected = batch.cell_count - batch_cells_remaining(batch)
-        labelling = [name for name in fields if name in _LABELLING_FIELDS]
+        labelling = [name for name in fields if name in LABELLING_FIELDS]
         if labelling and batch.nanoparticle_lot_id is None:
             raise RuleViolation(
                 "batch_not_labelled",
@@ -326,7 +324,6 @@ def batch_correct(*, actor, batch: CellBatch, reason: str, **fields) -> CellBatc
                 "administered_before_labelling",
                 f"Batch {batch.batch_code} was injected before the corrected labelling time.",
                 field="labelled_at",
-                status_code=400,
             )
         batch.full_clean()
         batch.save(update_fields=list(fields))

@@ -72,7 +72,6 @@ def _validated_scopes(scopes: Iterable[str]) -> list[str]:
             f"Scopes must be a non-empty list of {', '.join(ConsentScope.values)}"
             + (f"; unknown: {', '.join(map(str, unknown))}" if unknown else "."),
             field="scopes",
-            status_code=400,
         )
     return scopes
 
@@ -192,7 +191,6 @@ def consent_withdraw(
                 "withdrawn_before_signed",
                 "A consent cannot be withdrawn before it was signed.",
                 field="withdrawn_at",
-                status_code=400,
             )
         # Only the consent in force at that time speaks for the subject: a withdrawal
         # recorded on a superseded one would be accepted and change nothing.

@@ -43,7 +43,6 @@ def subject_identity_set(
         raise RuleViolation(
             "forbidden",
             "Only a coordinator or investigator at the subject's site may record identity.",
-            status_code=403,
         )
     existing = SubjectIdentity.objects.filter(subject=subject).first()
     if existing is not None:
@@ -53,7 +52,6 @@ def subject_identity_set(
             "date_of_birth_in_future",
             "The date of birth cannot be in the future.",
             field="date_of_birth",
-            status_code=400,
         )
     before = _identity_fingerprints(existing, subject.trial)
     identity = existing or SubjectIdentity(subject=subject)
@@ -101,13 +99,13 @@ def subject_identity_read(*, actor, subject: Subject | None, requested_id=None) 
     that answers 404, as any record outside the reader's sites."""
     if subject is None:
         _identity_read_refused(actor=actor, requested=str(requested_id), why="not visible to the reader")
-        raise RuleViolation("not_found", "Not found.", status_code=404)
+        raise RuleViolation("not_found", "Not found.")
     if not access.can_read_identity(actor, subject):
         _identity_read_refused(actor=actor, requested=str(subject.pk), subject=subject, why="role may not read PHI")
-        raise RuleViolation("forbidden", "Your role may not read identifiable data.", status_code=403)
+        raise RuleViolation("forbidden", "Your role may not read identifiable data.")
     identity = SubjectIdentity.objects.filter(subject=subject).first()
     if identity is None:
-        raise RuleViolation("identity_missing", f"No identity is recorded for subject {subject.code}.", status_code=404)
+        raise RuleViolation("identity_missing", f"No identity is recorded for subject {subject.code}.")
     with transaction.atomic():
         _audit(
             actor=actor,

@@ -81,13 +81,11 @@ def _require_verifier_password(*, actor, subject: Subject, batch: CellBatch, ver
             check.code,
             f"The verifier {verifier.get_username()} cannot confirm: {check.message} Nothing was recorded.",
             field="verifier_password",
-            status_code=429,
         )
     raise RuleViolation(
         "verifier_password_wrong",
         "The verifier's password is wrong: nothing was recorded.",
         field="verifier_password",
-        status_code=403,
     )
 
 
@@ -97,7 +95,6 @@ def _check_administered_after_labelling(batch: CellBatch, administered_at: dt.da
             "administered_before_labelling",
             "The injection cannot precede the labelling.",
             field="administered_at",
-            status_code=400,
         )
 
 

@@ -35,7 +35,6 @@ def _iron_concentrations(mg_per_ml: Decimal | None, mmol_per_l: Decimal | None) 
         "iron_concentration_missing",
         "Give the iron concentration in mg Fe/mL or mmol/L.",
         field="iron_mg_per_ml",
-        status_code=400,
     )
 
 
@@ -103,7 +102,7 @@ def lot_set_qc_status(
                 "lot_rejected", f"Lot {lot.lot_number} was rejected: a rejection is final.", field="qc_status"
             )
         if lot.qc_status == qc_status:
-            raise RuleViolation("no_change", f"Lot {lot.lot_number} is already {qc_status}.", field="qc_status")
+            raise RuleViolation("status_unchanged", f"Lot {lot.lot_number} is already {qc_status}.", field="qc_status")
         if qc_status == NanoparticleLot.QcStatus.RELEASED and lot.expiry_date < timezone.localdate():
             raise RuleViolation("lot_expired", f"Lot {lot.lot_number} expired on {lot.expiry_date}.", field="qc_status")
         if qc_status == NanoparticleLot.QcStatus.REJECTED:
@@ -144,7 +143,8 @@ def _check_lot_unexpired(lot: NanoparticleLot, on: dt.date, *, field: str) -> No
         )
 
 
-_LOT_CORRECTABLE = (
+# The fields a lot correction may change (the web form offers these).
+LOT_CORRECTABLE = (
     "expiry_date",
     "iron_mg_per_ml",
     "iron_mmol_per_l",
@@ -171,7 +171,7 @@ def lot_correct(*, actor, lot: NanoparticleLot, reason: str, **fields) -> Nanopa
         actor, trial=lot.trial, roles=access.TRIAL_RESOURCE_ROLES, action="correct nanoparticle lots"
     )
     reason = _require_reason(reason)
-    _require_correctable("nanoparticle lot", fields, correctable=_LOT_CORRECTABLE, locked=_LOT_LOCKED)
+    _require_correctable("nanoparticle lot", fields, correctable=LOT_CORRECTABLE, locked=_LOT_LOCKED)
     fields = dict(fields)
     # A correction of one concentration recomputes the other, as registration does.
     given = [name for name in ("iron_mg_per_ml", "iron_mmol_per_l") if name in fields]
@@ -195,7 +195,6 @@ def lot_correct(*, actor, lot: NanoparticleLot, reason: str, **fields) -> Nanopa
                 f"{lot.iron_mmol_per_l} mmol/L disagrees with "
                 f"{lot.iron_mg_per_ml} mg Fe/mL (expected {expected} mmol/L at 55.845 g/mol).",
                 field="iron_mmol_per_l",
-                status_code=400,
             )
         if lot.hydrodynamic_size_nm < lot.core_size_nm:
             raise RuleViolation(
@@ -203,7 +202,6 @@ def lot_correct(*, actor, lot: NanoparticleLot, reason: str, **fields) -> Nanopa
                 f"The hydrodynamic size ({lot.hydrodynamic_size_nm} "
                 f"nm) cannot be smaller than the core ({lot.core_size_nm} nm).",
                 field="hydrodynamic_size_nm",
-                status_code=400,
             )
         _in_range(lot.polydispersity_index, 0, 1, field="polydispersity_index", what="The polydispersity index")
         if "expiry_date" in fields:

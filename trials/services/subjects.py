@@ -23,9 +23,7 @@ from trials.services._corrections import _IDS, _apply, _require_change, _require
 def subject_enrol(*, actor, site: Site, enrolment_date: dt.date, status: str = Subject.Status.SCREENING) -> Subject:
     access.require_role(actor, site=site, roles=access.ENROL_ROLES, action="enrol subjects")
     if status not in (Subject.Status.SCREENING, Subject.Status.ENROLLED):
-        raise RuleViolation(
-            "invalid_initial_status", "A new subject starts in screening or enrolled.", field="status", status_code=400
-        )
+        raise RuleViolation("invalid_initial_status", "A new subject starts in screening or enrolled.", field="status")
     with transaction.atomic():
         # Lock the site so two enrolments at once cannot draw the same serial.
         site = Site.objects.select_for_update().select_related("trial").get(pk=site.pk)
@@ -57,7 +55,7 @@ def subject_change_status(*, actor, subject: Subject, status: str, reason: str, 
             "subject_status_final", f"Subject {subject.code} is {subject.status}: the status is final.", field="status"
         )
     if status == subject.status:
-        raise RuleViolation("no_change", f"Subject {subject.code} is already {status}.", field="status")
+        raise RuleViolation("status_unchanged", f"Subject {subject.code} is already {status}.", field="status")
     if status in _FINAL_SUBJECT_STATUSES:
         require_confirmation(
             confirm,
@@ -104,7 +102,6 @@ def subject_correct(*, actor, subject: Subject, reason: str, **fields) -> Subjec
             "enrolment_date_in_future",
             "The enrolment date cannot be in the future.",
             field="enrolment_date",
-            status_code=400,
         )
     with transaction.atomic():
         subject = Subject.objects.select_for_update(of=("self",)).select_related("site", "trial").get(pk=subject.pk)
