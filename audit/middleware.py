@@ -1,3 +1,5 @@
+"""Request context (who, from where) for the audit trail, and the automatic log-off."""
+
 from __future__ import annotations
 
 import re
@@ -8,11 +10,9 @@ from django.conf import settings
 from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
 from django.http import JsonResponse
-from django.urls import reverse
 
-from compliance import twofactor
-from compliance.context import request_context
-from compliance.security import client_address
+from audit.context import request_context
+from audit.security import client_address
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -36,11 +36,9 @@ class RequestContextMiddleware:
 
 
 _LAST_ACTIVITY = "compliance_last_activity"
-# Pages a user who has not passed the second factor may still reach.
-_TWO_FACTOR_EXEMPT = ("/accounts/", "/static/", "/api/v1/auth/token/")
 
 
-def _wants_json(request) -> bool:
+def wants_json(request) -> bool:
     return request.path.startswith("/api/")
 
 
@@ -59,9 +57,9 @@ class IdleTimeoutMiddleware:
             now = time.time()
             last = session.get(_LAST_ACTIVITY)
             if last is not None and now - float(last) > settings.SESSION_IDLE_TIMEOUT_SECONDS:
-                request.compliance_logout_reason = "idle"  # read by compliance.security.on_logged_out
+                request.compliance_logout_reason = "idle"  # read by audit.security.on_logged_out
                 logout(request)
-                if _wants_json(request):
+                if wants_json(request):
                     return JsonResponse(
                         {
                             "error": {
@@ -73,31 +71,4 @@ class IdleTimeoutMiddleware:
                     )
                 return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
             session[_LAST_ACTIVITY] = now
-        return self.get_response(request)
-
-
-class TwoFactorRequiredMiddleware:
-    """Hold a browser session of a PHI role at the one-time-password step until it is
-    verified (django-otp's ``is_verified``), when ``REQUIRE_2FA`` is on. API tokens are
-    checked when they are issued (``compliance.twofactor.require_token_otp``)."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        user = getattr(request, "user", None)
-        if (
-            settings.REQUIRE_2FA
-            and user is not None
-            and user.is_authenticated
-            and not request.path.startswith(_TWO_FACTOR_EXEMPT)
-            and not user.is_verified()
-            and twofactor.requires_2fa(user)
-        ):
-            if _wants_json(request):
-                return JsonResponse(
-                    {"error": {"code": "two_factor_required", "message": "Complete two-factor authentication first."}},
-                    status=403,
-                )
-            return redirect_to_login(request.get_full_path(), reverse("accounts:otp"))
         return self.get_response(request)
