@@ -6,6 +6,7 @@ permissions) carried over. Runs on SQLite and on PostgreSQL (DATABASE_URL)."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -40,7 +41,7 @@ def _write_events_as_before(apps, actor_id: int, n: int) -> list[tuple[int, str,
     prev = GENESIS_HASH
     written = []
     for sequence in range(1, n + 1):
-        fields = dict(
+        fields: dict[str, Any] = dict(
             sequence=sequence,
             occurred_at=dt.datetime(2026, 11, 30, 8, 0, sequence, 250_000, tzinfo=dt.UTC),
             actor_id=actor_id,
