@@ -35,7 +35,7 @@ def _leaf_nodes() -> list[tuple[str, str]]:
 
 
 def _write_events_as_before(apps, actor_id: int, n: int) -> list[tuple[int, str, str]]:
-    """Rows written through the historical compliance.AuditEvent, keyed as record_event keys them."""
+    """Rows written through the historical model (AuditEvent of compliance), keyed as record_event keys them."""
     Historical = apps.get_model("compliance", "AuditEvent")
     ring = keyring()
     prev = GENESIS_HASH
