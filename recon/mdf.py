@@ -701,7 +701,16 @@ class MDFFile:
         if ft:
             if self.layout["isFrequencySelection"]:
                 sel = np.ravel(np.asarray(self.field("/measurement/frequencySelection")))
+                if sel.dtype.kind not in "iu":
+                    raise MDFError(
+                        f"{self.path}: /measurement/frequencySelection has dtype {sel.dtype}, expected integers"
+                    )
                 self.available_frequencies = _detect_base(sel, K, "/measurement/frequencySelection")
+                if np.unique(self.available_frequencies).size != sel.size:
+                    raise MDFError(
+                        f"{self.path}: /measurement/frequencySelection lists a frequency more than once "
+                        f"({sel.size} entries, {np.unique(sel).size} distinct)"
+                    )
             else:
                 self.available_frequencies = np.arange(K, dtype=np.int64)
             if self.available_frequencies.size != x:
@@ -719,6 +728,7 @@ class MDFFile:
         # position of each full-axis frequency in the stored axis, -1 when absent
         self._freq_pos = np.full(K, -1, dtype=np.int64)
         self._freq_pos[self.available_frequencies] = np.arange(self.available_frequencies.size)
+        self._expand_transfer_function()
 
         bg = self.field("/measurement/isBackgroundFrame", None)
         bg = np.zeros(n, dtype=bool) if bg is None else np.ravel(np.asarray(bg)).astype(bool)
@@ -751,6 +761,29 @@ class MDFFile:
                 raise MDFError(
                     f"{self.path}: isSparsityTransformed is set but /measurement/subsamplingIndices is missing"
                 )
+
+    def _expand_transfer_function(self) -> None:
+        """Put a transfer function stored for the selected frequencies only onto the full K axis.
+
+        MPIFiles' ``saveasMDF`` with a frequency selection keeps
+        ``rxTransferFunction`` only at the selected frequencies (C x K_sel); the
+        specification says C x K. Both are read as (C, K), NaN where not stored.
+        """
+        tf = self.transfer_function
+        if tf is None:
+            return
+        C, K, k_sel = self.num_receive_channels, self.num_frequencies, self.available_frequencies.size
+        if tf.ndim == 2 and tf.shape == (C, K):
+            return
+        if tf.ndim == 2 and tf.shape == (C, k_sel):
+            full = np.full((C, K), np.nan + 0j, dtype=np.complex128)
+            full[:, self.available_frequencies] = tf
+            self.transfer_function = full
+            return
+        raise MDFError(
+            f"{self.path}: /acquisition/receiver/transferFunction has shape {tf.shape}, expected "
+            f"({C}, {K}) (C x K)" + (f" or ({C}, {k_sel}) for the selected frequencies" if k_sel != K else "")
+        )
 
     # -- data access -------------------------------------------------------- #
 
