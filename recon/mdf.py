@@ -697,57 +697,13 @@ class MDFFile:
                 f"but numFrames is {self.num_frames}"
             )
 
-        K = self.num_frequencies
-        if ft:
-            if self.layout["isFrequencySelection"]:
-                sel = np.ravel(np.asarray(self.field("/measurement/frequencySelection")))
-                if sel.dtype.kind not in "iu":
-                    raise MDFError(
-                        f"{self.path}: /measurement/frequencySelection has dtype {sel.dtype}, expected integers"
-                    )
-                self.available_frequencies = _detect_base(sel, K, "/measurement/frequencySelection")
-                if np.unique(self.available_frequencies).size != sel.size:
-                    raise MDFError(
-                        f"{self.path}: /measurement/frequencySelection lists a frequency more than once "
-                        f"({sel.size} entries, {np.unique(sel).size} distinct)"
-                    )
-            else:
-                self.available_frequencies = np.arange(K, dtype=np.int64)
-            if self.available_frequencies.size != x:
-                raise MDFError(
-                    f"{self.path}: /measurement/data stores {x} frequencies in shape {ds.shape}, "
-                    f"expected {self.available_frequencies.size}"
-                )
-        else:
-            if x != self.num_sampling_points:
-                raise MDFError(
-                    f"{self.path}: /measurement/data stores {x} samples per period in shape {ds.shape}, "
-                    f"but numSamplingPoints is {self.num_sampling_points}"
-                )
-            self.available_frequencies = np.arange(K, dtype=np.int64)
+        self.available_frequencies = self._read_frequency_axis(x, ds.shape)
         # position of each full-axis frequency in the stored axis, -1 when absent
-        self._freq_pos = np.full(K, -1, dtype=np.int64)
+        self._freq_pos = np.full(self.num_frequencies, -1, dtype=np.int64)
         self._freq_pos[self.available_frequencies] = np.arange(self.available_frequencies.size)
         self._expand_transfer_function()
 
-        bg = self.field("/measurement/isBackgroundFrame", None)
-        bg = np.zeros(n, dtype=bool) if bg is None else np.ravel(np.asarray(bg)).astype(bool)
-        if bg.size != n:
-            raise MDFError(f"{self.path}: /measurement/isBackgroundFrame has {bg.size} entries for {n} frames")
-        self._bg_stored = bg
-
-        # framePermutation[i] is the acquisition index of stored frame i.
-        if self.layout["isFramePermutation"] and not self.layout["isSparsityTransformed"]:
-            perm = np.ravel(np.asarray(self.field("/measurement/framePermutation")))
-            perm = _detect_base(perm, n, "/measurement/framePermutation")
-            if perm.size != n or np.unique(perm).size != n:
-                raise MDFError(f"{self.path}: /measurement/framePermutation is not a permutation of {n} frames")
-            self.frame_permutation: np.ndarray | None = perm
-            self._stored_of_acq = np.argsort(perm)
-        else:
-            self.frame_permutation = None
-            self._stored_of_acq = np.arange(n, dtype=np.int64)
-        self.is_background_frame = bg[self._stored_of_acq]
+        self._read_frame_order(n)
 
         if self.layout["isSparsityTransformed"]:
             name = str(self.field("/measurement/sparsityTransformation", "DCT-II")).strip().upper()
@@ -761,6 +717,70 @@ class MDFFile:
                 raise MDFError(
                     f"{self.path}: isSparsityTransformed is set but /measurement/subsamplingIndices is missing"
                 )
+
+    def _read_frequency_axis(self, x: int, shape: tuple) -> np.ndarray:
+        """Indices into the full K axis of the ``x`` stored frequencies (all K for time-domain data).
+
+        ``frequencySelection`` lists them in stored order, 1-based as MPIFiles
+        writes them (a 0 marks a 0-based list, see :func:`_detect_base`), in any
+        order; a frequency listed twice is refused.
+        """
+        K = self.num_frequencies
+        if not self.layout["isFourierTransformed"]:
+            if x != self.num_sampling_points:
+                raise MDFError(
+                    f"{self.path}: /measurement/data stores {x} samples per period in shape {shape}, "
+                    f"but numSamplingPoints is {self.num_sampling_points}"
+                )
+            return np.arange(K, dtype=np.int64)
+        available = np.arange(K, dtype=np.int64)
+        if self.layout["isFrequencySelection"]:
+            sel = np.ravel(np.asarray(self.field("/measurement/frequencySelection")))
+            if sel.dtype.kind not in "iu":
+                raise MDFError(f"{self.path}: /measurement/frequencySelection has dtype {sel.dtype}, expected integers")
+            available = _detect_base(sel, K, "/measurement/frequencySelection")
+            if np.unique(available).size != sel.size:
+                raise MDFError(
+                    f"{self.path}: /measurement/frequencySelection lists a frequency more than once "
+                    f"({sel.size} entries, {np.unique(sel).size} distinct)"
+                )
+        if available.size != x:
+            raise MDFError(
+                f"{self.path}: /measurement/data stores {x} frequencies in shape {shape}, expected {available.size}"
+            )
+        return available
+
+    def _read_frame_order(self, n: int) -> None:
+        """Background mask and frame permutation, following MPIFiles and the MDF specification.
+
+        ``isBackgroundFrame`` is in stored order. ``framePermutation`` is σ in
+        one-line notation: stored frame i is acquisition frame σ(i) (1-based as
+        MPIFiles writes it; 0-based accepted). :meth:`spectra` returns frames in
+        acquisition order (time order, so background interpolation and frame
+        averaging follow time); :meth:`system_matrix` returns the stored order,
+        which for a calibration *is* the grid order: MPIFiles' ``systemMatrix``
+        reads ``data[measFGFrameIdx(f), :]`` as stored, and its
+        ``calibPostProcessing`` stores frames through ``fullFramePermutation``
+        (foreground in grid order, x fastest, a meandering robot path undone;
+        background last); the specification ("calibration" group) says the
+        permutation is "usually done such that measurements are ordered with
+        respect to their x position first".
+        """
+        bg = self.field("/measurement/isBackgroundFrame", None)
+        bg = np.zeros(n, dtype=bool) if bg is None else np.ravel(np.asarray(bg)).astype(bool)
+        if bg.size != n:
+            raise MDFError(f"{self.path}: /measurement/isBackgroundFrame has {bg.size} entries for {n} frames")
+        self._bg_stored = bg
+        self.frame_permutation: np.ndarray | None = None
+        self._stored_of_acq = np.arange(n, dtype=np.int64)
+        if self.layout["isFramePermutation"] and not self.layout["isSparsityTransformed"]:
+            perm = np.ravel(np.asarray(self.field("/measurement/framePermutation")))
+            perm = _detect_base(perm, n, "/measurement/framePermutation")
+            if perm.size != n or np.unique(perm).size != n:
+                raise MDFError(f"{self.path}: /measurement/framePermutation is not a permutation of {n} frames")
+            self.frame_permutation = perm
+            self._stored_of_acq = np.argsort(perm)
+        self.is_background_frame = bg[self._stored_of_acq]
 
     def _expand_transfer_function(self) -> None:
         """Put a transfer function stored for the selected frequencies only onto the full K axis.

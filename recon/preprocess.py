@@ -412,53 +412,78 @@ def prepare_rows(
     notes.append(plan.note)
 
     n_sm_bg = 0 if sm_bg is None else int(sm_bg.shape[-1])
-    if params.sm_background_correction and n_sm_bg > 0:
+    if params.sm_background_correction and sm_bg is not None and n_sm_bg > 0:
         s -= sm_bg.mean(axis=-1)[:, None]
         notes.append(f"system matrix: subtracted mean of {n_sm_bg} background frames")
 
     frame_index = foreground_frames(is_background, params.frames)
-    source = background_source(int(is_background.sum()), n_sm_bg, params)
-    if source == "none":
-        corrected = u[frame_index].astype(np.complex128)
-        notes.append("measurement: no background correction")
-    elif source == "external":
-        if ext is None or ext.shape[0] == 0:
-            raise ValueError(f"background file {params.background!r} gave no frames")
-        if ext.ndim != 2 or ext.shape[1] != m:
-            raise ValueError(f"external background rows have shape {ext.shape}, expected (N_e, {m})")
-        _check_finite("external background", ext)
-        corrected = u[frame_index] - ext.mean(axis=0)
-        notes.append(f"measurement: subtracted mean of {ext.shape[0]} empty-bore frames")
-    elif source == "calibration":
-        corrected = u[frame_index] - sm_bg.mean(axis=-1)[None, :]
-        notes.append(
-            f"measurement: the scan has no background frames; subtracted the mean of the calibration's "
-            f"{n_sm_bg} empty-bore frames instead (scanner drift since calibration is not corrected)"
-        )
-    else:
-        corrected = u[frame_index] - background_estimate(u, is_background, frame_index, params.background)
-        notes.append(f"measurement: background '{params.background}' from {int(is_background.sum())} frames")
+    corrected = _subtract_background(u, is_background, frame_index, sm_bg, ext, params, notes)
 
     groups = average_blocks(frame_index, params.average)
     pos = {int(n): i for i, n in enumerate(frame_index)}
     meas = np.stack([corrected[[pos[int(n)] for n in g]].mean(axis=0) for g in groups])
 
-    if params.weighting == "none":
-        weights = np.ones(m)
-    elif params.weighting == "row_norm":
-        norms = np.linalg.norm(s, axis=1)
-        weights = 1.0 / np.maximum(norms, np.finfo(np.float64).tiny)
-    else:  # whiten
-        bg_idx = np.flatnonzero(is_background)
-        if bg_idx.size >= 2:
-            noise = np.std(u[bg_idx], axis=0)
-            notes.append(f"whitening by noise of {bg_idx.size} scan background frames")
-        elif sm_bg is not None and n_sm_bg >= 2:
-            noise = np.std(sm_bg, axis=-1)
-            notes.append("whitening by noise of the calibration background frames")
-        else:
-            raise ValueError("weighting='whiten' needs >= 2 background frames in the scan or the calibration")
-        weights = 1.0 / np.maximum(noise, np.finfo(np.float64).tiny)
+    weights = _row_weights(s, u, is_background, sm_bg, params, notes)
     s *= weights[:, None]
     meas = meas * weights[None, :]
     return PreparedRows(s, meas, groups, weights, selection, notes)
+
+
+def _subtract_background(
+    u: np.ndarray,
+    is_background: np.ndarray,
+    frame_index: np.ndarray,
+    sm_bg: np.ndarray | None,
+    ext: np.ndarray | None,
+    params: ReconParams,
+    notes: list[str],
+) -> np.ndarray:
+    """Background-corrected rows of the frames in ``frame_index`` (see :func:`background_source`)."""
+    m = u.shape[1]
+    n_sm_bg = 0 if sm_bg is None else int(sm_bg.shape[-1])
+    source = background_source(int(is_background.sum()), n_sm_bg, params)
+    if source == "none":
+        notes.append("measurement: no background correction")
+        return u[frame_index].astype(np.complex128)
+    if source == "external":
+        if ext is None or ext.shape[0] == 0:
+            raise ValueError(f"background file {params.background!r} gave no frames")
+        if ext.ndim != 2 or ext.shape[1] != m:
+            raise ValueError(f"external background rows have shape {ext.shape}, expected (N_e, {m})")
+        _check_finite("external background", ext)
+        notes.append(f"measurement: subtracted mean of {ext.shape[0]} empty-bore frames")
+        return u[frame_index] - ext.mean(axis=0)
+    if source == "calibration" and sm_bg is not None:
+        notes.append(
+            f"measurement: the scan has no background frames; subtracted the mean of the calibration's "
+            f"{n_sm_bg} empty-bore frames instead (scanner drift since calibration is not corrected)"
+        )
+        return u[frame_index] - sm_bg.mean(axis=-1)[None, :]
+    notes.append(f"measurement: background '{params.background}' from {int(is_background.sum())} frames")
+    return u[frame_index] - background_estimate(u, is_background, frame_index, params.background)
+
+
+def _row_weights(
+    s: np.ndarray,
+    u: np.ndarray,
+    is_background: np.ndarray,
+    sm_bg: np.ndarray | None,
+    params: ReconParams,
+    notes: list[str],
+) -> np.ndarray:
+    """(M,) weights applied to both sides (``params.weighting``)."""
+    if params.weighting == "none":
+        return np.ones(s.shape[0])
+    if params.weighting == "row_norm":
+        norms = np.linalg.norm(s, axis=1)
+        return 1.0 / np.maximum(norms, np.finfo(np.float64).tiny)
+    bg_idx = np.flatnonzero(is_background)  # whiten
+    if bg_idx.size >= 2:
+        noise = np.std(u[bg_idx], axis=0)
+        notes.append(f"whitening by noise of {bg_idx.size} scan background frames")
+    elif sm_bg is not None and sm_bg.shape[-1] >= 2:
+        noise = np.std(sm_bg, axis=-1)
+        notes.append("whitening by noise of the calibration background frames")
+    else:
+        raise ValueError("weighting='whiten' needs >= 2 background frames in the scan or the calibration")
+    return 1.0 / np.maximum(noise, np.finfo(np.float64).tiny)

@@ -152,6 +152,11 @@ class _Checker:
             return None
         return int(value) if integer else float(value)
 
+    def count(self, *paths: str) -> int | None:
+        """A required positive whole number (a size), or None after adding the problem."""
+        value = self.number(*paths, integer=True, positive=True)
+        return None if value is None else int(value)
+
     def array(self, path: str, kinds: str = "iuf") -> np.ndarray | None:
         d = self.ds(path)
         if d is None:
@@ -268,13 +273,13 @@ class _Dims:
 
 def _check_header_sizes(c: _Checker) -> _Dims:
     d = _Dims()
-    d.N = c.number("/acquisition/numFrames", "/measurement/numFrames", integer=True, positive=True)
-    d.J = c.number("/acquisition/numPeriodsPerFrame", "/acquisition/numPeriods", integer=True, positive=True)
-    d.C = c.number("/acquisition/receiver/numChannels", integer=True, positive=True)
-    d.V = c.number("/acquisition/receiver/numSamplingPoints", integer=True, positive=True)
+    d.N = c.count("/acquisition/numFrames", "/measurement/numFrames")
+    d.J = c.count("/acquisition/numPeriodsPerFrame", "/acquisition/numPeriods")
+    d.C = c.count("/acquisition/receiver/numChannels")
+    d.V = c.count("/acquisition/receiver/numSamplingPoints")
     c.number("/acquisition/receiver/bandwidth", positive=True)
     c.number("/acquisition/drivefield/baseFrequency", positive=True)
-    d.D = c.number("/acquisition/drivefield/numChannels", integer=True, positive=True)
+    d.D = c.count("/acquisition/drivefield/numChannels")
     return d
 
 

@@ -144,7 +144,7 @@ def with_tf(fields: dict, tf: np.ndarray | None, *, apply: bool, flagged: bool, 
     """``fields`` with ``tf`` stored (when not None), the data multiplied by it (``apply``)."""
     out = dict(fields)
     data = out["/measurement/data"]
-    if apply:
+    if apply and tf is not None:
         # scan: N x J x C x K; calibration: J x C x K x N
         out["/measurement/data"] = data * (tf[None, None] if scan else tf[None, :, :, None])
     if tf is not None:
