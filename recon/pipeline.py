@@ -386,22 +386,35 @@ def reconstruct_file(
 def load_arrays(system_matrix_path, measurement_path) -> dict:
     """Read both MDF files in full into the keyword arguments of
     :func:`reconstruct_arrays` (for small problems and for tests that prove
-    the file and array paths agree)."""
+    the file and array paths agree).
+
+    Frequencies are those both files store (all K unless one holds a
+    frequency selection); transfer functions and their flags are passed on, so
+    the array path applies the same rule as the file path."""
     from recon.mdf import MDFFile
 
     with MDFFile(system_matrix_path) as smf, MDFFile(measurement_path) as mf:
-        s, bg = smf.system_matrix()
-        if smf.calibration_size is None or smf.tracer_concentration_mol_per_l is None:
-            raise ValueError(f"{system_matrix_path}: a system matrix needs /calibration/size and /tracer/concentration")
+        inputs.check_calibration(smf)
+        common = np.intersect1d(smf.available_frequencies, mf.available_frequencies)
+        s, bg = smf.system_matrix(frequencies=common)
+        snr = inputs.full_axis_snr(smf)
+
+        def tf(f):
+            return None if f.transfer_function is None else f.transfer_function[:, common]
+
         return {
             "system_matrix": s,
             "system_matrix_background": bg,
-            "snr": None if smf.snr is None else np.asarray(smf.snr)[0],
-            "frequencies_hz": np.asarray(smf.frequencies_hz),
-            "size": tuple(int(v) for v in smf.calibration_size),
-            "delta_concentration_mol_per_l": float(smf.tracer_concentration_mol_per_l),
+            "snr": None if snr is None else snr[:, common],
+            "frequencies_hz": np.asarray(smf.frequencies_hz)[common],
+            "size": tuple(int(v) for v in smf.calibration_size or ()),
+            "delta_concentration_mol_per_l": float(smf.tracer_concentration_mol_per_l or 0.0),
             "field_of_view_m": np.asarray(smf.field_of_view_m),
             "field_of_view_center_m": np.asarray(smf.field_of_view_center_m),
-            "measurement_spectra": mf.spectra(periods=[0])[:, 0],
+            "measurement_spectra": mf.spectra(frequencies=common, periods=[0])[:, 0],
             "is_background_frame": np.asarray(mf.is_background_frame, dtype=bool),
+            "system_matrix_transfer_function": tf(smf),
+            "measurement_transfer_function": tf(mf),
+            "system_matrix_transfer_function_corrected": smf.layout["isTransferFunctionCorrected"],
+            "measurement_transfer_function_corrected": mf.layout["isTransferFunctionCorrected"],
         }

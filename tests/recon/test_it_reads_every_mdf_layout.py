@@ -19,7 +19,7 @@ import pytest
 
 from recon.mdf import MDFError, MDFFile, write_mdf
 from recon.params import ReconParams
-from recon.pipeline import reconstruct_file
+from recon.pipeline import load_arrays, reconstruct_arrays, reconstruct_file
 from recon.simulate import simulate_to_files
 from recon.validate import validate, validate_pair
 
@@ -406,3 +406,17 @@ def test_validate_alone_flags_a_calibration_reconstruct_would_refuse(plain, tmp_
     assert [(p.code, p.path) for p in report.problems] == [("not_reconstructable", "/tracer/concentration")]
     assert "/tracer/concentration missing or not > 0 (0.0)" in report.problems[0].message
     assert validate(plain["paths"]["cal"]).valid
+
+
+def test_the_array_path_reads_the_same_layouts_as_the_file_path(plain, tmp_path):
+    """load_arrays + reconstruct_arrays on a frequency-selected raw scan with its transfer function
+    and a calibration flagged corrected: the same image as reconstruct_file."""
+    K = plain["cal"]["/measurement/data"].shape[2]
+    keep = np.arange(1, K, 3)
+    cal_path, scan_path = tf_pair(plain, tmp_path, "corrected", "raw")
+    scan = keep_only(read_fields(scan_path), keep, scan=True, base=1, snr_stored=False)
+    path = write(tmp_path, "scan_sel_tf.mdf", scan)
+    from_files = reconstruct_file(cal_path, path, None, PARAMS)
+    from_arrays = reconstruct_arrays(params=PARAMS, **load_arrays(cal_path, path))
+    assert_same_image(from_arrays, from_files)
+    assert_same_image(from_files, reference_restricted_to(plain, tmp_path, keep))
