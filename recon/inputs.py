@@ -32,7 +32,7 @@ from recon import preprocess
 from recon.mdf import MDFFile
 from recon.params import ReconParams
 
-__all__ = ["InputError", "InputPlan", "check_calibration", "check_pair", "full_axis_snr"]
+__all__ = ["InputError", "InputPlan", "check_calibration", "check_compatible", "check_pair", "full_axis_snr"]
 
 
 class InputError(ValueError):
@@ -118,7 +118,8 @@ def full_axis_snr(smf: MDFFile, snr: np.ndarray | None = None) -> np.ndarray | N
     )
 
 
-def _check_compatible(smf: MDFFile, other: MDFFile, what: str) -> None:
+def check_compatible(smf: MDFFile, other: MDFFile, what: str) -> None:
+    """Refuse a scan recorded with other receive or drive settings than the calibration (InputError)."""
     checks = {
         "receive channels": (smf.num_receive_channels, other.num_receive_channels),
         "sampling points": (smf.num_sampling_points, other.num_sampling_points),
@@ -154,14 +155,14 @@ def check_pair(
     check_calibration(smf)
     if mf.kind != "measurement":
         raise InputError(f"{mf.path}: expected a measurement, got a {mf.kind}")
-    _check_compatible(smf, mf, "measurement")
+    check_compatible(smf, mf, "measurement")
     available = np.zeros(smf.num_frequencies, dtype=bool)
     available[smf.available_frequencies] = True
     scan_has = np.zeros_like(available)
     scan_has[mf.available_frequencies] = True
     available &= scan_has
     if background is not None:
-        _check_compatible(smf, background, "empty-bore scan")
+        check_compatible(smf, background, "empty-bore scan")
         bg_has = np.zeros_like(available)
         bg_has[background.available_frequencies] = True
         available &= bg_has

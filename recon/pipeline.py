@@ -252,19 +252,6 @@ def reconstruct_arrays(
     )
 
 
-def _check_compatible(sm, meas, what: str) -> None:
-    checks = {
-        "receive channels": (sm.num_receive_channels, meas.num_receive_channels),
-        "sampling points": (sm.num_sampling_points, meas.num_sampling_points),
-        "base frequency (Hz)": (sm.base_frequency_hz, meas.base_frequency_hz),
-    }
-    for name, (a, b) in checks.items():
-        if a != b:
-            raise ValueError(f"system matrix and {what} differ in {name}: {a} vs {b}")
-    if not np.array_equal(np.asarray(sm.dividers), np.asarray(meas.dividers)):
-        raise ValueError(f"system matrix and {what} differ in dividers: {list(sm.dividers)} vs {list(meas.dividers)}")
-
-
 def reconstruct_file(
     system_matrix_path: str | os.PathLike,
     measurement_path: str | os.PathLike,
@@ -332,7 +319,7 @@ def reconstruct_file(
         if params.background_is_external:
             checksums["background"] = {"path": params.background, "sha256": sha256_file(params.background)}
             with MDFFile(params.background) as bf:
-                _check_compatible(smf, bf, "empty-bore scan")
+                inputs.check_compatible(smf, bf, "empty-bore scan")
                 ext_rows = bf.spectra(frequencies=union, periods=[0])[:, 0][:, selection.channel, col]
     _report(progress, "read", 1.0)
     _report(progress, "preprocess", 0.0)
