@@ -467,13 +467,21 @@ class MDFFile:
     frequencies_hz : ndarray of float64, shape (K,)
         The full frequency axis, ``arange(K) * 2 * bandwidth / V``.
     available_frequencies : ndarray of int64
-        Indices into the full K axis that the file stores (all of them unless
-        a frequency selection was applied).
+        Indices into the full K axis that the file stores, in stored order (all
+        of them unless a frequency selection was applied; ``frequencySelection``
+        is read 1-based as MPIFiles writes it, 0-based when it holds a 0).
     is_background_frame : ndarray of bool, shape (N,)
         Background mask in acquisition order (the order of :meth:`spectra`).
+    frame_permutation : ndarray of int64, shape (N,), or None
+        0-based acquisition index of each stored frame (``framePermutation``,
+        MPIFiles' convention: see :meth:`_read_frame_order`); a calibration's
+        stored foreground order is its grid order.
     layout : dict of str to bool
         The processing flags, under their v2.1 names.
     transfer_function : ndarray of complex128, shape (C, K), or None
+        ``/acquisition/receiver/transferFunction`` on the full K axis (NaN at
+        frequencies a file stores it for the selected frequencies only). Whether
+        the data is already divided by it: ``layout["isTransferFunctionCorrected"]``.
     calibration_size : tuple of 3 int, or None
         Calibration grid (x, y, z); x varies fastest in the frame order.
     field_of_view_m, field_of_view_center_m : ndarray of float64, shape (3,), or None
