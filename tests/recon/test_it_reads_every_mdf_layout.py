@@ -420,3 +420,16 @@ def test_the_array_path_reads_the_same_layouts_as_the_file_path(plain, tmp_path)
     from_arrays = reconstruct_arrays(params=PARAMS, **load_arrays(cal_path, path))
     assert_same_image(from_arrays, from_files)
     assert_same_image(from_files, reference_restricted_to(plain, tmp_path, keep))
+
+
+def test_the_cli_validates_a_pair_as_reconstruct_would(plain, tmp_path, capsys):
+    from recon.cli import main
+
+    cal, scan = tf_pair(plain, tmp_path, "none", "raw")
+    assert main(["validate", str(cal)]) == 0  # each file alone is fine
+    assert main(["validate", str(scan)]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(cal), "--measurement", str(scan)]) == 1
+    out, err = capsys.readouterr()
+    assert "not_reconstructable: transfer functions: the calibration is raw, without a transfer function" in err
+    assert main(["validate", str(plain["paths"]["cal"]), "--measurement", str(plain["paths"]["scan"])]) == 0
