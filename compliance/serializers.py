@@ -7,7 +7,8 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from compliance.models import ApiToken, AuditEvent, Export, Signature, TokenScope
+from audit.models import AuditEvent
+from compliance.models import ApiToken, Export, Signature, TokenScope
 from config.fields import StrictBooleanField
 
 

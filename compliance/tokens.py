@@ -37,9 +37,9 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework.permissions import SAFE_METHODS
 
+from audit.actions import AuditAction
+from audit.chain import record_event
 from compliance import twofactor
-from compliance.actions import AuditAction
-from compliance.audit import record_event
 from compliance.models import ApiToken, TokenEnd, TokenScope
 from config.errors import RuleViolation
 

@@ -15,8 +15,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
 
+from audit.actions import AuditAction
 from compliance import selectors, twofactor
-from compliance.actions import AuditAction
 from compliance.services.audit_trail import audit_trail_verify
 from config.errors import RuleViolation
 from config.ids import parse_id

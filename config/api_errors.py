@@ -118,7 +118,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "tus_version": 412,  # tus: Tus-Resumable not supported
     "upload_too_large": 413,
     "unsupported_media_type": 415,
-    "account_locked": 429,  # compliance.credentials' lockout codes
+    "account_locked": 429,  # audit.credentials' lockout codes
     "address_throttled": 429,
     "checksum_mismatch": 460,  # tus checksum extension
 }

@@ -240,8 +240,8 @@ def study_write(*, actor, scan: Scan, directory, deidentified: bool) -> list:
     the API. The files leave the platform's storage, so no Export row holds them."""
     from django.db import transaction
 
-    from compliance.actions import AuditAction
-    from compliance.audit import record_event
+    from audit.actions import AuditAction
+    from audit.chain import record_event
     from compliance.models import Export
     from imaging.dicom import write_study
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
+from audit.actions import AuditAction
+from audit.chain import record_event
 from config.errors import RuleViolation
 
 
 def audit_trail_verify(*, actor, trial):
     """Run the chain verification for a monitor or auditor of ``trial`` and record the result."""
-    from compliance.audit import verify_chain
+    from audit.chain import verify_chain
     from compliance.selectors import audit_trial_ids
 
     if trial.pk not in audit_trial_ids(actor):

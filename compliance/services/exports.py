@@ -18,9 +18,9 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
-from compliance.context import request_context
+from audit.actions import AuditAction
+from audit.chain import record_event
+from audit.context import request_context
 from compliance.models import SCAN_EXPORT_KINDS, Export
 from config.errors import RuleViolation
 

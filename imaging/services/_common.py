@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
+from audit.actions import AuditAction
+from audit.chain import record_event
 from imaging.models import (
     Scan,
 )

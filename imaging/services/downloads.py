@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from imaging.models import (
     Scan,
 )

@@ -6,8 +6,8 @@ import uuid
 
 from django.db import IntegrityError, transaction
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
+from audit.actions import AuditAction
+from audit.chain import record_event
 from config.errors import RuleViolation
 from imaging import processing, uploads
 from imaging.models import (

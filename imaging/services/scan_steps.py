@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from config.errors import RuleViolation
 from imaging import processing, uploads
 from imaging.models import (

@@ -9,8 +9,8 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
+from audit.actions import AuditAction
+from audit.chain import record_event
 from config.errors import RuleViolation
 from config.reasons import require_reason
 from imaging import processing, uploads

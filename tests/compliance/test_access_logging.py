@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from compliance.access import log_download
-from compliance.actions import AuditAction
-from compliance.context import request_context
-from compliance.models import SCAN_EXPORT_KINDS, AuditEvent, Export
+from audit.access import log_download
+from audit.actions import AuditAction
+from audit.context import request_context
+from audit.models import AuditEvent
+from compliance.models import SCAN_EXPORT_KINDS, Export
 from compliance.services.exports import export_request, export_run
 
 

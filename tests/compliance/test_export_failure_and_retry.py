@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from compliance import reports
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent, Export
+from compliance.models import Export
 from compliance.services.exports import export_download, export_request, export_run
 from config.errors import RuleViolation
 

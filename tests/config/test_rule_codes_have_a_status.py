@@ -72,7 +72,7 @@ CONFLICT_SUFFIXES = frozenset({"_not_at_site"})
 
 # Codes that are not literals where they are raised, with every value they can take.
 PASSED_ON = {
-    # compliance.credentials.PasswordCheck.code of a locked account or address
+    # audit.credentials.PasswordCheck.code of a locked account or address
     "check.code": {"account_locked", "address_throttled"},
     # a consent refusal re-raised after its UPLOAD_REFUSED event (imaging.services.scan_uploads)
     "code": {"consent_missing", "consent_withdrawn"},

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from django.apps import apps
 
-from compliance.models import AuditEvent
+from audit.models import AuditEvent
 from imaging.services.rois import roi_define
 from imaging.services.scanners import scanner_register, system_matrix_register
 from recon.simulate import simulate_to_files

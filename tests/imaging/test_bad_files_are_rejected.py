@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging.models import Measurement, Reconstruction
 from imaging.services.scan_steps import scan_reconstruct, scan_validate
 from tests.imaging import tus

@@ -9,8 +9,9 @@ import zipfile
 
 import pydicom
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent, Export
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from compliance.models import Export
 from compliance.services.exports import export_download, export_run
 from tests.imaging.dicom_cases import quantified  # noqa: F401
 

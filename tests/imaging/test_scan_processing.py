@@ -3,8 +3,8 @@ quantified through the services the tasks call, and its metrics match the phanto
 
 from __future__ import annotations
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging.models import Measurement, Reconstruction
 from imaging.services.scan_claims import _finish, scan_claim
 from imaging.services.scan_steps import scan_quantify, scan_reconstruct, scan_validate

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from django.db import transaction
 
-from compliance import audit, signatures
-from compliance.audit import AuditError, record_change, register_change_observer
+from audit import chain as audit
+from audit.chain import AuditError, record_change, register_change_observer
+from compliance import signatures
 
 ROOT = Path(__file__).resolve().parents[2]
 BOTTOM = {"actions", "audit", "audit_keys", "checkpoints", "context", "credentials", "access", "security"}

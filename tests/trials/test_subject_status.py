@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from config.api_errors import status_for
 from config.errors import RuleViolation
 from tests import factories as f

@@ -12,8 +12,8 @@ from django.db import models
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import record_change, record_event
+from audit.actions import AuditAction
+from audit.chain import record_change, record_event
 from config.errors import RuleViolation
 from config.reasons import require_reason
 from trials.models import (

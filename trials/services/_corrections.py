@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-from compliance.audit import diff
+from audit.chain import diff
 from config.errors import RuleViolation
 
 

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import diff
+from audit.actions import AuditAction
+from audit.chain import diff
 from config.errors import RuleViolation
 from trials.models import (
     Consent,

@@ -9,8 +9,8 @@ import hmac
 from django.db import transaction
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import diff, record_event
+from audit.actions import AuditAction
+from audit.chain import diff, record_event
 from config.errors import RuleViolation
 from trials.models import (
     Subject,

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from compliance import credentials
-from compliance.actions import AuditAction
-from compliance.audit import diff, record_event
+from audit import credentials
+from audit.actions import AuditAction
+from audit.chain import diff, record_event
 from config.errors import RuleViolation
 from trials.models import (
     CellBatch,

@@ -8,8 +8,8 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import diff
+from audit.actions import AuditAction
+from audit.chain import diff
 from config.errors import RuleViolation
 from config.reasons import require_confirmation
 from trials.models import (

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from compliance.actions import AuditAction
-from compliance.audit import diff
+from audit.actions import AuditAction
+from audit.chain import diff
 from trials.models import (
     Membership,
     Site,
