@@ -22,7 +22,7 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,6 +207,35 @@ def record_event(
         # After the commit: a checkpoint must only ever anchor an event that exists.
         transaction.on_commit(lambda: _checkpoint_after_commit(sequence, digest))
     return event
+
+
+# --------------------------------------------------------------------------- change observers
+#
+# The one inversion of the layers, kept to one small, explicit hook. A service of a lower
+# app (trials) that changes a record's content says so with ``record_change``; a rule of
+# an upper app that must react in the same transaction (compliance.signatures: a signed
+# subject visit whose content changed loses its signatures, 21 CFR 11.70) registers
+# itself with ``register_change_observer`` from its AppConfig.ready. The lower app never
+# imports the upper one; the observers run in the order registered, in the caller's
+# transaction, and whatever they raise rolls the change back with them.
+
+_change_observers: list[Callable[..., object]] = []
+
+
+def register_change_observer(observer: Callable[..., object]) -> None:
+    """Have ``observer(obj, *, actor, reason)`` called by every ``record_change``. Once per
+    observer (registering it again changes nothing); call it from an AppConfig.ready."""
+    if observer not in _change_observers:
+        _change_observers.append(observer)
+
+
+def record_change(obj, *, actor, reason: str) -> None:
+    """Tell the observers that ``obj``'s content changed in the current transaction (the
+    service has written the change and its audit event), with the change's reason."""
+    if not connection.in_atomic_block:
+        raise AuditError("record_change must be called inside transaction.atomic, with the change it reports")
+    for observer in _change_observers:
+        observer(obj, actor=actor, reason=reason)
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,12 @@ from django.test import Client
 
 from audit.actions import AuditAction
 from audit.models import AuditEvent
-from trials import services
+from trials.services.subjects import subject_change_status
 
 
 @pytest.fixture
 def changed(visit, coordinator_a):
-    services.subject_change_status(
-        actor=coordinator_a, subject=visit, status="completed", reason="visit 4 done", confirm=True
-    )
+    subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="visit 4 done", confirm=True)
     return visit
 
 

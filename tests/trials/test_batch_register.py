@@ -10,7 +10,7 @@ from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.models import CellBatch
-from trials.services import batch_register
+from trials.services.batches import batch_register
 
 
 def _register(actor, site, **overrides):

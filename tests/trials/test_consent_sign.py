@@ -12,7 +12,7 @@ from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.models import Consent
-from trials.services import consent_document_create, consent_sign
+from trials.services.consent import consent_document_create, consent_sign
 
 
 def _utc(*args):

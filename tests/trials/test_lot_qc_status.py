@@ -9,7 +9,7 @@ from audit.actions import AuditAction
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
-from trials.services import lot_set_qc_status
+from trials.services.lots import lot_set_qc_status
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from audit.actions import AuditAction
 from config.errors import RuleViolation
 from tests.conftest import last_event
 from trials.models import NanoparticleLot
-from trials.services import lot_register
+from trials.services.lots import lot_register
 
 COA = b"Certificate of analysis: Synomag-D, lot SD-2211"
 
