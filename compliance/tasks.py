@@ -32,7 +32,6 @@ def queue_export(export: Export) -> None:
     transaction.on_commit(lambda: run_export.apply_async(args=[export_id], queue="export"))
 
 
-
 @shared_task(name="compliance.expire_api_tokens", acks_late=True, soft_time_limit=120, time_limit=150)
 def expire_api_tokens() -> str:
     """Celery beat's sweep: end (and audit) API tokens whose time has run out, when it runs out."""
