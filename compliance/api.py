@@ -14,9 +14,10 @@ from rest_framework.views import APIView
 
 from compliance import selectors, services, signatures, sponsor, tokens
 from compliance import serializers as s
-from compliance.models import ApiToken, Export, TokenEnd, TokenScope
+from compliance.models import ApiToken, Export, TokenEnd
 from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdField, IdFilter, parse_id
+from config.token_scopes import TokenScope
 
 
 def _visible_record(user, object_type: str, object_id: str):

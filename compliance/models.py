@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 
 from compliance.actions import AuditAction
+from config.token_scopes import TokenScope
 
 
 class AuditEvent(models.Model):
@@ -208,14 +209,6 @@ class Export(models.Model):
         if self.site is not None:
             return f"site {self.site.code}"
         return f"trial {self.trial.protocol_number}"
-
-
-class TokenScope(models.TextChoices):
-    """What an API token may reach (``compliance.tokens.scope_allows``)."""
-
-    FULL = "full", "Full: a person's own API client"
-    SCANNER = "scanner", "Scanner bridge: uploads (and live sessions) only"
-    READ = "read", "Integration: read-only"
 
 
 class TokenEnd(models.TextChoices):

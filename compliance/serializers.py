@@ -7,8 +7,9 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from compliance.models import ApiToken, AuditEvent, Export, Signature, TokenScope
+from compliance.models import ApiToken, AuditEvent, Export, Signature
 from config.fields import StrictBooleanField
+from config.token_scopes import TokenScope
 
 
 class SignatureOutput(serializers.ModelSerializer):

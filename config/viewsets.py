@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from config.pagination import ApiPagination
+from config.token_scopes import TokenScope
 
 
 class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -23,7 +24,7 @@ class ScopedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     selector: ClassVar[Callable[[Any], QuerySet[Any]]]
     pagination_class = ApiPagination
     # Read-only integration tokens may list and read (compliance.permissions.TokenScopePermission).
-    token_scopes = frozenset({"read"})
+    token_scopes = frozenset({TokenScope.READ})
 
     # What a sponsor reads here: a de-identified projection from compliance.sponsor, or
     # None, and then nothing (an empty list, a 404 detail).

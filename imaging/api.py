@@ -18,11 +18,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from compliance import sponsor
-from compliance.models import TokenScope
 from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdFilter, parse_id
 from config.request_body import body_source
+from config.token_scopes import TokenScope
 from config.viewsets import ScopedViewSet
 from imaging import pacs, selectors, services, tasks, uploads
 from imaging import serializers as s
