@@ -29,8 +29,8 @@ from django.http import Http404
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
-from compliance import deidentify
 from config.errors import RuleViolation
+from trials import deidentify
 
 # --------------------------------------------------------------------------- who
 

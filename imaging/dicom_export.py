@@ -13,9 +13,9 @@ Study Date/Time = the scan's acquisition (injection time + hours after injection
 the site's time zone, Institution Name = the site's name, Accession Number and Study
 ID from the scan id. A de-identified study is that study through
 :func:`imaging.dicom.deidentify` with the trial's ``deidentification_secret``, the
-subject's ``compliance.deidentify.date_shift_days`` (the same shift as the sponsor data
+subject's ``trials.deidentify.date_shift_days`` (the same shift as the sponsor data
 set, so DICOM dates and CSV dates of one subject agree) and Patient ID = the subject's
-sponsor pseudonym (``compliance.deidentify.subject_pseudonym``).
+sponsor pseudonym (``trials.deidentify.subject_pseudonym``).
 
 Frame of Reference
 ------------------
@@ -166,7 +166,7 @@ def study_for_scan(scan: Scan, *, progress: Progress = no_progress) -> list[Data
 
 def deidentification_for(scan: Scan) -> dict:
     """The keyword arguments of :func:`imaging.dicom.deidentify` for ``scan``'s subject."""
-    from compliance.deidentify import date_shift_days, subject_pseudonym
+    from trials.deidentify import date_shift_days, subject_pseudonym
 
     trial, subject = scan.subject.trial, scan.subject
     return {
