@@ -1,14 +1,16 @@
-"""REST endpoints: signatures, exports, audit events. Scoped reads, one service per write."""
+"""REST endpoints: signatures, exports (a scan's DICOM study included, under the scan's
+URL), audit events, API tokens. Scoped reads, one service per write."""
 
 from __future__ import annotations
 
 import django_filters
 from django.http import FileResponse, Http404
-from django.utils.functional import cached_property
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import action
+from rest_framework.generics import get_object_or_404
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,6 +20,8 @@ from compliance.models import ApiToken, Export, TokenEnd
 from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdField, IdFilter, parse_id
 from config.token_scopes import TokenScope
+from config.viewsets import ScopedViewSet
+from trials import services as trial_services
 
 
 def _visible_record(user, object_type: str, object_id: str):
@@ -94,24 +98,15 @@ class ExportFilter(django_filters.FilterSet):
         fields = ["kind", "status", "trial"]
 
 
-class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ExportViewSet(ScopedViewSet):
+    """Reports, data sets and DICOM studies taken out of the platform: those you asked
+    for, and (monitors, auditors) every export of your trials. Only the requester may
+    download one. A sponsor reads them de-identified (``compliance.sponsor.ExportOutput``)."""
+
+    selector = services.exports_visible_to
     serializer_class = s.ExportOutput
     filterset_class = ExportFilter
     token_scopes = frozenset({TokenScope.READ})  # list and download; requesting one needs a full token
-
-    def get_queryset(self):
-        return services.exports_visible_to(self.request.user)
-
-    sponsor_serializer_class = sponsor.ExportOutput  # documented beside ExportOutput (config.schema)
-
-    @cached_property
-    def sponsor_view(self) -> bool:
-        # The schema is one for every reader; it documents both shapes (config.schema).
-        return not getattr(self, "swagger_fake_view", False) and sponsor.applies_to(self.request.user)
-
-    def get_serializer_class(self):
-        # A sponsor's DICOM export is of one subject: its scope names the pseudonym.
-        return sponsor.ExportOutput if self.sponsor_view else s.ExportOutput
 
     @extend_schema(
         request=s.ExportRequestInput, responses={201: sponsor.export_response()}, summary="Request an export"
@@ -162,6 +157,45 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         response = FileResponse(handle, as_attachment=True, filename=filename, content_type=export.content_type)
         response["X-Content-SHA256"] = export.sha256
         return response
+
+
+_SCAN_ID = OpenApiParameter(
+    "id", int, OpenApiParameter.PATH, description="A unique integer value identifying this scan."
+)
+
+
+@extend_schema(parameters=[_SCAN_ID])
+class ScanDicomExportViewSet(ScopedViewSet):
+    """/scans/{id}/dicom-exports/: a scan's DICOM study as an export, requested and listed
+    under the scan (looked up through imaging's site-scoped selector, so another site's
+    scan is a 404); built on the export queue, watched and downloaded under /exports/{id}/."""
+
+    selector = services.exports_visible_to
+    serializer_class = s.ExportOutput
+    filter_backends: list = []
+    pagination_class = None
+
+    def scan(self):
+        from imaging.selectors import scans_visible_to
+
+        return get_object_or_404(scans_visible_to(self.request.user), pk=self.kwargs["pk"])
+
+    @extend_schema(summary="DICOM exports of the scan you may see")
+    def list(self, request, pk=None):
+        scan = self.scan()
+        return Response(self.get_serializer(self.get_queryset().filter(scan=scan), many=True).data)
+
+    @extend_schema(
+        request=s.DicomExportInput,
+        responses={201: sponsor.export_response()},
+        summary="Request the scan's DICOM study as an export (built on the export queue; "
+        "status and audited download under /api/v1/exports/{id}/)",
+    )
+    def create(self, request, pk=None):
+        scan = self.scan()
+        kind = self.validated(s.DicomExportInput)["kind"]
+        export = services.export_request(actor=request.user, kind=kind, scan=scan)
+        return self.output(export, status.HTTP_201_CREATED)
 
 
 class _VerifyInput(drf_serializers.Serializer):
@@ -268,6 +302,20 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def destroy(self, request, pk=None):
         tokens.token_revoke(actor=request.user, token=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenApi(APIView):
+    """Exchange a username and password for a new API token (one per client; it expires)."""
+
+    authentication_classes = []  # credentials are in the body; no session, so no CSRF
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=s.TokenInput, responses=s.IssuedTokenOutput, summary="Obtain an API token")
+    def post(self, request):
+        serializer = s.TokenInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        issued = trial_services.auth_token_issue(request=request, **serializer.validated_data)
+        return Response(s.issued_token_data(issued))
 
 
 class LogoutApi(APIView):

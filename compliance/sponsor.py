@@ -15,9 +15,10 @@ The rule, in one place:
   reasons, anatomical targets, scan status reasons, alert messages), file names,
   acquisition metadata and raw files, signatures and the audit trail.
 
-An API endpoint serves a sponsor only through a projection declared here
-(``sponsor_serializer_class`` on the viewset); without one, a sponsor's list is empty and
-every detail a 404. Browser pages are the same: only those marked for sponsors answer
+An API endpoint serves a sponsor only through a projection attached here
+(``attach_to_api``, at start-up, through ``config.viewsets.VIEW_OUTPUTS``, so that the
+lower layers' views name nothing of this module); without one, a sponsor's list is empty
+and every detail a 404. Browser pages are the same: only those marked for sponsors answer
 them, the rest are 404 (``not_for_sponsors``).
 """
 
@@ -30,6 +31,7 @@ from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
 from config.errors import RuleViolation
+from config.viewsets import VIEW_OUTPUTS
 from trials import deidentify
 
 # --------------------------------------------------------------------------- who
@@ -298,3 +300,42 @@ def export_response(*, many: bool = False) -> PolymorphicProxySerializer:
         resource_type_field_name=None,
         many=many,
     )
+
+
+# --------------------------------------------------------------------------- the API's views
+
+
+def attach_to_api() -> None:
+    """Install the rule above and attach each view's projection (``config.viewsets.VIEW_OUTPUTS``);
+    run once at start-up (``ComplianceConfig.ready``). A view not listed here gives a
+    sponsor nothing: an empty list, a 404 detail."""
+    from compliance import api as compliance_api
+    from imaging import api as imaging_api
+    from imaging import serializers as imaging_serializers
+    from trials import api as trials_api
+    from trials import serializers as trials_serializers
+
+    VIEW_OUTPUTS.install_sponsor_rule(applies_to=applies_to, check_query=check_query)
+    projections = {
+        # No subject data; the secret is never serialised.
+        trials_api.TrialViewSet: trials_serializers.TrialOutput,
+        trials_api.SiteViewSet: SiteOutput,
+        trials_api.SubjectViewSet: SubjectOutput,
+        # The trial's documents, no subject data.
+        trials_api.ConsentDocumentViewSet: trials_serializers.ConsentDocumentOutput,
+        trials_api.ConsentViewSet: ConsentOutput,
+        # A manufacturer's lot: product data, nobody's.
+        trials_api.NanoparticleLotViewSet: trials_serializers.LotOutput,
+        trials_api.CellBatchViewSet: BatchOutput,
+        trials_api.InjectionViewSet: InjectionOutput,
+        imaging_api.ScanViewSet: ScanOutput,
+        # Numbers and ids of a scan the sponsor may read.
+        imaging_api.MeasurementViewSet: imaging_serializers.MeasurementOutput,
+        imaging_api.SubjectTimeCourseViewSet: time_course,
+        imaging_api.TimeCourseApi: time_course,
+        # A sponsor's DICOM export is of one subject: its scope names the pseudonym.
+        compliance_api.ExportViewSet: ExportOutput,
+        compliance_api.ScanDicomExportViewSet: ExportOutput,
+    }
+    for view, projection in projections.items():
+        VIEW_OUTPUTS.attach(view, sponsor=projection)
