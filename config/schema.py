@@ -33,7 +33,7 @@ class ApiAutoSchema(AutoSchema):
         serializer = super().get_response_serializers()
         sponsor_class = VIEW_OUTPUTS.of(type(self.view)).sponsor
         if (
-            not (isinstance(sponsor_class, type) and issubclass(sponsor_class, serializers.BaseSerializer))
+            not (isinstance(sponsor_class, type) and issubclass(sponsor_class, serializers.Serializer))
             or getattr(self.view, "action", None) not in ("list", "retrieve")
             or not isinstance(serializer, serializers.Serializer)
             # Already the sponsor's, or a PolymorphicProxySerializer that documents both.

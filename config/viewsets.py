@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
 from rest_framework import mixins, status, viewsets
+from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
@@ -101,7 +102,7 @@ class ScopedViewSet(SponsorAware, mixins.ListModelMixin, mixins.RetrieveModelMix
 
     # A site-scoped selector: ``selector(user)`` -> the queryset this user may read.
     selector: ClassVar[Callable[[Any], QuerySet[Any]]]
-    pagination_class = ApiPagination
+    pagination_class: type[BasePagination] | None = ApiPagination
     # Read-only integration tokens may list and read (compliance.permissions.TokenScopePermission).
     token_scopes = frozenset({TokenScope.READ})
 
