@@ -203,7 +203,7 @@ class _VerifyInput(drf_serializers.Serializer):
 
 
 class _VerifyOutput(drf_serializers.Serializer):
-    """``compliance.audit.ChainVerification.as_dict()``, as documented."""
+    """``audit.chain.ChainVerification.as_dict()``, as documented."""
 
     ok = drf_serializers.BooleanField()
     events_checked = drf_serializers.IntegerField()

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.db import transaction
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
+from audit.actions import AuditAction
+from audit.chain import record_event
 from compliance.models import Export
 from imaging import dicom_export
 from imaging.models import Scan

@@ -8,7 +8,8 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from compliance.models import ApiToken, AuditEvent, Export, Signature
+from audit.models import AuditEvent
+from compliance.models import ApiToken, Export, Signature
 from config.fields import StrictBooleanField
 from config.token_scopes import TokenScope
 from config.viewsets import VIEW_OUTPUTS

@@ -18,9 +18,9 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
-from compliance.context import request_context
+from audit.actions import AuditAction
+from audit.chain import record_event
+from audit.context import request_context
 from compliance.models import SCAN_EXPORT_KINDS, Export
 from config.errors import RuleViolation
 
@@ -305,7 +305,7 @@ def export_download(*, actor, export: Export):
 
 def audit_trail_verify(*, actor, trial):
     """Run the chain verification for a monitor or auditor of ``trial`` and record the result."""
-    from compliance.audit import verify_chain
+    from audit.chain import verify_chain
     from compliance.selectors import audit_trial_ids
 
     if trial.pk not in audit_trial_ids(actor):

@@ -20,10 +20,11 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
 
-from compliance import credentials
-from compliance.actions import AuditAction
-from compliance.audit import record_event, to_jsonable
-from compliance.models import AuditEvent, Signature
+from audit import credentials
+from audit.actions import AuditAction
+from audit.chain import record_event, to_jsonable
+from audit.models import AuditEvent
+from compliance.models import Signature
 from config.errors import RuleViolation
 
 # Events that read or sign a record, and so never explain why its content changed.

@@ -20,15 +20,6 @@ def run_export(export_id: int) -> str:
     return "claimed elsewhere or done" if export is None else export.status
 
 
-@shared_task(name="compliance.audit_checkpoint", acks_late=True, soft_time_limit=60, time_limit=90)
-def audit_checkpoint() -> str:
-    """Celery beat's periodic signed checkpoint of the audit chain's head (AUDIT_CHECKPOINT_INTERVAL_SECONDS)."""
-    from compliance.audit import write_checkpoint
-
-    body = write_checkpoint()
-    return "empty chain" if body is None else f"checkpoint of event #{body['sequence']}"
-
-
 @shared_task(name="compliance.expire_api_tokens", acks_late=True, soft_time_limit=120, time_limit=150)
 def expire_api_tokens() -> str:
     """Celery beat's sweep: end (and audit) API tokens whose time has run out, when it runs out."""

@@ -36,9 +36,9 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework.permissions import SAFE_METHODS
 
+from audit.actions import AuditAction
+from audit.chain import record_event
 from compliance import twofactor
-from compliance.actions import AuditAction
-from compliance.audit import record_event
 from compliance.models import ApiToken, TokenEnd
 from config.errors import RuleViolation
 from config.token_scopes import TokenScope

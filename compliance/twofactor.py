@@ -15,8 +15,8 @@ from django.db import transaction
 from django_otp import match_token
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
+from audit.actions import AuditAction
+from audit.chain import record_event
 from config.errors import RuleViolation
 
 

@@ -15,8 +15,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
 
+from audit.actions import AuditAction
 from compliance import selectors, services, twofactor
-from compliance.actions import AuditAction
 from config.errors import RuleViolation
 from config.ids import parse_id
 from trials.models import Subject

@@ -37,9 +37,9 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
-from compliance.context import request_context
+from audit.actions import AuditAction
+from audit.chain import record_event
+from audit.context import request_context
 from config.errors import RuleViolation
 from imaging import dicom_export
 from imaging.models import DicomSend, PacsDestination, Scan

@@ -27,7 +27,7 @@ from celery.signals import worker_ready
 from django.conf import settings
 from django.db import OperationalError, transaction
 
-from compliance.context import request_context
+from audit.context import request_context
 from imaging import pacs, services
 from imaging.cache import worker_cache
 from imaging.models import DicomSend, Scan, ScanStatus

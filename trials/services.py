@@ -21,9 +21,10 @@ from django.db import models, transaction
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
-from compliance import credentials, tokens, twofactor
-from compliance.actions import AuditAction
-from compliance.audit import diff, record_event
+from audit import credentials
+from audit.actions import AuditAction
+from audit.chain import diff, record_event
+from compliance import tokens, twofactor
 from compliance.signatures import signature_invalidate_if_changed
 from config.errors import RuleViolation
 from config.reasons import require_confirmation, require_reason

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import pytest
 
+from audit.access import log_download
+from audit.actions import AuditAction
+from audit.context import request_context
+from audit.models import AuditEvent
 from compliance import services
-from compliance.access import log_download
-from compliance.actions import AuditAction
-from compliance.context import request_context
-from compliance.models import SCAN_EXPORT_KINDS, AuditEvent, Export
+from compliance.models import SCAN_EXPORT_KINDS, Export
 
 
 def test_it_audits_every_read_of_identifiable_data(api, ready, monitor):

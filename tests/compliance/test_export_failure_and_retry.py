@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from compliance import reports, services
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent, Export
+from compliance.models import Export
 from config.errors import RuleViolation
 
 SERVER_PATH = "/srv/platform/var/media/exports/2026/secret-tmp-file.zip"

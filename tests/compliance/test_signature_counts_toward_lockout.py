@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent, Signature
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from compliance.models import Signature
 from compliance.signatures import signature_apply
 from config.errors import RuleViolation
 from tests.factories import PASSWORD

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent, Signature
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from compliance.models import Signature
 from compliance.signatures import content_sha256, signature_apply, signatures_verify
 from tests.factories import PASSWORD
 from trials import services

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent, Signature
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from compliance.models import Signature
 from compliance.signatures import signature_apply
 from config.errors import RuleViolation
 from tests.factories import PASSWORD

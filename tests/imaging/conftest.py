@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from django.apps import apps
 
-from compliance.models import AuditEvent
+from audit.models import AuditEvent
 from imaging import services
 from recon.simulate import simulate_to_files
 from tests import factories as f

@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging import services
 from imaging.models import Measurement, Reconstruction
 from tests.imaging import tus

@@ -9,9 +9,10 @@ import zipfile
 
 import pydicom
 
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from compliance import services
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent, Export
+from compliance.models import Export
 from tests.imaging.dicom_cases import quantified  # noqa: F401
 
 

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging import processing, services
 from imaging.cache import SystemMatrixCache
 from imaging.models import Alert, Measurement, ScanStatus

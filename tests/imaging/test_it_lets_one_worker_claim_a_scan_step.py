@@ -11,8 +11,8 @@ import pytest
 from celery.app.task import Task
 from django.db import connections
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging import services
 from imaging.cache import SystemMatrixCache
 from imaging.models import Reconstruction, Scan, ScanStatus

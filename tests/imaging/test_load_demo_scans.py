@@ -8,8 +8,8 @@ import io
 
 from django.core.management import call_command
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging import services
 from imaging.models import Scan, Scanner, SystemMatrix
 from tests.imaging.helpers import process

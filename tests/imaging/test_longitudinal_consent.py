@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from config.errors import RuleViolation
 from imaging import services
 from imaging.models import Scan, Upload

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from django.conf import settings as django_settings
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging import services
 from tests.imaging.helpers import uploaded_scan
 

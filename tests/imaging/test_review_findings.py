@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from config.errors import RuleViolation
 from imaging import services, uploads
 from imaging.cache import SystemMatrixCache

@@ -3,8 +3,8 @@ quantified through the services the tasks call, and its metrics match the phanto
 
 from __future__ import annotations
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging import services
 from imaging.models import Measurement, Reconstruction
 from tests.imaging.helpers import process, relative_error, uploaded_scan

@@ -14,8 +14,8 @@ from celery.app.task import Task
 from celery.signals import worker_ready
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging import services, tasks
 from imaging.models import Measurement, Reconstruction, Scan, ScanStatus
 from tests.imaging.helpers import process, uploaded_scan

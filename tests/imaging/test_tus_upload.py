@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging.models import Scan, Upload
 from tests.imaging import tus
 

@@ -10,9 +10,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import to_jsonable
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.chain import to_jsonable
+from audit.models import AuditEvent
 from compliance.signatures import signature_apply
 from tests import factories as f
 from tests.trials.corrections import head_sequence, one_event_since, refused

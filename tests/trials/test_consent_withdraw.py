@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event

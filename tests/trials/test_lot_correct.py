@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from tests import factories as f
 from tests.trials.corrections import head_sequence, one_event_since, refused
 from trials.services import lot_correct

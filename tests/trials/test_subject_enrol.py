@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from config.errors import RuleViolation
 from tests.conftest import last_event
 from trials.models import Subject

@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event

@@ -1,9 +1,9 @@
 """Recording and verifying the audit trail.
 
 Each event's hash is an HMAC-SHA256, under a key the database never holds
-(``compliance.audit_keys``), of the previous hash and the event's canonical form, so
+(``audit.keys``), of the previous hash and the event's canonical form, so
 whoever holds the database cannot edit an event and recompute the later links; signed
-checkpoints of the head kept outside the database (``compliance.checkpoints``) make
+checkpoints of the head kept outside the database (``audit.checkpoints``) make
 deleting the newest events, or rewriting the table wholesale, visible too.
 
 ``record_event`` is called by every service inside the service's own
@@ -32,12 +32,12 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from compliance import checkpoints as checkpoint_store
-from compliance.actions import AuditAction
-from compliance.audit_keys import ChainMac, Keyring, keyring
-from compliance.checkpoints import Checkpoint
-from compliance.context import current as current_context
-from compliance.models import AuditEvent
+from audit import checkpoints as checkpoint_store
+from audit.actions import AuditAction
+from audit.checkpoints import Checkpoint
+from audit.context import current as current_context
+from audit.keys import ChainMac, Keyring, keyring
+from audit.models import AUDIT_TABLE, AuditEvent
 
 GENESIS_HASH = "0" * 64
 # Any fixed 64-bit number: the key of the advisory lock that guards the chain head.
@@ -389,22 +389,22 @@ def _fetch_in_chunks(cursor, chunk_size: int):
 
 # PostgreSQL hands back the canonical text of each column, so the walk skips psycopg's
 # conversions (timestamptz, jsonb, inet), which cost more than the hashing.
-_PG_VERIFY_SQL = """
+_PG_VERIFY_SQL = f"""
 SELECT sequence,
        to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
        actor_id, actor_username, action, object_type, object_id, trial_id, site_id, subject_id,
        changes::text, reason, request_id, host(client_address), prev_hash, hash, key_id
-FROM compliance_auditevent ORDER BY sequence
-"""
+FROM {AUDIT_TABLE} ORDER BY sequence
+"""  # noqa: S608 - AUDIT_TABLE is this app's constant, no input reaches the SQL
 # SQLite keeps Django's UTC text ("YYYY-MM-DD HH:MM:SS[.ffffff]", the fraction left out
 # when it is zero): turned into the canonical form in SQL, no datetime parsed per row.
-_SQLITE_VERIFY_SQL = """
+_SQLITE_VERIFY_SQL = f"""
 SELECT sequence,
        replace(CASE WHEN length(occurred_at) = 19 THEN occurred_at || '.000000' ELSE occurred_at END, ' ', 'T') || 'Z',
        actor_id, actor_username, action, object_type, object_id, trial_id, site_id, subject_id,
        changes, reason, request_id, client_address, prev_hash, hash, key_id
-FROM compliance_auditevent ORDER BY sequence
-"""
+FROM {AUDIT_TABLE} ORDER BY sequence
+"""  # noqa: S608 - AUDIT_TABLE is this app's constant, no input reaches the SQL
 
 
 def checkpoint_dir() -> Path:
