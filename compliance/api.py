@@ -1,25 +1,28 @@
-"""REST endpoints: signatures, exports, audit events. Scoped reads, one service per write."""
+"""REST endpoints: signatures, exports (a scan's DICOM study included, under the scan's
+URL), audit events, API tokens. Scoped reads, one service per write."""
 
 from __future__ import annotations
 
 import django_filters
 from django.http import FileResponse, Http404
-from django.utils.functional import cached_property
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import action
+from rest_framework.generics import get_object_or_404
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from compliance import selectors, signatures, sponsor, tasks, tokens
 from compliance import serializers as s
-from compliance.models import ApiToken, Export, TokenEnd, TokenScope
+from compliance.models import ApiToken, Export, TokenEnd
 from compliance.services.audit_trail import audit_trail_verify
 from compliance.services.exports import export_download, export_request, export_retry, exports_visible_to
 from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdField, IdFilter, parse_id
+from config.token_scopes import TokenScope
+from config.viewsets import ScopedViewSet
 
 
 def _visible_record(user, object_type: str, object_id: str):
@@ -96,24 +99,15 @@ class ExportFilter(django_filters.FilterSet):
         fields = ["kind", "status", "trial"]
 
 
-class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ExportViewSet(ScopedViewSet):
+    """Reports, data sets and DICOM studies taken out of the platform: those you asked
+    for, and (monitors, auditors) every export of your trials. Only the requester may
+    download one. A sponsor reads them de-identified (``compliance.sponsor.ExportOutput``)."""
+
+    selector = exports_visible_to
     serializer_class = s.ExportOutput
     filterset_class = ExportFilter
     token_scopes = frozenset({TokenScope.READ})  # list and download; requesting one needs a full token
-
-    def get_queryset(self):
-        return exports_visible_to(self.request.user)
-
-    sponsor_serializer_class = sponsor.ExportOutput  # documented beside ExportOutput (config.schema)
-
-    @cached_property
-    def sponsor_view(self) -> bool:
-        # The schema is one for every reader; it documents both shapes (config.schema).
-        return not getattr(self, "swagger_fake_view", False) and sponsor.applies_to(self.request.user)
-
-    def get_serializer_class(self):
-        # A sponsor's DICOM export is of one subject: its scope names the pseudonym.
-        return sponsor.ExportOutput if self.sponsor_view else s.ExportOutput
 
     @extend_schema(
         request=s.ExportRequestInput, responses={201: sponsor.export_response()}, summary="Request an export"
@@ -166,6 +160,46 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         response = FileResponse(handle, as_attachment=True, filename=filename, content_type=export.content_type)
         response["X-Content-SHA256"] = export.sha256
         return response
+
+
+_SCAN_ID = OpenApiParameter(
+    "id", int, OpenApiParameter.PATH, description="A unique integer value identifying this scan."
+)
+
+
+@extend_schema(parameters=[_SCAN_ID])
+class ScanDicomExportViewSet(ScopedViewSet):
+    """/scans/{id}/dicom-exports/: a scan's DICOM study as an export, requested and listed
+    under the scan (looked up through imaging's site-scoped selector, so another site's
+    scan is a 404); built on the export queue, watched and downloaded under /exports/{id}/."""
+
+    selector = exports_visible_to
+    serializer_class = s.ExportOutput
+    filter_backends: list = []
+    pagination_class = None
+
+    def scan(self):
+        from imaging.selectors import scans_visible_to
+
+        return get_object_or_404(scans_visible_to(self.request.user), pk=self.kwargs["pk"])
+
+    @extend_schema(summary="DICOM exports of the scan you may see")
+    def list(self, request, pk=None):
+        scan = self.scan()
+        return Response(self.get_serializer(self.get_queryset().filter(scan=scan), many=True).data)
+
+    @extend_schema(
+        request=s.DicomExportInput,
+        responses={201: sponsor.export_response()},
+        summary="Request the scan's DICOM study as an export (built on the export queue; "
+        "status and audited download under /api/v1/exports/{id}/)",
+    )
+    def create(self, request, pk=None):
+        scan = self.scan()
+        kind = self.validated(s.DicomExportInput)["kind"]
+        export = export_request(actor=request.user, kind=kind, scan=scan)
+        tasks.queue_export(export)
+        return self.output(export, status.HTTP_201_CREATED)
 
 
 class _VerifyInput(drf_serializers.Serializer):

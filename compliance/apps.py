@@ -7,9 +7,12 @@ class ComplianceConfig(AppConfig):
 
     def ready(self):
         from audit.chain import register_change_observer
-        from compliance import signatures
+        from compliance import api_outputs, signatures
 
         signatures.register_builtin_kinds()
         # A signed record whose content a lower app's service changed loses its signatures
         # in the same transaction (audit.chain.record_change: the one inversion).
         register_change_observer(signatures.signature_invalidate_if_changed)
+        # What compliance adds to the lower layers' API views (config.viewsets.VIEW_OUTPUTS):
+        # the sponsor's de-identified view, and the signatures a signed record shows.
+        api_outputs.attach_to_api()

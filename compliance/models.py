@@ -5,6 +5,8 @@ from django.contrib.contenttypes.fields import GenericForeignKey
 from django.db import models
 from django.db.models import Q
 
+from config.token_scopes import TokenScope
+
 
 class SignatureMeaning(models.TextChoices):
     """21 CFR 11.50(a)(3): the meaning of a signature."""
@@ -148,14 +150,6 @@ class Export(models.Model):
         if self.site is not None:
             return f"site {self.site.code}"
         return f"trial {self.trial.protocol_number}"
-
-
-class TokenScope(models.TextChoices):
-    """What an API token may reach (``compliance.tokens.scope_allows``)."""
-
-    FULL = "full", "Full: a person's own API client"
-    SCANNER = "scanner", "Scanner bridge: uploads (and live sessions) only"
-    READ = "read", "Integration: read-only"
 
 
 class TokenEnd(models.TextChoices):

@@ -25,9 +25,10 @@ from django.utils import timezone
 
 from audit.chain import head, read_checkpoints, to_jsonable, verify_chain
 from audit.models import AuditEvent
-from compliance import csvsafe, deidentify
+from compliance import csvsafe
 from compliance.models import Export, Signature
 from compliance.signatures import signature_invalidate_if_changed
+from trials import deidentify
 
 if TYPE_CHECKING:
     from trials.models import Trial

@@ -15,9 +15,10 @@ The rule, in one place:
   reasons, anatomical targets, scan status reasons, alert messages), file names,
   acquisition metadata and raw files, signatures and the audit trail.
 
-An API endpoint serves a sponsor only through a projection declared here
-(``sponsor_serializer_class`` on the viewset); without one, a sponsor's list is empty and
-every detail a 404. Browser pages are the same: only those marked for sponsors answer
+An API endpoint serves a sponsor only through a projection defined here and attached to
+its view in ``compliance.api_outputs.attach_to_api`` (at start-up, through ``config.viewsets.VIEW_OUTPUTS``, so that the
+lower layers' views name nothing of this module); without one, a sponsor's list is empty
+and every detail a 404. Browser pages are the same: only those marked for sponsors answer
 them, the rest are 404 (``not_for_sponsors``).
 """
 
@@ -29,8 +30,8 @@ from django.http import Http404
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
-from compliance import deidentify
 from config.errors import RuleViolation
+from trials import deidentify
 
 # --------------------------------------------------------------------------- who
 
@@ -295,3 +296,6 @@ def export_response(*, many: bool = False) -> PolymorphicProxySerializer:
         resource_type_field_name=None,
         many=many,
     )
+
+
+# --------------------------------------------------------------------------- the API's views

@@ -40,8 +40,9 @@ from rest_framework.permissions import SAFE_METHODS
 from audit.actions import AuditAction
 from audit.chain import record_event
 from compliance import twofactor
-from compliance.models import ApiToken, TokenEnd, TokenScope
+from compliance.models import ApiToken, TokenEnd
 from config.errors import RuleViolation
+from config.token_scopes import TokenScope
 
 KEY_SEPARATOR = "."
 _PREFIX = re.compile(r"^[0-9a-f]{12}$")

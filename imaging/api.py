@@ -3,6 +3,9 @@ translate the input, call one service, translate the output. Objects outside the
 user's sites are not in the queryset, so detail routes answer 404 for them.
 
 Uploads speak tus 1.0.0 (see ``imaging/uploads.py`` for the protocol as implemented).
+A sponsor's projections are attached at start-up by compliance.sponsor
+(``config.viewsets.VIEW_OUTPUTS``); a scan's DICOM exports, under /scans/{id}/, are
+compliance's endpoint.
 """
 
 from __future__ import annotations
@@ -17,13 +20,11 @@ from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPart
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compliance import sponsor
-from compliance.models import TokenScope
-from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdFilter, parse_id
 from config.request_body import body_source
-from config.viewsets import ScopedViewSet
+from config.token_scopes import TokenScope
+from config.viewsets import ScopedViewSet, SponsorAware
 from imaging import pacs, selectors, tasks, uploads
 from imaging import serializers as s
 from imaging.models import Alert, DicomSend, Measurement, PacsDestination, RegionOfInterest, Scan, Scanner, SystemMatrix
@@ -221,7 +222,6 @@ def _file_response(path, filename):
 class ScanViewSet(ScopedViewSet):
     selector = selectors.scans_visible_to
     serializer_class = s.ScanOutput
-    sponsor_serializer_class = sponsor.ScanOutput
     filterset_class = ScanFilter
     ordering_fields = ["hours_after_injection", "created_at", "status"]
 
@@ -249,34 +249,6 @@ class ScanViewSet(ScopedViewSet):
             raise Http404
         file_download_record(actor=request.user, scan=scan, which="reconstruction", path=reconstruction.file)
         return _file_response(reconstruction.file, f"scan{scan.pk}-reconstruction.mdf")
-
-    @extend_schema(
-        methods=["get"],
-        responses=sponsor.export_response(many=True),
-        summary="DICOM exports of the scan you may see",
-    )
-    @extend_schema(
-        methods=["post"],
-        request=s.DicomExportInput,
-        responses={201: sponsor.export_response()},
-        summary="Request the scan's DICOM study as an export (built on the export queue; "
-        "status and audited download under /api/v1/exports/{id}/)",
-    )
-    @action(detail=True, methods=["get", "post"], url_path="dicom-exports", url_name="dicom-exports")
-    def dicom_exports(self, request, pk=None):
-        from compliance.services.exports import export_request, exports_visible_to
-        from compliance.tasks import queue_export
-
-        scan = self.get_object()
-        output = sponsor.ExportOutput if self.sponsor_view else ExportOutput
-        if request.method == "GET":
-            exports = exports_visible_to(request.user).filter(scan=scan)
-            return Response(output(exports, many=True).data)
-        data = s.DicomExportInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        export = export_request(actor=request.user, kind=data.validated_data["kind"], scan=scan)
-        queue_export(export)
-        return Response(output(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(methods=["get"], responses=s.DicomSendOutput(many=True), summary="PACS deliveries of the scan")
     @extend_schema(
@@ -335,7 +307,6 @@ class SystemMatrixViewSet(ScopedViewSet):
 class MeasurementViewSet(ScopedViewSet):
     selector = selectors.measurements_visible_to
     serializer_class = s.MeasurementOutput
-    sponsor_serializer_class = s.MeasurementOutput  # numbers and ids of a scan the sponsor may read
     filterset_class = _id_filters(Measurement, ["scan", "roi_kind", "detected"])
 
 
@@ -378,12 +349,19 @@ class RoiViewSet(ScopedViewSet):
 # --------------------------------------------------------------------------- time course
 
 
-def _time_course(user, subject) -> dict:
-    course = selectors.time_course(subject)
-    return sponsor.time_course(subject, course) if sponsor.applies_to(user) else course
+class TimeCourseMixin(SponsorAware):
+    def time_course(self, subject) -> dict:
+        """The subject's time course, or a sponsor's projection of it (compliance.sponsor,
+        attached at start-up: the pseudonym, not the code); none attached, a 404."""
+        course = selectors.time_course(subject)
+        if not self.sponsor_view:
+            return course
+        if self.attached.sponsor is None:
+            raise Http404
+        return self.attached.sponsor(subject, course)
 
 
-class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
+class SubjectTimeCourseViewSet(TimeCourseMixin, viewsets.GenericViewSet):
     """/subjects/{id}/time-course/: the subject's iron per ROI over time, ready to plot."""
 
     token_scopes = frozenset({TokenScope.READ})
@@ -393,7 +371,7 @@ class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
 
     @extend_schema(responses=s.TIME_COURSE_RESPONSE, summary="A subject's iron per ROI over time, ready to plot")
     def retrieve(self, request, pk=None):
-        return Response(_time_course(request.user, self.get_object()))
+        return Response(self.time_course(self.get_object()))
 
 
 @extend_schema(
@@ -401,7 +379,9 @@ class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
     summary="A subject's iron per ROI over time (?subject=<id>)",
     parameters=[OpenApiParameter("subject", ID_SCHEMA, required=True)],
 )
-class TimeCourseApi(APIView):
+class TimeCourseApi(TimeCourseMixin, APIView):
+    """/time-course/?subject=<id>: the same as /subjects/{id}/time-course/."""
+
     token_scopes = frozenset({TokenScope.READ})
 
     def get(self, request):
@@ -409,4 +389,4 @@ class TimeCourseApi(APIView):
         if subject_id is None:
             raise RuleViolation("subject_required", "Give ?subject=<id>.", field="subject")
         subject = get_object_or_404(subjects_visible_to(request.user), pk=subject_id)
-        return Response(_time_course(request.user, subject))
+        return Response(self.time_course(subject))

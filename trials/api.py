@@ -2,7 +2,9 @@
 input, call one service, translate the output.
 
 Objects outside the user's sites are not in the queryset at all, so detail routes
-answer 404 for them (never 403, which would confirm they exist).
+answer 404 for them (never 403, which would confirm they exist). What a sponsor reads
+here, and the signatures a subject's detail shows, are compliance's: attached at start-up
+(``config.viewsets.VIEW_OUTPUTS``), so nothing here imports compliance.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS
 
-from compliance import sponsor
 from config.viewsets import ScopedViewSet as BaseScopedViewSet
 from trials import filters, selectors
 from trials import serializers as s
@@ -46,7 +47,6 @@ class ScopedViewSet(BaseScopedViewSet):
 class TrialViewSet(ScopedViewSet):
     selector = selectors.visible_trials
     serializer_class = s.TrialOutput
-    sponsor_serializer_class = s.TrialOutput  # no subject data; the secret is never serialised
     filterset_fields = ["status", "phase", "protocol_number"]
     ordering_fields = ["protocol_number", "created_at"]
 
@@ -54,7 +54,6 @@ class TrialViewSet(ScopedViewSet):
 class SiteViewSet(ScopedViewSet):
     selector = selectors.visible_sites
     serializer_class = s.SiteOutput
-    sponsor_serializer_class = sponsor.SiteOutput
     filterset_class = filters.SiteFilter
     ordering_fields = ["code", "name"]
 
@@ -62,13 +61,14 @@ class SiteViewSet(ScopedViewSet):
 class SubjectViewSet(ScopedViewSet):
     selector = selectors.subjects_visible_to
     serializer_class = s.SubjectOutput
-    sponsor_serializer_class = sponsor.SubjectOutput
     filterset_class = filters.SubjectFilter
     ordering_fields = ["code", "enrolment_date", "status", "created_at"]
 
     def get_serializer_class(self):
-        if self.action in ("retrieve", "partial_update") and not self.sponsor_view:
-            return s.SubjectDetailOutput
+        # The detail (and a correction's answer) as the layer above extends it: the
+        # signatures on the visit (compliance.serializers.SubjectDetailOutput).
+        if self.action in ("retrieve", "partial_update") and not self.sponsor_view and self.attached.detail:
+            return self.attached.detail
         return super().get_serializer_class()
 
     @extend_schema(request=s.SubjectEnrolInput, responses={201: s.SubjectOutput}, summary="Enrol a subject")
@@ -78,7 +78,6 @@ class SubjectViewSet(ScopedViewSet):
 
     @extend_schema(
         request=s.SubjectCorrectInput,
-        responses=s.SubjectDetailOutput,
         summary="Correct a subject's enrolment date (with a reason; audited with old and new values)",
     )
     def partial_update(self, request, pk=None):
@@ -124,7 +123,6 @@ class SubjectViewSet(ScopedViewSet):
 class ConsentDocumentViewSet(ScopedViewSet):
     selector = selectors.consent_documents_visible_to
     serializer_class = s.ConsentDocumentOutput
-    sponsor_serializer_class = s.ConsentDocumentOutput  # the trial's documents, no subject data
     filterset_class = filters.ConsentDocumentFilter
     ordering_fields = ["effective_date", "version"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
@@ -142,7 +140,6 @@ class ConsentDocumentViewSet(ScopedViewSet):
 class ConsentViewSet(ScopedViewSet):
     selector = selectors.consents_visible_to
     serializer_class = s.ConsentOutput
-    sponsor_serializer_class = sponsor.ConsentOutput
     filterset_class = filters.ConsentFilter
     ordering_fields = ["signed_at", "withdrawn_at"]
 
@@ -175,7 +172,6 @@ class ConsentViewSet(ScopedViewSet):
 class NanoparticleLotViewSet(ScopedViewSet):
     selector = selectors.lots_visible_to
     serializer_class = s.LotOutput
-    sponsor_serializer_class = s.LotOutput  # a manufacturer's lot: product data, nobody's
     filterset_class = filters.LotFilter
     ordering_fields = ["manufacturer", "lot_number", "expiry_date"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
@@ -209,7 +205,6 @@ class NanoparticleLotViewSet(ScopedViewSet):
 class CellBatchViewSet(ScopedViewSet):
     selector = selectors.batches_visible_to
     serializer_class = s.BatchOutput
-    sponsor_serializer_class = sponsor.BatchOutput
     filterset_class = filters.BatchFilter
     ordering_fields = ["batch_code", "manufactured_at", "cells_remaining"]
 
@@ -245,7 +240,6 @@ class CellBatchViewSet(ScopedViewSet):
 class InjectionViewSet(ScopedViewSet):
     selector = selectors.injections_visible_to
     serializer_class = s.InjectionOutput
-    sponsor_serializer_class = sponsor.InjectionOutput
     filterset_class = filters.InjectionFilter
     ordering_fields = ["administered_at"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from compliance.serializers import SignaturesField
 from config.fields import StrictBooleanField
 from trials import selectors
 from trials.models import (
@@ -74,16 +73,6 @@ class SubjectOutput(serializers.ModelSerializer):
     class Meta:
         model = Subject
         fields = ["id", "code", "trial", "site", "site_code", "enrolment_date", "status", "created_at"]
-
-
-class SubjectDetailOutput(SubjectOutput):
-    """A subject's detail shows the signatures on its visit (21 CFR 11.50): a signature
-    shows wherever the signed record shows. Lists leave them out to stay one query."""
-
-    signatures = SignaturesField()
-
-    class Meta(SubjectOutput.Meta):
-        fields = [*SubjectOutput.Meta.fields, "signatures"]
 
 
 class IdentityOutput(serializers.ModelSerializer):

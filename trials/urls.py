@@ -12,6 +12,4 @@ router.register("nanoparticle-lots", api.NanoparticleLotViewSet, basename="nanop
 router.register("cell-batches", api.CellBatchViewSet, basename="cell-batch")
 router.register("injections", api.InjectionViewSet, basename="injection")
 
-urlpatterns = [
-    *router.urls,
-]
+urlpatterns = router.urls

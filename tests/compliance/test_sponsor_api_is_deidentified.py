@@ -11,10 +11,10 @@ import json
 import pytest
 from django.urls import reverse
 
-from compliance import deidentify
 from compliance.models import Export
 from tests.compliance.conftest import unzip
 from tests.compliance.sponsor_cohort import REASONS, cohort, real_dates, secrets  # noqa: F401 - fixture
+from trials import deidentify
 from trials.selectors import consent_allows
 
 # Keys whose values are the identified form of something the sponsor gets de-identified.

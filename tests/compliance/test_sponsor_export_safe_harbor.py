@@ -5,11 +5,11 @@ import re
 
 import pytest
 
-from compliance import deidentify
 from compliance.models import SCAN_EXPORT_KINDS, Export
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.compliance.conftest import unzip
+from trials import deidentify
 from trials.models import SubjectIdentity
 
 

@@ -75,3 +75,28 @@ def test_it_refuses_a_scan_that_is_not_quantified(api, pipeline, coordinator_a):
     response = api(coordinator_a).post(_url(scan), {"kind": "dicom_study"}, format="json")
     assert response.status_code == 409 and response.json()["error"]["code"] == "scan_not_quantified"
     assert Export.objects.count() == 0
+
+
+def test_it_answers_the_list_the_schema_documents(api, site_a, coordinator_a):
+    """The schema documented a page of exports with the scan list's filters (the route
+    was an action of the scan viewset); it answers a plain list of the scan's exports."""
+    from types import SimpleNamespace
+
+    from drf_spectacular.generators import SchemaGenerator
+
+    from tests.imaging.api_objects import _scan_a
+
+    scan = _scan_a(SimpleNamespace(site_a=site_a))
+    export = Export.objects.create(
+        kind=Export.Kind.DICOM_STUDY,
+        trial=scan.subject.trial,
+        subject=scan.subject,
+        scan=scan,
+        requested_by=coordinator_a,
+    )
+    answer = api(coordinator_a).get(_url(scan)).json()
+    operation = SchemaGenerator().get_schema(request=None, public=True)["paths"]["/api/v1/scans/{id}/dicom-exports/"]
+    documented = operation["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert documented == {"type": "array", "items": {"$ref": "#/components/schemas/ExportOutputOrSponsorExportOutput"}}
+    assert [e["id"] for e in answer] == [export.pk]
+    assert [p["name"] for p in operation["get"]["parameters"]] == ["id"]  # no filter it would ignore

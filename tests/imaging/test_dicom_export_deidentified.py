@@ -8,7 +8,6 @@ import datetime as dt
 import pytest
 from pydicom import Dataset
 
-from compliance.deidentify import date_shift_days, subject_pseudonym
 from config.api_errors import status_for
 from config.errors import RuleViolation
 from imaging import dicom_export
@@ -16,6 +15,7 @@ from imaging.dicom.build import encode
 from imaging.models import Scan
 from tests.imaging.dicom_cases import quantified  # noqa: F401
 from tests.imaging.helpers import uploaded_scan
+from trials.deidentify import date_shift_days, subject_pseudonym
 from trials.models import SubjectIdentity
 
 

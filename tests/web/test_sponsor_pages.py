@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from django.urls import URLResolver, get_resolver, reverse
 
-from compliance import deidentify
 from compliance.models import Export
 from compliance.services.exports import export_request
 from tests.compliance.sponsor_cohort import cohort, secrets  # noqa: F401 - fixture
+from trials import deidentify
 
 # The pages a sponsor gets (web/urls.py SPONSOR_PAGES); every other one is a 404.
 SPONSOR_PAGES = {"dashboard", "exports", "export-retry"}

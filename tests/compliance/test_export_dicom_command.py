@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from audit.actions import AuditAction
 from audit.models import AuditEvent
+from tests.imaging.conftest import define_rois, pipeline, sim, simulate  # noqa: F401 - fixtures
 from tests.imaging.dicom_cases import quantified  # noqa: F401
 from tests.imaging.test_dicom_validate import run
 from tests.services import require_executable

@@ -4,7 +4,8 @@
 
 Prints one line per file: its path and SOP class. Without ``--user`` the system is the
 actor (the audit events carry no user); with it, that user's export rights are checked
-as for the API (``imaging.dicom_export.check_may_export``).
+as for the API (``imaging.dicom_export.check_may_export``). The study is built by
+``imaging.dicom_export``; writing it out is an export (``compliance.dicom_exports``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from compliance.dicom_exports import study_write
 from config.errors import RuleViolation
-from imaging import dicom_export
 from imaging.models import Scan
 
 
@@ -42,7 +43,7 @@ class Command(BaseCommand):
             if actor is None:
                 raise CommandError(f"No active user {user!r}.")
         try:
-            paths = dicom_export.study_write(actor=actor, scan=scan, directory=Path(output), deidentified=deidentify)
+            paths = study_write(actor=actor, scan=scan, directory=Path(output), deidentified=deidentify)
         except RuleViolation as exc:
             raise CommandError(exc.message) from exc
         import pydicom

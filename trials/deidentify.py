@@ -1,5 +1,7 @@
 """HIPAA Safe Harbor helpers for de-identified (sponsor) exports, shared with the DICOM
-de-identification.
+de-identification: pure functions of a trial's secret and a subject's code, kept beside
+the trial (which owns the secret) so that imaging's DICOM export can use them. What a
+sponsor is shown, and where, is decided in one place above them: ``compliance.sponsor``.
 
 Pseudonyms and date shifts are keyed by the trial's ``deidentification_secret``, so
 they are the same in every export of a trial and cannot be reversed or recomputed
