@@ -7,7 +7,7 @@ class ComplianceConfig(AppConfig):
 
     def ready(self):
         from audit.chain import register_change_observer
-        from compliance import api_outputs, signatures
+        from compliance import signatures
 
         signatures.register_builtin_kinds()
         # A signed record whose content a lower app's service changed loses its signatures
@@ -15,4 +15,6 @@ class ComplianceConfig(AppConfig):
         register_change_observer(signatures.signature_invalidate_if_changed)
         # What compliance adds to the lower layers' API views (config.viewsets.VIEW_OUTPUTS):
         # the sponsor's de-identified view, and the signatures a signed record shows.
+        from compliance import api_outputs  # after the kinds: its API modules read them at import
+
         api_outputs.attach_to_api()
