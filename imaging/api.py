@@ -22,7 +22,7 @@ from compliance.models import TokenScope
 from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdFilter, parse_id
-from config.request_body import body_source
+from config.request_body import RequestBody
 from config.viewsets import ScopedViewSet
 from imaging import pacs, selectors, services, tasks, uploads
 from imaging import serializers as s
@@ -169,10 +169,9 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
             )
         offset = _int_header(request, "Upload-Offset")
         checksum = uploads.parse_checksum(request.headers.get("Upload-Checksum"))
-        with body_source(request._request) as source:
-            outcome = services.upload_append(
-                actor=request.user, upload=upload, offset=offset, source=source, checksum=checksum
-            )
+        outcome = services.upload_append(
+            actor=request.user, upload=upload, offset=offset, source=RequestBody(request._request), checksum=checksum
+        )
         if not outcome.checksum_ok:
             raise RuleViolation(
                 "checksum_mismatch",

@@ -507,8 +507,8 @@ class AppendOutcome:
 def upload_append(*, actor, upload: Upload, offset: int, source, checksum: bytes | None) -> AppendOutcome:
     """Append one PATCH body at ``offset``; complete the upload when it reaches the length.
 
-    ``source`` gives the body: a ``config.request_body.BodySource`` (``body_source(request)``,
-    or any binary file: it has ``readinto``)."""
+    ``source`` gives the body with ``read(n)``: ``config.request_body.RequestBody(request)``,
+    or any binary file."""
     _check_upload_writer(actor, upload)
     # One writer at a time on the file; offset and status are read again once it is ours,
     # since another PATCH may have moved or closed the upload since the caller loaded it.

@@ -1,7 +1,7 @@
 """imaging.uploads.append_chunk on its own: chunks at any offset and of any length land
-byte-exact, with O_DIRECT for the whole blocks and the page cache for the ends, or with the
-page cache alone where the file system takes no direct I/O; every failure cuts the file back
-to where the chunk started."""
+byte-exact, whatever sizes the source hands out, with O_DIRECT for the whole blocks and the
+page cache for the ends, or with the page cache alone where the file system takes no direct
+I/O; memory stays at one piece; every failure cuts the file back to where the chunk started."""
 
 from __future__ import annotations
 
@@ -32,6 +32,18 @@ def upload_file(settings, tmp_path):
     return "u/original.mdf"
 
 
+class Trickle(io.BytesIO):
+    """A body that arrives in odd, short reads (as from a socket), recording what was asked."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        super().__init__(data)
+        self.step, self.asked = step, []
+
+    def read(self, size: int = -1, /) -> bytes:
+        self.asked.append(size)
+        return super().read(min(size, self.step))
+
+
 class DirectSpy:
     """Counts the bytes each kind of descriptor receives through os.pwritev."""
 
@@ -59,14 +71,14 @@ def direct_io_supported(folder) -> bool:
         return False
 
 
-def append_all(relative: str, data: bytes) -> None:
+def append_all(relative: str, data: bytes, step: int | None = None) -> None:
     offset = 0
     for size in CHUNK_SIZES:
         chunk = data[offset : offset + size]
         result = uploads.append_chunk(
             relative,
             offset=offset,
-            source=io.BytesIO(chunk),
+            source=io.BytesIO(chunk) if step is None else Trickle(chunk, step),
             max_bytes=len(data) - offset,
             expected_digest=hashlib.sha256(chunk).digest(),
         )
@@ -74,12 +86,14 @@ def append_all(relative: str, data: bytes) -> None:
         offset += size
 
 
-def test_chunks_at_any_offset_land_byte_exact_and_whole_blocks_go_direct(upload_file, monkeypatch, tmp_path):
+@pytest.mark.parametrize("step", [None, 1000, 4093])
+def test_chunks_at_any_offset_land_byte_exact_and_whole_blocks_go_direct(upload_file, monkeypatch, tmp_path, step):
+    """``step``: the source hands out short reads of this size (as a socket does)."""
     if not direct_io_supported(tmp_path):
         pytest.skip(f"{tmp_path} takes no O_DIRECT (tmpfs before Linux 6.6); the fallback tests cover it")
     data = os.urandom(sum(CHUNK_SIZES))
     spy = DirectSpy(monkeypatch)
-    append_all(upload_file, data)
+    append_all(upload_file, data, step)
     assert uploads.media_path(upload_file).read_bytes() == data
     # Each chunk sends at most its two partial end blocks through the page cache.
     assert spy.bytes["cached"] <= len(CHUNK_SIZES) * 2 * uploads.DIRECT_ALIGN
@@ -90,7 +104,7 @@ def test_chunks_at_any_offset_land_byte_exact_and_whole_blocks_go_direct(upload_
 def test_without_o_direct_every_byte_goes_through_the_page_cache(upload_file, monkeypatch):
     monkeypatch.delattr(os, "O_DIRECT")  # as on a platform that has none
     data = os.urandom(sum(CHUNK_SIZES))
-    append_all(upload_file, data)
+    append_all(upload_file, data, step=4093)
     assert uploads.media_path(upload_file).read_bytes() == data
 
 
@@ -126,6 +140,22 @@ def test_a_write_that_fails_mid_chunk_cuts_the_file_back_and_raises(upload_file,
             expected_digest=hashlib.sha256(second).digest(),
         )
     assert raised.value.errno == errno.ENOSPC
+    assert uploads.media_path(upload_file).read_bytes() == first
+
+
+def test_a_body_that_fails_mid_chunk_cuts_the_file_back_and_raises(upload_file):
+    """What config.request_body raises when the client hangs up: nothing of the chunk stays."""
+    first, second = os.urandom(5_000), os.urandom(5 * PIECE)
+    uploads.append_chunk(upload_file, offset=0, source=io.BytesIO(first), max_bytes=10**9, expected_digest=None)
+
+    class HangsUp(io.BytesIO):
+        def read(self, size: int = -1, /) -> bytes:
+            if self.tell() >= 3 * PIECE:
+                raise ConnectionResetError("the client is gone")
+            return super().read(size)
+
+    with pytest.raises(ConnectionResetError):
+        uploads.append_chunk(upload_file, offset=5_000, source=HangsUp(second), max_bytes=10**9, expected_digest=None)
     assert uploads.media_path(upload_file).read_bytes() == first
 
 
@@ -169,8 +199,8 @@ def test_a_body_longer_than_allowed_is_refused_and_leaves_nothing(upload_file):
     assert uploads.media_path(upload_file).stat().st_size == 0
 
 
-def test_memory_stays_at_a_few_pieces_whatever_the_chunk(upload_file, monkeypatch):
-    """The pieces are the only buffers: PIECES_IN_FLIGHT maps of one piece each."""
+def test_memory_stays_at_one_piece_whatever_the_chunk(upload_file, monkeypatch):
+    """One map of one piece is the only buffer, and no read asks for more than a piece."""
     import mmap as mmap_module
 
     sizes = []
@@ -182,10 +212,12 @@ def test_memory_stays_at_a_few_pieces_whatever_the_chunk(upload_file, monkeypatc
 
     monkeypatch.setattr(uploads.mmap, "mmap", counting_mmap)
     body = os.urandom(40 * PIECE + 3)
+    source = Trickle(body, step=PIECE)
     uploads.append_chunk(
-        upload_file, offset=0, source=io.BytesIO(body), max_bytes=10**9, expected_digest=hashlib.sha256(body).digest()
+        upload_file, offset=0, source=source, max_bytes=10**9, expected_digest=hashlib.sha256(body).digest()
     )
-    assert sizes == [PIECE] * uploads.PIECES_IN_FLIGHT
+    assert sizes == [PIECE]
+    assert max(source.asked) == PIECE and len(source.asked) >= 41
     assert uploads.media_path(upload_file).read_bytes() == body
 
 
