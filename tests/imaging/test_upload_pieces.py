@@ -37,9 +37,11 @@ class Trickle(io.BytesIO):
 
     def __init__(self, data: bytes, step: int) -> None:
         super().__init__(data)
-        self.step, self.asked = step, []
+        self.step = step
+        self.asked: list[int] = []
 
-    def read(self, size: int = -1, /) -> bytes:
+    def read(self, size: int | None = -1, /) -> bytes:
+        assert size is not None and size > 0  # append_chunk always says how much
         self.asked.append(size)
         return super().read(min(size, self.step))
 
@@ -149,7 +151,7 @@ def test_a_body_that_fails_mid_chunk_cuts_the_file_back_and_raises(upload_file):
     uploads.append_chunk(upload_file, offset=0, source=io.BytesIO(first), max_bytes=10**9, expected_digest=None)
 
     class HangsUp(io.BytesIO):
-        def read(self, size: int = -1, /) -> bytes:
+        def read(self, size: int | None = -1, /) -> bytes:
             if self.tell() >= 3 * PIECE:
                 raise ConnectionResetError("the client is gone")
             return super().read(size)
