@@ -5,6 +5,7 @@ I/O; memory stays at one piece; every failure cuts the file back to where the ch
 
 from __future__ import annotations
 
+import base64
 import errno
 import fcntl
 import hashlib
@@ -241,3 +242,97 @@ def test_a_piece_size_that_direct_io_cannot_write_is_refused_at_start(value, mes
         timeout=120,
     )
     assert result.returncode != 0 and message in result.stderr
+
+
+def test_a_chunk_that_ends_on_a_piece_edge_lands_whole(upload_file):
+    """The body's end falls exactly after a full piece: the next read finds nothing to write."""
+    body = os.urandom(2 * PIECE)
+    result = uploads.append_chunk(
+        upload_file,
+        offset=0,
+        source=io.BytesIO(body),
+        max_bytes=2 * PIECE,
+        expected_digest=hashlib.sha256(body).digest(),
+    )
+    assert result == uploads.AppendResult(2 * PIECE, True)
+    assert uploads.media_path(upload_file).read_bytes() == body
+
+
+def refuse_direct_open(monkeypatch, error: int) -> list[int]:
+    """os.open refuses O_DIRECT with ``error``; returns the descriptors it opened."""
+    real, opened = os.open, []
+
+    def fake_open(path, flags, *args):
+        if flags & os.O_DIRECT:
+            raise OSError(error, os.strerror(error))
+        fd = real(path, flags, *args)
+        opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(os, "open", fake_open)
+    return opened
+
+
+def test_a_file_system_without_direct_io_at_open_gets_every_byte_through_the_page_cache(upload_file, monkeypatch):
+    refuse_direct_open(monkeypatch, errno.EINVAL)
+    data = os.urandom(sum(CHUNK_SIZES))
+    append_all(upload_file, data)
+    assert uploads.media_path(upload_file).read_bytes() == data
+
+
+def test_another_error_opening_for_direct_io_is_raised_and_nothing_left_open(upload_file, monkeypatch):
+    opened = refuse_direct_open(monkeypatch, errno.EACCES)
+    with pytest.raises(PermissionError):
+        uploads.append_chunk(upload_file, offset=0, source=io.BytesIO(b"x"), max_bytes=1, expected_digest=None)
+    assert len(opened) == 1
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(opened[0])  # closed again
+    assert uploads.media_path(upload_file).stat().st_size == 0
+
+
+def test_a_removed_upload_cannot_be_held_for_writing(upload_file):
+    uploads.remove(upload_file)
+    with pytest.raises(RuleViolation) as refused, uploads.exclusive(upload_file):
+        pass
+    assert refused.value.code == "upload_closed"
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        (None, {}),
+        ("", {}),
+        ("subject MTI=, ,filename", {"subject": "12", "filename": ""}),
+        ("hours MjQuNQ==,sha256 YWJj", {"hours": "24.5", "sha256": "abc"}),
+    ],
+)
+def test_upload_metadata_is_parsed_pair_by_pair(header, expected):
+    assert uploads.parse_metadata(header) == expected
+
+
+@pytest.mark.parametrize("header", ["subject not*base64", "subject //79"])  # not base64; base64 of non-UTF-8 bytes
+def test_upload_metadata_that_is_not_base64_of_text_is_refused(header):
+    with pytest.raises(RuleViolation) as refused:
+        uploads.parse_metadata(header)
+    assert refused.value.code == "invalid_metadata" and refused.value.status_code == 400
+    assert "'subject'" in refused.value.message
+
+
+def test_an_upload_checksum_is_the_32_byte_sha256_digest():
+    digest = hashlib.sha256(b"chunk").digest()
+    assert uploads.parse_checksum(None) is None
+    assert uploads.parse_checksum("SHA256 " + base64.b64encode(digest).decode()) == digest
+
+
+@pytest.mark.parametrize(
+    "header, code",
+    [
+        ("md5 AAAA", "unsupported_checksum"),
+        ("sha256 not*base64", "invalid_checksum"),
+        ("sha256 YWJj", "invalid_checksum"),  # base64 of 3 bytes
+    ],
+)
+def test_a_malformed_upload_checksum_is_refused(header, code):
+    with pytest.raises(RuleViolation) as refused:
+        uploads.parse_checksum(header)
+    assert refused.value.code == code and refused.value.status_code == 400
