@@ -11,13 +11,19 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from config.errors import RuleViolation
-from imaging.models import RegionOfInterest, Scanner, SystemMatrix, Upload
+from imaging.cache import SystemMatrixCache
+from imaging.models import RegionOfInterest, Scan, Scanner, ScanStatus, SystemMatrix, Upload
 
 # The service functions under test, in one place (imaging.services may become a package).
 from imaging.services import (
     UploadRequest,
+    match_system_matrix,
     roi_define,
+    scan_fail,
+    scan_quantify,
+    scan_reconstruct,
     scan_retry,
+    scan_validate,
     scanner_register,
     system_matrix_register,
     upload_append,
@@ -140,6 +146,29 @@ def test_the_same_calibration_twice_is_refused_and_the_second_copy_removed(pipel
     assert SystemMatrix.objects.count() == 1
 
 
+@pytest.mark.parametrize("change", ["base frequency", "one amplitude", "amplitude count", "dividers"])
+def test_no_system_matrix_fits_a_scan_acquired_with_another_drive_field(pipeline, change):
+    sm = pipeline.system_matrix
+    fitting = {
+        "base_frequency_hz": sm.base_frequency_hz,
+        "dividers": sm.dividers,
+        "drive_amplitudes_t": sm.drive_amplitudes_t,
+    }
+    assert match_system_matrix(pipeline.scanner, pipeline.injection, fitting) == sm
+    amplitudes = list(sm.drive_amplitudes_t)
+    other = {
+        "base frequency": {"base_frequency_hz": sm.base_frequency_hz * 1.2},
+        "one amplitude": {"drive_amplitudes_t": [amplitudes[0], amplitudes[-1] * 1.5]},
+        "amplitude count": {"drive_amplitudes_t": amplitudes[:1]},
+        "dividers": {"dividers": [sm.dividers[0], sm.dividers[-1] + 1]},
+    }[change]
+    acquisition = fitting | other
+    error = refused("no_system_matrix", match_system_matrix, pipeline.scanner, pipeline.injection, acquisition)
+    mt = "/".join(f"{a * 1e3:g}" for a in acquisition["drive_amplitudes_t"])
+    assert f"drive amplitudes {mt} mT, base frequency {acquisition['base_frequency_hz']:g} Hz" in error.message
+    assert f"available: #{sm.pk}" in error.message
+
+
 # --------------------------------------------------------------------------- uploads
 
 
@@ -235,6 +264,29 @@ def test_a_failed_scan_that_is_not_retryable_stays_failed(api, pipeline, nothing
     assert "is failed and not retryable" in error.message
 
 
+def test_a_worker_that_lost_its_claim_cannot_fail_the_scan(api, pipeline, nothing_changed):
+    scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
+    with nothing_changed():
+        assert scan_fail(scan_id=scan.pk, token="not-the-claim", reason="late worker", retryable=True) is False
+    assert Scan.objects.get(pk=scan.pk).status == ScanStatus.RECEIVED
+
+
+def test_a_scan_without_regions_fails_quantification_and_a_retry_resumes_after_reconstruction(api, pipeline):
+    scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
+    scan_validate(scan_id=scan.pk, token="t")
+    scan_reconstruct(scan_id=scan.pk, token="t", cache=SystemMatrixCache(10**9))
+    RegionOfInterest.objects.filter(subject=pipeline.subject).delete()
+    scan_quantify(scan_id=scan.pk, token="t")
+    scan.refresh_from_db()
+    assert scan.status == ScanStatus.FAILED and scan.retryable
+    assert scan.status_reason.startswith(f"No region of interest is defined for scan #{scan.pk}")
+    assert not scan.measurements.exists()
+
+    retried = scan_retry(actor=pipeline.user, scan=scan)
+    assert retried.status == ScanStatus.VALIDATED  # the reconstruction is kept; quantify is next
+    assert scan.reconstructions.count() == 1
+
+
 # --------------------------------------------------------------------------- regions of interest
 
 
@@ -279,6 +331,13 @@ def test_a_region_on_a_scan_of_another_subject_is_refused(api, pipeline, coordin
             geometry=SPHERE,
             scan=scan,
         )
+
+
+def test_a_second_region_of_the_same_name_is_refused(pipeline, coordinator_a, nothing_changed):
+    define(pipeline, coordinator_a, geometry=SPHERE)
+    with nothing_changed():
+        error = refused("duplicate_roi", define, pipeline, coordinator_a, geometry=SPHERE)
+    assert error.field == "name" and "already exists for this subject" in error.message
 
 
 def test_only_roi_roles_define_regions(pipeline, nothing_changed):
