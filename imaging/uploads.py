@@ -62,25 +62,27 @@ load; each figure is one run's median of 3 rounds:
 ===========================================================  =================  ==================
 receiver -> ``append_chunk``                                  upload MiB/s       web CPU s/GiB
 ===========================================================  =================  ==================
-before: gunicorn's private reader (``recv_into`` from its     192, 211           1.86, 1.77
-socket), O_DIRECT, 2 thread pools, 4 mmap pieces in flight
+before: gunicorn's private reader (``recv_into`` from its     192, 211,          1.86, 1.77,
+socket), O_DIRECT, 2 thread pools, 4 mmap pieces in flight    250, 241           1.74, 1.77
 ``request.read`` (4 MiB) -> the same O_DIRECT, thread pools   137, 139           2.38, 2.42
 ``request.read`` (4 MiB) -> O_DIRECT, one piece, no threads   149, 136, 162,     2.28, 2.26, 2.32,
                                                               151, 137           2.58, 2.53
-**now**: ``request.read`` (1 MiB) -> O_DIRECT, one piece      167                2.07
+**now**: ``request.read`` (1 MiB) -> O_DIRECT, one piece      167, 164, 257      2.07, 2.10, 1.76
 ``request.read`` (4 MiB) -> hash, write through the page      89, 76             3.98, 4.10
 cache (no O_DIRECT, no mmap, no threads)
 ===========================================================  =================  ==================
 
-The target is 1 Gbit/s (119 MiB/s) per upload: held in every run. Reading through the
-documented interface costs about 0.2-0.3 s of CPU per GiB more than the private socket reader
-did (gunicorn copies each ``read`` out of its own buffers); asking for at most 1 MiB at a time
-(gunicorn 27's own step) instead of a whole piece saves 0.2-0.5 s per GiB of reassembly. The two thread pools (hashing and writing beside the receive) bought
-nothing on 2 shared cores: gone. O_DIRECT pays: through the page cache the worker spends
-1.7 s more CPU per GiB (system time: filling, writing back and reclaiming the cache) and falls
-below the target under load, so it stays, with the aligned buffer it needs (one anonymous map).
-The worker's peak memory (VmHWM) during 3 x 1 GiB of uploads: 205 MiB, 15 MiB above its size
-before the first upload.
+The target is 1 Gbit/s (119 MiB/s) per upload; the receiver now holds it in every run.
+Reading through the documented interface costs up to 0.3 s of CPU per GiB more than the
+private socket reader did (gunicorn copies each ``read`` out of its own buffers; in the last
+pair of runs the two were level); asking for at most 1 MiB at a time (gunicorn 27's own step)
+instead of a whole piece saves 0.2-0.5 s per GiB of reassembly. The two thread pools (hashing
+and writing beside the receive) bought nothing on 2 shared cores: gone. O_DIRECT pays: through
+the page cache the worker spends 1.7 s more CPU per GiB (system time: filling, writing back
+and reclaiming the cache) and falls below the target under load, so it stays, with the
+aligned buffer it needs (one anonymous map).
+The worker's peak memory (VmHWM) during 3 x 1 GiB of uploads: 205-207 MiB, 15-17 MiB above
+its size before the first upload (before: 210 MiB, 19.5 MiB above).
 """
 
 from __future__ import annotations
