@@ -205,6 +205,9 @@ def main() -> int:
     parser.add_argument("--chunk-mb", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="copy/upload pairs; the median ratio is reported")
     parser.add_argument("--dir", default=None, help="working folder (default: a temporary folder under /tmp)")
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="skip step 4 (a Celery worker and the time from upload to metrics)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mpi-upload-bench-", dir=args.dir))
@@ -305,6 +308,9 @@ def main() -> int:
             f"sendfile; on the same {os.cpu_count()} cores)"
         )
         print(f"web peak memory growth    {peak_growth_mb:8.1f} MiB (VmHWM - VmRSS before; target < 200)")
+        print(f"web peak memory           {proc_kib(web_pid, 'VmHWM') / 1024:8.1f} MiB (VmHWM of the worker process)")
+        if args.no_metrics:
+            return 0
 
         # Time from upload complete to metrics, with the embedded worker beside the server.
         worker = subprocess.Popen(

@@ -103,6 +103,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "token_lifetime_too_long": 400,
     "unknown_field": 400,
     "unsupported_checksum": 400,
+    "incomplete_body": 400,  # the request body ended before its Content-Length
     "withdrawn_before_signed": 400,
     # 403: the actor may not
     "forbidden": 403,

@@ -404,7 +404,7 @@ IMAGING_SEND_MAX_RETRIES = envint("IMAGING_SEND_MAX_RETRIES", 5, minimum=0)
 
 # Scan pipeline (imaging).
 IMAGING_UPLOAD_MAX_BYTES = envint("IMAGING_UPLOAD_MAX_BYTES", 10 * 1024**3, minimum=1)
-# Uploads are received, hashed and written (O_DIRECT) in pieces of this size, 4 at a time.
+# Uploads are received, hashed and written (O_DIRECT) in pieces of this size, one at a time.
 IMAGING_UPLOAD_PIECE_BYTES = envint("IMAGING_UPLOAD_PIECE_BYTES", 4 * 1024**2, minimum=4096)
 if IMAGING_UPLOAD_PIECE_BYTES % 4096:
     raise ImproperEnvironment(

@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 
 from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdFilter, parse_id
-from config.request_body import body_source
+from config.request_body import RequestBody
 from config.token_scopes import TokenScope
 from config.viewsets import ScopedViewSet, SponsorAware
 from imaging import pacs, selectors, tasks, uploads
@@ -168,8 +168,9 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
             raise RuleViolation("unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.")
         offset = _int_header(request, "Upload-Offset")
         checksum = uploads.parse_checksum(request.headers.get("Upload-Checksum"))
-        with body_source(request._request) as source:
-            outcome = upload_append(actor=request.user, upload=upload, offset=offset, source=source, checksum=checksum)
+        outcome = upload_append(
+            actor=request.user, upload=upload, offset=offset, source=RequestBody(request._request), checksum=checksum
+        )
         if not outcome.checksum_ok:
             raise RuleViolation(
                 "checksum_mismatch",

@@ -43,14 +43,46 @@ Append
 Termination
     ``DELETE /api/v1/uploads/{id}/`` → 204; the partial file is removed.
 
-The body is received by ``config.request_body`` (never ``request.body``; under gunicorn
-straight from the socket) into a few buffers of ``IMAGING_UPLOAD_PIECE_BYTES``, each hashed
-and written with O_DIRECT while the next is received (``append_chunk``), so a 10 GB file
-needs a few MiB of memory. hashlib objects cannot be pickled or stored between requests,
-so each PATCH hashes only its own chunk (for Upload-Checksum) and the whole file is
-hashed once, by streaming it, in the ingest task: hashing 10 GB takes tens of seconds,
-too long to hold the last PATCH open behind a proxy, and every byte already arrived
-under a per-chunk checksum.
+The body is read by ``config.request_body.RequestBody`` (never ``request.body``): Django's
+``request.read(n)`` over the server's ``wsgi.input``, documented interfaces only, at most
+``READ_BYTES`` at a time. It is gathered into one page-aligned piece of
+``IMAGING_UPLOAD_PIECE_BYTES``, which is hashed and written with O_DIRECT before the next is
+read (``append_chunk``), so a 10 GB file needs one piece of memory. hashlib objects cannot be
+pickled or stored between requests, so each PATCH hashes only its own chunk (for
+Upload-Checksum) and the whole file is hashed once, by streaming it, in the ingest task:
+hashing 10 GB takes tens of seconds, too long to hold the last PATCH open behind a proxy,
+and every byte already arrived under a per-chunk checksum.
+
+What each part of the receiver costs and buys (issue #13), measured with
+``benchmarks/upload.py --size-mb 1024 --rounds 3 --no-metrics``: gunicorn 27, one worker with
+2 threads, 64 MiB PATCHes with Upload-Checksum, loopback, on this project's 2-core VM while
+other work shared it (load average 6-10). Variants ran alternately so that each saw the same
+load; each figure is one run's median of 3 rounds:
+
+===========================================================  =================  ==================
+receiver -> ``append_chunk``                                  upload MiB/s       web CPU s/GiB
+===========================================================  =================  ==================
+before: gunicorn's private reader (``recv_into`` from its     192, 211,          1.86, 1.77,
+socket), O_DIRECT, 2 thread pools, 4 mmap pieces in flight    250, 241           1.74, 1.77
+``request.read`` (4 MiB) -> the same O_DIRECT, thread pools   137, 139           2.38, 2.42
+``request.read`` (4 MiB) -> O_DIRECT, one piece, no threads   149, 136, 162,     2.28, 2.26, 2.32,
+                                                              151, 137           2.58, 2.53
+**now**: ``request.read`` (1 MiB) -> O_DIRECT, one piece      167, 164, 257      2.07, 2.10, 1.76
+``request.read`` (4 MiB) -> hash, write through the page      89, 76             3.98, 4.10
+cache (no O_DIRECT, no mmap, no threads)
+===========================================================  =================  ==================
+
+The target is 1 Gbit/s (119 MiB/s) per upload; the receiver now holds it in every run.
+Reading through the documented interface costs up to 0.3 s of CPU per GiB more than the
+private socket reader did (gunicorn copies each ``read`` out of its own buffers; in the last
+pair of runs the two were level); asking for at most 1 MiB at a time (gunicorn 27's own step)
+instead of a whole piece saves 0.2-0.5 s per GiB of reassembly. The two thread pools (hashing
+and writing beside the receive) bought nothing on 2 shared cores: gone. O_DIRECT pays: through
+the page cache the worker spends 1.7 s more CPU per GiB (system time: filling, writing back
+and reclaiming the cache) and falls below the target under load, so it stays, with the
+aligned buffer it needs (one anonymous map).
+The worker's peak memory (VmHWM) during 3 x 1 GiB of uploads: 205-207 MiB, 15-17 MiB above
+its size before the first upload (before: 210 MiB, 19.5 MiB above).
 """
 
 from __future__ import annotations
@@ -61,10 +93,8 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import itertools
 import mmap
 import os
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,8 +169,10 @@ def create_empty(relative: str) -> None:
     path.touch(exist_ok=False)
 
 
-PIECES_IN_FLIGHT = 4  # buffers per PATCH: one being received, the others being hashed and written
 DIRECT_ALIGN = 4096  # O_DIRECT wants file offsets, lengths and buffer addresses in whole logical blocks
+# The most asked of the body in one read: a WSGI server hands over what it holds and copies to
+# assemble more (gunicorn 27 reads 1 MiB per step); measured in the table above.
+READ_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -156,12 +188,11 @@ def _pwrite_all(fd: int, data: memoryview, position: int) -> None:
 
 
 class _PieceWriter:
-    """Writes pieces of one chunk to the upload's file, one after another (one thread).
+    """Writes pieces of one chunk to the upload's file.
 
     Whole 4 KiB blocks go through a second descriptor opened with ``O_DIRECT``: from the
-    receive buffer to the disk, with no copy into the page cache and no dirty pages for the
-    kernel to write back later (on this project's VM, filling the page cache cost more CPU
-    than receiving and hashing together). The partial blocks at the ends of a chunk go
+    piece's buffer to the disk, with no copy into the page cache and no dirty pages for the
+    kernel to write back and reclaim later. The partial blocks at the ends of a chunk go
     through the page cache, so chunks may start and end at any byte. A file system without
     O_DIRECT (refused at open or at the first write) gets every byte through the page cache.
     """
@@ -203,79 +234,59 @@ class _PieceWriter:
 
 
 def append_chunk(relative: str, *, offset: int, source, max_bytes: int, expected_digest: bytes | None) -> AppendResult:
-    """Receive the request body into the file at ``offset``, hashing it on the way.
+    """Receive a chunk from ``source`` into the file at ``offset``, hashing it on the way.
 
-    ``source.readinto(buffer)`` fills buffers of ``IMAGING_UPLOAD_PIECE_BYTES`` (see
-    ``config.request_body``: under gunicorn, straight from the socket). Each full buffer is
-    handed to two threads, one adding it to the sha256 and one writing it (``_PieceWriter``,
-    with O_DIRECT), while the next buffer is being received; hashlib, the socket and the
-    writes release the GIL, so the three run side by side, and memory stays at
-    PIECES_IN_FLIGHT buffers whatever the chunk's size. At most ``max_bytes`` are accepted: a
-    longer body is refused with 413 and discarded. When ``expected_digest`` is given and does
-    not match, the file is cut back to ``offset``, as on any error, so the chunk leaves no
-    trace. The chunk is fsynced before this returns.
+    ``source.read(n)`` gives at most ``n`` more bytes, ``b""`` at the end (a binary file, or
+    ``config.request_body.RequestBody``, which raises when the body ends early). The body is
+    gathered into one page-aligned buffer of ``IMAGING_UPLOAD_PIECE_BYTES``; each full buffer
+    is added to the sha256 and written (``_PieceWriter``, with O_DIRECT) before the next is
+    read, so memory stays at one piece whatever the chunk's size. At most ``max_bytes`` are
+    accepted: a longer body is refused with 413. When ``expected_digest`` is given and does not
+    match, or on any error, the file is cut back to ``offset``: the chunk leaves no trace. The
+    chunk is fsynced before this returns.
     """
     piece = settings.IMAGING_UPLOAD_PIECE_BYTES  # a multiple of DIRECT_ALIGN (settings)
     digest = hashlib.sha256() if expected_digest is not None else None  # no Upload-Checksum: ingest checks the file
-    # Anonymous maps are page-aligned, as O_DIRECT needs; buffer[0] of each piece belongs at an
-    # aligned file position, so the first piece starts ``offset % DIRECT_ALIGN`` bytes in.
-    # (Unmapped when the last view goes: an error's traceback may hold one a little longer.)
-    buffers = [memoryview(mmap.mmap(-1, piece)) for _ in range(PIECES_IN_FLIGHT)]
-    in_flight: list[list[Future]] = [[] for _ in buffers]
-    writer = _PieceWriter(media_path(relative))  # opened last: the try below closes it
+    # An anonymous map is page-aligned, as O_DIRECT needs; buffer[0] belongs at an aligned file
+    # position, so the first piece starts ``offset % DIRECT_ALIGN`` bytes in. (Unmapped when
+    # the last view goes: an error's traceback may hold one a little longer.)
+    buffer = memoryview(mmap.mmap(-1, piece))
+    writer = _PieceWriter(media_path(relative))
     position, start = offset - offset % DIRECT_ALIGN, offset % DIRECT_ALIGN
     received = 0
     try:
-        os.ftruncate(writer.fd, offset)  # a chunk discarded mid-way by a dropped connection leaves nothing behind
-        with (
-            ThreadPoolExecutor(1, thread_name_prefix="upload-sha256") as hasher,
-            ThreadPoolExecutor(1, thread_name_prefix="upload-write") as writes,
-        ):
-            try:
-                for slot in itertools.cycle(range(PIECES_IN_FLIGHT)):
-                    _finish(in_flight[slot])  # this buffer's last piece is hashed and written
-                    buffer, end = buffers[slot], start
-                    # Ask for one byte more than may still come, so a body longer than allowed is noticed.
-                    while end < piece and (
-                        count := source.readinto(buffer[end : min(piece, end + max_bytes - received + 1)])
-                    ):
-                        end += count
-                        received += count
-                        if received > max_bytes:
-                            raise RuleViolation(
-                                "upload_too_large",
-                                f"The chunk goes past Upload-Length: at most "
-                                f"{max_bytes} more bytes are expected from offset {offset}.",
-                            )
-                    if end > start:  # (appended as submitted: the error path waits for all of them)
-                        in_flight[slot].append(writes.submit(writer.write, buffer, start, end, position))
-                        if digest is not None:
-                            in_flight[slot].append(hasher.submit(digest.update, buffer[start:end]))
-                    if end < piece:
-                        break  # the body has ended
-                    position, start = position + piece, 0
-                for futures in in_flight:
-                    _finish(futures)
-                if digest is not None and digest.digest() != expected_digest:
-                    os.ftruncate(writer.fd, offset)
-                    return AppendResult(0, False)
-            except BaseException:
-                wait([f for futures in in_flight for f in futures])  # nothing may write after the cut
+        os.ftruncate(writer.fd, offset)  # a chunk discarded mid-way by a killed worker leaves nothing behind
+        try:
+            while True:
+                end = start
+                # Ask for one byte more than may still come, so a body longer than allowed is noticed.
+                while end < piece and (data := source.read(min(piece - end, max_bytes - received + 1, READ_BYTES))):
+                    received += len(data)
+                    if received > max_bytes:
+                        raise RuleViolation(
+                            "upload_too_large",
+                            f"The chunk goes past Upload-Length: at most {max_bytes} more bytes are expected "
+                            f"from offset {offset}.",
+                        )
+                    buffer[end : end + len(data)] = data
+                    end += len(data)
+                if end > start:
+                    if digest is not None:
+                        digest.update(buffer[start:end])
+                    writer.write(buffer, start, end, position)
+                if end < piece:
+                    break  # the body has ended
+                position, start = position + piece, 0
+            if digest is not None and digest.digest() != expected_digest:
                 os.ftruncate(writer.fd, offset)
-                raise
-        os.fsync(writer.fd)  # the direct writes' blocks, the ends' pages and the new size
+                return AppendResult(0, False)
+            os.fsync(writer.fd)  # the direct writes' blocks, the ends' pages and the new size
+        except BaseException:
+            os.ftruncate(writer.fd, offset)
+            raise
     finally:
         writer.close()
     return AppendResult(received, True)
-
-
-def _finish(futures: list[Future]) -> None:
-    """Wait for a piece's write and hash; their error is raised here."""
-    try:
-        for future in futures:
-            future.result()
-    finally:
-        futures.clear()
 
 
 @contextlib.contextmanager

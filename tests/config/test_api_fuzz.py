@@ -14,7 +14,7 @@ Left out, with the reason:
   DELETE terminate) and tus creation (``POST /api/v1/uploads/``): their contract is
   the tus protocol's headers (Tus-Resumable, Upload-Offset, Upload-Checksum,
   Upload-Metadata) and raw ``application/offset+octet-stream`` bodies streamed into
-  O_DIRECT files, which OpenAPI cannot describe well enough to generate; they have
+  files, which OpenAPI cannot describe well enough to generate; they have
   their own tests (tests/imaging/test_tus_upload.py, test_upload_refusals.py), and
   the malformed metadata the fuzzer once found is pinned in tests/config/test_error_envelope.py.
 * the token endpoint (``POST /api/v1/auth/token/``): every generated wrong password

@@ -1,53 +1,32 @@
-"""config.request_body under a real gunicorn: the body arrives whole and byte-exact,
-straight from the socket (plain TCP or gunicorn's own TLS), and gunicorn's own parsing of
-the connection is left right for the next request (keep-alive, pipelining, a body the view
-did not finish)."""
+"""config.request_body: the body read through documented interfaces only (Django's
+``request.read`` over ``wsgi.input``). Under a real gunicorn it arrives whole and byte-exact,
+and gunicorn's own parsing of the connection stays right for the next request (keep-alive,
+pipelining, a body the view did not finish); a body that ends early is refused, never taken
+for a whole one."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import socket
-import ssl
-import subprocess
-import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from django.http import UnreadablePostError
 
+from config.api_errors import status_for
+from config.request_body import IncompleteBody, RequestBody
 from tests.gunicorn import running_gunicorn
 
 
-def serve(worker_class: str, folder: Path, tls: bool = False):
-    """gunicorn serving tests/config/gunicorn_body_app.py (with its own TLS and a throwaway
-    self-signed certificate when ``tls``)."""
+def serve(worker_class: str, folder: Path):
+    """gunicorn serving tests/config/gunicorn_body_app.py."""
     env = os.environ | {"MPI_VAR_DIR": str(folder / "var"), "DJANGO_SETTINGS_MODULE": "config.settings"}
     options = ["--worker-class", worker_class]
     if worker_class == "gthread":
         options += ["--threads", "2"]
-    if tls:
-        key, cert = folder / "key.pem", folder / "cert.pem"
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                str(key),
-                "-out",
-                str(cert),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        options += ["--keyfile", str(key), "--certfile", str(cert)]
     with running_gunicorn(
         "tests.config.gunicorn_body_app:application", *options, env=env, log=folder / "server.log"
     ) as port:
@@ -64,12 +43,6 @@ def server(request, tmp_path_factory):
 def keepalive_server(tmp_path_factory):
     """The threaded worker: the sync worker closes every connection after one response."""
     yield from serve("gthread", tmp_path_factory.mktemp("keepalive"))
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory):
-    """gunicorn's own TLS: the socket the view reads is an SSLSocket."""
-    yield from serve("gthread", tmp_path_factory.mktemp("tls"), tls=True)
 
 
 def connect(port: int) -> socket.socket:
@@ -104,7 +77,7 @@ def read_response(conn: socket.socket, pending: bytearray) -> str:
 
 
 def expected(body: bytes) -> str:
-    return f"{len(body)} {hashlib.sha256(body).hexdigest()} _GunicornBody"
+    return f"{len(body)} {hashlib.sha256(body).hexdigest()}"
 
 
 @pytest.mark.parametrize("step", [1 << 20, 4093])
@@ -115,19 +88,10 @@ def test_a_large_body_arrives_byte_exact(server, step):
         assert read_response(conn, bytearray()) == expected(body)
 
 
-def test_a_body_behind_gunicorns_own_tls_arrives_byte_exact(tls_server):
-    body = os.urandom(8 << 20)
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the throwaway certificate
-    with context.wrap_socket(connect(tls_server)) as conn:
-        conn.sendall(request_bytes(body))
-        assert read_response(conn, bytearray()) == expected(body)
-
-
 def test_pipelined_requests_each_get_their_own_body(keepalive_server):
-    """All requests go out in one send. gunicorn's first read (8 KiB) holds the whole first
-    body and the start of the second request when the first view starts: the reader must
-    hand out exactly the first body and give the rest back for gunicorn to parse."""
+    """All requests go out in one send: gunicorn's first read holds the whole first body and
+    the start of the second request when the first view starts. Each view gets exactly its
+    own body, and never reads into the next request."""
     bodies = [os.urandom(3_000), os.urandom(2_000), os.urandom(100_000), b""]
     with connect(keepalive_server) as conn:
         conn.sendall(b"".join(request_bytes(body) for body in bodies))
@@ -137,14 +101,13 @@ def test_pipelined_requests_each_get_their_own_body(keepalive_server):
 
 
 def test_a_body_the_view_leaves_unread_is_drained_before_the_next_request(keepalive_server):
-    """The view stops 50,000 bytes short; gunicorn drains them (it drains up to 64 KiB, and
-    closes the connection past that) from the count the reader left it, and the next request
-    on the connection is parsed from its first byte."""
+    """The view stops 50,000 bytes short; gunicorn drains them (up to 64 KiB; it closes the
+    connection past that) and the next request on the connection is parsed from its first byte."""
     body, after = os.urandom(1_050_000), os.urandom(70_000)
     with connect(keepalive_server) as conn:
         pending = bytearray()
         conn.sendall(request_bytes(body, "limit=1000000"))
-        assert read_response(conn, pending) == (f"1000000 {hashlib.sha256(body[:1_000_000]).hexdigest()} _GunicornBody")
+        assert read_response(conn, pending) == f"1000000 {hashlib.sha256(body[:1_000_000]).hexdigest()}"
         conn.sendall(request_bytes(after))
         assert read_response(conn, pending) == expected(after)
 
@@ -158,64 +121,70 @@ def test_a_client_that_hangs_up_mid_body_does_not_take_the_server_down(server):
         assert read_response(conn, bytearray()) == expected(body)
 
 
-class FakeUnreader:
-    """gunicorn's unreader, reduced to the bytes it holds."""
-
-    def __init__(self, held: bytes) -> None:
-        self.buf = held
-
-    def take_buffered(self) -> bytes:
-        held, self.buf = self.buf, b""
-        return held
-
-    def unread(self, data: bytes) -> None:
-        self.buf = data + self.buf
+def request_with(body: bytes, content_length: int | str | None, read=None) -> SimpleNamespace:
+    """What RequestBody uses of a Django request: META and read(n) (here over ``body``)."""
+    meta = {} if content_length is None else {"CONTENT_LENGTH": str(content_length)}
+    return SimpleNamespace(META=meta, read=read or io.BytesIO(body).read)
 
 
-class FakeLengthReader:
-    def __init__(self, length: int, held: bytes) -> None:
-        self.length, self.unreader = length, FakeUnreader(held)
+def read_all(source: RequestBody, step: int = 4093) -> bytes:
+    received = bytearray()
+    while data := source.read(step):
+        received += data
+    return bytes(received)
 
 
-def test_held_bytes_come_first_and_a_pipelined_request_is_given_back():
-    """gunicorn received the first 5,000 body bytes with the headers; the rest comes from the
-    socket, followed by the next request, which must stay unread. Odd buffer sizes cross
-    every boundary (held -> socket, body -> next request)."""
-    from config import request_body
-
-    body = os.urandom(300_000)
-    after = b"PATCH /next HTTP/1.1\r\n"
-    client, server_side = socket.socketpair()
-    reader = FakeLengthReader(len(body), body[:5_000])
-    sender = threading.Thread(target=client.sendall, args=(body[5_000:] + after,))
-    sender.start()
-    source = request_body._GunicornBody(server_side, reader)
-    received, buffer = bytearray(), memoryview(bytearray(4093))
-    try:
-        while count := source.readinto(buffer):
-            received += buffer[:count]
-    finally:
-        source.close()
-    sender.join()
-    client.close()
-    assert bytes(received) == body and reader.length == 0
-    assert server_side.recv(100) == after  # nothing of the next request was taken
-    server_side.close()
+def test_a_whole_body_is_read_to_its_end_and_never_past_it():
+    body, after = os.urandom(100_000), b"PATCH /next HTTP/1.1\r\n"
+    stream = io.BytesIO(body + after)  # a stream that holds more than this body
+    assert read_all(RequestBody(request_with(b"", len(body), read=stream.read))) == body
+    assert stream.read() == after
 
 
-def test_held_bytes_beyond_the_body_and_unread_ones_go_back_to_gunicorn():
-    """Held bytes past the body's end (a pipelined request) are given back at once; held
-    body bytes the view never asked for are given back when the source closes."""
-    from config import request_body
+@pytest.mark.parametrize("content_length", [None, "", "not a number", "-5", 0])
+def test_no_usable_content_length_is_an_empty_body(content_length):
+    """As Django reads such a request: no body (a chunked body never reaches a WSGI view)."""
+    assert read_all(RequestBody(request_with(b"bytes", content_length))) == b""
 
-    body, after = b"a" * 100, b"GET /next HTTP/1.1\r\n\r\n"
-    client, server_side = socket.socketpair()
-    reader = FakeLengthReader(len(body), body + after)
-    source = request_body._GunicornBody(server_side, reader)
-    buffer = memoryview(bytearray(30))
-    assert source.readinto(buffer) == 30 and bytes(buffer) == body[:30]
-    source.close()
-    assert reader.unreader.buf == body[30:] + after
-    assert reader.length == 70  # what gunicorn still counts as body, and drains
-    client.close()
-    server_side.close()
+
+def test_a_body_that_ends_before_its_content_length_is_refused():
+    """The client hung up after 30,000 of 50,000 bytes: wsgi.input returns what came, then b""."""
+    body = os.urandom(30_000)
+    source = RequestBody(request_with(body, 50_000))
+    with pytest.raises(IncompleteBody) as refused:
+        read_all(source)
+    assert refused.value.code == "incomplete_body" and status_for(refused.value.code) == 400
+    assert "after 30000 of its 50000 bytes (the connection ended)" in refused.value.message
+
+
+def test_a_connection_that_fails_mid_body_is_refused():
+    """Django turns the server's OSError into UnreadablePostError (an OSError)."""
+    arrived = io.BytesIO(os.urandom(8_000))
+
+    def read(size):
+        if data := arrived.read(size):
+            return data
+        raise UnreadablePostError("Connection reset by peer")
+
+    with pytest.raises(IncompleteBody) as refused:
+        read_all(RequestBody(request_with(b"", 20_000, read=read)))
+    assert "after 8000 of its 20000 bytes (Connection reset by peer)" in refused.value.message
+
+
+def test_a_client_that_stops_sending_mid_body_is_answered_400_through_gunicorn(server):
+    """The announced body never arrives whole: the view is told, instead of taking the part
+    that came for the whole."""
+    body = os.urandom(1 << 20)
+    request = request_bytes(body)
+    with connect(server) as conn:
+        conn.sendall(request[:300_000])
+        conn.shutdown(socket.SHUT_WR)  # the client sends no more; it still listens
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head_length = len(request) - len(body)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:300]
+    assert (
+        f"incomplete_body: The request body ended after {300_000 - head_length} of its {len(body)} bytes".encode()
+        in answer
+    )

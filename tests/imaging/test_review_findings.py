@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -84,19 +85,7 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
     first, second = data[:1000], bytes(1000)  # same offset, different bytes
     outcomes = {}
 
-    def body_of(chunk):
-        state = {"sent": False}
-
-        def readinto(buffer):
-            if state["sent"]:
-                return 0
-            state["sent"] = True
-            buffer[: len(chunk)] = chunk
-            return len(chunk)
-
-        return readinto
-
-    def slow_readinto(buffer):
+    def slow_read(size):
         # While PATCH 1 streams, PATCH 2 arrives (it saw the same offset 0).
         if "second" not in outcomes:
             stale = Upload.objects.get(pk=upload.pk)
@@ -105,21 +94,20 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
                     actor=pipeline.user,
                     upload=stale,
                     offset=0,
-                    source=SimpleNamespace(readinto=body_of(second)),
+                    source=io.BytesIO(second),
                     checksum=None,
                 )
             except RuleViolation as exc:
                 outcomes["second"] = exc
-            buffer[: len(first)] = first
-            return len(first)
-        return 0
+            return first
+        return b""
 
     try:
         outcomes["first"] = upload_append(
             actor=pipeline.user,
             upload=Upload.objects.get(pk=upload.pk),
             offset=0,
-            source=SimpleNamespace(readinto=slow_readinto),
+            source=SimpleNamespace(read=slow_read),
             checksum=None,
         )
     except RuleViolation as exc:

@@ -1,15 +1,18 @@
 """The production path of a tus upload, whole: gunicorn serving the platform, PATCH bodies
-read straight from its socket (config.request_body), received into pieces and written with
-O_DIRECT (imaging.uploads), on one keep-alive connection, with chunk edges off the 4 KiB
-blocks, a chunk refused for its checksum on the way, and the scan created at the end."""
+read through wsgi.input (config.request_body) and written in pieces (imaging.uploads), on
+one keep-alive connection, with chunk edges off the pieces, a chunk refused for its
+checksum and one whose client hung up mid-body on the way, and the scan created at the end."""
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import http.client
 import itertools
 import os
+import socket
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -62,6 +65,32 @@ def patch(conn, path: str, token: str, offset: int, body: bytes, checksum: bytes
     return response
 
 
+def hang_up_mid_body(port: int, path: str, token: str, chunk: bytes) -> None:
+    """A PATCH announcing ``chunk`` whose client sends a third of it and stops: answered 400
+    incomplete_body, and nothing of it kept (the caller checks the offset, the end the bytes)."""
+    head = (
+        f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {token}\r\nTus-Resumable: 1.0.0\r\n"
+        f"Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {len(chunk)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        conn.sendall(head + chunk[: len(chunk) // 3])
+        conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while part := conn.recv(65536):
+            answer += part
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:500]
+    assert b'"incomplete_body"' in answer
+    deadline = time.monotonic() + 10  # the server is done with the upload once its lock is free
+    while time.monotonic() < deadline:
+        with open(Path(settings.MEDIA_ROOT) / Upload.objects.get().path, "rb") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
+    assert (Path(settings.MEDIA_ROOT) / Upload.objects.get().path).stat().st_size == 0
+
+
 def test_a_scan_uploaded_through_gunicorn_lands_byte_exact(api, pipeline, web):
     port, log = web
     data = Path(pipeline.sim["measurement"]).read_bytes()
@@ -84,6 +113,8 @@ def test_a_scan_uploaded_through_gunicorn_lands_byte_exact(api, pipeline, web):
     try:
         refused = patch(conn, path, token, 0, data[: edges[1]], hashlib.sha256(b"other bytes").digest())
         assert refused.status == 460
+        assert Upload.objects.get().offset == 0
+        hang_up_mid_body(port, path, token, data[: edges[2]])
         assert Upload.objects.get().offset == 0
         for start, end in itertools.pairwise(edges):
             chunk = data[start:end]
