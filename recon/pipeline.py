@@ -39,12 +39,19 @@ FRAME_BATCH = 64
 class ReconstructionResult:
     """A reconstruction and how it was made.
 
-    concentration_mol_per_l : (Q, P) float (params.dtype), voxels x fastest
+    concentration_mol_per_l : (Q, P) float (params.dtype), voxels x fastest — the
+        display image (positivity applied when asked)
+    linear_frames_mol_per_l : (Q, P) — the linear (unclamped) frames that
+        quantification integrates (stored as ``/reconstruction/_linearFrames``)
+    resolution_fwhm_m : (3,) m — the reconstruction's resolution (stored in
+        ``_parameters``; the point-spread of the region estimator)
     size : (nx, ny, nz); field_of_view_m, field_of_view_center_m : (3,) m
     frame_groups : Q lists of the file frame indices averaged into each frame
     """
 
     concentration_mol_per_l: np.ndarray
+    linear_frames_mol_per_l: np.ndarray
+    resolution_fwhm_m: tuple[float, float, float]
     size: tuple[int, int, int]
     field_of_view_m: tuple[float, float, float]
     field_of_view_center_m: tuple[float, float, float]
@@ -57,6 +64,7 @@ class ReconstructionResult:
     timings_s: dict = field(default_factory=dict)
     input_checksums: dict = field(default_factory=dict)
     output_path: str | None = None
+    row_weights: list | None = None
 
     @property
     def num_frames(self) -> int:
@@ -88,10 +96,31 @@ class ReconstructionResult:
             "delta_concentration_mol_per_l": self.delta_concentration_mol_per_l,
             "selection": self.selection,
             "frame_groups": [[int(i) for i in g] for g in self.frame_groups],
+            "resolution_fwhm_m": list(self.resolution_fwhm_m),
+            "row_weights": self.row_weights,
+            "resolution_method": "Gaussian fitted to linear reconstructions of calibration columns (point sources)",
             "inputs": self.input_checksums,
             "notes": list(self.notes),
             "software": software_versions(),
         }
+
+    def extra_fields(self) -> dict:
+        """Datasets written beside ``/reconstruction/data``: the linear frames."""
+        from recon.quantify import LINEAR_FRAMES_FIELD
+
+        return {LINEAR_FRAMES_FIELD: np.asarray(self.linear_frames_mol_per_l, dtype=np.float32)}
+
+
+def _recorded_weights(prep: preprocess.PreparedRows, params: ReconParams) -> list | None:
+    """Row weights that depend on the scan (whitening) are recorded so the region
+    spread can be rebuilt from the calibration alone."""
+    return [float(w) for w in prep.row_weights] if params.weighting == "whiten" else None
+
+
+def _resolution_m(fwhm_vox: np.ndarray, size, fov) -> tuple[float, float, float]:
+    """FWHM measured in voxels → m."""
+    vox = np.asarray(fov, dtype=np.float64) / np.asarray(size)
+    return cast("tuple[float, float, float]", tuple(float(v) for v in np.asarray(fwhm_vox) * vox))
 
 
 def software_versions() -> dict:
@@ -121,17 +150,79 @@ def _check_grid(size, num_voxels: int) -> tuple[int, int, int]:
     return nx, ny, nz
 
 
-def _solve_rows(prep: preprocess.PreparedRows, params: ReconParams, size, progress) -> tuple[np.ndarray, float]:
+#: Solvers whose output (without positivity) is a fixed linear map of the measurement.
+LINEAR_SOLVERS = ("kaczmarz", "fast")
+
+
+@dataclass(frozen=True)
+class SolvedFrames:
+    """The frames of one reconstruction.
+
+    linear : (Q, P) — the linear (unclamped) reconstruction of every frame: the
+        quantitative image. Frames are combined (averaged) only linearly, so the
+        mean of these is the reconstruction of the mean measurement and no iron
+        is lost at low dose; this is what ``recon.quantify`` integrates.
+    display : (Q, P) — what is shown: ``params.solver``'s own output with its
+        constraints (positivity), frame by frame; never used for quantification.
+    resolution_fwhm_m : (3,) — FWHM of the Gaussian fitted to the linear
+        reconstructions of calibration columns (point sources) at a few voxels.
+    """
+
+    linear: np.ndarray
+    display: np.ndarray
+    lambda_abs: float
+    resolution_fwhm_m: np.ndarray
+    notes: tuple[str, ...]
+
+
+def _probe_voxels(size) -> np.ndarray:
+    """Voxel indices of the resolution probes: the centre and ±¼ field of view on each imaged axis."""
+    centre = [s // 2 for s in size]
+    probes = [tuple(centre)]
+    for a in range(3):
+        if size[a] > 1:
+            for off in (-size[a] // 4, size[a] // 4):
+                idx = list(centre)
+                idx[a] = min(max(centre[a] + off, 0), size[a] - 1)
+                probes.append(tuple(idx))
+    flat = [int(np.ravel_multi_index(p, size, order="F")) for p in probes]
+    return np.array(sorted(set(flat)))
+
+
+def _solve_rows(prep: preprocess.PreparedRows, params: ReconParams, size, progress) -> SolvedFrames:
     a, y = solvers.stack_real(prep.system_matrix, prep.measurements, params.dtype)
     lam = solvers.absolute_lambda(a, params.lambda_)
     _report(progress, "solve", 0.0)
-    solve = solvers.make_solver(a, lam, params, size)
+    notes = []
+    if params.solver in LINEAR_SOLVERS:
+        linear_params = params.replace(positivity=False)
+    else:
+        linear_params = params.replace(solver="kaczmarz", positivity=False)
+        notes.append(
+            f"quantitative frames from linear Kaczmarz ({params.solver} is not linear): display from {params.solver}"
+        )
+    solve = solvers.make_solver(a, lam, linear_params, size)
     x = np.empty((y.shape[0], a.shape[1]), dtype=a.dtype)
     for start in range(0, y.shape[0], FRAME_BATCH):
         stop = min(start + FRAME_BATCH, y.shape[0])
         x[start:stop] = solve(y[start:stop])
         _report(progress, "solve", stop / y.shape[0])
-    return x, lam
+    if params.positivity or params.solver not in LINEAR_SOLVERS:
+        # The display keeps the solver's own constraint (a better image); it never feeds quantification.
+        display = np.empty_like(x)
+        solve_display = solvers.make_solver(a, lam, params, size)
+        for start in range(0, y.shape[0], FRAME_BATCH):
+            stop = min(start + FRAME_BATCH, y.shape[0])
+            display[start:stop] = solve_display(y[start:stop])
+        notes.append("display image from the constrained solver; quantification uses the linear frames")
+    else:
+        display = x
+    probes = _probe_voxels(size)
+    psf = solve(np.ascontiguousarray(a[:, probes].T))
+    from recon.quantify import Grid, resolution_from_point_spreads
+
+    fwhm_vox = resolution_from_point_spreads(Grid(size, tuple(float(s) for s in size)), psf, probes)
+    return SolvedFrames(x, display, lam, fwhm_vox, tuple(notes))
 
 
 def reconstruct_arrays(
@@ -228,19 +319,23 @@ def reconstruct_arrays(
         measurement_transfer_function_rows=tf_rows(measurement_transfer_function),
     )
     t1 = time.perf_counter()
-    x, lam = _solve_rows(prep, params, size, progress)
+    solved = _solve_rows(prep, params, size, progress)
     t2 = time.perf_counter()
+    fov = _vector3(field_of_view_m)
     return ReconstructionResult(
-        concentration_mol_per_l=x * x.dtype.type(delta_concentration_mol_per_l),
+        concentration_mol_per_l=solved.display * solved.display.dtype.type(delta_concentration_mol_per_l),
+        linear_frames_mol_per_l=solved.linear * solved.linear.dtype.type(delta_concentration_mol_per_l),
+        resolution_fwhm_m=_resolution_m(solved.resolution_fwhm_m, size, fov),
         size=size,
-        field_of_view_m=_vector3(field_of_view_m),
+        field_of_view_m=fov,
         field_of_view_center_m=_vector3(field_of_view_center_m),
         params=params,
-        lambda_abs=lam,
+        lambda_abs=solved.lambda_abs,
         delta_concentration_mol_per_l=float(delta_concentration_mol_per_l),
         selection=selection.as_dict(),
         frame_groups=[g.tolist() for g in prep.frame_groups],
-        notes=tuple(prep.notes),
+        row_weights=_recorded_weights(prep, params),
+        notes=tuple(prep.notes) + solved.notes,
         timings_s={"preprocess": t1 - t0, "solve": t2 - t1},
     )
 
@@ -351,19 +446,22 @@ def reconstruct_file(
         measurement_transfer_function_rows=None if tf_u is None else tf_u[selection.channel, selection.frequency],
     )
     t1 = time.perf_counter()
-    x, lam = _solve_rows(prep, params, size, progress)
+    solved = _solve_rows(prep, params, size, progress)
     t2 = time.perf_counter()
     result = ReconstructionResult(
-        concentration_mol_per_l=x * x.dtype.type(delta),
+        concentration_mol_per_l=solved.display * solved.display.dtype.type(delta),
+        linear_frames_mol_per_l=solved.linear * solved.linear.dtype.type(delta),
+        resolution_fwhm_m=_resolution_m(solved.resolution_fwhm_m, size, _vector3(fov)),
         size=size,
         field_of_view_m=_vector3(fov),
         field_of_view_center_m=_vector3(center),
         params=params,
-        lambda_abs=lam,
+        lambda_abs=solved.lambda_abs,
         delta_concentration_mol_per_l=float(delta),
         selection=selection.as_dict(),
         frame_groups=[g.tolist() for g in prep.frame_groups],
-        notes=tuple(notes + prep.notes),
+        row_weights=_recorded_weights(prep, params),
+        notes=tuple(notes + prep.notes) + solved.notes,
         timings_s={"read_preprocess": t1 - t0, "solve": t2 - t1},
         input_checksums=checksums,
         output_path=None if output_path is None else os.fspath(output_path),
@@ -379,6 +477,7 @@ def reconstruct_file(
             parameters=result.parameters_record(),
             unit="mol/L",
             order="xyz",
+            extra_fields=result.extra_fields(),
         )
     _report(progress, "write", 1.0)
     return result
@@ -406,3 +505,74 @@ def load_arrays(system_matrix_path, measurement_path) -> dict:
             "measurement_spectra": mf.spectra(periods=[0])[:, 0],
             "is_background_frame": np.asarray(mf.is_background_frame, dtype=bool),
         }
+
+
+def region_spread_arrays(
+    system_matrix_rows: np.ndarray,
+    masks: np.ndarray,
+    params: ReconParams,
+    lambda_abs: float,
+    size,
+) -> np.ndarray:
+    """(R, P) exact region spread functions R·S·χ_j: each ROI's noise-free signal
+    (the prepared, weighted system-matrix rows times its voxel fractions, one unit
+    of the delta sample's concentration per voxel) reconstructed by the same linear
+    operator and λ as the quantitative frames. These are the columns of the GTM
+    (``recon.quantify.region_model``): an image c (mol/L) of a region at uniform
+    concentration a_j is a_j · spread_j.
+
+    system_matrix_rows : (M, P) complex, prepared as for the reconstruction
+    masks : (R, P) float voxel fractions
+    """
+    a = solvers.stack_real(system_matrix_rows, None, params.dtype)
+    linear = (
+        params.replace(positivity=False)
+        if params.solver in LINEAR_SOLVERS
+        else params.replace(solver="kaczmarz", positivity=False)
+    )
+    chi = np.asarray(masks, dtype=a.dtype)
+    if chi.ndim != 2 or chi.shape[1] != a.shape[1]:
+        raise ValueError(f"masks have shape {chi.shape}, expected (R, {a.shape[1]})")
+    y = np.ascontiguousarray((a @ chi.T).T)
+    return np.asarray(solvers.make_solver(a, lambda_abs, linear, size)(y), dtype=np.float64)
+
+
+def region_spread(system_matrix_path: str | os.PathLike, parameters: dict, masks: np.ndarray) -> np.ndarray:
+    """:func:`region_spread_arrays` for a stored reconstruction: rebuilds the
+    system-matrix rows from the calibration file with the plan recorded in the
+    reconstruction's ``_parameters`` (selected rows, λ_abs, background correction,
+    weighting) and checks that the calibration is the one recorded (SHA-256)."""
+    from recon.mdf import MDFFile
+
+    try:
+        params = ReconParams.from_dict(dict(parameters["params"]))
+        lam = float(parameters["lambda_abs"])
+        channel = np.asarray(parameters["selection"]["channel"], dtype=np.int64)
+        frequency = np.asarray(parameters["selection"]["frequency_index"], dtype=np.int64)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"the reconstruction does not record its plan ({exc}): cannot rebuild its spread") from None
+    recorded = ((parameters.get("inputs") or {}).get("system_matrix") or {}).get("sha256") or parameters.get(
+        "system_matrix_sha256"
+    )
+    if recorded is not None and recorded != sha256_file(system_matrix_path):
+        raise ValueError(f"{system_matrix_path} is not the calibration this image was reconstructed with (SHA-256)")
+    weights = parameters.get("row_weights")
+    if params.weighting == "whiten" and (weights is None or len(weights) != channel.shape[0]):
+        raise ValueError("weighting='whiten': the reconstruction does not record its row weights")
+    with MDFFile(system_matrix_path) as smf:
+        if smf.calibration_size is None:
+            raise ValueError(f"{system_matrix_path}: calibration has no /calibration/size")
+        size = tuple(int(v) for v in smf.calibration_size)
+        union, col = np.unique(frequency, return_inverse=True)
+        s_sub, bg_sub = smf.system_matrix(frequencies=union)
+        tf = smf.transfer_function
+    s = s_sub[channel, col].astype(np.complex128)
+    if params.sm_background_correction and bg_sub.shape[-1] > 0:
+        s -= bg_sub[channel, col].mean(axis=-1)[:, None]
+    if tf is not None and "transfer function corrected (calibration and scan)" in (parameters.get("notes") or []):
+        s /= np.asarray(tf)[channel, frequency][:, None]
+    if params.weighting == "row_norm":
+        s /= np.maximum(np.linalg.norm(s, axis=1), np.finfo(np.float64).tiny)[:, None]
+    elif params.weighting == "whiten":
+        s *= np.asarray(weights, dtype=np.float64)[:, None]
+    return region_spread_arrays(s, masks, params, lam, size)

@@ -32,7 +32,12 @@ def reconstructed(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"mouse{dims}d")
     sim = simulate_to_files(out, dims=dims, phantom="mouse", seed=2024, frames=16)
     result = reconstruct_file(sim["system_matrix"], sim["measurement"], out / "recon.mdf", PARAMS[dims])
-    quant = quantify_file(out / "recon.mdf", sim["rois"], injected_iron_ng=sim["injected_iron_ng"])
+    quant = quantify_file(
+        out / "recon.mdf",
+        sim["rois"],
+        injected_iron_ng=sim["injected_iron_ng"],
+        system_matrix_path=sim["system_matrix"],
+    )
     return dims, sim, result, quant
 
 
@@ -70,7 +75,7 @@ def test_it_needs_background_correction(reconstructed):
     _, sim, _, _ = reconstructed
     out = sim["measurement"].replace("measurement.mdf", "nobg.mdf")
     reconstruct_file(sim["system_matrix"], sim["measurement"], out, ReconParams(background="none"))
-    quant = quantify_file(out, sim["rois"])
+    quant = quantify_file(out, sim["rois"], system_matrix_path=sim["system_matrix"])
     errors = [abs(r.iron_mass_ng / sim["truth"][r.name] - 1) for r in quant.rois]
     assert max(errors) > OFF_TARGET_TOL
 
@@ -80,6 +85,6 @@ def test_it_quantifies_within_tolerance_with_whitened_rows(reconstructed):
     _, sim, _, _ = reconstructed
     out = sim["measurement"].replace("measurement.mdf", "whitened.mdf")
     reconstruct_file(sim["system_matrix"], sim["measurement"], out, ReconParams(weighting="whiten"))
-    for roi in quantify_file(out, sim["rois"]).rois:
+    for roi in quantify_file(out, sim["rois"], system_matrix_path=sim["system_matrix"]).rois:
         tol = TARGET_TOL if roi.kind == "target" else OFF_TARGET_TOL
         assert abs(roi.iron_mass_ng / sim["truth"][roi.name] - 1) < tol, roi.name
