@@ -533,8 +533,12 @@ def region_spread_arrays(
     chi = np.asarray(masks, dtype=a.dtype)
     if chi.ndim != 2 or chi.shape[1] != a.shape[1]:
         raise ValueError(f"masks have shape {chi.shape}, expected (R, {a.shape[1]})")
-    y = np.ascontiguousarray((a @ chi.T).T)
-    return np.asarray(solvers.make_solver(a, lambda_abs, linear, size)(y), dtype=np.float64)
+    from recon.quantify import canonical_order
+
+    order = canonical_order(chi)  # solve in a canonical order: the same numbers whatever the ROIs' order
+    y = np.ascontiguousarray((a @ chi[order].T).T)
+    spread = np.asarray(solvers.make_solver(a, lambda_abs, linear, size)(y), dtype=np.float64)
+    return spread[np.argsort(order)]
 
 
 def region_spread(system_matrix_path: str | os.PathLike, parameters: dict, masks: np.ndarray) -> np.ndarray:

@@ -457,7 +457,13 @@ def region_model(
         if m.sum() <= 0:
             raise ValueError(f"ROI {roi.name!r} covers no voxel of the grid {grid.size}")
         masks.append(m)
-    chi = np.stack(masks)
+    # Work in a canonical ROI order (by mask content) so the numbers do not depend on the
+    # order the caller lists its ROIs in (the CLI reads a JSON file, the platform a table).
+    order = canonical_order(np.stack(masks))
+    back = np.argsort(order)
+    chi = np.stack(masks)[order]
+    if spread is not None:
+        spread = np.asarray(spread)[order]
     exact = spread is not None
     if spread is not None:
         spread = np.asarray(spread, dtype=np.float64)
@@ -492,6 +498,8 @@ def region_model(
     region_voxels = chi.sum(axis=1)
     weights = np.zeros((n_r, p))
     weights[:, support] = pinv[:n_r] * (region_voxels * mass_per_mol_l)[:, None]
+    weights, region_voxels = weights[back], region_voxels[back]
+    g = np.concatenate([g[:, :n_r][:, back], g[:, n_r:]], axis=1)
     bweights = np.zeros((g.shape[1] - n_r, p))
     bweights[:, support] = pinv[n_r:]
     model = RegionModel(
@@ -507,6 +515,12 @@ def region_model(
         ng_per_mol_l_voxel=mass_per_mol_l,
     )
     return model
+
+
+def canonical_order(masks: np.ndarray) -> np.ndarray:
+    """(R,) permutation that sorts ROI masks by their content (order-independent results)."""
+    m = np.asarray(masks, dtype=np.float64)
+    return np.array(sorted(range(m.shape[0]), key=lambda j: m[j].tobytes()), dtype=np.int64)
 
 
 def region_weights(
