@@ -304,15 +304,14 @@ def quantify(
     With the calibration the image was reconstructed with (``system_matrix_path``) the
     region spread functions are exact (``recon.pipeline.region_spread``). What is
     returned is what is stored and shown."""
-    from recon.pipeline import region_spread
-
     with open_mdf(reconstruction_path) as f:
         stored = q.read_reconstruction(f)
     grid = stored.grid
     masks = []
     for roi in rois:
+        signal = None
         if roi.geometry is not None:
-            mask = q.mask_fraction_from_record(grid, roi.geometry)
+            mask, signal = q.roi_masks_from_record(grid, roi.geometry)
         elif roi.label_path is not None and roi.label_value is not None:
             labelled = label_mask(roi.label_path, roi.label_value, grid)
             if labelled is None:
@@ -323,12 +322,17 @@ def quantify(
             mask = labelled
         else:
             raise ValueError(f"ROI {roi.name!r} has neither a geometry nor a label volume")
-        masks.append(q.Roi(str(roi.key), roi.kind, mask))
-    spread = None
+        masks.append(q.Roi(str(roi.key), roi.kind, mask, signal))
+    spread = bg_columns = None
     if system_matrix_path is not None:
-        spread = region_spread(system_matrix_path, stored.parameters, np.stack([m.mask for m in masks]))
+        spread, bg_columns = q.exact_spread(stored, masks, system_matrix_path)
     result = q.quantify_reconstruction(
-        stored, masks, spread=spread, injected_iron_ng=injected_iron_ng, pg_fe_per_cell=pg_fe_per_cell
+        stored,
+        masks,
+        spread=spread,
+        background_columns=bg_columns,
+        injected_iron_ng=injected_iron_ng,
+        pg_fe_per_cell=pg_fe_per_cell,
     )
     per_roi = {}
     for roi, m in zip(rois, result.rois, strict=True):

@@ -65,6 +65,7 @@ class ReconstructionResult:
     input_checksums: dict = field(default_factory=dict)
     output_path: str | None = None
     row_weights: list | None = None
+    background_rows: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -106,9 +107,36 @@ class ReconstructionResult:
 
     def extra_fields(self) -> dict:
         """Datasets written beside ``/reconstruction/data``: the linear frames."""
-        from recon.quantify import LINEAR_FRAMES_FIELD
+        from recon.quantify import BACKGROUND_ROWS_FIELD, LINEAR_FRAMES_FIELD
 
-        return {LINEAR_FRAMES_FIELD: np.asarray(self.linear_frames_mol_per_l, dtype=np.float32)}
+        fields = {LINEAR_FRAMES_FIELD: np.asarray(self.linear_frames_mol_per_l, dtype=np.float32)}
+        if self.background_rows is not None:
+            fields[BACKGROUND_ROWS_FIELD] = np.stack([self.background_rows.real, self.background_rows.imag])
+        return fields
+
+
+def _background_rows(
+    measurement_rows: np.ndarray,
+    is_background: np.ndarray,
+    external_rows: np.ndarray | None,
+    prep: preprocess.PreparedRows,
+    measurement_tf_rows: np.ndarray | None,
+) -> np.ndarray | None:
+    """(M,) complex: the scanner background spectrum in the prepared row space (mean of the
+    scan's background frames, else of the empty-bore scan), weighted and transfer-function
+    corrected like the measurement. Background drift scales this spectrum, so what
+    background correction leaves behind is close to a complex multiple of it; the region
+    estimator fits that multiple jointly (``recon.quantify``, background columns)."""
+    bg = np.asarray(is_background, dtype=bool)
+    if bg.any():
+        mean = np.asarray(measurement_rows)[bg].mean(axis=0)
+    elif external_rows is not None and len(external_rows):
+        mean = np.asarray(external_rows).mean(axis=0)
+    else:
+        return None
+    if measurement_tf_rows is not None and "transfer function corrected (calibration and scan)" in prep.notes:
+        mean = mean / measurement_tf_rows
+    return np.asarray(mean * prep.row_weights, dtype=np.complex128)
 
 
 def _recorded_weights(prep: preprocess.PreparedRows, params: ReconParams) -> list | None:
@@ -318,6 +346,9 @@ def reconstruct_arrays(
         sm_transfer_function_rows=tf_rows(system_matrix_transfer_function),
         measurement_transfer_function_rows=tf_rows(measurement_transfer_function),
     )
+    bg_rows = _background_rows(
+        preprocess.gather_rows(u, selection), is_bg, ext, prep, tf_rows(measurement_transfer_function)
+    )
     t1 = time.perf_counter()
     solved = _solve_rows(prep, params, size, progress)
     t2 = time.perf_counter()
@@ -335,6 +366,7 @@ def reconstruct_arrays(
         selection=selection.as_dict(),
         frame_groups=[g.tolist() for g in prep.frame_groups],
         row_weights=_recorded_weights(prep, params),
+        background_rows=bg_rows,
         notes=tuple(prep.notes) + solved.notes,
         timings_s={"preprocess": t1 - t0, "solve": t2 - t1},
     )
@@ -445,6 +477,9 @@ def reconstruct_file(
         sm_transfer_function_rows=None if tf_s is None else tf_s[selection.channel, selection.frequency],
         measurement_transfer_function_rows=None if tf_u is None else tf_u[selection.channel, selection.frequency],
     )
+    bg_rows = _background_rows(
+        meas_rows, is_bg, ext_rows, prep, None if tf_u is None else tf_u[selection.channel, selection.frequency]
+    )
     t1 = time.perf_counter()
     solved = _solve_rows(prep, params, size, progress)
     t2 = time.perf_counter()
@@ -461,6 +496,7 @@ def reconstruct_file(
         selection=selection.as_dict(),
         frame_groups=[g.tolist() for g in prep.frame_groups],
         row_weights=_recorded_weights(prep, params),
+        background_rows=bg_rows,
         notes=tuple(notes + prep.notes) + solved.notes,
         timings_s={"read_preprocess": t1 - t0, "solve": t2 - t1},
         input_checksums=checksums,
@@ -541,13 +577,42 @@ def region_spread_arrays(
     return spread[np.argsort(order)]
 
 
-def region_spread(system_matrix_path: str | os.PathLike, parameters: dict, masks: np.ndarray) -> np.ndarray:
+def background_spread_arrays(
+    system_matrix_rows: np.ndarray, background_rows: np.ndarray, params: ReconParams, lambda_abs: float, size
+) -> np.ndarray:
+    """(2, P): the linear reconstructions of the background spectrum b and of i·b (prepared
+    rows): the image of any residual complex multiple of the background, two further GTM
+    columns (``recon.quantify.region_model``'s ``background_columns``)."""
+    a = solvers.stack_real(system_matrix_rows, None, params.dtype)
+    b = np.asarray(background_rows, dtype=np.complex128)
+    if b.shape != (a.shape[0] // 2,):
+        raise ValueError(f"background rows have shape {b.shape}, expected ({a.shape[0] // 2},)")
+    y = solvers.stack_real(system_matrix_rows, np.stack([b, 1j * b]), params.dtype)[1]
+    linear = (
+        params.replace(positivity=False)
+        if params.solver in LINEAR_SOLVERS
+        else params.replace(solver="kaczmarz", positivity=False)
+    )
+    return np.asarray(solvers.make_solver(a, lambda_abs, linear, size)(y), dtype=np.float64)
+
+
+def region_spread(
+    system_matrix_path: str | os.PathLike,
+    parameters: dict,
+    masks: np.ndarray,
+    background_rows: np.ndarray | None = None,
+) -> np.ndarray:
     """:func:`region_spread_arrays` for a stored reconstruction: rebuilds the
     system-matrix rows from the calibration file with the plan recorded in the
     reconstruction's ``_parameters`` (selected rows, λ_abs, background correction,
-    weighting) and checks that the calibration is the one recorded (SHA-256)."""
+    weighting) and checks that the calibration is the one recorded (SHA-256).
+
+    With ``background_rows`` (the stored background spectrum) two rows are appended:
+    :func:`background_spread_arrays`, so the result is (R + 2, P)."""
     from recon.mdf import MDFFile
 
+    if not os.path.isfile(system_matrix_path):
+        raise ValueError(f"{system_matrix_path}: no such calibration file")
     try:
         params = ReconParams.from_dict(dict(parameters["params"]))
         lam = float(parameters["lambda_abs"])
@@ -579,4 +644,7 @@ def region_spread(system_matrix_path: str | os.PathLike, parameters: dict, masks
         s /= np.maximum(np.linalg.norm(s, axis=1), np.finfo(np.float64).tiny)[:, None]
     elif params.weighting == "whiten":
         s *= np.asarray(weights, dtype=np.float64)[:, None]
-    return region_spread_arrays(s, masks, params, lam, size)
+    spread = region_spread_arrays(s, masks, params, lam, size)
+    if background_rows is None:
+        return spread
+    return np.concatenate([spread, background_spread_arrays(s, background_rows, params, lam, size)])

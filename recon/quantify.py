@@ -136,11 +136,22 @@ class Grid:
 
 @dataclass(frozen=True)
 class Roi:
-    """A region of interest with its mask on the grid."""
+    """A region of interest with its mask on the grid.
+
+    mask : (P,) bool or voxel fractions — where the ROI's iron is (its mass)
+    signal_mask : (P,) float or None — the mask whose system-matrix product best
+        approximates the ROI's signal (:func:`roi_masks_from_record`: fractions plus
+        the first-moment correction of edge voxels); None = ``mask``
+    """
 
     name: str
     kind: str
     mask: np.ndarray = field(repr=False, compare=False)
+    signal_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def signal(self) -> np.ndarray:
+        return np.asarray(self.mask if self.signal_mask is None else self.signal_mask, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -329,6 +340,28 @@ def mask_fraction_from_record(grid: Grid, record: dict, supersample: int = FRACT
     shape, from ``supersample`` sub-points per imaged axis (partial volume at the
     ROI's edge). Axes with a single voxel (2D slice) cut the shape in its own
     central plane, as :func:`mask_from_geometry` does."""
+    return roi_masks_from_record(grid, record, supersample)[0]
+
+
+def roi_masks_from_record(
+    grid: Grid, record: dict, supersample: int = FRACTION_SUPERSAMPLE
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fraction, signal_mask), both (P,) float, of a geometry record.
+
+    fraction : the share of each voxel inside the shape (its iron, at uniform
+        concentration).
+    signal_mask : the fraction plus a first-moment (dipole) correction for where
+        the iron sits inside each partly filled voxel. A calibration column is the
+        signal of iron spread over the whole voxel; iron filling part of it sits
+        off the voxel centre by δ (voxels), and to first order its signal is
+        f · (S_v + δ · ∂S/∂r), with ∂S/∂r taken as the central difference of the
+        neighbouring columns, (S_{v+1} − S_{v−1}) / 2. So the region's signal is
+        S applied to fraction + Σ_axes D_a(f·δ_a), D_a moving half of f·δ_a to the
+        next voxel and minus half to the previous one (it sums to zero: no iron is
+        added). Without it a convex region's edge iron is modelled at its voxel
+        centres, outside where it is, and the estimate comes out several per cent
+        high (measured on both simulators: +6–8 % → within ±4 %).
+    """
     if supersample < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     shape = record["shape"]
@@ -339,13 +372,27 @@ def mask_fraction_from_record(grid: Grid, record: dict, supersample: int = FRACT
     imaged = np.asarray(grid.size) > 1
     offs1 = (np.arange(supersample) + 0.5) / supersample - 0.5
     axes = [offs1 if imaged[a] else np.zeros(1) for a in range(3)]
-    offs = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3) * grid.voxel_size_m
+    offs = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     centres = grid.centres_m()
     centres[:, ~imaged] = centre[~imaged]
     frac = np.zeros(grid.num_voxels)
+    first = np.zeros((grid.num_voxels, 3))
     for off in offs:
-        frac += shape_contains(shape, centre, size, centres + off)
-    return frac / offs.shape[0]
+        inside = shape_contains(shape, centre, size, centres + off * grid.voxel_size_m)
+        frac += inside
+        first += inside[:, None] * off[None, :]
+    frac /= offs.shape[0]
+    first /= offs.shape[0]  # fraction × centroid offset, in voxels
+    signal = grid.to_volume(frac).copy()
+    for a in range(3):
+        if not imaged[a]:
+            continue
+        moment = grid.to_volume(first[:, a])
+        lo, hi = [slice(None)] * 3, [slice(None)] * 3
+        lo[a], hi[a] = slice(0, -1), slice(1, None)
+        signal[tuple(hi)] += moment[tuple(lo)] / 2
+        signal[tuple(lo)] -= moment[tuple(hi)] / 2
+    return frac, signal.ravel(order="F")
 
 
 def gaussian_spread(values: np.ndarray, grid: Grid, fwhm_m) -> np.ndarray:
@@ -413,6 +460,7 @@ def region_model(
     background: str = "constant",
     support_fwhm: float = SUPPORT_FWHM,
     spread: np.ndarray | None = None,
+    background_columns: np.ndarray | None = None,
 ) -> RegionModel:
     """Build the GTM region estimator (see the module docstring).
 
@@ -478,6 +526,11 @@ def region_model(
     columns = [spread[:, support].T]
     if background in ("constant", "planar"):
         columns.append(np.ones((int(support.sum()), 1)))
+    if background_columns is not None:
+        extra = np.asarray(background_columns, dtype=np.float64)
+        if extra.ndim != 2 or extra.shape[1] != p or not np.all(np.isfinite(extra)):
+            raise ValueError(f"background_columns have shape {extra.shape}, expected finite (B, {p})")
+        columns.append(extra[:, support].T)
     if background == "planar":
         centres = grid.centres_m()[support]
         for a in range(3):
@@ -524,7 +577,13 @@ def canonical_order(masks: np.ndarray) -> np.ndarray:
 
 
 def region_weights(
-    grid: Grid, rois: list[Roi], *, fwhm_m=None, background: str = "constant", spread: np.ndarray | None = None
+    grid: Grid,
+    rois: list[Roi],
+    *,
+    fwhm_m=None,
+    background: str = "constant",
+    spread: np.ndarray | None = None,
+    background_columns: np.ndarray | None = None,
 ) -> np.ndarray:
     """(R, P) float64: region iron (ng Fe) = W @ c for an image c (P,) in mol Fe / L.
 
@@ -532,7 +591,9 @@ def region_weights(
     image, so a live worker composes W with the linear reconstruction operator R
     (W @ R) and reports the same iron per region as :func:`quantify` on the
     reconstructed image. Arguments as in :func:`region_model`."""
-    return region_model(grid, rois, fwhm_m=fwhm_m, background=background, spread=spread).weights
+    return region_model(
+        grid, rois, fwhm_m=fwhm_m, background=background, spread=spread, background_columns=background_columns
+    ).weights
 
 
 def _dilate(mask: np.ndarray, grid: Grid, radius_m: np.ndarray) -> np.ndarray:
@@ -592,6 +653,7 @@ def quantify(
     fwhm_m=None,
     background: str = "constant",
     spread: np.ndarray | None = None,
+    background_columns: np.ndarray | None = None,
     injected_iron_ng: float | None = None,
     pg_fe_per_cell: float | None = None,
     calibration_rel_uncertainty: float = DEFAULT_CALIBRATION_REL_UNCERTAINTY,
@@ -612,6 +674,7 @@ def quantify(
     fwhm_m : None, float or (3,) — the reconstruction's resolution (m)
     background : {"constant", "planar", "none"} — background model
     spread : (R, P) or None — exact region spread functions (see :func:`region_model`)
+    background_columns : (B, P) or None — further background images fitted jointly
     injected_iron_ng : float or None — for retention %
     pg_fe_per_cell : float or None — for cell counts
     calibration_rel_uncertainty : float — relative 1-SD calibration term
@@ -645,7 +708,9 @@ def quantify(
             raise ValueError(f"frames have shape {frames.shape}, expected (Q, {c.shape[0]})")
         if not np.all(np.isfinite(frames)):
             raise ValueError("frames contain NaN or inf")
-    model = region_model(grid, rois, fwhm_m=fwhm_m, background=background, spread=spread)
+    model = region_model(
+        grid, rois, fwhm_m=fwhm_m, background=background, spread=spread, background_columns=background_columns
+    )
     notes = [
         f"GTM region estimator (Rousset 1998): {len(rois)} ROIs, {model.background} background, "
         + (
@@ -797,9 +862,12 @@ class StoredReconstruction:
     resolution_fwhm_m: tuple[float, float, float] | None
     linear: bool
     parameters: dict = field(default_factory=dict, repr=False)
+    background_rows: np.ndarray | None = field(default=None, repr=False)
 
 
 LINEAR_FRAMES_FIELD = "/reconstruction/_linearFrames"
+#: The scanner background spectrum in the reconstruction's row space, (2, M): real, imaginary.
+BACKGROUND_ROWS_FIELD = "/reconstruction/_backgroundRows"
 
 
 def read_reconstruction(f) -> StoredReconstruction:
@@ -820,7 +888,14 @@ def read_reconstruction(f) -> StoredReconstruction:
         if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr < 0):
             raise ValueError(f"{f.path}: resolution_fwhm_m must be 3 numbers >= 0 (m), got {fwhm!r}")
         res = cast("tuple[float, float, float]", tuple(float(v) for v in arr))
-    return StoredReconstruction(grid, frames, res, linear is not None, meta.get("parameters") or {})
+    bg = f.field(BACKGROUND_ROWS_FIELD, None)
+    bg_rows = None
+    if bg is not None:
+        arr = np.asarray(bg, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[0] != 2:
+            raise ValueError(f"{f.path}: {BACKGROUND_ROWS_FIELD} has shape {arr.shape}, expected (2, M)")
+        bg_rows = arr[0] + 1j * arr[1]
+    return StoredReconstruction(grid, frames, res, linear is not None, meta.get("parameters") or {}, bg_rows)
 
 
 def quantify_reconstruction(
@@ -831,6 +906,7 @@ def quantify_reconstruction(
     frame: int | None = None,
     background: str = "constant",
     spread: np.ndarray | None = None,
+    background_columns: np.ndarray | None = None,
     injected_iron_ng: float | None = None,
     pg_fe_per_cell: float | None = None,
     calibration_rel_uncertainty: float = DEFAULT_CALIBRATION_REL_UNCERTAINTY,
@@ -862,6 +938,7 @@ def quantify_reconstruction(
         fwhm_m=stored.resolution_fwhm_m,
         background=background,
         spread=spread,
+        background_columns=background_columns,
         injected_iron_ng=injected_iron_ng,
         pg_fe_per_cell=pg_fe_per_cell,
         calibration_rel_uncertainty=calibration_rel_uncertainty,
@@ -869,11 +946,28 @@ def quantify_reconstruction(
     return replace(result, notes=tuple(notes) + result.notes)
 
 
+def exact_spread(
+    stored: StoredReconstruction, rois: list[Roi], system_matrix_path: str | os.PathLike
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(spread (R, P), background columns (2, P) or None) of a stored reconstruction,
+    from the calibration it was made with (``recon.pipeline.region_spread``)."""
+    from recon.pipeline import region_spread
+
+    full = region_spread(
+        system_matrix_path, stored.parameters, np.stack([r.signal for r in rois]), stored.background_rows
+    )
+    return full[: len(rois)], (full[len(rois) :] if stored.background_rows is not None else None)
+
+
 def rois_for_quantification(records: list[dict], grid: Grid) -> list[Roi]:
     """ROIs from geometry records as the estimator wants them: voxel fractions
     (partial volume), not grown masks."""
     rois = rois_from_records(records, grid)
-    return [Roi(r.name, r.kind, mask_fraction_from_record(grid, rec)) for r, rec in zip(rois, records, strict=True)]
+    out = []
+    for r, rec in zip(rois, records, strict=True):
+        frac, signal = roi_masks_from_record(grid, rec)
+        out.append(Roi(r.name, r.kind, frac, signal))
+    return out
 
 
 def quantify_file(
@@ -899,11 +993,9 @@ def quantify_file(
     with MDFFile(reconstruction_path) as f:
         stored = read_reconstruction(f)
     rois = rois_for_quantification(load_rois_json(rois_path), stored.grid)
-    spread = None
+    spread = bg_columns = None
     if system_matrix_path is not None:
-        from recon.pipeline import region_spread
-
-        spread = region_spread(system_matrix_path, stored.parameters, np.stack([r.mask for r in rois]))
+        spread, bg_columns = exact_spread(stored, rois, system_matrix_path)
     return quantify_reconstruction(
         stored,
         rois,
@@ -911,6 +1003,7 @@ def quantify_file(
         frame=frame,
         background=background,
         spread=spread,
+        background_columns=bg_columns,
         injected_iron_ng=injected_iron_ng,
         pg_fe_per_cell=pg_fe_per_cell,
         calibration_rel_uncertainty=calibration_rel_uncertainty,
