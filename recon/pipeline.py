@@ -66,6 +66,7 @@ class ReconstructionResult:
     output_path: str | None = None
     row_weights: list | None = None
     background_rows: np.ndarray | None = None
+    background_noise_factor: float = 1.0
 
     @property
     def num_frames(self) -> int:
@@ -98,6 +99,7 @@ class ReconstructionResult:
             "selection": self.selection,
             "frame_groups": [[int(i) for i in g] for g in self.frame_groups],
             "resolution_fwhm_m": list(self.resolution_fwhm_m),
+            "background_noise_factor": self.background_noise_factor,
             "row_weights": self.row_weights,
             "resolution_method": "Gaussian fitted to linear reconstructions of calibration columns (point sources)",
             "inputs": self.input_checksums,
@@ -137,6 +139,29 @@ def _background_rows(
     if measurement_tf_rows is not None and "transfer function corrected (calibration and scan)" in prep.notes:
         mean = mean / measurement_tf_rows
     return np.asarray(mean * prep.row_weights, dtype=np.complex128)
+
+
+def background_noise_factor(
+    is_background: np.ndarray, frame_groups: list, params: ReconParams, num_external_frames: int = 0
+) -> float:
+    """1 + N_fg · Σ_b c_b²: how much the noise of background correction adds to the variance
+    of the mean over the N_fg foreground frames, c_b being the weight of background frame b
+    in the mean background that was subtracted. The frame-to-frame scatter of the
+    quantitative frames cannot see this term (it is common to every frame), so
+    ``recon.quantify`` multiplies the scatter variance by it. Frames are taken to have equal
+    noise; background correction is linear, so c is found by applying it to unit frames."""
+    fg = np.concatenate([np.asarray(g, dtype=np.int64) for g in frame_groups])
+    if params.background == "none":
+        return 1.0
+    if params.background_is_external:
+        return 1.0 + fg.size / max(num_external_frames, 1)
+    bg_idx = np.flatnonzero(is_background)
+    if bg_idx.size == 0:
+        return 1.0
+    unit = np.zeros((is_background.shape[0], bg_idx.size))
+    unit[bg_idx, np.arange(bg_idx.size)] = 1.0
+    coeff = preprocess.background_estimate(unit, np.asarray(is_background, bool), fg, params.background).mean(axis=0)
+    return float(1.0 + fg.size * np.sum(coeff**2))
 
 
 def _recorded_weights(prep: preprocess.PreparedRows, params: ReconParams) -> list | None:
@@ -367,6 +392,9 @@ def reconstruct_arrays(
         frame_groups=[g.tolist() for g in prep.frame_groups],
         row_weights=_recorded_weights(prep, params),
         background_rows=bg_rows,
+        background_noise_factor=background_noise_factor(
+            is_bg, prep.frame_groups, params, 0 if ext is None else int(ext.shape[0])
+        ),
         notes=tuple(prep.notes) + solved.notes,
         timings_s={"preprocess": t1 - t0, "solve": t2 - t1},
     )
@@ -497,6 +525,9 @@ def reconstruct_file(
         frame_groups=[g.tolist() for g in prep.frame_groups],
         row_weights=_recorded_weights(prep, params),
         background_rows=bg_rows,
+        background_noise_factor=background_noise_factor(
+            is_bg, prep.frame_groups, params, 0 if ext_rows is None else int(ext_rows.shape[0])
+        ),
         notes=tuple(notes + prep.notes) + solved.notes,
         timings_s={"read_preprocess": t1 - t0, "solve": t2 - t1},
         input_checksums=checksums,

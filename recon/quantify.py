@@ -654,6 +654,7 @@ def quantify(
     background: str = "constant",
     spread: np.ndarray | None = None,
     background_columns: np.ndarray | None = None,
+    frame_noise_factor: float = 1.0,
     injected_iron_ng: float | None = None,
     pg_fe_per_cell: float | None = None,
     calibration_rel_uncertainty: float = DEFAULT_CALIBRATION_REL_UNCERTAINTY,
@@ -675,6 +676,9 @@ def quantify(
     background : {"constant", "planar", "none"} — background model
     spread : (R, P) or None — exact region spread functions (see :func:`region_model`)
     background_columns : (B, P) or None — further background images fitted jointly
+    frame_noise_factor : float >= 1 — variance factor for noise common to every
+        frame that the scatter cannot see (background correction:
+        ``recon.pipeline.background_noise_factor``, stored with the reconstruction)
     injected_iron_ng : float or None — for retention %
     pg_fe_per_cell : float or None — for cell counts
     calibration_rel_uncertainty : float — relative 1-SD calibration term
@@ -696,6 +700,8 @@ def quantify(
         raise ValueError(f"injected_iron_ng must be > 0, got {injected_iron_ng}")
     if pg_fe_per_cell is not None and pg_fe_per_cell <= 0:
         raise ValueError(f"pg_fe_per_cell must be > 0, got {pg_fe_per_cell}")
+    if not (math.isfinite(frame_noise_factor) and frame_noise_factor >= 1):
+        raise ValueError(f"frame_noise_factor must be >= 1, got {frame_noise_factor}")
     if not (math.isfinite(calibration_rel_uncertainty) and calibration_rel_uncertainty >= 0):
         raise ValueError(f"calibration_rel_uncertainty must be >= 0, got {calibration_rel_uncertainty}")
     for roi in rois:
@@ -727,9 +733,13 @@ def quantify(
     if frames is not None and frames.shape[0] >= MIN_FRAMES_FOR_SCATTER:
         q = frames.shape[0]
         per_frame = frames @ model.weights.T  # (Q, R)
-        noise_ng = per_frame.std(axis=0, ddof=1) / math.sqrt(q)
-        voxel_sd = float(np.median(frames.std(axis=0, ddof=1))) / math.sqrt(q)
-        notes.append(f"noise from the scatter of {q} frame reconstructions")
+        inflate = math.sqrt(frame_noise_factor)
+        noise_ng = per_frame.std(axis=0, ddof=1) / math.sqrt(q) * inflate
+        voxel_sd = float(np.median(frames.std(axis=0, ddof=1))) / math.sqrt(q) * inflate
+        notes.append(
+            f"noise from the scatter of {q} frame reconstructions, variance x {frame_noise_factor:.3g} "
+            "for the background correction common to all frames"
+        )
     else:
         dof = max(int(model.support.sum()) - model.design.shape[1], 1)
         sigma = math.sqrt(float(resid @ resid) / dof)
@@ -939,6 +949,7 @@ def quantify_reconstruction(
         background=background,
         spread=spread,
         background_columns=background_columns,
+        frame_noise_factor=float(stored.parameters.get("background_noise_factor", 1.0)),
         injected_iron_ng=injected_iron_ng,
         pg_fe_per_cell=pg_fe_per_cell,
         calibration_rel_uncertainty=calibration_rel_uncertainty,

@@ -172,10 +172,7 @@ def inclusions(fov: np.ndarray, dims: int) -> list[dict]:
 
 def _inside(rec: dict, pts: np.ndarray, dims: int) -> np.ndarray:
     c = np.asarray(rec["center_m"])
-    if rec["shape"] == "sphere":
-        s = np.full(3, rec["radius_m"])
-    else:
-        s = np.asarray(rec["semi_axes_m"])
+    s = np.full(3, rec["radius_m"]) if rec["shape"] == "sphere" else np.asarray(rec["semi_axes_m"])
     d = (pts - c) / s
     if dims < 3:
         d[:, 2] = 0.0
@@ -215,7 +212,7 @@ def simulate(
     # chain on every channel plus a broadband floor.
     bg_rng = np.random.default_rng(10_000 + dims)
     b0 = 2.0 * noise_std_v * math.sqrt(v) * (bg_rng.standard_normal((c, k)) + 1j * bg_rng.standard_normal((c, k)))
-    for a, div in enumerate(sc.dividers):
+    for _a, div in enumerate(sc.dividers):
         for n in range(2, 16):
             if n * (v // div) < k:
                 b0[:, n * (v // div)] += 30.0 * noise_std_v * v / n * np.exp(2j * math.pi * bg_rng.random(c))

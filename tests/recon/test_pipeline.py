@@ -148,3 +148,16 @@ def test_it_rebuilds_the_exact_region_spread_from_the_calibration(sim, tmp_path)
     np.testing.assert_allclose(spread, direct, rtol=1e-6, atol=1e-9 * np.abs(direct).max())
     with pytest.raises(ValueError, match="not the calibration this image was reconstructed with"):
         region_spread(sim["measurement"], stored.parameters, masks)
+
+
+def test_it_counts_the_background_noise_common_to_every_frame():
+    """40 foreground frames between two blocks of 10 background frames, interpolated: each
+    block weighs 0.5 / 10 per frame in the mean background, so the variance of the mean
+    image grows by 1 + 40 · 20 · 0.05² = 3."""
+    from recon.pipeline import background_noise_factor
+
+    is_bg = np.r_[np.ones(10, bool), np.zeros(40, bool), np.ones(10, bool)]
+    groups = [np.array([n]) for n in range(10, 50)]
+    assert background_noise_factor(is_bg, groups, ReconParams()) == pytest.approx(3.0)
+    assert background_noise_factor(is_bg, groups, ReconParams(background="mean")) == pytest.approx(1 + 40 / 20)
+    assert background_noise_factor(is_bg, groups, ReconParams(background="none")) == 1.0
