@@ -274,7 +274,8 @@ def _solve_rows(prep: preprocess.PreparedRows, params: ReconParams, size, progre
     psf = solve(np.ascontiguousarray(a[:, probes].T))
     from recon.quantify import Grid, resolution_from_point_spreads
 
-    fwhm_vox = resolution_from_point_spreads(Grid(size, tuple(float(s) for s in size)), psf, probes)
+    unit_grid = Grid(size, (float(size[0]), float(size[1]), float(size[2])))  # 1-voxel units
+    fwhm_vox = resolution_from_point_spreads(unit_grid, psf, probes)
     return SolvedFrames(x, display, lam, fwhm_vox, tuple(notes))
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from recon.physics import Scanner
+from recon.pipeline import reconstruct_file
+from recon.quantify import quantify_file
 from recon.simulate import SimulatedScan, SimulatedSystemMatrix, write_scan_mdf, write_system_matrix_mdf
 
 MU0 = 4e-7 * math.pi
@@ -202,7 +204,10 @@ def simulate(
     os.makedirs(out, exist_ok=True)
     sc = scanner(dims, fast)
     particles = Particles()
-    size = tuple(size) if size is not None else ((16, 16, 1) if dims == 2 else (10, 10, 10))
+    grid: tuple[int, int, int] = (
+        (int(size[0]), int(size[1]), int(size[2])) if size is not None else ((16, 16, 1) if dims == 2 else (10, 10, 10))
+    )
+    size = grid
     factor = truth_factor if truth_factor is not None else (5 if dims == 2 else 3)
     fov, center = geometry(sc, size)
     rng = np.random.default_rng(seed)
@@ -280,5 +285,78 @@ def simulate(
         "dims": dims,
         "dose": dose,
         "seed": seed,
-        "size": list(size),
+        "size": list(grid),
     }
+
+
+# ---------------------------------------------------------------------------
+# Accuracy cases: what benchmarks/accuracy.py tabulates and the fast test asserts
+# ---------------------------------------------------------------------------
+
+#: Issue #14 tolerances: relative error of ``quantify`` per region kind, by dose.
+TOLERANCE = {
+    "full": {"target": 0.05, "lungs": 0.10, "liver": 0.10},
+    "low": {"target": 0.10, "lungs": 0.20, "liver": 0.25},
+}
+DOSES = {"full": 1.0, "low": 1.0 / 30.0}
+FRAMES = {2: 400, 3: 200}
+#: The reported detection limit must match the measured one within this factor.
+LOD_FACTOR = 1.5
+
+
+@dataclass
+class Case:
+    dims: int
+    dose: str
+    seed: int
+    name: str
+    kind: str
+    truth_ng: float
+    estimate_ng: float
+    sd_ng: float
+    lod_ng: float
+
+    @property
+    def error(self) -> float:
+        return self.estimate_ng / self.truth_ng - 1 if self.truth_ng else float("nan")
+
+    @property
+    def tolerance(self) -> float | None:
+        return TOLERANCE[self.dose].get(self.kind) if self.dose in TOLERANCE else None
+
+
+def run(
+    workdir: str, dims: int, dose: str, seed: int, *, calibration: str | None = None, **sim_options
+) -> tuple[list[Case], str]:
+    """Simulate, reconstruct with the CLI defaults, quantify with the CLI's estimator."""
+    out = os.path.join(workdir, f"d{dims}_{dose}_{seed}")
+    fraction = DOSES.get(dose, 0.0)
+    info = simulate(out, dims=dims, dose=fraction, seed=seed, calibration=calibration, **sim_options)
+    rec = os.path.join(out, "reconstruction.mdf")
+    reconstruct_file(info["system_matrix"], info["measurement"], rec)
+    result = quantify_file(rec, info["rois"], system_matrix_path=info["system_matrix"])
+    cases = [
+        Case(
+            dims,
+            dose,
+            seed,
+            m.name,
+            m.kind,
+            info["truth"][m.name],
+            m.iron_mass_ng,
+            m.uncertainty_ng,
+            m.detection_limit_ng,
+        )
+        for m in result.rois
+    ]
+    return cases, info["system_matrix"]
+
+
+def detection_limits(cases: list[Case], blanks: list[Case]) -> dict[str, tuple[float, float]]:
+    """{region: (reported LOD (mean over blank scans), measured LOD = 3.3 × SD of the blank estimates)}."""
+    out = {}
+    for name in sorted({c.name for c in blanks}):
+        est = np.array([c.estimate_ng for c in blanks if c.name == name])
+        rep = np.array([c.lod_ng for c in blanks if c.name == name])
+        out[name] = (float(rep.mean()), float(3.3 * est.std(ddof=1)))
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.accuracy import LOD_FACTOR, TOLERANCE, detection_limits, run
+from tests.recon.independent_phantom import LOD_FACTOR, TOLERANCE, detection_limits, run
 
 SMALL = {"fast": True, "size": (14, 14, 1), "frames": 30}
 
