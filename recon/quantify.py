@@ -933,6 +933,12 @@ def quantify_reconstruction(
         notes.append("file has no linear frames: quantified /reconstruction/data (may be clamped)")
     if stored.resolution_fwhm_m is None and spread is None:
         notes.append("file records no resolution: one voxel assumed")
+    if spread is None and stored.linear:
+        notes.append(
+            "APPROXIMATE: Gaussian region spread on a linear image, which loses much of a smooth region's "
+            "mass to the reconstruction's null space (tens of per cent on phantoms): give the calibration "
+            "(--system-matrix) for the exact spread"
+        )
     if frame is None:
         c, frames = vols.mean(axis=0), vols
     else:
