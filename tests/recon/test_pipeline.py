@@ -161,3 +161,17 @@ def test_it_counts_the_background_noise_common_to_every_frame():
     assert background_noise_factor(is_bg, groups, ReconParams()) == pytest.approx(3.0)
     assert background_noise_factor(is_bg, groups, ReconParams(background="mean")) == pytest.approx(1 + 40 / 20)
     assert background_noise_factor(is_bg, groups, ReconParams(background="none")) == 1.0
+
+
+def test_it_says_when_quantification_lacks_the_calibration(sim, tmp_path):
+    from recon.quantify import quantify_file
+
+    out = tmp_path / "out.mdf"
+    reconstruct_file(sim["system_matrix"], sim["measurement"], out, PARAMS)
+    approximate = quantify_file(out, sim["rois"])
+    exact = quantify_file(out, sim["rois"], system_matrix_path=sim["system_matrix"])
+    assert any(n.startswith("APPROXIMATE") for n in approximate.notes)
+    assert not any(n.startswith("APPROXIMATE") for n in exact.notes)
+    assert any("spread from the reconstruction operator" in n for n in exact.notes)
+    with pytest.raises(ValueError, match="no such calibration file"):
+        quantify_file(out, sim["rois"], system_matrix_path=tmp_path / "missing.mdf")
