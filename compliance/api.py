@@ -1,22 +1,28 @@
-"""REST endpoints: signatures, exports, audit events. Scoped reads, one service per write."""
+"""REST endpoints: signatures, exports (a scan's DICOM study included, under the scan's
+URL), audit events, API tokens. Scoped reads, one service per write."""
 
 from __future__ import annotations
 
 import django_filters
 from django.http import FileResponse, Http404
-from django.utils.functional import cached_property
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import action
+from rest_framework.generics import get_object_or_404
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compliance import selectors, services, signatures, sponsor, tokens
+from compliance import selectors, signatures, sponsor, tasks, tokens
 from compliance import serializers as s
-from compliance.models import ApiToken, Export, TokenEnd, TokenScope
+from compliance.models import ApiToken, Export, TokenEnd
+from compliance.services.audit_trail import audit_trail_verify
+from compliance.services.exports import export_download, export_request, export_retry, exports_visible_to
 from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdField, IdFilter, parse_id
+from config.token_scopes import TokenScope
+from config.viewsets import ScopedViewSet
 
 
 def _visible_record(user, object_type: str, object_id: str):
@@ -93,24 +99,15 @@ class ExportFilter(django_filters.FilterSet):
         fields = ["kind", "status", "trial"]
 
 
-class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ExportViewSet(ScopedViewSet):
+    """Reports, data sets and DICOM studies taken out of the platform: those you asked
+    for, and (monitors, auditors) every export of your trials. Only the requester may
+    download one. A sponsor reads them de-identified (``compliance.sponsor.ExportOutput``)."""
+
+    selector = exports_visible_to
     serializer_class = s.ExportOutput
     filterset_class = ExportFilter
     token_scopes = frozenset({TokenScope.READ})  # list and download; requesting one needs a full token
-
-    def get_queryset(self):
-        return services.exports_visible_to(self.request.user)
-
-    sponsor_serializer_class = sponsor.ExportOutput  # documented beside ExportOutput (config.schema)
-
-    @cached_property
-    def sponsor_view(self) -> bool:
-        # The schema is one for every reader; it documents both shapes (config.schema).
-        return not getattr(self, "swagger_fake_view", False) and sponsor.applies_to(self.request.user)
-
-    def get_serializer_class(self):
-        # A sponsor's DICOM export is of one subject: its scope names the pseudonym.
-        return sponsor.ExportOutput if self.sponsor_view else s.ExportOutput
 
     @extend_schema(
         request=s.ExportRequestInput, responses={201: sponsor.export_response()}, summary="Request an export"
@@ -129,10 +126,10 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
                 return None
             obj = queryset.filter(pk=pk).first()
             if obj is None:
-                raise RuleViolation("not_found", f"No such {field}.", field=field, status_code=404)
+                raise RuleViolation("not_found", f"No such {field}.", field=field)
             return obj
 
-        export = services.export_request(
+        export = export_request(
             actor=user,
             kind=v["kind"],
             trial=visible(trial_selectors.visible_trials(user), v["trial"], "trial"),
@@ -140,6 +137,7 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             subject=visible(trial_selectors.subjects_visible_to(user), v.get("subject"), "subject"),
             scan=visible(imaging_selectors.scans_visible_to(user), v.get("scan"), "scan"),
         )
+        tasks.queue_export(export)
         return Response(self.get_serializer(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -149,18 +147,59 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     )
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        export = services.export_retry(actor=request.user, export=self.get_object())
+        export = export_retry(actor=request.user, export=self.get_object())
+        tasks.queue_export(export)
         return Response(self.get_serializer(export).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes}, summary="Download a ready export (audited)")
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
         export = self.get_object()
-        handle = services.export_download(actor=request.user, export=export)
+        handle = export_download(actor=request.user, export=export)
         filename = export.file.rsplit("/", 1)[-1]
         response = FileResponse(handle, as_attachment=True, filename=filename, content_type=export.content_type)
         response["X-Content-SHA256"] = export.sha256
         return response
+
+
+_SCAN_ID = OpenApiParameter(
+    "id", int, OpenApiParameter.PATH, description="A unique integer value identifying this scan."
+)
+
+
+@extend_schema(parameters=[_SCAN_ID])
+class ScanDicomExportViewSet(ScopedViewSet):
+    """/scans/{id}/dicom-exports/: a scan's DICOM study as an export, requested and listed
+    under the scan (looked up through imaging's site-scoped selector, so another site's
+    scan is a 404); built on the export queue, watched and downloaded under /exports/{id}/."""
+
+    selector = exports_visible_to
+    serializer_class = s.ExportOutput
+    filter_backends: list = []
+    pagination_class = None
+
+    def scan(self):
+        from imaging.selectors import scans_visible_to
+
+        return get_object_or_404(scans_visible_to(self.request.user), pk=self.kwargs["pk"])
+
+    @extend_schema(summary="DICOM exports of the scan you may see")
+    def list(self, request, pk=None):
+        scan = self.scan()
+        return Response(self.get_serializer(self.get_queryset().filter(scan=scan), many=True).data)
+
+    @extend_schema(
+        request=s.DicomExportInput,
+        responses={201: sponsor.export_response()},
+        summary="Request the scan's DICOM study as an export (built on the export queue; "
+        "status and audited download under /api/v1/exports/{id}/)",
+    )
+    def create(self, request, pk=None):
+        scan = self.scan()
+        kind = self.validated(s.DicomExportInput)["kind"]
+        export = export_request(actor=request.user, kind=kind, scan=scan)
+        tasks.queue_export(export)
+        return self.output(export, status.HTTP_201_CREATED)
 
 
 class _VerifyInput(drf_serializers.Serializer):
@@ -168,7 +207,7 @@ class _VerifyInput(drf_serializers.Serializer):
 
 
 class _VerifyOutput(drf_serializers.Serializer):
-    """``compliance.audit.ChainVerification.as_dict()``, as documented."""
+    """``audit.chain.ChainVerification.as_dict()``, as documented."""
 
     ok = drf_serializers.BooleanField()
     events_checked = drf_serializers.IntegerField()
@@ -214,8 +253,8 @@ class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         trial = Trial.objects.filter(pk=data.validated_data["trial"]).first()
         if trial is None:
-            raise RuleViolation("not_found", "No such trial.", field="trial", status_code=404)
-        result = services.audit_trail_verify(actor=request.user, trial=trial)
+            raise RuleViolation("not_found", "No such trial.", field="trial")
+        result = audit_trail_verify(actor=request.user, trial=trial)
         return Response(result.as_dict())
 
 
@@ -235,7 +274,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             return ApiToken.objects.none()
         owner = self.request.query_params.get("user")
         if owner is not None and not owner.isdigit():
-            raise RuleViolation("invalid", f"user must be a user id, got {owner!r}.", field="user", status_code=400)
+            raise RuleViolation("invalid", f"user must be a user id, got {owner!r}.", field="user")
         return tokens.tokens_visible_to(self.request.user, owner_id=int(owner) if owner else None)
 
     @extend_schema(parameters=[OpenApiParameter("user", int, description="administrators: one user's tokens")])
@@ -257,7 +296,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if v.get("user") not in (None, request.user.pk):
             user = get_user_model().objects.filter(pk=v["user"]).first() if request.user.is_superuser else None
             if user is None:
-                raise RuleViolation("not_found", "No such user.", field="user", status_code=404)
+                raise RuleViolation("not_found", "No such user.", field="user")
         issued = tokens.scoped_token_issue(
             actor=request.user, user=user, name=v["name"], scope=v["scope"], expires_in_days=v.get("expires_in_days")
         )
@@ -267,6 +306,20 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def destroy(self, request, pk=None):
         tokens.token_revoke(actor=request.user, token=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenApi(APIView):
+    """Exchange a username and password for a new API token (one per client; it expires)."""
+
+    authentication_classes = []  # credentials are in the body; no session, so no CSRF
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=s.TokenInput, responses=s.IssuedTokenOutput, summary="Obtain an API token")
+    def post(self, request):
+        serializer = s.TokenInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        issued = tokens.auth_token_issue(request=request, **serializer.validated_data)
+        return Response(s.issued_token_data(issued))
 
 
 class LogoutApi(APIView):

@@ -23,10 +23,12 @@ from django.apps import apps
 from django.db import connection
 from django.utils import timezone
 
-from compliance import csvsafe, deidentify
-from compliance.audit import head, read_checkpoints, to_jsonable, verify_chain
-from compliance.models import AuditEvent, Export, Signature
+from audit.chain import head, read_checkpoints, to_jsonable, verify_chain
+from audit.models import AuditEvent
+from compliance import csvsafe
+from compliance.models import Export, Signature
 from compliance.signatures import signature_invalidate_if_changed
+from trials import deidentify
 
 if TYPE_CHECKING:
     from trials.models import Trial

@@ -1,5 +1,6 @@
-"""Serializers for signatures, exports and audit events, and ``SignaturesField``, the
-helper other apps add to a serializer so a signed record always shows its signatures."""
+"""Serializers for signatures, exports, audit events and API tokens, and
+``SignaturesField``, which a serializer of a signed record adds so that the record always
+shows its signatures (``compliance.api_outputs`` gives trials' subject detail that output)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from compliance.models import ApiToken, AuditEvent, Export, Signature, TokenScope
+from audit.models import AuditEvent
+from compliance.models import ApiToken, Export, Signature
 from config.fields import StrictBooleanField
+from config.token_scopes import TokenScope
+from trials.serializers import SubjectOutput
 
 
 class SignatureOutput(serializers.ModelSerializer):
@@ -60,6 +64,16 @@ class SignaturesField(serializers.Field):
         return SignatureOutput(signatures_verify(obj, actor=actor), many=True).data
 
 
+class SubjectDetailOutput(SubjectOutput):
+    """A subject's detail shows the signatures on its visit (21 CFR 11.50): a signature
+    shows wherever the signed record shows. Lists leave them out to stay one query."""
+
+    signatures = SignaturesField()
+
+    class Meta(SubjectOutput.Meta):
+        fields = [*SubjectOutput.Meta.fields, "signatures"]
+
+
 class SignatureApplyInput(serializers.Serializer):
     object_type = serializers.CharField(help_text="Model label of the record, e.g. trials.subject")
     object_id = serializers.CharField()
@@ -93,6 +107,10 @@ class ExportOutput(serializers.ModelSerializer):
             "started_at",
             "finished_at",
         ]
+
+
+class DicomExportInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[Export.Kind.DICOM_STUDY.value, Export.Kind.DICOM_STUDY_DEIDENTIFIED.value])
 
 
 class ExportRequestInput(serializers.Serializer):
@@ -166,6 +184,15 @@ class ScopedTokenInput(serializers.Serializer):
     )
     # An administrator may issue a token for another user (a service account).
     user = serializers.IntegerField(required=False, min_value=1)
+
+
+class TokenInput(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+    # Roles that read identifiable data need their authenticator code (2FA).
+    otp = serializers.CharField(required=False, allow_blank=True, default="", max_length=8)
+    # Each request issues a new token, named for the client that will hold it.
+    name = serializers.CharField(required=False, default="API client", max_length=100)
 
 
 class IssuedTokenOutput(serializers.Serializer):

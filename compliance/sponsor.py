@@ -15,9 +15,10 @@ The rule, in one place:
   reasons, anatomical targets, scan status reasons, alert messages), file names,
   acquisition metadata and raw files, signatures and the audit trail.
 
-An API endpoint serves a sponsor only through a projection declared here
-(``sponsor_serializer_class`` on the viewset); without one, a sponsor's list is empty and
-every detail a 404. Browser pages are the same: only those marked for sponsors answer
+An API endpoint serves a sponsor only through a projection defined here and attached to
+its view in ``compliance.api_outputs.attach_to_api`` (at start-up, through ``config.viewsets.VIEW_OUTPUTS``, so that the
+lower layers' views name nothing of this module); without one, a sponsor's list is empty
+and every detail a 404. Browser pages are the same: only those marked for sponsors answer
 them, the rest are 404 (``not_for_sponsors``).
 """
 
@@ -29,8 +30,8 @@ from django.http import Http404
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
-from compliance import deidentify
 from config.errors import RuleViolation
+from trials import deidentify
 
 # --------------------------------------------------------------------------- who
 
@@ -80,16 +81,13 @@ IDENTIFIED_ORDERINGS = frozenset(
 def check_query(params) -> None:
     """Refuse (400) a sponsor's filter or ordering on an identified value."""
     for name in IDENTIFIED_FILTERS & set(params):
-        raise RuleViolation(
-            "not_filterable", f"The de-identified view cannot be filtered by {name}.", field=name, status_code=400
-        )
+        raise RuleViolation("not_filterable", f"The de-identified view cannot be filtered by {name}.", field=name)
     orderings = {part.strip().lstrip("-") for part in params.get("ordering", "").split(",")}
     if hidden := sorted(orderings & IDENTIFIED_ORDERINGS):
         raise RuleViolation(
             "not_filterable",
             f"The de-identified view cannot be ordered by {', '.join(hidden)}.",
             field="ordering",
-            status_code=400,
         )
 
 
@@ -298,3 +296,6 @@ def export_response(*, many: bool = False) -> PolymorphicProxySerializer:
         resource_type_field_name=None,
         many=many,
     )
+
+
+# --------------------------------------------------------------------------- the API's views

@@ -9,6 +9,7 @@ from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
 from config.api_errors import ErrorEnvelope
+from config.viewsets import VIEW_OUTPUTS
 
 _ERRORS = {
     "400": "Invalid input: `fields` names each offending input.",
@@ -27,14 +28,16 @@ _WITH_BODY = ("400", "413", "415")
 class ApiAutoSchema(AutoSchema):
     def get_response_serializers(self):
         """A viewset's own output, or, for a sponsor, its de-identified projection
-        (``sponsor_serializer_class``, compliance.sponsor): the schema documents both."""
+        (attached by compliance.sponsor, ``config.viewsets.VIEW_OUTPUTS``): the schema
+        documents both."""
         serializer = super().get_response_serializers()
-        sponsor_class = getattr(self.view, "sponsor_serializer_class", None)
+        sponsor_class = VIEW_OUTPUTS.of(type(self.view)).sponsor
         if (
-            sponsor_class is None
+            not (isinstance(sponsor_class, type) and issubclass(sponsor_class, serializers.Serializer))
             or getattr(self.view, "action", None) not in ("list", "retrieve")
             or not isinstance(serializer, serializers.Serializer)
-            or isinstance(serializer, sponsor_class)
+            # Already the sponsor's, or a PolymorphicProxySerializer that documents both.
+            or isinstance(serializer, (PolymorphicProxySerializer, sponsor_class))
         ):
             return serializer
         own_class = type(serializer)

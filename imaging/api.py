@@ -3,6 +3,9 @@ translate the input, call one service, translate the output. Objects outside the
 user's sites are not in the queryset, so detail routes answer 404 for them.
 
 Uploads speak tus 1.0.0 (see ``imaging/uploads.py`` for the protocol as implemented).
+A sponsor's projections are attached at start-up by compliance.sponsor
+(``config.viewsets.VIEW_OUTPUTS``); a scan's DICOM exports, under /scans/{id}/, are
+compliance's endpoint.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPart
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compliance import sponsor
-from compliance.models import TokenScope
-from compliance.serializers import ExportOutput
 from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdFilter, parse_id
 from config.request_body import body_source
-from config.viewsets import ScopedViewSet
-from imaging import pacs, selectors, services, tasks, uploads
+from config.token_scopes import TokenScope
+from config.viewsets import ScopedViewSet, SponsorAware
+from imaging import pacs, selectors, tasks, uploads
 from imaging import serializers as s
 from imaging.models import Alert, DicomSend, Measurement, PacsDestination, RegionOfInterest, Scan, Scanner, SystemMatrix
+from imaging.services.downloads import file_download_record
+from imaging.services.rois import roi_define
+from imaging.services.scan_claims import scan_retry
+from imaging.services.scan_uploads import UploadRequest, upload_append, upload_create, upload_terminate
 from trials.filters import IdFilterSet
 from trials.selectors import subjects_visible_to
 
@@ -58,7 +63,6 @@ class TusMixin(APIView):
             raise RuleViolation(
                 "tus_version",
                 f"Tus-Resumable {version!r} is not supported: use {uploads.TUS_VERSION}.",
-                status_code=412,
             )
 
     def finalize_response(self, request, response, *args, **kwargs):
@@ -77,16 +81,14 @@ def _int_header(request, name: str) -> int:
         value = int(raw)
     except (TypeError, ValueError):
         raise RuleViolation(
-            "invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name, status_code=400
+            "invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name
         ) from None
     if value < 0:
-        raise RuleViolation(
-            "invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name, status_code=400
-        )
+        raise RuleViolation("invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name)
     return value
 
 
-def _metadata_request(request) -> services.UploadRequest:
+def _metadata_request(request) -> UploadRequest:
     meta = uploads.parse_metadata(request.headers.get("Upload-Metadata"))
     missing = [key for key in uploads.METADATA_KEYS if not meta.get(key)]
     if missing:
@@ -94,13 +96,12 @@ def _metadata_request(request) -> services.UploadRequest:
             "missing_metadata",
             f"Upload-Metadata lacks {', '.join(missing)} (needs {', '.join(uploads.METADATA_KEYS)}).",
             field="Upload-Metadata",
-            status_code=400,
         )
     data = s.UploadMetadataInput(data=meta)
     data.is_valid(raise_exception=True)
     values = data.validated_data
     subject = get_object_or_404(subjects_visible_to(request.user), pk=values["subject"])
-    return services.UploadRequest(
+    return UploadRequest(
         subject=subject,
         injection_id=values["injection"],
         scanner_id=values["scanner"],
@@ -116,7 +117,7 @@ class UploadCollectionApi(TusMixin, APIView):
     @extend_schema(request=None, responses={201: None}, summary="tus creation: start a resumable scan upload")
     def post(self, request):
         self.check_tus_version(request)
-        upload = services.upload_create(actor=request.user, request=_metadata_request(request))
+        upload = upload_create(actor=request.user, request=_metadata_request(request))
         response = Response(status=status.HTTP_201_CREATED)
         response["Location"] = request.build_absolute_uri(f"{request.path.rstrip('/')}/{upload.pk}/")
         response["Upload-Offset"] = "0"
@@ -164,21 +165,16 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
         upload = self.get_object()
         self.check_tus_version(request)
         if request.content_type.split(";")[0].strip() != uploads.OFFSET_CONTENT_TYPE:
-            raise RuleViolation(
-                "unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.", status_code=415
-            )
+            raise RuleViolation("unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.")
         offset = _int_header(request, "Upload-Offset")
         checksum = uploads.parse_checksum(request.headers.get("Upload-Checksum"))
         with body_source(request._request) as source:
-            outcome = services.upload_append(
-                actor=request.user, upload=upload, offset=offset, source=source, checksum=checksum
-            )
+            outcome = upload_append(actor=request.user, upload=upload, offset=offset, source=source, checksum=checksum)
         if not outcome.checksum_ok:
             raise RuleViolation(
                 "checksum_mismatch",
                 "The chunk's sha256 does not match Upload-Checksum: it was "
                 f"discarded; resume at offset {outcome.upload.offset}.",
-                status_code=460,
             )
         response = Response(status=status.HTTP_204_NO_CONTENT)
         response["Upload-Offset"] = str(outcome.upload.offset)
@@ -192,7 +188,7 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
     def terminate(self, request, pk=None):
         upload = self.get_object()
         self.check_tus_version(request)
-        services.upload_terminate(actor=request.user, upload=upload)
+        upload_terminate(actor=request.user, upload=upload)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -226,7 +222,6 @@ def _file_response(path, filename):
 class ScanViewSet(ScopedViewSet):
     selector = selectors.scans_visible_to
     serializer_class = s.ScanOutput
-    sponsor_serializer_class = sponsor.ScanOutput
     filterset_class = ScanFilter
     ordering_fields = ["hours_after_injection", "created_at", "status"]
 
@@ -240,7 +235,7 @@ class ScanViewSet(ScopedViewSet):
     @action(detail=True, methods=["get"], url_path="original", url_name="original")
     def original(self, request, pk=None):
         scan = self.get_object()
-        services.file_download_record(actor=request.user, scan=scan, which="original", path=scan.file)
+        file_download_record(actor=request.user, scan=scan, which="original", path=scan.file)
         return _file_response(scan.file, scan.filename)
 
     @extend_schema(
@@ -252,34 +247,8 @@ class ScanViewSet(ScopedViewSet):
         reconstruction = scan.reconstructions.order_by("-attempt").first()
         if reconstruction is None:
             raise Http404
-        services.file_download_record(actor=request.user, scan=scan, which="reconstruction", path=reconstruction.file)
+        file_download_record(actor=request.user, scan=scan, which="reconstruction", path=reconstruction.file)
         return _file_response(reconstruction.file, f"scan{scan.pk}-reconstruction.mdf")
-
-    @extend_schema(
-        methods=["get"],
-        responses=sponsor.export_response(many=True),
-        summary="DICOM exports of the scan you may see",
-    )
-    @extend_schema(
-        methods=["post"],
-        request=s.DicomExportInput,
-        responses={201: sponsor.export_response()},
-        summary="Request the scan's DICOM study as an export (built on the export queue; "
-        "status and audited download under /api/v1/exports/{id}/)",
-    )
-    @action(detail=True, methods=["get", "post"], url_path="dicom-exports", url_name="dicom-exports")
-    def dicom_exports(self, request, pk=None):
-        from compliance.services import export_request, exports_visible_to
-
-        scan = self.get_object()
-        output = sponsor.ExportOutput if self.sponsor_view else ExportOutput
-        if request.method == "GET":
-            exports = exports_visible_to(request.user).filter(scan=scan)
-            return Response(output(exports, many=True).data)
-        data = s.DicomExportInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        export = export_request(actor=request.user, kind=data.validated_data["kind"], scan=scan)
-        return Response(output(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(methods=["get"], responses=s.DicomSendOutput(many=True), summary="PACS deliveries of the scan")
     @extend_schema(
@@ -299,7 +268,7 @@ class ScanViewSet(ScopedViewSet):
         data.is_valid(raise_exception=True)
         destination = PacsDestination.objects.filter(pk=data.validated_data["destination"]).first()
         if destination is None:
-            raise RuleViolation("not_found", "No such PACS destination.", field="destination", status_code=404)
+            raise RuleViolation("not_found", "No such PACS destination.", field="destination")
         send = pacs.dicom_send_request(actor=request.user, scan=scan, destination=destination)
         tasks.queue_send(send)
         return Response(s.DicomSendOutput(send).data, status=status.HTTP_201_CREATED)
@@ -307,7 +276,7 @@ class ScanViewSet(ScopedViewSet):
     @extend_schema(request=None, responses=s.ScanOutput, summary="Retry a scan that failed for a transient reason")
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        scan = services.scan_retry(actor=request.user, scan=self.get_object())
+        scan = scan_retry(actor=request.user, scan=self.get_object())
         tasks.queue_next_step(scan)
         return Response(s.ScanOutput(self.get_queryset().get(pk=scan.pk), context={"request": request}).data)
 
@@ -338,7 +307,6 @@ class SystemMatrixViewSet(ScopedViewSet):
 class MeasurementViewSet(ScopedViewSet):
     selector = selectors.measurements_visible_to
     serializer_class = s.MeasurementOutput
-    sponsor_serializer_class = s.MeasurementOutput  # numbers and ids of a scan the sponsor may read
     filterset_class = _id_filters(Measurement, ["scan", "roi_kind", "detected"])
 
 
@@ -374,19 +342,26 @@ class RoiViewSet(ScopedViewSet):
         subject = get_object_or_404(subjects_visible_to(request.user), pk=values.pop("subject"))
         scan_id = values.pop("scan", None)
         scan = get_object_or_404(selectors.scans_visible_to(request.user), pk=scan_id) if scan_id else None
-        roi = services.roi_define(actor=request.user, subject=subject, scan=scan, **values)
+        roi = roi_define(actor=request.user, subject=subject, scan=scan, **values)
         return Response(s.RoiOutput(roi).data, status=status.HTTP_201_CREATED)
 
 
 # --------------------------------------------------------------------------- time course
 
 
-def _time_course(user, subject) -> dict:
-    course = selectors.time_course(subject)
-    return sponsor.time_course(subject, course) if sponsor.applies_to(user) else course
+class TimeCourseMixin(SponsorAware):
+    def time_course(self, subject) -> dict:
+        """The subject's time course, or a sponsor's projection of it (compliance.sponsor,
+        attached at start-up: the pseudonym, not the code); none attached, a 404."""
+        course = selectors.time_course(subject)
+        if not self.sponsor_view:
+            return course
+        if self.attached.sponsor is None:
+            raise Http404
+        return self.attached.sponsor(subject, course)
 
 
-class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
+class SubjectTimeCourseViewSet(TimeCourseMixin, viewsets.GenericViewSet):
     """/subjects/{id}/time-course/: the subject's iron per ROI over time, ready to plot."""
 
     token_scopes = frozenset({TokenScope.READ})
@@ -396,7 +371,7 @@ class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
 
     @extend_schema(responses=s.TIME_COURSE_RESPONSE, summary="A subject's iron per ROI over time, ready to plot")
     def retrieve(self, request, pk=None):
-        return Response(_time_course(request.user, self.get_object()))
+        return Response(self.time_course(self.get_object()))
 
 
 @extend_schema(
@@ -404,12 +379,14 @@ class SubjectTimeCourseViewSet(viewsets.GenericViewSet):
     summary="A subject's iron per ROI over time (?subject=<id>)",
     parameters=[OpenApiParameter("subject", ID_SCHEMA, required=True)],
 )
-class TimeCourseApi(APIView):
+class TimeCourseApi(TimeCourseMixin, APIView):
+    """/time-course/?subject=<id>: the same as /subjects/{id}/time-course/."""
+
     token_scopes = frozenset({TokenScope.READ})
 
     def get(self, request):
         subject_id = parse_id(request.query_params.get("subject"))
         if subject_id is None:
-            raise RuleViolation("subject_required", "Give ?subject=<id>.", field="subject", status_code=400)
+            raise RuleViolation("subject_required", "Give ?subject=<id>.", field="subject")
         subject = get_object_or_404(subjects_visible_to(request.user), pk=subject_id)
-        return Response(_time_course(request.user, subject))
+        return Response(self.time_course(subject))

@@ -5,7 +5,8 @@ this module translates one quantified scan (its newest reconstruction, its ROIs 
 masks on the reconstruction grid via :mod:`recon.quantify`, its measurements, the
 subject, the site) into those inputs, and applies the trial's de-identification.
 Every consumer goes through here: the Export task (``compliance.reports``), PACS
-delivery (``imaging.pacs``), the ``export_dicom`` command and the browser's zip.
+delivery (``imaging.pacs``), the ``export_dicom`` command (``compliance.dicom_exports``)
+and the browser's zip.
 
 What goes into an (identified) study: Patient ID = the subject's trial code (already
 pseudonymous: no name, birth date or record number ever leaves the platform in DICOM),
@@ -13,9 +14,9 @@ Study Date/Time = the scan's acquisition (injection time + hours after injection
 the site's time zone, Institution Name = the site's name, Accession Number and Study
 ID from the scan id. A de-identified study is that study through
 :func:`imaging.dicom.deidentify` with the trial's ``deidentification_secret``, the
-subject's ``compliance.deidentify.date_shift_days`` (the same shift as the sponsor data
+subject's ``trials.deidentify.date_shift_days`` (the same shift as the sponsor data
 set, so DICOM dates and CSV dates of one subject agree) and Patient ID = the subject's
-sponsor pseudonym (``compliance.deidentify.subject_pseudonym``).
+sponsor pseudonym (``trials.deidentify.subject_pseudonym``).
 
 Frame of Reference
 ------------------
@@ -36,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 from pydicom import Dataset
@@ -62,10 +63,9 @@ def require_exportable(scan: Scan) -> None:
         raise RuleViolation(
             "scan_not_quantified",
             f"Scan #{scan.pk} is {scan.status}: only a reconstructed and quantified scan can be exported as DICOM.",
-            status_code=409,
         )
     if not scan.reconstructions.exists():
-        raise RuleViolation("scan_not_quantified", f"Scan #{scan.pk} has no reconstruction.", status_code=409)
+        raise RuleViolation("scan_not_quantified", f"Scan #{scan.pk} has no reconstruction.")
 
 
 def load_volume(reconstruction) -> LoadedVolume:
@@ -112,7 +112,7 @@ def _inputs(scan: Scan):
     """(volume float32, geometry, [RoiSpec], [RoiMetrics], StudyInfo) of the newest reconstruction."""
     from imaging.dicom import RoiMetrics, RoiSpec, VolumeGeometry
     from imaging.dicom.build import RoiKind
-    from imaging.services import rois_for
+    from imaging.services.rois import rois_for
 
     reconstruction = scan.reconstructions.order_by("-attempt").first()
     if reconstruction is None:  # require_exportable() refuses such a scan first
@@ -144,7 +144,7 @@ def _inputs(scan: Scan):
     return volume.values.astype(np.float32), geometry, specs, metrics, study_info(scan)
 
 
-def _scan_with_relations(scan: Scan) -> Scan:
+def scan_with_relations(scan: Scan) -> Scan:
     return Scan.objects.select_related("subject__site", "subject__trial", "injection").get(pk=scan.pk)
 
 
@@ -154,7 +154,7 @@ def study_for_scan(scan: Scan, *, progress: Progress = no_progress) -> list[Data
     Raises RuleViolation ``scan_not_quantified`` (409) for a scan that is not quantified."""
     from imaging.dicom import build_study
 
-    scan = _scan_with_relations(scan)
+    scan = scan_with_relations(scan)
     require_exportable(scan)
     progress("loading", 0.1)
     inputs = _inputs(scan)
@@ -166,7 +166,7 @@ def study_for_scan(scan: Scan, *, progress: Progress = no_progress) -> list[Data
 
 def deidentification_for(scan: Scan) -> dict:
     """The keyword arguments of :func:`imaging.dicom.deidentify` for ``scan``'s subject."""
-    from compliance.deidentify import date_shift_days, subject_pseudonym
+    from trials.deidentify import date_shift_days, subject_pseudonym
 
     trial, subject = scan.subject.trial, scan.subject
     return {
@@ -180,7 +180,7 @@ def deidentified_study_for_scan(scan: Scan, *, progress: Progress = no_progress)
     """The study de-identified (PS3.15 Annex E) with the trial's key and the subject's date shift."""
     from imaging.dicom import deidentify
 
-    scan = _scan_with_relations(scan)
+    scan = scan_with_relations(scan)
     datasets = study_for_scan(scan, progress=progress)
     progress("de-identifying", 0.8)
     return deidentify(datasets, **deidentification_for(scan))
@@ -228,61 +228,6 @@ def check_may_export(actor, scan: Scan, *, deidentified: bool) -> None:
             + ("" if deidentified else "; a sponsor may request the de-identified one")
             + ".",
             field="kind",
-            status_code=403,
         )
     if held & {str(r) for r in allowed} == {str(Role.SPONSOR)} and not consent_allows(scan.subject, "data_sharing"):
-        raise RuleViolation("forbidden", "The subject's data-sharing consent is not in force.", status_code=403)
-
-
-def study_write(*, actor, scan: Scan, directory, deidentified: bool) -> list:
-    """Write the study's files into ``directory`` (the ``export_dicom`` command) and audit
-    it as an export (EXPORT_REQUESTED, then EXPORT_COMPLETED with the SOP instances).
-
-    ``actor`` None is the system (an operator at the server); a user is checked as for
-    the API. The files leave the platform's storage, so no Export row holds them."""
-    from django.db import transaction
-
-    from compliance.actions import AuditAction
-    from compliance.audit import record_event
-    from compliance.models import Export
-    from imaging.dicom import write_study
-
-    scan = _scan_with_relations(scan)
-    if actor is not None:
-        check_may_export(actor, scan, deidentified=deidentified)
-    require_exportable(scan)
-    kind = Export.Kind.DICOM_STUDY_DEIDENTIFIED if deidentified else Export.Kind.DICOM_STUDY
-    scope: dict[str, Any] = {
-        "trial_id": scan.subject.trial_id,
-        "site_id": scan.subject.site_id,
-        "subject_id": scan.subject_id,
-    }
-    with transaction.atomic():
-        record_event(
-            actor=actor,
-            action=AuditAction.EXPORT_REQUESTED,
-            object_type="imaging.scan",
-            object_id=scan.pk,
-            changes={"kind": kind, "scope": f"scan #{scan.pk}", "to": "directory"},
-            **scope,
-        )
-    datasets = (deidentified_study_for_scan if deidentified else study_for_scan)(scan)
-    paths = write_study(datasets, directory)
-    with transaction.atomic():
-        record_event(
-            actor=actor,
-            action=AuditAction.EXPORT_COMPLETED,
-            object_type="imaging.scan",
-            object_id=scan.pk,
-            changes={
-                "kind": kind,
-                "status": "ready",
-                "to": "directory",
-                "objects": [
-                    {"sop_class_uid": str(ds.SOPClassUID), "sop_instance_uid": str(ds.SOPInstanceUID)}
-                    for ds in datasets
-                ],
-            },
-            **scope,
-        )
-    return paths
+        raise RuleViolation("forbidden", "The subject's data-sharing consent is not in force.")

@@ -200,10 +200,6 @@ TIME_COURSE_RESPONSE = PolymorphicProxySerializer(
 )
 
 
-class DicomExportInput(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=["dicom_study", "dicom_study_deidentified"])
-
-
 class DicomSendInput(serializers.Serializer):
     destination = serializers.IntegerField(help_text="Id of an active PACS destination of the scan's trial")
 

@@ -26,7 +26,7 @@ from typing import cast
 import numpy as np
 
 import recon
-from recon import preprocess, solvers
+from recon import inputs, preprocess, solvers
 from recon.checksum import sha256_file
 from recon.params import ReconParams
 
@@ -67,6 +67,7 @@ class ReconstructionResult:
     row_weights: list | None = None
     background_rows: np.ndarray | None = None
     background_noise_factor: float = 1.0
+    calibration_tf_divided: bool = False
 
     @property
     def num_frames(self) -> int:
@@ -100,6 +101,7 @@ class ReconstructionResult:
             "frame_groups": [[int(i) for i in g] for g in self.frame_groups],
             "resolution_fwhm_m": list(self.resolution_fwhm_m),
             "background_noise_factor": self.background_noise_factor,
+            "calibration_transfer_function_divided": self.calibration_tf_divided,
             "row_weights": self.row_weights,
             "resolution_method": "Gaussian fitted to linear reconstructions of calibration columns (point sources)",
             "inputs": self.input_checksums,
@@ -121,23 +123,30 @@ def _background_rows(
     measurement_rows: np.ndarray,
     is_background: np.ndarray,
     external_rows: np.ndarray | None,
+    sm_background_rows: np.ndarray | None,
     prep: preprocess.PreparedRows,
-    measurement_tf_rows: np.ndarray | None,
+    tf_plan: preprocess.TransferFunctionPlan,
 ) -> np.ndarray | None:
     """(M,) complex: the scanner background spectrum in the prepared row space (mean of the
-    scan's background frames, else of the empty-bore scan), weighted and transfer-function
-    corrected like the measurement. Background drift scales this spectrum, so what
-    background correction leaves behind is close to a complex multiple of it; the region
-    estimator fits that multiple jointly (``recon.quantify``, background columns)."""
+    scan's background frames, else of the empty-bore scan, else of the calibration's
+    empty-bore frames), transfer-function corrected and weighted like the measurement.
+    Background drift scales this spectrum, so what background correction leaves behind is
+    close to a complex multiple of it; the region estimator fits that multiple jointly
+    (``recon.quantify``, background columns)."""
     bg = np.asarray(is_background, dtype=bool)
     if bg.any():
         mean = np.asarray(measurement_rows)[bg].mean(axis=0)
+        divisor = tf_plan.measurement_divisor
     elif external_rows is not None and len(external_rows):
         mean = np.asarray(external_rows).mean(axis=0)
+        divisor = tf_plan.measurement_divisor
+    elif sm_background_rows is not None and np.shape(sm_background_rows)[-1] > 0:
+        mean = np.asarray(sm_background_rows).mean(axis=-1)
+        divisor = tf_plan.calibration_divisor
     else:
         return None
-    if measurement_tf_rows is not None and "transfer function corrected (calibration and scan)" in prep.notes:
-        mean = mean / measurement_tf_rows
+    if divisor is not None:
+        mean = mean / divisor
     return np.asarray(mean * prep.row_weights, dtype=np.complex128)
 
 
@@ -296,6 +305,8 @@ def reconstruct_arrays(
     system_matrix_transfer_function: np.ndarray | None = None,
     measurement_transfer_function: np.ndarray | None = None,
     progress: ProgressCallback | None = None,
+    system_matrix_transfer_function_corrected: bool = False,
+    measurement_transfer_function_corrected: bool = False,
 ) -> ReconstructionResult:
     """Reconstruct from plain arrays.
 
@@ -315,6 +326,9 @@ def reconstruct_arrays(
     params : ReconParams (default ``ReconParams()``); a background *path* is
         not read here: pass ``external_background_spectra`` (N_e, C, K)
     system_matrix_transfer_function, measurement_transfer_function : (C, K) complex or None
+    system_matrix_transfer_function_corrected, measurement_transfer_function_corrected : bool
+        Whether that data is already divided by its transfer function; see
+        :func:`recon.preprocess.transfer_function_plan` for the rule.
 
     Returns
     -------
@@ -371,9 +385,22 @@ def reconstruct_arrays(
         external_background_rows=ext,
         sm_transfer_function_rows=tf_rows(system_matrix_transfer_function),
         measurement_transfer_function_rows=tf_rows(measurement_transfer_function),
+        sm_transfer_function_corrected=system_matrix_transfer_function_corrected,
+        measurement_transfer_function_corrected=measurement_transfer_function_corrected,
+    )
+    tf_plan = preprocess.transfer_function_plan(
+        tf_rows(system_matrix_transfer_function),
+        system_matrix_transfer_function_corrected,
+        tf_rows(measurement_transfer_function),
+        measurement_transfer_function_corrected,
     )
     bg_rows = _background_rows(
-        preprocess.gather_rows(u, selection), is_bg, ext, prep, tf_rows(measurement_transfer_function)
+        preprocess.gather_rows(u, selection),
+        is_bg,
+        ext,
+        None if bg is None else bg[selection.channel, selection.frequency],
+        prep,
+        tf_plan,
     )
     t1 = time.perf_counter()
     solved = _solve_rows(prep, params, size, progress)
@@ -392,6 +419,7 @@ def reconstruct_arrays(
         selection=selection.as_dict(),
         frame_groups=[g.tolist() for g in prep.frame_groups],
         row_weights=_recorded_weights(prep, params),
+        calibration_tf_divided=tf_plan.calibration_divisor is not None,
         background_rows=bg_rows,
         background_noise_factor=background_noise_factor(
             is_bg, prep.frame_groups, params, 0 if ext is None else int(ext.shape[0])
@@ -399,19 +427,6 @@ def reconstruct_arrays(
         notes=tuple(prep.notes) + solved.notes,
         timings_s={"preprocess": t1 - t0, "solve": t2 - t1},
     )
-
-
-def _check_compatible(sm, meas, what: str) -> None:
-    checks = {
-        "receive channels": (sm.num_receive_channels, meas.num_receive_channels),
-        "sampling points": (sm.num_sampling_points, meas.num_sampling_points),
-        "base frequency (Hz)": (sm.base_frequency_hz, meas.base_frequency_hz),
-    }
-    for name, (a, b) in checks.items():
-        if a != b:
-            raise ValueError(f"system matrix and {what} differ in {name}: {a} vs {b}")
-    if not np.array_equal(np.asarray(sm.dividers), np.asarray(meas.dividers)):
-        raise ValueError(f"system matrix and {what} differ in dividers: {list(sm.dividers)} vs {list(meas.dividers)}")
 
 
 def reconstruct_file(
@@ -442,38 +457,26 @@ def reconstruct_file(
         "measurement": {"path": os.fspath(measurement_path), "sha256": sha256_file(measurement_path)},
     }
     with MDFFile(system_matrix_path) as smf, MDFFile(measurement_path) as mf:
-        if smf.kind != "calibration":
-            raise ValueError(f"{system_matrix_path}: expected a calibration (system matrix), got a {smf.kind}")
-        if mf.kind != "measurement":
-            raise ValueError(f"{measurement_path}: expected a measurement, got a {mf.kind}")
-        _check_compatible(smf, mf, "measurement")
-        if smf.calibration_size is None:
-            raise ValueError(f"{system_matrix_path}: calibration has no /calibration/size")
-        size = cast("tuple[int, int, int]", tuple(int(v) for v in smf.calibration_size))
-        fov = smf.field_of_view_m if smf.field_of_view_m is not None else np.ones(3)
-        center = smf.field_of_view_center_m if smf.field_of_view_center_m is not None else np.zeros(3)
-        delta = smf.tracer_concentration_mol_per_l
-        if delta is None or not np.isfinite(delta) or delta <= 0:
-            raise ValueError(f"{system_matrix_path}: /tracer/concentration missing or not > 0 ({delta})")
+        plan = inputs.check_pair(smf, mf, params)
+        size, fov, center = plan.size, plan.field_of_view_m, plan.field_of_view_center_m
+        delta = plan.delta_concentration_mol_per_l
         freqs = np.asarray(smf.frequencies_hz, dtype=np.float64)
         c = smf.num_receive_channels
-        snr = None if smf.snr is None else np.asarray(smf.snr)[0]
-        notes = []
-        if snr is not None and snr.shape[-1] != freqs.shape[0]:
-            raise ValueError(f"{system_matrix_path}: snr covers {snr.shape[-1]} frequencies, file has {freqs.shape[0]}")
+        snr = plan.snr
+        notes = list(plan.notes)
         if snr is None:
             # Without a stored SNR, compute it from the background frames.
             from recon.simulate import calibration_snr
 
             s_all, bg_all = smf.system_matrix()
-            snr = calibration_snr(s_all, bg_all) if bg_all.shape[-1] >= 2 else None
+            snr = inputs.full_axis_snr(smf, calibration_snr(s_all, bg_all)) if bg_all.shape[-1] >= 2 else None
             notes.append(
                 "calibration SNR computed from its background frames"
                 if snr is not None
                 else "calibration has no SNR and < 2 background frames: no SNR threshold"
             )
         _report(progress, "select", 0.0)
-        selection = preprocess.select_rows(snr, freqs, params, c)
+        selection = preprocess.select_rows(snr, freqs, params, c, available=plan.available)
         # Read the union of the selected frequencies once, then pick rows.
         union, col = np.unique(selection.frequency, return_inverse=True)
         s_sub, bg_sub = smf.system_matrix(frequencies=union)
@@ -487,11 +490,13 @@ def reconstruct_file(
         is_bg = np.asarray(mf.is_background_frame, dtype=bool)
         tf_s = smf.transfer_function
         tf_u = mf.transfer_function
+        tf_s_corrected = smf.layout["isTransferFunctionCorrected"]
+        tf_u_corrected = mf.layout["isTransferFunctionCorrected"]
         ext_rows = None
         if params.background_is_external:
             checksums["background"] = {"path": params.background, "sha256": sha256_file(params.background)}
             with MDFFile(params.background) as bf:
-                _check_compatible(smf, bf, "empty-bore scan")
+                inputs.check_compatible(smf, bf, "empty-bore scan")
                 ext_rows = bf.spectra(frequencies=union, periods=[0])[:, 0][:, selection.channel, col]
     _report(progress, "read", 1.0)
     _report(progress, "preprocess", 0.0)
@@ -505,10 +510,16 @@ def reconstruct_file(
         external_background_rows=ext_rows,
         sm_transfer_function_rows=None if tf_s is None else tf_s[selection.channel, selection.frequency],
         measurement_transfer_function_rows=None if tf_u is None else tf_u[selection.channel, selection.frequency],
+        sm_transfer_function_corrected=tf_s_corrected,
+        measurement_transfer_function_corrected=tf_u_corrected,
     )
-    bg_rows = _background_rows(
-        meas_rows, is_bg, ext_rows, prep, None if tf_u is None else tf_u[selection.channel, selection.frequency]
+    tf_plan = preprocess.transfer_function_plan(
+        None if tf_s is None else tf_s[selection.channel, selection.frequency],
+        tf_s_corrected,
+        None if tf_u is None else tf_u[selection.channel, selection.frequency],
+        tf_u_corrected,
     )
+    bg_rows = _background_rows(meas_rows, is_bg, ext_rows, sm_bg_rows, prep, tf_plan)
     t1 = time.perf_counter()
     solved = _solve_rows(prep, params, size, progress)
     t2 = time.perf_counter()
@@ -525,6 +536,7 @@ def reconstruct_file(
         selection=selection.as_dict(),
         frame_groups=[g.tolist() for g in prep.frame_groups],
         row_weights=_recorded_weights(prep, params),
+        calibration_tf_divided=tf_plan.calibration_divisor is not None,
         background_rows=bg_rows,
         background_noise_factor=background_noise_factor(
             is_bg, prep.frame_groups, params, 0 if ext_rows is None else int(ext_rows.shape[0])
@@ -554,24 +566,37 @@ def reconstruct_file(
 def load_arrays(system_matrix_path, measurement_path) -> dict:
     """Read both MDF files in full into the keyword arguments of
     :func:`reconstruct_arrays` (for small problems and for tests that prove
-    the file and array paths agree)."""
+    the file and array paths agree).
+
+    Frequencies are those both files store (all K unless one holds a
+    frequency selection); transfer functions and their flags are passed on, so
+    the array path applies the same rule as the file path."""
     from recon.mdf import MDFFile
 
     with MDFFile(system_matrix_path) as smf, MDFFile(measurement_path) as mf:
-        s, bg = smf.system_matrix()
-        if smf.calibration_size is None or smf.tracer_concentration_mol_per_l is None:
-            raise ValueError(f"{system_matrix_path}: a system matrix needs /calibration/size and /tracer/concentration")
+        inputs.check_calibration(smf)
+        common = np.intersect1d(smf.available_frequencies, mf.available_frequencies)
+        s, bg = smf.system_matrix(frequencies=common)
+        snr = inputs.full_axis_snr(smf)
+
+        def tf(f):
+            return None if f.transfer_function is None else f.transfer_function[:, common]
+
         return {
             "system_matrix": s,
             "system_matrix_background": bg,
-            "snr": None if smf.snr is None else np.asarray(smf.snr)[0],
-            "frequencies_hz": np.asarray(smf.frequencies_hz),
-            "size": tuple(int(v) for v in smf.calibration_size),
-            "delta_concentration_mol_per_l": float(smf.tracer_concentration_mol_per_l),
+            "snr": None if snr is None else snr[:, common],
+            "frequencies_hz": np.asarray(smf.frequencies_hz)[common],
+            "size": tuple(int(v) for v in smf.calibration_size or ()),
+            "delta_concentration_mol_per_l": float(smf.tracer_concentration_mol_per_l or 0.0),
             "field_of_view_m": np.asarray(smf.field_of_view_m),
             "field_of_view_center_m": np.asarray(smf.field_of_view_center_m),
-            "measurement_spectra": mf.spectra(periods=[0])[:, 0],
+            "measurement_spectra": mf.spectra(frequencies=common, periods=[0])[:, 0],
             "is_background_frame": np.asarray(mf.is_background_frame, dtype=bool),
+            "system_matrix_transfer_function": tf(smf),
+            "measurement_transfer_function": tf(mf),
+            "system_matrix_transfer_function_corrected": smf.layout["isTransferFunctionCorrected"],
+            "measurement_transfer_function_corrected": mf.layout["isTransferFunctionCorrected"],
         }
 
 
@@ -670,7 +695,9 @@ def region_spread(
     s = s_sub[channel, col].astype(np.complex128)
     if params.sm_background_correction and bg_sub.shape[-1] > 0:
         s -= bg_sub[channel, col].mean(axis=-1)[:, None]
-    if tf is not None and "transfer function corrected (calibration and scan)" in (parameters.get("notes") or []):
+    if parameters.get("calibration_transfer_function_divided"):
+        if tf is None:
+            raise ValueError(f"{system_matrix_path}: the image was made dividing by a transfer function it lacks")
         s /= np.asarray(tf)[channel, frequency][:, None]
     if params.weighting == "row_norm":
         s /= np.maximum(np.linalg.norm(s, axis=1), np.finfo(np.float64).tiny)[:, None]

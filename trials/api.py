@@ -2,7 +2,9 @@
 input, call one service, translate the output.
 
 Objects outside the user's sites are not in the queryset at all, so detail routes
-answer 404 for them (never 403, which would confirm they exist).
+answer 404 for them (never 403, which would confirm they exist). What a sponsor reads
+here, and the signatures a subject's detail shows, are compliance's: attached at start-up
+(``config.viewsets.VIEW_OUTPUTS``), so nothing here imports compliance.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import SAFE_METHODS, AllowAny
-from rest_framework.response import Response
-from rest_framework.views import APIView
+from rest_framework.permissions import SAFE_METHODS
 
-from compliance import sponsor
-from compliance.serializers import IssuedTokenOutput, issued_token_data
 from config.viewsets import ScopedViewSet as BaseScopedViewSet
-from trials import filters, selectors, services
+from trials import filters, selectors
 from trials import serializers as s
+from trials.services.batches import batch_correct, batch_label, batch_register, batch_set_release_status
+from trials.services.consent import consent_correct, consent_document_create, consent_sign, consent_withdraw
+from trials.services.identity import subject_identity_read, subject_identity_set
+from trials.services.injections import injection_correct, injection_record
+from trials.services.lots import lot_correct, lot_register, lot_set_qc_status
+from trials.services.subjects import subject_change_status, subject_correct, subject_enrol
 
 
 class ScopedViewSet(BaseScopedViewSet):
@@ -43,7 +47,6 @@ class ScopedViewSet(BaseScopedViewSet):
 class TrialViewSet(ScopedViewSet):
     selector = selectors.visible_trials
     serializer_class = s.TrialOutput
-    sponsor_serializer_class = s.TrialOutput  # no subject data; the secret is never serialised
     filterset_fields = ["status", "phase", "protocol_number"]
     ordering_fields = ["protocol_number", "created_at"]
 
@@ -51,7 +54,6 @@ class TrialViewSet(ScopedViewSet):
 class SiteViewSet(ScopedViewSet):
     selector = selectors.visible_sites
     serializer_class = s.SiteOutput
-    sponsor_serializer_class = sponsor.SiteOutput
     filterset_class = filters.SiteFilter
     ordering_fields = ["code", "name"]
 
@@ -59,27 +61,27 @@ class SiteViewSet(ScopedViewSet):
 class SubjectViewSet(ScopedViewSet):
     selector = selectors.subjects_visible_to
     serializer_class = s.SubjectOutput
-    sponsor_serializer_class = sponsor.SubjectOutput
     filterset_class = filters.SubjectFilter
     ordering_fields = ["code", "enrolment_date", "status", "created_at"]
 
     def get_serializer_class(self):
-        if self.action in ("retrieve", "partial_update") and not self.sponsor_view:
-            return s.SubjectDetailOutput
+        # The detail (and a correction's answer) as the layer above extends it: the
+        # signatures on the visit (compliance.serializers.SubjectDetailOutput).
+        if self.action in ("retrieve", "partial_update") and not self.sponsor_view and self.attached.detail:
+            return self.attached.detail
         return super().get_serializer_class()
 
     @extend_schema(request=s.SubjectEnrolInput, responses={201: s.SubjectOutput}, summary="Enrol a subject")
     def create(self, request):
-        subject = services.subject_enrol(actor=request.user, **self.validated(s.SubjectEnrolInput))
+        subject = subject_enrol(actor=request.user, **self.validated(s.SubjectEnrolInput))
         return self.output(self.refetched(subject), status.HTTP_201_CREATED)
 
     @extend_schema(
         request=s.SubjectCorrectInput,
-        responses=s.SubjectDetailOutput,
         summary="Correct a subject's enrolment date (with a reason; audited with old and new values)",
     )
     def partial_update(self, request, pk=None):
-        subject = services.subject_correct(
+        subject = subject_correct(
             actor=request.user, subject=self.get_object(), **self.correction(s.SubjectCorrectInput)
         )
         return self.output(self.refetched(subject))
@@ -88,9 +90,7 @@ class SubjectViewSet(ScopedViewSet):
     @action(detail=True, methods=["post"], url_path="status")
     def change_status(self, request, pk=None):
         subject = self.get_object()
-        subject = services.subject_change_status(
-            actor=request.user, subject=subject, **self.validated(s.SubjectStatusInput)
-        )
+        subject = subject_change_status(actor=request.user, subject=subject, **self.validated(s.SubjectStatusInput))
         return self.output(self.refetched(subject))
 
     @extend_schema(
@@ -113,19 +113,16 @@ class SubjectViewSet(ScopedViewSet):
                 subject = self.get_object()
             except Http404:
                 subject = None  # outside the reader's sites: the service audits the attempt and answers 404
-            identity = services.subject_identity_read(actor=request.user, subject=subject, requested_id=pk)
+            identity = subject_identity_read(actor=request.user, subject=subject, requested_id=pk)
         else:
             subject = self.get_object()
-            identity = services.subject_identity_set(
-                actor=request.user, subject=subject, **self.validated(s.IdentityInput)
-            )
+            identity = subject_identity_set(actor=request.user, subject=subject, **self.validated(s.IdentityInput))
         return self.output(identity, serializer_class=s.IdentityOutput)
 
 
 class ConsentDocumentViewSet(ScopedViewSet):
     selector = selectors.consent_documents_visible_to
     serializer_class = s.ConsentDocumentOutput
-    sponsor_serializer_class = s.ConsentDocumentOutput  # the trial's documents, no subject data
     filterset_class = filters.ConsentDocumentFilter
     ordering_fields = ["effective_date", "version"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
@@ -136,20 +133,19 @@ class ConsentDocumentViewSet(ScopedViewSet):
         summary="Add a consent document version (its SHA-256 is computed on upload)",
     )
     def create(self, request):
-        document = services.consent_document_create(actor=request.user, **self.validated(s.ConsentDocumentInput))
+        document = consent_document_create(actor=request.user, **self.validated(s.ConsentDocumentInput))
         return self.output(document, status.HTTP_201_CREATED)
 
 
 class ConsentViewSet(ScopedViewSet):
     selector = selectors.consents_visible_to
     serializer_class = s.ConsentOutput
-    sponsor_serializer_class = sponsor.ConsentOutput
     filterset_class = filters.ConsentFilter
     ordering_fields = ["signed_at", "withdrawn_at"]
 
     @extend_schema(request=s.ConsentSignInput, responses={201: s.ConsentOutput}, summary="Record a signed consent")
     def create(self, request):
-        consent = services.consent_sign(actor=request.user, **self.validated(s.ConsentSignInput))
+        consent = consent_sign(actor=request.user, **self.validated(s.ConsentSignInput))
         return self.output(self.refetched(consent), status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -158,7 +154,7 @@ class ConsentViewSet(ScopedViewSet):
         summary="Correct a consent's signature time or scopes (with a reason; audited)",
     )
     def partial_update(self, request, pk=None):
-        consent = services.consent_correct(
+        consent = consent_correct(
             actor=request.user, consent=self.get_object(), **self.correction(s.ConsentCorrectInput)
         )
         return self.output(self.refetched(consent))
@@ -169,16 +165,13 @@ class ConsentViewSet(ScopedViewSet):
     @action(detail=True, methods=["post"])
     def withdraw(self, request, pk=None):
         consent = self.get_object()
-        consent = services.consent_withdraw(
-            actor=request.user, consent=consent, **self.validated(s.ConsentWithdrawInput)
-        )
+        consent = consent_withdraw(actor=request.user, consent=consent, **self.validated(s.ConsentWithdrawInput))
         return self.output(self.refetched(consent))
 
 
 class NanoparticleLotViewSet(ScopedViewSet):
     selector = selectors.lots_visible_to
     serializer_class = s.LotOutput
-    sponsor_serializer_class = s.LotOutput  # a manufacturer's lot: product data, nobody's
     filterset_class = filters.LotFilter
     ordering_fields = ["manufacturer", "lot_number", "expiry_date"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
@@ -189,7 +182,7 @@ class NanoparticleLotViewSet(ScopedViewSet):
         summary="Register a nanoparticle lot (quarantined until QC release)",
     )
     def create(self, request):
-        lot = services.lot_register(actor=request.user, **self.validated(s.LotRegisterInput))
+        lot = lot_register(actor=request.user, **self.validated(s.LotRegisterInput))
         return self.output(lot, status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -198,27 +191,26 @@ class NanoparticleLotViewSet(ScopedViewSet):
         summary="Correct a lot's expiry, iron, sizes, PDI or coating (with a reason; audited)",
     )
     def partial_update(self, request, pk=None):
-        lot = services.lot_correct(actor=request.user, lot=self.get_object(), **self.correction(s.LotCorrectInput))
+        lot = lot_correct(actor=request.user, lot=self.get_object(), **self.correction(s.LotCorrectInput))
         return self.output(lot)
 
     @extend_schema(request=s.LotQcStatusInput, responses=s.LotOutput, summary="Release, quarantine or reject a lot")
     @action(detail=True, methods=["post"], url_path="qc-status")
     def qc_status(self, request, pk=None):
         lot = self.get_object()
-        lot = services.lot_set_qc_status(actor=request.user, lot=lot, **self.validated(s.LotQcStatusInput))
+        lot = lot_set_qc_status(actor=request.user, lot=lot, **self.validated(s.LotQcStatusInput))
         return self.output(lot)
 
 
 class CellBatchViewSet(ScopedViewSet):
     selector = selectors.batches_visible_to
     serializer_class = s.BatchOutput
-    sponsor_serializer_class = sponsor.BatchOutput
     filterset_class = filters.BatchFilter
     ordering_fields = ["batch_code", "manufactured_at", "cells_remaining"]
 
     @extend_schema(request=s.BatchRegisterInput, responses={201: s.BatchOutput}, summary="Register a cell batch")
     def create(self, request):
-        batch = services.batch_register(actor=request.user, **self.validated(s.BatchRegisterInput))
+        batch = batch_register(actor=request.user, **self.validated(s.BatchRegisterInput))
         return self.output(self.refetched(batch), status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -227,38 +219,33 @@ class CellBatchViewSet(ScopedViewSet):
         summary="Correct a batch's counts, times, ids or labelling values (with a reason; audited)",
     )
     def partial_update(self, request, pk=None):
-        batch = services.batch_correct(
-            actor=request.user, batch=self.get_object(), **self.correction(s.BatchCorrectInput)
-        )
+        batch = batch_correct(actor=request.user, batch=self.get_object(), **self.correction(s.BatchCorrectInput))
         return self.output(self.refetched(batch))
 
     @extend_schema(request=s.BatchLabelInput, responses=s.BatchOutput, summary="Record the batch's SPION labelling")
     @action(detail=True, methods=["post"])
     def label(self, request, pk=None):
         batch = self.get_object()
-        batch = services.batch_label(actor=request.user, batch=batch, **self.validated(s.BatchLabelInput))
+        batch = batch_label(actor=request.user, batch=batch, **self.validated(s.BatchLabelInput))
         return self.output(self.refetched(batch))
 
     @extend_schema(request=s.BatchReleaseInput, responses=s.BatchOutput, summary="Release or reject a batch")
     @action(detail=True, methods=["post"])
     def release(self, request, pk=None):
         batch = self.get_object()
-        batch = services.batch_set_release_status(
-            actor=request.user, batch=batch, **self.validated(s.BatchReleaseInput)
-        )
+        batch = batch_set_release_status(actor=request.user, batch=batch, **self.validated(s.BatchReleaseInput))
         return self.output(self.refetched(batch))
 
 
 class InjectionViewSet(ScopedViewSet):
     selector = selectors.injections_visible_to
     serializer_class = s.InjectionOutput
-    sponsor_serializer_class = sponsor.InjectionOutput
     filterset_class = filters.InjectionFilter
     ordering_fields = ["administered_at"]
 
     @extend_schema(request=s.InjectionRecordInput, responses={201: s.InjectionOutput}, summary="Record an injection")
     def create(self, request):
-        injection = services.injection_record(actor=request.user, **self.validated(s.InjectionRecordInput))
+        injection = injection_record(actor=request.user, **self.validated(s.InjectionRecordInput))
         return self.output(self.refetched(injection), status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -267,21 +254,7 @@ class InjectionViewSet(ScopedViewSet):
         summary="Correct an injection (with a reason; audited; invalidates a signed visit)",
     )
     def partial_update(self, request, pk=None):
-        injection = services.injection_correct(
+        injection = injection_correct(
             actor=request.user, injection=self.get_object(), **self.correction(s.InjectionCorrectInput)
         )
         return self.output(self.refetched(injection))
-
-
-class TokenApi(APIView):
-    """Exchange a username and password for a new API token (one per client; it expires)."""
-
-    authentication_classes = []  # credentials are in the body; no session, so no CSRF
-    permission_classes = [AllowAny]
-
-    @extend_schema(request=s.TokenInput, responses=IssuedTokenOutput, summary="Obtain an API token")
-    def post(self, request):
-        serializer = s.TokenInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        issued = services.auth_token_issue(request=request, **serializer.validated_data)
-        return Response(issued_token_data(issued))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from compliance.serializers import SignaturesField
 from config.fields import StrictBooleanField
 from trials import selectors
 from trials.models import (
@@ -74,16 +73,6 @@ class SubjectOutput(serializers.ModelSerializer):
     class Meta:
         model = Subject
         fields = ["id", "code", "trial", "site", "site_code", "enrolment_date", "status", "created_at"]
-
-
-class SubjectDetailOutput(SubjectOutput):
-    """A subject's detail shows the signatures on its visit (21 CFR 11.50): a signature
-    shows wherever the signed record shows. Lists leave them out to stay one query."""
-
-    signatures = SignaturesField()
-
-    class Meta(SubjectOutput.Meta):
-        fields = [*SubjectOutput.Meta.fields, "signatures"]
 
 
 class IdentityOutput(serializers.ModelSerializer):
@@ -419,12 +408,3 @@ class ConsentCorrectInput(CorrectionInput):
         required=False,
         help_text="Only before any withdrawal from this consent.",
     )
-
-
-class TokenInput(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
-    # compliance: roles that read identifiable data need their authenticator code (2FA).
-    otp = serializers.CharField(required=False, allow_blank=True, default="", max_length=8)
-    # Each request issues a new token, named for the client that will hold it.
-    name = serializers.CharField(required=False, default="API client", max_length=100)

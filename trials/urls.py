@@ -1,4 +1,3 @@
-from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from trials import api
@@ -13,7 +12,4 @@ router.register("nanoparticle-lots", api.NanoparticleLotViewSet, basename="nanop
 router.register("cell-batches", api.CellBatchViewSet, basename="cell-batch")
 router.register("injections", api.InjectionViewSet, basename="injection")
 
-urlpatterns = [
-    path("auth/token/", api.TokenApi.as_view(), name="auth-token"),
-    *router.urls,
-]
+urlpatterns = router.urls

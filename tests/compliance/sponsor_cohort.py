@@ -18,9 +18,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from compliance import deidentify
 from tests import factories as f
 from tests.imaging import factories as fi
+from trials import deidentify
 
 REAL_DAY = dt.date(2019, 5, 6)
 REASONS = ("Moved to Hamburg, travel too far for the long follow-up", "Daughter asked us to stop sharing")
