@@ -10,11 +10,8 @@ The estimator (one for the CLI, the platform's pipeline and live monitoring)
 Region-based least squares, i.e. the geometric transfer matrix (GTM) method of
 Rousset, Ma & Evans, "Correction for partial volume effects in PET: principle
 and validation", J Nucl Med 39:904-911 (1998), in its voxel-wise least-squares
-form (Labbé et al., "Absolute PET quantification with correction for partial
-volume effects within cerebral structures", 1998; the same region-based
-approach is used for MPI spill-over between neighbouring hot spots, e.g.
-Boberg et al., "Unsupervised reconstruction of MPI data", and the spill-over
-discussion in Paysen et al., Phys Med Biol 2020). The reconstructed image is
+form (the region means are fitted to every voxel of the image instead of
+region averages; same solution family, one linear functional per region). The reconstructed image is
 modelled on a fit domain D (the ROIs grown by ``SUPPORT_FWHM`` resolution
 widths) as
 
