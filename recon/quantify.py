@@ -35,16 +35,18 @@ the blurred fractional masks. Iron outside every ROI and D is ignored; iron
 inside D but outside the ROIs is not modelled and biases the neighbouring
 ROIs (draw an ROI over every organ that holds iron).
 
-Point-spread (which one, and why): the GTM columns are the ROIs blurred by
-the reconstruction's resolution, a Gaussian whose FWHM per axis is fitted at
-reconstruction time to the images of noise-free system-matrix columns
-reconstructed with the same operator and λ (``recon.pipeline`` stores it in
-``/reconstruction/_parameters`` as ``resolution_fwhm_m``). So the spread is
-derived from the system matrix and λ, while quantification needs only the
-stored image, as a trial's stored reconstructions must be re-quantifiable
-without their calibration; a Gaussian summary is used because the exact
-point-spread of a Tikhonov MPI reconstruction varies across the field of view
-and a per-voxel spread would need the calibration again.
+Point-spread (which one, and why): with the calibration the image was made with,
+the GTM columns are EXACT: each ROI's noise-free signal S·χ_j reconstructed by the
+same linear operator and λ (``recon.pipeline.region_spread``, rebuilt from the plan
+stored in ``_parameters``), fitted on the whole image. A linear MPI reconstruction
+without the drive fundamentals keeps only ~30-40 % of a smooth region's mass (the rest
+falls in the system matrix's null space), which no Gaussian models; the exact spread
+accounts for it. χ_j for the signal carries a first-order correction for where the
+iron sits inside partly filled edge voxels (:func:`roi_masks_from_record`), and the
+scanner background spectrum reconstructed as two more columns absorbs what background
+correction leaves when the background drifts. Without the calibration a Gaussian of
+the resolution recorded at reconstruction time (``resolution_fwhm_m``, fitted to
+reconstructed calibration columns) is used and the result says APPROXIMATE.
 
 Uncertainty and detection limit
 -------------------------------
