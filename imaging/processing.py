@@ -208,6 +208,7 @@ def reconstruct(
         field_of_view_center_m=result.field_of_view_center_m,
         parameters={**result.parameters_record(), **provenance},
         unit="mol/L",
+        extra_fields=result.extra_fields(),
     )
     progress("done", 1.0)
     return {
@@ -290,19 +291,27 @@ def label_mask(path: str, label_value: int, grid: q.Grid) -> np.ndarray | None:
 
 
 def quantify(
-    reconstruction_path: str | Path, rois: list[RoiSpec], *, injected_iron_ng: float, pg_fe_per_cell: float
+    reconstruction_path: str | Path,
+    rois: list[RoiSpec],
+    *,
+    injected_iron_ng: float,
+    pg_fe_per_cell: float,
+    system_matrix_path: str | Path | None = None,
 ) -> tuple[dict[int, dict], dict]:
     """Per-ROI iron, cells, retention (± its uncertainty) and off-target share, all
-    computed by ``recon.quantify`` against ``injected_iron_ng`` (the scan's own
-    injection); and the scan summary. What is returned is what is stored and shown."""
-    volume = load_volume(reconstruction_path)
-    grid = volume.grid
-    concentration = volume.values.ravel()
-    margin = q.default_margin_m(grid)
+    computed by ``recon.quantify.quantify_reconstruction`` (the estimator the CLI runs)
+    against ``injected_iron_ng`` (the scan's own injection); and the scan summary.
+    With the calibration the image was reconstructed with (``system_matrix_path``) the
+    region spread functions are exact (``recon.pipeline.region_spread``). What is
+    returned is what is stored and shown."""
+    with open_mdf(reconstruction_path) as f:
+        stored = q.read_reconstruction(f)
+    grid = stored.grid
     masks = []
     for roi in rois:
+        signal = None
         if roi.geometry is not None:
-            mask = q.mask_from_record(grid, roi.geometry, margin)
+            mask, signal = q.roi_masks_from_record(grid, roi.geometry)
         elif roi.label_path is not None and roi.label_value is not None:
             labelled = label_mask(roi.label_path, roi.label_value, grid)
             if labelled is None:
@@ -313,8 +322,18 @@ def quantify(
             mask = labelled
         else:
             raise ValueError(f"ROI {roi.name!r} has neither a geometry nor a label volume")
-        masks.append(q.Roi(str(roi.key), roi.kind, mask))
-    result = q.quantify(concentration, grid, masks, injected_iron_ng=injected_iron_ng, pg_fe_per_cell=pg_fe_per_cell)
+        masks.append(q.Roi(str(roi.key), roi.kind, mask, signal))
+    spread = bg_columns = None
+    if system_matrix_path is not None:
+        spread, bg_columns = q.exact_spread(stored, masks, system_matrix_path)
+    result = q.quantify_reconstruction(
+        stored,
+        masks,
+        spread=spread,
+        background_columns=bg_columns,
+        injected_iron_ng=injected_iron_ng,
+        pg_fe_per_cell=pg_fe_per_cell,
+    )
     per_roi = {}
     for roi, m in zip(rois, result.rois, strict=True):
         per_roi[roi.key] = {

@@ -262,7 +262,12 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 def _cmd_quantify(args: argparse.Namespace) -> int:
     from recon.quantify import quantify_file
 
-    options = {"k": args.k, "injected_iron_ng": args.injected_iron_ng, "pg_fe_per_cell": args.pg_fe_per_cell}
+    options = {
+        "k": args.k,
+        "injected_iron_ng": args.injected_iron_ng,
+        "pg_fe_per_cell": args.pg_fe_per_cell,
+        "system_matrix_path": args.system_matrix,
+    }
     kwargs = {name: value for name, value in options.items() if value is not None}
     result = quantify_file(args.reconstruction, args.rois, **kwargs)
     _emit(result)
@@ -328,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantify", help="iron per region of interest in a reconstruction")
     p.add_argument("--reconstruction", required=True, metavar="OUT.mdf")
     p.add_argument("--rois", required=True, metavar="ROIS.json")
+    p.add_argument(
+        "--system-matrix",
+        metavar="CAL.mdf",
+        help="the calibration the image was reconstructed with: exact region spread (recommended)",
+    )
     p.add_argument("--k", type=_nonneg_float, help="detection threshold: background mean + k SD")
     p.add_argument(
         "--injected-iron-ng",

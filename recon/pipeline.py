@@ -39,12 +39,19 @@ FRAME_BATCH = 64
 class ReconstructionResult:
     """A reconstruction and how it was made.
 
-    concentration_mol_per_l : (Q, P) float (params.dtype), voxels x fastest
+    concentration_mol_per_l : (Q, P) float (params.dtype), voxels x fastest — the
+        display image (positivity applied when asked)
+    linear_frames_mol_per_l : (Q, P) — the linear (unclamped) frames that
+        quantification integrates (stored as ``/reconstruction/_linearFrames``)
+    resolution_fwhm_m : (3,) m — the reconstruction's resolution (stored in
+        ``_parameters``; the point-spread of the region estimator)
     size : (nx, ny, nz); field_of_view_m, field_of_view_center_m : (3,) m
     frame_groups : Q lists of the file frame indices averaged into each frame
     """
 
     concentration_mol_per_l: np.ndarray
+    linear_frames_mol_per_l: np.ndarray
+    resolution_fwhm_m: tuple[float, float, float]
     size: tuple[int, int, int]
     field_of_view_m: tuple[float, float, float]
     field_of_view_center_m: tuple[float, float, float]
@@ -57,6 +64,10 @@ class ReconstructionResult:
     timings_s: dict = field(default_factory=dict)
     input_checksums: dict = field(default_factory=dict)
     output_path: str | None = None
+    row_weights: list | None = None
+    background_rows: np.ndarray | None = None
+    background_noise_factor: float = 1.0
+    calibration_tf_divided: bool = False
 
     @property
     def num_frames(self) -> int:
@@ -88,10 +99,90 @@ class ReconstructionResult:
             "delta_concentration_mol_per_l": self.delta_concentration_mol_per_l,
             "selection": self.selection,
             "frame_groups": [[int(i) for i in g] for g in self.frame_groups],
+            "resolution_fwhm_m": list(self.resolution_fwhm_m),
+            "background_noise_factor": self.background_noise_factor,
+            "calibration_transfer_function_divided": self.calibration_tf_divided,
+            "row_weights": self.row_weights,
+            "resolution_method": "Gaussian fitted to linear reconstructions of calibration columns (point sources)",
             "inputs": self.input_checksums,
             "notes": list(self.notes),
             "software": software_versions(),
         }
+
+    def extra_fields(self) -> dict:
+        """Datasets written beside ``/reconstruction/data``: the linear frames."""
+        from recon.quantify import BACKGROUND_ROWS_FIELD, LINEAR_FRAMES_FIELD
+
+        fields = {LINEAR_FRAMES_FIELD: np.asarray(self.linear_frames_mol_per_l, dtype=np.float32)}
+        if self.background_rows is not None:
+            fields[BACKGROUND_ROWS_FIELD] = np.stack([self.background_rows.real, self.background_rows.imag])
+        return fields
+
+
+def _background_rows(
+    measurement_rows: np.ndarray,
+    is_background: np.ndarray,
+    external_rows: np.ndarray | None,
+    sm_background_rows: np.ndarray | None,
+    prep: preprocess.PreparedRows,
+    tf_plan: preprocess.TransferFunctionPlan,
+) -> np.ndarray | None:
+    """(M,) complex: the scanner background spectrum in the prepared row space (mean of the
+    scan's background frames, else of the empty-bore scan, else of the calibration's
+    empty-bore frames), transfer-function corrected and weighted like the measurement.
+    Background drift scales this spectrum, so what background correction leaves behind is
+    close to a complex multiple of it; the region estimator fits that multiple jointly
+    (``recon.quantify``, background columns)."""
+    bg = np.asarray(is_background, dtype=bool)
+    if bg.any():
+        mean = np.asarray(measurement_rows)[bg].mean(axis=0)
+        divisor = tf_plan.measurement_divisor
+    elif external_rows is not None and len(external_rows):
+        mean = np.asarray(external_rows).mean(axis=0)
+        divisor = tf_plan.measurement_divisor
+    elif sm_background_rows is not None and np.shape(sm_background_rows)[-1] > 0:
+        mean = np.asarray(sm_background_rows).mean(axis=-1)
+        divisor = tf_plan.calibration_divisor
+    else:
+        return None
+    if divisor is not None:
+        mean = mean / divisor
+    return np.asarray(mean * prep.row_weights, dtype=np.complex128)
+
+
+def background_noise_factor(
+    is_background: np.ndarray, frame_groups: list, params: ReconParams, num_external_frames: int = 0
+) -> float:
+    """1 + N_fg · Σ_b c_b²: how much the noise of background correction adds to the variance
+    of the mean over the N_fg foreground frames, c_b being the weight of background frame b
+    in the mean background that was subtracted. The frame-to-frame scatter of the
+    quantitative frames cannot see this term (it is common to every frame), so
+    ``recon.quantify`` multiplies the scatter variance by it. Frames are taken to have equal
+    noise; background correction is linear, so c is found by applying it to unit frames."""
+    fg = np.concatenate([np.asarray(g, dtype=np.int64) for g in frame_groups])
+    if params.background == "none":
+        return 1.0
+    if params.background_is_external:
+        return 1.0 + fg.size / max(num_external_frames, 1)
+    bg_idx = np.flatnonzero(is_background)
+    if bg_idx.size == 0:
+        return 1.0
+    unit = np.zeros((is_background.shape[0], bg_idx.size))
+    unit[bg_idx, np.arange(bg_idx.size)] = 1.0
+    coeff = preprocess.background_estimate(unit, np.asarray(is_background, bool), fg, params.background).mean(axis=0)
+    return float(1.0 + fg.size * np.sum(coeff**2))
+
+
+def _recorded_weights(prep: preprocess.PreparedRows, params: ReconParams) -> list | None:
+    """Row weights that depend on the scan (whitening) are recorded so the region
+    spread can be rebuilt from the calibration alone."""
+    return [float(w) for w in prep.row_weights] if params.weighting == "whiten" else None
+
+
+def _resolution_m(fwhm_vox: np.ndarray, size, fov) -> tuple[float, float, float]:
+    """FWHM measured in voxels → m."""
+    vox = np.asarray(fov, dtype=np.float64) / np.asarray(size)
+    return cast("tuple[float, float, float]", tuple(float(v) for v in np.asarray(fwhm_vox) * vox))
 
 
 def software_versions() -> dict:
@@ -121,17 +212,80 @@ def _check_grid(size, num_voxels: int) -> tuple[int, int, int]:
     return nx, ny, nz
 
 
-def _solve_rows(prep: preprocess.PreparedRows, params: ReconParams, size, progress) -> tuple[np.ndarray, float]:
+#: Solvers whose output (without positivity) is a fixed linear map of the measurement.
+LINEAR_SOLVERS = ("kaczmarz", "fast")
+
+
+@dataclass(frozen=True)
+class SolvedFrames:
+    """The frames of one reconstruction.
+
+    linear : (Q, P) — the linear (unclamped) reconstruction of every frame: the
+        quantitative image. Frames are combined (averaged) only linearly, so the
+        mean of these is the reconstruction of the mean measurement and no iron
+        is lost at low dose; this is what ``recon.quantify`` integrates.
+    display : (Q, P) — what is shown: ``params.solver``'s own output with its
+        constraints (positivity), frame by frame; never used for quantification.
+    resolution_fwhm_m : (3,) — FWHM of the Gaussian fitted to the linear
+        reconstructions of calibration columns (point sources) at a few voxels.
+    """
+
+    linear: np.ndarray
+    display: np.ndarray
+    lambda_abs: float
+    resolution_fwhm_m: np.ndarray
+    notes: tuple[str, ...]
+
+
+def _probe_voxels(size) -> np.ndarray:
+    """Voxel indices of the resolution probes: the centre and ±¼ field of view on each imaged axis."""
+    centre = [s // 2 for s in size]
+    probes = [tuple(centre)]
+    for a in range(3):
+        if size[a] > 1:
+            for off in (-size[a] // 4, size[a] // 4):
+                idx = list(centre)
+                idx[a] = min(max(centre[a] + off, 0), size[a] - 1)
+                probes.append(tuple(idx))
+    flat = [int(np.ravel_multi_index(p, size, order="F")) for p in probes]
+    return np.array(sorted(set(flat)))
+
+
+def _solve_rows(prep: preprocess.PreparedRows, params: ReconParams, size, progress) -> SolvedFrames:
     a, y = solvers.stack_real(prep.system_matrix, prep.measurements, params.dtype)
     lam = solvers.absolute_lambda(a, params.lambda_)
     _report(progress, "solve", 0.0)
-    solve = solvers.make_solver(a, lam, params, size)
+    notes = []
+    if params.solver in LINEAR_SOLVERS:
+        linear_params = params.replace(positivity=False)
+    else:
+        linear_params = params.replace(solver="kaczmarz", positivity=False)
+        notes.append(
+            f"quantitative frames from linear Kaczmarz ({params.solver} is not linear): display from {params.solver}"
+        )
+    solve = solvers.make_solver(a, lam, linear_params, size)
     x = np.empty((y.shape[0], a.shape[1]), dtype=a.dtype)
     for start in range(0, y.shape[0], FRAME_BATCH):
         stop = min(start + FRAME_BATCH, y.shape[0])
         x[start:stop] = solve(y[start:stop])
         _report(progress, "solve", stop / y.shape[0])
-    return x, lam
+    if params.positivity or params.solver not in LINEAR_SOLVERS:
+        # The display keeps the solver's own constraint (a better image); it never feeds quantification.
+        display = np.empty_like(x)
+        solve_display = solvers.make_solver(a, lam, params, size)
+        for start in range(0, y.shape[0], FRAME_BATCH):
+            stop = min(start + FRAME_BATCH, y.shape[0])
+            display[start:stop] = solve_display(y[start:stop])
+        notes.append("display image from the constrained solver; quantification uses the linear frames")
+    else:
+        display = x
+    probes = _probe_voxels(size)
+    psf = solve(np.ascontiguousarray(a[:, probes].T))
+    from recon.quantify import Grid, resolution_from_point_spreads
+
+    unit_grid = Grid(size, (float(size[0]), float(size[1]), float(size[2])))  # 1-voxel units
+    fwhm_vox = resolution_from_point_spreads(unit_grid, psf, probes)
+    return SolvedFrames(x, display, lam, fwhm_vox, tuple(notes))
 
 
 def reconstruct_arrays(
@@ -234,20 +388,43 @@ def reconstruct_arrays(
         sm_transfer_function_corrected=system_matrix_transfer_function_corrected,
         measurement_transfer_function_corrected=measurement_transfer_function_corrected,
     )
+    tf_plan = preprocess.transfer_function_plan(
+        tf_rows(system_matrix_transfer_function),
+        system_matrix_transfer_function_corrected,
+        tf_rows(measurement_transfer_function),
+        measurement_transfer_function_corrected,
+    )
+    bg_rows = _background_rows(
+        preprocess.gather_rows(u, selection),
+        is_bg,
+        ext,
+        None if bg is None else bg[selection.channel, selection.frequency],
+        prep,
+        tf_plan,
+    )
     t1 = time.perf_counter()
-    x, lam = _solve_rows(prep, params, size, progress)
+    solved = _solve_rows(prep, params, size, progress)
     t2 = time.perf_counter()
+    fov = _vector3(field_of_view_m)
     return ReconstructionResult(
-        concentration_mol_per_l=x * x.dtype.type(delta_concentration_mol_per_l),
+        concentration_mol_per_l=solved.display * solved.display.dtype.type(delta_concentration_mol_per_l),
+        linear_frames_mol_per_l=solved.linear * solved.linear.dtype.type(delta_concentration_mol_per_l),
+        resolution_fwhm_m=_resolution_m(solved.resolution_fwhm_m, size, fov),
         size=size,
-        field_of_view_m=_vector3(field_of_view_m),
+        field_of_view_m=fov,
         field_of_view_center_m=_vector3(field_of_view_center_m),
         params=params,
-        lambda_abs=lam,
+        lambda_abs=solved.lambda_abs,
         delta_concentration_mol_per_l=float(delta_concentration_mol_per_l),
         selection=selection.as_dict(),
         frame_groups=[g.tolist() for g in prep.frame_groups],
-        notes=tuple(prep.notes),
+        row_weights=_recorded_weights(prep, params),
+        calibration_tf_divided=tf_plan.calibration_divisor is not None,
+        background_rows=bg_rows,
+        background_noise_factor=background_noise_factor(
+            is_bg, prep.frame_groups, params, 0 if ext is None else int(ext.shape[0])
+        ),
+        notes=tuple(prep.notes) + solved.notes,
         timings_s={"preprocess": t1 - t0, "solve": t2 - t1},
     )
 
@@ -336,20 +513,35 @@ def reconstruct_file(
         sm_transfer_function_corrected=tf_s_corrected,
         measurement_transfer_function_corrected=tf_u_corrected,
     )
+    tf_plan = preprocess.transfer_function_plan(
+        None if tf_s is None else tf_s[selection.channel, selection.frequency],
+        tf_s_corrected,
+        None if tf_u is None else tf_u[selection.channel, selection.frequency],
+        tf_u_corrected,
+    )
+    bg_rows = _background_rows(meas_rows, is_bg, ext_rows, sm_bg_rows, prep, tf_plan)
     t1 = time.perf_counter()
-    x, lam = _solve_rows(prep, params, size, progress)
+    solved = _solve_rows(prep, params, size, progress)
     t2 = time.perf_counter()
     result = ReconstructionResult(
-        concentration_mol_per_l=x * x.dtype.type(delta),
+        concentration_mol_per_l=solved.display * solved.display.dtype.type(delta),
+        linear_frames_mol_per_l=solved.linear * solved.linear.dtype.type(delta),
+        resolution_fwhm_m=_resolution_m(solved.resolution_fwhm_m, size, _vector3(fov)),
         size=size,
         field_of_view_m=_vector3(fov),
         field_of_view_center_m=_vector3(center),
         params=params,
-        lambda_abs=lam,
+        lambda_abs=solved.lambda_abs,
         delta_concentration_mol_per_l=float(delta),
         selection=selection.as_dict(),
         frame_groups=[g.tolist() for g in prep.frame_groups],
-        notes=tuple(notes + prep.notes),
+        row_weights=_recorded_weights(prep, params),
+        calibration_tf_divided=tf_plan.calibration_divisor is not None,
+        background_rows=bg_rows,
+        background_noise_factor=background_noise_factor(
+            is_bg, prep.frame_groups, params, 0 if ext_rows is None else int(ext_rows.shape[0])
+        ),
+        notes=tuple(notes + prep.notes) + solved.notes,
         timings_s={"read_preprocess": t1 - t0, "solve": t2 - t1},
         input_checksums=checksums,
         output_path=None if output_path is None else os.fspath(output_path),
@@ -365,6 +557,7 @@ def reconstruct_file(
             parameters=result.parameters_record(),
             unit="mol/L",
             order="xyz",
+            extra_fields=result.extra_fields(),
         )
     _report(progress, "write", 1.0)
     return result
@@ -405,3 +598,112 @@ def load_arrays(system_matrix_path, measurement_path) -> dict:
             "system_matrix_transfer_function_corrected": smf.layout["isTransferFunctionCorrected"],
             "measurement_transfer_function_corrected": mf.layout["isTransferFunctionCorrected"],
         }
+
+
+def region_spread_arrays(
+    system_matrix_rows: np.ndarray,
+    masks: np.ndarray,
+    params: ReconParams,
+    lambda_abs: float,
+    size,
+) -> np.ndarray:
+    """(R, P) exact region spread functions R·S·χ_j: each ROI's noise-free signal
+    (the prepared, weighted system-matrix rows times its voxel fractions, one unit
+    of the delta sample's concentration per voxel) reconstructed by the same linear
+    operator and λ as the quantitative frames. These are the columns of the GTM
+    (``recon.quantify.region_model``): an image c (mol/L) of a region at uniform
+    concentration a_j is a_j · spread_j.
+
+    system_matrix_rows : (M, P) complex, prepared as for the reconstruction
+    masks : (R, P) float voxel fractions
+    """
+    a = solvers.stack_real(system_matrix_rows, None, params.dtype)
+    linear = (
+        params.replace(positivity=False)
+        if params.solver in LINEAR_SOLVERS
+        else params.replace(solver="kaczmarz", positivity=False)
+    )
+    chi = np.asarray(masks, dtype=a.dtype)
+    if chi.ndim != 2 or chi.shape[1] != a.shape[1]:
+        raise ValueError(f"masks have shape {chi.shape}, expected (R, {a.shape[1]})")
+    from recon.quantify import canonical_order
+
+    order = canonical_order(chi)  # solve in a canonical order: the same numbers whatever the ROIs' order
+    y = np.ascontiguousarray((a @ chi[order].T).T)
+    spread = np.asarray(solvers.make_solver(a, lambda_abs, linear, size)(y), dtype=np.float64)
+    return spread[np.argsort(order)]
+
+
+def background_spread_arrays(
+    system_matrix_rows: np.ndarray, background_rows: np.ndarray, params: ReconParams, lambda_abs: float, size
+) -> np.ndarray:
+    """(2, P): the linear reconstructions of the background spectrum b and of i·b (prepared
+    rows): the image of any residual complex multiple of the background, two further GTM
+    columns (``recon.quantify.region_model``'s ``background_columns``)."""
+    a = solvers.stack_real(system_matrix_rows, None, params.dtype)
+    b = np.asarray(background_rows, dtype=np.complex128)
+    if b.shape != (a.shape[0] // 2,):
+        raise ValueError(f"background rows have shape {b.shape}, expected ({a.shape[0] // 2},)")
+    y = solvers.stack_real(system_matrix_rows, np.stack([b, 1j * b]), params.dtype)[1]
+    linear = (
+        params.replace(positivity=False)
+        if params.solver in LINEAR_SOLVERS
+        else params.replace(solver="kaczmarz", positivity=False)
+    )
+    return np.asarray(solvers.make_solver(a, lambda_abs, linear, size)(y), dtype=np.float64)
+
+
+def region_spread(
+    system_matrix_path: str | os.PathLike,
+    parameters: dict,
+    masks: np.ndarray,
+    background_rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`region_spread_arrays` for a stored reconstruction: rebuilds the
+    system-matrix rows from the calibration file with the plan recorded in the
+    reconstruction's ``_parameters`` (selected rows, λ_abs, background correction,
+    weighting) and checks that the calibration is the one recorded (SHA-256).
+
+    With ``background_rows`` (the stored background spectrum) two rows are appended:
+    :func:`background_spread_arrays`, so the result is (R + 2, P)."""
+    from recon.mdf import MDFFile
+
+    if not os.path.isfile(system_matrix_path):
+        raise ValueError(f"{system_matrix_path}: no such calibration file")
+    try:
+        params = ReconParams.from_dict(dict(parameters["params"]))
+        lam = float(parameters["lambda_abs"])
+        channel = np.asarray(parameters["selection"]["channel"], dtype=np.int64)
+        frequency = np.asarray(parameters["selection"]["frequency_index"], dtype=np.int64)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"the reconstruction does not record its plan ({exc}): cannot rebuild its spread") from None
+    recorded = ((parameters.get("inputs") or {}).get("system_matrix") or {}).get("sha256") or parameters.get(
+        "system_matrix_sha256"
+    )
+    if recorded is not None and recorded != sha256_file(system_matrix_path):
+        raise ValueError(f"{system_matrix_path} is not the calibration this image was reconstructed with (SHA-256)")
+    weights = parameters.get("row_weights")
+    if params.weighting == "whiten" and (weights is None or len(weights) != channel.shape[0]):
+        raise ValueError("weighting='whiten': the reconstruction does not record its row weights")
+    with MDFFile(system_matrix_path) as smf:
+        if smf.calibration_size is None:
+            raise ValueError(f"{system_matrix_path}: calibration has no /calibration/size")
+        size = tuple(int(v) for v in smf.calibration_size)
+        union, col = np.unique(frequency, return_inverse=True)
+        s_sub, bg_sub = smf.system_matrix(frequencies=union)
+        tf = smf.transfer_function
+    s = s_sub[channel, col].astype(np.complex128)
+    if params.sm_background_correction and bg_sub.shape[-1] > 0:
+        s -= bg_sub[channel, col].mean(axis=-1)[:, None]
+    if parameters.get("calibration_transfer_function_divided"):
+        if tf is None:
+            raise ValueError(f"{system_matrix_path}: the image was made dividing by a transfer function it lacks")
+        s /= np.asarray(tf)[channel, frequency][:, None]
+    if params.weighting == "row_norm":
+        s /= np.maximum(np.linalg.norm(s, axis=1), np.finfo(np.float64).tiny)[:, None]
+    elif params.weighting == "whiten":
+        s *= np.asarray(weights, dtype=np.float64)[:, None]
+    spread = region_spread_arrays(s, masks, params, lam, size)
+    if background_rows is None:
+        return spread
+    return np.concatenate([spread, background_spread_arrays(s, background_rows, params, lam, size)])

@@ -229,6 +229,7 @@ def scan_quantify(*, scan_id: int, token: str) -> Scan | None:
         specs,
         injected_iron_ng=injected,
         pg_fe_per_cell=float(iron_per_cell_pg),
+        system_matrix_path=uploads.media_path(reconstruction.system_matrix.file),
     )
     threshold = float(scan.subject.trial.off_target_alert_percent)
     with transaction.atomic():

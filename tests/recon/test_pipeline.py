@@ -94,3 +94,84 @@ def test_it_rejects_a_grid_that_does_not_match(sim):
 def test_it_refuses_unknown_plan_keys():
     with pytest.raises(ValueError, match=r"unknown reconstruction parameters: \['lambda'\]"):
         ReconParams.from_json(json.dumps({"lambda": 1e-3}))
+
+
+def test_it_loses_no_iron_when_frames_are_combined(sim):
+    """The quantitative frames are linear: their mean is the reconstruction of the mean
+    measurement (no clamp before the frames are combined); only the display keeps positivity."""
+    arrays = load_arrays(sim["system_matrix"], sim["measurement"])
+    per_frame = reconstruct_arrays(params=PARAMS, **arrays)
+    averaged = reconstruct_arrays(params=PARAMS.replace(average=6), **arrays)
+    mean_of_frames = per_frame.linear_frames_mol_per_l.mean(axis=0)
+    scale = np.abs(mean_of_frames).max()
+    np.testing.assert_allclose(averaged.linear_frames_mol_per_l[0], mean_of_frames, rtol=0, atol=1e-9 * scale)
+    assert per_frame.linear_frames_mol_per_l.min() < 0  # noise and ringing kept, unbiased
+    assert per_frame.concentration_mol_per_l.min() >= 0  # the display keeps positivity
+
+
+def test_it_stores_the_linear_frames_and_the_resolution(sim, tmp_path):
+    from recon.quantify import LINEAR_FRAMES_FIELD, read_reconstruction
+
+    out = tmp_path / "out.mdf"
+    result = reconstruct_file(sim["system_matrix"], sim["measurement"], out, PARAMS)
+    with MDFFile(out) as f:
+        stored = read_reconstruction(f)
+        assert f.field(LINEAR_FRAMES_FIELD).shape == (6, 144)
+    assert stored.linear
+    np.testing.assert_allclose(stored.frames, result.linear_frames_mol_per_l, rtol=1e-6, atol=1e-12)
+    voxel_m = np.asarray(result.field_of_view_m) / np.asarray(result.size)
+    fwhm = np.asarray(stored.resolution_fwhm_m)
+    assert 0.5 * voxel_m[0] < fwhm[0] < 6 * voxel_m[0] and fwhm[2] == 0.0
+
+
+def test_it_rebuilds_the_exact_region_spread_from_the_calibration(sim, tmp_path):
+    """GTM columns from the stored plan and the calibration: a noise-free image of a
+    region at uniform concentration is that concentration times its spread."""
+    from recon import preprocess, solvers
+    from recon.pipeline import region_spread, region_spread_arrays
+    from recon.quantify import read_reconstruction
+
+    out = tmp_path / "out.mdf"
+    reconstruct_file(sim["system_matrix"], sim["measurement"], out, PARAMS)
+    with MDFFile(out) as f:
+        stored = read_reconstruction(f)
+    masks = np.zeros((2, 144))
+    masks[0, 30:34] = 1.0
+    masks[1, 100:103] = 0.5
+    spread = region_spread(sim["system_matrix"], stored.parameters, masks)
+    arrays = load_arrays(sim["system_matrix"], sim["measurement"])
+    sel = preprocess.select_rows(arrays["snr"], arrays["frequencies_hz"], PARAMS, arrays["system_matrix"].shape[0])
+    s = arrays["system_matrix"][sel.channel, sel.frequency]
+    s = s - arrays["system_matrix_background"][sel.channel, sel.frequency].mean(axis=-1)[:, None]
+    lam = solvers.absolute_lambda(solvers.stack_real(s, None, "float64"), PARAMS.lambda_)
+    direct = region_spread_arrays(s, masks, PARAMS, lam, (12, 12, 1))
+    np.testing.assert_allclose(spread, direct, rtol=1e-6, atol=1e-9 * np.abs(direct).max())
+    with pytest.raises(ValueError, match="not the calibration this image was reconstructed with"):
+        region_spread(sim["measurement"], stored.parameters, masks)
+
+
+def test_it_counts_the_background_noise_common_to_every_frame():
+    """40 foreground frames between two blocks of 10 background frames, interpolated: each
+    block weighs 0.5 / 10 per frame in the mean background, so the variance of the mean
+    image grows by 1 + 40 · 20 · 0.05² = 3."""
+    from recon.pipeline import background_noise_factor
+
+    is_bg = np.r_[np.ones(10, bool), np.zeros(40, bool), np.ones(10, bool)]
+    groups = [np.array([n]) for n in range(10, 50)]
+    assert background_noise_factor(is_bg, groups, ReconParams()) == pytest.approx(3.0)
+    assert background_noise_factor(is_bg, groups, ReconParams(background="mean")) == pytest.approx(1 + 40 / 20)
+    assert background_noise_factor(is_bg, groups, ReconParams(background="none")) == 1.0
+
+
+def test_it_says_when_quantification_lacks_the_calibration(sim, tmp_path):
+    from recon.quantify import quantify_file
+
+    out = tmp_path / "out.mdf"
+    reconstruct_file(sim["system_matrix"], sim["measurement"], out, PARAMS)
+    approximate = quantify_file(out, sim["rois"])
+    exact = quantify_file(out, sim["rois"], system_matrix_path=sim["system_matrix"])
+    assert any(n.startswith("APPROXIMATE") for n in approximate.notes)
+    assert not any(n.startswith("APPROXIMATE") for n in exact.notes)
+    assert any("spread from the reconstruction operator" in n for n in exact.notes)
+    with pytest.raises(ValueError, match="no such calibration file"):
+        quantify_file(out, sim["rois"], system_matrix_path=tmp_path / "missing.mdf")
