@@ -32,8 +32,10 @@ from imaging.services.downloads import file_download_record
 from imaging.services.rois import roi_define
 from imaging.services.scan_claims import scan_retry
 from imaging.services.scan_uploads import UploadRequest, upload_append, upload_create, upload_terminate
+from imaging.services.scanners import system_matrix_retire
 from trials.filters import IdFilterSet
 from trials.selectors import subjects_visible_to
+from trials.serializers import ReasonInput
 
 UPLOAD_DESCRIPTION = uploads.__doc__
 
@@ -303,6 +305,18 @@ class SystemMatrixViewSet(ScopedViewSet):
     selector = selectors.system_matrices_visible_to
     serializer_class = s.SystemMatrixOutput
     filterset_class = _id_filters(SystemMatrix, ["scanner", "active"])
+
+    @extend_schema(
+        request=ReasonInput,
+        responses=s.SystemMatrixOutput,
+        summary="Retire a calibration (with a reason): new uploads no longer match it; scans already "
+        "reconstructed with it keep it",
+    )
+    @action(detail=True, methods=["post"])
+    def retire(self, request, pk=None):
+        reason = self.validated(ReasonInput)["reason"]
+        system_matrix = system_matrix_retire(actor=request.user, system_matrix=self.get_object(), reason=reason)
+        return self.output(system_matrix)
 
 
 class MeasurementViewSet(ScopedViewSet):
