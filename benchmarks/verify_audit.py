@@ -4,34 +4,74 @@ Not a test. Fills a throwaway database with N chained (HMAC-keyed) audit events 
 then times ``audit.chain.verify_chain`` over all of them and prints the rate against
 the target (100,000 events/s on the 2-core CI machine).
 
+It only ever writes to a database it creates: a SQLite file in a temporary folder, or, given
+``--postgres URL`` (a server, not a database to use), a new database ``mpi_bench_audit_<random>``
+on that server, dropped at the end. ``DATABASE_URL`` is ignored: a benchmark never touches
+data it did not create.
+
     .venv/bin/python benchmarks/verify_audit.py                 # throwaway SQLite file
-    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/mpi_bench_audit .venv/bin/python benchmarks/verify_audit.py
+    .venv/bin/python benchmarks/verify_audit.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
     .venv/bin/python benchmarks/verify_audit.py --events 200000  # quicker
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
+import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 TARGET_PER_SECOND = 100_000
+
+
+@contextlib.contextmanager
+def throwaway_database(server_url: str | None, tmp: str) -> Iterator[str]:
+    """The URL of a database made for this run, removed afterwards (SQLite: a file in
+    ``tmp``; PostgreSQL: ``CREATE DATABASE`` on the server, ``DROP DATABASE`` at the end)."""
+    if server_url is None:
+        yield f"sqlite:///{tmp}/bench.sqlite3"
+        return
+    import psycopg
+
+    name = f"mpi_bench_audit_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    finally:
+        from django.conf import settings
+
+        if settings.configured:  # the run's connection closes before its database goes
+            from django.db import connections
+
+            connections.close_all()
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL server to create the throwaway database on")
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     tmp = tempfile.mkdtemp(prefix="mpi-bench-audit-")
-    os.environ.setdefault("MPI_VAR_DIR", tmp)
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp}/bench.sqlite3")
+    with throwaway_database(args.postgres, tmp) as url:
+        return run(args.events, url, tmp)
+
+
+def run(events: int, database_url: str, tmp: str) -> int:
+    os.environ["MPI_VAR_DIR"] = tmp
+    os.environ["DATABASE_URL"] = database_url
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     import django
 
@@ -44,18 +84,15 @@ def main() -> int:
     from audit.keys import keyring
     from audit.models import AuditEvent
 
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:  # a clean schema every run
-            cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    call_command("migrate", verbosity=0)
+    call_command("migrate", verbosity=0)  # a database of its own, made for this run
 
-    print(f"database: {connection.vendor}; seeding {args.events:,} chained events ...", file=sys.stderr)
+    print(f"database: {connection.vendor}; seeding {events:,} chained events ...", file=sys.stderr)
     started = time.perf_counter()
     ring = keyring()  # keyed like record_event: HMAC-SHA256 under the current key
     prev = GENESIS_HASH
     base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     batch = []
-    for sequence in range(1, args.events + 1):
+    for sequence in range(1, events + 1):
         fields: dict[str, Any] = dict(
             sequence=sequence,
             occurred_at=base + dt.timedelta(milliseconds=sequence),
