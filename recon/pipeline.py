@@ -27,7 +27,9 @@ import numpy as np
 
 import recon
 from recon import preprocess, solvers
+from recon.budget import RowBudget, row_budget
 from recon.checksum import sha256_file
+from recon.operator import ReconOperator, cache_key
 from recon.params import ReconParams
 
 ProgressCallback = Callable[[str, float], None]
@@ -123,15 +125,44 @@ def _check_grid(size, num_voxels: int) -> tuple[int, int, int]:
 
 def _solve_rows(prep: preprocess.PreparedRows, params: ReconParams, size, progress) -> tuple[np.ndarray, float]:
     a, y = solvers.stack_real(prep.system_matrix, prep.measurements, params.dtype)
+    return _solve_stacked(a, y, params, size, progress)
+
+
+def _solve_stacked(
+    a: np.ndarray, y: np.ndarray, params: ReconParams, size, progress, operator_source=None
+) -> tuple[np.ndarray, float]:
+    """Solve the real-stacked problem A x = y (A: 2M × P, y: Q × 2M) frame batch by batch.
+
+    ``operator_source(a, lam) -> ReconOperator`` (the fast solver only) may
+    load a cached operator or build it in place of ``a``.
+    """
     lam = solvers.absolute_lambda(a, params.lambda_)
     _report(progress, "solve", 0.0)
-    solve = solvers.make_solver(a, lam, params, size)
+    if params.solver == "fast" and operator_source is not None:
+        solve = solvers.fast_solver(operator_source(a, lam), params.positivity)
+    else:
+        solve = solvers.make_solver(a, lam, params, size)
     x = np.empty((y.shape[0], a.shape[1]), dtype=a.dtype)
     for start in range(0, y.shape[0], FRAME_BATCH):
         stop = min(start + FRAME_BATCH, y.shape[0])
         x[start:stop] = solve(y[start:stop])
         _report(progress, "solve", stop / y.shape[0])
     return x, lam
+
+
+def select_rows_within_budget(
+    snr: np.ndarray | None, frequencies_hz: np.ndarray, params: ReconParams, num_channels: int, num_voxels: int
+) -> tuple[preprocess.RowSelection, RowBudget]:
+    """Rows by SNR (:func:`recon.preprocess.select_rows`) capped by the plan's
+    ``max_rows`` or, when it has none, by the default budget of
+    :func:`recon.budget.row_budget` (memory available and voxels)."""
+    budget = row_budget(num_voxels, params.max_rows, params.memory_budget_bytes)
+    capped = params if params.max_rows is not None else params.replace(max_rows=budget.max_rows)
+    return preprocess.select_rows(snr, frequencies_hz, capped, num_channels), budget
+
+
+def _selection_record(selection: preprocess.RowSelection, budget: RowBudget) -> dict:
+    return {**selection.as_dict(), "budget": budget.as_dict()}
 
 
 def reconstruct_arrays(
@@ -206,7 +237,7 @@ def reconstruct_arrays(
     if params.background_is_external and external_background_spectra is None:
         raise ValueError(f"background={params.background!r} is a file: pass external_background_spectra")
     _report(progress, "select", 0.0)
-    selection = preprocess.select_rows(snr, freqs, params, c)
+    selection, budget = select_rows_within_budget(snr, freqs, params, c, p)
     ext = None
     if external_background_spectra is not None and params.background_is_external:
         ext_arr = np.asarray(external_background_spectra)
@@ -238,7 +269,7 @@ def reconstruct_arrays(
         params=params,
         lambda_abs=lam,
         delta_concentration_mol_per_l=float(delta_concentration_mol_per_l),
-        selection=selection.as_dict(),
+        selection=_selection_record(selection, budget),
         frame_groups=[g.tolist() for g in prep.frame_groups],
         notes=tuple(prep.notes),
         timings_s={"preprocess": t1 - t0, "solve": t2 - t1},
@@ -264,10 +295,14 @@ def reconstruct_file(
     output_path: str | os.PathLike | None,
     params: ReconParams | None = None,
     progress: ProgressCallback | None = None,
+    operator_cache_dir: str | os.PathLike | None = None,
 ) -> ReconstructionResult:
     """Reconstruct an MDF scan with an MDF calibration and write the image.
 
-    Reads only the selected frequency rows of both files; writes
+    Reads only the selected (channel, frequency) rows of both files, block by
+    block, straight into the float32 real-stacked matrix (no complex128 copy
+    of the whole selection), so the peak stays within twice that matrix plus
+    the solver's row-space work (see :mod:`recon.budget`); writes
     ``output_path`` (skipped when None) with ``write_reconstruction``:
     ``/reconstruction/data`` (Q×P×1, mol Fe / L, x fastest), size, field of
     view and centre from the calibration, and ``_parameters`` = the plan, λ_abs,
@@ -275,6 +310,10 @@ def reconstruct_file(
 
     ``progress(stage, fraction)`` is called with stages "read", "select",
     "preprocess", "solve" and "write".
+
+    ``operator_cache_dir``: with ``solver="fast"``, the reconstruction
+    operator is loaded from (or built and saved to) this folder under
+    :func:`recon.operator.cache_key` (calibration SHA-256, λ, rows, weights).
     """
     from recon.mdf import MDFFile, write_reconstruction
 
@@ -317,17 +356,15 @@ def reconstruct_file(
                 else "calibration has no SNR and < 2 background frames: no SNR threshold"
             )
         _report(progress, "select", 0.0)
-        selection = preprocess.select_rows(snr, freqs, params, c)
-        # Read the union of the selected frequencies once, then pick rows.
+        size_p = int(np.prod(size))
+        selection, budget = select_rows_within_budget(snr, freqs, params, c, size_p)
         union, col = np.unique(selection.frequency, return_inverse=True)
-        s_sub, bg_sub = smf.system_matrix(frequencies=union)
-        sm_rows = s_sub[selection.channel, col]
-        sm_bg_rows = bg_sub[selection.channel, col]
-        _report(progress, "read", 0.5)
         if mf.num_periods > 1:
             notes.append(f"scan has {mf.num_periods} periods per frame: period 0 used")
+        # The scan's selected rows (frames × rows) are small; the calibration's are not.
         u_sub = mf.spectra(frequencies=union, periods=[0])[:, 0]
         meas_rows = u_sub[:, selection.channel, col]
+        del u_sub
         is_bg = np.asarray(mf.is_background_frame, dtype=bool)
         tf_s = smf.transfer_function
         tf_u = mf.transfer_function
@@ -337,21 +374,33 @@ def reconstruct_file(
             with MDFFile(params.background) as bf:
                 _check_compatible(smf, bf, "empty-bore scan")
                 ext_rows = bf.spectra(frequencies=union, periods=[0])[:, 0][:, selection.channel, col]
+        a, y, groups, row_weights, prep_notes = _stack_rows_from_calibration(
+            smf,
+            selection,
+            meas_rows,
+            is_bg,
+            params,
+            size_p,
+            ext_rows,
+            None if tf_s is None else tf_s[selection.channel, selection.frequency],
+            None if tf_u is None else tf_u[selection.channel, selection.frequency],
+            progress,
+        )
     _report(progress, "read", 1.0)
-    _report(progress, "preprocess", 0.0)
-    prep = preprocess.prepare_rows(
-        sm_rows,
-        sm_bg_rows,
-        meas_rows,
-        is_bg,
-        selection,
-        params,
-        external_background_rows=ext_rows,
-        sm_transfer_function_rows=None if tf_s is None else tf_s[selection.channel, selection.frequency],
-        measurement_transfer_function_rows=None if tf_u is None else tf_u[selection.channel, selection.frequency],
-    )
     t1 = time.perf_counter()
-    x, lam = _solve_rows(prep, params, size, progress)
+    operator_source = _build_in_place
+    if operator_cache_dir is not None:
+        key_inputs = {
+            "system_matrix_sha256": checksums["system_matrix"]["sha256"],
+            "params": params.as_dict(),
+            "channel": selection.channel,
+            "frequency": selection.frequency,
+            "row_weights": row_weights,
+            "extra": {"transfer_function_applied": tf_s is not None and tf_u is not None},
+        }
+        operator_source = _cached_operator_source(operator_cache_dir, key_inputs, notes)
+    x, lam = _solve_stacked(a, y, params, size, progress, operator_source)
+    del a
     t2 = time.perf_counter()
     result = ReconstructionResult(
         concentration_mol_per_l=x * x.dtype.type(delta),
@@ -361,9 +410,9 @@ def reconstruct_file(
         params=params,
         lambda_abs=lam,
         delta_concentration_mol_per_l=float(delta),
-        selection=selection.as_dict(),
-        frame_groups=[g.tolist() for g in prep.frame_groups],
-        notes=tuple(notes + prep.notes),
+        selection=_selection_record(selection, budget),
+        frame_groups=[g.tolist() for g in groups],
+        notes=tuple(notes + prep_notes),
         timings_s={"read_preprocess": t1 - t0, "solve": t2 - t1},
         input_checksums=checksums,
         output_path=None if output_path is None else os.fspath(output_path),
@@ -382,6 +431,92 @@ def reconstruct_file(
         )
     _report(progress, "write", 1.0)
     return result
+
+
+#: Bytes of complex128 calibration rows prepared per block (also held below 1/8 of the matrix).
+ROW_BLOCK_BYTES = 32 * 2**20
+
+
+def _stack_rows_from_calibration(
+    smf, selection, meas_rows, is_bg, params, num_voxels, ext_rows, tf_s_rows, tf_u_rows, progress
+):
+    """A (2M × P, ``params.dtype``) and y (Q × 2M) from the calibration's selected rows.
+
+    The rows are read (only those rows, per receive channel), background- and
+    transfer-function-corrected and weighted by :func:`recon.preprocess.prepare_rows`
+    one block at a time (every step there acts row by row), and written into
+    the real-stacked matrix; the whole selection never exists as complex128.
+    Returns (a, y, frame_groups, row_weights, notes).
+    """
+    m = selection.num_rows
+    dtype = np.dtype(params.dtype)
+    a = np.empty((2 * m, num_voxels), dtype=dtype)
+    per_row = 16 * num_voxels
+    block = max(1, min(ROW_BLOCK_BYTES, a.nbytes // 8) // per_row)
+    y = None
+    weights = np.empty(m)
+    groups: list = []
+    notes: list = []
+    for start in range(0, m, block):
+        stop = min(start + block, m)
+        rows = slice(start, stop)
+        ch, fr = selection.channel[rows], selection.frequency[rows]
+        s_parts, b_parts = [], []
+        for channel in np.unique(ch):
+            mine = ch == channel
+            s_c, b_c = smf.system_matrix(frequencies=fr[mine], channels=[int(channel)])
+            s_parts.append(s_c[0])
+            b_parts.append(b_c[0])
+        s_blk = np.concatenate(s_parts) if len(s_parts) > 1 else s_parts[0]
+        b_blk = np.concatenate(b_parts) if len(b_parts) > 1 else b_parts[0]
+        del s_parts, b_parts
+        sub = preprocess.RowSelection(ch, fr, selection.frequency_hz[rows], selection.snr[rows], selection.candidates)
+        prep = preprocess.prepare_rows(
+            s_blk,
+            b_blk,
+            meas_rows[:, rows],
+            is_bg,
+            sub,
+            params,
+            external_background_rows=None if ext_rows is None else ext_rows[:, rows],
+            sm_transfer_function_rows=None if tf_s_rows is None else tf_s_rows[rows],
+            measurement_transfer_function_rows=None if tf_u_rows is None else tf_u_rows[rows],
+        )
+        del s_blk, b_blk
+        a[start:stop] = prep.system_matrix.real
+        a[m + start : m + stop] = prep.system_matrix.imag
+        if y is None:
+            y = np.empty((prep.measurements.shape[0], 2 * m), dtype=dtype)
+            groups, notes = prep.frame_groups, prep.notes
+        y[:, start:stop] = prep.measurements.real
+        y[:, m + start : m + stop] = prep.measurements.imag
+        weights[rows] = prep.row_weights
+        del prep
+        _report(progress, "preprocess", stop / m)
+    if y is None:  # pragma: no cover - select_rows never returns an empty selection
+        raise ValueError("no rows selected")
+    return a, y, groups, weights, notes
+
+
+def _build_in_place(a: np.ndarray, lam: float) -> ReconOperator:
+    return ReconOperator.build(a, lam, overwrite_a=True)
+
+
+def _cached_operator_source(cache_dir, key_inputs: dict, notes: list):
+    """``source(a, lam)``: the cached operator for this key, else built in place of ``a`` and saved."""
+
+    def source(a: np.ndarray, lam: float) -> ReconOperator:
+        key = cache_key(lambda_abs=lam, **key_inputs)
+        op = ReconOperator.load(cache_dir, key)
+        if op is not None:
+            notes.append(f"reconstruction operator loaded from cache {key[:12]}")
+            return op
+        op = ReconOperator.build(a, lam, overwrite_a=True, key=key)
+        op.save(cache_dir, key)
+        notes.append(f"reconstruction operator built and cached as {key[:12]}")
+        return op
+
+    return source
 
 
 def load_arrays(system_matrix_path, measurement_path) -> dict:

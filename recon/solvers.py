@@ -105,9 +105,10 @@ def absolute_lambda(a: np.ndarray, lambda_rel: float) -> float:
     return lambda_rel * system_matrix_energy(a) / a.shape[1]
 
 
-def gram_matrix(a: np.ndarray, block: int = 8192) -> np.ndarray:
+def gram_matrix(a: np.ndarray, block: int = 1024) -> np.ndarray:
     """G = AAᵀ (R, R) in A's dtype, accumulated over column blocks so no
-    transposed copy of A is ever made (BLAS syrk per block)."""
+    transposed copy of A is ever made (BLAS syrk per block). Blocks of 1024
+    columns: a block is copied contiguous, so a wider one would copy most of A."""
     r, p = a.shape
     g = np.zeros((r, r), dtype=a.dtype)
     for start in range(0, p, block):
