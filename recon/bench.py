@@ -334,14 +334,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 3 (the verdicts are medians)")
     if min([grid, args.frames, args.kaczmarz_frames, *rows]) < 1:
         parser.error("grid, rows and frames must be >= 1")
-    results = [run_rows(grid, r, args.frames, args.repeats, args.seed, args.kaczmarz_frames) for r in rows]
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(format_report(results, load))
-    if args.json:
-        for r in results:
-            r.pop("inclusions", None)
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"load_average": load, "results": results}, fh, indent=2, default=str)
+    results = []
+    for r in rows:
+        # Each size is reported as soon as it is done (a 5,000-row run takes minutes).
+        start_load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+        results.append(run_rows(grid, r, args.frames, args.repeats, args.seed, args.kaczmarz_frames))
+        load = f"{start_load} at the start, {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end (1, 5, 15 min)"
+        print(format_report(results[-1:], load), flush=True)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump({"results": results}, fh, indent=2, default=str)
     return 0
 
 
