@@ -346,10 +346,7 @@ def reconstruct_file(
             raise ValueError(f"{system_matrix_path}: snr covers {snr.shape[-1]} frequencies, file has {freqs.shape[0]}")
         if snr is None:
             # Without a stored SNR, compute it from the background frames.
-            from recon.simulate import calibration_snr
-
-            s_all, bg_all = smf.system_matrix()
-            snr = calibration_snr(s_all, bg_all) if bg_all.shape[-1] >= 2 else None
+            snr = _calibration_snr_in_blocks(smf, int(np.prod(size)))
             notes.append(
                 "calibration SNR computed from its background frames"
                 if snr is not None
@@ -496,6 +493,24 @@ def _stack_rows_from_calibration(
     if y is None:  # pragma: no cover - select_rows never returns an empty selection
         raise ValueError("no rows selected")
     return a, y, groups, weights, notes
+
+
+def _calibration_snr_in_blocks(smf, num_voxels: int) -> np.ndarray | None:
+    """:func:`recon.simulate.calibration_snr` over the stored frequencies, read a
+    block of frequencies at a time (never the whole matrix at once); None with
+    fewer than 2 background frames."""
+    from recon.simulate import calibration_snr
+
+    if int(np.count_nonzero(smf.is_background_frame)) < 2:
+        return None
+    freqs = smf.available_frequencies
+    c = smf.num_receive_channels
+    snr = np.empty((c, freqs.size))
+    step = max(1, ROW_BLOCK_BYTES // (16 * c * max(num_voxels, 1)))
+    for start in range(0, freqs.size, step):
+        s_blk, bg_blk = smf.system_matrix(frequencies=freqs[start : start + step])
+        snr[:, start : start + step] = calibration_snr(s_blk, bg_blk)
+    return snr
 
 
 def _build_in_place(a: np.ndarray, lam: float) -> ReconOperator:

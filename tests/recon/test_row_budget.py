@@ -77,3 +77,25 @@ def test_the_fast_solver_builds_once_then_loads_its_operator(sim, tmp_path):
         sim["system_matrix"], sim["measurement"], None, params.replace(lambda_=1e-2), operator_cache_dir=cache
     )
     assert len(list(cache.glob("*.npy"))) == 2
+
+
+def test_without_a_stored_snr_it_computes_the_same_snr_block_by_block(sim, tmp_path, monkeypatch):
+    import shutil
+
+    import h5py
+
+    from recon import pipeline
+    from recon.mdf import MDFFile
+    from recon.simulate import calibration_snr
+
+    cal = tmp_path / "cal.mdf"
+    shutil.copy(sim["system_matrix"], cal)
+    with h5py.File(cal, "r+") as h5:
+        del h5["/calibration/snr"]
+    with MDFFile(cal) as f:
+        whole = calibration_snr(*f.system_matrix())
+        monkeypatch.setattr(pipeline, "ROW_BLOCK_BYTES", 16 * 2 * 144 * 7)  # 2 channels: 7 frequencies per block
+        blocked = pipeline._calibration_snr_in_blocks(f, 144)
+    np.testing.assert_allclose(blocked, whole, rtol=1e-12)
+    result = reconstruct_file(cal, sim["measurement"], None, ReconParams(iterations=2))
+    assert "calibration SNR computed from its background frames" in result.notes
