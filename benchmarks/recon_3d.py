@@ -58,9 +58,12 @@ def status(field):
                 return int(line.split()[1]) * 1024
     return 0
 
-# warm the numba kernels (compiled or loaded from cache) before the measured part
-a = np.random.default_rng(0).random((40, 30)).astype(np.float32)
-solvers.Kaczmarz(a, 1e-3).solve(a @ np.ones(30, np.float32), 2)
+# warm what the measured part would otherwise load: the numba kernels of both
+# Kaczmarz forms (compiled or read from cache), h5py and the MDF reader
+for shape in ((40, 30), (30, 40)):
+    a = np.random.default_rng(0).random(shape).astype(np.float32)
+    solvers.Kaczmarz(a, 1e-3).solve(a @ np.ones(shape[1], np.float32), 2)
+import recon.mdf
 from recon.params import ReconParams
 from recon.pipeline import reconstruct_file
 with open("/proc/self/clear_refs", "w") as fh:
@@ -222,7 +225,9 @@ def build_files(folder: Path, grid=GRID, dividers=DIVIDERS, seed: int = 0) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", default=None, help="build the files here and keep them (default: a temp dir)")
+    parser.add_argument(
+        "--keep", default=None, help="build the files here and keep them; a later run reuses them (default: a temp dir)"
+    )
     parser.add_argument("--grid", type=int, default=GRID[0], help="voxels per axis (default 19)")
     parser.add_argument(
         "--dividers", default=",".join(map(str, DIVIDERS)), help="drive dividers (smoke runs: 17,16,15)"
@@ -233,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
         grid = (args.grid,) * 3
-        files = build_files(folder, grid, [int(d) for d in args.dividers.split(",")])
+        kept = folder / "files.json"
+        if args.keep and kept.exists():  # files built by an earlier run with --keep
+            files = json.loads(kept.read_text())
+        else:
+            files = build_files(folder, grid, [int(d) for d in args.dividers.split(",")])
+            kept.write_text(json.dumps(files))
         build_s = time.perf_counter() - t
         code = CHILD.format(
             root=str(ROOT), sm=files["system_matrix"], meas=files["measurement"], out=str(folder / "recon.mdf")

@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.linalg
+import scipy.linalg.blas
 
 from recon import _kernels
 from recon.operator import ReconOperator
@@ -106,15 +108,26 @@ def absolute_lambda(a: np.ndarray, lambda_rel: float) -> float:
 
 
 def gram_matrix(a: np.ndarray, block: int = 1024) -> np.ndarray:
-    """G = AAᵀ (R, R) in A's dtype, accumulated over column blocks so no
-    transposed copy of A is ever made (BLAS syrk per block). Blocks of 1024
-    columns: a block is copied contiguous, so a wider one would copy most of A."""
+    """G = AAᵀ (R, R) in A's dtype, accumulated in place over column blocks.
+
+    BLAS syrk adds each block's product straight into G (no R × R temporary,
+    no transposed copy of A), then the upper triangle is mirrored block by
+    block, so the peak is A + G + one R × 512 slab. G is returned as the
+    C-contiguous transpose of the Fortran-ordered result (same values: G is
+    symmetric).
+    """
     r, p = a.shape
-    g = np.zeros((r, r), dtype=a.dtype)
+    syrk = scipy.linalg.blas.ssyrk if a.dtype == np.float32 else scipy.linalg.blas.dsyrk
+    g = np.zeros((r, r), dtype=a.dtype, order="F")
     for start in range(0, p, block):
-        blk = np.ascontiguousarray(a[:, start : start + block])
-        g += blk @ blk.T
-    return g
+        blk_t = a[:, start : start + block].T  # (b, R), F-contiguous when A is C-contiguous
+        g = syrk(1.0, blk_t, beta=1.0, c=g, trans=1, lower=0, overwrite_c=1)
+    for i0 in range(0, r, 512):
+        i1 = min(i0 + 512, r)
+        d = g[i0:i1, i0:i1]
+        g[i0:i1, i0:i1] = np.triu(d) + np.triu(d, 1).T
+        g[i1:, i0:i1] = g[i0:i1, i1:].T
+    return g.T
 
 
 class Kaczmarz:
