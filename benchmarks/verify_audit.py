@@ -1,7 +1,7 @@
 """Benchmark: audit-trail verification throughput (events verified per second).
 
 Not a test. Fills a throwaway database with N chained (HMAC-keyed) audit events (default 1,000,000),
-then times ``compliance.audit.verify_chain`` over all of them and prints the rate against
+then times ``audit.chain.verify_chain`` over all of them and prints the rate against
 the target (100,000 events/s on the 2-core CI machine).
 
     .venv/bin/python benchmarks/verify_audit.py                 # throwaway SQLite file
@@ -39,10 +39,10 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from compliance.actions import AuditAction
-    from compliance.audit import GENESIS_HASH, canonical_payload, chain_hash, verify_chain
-    from compliance.audit_keys import keyring
-    from compliance.models import AuditEvent
+    from audit.actions import AuditAction
+    from audit.chain import GENESIS_HASH, canonical_payload, chain_hash, verify_chain
+    from audit.keys import keyring
+    from audit.models import AuditEvent
 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:  # a clean schema every run

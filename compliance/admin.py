@@ -1,35 +1,14 @@
 """Administrators' pages of compliance.
 
-Administrators see lockouts (django-axes' "Access attempts": username, address,
-failures, locked or not) and release them by deleting the rows; every release goes
-through ``compliance.security.lockout_release`` and is audited.
-
 API tokens in the Django admin (superusers only, see trials.admin): listed without their
-keys, and revocable through the service, which audits each revocation.
+keys, and revocable through the service, which audits each revocation. (Sign-in lockouts:
+``audit.admin``.)
 """
 
-from axes.admin import AccessAttemptAdmin
-from axes.models import AccessAttempt
 from django.contrib import admin, messages
 
 from compliance import tokens
 from compliance.models import ApiToken
-from compliance.security import lockout_release
-
-
-class AuditedAccessAttemptAdmin(AccessAttemptAdmin):
-    def delete_model(self, request, obj):
-        lockout_release(
-            actor=request.user, attempts=AccessAttempt.objects.filter(pk=obj.pk), reason="released in the admin"
-        )
-
-    def delete_queryset(self, request, queryset):
-        lockout_release(actor=request.user, attempts=queryset, reason="released in the admin")
-
-
-if admin.site.is_registered(AccessAttempt):  # AXES_ENABLE_ADMIN may have kept axes' admin away
-    admin.site.unregister(AccessAttempt)
-admin.site.register(AccessAttempt, AuditedAccessAttemptAdmin)
 
 
 @admin.register(ApiToken)

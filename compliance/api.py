@@ -9,12 +9,15 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compliance import selectors, services, signatures, sponsor, tokens
+from compliance import selectors, signatures, sponsor, tasks, tokens
 from compliance import serializers as s
 from compliance.models import ApiToken, Export, TokenEnd, TokenScope
+from compliance.services.audit_trail import audit_trail_verify
+from compliance.services.exports import export_download, export_request, export_retry, exports_visible_to
 from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdField, IdFilter, parse_id
 
@@ -99,7 +102,7 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     token_scopes = frozenset({TokenScope.READ})  # list and download; requesting one needs a full token
 
     def get_queryset(self):
-        return services.exports_visible_to(self.request.user)
+        return exports_visible_to(self.request.user)
 
     sponsor_serializer_class = sponsor.ExportOutput  # documented beside ExportOutput (config.schema)
 
@@ -129,10 +132,10 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
                 return None
             obj = queryset.filter(pk=pk).first()
             if obj is None:
-                raise RuleViolation("not_found", f"No such {field}.", field=field, status_code=404)
+                raise RuleViolation("not_found", f"No such {field}.", field=field)
             return obj
 
-        export = services.export_request(
+        export = export_request(
             actor=user,
             kind=v["kind"],
             trial=visible(trial_selectors.visible_trials(user), v["trial"], "trial"),
@@ -140,6 +143,7 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             subject=visible(trial_selectors.subjects_visible_to(user), v.get("subject"), "subject"),
             scan=visible(imaging_selectors.scans_visible_to(user), v.get("scan"), "scan"),
         )
+        tasks.queue_export(export)
         return Response(self.get_serializer(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -149,14 +153,15 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     )
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        export = services.export_retry(actor=request.user, export=self.get_object())
+        export = export_retry(actor=request.user, export=self.get_object())
+        tasks.queue_export(export)
         return Response(self.get_serializer(export).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes}, summary="Download a ready export (audited)")
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
         export = self.get_object()
-        handle = services.export_download(actor=request.user, export=export)
+        handle = export_download(actor=request.user, export=export)
         filename = export.file.rsplit("/", 1)[-1]
         response = FileResponse(handle, as_attachment=True, filename=filename, content_type=export.content_type)
         response["X-Content-SHA256"] = export.sha256
@@ -168,7 +173,7 @@ class _VerifyInput(drf_serializers.Serializer):
 
 
 class _VerifyOutput(drf_serializers.Serializer):
-    """``compliance.audit.ChainVerification.as_dict()``, as documented."""
+    """``audit.chain.ChainVerification.as_dict()``, as documented."""
 
     ok = drf_serializers.BooleanField()
     events_checked = drf_serializers.IntegerField()
@@ -214,8 +219,8 @@ class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         trial = Trial.objects.filter(pk=data.validated_data["trial"]).first()
         if trial is None:
-            raise RuleViolation("not_found", "No such trial.", field="trial", status_code=404)
-        result = services.audit_trail_verify(actor=request.user, trial=trial)
+            raise RuleViolation("not_found", "No such trial.", field="trial")
+        result = audit_trail_verify(actor=request.user, trial=trial)
         return Response(result.as_dict())
 
 
@@ -235,7 +240,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             return ApiToken.objects.none()
         owner = self.request.query_params.get("user")
         if owner is not None and not owner.isdigit():
-            raise RuleViolation("invalid", f"user must be a user id, got {owner!r}.", field="user", status_code=400)
+            raise RuleViolation("invalid", f"user must be a user id, got {owner!r}.", field="user")
         return tokens.tokens_visible_to(self.request.user, owner_id=int(owner) if owner else None)
 
     @extend_schema(parameters=[OpenApiParameter("user", int, description="administrators: one user's tokens")])
@@ -257,7 +262,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if v.get("user") not in (None, request.user.pk):
             user = get_user_model().objects.filter(pk=v["user"]).first() if request.user.is_superuser else None
             if user is None:
-                raise RuleViolation("not_found", "No such user.", field="user", status_code=404)
+                raise RuleViolation("not_found", "No such user.", field="user")
         issued = tokens.scoped_token_issue(
             actor=request.user, user=user, name=v["name"], scope=v["scope"], expires_in_days=v.get("expires_in_days")
         )
@@ -267,6 +272,20 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def destroy(self, request, pk=None):
         tokens.token_revoke(actor=request.user, token=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenApi(APIView):
+    """Exchange a username and password for a new API token (one per client; it expires)."""
+
+    authentication_classes = []  # credentials are in the body; no session, so no CSRF
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=s.TokenInput, responses=s.IssuedTokenOutput, summary="Obtain an API token")
+    def post(self, request):
+        serializer = s.TokenInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        issued = tokens.auth_token_issue(request=request, **serializer.validated_data)
+        return Response(s.issued_token_data(issued))
 
 
 class LogoutApi(APIView):

@@ -3,16 +3,13 @@ from django.apps import AppConfig
 
 class ComplianceConfig(AppConfig):
     name = "compliance"
-    verbose_name = "Compliance: audit trail, access logging, signatures"
+    verbose_name = "Compliance: signatures, reports, exports, API tokens, two-factor"
 
     def ready(self):
-        from axes.signals import user_locked_out
-        from django.contrib.auth import signals
+        from audit.chain import register_change_observer
+        from compliance import signatures
 
-        from compliance import security, signatures
-
-        signals.user_login_failed.connect(security.on_login_failed, dispatch_uid="compliance.login_failed")
-        signals.user_logged_in.connect(security.on_logged_in, dispatch_uid="compliance.logged_in")
-        signals.user_logged_out.connect(security.on_logged_out, dispatch_uid="compliance.logged_out")
-        user_locked_out.connect(security.on_locked_out, dispatch_uid="compliance.locked_out")
         signatures.register_builtin_kinds()
+        # A signed record whose content a lower app's service changed loses its signatures
+        # in the same transaction (audit.chain.record_change: the one inversion).
+        register_change_observer(signatures.signature_invalidate_if_changed)

@@ -23,9 +23,10 @@ from django.apps import apps
 from django.db import connection
 from django.utils import timezone
 
+from audit.chain import head, read_checkpoints, to_jsonable, verify_chain
+from audit.models import AuditEvent
 from compliance import csvsafe, deidentify
-from compliance.audit import head, read_checkpoints, to_jsonable, verify_chain
-from compliance.models import AuditEvent, Export, Signature
+from compliance.models import Export, Signature
 from compliance.signatures import signature_invalidate_if_changed
 
 if TYPE_CHECKING:

@@ -6,8 +6,9 @@ import datetime as dt
 
 from django.db.models import QuerySet
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent, Signature
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from compliance.models import Signature
 from config.ids import parse_id
 
 

@@ -7,7 +7,8 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from compliance.models import ApiToken, AuditEvent, Export, Signature, TokenScope
+from audit.models import AuditEvent
+from compliance.models import ApiToken, Export, Signature, TokenScope
 from config.fields import StrictBooleanField
 
 
@@ -155,6 +156,15 @@ class ApiTokenOutput(serializers.ModelSerializer):
         from compliance.tokens import token_state
 
         return token_state(token)
+
+
+class TokenInput(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+    # compliance: roles that read identifiable data need their authenticator code (2FA).
+    otp = serializers.CharField(required=False, allow_blank=True, default="", max_length=8)
+    # Each request issues a new token, named for the client that will hold it.
+    name = serializers.CharField(required=False, default="API client", max_length=100)
 
 
 class ScopedTokenInput(serializers.Serializer):

@@ -20,10 +20,11 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
 
-from compliance import credentials
-from compliance.actions import AuditAction
-from compliance.audit import record_event, to_jsonable
-from compliance.models import AuditEvent, Signature
+from audit import credentials
+from audit.actions import AuditAction
+from audit.chain import record_event, to_jsonable
+from audit.models import AuditEvent
+from compliance.models import Signature
 from config.errors import RuleViolation
 
 # Events that read or sign a record, and so never explain why its content changed.
@@ -80,14 +81,11 @@ def kind_for_label(label: str) -> SignableKind:
             "not_signable",
             f"{label!r} is not a kind of record that can be signed (signable: {', '.join(sorted(_registry))}).",
             field="object_type",
-            status_code=400,
         )
     try:
         _ = kind.model  # resolving the model class raises LookupError until its app is installed
     except LookupError:
-        raise RuleViolation(
-            "not_signable", f"{label!r} is not available yet.", field="object_type", status_code=400
-        ) from None
+        raise RuleViolation("not_signable", f"{label!r} is not available yet.", field="object_type") from None
     return kind
 
 
@@ -250,11 +248,10 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
             "invalid_meaning",
             f"Meaning must be one of {', '.join(Signature.Meaning.values)}.",
             field="meaning",
-            status_code=400,
         )
     site = Site.objects.get(pk=scope.site_id) if scope.site_id else None
     if site is None or str(Role.INVESTIGATOR) not in access.roles_at(signer, site):
-        raise RuleViolation("forbidden", "Only an investigator at the record's site may sign it.", status_code=403)
+        raise RuleViolation("forbidden", "Only an investigator at the record's site may sign it.")
     # Counted toward the signer's lockout like a sign-in (11.300(d)): no password oracle.
     check = credentials.password_check(user=signer, password=password, via=credentials.E_SIGNATURE)
     if not check.confirmed:
@@ -271,10 +268,8 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
                 changes={"meaning": meaning, "why": "account locked" if check.locked else "wrong password"},
             )
         if check.locked:
-            raise RuleViolation(check.code, f"{check.message} Nothing was signed.", field="password", status_code=429)
-        raise RuleViolation(
-            "signature_refused", "The password is wrong: nothing was signed.", field="password", status_code=403
-        )
+            raise RuleViolation(check.code, f"{check.message} Nothing was signed.", field="password")
+        raise RuleViolation("signature_refused", "The password is wrong: nothing was signed.", field="password")
     signed_at = timezone.now()
     digest = content_sha256(obj)
     signature = Signature(

@@ -80,16 +80,13 @@ IDENTIFIED_ORDERINGS = frozenset(
 def check_query(params) -> None:
     """Refuse (400) a sponsor's filter or ordering on an identified value."""
     for name in IDENTIFIED_FILTERS & set(params):
-        raise RuleViolation(
-            "not_filterable", f"The de-identified view cannot be filtered by {name}.", field=name, status_code=400
-        )
+        raise RuleViolation("not_filterable", f"The de-identified view cannot be filtered by {name}.", field=name)
     orderings = {part.strip().lstrip("-") for part in params.get("ordering", "").split(",")}
     if hidden := sorted(orderings & IDENTIFIED_ORDERINGS):
         raise RuleViolation(
             "not_filterable",
             f"The de-identified view cannot be ordered by {', '.join(hidden)}.",
             field="ordering",
-            status_code=400,
         )
 
 

@@ -1,11 +1,16 @@
-"""Export tasks: "just another interface" to ``services.export_run``."""
+"""Export tasks: "just another interface" to ``services.exports.export_run``.
+
+The services queue no task: the interface that requests or retries an export queues its
+build with ``queue_export`` (as ``imaging.tasks.queue_next_step`` does for scans)."""
 
 from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
+from django.db import transaction
 
-from compliance import services
+from compliance.models import Export
+from compliance.services.exports import export_run
 
 
 @shared_task(
@@ -16,17 +21,15 @@ from compliance import services
     time_limit=settings.EXPORT_TASK_TIME_LIMIT,
 )
 def run_export(export_id: int) -> str:
-    export = services.export_run(export_id)
+    export = export_run(export_id)
     return "claimed elsewhere or done" if export is None else export.status
 
 
-@shared_task(name="compliance.audit_checkpoint", acks_late=True, soft_time_limit=60, time_limit=90)
-def audit_checkpoint() -> str:
-    """Celery beat's periodic signed checkpoint of the audit chain's head (AUDIT_CHECKPOINT_INTERVAL_SECONDS)."""
-    from compliance.audit import write_checkpoint
-
-    body = write_checkpoint()
-    return "empty chain" if body is None else f"checkpoint of event #{body['sequence']}"
+def queue_export(export: Export) -> None:
+    """Once the current transaction commits (at once outside one), queue the build of a
+    requested or retried export on the ``export`` queue."""
+    export_id = export.pk
+    transaction.on_commit(lambda: run_export.apply_async(args=[export_id], queue="export"))
 
 
 @shared_task(name="compliance.expire_api_tokens", acks_late=True, soft_time_limit=120, time_limit=150)

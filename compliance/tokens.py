@@ -31,14 +31,15 @@ import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import authenticate
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework.permissions import SAFE_METHODS
 
+from audit.actions import AuditAction
+from audit.chain import record_event
 from compliance import twofactor
-from compliance.actions import AuditAction
-from compliance.audit import record_event
 from compliance.models import ApiToken, TokenEnd, TokenScope
 from config.errors import RuleViolation
 
@@ -142,28 +143,22 @@ def scoped_token_issue(*, actor, user, name: str, scope: str, expires_in_days: i
 
     if scope not in (TokenScope.SCANNER, TokenScope.READ):
         raise RuleViolation(
-            "scope_not_allowed",
+            "scope_not_issuable",
             f"Scope {scope!r} cannot be issued here: full tokens come from /api/v1/auth/token/ with your credentials.",
             field="scope",
-            status_code=400,
         )
     if user.pk != actor.pk and not actor.is_superuser:
-        raise RuleViolation(
-            "scope_not_allowed", "Only an administrator issues tokens for another user.", field="user", status_code=403
-        )
+        raise RuleViolation("scope_not_allowed", "Only an administrator issues tokens for another user.", field="user")
     if scope == TokenScope.SCANNER and not (
         user.is_superuser or access.active_memberships(user).filter(role=Role.IMAGING_STAFF).exists()
     ):
-        raise RuleViolation(
-            "scope_not_allowed", "Scanner tokens are issued to site imaging staff only.", field="scope", status_code=403
-        )
+        raise RuleViolation("scope_not_allowed", "Scanner tokens are issued to site imaging staff only.", field="scope")
     days = settings.API_SERVICE_TOKEN_MAX_DAYS if expires_in_days is None else expires_in_days
     if not 1 <= days <= settings.API_SERVICE_TOKEN_MAX_DAYS:
         raise RuleViolation(
             "token_lifetime_too_long",
             f"expires_in_days must be 1 to {settings.API_SERVICE_TOKEN_MAX_DAYS}, got {days}.",
             field="expires_in_days",
-            status_code=400,
         )
     return token_issue(user=user, name=name, scope=scope, actor=actor, lifetime=dt.timedelta(days=days))
 
@@ -298,7 +293,7 @@ def tokens_visible_to(user, *, owner_id=None):
 def token_revoke(*, actor, token: ApiToken, reason: str | None = None) -> ApiToken:
     """Revoke ``token`` (its owner, or an administrator); revoking an ended token changes nothing."""
     if token.user_id != actor.pk and not actor.is_superuser:
-        raise RuleViolation("not_found", "Not found.", status_code=404)
+        raise RuleViolation("not_found", "Not found.")
     if reason is None:
         reason = TokenEnd.OWNER if token.user_id == actor.pk else TokenEnd.ADMINISTRATOR
     _end(token, reason, actor=actor)
@@ -308,7 +303,7 @@ def token_revoke(*, actor, token: ApiToken, reason: str | None = None) -> ApiTok
 def tokens_revoke_all(*, actor, user, reason: str = TokenEnd.OWNER) -> int:
     """Revoke every token of ``user`` still in force; the number revoked."""
     if user.pk != actor.pk and not actor.is_superuser:
-        raise RuleViolation("not_found", "Not found.", status_code=404)
+        raise RuleViolation("not_found", "Not found.")
     tokens = ApiToken.objects.select_related("user").filter(user=user, revoked_at__isnull=True)
     return sum(_end(token, reason, actor=actor) for token in tokens)
 
@@ -322,3 +317,19 @@ def tokens_expire_due(*, now: dt.datetime | None = None) -> int:
         if reason is not None:
             ended += _end(token, reason, now=now)
     return ended
+
+
+def auth_token_issue(*, request, username: str, password: str, otp: str = "", name: str = "API client") -> IssuedToken:
+    """Exchange credentials (and, for roles that read PHI, a TOTP code) for a new API
+    token of the client ``name`` (scope ``full``).
+
+    Failed attempts are audited (LOGIN_FAILED, then ACCOUNT_LOCKED) and counted towards
+    the lockout by compliance's receivers of Django's and django-axes' signals, so the
+    login form and this endpoint share one count.
+    """
+    # django-axes reads and flags the HttpRequest, not DRF's wrapper around it.
+    user = authenticate(getattr(request, "_request", request), username=username, password=password)
+    if user is None or not user.is_active:
+        raise RuleViolation("invalid_credentials", "Unable to log in with the credentials given.")
+    twofactor.require_token_otp(user, otp)
+    return token_issue(user=user, name=name)

@@ -15,8 +15,8 @@ from django.db import transaction
 from django_otp import match_token
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
+from audit.actions import AuditAction
+from audit.chain import record_event
 from config.errors import RuleViolation
 
 
@@ -66,16 +66,11 @@ def require_token_otp(user, otp: str) -> None:
         raise RuleViolation(
             "two_factor_not_enrolled",
             "Your role reads identifiable data: enrol an authenticator (TOTP) device before requesting an API token.",
-            status_code=403,
         )
     if not otp:
-        raise RuleViolation(
-            "otp_required", "Give the 6-digit code of your authenticator app.", field="otp", status_code=400
-        )
+        raise RuleViolation("otp_required", "Give the 6-digit code of your authenticator app.", field="otp")
     if check_otp(user, otp, via="api_token") is None:
-        raise RuleViolation(
-            "otp_invalid", "The authenticator code is wrong or was already used.", field="otp", status_code=400
-        )
+        raise RuleViolation("otp_invalid", "The authenticator code is wrong or was already used.", field="otp")
 
 
 def enrol_device(*, user, actor=None, name: str = "authenticator", key: str | None = None) -> TOTPDevice:

@@ -10,6 +10,7 @@ router.register("auth/tokens", api.ApiTokenViewSet, basename="api-token")
 
 urlpatterns = [
     path("signatures/", api.SignatureApi.as_view(), name="signatures"),
+    path("auth/token/", api.TokenApi.as_view(), name="auth-token"),
     path("auth/logout/", api.LogoutApi.as_view(), name="auth-logout"),
     *router.urls,
 ]

@@ -15,8 +15,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
 
-from compliance import selectors, services, twofactor
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
+from compliance import selectors, twofactor
+from compliance.services.audit_trail import audit_trail_verify
 from config.errors import RuleViolation
 from config.ids import parse_id
 from trials.models import Subject
@@ -96,7 +97,7 @@ def audit_browser(request):
         if trial is None:
             raise PermissionDenied
         try:
-            verification = services.audit_trail_verify(actor=request.user, trial=trial)
+            verification = audit_trail_verify(actor=request.user, trial=trial)
         except RuleViolation as exc:
             messages.error(request, exc.message)
     q = request.GET

@@ -45,6 +45,106 @@ _GENERIC = {
 }
 
 
+# --------------------------------------------------------------------------- rule codes -> HTTP statuses
+
+# The one place where a rule's code (``RuleViolation.code``) becomes an HTTP status. The
+# services raise codes only; a code not listed here is a 409 Conflict (the request is
+# well formed, but the state of the records refuses it). Add a code here when it means
+# something else: the input itself is wrong (400), the actor may not (403), the thing is
+# not there (404), ... ``tests/config/test_rule_codes_have_a_status.py`` checks that every
+# code raised in the project is listed here or meant to be a 409.
+STATUS_BY_CODE: dict[str, int] = {
+    # 400: the input is wrong, whatever the state of the records
+    "administered_before_labelling": 400,
+    "confirmation_required": 400,
+    "donor_at_other_site": 400,
+    "empty_upload": 400,
+    "geometry_or_labels": 400,
+    "hydrodynamic_smaller_than_core": 400,
+    "identifier_contains_phi": 400,
+    "injection_not_found": 400,
+    "invalid": 400,
+    "invalid_checksum": 400,
+    "invalid_credentials": 400,
+    "invalid_drive_field": 400,
+    "invalid_geometry": 400,
+    "invalid_header": 400,
+    "invalid_initial_status": 400,
+    "invalid_kind": 400,
+    "invalid_label_volume": 400,
+    "invalid_meaning": 400,
+    "invalid_metadata": 400,
+    "invalid_password_env": 400,
+    "invalid_scope": 400,
+    "invalid_sha256": 400,
+    "invalid_system_matrix": 400,
+    "invalid_time_point": 400,
+    "iron_concentration_missing": 400,
+    "iron_concentrations_disagree": 400,
+    "label_value_required": 400,
+    "labelled_before_manufacture": 400,
+    "lot_of_other_trial": 400,
+    "missing_metadata": 400,
+    "no_change": 400,  # a correction that changes nothing
+    "no_delta_concentration": 400,
+    "not_a_calibration": 400,
+    "not_filterable": 400,
+    "not_signable": 400,
+    "otp_invalid": 400,
+    "otp_required": 400,
+    "reason_insufficient": 400,
+    "reason_required": 400,
+    "scan_of_other_subject": 400,
+    "scan_required": 400,
+    "scanner_not_found": 400,
+    "scope_mismatch": 400,
+    "scope_not_issuable": 400,
+    "subject_required": 400,
+    "token_lifetime_too_long": 400,
+    "unknown_field": 400,
+    "unsupported_checksum": 400,
+    "withdrawn_before_signed": 400,
+    # 403: the actor may not
+    "forbidden": 403,
+    "scope_not_allowed": 403,
+    "signature_refused": 403,
+    "two_factor_not_enrolled": 403,
+    "verifier_password_wrong": 403,
+    # 404: not there (or not for this actor)
+    "identity_missing": 404,
+    "not_found": 404,
+    "upload_terminated": 404,  # tus: a terminated upload is gone
+    # others
+    "tus_version": 412,  # tus: Tus-Resumable not supported
+    "upload_too_large": 413,
+    "unsupported_media_type": 415,
+    "account_locked": 429,  # audit.credentials' lockout codes
+    "address_throttled": 429,
+    "checksum_mismatch": 460,  # tus checksum extension
+}
+
+# Codes made from a field's name (``enrolment_date_in_future``, ``cell_count_not_positive``,
+# ...): the input is wrong.
+STATUS_BY_CODE_SUFFIX: dict[str, int] = {
+    "_in_future": 400,
+    "_not_correctable": 400,
+    "_not_positive": 400,
+    "_out_of_range": 400,
+}
+
+RULE_DEFAULT_STATUS = 409
+
+
+def status_for(code: str) -> int:
+    """The HTTP status of a refused rule's ``code``."""
+    if code in STATUS_BY_CODE:
+        return STATUS_BY_CODE[code]
+    for suffix, http_status in STATUS_BY_CODE_SUFFIX.items():
+        if code.endswith(suffix):
+            return http_status
+    return RULE_DEFAULT_STATUS
+
+
 class ErrorDetail(serializers.Serializer):
     """The error envelope's content, for the OpenAPI schema."""
 
@@ -89,7 +189,7 @@ def exception_handler(exc, context):
     if isinstance(exc, RuleViolation):
         set_rollback()
         fields = {exc.field: [exc.message]} if exc.field else None
-        return error_response(exc.code, exc.message, exc.status_code, fields)
+        return error_response(exc.code, exc.message, status_for(exc.code), fields)
     if isinstance(exc, DjangoValidationError):
         set_rollback()
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages

@@ -73,9 +73,7 @@ def require_reason(reason: str | None, *, field: str = "reason") -> str:
     than a few distinct characters, and is not a placeholder such as "n/a" or "test"."""
     text = str(reason or "").strip()
     if not text:
-        raise RuleViolation(
-            "reason_required", "A reason is required to change an existing record.", field=field, status_code=400
-        )
+        raise RuleViolation("reason_required", "A reason is required to change an existing record.", field=field)
     compact = "".join(text.split()).casefold()
     words = " ".join(text.split()).casefold().strip(".,;:!?-_ ")
     letters = [c for c in compact if c.isalpha()]
@@ -90,7 +88,6 @@ def require_reason(reason: str | None, *, field: str = "reason") -> str:
             f"Give a reason that says what was wrong and why it changes: at least {MIN_REASON_CHARACTERS} "
             "characters in words, not a placeholder such as 'n/a', 'x', 'test' or '0'. It is kept in the audit trail.",
             field=field,
-            status_code=400,
         )
     return text
 
@@ -105,5 +102,4 @@ def require_confirmation(confirm, *, consequences: str, field: str = "confirm") 
             "confirmation_required",
             f'{consequences} This cannot be undone: confirm it explicitly (send "{field}": true) to go ahead.',
             field=field,
-            status_code=400,
         )

@@ -81,7 +81,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
-# Audit chain (compliance.audit, compliance.checkpoints). Events are chained with
+# Audit chain (audit.chain, audit.checkpoints). Events are chained with
 # HMAC-SHA256 under AUDIT_HMAC_KEY, which the database never holds, so whoever holds the
 # database cannot rewrite an event and recompute the later links. Earlier keys stay in
 # AUDIT_HMAC_RETIRED_KEYS (comma-separated) so what they keyed still verifies after a
@@ -149,6 +149,9 @@ INSTALLED_APPS = [
     "axes",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    # The project's apps, bottom layer first (imports point down: web -> compliance ->
+    # imaging -> trials -> audit; the contracts in pyproject.toml hold it).
+    "audit",
     "compliance",
     "trials",
     "imaging",
@@ -163,9 +166,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
-    "compliance.middleware.RequestContextMiddleware",
+    "audit.middleware.RequestContextMiddleware",
     # After the request context, so the log-off and 2FA refusals are audited with it.
-    "compliance.middleware.IdleTimeoutMiddleware",
+    "audit.middleware.IdleTimeoutMiddleware",
     "compliance.middleware.TwoFactorRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -316,7 +319,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Security.
 SESSION_COOKIE_HTTPONLY = True
-# HIPAA 164.312(a)(2)(iii): compliance.middleware.IdleTimeoutMiddleware logs a session off
+# HIPAA 164.312(a)(2)(iii): audit.middleware.IdleTimeoutMiddleware logs a session off
 # (and audits it) after this many idle seconds. The store keeps the session a little
 # longer than that only so the middleware sees it go idle and can record the log-off.
 SESSION_IDLE_TIMEOUT_SECONDS = envint("SESSION_IDLE_TIMEOUT_SECONDS", 15 * 60, minimum=60)
@@ -361,7 +364,7 @@ API_TOKEN_IDLE_SECONDS = envint("API_TOKEN_IDLE_SECONDS", SESSION_IDLE_TIMEOUT_S
 API_SERVICE_TOKEN_MAX_DAYS = envint("API_SERVICE_TOKEN_MAX_DAYS", 90, minimum=1, maximum=3650)
 
 # Account lockout (django-axes). Every password check counts: the login form, the API
-# token endpoint, e-signatures and an injection verifier's password (compliance.credentials).
+# token endpoint, e-signatures and an injection verifier's password (audit.credentials).
 # Failures are counted per (username, client address): a stranger elsewhere cannot lock a
 # user out where the user is, and one user's typos do not lock out colleagues behind the
 # same proxy. One address is also throttled across all usernames (password spraying) at
@@ -372,16 +375,16 @@ AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=100)
 LOGIN_ADDRESS_FAILURE_LIMIT = envint("LOGIN_ADDRESS_FAILURE_LIMIT", 50, minimum=1, maximum=100_000)
 AXES_COOLOFF_TIME = envint("LOGIN_COOLOFF_MINUTES", 30, minimum=1) / 60  # hours, as axes counts
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_HANDLER = "compliance.security.LockoutHandler"  # adds the per-address throttle
+AXES_HANDLER = "audit.security.LockoutHandler"  # adds the per-address throttle
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "compliance.security.lockout_response"
+AXES_LOCKOUT_CALLABLE = "audit.security.lockout_response"
 AXES_VERBOSE = False
 # The client address, for the lockout and the audit trail alike: REMOTE_ADDR, unless the
 # platform is reached only through TRUSTED_PROXY_COUNT reverse proxies that each append
 # the address they received from to X-Forwarded-For (nginx: proxy_add_x_forwarded_for).
 # Never set it higher than the proxies really there: the client writes the rest of the header.
 TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
-AXES_CLIENT_IP_CALLABLE = "compliance.security.client_address"
+AXES_CLIENT_IP_CALLABLE = "audit.security.client_address"
 
 # Two-factor authentication (TOTP, django-otp) for every role that may read identifiable
 # data. On by default in production, where switching it off is refused; off by default

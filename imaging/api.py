@@ -24,9 +24,13 @@ from config.errors import RuleViolation
 from config.ids import ID_SCHEMA, IdFilter, parse_id
 from config.request_body import body_source
 from config.viewsets import ScopedViewSet
-from imaging import pacs, selectors, services, tasks, uploads
+from imaging import pacs, selectors, tasks, uploads
 from imaging import serializers as s
 from imaging.models import Alert, DicomSend, Measurement, PacsDestination, RegionOfInterest, Scan, Scanner, SystemMatrix
+from imaging.services.downloads import file_download_record
+from imaging.services.rois import roi_define
+from imaging.services.scan_claims import scan_retry
+from imaging.services.scan_uploads import UploadRequest, upload_append, upload_create, upload_terminate
 from trials.filters import IdFilterSet
 from trials.selectors import subjects_visible_to
 
@@ -58,7 +62,6 @@ class TusMixin(APIView):
             raise RuleViolation(
                 "tus_version",
                 f"Tus-Resumable {version!r} is not supported: use {uploads.TUS_VERSION}.",
-                status_code=412,
             )
 
     def finalize_response(self, request, response, *args, **kwargs):
@@ -77,16 +80,14 @@ def _int_header(request, name: str) -> int:
         value = int(raw)
     except (TypeError, ValueError):
         raise RuleViolation(
-            "invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name, status_code=400
+            "invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name
         ) from None
     if value < 0:
-        raise RuleViolation(
-            "invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name, status_code=400
-        )
+        raise RuleViolation("invalid_header", f"{name} must be a non-negative integer, got {raw!r}.", field=name)
     return value
 
 
-def _metadata_request(request) -> services.UploadRequest:
+def _metadata_request(request) -> UploadRequest:
     meta = uploads.parse_metadata(request.headers.get("Upload-Metadata"))
     missing = [key for key in uploads.METADATA_KEYS if not meta.get(key)]
     if missing:
@@ -94,13 +95,12 @@ def _metadata_request(request) -> services.UploadRequest:
             "missing_metadata",
             f"Upload-Metadata lacks {', '.join(missing)} (needs {', '.join(uploads.METADATA_KEYS)}).",
             field="Upload-Metadata",
-            status_code=400,
         )
     data = s.UploadMetadataInput(data=meta)
     data.is_valid(raise_exception=True)
     values = data.validated_data
     subject = get_object_or_404(subjects_visible_to(request.user), pk=values["subject"])
-    return services.UploadRequest(
+    return UploadRequest(
         subject=subject,
         injection_id=values["injection"],
         scanner_id=values["scanner"],
@@ -116,7 +116,7 @@ class UploadCollectionApi(TusMixin, APIView):
     @extend_schema(request=None, responses={201: None}, summary="tus creation: start a resumable scan upload")
     def post(self, request):
         self.check_tus_version(request)
-        upload = services.upload_create(actor=request.user, request=_metadata_request(request))
+        upload = upload_create(actor=request.user, request=_metadata_request(request))
         response = Response(status=status.HTTP_201_CREATED)
         response["Location"] = request.build_absolute_uri(f"{request.path.rstrip('/')}/{upload.pk}/")
         response["Upload-Offset"] = "0"
@@ -164,21 +164,16 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
         upload = self.get_object()
         self.check_tus_version(request)
         if request.content_type.split(";")[0].strip() != uploads.OFFSET_CONTENT_TYPE:
-            raise RuleViolation(
-                "unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.", status_code=415
-            )
+            raise RuleViolation("unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.")
         offset = _int_header(request, "Upload-Offset")
         checksum = uploads.parse_checksum(request.headers.get("Upload-Checksum"))
         with body_source(request._request) as source:
-            outcome = services.upload_append(
-                actor=request.user, upload=upload, offset=offset, source=source, checksum=checksum
-            )
+            outcome = upload_append(actor=request.user, upload=upload, offset=offset, source=source, checksum=checksum)
         if not outcome.checksum_ok:
             raise RuleViolation(
                 "checksum_mismatch",
                 "The chunk's sha256 does not match Upload-Checksum: it was "
                 f"discarded; resume at offset {outcome.upload.offset}.",
-                status_code=460,
             )
         response = Response(status=status.HTTP_204_NO_CONTENT)
         response["Upload-Offset"] = str(outcome.upload.offset)
@@ -192,7 +187,7 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
     def terminate(self, request, pk=None):
         upload = self.get_object()
         self.check_tus_version(request)
-        services.upload_terminate(actor=request.user, upload=upload)
+        upload_terminate(actor=request.user, upload=upload)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -240,7 +235,7 @@ class ScanViewSet(ScopedViewSet):
     @action(detail=True, methods=["get"], url_path="original", url_name="original")
     def original(self, request, pk=None):
         scan = self.get_object()
-        services.file_download_record(actor=request.user, scan=scan, which="original", path=scan.file)
+        file_download_record(actor=request.user, scan=scan, which="original", path=scan.file)
         return _file_response(scan.file, scan.filename)
 
     @extend_schema(
@@ -252,7 +247,7 @@ class ScanViewSet(ScopedViewSet):
         reconstruction = scan.reconstructions.order_by("-attempt").first()
         if reconstruction is None:
             raise Http404
-        services.file_download_record(actor=request.user, scan=scan, which="reconstruction", path=reconstruction.file)
+        file_download_record(actor=request.user, scan=scan, which="reconstruction", path=reconstruction.file)
         return _file_response(reconstruction.file, f"scan{scan.pk}-reconstruction.mdf")
 
     @extend_schema(
@@ -269,7 +264,8 @@ class ScanViewSet(ScopedViewSet):
     )
     @action(detail=True, methods=["get", "post"], url_path="dicom-exports", url_name="dicom-exports")
     def dicom_exports(self, request, pk=None):
-        from compliance.services import export_request, exports_visible_to
+        from compliance.services.exports import export_request, exports_visible_to
+        from compliance.tasks import queue_export
 
         scan = self.get_object()
         output = sponsor.ExportOutput if self.sponsor_view else ExportOutput
@@ -279,6 +275,7 @@ class ScanViewSet(ScopedViewSet):
         data = s.DicomExportInput(data=request.data)
         data.is_valid(raise_exception=True)
         export = export_request(actor=request.user, kind=data.validated_data["kind"], scan=scan)
+        queue_export(export)
         return Response(output(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(methods=["get"], responses=s.DicomSendOutput(many=True), summary="PACS deliveries of the scan")
@@ -299,7 +296,7 @@ class ScanViewSet(ScopedViewSet):
         data.is_valid(raise_exception=True)
         destination = PacsDestination.objects.filter(pk=data.validated_data["destination"]).first()
         if destination is None:
-            raise RuleViolation("not_found", "No such PACS destination.", field="destination", status_code=404)
+            raise RuleViolation("not_found", "No such PACS destination.", field="destination")
         send = pacs.dicom_send_request(actor=request.user, scan=scan, destination=destination)
         tasks.queue_send(send)
         return Response(s.DicomSendOutput(send).data, status=status.HTTP_201_CREATED)
@@ -307,7 +304,7 @@ class ScanViewSet(ScopedViewSet):
     @extend_schema(request=None, responses=s.ScanOutput, summary="Retry a scan that failed for a transient reason")
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        scan = services.scan_retry(actor=request.user, scan=self.get_object())
+        scan = scan_retry(actor=request.user, scan=self.get_object())
         tasks.queue_next_step(scan)
         return Response(s.ScanOutput(self.get_queryset().get(pk=scan.pk), context={"request": request}).data)
 
@@ -374,7 +371,7 @@ class RoiViewSet(ScopedViewSet):
         subject = get_object_or_404(subjects_visible_to(request.user), pk=values.pop("subject"))
         scan_id = values.pop("scan", None)
         scan = get_object_or_404(selectors.scans_visible_to(request.user), pk=scan_id) if scan_id else None
-        roi = services.roi_define(actor=request.user, subject=subject, scan=scan, **values)
+        roi = roi_define(actor=request.user, subject=subject, scan=scan, **values)
         return Response(s.RoiOutput(roi).data, status=status.HTTP_201_CREATED)
 
 
@@ -410,6 +407,6 @@ class TimeCourseApi(APIView):
     def get(self, request):
         subject_id = parse_id(request.query_params.get("subject"))
         if subject_id is None:
-            raise RuleViolation("subject_required", "Give ?subject=<id>.", field="subject", status_code=400)
+            raise RuleViolation("subject_required", "Give ?subject=<id>.", field="subject")
         subject = get_object_or_404(subjects_visible_to(request.user), pk=subject_id)
         return Response(_time_course(request.user, subject))

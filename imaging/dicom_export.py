@@ -62,10 +62,9 @@ def require_exportable(scan: Scan) -> None:
         raise RuleViolation(
             "scan_not_quantified",
             f"Scan #{scan.pk} is {scan.status}: only a reconstructed and quantified scan can be exported as DICOM.",
-            status_code=409,
         )
     if not scan.reconstructions.exists():
-        raise RuleViolation("scan_not_quantified", f"Scan #{scan.pk} has no reconstruction.", status_code=409)
+        raise RuleViolation("scan_not_quantified", f"Scan #{scan.pk} has no reconstruction.")
 
 
 def load_volume(reconstruction) -> LoadedVolume:
@@ -112,7 +111,7 @@ def _inputs(scan: Scan):
     """(volume float32, geometry, [RoiSpec], [RoiMetrics], StudyInfo) of the newest reconstruction."""
     from imaging.dicom import RoiMetrics, RoiSpec, VolumeGeometry
     from imaging.dicom.build import RoiKind
-    from imaging.services import rois_for
+    from imaging.services.rois import rois_for
 
     reconstruction = scan.reconstructions.order_by("-attempt").first()
     if reconstruction is None:  # require_exportable() refuses such a scan first
@@ -228,10 +227,9 @@ def check_may_export(actor, scan: Scan, *, deidentified: bool) -> None:
             + ("" if deidentified else "; a sponsor may request the de-identified one")
             + ".",
             field="kind",
-            status_code=403,
         )
     if held & {str(r) for r in allowed} == {str(Role.SPONSOR)} and not consent_allows(scan.subject, "data_sharing"):
-        raise RuleViolation("forbidden", "The subject's data-sharing consent is not in force.", status_code=403)
+        raise RuleViolation("forbidden", "The subject's data-sharing consent is not in force.")
 
 
 def study_write(*, actor, scan: Scan, directory, deidentified: bool) -> list:
@@ -242,8 +240,8 @@ def study_write(*, actor, scan: Scan, directory, deidentified: bool) -> list:
     the API. The files leave the platform's storage, so no Export row holds them."""
     from django.db import transaction
 
-    from compliance.actions import AuditAction
-    from compliance.audit import record_event
+    from audit.actions import AuditAction
+    from audit.chain import record_event
     from compliance.models import Export
     from imaging.dicom import write_study
 

@@ -7,7 +7,7 @@ A scan's life, in exactly these status words::
     validating / reconstructing / reconstructed -> failed (reason, retryable or not)
     failed (retryable) -> validated or received again, by a retry
 
-Every transition is a service call (``imaging/services.py``) that writes its
+Every transition is a service call (``imaging/services/``) that writes its
 SCAN_STATUS_CHANGED audit event in the same transaction. Invariants that the
 database can hold are constraints here: one scan per (subject, file checksum), one
 reconstruction per (scan, attempt), one measurement per (reconstruction, ROI), one

@@ -37,13 +37,13 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
-from compliance.context import request_context
+from audit.actions import AuditAction
+from audit.chain import record_event
+from audit.context import request_context
 from config.errors import RuleViolation
 from imaging import dicom_export
 from imaging.models import DicomSend, PacsDestination, Scan
-from imaging.services import claims_stale_before, quiet_since
+from imaging.services.scan_claims import claims_stale_before, quiet_since
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +72,12 @@ def pacs_destination_register(
 ) -> PacsDestination:
     """Register a destination of ``trial``: platform administrators (superusers) or the system."""
     if actor is not None and not (actor.is_active and actor.is_superuser):
-        raise RuleViolation(
-            "forbidden", "Only a platform administrator may register a PACS destination.", status_code=403
-        )
+        raise RuleViolation("forbidden", "Only a platform administrator may register a PACS destination.")
     if password_env and not ENV_NAME.match(password_env):
         raise RuleViolation(
             "invalid_password_env",
             "password_env is the NAME of an environment variable (A-Z, 0-9, _), never the password itself.",
             field="password_env",
-            status_code=400,
         )
     destination = PacsDestination(
         trial=trial,
@@ -129,9 +126,7 @@ def dicom_send_request(*, actor, scan: Scan, destination: PacsDestination) -> Di
     roles that may take the identified study out (``dicom_export.check_may_export``),
     whether or not this destination de-identifies."""
     if destination.trial_id != scan.subject.trial_id or not destination.active:
-        raise RuleViolation(
-            "not_found", "No such active PACS destination in the scan's trial.", field="destination", status_code=404
-        )
+        raise RuleViolation("not_found", "No such active PACS destination in the scan's trial.", field="destination")
     dicom_export.check_may_export(actor, scan, deidentified=False)
     dicom_export.require_exportable(scan)
     send = DicomSend(scan=scan, destination=destination, requested_by=actor, deidentified=destination.deidentify)

@@ -27,10 +27,12 @@ from celery.signals import worker_ready
 from django.conf import settings
 from django.db import OperationalError, transaction
 
-from compliance.context import request_context
-from imaging import pacs, services
+from audit.context import request_context
+from imaging import pacs
 from imaging.cache import worker_cache
 from imaging.models import DicomSend, Scan, ScanStatus
+from imaging.services.scan_claims import scan_fail, stalled_scans
+from imaging.services.scan_steps import scan_quantify, scan_reconstruct, scan_validate
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class ScanTask(Task):
             return
         scan_id = args[0] if args else kwargs.get("scan_id")
         with request_context(request_id=f"task:{task_id}"):
-            services.scan_fail(
+            scan_fail(
                 scan_id=scan_id,
                 token=task_id,
                 retryable=True,
@@ -77,7 +79,7 @@ def _run(task, scan_id: int, step) -> Scan | None:
         try:
             return step(scan_id=scan_id, token=token)
         except SoftTimeLimitExceeded:
-            services.scan_fail(
+            scan_fail(
                 scan_id=scan_id,
                 token=token,
                 retryable=True,
@@ -85,7 +87,7 @@ def _run(task, scan_id: int, step) -> Scan | None:
             )
         except TRANSIENT_ERRORS as exc:
             if task.request.retries >= task.max_retries:
-                services.scan_fail(
+                scan_fail(
                     scan_id=scan_id,
                     token=token,
                     retryable=True,
@@ -96,7 +98,7 @@ def _run(task, scan_id: int, step) -> Scan | None:
             raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
         except Exception as exc:  # a bad file or a numerical failure: not worth retrying
             log.exception("scan %s: %s failed", scan_id, task.name)
-            services.scan_fail(scan_id=scan_id, token=token, retryable=False, reason=f"{type(exc).__name__}: {exc}")
+            scan_fail(scan_id=scan_id, token=token, retryable=False, reason=f"{type(exc).__name__}: {exc}")
     return None
 
 
@@ -108,18 +110,18 @@ def _then(scan: Scan | None, done: str) -> None:
 
 @shared_task(name="imaging.validate_scan", **_TASK_OPTIONS)
 def validate_scan(self, scan_id: int) -> None:
-    _then(_run(self, scan_id, services.scan_validate), ScanStatus.VALIDATED)
+    _then(_run(self, scan_id, scan_validate), ScanStatus.VALIDATED)
 
 
 @shared_task(name="imaging.reconstruct_scan", **_TASK_OPTIONS)
 def reconstruct_scan(self, scan_id: int) -> None:
-    scan = _run(self, scan_id, lambda **kw: services.scan_reconstruct(cache=worker_cache(), **kw))
+    scan = _run(self, scan_id, lambda **kw: scan_reconstruct(cache=worker_cache(), **kw))
     _then(scan, ScanStatus.RECONSTRUCTED)
 
 
 @shared_task(name="imaging.quantify_scan", **_TASK_OPTIONS)
 def quantify_scan(self, scan_id: int) -> None:
-    _run(self, scan_id, services.scan_quantify)
+    _run(self, scan_id, scan_quantify)
 
 
 # The task that takes a scan on from each status; none from a final one. A claimed status
@@ -143,7 +145,7 @@ def queue_next_step(scan: Scan) -> None:
 
 def recover_stalled_scans() -> list[int]:
     """Queue again the step of each scan that lost its task (``services.stalled_scans``)."""
-    stalled = services.stalled_scans()
+    stalled = stalled_scans()
     for scan_id, status in stalled:
         NEXT_STEP[status].delay(scan_id)
     return [scan_id for scan_id, _ in stalled]

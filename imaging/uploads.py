@@ -101,7 +101,6 @@ def parse_metadata(header: str | None) -> dict[str, str]:
                 "invalid_metadata",
                 f"Upload-Metadata value of {key!r} is not base64 of UTF-8 text.",
                 field="Upload-Metadata",
-                status_code=400,
             ) from None
     return values
 
@@ -120,7 +119,6 @@ def parse_checksum(header: str | None) -> bytes | None:
             "unsupported_checksum",
             f"Upload-Checksum algorithm {algorithm!r} is not supported (use sha256).",
             field="Upload-Checksum",
-            status_code=400,
         )
     try:
         digest = base64.b64decode(encoded.strip(), validate=True)
@@ -131,7 +129,6 @@ def parse_checksum(header: str | None) -> bytes | None:
             "invalid_checksum",
             "Upload-Checksum must be 'sha256 <base64 of the 32-byte digest>'.",
             field="Upload-Checksum",
-            status_code=400,
         )
     return digest
 
@@ -249,7 +246,6 @@ def append_chunk(relative: str, *, offset: int, source, max_bytes: int, expected
                                 "upload_too_large",
                                 f"The chunk goes past Upload-Length: at most "
                                 f"{max_bytes} more bytes are expected from offset {offset}.",
-                                status_code=413,
                             )
                     if end > start:  # (appended as submitted: the error path waits for all of them)
                         in_flight[slot].append(writes.submit(writer.write, buffer, start, end, position))

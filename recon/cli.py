@@ -199,9 +199,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from recon.validate import validate
+    from recon.validate import validate, validate_pair
 
-    report = validate(args.file)
+    report = validate(args.file) if args.measurement is None else validate_pair(args.file, args.measurement)
     _emit(report.as_dict())
     if not report.valid:
         first = report.problems[0]
@@ -296,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check an MDF file (exit 0 valid, 1 invalid)")
     p.add_argument("file")
+    p.add_argument(
+        "--measurement",
+        metavar="SCAN",
+        help="FILE is a calibration: also check this scan against it (what reconstruct would refuse)",
+    )
     p.set_defaults(handler=_cmd_validate)
 
     p = sub.add_parser("simulate", help="simulate a system matrix, a measurement and ROIs")

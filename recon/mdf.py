@@ -467,13 +467,21 @@ class MDFFile:
     frequencies_hz : ndarray of float64, shape (K,)
         The full frequency axis, ``arange(K) * 2 * bandwidth / V``.
     available_frequencies : ndarray of int64
-        Indices into the full K axis that the file stores (all of them unless
-        a frequency selection was applied).
+        Indices into the full K axis that the file stores, in stored order (all
+        of them unless a frequency selection was applied; ``frequencySelection``
+        is read 1-based as MPIFiles writes it, 0-based when it holds a 0).
     is_background_frame : ndarray of bool, shape (N,)
         Background mask in acquisition order (the order of :meth:`spectra`).
+    frame_permutation : ndarray of int64, shape (N,), or None
+        0-based acquisition index of each stored frame (``framePermutation``,
+        MPIFiles' convention: see :meth:`_read_frame_order`); a calibration's
+        stored foreground order is its grid order.
     layout : dict of str to bool
         The processing flags, under their v2.1 names.
     transfer_function : ndarray of complex128, shape (C, K), or None
+        ``/acquisition/receiver/transferFunction`` on the full K axis (NaN at
+        frequencies a file stores it for the selected frequencies only). Whether
+        the data is already divided by it: ``layout["isTransferFunctionCorrected"]``.
     calibration_size : tuple of 3 int, or None
         Calibration grid (x, y, z); x varies fastest in the frame order.
     field_of_view_m, field_of_view_center_m : ndarray of float64, shape (3,), or None
@@ -697,47 +705,13 @@ class MDFFile:
                 f"but numFrames is {self.num_frames}"
             )
 
-        K = self.num_frequencies
-        if ft:
-            if self.layout["isFrequencySelection"]:
-                sel = np.ravel(np.asarray(self.field("/measurement/frequencySelection")))
-                self.available_frequencies = _detect_base(sel, K, "/measurement/frequencySelection")
-            else:
-                self.available_frequencies = np.arange(K, dtype=np.int64)
-            if self.available_frequencies.size != x:
-                raise MDFError(
-                    f"{self.path}: /measurement/data stores {x} frequencies in shape {ds.shape}, "
-                    f"expected {self.available_frequencies.size}"
-                )
-        else:
-            if x != self.num_sampling_points:
-                raise MDFError(
-                    f"{self.path}: /measurement/data stores {x} samples per period in shape {ds.shape}, "
-                    f"but numSamplingPoints is {self.num_sampling_points}"
-                )
-            self.available_frequencies = np.arange(K, dtype=np.int64)
+        self.available_frequencies = self._read_frequency_axis(x, ds.shape)
         # position of each full-axis frequency in the stored axis, -1 when absent
-        self._freq_pos = np.full(K, -1, dtype=np.int64)
+        self._freq_pos = np.full(self.num_frequencies, -1, dtype=np.int64)
         self._freq_pos[self.available_frequencies] = np.arange(self.available_frequencies.size)
+        self._expand_transfer_function()
 
-        bg = self.field("/measurement/isBackgroundFrame", None)
-        bg = np.zeros(n, dtype=bool) if bg is None else np.ravel(np.asarray(bg)).astype(bool)
-        if bg.size != n:
-            raise MDFError(f"{self.path}: /measurement/isBackgroundFrame has {bg.size} entries for {n} frames")
-        self._bg_stored = bg
-
-        # framePermutation[i] is the acquisition index of stored frame i.
-        if self.layout["isFramePermutation"] and not self.layout["isSparsityTransformed"]:
-            perm = np.ravel(np.asarray(self.field("/measurement/framePermutation")))
-            perm = _detect_base(perm, n, "/measurement/framePermutation")
-            if perm.size != n or np.unique(perm).size != n:
-                raise MDFError(f"{self.path}: /measurement/framePermutation is not a permutation of {n} frames")
-            self.frame_permutation: np.ndarray | None = perm
-            self._stored_of_acq = np.argsort(perm)
-        else:
-            self.frame_permutation = None
-            self._stored_of_acq = np.arange(n, dtype=np.int64)
-        self.is_background_frame = bg[self._stored_of_acq]
+        self._read_frame_order(n)
 
         if self.layout["isSparsityTransformed"]:
             name = str(self.field("/measurement/sparsityTransformation", "DCT-II")).strip().upper()
@@ -751,6 +725,93 @@ class MDFFile:
                 raise MDFError(
                     f"{self.path}: isSparsityTransformed is set but /measurement/subsamplingIndices is missing"
                 )
+
+    def _read_frequency_axis(self, x: int, shape: tuple) -> np.ndarray:
+        """Indices into the full K axis of the ``x`` stored frequencies (all K for time-domain data).
+
+        ``frequencySelection`` lists them in stored order, 1-based as MPIFiles
+        writes them (a 0 marks a 0-based list, see :func:`_detect_base`), in any
+        order; a frequency listed twice is refused.
+        """
+        K = self.num_frequencies
+        if not self.layout["isFourierTransformed"]:
+            if x != self.num_sampling_points:
+                raise MDFError(
+                    f"{self.path}: /measurement/data stores {x} samples per period in shape {shape}, "
+                    f"but numSamplingPoints is {self.num_sampling_points}"
+                )
+            return np.arange(K, dtype=np.int64)
+        available = np.arange(K, dtype=np.int64)
+        if self.layout["isFrequencySelection"]:
+            sel = np.ravel(np.asarray(self.field("/measurement/frequencySelection")))
+            if sel.dtype.kind not in "iu":
+                raise MDFError(f"{self.path}: /measurement/frequencySelection has dtype {sel.dtype}, expected integers")
+            available = _detect_base(sel, K, "/measurement/frequencySelection")
+            if np.unique(available).size != sel.size:
+                raise MDFError(
+                    f"{self.path}: /measurement/frequencySelection lists a frequency more than once "
+                    f"({sel.size} entries, {np.unique(sel).size} distinct)"
+                )
+        if available.size != x:
+            raise MDFError(
+                f"{self.path}: /measurement/data stores {x} frequencies in shape {shape}, expected {available.size}"
+            )
+        return available
+
+    def _read_frame_order(self, n: int) -> None:
+        """Background mask and frame permutation, following MPIFiles and the MDF specification.
+
+        ``isBackgroundFrame`` is in stored order. ``framePermutation`` is σ in
+        one-line notation: stored frame i is acquisition frame σ(i) (1-based as
+        MPIFiles writes it; 0-based accepted). :meth:`spectra` returns frames in
+        acquisition order (time order, so background interpolation and frame
+        averaging follow time); :meth:`system_matrix` returns the stored order,
+        which for a calibration *is* the grid order: MPIFiles' ``systemMatrix``
+        reads ``data[measFGFrameIdx(f), :]`` as stored, and its
+        ``calibPostProcessing`` stores frames through ``fullFramePermutation``
+        (foreground in grid order, x fastest, a meandering robot path undone;
+        background last); the specification ("calibration" group) says the
+        permutation is "usually done such that measurements are ordered with
+        respect to their x position first".
+        """
+        bg = self.field("/measurement/isBackgroundFrame", None)
+        bg = np.zeros(n, dtype=bool) if bg is None else np.ravel(np.asarray(bg)).astype(bool)
+        if bg.size != n:
+            raise MDFError(f"{self.path}: /measurement/isBackgroundFrame has {bg.size} entries for {n} frames")
+        self._bg_stored = bg
+        self.frame_permutation: np.ndarray | None = None
+        self._stored_of_acq = np.arange(n, dtype=np.int64)
+        if self.layout["isFramePermutation"] and not self.layout["isSparsityTransformed"]:
+            perm = np.ravel(np.asarray(self.field("/measurement/framePermutation")))
+            perm = _detect_base(perm, n, "/measurement/framePermutation")
+            if perm.size != n or np.unique(perm).size != n:
+                raise MDFError(f"{self.path}: /measurement/framePermutation is not a permutation of {n} frames")
+            self.frame_permutation = perm
+            self._stored_of_acq = np.argsort(perm)
+        self.is_background_frame = bg[self._stored_of_acq]
+
+    def _expand_transfer_function(self) -> None:
+        """Put a transfer function stored for the selected frequencies only onto the full K axis.
+
+        MPIFiles' ``saveasMDF`` with a frequency selection keeps
+        ``rxTransferFunction`` only at the selected frequencies (C x K_sel); the
+        specification says C x K. Both are read as (C, K), NaN where not stored.
+        """
+        tf = self.transfer_function
+        if tf is None:
+            return
+        C, K, k_sel = self.num_receive_channels, self.num_frequencies, self.available_frequencies.size
+        if tf.ndim == 2 and tf.shape == (C, K):
+            return
+        if tf.ndim == 2 and tf.shape == (C, k_sel):
+            full = np.full((C, K), np.nan + 0j, dtype=np.complex128)
+            full[:, self.available_frequencies] = tf
+            self.transfer_function = full
+            return
+        raise MDFError(
+            f"{self.path}: /acquisition/receiver/transferFunction has shape {tf.shape}, expected "
+            f"({C}, {K}) (C x K)" + (f" or ({C}, {k_sel}) for the selected frequencies" if k_sel != K else "")
+        )
 
     # -- data access -------------------------------------------------------- #
 

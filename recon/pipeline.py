@@ -26,7 +26,7 @@ from typing import cast
 import numpy as np
 
 import recon
-from recon import preprocess, solvers
+from recon import inputs, preprocess, solvers
 from recon.budget import RowBudget, row_budget
 from recon.checksum import sha256_file
 from recon.operator import ReconOperator, cache_key
@@ -151,14 +151,20 @@ def _solve_stacked(
 
 
 def select_rows_within_budget(
-    snr: np.ndarray | None, frequencies_hz: np.ndarray, params: ReconParams, num_channels: int, num_voxels: int
+    snr: np.ndarray | None,
+    frequencies_hz: np.ndarray,
+    params: ReconParams,
+    num_channels: int,
+    num_voxels: int,
+    *,
+    available: np.ndarray | None = None,
 ) -> tuple[preprocess.RowSelection, RowBudget]:
     """Rows by SNR (:func:`recon.preprocess.select_rows`) capped by the plan's
     ``max_rows`` or, when it has none, by the default budget of
     :func:`recon.budget.row_budget` (memory available and voxels)."""
     budget = row_budget(num_voxels, params.max_rows, params.memory_budget_bytes)
     capped = params if params.max_rows is not None else params.replace(max_rows=budget.max_rows)
-    return preprocess.select_rows(snr, frequencies_hz, capped, num_channels), budget
+    return preprocess.select_rows(snr, frequencies_hz, capped, num_channels, available=available), budget
 
 
 def _selection_record(selection: preprocess.RowSelection, budget: RowBudget) -> dict:
@@ -182,6 +188,8 @@ def reconstruct_arrays(
     system_matrix_transfer_function: np.ndarray | None = None,
     measurement_transfer_function: np.ndarray | None = None,
     progress: ProgressCallback | None = None,
+    system_matrix_transfer_function_corrected: bool = False,
+    measurement_transfer_function_corrected: bool = False,
 ) -> ReconstructionResult:
     """Reconstruct from plain arrays.
 
@@ -201,6 +209,9 @@ def reconstruct_arrays(
     params : ReconParams (default ``ReconParams()``); a background *path* is
         not read here: pass ``external_background_spectra`` (N_e, C, K)
     system_matrix_transfer_function, measurement_transfer_function : (C, K) complex or None
+    system_matrix_transfer_function_corrected, measurement_transfer_function_corrected : bool
+        Whether that data is already divided by its transfer function; see
+        :func:`recon.preprocess.transfer_function_plan` for the rule.
 
     Returns
     -------
@@ -257,6 +268,8 @@ def reconstruct_arrays(
         external_background_rows=ext,
         sm_transfer_function_rows=tf_rows(system_matrix_transfer_function),
         measurement_transfer_function_rows=tf_rows(measurement_transfer_function),
+        sm_transfer_function_corrected=system_matrix_transfer_function_corrected,
+        measurement_transfer_function_corrected=measurement_transfer_function_corrected,
     )
     t1 = time.perf_counter()
     x, lam = _solve_rows(prep, params, size, progress)
@@ -274,19 +287,6 @@ def reconstruct_arrays(
         notes=tuple(prep.notes),
         timings_s={"preprocess": t1 - t0, "solve": t2 - t1},
     )
-
-
-def _check_compatible(sm, meas, what: str) -> None:
-    checks = {
-        "receive channels": (sm.num_receive_channels, meas.num_receive_channels),
-        "sampling points": (sm.num_sampling_points, meas.num_sampling_points),
-        "base frequency (Hz)": (sm.base_frequency_hz, meas.base_frequency_hz),
-    }
-    for name, (a, b) in checks.items():
-        if a != b:
-            raise ValueError(f"system matrix and {what} differ in {name}: {a} vs {b}")
-    if not np.array_equal(np.asarray(sm.dividers), np.asarray(meas.dividers)):
-        raise ValueError(f"system matrix and {what} differ in dividers: {list(sm.dividers)} vs {list(meas.dividers)}")
 
 
 def reconstruct_file(
@@ -325,25 +325,13 @@ def reconstruct_file(
         "measurement": {"path": os.fspath(measurement_path), "sha256": sha256_file(measurement_path)},
     }
     with MDFFile(system_matrix_path) as smf, MDFFile(measurement_path) as mf:
-        if smf.kind != "calibration":
-            raise ValueError(f"{system_matrix_path}: expected a calibration (system matrix), got a {smf.kind}")
-        if mf.kind != "measurement":
-            raise ValueError(f"{measurement_path}: expected a measurement, got a {mf.kind}")
-        _check_compatible(smf, mf, "measurement")
-        if smf.calibration_size is None:
-            raise ValueError(f"{system_matrix_path}: calibration has no /calibration/size")
-        size = cast("tuple[int, int, int]", tuple(int(v) for v in smf.calibration_size))
-        fov = smf.field_of_view_m if smf.field_of_view_m is not None else np.ones(3)
-        center = smf.field_of_view_center_m if smf.field_of_view_center_m is not None else np.zeros(3)
-        delta = smf.tracer_concentration_mol_per_l
-        if delta is None or not np.isfinite(delta) or delta <= 0:
-            raise ValueError(f"{system_matrix_path}: /tracer/concentration missing or not > 0 ({delta})")
+        plan = inputs.check_pair(smf, mf, params)
+        size, fov, center = plan.size, plan.field_of_view_m, plan.field_of_view_center_m
+        delta = plan.delta_concentration_mol_per_l
         freqs = np.asarray(smf.frequencies_hz, dtype=np.float64)
         c = smf.num_receive_channels
-        snr = None if smf.snr is None else np.asarray(smf.snr)[0]
-        notes = []
-        if snr is not None and snr.shape[-1] != freqs.shape[0]:
-            raise ValueError(f"{system_matrix_path}: snr covers {snr.shape[-1]} frequencies, file has {freqs.shape[0]}")
+        snr = plan.snr
+        notes = list(plan.notes)
         if snr is None:
             # Without a stored SNR, compute it from the background frames.
             snr = _calibration_snr_in_blocks(smf, int(np.prod(size)))
@@ -354,7 +342,7 @@ def reconstruct_file(
             )
         _report(progress, "select", 0.0)
         size_p = int(np.prod(size))
-        selection, budget = select_rows_within_budget(snr, freqs, params, c, size_p)
+        selection, budget = select_rows_within_budget(snr, freqs, params, c, size_p, available=plan.available)
         union, col = np.unique(selection.frequency, return_inverse=True)
         if mf.num_periods > 1:
             notes.append(f"scan has {mf.num_periods} periods per frame: period 0 used")
@@ -365,11 +353,13 @@ def reconstruct_file(
         is_bg = np.asarray(mf.is_background_frame, dtype=bool)
         tf_s = smf.transfer_function
         tf_u = mf.transfer_function
+        tf_s_corrected = smf.layout["isTransferFunctionCorrected"]
+        tf_u_corrected = mf.layout["isTransferFunctionCorrected"]
         ext_rows = None
         if params.background_is_external:
             checksums["background"] = {"path": params.background, "sha256": sha256_file(params.background)}
             with MDFFile(params.background) as bf:
-                _check_compatible(smf, bf, "empty-bore scan")
+                inputs.check_compatible(smf, bf, "empty-bore scan")
                 ext_rows = bf.spectra(frequencies=union, periods=[0])[:, 0][:, selection.channel, col]
         a, y, groups, row_weights, prep_notes = _stack_rows_from_calibration(
             smf,
@@ -381,6 +371,7 @@ def reconstruct_file(
             ext_rows,
             None if tf_s is None else tf_s[selection.channel, selection.frequency],
             None if tf_u is None else tf_u[selection.channel, selection.frequency],
+            (tf_s_corrected, tf_u_corrected),
             progress,
         )
     _report(progress, "read", 1.0)
@@ -393,7 +384,7 @@ def reconstruct_file(
             "channel": selection.channel,
             "frequency": selection.frequency,
             "row_weights": row_weights,
-            "extra": {"transfer_function_applied": tf_s is not None and tf_u is not None},
+            "extra": {"transfer_functions": [tf_s is not None, tf_u is not None, tf_s_corrected, tf_u_corrected]},
         }
         operator_source = _cached_operator_source(operator_cache_dir, key_inputs, notes)
     x, lam = _solve_stacked(a, y, params, size, progress, operator_source)
@@ -435,7 +426,7 @@ ROW_BLOCK_BYTES = 32 * 2**20
 
 
 def _stack_rows_from_calibration(
-    smf, selection, meas_rows, is_bg, params, num_voxels, ext_rows, tf_s_rows, tf_u_rows, progress
+    smf, selection, meas_rows, is_bg, params, num_voxels, ext_rows, tf_s_rows, tf_u_rows, tf_corrected, progress
 ):
     """A (2M × P, ``params.dtype``) and y (Q × 2M) from the calibration's selected rows.
 
@@ -478,6 +469,8 @@ def _stack_rows_from_calibration(
             external_background_rows=None if ext_rows is None else ext_rows[:, rows],
             sm_transfer_function_rows=None if tf_s_rows is None else tf_s_rows[rows],
             measurement_transfer_function_rows=None if tf_u_rows is None else tf_u_rows[rows],
+            sm_transfer_function_corrected=tf_corrected[0],
+            measurement_transfer_function_corrected=tf_corrected[1],
         )
         del s_blk, b_blk
         a[start:stop] = prep.system_matrix.real
@@ -510,7 +503,7 @@ def _calibration_snr_in_blocks(smf, num_voxels: int) -> np.ndarray | None:
     for start in range(0, freqs.size, step):
         s_blk, bg_blk = smf.system_matrix(frequencies=freqs[start : start + step])
         snr[:, start : start + step] = calibration_snr(s_blk, bg_blk)
-    return snr
+    return inputs.full_axis_snr(smf, snr)
 
 
 def _build_in_place(a: np.ndarray, lam: float) -> ReconOperator:
@@ -537,22 +530,35 @@ def _cached_operator_source(cache_dir, key_inputs: dict, notes: list):
 def load_arrays(system_matrix_path, measurement_path) -> dict:
     """Read both MDF files in full into the keyword arguments of
     :func:`reconstruct_arrays` (for small problems and for tests that prove
-    the file and array paths agree)."""
+    the file and array paths agree).
+
+    Frequencies are those both files store (all K unless one holds a
+    frequency selection); transfer functions and their flags are passed on, so
+    the array path applies the same rule as the file path."""
     from recon.mdf import MDFFile
 
     with MDFFile(system_matrix_path) as smf, MDFFile(measurement_path) as mf:
-        s, bg = smf.system_matrix()
-        if smf.calibration_size is None or smf.tracer_concentration_mol_per_l is None:
-            raise ValueError(f"{system_matrix_path}: a system matrix needs /calibration/size and /tracer/concentration")
+        inputs.check_calibration(smf)
+        common = np.intersect1d(smf.available_frequencies, mf.available_frequencies)
+        s, bg = smf.system_matrix(frequencies=common)
+        snr = inputs.full_axis_snr(smf)
+
+        def tf(f):
+            return None if f.transfer_function is None else f.transfer_function[:, common]
+
         return {
             "system_matrix": s,
             "system_matrix_background": bg,
-            "snr": None if smf.snr is None else np.asarray(smf.snr)[0],
-            "frequencies_hz": np.asarray(smf.frequencies_hz),
-            "size": tuple(int(v) for v in smf.calibration_size),
-            "delta_concentration_mol_per_l": float(smf.tracer_concentration_mol_per_l),
+            "snr": None if snr is None else snr[:, common],
+            "frequencies_hz": np.asarray(smf.frequencies_hz)[common],
+            "size": tuple(int(v) for v in smf.calibration_size or ()),
+            "delta_concentration_mol_per_l": float(smf.tracer_concentration_mol_per_l or 0.0),
             "field_of_view_m": np.asarray(smf.field_of_view_m),
             "field_of_view_center_m": np.asarray(smf.field_of_view_center_m),
-            "measurement_spectra": mf.spectra(periods=[0])[:, 0],
+            "measurement_spectra": mf.spectra(frequencies=common, periods=[0])[:, 0],
             "is_background_frame": np.asarray(mf.is_background_frame, dtype=bool),
+            "system_matrix_transfer_function": tf(smf),
+            "measurement_transfer_function": tf(mf),
+            "system_matrix_transfer_function_corrected": smf.layout["isTransferFunctionCorrected"],
+            "measurement_transfer_function_corrected": mf.layout["isTransferFunctionCorrected"],
         }

@@ -17,9 +17,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from recon.mdf import MDFError, MDFLimitError, ReadLimits, open_h5
+from recon.mdf import MDFError, MDFFile, MDFLimitError, ReadLimits, open_h5
+from recon.params import ReconParams
 
-__all__ = ["Problem", "ValidationReport", "validate"]
+__all__ = ["Problem", "ValidationReport", "validate", "validate_pair"]
 
 # Problem codes (stable: stored with rejected scans and shown to users).
 NOT_FOUND = "not_found"
@@ -36,6 +37,8 @@ INVALID_VALUE = "invalid_value"
 NON_FINITE = "non_finite"
 UNREADABLE = "unreadable_data"
 INTERNAL = "internal_error"
+# A readable file (or pair) that reconstruct refuses; same words as reconstruct (recon.inputs).
+NOT_RECONSTRUCTABLE = "not_reconstructable"
 # Raised by recon.mdf.check_declared_sizes before anything is read (MDFLimitError.code):
 UNBACKED = "unbacked_data"
 DECLARED_TOO_LARGE = "declared_too_large"
@@ -149,6 +152,11 @@ class _Checker:
             return None
         return int(value) if integer else float(value)
 
+    def count(self, *paths: str) -> int | None:
+        """A required positive whole number (a size), or None after adding the problem."""
+        value = self.number(*paths, integer=True, positive=True)
+        return None if value is None else int(value)
+
     def array(self, path: str, kinds: str = "iuf") -> np.ndarray | None:
         d = self.ds(path)
         if d is None:
@@ -236,38 +244,73 @@ def _kind(h5: h5py.File) -> str | None:
     return None
 
 
-def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
-    N = c.number("/acquisition/numFrames", "/measurement/numFrames", integer=True, positive=True)
-    J = c.number("/acquisition/numPeriodsPerFrame", "/acquisition/numPeriods", integer=True, positive=True)
-    C = c.number("/acquisition/receiver/numChannels", integer=True, positive=True)
-    V = c.number("/acquisition/receiver/numSamplingPoints", integer=True, positive=True)
+@dataclass
+class _Dims:
+    """The header's sizes and the stored data's, as far as they could be read (None: unknown)."""
+
+    N: int | None = None
+    J: int | None = None
+    C: int | None = None
+    V: int | None = None
+    D: int | None = None
+    flags: dict[str, int] = field(default_factory=dict)
+    # from /measurement/data, in the layout the flags give
+    dn: int | None = None
+    dj: int | None = None
+    dc: int | None = None
+    dx: int | None = None
+    names: str = ""
+    n_bg: int = 0
+    n_stored_freq: int | None = None
+
+    @property
+    def K(self) -> int | None:
+        return self.V // 2 + 1 if self.V else None
+
+    def flag(self, name: str) -> bool:
+        return bool(self.flags.get(name, 0))
+
+
+def _check_header_sizes(c: _Checker) -> _Dims:
+    d = _Dims()
+    d.N = c.count("/acquisition/numFrames", "/measurement/numFrames")
+    d.J = c.count("/acquisition/numPeriodsPerFrame", "/acquisition/numPeriods")
+    d.C = c.count("/acquisition/receiver/numChannels")
+    d.V = c.count("/acquisition/receiver/numSamplingPoints")
     c.number("/acquisition/receiver/bandwidth", positive=True)
     c.number("/acquisition/drivefield/baseFrequency", positive=True)
-    D = c.number("/acquisition/drivefield/numChannels", integer=True, positive=True)
-    K = V // 2 + 1 if V else None
+    d.D = c.count("/acquisition/drivefield/numChannels")
+    return d
 
+
+def _check_drive_field(c: _Checker, d: _Dims) -> None:
     div = c.require("/acquisition/drivefield/divider")
-    if div is not None:
-        if div.dtype.kind not in "iuf":
-            c.add(WRONG_DTYPE, div.name, f"{div.name} has dtype {div.dtype}, expected integers")
-        elif D is not None and (div.ndim != 2 or div.shape[0] != D):
-            c.add(INCONSISTENT, div.name, f"{div.name} has shape {div.shape}, expected ({D}, F) for {D} drive channels")
+    if div is None:
+        return
+    if div.dtype.kind not in "iuf":
+        c.add(WRONG_DTYPE, div.name, f"{div.name} has dtype {div.dtype}, expected integers")
+    elif d.D is not None and (div.ndim != 2 or div.shape[0] != d.D):
+        c.add(INCONSISTENT, div.name, f"{div.name} has shape {div.shape}, expected ({d.D}, F) for {d.D} drive channels")
     strength = c.ds("/acquisition/drivefield/strength")
-    if strength is not None and div is not None and div.ndim == 2 and J is not None:
-        c.shape_is(strength.name, (J,) + tuple(div.shape), "J x D x F")
+    if strength is not None and div.ndim == 2 and d.J is not None:
+        c.shape_is(strength.name, (d.J,) + tuple(div.shape), "J x D x F")
 
-    flags = {}
-    for aliases in (
-        ("/measurement/isFourierTransformed",),
-        ("/measurement/isFastFrameAxis", "/measurement/isTransposed"),
-    ):
-        d = c.require(*aliases)
-        flags[aliases[0]] = 0
-        if d is not None:
-            if d.dtype.kind not in "iub":
-                c.add(WRONG_DTYPE, d.name, f"{d.name} has dtype {d.dtype}, expected an Int8 flag")
-            else:
-                flags[aliases[0]] = int(np.asarray(d[()]).ravel()[0])
+
+def _read_flag(c: _Checker, *aliases: str, required: bool) -> int:
+    ds = c.require(*aliases) if required else c.ds(aliases[0])
+    if ds is None:
+        return 0
+    if ds.dtype.kind not in "iub":
+        c.add(WRONG_DTYPE, ds.name, f"{ds.name} has dtype {ds.dtype}, expected an Int8 flag")
+        return 0
+    return int(np.asarray(ds[()]).ravel()[0])
+
+
+def _check_flags(c: _Checker, d: _Dims) -> None:
+    d.flags["isFourierTransformed"] = _read_flag(c, "/measurement/isFourierTransformed", required=True)
+    d.flags["isFastFrameAxis"] = _read_flag(
+        c, "/measurement/isFastFrameAxis", "/measurement/isTransposed", required=True
+    )
     for name in (
         "isFrequencySelection",
         "isFramePermutation",
@@ -275,23 +318,18 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
         "isBackgroundCorrected",
         "isTransferFunctionCorrected",
     ):
-        d = c.ds(f"/measurement/{name}")
-        flags[f"/measurement/{name}"] = 0
-        if d is not None:
-            if d.dtype.kind not in "iub":
-                c.add(WRONG_DTYPE, d.name, f"{d.name} has dtype {d.dtype}, expected an Int8 flag")
-            else:
-                flags[f"/measurement/{name}"] = int(np.asarray(d[()]).ravel()[0])
-    ft = bool(flags["/measurement/isFourierTransformed"])
-    fast = bool(flags["/measurement/isFastFrameAxis"])
-    sparse = bool(flags["/measurement/isSparsityTransformed"])
+        d.flags[name] = _read_flag(c, f"/measurement/{name}", required=False)
 
+
+def _check_data_shape(c: _Checker, d: _Dims) -> h5py.Dataset | None:
+    """The data's dtype and rank; fills d.dn, d.dj, d.dc, d.dx. None when the rest cannot be checked."""
     data = c.require("/measurement/data")
     if data is None:
-        return
+        return None
     if data.dtype.kind not in "iufc":
         c.add(WRONG_DTYPE, data.name, f"{data.name} has dtype {data.dtype}, expected integer, float or complex numbers")
-        return
+        return None
+    ft, fast = d.flag("isFourierTransformed"), d.flag("isFastFrameAxis")
     shape = tuple(data.shape)
     if ft and data.dtype.kind != "c" and len(shape) == 5 and shape[-1] == 2:
         shape = shape[:-1]  # legacy real/imaginary pairs
@@ -302,151 +340,179 @@ def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
             f"{data.name} has {len(shape)} dimensions {data.shape}, expected 4 "
             f"({'J x C x K x N' if fast else 'N x J x C x ' + ('K' if ft else 'V')})",
         )
-        return
+        return None
     if fast:
-        dj, dc, dx, dn = shape
-        names = "J x C x K x N"
+        d.dj, d.dc, d.dx, d.dn = shape
+        d.names = "J x C x K x N"
     else:
-        dn, dj, dc, dx = shape
-        names = "N x J x C x " + ("K" if ft else "V")
-    if N is not None and dn != N:
-        c.add(
-            INCONSISTENT, data.name, f"{data.name} has {dn} frames in shape {data.shape} ({names}) but numFrames is {N}"
-        )
-    if J is not None and dj != J:
-        c.add(
-            INCONSISTENT,
-            data.name,
-            f"{data.name} has {dj} periods in shape {data.shape} ({names}) but numPeriodsPerFrame is {J}",
-        )
-    if C is not None and dc != C:
-        c.add(
-            INCONSISTENT,
-            data.name,
-            f"{data.name} has {dc} receive channels in shape {data.shape} ({names}) but receiver/numChannels is {C}",
-        )
+        d.dn, d.dj, d.dc, d.dx = shape
+        d.names = "N x J x C x " + ("K" if ft else "V")
+    if ft and data.dtype.kind in "iu":
+        c.add(WRONG_DTYPE, data.name, f"{data.name} is Fourier transformed but has integer dtype {data.dtype}")
+    return data
 
-    n_stored_freq = None
-    if flags["/measurement/isFrequencySelection"]:
-        sel = c.require("/measurement/frequencySelection")
-        if sel is not None:
-            if sel.dtype.kind not in "iu":
-                c.add(WRONG_DTYPE, sel.name, f"{sel.name} has dtype {sel.dtype}, expected integers")
-            else:
-                vals = np.asarray(sel[()]).ravel()
-                n_stored_freq = vals.size
-                if (
-                    K is not None
-                    and vals.size
-                    and (vals.min() < 0 or vals.max() > K or (vals.min() == 0 and vals.max() == K))
-                ):
-                    c.add(
-                        INVALID_VALUE,
-                        sel.name,
-                        f"{sel.name} holds values {vals.min()}..{vals.max()}, "
-                        f"outside the {K} frequencies (0-based or 1-based)",
-                    )
-    if ft:
-        expected = n_stored_freq if n_stored_freq is not None else K
-        if expected is not None and dx != expected:
-            why = "the frequencySelection length" if n_stored_freq is not None else f"K = V/2+1 for V = {V}"
+
+def _check_data_matches_header(c: _Checker, d: _Dims, data: h5py.Dataset) -> None:
+    for stored, header, what, name in (
+        (d.dn, d.N, "frames", "numFrames"),
+        (d.dj, d.J, "periods", "numPeriodsPerFrame"),
+        (d.dc, d.C, "receive channels", "receiver/numChannels"),
+    ):
+        if header is not None and stored != header:
             c.add(
                 INCONSISTENT,
                 data.name,
-                f"{data.name} stores {dx} frequencies in shape {data.shape} but {why} is {expected}",
+                f"{data.name} has {stored} {what} in shape {data.shape} ({d.names}) but {name} is {header}",
             )
-    elif V is not None and dx != V:
+
+
+def _check_frequency_selection(c: _Checker, d: _Dims) -> None:
+    if not d.flag("isFrequencySelection"):
+        return
+    sel = c.require("/measurement/frequencySelection")
+    if sel is None:
+        return
+    if sel.dtype.kind not in "iu":
+        c.add(WRONG_DTYPE, sel.name, f"{sel.name} has dtype {sel.dtype}, expected integers")
+        return
+    vals = np.asarray(sel[()]).ravel()
+    d.n_stored_freq = vals.size
+    K = d.K
+    if K is not None and vals.size and (vals.min() < 0 or vals.max() > K or (vals.min() == 0 and vals.max() == K)):
+        c.add(
+            INVALID_VALUE,
+            sel.name,
+            f"{sel.name} holds values {vals.min()}..{vals.max()}, outside the {K} frequencies (0-based or 1-based)",
+        )
+
+
+def _check_samples_or_frequencies(c: _Checker, d: _Dims, data: h5py.Dataset) -> None:
+    if d.flag("isFourierTransformed"):
+        expected = d.n_stored_freq if d.n_stored_freq is not None else d.K
+        if expected is not None and d.dx != expected:
+            why = "the frequencySelection length" if d.n_stored_freq is not None else f"K = V/2+1 for V = {d.V}"
+            c.add(
+                INCONSISTENT,
+                data.name,
+                f"{data.name} stores {d.dx} frequencies in shape {data.shape} but {why} is {expected}",
+            )
+    elif d.V is not None and d.dx != d.V:
         c.add(
             INCONSISTENT,
             data.name,
-            f"{data.name} stores {dx} samples per period in shape {data.shape} but numSamplingPoints is {V}",
+            f"{data.name} stores {d.dx} samples per period in shape {data.shape} but numSamplingPoints is {d.V}",
         )
 
+
+def _check_background_mask(c: _Checker, d: _Dims) -> None:
     bg = c.array("/measurement/isBackgroundFrame", "iub")
-    n_bg = 0
-    if bg is not None:
-        bg = bg.ravel()
-        n_bg = int(np.count_nonzero(bg))
-        if bg.size != dn:
+    if bg is None:
+        return
+    bg = bg.ravel()
+    d.n_bg = int(np.count_nonzero(bg))
+    if bg.size != d.dn:
+        c.add(
+            INCONSISTENT,
+            "/measurement/isBackgroundFrame",
+            f"/measurement/isBackgroundFrame has {bg.size} entries for {d.dn} frames",
+        )
+
+
+def _check_frame_permutation(c: _Checker, d: _Dims) -> None:
+    if not d.flag("isFramePermutation"):
+        return
+    perm = c.ds("/measurement/framePermutation")
+    if perm is None:
+        c.add(
+            MISSING_FIELD,
+            "/measurement/framePermutation",
+            "isFramePermutation is set but /measurement/framePermutation is missing",
+        )
+        return
+    perm_vals = c.array(perm.name, "iu")
+    if perm_vals is None:
+        return
+    vals = np.sort(perm_vals.ravel())
+    dn = d.dn or 0
+    if not (vals.size == dn and (np.array_equal(vals, np.arange(dn)) or np.array_equal(vals, np.arange(1, dn + 1)))):
+        c.add(INVALID_VALUE, perm.name, f"{perm.name} ({vals.size} values) is not a permutation of the {dn} frames")
+
+
+def _check_receiver_arrays(c: _Checker, d: _Dims) -> None:
+    tf = c.ds("/acquisition/receiver/transferFunction")
+    if tf is not None and d.C is not None and d.K is not None:
+        ks = {d.K} | ({d.n_stored_freq} if d.n_stored_freq is not None else set())
+        ok = tf.shape[:2] in {(d.C, k) for k in ks} and (
+            tf.ndim == 2 if tf.dtype.kind == "c" else (tf.ndim == 3 and tf.shape[2] == 2)
+        )
+        if not ok:
+            expected = " or ".join(f"({d.C}, {k})" for k in sorted(ks))
             c.add(
                 INCONSISTENT,
-                "/measurement/isBackgroundFrame",
-                f"/measurement/isBackgroundFrame has {bg.size} entries for {dn} frames",
+                tf.name,
+                f"{tf.name} has shape {tf.shape}, expected {expected} (C x K, all or the selected frequencies)",
             )
-    if flags["/measurement/isFramePermutation"]:
-        perm = c.ds("/measurement/framePermutation")
-        if perm is None:
-            c.add(
-                MISSING_FIELD,
-                "/measurement/framePermutation",
-                "isFramePermutation is set but /measurement/framePermutation is missing",
-            )
-        else:
-            perm_vals = c.array(perm.name, "iu")
-            if perm_vals is not None:
-                vals = perm_vals.ravel()
-                ok = vals.size == dn and (
-                    np.array_equal(np.sort(vals), np.arange(dn)) or np.array_equal(np.sort(vals), np.arange(1, dn + 1))
-                )
-                if not ok:
-                    c.add(
-                        INVALID_VALUE,
-                        perm.name,
-                        f"{perm.name} ({vals.size} values) is not a permutation of the {dn} frames",
-                    )
-
-    if ft and flags["/measurement/isFourierTransformed"] and data.dtype.kind in "iu":
-        c.add(WRONG_DTYPE, data.name, f"{data.name} is Fourier transformed but has integer dtype {data.dtype}")
-
-    tf = c.ds("/acquisition/receiver/transferFunction")
-    if tf is not None and C is not None and K is not None:
-        if tf.dtype.kind == "c":
-            c.shape_is(tf.name, (C, K), "C x K")
-        else:
-            c.shape_is(tf.name, (C, K, 2), "C x K x 2")
     conv = c.ds("/acquisition/receiver/dataConversionFactor")
-    if conv is not None and C is not None:
-        c.shape_is(conv.name, (C, 2), "C x 2: scale and offset per receive channel")
+    if conv is not None and d.C is not None:
+        c.shape_is(conv.name, (d.C, 2), "C x 2: scale and offset per receive channel")
 
+
+def _check_calibration_grid(c: _Checker, d: _Dims, data: h5py.Dataset) -> None:
+    size = c.array("/calibration/size", "iu") if c.require("/calibration/size") is not None else None
+    for p in ("/calibration/fieldOfView", "/calibration/fieldOfViewCenter"):
+        if c.require(p) is not None:
+            c.shape_is(p, (3,), "x, y, z")
+    if size is None:
+        return
+    size = size.ravel()
+    if size.size != 3 or np.any(size <= 0):
+        c.add(INVALID_VALUE, "/calibration/size", f"/calibration/size is {size.tolist()}, expected 3 positive integers")
+        return
+    n_grid = int(np.prod(size))
+    dn = d.dn or 0
+    if d.flag("isSparsityTransformed"):
+        sub = c.require("/measurement/subsamplingIndices")
+        if sub is not None:
+            n_coef = dn - d.n_bg
+            c.shape_is(sub.name, (d.dj, d.dc, d.dx, n_coef), "J x C x K x B with B = frames - background frames")
+            if n_coef > n_grid:
+                c.add(INCONSISTENT, sub.name, f"{n_coef} compressed coefficients exceed the {n_grid} grid positions")
+    elif n_grid + d.n_bg != dn:
+        c.add(
+            INCONSISTENT,
+            data.name,
+            f"{data.name} has {dn} frames but the calibration grid {size.tolist()} has {n_grid} positions "
+            f"plus {d.n_bg} background frames = {n_grid + d.n_bg}",
+        )
+
+
+def _check_calibration_snr(c: _Checker, d: _Dims) -> None:
+    snr = c.ds("/calibration/snr")
+    if snr is None or d.J is None or d.C is None:
+        return
+    ok_k = {k for k in (d.K, d.n_stored_freq, d.dx if d.flag("isFourierTransformed") else None) if k is not None}
+    if snr.ndim != 3 or snr.shape[0] != d.J or snr.shape[1] != d.C or snr.shape[2] not in ok_k:
+        c.add(INCONSISTENT, snr.name, f"{snr.name} has shape {snr.shape}, expected ({d.J}, {d.C}, {d.K}) (J x C x K)")
+    c.scan_finite(snr.name)
+
+
+def _check_acquisition_and_data(c: _Checker, kind: str) -> None:
+    """One named check per rule; later checks use what earlier ones could read."""
+    d = _check_header_sizes(c)
+    _check_drive_field(c, d)
+    _check_flags(c, d)
+    data = _check_data_shape(c, d)
+    if data is None:
+        return
+    _check_data_matches_header(c, d, data)
+    _check_frequency_selection(c, d)
+    _check_samples_or_frequencies(c, d, data)
+    _check_background_mask(c, d)
+    _check_frame_permutation(c, d)
+    _check_receiver_arrays(c, d)
     if kind == "calibration":
-        size = c.array("/calibration/size", "iu") if c.require("/calibration/size") is not None else None
-        for p in ("/calibration/fieldOfView", "/calibration/fieldOfViewCenter"):
-            if c.require(p) is not None:
-                c.shape_is(p, (3,), "x, y, z")
-        if size is not None:
-            size = size.ravel()
-            if size.size != 3 or np.any(size <= 0):
-                c.add(
-                    INVALID_VALUE,
-                    "/calibration/size",
-                    f"/calibration/size is {size.tolist()}, expected 3 positive integers",
-                )
-            else:
-                O = int(np.prod(size))
-                if sparse:
-                    sub = c.require("/measurement/subsamplingIndices")
-                    if sub is not None:
-                        n_coef = dn - n_bg
-                        c.shape_is(sub.name, (dj, dc, dx, n_coef), "J x C x K x B with B = frames - background frames")
-                        if n_coef > O:
-                            c.add(
-                                INCONSISTENT,
-                                sub.name,
-                                f"{n_coef} compressed coefficients exceed the {O} grid positions",
-                            )
-                elif O + n_bg != dn:
-                    c.add(
-                        INCONSISTENT,
-                        data.name,
-                        f"{data.name} has {dn} frames but the calibration grid {size.tolist()} has {O} positions "
-                        f"plus {n_bg} background frames = {O + n_bg}",
-                    )
-        snr = c.ds("/calibration/snr")
-        if snr is not None and J is not None and C is not None:
-            ok_k = {k for k in (K, n_stored_freq, dx if ft else None) if k is not None}
-            if snr.ndim != 3 or snr.shape[0] != J or snr.shape[1] != C or snr.shape[2] not in ok_k:
-                c.add(INCONSISTENT, snr.name, f"{snr.name} has shape {snr.shape}, expected ({J}, {C}, {K}) (J x C x K)")
-            c.scan_finite(snr.name)
+        _check_calibration_grid(c, d, data)
+        _check_calibration_snr(c, d)
     c.scan_finite(data.name)
 
 
@@ -499,7 +565,10 @@ def validate(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> Va
         ``not_a_file``, ``empty_file``, ``not_hdf5``, ``truncated``,
         ``corrupt``, ``unsupported_version``, ``missing_field``,
         ``wrong_dtype``, ``inconsistent_dimensions``, ``invalid_value``,
-        ``non_finite``, ``unreadable_data``, ``internal_error``, and from the
+        ``non_finite``, ``unreadable_data``, ``internal_error``,
+        ``not_reconstructable`` (a calibration that reconstruct refuses: no
+        positive ``/tracer/concentration``, an SNR that fits no frequency axis,
+        an ``order`` other than xyz), and from the
         size checks ``unbacked_data``, ``declared_too_large``,
         ``too_many_objects``, ``too_many_attributes``, ``external_reference``.
 
@@ -550,11 +619,71 @@ def _validate(path: str, limits: ReadLimits) -> ValidationReport:
             _check_acquisition_and_data(c, kind)
         if not c.problems and kind is not None and kind != "reconstruction":
             # Last line of defence: the reader itself must accept the file.
-            from recon.mdf import MDFFile
-
             try:
-                with MDFFile(path, limits=limits):
-                    pass
+                with MDFFile(path, limits=limits) as f:
+                    if kind == "calibration":
+                        _check_usable_calibration(c, f)
             except MDFError as exc:
                 c.add(INCONSISTENT, "", str(exc))
         return ValidationReport(not c.problems, kind, version, list(c.problems))
+
+
+def _check_usable_calibration(c: _Checker, f: MDFFile) -> None:
+    """What reconstruct refuses in a calibration alone (recon.inputs.check_calibration), as a problem."""
+    from recon.inputs import InputError, check_calibration
+
+    try:
+        check_calibration(f)
+    except InputError as exc:
+        c.add(NOT_RECONSTRUCTABLE, exc.dataset, str(exc))
+
+
+def validate_pair(
+    calibration_path: str | os.PathLike,
+    measurement_path: str | os.PathLike,
+    *,
+    params: ReconParams | None = None,
+    limits: ReadLimits | None = None,
+) -> ValidationReport:
+    """Check a calibration and a scan together: every refusal of ``reconstruct`` before it reads data.
+
+    Each file is first checked alone (:func:`validate`, its problems reported
+    with the file's path in the message); then the pair is checked by
+    :func:`recon.inputs.check_pair`, the very function
+    :func:`recon.pipeline.reconstruct_file` calls, so a refusal reads the same
+    words in both places (code ``not_reconstructable``). Never raises.
+
+    Returns
+    -------
+    ValidationReport
+        ``kind`` is ``"pair"``; ``version`` the calibration's.
+    """
+    try:
+        return _validate_pair(os.fspath(calibration_path), os.fspath(measurement_path), params, limits)
+    except Exception as exc:  # noqa: BLE001 - same contract as validate(): a report, never an exception
+        return ValidationReport(
+            False, "pair", None, [Problem(INTERNAL, "", f"validator failed: {type(exc).__name__}: {exc}")]
+        )
+
+
+def _validate_pair(cal: str, meas: str, params: ReconParams | None, limits: ReadLimits | None) -> ValidationReport:
+    from recon.inputs import InputError, check_pair
+
+    problems: list[Problem] = []
+    version = None
+    for path in (cal, meas):
+        report = validate(path, limits=limits)
+        version = version or report.version
+        problems += [
+            Problem(p.code, p.path, p.message if path in p.message else f"{path}: {p.message}") for p in report.problems
+        ]
+    try:
+        with MDFFile(cal, limits=limits) as smf, MDFFile(meas, limits=limits) as mf:
+            check_pair(smf, mf, params)
+    except InputError as exc:
+        if not any(p.message == str(exc) for p in problems):
+            problems.append(Problem(NOT_RECONSTRUCTABLE, exc.dataset, str(exc)))
+    except MDFError as exc:
+        if not problems:  # otherwise the per-file problems already say why the file cannot be opened
+            problems.append(Problem(INCONSISTENT, "", str(exc)))
+    return ValidationReport(not problems, "pair", version, problems)

@@ -17,7 +17,7 @@ import pytest
 from django.apps import apps
 from rest_framework.test import APIClient
 
-from compliance.models import AuditEvent
+from audit.models import AuditEvent
 from tests import factories as f
 from trials.models import Role
 

@@ -14,15 +14,18 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import SAFE_METHODS, AllowAny
-from rest_framework.response import Response
-from rest_framework.views import APIView
+from rest_framework.permissions import SAFE_METHODS
 
 from compliance import sponsor
-from compliance.serializers import IssuedTokenOutput, issued_token_data
 from config.viewsets import ScopedViewSet as BaseScopedViewSet
-from trials import filters, selectors, services
+from trials import filters, selectors
 from trials import serializers as s
+from trials.services.batches import batch_correct, batch_label, batch_register, batch_set_release_status
+from trials.services.consent import consent_correct, consent_document_create, consent_sign, consent_withdraw
+from trials.services.identity import subject_identity_read, subject_identity_set
+from trials.services.injections import injection_correct, injection_record
+from trials.services.lots import lot_correct, lot_register, lot_set_qc_status
+from trials.services.subjects import subject_change_status, subject_correct, subject_enrol
 
 
 class ScopedViewSet(BaseScopedViewSet):
@@ -70,7 +73,7 @@ class SubjectViewSet(ScopedViewSet):
 
     @extend_schema(request=s.SubjectEnrolInput, responses={201: s.SubjectOutput}, summary="Enrol a subject")
     def create(self, request):
-        subject = services.subject_enrol(actor=request.user, **self.validated(s.SubjectEnrolInput))
+        subject = subject_enrol(actor=request.user, **self.validated(s.SubjectEnrolInput))
         return self.output(self.refetched(subject), status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -79,7 +82,7 @@ class SubjectViewSet(ScopedViewSet):
         summary="Correct a subject's enrolment date (with a reason; audited with old and new values)",
     )
     def partial_update(self, request, pk=None):
-        subject = services.subject_correct(
+        subject = subject_correct(
             actor=request.user, subject=self.get_object(), **self.correction(s.SubjectCorrectInput)
         )
         return self.output(self.refetched(subject))
@@ -88,9 +91,7 @@ class SubjectViewSet(ScopedViewSet):
     @action(detail=True, methods=["post"], url_path="status")
     def change_status(self, request, pk=None):
         subject = self.get_object()
-        subject = services.subject_change_status(
-            actor=request.user, subject=subject, **self.validated(s.SubjectStatusInput)
-        )
+        subject = subject_change_status(actor=request.user, subject=subject, **self.validated(s.SubjectStatusInput))
         return self.output(self.refetched(subject))
 
     @extend_schema(
@@ -113,12 +114,10 @@ class SubjectViewSet(ScopedViewSet):
                 subject = self.get_object()
             except Http404:
                 subject = None  # outside the reader's sites: the service audits the attempt and answers 404
-            identity = services.subject_identity_read(actor=request.user, subject=subject, requested_id=pk)
+            identity = subject_identity_read(actor=request.user, subject=subject, requested_id=pk)
         else:
             subject = self.get_object()
-            identity = services.subject_identity_set(
-                actor=request.user, subject=subject, **self.validated(s.IdentityInput)
-            )
+            identity = subject_identity_set(actor=request.user, subject=subject, **self.validated(s.IdentityInput))
         return self.output(identity, serializer_class=s.IdentityOutput)
 
 
@@ -136,7 +135,7 @@ class ConsentDocumentViewSet(ScopedViewSet):
         summary="Add a consent document version (its SHA-256 is computed on upload)",
     )
     def create(self, request):
-        document = services.consent_document_create(actor=request.user, **self.validated(s.ConsentDocumentInput))
+        document = consent_document_create(actor=request.user, **self.validated(s.ConsentDocumentInput))
         return self.output(document, status.HTTP_201_CREATED)
 
 
@@ -149,7 +148,7 @@ class ConsentViewSet(ScopedViewSet):
 
     @extend_schema(request=s.ConsentSignInput, responses={201: s.ConsentOutput}, summary="Record a signed consent")
     def create(self, request):
-        consent = services.consent_sign(actor=request.user, **self.validated(s.ConsentSignInput))
+        consent = consent_sign(actor=request.user, **self.validated(s.ConsentSignInput))
         return self.output(self.refetched(consent), status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -158,7 +157,7 @@ class ConsentViewSet(ScopedViewSet):
         summary="Correct a consent's signature time or scopes (with a reason; audited)",
     )
     def partial_update(self, request, pk=None):
-        consent = services.consent_correct(
+        consent = consent_correct(
             actor=request.user, consent=self.get_object(), **self.correction(s.ConsentCorrectInput)
         )
         return self.output(self.refetched(consent))
@@ -169,9 +168,7 @@ class ConsentViewSet(ScopedViewSet):
     @action(detail=True, methods=["post"])
     def withdraw(self, request, pk=None):
         consent = self.get_object()
-        consent = services.consent_withdraw(
-            actor=request.user, consent=consent, **self.validated(s.ConsentWithdrawInput)
-        )
+        consent = consent_withdraw(actor=request.user, consent=consent, **self.validated(s.ConsentWithdrawInput))
         return self.output(self.refetched(consent))
 
 
@@ -189,7 +186,7 @@ class NanoparticleLotViewSet(ScopedViewSet):
         summary="Register a nanoparticle lot (quarantined until QC release)",
     )
     def create(self, request):
-        lot = services.lot_register(actor=request.user, **self.validated(s.LotRegisterInput))
+        lot = lot_register(actor=request.user, **self.validated(s.LotRegisterInput))
         return self.output(lot, status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -198,14 +195,14 @@ class NanoparticleLotViewSet(ScopedViewSet):
         summary="Correct a lot's expiry, iron, sizes, PDI or coating (with a reason; audited)",
     )
     def partial_update(self, request, pk=None):
-        lot = services.lot_correct(actor=request.user, lot=self.get_object(), **self.correction(s.LotCorrectInput))
+        lot = lot_correct(actor=request.user, lot=self.get_object(), **self.correction(s.LotCorrectInput))
         return self.output(lot)
 
     @extend_schema(request=s.LotQcStatusInput, responses=s.LotOutput, summary="Release, quarantine or reject a lot")
     @action(detail=True, methods=["post"], url_path="qc-status")
     def qc_status(self, request, pk=None):
         lot = self.get_object()
-        lot = services.lot_set_qc_status(actor=request.user, lot=lot, **self.validated(s.LotQcStatusInput))
+        lot = lot_set_qc_status(actor=request.user, lot=lot, **self.validated(s.LotQcStatusInput))
         return self.output(lot)
 
 
@@ -218,7 +215,7 @@ class CellBatchViewSet(ScopedViewSet):
 
     @extend_schema(request=s.BatchRegisterInput, responses={201: s.BatchOutput}, summary="Register a cell batch")
     def create(self, request):
-        batch = services.batch_register(actor=request.user, **self.validated(s.BatchRegisterInput))
+        batch = batch_register(actor=request.user, **self.validated(s.BatchRegisterInput))
         return self.output(self.refetched(batch), status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -227,25 +224,21 @@ class CellBatchViewSet(ScopedViewSet):
         summary="Correct a batch's counts, times, ids or labelling values (with a reason; audited)",
     )
     def partial_update(self, request, pk=None):
-        batch = services.batch_correct(
-            actor=request.user, batch=self.get_object(), **self.correction(s.BatchCorrectInput)
-        )
+        batch = batch_correct(actor=request.user, batch=self.get_object(), **self.correction(s.BatchCorrectInput))
         return self.output(self.refetched(batch))
 
     @extend_schema(request=s.BatchLabelInput, responses=s.BatchOutput, summary="Record the batch's SPION labelling")
     @action(detail=True, methods=["post"])
     def label(self, request, pk=None):
         batch = self.get_object()
-        batch = services.batch_label(actor=request.user, batch=batch, **self.validated(s.BatchLabelInput))
+        batch = batch_label(actor=request.user, batch=batch, **self.validated(s.BatchLabelInput))
         return self.output(self.refetched(batch))
 
     @extend_schema(request=s.BatchReleaseInput, responses=s.BatchOutput, summary="Release or reject a batch")
     @action(detail=True, methods=["post"])
     def release(self, request, pk=None):
         batch = self.get_object()
-        batch = services.batch_set_release_status(
-            actor=request.user, batch=batch, **self.validated(s.BatchReleaseInput)
-        )
+        batch = batch_set_release_status(actor=request.user, batch=batch, **self.validated(s.BatchReleaseInput))
         return self.output(self.refetched(batch))
 
 
@@ -258,7 +251,7 @@ class InjectionViewSet(ScopedViewSet):
 
     @extend_schema(request=s.InjectionRecordInput, responses={201: s.InjectionOutput}, summary="Record an injection")
     def create(self, request):
-        injection = services.injection_record(actor=request.user, **self.validated(s.InjectionRecordInput))
+        injection = injection_record(actor=request.user, **self.validated(s.InjectionRecordInput))
         return self.output(self.refetched(injection), status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -267,21 +260,7 @@ class InjectionViewSet(ScopedViewSet):
         summary="Correct an injection (with a reason; audited; invalidates a signed visit)",
     )
     def partial_update(self, request, pk=None):
-        injection = services.injection_correct(
+        injection = injection_correct(
             actor=request.user, injection=self.get_object(), **self.correction(s.InjectionCorrectInput)
         )
         return self.output(self.refetched(injection))
-
-
-class TokenApi(APIView):
-    """Exchange a username and password for a new API token (one per client; it expires)."""
-
-    authentication_classes = []  # credentials are in the body; no session, so no CSRF
-    permission_classes = [AllowAny]
-
-    @extend_schema(request=s.TokenInput, responses=IssuedTokenOutput, summary="Obtain an API token")
-    def post(self, request):
-        serializer = s.TokenInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        issued = services.auth_token_issue(request=request, **serializer.validated_data)
-        return Response(issued_token_data(issued))

@@ -4,7 +4,7 @@ labelled cell product from nanoparticle lot to injection.
 Invariants that the database can hold are declared here as constraints, so they hold
 whatever writes the row (a service, the admin, a migration, a hand-typed SQL fix).
 Rules that need other rows (consent, release status, cells remaining) live in
-``trials/services.py``.
+``trials/services/``.
 """
 
 from __future__ import annotations

@@ -419,12 +419,3 @@ class ConsentCorrectInput(CorrectionInput):
         required=False,
         help_text="Only before any withdrawal from this consent.",
     )
-
-
-class TokenInput(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
-    # compliance: roles that read identifiable data need their authenticator code (2FA).
-    otp = serializers.CharField(required=False, allow_blank=True, default="", max_length=8)
-    # Each request issues a new token, named for the client that will hold it.
-    name = serializers.CharField(required=False, default="API client", max_length=100)

@@ -1,4 +1,3 @@
-from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from trials import api
@@ -14,6 +13,5 @@ router.register("cell-batches", api.CellBatchViewSet, basename="cell-batch")
 router.register("injections", api.InjectionViewSet, basename="injection")
 
 urlpatterns = [
-    path("auth/token/", api.TokenApi.as_view(), name="auth-token"),
     *router.urls,
 ]

@@ -15,6 +15,7 @@ from compliance.models import SCAN_EXPORT_KINDS, Export, SignatureMeaning
 from config.errors import RuleViolation
 from recon.quantify import GEOMETRY_SIZE_KEYS
 from trials.models import BatchProductType, CellBatch, ConsentScope, InjectionRoute, LotQcStatus, SubjectStatus
+from trials.services.batches import LABELLING_FIELDS
 
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
 
@@ -401,20 +402,12 @@ class BatchCorrectForm(forms.Form):
     labelled_at = date_time_field("Labelled at")
     reason = reason_field()
 
-    LABELLING = (
-        "nanoparticle_lot",
-        "incubation_concentration_ug_fe_per_ml",
-        "iron_per_cell_pg",
-        "labelling_efficiency_percent",
-        "labelled_at",
-    )
-
     def __init__(self, *args, lots, labelling: bool, **kwargs):
         super().__init__(*args, **kwargs)
         if labelling:
             _model_choice(self, "nanoparticle_lot").queryset = lots
         else:  # not labelled yet (its own action), or released: the labelling is not corrected here
-            for name in self.LABELLING:
+            for name in LABELLING_FIELDS:
                 del self.fields[name]
 
 

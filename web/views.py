@@ -16,17 +16,27 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from compliance import selectors as compliance_selectors
-from compliance import services as compliance_services
 from compliance import signatures, sponsor
+from compliance import tasks as compliance_tasks
+from compliance.services import exports as exports_services
 from config.errors import RuleViolation
 from imaging import dicom_export, pacs, tasks
 from imaging import selectors as imaging_selectors
-from imaging import services as imaging_services
 from imaging.models import PacsDestination, Scan
+from imaging.services import downloads as downloads_services
+from imaging.services import rois as rois_services
+from imaging.services import scan_claims as scan_claims_services
+from imaging.services import scan_uploads as scan_uploads_services
 from trials import selectors as trial_selectors
-from trials import services as trial_services
 from trials.models import CellBatch, LotQcStatus, Role, SubjectStatus
 from trials.permissions import access
+from trials.services import batches as batches_services
+from trials.services import consent as consent_services
+from trials.services import identity as identity_services
+from trials.services import injections as injections_services
+from trials.services import lots as lots_services
+from trials.services import subjects as subjects_services
+from trials.services.batches import LABELLING_FIELDS
 from web import forms, plots, queries, volume
 from web.permissions import may_export, may_write, require_trial_resource_write, require_write
 
@@ -127,7 +137,7 @@ def _subject_page(request, subject, sign_form, status=200, roi_form=None):
             "can_change_subject": may_write(user, access.ENROL_ROLES, site=site),
             "can_consent": may_write(user, access.CONSENT_ROLES, site=site),
             "can_inject": may_write(user, access.INJECTION_ROLES, site=site),
-            "can_upload": may_write(user, imaging_services.UPLOAD_ROLES, site=site),
+            "can_upload": may_write(user, scan_uploads_services.UPLOAD_ROLES, site=site),
             "is_investigator": Role.INVESTIGATOR in roles,
             "sign_form": sign_form,
             "rois": list(
@@ -136,7 +146,7 @@ def _subject_page(request, subject, sign_form, status=200, roi_form=None):
                 .select_related("scan", "created_by")
                 .order_by("scan_id", "kind", "name")
             ),
-            "can_define_rois": may_write(user, imaging_services.ROI_ROLES, site=site),
+            "can_define_rois": may_write(user, rois_services.ROI_ROLES, site=site),
             "roi_form": roi_form or _roi_form(request, subject),
         },
         status=status,
@@ -153,11 +163,11 @@ def subject_enrol(request):
 
     def enrol(data):
         with transaction.atomic():  # the subject and their identity, or neither
-            subject = trial_services.subject_enrol(
+            subject = subjects_services.subject_enrol(
                 actor=request.user, site=data["site"], enrolment_date=data["enrolment_date"], status=data["status"]
             )
             if data.get("full_name"):
-                trial_services.subject_identity_set(
+                identity_services.subject_identity_set(
                     actor=request.user,
                     subject=subject,
                     full_name=data["full_name"],
@@ -185,7 +195,7 @@ def consent_sign(request, pk):
     form = forms.ConsentSignForm(request.POST or None, documents=documents)
     if request.method == "POST" and _submit(
         form,
-        lambda d: trial_services.consent_sign(
+        lambda d: consent_services.consent_sign(
             actor=request.user, subject=subject, document=d["document"], scopes=d["scopes"], signed_at=d["signed_at"]
         ),
     ):
@@ -210,7 +220,7 @@ def consent_withdraw(request, pk):
     form = forms.ConsentWithdrawForm(request.POST or None, consent=consent)
     if request.method == "POST" and _submit(
         form,
-        lambda d: trial_services.consent_withdraw(
+        lambda d: consent_services.consent_withdraw(
             actor=request.user, consent=consent, scopes=d["scopes"], reason=d["reason"]
         ),
     ):
@@ -243,7 +253,7 @@ def injection_record(request, pk):
     )
 
     def record(d):
-        return trial_services.injection_record(
+        return injections_services.injection_record(
             actor=request.user,
             subject=subject,
             batch=d["batch"],
@@ -324,7 +334,7 @@ def lot_register(request):
         raise Http404
     form = forms.LotRegisterForm(request.POST or None, request.FILES or None, trials=trials)
     if request.method == "POST" and (
-        lot := _submit(form, lambda d: trial_services.lot_register(actor=request.user, **d))
+        lot := _submit(form, lambda d: lots_services.lot_register(actor=request.user, **d))
     ):
         messages.success(request, f"Lot {lot.lot_number} registered (quarantined until QC release).")
         return redirect("web:products")
@@ -346,7 +356,7 @@ def lot_qc(request, pk):
     form = forms.LotQcForm(request.POST or None, initial={"qc_status": LotQcStatus.RELEASED})
     if request.method == "POST" and _submit(
         form,
-        lambda d: trial_services.lot_set_qc_status(
+        lambda d: lots_services.lot_set_qc_status(
             actor=request.user, lot=lot, qc_status=d["qc_status"], reason=d["reason"], confirm=d["confirm"]
         ),
     ):
@@ -366,7 +376,7 @@ def batch_register(request):
     subjects = trial_selectors.subjects_visible_to(request.user).filter(site__in=sites).order_by("code")
     form = forms.BatchRegisterForm(request.POST or None, sites=sites, subjects=subjects)
     if request.method == "POST" and (
-        batch := _submit(form, lambda d: trial_services.batch_register(actor=request.user, **d))
+        batch := _submit(form, lambda d: batches_services.batch_register(actor=request.user, **d))
     ):
         messages.success(request, f"Batch {batch.batch_code} registered.")
         return redirect("web:products")
@@ -385,7 +395,7 @@ def batch_label(request, pk):
     lots = trial_selectors.lots_visible_to(request.user).filter(trial=batch.trial).order_by("lot_number")
     form = forms.BatchLabelForm(request.POST or None, lots=lots)
     if request.method == "POST" and _submit(
-        form, lambda d: trial_services.batch_label(actor=request.user, batch=batch, **d)
+        form, lambda d: batches_services.batch_label(actor=request.user, batch=batch, **d)
     ):
         messages.success(request, f"Labelling of batch {batch.batch_code} recorded.")
         return redirect("web:products")
@@ -405,7 +415,7 @@ def batch_release(request, pk):
     require_write(request.user, access.PRODUCT_ROLES, site=batch.site)
     form = forms.BatchReleaseForm(request.POST or None, initial={"release_status": CellBatch.ReleaseStatus.RELEASED})
     if request.method == "POST" and _submit(
-        form, lambda d: trial_services.batch_set_release_status(actor=request.user, batch=batch, **d)
+        form, lambda d: batches_services.batch_set_release_status(actor=request.user, batch=batch, **d)
     ):
         messages.success(request, f"Batch {batch.batch_code}: release status changed.")
         return redirect("web:products")
@@ -421,7 +431,7 @@ def batch_release(request, pk):
 @require_GET
 def scan_upload(request, pk):
     subject = _subject(request, pk)
-    require_write(request.user, imaging_services.UPLOAD_ROLES, site=subject.site)
+    require_write(request.user, scan_uploads_services.UPLOAD_ROLES, site=subject.site)
     injections = (
         trial_selectors.injections_visible_to(request.user).filter(subject=subject).order_by("-administered_at")
     )
@@ -466,7 +476,7 @@ def _scan_page(request, scan, sign_form, status=200, export_form=None, pacs_form
         "can_retry": (
             scan.status == Scan.Status.FAILED
             and scan.retryable
-            and may_write(request.user, imaging_services.UPLOAD_ROLES, site=scan.subject.site)
+            and may_write(request.user, scan_uploads_services.UPLOAD_ROLES, site=scan.subject.site)
         ),
         "may_export_identified": may_identified,
         "may_export_deidentified": exportable and may_export(request.user, scan, deidentified=True),
@@ -476,7 +486,7 @@ def _scan_page(request, scan, sign_form, status=200, export_form=None, pacs_form
     }
     if reconstruction is not None:
         vol = volume.load(reconstruction)
-        masks = volume.roi_masks(imaging_services.rois_for(scan), vol.grid)
+        masks = volume.roi_masks(rois_services.rois_for(scan), vol.grid)
         nz, ny, nx = vol.shape
         context.update(
             {
@@ -501,7 +511,7 @@ def scan_image(request, pk, plane, index=None):
     if reconstruction is None or (plane != "mip" and plane not in volume.PLANES):
         raise Http404
     vol = volume.load(reconstruction)
-    masks = volume.roi_masks(imaging_services.rois_for(scan), vol.grid)
+    masks = volume.roi_masks(rois_services.rois_for(scan), vol.grid)
     response = HttpResponse(volume.render_png(vol, plane, index, masks), content_type="image/png")
     response["Cache-Control"] = "private, max-age=300"
     return response
@@ -516,7 +526,7 @@ def scan_dicom(request, pk):
         raise Http404
     try:
         # Role check and FILE_DOWNLOADED audit event, as for the MDF downloads.
-        imaging_services.file_download_record(
+        downloads_services.file_download_record(
             actor=request.user, scan=scan, which="dicom_study", path=f"built from {reconstruction.file}"
         )
     except RuleViolation as exc:
@@ -578,9 +588,9 @@ def scan_list(request):
 @require_http_methods(["POST"])
 def scan_retry(request, pk):
     scan = _scan(request, pk)
-    require_write(request.user, imaging_services.UPLOAD_ROLES, site=scan.subject.site)
+    require_write(request.user, scan_uploads_services.UPLOAD_ROLES, site=scan.subject.site)
     try:
-        retried = imaging_services.scan_retry(actor=request.user, scan=scan)
+        retried = scan_claims_services.scan_retry(actor=request.user, scan=scan)
     except RULE_ERRORS as exc:
         messages.error(request, getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)])))
     else:
@@ -599,8 +609,9 @@ def scan_export(request, pk):
         raise Http404
     form = forms.ScanExportForm(request.POST)
     if export := _submit(
-        form, lambda d: compliance_services.export_request(actor=request.user, kind=d["kind"], scan=scan)
+        form, lambda d: exports_services.export_request(actor=request.user, kind=d["kind"], scan=scan)
     ):
+        compliance_tasks.queue_export(export)
         messages.success(
             request, f"Export #{export.pk} ({export.get_kind_display()}) requested: it is built in the background."
         )
@@ -645,12 +656,13 @@ def exports(request):
     if request.method == "POST" and (
         export := _submit(
             form,
-            lambda d: compliance_services.export_request(actor=user, kind=d["kind"], trial=d["trial"], site=d["site"]),
+            lambda d: exports_services.export_request(actor=user, kind=d["kind"], trial=d["trial"], site=d["site"]),
         )
     ):
+        compliance_tasks.queue_export(export)
         messages.success(request, f"Export #{export.pk} requested: it is built in the background.")
         return redirect("web:exports")
-    items = list(compliance_services.exports_visible_to(user).order_by("-created_at", "-id")[:50])
+    items = list(exports_services.exports_visible_to(user).order_by("-created_at", "-id")[:50])
     for export in items:  # a sponsor's scan export names the subject by pseudonym
         export.scope_text = sponsor.export_scope(keys, export) if deidentified else export.scope_label
     sends = (
@@ -680,12 +692,13 @@ def exports(request):
 @login_required
 @require_http_methods(["POST"])
 def export_retry(request, pk):
-    export = get_object_or_404(compliance_services.exports_visible_to(request.user), pk=pk)
+    export = get_object_or_404(exports_services.exports_visible_to(request.user), pk=pk)
     try:
-        compliance_services.export_retry(actor=request.user, export=export)
+        retried = exports_services.export_retry(actor=request.user, export=export)
     except RULE_ERRORS as exc:
         messages.error(request, getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)])))
     else:
+        compliance_tasks.queue_export(retried)
         messages.success(request, f"Export #{export.pk} queued again: it is built in the background.")
     return redirect("web:exports")
 
@@ -729,7 +742,7 @@ def subject_correct(request, pk):
         form=form,
         current=current,
         subject=subject,
-        call=lambda **kw: trial_services.subject_correct(actor=request.user, subject=subject, **kw),
+        call=lambda **kw: subjects_services.subject_correct(actor=request.user, subject=subject, **kw),
         title=f"Correct subject {subject.code}",
         back=reverse("web:subject", args=[subject.pk]),
         done=f"Subject {subject.code} corrected.",
@@ -744,7 +757,7 @@ def subject_status(request, pk):
     form = forms.SubjectStatusForm(request.POST or None, current=subject.status)
     if request.method == "POST" and _submit(
         form,
-        lambda d: trial_services.subject_change_status(
+        lambda d: subjects_services.subject_change_status(
             actor=request.user, subject=subject, status=d["status"], reason=d["reason"], confirm=d["confirm"]
         ),
     ):
@@ -786,7 +799,7 @@ def injection_correct(request, pk):
         form=form,
         current=current,
         subject=subject,
-        call=lambda **kw: trial_services.injection_correct(
+        call=lambda **kw: injections_services.injection_correct(
             actor=request.user,
             injection=injection,
             verifier_password=form.cleaned_data.get("verifier_password", ""),
@@ -813,7 +826,7 @@ def consent_correct(request, pk):
         form=form,
         current=current,
         subject=subject,
-        call=lambda **kw: trial_services.consent_correct(actor=request.user, consent=consent, **kw),
+        call=lambda **kw: consent_services.consent_correct(actor=request.user, consent=consent, **kw),
         title=f"Correct consent #{consent.pk} · {subject.code}",
         back=reverse("web:subject", args=[subject.pk]),
         done=f"Consent #{consent.pk} corrected.",
@@ -825,25 +838,14 @@ def consent_correct(request, pk):
 def lot_correct(request, pk):
     lot = get_object_or_404(trial_selectors.lots_visible_to(request.user), pk=pk)
     require_trial_resource_write(request.user, lot.trial)
-    current = _initial(
-        lot,
-        [
-            "expiry_date",
-            "iron_mg_per_ml",
-            "iron_mmol_per_l",
-            "core_size_nm",
-            "hydrodynamic_size_nm",
-            "polydispersity_index",
-            "coating",
-        ],
-    )
+    current = _initial(lot, list(lots_services.LOT_CORRECTABLE))
     form = forms.LotCorrectForm(request.POST or None, initial=current)
     return _correct(
         request,
         obj=lot,
         form=form,
         current=current,
-        call=lambda **kw: trial_services.lot_correct(actor=request.user, lot=lot, **kw),
+        call=lambda **kw: lots_services.lot_correct(actor=request.user, lot=lot, **kw),
         title=f"Correct lot {lot.lot_number}",
         back=reverse("web:products"),
         done=f"Lot {lot.lot_number} corrected.",
@@ -856,8 +858,8 @@ def batch_correct(request, pk):
     batch = _batch(request, pk)
     require_write(request.user, access.PRODUCT_ROLES, site=batch.site)
     labelling = batch.nanoparticle_lot_id is not None and batch.release_status == CellBatch.ReleaseStatus.PENDING
-    names = ["cell_count", "viability_percent", "manufactured_at", "chain_of_identity_id", "donation_id"]
-    current = _initial(batch, names + (list(forms.BatchCorrectForm.LABELLING) if labelling else []))
+    names = [name for name in batches_services.BATCH_CORRECTABLE if labelling or name not in LABELLING_FIELDS]
+    current = _initial(batch, names)
     lots = trial_selectors.lots_visible_to(request.user).filter(trial=batch.trial).order_by("lot_number")
     form = forms.BatchCorrectForm(request.POST or None, lots=lots, labelling=labelling, initial=current)
     return _correct(
@@ -865,7 +867,7 @@ def batch_correct(request, pk):
         obj=batch,
         form=form,
         current=current,
-        call=lambda **kw: trial_services.batch_correct(actor=request.user, batch=batch, **kw),
+        call=lambda **kw: batches_services.batch_correct(actor=request.user, batch=batch, **kw),
         title=f"Correct batch {batch.batch_code}",
         back=reverse("web:products"),
         done=f"Batch {batch.batch_code} corrected.",
@@ -879,11 +881,11 @@ def batch_correct(request, pk):
 @require_http_methods(["POST"])
 def roi_define(request, pk):
     subject = _subject(request, pk)
-    require_write(request.user, imaging_services.ROI_ROLES, site=subject.site)
+    require_write(request.user, rois_services.ROI_ROLES, site=subject.site)
     form = _roi_form(request, subject, request.POST)
     if _submit(
         form,
-        lambda d: imaging_services.roi_define(
+        lambda d: rois_services.roi_define(
             actor=request.user,
             subject=subject,
             name=d["name"],

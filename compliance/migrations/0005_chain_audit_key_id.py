@@ -13,8 +13,8 @@ from django.db import migrations, models
 def checkpoint_the_unkeyed_prefix(apps, schema_editor):
     from django.conf import settings
 
-    from compliance import checkpoints
-    from compliance.audit_keys import keyring
+    from audit import checkpoints
+    from audit.keys import keyring
 
     AuditEvent = apps.get_model("compliance", "AuditEvent")
     head = AuditEvent.objects.using(schema_editor.connection.alias).order_by("-sequence").values_list(

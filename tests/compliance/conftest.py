@@ -5,8 +5,8 @@ import zipfile
 
 import pytest
 
-from compliance import services
 from compliance.models import Export
+from compliance.services.exports import export_download, export_request, export_run
 from tests import factories as f
 
 
@@ -24,10 +24,10 @@ def built():
     through the service and built the way the worker builds it."""
 
     def make(actor, kind, trial, site=None, subject=None):
-        export = services.export_request(actor=actor, kind=kind, trial=trial, site=site, subject=subject)
-        export = services.export_run(export.pk)
+        export = export_request(actor=actor, kind=kind, trial=trial, site=site, subject=subject)
+        export = export_run(export.pk)
         assert export.status == Export.Status.READY, export.error
-        handle = services.export_download(actor=actor, export=export)
+        handle = export_download(actor=actor, export=export)
         with handle:
             return export, handle.read()
 

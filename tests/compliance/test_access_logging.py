@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from compliance import services
-from compliance.access import log_download
-from compliance.actions import AuditAction
-from compliance.context import request_context
-from compliance.models import SCAN_EXPORT_KINDS, AuditEvent, Export
+from audit.access import log_download
+from audit.actions import AuditAction
+from audit.context import request_context
+from audit.models import AuditEvent
+from compliance.models import SCAN_EXPORT_KINDS, Export
+from compliance.services.exports import export_request, export_run
 
 
 def test_it_audits_every_read_of_identifiable_data(api, ready, monitor):
@@ -27,7 +28,7 @@ def test_it_audits_every_export_request_completion_and_download(api, auditor, tr
     for kind in kinds:
         response = client.post("/api/v1/exports/", {"kind": kind, "trial": trial.pk})
         assert response.status_code == 201, response.json()
-        services.export_run(response.json()["id"])
+        export_run(response.json()["id"])
         download = client.get(f"/api/v1/exports/{response.json()['id']}/download/")
         assert download.status_code == 200
         body = b"".join(download.streaming_content)
@@ -41,8 +42,8 @@ def test_it_audits_every_export_request_completion_and_download(api, auditor, tr
 
 
 def test_it_validates_ownership_of_an_export(api, auditor, monitor, coordinator_b, trial, visit):
-    export = services.export_request(actor=auditor, kind=Export.Kind.AUDIT_JSON, trial=trial)
-    services.export_run(export.pk)
+    export = export_request(actor=auditor, kind=Export.Kind.AUDIT_JSON, trial=trial)
+    export_run(export.pk)
     before = AuditEvent.objects.count()
     assert api(coordinator_b).get(f"/api/v1/exports/{export.pk}/download/").status_code == 404
     assert api(coordinator_b).get(f"/api/v1/exports/{export.pk}/").status_code == 404
@@ -72,7 +73,7 @@ def test_it_refuses_exports_outside_the_users_scope(api, coordinator_b, imaging_
 
 
 def test_it_answers_not_ready_without_a_download_event(api, auditor, trial):
-    export = services.export_request(actor=auditor, kind=Export.Kind.AUDIT_CSV, trial=trial)
+    export = export_request(actor=auditor, kind=Export.Kind.AUDIT_CSV, trial=trial)
     response = api(auditor).get(f"/api/v1/exports/{export.pk}/download/")
     assert response.status_code == 409 and response.json()["error"]["code"] == "export_not_ready"
     assert not AuditEvent.objects.filter(action=AuditAction.EXPORT_DOWNLOADED).exists()
@@ -89,7 +90,7 @@ def test_it_logs_downloads_for_the_other_apps(visit, monitor):
 
 @pytest.mark.django_db
 def test_it_builds_an_export_once_when_delivered_twice(auditor, trial):
-    export = services.export_request(actor=auditor, kind=Export.Kind.AUDIT_JSON, trial=trial)
-    assert services.export_run(export.pk).status == Export.Status.READY
-    assert services.export_run(export.pk) is None
+    export = export_request(actor=auditor, kind=Export.Kind.AUDIT_JSON, trial=trial)
+    assert export_run(export.pk).status == Export.Status.READY
+    assert export_run(export.pk) is None
     assert AuditEvent.objects.filter(action=AuditAction.EXPORT_COMPLETED).count() == 1

@@ -11,8 +11,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.models import ApiToken, AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from compliance.models import ApiToken
 from tests import factories as f
 from tests.factories import PASSWORD
 

@@ -3,16 +3,14 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
-from trials import services
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from trials.services.subjects import subject_change_status
 
 
 @pytest.fixture
 def changed(visit, coordinator_a):
-    services.subject_change_status(
-        actor=coordinator_a, subject=visit, status="completed", reason="visit 4 done", confirm=True
-    )
+    subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="visit 4 done", confirm=True)
     return visit
 
 

@@ -14,15 +14,15 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
-from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
+from django.db.migrations.loader import MigrationLoader
 
-from compliance import checkpoints
-from compliance.actions import AuditAction
-from compliance.audit import (
+from audit import checkpoints
+from audit.actions import AuditAction
+from audit.chain import (
     GENESIS_HASH,
     AuditError,
     canonical_payload,
@@ -32,9 +32,9 @@ from compliance.audit import (
     verify_chain,
     write_checkpoint,
 )
-from compliance.audit_keys import ChainMac, key_id
-from compliance.models import AuditEvent
-from compliance.tasks import audit_checkpoint
+from audit.keys import ChainMac, key_id
+from audit.models import AuditEvent
+from audit.tasks import audit_checkpoint
 from tests.audit_triggers import tamper
 from tests.compliance.test_deploy_check import ROOT, _manage
 
@@ -272,8 +272,11 @@ def test_it_accepts_the_unkeyed_prefix_only_once_a_checkpoint_anchors_it(alice):
     assert not result.ok and "events #1-#3 were recorded before the chain was keyed" in result.problem
 
     # The keying migration anchors the prefix with the first checkpoint.
-    migration = importlib.import_module("compliance.migrations.0005_chain_audit_key_id")
-    migration.checkpoint_the_unkeyed_prefix(apps, SimpleNamespace(connection=connection))
+    # It runs against the models as they were at that migration (AuditEvent was compliance's then).
+    node = ("compliance", "0005_chain_audit_key_id")
+    historical = MigrationLoader(connection).project_state(node).apps
+    migration = importlib.import_module(f"{node[0]}.migrations.{node[1]}")
+    migration.checkpoint_the_unkeyed_prefix(historical, SimpleNamespace(connection=connection))
     _record(alice, 2)
     result = verify_chain()
     assert result.ok and result.events_checked == 5 and result.legacy_unkeyed_through == 3

@@ -8,9 +8,9 @@ from compliance.models import Export
 
 
 def test_it_carries_the_chain_verification_and_head_hash_in_json(built, auditor, trial, visit, coordinator_a):
-    from trials import services as trial_services
+    from trials.services.subjects import subject_change_status
 
-    trial_services.subject_change_status(
+    subject_change_status(
         actor=coordinator_a, subject=visit, status="completed", reason="follow-up visits done", confirm=True
     )
     _, content = built(auditor, Export.Kind.AUDIT_JSON, trial)

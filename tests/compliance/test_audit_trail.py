@@ -7,10 +7,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, connections, transaction
 
-from compliance.actions import AuditAction
-from compliance.audit import GENESIS_HASH, AuditError, diff, record_event, verify_chain
-from compliance.context import request_context
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.chain import GENESIS_HASH, AuditError, diff, record_event, verify_chain
+from audit.context import request_context
+from audit.models import AuditEvent
 from tests.audit_triggers import tamper
 from tests.services import require_postgres
 

@@ -13,8 +13,9 @@ import pytest
 from compliance import csvsafe
 from compliance.models import Export
 from tests.compliance.conftest import unzip
-from trials import services as trial_services
 from trials.models import Injection, NanoparticleLot
+from trials.services.consent import consent_withdraw
+from trials.services.subjects import subject_change_status
 
 # What a spreadsheet may take for the start of a formula (OWASP), full-width forms included.
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
@@ -103,10 +104,8 @@ def test_it_neutralises_free_text_in_the_report_csv(built, coordinator_a, trial,
 
 def test_it_neutralises_reasons_in_the_audit_csv(built, auditor, coordinator_a, trial, visit):
     consent = visit.consents.get()
-    trial_services.consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason=HOSTILE[1])
-    trial_services.subject_change_status(
-        actor=coordinator_a, subject=visit, status="withdrawn", reason=HOSTILE[3], confirm=True
-    )
+    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason=HOSTILE[1])
+    subject_change_status(actor=coordinator_a, subject=visit, status="withdrawn", reason=HOSTILE[3], confirm=True)
     _, content = built(auditor, Export.Kind.AUDIT_CSV, trial)
     text = content.decode()
     rows = list(csv.DictReader(io.StringIO("\n".join(line for line in text.splitlines() if not line.startswith("# ")))))

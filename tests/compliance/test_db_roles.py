@@ -11,9 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event, verify_chain
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.chain import record_event, verify_chain
+from audit.models import AuditEvent
 from tests.services import require_postgres
 
 pytestmark = pytest.mark.django_db

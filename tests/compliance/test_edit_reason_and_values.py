@@ -9,16 +9,20 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
-from trials import services
+from trials.services.batches import batch_label, batch_set_release_status
+from trials.services.consent import consent_withdraw
+from trials.services.identity import subject_identity_set
+from trials.services.lots import lot_set_qc_status
+from trials.services.subjects import subject_change_status
 
 
 def _status(c):
     return (
-        services.subject_change_status,
+        subject_change_status,
         dict(actor=c.coordinator_a, subject=c.subject, status="completed", confirm=True),
         AuditAction.SUBJECT_STATUS_CHANGED,
         "status",
@@ -29,7 +33,7 @@ def _status(c):
 
 def _identity(c):
     return (
-        services.subject_identity_set,
+        subject_identity_set,
         dict(
             actor=c.coordinator_a,
             subject=c.subject,
@@ -46,7 +50,7 @@ def _identity(c):
 
 def _withdraw(c):
     return (
-        services.consent_withdraw,
+        consent_withdraw,
         dict(actor=c.coordinator_a, consent=c.consent, scopes=["data_sharing"]),
         AuditAction.CONSENT_WITHDRAWN,
         "withdrawn_at",
@@ -57,7 +61,7 @@ def _withdraw(c):
 
 def _lot(c):
     return (
-        services.lot_set_qc_status,
+        lot_set_qc_status,
         dict(actor=c.trial_manager, lot=c.batch.nanoparticle_lot, qc_status="quarantined"),
         AuditAction.LOT_QC_STATUS_CHANGED,
         "qc_status",
@@ -68,7 +72,7 @@ def _lot(c):
 
 def _label(c):
     return (
-        services.batch_label,
+        batch_label,
         dict(
             actor=c.coordinator_a,
             batch=c.unlabelled,
@@ -87,7 +91,7 @@ def _label(c):
 
 def _release(c):
     return (
-        services.batch_set_release_status,
+        batch_set_release_status,
         dict(actor=c.coordinator_a, batch=c.batch, release_status="rejected", confirm=True),
         AuditAction.BATCH_RELEASE_STATUS_CHANGED,
         "release_status",

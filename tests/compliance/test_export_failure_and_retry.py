@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from compliance import reports, services
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent, Export
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from compliance import reports
+from compliance.models import Export
+from compliance.services.exports import export_download, export_request, export_run
 from config.errors import RuleViolation
 
 SERVER_PATH = "/srv/platform/var/media/exports/2026/secret-tmp-file.zip"
@@ -33,8 +35,8 @@ def broken_pdf(monkeypatch):
 
 @pytest.fixture
 def failed(broken_pdf, auditor, trial, visit):
-    export = services.export_request(actor=auditor, kind=Export.Kind.REPORT_PDF, trial=trial)
-    export = services.export_run(export.pk)
+    export = export_request(actor=auditor, kind=Export.Kind.REPORT_PDF, trial=trial)
+    export = export_run(export.pk)
     assert export.status == Export.Status.FAILED
     return export
 
@@ -59,7 +61,7 @@ def test_it_shows_a_refusal_by_a_rule_as_its_own_message(monkeypatch, auditor, t
         raise RuleViolation("scan_not_quantified", "Scan #7 is failed: only a reconstructed scan can be exported.")
 
     monkeypatch.setitem(reports.BUILDERS, Export.Kind.AUDIT_JSON, (refuse, "json", "application/json"))
-    export = services.export_run(services.export_request(actor=auditor, kind=Export.Kind.AUDIT_JSON, trial=trial).pk)
+    export = export_run(export_request(actor=auditor, kind=Export.Kind.AUDIT_JSON, trial=trial).pk)
     assert export.status == Export.Status.FAILED
     assert export.error == "Scan #7 is failed: only a reconstructed scan can be exported."
 
@@ -80,9 +82,9 @@ def test_it_retries_a_failed_export_through_the_api_and_then_builds_it(api, fail
     [event] = _events(AuditAction.EXPORT_RETRIED, failed)
     assert event.actor == auditor and event.changes["status"] == ["failed", "queued"]
 
-    export = services.export_run(failed.pk)
+    export = export_run(failed.pk)
     assert export.status == Export.Status.READY and export.error == "" and export.sha256
-    with services.export_download(actor=auditor, export=export) as handle:
+    with export_download(actor=auditor, export=export) as handle:
         assert handle.read().startswith(b"%PDF")
 
 
@@ -94,7 +96,7 @@ def test_it_retries_a_failed_export_from_the_exports_page(client, failed, broken
     failed.refresh_from_db()
     assert failed.status == Export.Status.QUEUED and failed.error == ""
     assert _events(AuditAction.EXPORT_RETRIED, failed).count() == 1
-    assert services.export_run(failed.pk).status == Export.Status.READY
+    assert export_run(failed.pk).status == Export.Status.READY
 
 
 def test_it_refuses_to_retry_an_export_that_did_not_fail(api, built, auditor, trial, visit):
@@ -138,8 +140,8 @@ def test_a_sponsors_retried_export_answers_in_the_sponsors_shape(api, sponsor, t
         raise OSError(28, "No space left on device", SERVER_PATH)
 
     monkeypatch.setitem(reports.BUILDERS, Export.Kind.SPONSOR_DEIDENTIFIED, (fail, *original[1:]))
-    export = services.export_request(actor=sponsor, kind=Export.Kind.SPONSOR_DEIDENTIFIED, trial=trial)
-    assert services.export_run(export.pk).status == Export.Status.FAILED
+    export = export_request(actor=sponsor, kind=Export.Kind.SPONSOR_DEIDENTIFIED, trial=trial)
+    assert export_run(export.pk).status == Export.Status.FAILED
 
     response = api(sponsor).post(f"/api/v1/exports/{export.pk}/retry/")
     assert response.status_code == 202, response.content

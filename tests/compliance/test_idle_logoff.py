@@ -4,8 +4,8 @@ import time
 
 from django.test import Client
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 
 
 def _idle_session(client, user, seconds_ago):

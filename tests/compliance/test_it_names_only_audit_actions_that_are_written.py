@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from compliance.actions import RETIRED_NUMBERS, AuditAction
+from audit.actions import RETIRED_NUMBERS, AuditAction
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIPPED = {"tests", "migrations", ".venv", "node_modules", "var", "docs"}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from tests import factories as f
 from tests.factories import PASSWORD
 

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent, Signature
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from compliance.models import Signature
 from compliance.signatures import content_sha256, signature_apply, signatures_verify
 from tests.factories import PASSWORD
-from trials import services
+from trials.services.identity import subject_identity_read
+from trials.services.injections import injection_record
+from trials.services.subjects import subject_change_status
 
 
 def test_it_signs_the_exact_content(visit, investigator_a):
@@ -20,9 +23,7 @@ def test_it_invalidates_the_signature_when_signed_data_changes(visit, investigat
     signature = signature_apply(signer=investigator_a, password=PASSWORD, obj=visit, meaning="approval")
     assert [s.valid for s in signatures_verify(visit)] == [True]
 
-    services.subject_change_status(
-        actor=coordinator_a, subject=visit, status="completed", reason="follow-up done", confirm=True
-    )
+    subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="follow-up done", confirm=True)
 
     # Invalidated by the edit itself, in its transaction: no read needed to notice.
     stored = Signature.objects.get(pk=signature.pk)
@@ -48,7 +49,7 @@ def test_it_invalidates_the_signature_when_signed_data_changes(visit, investigat
 
 def test_it_keeps_the_signature_valid_when_nothing_changed(visit, investigator_a, monitor):
     signature_apply(signer=investigator_a, password=PASSWORD, obj=visit, meaning="review")
-    services.subject_identity_read(actor=monitor, subject=visit)  # a read changes nothing signed
+    subject_identity_read(actor=monitor, subject=visit)  # a read changes nothing signed
     assert [s.valid for s in signatures_verify(visit)] == [True]
     assert not AuditEvent.objects.filter(action=AuditAction.SIGNATURE_INVALIDATED).exists()
 
@@ -61,7 +62,7 @@ def test_it_invalidates_the_visit_signature_when_an_injection_is_added(visit, re
 
     signature = signature_apply(signer=investigator_a, password=PASSWORD, obj=visit, meaning="approval")
     _, _, batch = ready
-    injection = services.injection_record(
+    injection = injection_record(
         actor=coordinator_a,
         subject=visit,
         batch=batch,
@@ -86,8 +87,6 @@ def test_it_shows_the_signature_on_the_subject_detail_and_its_invalidation(visit
     [shown] = body["signatures"]
     assert shown["meaning"] == "approval" and shown["valid"] is True and shown["printed_name"] == "investigator_a"
 
-    services.subject_change_status(
-        actor=coordinator_a, subject=visit, status="completed", reason="follow-up done", confirm=True
-    )
+    subject_change_status(actor=coordinator_a, subject=visit, status="completed", reason="follow-up done", confirm=True)
     [shown] = api(coordinator_a).get(f"/api/v1/subjects/{visit.pk}/").json()["signatures"]
     assert shown["valid"] is False and "follow-up done" in shown["invalidation_reason"]

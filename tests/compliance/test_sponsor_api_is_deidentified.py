@@ -92,10 +92,10 @@ def _keys(payload) -> set[str]:
 
 @pytest.fixture
 def sponsor_export(built, sponsor, trial, cohort):  # noqa: F811
-    from compliance import services
+    from compliance.services.exports import export_request
 
     # The sponsor also asked for the shared subject's de-identified DICOM study.
-    services.export_request(actor=sponsor, kind=Export.Kind.DICOM_STUDY_DEIDENTIFIED, scan=cohort.shared.scan)
+    export_request(actor=sponsor, kind=Export.Kind.DICOM_STUDY_DEIDENTIFIED, scan=cohort.shared.scan)
     _, content = built(sponsor, Export.Kind.SPONSOR_DEIDENTIFIED, trial)
     return {
         name: list(csv.DictReader(io.StringIO(text))) for name, text in unzip(content).items() if name.endswith(".csv")

@@ -92,10 +92,10 @@ def test_it_gives_another_trial_other_pseudonyms_and_offsets(trial, visit):
     "kind", [k for k in Export.Kind.values if k != Export.Kind.SPONSOR_DEIDENTIFIED and k not in SCAN_EXPORT_KINDS]
 )
 def test_it_lets_a_sponsor_request_only_the_deidentified_set(sponsor, trial, kind, nothing_written):
-    from compliance import services
+    from compliance.services.exports import export_request
 
     with nothing_written(), pytest.raises(RuleViolation) as refused:
-        services.export_request(actor=sponsor, kind=kind, trial=trial)
+        export_request(actor=sponsor, kind=kind, trial=trial)
     assert refused.value.code == "forbidden"
     assert Export.objects.count() == 0
 

@@ -4,8 +4,8 @@ import pytest
 from django.test import Client
 from django_otp.oath import TOTP
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from compliance.twofactor import enrol_device
 from tests.factories import PASSWORD
 

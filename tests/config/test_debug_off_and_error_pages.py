@@ -57,7 +57,7 @@ def test_it_shows_a_friendly_500_page_without_internals(coordinator_a, monkeypat
         raise RuntimeError("secret internals: redis://:hunter2@broker/0")
 
     monkeypatch.setattr("web.views.dashboard", broken, raising=False)
-    monkeypatch.setattr("compliance.middleware.RequestContextMiddleware.__call__", broken)
+    monkeypatch.setattr("audit.middleware.RequestContextMiddleware.__call__", broken)
     client = Client(raise_request_exception=False)
     response = client.get("/")
     assert response.status_code == 500

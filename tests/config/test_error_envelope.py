@@ -9,7 +9,7 @@ import logging
 import pytest
 from django.test import Client
 
-from compliance.models import AuditEvent
+from audit.models import AuditEvent
 from imaging.models import Upload
 from tests import factories as f
 from tests.imaging import factories as imf
@@ -160,7 +160,7 @@ def test_it_answers_a_django_level_500_under_api_with_the_envelope(coordinator_a
     def boom(self, request):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr("compliance.middleware.RequestContextMiddleware.__call__", boom)
+    monkeypatch.setattr("audit.middleware.RequestContextMiddleware.__call__", boom)
     client = Client(raise_request_exception=False)
     _error(client.get("/api/v1/subjects/"), 500, "server_error")
     page = client.get("/subjects/")

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 from django.apps import apps
 
-from compliance.models import AuditEvent
-from imaging import services
+from audit.models import AuditEvent
+from imaging.services.rois import roi_define
+from imaging.services.scanners import scanner_register, system_matrix_register
 from recon.simulate import simulate_to_files
 from tests import factories as f
 from tests.imaging.orthanc import orthanc  # noqa: F401  (fixture: a local Orthanc PACS)
@@ -44,7 +45,7 @@ def sim(simulate):
 def define_rois(subject, rois_path, actor=None):
     for record in json.loads(Path(rois_path).read_text())["rois"]:
         geometry = {k: v for k, v in record.items() if k not in ("name", "kind")}
-        services.roi_define(actor=actor, subject=subject, name=record["name"], kind=record["kind"], geometry=geometry)
+        roi_define(actor=actor, subject=subject, name=record["name"], kind=record["kind"], geometry=geometry)
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def pipeline(ready, site_a, coordinator_a, imaging_a, sim):
     pg = float(batch.iron_per_cell_pg)
     cells = round(sim["injected_iron_ng"] * 1000 / pg)
     injection = f.InjectionFactory(batch=batch, subject=subject, administered_cells=cells)
-    scanner = services.scanner_register(
+    scanner = scanner_register(
         actor=None,
         site=site_a,
         name="Preclinical MPI",
@@ -67,7 +68,7 @@ def pipeline(ready, site_a, coordinator_a, imaging_a, sim):
         drive_amplitudes_t=[0.012, 0.012],
         gradient_t_per_m=[-1.0, -1.0, 2.0],
     )
-    system_matrix = services.system_matrix_register(
+    system_matrix = system_matrix_register(
         actor=None,
         scanner=scanner,
         name="simulated 12x12 calibration",

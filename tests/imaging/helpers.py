@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from imaging import services
 from imaging.cache import SystemMatrixCache
 from imaging.models import Scan
+from imaging.services.scan_steps import scan_quantify, scan_reconstruct, scan_validate
 from tests.imaging import tus
 
 
@@ -13,9 +13,9 @@ def uploaded_scan(api, pipeline, path, *, hours=24.0) -> Scan:
 
 def process(scan: Scan, token: str = "task-1", cache=None) -> Scan:
     """Run the three steps in this process, as the tasks would (services directly)."""
-    services.scan_validate(scan_id=scan.pk, token=token)
-    services.scan_reconstruct(scan_id=scan.pk, token=token, cache=cache or SystemMatrixCache(10**9))
-    services.scan_quantify(scan_id=scan.pk, token=token)
+    scan_validate(scan_id=scan.pk, token=token)
+    scan_reconstruct(scan_id=scan.pk, token=token, cache=cache or SystemMatrixCache(10**9))
+    scan_quantify(scan_id=scan.pk, token=token)
     scan.refresh_from_db()
     return scan
 

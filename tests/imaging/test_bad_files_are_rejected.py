@@ -10,10 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
-from imaging import services
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging.models import Measurement, Reconstruction
+from imaging.services.scan_steps import scan_reconstruct, scan_validate
 from tests.imaging import tus
 from tests.imaging.helpers import uploaded_scan
 
@@ -55,7 +55,7 @@ def test_it_rejects_a_bad_file_with_a_specific_reason_and_keeps_the_original(api
     scan = uploaded_scan(api, pipeline, path)
     events = AuditEvent.objects.count()
 
-    services.scan_validate(scan_id=scan.pk, token="t")
+    scan_validate(scan_id=scan.pk, token="t")
     scan.refresh_from_db()
     assert scan.status == "rejected"
     assert expected in scan.status_reason
@@ -66,12 +66,12 @@ def test_it_rejects_a_bad_file_with_a_specific_reason_and_keeps_the_original(api
     assert [e.changes["status"] for e in new] == [["received", "validating"], ["validating", "rejected"]]
     assert expected in new[-1].reason
     # A rejected scan goes no further, whatever is queued.
-    assert services.scan_reconstruct(scan_id=scan.pk, token="t") is None
+    assert scan_reconstruct(scan_id=scan.pk, token="t") is None
 
 
 def test_it_rejects_a_calibration_uploaded_as_a_scan(api, pipeline):
     scan = uploaded_scan(api, pipeline, pipeline.sim["system_matrix"])
-    services.scan_validate(scan_id=scan.pk, token="t")
+    scan_validate(scan_id=scan.pk, token="t")
     scan.refresh_from_db()
     assert scan.status == "rejected"
     assert "calibration MDF, not a measurement" in scan.status_reason
@@ -82,7 +82,7 @@ def test_it_shows_the_rejection_reason_through_the_api(api, pipeline, tmp_path):
     path = tmp_path / "truncated.mdf"
     _truncated(Path(pipeline.sim["measurement"]), path)
     scan = uploaded_scan(api, pipeline, path)
-    services.scan_validate(scan_id=scan.pk, token="t")
+    scan_validate(scan_id=scan.pk, token="t")
     body = api(pipeline.user).get(f"/api/v1/scans/{scan.pk}/").json()
     assert body["status"] == "rejected"
     assert "truncated" in body["status_reason"]
@@ -109,7 +109,7 @@ def test_it_rejects_bytes_that_are_not_the_declared_file(api, pipeline, settings
     assert last.status_code == 204, last.content
     scan = pipeline.subject.scans.get(pk=last["Scan-Id"])
 
-    services.scan_validate(scan_id=scan.pk, token="t")
+    scan_validate(scan_id=scan.pk, token="t")
     scan.refresh_from_db()
     assert scan.status == "rejected" and not scan.retryable
     assert declared in scan.status_reason and tus.sha256_hex(data) in scan.status_reason

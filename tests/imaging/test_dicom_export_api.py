@@ -9,9 +9,10 @@ import zipfile
 
 import pydicom
 
-from compliance import services
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent, Export
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from compliance.models import Export
+from compliance.services.exports import export_download, export_run
 from tests.imaging.dicom_cases import quantified  # noqa: F401
 
 
@@ -25,9 +26,9 @@ def test_it_builds_and_audits_the_download(api, quantified, coordinator_a):  # n
     assert response.status_code == 201, response.json()
     export = Export.objects.get(pk=response.json()["id"])
     assert (export.status, export.scan_id, export.subject_id) == ("queued", quantified.pk, quantified.subject_id)
-    export = services.export_run(export.pk)
+    export = export_run(export.pk)
     assert export.status == "ready" and export.progress_percent == 100, export.error
-    assert services.export_run(export.pk) is None  # delivered twice, built once
+    assert export_run(export.pk) is None  # delivered twice, built once
     status = client.get(f"/api/v1/exports/{export.pk}/").json()
     assert status["status"] == "ready" and status["scan"] == quantified.pk
     assert [e["id"] for e in client.get(_url(quantified)).json()] == [export.pk]
@@ -59,9 +60,9 @@ def test_it_gives_a_sponsor_the_deidentified_kind_only(api, quantified, sponsor)
     assert Export.objects.count() == 0
     accepted = client.post(_url(quantified), {"kind": "dicom_study_deidentified"}, format="json")
     assert accepted.status_code == 201
-    export = services.export_run(accepted.json()["id"])
+    export = export_run(accepted.json()["id"])
     assert export.status == "ready", export.error
-    with services.export_download(actor=sponsor, export=export) as handle, zipfile.ZipFile(handle) as archive:
+    with export_download(actor=sponsor, export=export) as handle, zipfile.ZipFile(handle) as archive:
         objects = [pydicom.dcmread(io.BytesIO(archive.read(n))) for n in archive.namelist()]
     assert {o.PatientIdentityRemoved for o in objects} == {"YES"}
     assert quantified.subject.code not in {o.PatientID for o in objects}

@@ -8,8 +8,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from tests.imaging.dicom_cases import quantified  # noqa: F401
 from tests.imaging.test_dicom_validate import run
 from tests.services import require_executable

@@ -9,6 +9,7 @@ import pytest
 from pydicom import Dataset
 
 from compliance.deidentify import date_shift_days, subject_pseudonym
+from config.api_errors import status_for
 from config.errors import RuleViolation
 from imaging import dicom_export
 from imaging.dicom.build import encode
@@ -101,4 +102,4 @@ def test_it_refuses_a_scan_that_is_not_quantified(api, pipeline):
     for build in (dicom_export.study_for_scan, dicom_export.deidentified_study_for_scan):
         with pytest.raises(RuleViolation) as refused:
             build(scan)
-        assert refused.value.code == "scan_not_quantified" and refused.value.status_code == 409
+        assert refused.value.code == "scan_not_quantified" and status_for(refused.value.code) == 409

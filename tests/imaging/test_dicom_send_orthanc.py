@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import requests
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from config.errors import RuleViolation
 from imaging import dicom_export, pacs
 from imaging.dicom.build import parametric_map_volume

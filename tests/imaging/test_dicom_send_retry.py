@@ -15,8 +15,8 @@ from celery.app.task import Task
 from celery.exceptions import Retry
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging import pacs
 from imaging.dicom import DicomSendError, build_study, send_cstore, send_stowrs
 from imaging.models import DicomSend

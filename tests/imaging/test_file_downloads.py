@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from tests.conftest import last_event
 from tests.imaging.helpers import process, uploaded_scan
 

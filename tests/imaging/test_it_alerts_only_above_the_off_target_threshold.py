@@ -10,11 +10,12 @@ from decimal import Decimal
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
-from imaging import processing, services
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from imaging import processing
 from imaging.cache import SystemMatrixCache
 from imaging.models import Alert, Measurement, ScanStatus
+from imaging.services.scan_steps import scan_quantify, scan_reconstruct, scan_validate
 from tests.imaging.helpers import uploaded_scan
 
 THRESHOLD = Decimal("25.00")
@@ -25,8 +26,8 @@ def reconstructed(api, pipeline, trial):
     trial.off_target_alert_percent = THRESHOLD
     trial.save()
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
-    services.scan_validate(scan_id=scan.pk, token="task-1")
-    services.scan_reconstruct(scan_id=scan.pk, token="task-1", cache=SystemMatrixCache(10**9))
+    scan_validate(scan_id=scan.pk, token="task-1")
+    scan_reconstruct(scan_id=scan.pk, token="task-1", cache=SystemMatrixCache(10**9))
     scan.refresh_from_db()
     assert scan.status == ScanStatus.RECONSTRUCTED
     return scan
@@ -53,7 +54,7 @@ def _measuring(monkeypatch, off_target_percent: float) -> None:
 )
 def test_it_alerts_only_when_off_target_exceeds_the_threshold(reconstructed, monkeypatch, off_target, alerted):
     _measuring(monkeypatch, off_target)
-    scan = services.scan_quantify(scan_id=reconstructed.pk, token="task-1")
+    scan = scan_quantify(scan_id=reconstructed.pk, token="task-1")
     assert scan.status == ScanStatus.QUANTIFIED and Measurement.objects.filter(scan=scan).exists()
     assert scan.metrics_summary["off_target_percent"] == off_target
     events = AuditEvent.objects.filter(action=AuditAction.OFF_TARGET_ALERT_RAISED)

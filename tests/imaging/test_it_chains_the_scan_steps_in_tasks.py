@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from celery.app.task import Task
 
-from imaging import processing, services, tasks
+from imaging import processing, tasks
 from imaging.cache import SystemMatrixCache
 from imaging.models import DicomSend, PacsDestination, Scan, ScanStatus
+from imaging.services.scan_claims import scan_claim
+from imaging.services.scan_steps import scan_reconstruct, scan_validate
 from tests.imaging.dicom_cases import quantified  # noqa: F401 - fixture
 from tests.imaging.helpers import uploaded_scan
 
@@ -36,10 +38,13 @@ def sent(monkeypatch):
 
 
 def _imports(module: str) -> set[str]:
-    """Every module ``imaging/<module>.py`` imports, at the top or inside a function."""
-    tree = ast.parse((IMAGING / f"{module}.py").read_text())
+    """Every module ``imaging/<module>.py`` (or each module of the package ``imaging/<module>/``)
+    imports, at the top or inside a function."""
+    package = IMAGING / module
+    files = sorted(package.glob("*.py")) if package.is_dir() else [IMAGING / f"{module}.py"]
+    assert files, module
     names = set()
-    for node in ast.walk(tree):
+    for node in (node for path in files for node in ast.walk(ast.parse(path.read_text()))):
         if isinstance(node, ast.ImportFrom) and node.module:
             names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Import):
@@ -59,8 +64,8 @@ def test_selectors_do_not_import_services():
 def test_a_service_step_queues_nothing(api, pipeline, sent, django_capture_on_commit_callbacks):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.scan_validate(scan_id=scan.pk, token="t").status == ScanStatus.VALIDATED
-        services.scan_reconstruct(scan_id=scan.pk, token="t", cache=SystemMatrixCache(10**9))
+        assert scan_validate(scan_id=scan.pk, token="t").status == ScanStatus.VALIDATED
+        scan_reconstruct(scan_id=scan.pk, token="t", cache=SystemMatrixCache(10**9))
     assert sent == []
 
 
@@ -91,7 +96,7 @@ def test_a_step_that_lost_its_claim_or_failed_queues_nothing(
     api, pipeline, sent, monkeypatch, django_capture_on_commit_callbacks
 ):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
-    assert services.scan_claim(
+    assert scan_claim(
         scan_id=scan.pk, from_status=ScanStatus.RECEIVED, to_status=ScanStatus.VALIDATING, token="another-worker"
     )
     with django_capture_on_commit_callbacks(execute=True):

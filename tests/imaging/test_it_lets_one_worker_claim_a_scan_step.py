@@ -11,11 +11,12 @@ import pytest
 from celery.app.task import Task
 from django.db import connections
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
-from imaging import services
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging.cache import SystemMatrixCache
 from imaging.models import Reconstruction, Scan, ScanStatus
+from imaging.services.scan_claims import scan_claim
+from imaging.services.scan_steps import scan_reconstruct, scan_validate
 from tests.imaging.helpers import uploaded_scan
 
 
@@ -53,7 +54,7 @@ def test_two_workers_racing_for_one_step_exactly_one_claims_it(api, pipeline, no
         try:
             barrier.wait()
             won[token] = (
-                services.scan_claim(
+                scan_claim(
                     scan_id=scan.pk, from_status=ScanStatus.RECEIVED, to_status=ScanStatus.VALIDATING, token=token
                 )
                 is not None
@@ -78,20 +79,20 @@ def test_a_second_worker_with_another_token_gets_nothing_and_writes_nothing(api,
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     if step == "validate":
         from_status, to_status = ScanStatus.RECEIVED, ScanStatus.VALIDATING
-        run = services.scan_validate
+        run = scan_validate
     else:
-        assert services.scan_validate(scan_id=scan.pk, token="validator").status == ScanStatus.VALIDATED
+        assert scan_validate(scan_id=scan.pk, token="validator").status == ScanStatus.VALIDATED
         from_status, to_status = ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING
 
         def run(**kw):
-            return services.scan_reconstruct(cache=SystemMatrixCache(10**9), **kw)
+            return scan_reconstruct(cache=SystemMatrixCache(10**9), **kw)
 
     # Worker A holds the claim (its step is under way, well within the visibility timeout).
-    assert services.scan_claim(scan_id=scan.pk, from_status=from_status, to_status=to_status, token="worker-a")
+    assert scan_claim(scan_id=scan.pk, from_status=from_status, to_status=to_status, token="worker-a")
     held, events = _row(scan.pk), AuditEvent.objects.count()
 
     # Worker B got the same step: it neither claims nor runs it.
-    assert services.scan_claim(scan_id=scan.pk, from_status=from_status, to_status=to_status, token="worker-b") is None
+    assert scan_claim(scan_id=scan.pk, from_status=from_status, to_status=to_status, token="worker-b") is None
     assert run(scan_id=scan.pk, token="worker-b") is None
     assert _row(scan.pk) == held == (to_status, "worker-a", held[2])
     assert AuditEvent.objects.count() == events

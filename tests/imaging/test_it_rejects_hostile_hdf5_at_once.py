@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from imaging import services
 from imaging.models import Measurement, Reconstruction, RegionOfInterest
+from imaging.services.scan_steps import scan_validate
 from tests.imaging.helpers import uploaded_scan
 from tests.recon import hostile
 
@@ -48,7 +48,7 @@ def test_it_rejects_a_tiny_scan_declaring_a_terabyte_in_well_under_a_second(
     assert path.stat().st_size < 200_000
     scan = uploaded_scan(api, pipeline, path)
 
-    _, elapsed, peak = _measured(lambda: services.scan_validate(scan_id=scan.pk, token="t"))
+    _, elapsed, peak = _measured(lambda: scan_validate(scan_id=scan.pk, token="t"))
 
     scan.refresh_from_db()
     assert scan.status == "rejected" and not scan.retryable
@@ -63,7 +63,7 @@ def test_it_rejects_a_tiny_scan_declaring_a_terabyte_in_well_under_a_second(
 def test_it_takes_the_declared_size_limit_from_settings(api, pipeline, settings):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     settings.IMAGING_MAX_DECLARED_BYTES = 1000
-    services.scan_validate(scan_id=scan.pk, token="t")
+    scan_validate(scan_id=scan.pk, token="t")
     scan.refresh_from_db()
     assert scan.status == "rejected"
     assert "declared_too_large" in scan.status_reason and "limit of 1000 bytes" in scan.status_reason

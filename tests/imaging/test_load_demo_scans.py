@@ -8,10 +8,10 @@ import io
 
 from django.core.management import call_command
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
-from imaging import services
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging.models import Scan, Scanner, SystemMatrix
+from imaging.services.rois import rois_for
 from tests.imaging.helpers import process
 
 
@@ -45,4 +45,4 @@ def test_it_loads_demo_scans_that_show_the_time_course_and_is_idempotent(db, set
     assert retention == sorted(retention, reverse=True), retention
     assert off_target == sorted(off_target), off_target
     assert abs(retention[0] - 70) < 7 and abs(retention[-1] - 33) < 4
-    assert services.rois_for(course[0])
+    assert rois_for(course[0])

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from config.errors import RuleViolation
-from imaging import services
 from imaging.models import Scan, Upload
+from imaging.services.scan_steps import scan_validate
+from imaging.services.scan_uploads import assert_imaging_consent, imaging_scopes
 from tests.imaging.helpers import uploaded_scan
-from trials.services import consent_withdraw
+from trials.services.consent import consent_withdraw
 
 
 def _withdraw_longitudinal(pipeline, coordinator):
@@ -24,12 +25,12 @@ def _withdraw_longitudinal(pipeline, coordinator):
 
 
 def test_it_needs_only_imaging_consent_for_the_first_scan(pipeline):
-    assert services.imaging_scopes(injection=pipeline.injection, hours_after_injection=24) == ("imaging",)
+    assert imaging_scopes(injection=pipeline.injection, hours_after_injection=24) == ("imaging",)
 
 
 def test_it_refuses_a_follow_up_scan_after_longitudinal_imaging_was_withdrawn(api, pipeline, coordinator_a, tmp_path):
     first = uploaded_scan(api, pipeline, pipeline.sim["measurement"], hours=0)
-    assert services.imaging_scopes(injection=pipeline.injection, hours_after_injection=24) == (
+    assert imaging_scopes(injection=pipeline.injection, hours_after_injection=24) == (
         "imaging",
         "longitudinal_imaging",
     )
@@ -45,7 +46,7 @@ def test_it_refuses_a_follow_up_scan_after_longitudinal_imaging_was_withdrawn(ap
     refused = AuditEvent.objects.filter(action=AuditAction.UPLOAD_REFUSED).latest("sequence")
     assert refused.subject_id == pipeline.subject.pk and "longitudinal" in refused.reason.lower()
     # The baseline scan itself is untouched and still processes.
-    services.scan_validate(scan_id=first.pk, token="t")
+    scan_validate(scan_id=first.pk, token="t")
     first.refresh_from_db()
     assert first.status == "validated"
 
@@ -57,17 +58,15 @@ def test_it_stops_processing_a_follow_up_scan_after_the_withdrawal(api, pipeline
     later = uploaded_scan(api, pipeline, follow_up, hours=24)
     _withdraw_longitudinal(pipeline, coordinator_a)
 
-    services.scan_validate(scan_id=later.pk, token="t")
+    scan_validate(scan_id=later.pk, token="t")
     later.refresh_from_db()
     assert later.status == "rejected" and "longitudinal" in later.status_reason.lower()
     with pytest.raises(RuleViolation):
-        services.assert_imaging_consent(
-            pipeline.subject, injection=pipeline.injection, hours_after_injection=24, scan=later
-        )
+        assert_imaging_consent(pipeline.subject, injection=pipeline.injection, hours_after_injection=24, scan=later)
 
 
 def test_it_refuses_uploads_for_a_subject_who_left_the_trial(api, pipeline, coordinator_a, nothing_changed):
-    from trials.services import subject_change_status
+    from trials.services.subjects import subject_change_status
 
     subject_change_status(
         actor=coordinator_a, subject=pipeline.subject, status="withdrawn", reason="moved abroad", confirm=True

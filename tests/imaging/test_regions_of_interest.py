@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from imaging.models import Measurement, RegionOfInterest
 from tests.conftest import last_event
 from tests.imaging.helpers import process, uploaded_scan

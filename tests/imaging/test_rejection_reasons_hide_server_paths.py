@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from django.conf import settings as django_settings
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
-from imaging import services
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from imaging import uploads
+from imaging.services.scan_claims import scan_claim, scan_fail
+from imaging.services.scan_steps import scan_validate
 from tests.imaging.helpers import uploaded_scan
 
 
@@ -44,7 +46,7 @@ def test_a_rejected_upload_names_no_server_path(api, pipeline, tmp_path, setting
         path.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
     scan = uploaded_scan(api, pipeline, path)
 
-    services.scan_validate(scan_id=scan.pk, token="t")
+    scan_validate(scan_id=scan.pk, token="t")
     scan.refresh_from_db()
     assert scan.status == "rejected"
     assert ("not an HDF5 file" if case == "corrupt" else "truncated") in scan.status_reason
@@ -60,13 +62,13 @@ def test_a_rejected_upload_names_no_server_path(api, pipeline, tmp_path, setting
 
 def test_an_h5py_message_with_the_file_name_is_stored_without_it(api, pipeline, settings, tmp_path):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
-    stored = services.uploads.media_path(scan.file)
+    stored = uploads.media_path(scan.file)
     message = (
         f"Unable to synchronously open file (unable to open file: name = '{stored}', errno = 13, "
         f"error message = 'Permission denied'); cannot read /measurement/data; see /srv/mpi/var/log/x.log"
     )
-    assert services.scan_claim(scan_id=scan.pk, from_status="received", to_status="validating", token="t")
-    assert services.scan_fail(scan_id=scan.pk, token="t", reason=message, retryable=True)
+    assert scan_claim(scan_id=scan.pk, from_status="received", to_status="validating", token="t")
+    assert scan_fail(scan_id=scan.pk, token="t", reason=message, retryable=True)
     scan.refresh_from_db()
     assert scan.status == "failed"
     _assert_no_server_path(scan.status_reason, settings, tmp_path)

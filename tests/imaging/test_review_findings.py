@@ -14,12 +14,14 @@ from types import SimpleNamespace
 
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from config.errors import RuleViolation
-from imaging import services, uploads
+from imaging import uploads
 from imaging.cache import SystemMatrixCache
 from imaging.models import Measurement, Reconstruction, Upload
+from imaging.services.scan_steps import scan_quantify, scan_reconstruct, scan_validate
+from imaging.services.scan_uploads import upload_append
 from tests.imaging import tus
 from tests.imaging.helpers import uploaded_scan
 
@@ -33,12 +35,12 @@ def _withdraw_imaging(consent):
 
 def test_it_stops_reconstruction_once_imaging_consent_is_withdrawn(api, pipeline):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
-    services.scan_validate(scan_id=scan.pk, token="task-1")
+    scan_validate(scan_id=scan.pk, token="task-1")
     scan.refresh_from_db()
     assert scan.status == "validated"
     _withdraw_imaging(pipeline.consent)
 
-    services.scan_reconstruct(scan_id=scan.pk, token="task-2", cache=SystemMatrixCache(10**9))
+    scan_reconstruct(scan_id=scan.pk, token="task-2", cache=SystemMatrixCache(10**9))
 
     scan.refresh_from_db()
     assert scan.status == "failed" and not scan.retryable
@@ -52,11 +54,11 @@ def test_it_stops_reconstruction_once_imaging_consent_is_withdrawn(api, pipeline
 
 def test_it_stops_quantification_once_imaging_consent_is_withdrawn(api, pipeline):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
-    services.scan_validate(scan_id=scan.pk, token="task-1")
-    services.scan_reconstruct(scan_id=scan.pk, token="task-1", cache=SystemMatrixCache(10**9))
+    scan_validate(scan_id=scan.pk, token="task-1")
+    scan_reconstruct(scan_id=scan.pk, token="task-1", cache=SystemMatrixCache(10**9))
     _withdraw_imaging(pipeline.consent)
 
-    services.scan_quantify(scan_id=scan.pk, token="task-1")
+    scan_quantify(scan_id=scan.pk, token="task-1")
 
     scan.refresh_from_db()
     assert scan.status == "failed" and not scan.retryable
@@ -99,7 +101,7 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
         if "second" not in outcomes:
             stale = Upload.objects.get(pk=upload.pk)
             try:
-                outcomes["second"] = services.upload_append(
+                outcomes["second"] = upload_append(
                     actor=pipeline.user,
                     upload=stale,
                     offset=0,
@@ -113,7 +115,7 @@ def test_it_never_lets_a_losing_concurrent_patch_overwrite_the_accepted_chunk(ap
         return 0
 
     try:
-        outcomes["first"] = services.upload_append(
+        outcomes["first"] = upload_append(
             actor=pipeline.user,
             upload=Upload.objects.get(pk=upload.pk),
             offset=0,
@@ -180,7 +182,7 @@ def test_it_lets_the_site_upload_the_file_again_after_its_bytes_were_rejected(ap
         sha256=tus.sha256_hex(data),
     )
     first = tus.patch(client, tus.create(client, **kwargs)["Location"], offset=0, data=corrupt)
-    services.scan_validate(scan_id=int(first["Scan-Id"]), token="t")
+    scan_validate(scan_id=int(first["Scan-Id"]), token="t")
     rejected = pipeline.subject.scans.get(pk=first["Scan-Id"])
     assert rejected.status == "rejected" and "upload the file again" in rejected.status_reason
 
@@ -189,7 +191,7 @@ def test_it_lets_the_site_upload_the_file_again_after_its_bytes_were_rejected(ap
     last = tus.patch(client, again["Location"], offset=0, data=data)
     assert last.status_code == 204, last.content
     scan = pipeline.subject.scans.get(pk=last["Scan-Id"])
-    services.scan_validate(scan_id=scan.pk, token="t2")
+    scan_validate(scan_id=scan.pk, token="t2")
     scan.refresh_from_db()
     assert scan.status == "validated"
     rejected.refresh_from_db()

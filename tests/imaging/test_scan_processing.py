@@ -3,10 +3,11 @@ quantified through the services the tasks call, and its metrics match the phanto
 
 from __future__ import annotations
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
-from imaging import services
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging.models import Measurement, Reconstruction
+from imaging.services.scan_claims import _finish, scan_claim
+from imaging.services.scan_steps import scan_quantify, scan_reconstruct, scan_validate
 from tests.imaging.helpers import process, relative_error, uploaded_scan
 
 TARGET_TOLERANCE = 0.10  # relative, retention of the target
@@ -61,9 +62,9 @@ def test_it_never_makes_a_second_result_when_a_step_runs_twice(api, pipeline):
     scan = process(uploaded_scan(api, pipeline, pipeline.sim["measurement"]))
     events = AuditEvent.objects.count()
     # A redelivered task of another id finds every step done and exits quietly.
-    assert services.scan_validate(scan_id=scan.pk, token="task-2") is None
-    assert services.scan_reconstruct(scan_id=scan.pk, token="task-2") is None
-    assert services.scan_quantify(scan_id=scan.pk, token="task-2") is None
+    assert scan_validate(scan_id=scan.pk, token="task-2") is None
+    assert scan_reconstruct(scan_id=scan.pk, token="task-2") is None
+    assert scan_quantify(scan_id=scan.pk, token="task-2") is None
     assert Reconstruction.objects.filter(scan=scan).count() == 1
     assert Measurement.objects.filter(scan=scan).count() == 4
     assert AuditEvent.objects.count() == events
@@ -71,14 +72,14 @@ def test_it_never_makes_a_second_result_when_a_step_runs_twice(api, pipeline):
 
 def test_it_lets_a_redelivered_task_resume_its_own_claim_as_a_new_attempt(api, pipeline):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
-    services.scan_validate(scan_id=scan.pk, token="t")
+    scan_validate(scan_id=scan.pk, token="t")
     # The worker claimed the reconstruction and died before recording anything.
-    claimed = services.scan_claim(scan_id=scan.pk, from_status="validated", to_status="reconstructing", token="t")
+    claimed = scan_claim(scan_id=scan.pk, from_status="validated", to_status="reconstructing", token="t")
     first_attempt = claimed.attempt
     # Another task cannot take it while the claim is fresh ...
-    assert services.scan_reconstruct(scan_id=scan.pk, token="other") is None
+    assert scan_reconstruct(scan_id=scan.pk, token="other") is None
     # ... but the broker's redelivery of the same task (same id) resumes it.
-    services.scan_reconstruct(scan_id=scan.pk, token="t")
+    scan_reconstruct(scan_id=scan.pk, token="t")
     scan.refresh_from_db()
     assert scan.status == "reconstructed" and scan.attempt == first_attempt + 1
     assert list(Reconstruction.objects.filter(scan=scan).values_list("attempt", flat=True)) == [first_attempt + 1]
@@ -86,10 +87,10 @@ def test_it_lets_a_redelivered_task_resume_its_own_claim_as_a_new_attempt(api, p
 
 def test_it_discards_the_result_of_a_worker_that_lost_its_claim(api, pipeline, settings):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
-    services.scan_validate(scan_id=scan.pk, token="t")
-    first = services.scan_claim(scan_id=scan.pk, from_status="validated", to_status="reconstructing", token="slow")
+    scan_validate(scan_id=scan.pk, token="t")
+    first = scan_claim(scan_id=scan.pk, from_status="validated", to_status="reconstructing", token="slow")
     settings.CELERY_VISIBILITY_TIMEOUT = 0  # the slow worker's claim is now stale
-    services.scan_reconstruct(scan_id=scan.pk, token="fast")
+    scan_reconstruct(scan_id=scan.pk, token="fast")
     # The slow worker finishes late: its attempt is no longer the scan's.
-    assert services._finish(first, "slow", "reconstructed", fields={}) is False
+    assert _finish(first, "slow", "reconstructed", fields={}) is False
     assert Reconstruction.objects.filter(scan=scan).count() == 1

@@ -14,10 +14,12 @@ from celery.app.task import Task
 from celery.signals import worker_ready
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
-from imaging import services, tasks
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from imaging import tasks
 from imaging.models import Measurement, Reconstruction, Scan, ScanStatus
+from imaging.services.scan_claims import scan_claim
+from imaging.services.scan_steps import scan_validate
 from tests.imaging.helpers import process, uploaded_scan
 
 STEPS = {"validate": tasks.validate_scan, "reconstruct": tasks.reconstruct_scan, "quantify": tasks.quantify_scan}
@@ -54,7 +56,7 @@ def age(scan: Scan, seconds: float) -> None:
 
 def claim_and_die(scan: Scan, from_status: str, to_status: str, *, seconds_ago: float) -> None:
     """A worker claims the step, then is killed (SIGKILL: nothing after the claim runs)."""
-    assert services.scan_claim(scan_id=scan.pk, from_status=from_status, to_status=to_status, token="dead-worker")
+    assert scan_claim(scan_id=scan.pk, from_status=from_status, to_status=to_status, token="dead-worker")
     age(scan, seconds_ago)
 
 
@@ -78,7 +80,7 @@ def test_a_claim_older_than_the_visibility_timeout_is_requeued_and_completes_onc
 ):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     if claimed == "reconstructing":
-        assert services.scan_validate(scan_id=scan.pk, token="validator").status == ScanStatus.VALIDATED
+        assert scan_validate(scan_id=scan.pk, token="validator").status == ScanStatus.VALIDATED
         claim_and_die(
             scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5
         )
@@ -121,7 +123,7 @@ def test_a_claim_older_than_the_visibility_timeout_is_requeued_and_completes_onc
 def test_a_fresh_claim_is_left_to_its_worker(api, pipeline, settings, queued, claimed):
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     if claimed == "reconstructing":
-        services.scan_validate(scan_id=scan.pk, token="validator")
+        scan_validate(scan_id=scan.pk, token="validator")
         claim_and_die(
             scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT - 30
         )
@@ -136,7 +138,7 @@ def test_a_fresh_claim_is_left_to_its_worker(api, pipeline, settings, queued, cl
     assert queued == [] and _snapshot(scan.pk) == before and AuditEvent.objects.count() == events
     # The live worker's claim still holds against another task of the same step.
     from_status = ScanStatus.VALIDATED if claimed == "reconstructing" else ScanStatus.RECEIVED
-    assert services.scan_claim(scan_id=scan.pk, from_status=from_status, to_status=claimed, token="other") is None
+    assert scan_claim(scan_id=scan.pk, from_status=from_status, to_status=claimed, token="other") is None
 
 
 def test_a_scan_waiting_in_a_queue_is_requeued_only_when_quiet_for_a_minute(api, pipeline, queued):

@@ -12,8 +12,8 @@ import logging
 import pytest
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging import pacs, tasks
 from imaging.dicom.send import ObjectStatus, SendResult
 from imaging.models import DicomSend

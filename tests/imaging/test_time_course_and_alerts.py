@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging.models import Alert
 from tests.imaging.helpers import process, uploaded_scan
 

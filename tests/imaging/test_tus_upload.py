@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging.models import Scan, Upload
 from tests.imaging import tus
 
@@ -135,6 +135,11 @@ def test_it_terminates_an_upload(api, pipeline, settings, django_capture_on_comm
     assert Upload.objects.get().status == "terminated"
     assert not path.exists()
     assert tus.head(client, url).status_code == 404
+    # A PATCH to a terminated upload: gone (404, its own code), and nothing written.
+    events = AuditEvent.objects.count()
+    refused = tus.patch(client, url, offset=1000, data=data[1000:2000])
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "upload_terminated"
+    assert Upload.objects.get().offset == 1000 and AuditEvent.objects.count() == events
 
 
 def test_a_chunk_of_many_pieces_is_hashed_in_order_and_written_whole(api, pipeline, settings):
@@ -157,7 +162,7 @@ def test_a_chunk_of_many_pieces_is_hashed_in_order_and_written_whole(api, pipeli
 
 
 def test_a_connection_dropped_mid_chunk_leaves_the_upload_as_it_was(api, pipeline, settings):
-    from imaging import services
+    from imaging.services.scan_uploads import upload_append
 
     settings.IMAGING_UPLOAD_PIECE_BYTES = 4096
     data = Path(pipeline.sim["measurement"]).read_bytes()
@@ -176,7 +181,7 @@ def test_a_connection_dropped_mid_chunk_leaves_the_upload_as_it_was(api, pipelin
         return count
 
     with pytest.raises(ConnectionResetError):
-        services.upload_append(
+        upload_append(
             actor=pipeline.user, upload=upload, offset=10_000, source=SimpleNamespace(readinto=readinto), checksum=None
         )
     upload.refresh_from_db()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.utils import timezone
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from imaging.models import Scan, Upload
 from tests.conftest import last_event
 from tests.imaging import tus

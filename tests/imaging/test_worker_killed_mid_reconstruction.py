@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging.models import Reconstruction
 from tests.imaging import tus
 from tests.imaging.worker import Worker, assert_completed_once, kill_mid_reconstruction, purge, scan_state, wait_for

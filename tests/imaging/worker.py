@@ -155,8 +155,8 @@ def kill_mid_reconstruction(worker: Worker, scan_id: int) -> int:
 def assert_completed_once(scan_id: int, pipeline, attempt_killed: int):
     """The scan finished on a later attempt with one result: one Reconstruction, the
     Measurements of that one only, one RECONSTRUCTION_COMPLETED event. Returns the scan."""
-    from compliance.actions import AuditAction
-    from compliance.models import AuditEvent
+    from audit.actions import AuditAction
+    from audit.models import AuditEvent
     from imaging.models import Measurement, Reconstruction, Scan
 
     scan = Scan.objects.get(pk=scan_id)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from recon.cli import main
-from tests.recon.test_mdf_factories import FIXTURE, write_time_measurement
+from tests.recon.test_mdf_factories import FIXTURE, write_fast_calibration, write_time_measurement
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,8 +81,9 @@ def test_it_fails_info_on_a_bad_file_with_exit_2(capsys, tmp_path, content):
     assert str(path) in assert_one_error_line(err)
 
 
-def test_it_validates_a_good_file_with_exit_0(capsys):
-    code, out, err = run(capsys, "validate", str(FIXTURE))
+def test_it_validates_a_good_file_with_exit_0(capsys, tmp_path):
+    write_fast_calibration(tmp_path / "c.mdf")
+    code, out, err = run(capsys, "validate", str(tmp_path / "c.mdf"))
     assert code == 0 and err == ""
     assert json.loads(out)["valid"] is True
 

@@ -78,7 +78,9 @@ def test_it_averages_frames_in_blocks_and_respects_the_frame_range():
 def test_it_requires_background_frames_for_background_correction():
     rows, _ = _drifting_scan()
     sel = pp.RowSelection(np.zeros(3, int), np.arange(3), np.zeros(3), np.ones(3), 3)
-    with pytest.raises(ValueError, match="none of the 12 frames is flagged isBackgroundFrame"):
+    with pytest.raises(
+        ValueError, match="the scan has none flagged isBackgroundFrame and the calibration has no background frames"
+    ):
         pp.prepare_rows(np.ones((3, 5)), None, rows, np.zeros(12, bool), sel, ReconParams(background="mean"))
 
 
@@ -131,20 +133,20 @@ def test_it_divides_each_side_by_its_own_transfer_function():
     )
     np.testing.assert_allclose(prep.system_matrix, s, rtol=1e-12)
     np.testing.assert_allclose(prep.measurements[0], s @ x, rtol=1e-12)
-    assert "transfer function corrected (calibration and scan)" in prep.notes
+    assert "transfer function: divided calibration and measurement, each by its own" in prep.notes
 
 
-def test_it_leaves_data_alone_when_only_one_side_has_a_transfer_function():
+def test_it_refuses_a_transfer_function_on_one_side_only():
+    """A raw calibration with its transfer function and a raw scan without one cannot be compared."""
     s = np.ones((3, 4), complex)
     sel = pp.RowSelection(np.zeros(3, int), np.arange(3), np.zeros(3), np.ones(3), 3)
-    prep = pp.prepare_rows(
-        s,
-        None,
-        np.ones((2, 3), complex),
-        np.zeros(2, bool),
-        sel,
-        ReconParams(background="none"),
-        sm_transfer_function_rows=np.full(3, 2.0 + 0j),
-    )
-    np.testing.assert_allclose(prep.system_matrix, s)
-    assert "transfer function present in only one file: not applied" in prep.notes
+    with pytest.raises(ValueError, match="the two cannot be brought to the same state"):
+        pp.prepare_rows(
+            s,
+            None,
+            np.ones((2, 3), complex),
+            np.zeros(2, bool),
+            sel,
+            ReconParams(background="none"),
+            sm_transfer_function_rows=np.full(3, 2.0 + 0j),
+        )

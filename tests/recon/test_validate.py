@@ -22,10 +22,13 @@ def only_problem(report: ValidationReport):
     return report.problems[0]
 
 
-def test_it_accepts_the_real_fixture():
+def test_it_reads_the_real_fixture_and_flags_only_its_zero_tracer_concentration():
+    """The 2018 robot calibration stores /tracer/concentration = 0: readable, but reconstruct refuses it."""
     report = validate(FIXTURE)
-    assert report.valid, report.problems
     assert (report.kind, report.version) == ("calibration", "2.0")
+    problem = only_problem(report)
+    assert (problem.code, problem.path) == ("not_reconstructable", "/tracer/concentration")
+    assert "/tracer/concentration missing or not > 0 (0.0)" in problem.message
 
 
 def test_it_accepts_files_the_platform_writes(tmp_path):

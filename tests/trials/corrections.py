@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compliance.models import AuditEvent
+from audit.models import AuditEvent
 from config.errors import RuleViolation
 
 

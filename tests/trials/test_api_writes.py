@@ -8,8 +8,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from tests import factories as f
 from trials.models import CellBatch, Consent, Injection, NanoparticleLot, Subject
 

@@ -10,11 +10,12 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
+from config.api_errors import status_for
 from tests import factories as f
 from tests.trials.corrections import head_sequence, one_event_since, refused
 from trials.models import CellBatch, NanoparticleLot
-from trials.services import batch_correct
+from trials.services.batches import batch_correct
 
 
 @pytest.fixture
@@ -169,7 +170,7 @@ def test_it_refuses_a_correction_that_changes_nothing(released, coordinator_a, n
 @pytest.mark.parametrize("who", ["imaging_a", "investigator_a", "coordinator_b", "monitor", "sponsor"])
 def test_it_lets_only_a_coordinator_of_the_site_correct(request, released, nothing_written, who):
     error = _refused("forbidden", nothing_written, request.getfixturevalue(who), released, cell_count=1)
-    assert error.status_code == 403
+    assert status_for(error.code) == 403
 
 
 # --------------------------------------------------------------------------- API

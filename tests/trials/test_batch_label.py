@@ -6,11 +6,11 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
-from trials.services import batch_label
+from trials.services.batches import batch_label
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.models import CellBatch
-from trials.services import batch_register
+from trials.services.batches import batch_register
 
 
 def _register(actor, site, **overrides):

@@ -5,12 +5,12 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.models import NanoparticleLot
-from trials.services import batch_set_release_status
+from trials.services.batches import batch_set_release_status
 
 
 def test_it_releases_a_labelled_batch_with_reason_and_old_and_new_status(site_a, coordinator_a):

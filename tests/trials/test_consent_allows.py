@@ -5,7 +5,7 @@ import pytest
 from config.errors import RuleViolation
 from tests import factories as f
 from trials.selectors import consent_allows
-from trials.services import assert_scope_active
+from trials.services.consent import assert_scope_active
 
 
 def test_it_allows_nothing_without_a_consent(site_a):

@@ -10,13 +10,14 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import to_jsonable
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.chain import to_jsonable
+from audit.models import AuditEvent
 from compliance.signatures import signature_apply
+from config.api_errors import status_for
 from tests import factories as f
 from tests.trials.corrections import head_sequence, one_event_since, refused
-from trials.services import consent_correct, consent_withdraw
+from trials.services.consent import consent_correct, consent_withdraw
 
 ALL_SCOPES = ["imaging", "longitudinal_imaging", "data_sharing"]
 
@@ -170,7 +171,7 @@ def test_it_refuses_a_correction_that_changes_nothing(ready, coordinator_a, noth
 def test_it_lets_only_a_coordinator_of_the_site_correct(request, ready, nothing_written, who):
     _, consent, _ = ready
     error = _refused("forbidden", nothing_written, request.getfixturevalue(who), consent, scopes=["imaging"])
-    assert error.status_code == 403
+    assert status_for(error.code) == 403
 
 
 def test_it_invalidates_the_signature_of_a_signed_visit(ready, coordinator_a, investigator_a):

@@ -4,12 +4,12 @@ import datetime as dt
 
 import pytest
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.selectors import consent_allows
-from trials.services import assert_scope_active, consent_withdraw
+from trials.services.consent import assert_scope_active, consent_withdraw
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ def test_it_refuses_a_batch_whose_donor_is_a_subject_of_another_site(site_a, sit
 
     from config.errors import RuleViolation
     from trials.models import Membership, Role
-    from trials.services import batch_register
+    from trials.services.batches import batch_register
 
     Membership.objects.create(user=coordinator_a, trial=site_b.trial, site=site_b, role=Role.IMAGING_STAFF)
     donor = f.SubjectFactory(site=site_b)

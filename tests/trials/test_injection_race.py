@@ -8,9 +8,9 @@ import threading
 import pytest
 from django.db import connections
 
-from compliance.actions import AuditAction
-from compliance.audit import verify_chain
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.chain import verify_chain
+from audit.models import AuditEvent
 from config.errors import RuleViolation
 from tests.services import require_postgres
 from trials.models import Injection

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
+from config.api_errors import status_for
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
-from trials import services
+from trials.services.batches import batch_set_release_status
+from trials.services.lots import lot_set_qc_status
 
 REASON = "Endotoxin above specification on retest"
 
@@ -32,9 +34,9 @@ def lot(trial):
 
 def test_it_refuses_a_lot_rejection_without_confirmation(lot, trial_manager, nothing_written):
     with nothing_written(), pytest.raises(RuleViolation) as caught:
-        services.lot_set_qc_status(actor=trial_manager, lot=lot, qc_status="rejected", reason=REASON)
+        lot_set_qc_status(actor=trial_manager, lot=lot, qc_status="rejected", reason=REASON)
     error = caught.value
-    assert (error.code, error.field, error.status_code) == ("confirmation_required", "confirm", 400)
+    assert (error.code, error.field, status_for(error.code)) == ("confirmation_required", "confirm", 400)
     assert "final" in error.message and lot.lot_number in error.message
     lot.refresh_from_db()
     assert lot.qc_status == "quarantined"
@@ -67,7 +69,7 @@ def test_the_api_rejects_a_lot_with_confirm_true(api, lot, trial_manager):
 
 
 def test_a_reversible_lot_change_needs_no_confirmation(lot, trial_manager):
-    services.lot_set_qc_status(actor=trial_manager, lot=lot, qc_status="released", reason="CoA reviewed, QC passed")
+    lot_set_qc_status(actor=trial_manager, lot=lot, qc_status="released", reason="CoA reviewed, QC passed")
     lot.refresh_from_db()
     assert lot.qc_status == "released"
 
@@ -93,9 +95,7 @@ def test_it_refuses_a_batch_rejection_without_confirmation(ready, coordinator_a,
         )
     assert response.status_code == 400, response.json()
     assert response.json()["error"]["code"] == "confirmation_required"
-    services.batch_set_release_status(
-        actor=coordinator_a, batch=batch, release_status="rejected", reason=REASON, confirm=True
-    )
+    batch_set_release_status(actor=coordinator_a, batch=batch, release_status="rejected", reason=REASON, confirm=True)
     batch.refresh_from_db()
     assert batch.release_status == "rejected"
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from config.api_errors import status_for
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.models import Subject, SubjectIdentity
-from trials.services import subject_identity_read
+from trials.services.identity import subject_identity_read
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def test_the_service_audits_a_refused_read(request, subject, who):
     counts = (Subject.objects.count(), SubjectIdentity.objects.count())
     with pytest.raises(RuleViolation) as caught:
         subject_identity_read(actor=reader, subject=subject)
-    assert (caught.value.code, caught.value.status_code) == ("forbidden", 403)
+    assert (caught.value.code, status_for(caught.value.code)) == ("forbidden", 403)
     event = last_event()
     assert (event.action, event.actor, event.object_type, event.object_id, event.subject_id, event.site_id) == (
         AuditAction.IDENTITY_READ_REFUSED,

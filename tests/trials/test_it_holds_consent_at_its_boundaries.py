@@ -18,7 +18,8 @@ from config.errors import RuleViolation
 from tests import factories as f
 from trials.models import Injection
 from trials.selectors import consent_allows, subjects_sharing_data
-from trials.services import assert_scope_active, consent_withdraw, injection_record
+from trials.services.consent import assert_scope_active, consent_withdraw
+from trials.services.injections import injection_record
 
 TICK = dt.timedelta(microseconds=1)
 

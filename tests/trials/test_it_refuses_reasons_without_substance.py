@@ -9,12 +9,18 @@ from decimal import Decimal
 
 import pytest
 
+from config.api_errors import status_for
 from config.errors import RuleViolation
 from config.reasons import MIN_REASON_CHARACTERS, require_reason
-from imaging import services as imaging_services
+from imaging.services.scanners import system_matrix_retire
 from tests import factories as f
 from tests.imaging.factories import ScannerFactory, SystemMatrixFactory
-from trials import services
+from trials.services.batches import batch_correct, batch_label, batch_set_release_status
+from trials.services.consent import consent_correct, consent_withdraw
+from trials.services.identity import subject_identity_set
+from trials.services.injections import injection_correct
+from trials.services.lots import lot_correct, lot_set_qc_status
+from trials.services.subjects import subject_change_status, subject_correct
 
 TRIVIAL = [
     "0",
@@ -37,7 +43,11 @@ TRIVIAL = [
 def test_the_rule_refuses_a_reason_without_substance(reason):
     with pytest.raises(RuleViolation) as caught:
         require_reason(reason)
-    assert (caught.value.code, caught.value.field, caught.value.status_code) == ("reason_insufficient", "reason", 400)
+    assert (caught.value.code, caught.value.field, status_for(caught.value.code)) == (
+        "reason_insufficient",
+        "reason",
+        400,
+    )
     assert str(MIN_REASON_CHARACTERS) in caught.value.message
 
 
@@ -90,16 +100,16 @@ def records(ready, coordinator_a, investigator_a, trial_manager, site_a):
 
 # Every service that takes a reason from a person, called as someone who may.
 CALLS = {
-    "subject_change_status": lambda r, reason: services.subject_change_status(
+    "subject_change_status": lambda r, reason: subject_change_status(
         actor=r["coordinator"], subject=r["subject"], status="screening", reason=reason
     ),
-    "subject_correct": lambda r, reason: services.subject_correct(
+    "subject_correct": lambda r, reason: subject_correct(
         actor=r["coordinator"],
         subject=r["subject"],
         reason=reason,
         enrolment_date=r["subject"].enrolment_date - dt.timedelta(days=1),
     ),
-    "subject_identity_set": lambda r, reason: services.subject_identity_set(
+    "subject_identity_set": lambda r, reason: subject_identity_set(
         actor=r["coordinator"],
         subject=r["subject"],
         full_name="Erika Musterfrau",
@@ -107,22 +117,22 @@ CALLS = {
         medical_record_number="MRN0042137",
         reason=reason,
     ),
-    "consent_withdraw": lambda r, reason: services.consent_withdraw(
+    "consent_withdraw": lambda r, reason: consent_withdraw(
         actor=r["coordinator"], consent=r["consent"], scopes=["imaging"], reason=reason
     ),
-    "consent_correct": lambda r, reason: services.consent_correct(
+    "consent_correct": lambda r, reason: consent_correct(
         actor=r["coordinator"],
         consent=r["consent"],
         reason=reason,
         signed_at=r["consent"].signed_at - dt.timedelta(hours=1),
     ),
-    "lot_set_qc_status": lambda r, reason: services.lot_set_qc_status(
+    "lot_set_qc_status": lambda r, reason: lot_set_qc_status(
         actor=r["trial_manager"], lot=r["lot"], qc_status="quarantined", reason=reason
     ),
-    "lot_correct": lambda r, reason: services.lot_correct(
+    "lot_correct": lambda r, reason: lot_correct(
         actor=r["trial_manager"], lot=r["lot"], reason=reason, coating="carboxydextran (corrected)"
     ),
-    "batch_label": lambda r, reason: services.batch_label(
+    "batch_label": lambda r, reason: batch_label(
         actor=r["coordinator"],
         batch=r["unlabelled"],
         nanoparticle_lot=r["lot"],
@@ -132,16 +142,16 @@ CALLS = {
         labelled_at=f.days_ago(1),
         reason=reason,
     ),
-    "batch_set_release_status": lambda r, reason: services.batch_set_release_status(
+    "batch_set_release_status": lambda r, reason: batch_set_release_status(
         actor=r["coordinator"], batch=r["batch"], release_status="pending", reason=reason
     ),
-    "batch_correct": lambda r, reason: services.batch_correct(
+    "batch_correct": lambda r, reason: batch_correct(
         actor=r["coordinator"], batch=r["batch"], reason=reason, viability_percent=Decimal("91.5")
     ),
-    "injection_correct": lambda r, reason: services.injection_correct(
+    "injection_correct": lambda r, reason: injection_correct(
         actor=r["coordinator"], injection=r["injection"], reason=reason, volume_ml=Decimal("1.250")
     ),
-    "system_matrix_retire": lambda r, reason: imaging_services.system_matrix_retire(
+    "system_matrix_retire": lambda r, reason: system_matrix_retire(
         actor=r["coordinator"], system_matrix=r["system_matrix"], reason=reason
     ),
 }

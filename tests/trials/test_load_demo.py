@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from trials.models import CellBatch, Injection, Membership, NanoparticleLot, Subject, SubjectIdentity, Trial
 
 USERS = {

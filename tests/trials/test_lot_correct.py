@@ -10,10 +10,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
+from config.api_errors import status_for
 from tests import factories as f
 from tests.trials.corrections import head_sequence, one_event_since, refused
-from trials.services import lot_correct
+from trials.services.lots import lot_correct
 
 
 @pytest.fixture
@@ -134,7 +135,7 @@ def test_it_refuses_an_expiry_before_the_lot_was_used(lot, site_a, trial_manager
 )
 def test_it_lets_only_the_trial_manager_correct(request, lot, nothing_written, who):
     error = _refused("forbidden", nothing_written, request.getfixturevalue(who), lot, coating="dextran")
-    assert error.status_code == 403
+    assert status_for(error.code) == 403
 
 
 # --------------------------------------------------------------------------- API

@@ -5,11 +5,11 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
-from trials.services import lot_set_qc_status
+from trials.services.lots import lot_set_qc_status
 
 
 @pytest.fixture

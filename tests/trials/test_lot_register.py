@@ -8,11 +8,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
 from config.errors import RuleViolation
 from tests.conftest import last_event
 from trials.models import NanoparticleLot
-from trials.services import lot_register
+from trials.services.lots import lot_register
 
 COA = b"Certificate of analysis: Synomag-D, lot SD-2211"
 

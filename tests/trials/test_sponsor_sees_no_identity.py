@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 from django.urls import reverse
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from tests.trials.api_routes import (
     HIDDEN_FROM_SPONSOR,
     SPONSOR_DETAIL_STATUS,

@@ -4,12 +4,13 @@ import datetime as dt
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from config.api_errors import status_for
 from config.errors import RuleViolation
 from tests.conftest import last_event
 from trials.models import Subject
-from trials.services import subject_enrol
+from trials.services.subjects import subject_enrol
 
 TODAY = dt.date(2026, 3, 2)
 
@@ -45,7 +46,7 @@ def test_it_refuses_anyone_but_a_coordinator_at_the_site(request, site_a, nothin
     actor = request.getfixturevalue(who)
     with nothing_written(), pytest.raises(RuleViolation) as caught:
         subject_enrol(actor=actor, site=site_a, enrolment_date=TODAY)
-    assert (caught.value.code, caught.value.status_code) == ("forbidden", 403)
+    assert (caught.value.code, status_for(caught.value.code)) == ("forbidden", 403)
 
 
 def test_it_refuses_to_enrol_straight_into_a_final_status(site_a, coordinator_a, nothing_written):

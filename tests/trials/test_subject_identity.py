@@ -7,13 +7,14 @@ import datetime as dt
 
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from config.api_errors import status_for
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.models import SubjectIdentity
-from trials.services import subject_identity_read, subject_identity_set
+from trials.services.identity import subject_identity_read, subject_identity_set
 
 DOB = dt.date(1958, 11, 3)
 
@@ -105,7 +106,7 @@ def test_it_refuses_identity_reads_by_other_roles_and_sites(request, subject, no
     events = AuditEvent.objects.count()
     with pytest.raises(RuleViolation) as caught:
         subject_identity_read(actor=actor, subject=subject)
-    assert (caught.value.code, caught.value.status_code) == ("forbidden", 403)
+    assert (caught.value.code, status_for(caught.value.code)) == ("forbidden", 403)
     # Nothing is read or written but the refusal itself (tests/trials/test_it_audits_refused_identity_reads.py).
     assert AuditEvent.objects.count() == events + 1 and last_event().action == AuditAction.IDENTITY_READ_REFUSED
 

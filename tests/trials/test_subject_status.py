@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from compliance.actions import AuditAction
+from audit.actions import AuditAction
+from config.api_errors import status_for
 from config.errors import RuleViolation
 from tests import factories as f
 from tests.conftest import last_event
 from trials.models import Subject
-from trials.services import subject_change_status
+from trials.services.subjects import subject_change_status
 
 
 def test_it_changes_the_status_with_reason_old_and_new_value(site_a, coordinator_a):
@@ -32,7 +33,7 @@ def test_it_requires_a_reason(site_a, coordinator_a, nothing_written, reason):
     subject = f.SubjectFactory(site=site_a, status=Subject.Status.SCREENING)
     with nothing_written(), pytest.raises(RuleViolation) as caught:
         subject_change_status(actor=coordinator_a, subject=subject, status="enrolled", reason=reason)
-    assert (caught.value.code, caught.value.field, caught.value.status_code) == ("reason_required", "reason", 400)
+    assert (caught.value.code, caught.value.field, status_for(caught.value.code)) == ("reason_required", "reason", 400)
 
 
 def test_it_keeps_a_final_status_final(site_a, coordinator_a, nothing_written):

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from compliance.actions import AuditAction
-from compliance.models import ApiToken, AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from compliance.models import ApiToken
 from tests.factories import PASSWORD
 
 URL = "/api/v1/auth/token/"

@@ -7,8 +7,8 @@ import datetime as dt
 
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from tests import factories as f
 from trials.models import Consent, Injection, Subject, SubjectIdentity
 

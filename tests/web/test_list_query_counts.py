@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from compliance import services as compliance_services
+from compliance.services.exports import export_request
 from tests import factories as f
 
 
@@ -50,7 +50,7 @@ def test_the_exports_page_uses_as_many_queries_for_20_exports_as_for_2(
 
     def request(n):
         for _ in range(n):
-            compliance_services.export_request(actor=auditor, kind="report_csv", trial=trial, site=site_a)
+            export_request(actor=auditor, kind="report_csv", trial=trial, site=site_a)
 
     request(2)
     few = _count(client, "/exports/")

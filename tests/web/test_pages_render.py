@@ -8,8 +8,8 @@ import zipfile
 import pydicom
 import pytest
 
-from compliance.actions import AuditAction
-from compliance.models import AuditEvent
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from tests import factories as f
 
 

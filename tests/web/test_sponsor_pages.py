@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from django.urls import URLResolver, get_resolver, reverse
 
-from compliance import deidentify, services
+from compliance import deidentify
 from compliance.models import Export
+from compliance.services.exports import export_request
 from tests.compliance.sponsor_cohort import cohort, secrets  # noqa: F401 - fixture
 
 # The pages a sponsor gets (web/urls.py SPONSOR_PAGES); every other one is a 404.
@@ -75,7 +76,7 @@ def test_it_answers_the_sponsor_404_or_deidentified_content(
     name,
     params,
 ):
-    export = services.export_request(actor=sponsor, kind=Export.Kind.DICOM_STUDY_DEIDENTIFIED, scan=cohort.shared.scan)
+    export = export_request(actor=sponsor, kind=Export.Kind.DICOM_STUDY_DEIDENTIFIED, scan=cohort.shared.scan)
     client = browser_client(sponsor)
     for record in cohort.everyone:
         url = _url(name, params, record, export=export)
@@ -93,7 +94,7 @@ def test_it_answers_the_sponsor_404_or_deidentified_content(
 
 
 def test_it_shows_the_sponsor_counts_and_pseudonymous_exports_only(browser_client, sponsor, trial, cohort):  # noqa: F811
-    services.export_request(actor=sponsor, kind=Export.Kind.DICOM_STUDY_DEIDENTIFIED, scan=cohort.shared.scan)
+    export_request(actor=sponsor, kind=Export.Kind.DICOM_STUDY_DEIDENTIFIED, scan=cohort.shared.scan)
     client = browser_client(sponsor)
     pseudonym = deidentify.subject_pseudonym(trial, cohort.shared.subject)
     exports = client.get(reverse("web:exports")).content.decode()

@@ -14,7 +14,7 @@ from imaging import pacs
 from imaging.models import DicomSend, RegionOfInterest, Scan
 from tests import factories as f
 from tests.web.scans import scans_at
-from trials import services as trial_services
+from trials.services.consent import consent_withdraw
 
 CORRECTION_POST = {
     "reason": "typo on the CRF, source checked",
@@ -178,9 +178,7 @@ def test_export_answers_404_to_a_sponsor_once_data_sharing_is_withdrawn(
     assert api(sponsor).post(exports, {"kind": "dicom_study_deidentified"}, format="json").status_code == 201
     assert Export.objects.count() == 1
     consent = quantified.subject.consents.get()
-    trial_services.consent_withdraw(
-        actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="no more sharing"
-    )
+    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["data_sharing"], reason="no more sharing")
     for kind in ("dicom_study", "dicom_study_deidentified"):
         assert api(sponsor).post(exports, {"kind": kind}, format="json").status_code == 404
     assert Export.objects.count() == 1

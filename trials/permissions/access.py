@@ -83,7 +83,7 @@ def require_role(user, *, site: Site | None = None, trial: Trial | None = None, 
         raise TypeError("require_role needs a site or a trial")
     if not held & {str(r) for r in roles}:
         needed = " or ".join(sorted(str(r) for r in roles))
-        raise RuleViolation("forbidden", f"Only a {needed} at {where} may {action}.", status_code=403)
+        raise RuleViolation("forbidden", f"Only a {needed} at {where} may {action}.")
 
 
 def require_trial_role(user, *, trial: Trial, roles, action: str) -> None:
@@ -96,7 +96,6 @@ def require_trial_role(user, *, trial: Trial, roles, action: str) -> None:
             "forbidden",
             f"Only a trial-wide {needed} of trial {trial.protocol_number} may {action}: "
             "it is shared by every site of the trial.",
-            status_code=403,
         )
 
 

@@ -19,8 +19,11 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import RuleViolation
-from imaging import selectors, services, tasks
+from imaging import selectors, tasks
 from imaging.models import RegionOfInterest, Scan, Scanner, SystemMatrix
+from imaging.services.rois import roi_define
+from imaging.services.scan_uploads import UploadRequest, upload_append, upload_create
+from imaging.services.scanners import scanner_register, system_matrix_register
 from recon import phantoms
 from recon import simulate as sim
 from recon.physics import Particles
@@ -61,7 +64,7 @@ class Command(BaseCommand):
                     if calibration is None:
                         calibration = self._calibration(tmp, scanner_model, rng, background)
                     lot = trial.nanoparticle_lots.order_by("id").first()
-                    services.system_matrix_register(
+                    system_matrix_register(
                         actor=None,
                         scanner=scanner,
                         name="Simulated 12x12 calibration (delta sample 0.05 mol/L)",
@@ -84,7 +87,7 @@ class Command(BaseCommand):
         existing = Scanner.objects.filter(site=site, name=SCANNER_NAME).first()
         if existing:
             return existing
-        return services.scanner_register(
+        return scanner_register(
             actor=None,
             site=site,
             name=SCANNER_NAME,
@@ -127,9 +130,7 @@ class Command(BaseCommand):
         if not RegionOfInterest.objects.filter(subject=subject, scan__isnull=True).exists():
             for inclusion in layout:
                 roi = inclusion.as_roi()
-                services.roi_define(
-                    actor=None, subject=subject, name=roi.pop("name"), kind=roi.pop("kind"), geometry=roi
-                )
+                roi_define(actor=None, subject=subject, name=roi.pop("name"), kind=roi.pop("kind"), geometry=roi)
         count = 0
         scanner = Scanner.objects.get(site=subject.site, name=SCANNER_NAME)
         for hours in TIME_POINTS_H:
@@ -160,9 +161,9 @@ class Command(BaseCommand):
     @staticmethod
     def _upload(user, subject, injection, scanner, hours, path: Path) -> None:
         data = path.read_bytes()
-        upload = services.upload_create(
+        upload = upload_create(
             actor=user,
-            request=services.UploadRequest(
+            request=UploadRequest(
                 subject=subject,
                 injection_id=injection.pk,
                 scanner_id=scanner.pk,
@@ -173,6 +174,6 @@ class Command(BaseCommand):
             ),
         )
         with open(path, "rb") as fh:
-            outcome = services.upload_append(actor=user, upload=upload, offset=0, source=fh, checksum=None)
+            outcome = upload_append(actor=user, upload=upload, offset=0, source=fh, checksum=None)
         if outcome.scan is not None:
             tasks.queue_next_step(outcome.scan)

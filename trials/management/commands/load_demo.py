@@ -16,8 +16,14 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from trials import services
 from trials.models import CellBatch, Injection, Role, Trial
+from trials.services.batches import batch_label, batch_register, batch_set_release_status
+from trials.services.consent import consent_document_create, consent_sign, consent_withdraw
+from trials.services.identity import subject_identity_set
+from trials.services.injections import injection_record
+from trials.services.lots import lot_register, lot_set_qc_status
+from trials.services.subjects import subject_enrol
+from trials.services.trials_sites import membership_grant, site_create, trial_create
 
 PROTOCOL = "MPI-CT-001"
 DEMO_PASSWORD = "trial-demo-2026"  # noqa: S105 - the demo accounts' published password
@@ -88,7 +94,7 @@ class Command(BaseCommand):
         self._print_users()
 
     def _load(self) -> None:
-        trial = services.trial_create(
+        trial = trial_create(
             actor=None,
             protocol_number=PROTOCOL,
             phase=Trial.Phase.PHASE_1_2,
@@ -96,17 +102,17 @@ class Command(BaseCommand):
             title="Tracking SPION-labelled mesenchymal stromal cells after intramyocardial injection with MPI",
         )
         sites = {
-            "A": services.site_create(
+            "A": site_create(
                 actor=None, trial=trial, code="A", name="Site A, University Hospital Lübeck", time_zone="Europe/Berlin"
             ),
-            "B": services.site_create(
+            "B": site_create(
                 actor=None, trial=trial, code="B", name="Site B, Harbor Heart Institute", time_zone="America/New_York"
             ),
         }
         users = self._users(trial, sites)
         coordinator = {"A": users["coordinator_a"], "B": users["coordinator_b"]}
 
-        consent_v1 = services.consent_document_create(
+        consent_v1 = consent_document_create(
             actor=users["trial_manager"],
             trial=trial,
             version="1.0",
@@ -120,20 +126,20 @@ class Command(BaseCommand):
         for index, (code, name, born, mrn, scopes) in enumerate(DEMO_SUBJECTS):
             site = sites[code]
             enrolled = _at(60 - 3 * index)
-            subject = services.subject_enrol(
+            subject = subject_enrol(
                 actor=coordinator[code], site=site, enrolment_date=enrolled.date(), status="enrolled"
             )
-            services.subject_identity_set(
+            subject_identity_set(
                 actor=coordinator[code], subject=subject, full_name=name, date_of_birth=born, medical_record_number=mrn
             )
-            consent = services.consent_sign(
+            consent = consent_sign(
                 actor=coordinator[code], subject=subject, document=consent_v1, scopes=scopes, signed_at=enrolled
             )
             subjects.append((subject, consent))
 
         self._batches_and_injections(sites, subjects, vivotrax, users)
         # Subject A-3 later withdrew from follow-up imaging (not from the first scan).
-        services.consent_withdraw(
+        consent_withdraw(
             actor=users["coordinator_a"],
             consent=subjects[2][1],
             scopes=["longitudinal_imaging"],
@@ -148,7 +154,7 @@ class Command(BaseCommand):
             user = User.objects.filter(username=username).first() or User(username=username)
             user.set_password(DEMO_PASSWORD)
             user.save()
-            services.membership_grant(
+            membership_grant(
                 actor=None, user=user, trial=trial, role=role, site=sites[site_code] if site_code else None
             )
             users[username] = user
@@ -162,7 +168,7 @@ class Command(BaseCommand):
                 name=f"CoA-{lot}.txt",
             )
 
-        vivotrax = services.lot_register(
+        vivotrax = lot_register(
             actor=manager,
             trial=trial,
             manufacturer="Magnetic Insight",
@@ -176,13 +182,13 @@ class Command(BaseCommand):
             coating="carboxydextran",
             certificate_of_analysis=coa("VivoTrax", "VT-24117"),
         )
-        vivotrax = services.lot_set_qc_status(
+        vivotrax = lot_set_qc_status(
             actor=manager,
             lot=vivotrax,
             qc_status="released",
             reason="CoA reviewed; sterility and endotoxin within specification",
         )
-        services.lot_register(
+        lot_register(
             actor=manager,
             trial=trial,
             manufacturer="micromod",
@@ -196,7 +202,7 @@ class Command(BaseCommand):
             coating="dextran",
             certificate_of_analysis=coa("perimag", "PM-0925-03"),
         )  # stays quarantined: QC review pending
-        synomag = services.lot_register(
+        synomag = lot_register(
             actor=manager,
             trial=trial,
             manufacturer="micromod",
@@ -210,7 +216,7 @@ class Command(BaseCommand):
             coating="dextran",
             certificate_of_analysis=coa("synomag-D", "SD-0424-11"),
         )
-        services.lot_set_qc_status(
+        lot_set_qc_status(
             actor=manager, lot=synomag, qc_status="rejected", reason="Expired before QC release", confirm=True
         )
         return vivotrax
@@ -226,7 +232,7 @@ class Command(BaseCommand):
         ]
         for serial, (index, code, autologous, cells) in enumerate(plans, start=1):
             subject = subjects[index][0]
-            batch = services.batch_register(
+            batch = batch_register(
                 actor=coordinator_a,
                 site=sites["A"],
                 batch_code=code,
@@ -239,7 +245,7 @@ class Command(BaseCommand):
                 cell_count=100_000_000,
                 viability_percent=Decimal("92.4"),
             )
-            services.batch_label(
+            batch_label(
                 actor=coordinator_a,
                 batch=batch,
                 nanoparticle_lot=lot,
@@ -249,14 +255,14 @@ class Command(BaseCommand):
                 labelled_at=_at(29),
                 reason="Labelling completed",
             )
-            services.batch_set_release_status(
+            batch_set_release_status(
                 actor=coordinator_a,
                 batch=batch,
                 release_status="released",
                 reason="Release testing passed: viability, sterility, iron uptake",
             )
             if cells:
-                services.injection_record(
+                injection_record(
                     actor=coordinator_a,
                     subject=subject,
                     batch=batch,
@@ -270,7 +276,7 @@ class Command(BaseCommand):
                     verifier_password=DEMO_PASSWORD,
                 )
         # Site B: an autologous batch in manufacture, not yet labelled.
-        services.batch_register(
+        batch_register(
             actor=users["coordinator_b"],
             site=sites["B"],
             batch_code="MSC-B-001",

@@ -1,9 +1,9 @@
 """Recording and verifying the audit trail.
 
 Each event's hash is an HMAC-SHA256, under a key the database never holds
-(``compliance.audit_keys``), of the previous hash and the event's canonical form, so
+(``audit.keys``), of the previous hash and the event's canonical form, so
 whoever holds the database cannot edit an event and recompute the later links; signed
-checkpoints of the head kept outside the database (``compliance.checkpoints``) make
+checkpoints of the head kept outside the database (``audit.checkpoints``) make
 deleting the newest events, or rewriting the table wholesale, visible too.
 
 ``record_event`` is called by every service inside the service's own
@@ -22,7 +22,7 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,12 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from compliance import checkpoints as checkpoint_store
-from compliance.actions import AuditAction
-from compliance.audit_keys import ChainMac, Keyring, keyring
-from compliance.checkpoints import Checkpoint
-from compliance.context import current as current_context
-from compliance.models import AuditEvent
+from audit import checkpoints as checkpoint_store
+from audit.actions import AuditAction
+from audit.checkpoints import Checkpoint
+from audit.context import current as current_context
+from audit.keys import ChainMac, Keyring, keyring
+from audit.models import AUDIT_TABLE, AuditEvent
 
 GENESIS_HASH = "0" * 64
 # Any fixed 64-bit number: the key of the advisory lock that guards the chain head.
@@ -207,6 +207,35 @@ def record_event(
         # After the commit: a checkpoint must only ever anchor an event that exists.
         transaction.on_commit(lambda: _checkpoint_after_commit(sequence, digest))
     return event
+
+
+# --------------------------------------------------------------------------- change observers
+#
+# The one inversion of the layers, kept to one small, explicit hook. A service of a lower
+# app (trials) that changes a record's content says so with ``record_change``; a rule of
+# an upper app that must react in the same transaction (compliance.signatures: a signed
+# subject visit whose content changed loses its signatures, 21 CFR 11.70) registers
+# itself with ``register_change_observer`` from its AppConfig.ready. The lower app never
+# imports the upper one; the observers run in the order registered, in the caller's
+# transaction, and whatever they raise rolls the change back with them.
+
+_change_observers: list[Callable[..., object]] = []
+
+
+def register_change_observer(observer: Callable[..., object]) -> None:
+    """Have ``observer(obj, *, actor, reason)`` called by every ``record_change``. Once per
+    observer (registering it again changes nothing); call it from an AppConfig.ready."""
+    if observer not in _change_observers:
+        _change_observers.append(observer)
+
+
+def record_change(obj, *, actor, reason: str) -> None:
+    """Tell the observers that ``obj``'s content changed in the current transaction (the
+    service has written the change and its audit event), with the change's reason."""
+    if not connection.in_atomic_block:
+        raise AuditError("record_change must be called inside transaction.atomic, with the change it reports")
+    for observer in _change_observers:
+        observer(obj, actor=actor, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -389,22 +418,22 @@ def _fetch_in_chunks(cursor, chunk_size: int):
 
 # PostgreSQL hands back the canonical text of each column, so the walk skips psycopg's
 # conversions (timestamptz, jsonb, inet), which cost more than the hashing.
-_PG_VERIFY_SQL = """
+_PG_VERIFY_SQL = f"""
 SELECT sequence,
        to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
        actor_id, actor_username, action, object_type, object_id, trial_id, site_id, subject_id,
        changes::text, reason, request_id, host(client_address), prev_hash, hash, key_id
-FROM compliance_auditevent ORDER BY sequence
-"""
+FROM {AUDIT_TABLE} ORDER BY sequence
+"""  # noqa: S608 - AUDIT_TABLE is this app's constant, no input reaches the SQL
 # SQLite keeps Django's UTC text ("YYYY-MM-DD HH:MM:SS[.ffffff]", the fraction left out
 # when it is zero): turned into the canonical form in SQL, no datetime parsed per row.
-_SQLITE_VERIFY_SQL = """
+_SQLITE_VERIFY_SQL = f"""
 SELECT sequence,
        replace(CASE WHEN length(occurred_at) = 19 THEN occurred_at || '.000000' ELSE occurred_at END, ' ', 'T') || 'Z',
        actor_id, actor_username, action, object_type, object_id, trial_id, site_id, subject_id,
        changes, reason, request_id, client_address, prev_hash, hash, key_id
-FROM compliance_auditevent ORDER BY sequence
-"""
+FROM {AUDIT_TABLE} ORDER BY sequence
+"""  # noqa: S608 - AUDIT_TABLE is this app's constant, no input reaches the SQL
 
 
 def checkpoint_dir() -> Path:

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from compliance.audit import AuditError, checkpoint_dir, write_checkpoint
+from audit.chain import AuditError, checkpoint_dir, write_checkpoint
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@
 
 Django and django-axes announce logins, failures, log-offs and lockouts only through
 signals, so these receivers are the one place that turns them into audit events
-(connected in ``ComplianceConfig.ready``). Each writes in its own transaction: a failed
+(connected in ``AuditConfig.ready``). Each writes in its own transaction: a failed
 login is a fact to keep even though the request that caused it fails.
 """
 
@@ -21,8 +21,8 @@ from django.db.models import Sum
 from django.http import JsonResponse
 from django.shortcuts import render
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
+from audit.actions import AuditAction
+from audit.chain import record_event
 
 TOKEN_PATH = "/api/v1/auth/token/"  # noqa: S105 - a URL path, not a secret
 

@@ -5,7 +5,7 @@ and audited exactly like a sign-in.
 The check goes through Django's ``authenticate``, the same path as the login form and
 the API token endpoint: django-axes refuses a locked-out (username, address) before the
 password is looked at, a wrong password sends ``user_login_failed``, which axes counts
-toward the same lockout and ``compliance.security`` audits (LOGIN_FAILED, ``via`` naming
+toward the same lockout and ``audit.security`` audits (LOGIN_FAILED, ``via`` naming
 where). It runs on a request of its own, carrying the caller's client address from the
 request context: the caller's HTTP request is not flagged as locked out (axes' middleware
 would turn the whole answer into a sign-in lockout page), and services need no request.
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from django.contrib.auth import authenticate
 from django.http import HttpRequest
 
-from compliance import context
-from compliance.security import lockout_refusal, lockout_scope
+from audit import context
+from audit.security import lockout_refusal, lockout_scope
 
 # Where a password was asked for, as LOGIN_FAILED's "via" and axes' path_info say it.
 E_SIGNATURE = "e_signature"
@@ -42,7 +42,7 @@ def _request_for(via: str) -> HttpRequest:
     address = context.current().client_address
     if address:
         # Already resolved (proxies included) by the middleware; no X-Forwarded-For here,
-        # so compliance.security.client_address reads it back unchanged.
+        # so audit.security.client_address reads it back unchanged.
         request.META["REMOTE_ADDR"] = address
     return request
 

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import orjson
 
-from compliance.audit_keys import Keyring
+from audit.keys import Keyring
 
+# The logger's name is what operators route to syslog (README, docker-compose.yml): it
+# keeps the name it had before the audit trail left compliance.
 logger = logging.getLogger("compliance.audit.checkpoint")
 
 VERSION = 1

@@ -18,20 +18,25 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
-from compliance.context import request_context
+from audit.actions import AuditAction
+from audit.chain import record_event
+from audit.context import request_context
 from compliance.models import SCAN_EXPORT_KINDS, Export
 from config.errors import RuleViolation
 
 logger = logging.getLogger(__name__)
 
+
 # Kinds each role may request; scope rules below. The DICOM kinds (scope: one scan)
 # follow imaging.dicom_export.check_may_export instead.
 _TRIAL_WIDE_KINDS = frozenset(Export.Kind.values) - SCAN_EXPORT_KINDS  # monitor, auditor
+
+
 _SITE_KINDS = frozenset(
     {Export.Kind.REPORT_PDF, Export.Kind.REPORT_CSV, Export.Kind.ODM_XML}
 )  # coordinator, investigator
+
+
 _SPONSOR_KINDS = frozenset({Export.Kind.SPONSOR_DEIDENTIFIED})
 
 
@@ -44,15 +49,12 @@ def _check_may_request(actor, kind: str, trial, site, subject) -> None:
         return
     if Role.SPONSOR in trial_roles:
         if kind not in _SPONSOR_KINDS:
-            raise RuleViolation(
-                "forbidden", "A sponsor may only request the de-identified data set.", field="kind", status_code=403
-            )
+            raise RuleViolation("forbidden", "A sponsor may only request the de-identified data set.", field="kind")
         if subject is not None:
             raise RuleViolation(
                 "forbidden",
                 "A sponsor export covers a trial or a site, not one subject.",
                 field="subject",
-                status_code=403,
             )
         return
     scope_site = subject.site if subject is not None else site
@@ -62,17 +64,17 @@ def _check_may_request(actor, kind: str, trial, site, subject) -> None:
         and access.roles_at(actor, scope_site) & {str(Role.COORDINATOR), str(Role.INVESTIGATOR)}
     ):
         return
-    raise RuleViolation("forbidden", "Your role may not request this export for this scope.", status_code=403)
+    raise RuleViolation("forbidden", "Your role may not request this export for this scope.")
 
 
 def _scan_scope(kind: str, scan, trial, site, subject):
     """(trial, site, subject) of a scan export, checked against what the caller gave."""
     if kind not in SCAN_EXPORT_KINDS:
         if scan is not None:
-            raise RuleViolation("invalid_scope", f"A {kind} export has no scan scope.", field="scan", status_code=400)
+            raise RuleViolation("invalid_scope", f"A {kind} export has no scan scope.", field="scan")
         return trial, site, subject
     if scan is None:
-        raise RuleViolation("scan_required", f"A {kind} export needs a scan.", field="scan", status_code=400)
+        raise RuleViolation("scan_required", f"A {kind} export needs a scan.", field="scan")
     scan_subject = scan.subject
     for given, own, name in (
         (trial, scan_subject.trial, "trial"),
@@ -80,7 +82,7 @@ def _scan_scope(kind: str, scan, trial, site, subject):
         (subject, scan_subject, "subject"),
     ):
         if given is not None and given.pk != own.pk:
-            raise RuleViolation("trial_mismatch", f"The scan is outside the {name} given.", field=name, status_code=400)
+            raise RuleViolation("scope_mismatch", f"The scan is outside the {name} given.", field=name)
     return scan_subject.trial, scan_subject.site, scan_subject
 
 
@@ -98,16 +100,12 @@ def _check_may_export(actor, kind: str, trial, site, subject, scan) -> None:
 def export_request(*, actor, kind: str, trial=None, site=None, subject=None, scan=None) -> Export:
     """Queue an export. ``scan`` (for the DICOM kinds) implies its trial, site and subject."""
     if kind not in Export.Kind.values:
-        raise RuleViolation(
-            "invalid_kind", f"kind must be one of {', '.join(Export.Kind.values)}.", field="kind", status_code=400
-        )
+        raise RuleViolation("invalid_kind", f"kind must be one of {', '.join(Export.Kind.values)}.", field="kind")
     trial, site, subject = _scan_scope(kind, scan, trial, site, subject)
     if site is not None and site.trial_id != trial.pk:
-        raise RuleViolation("trial_mismatch", "The site belongs to another trial.", field="site", status_code=400)
+        raise RuleViolation("scope_mismatch", "The site belongs to another trial.", field="site")
     if subject is not None and (subject.trial_id != trial.pk or (site is not None and subject.site_id != site.pk)):
-        raise RuleViolation(
-            "trial_mismatch", "The subject is outside the trial or site given.", field="subject", status_code=400
-        )
+        raise RuleViolation("scope_mismatch", "The subject is outside the trial or site given.", field="subject")
     _check_may_export(actor, kind, trial, site, subject, scan)
     export = Export(kind=kind, trial=trial, site=site, subject=subject, scan=scan, requested_by=actor)
     with transaction.atomic():
@@ -123,14 +121,7 @@ def export_request(*, actor, kind: str, trial=None, site=None, subject=None, sca
             subject_id=subject.pk if subject else None,
             changes={"kind": kind, "scope": export.scope_label, **({"scan": scan.pk} if scan else {})},
         )
-        transaction.on_commit(lambda: _enqueue(export.pk))
     return export
-
-
-def _enqueue(export_id: int) -> None:
-    from compliance.tasks import run_export
-
-    run_export.apply_async(args=[export_id], queue="export")
 
 
 def _claim(export_id: int) -> bool:
@@ -230,12 +221,11 @@ def export_retry(*, actor, export: Export) -> Export:
     """Queue a failed export again. Only its requester may, and only while the rules of a
     new request still let them have it (a role may have ended since)."""
     if export.requested_by_id != actor.pk:
-        raise RuleViolation("forbidden", "Only the person who requested an export may retry it.", status_code=403)
+        raise RuleViolation("forbidden", "Only the person who requested an export may retry it.")
     if export.status != Export.Status.FAILED:
         raise RuleViolation(
             "not_retryable",
             f"Export #{export.pk} is {export.status}: only a failed export can be retried.",
-            status_code=409,
         )
     _check_may_export(actor, export.kind, export.trial, export.site, export.subject, export.scan)
     with transaction.atomic():
@@ -247,7 +237,7 @@ def export_retry(*, actor, export: Export) -> Export:
             progress_stage="",
             progress_percent=0,
         ):
-            raise RuleViolation("not_retryable", f"Export #{export.pk} changed meanwhile.", status_code=409)
+            raise RuleViolation("not_retryable", f"Export #{export.pk} changed meanwhile.")
         record_event(
             actor=actor,
             action=AuditAction.EXPORT_RETRIED,
@@ -262,7 +252,6 @@ def export_retry(*, actor, export: Export) -> Export:
                 "previous_error": export.error,
             },
         )
-        transaction.on_commit(lambda: _enqueue(export.pk))
     export.refresh_from_db()
     return export
 
@@ -285,9 +274,9 @@ def exports_visible_to(user):
 def export_download(*, actor, export: Export):
     """Open a ready export's file for ``actor`` and audit the download (who, what, from where)."""
     if export.requested_by_id != actor.pk:
-        raise RuleViolation("forbidden", "Only the person who requested an export may download it.", status_code=403)
+        raise RuleViolation("forbidden", "Only the person who requested an export may download it.")
     if export.status != Export.Status.READY:
-        raise RuleViolation("export_not_ready", f"Export #{export.pk} is {export.status}.", status_code=409)
+        raise RuleViolation("export_not_ready", f"Export #{export.pk} is {export.status}.")
     handle = default_storage.open(export.file, "rb")
     with transaction.atomic():
         record_event(
@@ -301,25 +290,3 @@ def export_download(*, actor, export: Export):
             changes={"kind": export.kind, "sha256": export.sha256},
         )
     return handle
-
-
-def audit_trail_verify(*, actor, trial):
-    """Run the chain verification for a monitor or auditor of ``trial`` and record the result."""
-    from compliance.audit import verify_chain
-    from compliance.selectors import audit_trial_ids
-
-    if trial.pk not in audit_trial_ids(actor):
-        raise RuleViolation(
-            "forbidden", "Only a monitor or auditor of the trial may verify its audit trail.", status_code=403
-        )
-    result = verify_chain()
-    with transaction.atomic():
-        record_event(
-            actor=actor,
-            action=AuditAction.AUDIT_TRAIL_VERIFIED,
-            object_type="compliance.auditevent",
-            object_id=result.head_sequence or "",
-            trial_id=trial.pk,
-            changes=result.as_dict(),
-        )
-    return result

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from compliance.actions import AuditAction
-from compliance.audit import record_event
+from audit.actions import AuditAction
+from audit.chain import record_event
 
 
 def _scope_of(obj) -> dict:

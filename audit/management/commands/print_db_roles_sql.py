@@ -17,7 +17,8 @@ import re
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-AUDIT_TABLE = "compliance_auditevent"
+from audit.models import AUDIT_TABLE
+
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 

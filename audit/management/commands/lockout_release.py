@@ -1,7 +1,7 @@
 from axes.models import AccessAttempt
 from django.core.management.base import BaseCommand, CommandError
 
-from compliance.security import lockout_release
+from audit.security import lockout_release
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from compliance.audit import verify_chain
+from audit.chain import verify_chain
 
 
 class Command(BaseCommand):

@@ -1,0 +1,310 @@
+"""Scan uploads (tus): create, append, complete into a Scan, terminate; refusals audited."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.actions import AuditAction
+from audit.chain import record_event
+from config.errors import RuleViolation
+from imaging import uploads
+from imaging.models import (
+    Scan,
+    Scanner,
+    ScanStatus,
+    Upload,
+)
+from imaging.services._common import _audit_scan
+from imaging.services.scanners import require_system_matrix_for_tracer
+from trials.models import Injection, Role, Subject
+from trials.permissions import access
+from trials.services.consent import assert_scope_active
+
+UPLOAD_ROLES = frozenset({Role.IMAGING_STAFF, Role.COORDINATOR})
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    subject: Subject
+    injection_id: int
+    scanner_id: int
+    hours_after_injection: float
+    sha256: str
+    filename: str
+    length: int
+
+
+def _refuse_upload(*, actor, subject: Subject, code: str, message: str, upload=None):
+    # A refusal is itself part of the record: only its audit event is written.
+    with transaction.atomic():
+        record_event(
+            actor=actor,
+            action=AuditAction.UPLOAD_REFUSED,
+            object_type="imaging.upload",
+            object_id=upload.pk if upload is not None else "",
+            trial_id=subject.trial_id,
+            site_id=subject.site_id,
+            subject_id=subject.pk,
+            changes={"code": [None, code]},
+            reason=message,
+        )
+    raise RuleViolation(code, message)
+
+
+def _duplicate_scan(subject: Subject, sha256: str) -> Scan | None:
+    return Scan.objects.filter(subject=subject, sha256=sha256).exclude(status=ScanStatus.REJECTED).first()
+
+
+def imaging_scopes(*, injection, hours_after_injection: float, scan: Scan | None = None) -> tuple[str, ...]:
+    """The consent scopes a scan needs (DOMAIN §4). The first scan of an injection needs
+    ``imaging``; a later time point is follow-up imaging and needs
+    ``longitudinal_imaging`` as well. "Later" means an earlier time point of the same
+    injection is already on file (rejected files do not count)."""
+    earlier = Scan.objects.filter(injection=injection, hours_after_injection__lt=hours_after_injection).exclude(
+        status=ScanStatus.REJECTED
+    )
+    if scan is not None:
+        earlier = earlier.exclude(pk=scan.pk)
+    return ("imaging", "longitudinal_imaging") if earlier.exists() else ("imaging",)
+
+
+def assert_imaging_consent(
+    subject: Subject, *, injection, hours_after_injection: float, scan: Scan | None = None
+) -> None:
+    """Raise RuleViolation unless every scope this scan needs is in force now."""
+    for scope in imaging_scopes(injection=injection, hours_after_injection=hours_after_injection, scan=scan):
+        assert_scope_active(subject, scope)
+
+
+def upload_create(*, actor, request: UploadRequest) -> Upload:
+    subject = request.subject
+    access.require_role(actor, site=subject.site, roles=UPLOAD_ROLES, action="upload scans")
+    if request.length > settings.IMAGING_UPLOAD_MAX_BYTES:
+        raise RuleViolation(
+            "upload_too_large",
+            f"Upload-Length {request.length} bytes exceeds the maximum scan size "
+            f"of {settings.IMAGING_UPLOAD_MAX_BYTES} bytes.",
+        )
+    if request.length <= 0:
+        raise RuleViolation("empty_upload", "Upload-Length must be at least 1 byte.")
+    sha = request.sha256.strip().lower()
+    if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
+        raise RuleViolation(
+            "invalid_sha256",
+            "Upload-Metadata sha256 must be the 64-digit hex SHA-256 of the file.",
+            field="sha256",
+        )
+    if subject.status == Subject.Status.WITHDRAWN:
+        raise RuleViolation(
+            "subject_withdrawn", f"Subject {subject.code} has withdrawn from the trial: no new scans.", field="subject"
+        )
+    if request.hours_after_injection < 0:
+        raise RuleViolation("invalid_time_point", "The time point cannot be before the injection.", field="hours")
+    injection = (
+        Injection.objects.select_related("batch__nanoparticle_lot")
+        .filter(pk=request.injection_id, subject=subject)
+        .first()
+    )
+    if injection is None:
+        raise RuleViolation(
+            "injection_not_found",
+            f"Injection #{request.injection_id} is not an injection of subject {subject.code}.",
+            field="injection",
+        )
+    scanner = Scanner.objects.filter(pk=request.scanner_id, site_id=subject.site_id).first()
+    if scanner is None:
+        raise RuleViolation(
+            "scanner_not_found",
+            f"Scanner #{request.scanner_id} is not a scanner of site {subject.site.code}.",
+            field="scanner",
+        )
+    duplicate = _duplicate_scan(subject, sha)
+    if duplicate is not None:
+        raise RuleViolation(
+            "duplicate_scan",
+            f"This file (sha256 {sha[:12]}…) was already uploaded for subject "
+            f"{subject.code} as scan #{duplicate.pk} ({duplicate.status}).",
+        )
+    try:
+        assert_imaging_consent(subject, injection=injection, hours_after_injection=request.hours_after_injection)
+    except RuleViolation as exc:
+        _refuse_upload(actor=actor, subject=subject, code=exc.code, message=exc.message)
+    require_system_matrix_for_tracer(scanner, injection)
+
+    upload_id = uuid.uuid4()
+    relative = f"imaging/uploads/{upload_id.hex}.part"
+    uploads.create_empty(relative)
+    try:
+        with transaction.atomic():
+            upload = Upload(
+                id=upload_id,
+                subject=subject,
+                injection=injection,
+                scanner=scanner,
+                hours_after_injection=request.hours_after_injection,
+                filename=request.filename[:255],
+                length=request.length,
+                sha256=sha,
+                path=relative,
+                created_by=actor,
+            )
+            upload.full_clean()
+            upload.save(force_insert=True)
+            record_event(
+                actor=actor,
+                action=AuditAction.UPLOAD_STARTED,
+                object_type="imaging.upload",
+                object_id=upload.pk,
+                trial_id=subject.trial_id,
+                site_id=subject.site_id,
+                subject_id=subject.pk,
+                changes={
+                    "length": [None, request.length],
+                    "sha256": [None, sha],
+                    "filename": [None, upload.filename],
+                    "hours_after_injection": [None, upload.hours_after_injection],
+                },
+            )
+    except BaseException:
+        uploads.remove(relative)
+        raise
+    return upload
+
+
+def _check_upload_writer(actor, upload: Upload) -> None:
+    access.require_role(actor, site=upload.subject.site, roles=UPLOAD_ROLES, action="upload scans")
+    if upload.status == Upload.Status.TERMINATED:
+        raise RuleViolation("upload_terminated", f"Upload {upload.pk} is {upload.status}.")
+    if upload.status != Upload.Status.IN_PROGRESS:
+        raise RuleViolation("upload_closed", f"Upload {upload.pk} is {upload.status}.")
+
+
+@dataclass(frozen=True)
+class AppendOutcome:
+    upload: Upload
+    checksum_ok: bool
+    scan: Scan | None
+
+
+def upload_append(*, actor, upload: Upload, offset: int, source, checksum: bytes | None) -> AppendOutcome:
+    """Append one PATCH body at ``offset``; complete the upload when it reaches the length.
+
+    ``source`` gives the body: a ``config.request_body.BodySource`` (``body_source(request)``,
+    or any binary file: it has ``readinto``)."""
+    _check_upload_writer(actor, upload)
+    # One writer at a time on the file; offset and status are read again once it is ours,
+    # since another PATCH may have moved or closed the upload since the caller loaded it.
+    with uploads.exclusive(upload.path):
+        upload.refresh_from_db(fields=["offset", "status"])
+        _check_upload_writer(actor, upload)
+        if offset != upload.offset:
+            raise RuleViolation(
+                "offset_mismatch",
+                f"Upload-Offset {offset} does not match the server's offset "
+                f"{upload.offset}: resume from {upload.offset}.",
+            )
+        result = uploads.append_chunk(
+            upload.path, offset=offset, source=source, max_bytes=upload.length - offset, expected_digest=checksum
+        )
+        if not result.checksum_ok:
+            return AppendOutcome(upload, False, None)
+        new_offset = offset + result.written
+        # Conditional on the old offset: two PATCHes racing on one upload cannot both move it.
+        if not Upload.objects.filter(pk=upload.pk, offset=offset, status=Upload.Status.IN_PROGRESS).update(
+            offset=new_offset, updated_at=timezone.now()
+        ):
+            raise RuleViolation(
+                "offset_mismatch", "Another request changed this upload at the same time: HEAD and resume."
+            )
+        upload.offset = new_offset
+        scan = upload_complete(actor=actor, upload=upload) if new_offset == upload.length else None
+    return AppendOutcome(upload, True, scan)
+
+
+def upload_complete(*, actor, upload: Upload) -> Scan:
+    subject = upload.subject
+    # The whole-file sha256 is checked by scan_validate (the ingest task), not here.
+    try:
+        assert_imaging_consent(subject, injection=upload.injection, hours_after_injection=upload.hours_after_injection)
+    except RuleViolation as exc:
+        _refuse_upload(actor=actor, subject=subject, upload=upload, code=exc.code, message=exc.message)
+    duplicate = _duplicate_scan(subject, upload.sha256)
+    if duplicate is not None:
+        raise RuleViolation(
+            "duplicate_scan",
+            f"This file was already uploaded for subject {subject.code} as scan #{duplicate.pk} ({duplicate.status}).",
+        )
+    relative = f"imaging/scans/{subject.pk}/{upload.pk.hex}/original.mdf"
+    target = uploads.media_path(relative)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with transaction.atomic():
+            locked = Upload.objects.select_for_update().get(pk=upload.pk)
+            if locked.status != Upload.Status.IN_PROGRESS:
+                raise RuleViolation("upload_closed", f"Upload {upload.pk} is {locked.status}.")
+            scan = Scan(
+                subject=subject,
+                injection=upload.injection,
+                scanner=upload.scanner,
+                upload=upload,
+                hours_after_injection=upload.hours_after_injection,
+                filename=upload.filename,
+                file=relative,
+                size_bytes=upload.length,
+                sha256=upload.sha256,
+                created_by=actor,
+            )
+            scan.full_clean(validate_unique=False)
+            scan.save()
+            Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.COMPLETED, completed_at=timezone.now())
+            record_event(
+                actor=actor,
+                action=AuditAction.UPLOAD_COMPLETED,
+                object_type="imaging.upload",
+                object_id=upload.pk,
+                trial_id=subject.trial_id,
+                site_id=subject.site_id,
+                subject_id=subject.pk,
+                changes={"scan": [None, scan.pk], "sha256": [None, upload.sha256]},
+            )
+            _audit_scan(
+                actor=actor,
+                action=AuditAction.SCAN_STATUS_CHANGED,
+                scan=scan,
+                changes={"status": [None, ScanStatus.RECEIVED]},
+            )
+            # The rename is the last step: if it fails, the transaction rolls back and the bytes stay put.
+            uploads.media_path(upload.path).rename(target)
+    except IntegrityError:
+        duplicate = _duplicate_scan(subject, upload.sha256)
+        raise RuleViolation(
+            "duplicate_scan",
+            f"This file was already uploaded for subject {subject.code}"
+            + (f" as scan #{duplicate.pk}." if duplicate else "."),
+        ) from None
+    upload.status = Upload.Status.COMPLETED
+    return scan
+
+
+def upload_terminate(*, actor, upload: Upload) -> None:
+    _check_upload_writer(actor, upload)
+    with transaction.atomic():
+        Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.TERMINATED)
+        subject = upload.subject
+        record_event(
+            actor=actor,
+            action=AuditAction.UPLOAD_REFUSED,
+            object_type="imaging.upload",
+            object_id=upload.pk,
+            trial_id=subject.trial_id,
+            site_id=subject.site_id,
+            subject_id=subject.pk,
+            changes={"status": [Upload.Status.IN_PROGRESS, Upload.Status.TERMINATED]},
+            reason="terminated by the client",
+        )
+        transaction.on_commit(lambda: uploads.remove(upload.path))

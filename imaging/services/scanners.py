@@ -1,0 +1,266 @@
+"""Scanners and the system-matrix library: registration, retirement, matching a scan to its matrix."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.actions import AuditAction
+from audit.chain import record_event
+from config.errors import RuleViolation
+from config.reasons import require_reason
+from imaging import processing, uploads
+from imaging.models import (
+    Scanner,
+    SystemMatrix,
+)
+from trials.models import Injection, Role, Site
+from trials.permissions import access
+
+LIBRARY_ROLES = frozenset({Role.COORDINATOR, Role.IMAGING_STAFF})
+
+
+# Drive amplitudes of a scan and a calibration may differ by this much (relative).
+AMPLITUDE_TOLERANCE = 0.02
+
+
+BASE_FREQUENCY_TOLERANCE = 1e-6
+
+
+def scanner_register(
+    *,
+    actor,
+    site: Site,
+    name: str,
+    manufacturer: str,
+    model: str,
+    topology: str,
+    base_frequency_hz: float,
+    dividers: list[int],
+    drive_amplitudes_t: list[float],
+    gradient_t_per_m: list[float],
+) -> Scanner:
+    if actor is not None:
+        access.require_role(actor, site=site, roles={Role.COORDINATOR}, action="register scanners")
+    if not dividers or len(dividers) != len(drive_amplitudes_t) or any(int(d) <= 0 for d in dividers):
+        raise RuleViolation(
+            "invalid_drive_field",
+            "Give one positive divider and one drive amplitude per drive "
+            f"channel (got dividers {dividers}, amplitudes {drive_amplitudes_t}).",
+            field="dividers",
+        )
+    with transaction.atomic():
+        scanner = Scanner(
+            site=site,
+            name=name,
+            manufacturer=manufacturer,
+            model=model,
+            topology=topology,
+            base_frequency_hz=base_frequency_hz,
+            dividers=[int(d) for d in dividers],
+            drive_amplitudes_t=[float(a) for a in drive_amplitudes_t],
+            gradient_t_per_m=[float(g) for g in gradient_t_per_m],
+        )
+        scanner.full_clean()
+        scanner.save()
+        record_event(
+            actor=actor,
+            action=AuditAction.SCANNER_REGISTERED,
+            object_type="imaging.scanner",
+            object_id=scanner.pk,
+            trial_id=site.trial_id,
+            site_id=site.pk,
+            changes={
+                "name": [None, name],
+                "dividers": [None, scanner.dividers],
+                "drive_amplitudes_t": [None, scanner.drive_amplitudes_t],
+            },
+        )
+    return scanner
+
+
+def _copy_into_storage(source: Path, relative: str) -> tuple[str, int]:
+    target = uploads.media_path(relative)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return processing.sha256_file(target), target.stat().st_size
+
+
+def system_matrix_register(
+    *, actor, scanner: Scanner, name: str, tracer_product: str, source_path: str | Path, nanoparticle_lot=None
+) -> SystemMatrix:
+    """Copy a calibration MDF into the library, validate it with recon and record what it holds."""
+    if actor is not None:
+        access.require_role(actor, site=scanner.site, roles=LIBRARY_ROLES, action="register system matrices")
+    if nanoparticle_lot is not None and nanoparticle_lot.trial_id != scanner.site.trial_id:
+        raise RuleViolation(
+            "lot_of_other_trial",
+            "The nanoparticle lot belongs to another trial.",
+            field="nanoparticle_lot",
+        )
+    relative = f"imaging/system_matrices/{uuid.uuid4().hex}.mdf"
+    # Copying, hashing and validating are slow: done before the transaction, undone on refusal.
+    sha256, size = _copy_into_storage(Path(source_path), relative)
+    stored = uploads.media_path(relative)
+    try:
+        inspection = processing.inspect(stored)
+        if not inspection.valid:
+            raise RuleViolation(
+                "invalid_system_matrix",
+                f"The calibration file is not valid: {inspection.problems_text}",
+                field="file",
+            )
+        if inspection.kind != "calibration":
+            raise RuleViolation(
+                "not_a_calibration",
+                f"The file is a {inspection.kind} MDF, not a calibration (a system matrix needs /calibration).",
+                field="file",
+            )
+        summary = processing.calibration_summary(stored)
+        if not summary["delta_concentration_mol_per_l"]:
+            raise RuleViolation(
+                "no_delta_concentration",
+                "The calibration has no /tracer/concentration: the delta "
+                "sample's concentration is needed to quantify iron.",
+                field="file",
+            )
+        if SystemMatrix.objects.filter(scanner=scanner, sha256=sha256).exists():
+            raise RuleViolation(
+                "duplicate_system_matrix",
+                f"This calibration (sha256 {sha256[:12]}…) is already in the library of scanner {scanner.name}.",
+            )
+        acq = summary["acquisition"]
+        with transaction.atomic():
+            sm = SystemMatrix(
+                scanner=scanner,
+                name=name,
+                tracer_product=tracer_product,
+                nanoparticle_lot=nanoparticle_lot,
+                file=relative,
+                size_bytes=size,
+                sha256=sha256,
+                validation_report=inspection.report,
+                grid_size=summary["grid_size"],
+                field_of_view_m=summary["field_of_view_m"],
+                field_of_view_center_m=summary["field_of_view_center_m"],
+                frequencies_count=summary["frequencies_count"],
+                receive_channels=summary["receive_channels"],
+                snr_summary=summary["snr_summary"],
+                delta_concentration_mol_per_l=summary["delta_concentration_mol_per_l"],
+                base_frequency_hz=acq["base_frequency_hz"],
+                dividers=acq["dividers"],
+                drive_amplitudes_t=acq["drive_amplitudes_t"],
+                registered_by=actor,
+            )
+            sm.full_clean()
+            sm.save()
+            record_event(
+                actor=actor,
+                action=AuditAction.SYSTEM_MATRIX_REGISTERED,
+                object_type="imaging.systemmatrix",
+                object_id=sm.pk,
+                trial_id=scanner.site.trial_id,
+                site_id=scanner.site_id,
+                changes={
+                    "sha256": [None, sha256],
+                    "tracer_product": [None, tracer_product],
+                    "grid_size": [None, sm.grid_size],
+                    "dividers": [None, sm.dividers],
+                },
+            )
+    except BaseException:
+        uploads.remove(relative)
+        raise
+    return sm
+
+
+def system_matrix_retire(*, actor, system_matrix: SystemMatrix, reason: str) -> SystemMatrix:
+    if actor is not None:
+        access.require_role(
+            actor, site=system_matrix.scanner.site, roles=LIBRARY_ROLES, action="retire system matrices"
+        )
+    reason = require_reason(reason)
+    with transaction.atomic():
+        sm = SystemMatrix.objects.select_for_update().select_related("scanner__site").get(pk=system_matrix.pk)
+        if not sm.active:
+            raise RuleViolation("already_retired", f"System matrix {sm.describe()} is already retired.")
+        sm.active, sm.retired_at = False, timezone.now()
+        sm.save(update_fields=["active", "retired_at"])
+        record_event(
+            actor=actor,
+            action=AuditAction.SYSTEM_MATRIX_RETIRED,
+            object_type="imaging.systemmatrix",
+            object_id=sm.pk,
+            trial_id=sm.scanner.site.trial_id,
+            site_id=sm.scanner.site_id,
+            changes={"active": [True, False]},
+            reason=reason,
+        )
+    return sm
+
+
+def _tracer_of(injection: Injection):
+    lot = injection.batch.nanoparticle_lot
+    return lot
+
+
+def _candidates(scanner: Scanner, lot) -> list[SystemMatrix]:
+    product = lot.product if lot is not None else ""
+    return [
+        sm
+        for sm in SystemMatrix.objects.filter(scanner=scanner, active=True).select_related("nanoparticle_lot")
+        if sm.tracer_product.strip().lower() == product.strip().lower()
+        and (sm.nanoparticle_lot_id is None or (lot is not None and sm.nanoparticle_lot_id == lot.pk))
+    ]
+
+
+def _available(scanner: Scanner) -> str:
+    active = list(SystemMatrix.objects.filter(scanner=scanner, active=True).select_related("nanoparticle_lot"))
+    return "; ".join(sm.describe() for sm in active) or "none"
+
+
+def require_system_matrix_for_tracer(scanner: Scanner, injection: Injection) -> None:
+    """Refuse an upload early when no active calibration of the scanner fits the tracer at all."""
+    lot = _tracer_of(injection)
+    if not _candidates(scanner, lot):
+        product = lot.product if lot is not None else "(no labelled tracer)"
+        raise RuleViolation(
+            "no_system_matrix",
+            f"No active system matrix for scanner {scanner.name} and tracer "
+            f"{product}; available: {_available(scanner)}.",
+        )
+
+
+def match_system_matrix(scanner: Scanner, injection: Injection, acquisition: dict) -> SystemMatrix:
+    """The newest active system matrix of the scan's scanner whose drive field (base
+    frequency, dividers, amplitudes within tolerance) and tracer fit; else a RuleViolation
+    that says exactly why none fits."""
+    lot = _tracer_of(injection)
+    dividers = [int(d) for d in acquisition["dividers"]]
+    amplitudes = acquisition["drive_amplitudes_t"]
+    for sm in _candidates(scanner, lot):
+        if [int(d) for d in sm.dividers] != dividers:
+            continue
+        if (
+            abs(sm.base_frequency_hz - acquisition["base_frequency_hz"])
+            > BASE_FREQUENCY_TOLERANCE * sm.base_frequency_hz
+        ):
+            continue
+        if len(sm.drive_amplitudes_t) != len(amplitudes) or any(
+            abs(a - b) > AMPLITUDE_TOLERANCE * max(abs(a), 1e-12)
+            for a, b in zip(sm.drive_amplitudes_t, amplitudes, strict=True)
+        ):
+            continue
+        return sm
+    product = lot.product if lot is not None else "(no labelled tracer)"
+    mt = "/".join(f"{a * 1e3:g}" for a in amplitudes)
+    raise RuleViolation(
+        "no_system_matrix",
+        f"No active system matrix for scanner {scanner.name} with dividers {'/'.join(map(str, dividers))}, "
+        f"drive amplitudes {mt} mT, base frequency {acquisition['base_frequency_hz']:g} Hz and tracer {product}; "
+        f"available: {_available(scanner)}.",
+    )
