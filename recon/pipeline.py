@@ -421,7 +421,7 @@ def reconstruct_file(
     return result
 
 
-#: Bytes of complex128 calibration rows prepared per block (also held below 1/8 of the matrix).
+#: Bytes of complex128 calibration rows prepared per block (also held below 1/16 of the matrix).
 ROW_BLOCK_BYTES = 32 * 2**20
 
 
@@ -440,7 +440,7 @@ def _stack_rows_from_calibration(
     dtype = np.dtype(params.dtype)
     a = np.empty((2 * m, num_voxels), dtype=dtype)
     per_row = 16 * num_voxels
-    block = max(1, min(ROW_BLOCK_BYTES, a.nbytes // 8) // per_row)
+    block = max(1, min(ROW_BLOCK_BYTES, a.nbytes // 16) // per_row)
     y = None
     weights = np.empty(m)
     groups: list = []

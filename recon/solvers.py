@@ -95,8 +95,8 @@ def stack_real(system_matrix: np.ndarray, measurements: np.ndarray | None = None
 def system_matrix_energy(a: np.ndarray) -> float:
     """trace(AᵀA) = ‖A‖_F² (float64 accumulation, in blocks to bound memory)."""
     total = 0.0
-    for start in range(0, a.shape[0], 512):
-        blk = np.asarray(a[start : start + 512], dtype=np.float64)
+    for start in range(0, a.shape[0], 128):
+        blk = np.asarray(a[start : start + 128], dtype=np.float64)
         total += float(np.einsum("ij,ij->", blk, blk))
     return total
 
@@ -107,7 +107,7 @@ def absolute_lambda(a: np.ndarray, lambda_rel: float) -> float:
     return lambda_rel * system_matrix_energy(a) / a.shape[1]
 
 
-def gram_matrix(a: np.ndarray, block: int = 1024) -> np.ndarray:
+def gram_matrix(a: np.ndarray, block: int = 256) -> np.ndarray:
     """G = AAᵀ (R, R) in A's dtype, accumulated in place over column blocks.
 
     BLAS syrk adds each block's product straight into G (no R × R temporary,
