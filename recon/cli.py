@@ -246,7 +246,10 @@ _RECON_OPTIONS = {
 
 def recon_params_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The ``ReconParams`` keywords given on the command line (unset options left out)."""
-    return {key: getattr(args, opt) for opt, key in _RECON_OPTIONS.items() if getattr(args, opt) is not None}
+    kwargs = {key: getattr(args, opt) for opt, key in _RECON_OPTIONS.items() if getattr(args, opt) is not None}
+    if getattr(args, "memory_budget_mb", None) is not None:
+        kwargs["memory_budget_bytes"] = max(1, int(args.memory_budget_mb * 2**20))
+    return kwargs
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -254,7 +257,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from recon.pipeline import reconstruct_file
 
     params = ReconParams(**recon_params_kwargs(args))
-    result = reconstruct_file(args.system_matrix, args.measurement, args.output, params, progress=_progress)
+    extra = {} if args.operator_cache is None else {"operator_cache_dir": args.operator_cache}
+    result = reconstruct_file(args.system_matrix, args.measurement, args.output, params, progress=_progress, **extra)
     _emit({"output": os.fspath(args.output), **result.as_dict()})
     return EXIT_OK
 
@@ -317,13 +321,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system-matrix", required=True, metavar="CAL.mdf")
     p.add_argument("--measurement", required=True, metavar="MEAS.mdf")
     p.add_argument("--output", required=True, metavar="OUT.mdf")
-    p.add_argument("--solver", choices=("kaczmarz", "cgnr", "fista"))
+    p.add_argument("--solver", choices=("kaczmarz", "cgnr", "fista", "fast"))
     p.add_argument("--lambda", dest="lambda_", type=_nonneg_float, metavar="F", help="regularisation weight")
     p.add_argument("--iterations", type=_positive_int)
     p.add_argument("--snr-threshold", type=_nonneg_float, metavar="F")
     p.add_argument("--min-freq", type=_nonneg_float, metavar="HZ")
     p.add_argument("--max-freq", type=_nonneg_float, metavar="HZ")
     p.add_argument("--max-rows", type=_positive_int, metavar="N")
+    p.add_argument(
+        "--memory-budget-mb",
+        type=_nonneg_float,
+        metavar="MB",
+        help="memory the default row budget plans for (default: a quarter of the available memory)",
+    )
+    p.add_argument(
+        "--operator-cache",
+        metavar="DIR",
+        help="with --solver fast: load the reconstruction operator from DIR, or build and save it there",
+    )
     p.add_argument("--channels", type=_channels, metavar="1,2", help="receive channels, numbered from 1")
     p.add_argument("--frames", type=_frames, metavar="START:STOP", help="0-based frame range, stop exclusive")
     p.add_argument("--average", type=_positive_int, metavar="N", help="block-average N frames")

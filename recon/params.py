@@ -53,6 +53,12 @@ class ReconParams:
         Bruker scanner (≈ 25 kHz).
     max_rows : int or None
         Keep at most this many (channel, frequency) rows, highest SNR first.
+        None = the default budget of :func:`recon.budget.row_budget` (from the
+        available memory and the number of voxels; stated in the result).
+    memory_budget_bytes : int or None
+        Memory the default row budget may plan for; None = a quarter of the
+        memory available when the reconstruction starts. Ignored when
+        ``max_rows`` is set.
     channels : tuple of int or None
         0-based receive channels to use; None = all.
     frames : (int, int) or None
@@ -98,6 +104,7 @@ class ReconParams:
     min_freq_hz: float = 80e3
     max_freq_hz: float | None = None
     max_rows: int | None = None
+    memory_budget_bytes: int | None = None
     channels: tuple[int, ...] | None = None
     frames: tuple[int, int] | None = None
     average: int = 1
@@ -135,6 +142,10 @@ class ReconParams:
             raise ValueError(f"max_freq_hz ({self.max_freq_hz!r}) must exceed min_freq_hz ({self.min_freq_hz!r})")
         if self.max_rows is not None and (int(self.max_rows) != self.max_rows or self.max_rows < 1):
             raise ValueError(f"max_rows must be None or an integer >= 1, got {self.max_rows!r}")
+        if self.memory_budget_bytes is not None and (
+            int(self.memory_budget_bytes) != self.memory_budget_bytes or self.memory_budget_bytes < 1
+        ):
+            raise ValueError(f"memory_budget_bytes must be None or an integer >= 1, got {self.memory_budget_bytes!r}")
         if self.channels is not None and (len(self.channels) == 0 or min(self.channels) < 0):
             raise ValueError(f"channels must be None or non-empty 0-based indices, got {self.channels!r}")
         if self.frames is not None and (

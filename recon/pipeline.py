@@ -27,7 +27,9 @@ import numpy as np
 
 import recon
 from recon import inputs, preprocess, solvers
+from recon.budget import RowBudget, row_budget
 from recon.checksum import sha256_file
+from recon.operator import ReconOperator, cache_key
 from recon.params import ReconParams
 
 ProgressCallback = Callable[[str, float], None]
@@ -123,8 +125,8 @@ def _background_rows(
     measurement_rows: np.ndarray,
     is_background: np.ndarray,
     external_rows: np.ndarray | None,
-    sm_background_rows: np.ndarray | None,
-    prep: preprocess.PreparedRows,
+    sm_background_mean: np.ndarray | None,
+    row_weights: np.ndarray,
     tf_plan: preprocess.TransferFunctionPlan,
 ) -> np.ndarray | None:
     """(M,) complex: the scanner background spectrum in the prepared row space (mean of the
@@ -140,14 +142,21 @@ def _background_rows(
     elif external_rows is not None and len(external_rows):
         mean = np.asarray(external_rows).mean(axis=0)
         divisor = tf_plan.measurement_divisor
-    elif sm_background_rows is not None and np.shape(sm_background_rows)[-1] > 0:
-        mean = np.asarray(sm_background_rows).mean(axis=-1)
+    elif sm_background_mean is not None:
+        mean = np.asarray(sm_background_mean)
         divisor = tf_plan.calibration_divisor
     else:
         return None
     if divisor is not None:
         mean = mean / divisor
-    return np.asarray(mean * prep.row_weights, dtype=np.complex128)
+    return np.asarray(mean * row_weights, dtype=np.complex128)
+
+
+def _mean_background(rows: np.ndarray | None) -> np.ndarray | None:
+    """(M,) the mean over the calibration's empty-bore frames of (M, B) rows; None without any."""
+    if rows is None or np.shape(rows)[-1] == 0:
+        return None
+    return np.asarray(rows).mean(axis=-1)
 
 
 def background_noise_factor(
@@ -173,10 +182,10 @@ def background_noise_factor(
     return float(1.0 + fg.size * np.sum(coeff**2))
 
 
-def _recorded_weights(prep: preprocess.PreparedRows, params: ReconParams) -> list | None:
+def _recorded_weights(row_weights: np.ndarray, params: ReconParams) -> list | None:
     """Row weights that depend on the scan (whitening) are recorded so the region
     spread can be rebuilt from the calibration alone."""
-    return [float(w) for w in prep.row_weights] if params.weighting == "whiten" else None
+    return [float(w) for w in row_weights] if params.weighting == "whiten" else None
 
 
 def _resolution_m(fwhm_vox: np.ndarray, size, fov) -> tuple[float, float, float]:
@@ -253,39 +262,82 @@ def _probe_voxels(size) -> np.ndarray:
 
 def _solve_rows(prep: preprocess.PreparedRows, params: ReconParams, size, progress) -> SolvedFrames:
     a, y = solvers.stack_real(prep.system_matrix, prep.measurements, params.dtype)
+    return _solve_stacked(a, y, params, size, progress)
+
+
+def _solve_stacked(
+    a: np.ndarray, y: np.ndarray, params: ReconParams, size, progress, operator_source=None
+) -> SolvedFrames:
+    """Solve the real-stacked problem A x = y (A: 2M × P, y: Q × 2M) frame batch by batch:
+    the linear frames (quantification), the display frames (the solver's own constraint)
+    and the resolution probes.
+
+    ``operator_source(a, lam) -> ReconOperator`` (the fast solver only) may load a cached
+    operator or build it in place of ``a`` (so ``a`` is not read after it)."""
     lam = solvers.absolute_lambda(a, params.lambda_)
     _report(progress, "solve", 0.0)
+    probes = _probe_voxels(size)
+    probe_columns = np.ascontiguousarray(a[:, probes].T)  # read before an in-place operator build
+    num_voxels = a.shape[1]
     notes = []
-    if params.solver in LINEAR_SOLVERS:
-        linear_params = params.replace(positivity=False)
+    solve_display = None
+    if params.solver == "fast" and operator_source is not None:
+        op = operator_source(a, lam)
+        solve = solvers.fast_solver(op, positivity=False)
+        if params.positivity:
+            solve_display = solvers.fast_solver(op, positivity=True)
     else:
-        linear_params = params.replace(solver="kaczmarz", positivity=False)
-        notes.append(
-            f"quantitative frames from linear Kaczmarz ({params.solver} is not linear): display from {params.solver}"
-        )
-    solve = solvers.make_solver(a, lam, linear_params, size)
-    x = np.empty((y.shape[0], a.shape[1]), dtype=a.dtype)
+        if params.solver in LINEAR_SOLVERS:
+            linear_params = params.replace(positivity=False)
+        else:
+            linear_params = params.replace(solver="kaczmarz", positivity=False)
+            notes.append(
+                f"quantitative frames from linear Kaczmarz ({params.solver} is not linear): display from {params.solver}"
+            )
+        solve = solvers.make_solver(a, lam, linear_params, size)
+        if params.positivity or params.solver not in LINEAR_SOLVERS:
+            solve_display = solvers.make_solver(a, lam, params, size)
+    x = np.empty((y.shape[0], num_voxels), dtype=probe_columns.dtype)
     for start in range(0, y.shape[0], FRAME_BATCH):
         stop = min(start + FRAME_BATCH, y.shape[0])
         x[start:stop] = solve(y[start:stop])
         _report(progress, "solve", stop / y.shape[0])
-    if params.positivity or params.solver not in LINEAR_SOLVERS:
+    if solve_display is not None:
         # The display keeps the solver's own constraint (a better image); it never feeds quantification.
         display = np.empty_like(x)
-        solve_display = solvers.make_solver(a, lam, params, size)
         for start in range(0, y.shape[0], FRAME_BATCH):
             stop = min(start + FRAME_BATCH, y.shape[0])
             display[start:stop] = solve_display(y[start:stop])
         notes.append("display image from the constrained solver; quantification uses the linear frames")
     else:
         display = x
-    probes = _probe_voxels(size)
-    psf = solve(np.ascontiguousarray(a[:, probes].T))
+    psf = solve(probe_columns)
     from recon.quantify import Grid, resolution_from_point_spreads
 
     unit_grid = Grid(size, (float(size[0]), float(size[1]), float(size[2])))  # 1-voxel units
     fwhm_vox = resolution_from_point_spreads(unit_grid, psf, probes)
     return SolvedFrames(x, display, lam, fwhm_vox, tuple(notes))
+
+
+def select_rows_within_budget(
+    snr: np.ndarray | None,
+    frequencies_hz: np.ndarray,
+    params: ReconParams,
+    num_channels: int,
+    num_voxels: int,
+    *,
+    available: np.ndarray | None = None,
+) -> tuple[preprocess.RowSelection, RowBudget]:
+    """Rows by SNR (:func:`recon.preprocess.select_rows`) capped by the plan's
+    ``max_rows`` or, when it has none, by the default budget of
+    :func:`recon.budget.row_budget` (memory available and voxels)."""
+    budget = row_budget(num_voxels, params.max_rows, params.memory_budget_bytes)
+    capped = params if params.max_rows is not None else params.replace(max_rows=budget.max_rows)
+    return preprocess.select_rows(snr, frequencies_hz, capped, num_channels, available=available), budget
+
+
+def _selection_record(selection: preprocess.RowSelection, budget: RowBudget) -> dict:
+    return {**selection.as_dict(), "budget": budget.as_dict()}
 
 
 def reconstruct_arrays(
@@ -365,7 +417,7 @@ def reconstruct_arrays(
     if params.background_is_external and external_background_spectra is None:
         raise ValueError(f"background={params.background!r} is a file: pass external_background_spectra")
     _report(progress, "select", 0.0)
-    selection = preprocess.select_rows(snr, freqs, params, c)
+    selection, budget = select_rows_within_budget(snr, freqs, params, c, p)
     ext = None
     if external_background_spectra is not None and params.background_is_external:
         ext_arr = np.asarray(external_background_spectra)
@@ -398,8 +450,8 @@ def reconstruct_arrays(
         preprocess.gather_rows(u, selection),
         is_bg,
         ext,
-        None if bg is None else bg[selection.channel, selection.frequency],
-        prep,
+        _mean_background(None if bg is None else bg[selection.channel, selection.frequency]),
+        prep.row_weights,
         tf_plan,
     )
     t1 = time.perf_counter()
@@ -416,9 +468,9 @@ def reconstruct_arrays(
         params=params,
         lambda_abs=solved.lambda_abs,
         delta_concentration_mol_per_l=float(delta_concentration_mol_per_l),
-        selection=selection.as_dict(),
+        selection=_selection_record(selection, budget),
         frame_groups=[g.tolist() for g in prep.frame_groups],
-        row_weights=_recorded_weights(prep, params),
+        row_weights=_recorded_weights(prep.row_weights, params),
         calibration_tf_divided=tf_plan.calibration_divisor is not None,
         background_rows=bg_rows,
         background_noise_factor=background_noise_factor(
@@ -435,10 +487,14 @@ def reconstruct_file(
     output_path: str | os.PathLike | None,
     params: ReconParams | None = None,
     progress: ProgressCallback | None = None,
+    operator_cache_dir: str | os.PathLike | None = None,
 ) -> ReconstructionResult:
     """Reconstruct an MDF scan with an MDF calibration and write the image.
 
-    Reads only the selected frequency rows of both files; writes
+    Reads only the selected (channel, frequency) rows of both files, block by
+    block, straight into the float32 real-stacked matrix (no complex128 copy
+    of the whole selection), so the peak stays within twice that matrix plus
+    the solver's row-space work (see :mod:`recon.budget`); writes
     ``output_path`` (skipped when None) with ``write_reconstruction``:
     ``/reconstruction/data`` (Q×P×1, mol Fe / L, x fastest), size, field of
     view and centre from the calibration, and ``_parameters`` = the plan, λ_abs,
@@ -446,6 +502,10 @@ def reconstruct_file(
 
     ``progress(stage, fraction)`` is called with stages "read", "select",
     "preprocess", "solve" and "write".
+
+    ``operator_cache_dir``: with ``solver="fast"``, the reconstruction
+    operator is loaded from (or built and saved to) this folder under
+    :func:`recon.operator.cache_key` (calibration SHA-256, λ, rows, weights).
     """
     from recon.mdf import MDFFile, write_reconstruction
 
@@ -466,27 +526,22 @@ def reconstruct_file(
         notes = list(plan.notes)
         if snr is None:
             # Without a stored SNR, compute it from the background frames.
-            from recon.simulate import calibration_snr
-
-            s_all, bg_all = smf.system_matrix()
-            snr = inputs.full_axis_snr(smf, calibration_snr(s_all, bg_all)) if bg_all.shape[-1] >= 2 else None
+            snr = _calibration_snr_in_blocks(smf, int(np.prod(size)))
             notes.append(
                 "calibration SNR computed from its background frames"
                 if snr is not None
                 else "calibration has no SNR and < 2 background frames: no SNR threshold"
             )
         _report(progress, "select", 0.0)
-        selection = preprocess.select_rows(snr, freqs, params, c, available=plan.available)
-        # Read the union of the selected frequencies once, then pick rows.
+        size_p = int(np.prod(size))
+        selection, budget = select_rows_within_budget(snr, freqs, params, c, size_p, available=plan.available)
         union, col = np.unique(selection.frequency, return_inverse=True)
-        s_sub, bg_sub = smf.system_matrix(frequencies=union)
-        sm_rows = s_sub[selection.channel, col]
-        sm_bg_rows = bg_sub[selection.channel, col]
-        _report(progress, "read", 0.5)
         if mf.num_periods > 1:
             notes.append(f"scan has {mf.num_periods} periods per frame: period 0 used")
+        # The scan's selected rows (frames × rows) are small; the calibration's are not.
         u_sub = mf.spectra(frequencies=union, periods=[0])[:, 0]
         meas_rows = u_sub[:, selection.channel, col]
+        del u_sub
         is_bg = np.asarray(mf.is_background_frame, dtype=bool)
         tf_s = smf.transfer_function
         tf_u = mf.transfer_function
@@ -498,30 +553,41 @@ def reconstruct_file(
             with MDFFile(params.background) as bf:
                 inputs.check_compatible(smf, bf, "empty-bore scan")
                 ext_rows = bf.spectra(frequencies=union, periods=[0])[:, 0][:, selection.channel, col]
+        a, y, groups, row_weights, prep_notes, sm_bg_mean = _stack_rows_from_calibration(
+            smf,
+            selection,
+            meas_rows,
+            is_bg,
+            params,
+            size_p,
+            ext_rows,
+            None if tf_s is None else tf_s[selection.channel, selection.frequency],
+            None if tf_u is None else tf_u[selection.channel, selection.frequency],
+            (tf_s_corrected, tf_u_corrected),
+            progress,
+        )
     _report(progress, "read", 1.0)
-    _report(progress, "preprocess", 0.0)
-    prep = preprocess.prepare_rows(
-        sm_rows,
-        sm_bg_rows,
-        meas_rows,
-        is_bg,
-        selection,
-        params,
-        external_background_rows=ext_rows,
-        sm_transfer_function_rows=None if tf_s is None else tf_s[selection.channel, selection.frequency],
-        measurement_transfer_function_rows=None if tf_u is None else tf_u[selection.channel, selection.frequency],
-        sm_transfer_function_corrected=tf_s_corrected,
-        measurement_transfer_function_corrected=tf_u_corrected,
-    )
+    t1 = time.perf_counter()
     tf_plan = preprocess.transfer_function_plan(
         None if tf_s is None else tf_s[selection.channel, selection.frequency],
         tf_s_corrected,
         None if tf_u is None else tf_u[selection.channel, selection.frequency],
         tf_u_corrected,
     )
-    bg_rows = _background_rows(meas_rows, is_bg, ext_rows, sm_bg_rows, prep, tf_plan)
-    t1 = time.perf_counter()
-    solved = _solve_rows(prep, params, size, progress)
+    bg_rows = _background_rows(meas_rows, is_bg, ext_rows, sm_bg_mean, row_weights, tf_plan)
+    operator_source = _build_in_place
+    if operator_cache_dir is not None:
+        key_inputs = {
+            "system_matrix_sha256": checksums["system_matrix"]["sha256"],
+            "params": params.as_dict(),
+            "channel": selection.channel,
+            "frequency": selection.frequency,
+            "row_weights": row_weights,
+            "extra": {"transfer_functions": [tf_s is not None, tf_u is not None, tf_s_corrected, tf_u_corrected]},
+        }
+        operator_source = _cached_operator_source(operator_cache_dir, key_inputs, notes)
+    solved = _solve_stacked(a, y, params, size, progress, operator_source)
+    del a
     t2 = time.perf_counter()
     result = ReconstructionResult(
         concentration_mol_per_l=solved.display * solved.display.dtype.type(delta),
@@ -533,15 +599,15 @@ def reconstruct_file(
         params=params,
         lambda_abs=solved.lambda_abs,
         delta_concentration_mol_per_l=float(delta),
-        selection=selection.as_dict(),
-        frame_groups=[g.tolist() for g in prep.frame_groups],
-        row_weights=_recorded_weights(prep, params),
+        selection=_selection_record(selection, budget),
+        frame_groups=[g.tolist() for g in groups],
+        row_weights=_recorded_weights(row_weights, params),
         calibration_tf_divided=tf_plan.calibration_divisor is not None,
         background_rows=bg_rows,
         background_noise_factor=background_noise_factor(
-            is_bg, prep.frame_groups, params, 0 if ext_rows is None else int(ext_rows.shape[0])
+            is_bg, groups, params, 0 if ext_rows is None else int(ext_rows.shape[0])
         ),
-        notes=tuple(notes + prep.notes) + solved.notes,
+        notes=tuple(notes + prep_notes) + solved.notes,
         timings_s={"read_preprocess": t1 - t0, "solve": t2 - t1},
         input_checksums=checksums,
         output_path=None if output_path is None else os.fspath(output_path),
@@ -561,6 +627,119 @@ def reconstruct_file(
         )
     _report(progress, "write", 1.0)
     return result
+
+
+#: Bytes of complex128 calibration rows prepared per block (also held below 1/16 of the matrix).
+ROW_BLOCK_BYTES = 32 * 2**20
+
+
+def _stack_rows_from_calibration(
+    smf, selection, meas_rows, is_bg, params, num_voxels, ext_rows, tf_s_rows, tf_u_rows, tf_corrected, progress
+):
+    """A (2M × P, ``params.dtype``) and y (Q × 2M) from the calibration's selected rows.
+
+    The rows are read (only those rows, per receive channel), background- and
+    transfer-function-corrected and weighted by :func:`recon.preprocess.prepare_rows`
+    one block at a time (every step there acts row by row), and written into
+    the real-stacked matrix; the whole selection never exists as complex128.
+    Returns (a, y, frame_groups, row_weights, notes, sm_background_mean): the last is the
+    (M,) mean of the calibration's empty-bore frames per selected row (None without any),
+    before any correction, for the background model of ``recon.quantify``.
+    """
+    m = selection.num_rows
+    dtype = np.dtype(params.dtype)
+    a = np.empty((2 * m, num_voxels), dtype=dtype)
+    per_row = 16 * num_voxels
+    block = max(1, min(ROW_BLOCK_BYTES, a.nbytes // 16) // per_row)
+    y = None
+    weights = np.empty(m)
+    sm_bg_mean: np.ndarray | None = None
+    groups: list = []
+    notes: list = []
+    for start in range(0, m, block):
+        stop = min(start + block, m)
+        rows = slice(start, stop)
+        ch, fr = selection.channel[rows], selection.frequency[rows]
+        s_parts, b_parts = [], []
+        for channel in np.unique(ch):
+            mine = ch == channel
+            s_c, b_c = smf.system_matrix(frequencies=fr[mine], channels=[int(channel)])
+            s_parts.append(s_c[0])
+            b_parts.append(b_c[0])
+        s_blk = np.concatenate(s_parts) if len(s_parts) > 1 else s_parts[0]
+        b_blk = np.concatenate(b_parts) if len(b_parts) > 1 else b_parts[0]
+        del s_parts, b_parts
+        sub = preprocess.RowSelection(ch, fr, selection.frequency_hz[rows], selection.snr[rows], selection.candidates)
+        prep = preprocess.prepare_rows(
+            s_blk,
+            b_blk,
+            meas_rows[:, rows],
+            is_bg,
+            sub,
+            params,
+            external_background_rows=None if ext_rows is None else ext_rows[:, rows],
+            sm_transfer_function_rows=None if tf_s_rows is None else tf_s_rows[rows],
+            measurement_transfer_function_rows=None if tf_u_rows is None else tf_u_rows[rows],
+            sm_transfer_function_corrected=tf_corrected[0],
+            measurement_transfer_function_corrected=tf_corrected[1],
+        )
+        if b_blk.shape[-1] > 0:
+            if sm_bg_mean is None:
+                sm_bg_mean = np.empty(m, dtype=np.complex128)
+            sm_bg_mean[start:stop] = b_blk.mean(axis=-1)
+        del s_blk, b_blk
+        a[start:stop] = prep.system_matrix.real
+        a[m + start : m + stop] = prep.system_matrix.imag
+        if y is None:
+            y = np.empty((prep.measurements.shape[0], 2 * m), dtype=dtype)
+            groups, notes = prep.frame_groups, prep.notes
+        y[:, start:stop] = prep.measurements.real
+        y[:, m + start : m + stop] = prep.measurements.imag
+        weights[rows] = prep.row_weights
+        del prep
+        _report(progress, "preprocess", stop / m)
+    if y is None:  # pragma: no cover - select_rows never returns an empty selection
+        raise ValueError("no rows selected")
+    return a, y, groups, weights, notes, sm_bg_mean
+
+
+def _calibration_snr_in_blocks(smf, num_voxels: int) -> np.ndarray | None:
+    """:func:`recon.simulate.calibration_snr` over the stored frequencies, read a
+    block of frequencies at a time (never the whole matrix at once); None with
+    fewer than 2 background frames."""
+    from recon.simulate import calibration_snr
+
+    if int(np.count_nonzero(smf.is_background_frame)) < 2:
+        return None
+    freqs = smf.available_frequencies
+    c = smf.num_receive_channels
+    snr = np.empty((c, freqs.size))
+    step = max(1, ROW_BLOCK_BYTES // (16 * c * max(num_voxels, 1)))
+    for start in range(0, freqs.size, step):
+        s_blk, bg_blk = smf.system_matrix(frequencies=freqs[start : start + step])
+        snr[:, start : start + step] = calibration_snr(s_blk, bg_blk)
+    return inputs.full_axis_snr(smf, snr)
+
+
+def _build_in_place(a: np.ndarray, lam: float) -> ReconOperator:
+    return ReconOperator.build(a, lam, overwrite_a=True)
+
+
+def _cached_operator_source(cache_dir, key_inputs: dict, notes: list):
+    """``source(a, lam)``: the cached operator for this key, else built in place of ``a`` and saved."""
+
+    def source(a: np.ndarray, lam: float) -> ReconOperator:
+        key = cache_key(lambda_abs=lam, **key_inputs)
+        op = ReconOperator.load(cache_dir, key)
+        if op is not None:
+            notes.append(f"reconstruction operator loaded from cache {key[:12]}")
+            return op
+        op = ReconOperator.build(a, lam, overwrite_a=True, key=key)
+        op.save(cache_dir, key)
+        notes.append(f"reconstruction operator built and cached as {key[:12]}")
+        return op
+
+    return source
 
 
 def load_arrays(system_matrix_path, measurement_path) -> dict:

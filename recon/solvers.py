@@ -18,9 +18,10 @@ Solvers (all take several frames at once: y is (F, 2M), x is (F, P)):
   Gram matrix (``mode="dual"``, much faster when rows < voxels).
 - :func:`cgnr`: conjugate gradients on (AᵀA + λI)x = Aᵀy.
 - :func:`fista`: FISTA with TV (isotropic, on the grid) or L1, and positivity.
-- :class:`RegularizedOperator`: the fast path R = Aᵀ(AAᵀ + λI)⁻¹, applied to a
-  batch of frames as one triangular solve and one matrix product. It is the
-  Tikhonov solution *without* positivity (clamped afterwards when asked).
+- the fast path, :class:`recon.operator.ReconOperator`: the explicit Tikhonov
+  operator, applied to a batch of frames as one matrix product
+  (:func:`fast_solver`). It is the Tikhonov solution *without* positivity
+  (clamped afterwards when asked).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ import math
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 
 from recon import _kernels
+from recon.operator import ReconOperator
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -92,8 +95,8 @@ def stack_real(system_matrix: np.ndarray, measurements: np.ndarray | None = None
 def system_matrix_energy(a: np.ndarray) -> float:
     """trace(AᵀA) = ‖A‖_F² (float64 accumulation, in blocks to bound memory)."""
     total = 0.0
-    for start in range(0, a.shape[0], 512):
-        blk = np.asarray(a[start : start + 512], dtype=np.float64)
+    for start in range(0, a.shape[0], 128):
+        blk = np.asarray(a[start : start + 128], dtype=np.float64)
         total += float(np.einsum("ij,ij->", blk, blk))
     return total
 
@@ -104,15 +107,27 @@ def absolute_lambda(a: np.ndarray, lambda_rel: float) -> float:
     return lambda_rel * system_matrix_energy(a) / a.shape[1]
 
 
-def gram_matrix(a: np.ndarray, block: int = 8192) -> np.ndarray:
-    """G = AAᵀ (R, R) in A's dtype, accumulated over column blocks so no
-    transposed copy of A is ever made (BLAS syrk per block)."""
+def gram_matrix(a: np.ndarray, block: int = 256) -> np.ndarray:
+    """G = AAᵀ (R, R) in A's dtype, accumulated in place over column blocks.
+
+    BLAS syrk adds each block's product straight into G (no R × R temporary,
+    no transposed copy of A), then the upper triangle is mirrored block by
+    block, so the peak is A + G + one R × 512 slab. G is returned as the
+    C-contiguous transpose of the Fortran-ordered result (same values: G is
+    symmetric).
+    """
     r, p = a.shape
-    g = np.zeros((r, r), dtype=a.dtype)
+    syrk = scipy.linalg.blas.ssyrk if a.dtype == np.float32 else scipy.linalg.blas.dsyrk
+    g = np.zeros((r, r), dtype=a.dtype, order="F")
     for start in range(0, p, block):
-        blk = np.ascontiguousarray(a[:, start : start + block])
-        g += blk @ blk.T
-    return g
+        blk_t = a[:, start : start + block].T  # (b, R), F-contiguous when A is C-contiguous
+        g = syrk(1.0, blk_t, beta=1.0, c=g, trans=1, lower=0, overwrite_c=1)
+    for i0 in range(0, r, 512):
+        i1 = min(i0 + 512, r)
+        d = g[i0:i1, i0:i1]
+        g[i0:i1, i0:i1] = np.triu(d) + np.triu(d, 1).T
+        g[i1:, i0:i1] = g[i0:i1, i1:].T
+    return g.T
 
 
 class Kaczmarz:
@@ -396,65 +411,6 @@ def fista(
     return x[0] if single else x
 
 
-class RegularizedOperator:
-    """Fast path: the precomputed Tikhonov operator R = Aᵀ(AAᵀ + λI)⁻¹.
-
-    Equal to (AᵀA + λI)⁻¹Aᵀ. With fewer rows than voxels (R = 2M ≤ P, the
-    usual 3D case) it is built from the R×R Gram matrix of the rows instead
-    of the P×P normal matrix (20 GB in float64 for 50,653 voxels), and
-    ``apply`` maps a batch of frames with one Cholesky solve (R×R) and one
-    BLAS product (F×R by R×P). With more rows than voxels (small 2D grids) the
-    P×P normal matrix is factored and the explicit operator R (P×R) is kept. The result is the Tikhonov
-    solution WITHOUT positivity; ``positivity=True`` clamps it afterwards,
-    which is not the constrained optimum (Kaczmarz/FISTA are).
-
-    The Cholesky factor is computed in float64 whatever A's dtype, because
-    the regularised Gram matrix can have a condition number of 1e5 and more.
-    """
-
-    def __init__(self, a: np.ndarray, lambda_abs: float, gram: np.ndarray | None = None):
-        lam = _check_lambda(lambda_abs)
-        if a.ndim != 2 or a.dtype not in (np.float32, np.float64):
-            raise ValueError(f"needs a real 2-D float32/float64 matrix, got {a.dtype} {a.shape}")
-        if lam == 0.0:
-            raise ValueError("the fast path needs lambda > 0 (AAᵀ is singular in general)")
-        self.a = a
-        self.lambda_abs = lam
-        rows, voxels = a.shape
-        # Factor whichever normal matrix is smaller: the R×R Gram (row space)
-        # or the P×P normal matrix; with more rows than voxels the explicit
-        # operator (P×R) is then cheaper to apply than A itself.
-        self.form = "row_space" if rows <= voxels else "voxel_space"
-        if self.form == "row_space":
-            g = gram_matrix(a) if gram is None else gram
-            g64 = np.array(g, dtype=np.float64)
-            g64[np.diag_indices_from(g64)] += lam
-            self._chol = scipy.linalg.cho_factor(g64, lower=False, overwrite_a=True, check_finite=False)
-            self._operator = None
-        else:
-            a64 = np.asarray(a, dtype=np.float64)
-            n = a64.T @ a64
-            n[np.diag_indices_from(n)] += lam
-            chol = scipy.linalg.cho_factor(n, lower=False, overwrite_a=True, check_finite=False)
-            # R = (AᵀA + λI)⁻¹Aᵀ stored transposed (R×P) so apply is y @ Rᵀ.
-            self._operator = np.ascontiguousarray(
-                scipy.linalg.cho_solve(chol, a64.T, check_finite=False).T.astype(a.dtype)
-            )
-            self._chol = None
-
-    def apply(self, y: np.ndarray, positivity: bool = True) -> np.ndarray:
-        """x (F, P) for y (F, R rows); (P,) for (R,)."""
-        a, y2, single = _check_problem(self.a, np.asarray(y))
-        if self.form == "row_space":
-            z = scipy.linalg.cho_solve(self._chol, np.asarray(y2, dtype=np.float64).T, check_finite=False)
-            x = z.T.astype(a.dtype) @ a
-        else:
-            x = np.asarray(y2, dtype=a.dtype) @ self._operator
-        if positivity:
-            _kernels.clamp_negative_kernel(x)
-        return x[0] if single else x
-
-
 def solve(system_matrix_rows: np.ndarray, measurement_rows: np.ndarray, params, grid_shape) -> tuple[np.ndarray, float]:
     """Reconstruct frames with the solver ``params.solver``.
 
@@ -490,6 +446,17 @@ def make_solver(a: np.ndarray, lambda_abs: float, params, grid_shape):
             inner_iterations=params.tv_inner_iterations,
         )
     if params.solver == "fast":
-        op = RegularizedOperator(a, lambda_abs)
-        return lambda y: op.apply(y, params.positivity)
+        return fast_solver(ReconOperator.build(a, lambda_abs), params.positivity)
     raise ValueError(f"unknown solver {params.solver!r}")  # pragma: no cover - ReconParams validates
+
+
+def fast_solver(op: ReconOperator, positivity: bool):
+    """``solve(y) -> x`` with a built (or cached) operator: x = y K, clamped at 0 when asked."""
+
+    def solve_block(y: np.ndarray) -> np.ndarray:
+        x = op.apply(y)
+        if positivity:
+            _kernels.clamp_negative_kernel(x if x.ndim == 2 else x[None, :])
+        return x
+
+    return solve_block

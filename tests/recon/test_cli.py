@@ -338,3 +338,19 @@ def test_it_hands_every_bench_argument_to_recon_bench(capsys, monkeypatch):
     stand_in(monkeypatch, "recon.bench", main=lambda argv: seen.append(argv) or 0)
     code, _, _ = run(capsys, "bench", "--sizes", "19,37", "--help")
     assert code == 0 and seen == [["--sizes", "19,37", "--help"]]
+
+
+def test_it_passes_the_memory_budget_and_the_operator_cache(capsys, monkeypatch):
+    calls = []
+
+    def reconstruct_file(system_matrix_path, measurement_path, output_path, params, progress=None, **extra):
+        calls.append((params, extra))
+        return FakeResult(output_path, (1, 8, 1), params.solver, {}, np.zeros((1, 8, 1)))
+
+    stand_in(monkeypatch, "recon.pipeline", reconstruct_file=reconstruct_file)
+    args = ["reconstruct", "--system-matrix", "s", "--measurement", "m", "--output", "o", "--solver", "fast"]
+    code, _, _ = run(capsys, *args, "--memory-budget-mb", "512", "--operator-cache", "ops")
+    assert code == 0
+    params, extra = calls[0]
+    assert params.memory_budget_bytes == 512 * 2**20 and params.solver == "fast"
+    assert extra == {"operator_cache_dir": "ops"}

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from recon import solvers
+from recon.operator import ReconOperator
 from recon.params import ReconParams
 
 # Relative image error after the stated iterations (noise-free data, small λ).
@@ -48,7 +49,7 @@ def test_it_converges_to_the_known_image(solver, rows, grid, dtype):
     elif solver == "fista":
         x = solvers.fista(a, y, lam, grid_shape=grid, penalty="tv", weight=1e-5, iterations=ITERATIONS[solver])
     else:
-        x = solvers.RegularizedOperator(a, lam).apply(y)
+        x = ReconOperator.build(a, lam).apply(y)
     assert x.dtype == dtype and x.shape == x_true.shape
     err = np.linalg.norm(x - x_true) / np.linalg.norm(x_true)
     assert err < CONVERGENCE_TOL[solver]
@@ -80,9 +81,9 @@ def test_it_matches_the_tikhonov_closed_form_on_the_fast_path(rows, grid):
     a, _, y = _problem(rows, grid, np.float64)
     lam = solvers.absolute_lambda(a, 1e-3)
     closed = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ y)
-    fast = solvers.RegularizedOperator(a, lam).apply(y, positivity=False)
+    fast = ReconOperator.build(a, lam).apply(y)
     np.testing.assert_allclose(fast, closed, rtol=0, atol=CLOSED_FORM_TOL_F64 * np.abs(closed).max())
-    fast32 = solvers.RegularizedOperator(a.astype(np.float32), lam).apply(y.astype(np.float32), positivity=False)
+    fast32 = ReconOperator.build(a.astype(np.float32), lam).apply(y.astype(np.float32))
     np.testing.assert_allclose(fast32, closed, rtol=0, atol=CLOSED_FORM_TOL_F32 * np.abs(closed).max())
 
 
