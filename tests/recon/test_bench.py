@@ -28,14 +28,14 @@ def test_it_times_every_method_with_its_setup(result):
 def test_the_operator_agrees_with_the_dense_solve_and_reports_known_iron(result):
     assert result["operator_vs_float64_dense_max_rel_diff"] < 1e-3
     table = result["table"]
-    for op_ng, fn_ng, dense_ng in zip(
-        table["operator"]["iron_ng"],
-        table["region functionals"]["iron_ng"],
-        table["numpy/scipy dense, float64"]["iron_ng"],
-        strict=True,
+    for op_ng, dense_ng in zip(
+        table["operator"]["iron_ng"], table["numpy/scipy dense, float64"]["iron_ng"], strict=True
     ):
-        assert fn_ng == pytest.approx(op_ng, rel=1e-3)
         assert op_ng == pytest.approx(dense_ng, rel=1e-3)
+    # The functionals carry quantify's region estimator: on this phantom (made with the same
+    # matrix) they give back the known iron, where plain mask sums of the image fall short.
+    for fn_ng, known_ng in zip(table["region functionals"]["iron_ng"], result["known_iron_ng"], strict=True):
+        assert fn_ng == pytest.approx(known_ng, rel=0.05)
     assert len(result["known_iron_ng"]) == len(result["organs"]) == 4
 
 
