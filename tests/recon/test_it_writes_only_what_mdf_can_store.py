@@ -3,6 +3,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -10,7 +11,11 @@ import pytest
 
 from recon.mdf import MDFError, MDFFile, voxel_positions, write_mdf, write_reconstruction
 
-GRID = {"size": (2, 2, 1), "field_of_view_m": [0.02, 0.02, 0.01], "field_of_view_center_m": [0.0, 0.0, 0.0]}
+GRID: dict[str, Any] = {
+    "size": (2, 2, 1),
+    "field_of_view_m": [0.02, 0.02, 0.01],
+    "field_of_view_center_m": [0.0, 0.0, 0.0],
+}
 
 
 def test_it_stores_python_values_as_mdf_types(tmp_path):
