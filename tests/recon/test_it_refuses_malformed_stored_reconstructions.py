@@ -124,3 +124,21 @@ def test_it_refuses_a_rois_file_that_is_not_a_list(tmp_path, content):
     kind = type(content["rois"] if isinstance(content, dict) else content).__name__
     with pytest.raises(ValueError, match=re.escape(f"{rois}: expected a list of ROIs, got {kind}")):
         qf.quantify_file(path, rois)
+
+
+def test_it_quantifies_a_file_without_linear_frames_or_resolution_and_says_so(tmp_path):
+    path = tmp_path / "plain.mdf"
+    one_voxel = GRID.voxel_size_m * [1, 1, 0]
+    blurred = np.stack([qf.gaussian_spread(f, GRID, one_voxel) for f in _frames()])
+    write_reconstruction(path, blurred, size=SIZE, field_of_view_m=FOV, field_of_view_center_m=(0, 0, 0), parameters={})
+    rois = tmp_path / "rois.json"
+    rois.write_text(json.dumps([TARGET, LIVER]))
+    result = qf.quantify_file(path, rois, frame=0, background="none")
+    assert result.notes[:2] == (
+        "file has no linear frames: quantified /reconstruction/data (may be clamped)",
+        "file records no resolution: one voxel assumed",
+    )
+    assert result.resolution_fwhm_m == pytest.approx((1e-3, 1e-3, 0.0))
+    # the image was blurred by exactly the assumed one-voxel resolution: the GTM undoes it
+    assert result.roi("t").iron_mass_ng == pytest.approx(1e-3 * 4 * NG_PER_MOL_L, rel=FLOAT32_REL)
+    assert result.roi("l").iron_mass_ng == pytest.approx(0.5e-3 * 4 * NG_PER_MOL_L, rel=FLOAT32_REL)
