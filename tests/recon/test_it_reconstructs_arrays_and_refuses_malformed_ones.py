@@ -144,3 +144,34 @@ def test_it_refuses_to_rebuild_a_spread_without_the_recorded_plan(tmp_path):
         ValueError, match=re.escape("weighting='whiten': the reconstruction does not record its row weights")
     ):
         region_spread(calibration, plan, masks)
+
+
+def test_it_rebuilds_a_row_norm_weighted_spread_and_refuses_a_transfer_function_the_calibration_lacks(tmp_path):
+    """The spread is rebuilt with the stored plan: selected rows, calibration background
+    subtracted, each row scaled to unit norm, the stored lambda_abs."""
+    from recon.mdf import MDFFile
+    from recon.pipeline import load_arrays, reconstruct_file
+    from recon.quantify import read_reconstruction
+    from recon.simulate import simulate_to_files
+
+    sim = simulate_to_files(tmp_path / "sim", dims=2, frames=4, seed=3, fast=True, grid=(6, 6, 1))
+    params = ReconParams(weighting="row_norm", dtype="float64", iterations=4)
+    reconstruct_file(sim["system_matrix"], sim["measurement"], tmp_path / "r.mdf", params)
+    with MDFFile(tmp_path / "r.mdf") as f:
+        stored = read_reconstruction(f)
+    masks = np.zeros((1, 36))
+    masks[0, 14:16] = 1.0
+    spread = region_spread(sim["system_matrix"], stored.parameters, masks)
+
+    arrays = load_arrays(sim["system_matrix"], sim["measurement"])
+    sel = stored.parameters["selection"]
+    ch, fr = np.asarray(sel["channel"]), np.asarray(sel["frequency_index"])
+    s = arrays["system_matrix"][ch, fr] - arrays["system_matrix_background"][ch, fr].mean(axis=-1)[:, None]
+    s /= np.linalg.norm(s, axis=1)[:, None]
+    direct = region_spread_arrays(s, masks, params, stored.parameters["lambda_abs"], (6, 6, 1))
+    np.testing.assert_allclose(spread, direct, rtol=1e-6, atol=1e-9 * np.abs(direct).max())
+
+    divided = stored.parameters | {"calibration_transfer_function_divided": True}
+    message = f"{sim['system_matrix']}: the image was made dividing by a transfer function it lacks"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        region_spread(sim["system_matrix"], divided, masks)
