@@ -509,13 +509,12 @@ def region_model(
     order = canonical_order(np.stack(masks))
     back = np.argsort(order)
     chi = np.stack(masks)[order]
-    if spread is not None:
-        spread = np.asarray(spread)[order]
     exact = spread is not None
     if spread is not None:
         spread = np.asarray(spread, dtype=np.float64)
         if spread.shape != chi.shape or not np.all(np.isfinite(spread)):
             raise ValueError(f"spread has shape {spread.shape}, expected finite {chi.shape} (ROIs x voxels)")
+        spread = spread[order]
         support = np.ones(p, dtype=bool)
     else:
         spread = np.stack([gaussian_spread(m, grid, fwhm) for m in chi])
