@@ -57,6 +57,7 @@ BW = "/acquisition/receiver/bandwidth"
         (np.array([], dtype=float), "invalid_value", f"{BW} is empty"),
         (np.nan, "non_finite", f"{BW} is nan"),
         (-1.0, "invalid_value", f"{BW} is -1.0, expected a positive value"),
+        (0.0, "invalid_value", f"{BW} is 0.0, expected a positive value"),
     ],
 )
 def test_it_reports_a_bad_header_number(tmp_path, value, code, message):
