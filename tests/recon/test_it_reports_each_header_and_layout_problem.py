@@ -413,3 +413,8 @@ def test_a_pair_with_an_unreadable_file_reports_it_once(tmp_path):
     report = validate_pair(cal, tmp_path / "m.mdf")
     assert [p.code for p in report.problems] == ["empty_file"]
     assert str(tmp_path / "m.mdf") in report.problems[0].message
+
+
+def test_a_scan_without_a_background_mask_is_accepted(tmp_path):
+    report = validate(measurement(tmp_path, **{BG: None}))
+    assert (report.valid, report.kind, report.problems) == (True, "measurement", [])
