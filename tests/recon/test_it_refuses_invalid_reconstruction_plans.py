@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 
 from recon.params import ReconParams
 
-REFUSALS = [
+REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"solver": "art"}, "solver must be one of ('kaczmarz', 'cgnr', 'fista', 'fast'), got 'art'"),
     ({"lambda_": -1.0}, "lambda_ must be a finite number >= 0, got -1.0"),
     ({"lambda_": float("nan")}, "lambda_ must be a finite number >= 0, got nan"),
@@ -44,9 +45,7 @@ REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize(
-    "change, message", REFUSALS, ids=[next(iter(c)) + "=" + repr(c[next(iter(c))]) for c, _ in REFUSALS]
-)
+@pytest.mark.parametrize("change, message", REFUSALS, ids=[f"{k}={v!r}" for c, _ in REFUSALS for k, v in c.items()])
 def test_it_refuses_a_bad_value_naming_it(change, message):
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         ReconParams(**change)
