@@ -207,7 +207,9 @@ def check_declared_sizes(h5: h5py.File, limits: ReadLimits | None = None) -> Non
     limits = limits or ReadLimits()
     file_size = h5.id.get_filesize()
     counts = {"objects": 0, "attributes": len(h5.attrs), "declared": 0}
-    failure: list[MDFLimitError] = []
+    # An exception raised inside the visit callback reaches the caller as a
+    # SystemError from h5py's lock wrapper, so failures are kept and raised after the walk.
+    failure: list[Exception] = []
 
     def visit(name: str, link) -> bool | None:
         counts["objects"] += 1
@@ -237,8 +239,8 @@ def check_declared_sizes(h5: h5py.File, limits: ReadLimits | None = None) -> Non
                         f"{counts['declared']} bytes, more than the limit of "
                         f"{limits.max_declared_bytes} bytes",
                     )
-        except MDFLimitError as exc:
-            failure.append(exc)
+        except (MDFLimitError, OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+            failure.append(exc)  # a damaged object header raises KeyError/OSError here: open_h5 calls it corrupt
             return True  # stops the walk
         return None
 
