@@ -97,3 +97,18 @@ def test_make_solver_runs_each_named_solver(solver):
     params = ReconParams(solver=solver, iterations=300, positivity=False, fista_weight=0.0, dtype="float64")
     x = solvers.make_solver(a, lam, params, (4, 3, 1))(y[None])
     np.testing.assert_allclose(x[0], _tikhonov(a, y, lam), atol=1e-3)
+
+
+@pytest.mark.parametrize("positivity", [True, False])
+def test_kaczmarz_row_space_blocks_give_the_row_action_iterates_beyond_one_block(positivity):
+    # 300 rows > the 128-row block of the dual (row-space) mode, so later blocks
+    # see earlier ones through the Gram product; the iterates must still equal
+    # the sequential row-action (primal) ones.
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((300, 360))
+    y = rng.standard_normal((3, 300))
+    dual = solvers.Kaczmarz(a, 0.2, mode="dual")
+    assert dual.row_block < a.shape[0]
+    x_dual = dual.solve(y, iterations=4, positivity=positivity)
+    x_primal = solvers.Kaczmarz(a, 0.2, mode="primal").solve(y, iterations=4, positivity=positivity)
+    np.testing.assert_allclose(x_dual, x_primal, rtol=0, atol=1e-9 * np.abs(x_primal).max())
