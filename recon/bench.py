@@ -376,8 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
-    grid = args.grid or (19 if args.quick else 37)
-    rows = [int(v) for v in (args.rows or ("500,1000" if args.quick else "2000,5000")).split(",")]
+    grid = args.grid if args.grid is not None else (19 if args.quick else 37)
+    rows_text = args.rows if args.rows is not None else ("500,1000" if args.quick else "2000,5000")
+    rows = [int(v) for v in rows_text.split(",")]
     if args.repeats < 3:
         parser.error("--repeats must be >= 3 (the verdicts are medians)")
     if min([grid, args.frames, args.kaczmarz_frames, *rows]) < 1:
