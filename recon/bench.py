@@ -142,16 +142,6 @@ def measured(fn):
     return out, dt, max(_rss_bytes("VmHWM") - before, 0)
 
 
-def median_rate(fn, frames: int, repeats: int) -> tuple[float, list[float]]:
-    """Median frames/s over ``repeats`` runs of ``fn`` (which handles ``frames`` frames)."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return frames / statistics.median(times), times
-
-
 def organ_masks(info: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(names, indicator masks (n, P), known iron (n,) ng) of the phantom's organs on the grid."""
     from recon.physics import grid_centres_m
@@ -378,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     grid = args.grid if args.grid is not None else (19 if args.quick else 37)
     rows_text = args.rows if args.rows is not None else ("500,1000" if args.quick else "2000,5000")
-    rows = [int(v) for v in rows_text.split(",")]
+    try:
+        rows = [int(v) for v in rows_text.split(",")]
+    except ValueError:
+        parser.error(f"--rows takes comma-separated whole numbers, got {rows_text!r}")
     if args.repeats < 3:
         parser.error("--repeats must be >= 3 (the verdicts are medians)")
     if min([grid, args.frames, args.kaczmarz_frames, *rows]) < 1:

@@ -29,6 +29,14 @@ def test_main_refuses_an_empty_size(argv, capsys):
     assert "grid, rows and frames must be >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("rows", ["abc", "2000,", "1e3"])
+def test_main_refuses_rows_that_are_not_whole_numbers(rows, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--rows", rows])
+    assert exc.value.code == 2
+    assert f"--rows takes comma-separated whole numbers, got {rows!r}" in capsys.readouterr().err
+
+
 def test_measured_reports_zero_peak_where_proc_cannot_be_read(monkeypatch):
     def no_proc(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
@@ -45,10 +53,3 @@ def test_measured_reads_the_peak_from_proc_status():
     out, _, peak = bench.measured(lambda: bytearray(64 * 2**20))
     assert len(out) == 64 * 2**20
     assert peak >= 32 * 2**20
-
-
-def test_median_rate_is_frames_over_the_median_run():
-    calls = []
-    rate, times = bench.median_rate(lambda: calls.append(1), frames=10, repeats=5)
-    assert len(calls) == 5 and len(times) == 5
-    assert rate == pytest.approx(10 / sorted(times)[2])
