@@ -314,8 +314,9 @@ class SystemMatrixViewSet(ScopedViewSet):
     )
     @action(detail=True, methods=["post"])
     def retire(self, request, pk=None):
+        system_matrix = self.get_object()  # another site's calibration is a 404 whatever the body
         reason = self.validated(ReasonInput)["reason"]
-        system_matrix = system_matrix_retire(actor=request.user, system_matrix=self.get_object(), reason=reason)
+        system_matrix = system_matrix_retire(actor=request.user, system_matrix=system_matrix, reason=reason)
         return self.output(system_matrix)
 
 
