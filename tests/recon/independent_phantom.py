@@ -301,7 +301,7 @@ TOLERANCE = {
 DOSES = {"full": 1.0, "low": 1.0 / 30.0}
 FRAMES = {2: 400, 3: 200}
 #: The reported detection limit must match the measured one within this factor.
-LOD_FACTOR = 1.5
+LOD_MATCH_FACTOR = 1.5
 
 
 @dataclass
