@@ -85,3 +85,11 @@ class AuditAction(IntEnum):
     SIGNATURE_REFUSED = 822
     TWO_FACTOR_FAILED = 830
     TWO_FACTOR_DEVICE_ENROLLED = 831
+    # Live injection monitoring (900s)
+    LIVE_SESSION_CREATED = 900
+    LIVE_SESSION_STARTED = 901  # the stream header was accepted
+    LIVE_SESSION_ENDED = 902  # the recording became a scan
+    LIVE_SESSION_ABORTED = 903
+    LIVE_FRAMES_RECORDED = 910  # one event per chunk of recorded frames: its chained SHA-256
+    LIVE_ALERT_RAISED = 920
+    LIVE_ALERT_ACKNOWLEDGED = 921

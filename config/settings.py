@@ -150,11 +150,12 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     # The project's apps, bottom layer first (imports point down: web -> compliance ->
-    # imaging -> trials -> audit; the contracts in pyproject.toml hold it).
+    # live -> imaging -> trials -> audit; the contracts in pyproject.toml hold it).
     "audit",
     "compliance",
     "trials",
     "imaging",
+    "live",
     "web",
 ]
 
