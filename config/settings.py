@@ -432,6 +432,22 @@ IMAGING_TASK_MAX_RETRIES = envint("IMAGING_TASK_MAX_RETRIES", 5, minimum=0)
 # Trial-wide platform settings.
 OFF_TARGET_ALERT_PERCENT_DEFAULT = envfloat("OFF_TARGET_ALERT_PERCENT_DEFAULT", 20.0, minimum=0.0)
 
+# Live monitoring (issue #15): the live worker, its alerts and the event stream.
+# Operators the live engine builds (one per calibration and ROI set) are cached here.
+LIVE_OPERATOR_CACHE_DIR = Path(envstr("LIVE_OPERATOR_CACHE_DIR", str(VAR_DIR / "live-operators")))
+# A condition must hold this many consecutive frame blocks (~0.2 s each) before it is an alert.
+LIVE_ALERT_SUSTAIN_BLOCKS = envint("LIVE_ALERT_SUSTAIN_BLOCKS", 3, minimum=1)
+# Live results later than this (acquired_at to published) for LIVE_ALERT_SUSTAIN_BLOCKS blocks: a lag alert.
+LIVE_LAG_BUDGET_MS = envint("LIVE_LAG_BUDGET_MS", 1000, minimum=1)
+# Target iron below this share of the injected dose once the injection should be complete: target_low.
+LIVE_TARGET_EXPECTED_PERCENT = envfloat("LIVE_TARGET_EXPECTED_PERCENT", 50.0, minimum=0.0)
+# Seconds after the first frame by which the injection should be complete (target_low is checked
+# from then on, and at the end of the stream in any case).
+LIVE_INJECTION_EXPECTED_S = envfloat("LIVE_INJECTION_EXPECTED_S", 600.0, minimum=0.0)
+# The live_worker command's claim on a session: renewed every LIVE_LEASE_RENEW_S seconds.
+LIVE_LEASE_S = envint("LIVE_LEASE_S", 10, minimum=2)
+LIVE_LEASE_RENEW_S = envfloat("LIVE_LEASE_RENEW_S", 2.0, minimum=0.1)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,437 @@
+"""The live worker: one session's frames in, its event stream out.
+
+A ``LiveWorker`` keeps the session's engine (``recon.live.LiveEngine``: the operator and
+the region functionals, built once) resident and loops over the transport's frame
+blocks (``live.transport``; the unacknowledged ones first):
+
+1. the engine's region iron for every frame of the block; one ``metrics`` event per
+   foreground frame, in frame order (``live.monitoring.frame_metrics``);
+2. the alert rules on the block (``live.monitoring.AlertRules``): each finding becomes a
+   ``LiveAlert`` row with its audit event (``live.services.alerts.alert_raise``) and an
+   ``alert`` event;
+3. an ``image`` event (the maximum-intensity projection of the mean of the frames since
+   the last image) at most every ``IMAGE_INTERVAL_S``; when the worker is behind (more
+   blocks waiting, or lag over budget) images are skipped: foreground frames that end up
+   in no image are counted in ``frames_dropped``. Display frames may be dropped, metrics
+   never;
+4. the checkpoint, in one transaction: the block's ``LiveMetric`` rows and one UPDATE of
+   ``frames_processed``, ``engine_state``, ``lag_ms``, ``frames_dropped`` (conditional on
+   this worker's claim: a worker whose lease was taken over stops); then the block is
+   acknowledged to the transport.
+
+A ``health`` event goes out at least every second. An ``end`` control block ends the
+stream (``ended`` with the scan), an ``abort`` block with status ``aborted``.
+
+Restart: a new worker restores the engine from ``engine_state`` and skips the frames
+below ``frames_processed``; the metrics events a dead worker published after its last
+checkpoint are found in the event stream (read once at start) and not published again,
+so every foreground frame's metrics event is published exactly once.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+
+from config.errors import RuleViolation
+from imaging import uploads
+from imaging.models import RegionOfInterest
+from imaging.selectors import injected_iron_ng
+from live.models import LiveMetric, LiveSession
+from live.monitoring import AlertFinding, AlertRules, Regions, frame_metrics
+from live.services.alerts import alert_raise
+from live.transport import get_transport
+from recon.live import LiveEngine, LiveStreamError, StreamLayout, mip
+
+log = logging.getLogger(__name__)
+
+# worker_id of a session whose stream the live worker has finished (``ended`` published).
+FINISHED = "finished"
+IMAGE_INTERVAL_S = 0.15  # images at >= 5/s while frames flow
+HEALTH_INTERVAL_S = 1.0
+# A projection larger than this per side is reduced (block maximum) before it is sent.
+MAX_IMAGE_SIDE = 128
+# Frames kept by the engine for an image (recon.live.IMAGE_HISTORY).
+IMAGE_FRAMES = 16
+# A final session whose control block never comes (lost with an in-memory transport):
+# ended after this many idle seconds once every recorded frame is processed.
+FINAL_IDLE_S = 5.0
+
+EngineFactory = Callable[..., Any]
+
+
+def build_engine(calibration_path, layout: StreamLayout, roi_records: list[dict], *, operator_cache_dir):
+    return LiveEngine.build(calibration_path, layout, roi_records, operator_cache_dir=operator_cache_dir)
+
+
+def roi_records(subject) -> tuple[list[dict], list[str]]:
+    """The subject's regions (every scan's, ``scan`` unset) as the engine's geometry records,
+    and the names of those it cannot use live (label volumes)."""
+    records, skipped = [], []
+    for roi in RegionOfInterest.objects.filter(subject=subject, scan__isnull=True).order_by("name", "id"):
+        if roi.geometry:
+            records.append({"name": roi.name, "kind": roi.kind, **roi.geometry})
+        else:
+            skipped.append(roi.name)
+    return records, skipped
+
+
+def reduce_projection(image: np.ndarray, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """Block maxima so that no side exceeds ``max_side`` (a projection stays a projection)."""
+    step = int(np.ceil(max(image.shape) / max_side)) if max(image.shape) > max_side else 1
+    if step == 1:
+        return image
+    nx, ny = (-(-image.shape[0] // step)) * step, (-(-image.shape[1] // step)) * step
+    padded = np.zeros((nx, ny), dtype=image.dtype)
+    padded[: image.shape[0], : image.shape[1]] = image
+    return padded.reshape(nx // step, step, ny // step, step).max(axis=(1, 3))
+
+
+class LiveWorker:
+    """Runs one session's live monitoring (see the module docstring)."""
+
+    def __init__(
+        self,
+        session_id: int,
+        transport=None,
+        *,
+        engine_factory: EngineFactory | None = None,
+        worker_id: str = "",
+        stop_event: threading.Event | None = None,
+        clock: Callable[[], float] = time.time,
+        read_block_ms: int = 200,
+    ):
+        self.session_id = session_id
+        self.transport = transport if transport is not None else get_transport()
+        self.engine_factory = engine_factory or build_engine
+        self.worker_id = worker_id
+        self.stop_event = stop_event or threading.Event()
+        self.clock = clock
+        self.read_block_ms = read_block_ms
+        self.status: str | None = None  # "ended" | "aborted" once the stream is finished
+        self.lease_lost = False
+        self.engine: Any = None
+        self.unavailable = ""
+        self._frames_since_image = 0
+        self._last_image_at = 0.0
+        self._last_health_at = 0.0
+        self._idle_since: float | None = None
+        self._last_fg: tuple[int, float] | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup(self) -> None:
+        s = LiveSession.objects.select_related("subject__trial", "injection__batch", "system_matrix").get(
+            pk=self.session_id
+        )
+        self.session = s
+        self.frames_processed = int(s.frames_processed)
+        self.frames_dropped = int(s.frames_dropped)
+        self.lag_ms = s.lag_ms
+        self.published_up_to, ended = self._published_so_far()
+        if ended is not None:
+            # A worker before this one published the end and died before recording it.
+            self._record_finish(ended)
+            return
+        try:
+            self.injected_ng: float | None = injected_iron_ng(s.injection)
+        except RuleViolation:
+            self.injected_ng = None
+        records, skipped = roi_records(s.subject)
+        if skipped:
+            log.warning("live session #%s: label-volume ROIs %s are not monitored live", s.pk, skipped)
+        try:
+            if not s.header or s.system_matrix is None:
+                raise ValueError("the stream has no accepted header or no system matrix")
+            layout = StreamLayout.from_fields(s.header.get("fields") or {}, s.dtype or s.header.get("dtype"))
+            cache = Path(settings.LIVE_OPERATOR_CACHE_DIR)
+            cache.mkdir(parents=True, exist_ok=True)
+            self.engine = self.engine_factory(
+                uploads.media_path(s.system_matrix.file), layout, records, operator_cache_dir=cache
+            )
+            if self.frames_processed > 0 and s.engine_state:
+                self.engine.restore(bytes(s.engine_state))
+        except (LiveStreamError, ValueError, OSError) as exc:
+            self.engine = None
+            self.unavailable = f"live monitoring unavailable: {exc}"
+            log.warning("live session #%s: %s", s.pk, self.unavailable)
+        regions = (
+            Regions(tuple(self.engine.region_names), tuple(self.engine.region_kinds))
+            if self.engine is not None
+            else Regions((), ())
+        )
+        self.regions = regions
+        self.rules = AlertRules(
+            regions=regions,
+            threshold_percent=float(s.subject.trial.off_target_alert_percent),
+            injected_ng=self.injected_ng,
+            frame_duration_s=s.frame_duration_s,
+            sustain=settings.LIVE_ALERT_SUSTAIN_BLOCKS,
+            lag_budget_ms=float(settings.LIVE_LAG_BUDGET_MS),
+            expected_percent=float(settings.LIVE_TARGET_EXPECTED_PERCENT),
+            injection_expected_s=float(settings.LIVE_INJECTION_EXPECTED_S),
+            stream_started_at=(s.header or {}).get("started_at"),
+        )
+
+    def _published_so_far(self) -> tuple[int, dict | None]:
+        """(the last frame whose metrics event is in the event stream, the ``ended`` event
+        if there is one): what a worker before this one published."""
+        last, ended, after = -1, None, None
+        while True:
+            events = self.transport.read_events(self.session_id, after, block_ms=0)
+            if not events:
+                return last, ended
+            for event_id, event in events:
+                after = event_id
+                if event.get("type") == "metrics":
+                    last = max(last, int(event["frame"]))
+                elif event.get("type") == "ended":
+                    ended = event
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, *, max_blocks: int | None = None) -> str | None:
+        """Process the stream until it ends (returns "ended" or "aborted"), ``stop_event`` is
+        set or the claim is lost (None), or ``max_blocks`` frame blocks were processed (None)."""
+        self._setup()
+        blocks_done = 0
+        while self.status is None and not self.stop_event.is_set() and not self.lease_lost:
+            blocks = self.transport.read_frames(self.session_id, block_ms=self.read_block_ms)
+            for i, block in enumerate(blocks):
+                if block.kind == "frames":
+                    self._frames(block, behind=i < len(blocks) - 1)
+                else:
+                    self._control(block)
+                if self.status is not None or self.lease_lost:
+                    break
+                blocks_done += 1
+                if max_blocks is not None and blocks_done >= max_blocks:
+                    return None
+            self._health(idle=not blocks)
+        return self.status
+
+    def _frames(self, block, *, behind: bool) -> None:
+        first = int(block.first_frame)
+        n = len(block.acquired_at)
+        skip = max(0, self.frames_processed - first)
+        if skip >= n:
+            self.transport.ack_frames(self.session_id, [block.entry_id])
+            return
+        frames = block.frames[skip:]
+        background = np.asarray(block.is_background[skip:], dtype=bool)
+        acquired = np.asarray(block.acquired_at[skip:], dtype=np.float64)
+        first += skip
+        findings = self.rules.frames_arrived(first, acquired)
+        rows: list[LiveMetric] = []
+        foreground = np.flatnonzero(~background)
+        iron = np.zeros((0, 0))
+        if self.engine is not None:
+            try:
+                result = self.engine.push(frames, background)
+            except ValueError as exc:
+                self.engine = None
+                self.unavailable = f"live monitoring stopped at frame {first}: {exc}"
+                log.warning("live session #%s: %s", self.session_id, self.unavailable)
+            else:
+                iron = np.asarray(result.iron_ng, dtype=np.float64)
+                lod = np.asarray(self.engine.detection_limit_ng, dtype=np.float64)
+                for j in foreground:
+                    frame = first + int(j)
+                    rois, target, off = frame_metrics(
+                        self.regions, iron[j], np.asarray(result.uncertainty_ng[j]), lod, self.injected_ng
+                    )
+                    event = {
+                        "type": "metrics",
+                        "frame": frame,
+                        "acquired_at": float(acquired[j]),
+                        "published_at": self.clock(),
+                        "rois": rois,
+                        "target_percent_of_injected": target,
+                        "off_target_percent": off,
+                        "provisional": True,
+                    }
+                    if frame > self.published_up_to:
+                        self.transport.publish_event(self.session_id, event)
+                        self.published_up_to = frame
+                    rows.append(
+                        LiveMetric(
+                            session_id=self.session_id,
+                            frame=frame,
+                            acquired_at=event["acquired_at"],
+                            published_at=event["published_at"],
+                            rois=rois,
+                            target_percent_of_injected=target,
+                            off_target_percent=off,
+                        )
+                    )
+        self.lag_ms = (self.clock() - float(acquired[-1])) * 1000.0
+        if self.engine is not None and foreground.size:
+            findings += self.rules.block(
+                frames=first + foreground,
+                acquired_at=acquired[foreground],
+                iron=iron[foreground],
+                lod=np.asarray(self.engine.detection_limit_ng, dtype=np.float64),
+                lag_ms=self.lag_ms,
+            )
+            self._last_fg = (first + int(foreground[-1]), float(acquired[foreground[-1]]))
+        elif self.engine is not None:
+            findings += self.rules.block(
+                frames=np.zeros(0, dtype=int), acquired_at=acquired[:0], iron=iron[:0], lod=np.zeros(0), lag_ms=None
+            )
+        self._raise(findings)
+        if self.engine is not None:
+            self._frames_since_image += int(foreground.size)
+            late = self.lag_ms > float(settings.LIVE_LAG_BUDGET_MS)
+            if self._frames_since_image and not behind and not late:
+                if self.clock() - self._last_image_at >= IMAGE_INTERVAL_S:
+                    self._image()
+        self._checkpoint(first + len(acquired), rows)
+        if not self.lease_lost:
+            self.transport.ack_frames(self.session_id, [block.entry_id])
+        self._health()
+
+    def _raise(self, findings: list[AlertFinding]) -> None:
+        for finding in findings:
+            alert = alert_raise(
+                session=self.session,
+                kind=finding.kind,
+                message=finding.message,
+                frame=finding.frame,
+                acquired_at=finding.acquired_at,
+                value_percent=finding.value_percent,
+                threshold_percent=finding.threshold_percent,
+            )
+            if alert is not None:
+                self.transport.publish_event(
+                    self.session_id,
+                    {
+                        "type": "alert",
+                        "id": alert.pk,
+                        "kind": alert.kind,
+                        "frame": alert.frame,
+                        "acquired_at": alert.acquired_at,
+                        "value_percent": alert.value_percent,
+                        "threshold_percent": alert.threshold_percent,
+                        "message": alert.message,
+                    },
+                )
+
+    def _image(self) -> None:
+        last = min(self._frames_since_image, IMAGE_FRAMES)
+        self.frames_dropped += self._frames_since_image - last
+        volume = np.asarray(self.engine.image(last=last), dtype=np.float64)
+        projection = reduce_projection(mip(volume, axis=2)).astype("<f4")
+        self.transport.publish_event(
+            self.session_id,
+            {
+                "type": "image",
+                "frame": self._last_fg[0] if self._last_fg else None,
+                "frames": last,
+                "shape": [int(v) for v in volume.shape],
+                "mip_shape": [int(v) for v in projection.shape],
+                "encoding": "base64-float32-le",
+                "mip_z": base64.b64encode(projection.tobytes()).decode("ascii"),
+                "max_ng": float(volume.max()) if volume.size else 0.0,
+                "unit": "ng Fe per voxel",
+                "provisional": True,
+            },
+        )
+        self._frames_since_image = 0
+        self._last_image_at = self.clock()
+
+    def _health(self, *, idle: bool = False) -> None:
+        now = self.clock()
+        if idle:
+            self._idle_since = self._idle_since or now
+        else:
+            self._idle_since = None
+        if now - self._last_health_at < HEALTH_INTERVAL_S:
+            return
+        self._last_health_at = now
+        row = LiveSession.objects.filter(pk=self.session_id).values(
+            "status", "frames_received", "frames_recorded", "scan_id"
+        )[0]
+        event = {
+            "type": "health",
+            "frames_received": row["frames_received"],
+            "frames_recorded": row["frames_recorded"],
+            "frames_processed": self.frames_processed,
+            "frames_dropped": self.frames_dropped,
+            "lag_ms": self.lag_ms,
+            "monitoring": self.unavailable or "live",
+        }
+        self.transport.publish_event(self.session_id, event)
+        final = row["status"] in (LiveSession.Status.ENDED, LiveSession.Status.ABORTED)
+        if (
+            final
+            and self._idle_since is not None
+            and now - self._idle_since >= FINAL_IDLE_S
+            and self.frames_processed >= row["frames_recorded"]
+        ):
+            # The session is over and every recorded frame is processed, but its control
+            # block never came (an in-memory transport lost with its process): end here.
+            self._finish(row["status"], row["scan_id"])
+
+    # ------------------------------------------------------------------ end
+
+    def _control(self, block) -> None:
+        if block.kind == "end":
+            scan = block.info.get("scan")
+            if scan is None:
+                scan = LiveSession.objects.filter(pk=self.session_id).values_list("scan_id", flat=True)[0]
+            if self._last_fg is not None:
+                self._raise(self.rules.at_end(*self._last_fg))
+            self._finish(LiveSession.Status.ENDED, scan, entry_id=block.entry_id)
+        else:
+            self._finish(LiveSession.Status.ABORTED, None, entry_id=block.entry_id)
+
+    def _finish(self, status: str, scan: int | None, *, entry_id: str | None = None) -> None:
+        if self.engine is not None and self._frames_since_image:
+            self._image()
+        ended = {"type": "ended", "scan": scan, "status": str(status)}
+        self.transport.publish_event(self.session_id, ended)
+        self._record_finish(ended, entry_id=entry_id)
+
+    def _record_finish(self, ended: dict, *, entry_id: str | None = None) -> None:
+        with transaction.atomic():
+            updated = LiveSession.objects.filter(pk=self.session_id, worker_id=self.worker_id).update(
+                frames_processed=self.frames_processed,
+                frames_dropped=self.frames_dropped,
+                lag_ms=self.lag_ms,
+                engine_state=self.engine.state() if self.engine is not None else None,
+                worker_id=FINISHED,
+                lease_until=None,
+            )
+        if not updated:
+            self.lease_lost = True
+            return
+        if entry_id is not None:
+            self.transport.ack_frames(self.session_id, [entry_id])
+        self.transport.forget(self.session_id)
+        self.status = ended["status"]
+
+    def _checkpoint(self, frames_processed: int, rows: list[LiveMetric]) -> None:
+        state = self.engine.state() if self.engine is not None else None
+        with transaction.atomic():
+            updated = LiveSession.objects.filter(pk=self.session_id, worker_id=self.worker_id).update(
+                frames_processed=frames_processed,
+                frames_dropped=self.frames_dropped,
+                lag_ms=self.lag_ms,
+                engine_state=state,
+            )
+            if updated:
+                LiveMetric.objects.bulk_create(rows, ignore_conflicts=True)
+        if not updated:
+            log.warning("live session #%s: the claim of worker %r was taken over", self.session_id, self.worker_id)
+            self.lease_lost = True
+            return
+        self.frames_processed = frames_processed
