@@ -301,11 +301,11 @@ class RedisTransport(Transport):
         self._ensure_group(session_id)
         key = _frames_key(session_id)
         # Pending first ("0"): what this consumer read but never acknowledged (a killed worker).
-        reply = self._redis.xreadgroup(GROUP, CONSUMER, {key: "0"}, count=max_blocks)
-        entries = reply[0][1] if reply else []
+        entries = _entries(self._redis.xreadgroup(GROUP, CONSUMER, {key: "0"}, count=max_blocks))
         if not entries:
-            reply = self._redis.xreadgroup(GROUP, CONSUMER, {key: ">"}, count=max_blocks, block=max(1, int(block_ms)))
-            entries = reply[0][1] if reply else []
+            block = max(1, int(block_ms))
+            entries = _entries(self._redis.xreadgroup(GROUP, CONSUMER, {key: ">"}, count=max_blocks, block=block))
+        # A pending entry trimmed away by MAXLEN comes back without fields: it is in the recording.
         return [_decode_block(entry_id, fields) for entry_id, fields in entries if fields]
 
     def ack_frames(self, session_id, entry_ids) -> None:
@@ -326,10 +326,8 @@ class RedisTransport(Transport):
 
         start = after_id if after_id and _is_stream_id(after_id) else "0-0"
         reply = self._redis.xread({_events_key(session_id): start}, count=1000, block=max(1, int(block_ms)))
-        if not reply:
-            return []
         out = []
-        for entry_id, fields in reply[0][1]:
+        for entry_id, fields in _entries(reply):
             raw = fields.get(b"event")
             if raw is None:
                 continue
@@ -339,6 +337,11 @@ class RedisTransport(Transport):
     def forget(self, session_id) -> None:
         self._redis.delete(_frames_key(session_id))
         self._groups.discard(session_id)
+
+
+def _entries(reply: Any) -> list[tuple[bytes, dict]]:
+    """The (id, fields) entries of a one-stream XREAD / XREADGROUP reply (RESP2 list form)."""
+    return list(reply[0][1]) if reply else []
 
 
 def _is_stream_id(value: str) -> bool:
