@@ -50,7 +50,6 @@ from live.models import LiveMetric, LiveSession
 from live.monitoring import AlertFinding, AlertRules, Regions, frame_metrics
 from live.services.alerts import alert_raise
 from live.transport import get_transport
-from recon.live import LiveEngine, LiveStreamError, StreamLayout, mip
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,20 @@ FINAL_IDLE_S = 5.0
 EngineFactory = Callable[..., Any]
 
 
-def build_engine(calibration_path, layout: StreamLayout, roi_records: list[dict], *, operator_cache_dir):
-    return LiveEngine.build(calibration_path, layout, roi_records, operator_cache_dir=operator_cache_dir)
+class EngineUnavailable(Exception):
+    """The session cannot be reconstructed live (its header, calibration or regions): the
+    worker still follows the stream to its end, with no metrics, and says why in ``health``."""
+
+
+def build_engine(calibration_path, fields: dict, dtype: str, roi_records: list[dict], *, operator_cache_dir):
+    """The session's ``recon.live.LiveEngine`` (EngineUnavailable when it cannot be built)."""
+    from recon.live import LiveEngine, LiveStreamError, StreamLayout
+
+    try:
+        layout = StreamLayout.from_fields(fields, dtype)
+        return LiveEngine.build(calibration_path, layout, roi_records, operator_cache_dir=operator_cache_dir)
+    except (LiveStreamError, ValueError, OSError) as exc:
+        raise EngineUnavailable(str(exc)) from exc
 
 
 def roi_records(subject) -> tuple[list[dict], list[str]]:
@@ -126,6 +137,7 @@ class LiveWorker:
         self._last_health_at = 0.0
         self._idle_since: float | None = None
         self._last_fg: tuple[int, float] | None = None
+        self._ready = False
 
     # ------------------------------------------------------------------ setup
 
@@ -151,16 +163,19 @@ class LiveWorker:
             log.warning("live session #%s: label-volume ROIs %s are not monitored live", s.pk, skipped)
         try:
             if not s.header or s.system_matrix is None:
-                raise ValueError("the stream has no accepted header or no system matrix")
-            layout = StreamLayout.from_fields(s.header.get("fields") or {}, s.dtype or s.header.get("dtype"))
+                raise EngineUnavailable("the stream has no accepted header or no system matrix")
             cache = Path(settings.LIVE_OPERATOR_CACHE_DIR)
             cache.mkdir(parents=True, exist_ok=True)
             self.engine = self.engine_factory(
-                uploads.media_path(s.system_matrix.file), layout, records, operator_cache_dir=cache
+                uploads.media_path(s.system_matrix.file),
+                s.header.get("fields") or {},
+                s.dtype or s.header.get("dtype"),
+                records,
+                operator_cache_dir=cache,
             )
             if self.frames_processed > 0 and s.engine_state:
                 self.engine.restore(bytes(s.engine_state))
-        except (LiveStreamError, ValueError, OSError) as exc:
+        except (EngineUnavailable, ValueError, OSError) as exc:
             self.engine = None
             self.unavailable = f"live monitoring unavailable: {exc}"
             log.warning("live session #%s: %s", s.pk, self.unavailable)
@@ -201,8 +216,11 @@ class LiveWorker:
 
     def run(self, *, max_blocks: int | None = None) -> str | None:
         """Process the stream until it ends (returns "ended" or "aborted"), ``stop_event`` is
-        set or the claim is lost (None), or ``max_blocks`` frame blocks were processed (None)."""
-        self._setup()
+        set or the claim is lost (None), or ``max_blocks`` frame blocks were processed (None:
+        ``run`` again continues; the session is loaded once)."""
+        if not self._ready:
+            self._setup()
+            self._ready = True
         blocks_done = 0
         while self.status is None and not self.stop_event.is_set() and not self.lease_lost:
             blocks = self.transport.read_frames(self.session_id, block_ms=self.read_block_ms)
@@ -329,7 +347,7 @@ class LiveWorker:
         last = min(self._frames_since_image, IMAGE_FRAMES)
         self.frames_dropped += self._frames_since_image - last
         volume = np.asarray(self.engine.image(last=last), dtype=np.float64)
-        projection = reduce_projection(mip(volume, axis=2)).astype("<f4")
+        projection = reduce_projection(volume.max(axis=2)).astype("<f4")
         self.transport.publish_event(
             self.session_id,
             {

@@ -1,0 +1,135 @@
+"""GET /api/v1/live-sessions/{id}/events/: a session's live events as Server-Sent Events.
+
+A plain Django view (an event stream is no DRF content negotiation), authenticated as
+the API is: ``REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]`` (an ``Authorization:
+Token`` key or the session cookie) and its default permission classes (a scoped token
+reaches this view only with the ``read`` scope, as any list or detail). The session is
+read through ``live.selectors.live_sessions_visible_to``: another site's user, and any
+sponsor, get 404 as for the session itself.
+
+The stream: ``retry: 1000``, then each event as ``id: <transport id>`` and ``data:
+<JSON>``; ``Last-Event-ID`` (the header a browser's EventSource resends) or
+``?last_event_id=`` resumes after that id, with no event twice and none missed (as long
+as the transport keeps it: ``live.transport.EVENTS_KEPT``). ``: ping`` every
+``PING_INTERVAL_S`` seconds keeps proxies from closing an idle connection. The stream
+closes after the ``ended`` event.
+
+Served two ways by the same view:
+- WSGI (runserver, gunicorn): a generator that waits on the transport
+  (``read_events`` blocking up to a second). Each open stream holds a server thread.
+- ASGI (``config.asgi``, uvicorn: the ``events`` service of docker-compose.yml): an
+  async iterator that polls the transport without blocking (``read_events`` with no wait,
+  run in a worker thread) and sleeps ``ASYNC_POLL_S`` between polls, so an open stream
+  holds no thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
+
+from config.api_errors import error_body
+from config.token_scopes import TokenScope
+from live.selectors import live_sessions_visible_to
+from live.transport import get_transport
+
+PING_INTERVAL_S = 15.0
+SYNC_BLOCK_MS = 1000
+ASYNC_POLL_S = 0.05
+RETRY_MS = 1000
+
+
+class _EventsEndpoint:
+    """What the API's permission classes read off a view."""
+
+    token_scopes = frozenset({TokenScope.READ})
+
+
+def _error(code: str, message: str, status: int, headers: dict | None = None) -> JsonResponse:
+    response = JsonResponse(error_body(code, message), status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _authenticated(request: HttpRequest) -> tuple[object | None, JsonResponse | None]:
+    drf = Request(request, authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES])
+    challenge = {}
+    if drf.authenticators:
+        header = drf.authenticators[0].authenticate_header(drf)
+        if header:
+            challenge = {"WWW-Authenticate": header}
+    try:
+        user = drf.user
+    except exceptions.AuthenticationFailed as exc:
+        return None, _error("authentication_failed", str(exc.detail), 401, challenge)
+    if user is None or not user.is_authenticated:
+        return None, _error("not_authenticated", "Authentication credentials were not provided.", 401, challenge)
+    view = _EventsEndpoint()
+    for permission_class in api_settings.DEFAULT_PERMISSION_CLASSES:
+        permission = permission_class()
+        if not permission.has_permission(drf, view):
+            message = getattr(permission, "message", None) or "You do not have permission to perform this action."
+            return None, _error("permission_denied", str(message), 403)
+    return user, None
+
+
+def sse(event_id: str, event: dict) -> str:
+    return f"id: {event_id}\ndata: {json.dumps(event, separators=(',', ':'), allow_nan=False)}\n\n"
+
+
+def sync_stream(session_id: int, after: str | None, *, transport=None) -> Iterator[str]:
+    transport = transport if transport is not None else get_transport()
+    yield f"retry: {RETRY_MS}\n\n"
+    pinged = time.monotonic()
+    while True:
+        for event_id, event in transport.read_events(session_id, after, block_ms=SYNC_BLOCK_MS):
+            after = event_id
+            yield sse(event_id, event)
+            if event.get("type") == "ended":
+                return
+        if time.monotonic() - pinged >= PING_INTERVAL_S:
+            pinged = time.monotonic()
+            yield ": ping\n\n"
+
+
+async def async_stream(session_id: int, after: str | None, *, transport=None) -> AsyncIterator[str]:
+    transport = transport if transport is not None else get_transport()
+    yield f"retry: {RETRY_MS}\n\n"
+    pinged = time.monotonic()
+    while True:
+        events = await asyncio.to_thread(transport.read_events, session_id, after, block_ms=0)
+        for event_id, event in events:
+            after = event_id
+            yield sse(event_id, event)
+            if event.get("type") == "ended":
+                return
+        if time.monotonic() - pinged >= PING_INTERVAL_S:
+            pinged = time.monotonic()
+            yield ": ping\n\n"
+        if not events:
+            await asyncio.sleep(ASYNC_POLL_S)
+
+
+def session_events(request: HttpRequest, pk: int) -> HttpResponse:
+    if request.method not in ("GET", "HEAD"):
+        return _error("method_not_allowed", f'Method "{request.method}" not allowed.', 405, {"Allow": "GET, HEAD"})
+    user, refused = _authenticated(request)
+    if refused is not None:
+        return refused
+    if not live_sessions_visible_to(user).filter(pk=pk).exists():
+        return _error("not_found", "Not found.", 404)
+    after = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or None
+    stream = async_stream(pk, after) if isinstance(request, ASGIRequest) else sync_stream(pk, after)
+    response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache, no-store"
+    response["X-Accel-Buffering"] = "no"  # nginx and alike: pass each event on at once
+    return response
