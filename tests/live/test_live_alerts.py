@@ -1,0 +1,125 @@
+"""Live alerts: an off-target accumulation sustained over N blocks raises one alert (row,
+audit event, alert event) with its value and the trial's threshold; a clean injection,
+a transient, or off-target iron below its detection limit raises none."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from audit.actions import AuditAction
+from audit.models import AuditEvent
+from live.models import LiveAlert
+from live.worker import LiveWorker
+from tests.live.conftest import FRAME_S, events_of, publish
+
+BLOCK = 9  # frames per block (~0.2 s)
+ALERT_FIELDS = {"type", "id", "kind", "frame", "acquired_at", "value_percent", "threshold_percent", "message"}
+
+
+def stream(live, transport, engines, per_block: list[list[float]], *, end: bool = True, clock=None):
+    """One block per row of ``per_block`` (heart, liver, lungs iron, ng), then end."""
+    t0 = time.time()  # frames 'acquired' as they are processed: no lag
+    for k, row in enumerate(per_block):
+        publish(transport, live.session, k * BLOCK, np.tile(row, (BLOCK, 1)), t0=t0)
+    if end:
+        transport.publish_control(live.session.pk, "end", {"scan": None})
+    kwargs = {"clock": clock} if clock else {}
+    LiveWorker(live.session.pk, transport, engine_factory=engines.factory, **kwargs).run(
+        max_blocks=None if end else len(per_block)
+    )
+    return t0
+
+
+def test_lung_accumulation_raises_one_alert_after_sustained_blocks(live, transport, engines):
+    clean, lungs = [100_000.0, 0.0, 0.0], [100_000.0, 0.0, 40_000.0]
+    t0 = stream(live, transport, engines, [clean] * 3 + [lungs] * 6)
+
+    share = LiveAlert.objects.get(session=live.session, kind="off_target_share")
+    # blocks 3, 4, 5 above the threshold: the alert at the last frame of block 5
+    assert share.frame == 6 * BLOCK - 1
+    assert share.acquired_at == pytest.approx(t0 + share.frame * FRAME_S)
+    assert share.value_percent == pytest.approx(40_000 / 140_000 * 100)
+    assert share.threshold_percent == pytest.approx(20.0)  # the trial's off_target_alert_percent
+    assert "20 %" in share.message
+    detected = LiveAlert.objects.get(session=live.session, kind="off_target_detected")
+    assert detected.frame == 6 * BLOCK - 1
+    assert detected.value_percent == pytest.approx(40_000 / 125_000 * 100)
+    assert LiveAlert.objects.filter(session=live.session).count() == 2  # one per kind, not one per block
+
+    audit = AuditEvent.objects.get(action=AuditAction.LIVE_ALERT_RAISED, object_id=str(share.pk))
+    assert audit.object_type == "live.livealert"
+    assert audit.subject_id == live.subject.pk
+    events = {e["kind"]: e for e in events_of(transport, live.session, "alert")}
+    assert set(events) == {"off_target_share", "off_target_detected"}
+    assert set(events["off_target_share"]) == ALERT_FIELDS
+    assert events["off_target_share"]["id"] == share.pk
+    assert events["off_target_share"]["frame"] == share.frame
+    assert events["off_target_share"]["value_percent"] == pytest.approx(share.value_percent)
+    assert events["off_target_share"]["threshold_percent"] == 20.0
+    # the alert event comes after the metrics of the frame that completed the condition
+    order = [(e["type"], e.get("frame")) for e in events_of(transport, live.session) if e["type"] in ("metrics", "alert")]
+    assert order.index(("alert", share.frame)) > order.index(("metrics", share.frame))
+
+
+def test_clean_injection_raises_nothing(live, transport, engines):
+    stream(live, transport, engines, [[120_000.0, 1.0, 2.0]] * 10)
+    assert not LiveAlert.objects.filter(session=live.session).exists()
+    assert not events_of(transport, live.session, "alert")
+    assert not AuditEvent.objects.filter(action=AuditAction.LIVE_ALERT_RAISED).exists()
+
+
+def test_off_target_below_detection_limit_raises_nothing(live, transport, engines):
+    """Lungs 3 ng are 100 % of what the frames show, but below the detection limit of the
+    block mean (10 ng / sqrt(9)): no alert."""
+    stream(live, transport, engines, [[0.0, 0.0, 3.0]] * 10, end=False)
+    assert not LiveAlert.objects.filter(session=live.session).exists()
+
+
+def test_a_transient_shorter_than_the_sustain_raises_nothing(live, transport, engines, settings):
+    settings.LIVE_ALERT_SUSTAIN_BLOCKS = 3
+    clean, lungs = [100_000.0, 0.0, 0.0], [100_000.0, 0.0, 40_000.0]
+    stream(live, transport, engines, [clean, lungs, lungs, clean, lungs, lungs, clean])
+    assert not LiveAlert.objects.filter(session=live.session).exists()
+
+
+def test_target_low_at_the_end_only(live, transport, engines):
+    stream(live, transport, engines, [[30_000.0, 0.0, 0.0]] * 5)
+    alert = LiveAlert.objects.get(session=live.session)
+    assert alert.kind == "target_low"
+    assert alert.frame == 5 * BLOCK - 1
+    assert alert.value_percent == pytest.approx(24.0)
+    assert alert.threshold_percent == pytest.approx(50.0)
+    # raised when the end came: after the last metrics event, before `ended`
+    kinds = [e["type"] for e in events_of(transport, live.session)]
+    assert kinds.index("alert") > max(i for i, k in enumerate(kinds) if k == "metrics")
+    assert kinds[-1] == "ended"
+
+
+def test_target_low_during_the_stream_once_the_injection_should_be_complete(live, transport, engines, settings):
+    settings.LIVE_INJECTION_EXPECTED_S = 0.0
+    stream(live, transport, engines, [[30_000.0, 0.0, 0.0]] * 5, end=False)
+    alert = LiveAlert.objects.get(session=live.session, kind="target_low")
+    assert alert.frame == 3 * BLOCK - 1
+
+
+def test_frame_gap_and_lag_are_technical_alerts(live, transport, engines, settings):
+    t0 = time.time() - 10
+    row = [100_000.0, 0.0, 0.0]
+    publish(transport, live.session, 0, np.tile(row, (BLOCK, 1)), t0=t0)
+    # frame 9 acquired 0.5 s after frame 8 (> 3 frame durations)
+    publish(transport, live.session, BLOCK, np.tile(row, (BLOCK, 1)), t0=t0 + 0.5)
+    for k in range(2, 6):
+        publish(transport, live.session, k * BLOCK, np.tile(row, (BLOCK, 1)), t0=t0 + 0.5)
+    # the results come 5 s after acquisition: over the 1,000 ms budget in every block
+    LiveWorker(
+        live.session.pk, transport, engine_factory=engines.factory, clock=lambda: t0 + 0.5 + 6 * BLOCK * FRAME_S + 5
+    ).run(max_blocks=6)
+    gap = LiveAlert.objects.get(session=live.session, kind="frame_gap")
+    assert gap.frame == BLOCK
+    assert "ms after the frame before it" in gap.message
+    lag = LiveAlert.objects.get(session=live.session, kind="lag")
+    assert lag.frame == 3 * BLOCK - 1
+    assert "budget of 1000 ms" in lag.message
