@@ -71,6 +71,8 @@ def _authenticated(request: HttpRequest) -> tuple[object | None, JsonResponse | 
         user = drf.user
     except exceptions.AuthenticationFailed as exc:
         return None, _error("authentication_failed", str(exc.detail), 401, challenge)
+    except UnicodeError:  # an Authorization header that is not latin-1: no credential at all
+        return None, _error("authentication_failed", "The Authorization header is malformed.", 401, challenge)
     if user is None or not user.is_authenticated:
         return None, _error("not_authenticated", "Authentication credentials were not provided.", 401, challenge)
     view = _EventsEndpoint()
