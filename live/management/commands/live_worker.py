@@ -16,7 +16,7 @@ import signal
 import threading
 
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from live import runner
 
@@ -41,7 +41,8 @@ class Command(BaseCommand):
         worked = 0
         try:
             while not stop.is_set():
-                close_old_connections()
+                if not connection.in_atomic_block:  # (a test's transaction)
+                    close_old_connections()
                 claimed = runner.claim_session(worker_id, session_id=session)
                 if claimed is None:
                     if once:
