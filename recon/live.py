@@ -41,7 +41,7 @@ import math
 import os
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -385,7 +385,9 @@ class LiveEngine:
         with MDFFile(calibration_path) as smf:
             inputs.check_calibration(smf)
             try:
-                inputs.check_compatible(smf, _StreamHeader(layout), "stream")  # type: ignore[arg-type] - duck-typed header
+                inputs.check_compatible(
+                    smf, cast("MDFFile", _StreamHeader(layout)), "stream"
+                )  # the 4 attributes compared
             except inputs.InputError as exc:
                 raise LiveStreamError("system_matrix_mismatch", str(exc)) from None
             try:

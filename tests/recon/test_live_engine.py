@@ -1,0 +1,313 @@
+"""recon.live: the live engine on simulated injection streams (recon.live_simulate).
+
+Tolerances, and why:
+
+- per frame against the truth: |live - truth| <= 4 x the frame's noise SD + TRUTH_REL x truth.
+  The noise SD is what the engine reports (scatter of the stream's background frames); the
+  relative term is the region estimator's own bias on these phantoms (GTM with exact spread:
+  within +-4 % on the mouse phantom, recon.quantify's docstring), plus the unmodelled spill
+  of a few ng from the bright target into its neighbours.
+- the mean over foreground frames against the offline pipeline (reconstruct_file with the
+  fast solver, the same Tikhonov operator, then quantify_file with the calibration):
+  OFFLINE_REL of the offline value + 1 noise SD of the offline mean (its LOD / 3.3) + 1 live
+  per-frame noise SD (the background estimates differ by noise of that order). The two
+  differ only in the background: offline interpolates between the background blocks before
+  and after the foreground, live uses the running mean of those seen so far (the ones
+  before), and fits the calibration's empty-bore spectrum where offline fits the scan's.
+  With the platform's default plan (regularised Kaczmarz, 10 sweeps) the 2D stream agrees
+  within KACZMARZ_REL (Kaczmarz after 10 sweeps is close to, not at, the Tikhonov solution).
+"""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from recon.live import LiveEngine, LiveStreamError, StreamLayout, mip
+from recon.live_simulate import simulate_injection_stream, stream_fields_from_mdf
+from recon.params import ReconParams
+from recon.pipeline import reconstruct_file
+from recon.quantify import quantify_file
+
+TRUTH_REL = 0.06
+OFFLINE_REL = 0.02
+KACZMARZ_REL = 0.03
+NOISE_FACTOR = 4.0
+
+
+def _read(path):
+    with h5py.File(path, "r") as h5:
+        return h5["/measurement/data"][()], h5["/measurement/isBackgroundFrame"][()].astype(bool)
+
+
+def _stream(tmp_path_factory, name, **kwargs):
+    out = simulate_injection_stream(tmp_path_factory.mktemp(name), **kwargs)
+    data, bg = _read(out["stream"])
+    layout = StreamLayout.from_fields(stream_fields_from_mdf(out["stream"]), str(data.dtype))
+    return {**out, "data": data, "bg": bg, "layout": layout, "truth_array": np.asarray(out["iron_ng"])}
+
+
+@pytest.fixture(scope="module")
+def lung2d(tmp_path_factory):
+    return _stream(tmp_path_factory, "lung2d", dims=2, num_frames=60, background_frames=(10, 5), lung_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def clean2d(tmp_path_factory):
+    return _stream(
+        tmp_path_factory, "clean2d", dims=2, num_frames=60, background_frames=(10, 5), lung_fraction=0.0, seed=3
+    )
+
+
+@pytest.fixture(scope="module")
+def lung3d(tmp_path_factory):
+    return _stream(
+        tmp_path_factory,
+        "lung3d",
+        dims=3,
+        grid=(8, 8, 8),
+        num_frames=30,
+        background_frames=(8, 4),
+        lung_fraction=0.2,
+        dtype="int16",
+    )
+
+
+def _engine(s, **kwargs):
+    return LiveEngine.build(s["calibration"], s["layout"], s["roi_records"], **kwargs)
+
+
+def _offline(s, tmp_path, params):
+    out = tmp_path / "rec.mdf"
+    reconstruct_file(s["calibration"], s["stream"], out, params=params)
+    return quantify_file(out, s["rois"], system_matrix_path=s["calibration"])
+
+
+def _check_against_truth(s, res, rel):
+    fg = ~s["bg"]
+    err = np.abs(res.iron_ng[fg] - s["truth_array"][fg])
+    noise = np.sqrt(np.maximum(res.uncertainty_ng[fg] ** 2 - (0.05 * res.iron_ng[fg]) ** 2, 0.0))
+    allowed = NOISE_FACTOR * noise + rel * s["truth_array"][fg]
+    worst = np.unravel_index(np.argmax(err - allowed), err.shape)
+    assert np.all(err <= allowed), (
+        f"frame {worst[0]} region {worst[1]}: live {res.iron_ng[fg][worst]:.1f} vs truth "
+        f"{s['truth_array'][fg][worst]:.1f} ng (allowed {allowed[worst]:.1f})"
+    )
+
+
+def _check_against_offline(s, res, q, rel):
+    fg = ~s["bg"]
+    live_mean = res.iron_ng[fg].mean(axis=0)
+    frame_sd = np.median(np.sqrt(np.maximum(res.uncertainty_ng[fg] ** 2 - (0.05 * res.iron_ng[fg]) ** 2, 0.0)), axis=0)
+    for j, roi in enumerate(q.rois):
+        assert roi.name == s["regions"][j]
+        allowed = rel * abs(roi.iron_mass_ng) + roi.detection_limit_ng / 3.3 + frame_sd[j]
+        assert abs(live_mean[j] - roi.iron_mass_ng) <= allowed, (roi.name, live_mean[j], roi.iron_mass_ng, allowed)
+
+
+def test_live_iron_follows_the_truth_and_the_offline_pipeline_2d(lung2d, tmp_path):
+    eng = _engine(lung2d)
+    res = eng.push(lung2d["data"], lung2d["bg"])
+    assert res.iron_ng.shape == (lung2d["data"].shape[0], 4)
+    assert np.all(np.isnan(res.iron_ng[lung2d["bg"]])) and np.all(np.isfinite(res.iron_ng[~lung2d["bg"]]))
+    assert eng.region_names == ["heart", "lung_left", "lung_right", "liver"]
+    assert eng.region_kinds == ["target", "lungs", "lungs", "liver"]
+    _check_against_truth(lung2d, res, TRUTH_REL)
+    _check_against_offline(lung2d, res, _offline(lung2d, tmp_path, ReconParams(solver="fast")), OFFLINE_REL)
+    _check_against_offline(lung2d, res, _offline(lung2d, tmp_path, ReconParams()), KACZMARZ_REL)
+
+
+def test_live_iron_follows_the_offline_pipeline_3d_int16(lung3d, tmp_path):
+    """A small 3D grid (8^3, 3 mm voxels for organs of 2-4 mm semi-axes): the estimator
+    itself is biased low there (offline as much as live), so the truth check is loose
+    (30 %); the offline comparison is as tight as in 2D."""
+    eng = _engine(lung3d)
+    res = eng.push(lung3d["data"], lung3d["bg"])
+    _check_against_offline(lung3d, res, _offline(lung3d, tmp_path, ReconParams(solver="fast")), OFFLINE_REL)
+    fg = ~lung3d["bg"]
+    truth, live = lung3d["truth_array"][fg], res.iron_ng[fg]
+    last = slice(-5, None)  # injection over: the heart and lungs hold their final iron
+    assert np.all(np.abs(live[last, :3] - truth[last, :3]) <= 0.3 * truth[last, :3])
+
+
+def test_blocks_state_and_restore_give_identical_results(lung2d, tmp_path):
+    data, bg = lung2d["data"], lung2d["bg"]
+    cuts = [0, 7, 23, 41, data.shape[0]]
+    whole = _engine(lung2d).push(data, bg)
+    a = _engine(lung2d, operator_cache_dir=tmp_path / "ops")
+    blocks = [a.push(data[i:j], bg[i:j]) for i, j in zip(cuts[:-1], cuts[1:], strict=True)]
+    joined = np.concatenate([b.iron_ng for b in blocks])
+    np.testing.assert_allclose(joined, whole.iron_ng, rtol=1e-9, atol=1e-9)  # blocks do not change the numbers
+
+    b = _engine(lung2d, operator_cache_dir=tmp_path / "ops")  # operator from the cache this time
+    assert any("loaded from cache" in n for n in b.notes)
+    b.push(data[: cuts[2]], bg[: cuts[2]])
+    saved = b.state()
+    c = _engine(lung2d, operator_cache_dir=tmp_path / "ops")
+    c.restore(saved)
+    assert c.frames_seen == cuts[2] and c.background_frames_seen == int(bg[: cuts[2]].sum())
+    for i, j in zip(cuts[2:-1], cuts[3:], strict=True):
+        r_b, r_c = b.push(data[i:j], bg[i:j]), c.push(data[i:j], bg[i:j])
+        np.testing.assert_array_equal(r_b.iron_ng, r_c.iron_ng)
+        np.testing.assert_array_equal(r_b.uncertainty_ng, r_c.uncertainty_ng)
+    np.testing.assert_array_equal(b.image(last=4), c.image(last=4))
+    np.testing.assert_array_equal(b.detection_limit_ng, c.detection_limit_ng)
+    with pytest.raises(ValueError, match="not a live engine state"):
+        c.restore(b"garbage")
+
+
+def test_image_is_the_clamped_mean_of_the_last_frames_in_ng(lung2d):
+    eng = _engine(lung2d)
+    assert not eng.image(last=3).any()  # nothing seen yet
+    eng.push(lung2d["data"], lung2d["bg"])
+    vol = eng.image(last=5)
+    assert vol.shape == (20, 20, 1) and vol.min() >= 0
+    assert mip(vol, axis=2).shape == (20, 20)
+    # the image holds iron where the phantom does: its total is within the linear
+    # reconstruction's mass loss (a clamped linear image keeps part of the mass), never more
+    total_truth = lung2d["truth_array"][~lung2d["bg"]][-1].sum()
+    assert 0.2 * total_truth < vol.sum() < 2.0 * total_truth
+    with pytest.raises(ValueError, match="last"):
+        eng.image(last=0)
+
+
+def test_lungs_above_their_detection_limit_after_onset_none_on_a_clean_stream(lung2d, clean2d):
+    for s, expect in ((lung2d, True), (clean2d, False)):
+        eng = _engine(s)
+        res = eng.push(s["data"], s["bg"])
+        lod = eng.detection_limit_ng
+        off = [j for j, k in enumerate(eng.region_kinds) if k == "lungs"]
+        fg = ~s["bg"]
+        detected = res.iron_ng[fg][:, off] > lod[off]
+        lungs_truth = s["truth_array"][fg][:, 1]
+        if expect:
+            well_after = lungs_truth > 3 * lod[1]
+            assert well_after.sum() >= 10
+            assert detected[well_after].all()  # both lungs, every frame once they hold > 3 LOD
+            assert not detected[lungs_truth == 0].any()  # and never before any iron got there
+        else:
+            # 3.3 SD one-sided: ~0.05 % false positives per frame and region; none on this seed.
+            # (The liver, not checked here, picks up ~0.5 % of the target's iron as spill-over in
+            # this phantom, offline as live: +10-15 ng beside a 3 ug heart, near its 30 ng LOD.)
+            assert not detected.any(), np.argwhere(detected)
+        assert np.all(lod > 0) and np.all(np.isfinite(lod))
+
+
+# ------------------------------------------------------------------ refusals
+
+
+def _fields(s):
+    return stream_fields_from_mdf(s["stream"])
+
+
+@pytest.mark.parametrize(
+    "path, value, words",
+    [
+        ("/acquisition/drivefield/divider", [[102], [97]], "dividers"),
+        ("/acquisition/receiver/numChannels", 3, "receive channels"),
+        ("/acquisition/receiver/numSamplingPoints", 816, "sampling points"),
+        ("/acquisition/drivefield/baseFrequency", 2.4e6, "base frequency"),
+    ],
+)
+def test_a_stream_the_calibration_does_not_fit_is_a_system_matrix_mismatch(lung2d, path, value, words):
+    fields = _fields(lung2d)
+    fields[path] = value
+    layout = StreamLayout.from_fields(fields, "float32")
+    with pytest.raises(LiveStreamError, match=words) as exc:
+        LiveEngine.build(lung2d["calibration"], layout, lung2d["roi_records"])
+    assert exc.value.code == "system_matrix_mismatch"
+
+
+def test_a_calibration_that_needs_a_transfer_function_the_stream_lacks_is_refused(lung2d, tmp_path):
+    import shutil
+
+    cal = tmp_path / "tf.mdf"
+    shutil.copy(lung2d["calibration"], cal)
+    with h5py.File(cal, "r+") as h5:
+        del h5["/measurement/isTransferFunctionCorrected"]
+        h5["/measurement/isTransferFunctionCorrected"] = np.int8(1)
+    with pytest.raises(LiveStreamError, match="transfer function") as exc:
+        LiveEngine.build(cal, lung2d["layout"], lung2d["roi_records"])
+    assert exc.value.code == "system_matrix_mismatch"
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda f: f.pop("/acquisition/numAverages"), "required fields missing"),
+        (lambda f: f.update({"/acquisition/numAverages": "ten"}), "whole number"),
+        (lambda f: f.update({"/acquisition/numAverages": True}), "whole number"),
+        (lambda f: f.update({"/acquisition/receiver/numChannels": 2.5}), "whole number"),
+        (lambda f: f.update({"/acquisition/drivefield/baseFrequency": float("nan")}), "finite"),
+        (lambda f: f.update({"/acquisition/receiver/bandwidth": -1.0}), "> 0"),
+        (lambda f: f.update({"/acquisition/drivefield/divider": [[102.5], [96]]}), "whole numbers"),
+        (lambda f: f.update({"/acquisition/drivefield/divider": [[102], "x"]}), "divider"),
+        (lambda f: f.update({"/experiment/notes": list(range(5000))}), "more than 4096"),
+        (lambda f: f.update({"/measurement/data": [1, 2]}), "outside the allowed groups"),
+        (lambda f: f.update({f"/study/x{i}": i for i in range(200)}), "at most 200"),
+        (
+            lambda f: f.update(
+                {"/acquisition/receiver/numSamplingPoints": 2**22, "/acquisition/numPeriodsPerFrame": 8}
+            ),
+            "exceeds the limit",
+        ),
+        (lambda f: f.update({"/acquisition/receiver/dataConversionFactor": [[1.0, 0.0]]}), "2 numbers"),
+        (lambda f: f.update({"/experiment/deep": [[[[[[[[[[1]]]]]]]]]]}), "nested deeper"),
+        (lambda f: f.update({"/experiment/obj": {"a": 1}}), "is not a JSON"),
+    ],
+)
+def test_bad_header_fields_are_a_bad_stream_header(lung2d, change, words):
+    fields = _fields(lung2d)
+    change(fields)
+    with pytest.raises(LiveStreamError, match=words) as exc:
+        StreamLayout.from_fields(fields, "float32")
+    assert exc.value.code == "bad_stream_header"
+
+
+def test_a_bad_dtype_is_a_bad_stream_header(lung2d):
+    with pytest.raises(LiveStreamError, match="dtype") as exc:
+        StreamLayout.from_fields(_fields(lung2d), "complex64")
+    assert exc.value.code == "bad_stream_header"
+
+
+def test_layout_figures_follow_the_header(lung2d):
+    lay = lung2d["layout"]
+    assert lay.frame_shape == (1, 2, 1632) and lay.dividers == (102, 96)
+    assert lay.frame_duration_s == pytest.approx(1632 / 2.5e6)  # the cycle field; = lcm(102, 96) / f_base
+    fields = _fields(lung2d)
+    del fields["/acquisition/drivefield/cycle"]
+    fields["/acquisition/numAverages"] = 10
+    fields["/acquisition/numPeriodsPerFrame"] = 2
+    lay2 = StreamLayout.from_fields(fields, "int16")
+    assert lay2.frame_duration_s == pytest.approx(1632 / 2.5e6 * 10 * 2)
+    assert lay2.frame_nbytes == 2 * 2 * 1632 * 2
+
+
+def test_non_finite_samples_are_refused_and_nothing_is_counted(lung2d):
+    eng = _engine(lung2d)
+    eng.push(lung2d["data"][:3], lung2d["bg"][:3])
+    frames = lung2d["data"][3:6].astype(np.float32)
+    frames[1, 0, 1, 7] = np.nan
+    with pytest.raises(ValueError, match=r"1 non-finite samples \(NaN or inf\) in block frame\(s\) \[1\]"):
+        eng.push(frames, lung2d["bg"][3:6])
+    assert eng.frames_seen == 3
+    with pytest.raises(ValueError, match="expected"):
+        eng.push(frames[:, :, :1], lung2d["bg"][3:6])
+    with pytest.raises(ValueError, match="is_background"):
+        eng.push(lung2d["data"][3:6], np.zeros(3, dtype=np.int64))
+
+
+def test_truth_file_and_cli(tmp_path):
+    from recon.cli import main
+
+    rc = main(["simulate-stream", str(tmp_path), "--dims", "2", "--frames", "12", "--lung-fraction", "0.1"])
+    assert rc == 0
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert len(truth["iron_ng"]) == len(truth["is_background"]) == 12 + 15
+    assert truth["lung_fraction"] == 0.1
+    assert {p.name for p in tmp_path.iterdir()} >= {"calibration.mdf", "stream.mdf", "rois.json", "truth.json"}
+    final = np.asarray(truth["iron_ng"])[~np.asarray(truth["is_background"])][-1]
+    assert final.sum() == pytest.approx(truth["dose_ng"])
