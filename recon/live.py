@@ -498,8 +498,18 @@ class LiveEngine:
             notes.append("until the first stream background frame: no background subtracted (calibration has none)")
         voxel_l = float(np.prod(fov / np.asarray(size3))) * 1e3
         ng_per_unit = delta * voxel_l * IRON_MOLAR_MASS_G_PER_MOL * 1e9
+        import hashlib
+
         fingerprint = json.dumps(
-            {"key": key, "rois": [r.name for r in rois], "layout": list(layout.frame_shape)}, sort_keys=True
+            {
+                "key": key,
+                "rois": [r.name for r in rois],
+                "roi_records": hashlib.sha256(
+                    json.dumps(list(roi_records), sort_keys=True, default=str).encode()
+                ).hexdigest(),
+                "layout": list(layout.frame_shape),
+            },
+            sort_keys=True,
         )
         return cls(
             layout=layout,

@@ -157,6 +157,10 @@ def test_blocks_state_and_restore_give_identical_results(lung2d, tmp_path):
     np.testing.assert_array_equal(b.detection_limit_ng, c.detection_limit_ng)
     with pytest.raises(ValueError, match="not a live engine state"):
         c.restore(b"garbage")
+    other = LiveEngine.build(lung2d["calibration"], lung2d["layout"], lung2d["roi_records"][:2])
+    with pytest.raises(ValueError, match="another calibration, ROI set"):
+        other.restore(saved)
+    assert other.frames_seen == 0
 
 
 def test_image_is_the_clamped_mean_of_the_last_frames_in_ng(lung2d):
