@@ -5,8 +5,9 @@ Tolerances, and why:
 - per frame against the truth: |live - truth| <= 4 x the frame's noise SD + TRUTH_REL x truth.
   The noise SD is what the engine reports (scatter of the stream's background frames); the
   relative term is the region estimator's own bias on these phantoms (GTM with exact spread:
-  within +-4 % on the mouse phantom, recon.quantify's docstring), plus the unmodelled spill
-  of a few ng from the bright target into its neighbours.
+  within +-4 % on the mouse phantom, recon.quantify's docstring), plus SPILL_REL of all the
+  iron in the frame: what the estimator spills from the bright target into its neighbours
+  (measured ~0.5 % into the liver, offline as live).
 - the mean over foreground frames against the offline pipeline (reconstruct_file with the
   fast solver, the same Tikhonov operator, then quantify_file with the calibration):
   OFFLINE_REL of the offline value + 1 noise SD of the offline mean (its LOD / 3.3) + 1 live
@@ -36,6 +37,7 @@ TRUTH_REL = 0.06
 OFFLINE_REL = 0.02
 KACZMARZ_REL = 0.03
 NOISE_FACTOR = 4.0
+SPILL_REL = 0.01
 
 
 def _read(path):
@@ -90,7 +92,8 @@ def _check_against_truth(s, res, rel):
     fg = ~s["bg"]
     err = np.abs(res.iron_ng[fg] - s["truth_array"][fg])
     noise = np.sqrt(np.maximum(res.uncertainty_ng[fg] ** 2 - (0.05 * res.iron_ng[fg]) ** 2, 0.0))
-    allowed = NOISE_FACTOR * noise + rel * s["truth_array"][fg]
+    total = s["truth_array"][fg].sum(axis=1, keepdims=True)
+    allowed = NOISE_FACTOR * noise + rel * s["truth_array"][fg] + SPILL_REL * total
     worst = np.unravel_index(np.argmax(err - allowed), err.shape)
     assert np.all(err <= allowed), (
         f"frame {worst[0]} region {worst[1]}: live {res.iron_ng[fg][worst]:.1f} vs truth "
@@ -198,6 +201,29 @@ def test_lungs_above_their_detection_limit_after_onset_none_on_a_clean_stream(lu
             # this phantom, offline as live: +10-15 ng beside a 3 ug heart, near its 30 ng LOD.)
             assert not detected.any(), np.argwhere(detected)
         assert np.all(lod > 0) and np.all(np.isfinite(lod))
+
+
+def test_reported_noise_matches_the_scatter_of_empty_regions(clean2d):
+    """The per-frame SD the engine reports (from the stream's background frames) is the
+    scatter the lungs' estimate really has on a stream that sends them no iron, and the
+    calibration's empty-bore estimate (used before 5 stream background frames) agrees."""
+    eng = _engine(clean2d)
+    from_calibration = eng.noise_sd_ng.copy()
+    res = eng.push(clean2d["data"], clean2d["bg"])
+    lungs = res.iron_ng[~clean2d["bg"]][:, 1:3]
+    ratio = lungs.std(axis=0, ddof=1) / eng.noise_sd_ng[1:3]
+    assert np.all((ratio > 0.6) & (ratio < 1.6)), ratio  # 60 frames: the SD itself scatters ~10 %
+    assert np.all((from_calibration / eng.noise_sd_ng > 0.6) & (from_calibration / eng.noise_sd_ng < 1.6))
+
+
+def test_before_any_stream_background_the_calibration_empty_bore_is_subtracted(lung2d):
+    eng = _engine(lung2d)
+    assert any("calibration's empty-bore mean" in n for n in eng.notes)
+    start = int(np.argmin(lung2d["bg"]))  # the first foreground frame: no background frame sent
+    s = {**lung2d, "bg": lung2d["bg"][start:], "truth_array": lung2d["truth_array"][start:]}
+    res = eng.push(lung2d["data"][start:], s["bg"])
+    assert eng.background_frames_seen == int(s["bg"].sum())
+    _check_against_truth(s, res, TRUTH_REL)
 
 
 # ------------------------------------------------------------------ refusals
