@@ -333,7 +333,6 @@ class LiveEngine:
         self._ng_per_unit = ng_per_unit  # ng Fe per voxel at operator output 1
         self.fingerprint = fingerprint
         self.notes = list(notes)
-        self._channels_used = np.unique(selection.channel)
         self._reset()
 
     def _reset(self) -> None:
@@ -385,9 +384,8 @@ class LiveEngine:
         with MDFFile(calibration_path) as smf:
             inputs.check_calibration(smf)
             try:
-                inputs.check_compatible(
-                    smf, cast("MDFFile", _StreamHeader(layout)), "stream"
-                )  # the 4 attributes compared
+                # the pair check of reconstruct_file, on the header's four compared attributes
+                inputs.check_compatible(smf, cast("MDFFile", _StreamHeader(layout)), "stream")
             except inputs.InputError as exc:
                 raise LiveStreamError("system_matrix_mismatch", str(exc)) from None
             try:
