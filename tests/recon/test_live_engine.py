@@ -226,6 +226,29 @@ def test_before_any_stream_background_the_calibration_empty_bore_is_subtracted(l
     _check_against_truth(s, res, TRUTH_REL)
 
 
+def test_frame_rows_are_the_mdf_readers_spectra_with_the_conversion_factor(lung3d):
+    """The engine's rfft of raw int16 samples (float32, conversion after it) gives the rows
+    ``recon.mdf.MDFFile.spectra`` reads from the file (float64 of converted samples)."""
+    import dataclasses
+
+    from recon.mdf import MDFFile
+
+    eng = _engine(lung3d)
+    sel = eng.selection
+    with MDFFile(lung3d["stream"]) as f:
+        ref = f.spectra(periods=[0])[:, 0][:, sel.channel, sel.frequency]
+    rows = eng._rows(lung3d["data"])
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(rows, ref, rtol=0, atol=1e-6 * scale)
+    # an offset b lands on the DC bin only: rfft(a * raw + b) = a * rfft(raw) + b * V at k = 0
+    conv = np.array([[2.0, 0.5]] * 3)
+    eng.layout = dataclasses.replace(eng.layout, data_conversion_factor=conv)
+    eng.selection = dataclasses.replace(sel, channel=np.array([0, 1, 2]), frequency=np.array([0, 0, 5]))
+    full = np.fft.rfft(2.0 * lung3d["data"][:2, 0].astype(np.float64) + 0.5, axis=-1)
+    expected = full[:, [0, 1, 2], [0, 0, 5]]
+    np.testing.assert_allclose(eng._rows(lung3d["data"][:2]), expected, rtol=0, atol=1e-6 * np.abs(full).max())
+
+
 # ------------------------------------------------------------------ refusals
 
 
