@@ -310,6 +310,10 @@ def test_a_calibration_that_needs_a_transfer_function_the_stream_lacks_is_refuse
         (lambda f: f.update({"/acquisition/receiver/dataConversionFactor": [[1.0, 0.0]]}), "2 numbers"),
         (lambda f: f.update({"/experiment/deep": [[[[[[[[[[1]]]]]]]]]]}), "nested deeper"),
         (lambda f: f.update({"/experiment/obj": {"a": 1}}), "is not a JSON"),
+        (lambda f: f.update({"/acquisition/receiver/numChannels": 0}), "between 1 and 64"),
+        (lambda f: f.update({"/acquisition/drivefield/divider": ["a", "b"]}), "numbers only"),
+        (lambda f: f.update({"/acquisition/drivefield/divider": [[[102]], [[96]]]}), "D or D x F"),
+        (lambda f: f.update({"/acquisition/receiver/dataConversionFactor": [[0.0, 0.0], [1.0, 0.0]]}), "a != 0"),
     ],
 )
 def test_bad_header_fields_are_a_bad_stream_header(lung2d, change, words):
@@ -318,6 +322,47 @@ def test_bad_header_fields_are_a_bad_stream_header(lung2d, change, words):
     with pytest.raises(LiveStreamError, match=words) as exc:
         StreamLayout.from_fields(fields, "float32")
     assert exc.value.code == "bad_stream_header"
+
+
+def test_header_scalars_may_come_as_one_element_lists(lung2d):
+    fields = _fields(lung2d)
+    fields["/acquisition/receiver/numChannels"] = [2]
+    fields["/acquisition/drivefield/baseFrequency"] = [2.5e6]
+    assert StreamLayout.from_fields(fields, "int16").frame_shape == (1, 2, 1632)
+    with pytest.raises(LiveStreamError, match="object of MDF paths"):
+        StreamLayout.from_fields([("a", 1)], "int16")  # type: ignore[arg-type]  # a wrong type on purpose
+
+
+def test_build_and_push_refuse_what_they_cannot_use(lung2d):
+    with pytest.raises(ValueError, match="whiten"):
+        _engine(lung2d, params=ReconParams(solver="fast", weighting="whiten"))
+    with pytest.raises(ValueError, match="no ROIs"):
+        LiveEngine.build(lung2d["calibration"], lung2d["layout"], [])
+    eng = _engine(lung2d, memory_budget_mb=1)  # a 1 MiB budget: fewer rows, still an engine
+    assert eng.selection.num_rows < _engine(lung2d).selection.num_rows
+    with pytest.raises(ValueError, match="numbers"):
+        eng.push(lung2d["data"][:2].astype(np.complex64), lung2d["bg"][:2])
+    empty = eng.push(lung2d["data"][:0], lung2d["bg"][:0])
+    assert empty.iron_ng.shape == (0, 4) and eng.frames_seen == 0
+    with pytest.raises(ValueError, match="nx, ny, nz"):
+        mip(np.zeros((3, 3)))
+
+
+def test_the_simulator_refuses_impossible_streams(tmp_path):
+    from recon.live_simulate import injection_time_course
+
+    with pytest.raises(ValueError, match="num_frames"):
+        injection_time_course(0)
+    with pytest.raises(ValueError, match="sum to <= 1"):
+        injection_time_course(10, lung_fraction=0.7, liver_fraction=0.5)
+    with pytest.raises(ValueError, match="dose_ng"):
+        injection_time_course(10, dose_ng=0.0)
+    with pytest.raises(ValueError, match="dtype"):
+        simulate_injection_stream(tmp_path, dtype="int8")
+    with pytest.raises(ValueError, match="background_frames"):
+        simulate_injection_stream(tmp_path, background_frames=(-1, 0))
+    with pytest.raises(ValueError, match="grid"):
+        simulate_injection_stream(tmp_path, grid=(4, 4))  # type: ignore[arg-type]  # a wrong grid on purpose
 
 
 def test_a_bad_dtype_is_a_bad_stream_header(lung2d):
