@@ -330,7 +330,7 @@ def test_header_scalars_may_come_as_one_element_lists(lung2d):
     fields["/acquisition/drivefield/baseFrequency"] = [2.5e6]
     assert StreamLayout.from_fields(fields, "int16").frame_shape == (1, 2, 1632)
     with pytest.raises(LiveStreamError, match="object of MDF paths"):
-        StreamLayout.from_fields([("a", 1)], "int16")  # type: ignore[arg-type]  # a wrong type on purpose
+        StreamLayout.from_fields([("a", 1)], "int16")
 
 
 def test_build_and_push_refuse_what_they_cannot_use(lung2d):
@@ -362,7 +362,7 @@ def test_the_simulator_refuses_impossible_streams(tmp_path):
     with pytest.raises(ValueError, match="background_frames"):
         simulate_injection_stream(tmp_path, background_frames=(-1, 0))
     with pytest.raises(ValueError, match="grid"):
-        simulate_injection_stream(tmp_path, grid=(4, 4))  # type: ignore[arg-type]  # a wrong grid on purpose
+        simulate_injection_stream(tmp_path, grid=(4, 4))
 
 
 def test_a_bad_dtype_is_a_bad_stream_header(lung2d):
