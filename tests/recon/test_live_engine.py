@@ -249,6 +249,41 @@ def test_frame_rows_are_the_mdf_readers_spectra_with_the_conversion_factor(lung3
     np.testing.assert_allclose(eng._rows(lung3d["data"][:2]), expected, rtol=0, atol=1e-6 * np.abs(full).max())
 
 
+def test_a_calibration_without_empty_bore_frames_waits_for_the_streams(lung2d, tmp_path):
+    """No calibration background: nothing is subtracted and the noise (so the LOD) is
+    unknown (NaN) until the stream has sent MIN_BACKGROUND_FOR_SCATTER background frames."""
+    import shutil
+
+    from recon.live import MIN_BACKGROUND_FOR_SCATTER
+
+    cal = tmp_path / "no_bg.mdf"
+    shutil.copy(lung2d["calibration"], cal)
+    with h5py.File(cal, "r+") as h5:
+        keep = ~h5["/measurement/isBackgroundFrame"][()].astype(bool)
+        data = h5["/measurement/data"][()][..., keep]  # fast frame axis: J x C x K x N
+        for name in ("/measurement/data", "/measurement/isBackgroundFrame", "/acquisition/numFrames"):
+            del h5[name]
+        h5["/measurement/data"] = data
+        h5["/measurement/isBackgroundFrame"] = np.zeros(int(keep.sum()), dtype=np.int8)
+        h5["/acquisition/numFrames"] = np.int64(keep.sum())
+    eng = LiveEngine.build(cal, lung2d["layout"], lung2d["roi_records"])
+    assert any("no background subtracted" in n for n in eng.notes)
+    assert np.all(np.isnan(eng.detection_limit_ng))
+    bg = lung2d["bg"]
+    first = eng.push(lung2d["data"][:3], bg[:3])
+    assert np.all(np.isnan(first.iron_ng))  # background frames only
+    assert np.all(np.isnan(eng.detection_limit_ng))  # 3 < 5 background frames
+    res = eng.push(lung2d["data"][3:], bg[3:])
+    assert eng.background_frames_seen >= MIN_BACKGROUND_FOR_SCATTER
+    assert np.all(np.isfinite(eng.detection_limit_ng))
+    # Every calibration column then carries the scanner background (nothing to subtract it
+    # with), which biases the small regions by tens of ng: the target is still within 10 %.
+    fg = ~bg[3:]
+    assert np.all(np.isfinite(res.iron_ng[fg])) and np.all(np.isnan(res.iron_ng[~fg]))
+    heart, truth = res.iron_ng[fg][-5:, 0].mean(), lung2d["truth_array"][3:][fg][-5:, 0].mean()
+    assert abs(heart - truth) <= 0.1 * truth
+
+
 # ------------------------------------------------------------------ refusals
 
 
