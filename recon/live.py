@@ -375,6 +375,9 @@ class LiveEngine:
             raise ValueError("weighting='whiten' needs the stream's background noise before the first frame: not live")
         if not roi_records:
             raise ValueError("no ROIs: live monitoring needs at least one region")
+        names = [str(rec.get("name")) if isinstance(rec, dict) else "" for rec in roi_records]
+        if len(set(names)) != len(names):
+            raise ValueError(f"ROI names must be unique (results are reported by name), got {names}")
         notes: list[str] = [
             "provisional: live estimate; the recording's offline reconstruction is authoritative",
             "period 0 of each frame used (as the offline pipeline)" if layout.periods > 1 else "",

@@ -373,6 +373,9 @@ def test_build_and_push_refuse_what_they_cannot_use(lung2d):
         _engine(lung2d, params=ReconParams(solver="fast", weighting="whiten"))
     with pytest.raises(ValueError, match="no ROIs"):
         LiveEngine.build(lung2d["calibration"], lung2d["layout"], [])
+    twice = [lung2d["roi_records"][0], lung2d["roi_records"][0]]
+    with pytest.raises(ValueError, match="unique"):
+        LiveEngine.build(lung2d["calibration"], lung2d["layout"], twice)
     eng = _engine(lung2d, memory_budget_mb=1)  # a 1 MiB budget: fewer rows, still an engine
     assert eng.selection.num_rows < _engine(lung2d).selection.num_rows
     with pytest.raises(ValueError, match="numbers"):
