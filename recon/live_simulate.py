@@ -100,15 +100,19 @@ def simulate_injection_stream(
     drift: float = 0.05,
     fine_factor: int = 3,
     dtype: str = "float32",
+    num_averages: int = 1,
 ) -> dict:
     """Write ``calibration.mdf``, ``stream.mdf``, ``rois.json`` and ``truth.json`` into ``output_dir``.
 
     ``num_frames`` foreground frames between ``background_frames`` = (before, after)
-    empty-bore frames; ``dtype`` "float32" (volts) or "int16" (with a
-    ``dataConversionFactor``). Returns {paths..., "regions", "kinds", "iron_ng"
+    empty-bore frames, each the mean of ``num_averages`` drive cycles (a frame lasts
+    cycle x num_averages; its noise falls by sqrt(num_averages)); ``dtype`` "float32"
+    (volts) or "int16" (with a ``dataConversionFactor``). Returns {paths..., "regions", "kinds", "iron_ng"
     (N, R) list (0 on background frames), "injected_ng" (N,), "is_background" (N,),
     "roi_records", "frame_duration_s", "dims", "seed"}; truth.json holds the same.
     """
+    if num_averages < 1:
+        raise ValueError(f"num_averages must be >= 1, got {num_averages}")
     if dtype not in ("float32", "int16"):
         raise ValueError(f"dtype must be 'float32' or 'int16', got {dtype!r}")
     before, after = (int(v) for v in background_frames)
@@ -161,13 +165,15 @@ def simulate_injection_stream(
     injected[before : before + num_frames] = course["injected"]
     injected[before + num_frames :] = course["injected"][-1]
     c, v = scanner.num_receive_channels, scanner.num_sampling_points
+    # A frame is the mean of num_averages drive cycles: its receiver noise falls by sqrt(num_averages).
+    frame_noise_v = noise_std_v / math.sqrt(num_averages)
     volts = np.empty((n_total, 1, c, v), dtype=np.float64)
     for n in range(n_total):
         s = n / max(n_total - 1, 1)
         spec = background * (1.0 + drift * s) * np.exp(1j * 0.1 * drift * s)
         spec = spec + np.tensordot(iron[n], unit, axes=1)
-        volts[n, 0] = np.fft.irfft(spec, n=v, axis=-1) + noise_std_v * rng.standard_normal((c, v))
-    fields = _acquisition_fields(scanner, n_total, 1)
+        volts[n, 0] = np.fft.irfft(spec, n=v, axis=-1) + frame_noise_v * rng.standard_normal((c, v))
+    fields = _acquisition_fields(scanner, n_total, num_averages)
     if dtype == "int16":
         scale = float(np.abs(volts).max()) / 30000.0
         data = np.round(volts / scale).astype(np.int16)
@@ -211,7 +217,8 @@ def simulate_injection_stream(
         "dose_ng": float(dose_ng),
         "lung_fraction": float(lung_fraction),
         "liver_fraction": float(liver_fraction),
-        "frame_duration_s": float(scanner.period_s),
+        "frame_duration_s": float(scanner.period_s) * num_averages,
+        "num_averages": int(num_averages),
         "dims": int(dims),
         "grid": list(size),
         "seed": int(seed),
