@@ -97,6 +97,8 @@ class Command(BaseCommand):
             )
         scanner = self._scanner(injection, dims)
         lot = injection.batch.nanoparticle_lot
+        if lot is None:
+            raise CommandError(f"The demo injection's batch {injection.batch.batch_code} is not labelled.")
         calibration = SystemMatrix.objects.filter(scanner=scanner, active=True).first()
         if calibration is None:
             calibration = system_matrix_register(
