@@ -22,7 +22,7 @@ from trials.serializers import ReasonInput
 
 
 class LiveAlertOutput(serializers.ModelSerializer):
-    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    acknowledged_by = serializers.CharField(source="acknowledged_by.username", read_only=True, allow_null=True)
 
     class Meta:
         model = LiveAlert

@@ -29,9 +29,10 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
@@ -61,10 +62,13 @@ def _error(code: str, message: str, status: int, headers: dict | None = None) ->
 
 
 def _authenticated(request: HttpRequest) -> tuple[object | None, JsonResponse | None]:
-    drf = Request(request, authenticators=[cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES])
+    authentication_classes: Any = api_settings.DEFAULT_AUTHENTICATION_CLASSES
+    permission_classes: Any = api_settings.DEFAULT_PERMISSION_CLASSES
+    authenticators = [cls() for cls in authentication_classes]
+    drf = Request(request, authenticators=authenticators)
     challenge = {}
-    if drf.authenticators:
-        header = drf.authenticators[0].authenticate_header(drf)
+    if authenticators:
+        header = authenticators[0].authenticate_header(drf)
         if header:
             challenge = {"WWW-Authenticate": header}
     try:
@@ -76,7 +80,7 @@ def _authenticated(request: HttpRequest) -> tuple[object | None, JsonResponse | 
     if user is None or not user.is_authenticated:
         return None, _error("not_authenticated", "Authentication credentials were not provided.", 401, challenge)
     view = _EventsEndpoint()
-    for permission_class in api_settings.DEFAULT_PERMISSION_CLASSES:
+    for permission_class in permission_classes:
         permission = permission_class()
         if not permission.has_permission(drf, view):
             message = getattr(permission, "message", None) or "You do not have permission to perform this action."
@@ -121,7 +125,7 @@ async def async_stream(session_id: int, after: str | None, *, transport=None) ->
             await asyncio.sleep(ASYNC_POLL_S)
 
 
-def session_events(request: HttpRequest, pk: int) -> HttpResponse:
+def session_events(request: HttpRequest, pk: int) -> HttpResponseBase:
     if request.method not in ("GET", "HEAD"):
         return _error("method_not_allowed", f'Method "{request.method}" not allowed.', 405, {"Allow": "GET, HEAD"})
     user, refused = _authenticated(request)

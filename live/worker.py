@@ -267,11 +267,12 @@ class LiveWorker:
                     rois, target, off = frame_metrics(
                         self.regions, iron[j], np.asarray(result.uncertainty_ng[j]), lod, self.injected_ng
                     )
+                    acquired_at, published_at = float(acquired[j]), self.clock()
                     event = {
                         "type": "metrics",
                         "frame": frame,
-                        "acquired_at": float(acquired[j]),
-                        "published_at": self.clock(),
+                        "acquired_at": acquired_at,
+                        "published_at": published_at,
                         "rois": rois,
                         "target_percent_of_injected": target,
                         "off_target_percent": off,
@@ -284,8 +285,8 @@ class LiveWorker:
                         LiveMetric(
                             session_id=self.session_id,
                             frame=frame,
-                            acquired_at=event["acquired_at"],
-                            published_at=event["published_at"],
+                            acquired_at=acquired_at,
+                            published_at=published_at,
                             rois=rois,
                             target_percent_of_injected=target,
                             off_target_percent=off,
@@ -309,9 +310,9 @@ class LiveWorker:
         if self.engine is not None:
             self._frames_since_image += int(foreground.size)
             late = self.lag_ms > float(settings.LIVE_LAG_BUDGET_MS)
-            if self._frames_since_image and not behind and not late:
-                if self.clock() - self._last_image_at >= IMAGE_INTERVAL_S:
-                    self._image()
+            due = self.clock() - self._last_image_at >= IMAGE_INTERVAL_S
+            if self._frames_since_image and not behind and not late and due:
+                self._image()
         self._checkpoint(first + len(acquired), rows)
         if not self.lease_lost:
             self.transport.ack_frames(self.session_id, [block.entry_id])

@@ -60,7 +60,9 @@ def test_lung_accumulation_raises_one_alert_after_sustained_blocks(live, transpo
     assert events["off_target_share"]["value_percent"] == pytest.approx(share.value_percent)
     assert events["off_target_share"]["threshold_percent"] == 20.0
     # the alert event comes after the metrics of the frame that completed the condition
-    order = [(e["type"], e.get("frame")) for e in events_of(transport, live.session) if e["type"] in ("metrics", "alert")]
+    order = [
+        (e["type"], e.get("frame")) for e in events_of(transport, live.session) if e["type"] in ("metrics", "alert")
+    ]
     assert order.index(("alert", share.frame)) > order.index(("metrics", share.frame))
 
 

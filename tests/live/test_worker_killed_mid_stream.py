@@ -47,7 +47,7 @@ def test_a_new_worker_resumes_from_the_checkpoint(live, transport, engines, dies
     first = LiveWorker(live.session.pk, transport, engine_factory=engines.factory, worker_id="A")
     assert first.run(max_blocks=4) is None
     if dies.startswith("after publishing"):
-        first._checkpoint = lambda *a, **k: (_ for _ in ()).throw(Killed())  # type: ignore[method-assign]
+        first._checkpoint = lambda *a, **k: (_ for _ in ()).throw(Killed())
     else:
         transport_ack = transport.ack_frames
 
@@ -100,7 +100,7 @@ def test_a_dead_worker_that_had_published_ended_is_finished_by_the_next(live, tr
     feed(live, transport)
     runner.claim_session("A", session_id=live.session.pk)
     first = LiveWorker(live.session.pk, transport, engine_factory=engines.factory, worker_id="A")
-    first._record_finish = lambda *a, **k: (_ for _ in ()).throw(Killed())  # type: ignore[method-assign]
+    first._record_finish = lambda *a, **k: (_ for _ in ()).throw(Killed())
     with pytest.raises(Killed):
         first.run()
     expire_lease(live.session)
