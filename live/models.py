@@ -92,6 +92,10 @@ class LiveSession(models.Model):
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
 
+    @property
+    def trial(self):
+        return self.subject.trial
+
 
 class LiveAlertKind(models.TextChoices):
     OFF_TARGET_SHARE = "off_target_share", "Off-target share above the trial threshold"
@@ -136,6 +140,10 @@ class LiveAlert(models.Model):
 
     def __str__(self) -> str:
         return f"live alert {self.kind} (session #{self.session_id}, frame {self.frame})"
+
+    @property
+    def trial(self):
+        return self.session.subject.trial
 
 
 class LiveMetric(models.Model):
