@@ -149,7 +149,7 @@ class MDFStreamWriter:
             os.remove(self.path)
             raise
         self._h5: h5py.File | None = h5
-        self.frame_shape = shape
+        self.frame_shape: tuple[int, ...] = shape
         self.dtype = dtype
 
     @classmethod
@@ -234,6 +234,11 @@ class MDFStreamWriter:
         h5[_NUM_FRAMES][()] = np.int64(end)
         self._durable(h5)
         return end
+
+    def truncate(self, num_frames: int) -> None:
+        """Keep only the first ``num_frames`` frames (<= N), durably."""
+        shape = (0, *self.frame_shape)
+        self.append(np.zeros(shape, self.h5[_DATA].dtype), [], [], at=num_frames)
 
     def read_frames(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start:stop`` as stored (for checksums of what is on disk)."""

@@ -123,7 +123,7 @@ def test_a_rewrite_from_an_earlier_frame_cuts_the_file_there(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("build", "message"),
+    "build, message",
     [
         (lambda p: MDFStreamWriter(p, {}, (1, 2), "int16"), "frame_shape"),
         (lambda p: MDFStreamWriter(p, {}, (1, 2, 3), "uint8"), "dtype"),
