@@ -432,6 +432,17 @@ IMAGING_TASK_MAX_RETRIES = envint("IMAGING_TASK_MAX_RETRIES", 5, minimum=0)
 # Trial-wide platform settings.
 OFF_TARGET_ALERT_PERCENT_DEFAULT = envfloat("OFF_TARGET_ALERT_PERCENT_DEFAULT", 20.0, minimum=0.0)
 
+# Live injection monitoring (live/). The transport between the ingest path and the live
+# worker: "memory" in one process (the embedded default: the worker is a thread of the web
+# server), "redis" (Redis Streams) when web servers and live workers are separate processes.
+_LIVE_TRANSPORT_DEFAULT = "redis" if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "memory"
+LIVE_TRANSPORT = envstr("LIVE_TRANSPORT", _LIVE_TRANSPORT_DEFAULT)
+if LIVE_TRANSPORT not in ("memory", "redis"):
+    raise ImproperEnvironment(f"LIVE_TRANSPORT must be 'memory' or 'redis', got {LIVE_TRANSPORT!r}")
+LIVE_REDIS_URL = envstr("LIVE_REDIS_URL", CELERY_BROKER_URL if LIVE_TRANSPORT == "redis" else "")
+if LIVE_TRANSPORT == "redis" and not LIVE_REDIS_URL.startswith(("redis://", "rediss://")):
+    raise ImproperEnvironment("LIVE_TRANSPORT=redis needs LIVE_REDIS_URL (or CELERY_BROKER_URL) to be a redis:// URL")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

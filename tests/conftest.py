@@ -32,6 +32,12 @@ def _test_settings(settings, tmp_path):
     settings.STATIC_ROOT = tmp_path / "static"
     settings.STATIC_ROOT.mkdir()
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Live sessions stream through this process's memory unless a test asks for Redis
+    # (tests/live/test_transport.py); each test starts with empty streams.
+    from live.transport import reset_transport
+
+    settings.LIVE_TRANSPORT = "memory"
+    reset_transport()
 
 
 @pytest.fixture
