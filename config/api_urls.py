@@ -6,4 +6,5 @@ urlpatterns = [
     path("", include("trials.urls")),
     path("", include("compliance.urls")),
     path("", include("imaging.urls")),
+    path("", include("live.urls")),
 ]
