@@ -93,17 +93,13 @@ def recording_path(session: LiveSession) -> str:
 
 @contextlib.contextmanager
 def _recording_lock(relative: str):
-    """Exclusive hold of a session's recording (blocking: blocks of one session queue)."""
-    path = uploads.media_path(relative)
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise RuleViolation("recording_missing", "The session's recording is not in storage.") from None
-    try:
+    """Exclusive hold of a session's recording (blocking: blocks of one session queue).
+    A lock file beside it: HDF5 takes its own lock on the recording itself."""
+    if not uploads.media_path(relative).is_file():
+        raise RuleViolation("recording_missing", "The session's recording is not in storage.")
+    with open(uploads.media_path(f"{relative}.lock"), "ab") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         yield
-    finally:
-        handle.close()
 
 
 def _locked(session: LiveSession) -> LiveSession:

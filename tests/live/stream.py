@@ -43,12 +43,12 @@ def acquired_at(first: int, count: int, *, start: float | None = None) -> list[f
     return [start + 0.02 * i for i in range(first, first + count)]
 
 
-def frames_body(first: int, frames: np.ndarray, background, times=None, **overrides) -> bytes:
+def frames_body(first: int, frames: np.ndarray, flags, times=None, **overrides) -> bytes:
     head = {
         "first_frame": first,
         "count": int(frames.shape[0]),
         "acquired_at": times if times is not None else acquired_at(first, frames.shape[0], start=1.7e9),
-        "background": [bool(b) for b in background],
+        "background": [bool(b) for b in flags],
     }
     head.update(overrides)
     return json.dumps(head).encode() + b"\n" + np.ascontiguousarray(frames).astype("<f4").tobytes()
