@@ -67,7 +67,7 @@ class StreamHeaderInput(serializers.Serializer):
     protocol = serializers.CharField(help_text='"mpi-live/1"')
     dtype = serializers.ChoiceField(choices=["int16", "int32", "float32", "float64"], help_text="little-endian")
     started_at = serializers.FloatField(help_text="Unix seconds: the stream's start on the bridge's clock")
-    source = StreamSourceInput()
+    source = StreamSourceInput()  # type: ignore[assignment]  # the header's key; Field.source is DRF's own
     fields = serializers.DictField(  # type: ignore[assignment]  # the header's key; Serializer.fields is DRF's own
         help_text="MDF v2 paths (/study/, /experiment/, /scanner/, /acquisition/, /tracer/) to JSON values"
     )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid as _uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,7 +103,7 @@ class MDFStreamWriter:
         self,
         path: str | os.PathLike,
         fields: Mapping[str, Any],
-        frame_shape: tuple[int, int, int] | list[int],
+        frame_shape: Sequence[int],
         dtype: str,
     ) -> None:
         self.path = os.fspath(path)

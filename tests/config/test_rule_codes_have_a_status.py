@@ -58,6 +58,8 @@ CONFLICTS = frozenset(
         "password_missing",
         "recording_missing",
         "scan_not_quantified",
+        "scanner_mismatch",  # live: the system matrix named was measured on another scanner
+        "scanner_required",  # live: the site has no scanner or several
         "scope_already_withdrawn",
         "scope_not_granted",
         "scopes_locked_after_withdrawal",
@@ -72,6 +74,7 @@ CONFLICTS = frozenset(
         "subject_status_final",
         "subject_withdrawn",
         "system_matrix_mismatch",
+        "system_matrix_not_found",  # live: not a calibration of the injection's site
         "system_matrix_retired",
         "trial_mismatch",
         "upload_busy",

@@ -42,7 +42,7 @@ def test_several_scanners_and_none_named_is_refused(api, pipeline, site_a, nothi
     ScannerFactory(site=site_a)
     with nothing_changed():
         response = api(pipeline.user).post(URL, {"injection": pipeline.injection.pk}, format="json")
-    assert response.status_code == 400 and response.json()["error"]["code"] == "scanner_required"
+    assert response.status_code == 409 and response.json()["error"]["code"] == "scanner_required"
 
 
 def test_no_session_without_imaging_consent_in_force(api, pipeline, coordinator_a):
