@@ -30,7 +30,8 @@ from recon.recording import FRAME_DTYPES
 PROTOCOL = "mpi-live/1"
 ALLOWED_PREFIXES = ("/study/", "/experiment/", "/scanner/", "/acquisition/", "/tracer/")
 MAX_FIELDS = 200
-MAX_FIELD_NUMBERS = 4096  # numbers (or characters of a string) in one field's value
+MAX_FIELD_NUMBERS = 4096  # numbers (strings, bools) in one field's value
+MAX_STRING_CHARACTERS = 65536  # in one string of a field
 MAX_NESTING = 6
 REQUIRED_FIELDS = (
     "/acquisition/drivefield/baseFrequency",
@@ -109,7 +110,9 @@ def _count_leaves(value: Any, depth: int = 0) -> int:
     if isinstance(value, list):
         return sum(_count_leaves(v, depth + 1) for v in value)
     if isinstance(value, str):
-        return max(len(value), 1)
+        if len(value) > MAX_STRING_CHARACTERS:
+            raise ValueError(f"a string of {len(value)} characters (at most {MAX_STRING_CHARACTERS})")
+        return 1
     if isinstance(value, bool) or value is None:
         return 1
     if isinstance(value, int | float):

@@ -237,6 +237,11 @@ def session_start(*, actor, session: LiveSession, header) -> LiveSession:
     system_matrix = session.system_matrix
     if system_matrix is None:
         system_matrix = match_system_matrix(session.scanner, session.injection, parsed.acquisition())
+    elif not system_matrix.active:
+        raise RuleViolation(
+            "system_matrix_retired",
+            f"System matrix {system_matrix.describe()} was retired after the session was opened: open a new session.",
+        )
     mismatch = system_matrix_mismatch(parsed, system_matrix)
     if mismatch:
         _raise_mismatch(actor=actor, session=session, system_matrix=system_matrix, message=mismatch)

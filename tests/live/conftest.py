@@ -18,9 +18,12 @@ from tests.imaging.conftest import nothing_changed, pipeline, sim, simulate  # n
 from tests.live.stream import header_fields
 
 
-@pytest.fixture(autouse=True)
-def transport(settings, monkeypatch):
-    """The in-memory transport, empty; ``transport.workers`` lists each ensure_worker call."""
+@pytest.fixture
+def memory_feed(settings, monkeypatch):
+    """The in-memory transport, empty, and ``live.feed``'s worker start recorded instead of
+    run: ``memory_feed.get()`` is the transport, ``memory_feed.workers`` lists each
+    ensure_worker call. For tests of what the ingest path hands on (the worker's own
+    tests run it)."""
     settings.LIVE_TRANSPORT = "memory"
     reset_memory_transport()
     workers: list[int] = []

@@ -22,6 +22,8 @@ from live.models import LiveSession
 from tests.imaging.helpers import process
 from tests.live.stream import URL, frames_body, post_frames, send, started
 
+pytestmark = pytest.mark.usefixtures("memory_feed")
+
 
 @pytest.fixture
 def queued(monkeypatch):
@@ -51,7 +53,7 @@ def test_missing_frames_are_refused_with_the_next_frame(api, pipeline, stream):
 
 
 def test_the_recording_becomes_a_queued_scan_that_the_pipeline_quantifies(
-    api, pipeline, stream, transport, queued, django_capture_on_commit_callbacks
+    api, pipeline, stream, memory_feed, queued, django_capture_on_commit_callbacks
 ):
     client = api(pipeline.user)
     sid = started(client, pipeline, stream)["id"]
@@ -79,7 +81,7 @@ def test_the_recording_becomes_a_queued_scan_that_the_pipeline_quantifies(
     assert queued == [("imaging.validate_scan", (scan.pk,))]  # as an upload's scan
     ended = _events(AuditAction.LIVE_SESSION_ENDED, sid)
     assert len(ended) == 1 and ended[0].changes["scan"] == [None, scan.pk]
-    assert [b.kind for b in transport.get().read_frames(sid, block_ms=0)] == ["frames", "end"]
+    assert [b.kind for b in memory_feed.get().read_frames(sid, block_ms=0)] == ["frames", "end"]
     # Ending again changes nothing.
     again = client.post(f"{URL}{sid}/end/", {"frames_sent": stream.count}, format="json")
     assert again.status_code == 200 and again.json()["scan"] == scan.pk
@@ -123,7 +125,7 @@ def test_the_chained_digests_are_recomputable_from_the_file(api, pipeline, strea
     assert row.recording_chain == chain and _events(AuditAction.LIVE_SESSION_ENDED, sid)[0].changes["chain"][1] == chain
 
 
-def test_an_aborted_session_keeps_its_recording_and_makes_no_scan(api, pipeline, stream, transport):
+def test_an_aborted_session_keeps_its_recording_and_makes_no_scan(api, pipeline, stream, memory_feed):
     client = api(pipeline.user)
     sid = started(client, pipeline, stream)["id"]
     send(client, sid, stream, 0, 4)
@@ -138,7 +140,7 @@ def test_an_aborted_session_keeps_its_recording_and_makes_no_scan(api, pipeline,
     with h5py.File(settings.MEDIA_ROOT / row.recording, "r") as h5:
         assert h5["/measurement/data"].shape[0] == 4
     assert len(_events(AuditAction.LIVE_SESSION_ABORTED, sid)) == 1
-    assert [b.kind for b in transport.get().read_frames(sid, block_ms=0)] == ["frames", "abort"]
+    assert [b.kind for b in memory_feed.get().read_frames(sid, block_ms=0)] == ["frames", "abort"]
     for refused in (
         send(client, sid, stream, 4, 6),
         client.post(f"{URL}{sid}/end/", {"frames_sent": 4}, format="json"),

@@ -20,6 +20,8 @@ from tests.live.stream import URL, create
 from trials.models import Role
 from trials.services.consent import consent_withdraw
 
+pytestmark = pytest.mark.usefixtures("memory_feed")
+
 
 def test_imaging_staff_open_a_session(api, pipeline):
     body = create(api(pipeline.user), pipeline.injection.pk)

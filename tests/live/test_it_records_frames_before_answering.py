@@ -18,6 +18,8 @@ from live.models import LiveSession
 from tests.live.stream import FRAMES_TYPE, URL, create, frames_body, post_frames, send, started
 from trials.services.consent import consent_withdraw
 
+pytestmark = pytest.mark.usefixtures("memory_feed")
+
 
 def recorded(session_id: int):
     row = LiveSession.objects.get(pk=session_id)
@@ -31,11 +33,11 @@ def recorded(session_id: int):
         )
 
 
-def published(transport, session_id: int):
-    return transport.get().read_frames(session_id, block_ms=0)
+def published(memory_feed, session_id: int):
+    return memory_feed.get().read_frames(session_id, block_ms=0)
 
 
-def test_blocks_are_recorded_exactly_and_handed_on(api, pipeline, stream, transport):
+def test_blocks_are_recorded_exactly_and_handed_on(api, pipeline, stream, memory_feed):
     client = api(pipeline.user)
     session = started(client, pipeline, stream)
     sid, n = session["id"], stream.count
@@ -49,16 +51,16 @@ def test_blocks_are_recorded_exactly_and_handed_on(api, pipeline, stream, transp
     np.testing.assert_array_equal(background, stream.background)
     np.testing.assert_array_equal(when, times)
     assert num_frames == n and row.frames_recorded == row.frames_received == n
-    blocks = published(transport, sid)
+    blocks = published(memory_feed, sid)
     assert [(b.first_frame, b.count) for b in blocks] == [(0, 7), (7, 1), (8, n - 8)]
     np.testing.assert_array_equal(np.concatenate([b.frames for b in blocks]), stream.frames)
     np.testing.assert_array_equal(np.concatenate([b.is_background for b in blocks]), stream.background)
-    assert transport.workers == [sid, sid, sid]
+    assert memory_feed.workers == [sid, sid, sid]
     detail = client.get(f"{URL}{sid}/").json()
     assert (detail["frames_received"], detail["frames_recorded"], detail["next_frame"]) == (n, n, n)
 
 
-def test_a_resend_records_only_the_new_tail(api, pipeline, stream, transport):
+def test_a_resend_records_only_the_new_tail(api, pipeline, stream, memory_feed):
     client = api(pipeline.user)
     sid = started(client, pipeline, stream)["id"]
     assert send(client, sid, stream, 0, 7).json()["next_frame"] == 7
@@ -68,10 +70,10 @@ def test_a_resend_records_only_the_new_tail(api, pipeline, stream, transport):
     row, data, _, _, num_frames = recorded(sid)
     np.testing.assert_array_equal(data, stream.frames[:10])
     assert num_frames == 10 and row.frames_recorded == 10 and row.frames_received == 7 + 10 + 3
-    assert [(b.first_frame, b.count) for b in published(transport, sid)] == [(0, 7), (7, 3)]
+    assert [(b.first_frame, b.count) for b in published(memory_feed, sid)] == [(0, 7), (7, 3)]
 
 
-def test_a_gap_is_refused_with_the_next_frame(api, pipeline, stream, transport):
+def test_a_gap_is_refused_with_the_next_frame(api, pipeline, stream, memory_feed):
     client = api(pipeline.user)
     sid = started(client, pipeline, stream)["id"]
     send(client, sid, stream, 0, 5)
@@ -80,7 +82,7 @@ def test_a_gap_is_refused_with_the_next_frame(api, pipeline, stream, transport):
     assert response.json()["error"]["code"] == "frame_gap" and response.json()["next_frame"] == 5
     row, data, *_ = recorded(sid)
     assert row.frames_recorded == 5 and data.shape[0] == 5
-    assert len(published(transport, sid)) == 1
+    assert len(published(memory_feed, sid)) == 1
 
 
 def _message(stream, **overrides):
@@ -119,7 +121,7 @@ BAD_MESSAGES = {
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_MESSAGES))
-def test_each_bad_message_has_its_code_and_records_nothing(api, pipeline, stream, transport, kind):
+def test_each_bad_message_has_its_code_and_records_nothing(api, pipeline, stream, memory_feed, kind):
     client = api(pipeline.user)
     sid = started(client, pipeline, stream)["id"]
     code, build = BAD_MESSAGES[kind]
@@ -128,7 +130,7 @@ def test_each_bad_message_has_its_code_and_records_nothing(api, pipeline, stream
     assert response.json()["error"]["code"] == code
     row, data, *_ = recorded(sid)
     assert row.frames_recorded == row.frames_received == 0 and data.shape[0] == 0
-    assert published(transport, sid) == [] and transport.workers == []
+    assert published(memory_feed, sid) == [] and memory_feed.workers == []
 
 
 def test_a_body_too_large_is_refused_from_its_content_length_unread(api, pipeline, stream):
@@ -151,7 +153,7 @@ def test_frames_need_a_started_stream_and_their_media_type(api, pipeline, stream
     assert FRAMES_TYPE in wrong.json()["error"]["message"]
 
 
-def test_a_withdrawn_consent_stops_the_stream(api, pipeline, stream, transport, coordinator_a):
+def test_a_withdrawn_consent_stops_the_stream(api, pipeline, stream, memory_feed, coordinator_a):
     client = api(pipeline.user)
     sid = started(client, pipeline, stream)["id"]
     assert send(client, sid, stream, 0, 5).status_code == 200
@@ -170,5 +172,5 @@ def test_a_withdrawn_consent_stops_the_stream(api, pipeline, stream, transport, 
     again = send(client, sid, stream, 5, 10)
     assert again.status_code == 409 and again.json()["error"]["code"] == "session_not_streaming"
     assert recorded(sid)[1].shape[0] == 5
-    blocks = published(transport, sid)
+    blocks = published(memory_feed, sid)
     assert [(b.kind, b.first_frame) for b in blocks] == [("frames", 0), ("abort", -1)]

@@ -12,6 +12,8 @@ from tests.conftest import _member
 from tests.live.stream import URL, create, frames_body, post_frames, send, started, token_client
 from trials.models import Role
 
+pytestmark = pytest.mark.usefixtures("memory_feed")
+
 
 @pytest.fixture
 def imaging_b(site_b):
