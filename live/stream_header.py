@@ -104,6 +104,10 @@ class StreamHeader:
         }
 
 
+class _TooLarge(ValueError):
+    pass
+
+
 def _count_leaves(value: Any, depth: int = 0) -> int:
     if depth > MAX_NESTING:
         raise ValueError(f"nested deeper than {MAX_NESTING} levels")
@@ -111,7 +115,7 @@ def _count_leaves(value: Any, depth: int = 0) -> int:
         return sum(_count_leaves(v, depth + 1) for v in value)
     if isinstance(value, str):
         if len(value) > MAX_STRING_CHARACTERS:
-            raise ValueError(f"a string of {len(value)} characters (at most {MAX_STRING_CHARACTERS})")
+            raise _TooLarge(f"a string of {len(value)} characters (at most {MAX_STRING_CHARACTERS})")
         return 1
     if isinstance(value, bool) or value is None:
         return 1
@@ -138,6 +142,8 @@ def _check_fields(fields: Any) -> dict:
             )
         try:
             leaves = _count_leaves(value)
+        except _TooLarge as exc:
+            raise RuleViolation("field_too_large", f"Field {key}: {exc}.", field="fields") from None
         except ValueError as exc:
             raise RuleViolation("invalid_field_value", f"Field {key}: {exc}.", field="fields") from None
         if leaves > MAX_FIELD_NUMBERS:

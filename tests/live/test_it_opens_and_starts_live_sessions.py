@@ -129,13 +129,17 @@ def test_each_bad_header_is_refused_with_its_code(api, pipeline, stream, code, n
     assert LiveSession.objects.get().status == "open"
 
 
-def test_a_ragged_field_and_a_non_object_are_refused(api, pipeline, stream):
+def test_ragged_fields_huge_strings_and_non_objects_are_refused(api, pipeline, stream):
     client = api(pipeline.user)
     session = create(client, pipeline.injection.pk)
     ragged = _bad(stream.header, lambda h: h["fields"].update({"/acquisition/odd": [[1, 2], [3]]}))
     assert _start(client, session["id"], ragged).json()["error"]["code"] == "invalid_field_value"
+    long_text = _bad(stream.header, lambda h: h["fields"].update({"/experiment/description": "x" * 65537}))
+    assert _start(client, session["id"], long_text).json()["error"]["code"] == "field_too_large"
     response = client.post(f"{URL}{session['id']}/start/", [1, 2], format="json")
     assert response.status_code == 400 and response.json()["error"]["code"] == "bad_stream_header"
+    text = _bad(stream.header, lambda h: h["fields"].update({"/experiment/description": "x" * 5000}))
+    assert _start(client, session["id"], text).status_code == 200  # one string is one value
 
 
 def test_a_stream_that_does_not_fit_its_system_matrix_is_refused_with_an_alert(api, pipeline, stream, site_a):
