@@ -43,8 +43,11 @@ REQUIRED_FIELDS = (
     "/acquisition/receiver/bandwidth",
 )
 SOURCE_KINDS = ("replay", "follow", "scanner")
-# One frame must fit in one frames message (config: MAX_BLOCK_BYTES of live.wire).
+# One frame must fit in one frames message (MAX_BLOCK_BYTES of live.wire) and in the live
+# engine's limits (recon.live: the 3D Bruker frame is 161,568 samples).
 MAX_FRAME_BYTES = 64 * 2**20
+MAX_FRAME_SAMPLES = 2**24
+MAX_PERIODS, MAX_CHANNELS, MAX_SAMPLING_POINTS = 2**16, 64, 2**22
 
 # Codes of the refusals (each 400; config.api_errors.STATUS_BY_CODE).
 HEADER_CODES = (
@@ -259,6 +262,27 @@ def parse_stream_header(header: Any) -> StreamHeader:
         while arr.ndim < 3:
             arr = arr[np.newaxis] if arr.ndim == 2 else arr[..., np.newaxis]
         amplitudes = tuple(float(a) for a in arr[0, :, 0])
+    for (name, limit), size in zip(
+        (("numPeriodsPerFrame", MAX_PERIODS), ("receiver/numChannels", MAX_CHANNELS)), shape[:2], strict=True
+    ):
+        if size > limit:
+            raise RuleViolation("frame_too_large", f"/acquisition/{name} {size} is over {limit}.", field="fields")
+    if shape[2] > MAX_SAMPLING_POINTS or shape[0] * shape[1] * shape[2] > MAX_FRAME_SAMPLES:
+        raise RuleViolation(
+            "frame_too_large",
+            f"A frame of {shape[0]} x {shape[1]} x {shape[2]} samples is over the limits "
+            f"({MAX_SAMPLING_POINTS} sampling points, {MAX_FRAME_SAMPLES} samples per frame).",
+            field="fields",
+        )
+    conversion = fields.get("/acquisition/receiver/dataConversionFactor")
+    if conversion is not None:
+        conv = np.asarray(conversion)
+        if conv.dtype.kind not in "iuf" or conv.size != 2 * shape[1] or (conv.reshape(-1, 2)[:, 0] == 0).any():
+            raise RuleViolation(
+                "invalid_field_value",
+                "/acquisition/receiver/dataConversionFactor must be numChannels x 2 numbers (a != 0, b).",
+                field="fields",
+            )
     frame_bytes = int(np.prod(shape)) * np.dtype(FRAME_DTYPES[dtype]).itemsize
     if frame_bytes > MAX_FRAME_BYTES:
         raise RuleViolation(

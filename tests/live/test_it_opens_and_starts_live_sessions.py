@@ -115,6 +115,7 @@ BAD_HEADERS = {
     "field_too_large": lambda h: h["fields"].update({"/acquisition/extra": list(range(4097))}),
     "required_field_missing": lambda h: h["fields"].pop("/acquisition/receiver/numChannels"),
     "invalid_field_value": lambda h: h["fields"].update({"/acquisition/receiver/numSamplingPoints": -816}),
+    "frame_too_large": lambda h: h["fields"].update({"/acquisition/numPeriodsPerFrame": 2**16 + 1}),
 }
 
 
