@@ -174,3 +174,13 @@ def test_a_withdrawn_consent_stops_the_stream(api, pipeline, stream, memory_feed
     assert recorded(sid)[1].shape[0] == 5
     blocks = published(memory_feed, sid)
     assert [(b.kind, b.first_frame) for b in blocks] == [("frames", 0), ("abort", -1)]
+
+
+def test_acquisition_times_may_not_go_back_across_blocks(api, pipeline, stream, memory_feed):
+    client = api(pipeline.user)
+    sid = started(client, pipeline, stream)["id"]
+    assert send(client, sid, stream, 0, 5, [1.7e9 + i for i in range(5)]).status_code == 200
+    response = send(client, sid, stream, 5, 7, [1.7e9 + 3.5, 1.7e9 + 6])
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_frame_header"
+    row, data, *_ = recorded(sid)
+    assert row.frames_recorded == 5 and data.shape[0] == 5 and len(published(memory_feed, sid)) == 1
