@@ -227,6 +227,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_simulate_stream(args: argparse.Namespace) -> int:
+    from recon.live_simulate import simulate_injection_stream
+
+    result = simulate_injection_stream(
+        args.output_dir, dims=args.dims, num_frames=args.frames, lung_fraction=args.lung_fraction, seed=args.seed
+    )
+    _emit({k: v for k, v in result.items() if k not in ("iron_ng", "injected_ng", "is_background", "roi_records")})
+    return EXIT_OK
+
+
 # CLI option -> ReconParams keyword. Only options given on the command line are
 # passed, so the defaults stay written in one place (ReconParams).
 _RECON_OPTIONS = {
@@ -317,6 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=_nonneg_float, metavar="V", help="receiver noise per sample in V (noise_std_v)")
     p.set_defaults(handler=_cmd_simulate)
 
+    p = sub.add_parser(
+        "simulate-stream", help="simulate an injection stream: calibration.mdf, stream.mdf, rois.json, truth.json"
+    )
+    p.add_argument("output_dir", metavar="OUTDIR")
+    p.add_argument("--dims", type=int, choices=(2, 3), default=2)
+    p.add_argument("--frames", type=_positive_int, default=120, help="foreground frames")
+    p.add_argument(
+        "--lung-fraction", type=_nonneg_float, default=0.2, metavar="F", help="share of the dose to the lungs"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_cmd_simulate_stream)
+
     p = sub.add_parser("reconstruct", help="reconstruct a measurement with a system matrix")
     p.add_argument("--system-matrix", required=True, metavar="CAL.mdf")
     p.add_argument("--measurement", required=True, metavar="MEAS.mdf")
@@ -393,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         if getattr(args, "handler", None) is None:
             raise UsageError(
-                "python -m recon: a command is required (info, validate, simulate, reconstruct, quantify, bench)"
+                "python -m recon: a command is required (info, validate, simulate, simulate-stream, reconstruct, quantify, bench)"
             )
         return args.handler(args)
     except UsageError as exc:

@@ -73,6 +73,7 @@ class Command(BaseCommand):
         if not no_demo:
             call_command("load_demo", stdout=self.stdout)
             call_command("load_demo_scans", stdout=self.stdout)
+            call_command("load_demo_live", stdout=self.stdout)
 
         self.stdout.write(self.style.SUCCESS(f"MPI trial platform running at http://{addrport}/"))
         self.stdout.write(f"API: http://{addrport}/api/v1/   API docs: http://{addrport}/api/docs/")

@@ -1,0 +1,62 @@
+"""The demo's live injection: a streaming scanner with its calibration, the subject's regions
+and a simulated stream whose dose is the injection's own iron; twice is the same as once."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from imaging import selectors
+from imaging.models import RegionOfInterest, Scanner, SystemMatrix
+from live.management.commands.load_demo_live import NUM_AVERAGES, SCANNER_NAME
+from trials.models import Injection
+
+
+def _load(tmp_path, *extra):
+    out = io.StringIO()
+    call_command("load_demo_live", "--frames", "40", "--output", str(tmp_path / "stream"), "--json", *extra, stdout=out)
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+def test_it_prepares_a_stream_the_demo_injection_can_take_and_is_idempotent(db, settings, tmp_path):
+    settings.VAR_DIR = tmp_path / "var"
+    call_command("load_demo", stdout=io.StringIO())
+    demo = _load(tmp_path)
+
+    injection = Injection.objects.get(pk=demo["injection"])
+    scanner = Scanner.objects.get(pk=demo["scanner"])
+    assert scanner.name == SCANNER_NAME and scanner.site_id == injection.subject.site_id
+    calibration = SystemMatrix.objects.get(pk=demo["system_matrix"], scanner=scanner, active=True)
+    assert calibration.tracer_product == injection.batch.nanoparticle_lot.product
+    kinds = sorted(RegionOfInterest.objects.filter(subject=injection.subject).values_list("kind", flat=True))
+    assert kinds == ["liver", "lungs", "lungs", "target"]
+    truth = json.loads(Path(demo["truth"]).read_text())
+    # The stream carries the injection's own dose, in frames as long as the 3D reference's.
+    assert truth["dose_ng"] == pytest.approx(selectors.injected_iron_ng(injection), rel=1e-12)
+    assert truth["frame_duration_s"] == pytest.approx(0.02154, rel=0.01)
+    with h5py.File(demo["stream"], "r") as f:
+        assert int(f["/acquisition/numAverages"][()]) == NUM_AVERAGES
+        is_bg = f["/measurement/isBackgroundFrame"][()].astype(bool)
+        assert f["/measurement/data"].shape[0] == 40 + is_bg.sum() and is_bg[0] and not is_bg[-30]
+    lungs = np.asarray(truth["iron_ng"])[:, [k == "lungs" for k in truth["kinds"]]].sum(axis=1)
+    assert lungs.max() > 0.2 * truth["dose_ng"]  # enough in the lungs to cross the 20 % threshold
+
+    again = _load(tmp_path)
+    assert again == demo
+    assert (
+        Scanner.objects.filter(name=SCANNER_NAME).count() == 1
+        and SystemMatrix.objects.filter(scanner=scanner).count() == 1
+    )
+    assert RegionOfInterest.objects.filter(subject=injection.subject).count() == 4
+
+
+def test_it_refuses_without_the_demo_trial(db, tmp_path):
+    with pytest.raises(CommandError, match="run load_demo first"):
+        _load(tmp_path)
