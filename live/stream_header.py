@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from config.errors import RuleViolation
+from recon.live import LiveStreamError, StreamLayout
 from recon.mdf import MDFError, to_storable
 from recon.recording import FRAME_DTYPES
 
@@ -291,6 +292,10 @@ def parse_stream_header(header: Any) -> StreamHeader:
             f"at most {MAX_FRAME_BYTES}.",
             field="fields",
         )
+    try:  # the live engine parses the same fields: what it refuses, the session refuses now
+        StreamLayout.from_fields(fields, dtype)
+    except LiveStreamError as exc:
+        raise RuleViolation(exc.code, exc.message, field="fields") from None
     return StreamHeader(
         protocol=PROTOCOL,
         dtype=dtype,
