@@ -105,6 +105,20 @@ STATUS_BY_CODE: dict[str, int] = {
     "unsupported_checksum": 400,
     "incomplete_body": 400,  # the request body ended before its Content-Length
     "withdrawn_before_signed": 400,
+    # live sessions (mpi-live/1): a malformed stream header or frames message
+    "bad_frame_header": 400,
+    "bad_frame_length": 400,
+    "bad_stream_header": 400,
+    "field_not_allowed": 400,
+    "field_too_large": 400,
+    "frame_too_large": 400,
+    "invalid_field_value": 400,
+    "non_finite_samples": 400,
+    "required_field_missing": 400,
+    "too_many_fields": 400,
+    "too_many_frames": 400,
+    "unsupported_dtype": 400,
+    "unsupported_protocol": 400,
     # 403: the actor may not
     "forbidden": 403,
     "scope_not_allowed": 403,

@@ -6,5 +6,6 @@ urlpatterns = [
     path("", include("trials.urls")),
     path("", include("compliance.urls")),
     path("", include("imaging.urls")),
+    path("", include("live.urls")),
     path("", include("live.urls_events")),
 ]

@@ -37,7 +37,9 @@ __all__ = [
     "MDFLimitError",
     "ReadLimits",
     "check_declared_sizes",
+    "GENERAL_DEFAULTS",
     "open_h5",
+    "to_storable",
     "voxel_positions",
     "write_mdf",
     "write_reconstruction",
@@ -1169,7 +1171,7 @@ def _as_slice(idx: np.ndarray) -> slice | None:
 
 # Required general groups get "n.a." values when the caller did not set them,
 # so every file the platform writes passes validation.
-_GENERAL_DEFAULTS: dict[str, Any] = {
+GENERAL_DEFAULTS: dict[str, Any] = {
     "/study/name": "n.a.",
     "/study/description": "n.a.",
     "/study/number": 0,
@@ -1186,8 +1188,10 @@ _GENERAL_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _to_storable(path: str, value: Any) -> np.ndarray:
-    """Convert a Python/numpy value to the array MDF stores for it."""
+def to_storable(path: str, value: Any) -> np.ndarray:
+    """Convert a Python/numpy value to the array MDF stores for it (the types of :func:`write_mdf`):
+    ``str`` -> fixed-length bytes, list of str -> fixed-length bytes, ``bool`` -> int8, ``int`` -> int64,
+    ``float`` -> float64, nested lists of numbers -> int64 or float64 arrays, numpy arrays keep their dtype."""
     if isinstance(value, (str, bytes)):
         raw = value.encode("utf-8") if isinstance(value, str) else value
         return np.array(raw, dtype=f"S{max(len(raw), 1)}")
@@ -1269,7 +1273,7 @@ def write_mdf(
         "/uuid": str(_uuid.uuid4()),
         "/time": datetime.now(UTC).isoformat(timespec="milliseconds"),
     }
-    all_fields.update(_GENERAL_DEFAULTS)
+    all_fields.update(GENERAL_DEFAULTS)
     for key, value in fields.items():
         if not key.startswith("/"):
             raise MDFError(f"field name {key!r} must be an absolute path starting with '/'")
@@ -1291,7 +1295,7 @@ def write_mdf(
                 value = all_fields[key]
                 if value is None:
                     continue
-                arr = _to_storable(key, value)
+                arr = to_storable(key, value)
                 chunks = _chunks_for(key, arr, fast)
                 kwargs: dict[str, Any] = {}
                 if chunks is not None:

@@ -308,3 +308,64 @@ def upload_terminate(*, actor, upload: Upload) -> None:
             reason="terminated by the client",
         )
         transaction.on_commit(lambda: uploads.remove(upload.path))
+
+
+def scan_from_recording(
+    *, actor, injection: Injection, scanner: Scanner, path: str, filename: str, hours_after_injection: float
+) -> Scan:
+    """Register a file already stored under MEDIA_ROOT (``path``, relative: a live session's
+    recording) as a scan of ``injection``, as a completed upload does: its size and SHA-256
+    recorded, status received, audited; the caller's interface queues it
+    (``imaging.tasks.queue_next_step``). The same rules as an upload: imaging staff or a
+    coordinator of the subject's site, the subject not withdrawn, a scanner of that site,
+    the imaging consent the time point needs in force, no second scan of the same bytes."""
+    subject = injection.subject
+    access.require_role(actor, site=subject.site, roles=UPLOAD_ROLES, action="record scans")
+    if subject.status == Subject.Status.WITHDRAWN:
+        raise RuleViolation(
+            "subject_withdrawn", f"Subject {subject.code} has withdrawn from the trial: no new scans.", field="subject"
+        )
+    if hours_after_injection < 0:
+        raise RuleViolation("invalid_time_point", "The time point cannot be before the injection.", field="hours")
+    if scanner.site_id != subject.site_id:
+        raise RuleViolation(
+            "scanner_not_found",
+            f"Scanner #{scanner.pk} is not a scanner of site {subject.site.code}.",
+            field="scanner",
+        )
+    stored = uploads.media_path(path)
+    if not stored.is_file():
+        raise RuleViolation("recording_missing", "The recorded file is not in storage: nothing to register.")
+    size, sha = stored.stat().st_size, uploads.file_sha256(path)
+    assert_imaging_consent(subject, injection=injection, hours_after_injection=hours_after_injection)
+    duplicate = _duplicate_scan(subject, sha)
+    if duplicate is not None:
+        raise RuleViolation(
+            "duplicate_scan",
+            f"This file was already registered for subject {subject.code} as scan #{duplicate.pk} ({duplicate.status}).",
+        )
+    try:
+        with transaction.atomic():
+            scan = Scan(
+                subject=subject,
+                injection=injection,
+                scanner=scanner,
+                hours_after_injection=hours_after_injection,
+                filename=filename[:255],
+                file=path,
+                size_bytes=size,
+                sha256=sha,
+                created_by=actor,
+            )
+            scan.full_clean(validate_unique=False)
+            scan.save()
+            _audit_scan(
+                actor=actor,
+                action=AuditAction.SCAN_STATUS_CHANGED,
+                scan=scan,
+                changes={"status": [None, ScanStatus.RECEIVED], "sha256": [None, sha], "file": [None, filename]},
+                reason="recorded from a live session",
+            )
+    except IntegrityError:
+        raise RuleViolation("duplicate_scan", f"This file was already registered for subject {subject.code}.") from None
+    return scan

@@ -17,6 +17,12 @@ Left out, with the reason:
   files, which OpenAPI cannot describe well enough to generate; they have
   their own tests (tests/imaging/test_tus_upload.py, test_upload_refusals.py), and
   the malformed metadata the fuzzer once found is pinned in tests/config/test_error_envelope.py.
+* the live stream's header and frames (``POST /api/v1/live-sessions/{id}/start/`` and
+  ``.../frames/``): a header is valid only with the MDF fields of a real acquisition that
+  fits a calibration, and a frames body is a JSON line followed by raw samples of the
+  stream's shape (protocol mpi-live/1, docs/live-protocol.md), neither of which OpenAPI
+  can describe well enough to generate; each malformed kind has its own test
+  (tests/live/test_it_opens_and_starts_live_sessions.py, test_it_records_frames_before_answering.py).
 * the token endpoint (``POST /api/v1/auth/token/``): every generated wrong password
   counts towards the django-axes lockout of the same address, so fuzzing it locks the
   cast out of everything else mid-run; tests/trials/test_token.py covers it.
@@ -48,6 +54,8 @@ NOT_FUZZED = [
     ("/api/v1/uploads/{id}/", None),
     ("/api/v1/uploads/", "POST"),
     ("/api/v1/auth/token/", None),
+    ("/api/v1/live-sessions/{id}/start/", "POST"),
+    ("/api/v1/live-sessions/{id}/frames/", "POST"),
 ]
 
 

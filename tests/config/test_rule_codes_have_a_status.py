@@ -16,7 +16,7 @@ from config.api_errors import RULE_DEFAULT_STATUS, STATUS_BY_CODE, STATUS_BY_COD
 from config.errors import RuleViolation
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("compliance", "config", "imaging", "trials", "web")
+APPS = ("compliance", "config", "imaging", "live", "trials", "web")
 
 # The codes that mean "the records' present state refuses this": answered 409 by default.
 CONFLICTS = frozenset(
@@ -35,12 +35,15 @@ CONFLICTS = frozenset(
         "consent_document_superseded",
         "consent_document_wrong_trial",
         "consent_missing",
+        "consent_not_in_force",  # live: checked before every block; the session is aborted
         "consent_superseded",
         "consent_withdrawn",
         "duplicate_roi",
         "duplicate_scan",
         "duplicate_system_matrix",
         "export_not_ready",
+        "frame_gap",  # live: the answer carries next_frame
+        "frames_missing",  # live: the answer carries next_frame
         "insufficient_cells",
         "invalid_transition",
         "labelling_locked",
@@ -48,20 +51,31 @@ CONFLICTS = frozenset(
         "lot_expiry_before_use",
         "lot_not_released",
         "lot_rejected",
+        "no_frames_recorded",
         "no_system_matrix",
         "not_retryable",
         "offset_mismatch",
         "password_missing",
+        "recording_missing",
         "scan_not_quantified",
+        "scanner_mismatch",  # live: the system matrix named was measured on another scanner
+        "scanner_required",  # live: the site has no scanner or several
         "scope_already_withdrawn",
         "scope_not_granted",
         "scopes_locked_after_withdrawal",
         "signed_after_withdrawal",
         "signed_before_withdrawal",
+        "session_ended",
+        "session_not_open",
+        "session_not_streaming",
         "status_unchanged",
+        "stream_header_changed",
         "subject_not_enrolled",
         "subject_status_final",
         "subject_withdrawn",
+        "system_matrix_mismatch",
+        "system_matrix_not_found",  # live: not a calibration of the injection's site
+        "system_matrix_retired",
         "trial_mismatch",
         "upload_busy",
         "upload_closed",
@@ -96,7 +110,7 @@ def _raised_codes() -> list[tuple[str, str, str]]:
             name = getattr(node.func, "id", getattr(node.func, "attr", None))
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
             arg = None
-            if name == "RuleViolation" and node.args:
+            if name in ("RuleViolation", "StreamPositionViolation") and node.args:
                 arg = node.args[0]
             else:  # a helper that raises a code given by keyword (imaging's _refuse_upload)
                 arg = next((k.value for k in node.keywords if k.arg == "code"), None)

@@ -1,6 +1,15 @@
-"""Live monitoring fixtures: a streaming session at site A with the subject's regions
-(heart: target, liver, lungs), the in-memory transport, and a fake engine whose region iron is
-what the test puts in the frames (sample r of a frame = the iron of region r, ng)."""
+"""Fixtures of the live tests.
+
+The ingest path: the scan pipeline's subject at site A (scanner, the simulated
+calibration in the library, injection, ROIs: ``tests.imaging.conftest``), the simulated
+measurement as a stream (its header fields, its frames), the in-memory transport emptied
+for each test, and the live worker's start recorded instead of run (``memory_feed``:
+these tests check what the ingest path hands on, not the worker).
+
+The live worker: a streaming session at site A with the subject's regions (heart:
+target, liver, lungs), the in-memory transport (``transport``), and a fake engine whose
+region iron is what the test puts in the frames (sample r of a frame = the iron of
+region r, ng)."""
 
 from __future__ import annotations
 
@@ -8,15 +17,51 @@ import json
 import time
 from types import SimpleNamespace
 
+import h5py
 import numpy as np
 import pytest
 from django.utils import timezone
 
 from imaging.services.rois import roi_define
+from live import feed
 from live.models import LiveSession
 from live.transport import get_transport, reset_memory_transport
 from tests import factories as f
+from tests.imaging.conftest import nothing_changed, pipeline, sim, simulate  # noqa: F401 - fixtures
 from tests.imaging.factories import ScannerFactory, SystemMatrixFactory
+from tests.live.stream import header_fields
+
+
+@pytest.fixture
+def memory_feed(settings, monkeypatch):
+    """The in-memory transport, empty, and ``live.feed``'s worker start recorded instead of
+    run: ``memory_feed.get()`` is the transport, ``memory_feed.workers`` lists each
+    ensure_worker call. For tests of what the ingest path hands on (the worker's own
+    tests run it)."""
+    settings.LIVE_TRANSPORT = "memory"
+    reset_memory_transport()
+    workers: list[int] = []
+    monkeypatch.setattr(feed, "_ensure_worker", workers.append)
+    yield SimpleNamespace(get=get_transport, workers=workers)
+    reset_memory_transport()
+
+
+@pytest.fixture(scope="session")
+def stream(sim):  # noqa: F811 - the imported fixture, asked for by name
+    """The simulated measurement as the bridge streams it: header fields and frames."""
+    with h5py.File(sim["measurement"], "r") as h5:
+        frames = np.asarray(h5["/measurement/data"])
+        background = np.asarray(h5["/measurement/isBackgroundFrame"]).astype(bool)
+    fields = header_fields(sim["measurement"])
+    header = {
+        "protocol": "mpi-live/1",
+        "dtype": "float32",
+        "started_at": 1.7e9,
+        "source": {"kind": "replay", "filename": "measurement.mdf", "measurement_uuid": None},
+        "fields": fields,
+    }
+    return SimpleNamespace(header=header, frames=frames, background=background, count=frames.shape[0])
+
 
 FRAME_S = 0.0215  # one 3D Lissajous frame
 # In the engine's order (the regions by name): frame sample r is the iron of REGIONS[r].

@@ -1,0 +1,32 @@
+"""What the ingest path hands on once a block is recorded: the frames to the transport
+(``live.transport``), and the session's live worker started if this process runs it
+(``live.runner.ensure_worker``: a worker thread in the embedded setup, nothing when
+separate ``live_worker`` processes do the work). Called by the interface (``live.api``)
+after the service returned, so only recorded frames are ever published."""
+
+from __future__ import annotations
+
+from live.services.sessions import RecordedBlock
+from live.transport import get_transport
+
+
+def _ensure_worker(session_id: int) -> None:
+    from live.runner import ensure_worker  # type: ignore[import-not-found,unused-ignore]  # the stream helper's module (merged separately)
+
+    ensure_worker(session_id)
+
+
+def frames_recorded(block: RecordedBlock) -> None:
+    """Publish the newly recorded frames of ``block`` (a resend of recorded frames publishes nothing)."""
+    if block.frames.shape[0]:
+        get_transport().publish_frames(
+            block.session.pk, block.first_frame, block.frames, block.is_background, block.acquired_at
+        )
+    _ensure_worker(block.session.pk)
+
+
+def session_closed(session_id: int, kind: str, info: dict) -> None:
+    """After end (``info``: {"scan": id}) or abort (``info``: {"reason"}): the control block
+    after the last frames, so the worker finishes the session."""
+    get_transport().publish_control(session_id, kind, info)
+    _ensure_worker(session_id)

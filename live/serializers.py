@@ -1,0 +1,82 @@
+"""Serializers of the live API: they only translate (the stream header and frames
+messages are validated by ``live.stream_header`` and ``live.wire``, whose refusals have
+codes of their own)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from config.ids import IdField
+from live.models import LiveSession
+
+
+class LiveSessionOutput(serializers.ModelSerializer):
+    next_frame = serializers.IntegerField(
+        source="frames_recorded",
+        read_only=True,
+        help_text="The next frame index the server expects (= frames_recorded).",
+    )
+    site = serializers.IntegerField(source="subject.site_id", read_only=True)
+
+    class Meta:
+        model = LiveSession
+        fields = [
+            "id",
+            "status",
+            "status_reason",
+            "injection",
+            "subject",
+            "site",
+            "scanner",
+            "system_matrix",
+            "dtype",
+            "frame_shape",
+            "frame_duration_s",
+            "frames_received",
+            "frames_recorded",
+            "next_frame",
+            "frames_dropped",
+            "lag_ms",
+            "scan",
+            "recording_chain",
+            "created_at",
+            "started_at",
+            "ended_at",
+        ]
+
+
+class LiveSessionCreateInput(serializers.Serializer):
+    injection = IdField()
+    system_matrix = IdField(required=False, allow_null=True, help_text="Default: matched at start, as for uploads.")
+    scanner = IdField(
+        required=False,
+        allow_null=True,
+        help_text="Default: the system matrix's scanner, else the site's only scanner.",
+    )
+
+
+class StreamSourceInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["replay", "follow", "scanner"])
+    filename = serializers.CharField()
+    measurement_uuid = serializers.CharField(allow_null=True)
+
+
+class StreamHeaderInput(serializers.Serializer):
+    """The stream header (documentation of the body; ``live.stream_header`` validates it)."""
+
+    protocol = serializers.CharField(help_text='"mpi-live/1"')
+    dtype = serializers.ChoiceField(choices=["int16", "int32", "float32", "float64"], help_text="little-endian")
+    started_at = serializers.FloatField(help_text="Unix seconds: the stream's start on the bridge's clock")
+    source = StreamSourceInput()  # type: ignore[assignment]  # the header's key; Field.source is DRF's own
+    fields = serializers.DictField(  # type: ignore[assignment]  # the header's key; Serializer.fields is DRF's own
+        help_text="MDF v2 paths (/study/, /experiment/, /scanner/, /acquisition/, /tracer/) to JSON values"
+    )
+
+
+class FramesAnswer(serializers.Serializer):
+    next_frame = serializers.IntegerField()
+    frames_recorded = serializers.IntegerField()
+
+
+class EndInput(serializers.Serializer):
+    frames_sent = serializers.IntegerField(min_value=0, help_text="Frames the bridge sent (all of them answered).")

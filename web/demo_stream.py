@@ -1,0 +1,85 @@
+"""The demo's live injection, streamed: a session for the demo injection, a scanner token
+for the demo's imaging staff, and the bridge replaying the simulated stream into it.
+
+The same path a site's scanner takes (``python -m bridge replay`` over HTTP with a
+scanner-scoped token); used by ``manage.py demo_stream`` and by the button on the demo's
+live page. Here, at the top of the layers, because it needs both live sessions and the
+token service of compliance.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from live.services.sessions import session_create
+
+from compliance.tokens import scoped_token_issue
+from config.errors import RuleViolation
+from config.token_scopes import TokenScope
+from live.management.commands.load_demo_live import PROTOCOL, demo_injection, demo_live_dir
+from live.models import LiveSession
+from trials.models import Role, Trial
+
+DEMO_STREAMER = "imaging_a"
+
+
+@dataclass(frozen=True)
+class DemoStream:
+    session: LiveSession
+    command: list[str]  # the bridge's command line, the token replaced by "<token>"
+    process: subprocess.Popen
+
+
+def demo_stream_ready() -> bool:
+    return (demo_live_dir() / "stream.mdf").exists() and not settings.PRODUCTION
+
+
+def start_demo_stream(*, base_url: str, speed: float = 1.0, log_path: Path | None = None) -> DemoStream:
+    """Open a live session for the demo injection and start the bridge replaying into it."""
+    if settings.PRODUCTION:
+        raise RuleViolation("demo_only", "The demo stream runs only on a demo platform.")
+    trial = Trial.objects.filter(protocol_number=PROTOCOL).first()
+    injection = demo_injection(trial) if trial is not None else None
+    stream = demo_live_dir() / "stream.mdf"
+    if injection is None or not stream.exists():
+        raise RuleViolation("demo_not_loaded", "The demo live injection is not loaded: run load_demo_live first.")
+    user = (
+        get_user_model()
+        .objects.filter(
+            trial_memberships__site=injection.subject.site,
+            trial_memberships__role=Role.IMAGING_STAFF,
+            trial_memberships__active=True,
+        )
+        .order_by("username")
+        .first()
+    )
+    if user is None:
+        raise RuleViolation("demo_not_loaded", "The demo site has no imaging staff to stream.")
+    session = session_create(actor=user, injection=injection)
+    issued = scoped_token_issue(
+        actor=user,
+        user=user,
+        name=f"demo bridge, live session {session.pk}",
+        scope=TokenScope.SCANNER,
+        expires_in_days=1,
+    )
+    args = ["replay", str(stream), "--url", base_url, "--session", str(session.pk), "--speed", f"{speed:g}"]
+    command = [sys.executable, "-m", "bridge", *args, "--token"]
+    log = open(log_path or (Path(settings.VAR_DIR) / f"demo-stream-{session.pk}.log"), "ab")  # noqa: SIM115 - the bridge's output, for as long as it runs
+    process = subprocess.Popen([*command, issued.key], cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT)
+    return DemoStream(session=session, command=[*command, "<token>"], process=process)
+
+
+def summary_line(output: str) -> dict | None:
+    """The bridge's JSON summary: its last line of output."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        return None
