@@ -21,6 +21,7 @@ APPS = ("compliance", "config", "imaging", "live", "trials", "web")
 # The codes that mean "the records' present state refuses this": answered 409 by default.
 CONFLICTS = frozenset(
     {
+        "alert_already_acknowledged",  # live: someone acknowledged the alert first
         "already_retired",
         "autologous_mismatch",
         "batch_already_labelled",
