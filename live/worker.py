@@ -70,7 +70,12 @@ EngineFactory = Callable[..., Any]
 
 class EngineUnavailable(Exception):
     """The session cannot be reconstructed live (its header, calibration or regions): the
-    worker still follows the stream to its end, with no metrics, and says why in ``health``."""
+    worker still follows the stream to its end, with no metrics, and says why in ``health``.
+    ``code`` "system_matrix_mismatch": the stream does not fit the calibration (a technical alert)."""
+
+    def __init__(self, message: str, code: str = "engine_unavailable"):
+        super().__init__(message)
+        self.code = code
 
 
 def build_engine(calibration_path, fields: dict, dtype: str, roi_records: list[dict], *, operator_cache_dir):
@@ -80,7 +85,9 @@ def build_engine(calibration_path, fields: dict, dtype: str, roi_records: list[d
     try:
         layout = StreamLayout.from_fields(fields, dtype)
         return LiveEngine.build(calibration_path, layout, roi_records, operator_cache_dir=operator_cache_dir)
-    except (LiveStreamError, ValueError, OSError) as exc:
+    except LiveStreamError as exc:
+        raise EngineUnavailable(str(exc), exc.code) from exc
+    except (ValueError, OSError) as exc:
         raise EngineUnavailable(str(exc)) from exc
 
 
@@ -132,6 +139,7 @@ class LiveWorker:
         self.lease_lost = False
         self.engine: Any = None
         self.unavailable = ""
+        self.notes: list[str] = []
         self._frames_since_image = 0
         self._last_image_at = 0.0
         self._last_health_at = 0.0
@@ -159,8 +167,9 @@ class LiveWorker:
         except RuleViolation:
             self.injected_ng = None
         records, skipped = roi_records(s.subject)
+        self.notes = ["provisional: the recording's offline quantification is authoritative"]
         if skipped:
-            log.warning("live session #%s: label-volume ROIs %s are not monitored live", s.pk, skipped)
+            self.notes.append(f"regions defined by a label volume are not monitored live: {', '.join(skipped)}")
         try:
             if not s.header or s.system_matrix is None:
                 raise EngineUnavailable("the stream has no accepted header or no system matrix")
@@ -173,12 +182,18 @@ class LiveWorker:
                 records,
                 operator_cache_dir=cache,
             )
-            if self.frames_processed > 0 and s.engine_state:
-                self.engine.restore(bytes(s.engine_state))
         except (EngineUnavailable, ValueError, OSError) as exc:
             self.engine = None
             self.unavailable = f"live monitoring unavailable: {exc}"
             log.warning("live session #%s: %s", s.pk, self.unavailable)
+            if getattr(exc, "code", "") == "system_matrix_mismatch":
+                self._raise([AlertFinding("system_matrix_mismatch", None, None, None, None, str(exc))])
+        if self.engine is not None and self.frames_processed > 0 and s.engine_state:
+            try:
+                self.engine.restore(bytes(s.engine_state))
+            except ValueError as exc:  # a checkpoint of another engine (calibration or regions changed)
+                self.notes.append(f"the background estimate restarted at frame {self.frames_processed}: {exc}")
+                log.warning("live session #%s: engine state not restored: %s", s.pk, exc)
         regions = (
             Regions(tuple(self.engine.region_names), tuple(self.engine.region_kinds))
             if self.engine is not None
@@ -387,6 +402,7 @@ class LiveWorker:
             "frames_dropped": self.frames_dropped,
             "lag_ms": self.lag_ms,
             "monitoring": self.unavailable or "live",
+            "notes": self.notes,
         }
         self.transport.publish_event(self.session_id, event)
         final = row["status"] in (LiveSession.Status.ENDED, LiveSession.Status.ABORTED)

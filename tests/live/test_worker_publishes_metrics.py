@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from live.models import LiveMetric, LiveSession
-from live.worker import FINISHED, LiveWorker
+from live.models import LiveAlert, LiveMetric, LiveSession
+from live.worker import FINISHED, EngineUnavailable, LiveWorker
 from tests.imaging.factories import ScanFactory
 from tests.live.conftest import events_of, publish
 
@@ -118,3 +118,35 @@ def test_images_at_five_per_second_and_dropped_when_behind(live, transport, engi
     assert len(events_of(transport, live.session, "image")) == 11
     assert LiveSession.objects.get(pk=live.session.pk).frames_dropped == 6 * block - 16
     assert [m["frame"] for m in events_of(transport, live.session, "metrics")] == list(range(16 * block))
+
+
+@pytest.mark.parametrize("code", ["engine_unavailable", "system_matrix_mismatch"])
+def test_without_an_engine_the_stream_is_still_followed_to_its_end(live, transport, code):
+    def refuse(*args, **kwargs):
+        raise EngineUnavailable("the calibration's dividers [102, 96] differ from the stream's [34, 32]", code)
+
+    publish(transport, live.session, 0, np.tile([50_000.0, 0.0, 0.0], (12, 1)), t0=time.time())
+    transport.publish_control(live.session.pk, "end", {"scan": None})
+    assert LiveWorker(live.session.pk, transport, engine_factory=refuse).run() == "ended"
+    assert events_of(transport, live.session, "metrics") == []
+    health = events_of(transport, live.session, "health")[0]
+    assert health["monitoring"].startswith("live monitoring unavailable: the calibration's dividers")
+    assert LiveSession.objects.get(pk=live.session.pk).frames_processed == 12
+    alerts = list(LiveAlert.objects.filter(session=live.session).values_list("kind", flat=True))
+    assert alerts == (["system_matrix_mismatch"] if code == "system_matrix_mismatch" else [])
+
+
+def test_a_checkpoint_of_another_engine_restarts_the_background(live, transport, engines):
+    LiveSession.objects.filter(pk=live.session.pk).update(frames_processed=5, engine_state=b"not a state")
+    publish(transport, live.session, 0, np.tile([50_000.0, 0.0, 0.0], (10, 1)), t0=time.time())
+    transport.publish_control(live.session.pk, "end", {"scan": None})
+
+    def factory(*args, **kwargs):
+        engine = engines.factory(*args, **kwargs)
+        engine.restore = lambda state: (_ for _ in ()).throw(ValueError("not a live engine state"))
+        return engine
+
+    assert LiveWorker(live.session.pk, transport, engine_factory=factory).run() == "ended"
+    assert [m["frame"] for m in events_of(transport, live.session, "metrics")] == list(range(5, 10))
+    notes = events_of(transport, live.session, "health")[0]["notes"]
+    assert any("background estimate restarted at frame 5" in n for n in notes)
