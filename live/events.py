@@ -12,7 +12,10 @@ The stream: ``retry: 1000``, then each event as ``id: <transport id>`` and ``dat
 ``?last_event_id=`` resumes after that id, with no event twice and none missed (as long
 as the transport keeps it: ``live.transport.EVENTS_KEPT``). ``: ping`` every
 ``PING_INTERVAL_S`` seconds keeps proxies from closing an idle connection. The stream
-closes after the ``ended`` event.
+closes after the ``ended`` event; when the transport no longer has it (an embedded server
+restarted) it is sent from the session's row, without an id, once the worker has finished
+the session. A viewer of a session that is over but not yet finished by a worker starts
+this process's embedded worker for it (``live.runner.ensure_worker``).
 
 Served two ways by the same view:
 - WSGI (runserver, gunicorn): a generator that waits on the transport
@@ -31,21 +34,27 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
 from config.api_errors import error_body
 from config.token_scopes import TokenScope
+from live.models import FINAL_STATUSES, LiveSession
+from live.runner import ensure_worker
 from live.selectors import live_sessions_visible_to
 from live.transport import get_transport
+from live.worker import FINISHED
 
 PING_INTERVAL_S = 15.0
 SYNC_BLOCK_MS = 1000
 ASYNC_POLL_S = 0.05
 RETRY_MS = 1000
+# While no event comes, whether the worker has finished the session is read from its row this often.
+FINISHED_CHECK_S = 5.0
 
 
 class _EventsEndpoint:
@@ -92,25 +101,45 @@ def sse(event_id: str, event: dict) -> str:
     return f"id: {event_id}\ndata: {json.dumps(event, separators=(',', ':'), allow_nan=False)}\n\n"
 
 
+def finished_event(session_id: int) -> dict | None:
+    """The ``ended`` event of a session whose stream the live worker finished, from its row:
+    for a viewer whose transport no longer holds the event (an embedded server restarted)."""
+    row = LiveSession.objects.filter(pk=session_id, worker_id=FINISHED).values("status", "scan_id").first()
+    return None if row is None else {"type": "ended", "scan": row["scan_id"], "status": row["status"]}
+
+
+def _ended(event: dict) -> str:
+    # No id: the transport never numbered it, and a resume after it has nothing to miss.
+    return f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
 def sync_stream(session_id: int, after: str | None, *, transport=None) -> Iterator[str]:
     transport = transport if transport is not None else get_transport()
     yield f"retry: {RETRY_MS}\n\n"
-    pinged = time.monotonic()
+    pinged = checked = time.monotonic()
     while True:
-        for event_id, event in transport.read_events(session_id, after, block_ms=SYNC_BLOCK_MS):
+        events = transport.read_events(session_id, after, block_ms=SYNC_BLOCK_MS)
+        for event_id, event in events:
             after = event_id
             yield sse(event_id, event)
             if event.get("type") == "ended":
                 return
-        if time.monotonic() - pinged >= PING_INTERVAL_S:
-            pinged = time.monotonic()
+        now = time.monotonic()
+        if not events and now - checked >= FINISHED_CHECK_S:
+            checked = now
+            ended = finished_event(session_id)
+            if ended is not None:
+                yield _ended(ended)
+                return
+        if now - pinged >= PING_INTERVAL_S:
+            pinged = now
             yield ": ping\n\n"
 
 
 async def async_stream(session_id: int, after: str | None, *, transport=None) -> AsyncIterator[str]:
     transport = transport if transport is not None else get_transport()
     yield f"retry: {RETRY_MS}\n\n"
-    pinged = time.monotonic()
+    pinged = checked = time.monotonic()
     while True:
         events = await asyncio.to_thread(transport.read_events, session_id, after, block_ms=0)
         for event_id, event in events:
@@ -118,8 +147,15 @@ async def async_stream(session_id: int, after: str | None, *, transport=None) ->
             yield sse(event_id, event)
             if event.get("type") == "ended":
                 return
-        if time.monotonic() - pinged >= PING_INTERVAL_S:
-            pinged = time.monotonic()
+        now = time.monotonic()
+        if not events and now - checked >= FINISHED_CHECK_S:
+            checked = now
+            ended = await sync_to_async(finished_event)(session_id)
+            if ended is not None:
+                yield _ended(ended)
+                return
+        if now - pinged >= PING_INTERVAL_S:
+            pinged = now
             yield ": ping\n\n"
         if not events:
             await asyncio.sleep(ASYNC_POLL_S)
@@ -131,8 +167,14 @@ def session_events(request: HttpRequest, pk: int) -> HttpResponseBase:
     user, refused = _authenticated(request)
     if refused is not None:
         return refused
-    if not live_sessions_visible_to(user).filter(pk=pk).exists():
+    session = live_sessions_visible_to(user).filter(pk=pk).values("status", "worker_id").first()
+    if session is None:
         return _error("not_found", "Not found.", 404)
+    if session["status"] in FINAL_STATUSES and session["worker_id"] != FINISHED:
+        # Over, but its stream not finished: this process's worker (embedded) takes it up.
+        ensure_worker(pk)
+    if request.method == "HEAD":
+        return HttpResponse(content_type="text/event-stream; charset=utf-8")
     after = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or None
     stream = async_stream(pk, after) if isinstance(request, ASGIRequest) else sync_stream(pk, after)
     response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")

@@ -62,7 +62,7 @@ MAX_IMAGE_SIDE = 128
 # Frames kept by the engine for an image (recon.live.IMAGE_HISTORY).
 IMAGE_FRAMES = 16
 # A final session whose control block never comes (lost with an in-memory transport):
-# ended after this many idle seconds once every recorded frame is processed.
+# ended after this many idle seconds.
 FINAL_IDLE_S = 5.0
 
 EngineFactory = Callable[..., Any]
@@ -394,26 +394,30 @@ class LiveWorker:
         row = LiveSession.objects.filter(pk=self.session_id).values(
             "status", "frames_received", "frames_recorded", "scan_id"
         )[0]
-        event = {
-            "type": "health",
-            "frames_received": row["frames_received"],
-            "frames_recorded": row["frames_recorded"],
-            "frames_processed": self.frames_processed,
-            "frames_dropped": self.frames_dropped,
-            "lag_ms": self.lag_ms,
-            "monitoring": self.unavailable or "live",
-            "notes": self.notes,
-        }
-        self.transport.publish_event(self.session_id, event)
         final = row["status"] in (LiveSession.Status.ENDED, LiveSession.Status.ABORTED)
-        if (
-            final
-            and self._idle_since is not None
-            and now - self._idle_since >= FINAL_IDLE_S
-            and self.frames_processed >= row["frames_recorded"]
-        ):
-            # The session is over and every recorded frame is processed, but its control
-            # block never came (an in-memory transport lost with its process): end here.
+        end_here = final and self._idle_since is not None and now - self._idle_since >= FINAL_IDLE_S
+        if end_here and int(row["frames_recorded"]) > self.frames_processed:
+            self.notes.append(
+                f"frames {self.frames_processed}-{row['frames_recorded'] - 1} never reached the live monitor "
+                "(they are in the recording)"
+            )
+        self.transport.publish_event(
+            self.session_id,
+            {
+                "type": "health",
+                "frames_received": row["frames_received"],
+                "frames_recorded": row["frames_recorded"],
+                "frames_processed": self.frames_processed,
+                "frames_dropped": self.frames_dropped,
+                "lag_ms": self.lag_ms,
+                "monitoring": self.unavailable or "live",
+                "notes": self.notes,
+            },
+        )
+        if end_here:
+            # The session is over but its control block never came (an in-memory transport
+            # lost with its process, a publish that failed after the service): end here. The
+            # recording has every frame; the notes say which never reached the monitor.
             self._finish(row["status"], row["scan_id"])
 
     # ------------------------------------------------------------------ end

@@ -14,6 +14,7 @@ from django.test import AsyncClient, Client
 from compliance.tokens import token_issue
 from config.token_scopes import TokenScope
 from live import events as live_events
+from live.models import LiveSession
 from live.worker import LiveWorker
 from tests.live.conftest import publish
 
@@ -44,6 +45,7 @@ def streamed(live, transport, engines):
     t0 = time.time()
     for k in range(4):
         publish(transport, live.session, k * 10, np.tile([90_000.0, 0.0, 0.0], (10, 1)), t0=t0)
+    LiveSession.objects.filter(pk=live.session.pk).update(status="ended")
     transport.publish_control(live.session.pk, "end", {"scan": None})
     LiveWorker(live.session.pk, transport, engine_factory=engines.factory).run()
     return live.session
@@ -52,6 +54,8 @@ def streamed(live, transport, engines):
 def get(user, session, **headers):
     client = Client()
     client.force_login(user)
+    if headers.pop("REQUEST_METHOD", "GET") == "HEAD":
+        return client.head(url(session), **headers)
     return client.get(url(session), **headers)
 
 
@@ -168,3 +172,24 @@ def test_pings_keep_an_idle_stream_open(live, transport, monkeypatch):
     assert next(stream).startswith("id: 1\ndata: ")
     with pytest.raises(StopIteration):
         next(stream)
+
+
+def test_a_finished_session_whose_events_are_gone_still_ends_the_stream(imaging_a, streamed, monkeypatch):
+    """An embedded server restarted after the worker finished: the transport has no event
+    left; the `ended` event comes from the session's row (without an id)."""
+    from live.transport import reset_memory_transport
+
+    reset_memory_transport()
+    monkeypatch.setattr(live_events, "FINISHED_CHECK_S", 0.0)
+    monkeypatch.setattr(live_events, "SYNC_BLOCK_MS", 10)
+    messages = parse(b"".join(get(imaging_a, streamed).streaming_content))
+    assert messages[-1][:2] == (None, {"type": "ended", "scan": None, "status": "ended"})
+
+
+def test_a_viewer_of_a_session_over_but_not_finished_starts_the_embedded_worker(imaging_a, live, monkeypatch):
+    started = []
+    monkeypatch.setattr(live_events, "ensure_worker", started.append)
+    LiveSession.objects.filter(pk=live.session.pk).update(status="aborted", status_reason="consent withdrawn")
+    response = get(imaging_a, live.session, REQUEST_METHOD="HEAD")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/event-stream")
+    assert started == [live.session.pk]

@@ -129,7 +129,12 @@ def test_a_final_session_whose_control_block_was_lost_still_ends(live, transport
     monkeypatch.setattr(live_worker, "FINAL_IDLE_S", 0.0)
     monkeypatch.setattr(live_worker, "HEALTH_INTERVAL_S", 0.0)
     publish(transport, live.session, 0, np.tile([80_000.0, 0.0, 0.0], (10, 1)), t0=time.time())
-    LiveSession.objects.filter(pk=live.session.pk).update(status="aborted", status_reason="consent withdrawn")
+    # 12 frames recorded, 10 published: the last 2 were lost with the transport
+    LiveSession.objects.filter(pk=live.session.pk).update(
+        status="aborted", status_reason="consent withdrawn", frames_received=12, frames_recorded=12
+    )
     worker = LiveWorker(live.session.pk, transport, engine_factory=engines.factory, read_block_ms=10)
     assert worker.run() == "aborted"
-    assert events_of(transport, live.session)[-1] == {"type": "ended", "scan": None, "status": "aborted"}
+    events = events_of(transport, live.session)
+    assert events[-1] == {"type": "ended", "scan": None, "status": "aborted"}
+    assert "frames 10-11 never reached the live monitor (they are in the recording)" in events[-2]["notes"]
