@@ -113,7 +113,10 @@ class FakeEngine:
 
 
 @pytest.fixture
-def transport():
+def transport(settings):
+    """The in-memory transport, empty (also where CI's broker is Redis: these tests are of
+    the worker, the transport has its own tests over both)."""
+    settings.LIVE_TRANSPORT = "memory"
     reset_memory_transport()
     yield get_transport()
     reset_memory_transport()

@@ -138,3 +138,32 @@ def test_a_final_session_whose_control_block_was_lost_still_ends(live, transport
     events = events_of(transport, live.session)
     assert events[-1] == {"type": "ended", "scan": None, "status": "aborted"}
     assert "frames 10-11 never reached the live monitor (they are in the recording)" in events[-2]["notes"]
+
+
+def test_a_new_worker_resumes_over_redis_streams(live, engines):
+    """The same over Redis Streams (production): the killed worker's unacknowledged block is
+    the consumer group's pending entry, read first by the next worker."""
+    from live.transport import RedisTransport
+    from tests.services import redis_url
+
+    transport = RedisTransport(redis_url())
+    import redis
+
+    client = redis.Redis.from_url(redis_url())
+    client.delete(f"live:{live.session.pk}:frames", f"live:{live.session.pk}:events")  # ids restart per test DB
+    try:
+        foreground = feed(live, transport)
+        runner.claim_session("A", session_id=live.session.pk)
+        first = LiveWorker(live.session.pk, transport, engine_factory=engines.factory, worker_id="A")
+        first.run(max_blocks=4)
+        first._checkpoint = lambda *a, **k: (_ for _ in ()).throw(Killed())
+        with pytest.raises(Killed):
+            first.run(max_blocks=1)
+        expire_lease(live.session)
+        runner.claim_session("B", session_id=live.session.pk)
+        second = LiveWorker(live.session.pk, transport, engine_factory=engines.factory, worker_id="B")
+        assert second.run() == "ended"
+        assert [e["frame"] for e in events_of(transport, live.session, "metrics")] == foreground
+        assert not client.exists(f"live:{live.session.pk}:frames")  # forgotten once finished
+    finally:
+        client.delete(f"live:{live.session.pk}:frames", f"live:{live.session.pk}:events")
