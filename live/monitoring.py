@@ -117,10 +117,10 @@ class AlertRules:
     expected_percent: float = 50.0
     injection_expected_s: float = 600.0
     stream_started_at: float | None = None
+    next_frame: int | None = None  # the frame expected next (a block starting later: frames missing)
     _runs: dict = field(default_factory=dict)
     _recent: deque = field(default_factory=deque)  # (sum of iron (R,), frames) of the last blocks
     _last_acquired: float | None = None
-    _next_frame: int | None = None
 
     def __post_init__(self) -> None:
         self._recent = deque(maxlen=self.sustain)
@@ -135,8 +135,8 @@ class AlertRules:
         """Gaps in a block of frames (background frames included) and before it."""
         found = []
         n = len(acquired_at)
-        if self._next_frame is not None and first_frame > self._next_frame:
-            missing = first_frame - self._next_frame
+        if self.next_frame is not None and first_frame > self.next_frame:
+            missing = first_frame - self.next_frame
             found.append(
                 AlertFinding(
                     "frame_gap",
@@ -144,12 +144,12 @@ class AlertRules:
                     float(acquired_at[0]) if n else None,
                     None,
                     None,
-                    f"Frames {self._next_frame}-{first_frame - 1} ({missing}) never reached the live monitor.",
+                    f"Frames {self.next_frame}-{first_frame - 1} ({missing}) never reached the live monitor.",
                 )
             )
         if n and self.frame_duration_s:
             times = np.asarray(acquired_at, dtype=np.float64)
-            if self._last_acquired is not None and self._next_frame == first_frame:
+            if self._last_acquired is not None and self.next_frame == first_frame:
                 times = np.concatenate([[self._last_acquired], times])
                 offset = 1
             else:
@@ -174,7 +174,7 @@ class AlertRules:
                 )
         if n:
             self._last_acquired = float(acquired_at[-1])
-            self._next_frame = first_frame + n
+            self.next_frame = first_frame + n
             if self.stream_started_at is None:
                 self.stream_started_at = float(acquired_at[0])
         return found

@@ -210,6 +210,7 @@ class LiveWorker:
             expected_percent=float(settings.LIVE_TARGET_EXPECTED_PERCENT),
             injection_expected_s=float(settings.LIVE_INJECTION_EXPECTED_S),
             stream_started_at=(s.header or {}).get("started_at"),
+            next_frame=self.frames_processed,
         )
 
     def _published_so_far(self) -> tuple[int, dict | None]:

@@ -125,3 +125,13 @@ def test_frame_gap_and_lag_are_technical_alerts(live, transport, engines, settin
     lag = LiveAlert.objects.get(session=live.session, kind="lag")
     assert lag.frame == 3 * BLOCK - 1
     assert "budget of 1000 ms" in lag.message
+
+
+def test_frames_missing_from_the_stream_are_a_frame_gap(live, transport, engines):
+    t0 = time.time()
+    publish(transport, live.session, 0, np.tile([100_000.0, 0.0, 0.0], (BLOCK, 1)), t0=t0)
+    publish(transport, live.session, 2 * BLOCK, np.tile([100_000.0, 0.0, 0.0], (BLOCK, 1)), t0=t0)
+    LiveWorker(live.session.pk, transport, engine_factory=engines.factory).run(max_blocks=2)
+    gap = LiveAlert.objects.get(session=live.session, kind="frame_gap")
+    assert gap.frame == 2 * BLOCK
+    assert gap.message.startswith(f"Frames {BLOCK}-{2 * BLOCK - 1} ({BLOCK}) never reached the live monitor")
