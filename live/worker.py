@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 # worker_id of a session whose stream the live worker has finished (``ended`` published).
 FINISHED = "finished"
 IMAGE_INTERVAL_S = 0.15  # images at >= 5/s while frames flow
-HEALTH_INTERVAL_S = 1.0
+HEALTH_INTERVAL_S = 0.8  # checked at least every read_block_ms (0.2 s): one health event per <= 1 s
 # A projection larger than this per side is reduced (block maximum) before it is sent.
 MAX_IMAGE_SIDE = 128
 # Frames kept by the engine for an image (recon.live.IMAGE_HISTORY).
