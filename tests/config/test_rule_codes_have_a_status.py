@@ -32,6 +32,8 @@ CONFLICTS = frozenset(
         "chain_of_identity_locked",
         "consent_correction_uncovers_injection",
         "consent_document_not_effective",
+        "demo_not_loaded",
+        "demo_only",
         "consent_document_superseded",
         "consent_document_wrong_trial",
         "consent_missing",
