@@ -49,6 +49,7 @@ CONFLICTS = frozenset(
         "lot_not_released",
         "lot_rejected",
         "no_system_matrix",
+        "not_a_scan_upload",
         "not_retryable",
         "offset_mismatch",
         "password_missing",
@@ -63,8 +64,10 @@ CONFLICTS = frozenset(
         "subject_status_final",
         "subject_withdrawn",
         "trial_mismatch",
+        "upload_already_registered",
         "upload_busy",
         "upload_closed",
+        "upload_not_complete",
         "verifier_is_administrator",
     }
 )
