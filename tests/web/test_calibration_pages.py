@@ -232,3 +232,30 @@ def test_a_site_without_scanners_is_a_dead_end_too(browser_client, site_b, coord
     page = browser_client(coordinator_b).get(reverse("web:subject", args=[subject.pk])).content.decode()
 
     assert f"{WARNING} <strong>{batch.nanoparticle_lot.product}</strong>" in page and "site B" in page
+
+
+def test_labelling_a_batch_with_a_tracer_without_calibration_warns_at_once(browser_client, pipeline, coordinator_a):
+    """The first step where the dead end is certain: the tracer and the site are both known."""
+    lot = f.NanoparticleLotFactory(trial=pipeline.subject.trial, product="Perimag", lot_number="PM-2026-02")
+    batch = f.CellBatchFactory(
+        donor_subject=None, site=pipeline.subject.site, unlabelled=True, manufactured_at=f.days_ago(5)
+    )
+    when = f.days_ago(4).strftime("%Y-%m-%dT%H:%M")  # a day after manufacture, in any time zone
+
+    response = browser_client(coordinator_a).post(
+        reverse("web:batch-label", args=[batch.pk]),
+        {
+            "nanoparticle_lot": lot.pk,
+            "incubation_concentration_ug_fe_per_ml": "50",
+            "iron_per_cell_pg": "11.2",
+            "labelling_efficiency_percent": "96.5",
+            "labelled_at": when,
+            "reason": "labelling done",
+        },
+        follow=True,
+    )
+
+    batch.refresh_from_db()
+    assert batch.nanoparticle_lot == lot
+    messages = [str(m) for m in response.context["messages"]]
+    assert any(m.startswith(f"{WARNING} Perimag (lot PM-2026-02) on the scanners of site A") for m in messages)
