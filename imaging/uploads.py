@@ -32,7 +32,10 @@ Creation
     creates no scan (no ``Scan-Id``): the file waits, complete, until
     ``POST /api/v1/system-matrices/`` with ``{"upload": <id>, "scanner", "name",
     "tracer_product", "nanoparticle_lot"?}`` validates and registers it (the whole
-    file's sha256 is checked then).
+    file's sha256 is checked then) and removes the upload's copy. A file refused there
+    for what it is (not valid, not a calibration, already in the library, another
+    digest than declared) closes the upload and removes its bytes (audited as
+    UPLOAD_REFUSED); registering it again answers 404 ``upload_terminated``.
 
 Offset
     ``HEAD /api/v1/uploads/{id}/`` → 200 with ``Upload-Offset`` and ``Upload-Length``

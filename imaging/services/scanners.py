@@ -251,6 +251,12 @@ def system_matrix_register_from_upload(
             "register it on that scanner, or upload the file again for this one.",
             field="scanner",
         )
+    if upload.status == Upload.Status.TERMINATED:
+        raise RuleViolation(
+            "upload_terminated",
+            f"Upload {upload.pk} is closed (its file was refused, or the upload abandoned): upload the file again.",
+            field="upload",
+        )
     if upload.status != Upload.Status.COMPLETED:
         raise RuleViolation(
             "upload_not_complete",
@@ -265,15 +271,55 @@ def system_matrix_register_from_upload(
             f"Upload {upload.pk} is already registered as {registered.describe()}.",
             field="upload",
         )
-    return system_matrix_register(
-        actor=actor,
-        scanner=scanner,
-        name=name,
-        tracer_product=tracer_product,
-        source_path=uploads.media_path(upload.path),
-        nanoparticle_lot=nanoparticle_lot,
-        upload=upload,
-    )
+    try:
+        return system_matrix_register(
+            actor=actor,
+            scanner=scanner,
+            name=name,
+            tracer_product=tracer_product,
+            source_path=uploads.media_path(upload.path),
+            nanoparticle_lot=nanoparticle_lot,
+            upload=upload,
+        )
+    except RuleViolation as exc:
+        if exc.code in FILE_REFUSALS:
+            _discard_upload(actor=actor, upload=upload, code=exc.code, message=exc.message)
+        raise
+
+
+# Refusals of the bytes themselves: the upload can never be registered on its scanner.
+FILE_REFUSALS = frozenset(
+    {
+        "invalid_system_matrix",
+        "not_a_calibration",
+        "no_delta_concentration",
+        "duplicate_system_matrix",
+        "upload_sha256_mismatch",
+    }
+)
+
+
+def _discard_upload(*, actor, upload: Upload, code: str, message: str) -> None:
+    """A calibration upload whose file was refused is closed and its bytes removed; the
+    refusal is itself part of the record (UPLOAD_REFUSED, with the code and the reason)."""
+    site = upload.scanner.site
+    with transaction.atomic():
+        if not Upload.objects.filter(pk=upload.pk, status=Upload.Status.COMPLETED).update(
+            status=Upload.Status.TERMINATED
+        ):
+            return
+        record_event(
+            actor=actor,
+            action=AuditAction.UPLOAD_REFUSED,
+            object_type="imaging.upload",
+            object_id=upload.pk,
+            trial_id=site.trial_id,
+            site_id=site.pk,
+            changes={"status": [Upload.Status.COMPLETED, Upload.Status.TERMINATED], "code": [None, code]},
+            reason=message,
+        )
+        transaction.on_commit(lambda: uploads.remove(upload.path))
+    upload.status = Upload.Status.TERMINATED
 
 
 def system_matrix_retire(*, actor, system_matrix: SystemMatrix, reason: str) -> SystemMatrix:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import h5py
 import pytest
+from django.core.management import base as management_base
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.core.management.base import connections as command_connections
 
 from audit.actions import AuditAction
 from audit.models import AuditEvent
@@ -165,7 +165,7 @@ def test_a_refused_command_exits_1_with_one_line_and_stores_nothing(
 
 def test_from_the_command_line_a_refusal_is_one_line_on_stderr_and_exit_1(pipeline, tracer, monkeypatch, capsys):
     # run_from_argv closes the database connections when done: not the test's own.
-    monkeypatch.setattr(command_connections, "close_all", lambda: None)
+    monkeypatch.setattr(management_base.connections, "close_all", lambda: None)
     argv = ["manage.py", "register_system_matrix", pipeline.sim["measurement"]]
     argv += ["--scanner", str(pipeline.scanner.pk), "--name", NAME, "--tracer", tracer]
 
@@ -263,7 +263,7 @@ def _without_delta_concentration(source: Path, target: Path) -> Path:
     ],
 )
 def test_a_file_that_is_no_usable_calibration_is_refused_with_400(
-    api, pipeline, tracer, settings, tmp_path, case, code, words
+    api, pipeline, tracer, settings, tmp_path, django_capture_on_commit_callbacks, case, code, words
 ):
     if case == "junk":
         data = os.urandom(8192)
@@ -273,15 +273,24 @@ def test_a_file_that_is_no_usable_calibration_is_refused_with_400(
         data = _without_delta_concentration(Path(pipeline.sim["system_matrix"]), tmp_path / "nodelta.mdf").read_bytes()
     client = api(pipeline.user)
     upload_id, _ = tus.upload_calibration(client, data, scanner=pipeline.scanner.pk)
+    part = Path(settings.MEDIA_ROOT) / Upload.objects.get(pk=upload_id).path
     rows, events, files = SystemMatrix.objects.count(), AuditEvent.objects.count(), _library_files(settings)
 
-    response = _register(client, upload_id, pipeline.scanner, tracer)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _register(client, upload_id, pipeline.scanner, tracer)
 
     assert response.status_code == 400, response.content
     error = response.json()["error"]
     assert error["code"] == code and words in error["message"]
-    assert SystemMatrix.objects.count() == rows and AuditEvent.objects.count() == events
-    assert _library_files(settings) == files
+    assert SystemMatrix.objects.count() == rows and _library_files(settings) == files
+    # The bytes can never be registered: the upload is closed, its file removed, the refusal recorded.
+    assert Upload.objects.get(pk=upload_id).status == "terminated" and not part.exists()
+    assert AuditEvent.objects.count() == events + 1
+    refusal = AuditEvent.objects.order_by("-sequence").first()
+    assert (refusal.action, refusal.object_id) == (AuditAction.UPLOAD_REFUSED, upload_id)
+    assert refusal.changes["code"] == [None, code]
+    again = _register(client, upload_id, pipeline.scanner, tracer)
+    assert again.status_code == 404 and again.json()["error"]["code"] == "upload_terminated"
 
 
 def test_it_validates_ownership(api, pipeline, calibration, tracer, imaging_b, scanner_b):
