@@ -55,6 +55,7 @@ CONFLICTS = frozenset(
         "lot_rejected",
         "no_frames_recorded",
         "no_system_matrix",
+        "not_a_scan_upload",
         "not_retryable",
         "offset_mismatch",
         "password_missing",
@@ -79,8 +80,10 @@ CONFLICTS = frozenset(
         "system_matrix_not_found",  # live: not a calibration of the injection's site
         "system_matrix_retired",
         "trial_mismatch",
+        "upload_already_registered",
         "upload_busy",
         "upload_closed",
+        "upload_not_complete",
         "verifier_is_administrator",
     }
 )
