@@ -167,3 +167,14 @@ def test_production_settings_exempt_health_from_the_https_redirect(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["['^health/']", "ops.middleware.HealthCheckMiddleware", "60", "True"]
+
+
+def test_any_other_kombu_broker_is_asked_through_kombu(settings):
+    settings.CELERY_BROKER_URL = "memory://"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    assert health.check_broker() == health.OK
+    from ops.queues import queue_depths
+
+    depths = queue_depths()
+    assert depths.problem == "" and depths.unacknowledged is None
+    assert depths.depths == dict.fromkeys(health.declared_queues(), 0)
