@@ -17,13 +17,13 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from live.services.sessions import session_create
 
 from compliance.tokens import scoped_token_issue
 from config.errors import RuleViolation
 from config.token_scopes import TokenScope
 from live.management.commands.load_demo_live import PROTOCOL, demo_injection, demo_live_dir
 from live.models import LiveSession
+from live.services.sessions import session_create
 from trials.models import Role, Trial
 
 DEMO_STREAMER = "imaging_a"

@@ -51,4 +51,5 @@ urlpatterns = [
     path("scans/<int:pk>/pacs/", views.scan_pacs_send, name="scan-pacs-send"),
     path("exports/", views.exports, name="exports"),
     path("exports/<int:pk>/retry/", views.export_retry, name="export-retry"),
+    path("operations/", views.operations, name="operations"),
 ]

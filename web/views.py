@@ -44,6 +44,7 @@ from trials.services import lots as lots_services
 from trials.services import subjects as subjects_services
 from trials.services.batches import LABELLING_FIELDS
 from web import forms, plots, queries, volume
+from web import operations as operations_page
 from web.permissions import may_export, may_write, require_trial_resource_write, require_write
 
 RULE_ERRORS = (RuleViolation, ValidationError)
@@ -1058,3 +1059,16 @@ def roi_define(request, pk):
         messages.success(request, f"Region {form.cleaned_data['name']!r} defined for {subject.code}.")
         return redirect(reverse("web:subject", args=[subject.pk]) + "#h-rois")
     return _subject_page(request, subject, forms.SignForm(), status=400, roi_form=form)
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@login_required
+@require_GET
+def operations(request):
+    """Queue depths, stalled work, worker heartbeats and the audit checkpoint state, for
+    platform administrators (superusers, as the Django admin): 404 for everyone else."""
+    if not (request.user.is_active and request.user.is_superuser):
+        raise Http404
+    return render(request, "web/operations.html", operations_page.overview())
