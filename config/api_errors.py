@@ -59,6 +59,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "confirmation_required": 400,
     "donor_at_other_site": 400,
     "empty_upload": 400,
+    "file_missing": 400,
     "geometry_or_labels": 400,
     "hydrodynamic_smaller_than_core": 400,
     "identifier_contains_phi": 400,
@@ -84,10 +85,13 @@ STATUS_BY_CODE: dict[str, int] = {
     "label_value_required": 400,
     "labelled_before_manufacture": 400,
     "lot_of_other_trial": 400,
+    "lot_of_other_tracer": 400,
     "missing_metadata": 400,
+    "name_required": 400,
     "no_change": 400,  # a correction that changes nothing
     "no_delta_concentration": 400,
     "not_a_calibration": 400,
+    "not_a_calibration_upload": 400,
     "not_filterable": 400,
     "not_signable": 400,
     "otp_invalid": 400,
@@ -101,8 +105,11 @@ STATUS_BY_CODE: dict[str, int] = {
     "scope_not_issuable": 400,
     "subject_required": 400,
     "token_lifetime_too_long": 400,
+    "tracer_required": 400,
     "unknown_field": 400,
     "unsupported_checksum": 400,
+    "upload_scanner_mismatch": 400,
+    "upload_sha256_mismatch": 400,
     "incomplete_body": 400,  # the request body ended before its Content-Length
     "withdrawn_before_signed": 400,
     # live sessions (mpi-live/1): a malformed stream header or frames message

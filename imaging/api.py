@@ -31,10 +31,17 @@ from imaging.models import Alert, DicomSend, Measurement, PacsDestination, Regio
 from imaging.services.downloads import file_download_record
 from imaging.services.rois import roi_define
 from imaging.services.scan_claims import scan_retry
-from imaging.services.scan_uploads import UploadRequest, upload_append, upload_create, upload_terminate
-from imaging.services.scanners import system_matrix_retire
+from imaging.services.scan_uploads import (
+    CalibrationUploadRequest,
+    UploadRequest,
+    calibration_upload_create,
+    upload_append,
+    upload_create,
+    upload_terminate,
+)
+from imaging.services.scanners import system_matrix_register_from_upload, system_matrix_retire
 from trials.filters import IdFilterSet
-from trials.selectors import subjects_visible_to
+from trials.selectors import lots_visible_to, subjects_visible_to
 from trials.serializers import ReasonInput
 
 UPLOAD_DESCRIPTION = uploads.__doc__
@@ -90,15 +97,37 @@ def _int_header(request, name: str) -> int:
     return value
 
 
-def _metadata_request(request) -> UploadRequest:
-    meta = uploads.parse_metadata(request.headers.get("Upload-Metadata"))
-    missing = [key for key in uploads.METADATA_KEYS if not meta.get(key)]
+def _require_metadata(meta: dict[str, str], keys: tuple[str, ...], what: str) -> None:
+    missing = [key for key in keys if not meta.get(key)]
     if missing:
         raise RuleViolation(
             "missing_metadata",
-            f"Upload-Metadata lacks {', '.join(missing)} (needs {', '.join(uploads.METADATA_KEYS)}).",
+            f"Upload-Metadata of {what} lacks {', '.join(missing)} (needs {', '.join(keys)}).",
             field="Upload-Metadata",
         )
+
+
+def _metadata_request(request) -> UploadRequest | CalibrationUploadRequest:
+    meta = uploads.parse_metadata(request.headers.get("Upload-Metadata"))
+    kind = meta.get("kind") or "scan"
+    if kind not in uploads.UPLOAD_KINDS:
+        raise RuleViolation(
+            "invalid_metadata",
+            f"Upload-Metadata kind {kind!r} is not one of {', '.join(uploads.UPLOAD_KINDS)}.",
+            field="Upload-Metadata",
+        )
+    if kind == "calibration":
+        _require_metadata(meta, uploads.CALIBRATION_METADATA_KEYS, "a calibration")
+        calibration = s.CalibrationUploadMetadataInput(data=meta)
+        calibration.is_valid(raise_exception=True)
+        fields = calibration.validated_data
+        return CalibrationUploadRequest(
+            scanner=get_object_or_404(selectors.scanners_visible_to(request.user), pk=fields["scanner"]),
+            sha256=fields["sha256"],
+            filename=fields["filename"],
+            length=_int_header(request, "Upload-Length"),
+        )
+    _require_metadata(meta, uploads.METADATA_KEYS, "a scan")
     data = s.UploadMetadataInput(data=meta)
     data.is_valid(raise_exception=True)
     values = data.validated_data
@@ -116,10 +145,19 @@ def _metadata_request(request) -> UploadRequest:
 
 @extend_schema(tags=["uploads"], description=UPLOAD_DESCRIPTION)
 class UploadCollectionApi(TusMixin, APIView):
-    @extend_schema(request=None, responses={201: None}, summary="tus creation: start a resumable scan upload")
+    @extend_schema(
+        request=None,
+        responses={201: None},
+        summary="tus creation: start a resumable scan upload (or, with Upload-Metadata kind calibration, "
+        "a calibration's)",
+    )
     def post(self, request):
         self.check_tus_version(request)
-        upload = upload_create(actor=request.user, request=_metadata_request(request))
+        wanted = _metadata_request(request)
+        if isinstance(wanted, CalibrationUploadRequest):
+            upload = calibration_upload_create(actor=request.user, request=wanted)
+        else:
+            upload = upload_create(actor=request.user, request=wanted)
         response = Response(status=status.HTTP_201_CREATED)
         response["Location"] = request.build_absolute_uri(f"{request.path.rstrip('/')}/{upload.pk}/")
         response["Upload-Offset"] = "0"
@@ -305,6 +343,32 @@ class SystemMatrixViewSet(ScopedViewSet):
     selector = selectors.system_matrices_visible_to
     serializer_class = s.SystemMatrixOutput
     filterset_class = _id_filters(SystemMatrix, ["scanner", "active"])
+
+    @extend_schema(
+        request=s.SystemMatrixRegisterInput,
+        responses={201: s.SystemMatrixOutput},
+        summary="Register a calibration from a completed resumable upload (Upload-Metadata kind calibration): "
+        "validated, summarised and added to the scanner's library",
+    )
+    def create(self, request):
+        data = self.validated(s.SystemMatrixRegisterInput)
+        # Another site's scanner or upload is not there for this user: 404.
+        scanner = get_object_or_404(selectors.scanners_visible_to(request.user), pk=data["scanner"])
+        upload = get_object_or_404(selectors.uploads_visible_to(request.user), pk=data["upload"])
+        lot = None
+        if data.get("nanoparticle_lot") is not None:
+            lot = lots_visible_to(request.user).filter(pk=data["nanoparticle_lot"]).first()
+            if lot is None:
+                raise RuleViolation("not_found", "No such nanoparticle lot.", field="nanoparticle_lot")
+        system_matrix = system_matrix_register_from_upload(
+            actor=request.user,
+            upload=upload,
+            scanner=scanner,
+            name=data["name"],
+            tracer_product=data["tracer_product"],
+            nanoparticle_lot=lot,
+        )
+        return self.output(self.refetched(system_matrix), status.HTTP_201_CREATED)
 
     @extend_schema(
         request=ReasonInput,

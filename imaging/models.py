@@ -97,6 +97,11 @@ class SystemMatrix(models.Model):
     registered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # The resumable upload the file came through (API), if it came through one: an upload
+    # is registered once.
+    upload = models.OneToOneField(
+        "Upload", null=True, blank=True, on_delete=models.PROTECT, related_name="system_matrix"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -132,15 +137,28 @@ class UploadStatus(models.TextChoices):
     TERMINATED = "terminated", "Terminated"
 
 
+class UploadKind(models.TextChoices):
+    SCAN = "scan", "Scan"
+    CALIBRATION = "calibration", "Calibration"
+
+
 class Upload(models.Model):
-    """One resumable (tus) upload: the file grows on disk until ``offset == length``."""
+    """One resumable (tus) upload: the file grows on disk until ``offset == length``.
+
+    A ``scan`` upload names its subject, injection and time point and becomes a Scan when
+    complete; a ``calibration`` upload names its scanner only, and its completed file waits
+    to be registered as a SystemMatrix (``imaging.services.scanners``)."""
 
     Status = UploadStatus
+    Kind = UploadKind
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="scan_uploads")
-    injection = models.ForeignKey(Injection, on_delete=models.PROTECT, related_name="scan_uploads")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SCAN)
+    subject = models.ForeignKey(Subject, null=True, blank=True, on_delete=models.PROTECT, related_name="scan_uploads")
+    injection = models.ForeignKey(
+        Injection, null=True, blank=True, on_delete=models.PROTECT, related_name="scan_uploads"
+    )
     scanner = models.ForeignKey(Scanner, on_delete=models.PROTECT, related_name="uploads")
-    hours_after_injection = models.FloatField()
+    hours_after_injection = models.FloatField(null=True, blank=True)
     filename = models.CharField(max_length=255)
     length = models.PositiveBigIntegerField()
     offset = models.PositiveBigIntegerField(default=0)
@@ -157,6 +175,22 @@ class Upload(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(offset__lte=models.F("length")), name="upload_offset_within_length"),
             models.CheckConstraint(condition=Q(status__in=UploadStatus.values), name="upload_status_valid"),
+            # A scan upload knows whose scan it is; a calibration upload belongs to no subject.
+            models.CheckConstraint(
+                condition=Q(
+                    kind=UploadKind.SCAN,
+                    subject__isnull=False,
+                    injection__isnull=False,
+                    hours_after_injection__isnull=False,
+                )
+                | Q(
+                    kind=UploadKind.CALIBRATION,
+                    subject__isnull=True,
+                    injection__isnull=True,
+                    hours_after_injection__isnull=True,
+                ),
+                name="upload_kind_fields",
+            ),
         ]
 
     def __str__(self) -> str:

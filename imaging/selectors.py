@@ -26,9 +26,11 @@ def system_matrices_visible_to(user) -> QuerySet[SystemMatrix]:
 
 
 def uploads_visible_to(user) -> QuerySet[Upload]:
-    return Upload.objects.filter(Q(subject__site_id__in=visible_site_ids(user)), sponsor_limited(user)).select_related(
-        "subject__site", "subject__trial"
-    )
+    """Scan and calibration uploads of the user's sites (a scan upload's scanner is at its
+    subject's site). A sponsor sees no calibration upload: none has a subject sharing data."""
+    return Upload.objects.filter(
+        Q(scanner__site_id__in=visible_site_ids(user)), sponsor_limited(user, trial="scanner__site__trial_id")
+    ).select_related("scanner__site", "subject__site", "subject__trial")
 
 
 def scans_visible_to(user) -> QuerySet[Scan]:

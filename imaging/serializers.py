@@ -232,6 +232,28 @@ class DicomSendOutput(serializers.ModelSerializer):
         ]
 
 
+class CalibrationUploadMetadataInput(serializers.Serializer):
+    """The decoded tus Upload-Metadata of a calibration upload (``kind calibration``)."""
+
+    scanner = IdField()
+    sha256 = serializers.CharField()
+    filename = serializers.CharField()
+
+
+class SystemMatrixRegisterInput(serializers.Serializer):
+    """Register the file of a completed calibration upload in its scanner's library."""
+
+    upload = serializers.UUIDField(help_text="Id of a completed resumable upload started with kind calibration.")
+    scanner = IdField(help_text="The scanner the upload was started for.")
+    name = serializers.CharField(max_length=200)
+    tracer_product = serializers.CharField(
+        max_length=120, help_text="The tracer product, as on the nanoparticle lots it quantifies."
+    )
+    nanoparticle_lot = IdField(
+        required=False, allow_null=True, help_text="Only when the calibration is valid for this one lot."
+    )
+
+
 class UploadMetadataInput(serializers.Serializer):
     """The decoded tus Upload-Metadata of a new upload (its ids and numbers; a FloatField
     refuses NaN and infinities)."""

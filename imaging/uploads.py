@@ -22,6 +22,21 @@ Creation
     UPLOAD_REFUSED); 409 when no active system matrix of the scanner fits the tracer;
     404 when the subject is not at one of the caller's sites.
 
+    A calibration (a system-matrix MDF for a scanner's library) travels the same way:
+    ``Upload-Metadata`` with ``kind calibration`` and the keys ``scanner`` (scanner id),
+    ``sha256`` and ``filename`` only (no subject, injection or time point), by imaging
+    staff of the scanner's site. ``kind`` absent or ``scan`` is a scan upload as above;
+    another ``kind`` is 400. Refusals: 404 when the scanner is not at one of the caller's
+    sites; 403 for another role; 409 ``duplicate_system_matrix`` when the file (sha256)
+    is already in the scanner's library. The PATCH that completes a calibration upload
+    creates no scan (no ``Scan-Id``): the file waits, complete, until
+    ``POST /api/v1/system-matrices/`` with ``{"upload": <id>, "scanner", "name",
+    "tracer_product", "nanoparticle_lot"?}`` validates and registers it (the whole
+    file's sha256 is checked then) and removes the upload's copy. A file refused there
+    for what it is (not valid, not a calibration, already in the library, another
+    digest than declared) closes the upload and removes its bytes (audited as
+    UPLOAD_REFUSED); registering it again answers 404 ``upload_terminated``.
+
 Offset
     ``HEAD /api/v1/uploads/{id}/`` → 200 with ``Upload-Offset`` and ``Upload-Length``
     (``Cache-Control: no-store``). A client resumes from ``Upload-Offset``.
@@ -110,6 +125,9 @@ OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 CHECKSUM_MISMATCH = 460
 
 METADATA_KEYS = ("subject", "injection", "hours", "scanner", "sha256", "filename")
+# Upload-Metadata ``kind``: absent or ``scan`` (METADATA_KEYS), or ``calibration`` (these).
+UPLOAD_KINDS = ("scan", "calibration")
+CALIBRATION_METADATA_KEYS = ("scanner", "sha256", "filename")
 
 
 def media_path(relative: str) -> Path:

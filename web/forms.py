@@ -290,6 +290,47 @@ class UploadForm(forms.Form):
         _model_choice(self, "scanner").queryset = scanners
 
 
+class CalibrationRegisterForm(forms.Form):
+    """A calibration MDF for a scanner's library. The file arrives as a plain multipart
+    upload (Django streams one over FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file); the
+    service validates it."""
+
+    scanner = ModelChoice(queryset=None, empty_label=None)
+    name = forms.CharField(max_length=200, help_text="E.g. the date and what changed since the last calibration.")
+    tracer_product = forms.CharField(
+        label="Tracer product",
+        max_length=120,
+        help_text="As on the nanoparticle lots it quantifies: scans are matched on it.",
+    )
+    nanoparticle_lot = ModelChoice(
+        queryset=None,
+        required=False,
+        label="Nanoparticle lot",
+        help_text="Only when the calibration is valid for this one lot; else every lot of the product.",
+    )
+    file = forms.FileField(
+        label="Calibration MDF (.mdf, .h5)",
+        widget=forms.ClearableFileInput(attrs={"accept": ".mdf,.h5,.hdf5,application/x-hdf5"}),
+        help_text="Validated on arrival: grid, frequencies, SNR and the delta sample's concentration are read from it.",
+    )
+
+    def __init__(self, *args, scanners, lots, **kwargs):
+        super().__init__(*args, **kwargs)
+        _model_choice(self, "scanner").queryset = scanners
+        _model_choice(self, "scanner").label_of = lambda sc: f"{sc.name} · site {sc.site.code}"
+        _model_choice(self, "nanoparticle_lot").queryset = lots
+        _model_choice(self, "nanoparticle_lot").label_of = lambda lot: f"{lot.product} · lot {lot.lot_number}"
+
+
+class CalibrationRetireForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=500,
+        help_text="Required: recorded in the audit trail.",
+        error_messages={"required": "Give a reason: it is recorded in the audit trail."},
+    )
+
+
 # --------------------------------------------------------------------------- corrections
 #
 # A correction form starts from the stored values; the view passes only the fields the

@@ -37,6 +37,9 @@ urlpatterns = [
     path("batches/<int:pk>/label/", views.batch_label, name="batch-label"),
     path("batches/<int:pk>/release/", views.batch_release, name="batch-release"),
     path("batches/<int:pk>/edit/", views.batch_correct, name="batch-correct"),
+    path("calibrations/", views.calibration_library, name="calibrations"),
+    path("calibrations/new/", views.calibration_register, name="calibration-register"),
+    path("calibrations/<int:pk>/retire/", views.calibration_retire, name="calibration-retire"),
     path("scans/", views.scan_list, name="scans"),
     path("scans/<int:pk>/", views.scan_detail, name="scan"),
     path("scans/<int:pk>/image/mip.png", views.scan_image, {"plane": "mip"}, name="scan-mip"),
@@ -48,4 +51,5 @@ urlpatterns = [
     path("scans/<int:pk>/pacs/", views.scan_pacs_send, name="scan-pacs-send"),
     path("exports/", views.exports, name="exports"),
     path("exports/<int:pk>/retry/", views.export_retry, name="export-retry"),
+    path("operations/", views.operations, name="operations"),
 ]

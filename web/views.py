@@ -4,6 +4,11 @@ Rules and audit events stay in the services."""
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -27,6 +32,7 @@ from imaging.services import downloads as downloads_services
 from imaging.services import rois as rois_services
 from imaging.services import scan_claims as scan_claims_services
 from imaging.services import scan_uploads as scan_uploads_services
+from imaging.services import scanners as scanners_services
 from trials import selectors as trial_selectors
 from trials.models import CellBatch, LotQcStatus, Role, SubjectStatus
 from trials.permissions import access
@@ -38,6 +44,7 @@ from trials.services import lots as lots_services
 from trials.services import subjects as subjects_services
 from trials.services.batches import LABELLING_FIELDS
 from web import forms, plots, queries, volume
+from web import operations as operations_page
 from web.permissions import may_export, may_write, require_trial_resource_write, require_write
 
 RULE_ERRORS = (RuleViolation, ValidationError)
@@ -148,6 +155,9 @@ def _subject_page(request, subject, sign_form, status=200, roi_form=None):
             ),
             "can_define_rois": may_write(user, rois_services.ROI_ROLES, site=site),
             "roi_form": roi_form or _roi_form(request, subject),
+            # Injected with a tracer no calibration at the site fits: every upload will be refused.
+            "calibration_gaps": _calibration_gaps(site, [i.batch.nanoparticle_lot for i in timeline["injections"]]),
+            "gap_site": site,
         },
         status=status,
     )
@@ -267,8 +277,10 @@ def injection_record(request, pk):
             verifier_password=d["verifier_password"],
         )
 
-    if request.method == "POST" and _submit(form, record):
+    if request.method == "POST" and (injection := _submit(form, record)):
         messages.success(request, f"Injection recorded for {subject.code}.")
+        if gaps := _calibration_gaps(subject.site, [injection.batch.nanoparticle_lot]):
+            messages.warning(request, _gap_message(subject.site, gaps))
         return redirect("web:subject", pk=subject.pk)
     return _form_page(
         request,
@@ -277,6 +289,11 @@ def injection_record(request, pk):
         title=f"Record an injection · {subject.code}",
         subject=subject,
         back=reverse("web:subject", args=[subject.pk]),
+        # Said before the injection is recorded: the batches offered whose tracer no calibration fits.
+        calibration_gaps=_calibration_gaps(
+            subject.site, [b.nanoparticle_lot for b in batches.select_related("nanoparticle_lot")]
+        ),
+        gap_site=subject.site,
     )
 
 
@@ -394,10 +411,13 @@ def batch_label(request, pk):
     require_write(request.user, access.PRODUCT_ROLES, site=batch.site)
     lots = trial_selectors.lots_visible_to(request.user).filter(trial=batch.trial).order_by("lot_number")
     form = forms.BatchLabelForm(request.POST or None, lots=lots)
-    if request.method == "POST" and _submit(
-        form, lambda d: batches_services.batch_label(actor=request.user, batch=batch, **d)
+    if request.method == "POST" and (
+        labelled := _submit(form, lambda d: batches_services.batch_label(actor=request.user, batch=batch, **d))
     ):
         messages.success(request, f"Labelling of batch {batch.batch_code} recorded.")
+        # The first step where the tracer and the site are both known: say it now if no calibration fits.
+        if gaps := _calibration_gaps(batch.site, [labelled.nanoparticle_lot]):
+            messages.warning(request, _gap_message(batch.site, gaps))
         return redirect("web:products")
     return _form_page(
         request,
@@ -437,10 +457,152 @@ def scan_upload(request, pk):
     )
     scanners = imaging_selectors.scanners_visible_to(request.user).filter(site=subject.site)
     form = forms.UploadForm(injections=injections, scanners=scanners)
+    gaps = _calibration_gaps(
+        subject.site, [i.batch.nanoparticle_lot for i in injections.select_related("batch__nanoparticle_lot")]
+    )
     return render(
         request,
         "web/scan_upload.html",
-        {"subject": subject, "form": form, "chunk_size": settings.IMAGING_UPLOAD_BROWSER_CHUNK_BYTES},
+        {
+            "subject": subject,
+            "form": form,
+            "chunk_size": settings.IMAGING_UPLOAD_BROWSER_CHUNK_BYTES,
+            "calibration_gaps": gaps,
+            "gap_site": subject.site,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- calibrations
+
+
+def _calibration_gaps(site, lots) -> list:
+    """The tracers (lots) of ``lots`` that no active calibration at ``site`` fits: scan
+    uploads for them will be refused. The pages say so where the dead end becomes certain."""
+    return scanners_services.tracers_without_calibration(site, lots)
+
+
+def _gap_message(site, lots) -> str:
+    tracers = ", ".join(f"{lot.product} (lot {lot.lot_number})" for lot in lots)
+    return (
+        f"No active calibration for tracer {tracers} on the scanners of site {site.code}: scan uploads "
+        f"will be refused. Imaging staff can register one at {reverse('web:calibration-register')}."
+    )
+
+
+@login_required
+@require_GET
+def calibration_library(request):
+    user = request.user
+    scanners = list(imaging_selectors.scanners_visible_to(user).order_by("site__code", "name"))
+    by_scanner = defaultdict(list)
+    matrices = (
+        imaging_selectors.system_matrices_visible_to(user)
+        .select_related("registered_by")
+        .order_by("scanner_id", "-active", "-created_at")
+    )
+    for sm in matrices:
+        by_scanner[sm.scanner_id].append(sm)
+    # Each action only for those whose role may do it (the services' own rule).
+    retire_sites = set(queries.sites_where(user, scanners_services.LIBRARY_ROLES).values_list("id", flat=True))
+    register_sites = set(queries.sites_where(user, scanners_services.REGISTER_ROLES).values_list("id", flat=True))
+    for scanner in scanners:
+        scanner.calibrations = by_scanner.get(scanner.pk, [])  # type: ignore[attr-defined]  # for the template
+        scanner.can_retire = scanner.site_id in retire_sites  # type: ignore[attr-defined]  # for the template
+        scanner.can_register = scanner.site_id in register_sites  # type: ignore[attr-defined]  # for the template
+    return render(request, "web/calibrations.html", {"scanners": scanners, "can_register": bool(register_sites)})
+
+
+@contextlib.contextmanager
+def _stored(uploaded):
+    """The path of an uploaded file on disk: Django's temporary file when it streamed one
+    (over FILE_UPLOAD_MAX_MEMORY_SIZE), else a temporary copy of the bytes it kept in memory."""
+    if hasattr(uploaded, "temporary_file_path"):
+        yield Path(uploaded.temporary_file_path())
+        return
+    with tempfile.NamedTemporaryFile(suffix=".mdf") as copy:
+        for chunk in uploaded.chunks():
+            copy.write(chunk)
+        copy.flush()
+        yield Path(copy.name)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def calibration_register(request):
+    user = request.user
+    sites = queries.sites_where(user, scanners_services.REGISTER_ROLES)
+    if not sites.exists():
+        raise Http404
+    scanners = imaging_selectors.scanners_visible_to(user).filter(site__in=sites).order_by("site__code", "name")
+    lots = (
+        trial_selectors.lots_visible_to(user)
+        .filter(trial_id__in=sites.values("trial_id"))
+        .order_by("product", "lot_number")
+    )
+    form = forms.CalibrationRegisterForm(
+        request.POST or None,
+        request.FILES or None,
+        scanners=scanners,
+        lots=lots,
+        initial={"scanner": request.GET.get("scanner")},
+    )
+
+    def register(d):
+        with _stored(d["file"]) as path:
+            return scanners_services.system_matrix_register(
+                actor=user,
+                scanner=d["scanner"],
+                name=d["name"],
+                tracer_product=d["tracer_product"],
+                source_path=path,
+                nanoparticle_lot=d["nanoparticle_lot"],
+            )
+
+    if request.method == "POST" and (sm := _submit(form, register)):
+        grid = "×".join(str(n) for n in sm.grid_size)
+        median = sm.snr_summary.get("median")
+        messages.success(
+            request,
+            f"Calibration #{sm.pk} {sm.name} registered for scanner {sm.scanner.name}: valid {grid} grid, "
+            f"{sm.frequencies_count:,} frequencies × {sm.receive_channels} channel(s)"
+            + (f", median SNR {median:.1f}" if median is not None else "")
+            + f", tracer {sm.tracer_product}.",
+        )
+        return redirect(reverse("web:calibrations") + f"#calibration-{sm.pk}")
+    return _form_page(
+        request,
+        "web/form.html",
+        form,
+        title="Register a calibration",
+        intro="The file is validated with recon before it enters the library; a refused file is not kept.",
+        back=reverse("web:calibrations"),
+        multipart=True,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def calibration_retire(request, pk):
+    sm = get_object_or_404(
+        imaging_selectors.system_matrices_visible_to(request.user).select_related("scanner__site"), pk=pk
+    )
+    require_write(request.user, scanners_services.LIBRARY_ROLES, site=sm.scanner.site)
+    form = forms.CalibrationRetireForm(request.POST or None)
+    if request.method == "POST" and _submit(
+        form,
+        lambda d: scanners_services.system_matrix_retire(actor=request.user, system_matrix=sm, reason=d["reason"]),
+    ):
+        messages.success(request, f"Calibration #{sm.pk} {sm.name} retired: new uploads no longer match it.")
+        return redirect(reverse("web:calibrations") + f"#calibration-{sm.pk}")
+    return _form_page(
+        request,
+        "web/form.html",
+        form,
+        title=f"Retire calibration #{sm.pk} · {sm.name}",
+        intro="New scan uploads will no longer match it; scans already reconstructed with it keep it.",
+        back=reverse("web:calibrations"),
+        danger=True,
     )
 
 
@@ -897,3 +1059,16 @@ def roi_define(request, pk):
         messages.success(request, f"Region {form.cleaned_data['name']!r} defined for {subject.code}.")
         return redirect(reverse("web:subject", args=[subject.pk]) + "#h-rois")
     return _subject_page(request, subject, forms.SignForm(), status=400, roi_form=form)
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@login_required
+@require_GET
+def operations(request):
+    """Queue depths, stalled work, worker heartbeats and the audit checkpoint state, for
+    platform administrators (superusers, as the Django admin): 404 for everyone else."""
+    if not (request.user.is_active and request.user.is_superuser):
+        raise Http404
+    return render(request, "web/operations.html", operations_page.overview())

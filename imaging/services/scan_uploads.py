@@ -1,4 +1,7 @@
-"""Scan uploads (tus): create, append, complete into a Scan, terminate; refusals audited."""
+"""Resumable uploads (tus): create, append, complete, terminate; refusals audited.
+
+A scan upload completes into a Scan; a calibration upload completes into a file that waits
+for ``imaging.services.scanners.system_matrix_register_from_upload``."""
 
 from __future__ import annotations
 
@@ -17,10 +20,11 @@ from imaging.models import (
     Scan,
     Scanner,
     ScanStatus,
+    SystemMatrix,
     Upload,
 )
 from imaging.services._common import _audit_scan
-from imaging.services.scanners import require_system_matrix_for_tracer
+from imaging.services.scanners import REGISTER_ROLES, require_system_matrix_for_tracer
 from trials.models import Injection, Role, Subject
 from trials.permissions import access
 from trials.services.consent import assert_scope_active
@@ -34,6 +38,16 @@ class UploadRequest:
     injection_id: int
     scanner_id: int
     hours_after_injection: float
+    sha256: str
+    filename: str
+    length: int
+
+
+@dataclass(frozen=True)
+class CalibrationUploadRequest:
+    """A calibration MDF for ``scanner``'s library: no subject, no injection."""
+
+    scanner: Scanner
     sha256: str
     filename: str
     length: int
@@ -81,24 +95,29 @@ def assert_imaging_consent(
         assert_scope_active(subject, scope)
 
 
-def upload_create(*, actor, request: UploadRequest) -> Upload:
-    subject = request.subject
-    access.require_role(actor, site=subject.site, roles=UPLOAD_ROLES, action="upload scans")
-    if request.length > settings.IMAGING_UPLOAD_MAX_BYTES:
+def _checked_size_and_sha256(length: int, sha256: str, what: str) -> str:
+    """The declared digest, normalised; refuses a length out of bounds or a malformed digest."""
+    if length > settings.IMAGING_UPLOAD_MAX_BYTES:
         raise RuleViolation(
             "upload_too_large",
-            f"Upload-Length {request.length} bytes exceeds the maximum scan size "
-            f"of {settings.IMAGING_UPLOAD_MAX_BYTES} bytes.",
+            f"Upload-Length {length} bytes exceeds the maximum {what} size of {settings.IMAGING_UPLOAD_MAX_BYTES} bytes.",
         )
-    if request.length <= 0:
+    if length <= 0:
         raise RuleViolation("empty_upload", "Upload-Length must be at least 1 byte.")
-    sha = request.sha256.strip().lower()
+    sha = sha256.strip().lower()
     if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
         raise RuleViolation(
             "invalid_sha256",
             "Upload-Metadata sha256 must be the 64-digit hex SHA-256 of the file.",
             field="sha256",
         )
+    return sha
+
+
+def upload_create(*, actor, request: UploadRequest) -> Upload:
+    subject = request.subject
+    access.require_role(actor, site=subject.site, roles=UPLOAD_ROLES, action="upload scans")
+    sha = _checked_size_and_sha256(request.length, request.sha256, "scan")
     if subject.status == Subject.Status.WITHDRAWN:
         raise RuleViolation(
             "subject_withdrawn", f"Subject {subject.code} has withdrawn from the trial: no new scans.", field="subject"
@@ -176,8 +195,64 @@ def upload_create(*, actor, request: UploadRequest) -> Upload:
     return upload
 
 
+def calibration_upload_create(*, actor, request: CalibrationUploadRequest) -> Upload:
+    """Start a resumable upload of a calibration MDF for ``request.scanner``'s library
+    (imaging staff of the scanner's site); a file already in that library is refused here,
+    before any byte is sent."""
+    scanner = request.scanner
+    site = scanner.site
+    access.require_role(actor, site=site, roles=REGISTER_ROLES, action="upload calibrations")
+    sha = _checked_size_and_sha256(request.length, request.sha256, "calibration")
+    existing = SystemMatrix.objects.filter(scanner=scanner, sha256=sha).first()
+    if existing is not None:
+        raise RuleViolation(
+            "duplicate_system_matrix",
+            f"This calibration (sha256 {sha[:12]}…) is already in the library of scanner {scanner.name} "
+            f"as {existing.describe()}.",
+        )
+    upload_id = uuid.uuid4()
+    relative = f"imaging/uploads/{upload_id.hex}.part"
+    uploads.create_empty(relative)
+    try:
+        with transaction.atomic():
+            upload = Upload(
+                id=upload_id,
+                kind=Upload.Kind.CALIBRATION,
+                scanner=scanner,
+                filename=request.filename[:255],
+                length=request.length,
+                sha256=sha,
+                path=relative,
+                created_by=actor,
+            )
+            upload.full_clean()
+            upload.save(force_insert=True)
+            record_event(
+                actor=actor,
+                action=AuditAction.UPLOAD_STARTED,
+                object_type="imaging.upload",
+                object_id=upload.pk,
+                trial_id=site.trial_id,
+                site_id=site.pk,
+                changes={
+                    "kind": [None, Upload.Kind.CALIBRATION],
+                    "scanner": [None, scanner.pk],
+                    "length": [None, request.length],
+                    "sha256": [None, sha],
+                    "filename": [None, upload.filename],
+                },
+            )
+    except BaseException:
+        uploads.remove(relative)
+        raise
+    return upload
+
+
 def _check_upload_writer(actor, upload: Upload) -> None:
-    access.require_role(actor, site=upload.subject.site, roles=UPLOAD_ROLES, action="upload scans")
+    if upload.kind == Upload.Kind.CALIBRATION:
+        access.require_role(actor, site=upload.scanner.site, roles=REGISTER_ROLES, action="upload calibrations")
+    else:
+        access.require_role(actor, site=upload.scanner.site, roles=UPLOAD_ROLES, action="upload scans")
     if upload.status == Upload.Status.TERMINATED:
         raise RuleViolation("upload_terminated", f"Upload {upload.pk} is {upload.status}.")
     if upload.status != Upload.Status.IN_PROGRESS:
@@ -222,15 +297,51 @@ def upload_append(*, actor, upload: Upload, offset: int, source, checksum: bytes
                 "offset_mismatch", "Another request changed this upload at the same time: HEAD and resume."
             )
         upload.offset = new_offset
-        scan = upload_complete(actor=actor, upload=upload) if new_offset == upload.length else None
+        scan = None
+        if new_offset == upload.length:
+            if upload.kind == Upload.Kind.CALIBRATION:
+                calibration_upload_complete(actor=actor, upload=upload)
+            else:
+                scan = upload_complete(actor=actor, upload=upload)
     return AppendOutcome(upload, True, scan)
 
 
+def calibration_upload_complete(*, actor, upload: Upload) -> Upload:
+    """The last byte of a calibration arrived: the file waits, complete, to be registered
+    (its whole-file sha256 is checked then)."""
+    site = upload.scanner.site
+    with transaction.atomic():
+        locked = Upload.objects.select_for_update().get(pk=upload.pk)
+        if locked.status != Upload.Status.IN_PROGRESS:
+            raise RuleViolation("upload_closed", f"Upload {upload.pk} is {locked.status}.")
+        now = timezone.now()
+        Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.COMPLETED, completed_at=now)
+        record_event(
+            actor=actor,
+            action=AuditAction.UPLOAD_COMPLETED,
+            object_type="imaging.upload",
+            object_id=upload.pk,
+            trial_id=site.trial_id,
+            site_id=site.pk,
+            changes={"kind": [None, Upload.Kind.CALIBRATION], "sha256": [None, upload.sha256]},
+        )
+    upload.status, upload.completed_at = Upload.Status.COMPLETED, now
+    return upload
+
+
+def _scan_upload_parts(upload: Upload) -> tuple[Subject, Injection, float]:
+    """A scan upload's subject, injection and time point (the database holds that a scan
+    upload has all three)."""
+    if upload.subject is None or upload.injection is None or upload.hours_after_injection is None:
+        raise RuleViolation("not_a_scan_upload", f"Upload {upload.pk} is a {upload.kind} upload, not a scan's.")
+    return upload.subject, upload.injection, upload.hours_after_injection
+
+
 def upload_complete(*, actor, upload: Upload) -> Scan:
-    subject = upload.subject
+    subject, injection, hours = _scan_upload_parts(upload)
     # The whole-file sha256 is checked by scan_validate (the ingest task), not here.
     try:
-        assert_imaging_consent(subject, injection=upload.injection, hours_after_injection=upload.hours_after_injection)
+        assert_imaging_consent(subject, injection=injection, hours_after_injection=hours)
     except RuleViolation as exc:
         _refuse_upload(actor=actor, subject=subject, upload=upload, code=exc.code, message=exc.message)
     duplicate = _duplicate_scan(subject, upload.sha256)
@@ -249,10 +360,10 @@ def upload_complete(*, actor, upload: Upload) -> Scan:
                 raise RuleViolation("upload_closed", f"Upload {upload.pk} is {locked.status}.")
             scan = Scan(
                 subject=subject,
-                injection=upload.injection,
+                injection=injection,
                 scanner=upload.scanner,
                 upload=upload,
-                hours_after_injection=upload.hours_after_injection,
+                hours_after_injection=hours,
                 filename=upload.filename,
                 file=relative,
                 size_bytes=upload.length,
@@ -295,15 +406,15 @@ def upload_terminate(*, actor, upload: Upload) -> None:
     _check_upload_writer(actor, upload)
     with transaction.atomic():
         Upload.objects.filter(pk=upload.pk).update(status=Upload.Status.TERMINATED)
-        subject = upload.subject
+        site = upload.scanner.site
         record_event(
             actor=actor,
             action=AuditAction.UPLOAD_REFUSED,
             object_type="imaging.upload",
             object_id=upload.pk,
-            trial_id=subject.trial_id,
-            site_id=subject.site_id,
-            subject_id=subject.pk,
+            trial_id=site.trial_id,
+            site_id=site.pk,
+            subject_id=upload.subject_id,
             changes={"status": [Upload.Status.IN_PROGRESS, Upload.Status.TERMINATED]},
             reason="terminated by the client",
         )

@@ -6,7 +6,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.actions import AuditAction
@@ -17,11 +17,15 @@ from imaging import processing, uploads
 from imaging.models import (
     Scanner,
     SystemMatrix,
+    Upload,
 )
-from trials.models import Injection, Role, Site
+from trials.models import Injection, NanoparticleLot, Role, Site
 from trials.permissions import access
 
+# Who retires a calibration of their site's library.
 LIBRARY_ROLES = frozenset({Role.COORDINATOR, Role.IMAGING_STAFF})
+# Who adds one: registering a calibration file is the imaging staff's technical work.
+REGISTER_ROLES = frozenset({Role.IMAGING_STAFF})
 
 
 # Drive amplitudes of a scan and a calibration may differ by this much (relative).
@@ -91,22 +95,56 @@ def _copy_into_storage(source: Path, relative: str) -> tuple[str, int]:
 
 
 def system_matrix_register(
-    *, actor, scanner: Scanner, name: str, tracer_product: str, source_path: str | Path, nanoparticle_lot=None
+    *,
+    actor,
+    scanner: Scanner,
+    name: str,
+    tracer_product: str,
+    source_path: str | Path,
+    nanoparticle_lot=None,
+    upload: Upload | None = None,
 ) -> SystemMatrix:
-    """Copy a calibration MDF into the library, validate it with recon and record what it holds."""
+    """Copy a calibration MDF into the library, validate it with recon and record what it
+    holds. ``upload``: the completed calibration upload the file came through (its declared
+    sha256 must be the file's); refused, nothing is stored (no row, no file)."""
     if actor is not None:
-        access.require_role(actor, site=scanner.site, roles=LIBRARY_ROLES, action="register system matrices")
+        access.require_role(actor, site=scanner.site, roles=REGISTER_ROLES, action="register system matrices")
+    name, tracer_product = (name or "").strip(), (tracer_product or "").strip()
+    if not name:
+        raise RuleViolation("name_required", "Give the calibration a name.", field="name")
+    if not tracer_product:
+        raise RuleViolation(
+            "tracer_required",
+            "Name the tracer product the calibration was measured with (as on its nanoparticle lots).",
+            field="tracer_product",
+        )
     if nanoparticle_lot is not None and nanoparticle_lot.trial_id != scanner.site.trial_id:
         raise RuleViolation(
             "lot_of_other_trial",
             "The nanoparticle lot belongs to another trial.",
             field="nanoparticle_lot",
         )
+    if nanoparticle_lot is not None and nanoparticle_lot.product.strip().lower() != tracer_product.lower():
+        raise RuleViolation(
+            "lot_of_other_tracer",
+            f"Lot {nanoparticle_lot.lot_number} is {nanoparticle_lot.product}, not {tracer_product}.",
+            field="nanoparticle_lot",
+        )
+    source = Path(source_path)
+    if not source.is_file():
+        raise RuleViolation("file_missing", f"No calibration file at {source.name!r}.", field="file")
     relative = f"imaging/system_matrices/{uuid.uuid4().hex}.mdf"
     # Copying, hashing and validating are slow: done before the transaction, undone on refusal.
-    sha256, size = _copy_into_storage(Path(source_path), relative)
+    sha256, size = _copy_into_storage(source, relative)
     stored = uploads.media_path(relative)
     try:
+        if upload is not None and sha256 != upload.sha256:
+            raise RuleViolation(
+                "upload_sha256_mismatch",
+                f"The uploaded file's sha256 {sha256[:12]}… is not the declared {upload.sha256[:12]}…: "
+                "the bytes changed on the way; upload the file again.",
+                field="upload",
+            )
         inspection = processing.inspect(stored)
         if not inspection.valid:
             raise RuleViolation(
@@ -155,8 +193,9 @@ def system_matrix_register(
                 dividers=acq["dividers"],
                 drive_amplitudes_t=acq["drive_amplitudes_t"],
                 registered_by=actor,
+                upload=upload,
             )
-            sm.full_clean()
+            sm.full_clean(validate_unique=False)  # the database's unique constraints answer races below
             sm.save()
             record_event(
                 actor=actor,
@@ -166,16 +205,121 @@ def system_matrix_register(
                 trial_id=scanner.site.trial_id,
                 site_id=scanner.site_id,
                 changes={
+                    "name": [None, name],
+                    "scanner": [None, scanner.pk],
                     "sha256": [None, sha256],
                     "tracer_product": [None, tracer_product],
+                    "nanoparticle_lot": [None, sm.nanoparticle_lot_id],
                     "grid_size": [None, sm.grid_size],
                     "dividers": [None, sm.dividers],
+                    "upload": [None, str(upload.pk) if upload is not None else None],
                 },
             )
+            if upload is not None:
+                # The bytes are in the library now: the upload's copy goes once this commits.
+                transaction.on_commit(lambda: uploads.remove(upload.path))
+    except IntegrityError:
+        uploads.remove(relative)
+        raise RuleViolation(
+            "duplicate_system_matrix",
+            f"This calibration (sha256 {sha256[:12]}…) is already in the library of scanner {scanner.name}"
+            + (" or its upload is already registered." if upload is not None else "."),
+        ) from None
     except BaseException:
         uploads.remove(relative)
         raise
     return sm
+
+
+def system_matrix_register_from_upload(
+    *, actor, upload: Upload, scanner: Scanner, name: str, tracer_product: str, nanoparticle_lot=None
+) -> SystemMatrix:
+    """Register the file of a completed calibration upload (``POST /api/v1/system-matrices/``)
+    in the library of the scanner it was uploaded for."""
+    if actor is not None:
+        access.require_role(actor, site=scanner.site, roles=REGISTER_ROLES, action="register system matrices")
+    if upload.kind != Upload.Kind.CALIBRATION:
+        raise RuleViolation(
+            "not_a_calibration_upload",
+            f"Upload {upload.pk} is a {upload.kind} upload: start the upload with kind calibration.",
+            field="upload",
+        )
+    if upload.scanner_id != scanner.pk:
+        raise RuleViolation(
+            "upload_scanner_mismatch",
+            f"Upload {upload.pk} was started for scanner #{upload.scanner_id}, not #{scanner.pk}: "
+            "register it on that scanner, or upload the file again for this one.",
+            field="scanner",
+        )
+    if upload.status == Upload.Status.TERMINATED:
+        raise RuleViolation(
+            "upload_terminated",
+            f"Upload {upload.pk} is closed (its file was refused, or the upload abandoned): upload the file again.",
+            field="upload",
+        )
+    if upload.status != Upload.Status.COMPLETED:
+        raise RuleViolation(
+            "upload_not_complete",
+            f"Upload {upload.pk} is {upload.get_status_display().lower()} "
+            f"({upload.offset} of {upload.length} bytes): finish it first.",
+            field="upload",
+        )
+    registered = SystemMatrix.objects.filter(upload=upload).first()
+    if registered is not None:
+        raise RuleViolation(
+            "upload_already_registered",
+            f"Upload {upload.pk} is already registered as {registered.describe()}.",
+            field="upload",
+        )
+    try:
+        return system_matrix_register(
+            actor=actor,
+            scanner=scanner,
+            name=name,
+            tracer_product=tracer_product,
+            source_path=uploads.media_path(upload.path),
+            nanoparticle_lot=nanoparticle_lot,
+            upload=upload,
+        )
+    except RuleViolation as exc:
+        if exc.code in FILE_REFUSALS:
+            _discard_upload(actor=actor, upload=upload, code=exc.code, message=exc.message)
+        raise
+
+
+# Refusals of the bytes themselves: the upload can never be registered on its scanner.
+FILE_REFUSALS = frozenset(
+    {
+        "invalid_system_matrix",
+        "not_a_calibration",
+        "no_delta_concentration",
+        "duplicate_system_matrix",
+        "upload_sha256_mismatch",
+    }
+)
+
+
+def _discard_upload(*, actor, upload: Upload, code: str, message: str) -> None:
+    """A calibration upload whose file was refused is closed and its bytes removed; the
+    refusal is itself part of the record (UPLOAD_REFUSED, with the code and the reason)."""
+    site = upload.scanner.site
+    with transaction.atomic():
+        if not Upload.objects.filter(pk=upload.pk, status=Upload.Status.COMPLETED).update(
+            status=Upload.Status.TERMINATED
+        ):
+            return
+        record_event(
+            actor=actor,
+            action=AuditAction.UPLOAD_REFUSED,
+            object_type="imaging.upload",
+            object_id=upload.pk,
+            trial_id=site.trial_id,
+            site_id=site.pk,
+            changes={"status": [Upload.Status.COMPLETED, Upload.Status.TERMINATED], "code": [None, code]},
+            reason=message,
+        )
+        transaction.on_commit(lambda: uploads.remove(upload.path))
+    upload.status = Upload.Status.TERMINATED
 
 
 def system_matrix_retire(*, actor, system_matrix: SystemMatrix, reason: str) -> SystemMatrix:
@@ -208,19 +352,35 @@ def _tracer_of(injection: Injection):
     return lot
 
 
-def _candidates(scanner: Scanner, lot) -> list[SystemMatrix]:
+def _fits_tracer(sm: SystemMatrix, lot) -> bool:
+    """Whether calibration ``sm`` was measured with ``lot``'s tracer (and, when it names
+    one lot, with that lot)."""
     product = lot.product if lot is not None else ""
+    return sm.tracer_product.strip().lower() == product.strip().lower() and (
+        sm.nanoparticle_lot_id is None or (lot is not None and sm.nanoparticle_lot_id == lot.pk)
+    )
+
+
+def _candidates(scanner: Scanner, lot) -> list[SystemMatrix]:
     return [
         sm
         for sm in SystemMatrix.objects.filter(scanner=scanner, active=True).select_related("nanoparticle_lot")
-        if sm.tracer_product.strip().lower() == product.strip().lower()
-        and (sm.nanoparticle_lot_id is None or (lot is not None and sm.nanoparticle_lot_id == lot.pk))
+        if _fits_tracer(sm, lot)
     ]
 
 
 def _available(scanner: Scanner) -> str:
     active = list(SystemMatrix.objects.filter(scanner=scanner, active=True).select_related("nanoparticle_lot"))
     return "; ".join(sm.describe() for sm in active) or "none"
+
+
+def tracers_without_calibration(site: Site, lots) -> list[NanoparticleLot]:
+    """Those of ``lots`` (nanoparticle lots; None, an unlabelled batch's, is skipped) that
+    no active calibration of any scanner of ``site`` fits: every scan upload of an injection
+    labelled with one of them at the site would be refused (``no_system_matrix``). One query."""
+    active = list(SystemMatrix.objects.filter(scanner__site=site, active=True))
+    unique = {lot.pk: lot for lot in lots if lot is not None}
+    return [lot for lot in unique.values() if not any(_fits_tracer(sm, lot) for sm in active)]
 
 
 def require_system_matrix_for_tracer(scanner: Scanner, injection: Injection) -> None:

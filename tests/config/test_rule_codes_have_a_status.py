@@ -33,6 +33,8 @@ CONFLICTS = frozenset(
         "chain_of_identity_locked",
         "consent_correction_uncovers_injection",
         "consent_document_not_effective",
+        "demo_not_loaded",
+        "demo_only",
         "consent_document_superseded",
         "consent_document_wrong_trial",
         "consent_missing",
@@ -54,6 +56,7 @@ CONFLICTS = frozenset(
         "lot_rejected",
         "no_frames_recorded",
         "no_system_matrix",
+        "not_a_scan_upload",
         "not_retryable",
         "offset_mismatch",
         "password_missing",
@@ -78,8 +81,10 @@ CONFLICTS = frozenset(
         "system_matrix_not_found",  # live: not a calibration of the injection's site
         "system_matrix_retired",
         "trial_mismatch",
+        "upload_already_registered",
         "upload_busy",
         "upload_closed",
+        "upload_not_complete",
         "verifier_is_administrator",
     }
 )

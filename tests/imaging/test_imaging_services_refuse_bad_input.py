@@ -95,43 +95,45 @@ def register(pipeline, actor, source, **extra):
     )
 
 
-def test_only_library_roles_register_a_system_matrix(pipeline, investigator_a, nothing_changed):
+@pytest.mark.parametrize("who", ["investigator_a", "coordinator_a"])
+def test_only_imaging_staff_register_a_system_matrix(pipeline, request, who, nothing_changed):
+    actor = request.getfixturevalue(who)
     with nothing_changed():
-        error = refused("forbidden", register, pipeline, investigator_a, pipeline.sim["system_matrix"])
+        error = refused("forbidden", register, pipeline, actor, pipeline.sim["system_matrix"])
     assert status_for(error.code) == 403
 
 
-def test_a_lot_of_another_trial_is_refused_before_any_copy(pipeline, coordinator_a, nothing_changed):
+def test_a_lot_of_another_trial_is_refused_before_any_copy(pipeline, imaging_a, nothing_changed):
     other_lot = f.NanoparticleLotFactory()  # its own trial
     with nothing_changed():
         error = refused(
             "lot_of_other_trial",
             register,
             pipeline,
-            coordinator_a,
+            imaging_a,
             pipeline.sim["system_matrix"],
             nanoparticle_lot=other_lot,
         )
     assert error.field == "nanoparticle_lot"
 
 
-def test_a_file_that_is_no_mdf_is_refused_and_its_copy_removed(pipeline, coordinator_a, nothing_changed, tmp_path):
+def test_a_file_that_is_no_mdf_is_refused_and_its_copy_removed(pipeline, imaging_a, nothing_changed, tmp_path):
     junk = tmp_path / "junk.mdf"
     junk.write_bytes(os.urandom(5000))
     with nothing_changed():
-        error = refused("invalid_system_matrix", register, pipeline, coordinator_a, junk)
+        error = refused("invalid_system_matrix", register, pipeline, imaging_a, junk)
     assert status_for(error.code) == 400 and error.message.startswith("The calibration file is not valid:")
 
 
-def test_a_measurement_is_not_a_calibration(pipeline, coordinator_a, nothing_changed):
+def test_a_measurement_is_not_a_calibration(pipeline, imaging_a, nothing_changed):
     with nothing_changed():
-        error = refused("not_a_calibration", register, pipeline, coordinator_a, pipeline.sim["measurement"])
+        error = refused("not_a_calibration", register, pipeline, imaging_a, pipeline.sim["measurement"])
     assert "measurement MDF, not a calibration" in error.message
 
 
-def test_the_same_calibration_twice_is_refused_and_the_second_copy_removed(pipeline, coordinator_a, nothing_changed):
+def test_the_same_calibration_twice_is_refused_and_the_second_copy_removed(pipeline, imaging_a, nothing_changed):
     with nothing_changed():
-        error = refused("duplicate_system_matrix", register, pipeline, coordinator_a, pipeline.sim["system_matrix"])
+        error = refused("duplicate_system_matrix", register, pipeline, imaging_a, pipeline.sim["system_matrix"])
     assert "already in the library of scanner Preclinical MPI" in error.message
     assert SystemMatrix.objects.count() == 1
 

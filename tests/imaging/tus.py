@@ -66,3 +66,21 @@ def upload_file(client, path, *, pipeline, hours: float, chunk: int = 32 * 1024,
         response = patch(client, url, offset=offset, data=data[offset : offset + chunk])
         assert response.status_code == 204, response.content
     return created, response
+
+
+def create_calibration(client, *, length: int, scanner, sha256: str, filename="calibration.mdf"):
+    """tus creation of a calibration upload (Upload-Metadata kind calibration)."""
+    meta = encode_metadata({"kind": "calibration", "scanner": scanner, "sha256": sha256, "filename": filename})
+    return client.post("/api/v1/uploads/", HTTP_UPLOAD_LENGTH=str(length), HTTP_UPLOAD_METADATA=meta, **TUS)
+
+
+def upload_calibration(client, data: bytes, *, scanner, chunk: int = 256 * 1024):
+    """Create a calibration upload and send every byte; returns (upload id, last PATCH response)."""
+    created = create_calibration(client, length=len(data), scanner=scanner, sha256=sha256_hex(data))
+    assert created.status_code == 201, created.content
+    url = created["Location"]
+    response = None
+    for offset in range(0, len(data), chunk):
+        response = patch(client, url, offset=offset, data=data[offset : offset + chunk])
+        assert response.status_code == 204, response.content
+    return url.rstrip("/").rsplit("/", 1)[-1], response

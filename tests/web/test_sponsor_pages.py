@@ -38,6 +38,7 @@ def _url(name, params, record, *, export=None) -> str:
         "injection-correct": record.injection.pk,
         "consent-correct": record.consent.pk,
         "consent-withdraw": record.consent.pk,
+        "calibration-retire": record.measurement.reconstruction.system_matrix_id,
     }.get(page)
     if pk is None:
         pk = (

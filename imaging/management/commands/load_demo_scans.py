@@ -3,6 +3,11 @@ B, and simulated follow-up scans at 0, 24, 48 and 72 h for every injected demo s
 (retention falling, off-target rising), uploaded through the same services as a site
 would and processed by the worker beside the server.
 
+Each demo scanner's library also holds the simulator's default calibration (what
+``python -m recon simulate --output-dir DIR`` writes: 2D, dividers 102/96, 20 x 20 grid,
+seed 0) for the demo tracer, so that a scan made with ``python -m recon simulate`` is
+accepted by the demo like one from the scanner.
+
 Idempotent (what exists is left alone) and quick: 2D, a 12 x 12 grid, short frames.
 """
 
@@ -41,6 +46,7 @@ COURSE = {
     72: {"target": 0.33, "lungs": 0.050, "liver": 0.29},
 }
 SCANNER_NAME = "Preclinical MPI (simulated)"
+SIMULATOR_DEFAULT_NAME = "python -m recon simulate default calibration (20x20, dividers 102/96)"
 
 
 class Command(BaseCommand):
@@ -58,20 +64,40 @@ class Command(BaseCommand):
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
             calibration = None
+            simulator_default = None
+            lot = trial.nanoparticle_lots.order_by("id").first()
+            tracer = lot.product if lot else "VivoTrax"
             for site in Site.objects.filter(trial=trial).order_by("code"):
                 scanner = self._scanner(site, scanner_model)
-                if not SystemMatrix.objects.filter(scanner=scanner, active=True).exists():
+                if (
+                    not SystemMatrix.objects.filter(scanner=scanner, active=True)
+                    .exclude(name=SIMULATOR_DEFAULT_NAME)
+                    .exists()
+                ):
                     if calibration is None:
                         calibration = self._calibration(tmp, scanner_model, rng, background)
-                    lot = trial.nanoparticle_lots.order_by("id").first()
                     system_matrix_register(
                         actor=None,
                         scanner=scanner,
                         name="Simulated 12x12 calibration (delta sample 0.05 mol/L)",
-                        tracer_product=lot.product if lot else "VivoTrax",
+                        tracer_product=tracer,
                         source_path=calibration[0],
                     )
                     self.stdout.write(f"system matrix registered for scanner {scanner.name} at site {site.code}")
+                if not SystemMatrix.objects.filter(scanner=scanner, name=SIMULATOR_DEFAULT_NAME).exists():
+                    if simulator_default is None:
+                        # Exactly what the CLI writes with no options (its defaults, seed 0).
+                        simulator_default = sim.simulate_to_files(tmp / "simulator-default")["system_matrix"]
+                    system_matrix_register(
+                        actor=None,
+                        scanner=scanner,
+                        name=SIMULATOR_DEFAULT_NAME,
+                        tracer_product=tracer,
+                        source_path=simulator_default,
+                    )
+                    self.stdout.write(
+                        f"the simulator's default calibration registered for scanner {scanner.name} at site {site.code}"
+                    )
             sm_geometry = calibration[1] if calibration else self._geometry(scanner_model)
             queued = 0
             injections = (
