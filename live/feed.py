@@ -6,14 +6,9 @@ after the service returned, so only recorded frames are ever published."""
 
 from __future__ import annotations
 
+from live.runner import ensure_worker
 from live.services.sessions import RecordedBlock
 from live.transport import get_transport
-
-
-def _ensure_worker(session_id: int) -> None:
-    from live.runner import ensure_worker  # type: ignore[import-not-found,unused-ignore]  # the stream helper's module (merged separately)
-
-    ensure_worker(session_id)
 
 
 def frames_recorded(block: RecordedBlock) -> None:
@@ -22,11 +17,11 @@ def frames_recorded(block: RecordedBlock) -> None:
         get_transport().publish_frames(
             block.session.pk, block.first_frame, block.frames, block.is_background, block.acquired_at
         )
-    _ensure_worker(block.session.pk)
+    ensure_worker(block.session.pk)
 
 
 def session_closed(session_id: int, kind: str, info: dict) -> None:
     """After end (``info``: {"scan": id}) or abort (``info``: {"reason"}): the control block
     after the last frames, so the worker finishes the session."""
     get_transport().publish_control(session_id, kind, info)
-    _ensure_worker(session_id)
+    ensure_worker(session_id)

@@ -41,7 +41,7 @@ def memory_feed(settings, monkeypatch):
     settings.LIVE_TRANSPORT = "memory"
     reset_memory_transport()
     workers: list[int] = []
-    monkeypatch.setattr(feed, "_ensure_worker", workers.append)
+    monkeypatch.setattr(feed, "ensure_worker", workers.append)
     yield SimpleNamespace(get=get_transport, workers=workers)
     reset_memory_transport()
 
