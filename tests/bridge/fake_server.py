@@ -32,7 +32,7 @@ TOKEN = "scanner-token-1"
 class FakeSession:
     id: str
     status: str = "open"
-    header: dict | None = None
+    header: Any = None  # the stream header once started
     frames: dict[int, bytes] = field(default_factory=dict)
     background: dict[int, bool] = field(default_factory=dict)
     acquired_at: dict[int, float] = field(default_factory=dict)
@@ -199,7 +199,13 @@ class FakeLiveServer:
             session.frames_received += count
             if isinstance(fault, tuple) and fault[0] == "gap":
                 keep = fault[1]
-                for store in (session.frames, session.background, session.acquired_at, session.received_at):
+                for store in (
+                    session.frames,
+                    session.background,
+                    session.acquired_at,
+                    session.received_at,
+                    session.record_writes,
+                ):
                     for k in [k for k in store if k >= keep]:
                         del store[k]
                 return self.error(h, 409, "frame_gap", f"expected frame {keep}", method, next_frame=keep)

@@ -1,0 +1,58 @@
+"""replay --speed S: frame n is complete (and stamped) at started_at + (n + 1) x duration / S,
+is not sent before that, and the whole file takes about frames x duration / S."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.bridge.measurements import write_measurement
+
+FRAMES = 24
+#: the file's numAverages makes a frame last 0.1 s (306 x 326.4 µs = 99.88 ms)
+FRAME_S = 306 * 326.4e-6
+#: scheduling slack of a shared 2-core test machine
+TOLERANCE_S = 0.25
+
+
+def test_speed_4_takes_a_quarter_of_the_acquisition_time(tmp_path, server, run_bridge):
+    path = tmp_path / "scan.mdf"
+    write_measurement(path, frames=FRAMES, frame_duration_s=0.1)
+
+    rc, summary, err = run_bridge("replay", path, server.url, "--speed", "4")
+
+    assert rc == 0, err
+    expected = FRAMES * FRAME_S / 4  # 0.6 s
+    assert summary["frame_duration_s"] == pytest.approx(FRAME_S)
+    assert expected <= summary["duration_s"] <= expected + 2 * TOLERANCE_S
+    assert summary["mean_rate_fps"] == pytest.approx(FRAMES / summary["duration_s"], rel=1e-2)
+    session = server.session()
+    started = session.header["started_at"]
+    for n in range(FRAMES):
+        complete = started + (n + 1) * FRAME_S / 4
+        assert session.acquired_at[n] == pytest.approx(complete, abs=1e-6)
+        assert complete - 0.005 <= session.received_at[n] <= complete + 0.05 + TOLERANCE_S  # batch window 50 ms
+    assert len(server.messages) < FRAMES  # frames completing within 50 ms travel together
+    assert summary["ack_latency_ms"]["max"] < (0.05 + TOLERANCE_S) * 1000
+
+
+def test_speed_0_sends_as_fast_as_possible(tmp_path, server, run_bridge):
+    path = tmp_path / "scan.mdf"
+    write_measurement(path, frames=FRAMES, frame_duration_s=0.1)
+
+    rc, summary, err = run_bridge("replay", path, server.url, "--speed", "0")
+
+    assert rc == 0, err
+    assert summary["duration_s"] < FRAMES * FRAME_S / 4
+    assert len(server.messages) == 1  # 24 frames of 6,528 bytes fit one message
+    times = [server.session().acquired_at[n] for n in range(FRAMES)]
+    assert times == sorted(times)
+
+
+def test_batch_ms_0_sends_each_frame_as_it_completes(tmp_path, server, run_bridge):
+    path = tmp_path / "scan.mdf"
+    write_measurement(path, frames=8, frame_duration_s=0.1)
+
+    rc, summary, err = run_bridge("replay", path, server.url, "--speed", "2", "--batch-ms", "0")
+
+    assert rc == 0, err
+    assert server.messages == [(n, 1) for n in range(8)]  # 50 ms apart, each sent alone
