@@ -135,6 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = streamer.replay() if args.command == "replay" else streamer.follow()
         except MDFSourceError as exc:
             print(f"bridge: error: {exc}", file=sys.stderr)
+            if streamer.started_at:
+                print(
+                    f"bridge: the session stays streaming with {streamer.next_frame} frames recorded: "
+                    "end or abort it on the platform",
+                    file=sys.stderr,
+                )
+                _failed_summary(streamer, exc, code=None)
             return 2
         except ServerRefused as exc:
             print(f"bridge: error: {exc}", file=sys.stderr)

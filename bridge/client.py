@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import select
 import ssl
 import time
 from collections.abc import Callable
@@ -149,6 +150,16 @@ class LiveClient:
     # -- one attempt --------------------------------------------------------------------
 
     def _connection(self) -> http.client.HTTPConnection:
+        sock = self._conn.sock if self._conn is not None else None
+        if sock is not None:
+            # A kept-alive connection has nothing to read between requests: readable means
+            # the server closed it while idle (keep-alive timeout), so open a fresh one.
+            try:
+                readable, _, _ = select.select([sock], [], [], 0)
+            except (OSError, ValueError):
+                readable = [sock]
+            if readable:
+                self.close()
         if self._conn is None:
             if self.scheme == "https":
                 self._conn = http.client.HTTPSConnection(

@@ -322,5 +322,25 @@ class MDFSource:
             raise MDFSourceError(f"{self.path}: frame {bad} has NaN or infinite samples")
         return frames, flags
 
+    def completion_offsets_s(self, total: int) -> np.ndarray:
+        """When each of the first ``total`` frames was complete, in seconds after the acquisition start.
+
+        (n + 1) x frame duration, or, where the file records when its frames were acquired
+        (``/measurement/_frameAcquiredAt``, unix seconds: the platform's own recordings), those
+        times relative to the first frame's start, so a replay keeps the original pauses.
+        """
+        regular = (np.arange(total, dtype=np.float64) + 1) * self.frame_duration_s
+        ds = self._dataset("/measurement/_frameAcquiredAt")
+        if ds is None or ds.ndim != 1 or ds.shape[0] < total or total == 0:
+            return regular
+        with self._reading("/measurement/_frameAcquiredAt"):
+            times = np.asarray(ds[:total], dtype=np.float64)
+        if not np.isfinite(times).all() or (np.diff(times) < 0).any():
+            self.skipped_fields["/measurement/_frameAcquiredAt"] = (
+                "not finite and non-decreasing: frames paced regularly"
+            )
+            return regular
+        return times - times[0] + self.frame_duration_s
+
     def source_info(self, kind: str) -> dict[str, Any]:
         return {"kind": kind, "filename": os.path.basename(self.path), "measurement_uuid": self.measurement_uuid}

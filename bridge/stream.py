@@ -11,7 +11,6 @@ session with the number of frames sent.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -179,23 +178,23 @@ class Streamer:
             raise MDFSourceError(f"{self.source.path}: the measurement has no frames")
         self.start()
         speed = self.options.speed
-        step = self.source.frame_duration_s / speed if speed > 0 else 0.0
         window = max(self.options.batch_ms, 0.0) / 1000.0
+        paced = speed > 0
+        if paced:
+            # seconds after the stream start at which each frame is complete
+            offsets = self.source.completion_offsets_s(total) / speed
+            self._stamp(total, lambda a, b: self.started_at + offsets[a:b])
 
         def complete_at(n: int) -> float:  # wall clock when frame n is complete
-            return self.started_at + (n + 1) * step
+            return self.started_at + float(offsets[n])
 
         def complete_by(t: float) -> int:  # frames complete at wall-clock time t
-            if step == 0:
-                return total
-            return max(0, min(total, math.floor((t - self.started_at) / step + 1e-9)))
+            return int(np.searchsorted(offsets, t - self.started_at + 1e-9, side="right"))
 
-        if step > 0:
-            self._stamp(total, lambda a, b: self.started_at + (np.arange(a, b, dtype=np.float64) + 1) * step)
         while self.next_frame < total:
             first = self.next_frame
             limit = min(total, first + self.max_count)
-            if step == 0:
+            if not paced:
                 now = self.clock()
                 self._stamp_now(limit, now)
                 self.send(first, limit)

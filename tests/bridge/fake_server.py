@@ -63,6 +63,8 @@ class FakeLiveServer:
         self.messages: list[tuple[int, int]] = []  # (first_frame, count) of every complete frames body
         self.requests: list[tuple[str, str, int]] = []
         self.frames_requests = 0
+        #: close each connection after its answer without saying so (an idle keep-alive timeout)
+        self.close_silently = False
         self.lock = threading.Lock()
         server = self
 
@@ -106,6 +108,8 @@ class FakeLiveServer:
         h.end_headers()
         h.wfile.write(data)
         self.requests.append((method, h.path, status))
+        if self.close_silently:
+            h.close_connection = True
 
     def error(self, h, status: int, code: str, message: str, method: str, **extra: Any) -> None:
         self.reply(h, status, {"error": {"code": code, "message": message, "fields": {}}, **extra}, method)

@@ -1,5 +1,6 @@
-"""A measurement the bridge cannot stream ends it before anything is sent: exit status 2 and
-one line on stderr saying why (no traceback), and the session is never started."""
+"""A measurement the bridge cannot stream ends it before any frame is sent: exit status 2 and
+one line on stderr saying why (no traceback). (Samples that turn out NaN are found when their
+frames are read, after the start: the operator is told the session stays streaming.)"""
 
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ def test_it_names_the_problem_and_sends_nothing(tmp_path, server, run_bridge, da
     assert rc == 2
     assert message in err
     assert err.startswith("bridge: error: ") and "Traceback" not in err
+    if server.session().header is not None:  # found after the start
+        assert "the session stays streaming with 0 frames recorded" in err
     assert server.session().frames == {}
     assert not [r for r in server.requests if r[1].endswith(("/frames/", "/end/"))]
 

@@ -3,6 +3,8 @@ is not sent before that, and the whole file takes about frames x duration / S.""
 
 from __future__ import annotations
 
+import h5py
+import numpy as np
 import pytest
 
 from tests.bridge.measurements import write_measurement
@@ -56,3 +58,35 @@ def test_batch_ms_0_sends_each_frame_as_it_completes(tmp_path, server, run_bridg
 
     assert rc == 0, err
     assert server.messages == [(n, 1) for n in range(8)]  # 50 ms apart, each sent alone
+
+
+def test_frame_times_recorded_in_the_file_keep_their_pauses(tmp_path, server, run_bridge):
+    """A platform recording carries /measurement/_frameAcquiredAt: replay keeps its timing."""
+    path = tmp_path / "recording.mdf"
+    write_measurement(path, frames=8, frame_duration_s=0.1)
+    times = 1.7e9 + np.array([0.1, 0.2, 0.3, 0.4, 0.9, 1.0, 1.1, 1.2])  # a 0.4 s pause after frame 3
+    with h5py.File(path, "r+") as h5:
+        h5["/measurement/_frameAcquiredAt"] = times
+
+    rc, summary, err = run_bridge("replay", path, server.url, "--speed", "2")
+
+    assert rc == 0, err
+    session = server.session()
+    started = session.header["started_at"]
+    for n in range(8):
+        assert session.acquired_at[n] == pytest.approx(started + (times[n] - times[0] + FRAME_S) / 2, abs=1e-6)
+        assert session.received_at[n] >= session.acquired_at[n] - 0.005
+    assert summary["duration_s"] >= (times[-1] - times[0] + FRAME_S) / 2
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry(tmp_path, server, run_bridge):
+    server.close_silently = True
+    path = tmp_path / "scan.mdf"
+    data, _ = write_measurement(path, frames=10, frame_duration_s=0.1)
+
+    rc, summary, err = run_bridge("replay", path, server.url, "--speed", "4", "--batch-ms", "0")
+
+    assert rc == 0, err
+    assert summary["retries"] == 0 and summary["resyncs"] == 0
+    assert len(server.messages) == 10
+    np.testing.assert_array_equal(server.recorded(), data)
