@@ -17,6 +17,7 @@ from typing import Any
 
 from bridge.client import Backoff, BridgeError, LiveClient, ServerRefused
 from bridge.mdf_source import MDFSource, MDFSourceError
+from bridge.protocol import MAX_BODY_BYTES
 from bridge.stream import DEFAULT_MAX_MESSAGE_BYTES, Streamer, StreamOptions
 
 TOKEN_ENV = "MPI_BRIDGE_TOKEN"  # noqa: S105 - the name of the variable, not a secret
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
             help="give up after this many seconds of failures (300)",
         )
         p.add_argument("--timeout", type=_positive(float), default=30.0, help="seconds to wait for one answer (30)")
+        p.add_argument(
+            "--state",
+            help="JSON file keeping the stream header: run again with the same --state to continue the session",
+        )
         p.add_argument(
             "--max-message-mb",
             type=_positive(float),
@@ -109,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not token:
         print(f"bridge: error: no token: give --token or set ${TOKEN_ENV}", file=sys.stderr)
         return 2
+    if args.max_message_mb * 2**20 > MAX_BODY_BYTES - 2**20:
+        print(f"bridge: error: --max-message-mb must be at most {MAX_BODY_BYTES // 2**20 - 1}", file=sys.stderr)
+        return 2
     try:
         source = _open_source(args)
     except MDFSourceError as exc:
@@ -121,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_message_bytes=int(args.max_message_mb * 2**20),
         idle_end_s=getattr(args, "idle_end", 10.0),
         poll_s=getattr(args, "poll_ms", 50.0) / 1000.0,
+        state_path=args.state,
     )
     with source:
         try:

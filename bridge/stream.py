@@ -11,6 +11,8 @@ session with the number of frames sent.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +40,8 @@ class StreamOptions:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     idle_end_s: float = 10.0
     poll_s: float = 0.05
+    #: a JSON file keeping the stream header, so that a bridge started again continues the session
+    state_path: str | None = None
 
 
 @dataclass
@@ -74,6 +78,8 @@ class Streamer:
         self.stats = StreamStats()
         self.next_frame = 0
         self.started_at = 0.0
+        self.run_started = 0.0
+        self.resumed_from = 0
         self.frame_bytes = int(np.prod(source.frame_shape)) * np.dtype(source.dtype).itemsize
         self.max_count = max(1, min(MAX_FRAMES_PER_MESSAGE, options.max_message_bytes // self.frame_bytes))
         self._acquired = np.zeros(0, dtype=np.float64)  # acquired_at of every frame stamped so far
@@ -91,10 +97,46 @@ class Streamer:
         }
 
     def start(self) -> dict[str, Any]:
-        self.started_at = self.clock()
-        answer = self.client.start(self.session_id, self.header())
+        """POST start. With a state file from an earlier run for this session, its header
+        (``started_at`` included) is sent again, so the server (idempotent start) lets the
+        stream continue from its next_frame; the state file is written after a new start."""
+        self.run_started = self.clock()
+        header = self._saved_header()
+        if header is None:
+            self.started_at = self.run_started
+            header = self.header()
+        else:
+            self.started_at = float(header["started_at"])
+        answer = self.client.start(self.session_id, header)
         self.next_frame = _next_frame(answer, "start")
+        self.resumed_from = self.next_frame
+        if self.options.state_path:
+            _write_json(self.options.state_path, {"session": self.session_id, "header": header})
         return answer
+
+    def _saved_header(self) -> dict[str, Any] | None:
+        path = self.options.state_path
+        if not path or not os.path.exists(path):
+            return None
+        try:
+            with open(path, encoding="utf-8") as fh:
+                state = json.load(fh)
+            header = state["header"]
+            saved_session = str(state["session"])
+            float(header["started_at"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BridgeError(f"{path}: not a bridge state file ({' '.join(str(exc).split())})") from None
+        if saved_session != self.session_id:
+            return None  # another session's state: this session starts afresh (and overwrites it)
+        mine = self.header()
+        for key in ("protocol", "dtype", "fields"):
+            if header.get(key) != mine[key]:
+                raise BridgeError(
+                    f"{path}: the saved stream header of session {saved_session} differs from this measurement's "
+                    f"({key}): not the same stream"
+                )
+        print(f"bridge: continuing session {saved_session} with its saved header", file=self.log, flush=True)
+        return header
 
     # -- stamping -----------------------------------------------------------------------
 
@@ -262,7 +304,7 @@ class Streamer:
 
     def _finish(self, total: int) -> dict[str, Any]:
         answer = self.end(total)
-        duration = max(self.clock() - self.started_at, 1e-9)
+        duration = max(self.clock() - self.run_started, 1e-9)
         lat = np.asarray(self.stats.latencies_s) * 1000.0
         return {
             "frames_sent": total,
@@ -274,7 +316,8 @@ class Streamer:
             "messages": self.stats.messages,
             "bytes_sent": self.client.bytes_sent,
             "duration_s": round(duration, 3),
-            "mean_rate_fps": round(total / duration, 3),
+            "mean_rate_fps": round((total - self.resumed_from) / duration, 3),
+            "resumed_from": self.resumed_from,
             "frame_duration_s": self.source.frame_duration_s,
             "speed": self.options.speed if self.kind == "replay" else None,
             "dtype": self.source.dtype,
@@ -297,3 +340,10 @@ def _next_frame(answer: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BridgeError(f"the server's answer to {what} has no valid next_frame: {answer!r}"[:300])
     return value
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
