@@ -101,6 +101,7 @@ class FakeLiveServer:
 
     def reply(self, h: BaseHTTPRequestHandler, status: int, body: dict, method: str, extra: dict | None = None) -> None:
         data = json.dumps(body).encode()
+        self.requests.append((method, h.path, status))  # before the answer: a client may look right after it
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(data)))
@@ -108,7 +109,6 @@ class FakeLiveServer:
             h.send_header(k, v)
         h.end_headers()
         h.wfile.write(data)
-        self.requests.append((method, h.path, status))
         if self.close_silently:
             h.close_connection = True
 
