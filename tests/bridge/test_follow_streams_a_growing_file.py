@@ -85,8 +85,8 @@ def test_follow_sends_every_appended_frame_once_and_ends_when_idle(tmp_path, ser
     # each block was seen and sent soon after it was written (poll 20 ms, generous slack)
     for block, written_at in enumerate(written):
         first = block * BLOCK
-        assert written_at - 0.05 <= session.acquired_at[first] <= written_at + 0.5
-        assert session.received_at[first] <= written_at + 0.75
+        assert written_at - 0.05 <= session.acquired_at[first] <= written_at + 1.0
+        assert session.received_at[first] <= written_at + 1.5
     # ended by --idle-end after the last block
     ended_at = session.header["started_at"] + summary["duration_s"]
     assert ended_at >= written[-1] + 1.5 - 0.05

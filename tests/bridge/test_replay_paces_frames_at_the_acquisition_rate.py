@@ -13,7 +13,7 @@ FRAMES = 24
 #: the file's numAverages makes a frame last 0.1 s (306 x 326.4 µs = 99.88 ms)
 FRAME_S = 306 * 326.4e-6
 #: scheduling slack of a shared 2-core test machine
-TOLERANCE_S = 0.25
+TOLERANCE_S = 0.5
 
 
 def test_speed_4_takes_a_quarter_of_the_acquisition_time(tmp_path, server, run_bridge):
@@ -54,10 +54,10 @@ def test_batch_ms_0_sends_each_frame_as_it_completes(tmp_path, server, run_bridg
     path = tmp_path / "scan.mdf"
     write_measurement(path, frames=8, frame_duration_s=0.1)
 
-    rc, summary, err = run_bridge("replay", path, server.url, "--speed", "2", "--batch-ms", "0")
+    rc, summary, err = run_bridge("replay", path, server.url, "--speed", "1", "--batch-ms", "0")
 
     assert rc == 0, err
-    assert server.messages == [(n, 1) for n in range(8)]  # 50 ms apart, each sent alone
+    assert server.messages == [(n, 1) for n in range(8)]  # 100 ms apart, each sent alone
 
 
 def test_frame_times_recorded_in_the_file_keep_their_pauses(tmp_path, server, run_bridge):
@@ -84,7 +84,8 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry(t
     path = tmp_path / "scan.mdf"
     data, _ = write_measurement(path, frames=10, frame_duration_s=0.1)
 
-    rc, summary, err = run_bridge("replay", path, server.url, "--speed", "4", "--batch-ms", "0")
+    # 100 ms between messages: the server's close has long arrived when the next one goes
+    rc, summary, err = run_bridge("replay", path, server.url, "--speed", "1", "--batch-ms", "0")
 
     assert rc == 0, err
     assert summary["retries"] == 0 and summary["resyncs"] == 0
