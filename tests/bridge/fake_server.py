@@ -28,6 +28,11 @@ import numpy as np
 TOKEN = "scanner-token-1"
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # connections the tests drop on purpose: no traceback on stderr
+
+
 @dataclass
 class FakeSession:
     id: str
@@ -63,14 +68,18 @@ class FakeLiveServer:
         self.messages: list[tuple[int, int]] = []  # (first_frame, count) of every complete frames body
         self.requests: list[tuple[str, str, int]] = []
         self.frames_requests = 0
-        #: close each connection after its answer without saying so (an idle keep-alive timeout)
-        self.close_silently = False
+        #: close a connection that stays idle this long, without saying so (a keep-alive timeout)
+        self.keepalive_timeout_s: float | None = None
         self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body go out as two writes
+
+            def setup(self) -> None:
+                self.timeout = server.keepalive_timeout_s  # socket timeout: an idle connection is closed
+                super().setup()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -81,7 +90,7 @@ class FakeLiveServer:
             def do_POST(self) -> None:
                 server.handle(self, "POST")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
