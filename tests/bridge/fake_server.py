@@ -78,8 +78,9 @@ class FakeLiveServer:
             disable_nagle_algorithm = True  # headers and body go out as two writes
 
             def setup(self) -> None:
-                self.timeout = server.keepalive_timeout_s  # socket timeout: an idle connection is closed
                 super().setup()
+                # a socket timeout: http.server closes a connection whose next request does not come
+                self.connection.settimeout(server.keepalive_timeout_s)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -118,8 +119,6 @@ class FakeLiveServer:
             h.send_header(k, v)
         h.end_headers()
         h.wfile.write(data)
-        if self.close_silently:
-            h.close_connection = True
 
     def error(self, h, status: int, code: str, message: str, method: str, **extra: Any) -> None:
         self.reply(h, status, {"error": {"code": code, "message": message, "fields": {}}, **extra}, method)
