@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -118,3 +119,32 @@ def test_follow_waits_for_the_file_then_gives_up_with_a_clear_error(tmp_path, se
     assert bridge.returncode == 2
     assert "never.mdf: no such file" in err.strip().splitlines()[-1]
     assert server.session().header is None
+
+
+def test_follow_of_a_file_that_no_longer_grows_sends_it_and_ends(tmp_path, server, run_bridge):
+    """In-process: a finished file (its numFrames reached) is sent at once and the session ended;
+    with numFrames 0 (unknown) the end comes after --idle-end."""
+    path = tmp_path / "done.mdf"
+    data, is_bg = write_measurement(path, frames=FRAMES)
+
+    rc, summary, err = run_bridge("follow", path, server.url, "--idle-end", "30", "--max-message-mb", "0.025")
+
+    assert rc == 0, err
+    assert summary["frames_sent"] == FRAMES and summary["duration_s"] < 10
+    np.testing.assert_array_equal(server.recorded(), data)
+    assert [server.session().background[n] for n in range(FRAMES)] == is_bg.tolist()
+
+
+def test_follow_ends_after_idle_end_when_the_count_is_unknown(tmp_path, server, run_bridge):
+    path = tmp_path / "open.mdf"
+    data, _ = write_measurement(path, frames=6)
+    with h5py.File(path, "r+") as h5:
+        h5["/acquisition/numFrames"][()] = 0
+    started = time.monotonic()
+
+    rc, summary, err = run_bridge("follow", path, server.url, "--idle-end", "0.5", "--poll-ms", "20")
+
+    assert rc == 0, err
+    assert 0.5 <= time.monotonic() - started < 10
+    assert summary["frames_sent"] == 6 and summary["speed"] is None
+    np.testing.assert_array_equal(server.recorded(), data)
