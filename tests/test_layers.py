@@ -2,8 +2,9 @@
 and they fail on an upward import.
 
 The contracts are the one home of the layering rule; `bin/lint` runs them too. The last test
-is recon's runtime counterpart: importing all of recon loads none of the modules its contract
-forbids, which also catches a third-party import that would drag the web stack in.
+is the runtime counterpart for recon and bridge: importing all of the package loads none of
+the modules its contract forbids, which also catches a third-party import that would drag the
+web stack in.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def test_the_tree_keeps_every_contract():
     proc = _lint_imports(REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     kept = [line for line in proc.stdout.splitlines() if line.rstrip().endswith("KEPT") or " KEPT (" in line]
-    assert len(kept) == len(CONFIG["contracts"]) == 3
+    assert len(kept) == len(CONFIG["contracts"]) == 4
     assert "0 broken" in proc.stdout
 
 
@@ -71,6 +72,8 @@ def _only_python(folder: str, names: list[str]) -> list[str]:
         ("config/ids_upward.py", "from compliance import tokens\n", None),  # not plumbing: allowed
         ("config/errors.py", "from trials import models\n", "config.errors is not allowed to import trials"),
         ("recon/_impure.py", "import django\n", "recon is not allowed to import django"),
+        ("bridge/_impure.py", "import rest_framework\n", "bridge is not allowed to import rest_framework"),
+        ("bridge/_on_recon.py", "def f():\n    import recon.mdf\n", "bridge is not allowed to import recon"),
     ],
 )
 def test_it_fails_on_an_upward_import(tree_copy, module, source, broken):
@@ -89,15 +92,15 @@ def test_it_fails_on_an_upward_import(tree_copy, module, source, broken):
     else:
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert broken in proc.stdout
-        assert "Contracts: 2 kept, 1 broken." in proc.stdout
+        assert "Contracts: 3 kept, 1 broken." in proc.stdout
 
 
 PROBE = """
 import importlib, json, pkgutil, sys
-import recon, recon.mdf, recon.validate, recon.cli
+PACKAGE = importlib.import_module(sys.argv[1])
 failed = {}
-for info in pkgutil.walk_packages(recon.__path__, "recon."):
-    if info.name == "recon.__main__":
+for info in pkgutil.walk_packages(PACKAGE.__path__, sys.argv[1] + "."):
+    if info.name.endswith(".__main__"):
         continue  # running it would parse this process's argv
     try:
         importlib.import_module(info.name)
@@ -107,11 +110,14 @@ print(json.dumps({"modules": sorted(sys.modules), "failed": failed}))
 """
 
 
-def test_importing_all_of_recon_loads_nothing_its_contract_forbids():
-    forbidden = set(_contract("recon-pure")["forbidden_modules"])
+@pytest.mark.parametrize(
+    "package, contract, expected", [("recon", "recon-pure", "recon.mdf"), ("bridge", "bridge-pure", "bridge.cli")]
+)
+def test_importing_all_of_a_pure_package_loads_nothing_its_contract_forbids(package, contract, expected):
+    forbidden = set(_contract(contract)["forbidden_modules"])
     assert {"django", "rest_framework", "celery", "trials", "audit"} <= forbidden
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", PROBE, package],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -122,4 +128,4 @@ def test_importing_all_of_recon_loads_nothing_its_contract_forbids():
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])["modules"]
     leaked = [m for m in loaded if m.split(".")[0] in forbidden]
     assert leaked == []
-    assert "recon.mdf" in loaded and "h5py" in loaded
+    assert expected in loaded and "h5py" in loaded

@@ -1,0 +1,349 @@
+"""Pacing, batching and resume: the frames of a source sent to a live session in order.
+
+``replay`` paces a finished measurement at the acquisition rate x speed: frame n is complete
+at ``started_at + (n + 1) * frame_duration / speed`` and is stamped with that wall-clock
+time. ``follow`` sends the frames a scanner appends to a growing file, stamped when the
+bridge sees them. Both send frames in order, at most :data:`MAX_FRAMES_PER_MESSAGE` (and
+``max_message_bytes``) per message, resume from the session's ``next_frame`` after a failed
+message (so nothing is skipped and nothing is sent twice once the server has it), and end the
+session with the number of frames sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import numpy as np
+
+from bridge.client import BridgeError, LiveClient, Resync, Transient
+from bridge.mdf_source import MDFSource, MDFSourceError
+from bridge.protocol import MAX_FRAMES_PER_MESSAGE, PROTOCOL, encode_frames_message
+
+#: Default cap of one message's frame bytes (the server allows 64 MiB): large enough for
+#: 512 frames of a 2D scanner, small enough that a resend after a drop is cheap.
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: Resynchronisations in a row that move nothing forward before the bridge stops.
+MAX_IDLE_RESYNCS = 20
+
+
+@dataclass
+class StreamOptions:
+    speed: float = 1.0
+    batch_ms: float = 50.0
+    max_frames: int | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    idle_end_s: float = 10.0
+    poll_s: float = 0.05
+    #: a JSON file keeping the stream header, so that a bridge started again continues the session
+    state_path: str | None = None
+
+
+@dataclass
+class StreamStats:
+    messages: int = 0
+    resyncs: int = 0
+    frames_posted: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+
+
+class Streamer:
+    """Streams one source into one session through ``client``."""
+
+    def __init__(
+        self,
+        client: LiveClient,
+        session_id: str,
+        source: MDFSource,
+        options: StreamOptions,
+        *,
+        kind: str,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        log: TextIO | None = None,
+    ) -> None:
+        self.client = client
+        self.session_id = str(session_id)
+        self.source = source
+        self.options = options
+        self.kind = kind
+        self.clock = clock
+        self.sleep = sleep
+        self.log = log if log is not None else sys.stderr
+        self.stats = StreamStats()
+        self.next_frame = 0
+        self.started_at = 0.0
+        self.run_started = 0.0
+        self.resumed_from = 0
+        self.frame_bytes = int(np.prod(source.frame_shape)) * np.dtype(source.dtype).itemsize
+        self.max_count = max(1, min(MAX_FRAMES_PER_MESSAGE, options.max_message_bytes // self.frame_bytes))
+        self._acquired = np.zeros(0, dtype=np.float64)  # acquired_at of every frame stamped so far
+        self._idle_resyncs = 0
+
+    # -- header and start ---------------------------------------------------------------
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "protocol": PROTOCOL,
+            "dtype": self.source.dtype,
+            "started_at": self.started_at,
+            "source": self.source.source_info(self.kind),
+            "fields": self.source.fields,
+        }
+
+    def start(self) -> dict[str, Any]:
+        """POST start. With a state file from an earlier run for this session, its header
+        (``started_at`` included) is sent again, so the server (idempotent start) lets the
+        stream continue from its next_frame; the state file is written after a new start."""
+        self.run_started = self.clock()
+        header = self._saved_header()
+        if header is None:
+            self.started_at = self.run_started
+            header = self.header()
+        else:
+            self.started_at = float(header["started_at"])
+        answer = self.client.start(self.session_id, header)
+        self.next_frame = _next_frame(answer, "start")
+        self.resumed_from = self.next_frame
+        if self.options.state_path:
+            _write_json(self.options.state_path, {"session": self.session_id, "header": header})
+        return answer
+
+    def _saved_header(self) -> dict[str, Any] | None:
+        path = self.options.state_path
+        if not path or not os.path.exists(path):
+            return None
+        try:
+            with open(path, encoding="utf-8") as fh:
+                state = json.load(fh)
+            header = state["header"]
+            saved_session = str(state["session"])
+            float(header["started_at"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BridgeError(f"{path}: not a bridge state file ({' '.join(str(exc).split())})") from None
+        if saved_session != self.session_id:
+            return None  # another session's state: this session starts afresh (and overwrites it)
+        mine = self.header()
+        for key in ("protocol", "dtype", "fields"):
+            if header.get(key) != mine[key]:
+                raise BridgeError(
+                    f"{path}: the saved stream header of session {saved_session} differs from this measurement's "
+                    f"({key}): not the same stream"
+                )
+        print(f"bridge: continuing session {saved_session} with its saved header", file=self.log, flush=True)
+        return header
+
+    # -- stamping -----------------------------------------------------------------------
+
+    def _stamp(self, upto: int, times: Callable[[int, int], np.ndarray]) -> None:
+        """Give frames [len(stamped), upto) their acquired_at (kept for resends)."""
+        have = self._acquired.shape[0]
+        if upto > have:
+            new = times(have, upto)
+            if have:
+                new = np.maximum(new, self._acquired[-1])  # never decreasing, even if the clock steps back
+            self._acquired = np.concatenate([self._acquired, new])
+
+    def _stamp_now(self, upto: int, now: float) -> None:
+        self._stamp(upto, lambda a, b: np.full(b - a, now))
+
+    # -- sending ------------------------------------------------------------------------
+
+    def send(self, start: int, stop: int) -> None:
+        """Send frames [start, stop) (already stamped); afterwards next_frame is the server's."""
+        frames, background = self.source.read(start, stop)
+        message = encode_frames_message(start, frames, self._acquired[start:stop], background, dtype=self.source.dtype)
+        self.stats.messages += 1
+        before = self.next_frame
+        try:
+            answer = self.client.send_frames(self.session_id, message)
+        except Transient as failure:
+            self.client.backoff.wait(f"POST frames {start}..{stop - 1}", failure)
+            session = self.client.get_session(self.session_id, reset=False)
+            status = session.get("status") if isinstance(session, dict) else None
+            if status in ("ended", "aborted"):
+                reason = session.get("status_reason") or ""
+                raise BridgeError(f"the session is {status}{': ' + str(reason) if reason else ''}; stopping") from None
+            self._resynced(_next_frame(session, "the session"), f"resumed after: {failure.reason}", counted=False)
+            return
+        except Resync as resync:
+            self._resynced(resync.next_frame, f"{resync.code}: {resync.message}", counted=True)
+            return
+        self.client.backoff.reset()
+        now = self.clock()
+        acked = _next_frame(answer, "frames")
+        if acked > before:
+            self.stats.frames_posted += acked - before
+            self.stats.latencies_s.extend((now - self._acquired[before:acked]).tolist())
+        self.next_frame = acked
+        self._idle_resyncs = 0
+
+    def _resynced(self, next_frame: int, why: str, *, counted: bool) -> None:
+        """Continue from the server's next_frame. ``counted``: a 409 answer (a server that keeps
+        answering frame_gap without taking frames would loop forever; a transient failure is
+        bounded by the backoff's retry_for instead)."""
+        self.stats.resyncs += 1
+        if next_frame > self._acquired.shape[0]:
+            raise BridgeError(
+                f"the server expects frame {next_frame} but only {self._acquired.shape[0]} frames have been sent"
+            )
+        if counted:
+            self._idle_resyncs = 0 if next_frame > self.next_frame else self._idle_resyncs + 1
+        if self._idle_resyncs > MAX_IDLE_RESYNCS:
+            raise BridgeError(f"{MAX_IDLE_RESYNCS} resynchronisations in a row made no progress (last: {why})")
+        print(f"bridge: continuing from frame {next_frame} ({why})", file=self.log, flush=True)
+        self.next_frame = next_frame
+
+    def end(self, total: int) -> dict[str, Any]:
+        """POST end; a frames_missing answer sends the missing frames first (then ends again)."""
+        while True:
+            try:
+                return self.client.end(self.session_id, total)
+            except Resync as resync:
+                self._resynced(resync.next_frame, f"{resync.code}: {resync.message}", counted=True)
+            while self.next_frame < total:
+                self.send(self.next_frame, min(total, self.next_frame + self.max_count))
+
+    # -- replay -------------------------------------------------------------------------
+
+    def replay(self) -> dict[str, Any]:
+        """Stream the whole (finished) file at the acquisition rate x speed; end the session."""
+        total = self.source.available()
+        if self.options.max_frames is not None:
+            total = min(total, self.options.max_frames)
+        if total < 1:
+            raise MDFSourceError(f"{self.source.path}: the measurement has no frames")
+        self.start()
+        speed = self.options.speed
+        window = max(self.options.batch_ms, 0.0) / 1000.0
+        paced = speed > 0
+        if paced:
+            # seconds after the stream start at which each frame is complete
+            offsets = self.source.completion_offsets_s(total) / speed
+            self._stamp(total, lambda a, b: self.started_at + offsets[a:b])
+
+        def complete_at(n: int) -> float:  # wall clock when frame n is complete
+            return self.started_at + float(offsets[n])
+
+        def complete_by(t: float) -> int:  # frames complete at wall-clock time t
+            return int(np.searchsorted(offsets, t - self.started_at + 1e-9, side="right"))
+
+        while self.next_frame < total:
+            first = self.next_frame
+            limit = min(total, first + self.max_count)
+            if not paced:
+                now = self.clock()
+                self._stamp_now(limit, now)
+                self.send(first, limit)
+                continue
+            now = self.clock()
+            ready = complete_by(now)
+            if ready <= first:
+                self.sleep(max(0.0, complete_at(first) - now))
+                continue
+            # Wait (at most batch_ms after the oldest frame) for more frames of this message,
+            # unless a full message is ready or no further frame completes within the window.
+            wanted = min(limit, complete_by(complete_at(first) + window))
+            if ready < wanted:
+                self.sleep(max(0.0, complete_at(wanted - 1) - now))
+                ready = min(limit, complete_by(self.clock()))
+            self.send(first, min(ready, limit))
+        return self._finish(total)
+
+    # -- follow -------------------------------------------------------------------------
+
+    def follow(self) -> dict[str, Any]:
+        """Stream the frames a writer appends; end after idle_end_s without growth or at numFrames."""
+        self.start()
+        last_growth = self.clock()
+        seen = 0
+        while True:
+            try:
+                self.source.refresh()
+                available = self.source.available()
+                declared = self._declared_frames()
+            except MDFSourceError as exc:
+                # a writer without SWMR can leave the file unreadable for a moment
+                if self.clock() - last_growth > self.options.idle_end_s:
+                    raise
+                print(f"bridge: waiting for a readable file: {exc}", file=self.log, flush=True)
+                self.sleep(self.options.poll_s)
+                continue
+            if self.options.max_frames is not None:
+                available = min(available, self.options.max_frames)
+            now = self.clock()
+            if available > seen:
+                self._stamp_now(available, now)
+                seen = available
+                last_growth = now
+            while self.next_frame < seen:
+                self.send(self.next_frame, min(seen, self.next_frame + self.max_count))
+            if declared and seen >= declared:
+                break
+            if self.options.max_frames is not None and seen >= self.options.max_frames:
+                break
+            if self.clock() - last_growth >= self.options.idle_end_s:
+                break
+            self.sleep(self.options.poll_s)
+        return self._finish(seen)
+
+    def _declared_frames(self) -> int:
+        ds = self.source.h5.get("/acquisition/numFrames")
+        try:
+            value = int(np.asarray(ds[()]).ravel()[0]) if ds is not None and ds.size else 0
+        except (TypeError, ValueError, OSError):
+            return 0
+        return max(value, 0)
+
+    # -- the end ------------------------------------------------------------------------
+
+    def _finish(self, total: int) -> dict[str, Any]:
+        answer = self.end(total)
+        duration = max(self.clock() - self.run_started, 1e-9)
+        lat = np.asarray(self.stats.latencies_s) * 1000.0
+        return {
+            "frames_sent": total,
+            "session": answer.get("id", self.session_id) if isinstance(answer, dict) else self.session_id,
+            "scan": answer.get("scan") if isinstance(answer, dict) else None,
+            "status": answer.get("status") if isinstance(answer, dict) else None,
+            "retries": self.client.backoff.retries,
+            "resyncs": self.stats.resyncs,
+            "messages": self.stats.messages,
+            "bytes_sent": self.client.bytes_sent,
+            "duration_s": round(duration, 3),
+            "mean_rate_fps": round((total - self.resumed_from) / duration, 3),
+            "resumed_from": self.resumed_from,
+            "frame_duration_s": self.source.frame_duration_s,
+            "speed": self.options.speed if self.kind == "replay" else None,
+            "dtype": self.source.dtype,
+            "frame_shape": list(self.source.frame_shape),
+            "ack_latency_ms": (
+                {
+                    "p50": round(float(np.percentile(lat, 50)), 1),
+                    "p95": round(float(np.percentile(lat, 95)), 1),
+                    "max": round(float(lat.max()), 1),
+                }
+                if lat.size
+                else None
+            ),
+            "fields_skipped": sorted(self.source.skipped_fields),
+        }
+
+
+def _next_frame(answer: Any, what: str) -> int:
+    value = answer.get("next_frame") if isinstance(answer, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BridgeError(f"the server's answer to {what} has no valid next_frame: {answer!r}"[:300])
+    return value
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
