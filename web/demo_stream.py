@@ -21,7 +21,8 @@ from django.contrib.auth import get_user_model
 from compliance.tokens import scoped_token_issue
 from config.errors import RuleViolation
 from config.token_scopes import TokenScope
-from live.management.commands.load_demo_live import PROTOCOL, demo_injection, demo_live_dir
+from imaging.models import Scanner
+from live.management.commands.load_demo_live import PROTOCOL, SCANNER_NAME, demo_injection, demo_live_dir
 from live.models import LiveSession
 from live.services.sessions import session_create
 from trials.models import Role, Trial
@@ -61,7 +62,10 @@ def start_demo_stream(*, base_url: str, speed: float = 1.0, log_path: Path | Non
     )
     if user is None:
         raise RuleViolation("demo_not_loaded", "The demo site has no imaging staff to stream.")
-    session = session_create(actor=user, injection=injection)
+    scanner = Scanner.objects.filter(site=injection.subject.site, name=SCANNER_NAME).first()
+    if scanner is None:
+        raise RuleViolation("demo_not_loaded", "The demo's streaming scanner is missing: run load_demo_live first.")
+    session = session_create(actor=user, injection=injection, scanner=scanner)
     issued = scoped_token_issue(
         actor=user,
         user=user,
