@@ -590,11 +590,12 @@ def scan_retry(request, pk):
     scan = _scan(request, pk)
     require_write(request.user, scan_uploads_services.UPLOAD_ROLES, site=scan.subject.site)
     try:
-        retried = scan_claims_services.scan_retry(actor=request.user, scan=scan)
+        with transaction.atomic():  # the retry and its task (the outbox), together
+            retried = scan_claims_services.scan_retry(actor=request.user, scan=scan)
+            tasks.queue_next_step(retried)
     except RULE_ERRORS as exc:
         messages.error(request, getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)])))
     else:
-        tasks.queue_next_step(retried)
         messages.success(request, f"Scan #{scan.pk} sent back for processing.")
     return redirect("web:scan", pk=scan.pk)
 
@@ -694,11 +695,12 @@ def exports(request):
 def export_retry(request, pk):
     export = get_object_or_404(exports_services.exports_visible_to(request.user), pk=pk)
     try:
-        retried = exports_services.export_retry(actor=request.user, export=export)
+        with transaction.atomic():
+            retried = exports_services.export_retry(actor=request.user, export=export)
+            compliance_tasks.queue_export(retried)
     except RULE_ERRORS as exc:
         messages.error(request, getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)])))
     else:
-        compliance_tasks.queue_export(retried)
         messages.success(request, f"Export #{export.pk} queued again: it is built in the background.")
     return redirect("web:exports")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -191,11 +192,14 @@ class AppendOutcome:
     scan: Scan | None
 
 
-def upload_append(*, actor, upload: Upload, offset: int, source, checksum: bytes | None) -> AppendOutcome:
+def upload_append(
+    *, actor, upload: Upload, offset: int, source, checksum: bytes | None, then: Callable[[Scan], None] | None = None
+) -> AppendOutcome:
     """Append one PATCH body at ``offset``; complete the upload when it reaches the length.
 
     ``source`` gives the body: a ``config.request_body.BodySource`` (``body_source(request)``,
-    or any binary file: it has ``readinto``)."""
+    or any binary file: it has ``readinto``). ``then``: called with the new scan in the
+    transaction that creates it (the interface records its first task there)."""
     _check_upload_writer(actor, upload)
     # One writer at a time on the file; offset and status are read again once it is ours,
     # since another PATCH may have moved or closed the upload since the caller loaded it.
@@ -222,11 +226,11 @@ def upload_append(*, actor, upload: Upload, offset: int, source, checksum: bytes
                 "offset_mismatch", "Another request changed this upload at the same time: HEAD and resume."
             )
         upload.offset = new_offset
-        scan = upload_complete(actor=actor, upload=upload) if new_offset == upload.length else None
+        scan = upload_complete(actor=actor, upload=upload, then=then) if new_offset == upload.length else None
     return AppendOutcome(upload, True, scan)
 
 
-def upload_complete(*, actor, upload: Upload) -> Scan:
+def upload_complete(*, actor, upload: Upload, then: Callable[[Scan], None] | None = None) -> Scan:
     subject = upload.subject
     # The whole-file sha256 is checked by scan_validate (the ingest task), not here.
     try:
@@ -278,6 +282,8 @@ def upload_complete(*, actor, upload: Upload) -> Scan:
                 scan=scan,
                 changes={"status": [None, ScanStatus.RECEIVED]},
             )
+            if then is not None:
+                then(scan)
             # The rename is the last step: if it fails, the transaction rolls back and the bytes stay put.
             uploads.media_path(upload.path).rename(target)
     except IntegrityError:

@@ -32,7 +32,7 @@ def purge(broker_url: str) -> None:
     import redis
 
     client = redis.Redis.from_url(broker_url)
-    client.delete("ingest", "recon", "export", "unacked", "unacked_index", "unacked_mutex")
+    client.delete("ingest", "recon", "quant", "export", "live", "unacked", "unacked_index", "unacked_mutex")
 
 
 SLOW_RECONSTRUCTION = "tests.imaging.slow_reconstruction"
@@ -70,7 +70,7 @@ class Worker:
             "config",
             "worker",
             "-Q",
-            "ingest,recon,export",
+            "ingest,recon,quant,export,live",
             "-P",
             "solo",
             "-n",
