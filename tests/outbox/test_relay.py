@@ -52,9 +52,13 @@ def test_a_message_is_sent_after_the_commit_and_not_before(broker):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_rolled_back_transaction_queues_nothing(broker):
-    with pytest.raises(RuntimeError), transaction.atomic():
-        outbox.enqueue(TASK, [7])
-        raise RuntimeError("the write failed")
+    def write_then_fail():
+        with transaction.atomic():
+            outbox.enqueue(TASK, [7])
+            raise RuntimeError("the write failed")
+
+    with pytest.raises(RuntimeError):
+        write_then_fail()
     assert broker.sent == [] and not OutboxMessage.objects.exists()
 
 
