@@ -85,13 +85,21 @@ class Worker:
             command = [*command, "--include", SLOW_RECONSTRUCTION]
             environment["SLOW_RECONSTRUCTION_SECONDS"] = str(slow)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self._log, stderr=subprocess.STDOUT)
+        # A session of its own: kill_group() ends the worker with its pool and beat, as a lost host would.
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def kill_group(self) -> None:
+        """SIGKILL the worker's whole process group (main process, pool children, embedded beat)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
