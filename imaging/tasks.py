@@ -50,7 +50,7 @@ from outbox.relay import BROKER_ERRORS, enqueue, relay_quietly
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (OperationalError, *BROKER_ERRORS)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, *BROKER_ERRORS)
 
 
 class ScanTask(Task):
@@ -197,7 +197,7 @@ def recover_stalled_scans(*, depths: dict[str, int] | None = None, at_start: boo
     ``queue_depths``); at a worker's start-up (``at_start``) all of them do, as before the
     periodic sweep: a duplicate is harmless. A step queued again recently (or still pending in
     the outbox) is not queued twice."""
-    idle = None if at_start else {status for status, queue in _WAITS_ON.items() if (depths or {}).get(queue) == 0}
+    idle = None if at_start else {str(status) for status, queue in _WAITS_ON.items() if (depths or {}).get(queue) == 0}
     requeued = []
     for scan_id, status in stalled_scans(idle_statuses=idle):
         claimed = status not in _WAITS_ON

@@ -12,6 +12,7 @@ import uuid
 import kombu.exceptions
 import pytest
 from celery.app.task import Task
+from django.utils import timezone
 
 from audit.actions import AuditAction
 from audit.models import AuditEvent
@@ -50,7 +51,7 @@ def broker(monkeypatch):
 def back_up(broker: Broker, capture) -> None:
     """The broker returns; beat's relay runs (its backoff over)."""
     broker.up = True
-    OutboxMessage.objects.filter(sent_at__isnull=True).update(due_at=OutboxMessage.objects.first().created_at)
+    OutboxMessage.objects.filter(sent_at__isnull=True).update(due_at=timezone.now())
     with capture(execute=True):
         relay_due.apply()
 

@@ -127,10 +127,15 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "
 def drop_broker_connections(app) -> None:
     """Connections already made keep their broker URL and transport options: drop them, so
     the next publish uses the configuration as it is now."""
+    from kombu import pools
+
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None
+    # kombu keeps producer pools per connection in a registry of its own: one for a broker URL
+    # used before would hand out the connection pool closed above ("Acquire on closed pool").
+    pools.reset()
 
 
 def scan_state(scan_id: int):
