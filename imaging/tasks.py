@@ -190,14 +190,13 @@ def _queued_since(seconds: float) -> dt.datetime:
     return timezone.now() - dt.timedelta(seconds=seconds)
 
 
-def recover_stalled_scans(*, depths: dict[str, int] | None = None, at_start: bool = False) -> list[int]:
+def recover_stalled_scans(*, depths: dict[str, int] | None) -> list[int]:
     """Queue again the step of each scan that lost its task (``services.stalled_scans``).
 
     Unclaimed scans count only when their step's queue is empty in ``depths`` (the broker's
-    ``queue_depths``); at a worker's start-up (``at_start``) all of them do, as before the
-    periodic sweep: a duplicate is harmless. A step queued again recently (or still pending in
-    the outbox) is not queued twice."""
-    idle = None if at_start else {str(status) for status, queue in _WAITS_ON.items() if (depths or {}).get(queue) == 0}
+    ``queue_depths``; None: the broker cannot say, so claims whose lease ran out only). A
+    step queued again recently (or still pending in the outbox) is not queued twice."""
+    idle = {str(status) for status, queue in _WAITS_ON.items() if (depths or {}).get(queue) == 0}
     requeued = []
     for scan_id, status in stalled_scans(idle_statuses=idle):
         claimed = status not in _WAITS_ON
@@ -262,9 +261,15 @@ def _sweep(what: str, sweep) -> None:
 def sweep_stalled_work() -> None:
     """Celery beat's sweep (``IMAGING_SWEEP_INTERVAL_SECONDS``): claims whose lease ran out,
     unclaimed scans and PACS sends whose message was lost while their queue stands empty."""
+    _sweep_all(start=False)
+
+
+def _sweep_all(*, start: bool) -> None:
     depths = queue_depths(["ingest", "recon", "quant", "export"])
     _sweep("scans", lambda: recover_stalled_scans(depths=depths))
-    if depths is not None and depths["export"] == 0:
+    # A send queued long ago may be waiting behind others: only with its queue empty, or at
+    # a worker's start-up (as before the periodic sweep), is its message taken for lost.
+    if start or (depths is not None and depths["export"] == 0):
         _sweep("PACS sends", recover_stalled_sends)
 
 
@@ -272,6 +277,5 @@ def sweep_stalled_work() -> None:
 def _recover_on_start(sender=None, **kwargs) -> None:
     # The filesystem broker loses a task whose worker was killed: pick such scans and PACS
     # sends up again, and deliver what the outbox holds.
-    _sweep("scans", lambda: recover_stalled_scans(at_start=True))
-    _sweep("PACS sends", recover_stalled_sends)
+    _sweep_all(start=True)
     relay_quietly()

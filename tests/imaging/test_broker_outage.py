@@ -105,7 +105,7 @@ def test_a_broker_outage_at_each_step_delays_the_scan_and_it_is_quantified_once(
         if not broker.up:
             assert_held_for_later(scan_id, held_in, broker)
             # The periodic sweep meanwhile finds the step pending in the outbox: nothing twice.
-            assert tasks.recover_stalled_scans(at_start=True) == []
+            assert tasks.recover_stalled_scans(depths={"ingest": 0, "recon": 0, "quant": 0}) == []
             back_up(broker, capture)
     assert_quantified_once(scan_id, pipeline)
 

@@ -60,7 +60,7 @@ def age(scan: Scan, seconds: float) -> None:
 
 def sweep(capture, **kwargs) -> list[int]:
     """The sweep, and the outbox relay after its commit: what it queued lands in ``queued``."""
-    kwargs.setdefault("at_start", True)
+    kwargs.setdefault("depths", {"ingest": 0, "recon": 0, "quant": 0})  # the broker's queues empty
     with capture(execute=True):
         return tasks.recover_stalled_scans(**kwargs)
 
@@ -173,9 +173,9 @@ def test_the_periodic_sweep_requeues_unclaimed_work_only_while_its_queue_is_empt
     assert scan_validate(scan_id=scan.pk, token="validator").status == ScanStatus.VALIDATED
     age(scan, 600)
     queued.clear()
-    assert sweep(capture, at_start=False, depths={"ingest": 0, "recon": 12, "quant": 0}) == []
-    assert sweep(capture, at_start=False, depths=None) == []  # the broker is away: nothing known
-    assert sweep(capture, at_start=False, depths={"ingest": 0, "recon": 0, "quant": 0}) == [scan.pk]
+    assert sweep(capture, depths={"ingest": 0, "recon": 12, "quant": 0}) == []
+    assert sweep(capture, depths=None) == []  # the broker is away: nothing known
+    assert sweep(capture, depths={"ingest": 0, "recon": 0, "quant": 0}) == [scan.pk]
     assert queued == [("reconstruct", scan.pk)]
 
 
