@@ -4,6 +4,7 @@ URL), audit events, API tokens. Scoped reads, one service per write."""
 from __future__ import annotations
 
 import django_filters
+from django.db import transaction
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -129,15 +130,15 @@ class ExportViewSet(ScopedViewSet):
                 raise RuleViolation("not_found", f"No such {field}.", field=field)
             return obj
 
-        export = export_request(
-            actor=user,
-            kind=v["kind"],
+        scope = dict(
             trial=visible(trial_selectors.visible_trials(user), v["trial"], "trial"),
             site=visible(trial_selectors.visible_sites(user), v.get("site"), "site"),
             subject=visible(trial_selectors.subjects_visible_to(user), v.get("subject"), "subject"),
             scan=visible(imaging_selectors.scans_visible_to(user), v.get("scan"), "scan"),
         )
-        tasks.queue_export(export)
+        with transaction.atomic():  # the export and its task (the outbox), together
+            export = export_request(actor=user, kind=v["kind"], **scope)
+            tasks.queue_export(export)
         return Response(self.get_serializer(export).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -147,8 +148,9 @@ class ExportViewSet(ScopedViewSet):
     )
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        export = export_retry(actor=request.user, export=self.get_object())
-        tasks.queue_export(export)
+        with transaction.atomic():
+            export = export_retry(actor=request.user, export=self.get_object())
+            tasks.queue_export(export)
         return Response(self.get_serializer(export).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes}, summary="Download a ready export (audited)")
@@ -197,8 +199,9 @@ class ScanDicomExportViewSet(ScopedViewSet):
     def create(self, request, pk=None):
         scan = self.scan()
         kind = self.validated(s.DicomExportInput)["kind"]
-        export = export_request(actor=request.user, kind=kind, scan=scan)
-        tasks.queue_export(export)
+        with transaction.atomic():
+            export = export_request(actor=request.user, kind=kind, scan=scan)
+            tasks.queue_export(export)
         return self.output(export, status.HTTP_201_CREATED)
 
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
 
 from compliance.models import Export
 from compliance.services.exports import export_run
+from outbox.relay import enqueue
 
 
 @shared_task(
     name="compliance.run_export",
-    queue="export",
     acks_late=True,
     soft_time_limit=settings.EXPORT_TASK_SOFT_TIME_LIMIT,
     time_limit=settings.EXPORT_TASK_TIME_LIMIT,
@@ -26,10 +25,9 @@ def run_export(export_id: int) -> str:
 
 
 def queue_export(export: Export) -> None:
-    """Once the current transaction commits (at once outside one), queue the build of a
-    requested or retried export on the ``export`` queue."""
-    export_id = export.pk
-    transaction.on_commit(lambda: run_export.apply_async(args=[export_id], queue="export"))
+    """Record, in the current transaction, the build of a requested or retried export: the
+    outbox hands it to the ``export`` queue after the commit, or later while the broker is away."""
+    enqueue(run_export.name, [export.pk], queue="export")
 
 
 @shared_task(name="compliance.expire_api_tokens", acks_late=True, soft_time_limit=120, time_limit=150)

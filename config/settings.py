@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from kombu import Queue
 
 from config.env import ImproperEnvironment, envbool, envfloat, envint, envlist, envstr
 
@@ -160,8 +161,9 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     # The project's apps, bottom layer first (imports point down: web -> compliance ->
-    # live -> imaging -> trials -> audit -> ops; the contracts in pyproject.toml hold it).
+    # live -> imaging -> trials -> audit -> outbox -> ops; the contracts in pyproject.toml hold it).
     "ops",  # health checks and worker heartbeats: below every app, it imports none
+    "outbox",  # tasks written with the change that made them due, relayed to the broker
     "audit",
     "compliance",
     "trials",
@@ -321,12 +323,21 @@ CELERY_RESULT_BACKEND = envstr("CELERY_RESULT_BACKEND")  # task state lives in o
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# One queue per kind of work, so a backlog of one never hides another (issue #17): ingest
+# (validation, and the platform's own sweeps), recon (reconstructions, the long tasks),
+# quant (quantification: seconds each, so metrics follow a reconstruction at once whatever
+# waits in recon), export (file exports, PACS delivery), live (live monitoring). The
+# embedded worker consumes them all; production runs a worker per group (docker-compose.yml).
+TASK_QUEUE_NAMES = ("ingest", "recon", "quant", "export", "live")
+CELERY_TASK_QUEUES = tuple(Queue(name) for name in TASK_QUEUE_NAMES)
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
 CELERY_TASK_ROUTES = {
     "imaging.validate_scan": {"queue": "ingest"},
     "imaging.reconstruct_scan": {"queue": "recon"},
-    "imaging.quantify_scan": {"queue": "recon"},
+    "imaging.quantify_scan": {"queue": "quant"},
     "imaging.send_dicom": {"queue": "export"},
+    "compliance.run_export": {"queue": "export"},
+    "live.*": {"queue": "live"},
 }
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -339,6 +350,36 @@ WORKER_HEARTBEAT_SECONDS = envint("WORKER_HEARTBEAT_SECONDS", 30, minimum=1)
 WORKER_HEARTBEAT_STALE_SECONDS = envint("WORKER_HEARTBEAT_STALE_SECONDS", 3 * WORKER_HEARTBEAT_SECONDS, minimum=2)
 HEALTH_REQUIRED_QUEUES = envlist("HEALTH_REQUIRED_QUEUES", [])
 HEALTH_CHECK_TIMEOUT_SECONDS = envfloat("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0, minimum=0.1)
+
+# Transactional outbox (outbox.relay): tasks are rows written with the change that made them
+# due, sent after the commit and, while the broker is away, by the periodic relay every
+# OUTBOX_RELAY_INTERVAL_SECONDS. Sent rows are kept OUTBOX_KEEP_SENT_SECONDS for the sweeps.
+OUTBOX_RELAY_INTERVAL_SECONDS = envint("OUTBOX_RELAY_INTERVAL_SECONDS", 10, minimum=1)
+OUTBOX_KEEP_SENT_SECONDS = envint("OUTBOX_KEEP_SENT_SECONDS", 86_400, minimum=60)
+# Leases (imaging.services.scan_claims): a running scan step renews its claim every
+# IMAGING_CLAIM_LEASE_SECONDS / 4 (a heartbeat thread beside the task); a claim not renewed for
+# IMAGING_CLAIM_LEASE_SECONDS belongs to a dead worker, and the sweep (every
+# IMAGING_SWEEP_INTERVAL_SECONDS) queues its step again: a lost host's scan resumes within
+# lease + interval, whatever the broker's visibility timeout.
+IMAGING_CLAIM_LEASE_SECONDS = envint("IMAGING_CLAIM_LEASE_SECONDS", 120, minimum=2)
+IMAGING_SWEEP_INTERVAL_SECONDS = envint("IMAGING_SWEEP_INTERVAL_SECONDS", 60, minimum=1)
+# Unclaimed work (a scan received, validated or reconstructed) quiet this long while its
+# queue on the broker is empty lost its message: the sweep queues it again.
+IMAGING_LOST_MESSAGE_QUIET_SECONDS = envint("IMAGING_LOST_MESSAGE_QUIET_SECONDS", 60, minimum=1)
+# Beat's sweeps; each expires after one interval, so sweeps piled up while no worker ran
+# do not all run at once. `celery beat` in production, `worker -B` in the embedded runner.
+CELERY_BEAT_SCHEDULE |= {
+    "outbox-relay": {
+        "task": "outbox.relay",
+        "schedule": OUTBOX_RELAY_INTERVAL_SECONDS,
+        "options": {"expires": OUTBOX_RELAY_INTERVAL_SECONDS},
+    },
+    "sweep-stalled-work": {
+        "task": "imaging.sweep_stalled_work",
+        "schedule": IMAGING_SWEEP_INTERVAL_SECONDS,
+        "options": {"expires": IMAGING_SWEEP_INTERVAL_SECONDS},
+    },
+}
 
 # Security.
 SESSION_COOKIE_HTTPONLY = True

@@ -11,6 +11,7 @@ compliance's endpoint.
 from __future__ import annotations
 
 import django_filters
+from django.db import transaction
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
@@ -208,8 +209,15 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
             raise RuleViolation("unsupported_media_type", f"PATCH needs Content-Type {uploads.OFFSET_CONTENT_TYPE}.")
         offset = _int_header(request, "Upload-Offset")
         checksum = uploads.parse_checksum(request.headers.get("Upload-Checksum"))
+        # The new scan's first task is recorded in the transaction that creates it (the outbox):
+        # with the broker away, the upload still completes and answers with its scan id.
         outcome = upload_append(
-            actor=request.user, upload=upload, offset=offset, source=RequestBody(request._request), checksum=checksum
+            actor=request.user,
+            upload=upload,
+            offset=offset,
+            source=RequestBody(request._request),
+            checksum=checksum,
+            then=tasks.queue_next_step,
         )
         if not outcome.checksum_ok:
             raise RuleViolation(
@@ -220,7 +228,6 @@ class UploadResourceViewSet(TusMixin, viewsets.GenericViewSet):
         response = Response(status=status.HTTP_204_NO_CONTENT)
         response["Upload-Offset"] = str(outcome.upload.offset)
         if outcome.scan is not None:
-            tasks.queue_next_step(outcome.scan)
             response["Scan-Id"] = str(outcome.scan.pk)
             response["Scan-Location"] = request.build_absolute_uri(f"/api/v1/scans/{outcome.scan.pk}/")
         return response
@@ -310,15 +317,17 @@ class ScanViewSet(ScopedViewSet):
         destination = PacsDestination.objects.filter(pk=data.validated_data["destination"]).first()
         if destination is None:
             raise RuleViolation("not_found", "No such PACS destination.", field="destination")
-        send = pacs.dicom_send_request(actor=request.user, scan=scan, destination=destination)
-        tasks.queue_send(send)
+        with transaction.atomic():  # the send and its task, together
+            send = pacs.dicom_send_request(actor=request.user, scan=scan, destination=destination)
+            tasks.queue_send(send)
         return Response(s.DicomSendOutput(send).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=s.ScanOutput, summary="Retry a scan that failed for a transient reason")
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        scan = scan_retry(actor=request.user, scan=self.get_object())
-        tasks.queue_next_step(scan)
+        with transaction.atomic():  # the retry and its task, together
+            scan = scan_retry(actor=request.user, scan=self.get_object())
+            tasks.queue_next_step(scan)
         return Response(s.ScanOutput(self.get_queryset().get(pk=scan.pk), context={"request": request}).data)
 
 

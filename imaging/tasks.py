@@ -1,42 +1,56 @@
 """Celery tasks of the scan pipeline: each takes a scan id and calls one service.
 
 The chain lives here, not in the services: validate -> reconstruct -> quantify. A step
-whose service moved the scan on (``validated``, ``reconstructed``) queues the next task
-on commit; a step that lost its claim, was refused or failed queues nothing. What starts
-or restarts the chain (an upload completed, a retry, the start-up sweep) calls
-``queue_next_step``: the task for the scan's status, from the one table ``NEXT_STEP``.
+whose service moved the scan on (``validated``, ``reconstructed``) records the next task in
+the same transaction (the service calls the ``then`` it is given: ``queue_next_step``); a
+step that lost its claim, was refused or failed queues nothing. What starts or restarts the
+chain (an upload completed, a retry, the sweep) calls ``queue_next_step`` too: the task for
+the scan's status, from the one table ``NEXT_STEP``.
 
-Queues (``CELERY_TASK_ROUTES`` in settings): ``ingest`` (validate), ``recon``
-(reconstruct, quantify), ``export`` (PACS delivery here; file exports in compliance.tasks).
-Delivery is at least once (acks_late, reject_on_worker_lost, the broker's visibility
-timeout): the services claim the scan with a conditional update, so a redelivered
-task either resumes its own claim (same task id) or exits quietly. Only transient
-errors are retried (database connection trouble, storage I/O), with exponential
-backoff; anything else fails the scan with its reason. Queued with
-``transaction.on_commit``, after the write that made the step due.
+Queueing goes through the transactional outbox (``outbox.relay.enqueue``): a row written
+with the change that made the step due, sent to the broker after the commit and by the
+periodic relay until the broker takes it. A broker outage delays a step; it never fails a
+scan nor an HTTP request.
+
+Queues (``CELERY_TASK_ROUTES`` in settings): ``ingest`` (validate, the sweeps), ``recon``
+(reconstruct), ``quant`` (quantify), ``export`` (PACS delivery here; file exports in
+compliance.tasks). Delivery is at least once: the services claim the scan with a
+conditional update, so a redelivered task either resumes its own claim (same task id) or
+exits quietly. A running claimed step renews its lease (a heartbeat thread); the periodic
+sweep (``sweep_stalled_work``, Celery beat) queues again the step of a claim whose lease
+ran out and of unclaimed work whose message was lost. Only transient errors are retried
+(database connection trouble, storage I/O, the broker), with exponential backoff; anything
+else fails the scan with its reason.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import worker_ready
 from django.conf import settings
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connections
+from django.utils import timezone
 
 from audit.context import request_context
 from imaging import pacs
 from imaging.cache import worker_cache
 from imaging.models import DicomSend, Scan, ScanStatus
-from imaging.services.scan_claims import scan_fail, stalled_scans
+from imaging.services.scan_claims import scan_fail, scan_renew_claim, stalled_scans
 from imaging.services.scan_steps import scan_quantify, scan_reconstruct, scan_validate
+from outbox.broker import queue_depths
+from outbox.relay import BROKER_ERRORS, enqueue, relay_quietly
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (OperationalError, OSError)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, *BROKER_ERRORS)
 
 
 class ScanTask(Task):
@@ -72,10 +86,39 @@ def _backoff(retries: int) -> int:
     return min(2**retries * 5, 600)
 
 
-def _run(task, scan_id: int, step) -> Scan | None:
-    """The step's scan as the service left it; None when it claimed nothing or failed."""
+@contextlib.contextmanager
+def _heartbeat(scan_id: int, token: str) -> Iterator[None]:
+    """While the step runs, renew its claim's lease every quarter of it, from a thread of
+    its own (the step may sit in numerical code for minutes between progress reports). A
+    killed worker stops renewing, and the sweep finds its scan once the lease runs out."""
+    interval = settings.IMAGING_CLAIM_LEASE_SECONDS / 4
+    stop = threading.Event()
+
+    def renew() -> None:
+        try:
+            while not stop.wait(interval):
+                try:
+                    scan_renew_claim(scan_id=scan_id, token=token)
+                except Exception:
+                    log.warning("scan %s: renewing the claim failed", scan_id, exc_info=True)
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    thread = threading.Thread(target=renew, name=f"scan-{scan_id}-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def _run(task, scan_id: int, step, *, claims: bool = True) -> Scan | None:
+    """The step's scan as the service left it; None when it claimed nothing or failed.
+    ``claims``: the step holds a claim while it runs, renewed by the heartbeat."""
     token = task.request.id or f"local-{scan_id}"
-    with request_context(request_id=f"task:{token}"):
+    lease = _heartbeat(scan_id, token) if claims else contextlib.nullcontext()
+    with request_context(request_id=f"task:{token}"), lease:
         try:
             return step(scan_id=scan_id, token=token)
         except SoftTimeLimitExceeded:
@@ -95,6 +138,8 @@ def _run(task, scan_id: int, step) -> Scan | None:
                 )
                 return None
             log.warning("scan %s: transient %s, retrying: %s", scan_id, type(exc).__name__, exc)
+            # Should the broker refuse the retry too, Celery rejects the message: the claim's
+            # lease runs out (or the unclaimed scan stays quiet) and the sweep queues it again.
             raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
         except Exception as exc:  # a bad file or a numerical failure: not worth retrying
             log.exception("scan %s: %s failed", scan_id, task.name)
@@ -102,26 +147,19 @@ def _run(task, scan_id: int, step) -> Scan | None:
     return None
 
 
-def _then(scan: Scan | None, done: str) -> None:
-    """Queue the next step when this one ended in ``done`` (its own success)."""
-    if scan is not None and scan.status == done:
-        queue_next_step(scan)
-
-
 @shared_task(name="imaging.validate_scan", **_TASK_OPTIONS)
 def validate_scan(self, scan_id: int) -> None:
-    _then(_run(self, scan_id, scan_validate), ScanStatus.VALIDATED)
+    _run(self, scan_id, lambda **kw: scan_validate(then=queue_next_step, **kw))
 
 
 @shared_task(name="imaging.reconstruct_scan", **_TASK_OPTIONS)
 def reconstruct_scan(self, scan_id: int) -> None:
-    scan = _run(self, scan_id, lambda **kw: scan_reconstruct(cache=worker_cache(), **kw))
-    _then(scan, ScanStatus.RECONSTRUCTED)
+    _run(self, scan_id, lambda **kw: scan_reconstruct(cache=worker_cache(), then=queue_next_step, **kw))
 
 
 @shared_task(name="imaging.quantify_scan", **_TASK_OPTIONS)
 def quantify_scan(self, scan_id: int) -> None:
-    _run(self, scan_id, scan_quantify)
+    _run(self, scan_id, scan_quantify, claims=False)
 
 
 # The task that takes a scan on from each status; none from a final one. A claimed status
@@ -136,19 +174,38 @@ NEXT_STEP: dict[str, Any] = {
 
 
 def queue_next_step(scan: Scan) -> None:
-    """Once the current transaction commits (at once outside one), queue the task that
-    takes ``scan`` on from its status: after an upload completes, a retry, a step done."""
-    task, scan_id = NEXT_STEP.get(scan.status), scan.pk
+    """Record, in the current transaction (at once outside one), the task that takes ``scan``
+    on from its status; it reaches the broker after the commit or, while the broker is
+    away, through the periodic relay. After an upload completes, a retry, a step done."""
+    task = NEXT_STEP.get(scan.status)
     if task is not None:
-        transaction.on_commit(lambda: task.delay(scan_id))
+        enqueue(task.name, [scan.pk])
 
 
-def recover_stalled_scans() -> list[int]:
-    """Queue again the step of each scan that lost its task (``services.stalled_scans``)."""
-    stalled = stalled_scans()
-    for scan_id, status in stalled:
-        NEXT_STEP[status].delay(scan_id)
-    return [scan_id for scan_id, _ in stalled]
+# Which status waits on which queue: an unclaimed scan is only swept while its queue is empty.
+_WAITS_ON = {ScanStatus.RECEIVED: "ingest", ScanStatus.VALIDATED: "recon", ScanStatus.RECONSTRUCTED: "quant"}
+
+
+def _queued_since(seconds: float) -> dt.datetime:
+    return timezone.now() - dt.timedelta(seconds=seconds)
+
+
+def recover_stalled_scans(*, depths: dict[str, int] | None) -> list[int]:
+    """Queue again the step of each scan that lost its task (``services.stalled_scans``).
+
+    Unclaimed scans count only when their step's queue is empty in ``depths`` (the broker's
+    ``queue_depths``; None: the broker cannot say, so claims whose lease ran out only). A
+    step queued again recently (or still pending in the outbox) is not queued twice."""
+    idle = {str(status) for status, queue in _WAITS_ON.items() if (depths or {}).get(queue) == 0}
+    requeued = []
+    for scan_id, status in stalled_scans(idle_statuses=idle):
+        claimed = status not in _WAITS_ON
+        since = _queued_since(
+            settings.IMAGING_CLAIM_LEASE_SECONDS if claimed else settings.IMAGING_LOST_MESSAGE_QUIET_SECONDS
+        )
+        if enqueue(NEXT_STEP[status].name, [scan_id], unless_since=since) is not None:
+            requeued.append(scan_id)
+    return requeued
 
 
 @shared_task(
@@ -175,32 +232,50 @@ def send_dicom(self, send_id: int) -> str:
     return send.status
 
 
-def _send_now(send_id: int) -> None:
-    send_dicom.apply_async(args=[send_id], queue="export")
-
-
 def queue_send(send: DicomSend) -> None:
-    """Once the current transaction commits, queue the delivery ``pacs.dicom_send_request`` wrote."""
-    send_id = send.pk
-    transaction.on_commit(lambda: _send_now(send_id))
+    """Record the delivery ``pacs.dicom_send_request`` wrote, for the broker after the commit."""
+    enqueue(send_dicom.name, [send.pk], queue="export")
 
 
 def recover_stalled_sends() -> list[int]:
     """Queue again each PACS send that lost its task (``pacs.stalled_sends``)."""
-    stalled = pacs.stalled_sends()
-    for send_id in stalled:
-        _send_now(send_id)
-    return stalled
+    since = _queued_since(settings.IMAGING_LOST_MESSAGE_QUIET_SECONDS)
+    return [
+        send_id
+        for send_id in pacs.stalled_sends()
+        if enqueue(send_dicom.name, [send_id], queue="export", unless_since=since) is not None
+    ]
+
+
+def _sweep(what: str, sweep) -> None:
+    try:
+        requeued = sweep()
+    except Exception:
+        log.exception("recovering stalled %s failed", what)
+        return
+    if requeued:
+        log.info("requeued stalled %s %s", what, requeued)
+
+
+@shared_task(name="imaging.sweep_stalled_work", ignore_result=True, soft_time_limit=120, time_limit=150)
+def sweep_stalled_work() -> None:
+    """Celery beat's sweep (``IMAGING_SWEEP_INTERVAL_SECONDS``): claims whose lease ran out,
+    unclaimed scans and PACS sends whose message was lost while their queue stands empty."""
+    _sweep_all(start=False)
+
+
+def _sweep_all(*, start: bool) -> None:
+    depths = queue_depths(["ingest", "recon", "quant", "export"])
+    _sweep("scans", lambda: recover_stalled_scans(depths=depths))
+    # A send queued long ago may be waiting behind others: only with its queue empty, or at
+    # a worker's start-up (as before the periodic sweep), is its message taken for lost.
+    if start or (depths is not None and depths["export"] == 0):
+        _sweep("PACS sends", recover_stalled_sends)
 
 
 @worker_ready.connect
 def _recover_on_start(sender=None, **kwargs) -> None:
-    # The filesystem broker loses a task whose worker was killed: pick such scans and PACS sends up again.
-    for what, sweep in (("scans", recover_stalled_scans), ("PACS sends", recover_stalled_sends)):
-        try:
-            requeued = sweep()
-        except Exception:  # never keep a worker from starting
-            log.exception("recovering stalled %s failed", what)
-            continue
-        if requeued:
-            log.info("requeued stalled %s %s", what, requeued)
+    # The filesystem broker loses a task whose worker was killed: pick such scans and PACS
+    # sends up again, and deliver what the outbox holds.
+    _sweep_all(start=True)
+    relay_quietly()

@@ -62,6 +62,14 @@ def _submit(form, call):
         return None
 
 
+def _with_task(queue, write):
+    """``write()`` and the task ``queue`` records for its result (the outbox), in one transaction."""
+    with transaction.atomic():
+        obj = write()
+        queue(obj)
+        return obj
+
+
 def _form_page(request, template: str, form, **context):
     status = 400 if request.method == "POST" else 200
     return render(request, template, {"form": form, **context}, status=status)
@@ -752,11 +760,12 @@ def scan_retry(request, pk):
     scan = _scan(request, pk)
     require_write(request.user, scan_uploads_services.UPLOAD_ROLES, site=scan.subject.site)
     try:
-        retried = scan_claims_services.scan_retry(actor=request.user, scan=scan)
+        with transaction.atomic():  # the retry and its task (the outbox), together
+            retried = scan_claims_services.scan_retry(actor=request.user, scan=scan)
+            tasks.queue_next_step(retried)
     except RULE_ERRORS as exc:
         messages.error(request, getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)])))
     else:
-        tasks.queue_next_step(retried)
         messages.success(request, f"Scan #{scan.pk} sent back for processing.")
     return redirect("web:scan", pk=scan.pk)
 
@@ -771,9 +780,12 @@ def scan_export(request, pk):
         raise Http404
     form = forms.ScanExportForm(request.POST)
     if export := _submit(
-        form, lambda d: exports_services.export_request(actor=request.user, kind=d["kind"], scan=scan)
+        form,
+        lambda d: _with_task(
+            compliance_tasks.queue_export,
+            lambda: exports_services.export_request(actor=request.user, kind=d["kind"], scan=scan),
+        ),
     ):
-        compliance_tasks.queue_export(export)
         messages.success(
             request, f"Export #{export.pk} ({export.get_kind_display()}) requested: it is built in the background."
         )
@@ -789,9 +801,12 @@ def scan_pacs_send(request, pk):
         raise Http404
     form = forms.PacsSendForm(request.POST, destinations=_pacs_destinations(scan))
     if send := _submit(
-        form, lambda d: pacs.dicom_send_request(actor=request.user, scan=scan, destination=d["destination"])
+        form,
+        lambda d: _with_task(
+            tasks.queue_send,
+            lambda: pacs.dicom_send_request(actor=request.user, scan=scan, destination=d["destination"]),
+        ),
     ):
-        tasks.queue_send(send)
         messages.success(request, f"Sending scan #{scan.pk} to {send.destination.name}: it is sent in the background.")
         return redirect("web:exports")
     return _scan_page(request, scan, forms.SignForm(), status=400, pacs_form=form)
@@ -818,10 +833,12 @@ def exports(request):
     if request.method == "POST" and (
         export := _submit(
             form,
-            lambda d: exports_services.export_request(actor=user, kind=d["kind"], trial=d["trial"], site=d["site"]),
+            lambda d: _with_task(
+                compliance_tasks.queue_export,
+                lambda: exports_services.export_request(actor=user, kind=d["kind"], trial=d["trial"], site=d["site"]),
+            ),
         )
     ):
-        compliance_tasks.queue_export(export)
         messages.success(request, f"Export #{export.pk} requested: it is built in the background.")
         return redirect("web:exports")
     items = list(exports_services.exports_visible_to(user).order_by("-created_at", "-id")[:50])
@@ -856,11 +873,12 @@ def exports(request):
 def export_retry(request, pk):
     export = get_object_or_404(exports_services.exports_visible_to(request.user), pk=pk)
     try:
-        retried = exports_services.export_retry(actor=request.user, export=export)
+        with transaction.atomic():
+            retried = exports_services.export_retry(actor=request.user, export=export)
+            compliance_tasks.queue_export(retried)
     except RULE_ERRORS as exc:
         messages.error(request, getattr(exc, "message", None) or "; ".join(getattr(exc, "messages", [str(exc)])))
     else:
-        compliance_tasks.queue_export(retried)
         messages.success(request, f"Export #{export.pk} queued again: it is built in the background.")
     return redirect("web:exports")
 

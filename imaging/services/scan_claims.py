@@ -33,9 +33,9 @@ def _check_transition(old: str, new: str) -> None:
         raise RuleViolation("invalid_transition", f"A scan cannot go from {old} to {new}.")
 
 
-# A claim (a scan step, a PACS send) whose worker is gone: older than the broker's visibility
-# timeout. A message never picked up (the filesystem broker loses the tasks of a killed
-# worker): its row untouched for a minute.
+# A PACS send's claim whose worker is gone: older than the broker's visibility timeout. A
+# message never picked up (the filesystem broker loses the tasks of a killed worker): its
+# row untouched for a minute.
 LOST_MESSAGE_QUIET_SECONDS = 60
 
 
@@ -47,18 +47,37 @@ def quiet_since() -> dt.datetime:
     return timezone.now() - dt.timedelta(seconds=LOST_MESSAGE_QUIET_SECONDS)
 
 
+def scan_leases_expired_before() -> dt.datetime:
+    """A scan claim not renewed since then belongs to a worker that is gone (its lease,
+    ``IMAGING_CLAIM_LEASE_SECONDS``, ran out: a live task renews it every quarter of that)."""
+    return timezone.now() - dt.timedelta(seconds=settings.IMAGING_CLAIM_LEASE_SECONDS)
+
+
+CLAIMED_STATUSES = (ScanStatus.VALIDATING, ScanStatus.RECONSTRUCTING)
+
+
+def scan_renew_claim(*, scan_id: int, token: str) -> bool:
+    """The heartbeat of a running step: renew its lease while ``token`` holds the claim.
+    Not a state change (no audit event). False: the claim is no longer this task's."""
+    return bool(
+        Scan.objects.filter(pk=scan_id, claim_token=token, status__in=CLAIMED_STATUSES).update(
+            claimed_at=timezone.now()
+        )
+    )
+
+
 def scan_claim(*, scan_id: int, from_status: str, to_status: str, token: str) -> Scan | None:
     """Move a scan from ``from_status`` to ``to_status`` for the task ``token``.
 
     One conditional UPDATE: it succeeds when the scan is still in ``from_status``, or
     already in ``to_status`` under the same token (the broker redelivered this task
-    after its worker died) or under a claim older than the visibility timeout (its
-    worker is gone). Each claim is a new attempt. None: another worker has it, or the
+    after its worker died) or under a claim whose lease ran out (its worker is gone:
+    ``scan_leases_expired_before``). Each claim is a new attempt. None: another worker has it, or the
     step is done; the caller exits quietly.
     """
     _check_transition(from_status, to_status)
     now = timezone.now()
-    stale = claims_stale_before()
+    stale = scan_leases_expired_before()
     with transaction.atomic():
         claimable = Q(status=from_status) | Q(status=to_status) & (Q(claim_token=token) | Q(claimed_at__lt=stale))
         previous = Scan.objects.filter(pk=scan_id).values_list("status", flat=True).first()
@@ -156,9 +175,12 @@ def _finish(scan: Scan, token: str, new_status: str, *, fields: dict, reason: st
 
 
 def scan_set_progress(*, scan: Scan, token: str, stage: str, fraction: float) -> None:
-    # Not a state change: no audit event, and only while this task holds the claim.
+    # Not a state change: no audit event, and only while this task holds the claim (whose
+    # lease each report renews, as the heartbeat does).
     Scan.objects.filter(pk=scan.pk, claim_token=token, attempt=scan.attempt).update(
-        progress_stage=stage[:32], progress_percent=round(max(0.0, min(1.0, fraction)) * 100, 1)
+        progress_stage=stage[:32],
+        progress_percent=round(max(0.0, min(1.0, fraction)) * 100, 1),
+        claimed_at=timezone.now(),
     )
 
 
@@ -219,16 +241,26 @@ def scan_retry(*, actor, scan: Scan) -> Scan:
     return scan
 
 
-def stalled_scans() -> list[tuple[int, str]]:
-    """(id, status) of the scans whose step lost its task (the filesystem broker has no
-    redelivery of its own): received, validated or reconstructed for longer than a minute,
-    or claimed longer ago than the visibility timeout. ``tasks.recover_stalled_scans``
-    queues their step again; claims make a duplicate harmless."""
-    stale, quiet = claims_stale_before(), quiet_since()
+# The step's queue of each unclaimed status the sweep looks at (imaging.tasks routes them so).
+UNCLAIMED_WAITING = (ScanStatus.RECEIVED, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTED)
+
+
+def stalled_scans(*, idle_statuses: frozenset[str] | set[str] | None = None) -> list[tuple[int, str]]:
+    """(id, status) of the scans whose step lost its task, oldest first:
+
+    - claimed (validating, reconstructing) with a lease that ran out: the worker is gone;
+    - received, validated or reconstructed, quiet for ``IMAGING_LOST_MESSAGE_QUIET_SECONDS``
+      while the queue of their step holds nothing (``idle_statuses``: the statuses whose
+      queue is empty; None: all three). With messages waiting, the scan
+      may only be waiting its turn behind them.
+
+    ``tasks.sweep_stalled_work`` queues their step again; claims make a duplicate harmless."""
+    quiet = timezone.now() - dt.timedelta(seconds=settings.IMAGING_LOST_MESSAGE_QUIET_SECONDS)
+    waiting = [status for status in UNCLAIMED_WAITING if idle_statuses is None or status in idle_statuses]
     return list(
         Scan.objects.filter(
-            Q(status__in=[ScanStatus.RECEIVED, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTED], updated_at__lt=quiet)
-            | Q(status__in=[ScanStatus.VALIDATING, ScanStatus.RECONSTRUCTING], claimed_at__lt=stale)
+            Q(status__in=waiting, updated_at__lt=quiet)
+            | Q(status__in=CLAIMED_STATUSES, claimed_at__lt=scan_leases_expired_before())
         )
         .order_by("pk")
         .values_list("pk", "status")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.db import transaction
 
 from audit.actions import AuditAction
@@ -22,8 +24,12 @@ from imaging.services.scan_uploads import assert_imaging_consent
 from imaging.services.scanners import match_system_matrix
 from recon.params import ReconParams
 
+# What a step calls, in the transaction that records its success, with the scan moved on:
+# the caller's ``then`` (the tasks record the next step there; services queue nothing).
+Then = Callable[[Scan], None] | None
 
-def scan_validate(*, scan_id: int, token: str) -> Scan | None:
+
+def scan_validate(*, scan_id: int, token: str, then: Then = None) -> Scan | None:
     scan = scan_claim(scan_id=scan_id, from_status=ScanStatus.RECEIVED, to_status=ScanStatus.VALIDATING, token=token)
     if scan is None:
         return None
@@ -66,7 +72,7 @@ def scan_validate(*, scan_id: int, token: str) -> Scan | None:
                 },
                 reason=reason[:4000],
             )
-        else:
+        elif (
             _finish(
                 scan,
                 token,
@@ -78,6 +84,9 @@ def scan_validate(*, scan_id: int, token: str) -> Scan | None:
                     "status_reason": "",
                 },
             )
+            and then is not None
+        ):
+            then(scan)
     return scan
 
 
@@ -109,7 +118,9 @@ def _reconstruction_path(scan: Scan, attempt: int) -> str:
     return f"imaging/scans/{scan.subject_id}/reconstructions/scan{scan.pk}-attempt{attempt}.mdf"
 
 
-def scan_reconstruct(*, scan_id: int, token: str, cache=None, params: ReconParams | None = None) -> Scan | None:
+def scan_reconstruct(
+    *, scan_id: int, token: str, cache=None, params: ReconParams | None = None, then: Then = None
+) -> Scan | None:
     scan = scan_claim(
         scan_id=scan_id, from_status=ScanStatus.VALIDATED, to_status=ScanStatus.RECONSTRUCTING, token=token
     )
@@ -175,6 +186,8 @@ def scan_reconstruct(*, scan_id: int, token: str, cache=None, params: ReconParam
                 "system_matrix_sha256": [None, sm.sha256],
             },
         )
+        if then is not None:
+            then(scan)
     return scan
 
 

@@ -6,6 +6,7 @@ for ``imaging.services.scanners.system_matrix_register_from_upload``."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -266,11 +267,14 @@ class AppendOutcome:
     scan: Scan | None
 
 
-def upload_append(*, actor, upload: Upload, offset: int, source, checksum: bytes | None) -> AppendOutcome:
+def upload_append(
+    *, actor, upload: Upload, offset: int, source, checksum: bytes | None, then: Callable[[Scan], None] | None = None
+) -> AppendOutcome:
     """Append one PATCH body at ``offset``; complete the upload when it reaches the length.
 
     ``source`` gives the body: a ``config.request_body.BodySource`` (``body_source(request)``,
-    or any binary file: it has ``readinto``)."""
+    or any binary file: it has ``readinto``). ``then``: called with the new scan in the
+    transaction that creates it (the interface records its first task there)."""
     _check_upload_writer(actor, upload)
     # One writer at a time on the file; offset and status are read again once it is ours,
     # since another PATCH may have moved or closed the upload since the caller loaded it.
@@ -302,7 +306,7 @@ def upload_append(*, actor, upload: Upload, offset: int, source, checksum: bytes
             if upload.kind == Upload.Kind.CALIBRATION:
                 calibration_upload_complete(actor=actor, upload=upload)
             else:
-                scan = upload_complete(actor=actor, upload=upload)
+                scan = upload_complete(actor=actor, upload=upload, then=then)
     return AppendOutcome(upload, True, scan)
 
 
@@ -337,7 +341,7 @@ def _scan_upload_parts(upload: Upload) -> tuple[Subject, Injection, float]:
     return upload.subject, upload.injection, upload.hours_after_injection
 
 
-def upload_complete(*, actor, upload: Upload) -> Scan:
+def upload_complete(*, actor, upload: Upload, then: Callable[[Scan], None] | None = None) -> Scan:
     subject, injection, hours = _scan_upload_parts(upload)
     # The whole-file sha256 is checked by scan_validate (the ingest task), not here.
     try:
@@ -389,6 +393,8 @@ def upload_complete(*, actor, upload: Upload) -> Scan:
                 scan=scan,
                 changes={"status": [None, ScanStatus.RECEIVED]},
             )
+            if then is not None:
+                then(scan)
             # The rename is the last step: if it fails, the transaction rolls back and the bytes stay put.
             uploads.media_path(upload.path).rename(target)
     except IntegrityError:

@@ -140,7 +140,7 @@ def worker(tmp_path, live_server):
             "config",
             "worker",
             "-Q",
-            "ingest,recon,export",
+            "ingest,recon,quant,export,live",
             "-P",
             "solo",
             "-n",

@@ -89,7 +89,7 @@ def test_it_discards_the_result_of_a_worker_that_lost_its_claim(api, pipeline, s
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     scan_validate(scan_id=scan.pk, token="t")
     first = scan_claim(scan_id=scan.pk, from_status="validated", to_status="reconstructing", token="slow")
-    settings.CELERY_VISIBILITY_TIMEOUT = 0  # the slow worker's claim is now stale
+    settings.IMAGING_CLAIM_LEASE_SECONDS = 0  # the slow worker stopped renewing: its claim is stale
     scan_reconstruct(scan_id=scan.pk, token="fast")
     # The slow worker finishes late: its attempt is no longer the scan's.
     assert _finish(first, "slow", "reconstructed", fields={}) is False

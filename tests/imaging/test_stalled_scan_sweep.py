@@ -1,8 +1,9 @@
-"""The stalled-scan sweep (``tasks.recover_stalled_scans``, run by the worker_ready hook):
-the filesystem broker has no redelivery of its own, so a scan claimed by a worker that
-died stays claimed until a starting worker queues its step again. A claim older than the
-visibility timeout is requeued and the scan then completes exactly once; a fresh claim
-and the final states are left alone."""
+"""The stalled-scan sweep (``tasks.recover_stalled_scans``, run by the worker_ready hook and
+periodically by beat, ``tasks.sweep_stalled_work``): a scan claimed by a worker that died
+stops renewing its lease, and the sweep queues its step again, whatever the broker's
+visibility timeout. A claim whose lease ran out is requeued (once, not by every sweep) and
+the scan then completes exactly once; a fresh claim and the final states are left alone;
+unclaimed work is requeued only while its queue on the broker stands empty."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from imaging import tasks
 from imaging.models import Measurement, Reconstruction, Scan, ScanStatus
 from imaging.services.scan_claims import scan_claim
 from imaging.services.scan_steps import scan_validate
+from outbox.models import OutboxMessage
 from tests.imaging.helpers import process, uploaded_scan
 
 STEPS = {"validate": tasks.validate_scan, "reconstruct": tasks.reconstruct_scan, "quantify": tasks.quantify_scan}
@@ -50,8 +52,17 @@ def drain(queued, capture) -> list[str]:
 
 
 def age(scan: Scan, seconds: float) -> None:
+    """The scan untouched for ``seconds``; what was queued for it, handed to the broker then."""
     past = timezone.now() - dt.timedelta(seconds=seconds)
     Scan.objects.filter(pk=scan.pk).update(claimed_at=past, updated_at=past)
+    OutboxMessage.objects.update(created_at=past, sent_at=past)
+
+
+def sweep(capture, **kwargs) -> list[int]:
+    """The sweep, and the outbox relay after its commit: what it queued lands in ``queued``."""
+    kwargs.setdefault("depths", {"ingest": 0, "recon": 0, "quant": 0})  # the broker's queues empty
+    with capture(execute=True):
+        return tasks.recover_stalled_scans(**kwargs)
 
 
 def claim_and_die(scan: Scan, from_status: str, to_status: str, *, seconds_ago: float) -> None:
@@ -75,25 +86,25 @@ def _snapshot(scan_id: int) -> tuple:
 
 
 @pytest.mark.parametrize("claimed, step", [("validating", "validate"), ("reconstructing", "reconstruct")])
-def test_a_claim_older_than_the_visibility_timeout_is_requeued_and_completes_once(
+def test_a_claim_whose_lease_ran_out_is_requeued_once_and_completes_once(
     api, pipeline, settings, queued, django_capture_on_commit_callbacks, claimed, step
 ):
+    settings.CELERY_VISIBILITY_TIMEOUT = 3600  # the broker would wait an hour: the lease does not
+    lease = settings.IMAGING_CLAIM_LEASE_SECONDS
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     if claimed == "reconstructing":
         assert scan_validate(scan_id=scan.pk, token="validator").status == ScanStatus.VALIDATED
-        claim_and_die(
-            scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5
-        )
+        claim_and_die(scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING, seconds_ago=lease + 5)
     else:
-        claim_and_die(
-            scan, ScanStatus.RECEIVED, ScanStatus.VALIDATING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5
-        )
+        claim_and_die(scan, ScanStatus.RECEIVED, ScanStatus.VALIDATING, seconds_ago=lease + 5)
     queued.clear()
 
-    # Two workers start at about the same time: both sweep, the step is queued twice.
-    assert tasks.recover_stalled_scans() == [scan.pk]
-    assert tasks.recover_stalled_scans() == [scan.pk]
-    assert queued == [(step, scan.pk), (step, scan.pk)]
+    # Two sweeps at about the same time (beat's, a starting worker's): the step is queued once.
+    capture = django_capture_on_commit_callbacks
+    assert sweep(capture) == [scan.pk]
+    assert sweep(capture) == []
+    assert sweep(capture, depths={"ingest": 5, "recon": 5, "quant": 5}) == []  # periodic, queues busy
+    assert queued == [(step, scan.pk)]
 
     ran = drain(queued, django_capture_on_commit_callbacks)
     assert "quantify" in ran
@@ -114,43 +125,64 @@ def test_a_claim_older_than_the_visibility_timeout_is_requeued_and_completes_onc
     ]
     assert [c[0] for c in claims][-1] == [claimed, claimed] and "claimed again" in claims[-1][1]
 
-    # Done: a later worker start finds nothing to do.
-    age(scan, settings.CELERY_VISIBILITY_TIMEOUT * 2)
-    assert tasks.recover_stalled_scans() == [] and queued == []
+    # Done: a later sweep finds nothing to do.
+    age(scan, lease * 100)
+    assert sweep(capture) == [] and queued == []
 
 
 @pytest.mark.parametrize("claimed", ["validating", "reconstructing"])
-def test_a_fresh_claim_is_left_to_its_worker(api, pipeline, settings, queued, claimed):
+def test_a_fresh_claim_is_left_to_its_worker(
+    api, pipeline, settings, queued, claimed, django_capture_on_commit_callbacks
+):
+    lease = settings.IMAGING_CLAIM_LEASE_SECONDS
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     if claimed == "reconstructing":
         scan_validate(scan_id=scan.pk, token="validator")
-        claim_and_die(
-            scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT - 30
-        )
+        claim_and_die(scan, ScanStatus.VALIDATED, ScanStatus.RECONSTRUCTING, seconds_ago=lease - 30)
     else:
-        claim_and_die(
-            scan, ScanStatus.RECEIVED, ScanStatus.VALIDATING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT - 30
-        )
+        claim_and_die(scan, ScanStatus.RECEIVED, ScanStatus.VALIDATING, seconds_ago=lease - 30)
     queued.clear()
     before, events = _snapshot(scan.pk), AuditEvent.objects.count()
 
-    assert tasks.recover_stalled_scans() == []
+    assert sweep(django_capture_on_commit_callbacks) == []
     assert queued == [] and _snapshot(scan.pk) == before and AuditEvent.objects.count() == events
     # The live worker's claim still holds against another task of the same step.
     from_status = ScanStatus.VALIDATED if claimed == "reconstructing" else ScanStatus.RECEIVED
     assert scan_claim(scan_id=scan.pk, from_status=from_status, to_status=claimed, token="other") is None
 
 
-def test_a_scan_waiting_in_a_queue_is_requeued_only_when_quiet_for_a_minute(api, pipeline, queued):
+def test_a_scan_waiting_in_a_queue_is_requeued_only_when_quiet_for_a_minute(
+    api, pipeline, queued, django_capture_on_commit_callbacks
+):
+    capture = django_capture_on_commit_callbacks
     scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     assert scan.status == ScanStatus.RECEIVED
-    assert tasks.recover_stalled_scans() == []  # just uploaded: its validate task is on its way
+    assert sweep(capture) == []  # just uploaded: its validate task is on its way
     age(scan, 61)
-    assert tasks.recover_stalled_scans() == [scan.pk] and queued == [("validate", scan.pk)]
+    assert sweep(capture) == [scan.pk] and queued == [("validate", scan.pk)]
+
+
+def test_the_periodic_sweep_requeues_unclaimed_work_only_while_its_queue_is_empty(
+    api, pipeline, queued, django_capture_on_commit_callbacks
+):
+    """A validated scan quiet for minutes behind a backlog of reconstructions is waiting its
+    turn: queueing it again every minute would pile duplicates into the recon queue. With the
+    queue empty, its message was lost (a broker restarted without persistence)."""
+    capture = django_capture_on_commit_callbacks
+    scan = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
+    assert scan_validate(scan_id=scan.pk, token="validator").status == ScanStatus.VALIDATED
+    age(scan, 600)
+    queued.clear()
+    assert sweep(capture, depths={"ingest": 0, "recon": 12, "quant": 0}) == []
+    assert sweep(capture, depths=None) == []  # the broker is away: nothing known
+    assert sweep(capture, depths={"ingest": 0, "recon": 0, "quant": 0}) == [scan.pk]
+    assert queued == [("reconstruct", scan.pk)]
 
 
 @pytest.mark.parametrize("final", [ScanStatus.QUANTIFIED, ScanStatus.REJECTED, ScanStatus.FAILED])
-def test_scans_in_a_final_state_are_untouched(api, pipeline, settings, queued, final):
+def test_scans_in_a_final_state_are_untouched(
+    api, pipeline, settings, queued, final, django_capture_on_commit_callbacks
+):
     scan = process(uploaded_scan(api, pipeline, pipeline.sim["measurement"]))
     assert scan.status == ScanStatus.QUANTIFIED
     Scan.objects.filter(pk=scan.pk).update(status=final)
@@ -158,28 +190,31 @@ def test_scans_in_a_final_state_are_untouched(api, pipeline, settings, queued, f
     queued.clear()
     before, events = _snapshot(scan.pk), AuditEvent.objects.count()
 
-    assert tasks.recover_stalled_scans() == []
+    assert sweep(django_capture_on_commit_callbacks) == []
     assert queued == [] and _snapshot(scan.pk) == before and AuditEvent.objects.count() == events
 
 
-def test_the_worker_ready_signal_runs_the_sweep(api, pipeline, settings, monkeypatch):
+def test_the_worker_ready_signal_runs_the_sweep(
+    api, pipeline, settings, monkeypatch, django_capture_on_commit_callbacks
+):
     sent = []
     monkeypatch.setattr(
         Task, "apply_async", lambda self, args=None, kwargs=None, **options: sent.append((self.name, tuple(args or ())))
     )
     stalled = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     claim_and_die(
-        stalled, ScanStatus.RECEIVED, ScanStatus.VALIDATING, seconds_ago=settings.CELERY_VISIBILITY_TIMEOUT + 5
+        stalled, ScanStatus.RECEIVED, ScanStatus.VALIDATING, seconds_ago=settings.IMAGING_CLAIM_LEASE_SECONDS + 5
     )
     sent.clear()
 
-    responses = worker_ready.send(sender=FakeConsumer())
+    with django_capture_on_commit_callbacks(execute=True):
+        responses = worker_ready.send(sender=FakeConsumer())
     assert sent == [("imaging.validate_scan", (stalled.pk,))]
     assert not [r for _, r in responses if isinstance(r, Exception)]
 
 
 def test_a_failing_sweep_does_not_keep_the_worker_from_starting(monkeypatch, caplog):
-    def broken():
+    def broken(**kwargs):
         raise RuntimeError("database away")
 
     monkeypatch.setattr(tasks, "recover_stalled_scans", broken)

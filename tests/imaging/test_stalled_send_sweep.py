@@ -38,8 +38,15 @@ def delivered(monkeypatch):
 
 @pytest.fixture
 def enqueued(monkeypatch):
+    """The sends recorded for delivery (through the outbox, ``tasks.enqueue``)."""
     sends = []
-    monkeypatch.setattr(tasks, "_send_now", sends.append)
+
+    def record(task, args=(), **options):
+        assert task == "imaging.send_dicom" and options.get("queue") == "export"
+        sends.append(args[0])
+        return sends
+
+    monkeypatch.setattr(tasks, "enqueue", record)
     return sends
 
 
@@ -129,7 +136,7 @@ def test_an_attempt_that_outlived_its_lease_cannot_write_the_row(send, settings,
 
 
 def test_the_worker_start_up_sweeps_sends_even_when_the_scan_sweep_fails(send, settings, enqueued, monkeypatch, caplog):
-    def broken():
+    def broken(**kwargs):
         raise RuntimeError("database away")
 
     monkeypatch.setattr(tasks, "recover_stalled_scans", broken)

@@ -1,7 +1,7 @@
 """The embedded default's filesystem broker forgets a task once a worker has taken it, so
 a worker killed with SIGKILL mid-reconstruction leaves its scan claimed and no message
-behind. The next worker to start sweeps stalled claims (older than the visibility
-timeout) back into the queue, and the claim makes the second run the only result."""
+behind. The next worker to start sweeps stalled claims (whose lease ran out: the killed
+worker stopped renewing it) back into the queue, and the claim makes the second run the only result."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ def test_a_killed_workers_scan_is_swept_back_and_completes_once(api, pipeline, t
         "CELERY_BROKER_URL": "filesystem://",
         "MPI_VAR_DIR": filesystem_broker,
         "CELERY_VISIBILITY_TIMEOUT": LEASE_SECONDS,
+        "IMAGING_CLAIM_LEASE_SECONDS": LEASE_SECONDS,
     }
     first = Worker("doomed", "filesystem://", tmp_path, slow=60, **env)
     second = None

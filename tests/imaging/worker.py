@@ -32,7 +32,7 @@ def purge(broker_url: str) -> None:
     import redis
 
     client = redis.Redis.from_url(broker_url)
-    client.delete("ingest", "recon", "export", "unacked", "unacked_index", "unacked_mutex")
+    client.delete("ingest", "recon", "quant", "export", "live", "unacked", "unacked_index", "unacked_mutex")
 
 
 SLOW_RECONSTRUCTION = "tests.imaging.slow_reconstruction"
@@ -70,7 +70,7 @@ class Worker:
             "config",
             "worker",
             "-Q",
-            "ingest,recon,export",
+            "ingest,recon,quant,export,live",
             "-P",
             "solo",
             "-n",
@@ -85,13 +85,21 @@ class Worker:
             command = [*command, "--include", SLOW_RECONSTRUCTION]
             environment["SLOW_RECONSTRUCTION_SECONDS"] = str(slow)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=self._log, stderr=subprocess.STDOUT)
+        # A session of its own: kill_group() ends the worker with its pool and beat, as a lost host would.
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def kill_group(self) -> None:
+        """SIGKILL the worker's whole process group (main process, pool children, embedded beat)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
@@ -119,10 +127,15 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "
 def drop_broker_connections(app) -> None:
     """Connections already made keep their broker URL and transport options: drop them, so
     the next publish uses the configuration as it is now."""
+    from kombu import pools
+
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None
+    # kombu keeps producer pools per connection in a registry of its own: one for a broker URL
+    # used before would hand out the connection pool closed above ("Acquire on closed pool").
+    pools.reset()
 
 
 def scan_state(scan_id: int):

@@ -200,6 +200,4 @@ class Command(BaseCommand):
             ),
         )
         with open(path, "rb") as fh:
-            outcome = upload_append(actor=user, upload=upload, offset=0, source=fh, checksum=None)
-        if outcome.scan is not None:
-            tasks.queue_next_step(outcome.scan)
+            upload_append(actor=user, upload=upload, offset=0, source=fh, checksum=None, then=tasks.queue_next_step)

@@ -25,7 +25,8 @@ def _die_with_parent() -> None:
 
 
 def worker_command(hostname: str = "embedded@%h") -> list[str]:
-    """The embedded worker's command line.
+    """The embedded worker's command line: every queue, and Celery beat inside it (``-B``)
+    for the periodic sweeps (outbox relay, stalled and expired work, audit checkpoints).
 
     prefork, one child: the solo and threads pools ignore ``time_limit`` and
     ``soft_time_limit``, so one stuck task would hold the only worker for ever. Under
@@ -38,7 +39,7 @@ def worker_command(hostname: str = "embedded@%h") -> list[str]:
         "config",
         "worker",
         "--queues",
-        "ingest,recon,export",
+        ",".join(settings.TASK_QUEUE_NAMES),
         "--pool",
         "prefork",
         "--concurrency",
@@ -47,6 +48,9 @@ def worker_command(hostname: str = "embedded@%h") -> list[str]:
         "INFO",
         "--hostname",
         hostname,
+        "--beat",
+        "--schedule",
+        str(settings.VAR_DIR / "celerybeat-schedule"),
     ]
 
 
