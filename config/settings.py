@@ -512,6 +512,8 @@ if LIVE_TRANSPORT == "redis" and not LIVE_REDIS_URL.startswith(("redis://", "red
 # Operators the live engine builds (one per calibration and ROI set) are cached here.
 LIVE_OPERATOR_CACHE_DIR = Path(envstr("LIVE_OPERATOR_CACHE_DIR", str(VAR_DIR / "live-operators")))
 # A condition must hold this many consecutive frame blocks (~0.2 s each) before it is an alert.
+# Rows of the live operator (highest calibration SNR first): 2,000 keep a 37^3 grid live on 2 cores.
+LIVE_MAX_ROWS = envint("LIVE_MAX_ROWS", 2000, minimum=1)
 LIVE_ALERT_SUSTAIN_BLOCKS = envint("LIVE_ALERT_SUSTAIN_BLOCKS", 3, minimum=1)
 # Live results later than this (acquired_at to published) for LIVE_ALERT_SUSTAIN_BLOCKS blocks: a lag alert.
 LIVE_LAG_BUDGET_MS = envint("LIVE_LAG_BUDGET_MS", 1000, minimum=1)

@@ -81,10 +81,16 @@ class EngineUnavailable(Exception):
 def build_engine(calibration_path, fields: dict, dtype: str, roi_records: list[dict], *, operator_cache_dir):
     """The session's ``recon.live.LiveEngine`` (EngineUnavailable when it cannot be built)."""
     from recon.live import LiveEngine, LiveStreamError, StreamLayout
+    from recon.params import ReconParams
 
+    # The live operator keeps the LIVE_MAX_ROWS rows of highest calibration SNR: its cost per
+    # frame is rows x regions (functionals) and rows x voxels (images).
+    params = ReconParams(solver="fast", max_rows=settings.LIVE_MAX_ROWS)
     try:
         layout = StreamLayout.from_fields(fields, dtype)
-        return LiveEngine.build(calibration_path, layout, roi_records, operator_cache_dir=operator_cache_dir)
+        return LiveEngine.build(
+            calibration_path, layout, roi_records, operator_cache_dir=operator_cache_dir, params=params
+        )
     except LiveStreamError as exc:
         raise EngineUnavailable(str(exc), exc.code) from exc
     except (ValueError, OSError) as exc:
