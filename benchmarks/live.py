@@ -273,8 +273,10 @@ def run_stream(args, dims: int) -> dict:
             viewer.start()
         for viewer in viewers:
             viewer.connected.wait(30)
+        import resource
+
         cpu_before = sum(cpu_seconds(p.pid) for p in processes)
-        started = time.time()
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         bridge = subprocess.run(
             [
                 PYTHON,
@@ -297,16 +299,16 @@ def run_stream(args, dims: int) -> dict:
             text=True,
             check=False,
         )
-        bridge_done = time.time()
         if bridge.returncode != 0:
             raise RuntimeError(f"bridge exited {bridge.returncode}: {bridge.stderr[-2000:]}")
         summary = json.loads(bridge.stdout.strip().splitlines()[-1])
         for viewer in viewers:
             viewer.join(timeout=120)
         cpu_after = sum(cpu_seconds(p.pid) for p in processes)
-        import resource
-
-        bridge_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        bridge_cpu = (children_after.ru_utime - children_before.ru_utime) + (
+            children_after.ru_stime - children_before.ru_stime
+        )
         detail = requests.get(f"{base}/api/v1/live-sessions/{session}/", headers=auth, timeout=30).json()
         truth = json.loads(Path(demo["truth"]).read_text())
         first = viewers[0]
@@ -321,11 +323,11 @@ def run_stream(args, dims: int) -> dict:
         crossing = None
         if alerts:
             crossing = true_crossing_frame(truth, alerts[0][1]["threshold_percent"])
-            if crossing is not None:
-                duration = truth["frame_duration_s"] * truth.get("num_averages", 1)
-                crossing_time = started + (crossing + 1) * duration / max(args.speed, 1e-9)
-                alert_delay = alerts[0][0] - crossing_time
-        stream_s = bridge_done - started
+            acquired = {e["frame"]: e["acquired_at"] for _, e in metrics}
+            if crossing is not None and crossing in acquired:
+                # From the moment the frame that truly crosses the threshold was complete.
+                alert_delay = alerts[0][0] - acquired[crossing]
+        stream_s = summary["duration_s"]
         all_latencies = [
             arrived - e["acquired_at"] for v in viewers for arrived, e in v.events if e.get("type") == "metrics"
         ]
@@ -343,9 +345,7 @@ def run_stream(args, dims: int) -> dict:
             "p95_ms": 1000 * percentile(latencies, 95),
             "max_ms": 1000 * max(latencies) if latencies else float("nan"),
             "p95_all_viewers_ms": 1000 * percentile(all_latencies, 95),
-            "cpu_ms_per_frame": 1000
-            * ((cpu_after - cpu_before) + bridge_cpu.ru_utime + bridge_cpu.ru_stime)
-            / max(summary["frames_sent"], 1),
+            "cpu_ms_per_frame": 1000 * ((cpu_after - cpu_before) + bridge_cpu) / max(summary["frames_sent"], 1),
             "alert_delay_s": alert_delay,
             "alert_frame": alerts[0][1]["frame"] if alerts else None,
             "true_crossing_frame": crossing,
