@@ -24,25 +24,19 @@ from typing import Any
 import numpy as np
 
 from config.errors import RuleViolation
+from recon import live as live_engine
 from recon.live import LiveStreamError, StreamLayout
 from recon.mdf import MDFError, to_storable
 from recon.recording import FRAME_DTYPES
 
 PROTOCOL = "mpi-live/1"
-ALLOWED_PREFIXES = ("/study/", "/experiment/", "/scanner/", "/acquisition/", "/tracer/")
-MAX_FIELDS = 200
-MAX_FIELD_NUMBERS = 4096  # numbers (strings, bools) in one field's value
+# The stream header's fields: the engine's rules (recon.live), one home for both.
+ALLOWED_PREFIXES = live_engine.ALLOWED_PREFIXES
+MAX_FIELDS = live_engine.MAX_FIELDS
+MAX_FIELD_NUMBERS = live_engine.MAX_NUMBERS_PER_FIELD  # numbers (strings, bools) in one field's value
 MAX_STRING_CHARACTERS = 65536  # in one string of a field
 MAX_NESTING = 6
-REQUIRED_FIELDS = (
-    "/acquisition/drivefield/baseFrequency",
-    "/acquisition/drivefield/divider",
-    "/acquisition/numAverages",
-    "/acquisition/numPeriodsPerFrame",
-    "/acquisition/receiver/numChannels",
-    "/acquisition/receiver/numSamplingPoints",
-    "/acquisition/receiver/bandwidth",
-)
+REQUIRED_FIELDS = live_engine.REQUIRED_FIELDS
 SOURCE_KINDS = ("replay", "follow", "scanner")
 # One frame must fit in one frames message (MAX_BLOCK_BYTES of live.wire) and in the live
 # engine's limits (recon.live: the 3D Bruker frame is 161,568 samples).
