@@ -25,7 +25,7 @@ from compliance import tokens
 from config.errors import RuleViolation
 from config.token_scopes import TokenScope
 from imaging import selectors as imaging_selectors
-from live.models import LiveSession
+from live.models import LiveAlert, LiveSession
 from trials import selectors as trial_selectors
 from web import live_data, queries, volume
 from web.live_forms import LiveStartForm
@@ -204,6 +204,7 @@ def _live_page(request, session: LiveSession, token: str | None = None):
         "outlines": live_data.outlines(session.system_matrix, rois),
         "lut": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in volume._lut().tolist()],
         "alerts": [live_data.alert_data(a) for a in alerts],
+        "alert_kinds": dict(LiveAlert.Kind.choices),
         "health": {
             "frames_received": session.frames_received,
             "frames_recorded": session.frames_recorded,

@@ -29,6 +29,7 @@
   }
   function fmtNg(value) {
     if (value === null || value === undefined || !isFinite(value)) { return "—"; }
+    if (value === 0) { return "0"; }
     var a = Math.abs(value);
     return a >= 1000 ? Math.round(value).toLocaleString("en-US") : a >= 10 ? value.toFixed(1) : value.toFixed(2);
   }
@@ -108,35 +109,35 @@
 
   // ------------------------------------------------------------------ curves
 
-  function niceMax(v) {
+  function niceStep(v) {
     if (!(v > 0)) { return 1; }
     var p = Math.pow(10, Math.floor(Math.log10(v))), f = v / p;
-    return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
+    return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * p;
   }
 
   function drawChart(svg, lines, opts) {
     var W = svg.viewBox.baseVal.width, H = svg.viewBox.baseVal.height;
-    var L = 64, R = 16, T = 12, B = 34;
+    var L = 78, R = 20, T = 26, B = 30;
     while (svg.firstChild) { svg.removeChild(svg.firstChild); }
     var tMax = opts.tMax > 0 ? opts.tMax : 10;
-    var yMax = opts.yMax;
+    var yStep = niceStep((opts.yTop > 0 ? opts.yTop : 1) / 4);
+    var yMax = Math.max(yStep, Math.ceil((opts.yTop > 0 ? opts.yTop : 1) / yStep - 1e-9) * yStep);
+    if (opts.yCap) { yMax = Math.min(yMax, opts.yCap); }
     var x = function (t) { return L + (W - L - R) * t / tMax; };
     var y = function (v) { return T + (H - T - B) * (1 - v / yMax); };
     el("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fff", stroke: "#d5dde6" }, svg);
-    for (var k = 0; k <= 4; k++) {
-      var v = yMax * k / 4;
-      el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#eef2f6" }, svg);
-      el("text", { x: L - 6, y: y(v) + 5, "text-anchor": "end", "font-size": "14", fill: "#566475" }, svg).textContent = opts.yFormat(v);
+    for (var v = 0; v <= yMax + 1e-9; v += yStep) {
+      el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e3e8ee" }, svg);
+      el("text", { x: L - 8, y: y(v) + 5, "text-anchor": "end", "font-size": "15", fill: "#3b4856" }, svg).textContent = opts.yFormat(v);
     }
-    var step = niceMax(tMax / 6);
+    var step = niceStep(tMax / 8);
     for (var s = 0; s <= tMax + 1e-9; s += step) {
-      el("text", { x: x(s), y: H - 12, "text-anchor": "middle", "font-size": "14", fill: "#566475" }, svg).textContent = s.toFixed(step < 1 ? 1 : 0);
+      el("text", { x: x(s), y: H - 8, "text-anchor": "middle", "font-size": "15", fill: "#3b4856" }, svg).textContent = s.toFixed(step < 1 ? 1 : 0) + (s === 0 ? " s" : "");
     }
-    el("text", { x: W - R, y: H - 0, "text-anchor": "end", "font-size": "13", fill: "#566475" }, svg).textContent = "s since the stream started";
-    el("text", { x: 4, y: T + 2, "font-size": "13", fill: "#566475", transform: "rotate(90 4 " + (T + 2) + ")" }, svg).textContent = opts.yLabel;
+    el("text", { x: L, y: T - 9, "font-size": "15", "font-weight": "600", fill: "#3b4856" }, svg).textContent = opts.yLabel;
     if (opts.threshold !== undefined) {
-      el("line", { x1: L, x2: W - R, y1: y(opts.threshold), y2: y(opts.threshold), stroke: "#a32020", "stroke-width": "2.5", "stroke-dasharray": "10 6" }, svg);
-      el("text", { x: W - R - 4, y: y(opts.threshold) - 6, "text-anchor": "end", "font-size": "14", "font-weight": "700", fill: "#a32020" }, svg).textContent = "threshold " + opts.threshold + " %";
+      el("line", { x1: L, x2: W - R, y1: y(opts.threshold), y2: y(opts.threshold), stroke: "#a32020", "stroke-width": "3", "stroke-dasharray": "12 7" }, svg);
+      el("text", { x: W - R, y: T - 9, "text-anchor": "end", "font-size": "16", "font-weight": "700", fill: "#a32020" }, svg).textContent = "- - threshold " + opts.threshold + " %";
     }
     var ts = opts.t, upto = opts.upto;
     var every = Math.max(1, Math.ceil(upto / MAX_DRAWN));
@@ -153,8 +154,8 @@
         last = [x(ts[j]), y(vv)];
       });
       if (pts.length) {
-        el("polyline", { points: pts.join(" "), fill: "none", stroke: line.colour, "stroke-width": line.width || "3", "stroke-linejoin": "round" }, svg);
-        el("path", { d: shapePath(line.shape, last[0], last[1], 7), fill: line.colour, stroke: "#1d2733", "stroke-width": "1" }, svg);
+        el("polyline", { points: pts.join(" "), fill: "none", stroke: line.colour, "stroke-width": line.width || "3.5", "stroke-linejoin": "round" }, svg);
+        el("path", { d: shapePath(line.shape, last[0], last[1], 8), fill: line.colour, stroke: "#1d2733", "stroke-width": "1" }, svg);
       }
     });
   }
@@ -173,14 +174,14 @@
     lines.forEach(function (l) { for (var i = 0; i < upto; i++) { if (l.values[i] > top) { top = l.values[i]; } } });
     drawChart($("curve-iron"), lines, {
       t: series.t, upto: upto, tMax: Math.max(tMax * 1.05, 10),
-      yMax: niceMax(top * 1.1), yLabel: percent ? "% of dose" : "ng Fe",
-      yFormat: function (v) { return percent ? v.toFixed(v < 10 ? 1 : 0) : fmtNg(v); }
+      yTop: top * 1.05, yLabel: percent ? "% of the dose injected" : "ng Fe",
+      yFormat: function (v) { return v === 0 ? "0" : percent ? (v < 10 ? v.toFixed(1) : v.toFixed(0)) : fmtNg(v); }
     });
-    var offTop = cfg.threshold_percent * 1.5;
+    var offTop = cfg.threshold_percent * 1.25;
     for (var i = 0; i < upto; i++) { if (series.off[i] > offTop) { offTop = series.off[i]; } }
     drawChart($("curve-off"), [{ colour: "#dc2626", shape: "triangle", values: series.off }], {
-      t: series.t, upto: upto, tMax: Math.max(tMax * 1.05, 10), yMax: Math.min(100, niceMax(offTop)),
-      yLabel: "% of detected", threshold: cfg.threshold_percent, yFormat: function (v) { return v.toFixed(0) + " %"; }
+      t: series.t, upto: upto, tMax: Math.max(tMax * 1.05, 10), yTop: offTop * 1.05, yCap: 100,
+      yLabel: "% of detected iron off target", threshold: cfg.threshold_percent, yFormat: function (v) { return v.toFixed(0) + " %"; }
     });
     showNumbers(upto - 1);
   }
@@ -205,8 +206,8 @@
 
   // ------------------------------------------------------------------ image
 
-  var canvas = $("live-mip"), ctx = canvas.getContext("2d");
-  var bar = $("live-colourbar"), barCtx = bar.getContext("2d");
+  var canvas = $("live-mip"), ctx = canvas ? canvas.getContext("2d") : null;
+  var bar = $("live-colourbar"), barCtx = bar ? bar.getContext("2d") : null;
   var lutRgb = (cfg.lut || []).map(function (hex) { return [parseInt(hex.substr(1, 2), 16), parseInt(hex.substr(3, 2), 16), parseInt(hex.substr(5, 2), 16)]; });
   if (!lutRgb.length) { for (var g = 0; g < 256; g++) { lutRgb.push([g, g, g]); } }
 
@@ -238,10 +239,11 @@
   }
 
   function drawImage(ev) {
+    if (!ctx) { return; }
     var mip = decodeMip(ev);
     if (!mip || !mip.nx || !mip.ny) { return; }
     var peak = ev.max_ng;
-    if (!(peak > 0)) { peak = 0; for (var x0 = 0; x0 < mip.nx; x0++) { for (var y0 = 0; y0 < mip.ny; y0++) { peak = Math.max(peak, mip.at(x0, y0)); } } }
+    if (!(peak >= 0)) { peak = 0; for (var x0 = 0; x0 < mip.nx; x0++) { for (var y0 = 0; y0 < mip.ny; y0++) { peak = Math.max(peak, mip.at(x0, y0)); } } }
     colourMax = Math.max(colourMax, peak, 1e-9);
     var size = Math.min(canvas.width, canvas.height);
     var cell = Math.max(1, Math.floor(size / Math.max(mip.nx, mip.ny)));
@@ -283,6 +285,7 @@
   }
 
   function drawColourBar() {
+    if (!barCtx) { return; }
     var H = bar.height, top = 14, bottom = H - 40, width = 24;
     barCtx.clearRect(0, 0, bar.width, H);
     for (var i = 0; i < 256; i++) {
@@ -341,7 +344,7 @@
     return parts.join(" · ");
   }
 
-  function kindLabel(kind) { return String(kind || "alert").replace(/_/g, " "); }
+  function kindLabel(kind) { return (cfg.alert_kinds || {})[kind] || String(kind || "alert").replace(/_/g, " "); }
 
   function addAlert(a) {
     var known = alerts[a.id];
