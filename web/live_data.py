@@ -325,7 +325,8 @@ def live_vs_offline(session: LiveSession) -> dict:
                 **{f"difference_{k}": v for k, v in _difference(live, offline).items()},
             }
         )
-    target_offline = next((m.retention_percent for m in measurements.values() if m.roi_kind == RoiKind.TARGET), None)
+    targets = [m.retention_percent for m in measurements.values() if m.roi_kind == RoiKind.TARGET]
+    target_offline = sum(targets) if targets else None  # live: the target regions' iron together
     off_offline = summary.get("off_target_percent") if quantified else None
     return {
         "scan": scan,

@@ -352,3 +352,37 @@ def test_the_live_pages_need_no_inline_script_or_style(browser_client, imaging_a
         assert not markup.inline_styles and not markup.handlers and not markup.style_elements, url
         if url == f"/live/{session.pk}/":
             assert any(src.endswith("web/live.js") for src in markup.scripts)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@pytest.fixture
+def demo_module(monkeypatch, live_site, imaging_a):
+    """A demo platform's ``web.demo_stream``: ready, and starting records its call."""
+    calls = []
+
+    def start_demo_stream(*, base_url, speed=1.0):
+        calls.append((base_url, speed))
+        return types.SimpleNamespace(session=_session(live_site, imaging_a), command=["python", "-m", "bridge"])
+
+    module = types.SimpleNamespace(demo_stream_ready=lambda: True, start_demo_stream=start_demo_stream, calls=calls)
+    monkeypatch.setattr("web.live_views._demo_stream", lambda: module)
+    return module
+
+
+def test_the_demo_button_starts_the_demo_stream_and_opens_its_page(browser_client, coordinator_a, demo_module):
+    client = browser_client(coordinator_a)
+    assert "Start the demo stream" in client.get("/live/").content.decode()
+    response = client.post("/live/demo/")
+    session = LiveSession.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/live/{session.pk}/"
+    assert demo_module.calls == [("http://testserver", 1.0)]
+
+
+def test_there_is_no_demo_button_in_production(browser_client, coordinator_a, demo_module, settings):
+    settings.PRODUCTION = True
+    client = browser_client(coordinator_a)
+    assert "Start the demo stream" not in client.get("/live/").content.decode()
+    assert client.post("/live/demo/").status_code == 404
+    assert demo_module.calls == [] and not LiveSession.objects.exists()
