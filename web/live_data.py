@@ -31,7 +31,7 @@ from web.volume import ROI_COLOURS
 STREAM_ROLES = frozenset({Role.IMAGING_STAFF})
 #: Who acknowledges a live alert (``live.services.alerts``' rule).
 ACKNOWLEDGE_ROLES = frozenset({Role.INVESTIGATOR, Role.COORDINATOR, Role.IMAGING_STAFF})
-#: The live numbers of the record: the mean of the last this many foreground frames.
+#: The record's "end of session" live numbers: the mean of the last this many foreground frames.
 RECORD_TAIL_FRAMES = 50
 #: At most this many points per curve in the record (every k-th stored metric beyond).
 RECORD_MAX_POINTS = 4000
@@ -261,30 +261,33 @@ def _mean(values) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
-def live_tail(session: LiveSession, *, frames: int = RECORD_TAIL_FRAMES) -> dict:
-    """The live numbers at the end of the session: per region the mean iron of the last
-    ``frames`` stored metrics; the target % of injected and the off-target share likewise."""
+def live_numbers(session: LiveSession, *, tail_frames: int = RECORD_TAIL_FRAMES) -> dict:
+    """The session's live numbers, two ways: ``mean``, over every stored frame (what the
+    offline pipeline does with the recording: it averages its frames) and ``tail``, over
+    the last ``tail_frames`` (where the injection ended). Per region the iron; and the
+    target % of injected and the off-target share likewise."""
     rows = list(
         LiveMetric.objects.filter(session=session)
-        .order_by("-frame")
-        .values_list("rois", "target_percent_of_injected", "off_target_percent")[:frames]
+        .order_by("frame")
+        .values_list("rois", "target_percent_of_injected", "off_target_percent")
     )
     names: dict[str, str] = {}
     for values, _target, _off in rows:
         for name, value in (values or {}).items():
             names.setdefault(name, value.get("kind"))
-    return {
-        "frames": len(rows),
-        "rois": {
-            name: {
-                "kind": kind,
-                "iron_ng": _mean([_finite((values or {}).get(name, {}).get("iron_ng")) for values, _t, _o in rows]),
-            }
-            for name, kind in names.items()
-        },
-        "target_percent": _mean([_finite(t) for _v, t, _o in rows]),
-        "off_target_percent": _mean([_finite(o) for _v, _t, o in rows]),
-    }
+
+    def summary(part: list) -> dict:
+        return {
+            "frames": len(part),
+            "rois": {
+                name: _mean([_finite((values or {}).get(name, {}).get("iron_ng")) for values, _t, _o in part])
+                for name in names
+            },
+            "target_percent": _mean([_finite(t) for _v, t, _o in part]),
+            "off_target_percent": _mean([_finite(o) for _v, _t, o in part]),
+        }
+
+    return {"kinds": names, "mean": summary(rows), "tail": summary(rows[-tail_frames:] if tail_frames else [])}
 
 
 def _difference(live: float | None, offline: float | None) -> dict:
@@ -297,10 +300,13 @@ def _difference(live: float | None, offline: float | None) -> dict:
 
 
 def live_vs_offline(session: LiveSession) -> dict:
-    """Per region: the live number (``live_tail``), the offline one of the recorded scan
-    (its newest reconstruction's Measurement, once quantified) and the difference; and the
-    same for the target % of injected and the off-target share of detected iron."""
-    tail = live_tail(session)
+    """Per region: the live numbers (``live_numbers``: session mean and end of session),
+    the offline one of the recorded scan (its newest reconstruction's Measurement, once
+    quantified) and the difference of like with like (the session mean: the offline
+    pipeline averages the recording's frames); and the same for the target % of injected
+    and the off-target share of detected iron."""
+    live = live_numbers(session)
+    mean, tail = live["mean"], live["tail"]
     scan = session.scan
     quantified = scan is not None and scan.status == Scan.Status.QUANTIFIED
     measurements = {}
@@ -311,18 +317,18 @@ def live_vs_offline(session: LiveSession) -> dict:
             measurements = {m.roi_name: m for m in reconstruction.measurements.all()}
         summary = scan.metrics_summary or {}
     rows = []
-    for name in sorted(set(tail["rois"]) | set(measurements)):
-        live = tail["rois"].get(name, {}).get("iron_ng")
+    for name in sorted(set(live["kinds"]) | set(measurements)):
         m = measurements.get(name)
         offline = m.iron_ng if m is not None else None
         rows.append(
             {
                 "name": name,
-                "kind": tail["rois"].get(name, {}).get("kind") or (m.roi_kind if m else ""),
-                "live_ng": live,
+                "kind": live["kinds"].get(name) or (m.roi_kind if m else ""),
+                "live_ng": mean["rois"].get(name),
+                "end_ng": tail["rois"].get(name),
                 "offline_ng": offline,
                 "offline_uncertainty_ng": m.uncertainty_ng if m is not None else None,
-                **{f"difference_{k}": v for k, v in _difference(live, offline).items()},
+                **{f"difference_{k}": v for k, v in _difference(mean["rois"].get(name), offline).items()},
             }
         )
     targets = [m.retention_percent for m in measurements.values() if m.roi_kind == RoiKind.TARGET]
@@ -331,16 +337,19 @@ def live_vs_offline(session: LiveSession) -> dict:
     return {
         "scan": scan,
         "quantified": quantified,
+        "frames": mean["frames"],
         "tail_frames": tail["frames"],
         "rows": rows,
         "target": {
-            "live": tail["target_percent"],
+            "live": mean["target_percent"],
+            "end": tail["target_percent"],
             "offline": target_offline,
-            **_difference(tail["target_percent"], target_offline),
+            **_difference(mean["target_percent"], target_offline),
         },
         "off_target": {
-            "live": tail["off_target_percent"],
+            "live": mean["off_target_percent"],
+            "end": tail["off_target_percent"],
             "offline": off_offline,
-            **_difference(tail["off_target_percent"], off_offline),
+            **_difference(mean["off_target_percent"], off_offline),
         },
     }

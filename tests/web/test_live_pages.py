@@ -27,9 +27,11 @@ from web import live_data
 T0 = 1_764_000_000.0  # unix seconds of the first frame
 FRAME_S = 0.0215
 OFF_TARGET_THRESHOLD = 20.0
-# The last RECORD_TAIL_FRAMES frames: target 900 ng, lungs 300 ng, before them 100 / 10.
+# 200 stored frames: the last RECORD_TAIL_FRAMES (50) target 900 ng, lungs 300 ng; the 150
+# before them 100 / 10. Session means: target 300 ng, lungs 82.5 ng.
 TAIL_TARGET_NG, TAIL_LUNGS_NG = 900.0, 300.0
-OFFLINE_TARGET_NG, OFFLINE_LUNGS_NG = 1000.0, 250.0
+MEAN_TARGET_NG, MEAN_LUNGS_NG = 300.0, 82.5
+OFFLINE_TARGET_NG, OFFLINE_LUNGS_NG = 250.0, 75.0
 
 
 @pytest.fixture
@@ -289,16 +291,21 @@ def test_the_ended_session_is_its_record(browser_client, coordinator_a, ended):
     # The alerts and who acknowledged them, with the reason.
     assert "investigator_a" in html and "Injection paused, catheter position checked" in html
     assert "not acknowledged" in html  # the lag alert
-    # Live (mean of the last frames) next to offline (the recorded scan) and the difference.
+    # Live (the session mean, like the offline average of the recording's frames, and the
+    # end of the session) next to offline (the recorded scan), and the difference.
     comparison = page.context["comparison"]
     rows = {row["name"]: row for row in comparison["rows"]}
-    assert rows["graft"]["live_ng"] == pytest.approx(TAIL_TARGET_NG)
+    assert rows["graft"]["live_ng"] == pytest.approx(MEAN_TARGET_NG)
+    assert rows["graft"]["end_ng"] == pytest.approx(TAIL_TARGET_NG)
     assert rows["graft"]["offline_ng"] == OFFLINE_TARGET_NG
-    assert rows["graft"]["difference_absolute"] == pytest.approx(TAIL_TARGET_NG - OFFLINE_TARGET_NG)
-    assert rows["graft"]["difference_relative_percent"] == pytest.approx(-10.0)
-    assert rows["lungs"]["difference_relative_percent"] == pytest.approx(20.0)
-    assert comparison["off_target"]["live"] == pytest.approx(25.0) and comparison["off_target"]["offline"] == 20.0
-    assert "900.0" in html and "1,000.0" in html and "-100.0" in html and "-10.0 %" in html
+    assert rows["graft"]["difference_absolute"] == pytest.approx(MEAN_TARGET_NG - OFFLINE_TARGET_NG)
+    assert rows["graft"]["difference_relative_percent"] == pytest.approx(20.0)
+    assert rows["lungs"]["difference_relative_percent"] == pytest.approx(10.0)
+    early, late = 100.0 * 10 / 110, 25.0
+    assert comparison["off_target"]["live"] == pytest.approx((150 * early + 50 * late) / 200)
+    assert comparison["off_target"]["end"] == pytest.approx(late) and comparison["off_target"]["offline"] == 20.0
+    assert comparison["target"]["offline"] == 80.0  # the target measurement's retention
+    assert "300.0" in html and "250.0" in html and "50.0" in html and "20.0 %" in html and "900.0" in html
     assert "Replay 1×" in html and "Replay 4×" in html
     # Linked from the subject's timeline.
     timeline = browser_client(coordinator_a).get(f"/subjects/{ended.subject_id}/").content.decode()

@@ -186,6 +186,11 @@
     showNumbers(upto - 1);
   }
 
+  function setValue(node, text) {
+    node.textContent = text;
+    node.classList.toggle("long", text.length > 6);
+  }
+
   function showNumbers(i) {
     if (i < 0) { return; }
     var target = series.target[i], off = series.off[i];
@@ -196,7 +201,7 @@
     $("state-off").textContent = off === null || off === undefined ? "" : above ? "▲ ABOVE" : "✓ below";
     Array.prototype.forEach.call(document.querySelectorAll(".big-stat.region"), function (tile) {
       var s = series.rois[tile.getAttribute("data-region")];
-      tile.querySelector(".value").textContent = s ? fmtNg(s.iron[i]) : "—";
+      setValue(tile.querySelector(".value"), s ? fmtNg(s.iron[i]) : "—");
     });
   }
 
@@ -336,8 +341,12 @@
 
   // ------------------------------------------------------------------ alerts
 
+  var PERCENT_KINDS = ["off_target_share", "target_low"];
+  var PRIORITY = ["off_target_share", "target_low", "off_target_detected", "system_matrix_mismatch", "frame_gap", "lag"];
+
   function alertText(a) {
     var parts = [];
+    if (PERCENT_KINDS.indexOf(a.kind) < 0) { return a.frame !== null && a.frame !== undefined ? "frame " + a.frame : ""; }
     if (a.value_percent !== null && a.value_percent !== undefined) { parts.push("value " + fmt(a.value_percent, 1) + " %"); }
     if (a.threshold_percent !== null && a.threshold_percent !== undefined) { parts.push("threshold " + fmt(a.threshold_percent, 1) + " %"); }
     if (a.frame !== null && a.frame !== undefined) { parts.push("frame " + a.frame); }
@@ -372,8 +381,9 @@
       cells[0].appendChild(msg);
       cells[1].className = cells[2].className = cells[3].className = "num";
       cells[1].textContent = a.frame === null || a.frame === undefined ? "—" : a.frame;
-      cells[2].textContent = a.value_percent === null || a.value_percent === undefined ? "—" : fmt(a.value_percent, 1) + " %";
-      cells[3].textContent = a.threshold_percent === null || a.threshold_percent === undefined ? "—" : fmt(a.threshold_percent, 1) + " %";
+      var pct = PERCENT_KINDS.indexOf(a.kind) >= 0;
+      cells[2].textContent = !pct || a.value_percent === null || a.value_percent === undefined ? "—" : fmt(a.value_percent, 1) + " %";
+      cells[3].textContent = !pct || a.threshold_percent === null || a.threshold_percent === undefined ? "—" : fmt(a.threshold_percent, 1) + " %";
       cells[4].textContent = "frame time " + (a.acquired_at && t0 !== null ? fmt(a.acquired_at - t0, 1) + " s" : "—");
       cells[5].className = "ack";
       body.appendChild(tr);
@@ -400,7 +410,10 @@
   function openAlerts() {
     return Object.keys(alerts).map(function (k) { return alerts[k]; })
       .filter(function (a) { return !a.acknowledged_by && !a.reason && replayVisible(a); })
-      .sort(function (a, b) { return a.id - b.id; });
+      .sort(function (a, b) {
+        var pa = PRIORITY.indexOf(a.kind), pb = PRIORITY.indexOf(b.kind);
+        return (pa < 0 ? 99 : pa) - (pb < 0 ? 99 : pb) || a.id - b.id;  // the clinical alert first
+      });
   }
 
   function showBanner() {
@@ -460,19 +473,28 @@
     c.classList.toggle("bad", !!bad);
   }
 
+  function showStatus(status) {
+    var badge = document.querySelector("#live-status .badge");
+    if (!badge || badge.getAttribute("data-status") === status) { return; }
+    badge.textContent = status;
+    badge.setAttribute("data-status", status);
+    badge.className = "badge tone-" + ({ streaming: "progress", ended: "good", aborted: "bad" }[status] || "neutral");
+  }
+
   function onEvent(e) {
     if (e.lastEventId) { lastId = e.lastEventId; }
     lastEventAt = Date.now();
     var ev;
     try { ev = JSON.parse(e.data); } catch (err) { return; }
     switch (ev.type) {
-      case "metrics": streaming = true; addPoint(ev); break;
-      case "image": streaming = true; drawImage(ev); break;
+      case "metrics": streaming = true; showStatus("streaming"); addPoint(ev); break;
+      case "image": streaming = true; showStatus("streaming"); drawImage(ev); break;
       case "health": showHealth(ev); break;
       case "alert": addAlert(ev); break;
       case "ended":
         finished = true;
         if (source) { source.close(); }
+        showStatus(ev.status || "ended");
         setConnection("session " + (ev.status || "ended") + ": loading the record…");
         $("h-warning").hidden = true;
         setTimeout(function () { window.location.reload(); }, 1500);
