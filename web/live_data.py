@@ -264,8 +264,8 @@ def _mean(values) -> float | None:
 def live_numbers(session: LiveSession, *, tail_frames: int = RECORD_TAIL_FRAMES) -> dict:
     """The session's live numbers, two ways: ``mean``, over every stored frame (what the
     offline pipeline does with the recording: it averages its frames) and ``tail``, over
-    the last ``tail_frames`` (where the injection ended). Per region the iron; and the
-    target % of injected and the off-target share likewise."""
+    the last ``tail_frames`` (where the injection ended). Per region the mean iron, the
+    mean target % of injected, and the off-target share of those mean region irons."""
     rows = list(
         LiveMetric.objects.filter(session=session)
         .order_by("frame")
@@ -277,17 +277,30 @@ def live_numbers(session: LiveSession, *, tail_frames: int = RECORD_TAIL_FRAMES)
             names.setdefault(name, value.get("kind"))
 
     def summary(part: list) -> dict:
+        rois = {
+            name: _mean([_finite((values or {}).get(name, {}).get("iron_ng")) for values, _t, _o in part])
+            for name in names
+        }
         return {
             "frames": len(part),
-            "rois": {
-                name: _mean([_finite((values or {}).get(name, {}).get("iron_ng")) for values, _t, _o in part])
-                for name in names
-            },
+            "rois": rois,
             "target_percent": _mean([_finite(t) for _v, t, _o in part]),
-            "off_target_percent": _mean([_finite(o) for _v, _t, o in part]),
+            "off_target_percent": off_target_share(rois, names),
         }
 
     return {"kinds": names, "mean": summary(rows), "tail": summary(rows[-tail_frames:] if tail_frames else [])}
+
+
+def off_target_share(iron: dict[str, float | None], kinds: dict[str, str]) -> float | None:
+    """The off-target share of averaged region iron, as the offline pipeline takes it from
+    the averaged frames: off-target regions' iron over all regions' iron, of the regions
+    with iron above zero (the live rows keep no detection limit). None when none has any."""
+    positive = {name: value for name, value in iron.items() if value is not None and value > 0}
+    total = sum(positive.values())
+    if not total:
+        return None
+    off = sum(value for name, value in positive.items() if kinds.get(name) in OFF_TARGET_KINDS)
+    return 100.0 * off / total
 
 
 def _difference(live: float | None, offline: float | None) -> dict:

@@ -301,9 +301,10 @@ def test_the_ended_session_is_its_record(browser_client, coordinator_a, ended):
     assert rows["graft"]["difference_absolute"] == pytest.approx(MEAN_TARGET_NG - OFFLINE_TARGET_NG)
     assert rows["graft"]["difference_relative_percent"] == pytest.approx(20.0)
     assert rows["lungs"]["difference_relative_percent"] == pytest.approx(10.0)
-    early, late = 100.0 * 10 / 110, 25.0
-    assert comparison["off_target"]["live"] == pytest.approx((150 * early + 50 * late) / 200)
-    assert comparison["off_target"]["end"] == pytest.approx(late) and comparison["off_target"]["offline"] == 20.0
+    # The share of the averaged iron (as offline: of the averaged frames), not a mean of shares.
+    share = 100.0 * MEAN_LUNGS_NG / (MEAN_LUNGS_NG + MEAN_TARGET_NG)
+    assert comparison["off_target"]["live"] == pytest.approx(share)
+    assert comparison["off_target"]["end"] == pytest.approx(25.0) and comparison["off_target"]["offline"] == 20.0
     assert comparison["target"]["offline"] == 80.0  # the target measurement's retention
     assert "300.0" in html and "250.0" in html and "50.0" in html and "20.0 %" in html and "900.0" in html
     assert "Replay 1×" in html and "Replay 4×" in html
@@ -393,3 +394,9 @@ def test_there_is_no_demo_button_in_production(browser_client, coordinator_a, de
     assert "Start the demo stream" not in client.get("/live/").content.decode()
     assert client.post("/live/demo/").status_code == 404
     assert demo_module.calls == [] and not LiveSession.objects.exists()
+
+
+def test_the_off_target_share_of_averaged_iron_leaves_out_regions_without_iron():
+    kinds = {"graft": "target", "lungs": "lungs", "liver": "liver"}
+    assert live_data.off_target_share({"graft": 300.0, "lungs": 100.0, "liver": -40.0}, kinds) == pytest.approx(25.0)
+    assert live_data.off_target_share({"graft": -1.0, "lungs": None, "liver": 0.0}, kinds) is None
