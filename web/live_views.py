@@ -19,6 +19,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from compliance import tokens
@@ -190,6 +191,7 @@ def _live_page(request, session: LiveSession, token: str | None = None):
         "session": session.pk,
         "status": session.status,
         "final": session.is_final,
+        "page_url": reverse("web:live", args=[session.pk]),
         "events_url": f"/api/v1/live-sessions/{session.pk}/events/",
         "session_url": f"/api/v1/live-sessions/{session.pk}/",
         "acknowledge_url": "/api/v1/live-alerts/{id}/acknowledge/",

@@ -186,6 +186,7 @@ def test_site_members_and_monitors_watch_the_live_page(browser_client, streaming
     assert [r["name"] for r in config["regions"]] == ["graft", "lungs"]  # target first
     assert config["outlines"]["grid"] == [12, 12] and config["outlines"]["regions"]["lungs"]
     assert config["record"] is None
+    assert config["page_url"] == f"/live/{streaming.pk}/"  # where the page goes once the session ends
     listed = browser_client(request.getfixturevalue(who)).get("/live/").content.decode()
     assert f'href="/live/{streaming.pk}/"' in listed
 

@@ -497,7 +497,8 @@
         showStatus(ev.status || "ended");
         setConnection("session " + (ev.status || "ended") + ": loading the record…");
         $("h-warning").hidden = true;
-        setTimeout(function () { window.location.reload(); }, 1500);
+        // The page's own address (not a reload: the token page is the answer to a POST).
+        setTimeout(function () { window.location.assign(cfg.page_url); }, 1500);
         break;
       default: break;
     }
