@@ -1,7 +1,7 @@
 from django.urls import path as django_path
 
 from compliance.sponsor import not_for_sponsors
-from web import views
+from web import live_views, views
 
 app_name = "web"
 
@@ -52,4 +52,10 @@ urlpatterns = [
     path("exports/", views.exports, name="exports"),
     path("exports/<int:pk>/retry/", views.export_retry, name="export-retry"),
     path("operations/", views.operations, name="operations"),
+    # Live injection monitoring (web/live_views.py); a sponsor gets 404 (not in SPONSOR_PAGES).
+    path("live/", live_views.live_index, name="live-list"),
+    path("live/demo/", live_views.live_demo_start, name="live-demo"),
+    path("live/<int:pk>/", live_views.live_page, name="live"),
+    path("live/<int:pk>/token/", live_views.live_token, name="live-token"),
+    path("injections/<int:pk>/live/", live_views.live_start, name="live-start"),
 ]

@@ -43,7 +43,7 @@ from trials.services import injections as injections_services
 from trials.services import lots as lots_services
 from trials.services import subjects as subjects_services
 from trials.services.batches import LABELLING_FIELDS
-from web import forms, plots, queries, volume
+from web import forms, live_data, plots, queries, volume
 from web import operations as operations_page
 from web.permissions import may_export, may_write, require_trial_resource_write, require_write
 
@@ -162,6 +162,11 @@ def _subject_page(request, subject, sign_form, status=200, roi_form=None):
                 .order_by("scan_id", "kind", "name")
             ),
             "can_define_rois": may_write(user, rois_services.ROI_ROLES, site=site),
+            # Live sessions of each injection (the timeline), and who may open one.
+            "live_sessions": list(
+                live_data.live_sessions_visible_to(user).filter(subject=subject).order_by("created_at")
+            ),
+            "can_stream": may_write(user, live_data.STREAM_ROLES, site=site),
             "roi_form": roi_form or _roi_form(request, subject),
             # Injected with a tracer no calibration at the site fits: every upload will be refused.
             "calibration_gaps": _calibration_gaps(site, [i.batch.nanoparticle_lot for i in timeline["injections"]]),

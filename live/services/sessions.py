@@ -104,7 +104,8 @@ def _recording_lock(relative: str):
 
 def _locked(session: LiveSession) -> LiveSession:
     return (
-        LiveSession.objects.select_for_update()
+        # of=("self",): PostgreSQL locks no row of a nullable join (the system matrix).
+        LiveSession.objects.select_for_update(of=("self",))
         .select_related("subject__site", "injection", "scanner", "system_matrix")
         .get(pk=session.pk)
     )

@@ -71,10 +71,18 @@ def claim_and_die(scan: Scan, from_status: str, to_status: str, *, seconds_ago: 
     age(scan, seconds_ago)
 
 
+class _FakeTimer:
+    def call_repeatedly(self, seconds, fun, args=(), kwargs=None, priority=0):
+        return None
+
+
 class FakeConsumer:
-    """What a worker passes as the worker_ready sender (its consumer), reduced to a name."""
+    """What a worker passes as the worker_ready sender (its consumer), reduced to what the
+    project's handlers read: its name, its queues and its timer (ops.heartbeat)."""
 
     hostname = "fake@worker"
+    timer = _FakeTimer()
+    task_consumer = type("TaskConsumer", (), {"queues": ()})()
 
 
 def _snapshot(scan_id: int) -> tuple:
@@ -201,6 +209,9 @@ def test_the_worker_ready_signal_runs_the_sweep(
     monkeypatch.setattr(
         Task, "apply_async", lambda self, args=None, kwargs=None, **options: sent.append((self.name, tuple(args or ())))
     )
+    # The worker's heartbeat (ops.heartbeat, the other worker_ready handler) closes its
+    # database connection after each beat: here that is the test's own connection.
+    monkeypatch.setattr("ops.heartbeat.beat", lambda *args: None)
     stalled = uploaded_scan(api, pipeline, pipeline.sim["measurement"])
     claim_and_die(
         stalled, ScanStatus.RECEIVED, ScanStatus.VALIDATING, seconds_ago=settings.IMAGING_CLAIM_LEASE_SECONDS + 5

@@ -8,6 +8,7 @@ from django.urls import URLResolver, get_resolver, reverse
 
 from compliance.models import Export
 from compliance.services.exports import export_request
+from live.models import LiveSession
 from tests.compliance.sponsor_cohort import cohort, secrets  # noqa: F401 - fixture
 from trials import deidentify
 
@@ -28,6 +29,19 @@ def _page_patterns():
 PAGES = _page_patterns()
 
 
+def _live_session(record) -> LiveSession:
+    """A live session of the record's injection (a sponsor sees nothing live)."""
+    session, _ = LiveSession.objects.get_or_create(
+        injection=record.injection,
+        defaults={
+            "subject": record.subject,
+            "scanner": record.scan.scanner,
+            "created_by": record.injection.administered_by,
+        },
+    )
+    return session
+
+
 def _url(name, params, record, *, export=None) -> str:
     page = name.split(":")[1]
     if not params:
@@ -39,7 +53,10 @@ def _url(name, params, record, *, export=None) -> str:
         "consent-correct": record.consent.pk,
         "consent-withdraw": record.consent.pk,
         "calibration-retire": record.measurement.reconstruction.system_matrix_id,
+        "live-start": record.injection.pk,
     }.get(page)
+    if page in ("live", "live-token"):
+        pk = _live_session(record).pk
     if pk is None:
         pk = (
             record.subject.pk
