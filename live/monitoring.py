@@ -126,10 +126,12 @@ class AlertRules:
         self._recent = deque(maxlen=self.sustain)
 
     def _sustained(self, kind: str, holds: bool) -> bool:
-        """Whether ``holds`` has now been true for ``sustain`` consecutive blocks."""
+        """Whether ``holds`` has just become true for ``sustain`` consecutive blocks: once per
+        episode, so an acknowledged alert is not raised again while its condition lasts,
+        only after the condition has cleared and come back."""
         run = self._runs.get(kind, 0) + 1 if holds else 0
         self._runs[kind] = run
-        return run >= self.sustain
+        return run == self.sustain
 
     def frames_arrived(self, first_frame: int, acquired_at: np.ndarray) -> list[AlertFinding]:
         """Gaps in a block of frames (background frames included) and before it."""

@@ -135,3 +135,29 @@ def test_frames_missing_from_the_stream_are_a_frame_gap(live, transport, engines
     gap = LiveAlert.objects.get(session=live.session, kind="frame_gap")
     assert gap.frame == 2 * BLOCK
     assert gap.message.startswith(f"Frames {BLOCK}-{2 * BLOCK - 1} ({BLOCK}) never reached the live monitor")
+
+
+def test_a_sustained_condition_raises_once_per_episode_not_again_after_acknowledgement():
+    """The rule reports the moment a condition has held for ``sustain`` blocks; while it
+    lasts (acknowledged or not) it says nothing more; once cleared and back, it reports again."""
+    from live.monitoring import AlertRules, Regions
+
+    rules = AlertRules(
+        regions=Regions(("heart", "lungs"), ("target", "lungs")),
+        threshold_percent=20.0,
+        injected_ng=None,
+        frame_duration_s=FRAME_S,
+        sustain=3,
+    )
+    clean, lungs = [100_000.0, 0.0], [100_000.0, 40_000.0]
+    lod = np.array([10.0, 10.0])
+    kinds_per_block = []
+    for k, row in enumerate([clean] * 2 + [lungs] * 8 + [clean] * 2 + [lungs] * 3):
+        frames = np.arange(k * BLOCK, (k + 1) * BLOCK)
+        found = rules.block(
+            frames=frames, acquired_at=frames * FRAME_S, iron=np.tile(row, (BLOCK, 1)), lod=lod, lag_ms=None
+        )
+        kinds_per_block.append(sorted(f.kind for f in found))
+    raised = {k: kinds for k, kinds in enumerate(kinds_per_block) if kinds}
+    # blocks 2..9 high: raised at block 4 only; cleared at 10-11; high again 12..14: raised at 14
+    assert raised == {4: ["off_target_detected", "off_target_share"], 14: ["off_target_detected", "off_target_share"]}
