@@ -89,8 +89,8 @@ def frame_metrics(
 ) -> tuple[dict, float | None, float | None]:
     """(rois, target_percent_of_injected, off_target_percent) of one foreground frame."""
     rois = {
-        name: {"kind": kind, "iron_ng": _finite(i), "uncertainty_ng": _finite(u)}
-        for name, kind, i, u in zip(regions.names, regions.kinds, iron, uncertainty, strict=True)
+        name: {"kind": kind, "iron_ng": _finite(i), "uncertainty_ng": _finite(u), "detection_limit_ng": _finite(d)}
+        for name, kind, i, u, d in zip(regions.names, regions.kinds, iron, uncertainty, lod, strict=True)
     }
     target, off, _ = shares(regions, iron, lod, injected_ng)
     return rois, target, off

@@ -220,8 +220,12 @@ def metric_series(session: LiveSession, *, max_points: int = RECORD_MAX_POINTS) 
     rois: dict[str, dict] = {}
     for index, (_frame, _at, values, _target, _off) in enumerate(drawn):
         for name, value in (values or {}).items():
-            series = rois.setdefault(name, {"kind": value.get("kind"), "iron_ng": [None] * len(drawn)})
+            series = rois.setdefault(
+                name,
+                {"kind": value.get("kind"), "iron_ng": [None] * len(drawn), "detection_limit_ng": [None] * len(drawn)},
+            )
             series["iron_ng"][index] = _finite(value.get("iron_ng"))
+            series["detection_limit_ng"][index] = _finite(value.get("detection_limit_ng"))
     return {
         "frame": [r[0] for r in drawn],
         "acquired_at": [r[1] for r in drawn],

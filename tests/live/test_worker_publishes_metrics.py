@@ -52,9 +52,24 @@ def test_metrics_per_foreground_frame_in_order_then_ended(live, transport, engin
         assert m["acquired_at"] == pytest.approx(acquired[m["frame"]])
         assert before <= m["published_at"] <= after
         assert m["rois"] == {
-            "heart": {"kind": "target", "iron_ng": 100_000.0, "uncertainty_ng": pytest.approx(10_001.0)},
-            "lungs": {"kind": "lungs", "iron_ng": 25_000.0, "uncertainty_ng": pytest.approx(2_501.0)},
-            "liver": {"kind": "liver", "iron_ng": 5.0, "uncertainty_ng": pytest.approx(1.5)},
+            "heart": {
+                "kind": "target",
+                "iron_ng": 100_000.0,
+                "uncertainty_ng": pytest.approx(10_001.0),
+                "detection_limit_ng": 10.0,
+            },
+            "lungs": {
+                "kind": "lungs",
+                "iron_ng": 25_000.0,
+                "uncertainty_ng": pytest.approx(2_501.0),
+                "detection_limit_ng": 10.0,
+            },
+            "liver": {
+                "kind": "liver",
+                "iron_ng": 5.0,
+                "uncertainty_ng": pytest.approx(1.5),
+                "detection_limit_ng": 10.0,
+            },
         }
         assert m["target_percent_of_injected"] == pytest.approx(100_000 / 125_000 * 100)
         # liver (5 ng) is below its detection limit (10 ng): not in the detected total

@@ -99,10 +99,12 @@
       var s = series.rois[name];
       if (!s) {
         styleFor(name, m.rois[name].kind);
-        s = series.rois[name] = { kind: m.rois[name].kind, iron: [] };
+        s = series.rois[name] = { kind: m.rois[name].kind, iron: [], lod: [] };
       }
       while (s.iron.length < n) { s.iron.push(null); }
+      while (s.lod.length < n) { s.lod.push(null); }
       s.iron.push(m.rois[name].iron_ng);
+      s.lod.push(m.rois[name].detection_limit_ng === undefined ? null : m.rois[name].detection_limit_ng);
     });
     dirty = true;
   }
@@ -201,7 +203,12 @@
     $("state-off").textContent = off === null || off === undefined ? "" : above ? "▲ ABOVE" : "✓ below";
     Array.prototype.forEach.call(document.querySelectorAll(".big-stat.region"), function (tile) {
       var s = series.rois[tile.getAttribute("data-region")];
-      setValue(tile.querySelector(".value"), s ? fmtNg(s.iron[i]) : "—");
+      // Below its detection limit a region's estimate is noise (it may even be negative):
+      // say "not detected" and the limit, never a negative amount of iron.
+      var lod = s && s.lod ? s.lod[i] : null;
+      var undetected = s && lod !== null && lod !== undefined && s.iron[i] !== null && s.iron[i] < lod;
+      setValue(tile.querySelector(".value"), !s ? "—" : undetected ? "< " + fmtNg(lod) : fmtNg(s.iron[i]));
+      tile.classList.toggle("not-detected", !!undetected);
     });
   }
 
@@ -540,7 +547,11 @@
     t0 = rec.acquired_at.length ? rec.acquired_at[0] : t0;
     Object.keys(rec.rois).forEach(function (name) {
       styleFor(name, rec.rois[name].kind);
-      series.rois[name] = { kind: rec.rois[name].kind, iron: rec.rois[name].iron_ng.slice() };
+      series.rois[name] = {
+        kind: rec.rois[name].kind,
+        iron: rec.rois[name].iron_ng.slice(),
+        lod: (rec.rois[name].detection_limit_ng || []).slice()
+      };
     });
   }
 
