@@ -15,7 +15,7 @@ from django.core.management.base import CommandError
 
 from imaging import selectors
 from imaging.models import RegionOfInterest, Scanner, SystemMatrix
-from live.management.commands.load_demo_live import NUM_AVERAGES, SCANNER_NAME
+from live.management.commands.load_demo_live import SCANNER_NAME, num_averages
 from trials.models import Injection
 
 
@@ -42,7 +42,7 @@ def test_it_prepares_a_stream_the_demo_injection_can_take_and_is_idempotent(db, 
     assert truth["dose_ng"] == pytest.approx(selectors.injected_iron_ng(injection), rel=1e-12)
     assert truth["frame_duration_s"] == pytest.approx(0.02154, rel=0.01)
     with h5py.File(demo["stream"], "r") as f:
-        assert int(f["/acquisition/numAverages"][()]) == NUM_AVERAGES
+        assert int(f["/acquisition/numAverages"][()]) == num_averages(2) == 33
         is_bg = f["/measurement/isBackgroundFrame"][()].astype(bool)
         assert f["/measurement/data"].shape[0] == 40 + is_bg.sum() and is_bg[0] and not is_bg[-30]
     lungs = np.asarray(truth["iron_ng"])[:, [k == "lungs" for k in truth["kinds"]]].sum(axis=1)

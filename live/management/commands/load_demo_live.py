@@ -29,9 +29,13 @@ from trials.models import Injection, Trial
 PROTOCOL = "MPI-CT-001"
 SCANNER_NAME = "Preclinical MPI, live stream (simulated)"
 GRID = (12, 12, 1)
-#: A frame of 21.5 ms (46.4 frames/s), as the 3D Lissajous reference: the 2D drive cycle
-#: (0.65 ms) averaged this many times.
-NUM_AVERAGES = 33
+#: Frames of about 21.5 ms (46.4 frames/s), as the 3D Lissajous reference: the simulated
+#: drive cycle (2D 0.65 ms, 3D 1.63 ms) averaged as many times as fit (num_averages).
+REFERENCE_FRAME_S = 0.02154
+
+
+def num_averages(dims: int) -> int:
+    return max(1, round(REFERENCE_FRAME_S / sim.scanner_preset(dims).period_s))
 FOREGROUND_FRAMES = 1600  # about 35 s of injection at 46.4 frames/s
 BACKGROUND_FRAMES = (40, 20)
 LUNG_FRACTION = 0.30  # above the trial's 20 % off-target threshold once the injection is under way
@@ -92,7 +96,7 @@ class Command(BaseCommand):
                 background_frames=BACKGROUND_FRAMES,
                 dose_ng=selectors.injected_iron_ng(injection),
                 lung_fraction=LUNG_FRACTION,
-                num_averages=NUM_AVERAGES,
+                num_averages=num_averages(dims),
                 seed=2026,
             )
         scanner = self._scanner(injection, dims)
