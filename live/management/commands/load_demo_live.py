@@ -36,6 +36,8 @@ REFERENCE_FRAME_S = 0.02154
 
 def num_averages(dims: int) -> int:
     return max(1, round(REFERENCE_FRAME_S / sim.scanner_preset(dims).period_s))
+
+
 FOREGROUND_FRAMES = 1600  # about 35 s of injection at 46.4 frames/s
 BACKGROUND_FRAMES = (40, 20)
 LUNG_FRACTION = 0.30  # above the trial's 20 % off-target threshold once the injection is under way
