@@ -90,6 +90,7 @@ class AuditAction(IntEnum):
     LIVE_SESSION_STARTED = 901  # the stream header was accepted
     LIVE_SESSION_ENDED = 902  # the recording became a scan
     LIVE_SESSION_ABORTED = 903
+    LIVE_MARK_ENTERED = 904  # injection start / pause / resume / stop, entered by a clinician
     LIVE_FRAMES_RECORDED = 910  # one event per chunk of recorded frames: its chained SHA-256
     LIVE_ALERT_RAISED = 920
     LIVE_ALERT_ACKNOWLEDGED = 921

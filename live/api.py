@@ -6,11 +6,15 @@
     POST /live-sessions/{id}/frames/     one block of frames (application/vnd.mpi-live.frames)
     POST /live-sessions/{id}/end/        {"frames_sent"}: the recording becomes a scan (queued)
     POST /live-sessions/{id}/abort/      {"reason"}
+    GET  /live-sessions/{id}/marks/      the injection marks (who may watch the session)
+    POST /live-sessions/{id}/marks/      {"kind", "note"?}: a clinician marks the injection (audited)
 
 The scanner bridge's token (scope ``scanner``) reaches these and nothing else of the API;
 a read-only token reads. Each method: scope through the selector (another site's session
 is a 404 before its body is read), call one service, answer the session. After a block
-is recorded, ``live.feed`` hands it to the live worker.
+is recorded, ``live.feed`` hands it to the live worker. Marks are a person's: a full
+token or the browser session enters them, a read-only token lists them, the scanner's
+token reaches neither.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from imaging.selectors import scanners_visible_to, system_matrices_visible_to
 from live import feed, selectors, wire
 from live import serializers as s
 from live.models import LiveSession
+from live.services.marks import mark_enter, marks_of
 from live.services.sessions import (
     StreamPositionViolation,
     assert_streaming,
@@ -179,3 +184,27 @@ class LiveSessionViewSet(ScopedViewSet):
         if not was_aborted:
             feed.session_closed(session.pk, "abort", {"reason": session.status_reason})
         return self._answer(session)
+
+    @extend_schema(
+        methods=["GET"],
+        request=None,
+        responses=s.LiveMarkOutput(many=True),
+        summary="The session's injection marks, in the order entered",
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=s.LiveMarkInput,
+        responses={201: s.LiveMarkOutput},
+        summary="Mark the injection's start, pause, resume or stop (investigator, coordinator or imaging staff "
+        "of the site, while the session is open or streaming; audited, written into the recording at the end)",
+    )
+    # A person's marks: a full token or the browser session; a read-only token lists; the scanner's token neither.
+    @action(detail=True, methods=["get", "post"], token_scopes=frozenset({TokenScope.READ}), pagination_class=None)
+    def marks(self, request, pk=None):
+        session = self.get_object()  # another site's session (and any, for a sponsor): 404
+        if request.method == "GET":
+            return Response(s.LiveMarkOutput(marks_of(session), many=True).data)
+        data = self.validated(s.LiveMarkInput)
+        mark = mark_enter(actor=request.user, session=session, kind=data["kind"], note=data["note"])
+        feed.mark_entered(mark)
+        return self.output(mark, status.HTTP_201_CREATED, serializer_class=s.LiveMarkOutput)

@@ -6,6 +6,7 @@ after the service returned, so only recorded frames are ever published."""
 
 from __future__ import annotations
 
+from live.models import LiveMark
 from live.runner import ensure_worker
 from live.services.sessions import RecordedBlock
 from live.transport import get_transport
@@ -25,3 +26,21 @@ def session_closed(session_id: int, kind: str, info: dict) -> None:
     after the last frames, so the worker finishes the session."""
     get_transport().publish_control(session_id, kind, info)
     ensure_worker(session_id)
+
+
+def mark_event(mark: LiveMark) -> dict:
+    """The ``mark`` event of the session's event stream (docs/live-protocol.md)."""
+    return {
+        "type": "mark",
+        "id": mark.pk,
+        "kind": mark.kind,
+        "frame": mark.frame,
+        "at": mark.at.timestamp(),
+        "by": mark.created_by.get_username(),
+        "note": mark.note,
+    }
+
+
+def mark_entered(mark: LiveMark) -> None:
+    """After a mark was entered (committed): viewers of the session see it at once."""
+    get_transport().publish_event(mark.session_id, mark_event(mark))

@@ -163,3 +163,45 @@ class LiveMetric(models.Model):
 
     def __str__(self) -> str:
         return f"live metric (session #{self.session_id}, frame {self.frame})"
+
+
+class LiveMarkKind(models.TextChoices):
+    INJECTION_START = "injection_start", "Injection started"
+    INJECTION_PAUSE = "injection_pause", "Injection paused"
+    INJECTION_RESUME = "injection_resume", "Injection resumed"
+    INJECTION_STOP = "injection_stop", "Injection stopped"
+
+
+class LiveMark(models.Model):
+    """A mark a clinician entered during the session (``live.services.marks``): when the
+    injection started, paused, resumed, stopped. ``at`` is the server's time when it was
+    entered; ``frame`` the next frame index of the stream then (the session's
+    ``frames_recorded``), None while the session was open and no frame had streamed."""
+
+    Kind = LiveMarkKind
+
+    session = models.ForeignKey(LiveSession, on_delete=models.PROTECT, related_name="marks")
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    at = models.DateTimeField()
+    frame = models.PositiveBigIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    note = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["session", "at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=[k.value for k in LiveMarkKind]), name="live_mark_kind_valid"),
+            # Start and stop happen once per session (the service's order rules; this is the floor).
+            models.UniqueConstraint(
+                fields=["session", "kind"],
+                condition=Q(kind__in=[LiveMarkKind.INJECTION_START, LiveMarkKind.INJECTION_STOP]),
+                name="live_mark_start_stop_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"live mark {self.kind} (session #{self.session_id}, frame {self.frame})"
+
+    @property
+    def trial(self):
+        return self.session.subject.trial

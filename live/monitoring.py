@@ -4,10 +4,12 @@ Pure computation over the engine's region iron (no database, no transport): the 
 worker (``live.worker``) feeds it, ``live.services.alerts`` records what it finds.
 
 Figures of a frame (the ``metrics`` event):
-- ``target_percent_of_injected``: the iron of the target regions / the iron injected so
-  far x 100. The platform knows no injection marks yet, so "so far" is the whole dose of
-  the injection (cells x pg Fe per cell, ``imaging.selectors.injected_iron_ng``); None
-  when the batch has no iron per cell or the subject no target region.
+- ``target_percent_of_injected``: the iron of the target regions / the whole dose of the
+  injection x 100 (cells x pg Fe per cell, ``imaging.selectors.injected_iron_ng``); None
+  when the batch has no iron per cell or the subject no target region. The event says
+  so: ``dose_basis`` "whole dose". Injection marks (``live.services.marks``) do not change
+  it: before the stop mark the dose given so far is unknown (no dose-rate model is
+  assumed), after it the whole dose is the dose injected, so the figure is the same.
 - ``off_target_percent``: the iron of the detected off-target regions / the iron of all
   detected regions x 100, as the offline quantification defines it (negative estimates
   count as 0; a region is detected when its iron is above its detection limit); None
@@ -41,6 +43,8 @@ import numpy as np
 
 OFF_TARGET_KINDS = frozenset({"lungs", "liver", "spleen", "other"})
 TARGET_KIND = "target"
+#: What ``target_percent_of_injected`` is a percent of (the metrics event's ``dose_basis``).
+DOSE_BASIS = "whole dose"
 # Acquisition times further apart than this many frame durations: frames were lost on the way.
 FRAME_GAP_DURATIONS = 3.0
 

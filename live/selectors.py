@@ -13,9 +13,13 @@ from trials.permissions.access import sponsor_trial_ids, visible_site_ids
 
 
 def live_sessions_visible_to(user) -> QuerySet[LiveSession]:
-    return LiveSession.objects.filter(
-        Q(subject__site_id__in=visible_site_ids(user)), ~Q(subject__trial_id__in=sponsor_trial_ids(user))
-    ).select_related("subject__site", "injection", "scanner", "system_matrix")
+    return (
+        LiveSession.objects.filter(
+            Q(subject__site_id__in=visible_site_ids(user)), ~Q(subject__trial_id__in=sponsor_trial_ids(user))
+        )
+        .select_related("subject__site", "injection", "scanner", "system_matrix")
+        .prefetch_related("marks__created_by")
+    )
 
 
 def live_alerts_visible_to(user) -> QuerySet[LiveAlert]:

@@ -7,7 +7,21 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from config.ids import IdField
-from live.models import LiveSession
+from live.models import LiveMark, LiveSession
+
+
+class LiveMarkOutput(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", read_only=True)
+
+    class Meta:
+        model = LiveMark
+        fields = ["id", "session", "kind", "at", "frame", "created_by", "note"]
+        read_only_fields = fields
+
+
+class LiveMarkInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=LiveMark.Kind.choices)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
 
 
 class LiveSessionOutput(serializers.ModelSerializer):
@@ -17,6 +31,7 @@ class LiveSessionOutput(serializers.ModelSerializer):
         help_text="The next frame index the server expects (= frames_recorded).",
     )
     site = serializers.IntegerField(source="subject.site_id", read_only=True)
+    marks = LiveMarkOutput(many=True, read_only=True, help_text="Injection marks, in the order entered.")
 
     class Meta:
         model = LiveSession
@@ -42,6 +57,7 @@ class LiveSessionOutput(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "ended_at",
+            "marks",
         ]
 
 

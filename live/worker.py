@@ -47,7 +47,7 @@ from imaging import uploads
 from imaging.models import RegionOfInterest
 from imaging.selectors import injected_iron_ng
 from live.models import LiveMetric, LiveSession
-from live.monitoring import AlertFinding, AlertRules, Regions, frame_metrics
+from live.monitoring import DOSE_BASIS, AlertFinding, AlertRules, Regions, frame_metrics
 from live.services.alerts import alert_raise
 from live.transport import get_transport
 
@@ -297,6 +297,7 @@ class LiveWorker:
                         "published_at": published_at,
                         "rois": rois,
                         "target_percent_of_injected": target,
+                        "dose_basis": DOSE_BASIS,
                         "off_target_percent": off,
                         "provisional": True,
                     }

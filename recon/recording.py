@@ -9,6 +9,11 @@ different is how it is written:
   and so are ``/measurement/isBackgroundFrame`` and ``/measurement/_frameAcquiredAt``
   (the bridge's wall clock when each frame was complete, Unix seconds, float64; the
   leading underscore marks a project extension, which MDF readers ignore);
+- the injection marks a clinician entered (:meth:`MDFStreamWriter.write_marks`, at the
+  end of the session): ``/measurement/_marks`` (kind strings, fixed-length UTF-8 as MDF
+  stores strings), ``/measurement/_markFrames`` (int64: the next frame index when the
+  mark was entered, -1 before the first frame) and ``/measurement/_markTimes`` (float64:
+  the server's Unix seconds), also project extensions;
 - ``/acquisition/numFrames`` equals N after every :meth:`MDFStreamWriter.append`;
 - every append ends with an HDF5 flush and an ``fsync`` of the file, so a frame the
   caller acknowledged after ``append`` returned survives a crash of the process.
@@ -61,6 +66,9 @@ _DATA = "/measurement/data"
 _BACKGROUND = "/measurement/isBackgroundFrame"
 _ACQUIRED_AT = "/measurement/_frameAcquiredAt"
 _NUM_FRAMES = "/acquisition/numFrames"
+_MARKS = "/measurement/_marks"
+_MARK_FRAMES = "/measurement/_markFrames"
+_MARK_TIMES = "/measurement/_markTimes"
 # A chunk of /measurement/data holds whole frames, about this many bytes.
 _CHUNK_TARGET_BYTES = 1 * 2**20
 
@@ -239,6 +247,27 @@ class MDFStreamWriter:
         """Keep only the first ``num_frames`` frames (<= N), durably."""
         shape = (0, *self.frame_shape)
         self.append(np.zeros(shape, self.h5[_DATA].dtype), [], [], at=num_frames)
+
+    def write_marks(self, kinds: Sequence[str], frames: Sequence[int | None], times: Sequence[float]) -> None:
+        """Write the injection marks (replacing any written before), durably: ``kinds``
+        (strings), ``frames`` (the next frame index when entered; None: before the first
+        frame, stored as -1) and ``times`` (Unix seconds), one entry each per mark."""
+        n = len(kinds)
+        if len(frames) != n or len(times) != n:
+            raise RecordingError(f"{n} marks need {n} frames and {n} times")
+        if not all(isinstance(k, str) and k for k in kinds):
+            raise RecordingError("a mark's kind is a non-empty string")
+        stored_times = np.asarray(times, dtype="<f8").reshape(n)
+        if not np.isfinite(stored_times).all():
+            raise RecordingError("mark times must be finite Unix seconds")
+        h5 = self.h5
+        for name in (_MARKS, _MARK_FRAMES, _MARK_TIMES):
+            if name in h5:
+                del h5[name]
+        h5.create_dataset(_MARKS, data=to_storable(_MARKS, list(kinds)) if n else np.zeros(0, dtype="S1"))
+        h5.create_dataset(_MARK_FRAMES, data=np.array([-1 if f is None else int(f) for f in frames], dtype="<i8"))
+        h5.create_dataset(_MARK_TIMES, data=stored_times)
+        self._durable(h5)
 
     def read_frames(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start:stop`` as stored (for checksums of what is on disk)."""

@@ -27,7 +27,7 @@ from imaging import uploads
 from imaging.models import Scan, Scanner, SystemMatrix
 from imaging.services.scan_uploads import assert_imaging_consent, scan_from_recording
 from imaging.services.scanners import match_system_matrix, require_system_matrix_for_tracer
-from live.models import LiveAlert, LiveSession, LiveStatus
+from live.models import LiveAlert, LiveMark, LiveSession, LiveStatus
 from live.stream_header import StreamHeader, parse_stream_header, system_matrix_mismatch
 from recon.recording import FRAME_DTYPES, MDFStreamWriter, chain_digest, frames_sha256
 from trials.models import Injection, Role, Subject
@@ -350,15 +350,29 @@ def _chain(*, actor, session: LiveSession, writer: MDFStreamWriter, upto: int, f
         )
 
 
+def _write_marks(session: LiveSession, writer: MDFStreamWriter) -> None:
+    """The session's injection marks into the recording (``live.services.marks``), in the
+    order entered; nothing when none was entered. Under the session's row lock, so a mark
+    entered meanwhile waits and is then refused (the session is no longer live)."""
+    marks = list(LiveMark.objects.filter(session=session).order_by("at", "id").values_list("kind", "frame", "at"))
+    if marks:
+        writer.write_marks(
+            [kind for kind, _, _ in marks], [frame for _, frame, _ in marks], [at.timestamp() for _, _, at in marks]
+        )
+
+
 def _abort(*, actor, session: LiveSession, reason: str) -> LiveSession:
     with transaction.atomic():
         locked = _locked(session)
         if locked.is_final:
             return locked
         before = locked.status
-        if locked.recording and locked.frames_recorded > locked.chained_frames:
+        if locked.recording and (
+            locked.frames_recorded > locked.chained_frames or LiveMark.objects.filter(session=locked).exists()
+        ):
             with MDFStreamWriter.reopen(uploads.media_path(locked.recording)) as writer:
                 _chain(actor=actor, session=locked, writer=writer, upto=locked.frames_recorded, final=True)
+                _write_marks(locked, writer)  # the kept recording says what the clinicians marked
         locked.status = LiveStatus.ABORTED
         locked.status_reason = reason[:4000]
         locked.ended_at = timezone.now()
@@ -479,6 +493,8 @@ def session_end(*, actor, session: LiveSession, frames_sent: int) -> LiveSession
             # Frames past the acknowledged count (a block whose commit failed) are cut.
             writer.truncate(locked.frames_recorded)
             _chain(actor=actor, session=locked, writer=writer, upto=locked.frames_recorded, final=True)
+            # Before the file is hashed into the scan (scan_from_recording): the marks are in the record.
+            _write_marks(locked, writer)
             first_acquired_at = float(writer.h5["/measurement/_frameAcquiredAt"][0])
         scan: Scan = scan_from_recording(
             actor=actor,

@@ -47,6 +47,11 @@ CONFLICTS = frozenset(
         "export_not_ready",
         "frame_gap",  # live: the answer carries next_frame
         "frames_missing",  # live: the answer carries next_frame
+        "injection_already_started",  # live marks: the start is marked once
+        "injection_not_paused",  # live marks: only a paused injection resumes
+        "injection_not_running",  # live marks: only a running injection pauses
+        "injection_not_started",  # live marks: pause, resume, stop after the start only
+        "injection_stopped",  # live marks: nothing after the stop
         "insufficient_cells",
         "invalid_transition",
         "labelling_locked",
@@ -71,6 +76,7 @@ CONFLICTS = frozenset(
         "signed_before_withdrawal",
         "session_ended",
         "session_not_open",
+        "session_not_live",  # live marks: the session has ended or was aborted
         "session_not_streaming",
         "status_unchanged",
         "stream_header_changed",
