@@ -36,7 +36,7 @@ from imaging.selectors import scanners_visible_to, system_matrices_visible_to
 from live import feed, selectors, wire
 from live import serializers as s
 from live.models import LiveSession
-from live.services.marks import mark_enter, marks_of
+from live.services.marks import mark_enter
 from live.services.sessions import (
     StreamPositionViolation,
     assert_streaming,
@@ -203,7 +203,7 @@ class LiveSessionViewSet(ScopedViewSet):
     def marks(self, request, pk=None):
         session = self.get_object()  # another site's session (and any, for a sponsor): 404
         if request.method == "GET":
-            return Response(s.LiveMarkOutput(marks_of(session), many=True).data)
+            return Response(s.LiveMarkOutput(selectors.session_marks(session), many=True).data)
         data = self.validated(s.LiveMarkInput)
         mark = mark_enter(actor=request.user, session=session, kind=data["kind"], note=data["note"])
         feed.mark_entered(mark)

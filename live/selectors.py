@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from live.models import LiveAlert, LiveSession
+from live.models import LiveAlert, LiveMark, LiveSession
 from trials.permissions.access import sponsor_trial_ids, visible_site_ids
 
 
@@ -27,3 +27,9 @@ def live_alerts_visible_to(user) -> QuerySet[LiveAlert]:
     return LiveAlert.objects.filter(session__in=live_sessions_visible_to(user).values("id")).select_related(
         "session__subject__site", "acknowledged_by"
     )
+
+
+def session_marks(session: LiveSession) -> list[LiveMark]:
+    """The injection marks of a session already read through ``live_sessions_visible_to``,
+    in the order entered."""
+    return list(LiveMark.objects.filter(session=session).select_related("created_by").order_by("at", "id"))

@@ -20,7 +20,8 @@ from config.errors import RuleViolation
 from imaging import selectors as imaging_selectors
 from imaging.models import OFF_TARGET_KINDS, RegionOfInterest, RoiKind, Scan, SystemMatrix
 from imaging.services import scan_uploads
-from live.models import LiveAlert, LiveMetric, LiveSession
+from live.models import LiveAlert, LiveMark, LiveMetric, LiveSession
+from live.services import alerts, marks
 from recon.quantify import Grid, mask_from_record
 from trials.models import Injection, Role
 from trials.permissions.access import sponsor_trial_ids, visible_site_ids
@@ -29,8 +30,10 @@ from web.volume import ROI_COLOURS
 
 #: Who opens a live session and streams (``live.services.sessions``' rule, shown as links).
 STREAM_ROLES = frozenset({Role.IMAGING_STAFF})
-#: Who acknowledges a live alert (``live.services.alerts``' rule).
-ACKNOWLEDGE_ROLES = frozenset({Role.INVESTIGATOR, Role.COORDINATOR, Role.IMAGING_STAFF})
+#: Who acknowledges a live alert (``live.services.alerts``' rule, its one home).
+ACKNOWLEDGE_ROLES = alerts.ACKNOWLEDGE_ROLES
+#: Who enters injection marks (``live.services.marks``' rule: the same clinicians).
+MARK_ROLES = marks.MARK_ROLES
 #: The record's "end of session" live numbers: the mean of the last this many foreground frames.
 RECORD_TAIL_FRAMES = 50
 #: At most this many points per curve in the record (every k-th stored metric beyond).
@@ -242,6 +245,19 @@ def alert_rows(session: LiveSession) -> list[LiveAlert]:
     return list(
         LiveAlert.objects.filter(session=session).select_related("acknowledged_by").order_by("created_at", "id")
     )
+
+
+def mark_data(mark: LiveMark) -> dict:
+    """A mark as the page draws it: the same fields as the event stream's ``mark`` event."""
+    return {
+        "id": mark.pk,
+        "kind": mark.kind,
+        "label": mark.get_kind_display(),
+        "frame": mark.frame,
+        "at": mark.at.timestamp(),
+        "by": mark.created_by.get_username(),
+        "note": mark.note,
+    }
 
 
 def alert_data(alert: LiveAlert) -> dict:

@@ -25,7 +25,9 @@ from compliance import tokens
 from config.errors import RuleViolation
 from config.token_scopes import TokenScope
 from imaging import selectors as imaging_selectors
-from live.models import LiveAlert, LiveSession
+from live.models import LiveAlert, LiveMark, LiveSession
+from live.selectors import session_marks
+from live.services.marks import MARKABLE_STATUSES, allowed_kinds, injection_state
 from live.services.sessions import session_create
 from trials import selectors as trial_selectors
 from web import demo_stream, live_data, queries, volume
@@ -34,6 +36,14 @@ from web.permissions import may_write, require_write
 
 STREAM_ROLES = live_data.STREAM_ROLES
 ACKNOWLEDGE_ROLES = live_data.ACKNOWLEDGE_ROLES
+MARK_ROLES = live_data.MARK_ROLES
+#: The mark buttons, in the order shown: (kind, the button's words).
+MARK_BUTTONS = [
+    (LiveMark.Kind.INJECTION_START.value, "▶ Start injection"),
+    (LiveMark.Kind.INJECTION_PAUSE.value, "❚❚ Pause injection"),
+    (LiveMark.Kind.INJECTION_RESUME.value, "▶ Resume injection"),
+    (LiveMark.Kind.INJECTION_STOP.value, "■ Stop injection"),
+]
 BRIDGE_TOKEN_DAYS = 1
 LIST_ROWS = 50
 # Scoped API tokens (compliance.api.ApiTokenViewSet): POST {"name", "scope": "scanner", "expires_in_days"}.
@@ -167,6 +177,10 @@ def _live_page(request, session: LiveSession, token: str | None = None):
     alerts = live_data.alert_rows(session)
     can_stream = may_write(user, STREAM_ROLES, site=site)
     can_acknowledge = may_write(user, ACKNOWLEDGE_ROLES, site=site)
+    marks = session_marks(session)
+    state = injection_state(m.kind for m in marks)
+    allowed = allowed_kinds(state)
+    can_mark = session.status in MARKABLE_STATUSES and may_write(user, MARK_ROLES, site=site)
     try:
         injected_ng = imaging_selectors.injected_iron_ng(session.injection)
     except RuleViolation:
@@ -192,6 +206,11 @@ def _live_page(request, session: LiveSession, token: str | None = None):
         "lut": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in volume._lut().tolist()],
         "alerts": [live_data.alert_data(a) for a in alerts],
         "alert_kinds": dict(LiveAlert.Kind.choices),
+        "marks": [live_data.mark_data(m) for m in marks],
+        "marks_url": f"/api/v1/live-sessions/{session.pk}/marks/",
+        "can_mark": can_mark,
+        "mark_kinds": dict(LiveMark.Kind.choices),
+        "injection_state": state,
         "health": {
             "frames_received": session.frames_received,
             "frames_recorded": session.frames_recorded,
@@ -209,6 +228,10 @@ def _live_page(request, session: LiveSession, token: str | None = None):
         "config": config,
         "can_stream": can_stream,
         "can_acknowledge": can_acknowledge,
+        "marks": marks,
+        "can_mark": can_mark,
+        "mark_buttons": [(kind, words, kind in allowed) for kind, words in MARK_BUTTONS],
+        "injection_state": state,
         "threshold_percent": config["threshold_percent"],
         "injected_ng": injected_ng,
         "lag_budget_ms": config["lag_budget_ms"],

@@ -137,8 +137,3 @@ def mark_enter(*, actor, session: LiveSession, kind: str, note: str = "") -> Liv
             },
         )
     return mark
-
-
-def marks_of(session: LiveSession) -> list[LiveMark]:
-    """The session's marks in the order they were entered."""
-    return list(LiveMark.objects.filter(session=session).select_related("created_by").order_by("at", "id"))

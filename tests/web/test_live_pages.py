@@ -17,7 +17,8 @@ import pytest
 from django.utils import timezone
 
 from imaging.models import RoiKind
-from live.models import LiveAlert, LiveMetric, LiveSession
+from live.models import LiveAlert, LiveMark, LiveMetric, LiveSession
+from live.services.marks import mark_enter
 from tests import factories as f
 from tests.imaging import factories as fi
 from web import live_data
@@ -372,3 +373,64 @@ def test_the_off_target_share_of_averaged_iron_leaves_out_regions_without_iron()
     kinds = {"graft": "target", "lungs": "lungs", "liver": "liver"}
     assert live_data.off_target_share({"graft": 300.0, "lungs": 100.0, "liver": -40.0}, kinds) == pytest.approx(25.0)
     assert live_data.off_target_share({"graft": -1.0, "lungs": None, "liver": 0.0}, kinds) is None
+
+
+# --------------------------------------------------------------------------- injection marks
+
+
+def _mark_buttons(html: str) -> dict[str, bool]:
+    """{kind: enabled} of the page's mark buttons."""
+    found = re.findall(r'<button type="button" class="mark-button" data-mark="([a-z_]+)"( disabled)?>', html)
+    return {kind: not disabled for kind, disabled in found}
+
+
+@pytest.mark.parametrize("who", ["investigator_a", "coordinator_a", "imaging_a"])
+def test_the_clinicians_get_the_mark_buttons_in_order(browser_client, streaming, who, request):
+    user = request.getfixturevalue(who)
+    html = browser_client(user).get(f"/live/{streaming.pk}/").content.decode()
+    assert _mark_buttons(html) == {
+        "injection_start": True,
+        "injection_pause": False,
+        "injection_resume": False,
+        "injection_stop": False,
+    }
+    config = _config(html)
+    assert config["can_mark"] and config["marks_url"] == f"/api/v1/live-sessions/{streaming.pk}/marks/"
+    mark_enter(actor=user, session=streaming, kind="injection_start")
+    html = browser_client(user).get(f"/live/{streaming.pk}/").content.decode()
+    assert _mark_buttons(html) == {
+        "injection_start": False,
+        "injection_pause": True,
+        "injection_resume": False,
+        "injection_stop": True,
+    }
+    assert _config(html)["injection_state"] == "running"
+    assert [m["kind"] for m in _config(html)["marks"]] == ["injection_start"]
+
+
+def test_a_monitor_sees_the_marks_but_no_button(browser_client, streaming, monitor, investigator_a):
+    mark_enter(actor=investigator_a, session=streaming, kind="injection_start", note="pump on")
+    html = browser_client(monitor).get(f"/live/{streaming.pk}/").content.decode()
+    assert _mark_buttons(html) == {} and not _config(html)["can_mark"]
+    assert "Injection started" in html and "pump on" in html
+
+
+def test_the_record_lists_the_marks_with_who_entered_them(browser_client, coordinator_a, ended, investigator_a):
+    for i, kind in enumerate(["injection_start", "injection_pause", "injection_resume", "injection_stop"]):
+        LiveMark.objects.create(
+            session=ended, kind=kind, at=timezone.now(), frame=60 + 40 * i, created_by=investigator_a, note=f"n{i}"
+        )
+    html = browser_client(coordinator_a).get(f"/live/{ended.pk}/").content.decode()
+    assert _mark_buttons(html) == {}  # the session is over: no button
+    rows = re.findall(
+        r'<tr data-mark="\d+"><td><strong>([^<]+)</strong></td><td class="num">(\d+)</td>'
+        r"<td>[^<]+ UTC</td><td>([^<]*)</td><td>([^<]*)</td></tr>",
+        html,
+    )
+    assert rows == [
+        ("Injection started", "60", "investigator_a", "n0"),
+        ("Injection paused", "100", "investigator_a", "n1"),
+        ("Injection resumed", "140", "investigator_a", "n2"),
+        ("Injection stopped", "180", "investigator_a", "n3"),
+    ]
+    assert [m["frame"] for m in _config(html)["marks"]] == [60, 100, 140, 180]

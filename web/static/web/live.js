@@ -10,6 +10,9 @@
      no event came for a few seconds;
    - alert events: the banner, acknowledged with a reason through
      POST /api/v1/live-alerts/{id}/acknowledge/ (session cookie + CSRF token);
+   - mark events (and the Start / Pause / Resume / Stop injection buttons, which POST to
+     /api/v1/live-sessions/{id}/marks/ with the CSRF token): vertical labelled lines on
+     both curves, the marks table, the buttons enabled as the order rules allow;
    - ended: the page reloads as the session's record.
    EventSource reconnects by itself after a drop and sends Last-Event-ID, so no event is
    missed and the curves keep every point; a stream the server closed is reopened from
@@ -141,6 +144,12 @@
       el("line", { x1: L, x2: W - R, y1: y(opts.threshold), y2: y(opts.threshold), stroke: "#a32020", "stroke-width": "3", "stroke-dasharray": "12 7" }, svg);
       el("text", { x: W - R, y: T - 9, "text-anchor": "end", "font-size": "16", "font-weight": "700", fill: "#a32020" }, svg).textContent = "- - threshold " + opts.threshold + " %";
     }
+    (opts.marks || []).forEach(function (m, k) {
+      var mx = x(Math.max(0, Math.min(m.t, tMax)));
+      el("line", { x1: mx, x2: mx, y1: T, y2: H - B, stroke: "#1d2733", "stroke-width": "2", "stroke-dasharray": "4 4" }, svg);
+      var label = el("text", { x: mx + 4, y: T + 16 + 16 * (k % 2), "font-size": "14", "font-weight": "700", fill: "#1d2733" }, svg);
+      label.textContent = MARK_SHORT[m.kind] || m.kind;
+    });
     var ts = opts.t, upto = opts.upto;
     var every = Math.max(1, Math.ceil(upto / MAX_DRAWN));
     var picks = [];
@@ -165,6 +174,7 @@
   function drawCurves(upto) {
     if (upto === undefined) { upto = series.t.length; }
     var tMax = upto ? series.t[upto - 1] : 0;
+    var shownMarks = visibleMarks(upto);
     var percent = unit === "percent" && cfg.injected_ng;
     var lines = Object.keys(series.rois).map(function (name) {
       var st = styleFor(name, series.rois[name].kind);
@@ -176,14 +186,14 @@
     lines.forEach(function (l) { for (var i = 0; i < upto; i++) { if (l.values[i] > top) { top = l.values[i]; } } });
     drawChart($("curve-iron"), lines, {
       t: series.t, upto: upto, tMax: Math.max(tMax * 1.05, 10),
-      yTop: top * 1.05, yLabel: percent ? "% of the dose injected" : "ng Fe",
+      yTop: top * 1.05, yLabel: percent ? "% of the whole dose" : "ng Fe", marks: shownMarks,
       yFormat: function (v) { return v === 0 ? "0" : percent ? (v < 10 ? v.toFixed(1) : v.toFixed(0)) : fmtNg(v); }
     });
     var offTop = cfg.threshold_percent * 1.25;
     for (var i = 0; i < upto; i++) { if (series.off[i] > offTop) { offTop = series.off[i]; } }
     drawChart($("curve-off"), [{ colour: "#dc2626", shape: "triangle", values: series.off }], {
       t: series.t, upto: upto, tMax: Math.max(tMax * 1.05, 10), yTop: offTop * 1.05, yCap: 100,
-      yLabel: "% of detected iron off target", threshold: cfg.threshold_percent, yFormat: function (v) { return v.toFixed(0) + " %"; }
+      yLabel: "% of detected iron off target", threshold: cfg.threshold_percent, marks: shownMarks, yFormat: function (v) { return v.toFixed(0) + " %"; }
     });
     showNumbers(upto - 1);
   }
@@ -470,6 +480,96 @@
     });
   }
 
+  // ------------------------------------------------------------------ injection marks
+
+  var MARK_SHORT = { injection_start: "▶ start", injection_pause: "❚❚ pause", injection_resume: "▶ resume", injection_stop: "■ stop" };
+  var NEXT_STATE = { injection_start: "running", injection_pause: "paused", injection_resume: "running", injection_stop: "stopped" };
+  var ALLOWED = {
+    "not started": ["injection_start"], running: ["injection_pause", "injection_stop"],
+    paused: ["injection_resume", "injection_stop"], stopped: []
+  };
+  var marks = [];  // in the order entered
+  var injectionState = cfg.injection_state || "not started";
+
+  function markTime(m) {
+    /* Seconds on the curves' axis: the time of the mark's frame (the next frame of the
+       stream when it was entered); ahead of the drawn frames, extrapolated by the frame
+       duration; entered before the stream: its start. */
+    if (m.frame === null || m.frame === undefined) { return 0; }
+    var n = series.frame.length, fd = cfg.frame_duration_s || 0;
+    for (var i = 0; i < n; i++) { if (series.frame[i] >= m.frame) { return series.t[i] - (series.frame[i] - m.frame) * fd; } }
+    if (n) { return series.t[n - 1] + (m.frame - series.frame[n - 1]) * fd; }
+    return m.frame * fd;
+  }
+
+  function visibleMarks(upto) {
+    var lastShown = upto ? series.frame[upto - 1] : -1;
+    return marks.filter(function (m) {
+      return !replay.on || m.frame === null || m.frame === undefined || m.frame <= lastShown + 1;
+    }).map(function (m) { return { kind: m.kind, t: Math.max(0, markTime(m)) }; });
+  }
+
+  function addMark(m) {
+    for (var i = 0; i < marks.length; i++) { if (marks[i].id === m.id) { return; } }  // the event of our own POST
+    marks.push(m);
+    injectionState = NEXT_STATE[m.kind] || injectionState;
+    renderMarkRow(m);
+    showMarkButtons();
+    dirty = true;
+    if (cfg.record) { drawCurves(replay.on ? replay.upto : undefined); }
+  }
+
+  function renderMarkRow(m) {
+    var body = $("mark-rows");
+    if (!body) { return; }
+    var none = body.querySelector("tr.none");
+    if (none) { body.removeChild(none); }
+    var tr = document.createElement("tr");
+    tr.setAttribute("data-mark", m.id);
+    var when = new Date(m.at * 1000).toISOString().substr(11, 8) + " UTC";
+    [(cfg.mark_kinds || {})[m.kind] || m.kind, m.frame === null || m.frame === undefined ? "before the stream" : m.frame, when, m.by || "", m.note || ""]
+      .forEach(function (text, k) {
+        var td = document.createElement("td");
+        if (k === 0) { var strong = document.createElement("strong"); strong.textContent = text; td.appendChild(strong); } else { td.textContent = text; }
+        if (k === 1) { td.className = "num"; }
+        tr.appendChild(td);
+      });
+    body.appendChild(tr);
+  }
+
+  function showMarkButtons() {
+    var state = $("injection-state");
+    if (state) { state.textContent = injectionState; }
+    var allowed = ALLOWED[injectionState] || [];
+    Array.prototype.forEach.call(document.querySelectorAll("button[data-mark]"), function (button) {
+      button.disabled = finished || allowed.indexOf(button.getAttribute("data-mark")) < 0;
+    });
+  }
+
+  Array.prototype.forEach.call(document.querySelectorAll("button[data-mark]"), function (button) {
+    button.addEventListener("click", function () {
+      var error = $("mark-error"), note = $("mark-note");
+      error.textContent = "";
+      Array.prototype.forEach.call(document.querySelectorAll("button[data-mark]"), function (b) { b.disabled = true; });
+      fetch(cfg.marks_url, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken() },
+        body: JSON.stringify({ kind: button.getAttribute("data-mark"), note: note ? note.value.trim() : "" })
+      }).then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (body) { return { ok: r.ok, body: body }; });
+      }).then(function (res) {
+        if (res.ok) {
+          if (note) { note.value = ""; }
+          addMark({ id: res.body.id, kind: res.body.kind, frame: res.body.frame, at: Date.parse(res.body.at) / 1000, by: res.body.created_by, note: res.body.note });
+        } else {
+          error.textContent = (res.body.error && res.body.error.message) || "The mark was refused.";
+        }
+      }).catch(function () {
+        error.textContent = "No answer from the server: try again.";
+      }).then(showMarkButtons);
+    });
+  });
+
   // ------------------------------------------------------------------ the event stream
 
   var source = null, lastId = null, finished = false, streaming = cfg.status === "streaming";
@@ -498,9 +598,11 @@
       case "image": streaming = true; showStatus("streaming"); drawImage(ev); break;
       case "health": showHealth(ev); break;
       case "alert": addAlert(ev); break;
+      case "mark": addMark(ev); break;
       case "ended":
         finished = true;
         if (source) { source.close(); }
+        showMarkButtons();
         showStatus(ev.status || "ended");
         setConnection("session " + (ev.status || "ended") + ": loading the record…");
         $("h-warning").hidden = true;
@@ -599,6 +701,7 @@
   // ------------------------------------------------------------------ start
 
   (cfg.alerts || []).forEach(function (a) { alerts[a.id] = a; });
+  (cfg.marks || []).forEach(function (m) { marks.push(m); });  // the table and state are the server's
   if (cfg.record) {
     loadRecord(cfg.record);
     drawCurves();
@@ -611,5 +714,5 @@
   }
   showHealth(lastHealth);
   showBanner();
-  window.MpiLive = { config: cfg, series: series, addPoint: addPoint, drawImage: drawImage, addAlert: addAlert, drawCurves: drawCurves };
+  window.MpiLive = { config: cfg, series: series, addPoint: addPoint, drawImage: drawImage, addAlert: addAlert, addMark: addMark, drawCurves: drawCurves };
 })();
