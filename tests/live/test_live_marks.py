@@ -213,3 +213,26 @@ def test_the_marks_are_in_the_recorded_scan_which_the_pipeline_still_takes(
     assert late.status_code == 409 and late.json()["error"]["code"] == "session_not_live"
     scan = process(scan)
     assert scan.status == "quantified", scan.status_reason
+
+
+def test_an_aborted_session_keeps_its_marks_in_the_recording(api, pipeline, stream, memory_feed, investigator_a):
+    client = api(pipeline.user)
+    sid = started(client, pipeline, stream)["id"]
+    assert send(client, sid, stream, 0, 4).status_code == 200
+    assert api(investigator_a).post(f"{URL}{sid}/marks/", {"kind": START}, format="json").status_code == 201
+    response = client.post(f"{URL}{sid}/abort/", {"reason": "catheter displaced, injection abandoned"}, format="json")
+    assert response.status_code == 200, response.content
+    row = LiveSession.objects.get(pk=sid)
+    with h5py.File(settings.MEDIA_ROOT / row.recording, "r") as h5:
+        assert [k.decode() for k in h5["/measurement/_marks"][()]] == [START]
+        assert h5["/measurement/_markFrames"][()].tolist() == [4]
+        assert h5["/measurement/data"].shape[0] == 4
+
+
+def test_a_recording_without_marks_has_no_mark_datasets(api, pipeline, stream, memory_feed):
+    client = api(pipeline.user)
+    sid = started(client, pipeline, stream)["id"]
+    assert send(client, sid, stream, 0, stream.count).status_code == 200
+    assert client.post(f"{URL}{sid}/end/", {"frames_sent": stream.count}, format="json").status_code == 200
+    with h5py.File(settings.MEDIA_ROOT / Scan.objects.get().file, "r") as h5:
+        assert "_marks" not in h5["/measurement"] and "_markFrames" not in h5["/measurement"]

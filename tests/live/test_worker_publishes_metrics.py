@@ -72,6 +72,7 @@ def test_metrics_per_foreground_frame_in_order_then_ended(live, transport, engin
             },
         }
         assert m["target_percent_of_injected"] == pytest.approx(100_000 / 125_000 * 100)
+        assert m["dose_basis"] == "whole dose"  # no dose rate assumed: a percent of the whole dose
         # liver (5 ng) is below its detection limit (10 ng): not in the detected total
         assert m["off_target_percent"] == pytest.approx(25_000 / 125_000 * 100)
     ended = events_of(transport, live.session)[-1]

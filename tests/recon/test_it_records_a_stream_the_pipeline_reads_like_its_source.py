@@ -167,3 +167,19 @@ def test_an_appended_frame_survives_a_crash_of_the_writer(tmp_path):
         assert w.num_frames == 6
         np.testing.assert_array_equal(w.read_frames(4, 6), np.full((2, 1, 2, 8), 2, np.int16))
         assert w.append(np.zeros((1, 1, 2, 8), np.int16), [9.0], [False]) == 7
+
+
+def test_the_injection_marks_are_written_once_and_replaced_whole(tmp_path):
+    path = tmp_path / "marks.mdf"
+    with MDFStreamWriter(path, {}, (1, 2, 3), "float32") as w:
+        w.append(np.zeros((3, 1, 2, 3), np.float32), [1.0, 2.0, 3.0], [True, False, False])
+        w.write_marks(["injection_start"], [None], [1.7e9])
+        w.write_marks(["injection_start", "injection_stop"], [None, 3], [1.7e9, 1.7e9 + 2.5])
+        with pytest.raises(RecordingError, match="2 marks need"):
+            w.write_marks(["injection_start", "injection_stop"], [0], [1.7e9, 1.7e9])
+        with pytest.raises(RecordingError, match="finite"):
+            w.write_marks(["injection_start"], [0], [float("nan")])
+    with h5py.File(path, "r") as h5:
+        assert h5["/measurement/_marks"][()].tolist() == [b"injection_start", b"injection_stop"]
+        assert h5["/measurement/_markFrames"][()].tolist() == [-1, 3]
+        assert h5["/measurement/_markTimes"][()].tolist() == [1.7e9, 1.7e9 + 2.5]
