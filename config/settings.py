@@ -290,6 +290,7 @@ SPECTACULAR_SETTINGS = {
         "ExportStatusEnum": "compliance.models.ExportStatus",
         "RoiKindEnum": "imaging.models.RoiKind",
         "AlertKindEnum": "imaging.models.AlertKind",
+        "LiveMarkKindEnum": "live.models.LiveMarkKind",
     },
 }
 
