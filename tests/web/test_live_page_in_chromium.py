@@ -141,6 +141,10 @@ def test_the_live_page_from_start_to_record(
         clinician = page_of(investigator_a)
         clinician.goto(f"{live_server.url}/live/{session}/")
         command[command.index("MEASUREMENT.mdf")] = str(stream)
+        # The injection starts before the first frame: a mark with no frame yet.
+        clinician.click("button[data-mark=injection_start]")
+        _wait(clinician, "() => /Injection started/.test(document.getElementById('mark-rows').textContent)", 10)
+        assert clinician.is_disabled("button[data-mark=injection_start]")
         bridge = subprocess.Popen(
             [sys.executable, *command[1:], "--speed", str(SPEED)],
             cwd=django_settings.BASE_DIR,
@@ -150,6 +154,16 @@ def test_the_live_page_from_start_to_record(
         )
         try:
             _wait(clinician, "() => window.MpiLive.series.t.length > 100", 60)
+            # Paused, then stopped while paused: the buttons follow the order rules.
+            clinician.click("button[data-mark=injection_pause]")
+            _wait(clinician, "() => !document.querySelector('button[data-mark=injection_resume]').disabled", 10)
+            clinician.click("button[data-mark=injection_stop]")
+            _wait(clinician, "() => document.getElementById('injection-state').textContent === 'stopped'", 10)
+            assert all(
+                clinician.is_disabled(f"button[data-mark={k}]")
+                for k in ("injection_start", "injection_pause", "injection_resume", "injection_stop")
+            )
+            _wait(clinician, "() => /■ stop/.test(document.getElementById('curve-iron').textContent)", 5)
             _wait(clinician, "() => /peak/.test(document.getElementById('image-caption').textContent)", 30)
             _wait(clinician, "() => !document.getElementById('alert-banner').hidden", 60)
             assert "OFF-TARGET" in clinician.text_content("#alert-title")
@@ -172,6 +186,14 @@ def test_the_live_page_from_start_to_record(
         rows = [" ".join(r.split()) for r in clinician.locator("#compare-rows tr").all_inner_texts()]
         assert any(r.startswith("At the target") and r.count("%") >= 3 for r in rows), rows
         assert "Injection paused; catheter position checked." in clinician.content()
+        marks = [" ".join(r.split()) for r in clinician.locator("#mark-rows tr").all_inner_texts()]
+        assert [m.split(" ")[0:2] for m in marks] == [
+            ["Injection", "started"],
+            ["Injection", "paused"],
+            ["Injection", "stopped"],
+        ]
+        assert all("investigator_a" in m for m in marks) and "before the stream" in marks[0]
+        assert "❚❚ pause" in clinician.text_content("#curve-iron")  # the record's curves carry the marks
 
         # Another site's coordinator: nothing.
         assert page_of(coordinator_b).goto(f"{live_server.url}/live/{session}/").status == 404
