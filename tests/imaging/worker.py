@@ -40,7 +40,7 @@ SLOW_RECONSTRUCTION_SLEEPING = "slow reconstruction: sleeping"  # its line in th
 
 
 class Worker:
-    """``argv``: the worker's command line (default: a solo worker on the three queues).
+    """``argv``: the worker's command line (default: a solo worker on every queue).
     ``slow``: seconds each reconstruction of this worker sleeps after its claim (the test
     plugin ``tests/imaging/slow_reconstruction.py``), a window to kill it in."""
 
