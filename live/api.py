@@ -113,6 +113,7 @@ class LiveSessionViewSet(ScopedViewSet):
     def start(self, request, pk=None):
         session = self.get_object()
         session = session_start(actor=request.user, session=session, header=request.data)
+        feed.session_started(session.pk)
         return self._answer(session)
 
     @extend_schema(

@@ -12,6 +12,12 @@ from live.services.sessions import RecordedBlock
 from live.transport import get_transport
 
 
+def session_started(session_id: int) -> None:
+    """The stream header was accepted: start the session's worker now, so that it reads the
+    calibration and builds (or loads) the operator before the first frame arrives."""
+    ensure_worker(session_id)
+
+
 def frames_recorded(block: RecordedBlock) -> None:
     """Publish the newly recorded frames of ``block`` (a resend of recorded frames publishes nothing)."""
     if block.frames.shape[0]:
