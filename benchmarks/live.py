@@ -8,7 +8,10 @@ For each stream:
 1. A throwaway platform in a temporary folder (SQLite, local storage), the demo trial
    loaded, and ``load_demo_live`` preparing a simulated injection stream (part of the cells
    go to the lungs) with its calibration registered for a streaming scanner. The 3D stream
-   is a 37^3 grid whose live operator keeps ``LIVE_MAX_ROWS`` (2,000) rows.
+   is a 37^3 grid whose live operator keeps ``LIVE_MAX_ROWS`` (2,000) rows. Streams and
+   operators are kept between runs (``--streams``, ``--operator-cache``): the first run of
+   a size builds the operator while the stream runs (minutes at 37^3: its latencies are the
+   cold start); later runs load it, as a scanner's second session would.
 2. The platform served by one ASGI process (uvicorn; the embedded transport: the live
    worker is a thread of that process), or ``--shape production``: gunicorn for the API,
    uvicorn for the event streams and a separate ``live_worker`` process, over Redis Streams
@@ -178,7 +181,7 @@ def run_stream(args, dims: int) -> dict:
             "--frames",
             str(frames),
             "--output",
-            str(tmp / "stream"),
+            str(Path(args.streams) / f"{dims}d-{grid}-{frames}"),
             "--json",
         )
         demo = json.loads(out.strip().splitlines()[-1])
@@ -328,6 +331,15 @@ def run_stream(args, dims: int) -> dict:
                 # From the moment the frame that truly crosses the threshold was complete.
                 alert_delay = alerts[0][0] - acquired[crossing]
         stream_s = summary["duration_s"]
+        # Steady state: from the first frame whose result arrived within the budget (a worker
+        # that loads its operator when the stream starts catches up first).
+        first_in_budget = next((i for i, v in enumerate(latencies) if v <= LATENCY_BUDGET_S), None)
+        steady = latencies[first_in_budget:] if first_in_budget is not None else []
+        catch_up_s = (
+            metrics[first_in_budget][1]["acquired_at"] - metrics[0][1]["acquired_at"]
+            if first_in_budget is not None and metrics
+            else None
+        )
         all_latencies = [
             arrived - e["acquired_at"] for v in viewers for arrived, e in v.events if e.get("type") == "metrics"
         ]
@@ -345,6 +357,10 @@ def run_stream(args, dims: int) -> dict:
             "p95_ms": 1000 * percentile(latencies, 95),
             "max_ms": 1000 * max(latencies) if latencies else float("nan"),
             "p95_all_viewers_ms": 1000 * percentile(all_latencies, 95),
+            "catch_up_s": catch_up_s,
+            "steady_p50_ms": 1000 * percentile(steady, 50),
+            "steady_p95_ms": 1000 * percentile(steady, 95),
+            "steady_max_ms": 1000 * max(steady) if steady else float("nan"),
             "cpu_ms_per_frame": 1000 * ((cpu_after - cpu_before) + bridge_cpu) / max(summary["frames_sent"], 1),
             "alert_delay_s": alert_delay,
             "alert_frame": alerts[0][1]["frame"] if alerts else None,
@@ -405,6 +421,10 @@ def format_report(results: list[dict], args) -> str:
     )
     row("latency max (ms)", "max_ms", ".0f")
     row("latency p95, all viewers (ms)", "p95_all_viewers_ms", ".0f")
+    row("caught up after (s of stream)", "catch_up_s", ".1f", "(operator load)")
+    row("  then latency p50 (ms)", "steady_p50_ms", ".0f")
+    row("  then latency p95 (ms)", "steady_p95_ms", ".0f", "< 1000 (goal 250)")
+    row("  then latency max (ms)", "steady_max_ms", ".0f")
     row("display frames dropped", "frames_dropped", "d")
     row("CPU per frame (ms, all processes)", "cpu_ms_per_frame", ".2f", f"< {1000 / ACQUISITION_FPS:.1f} x 2 cores")
     row("true threshold crossing (frame)", "true_crossing_frame", "d")
@@ -433,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
         "--operator-cache",
         default=str(ROOT / "var" / "live-bench-operators"),
         help="operator cache kept between runs (the 37^3 operator takes minutes to build)",
+    )
+    parser.add_argument(
+        "--streams",
+        default=str(ROOT / "var" / "live-bench-streams"),
+        help="simulated streams kept between runs: the same calibration file, so the operator cache holds",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary platform folders")
     args = parser.parse_args(argv)
