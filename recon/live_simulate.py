@@ -180,22 +180,16 @@ def simulate_injection_stream(
         fields["/acquisition/receiver/dataConversionFactor"] = np.tile([[scale, 0.0]], (c, 1))
     else:
         data = volts.astype(np.float32)
+    from recon.mdf import RAW_MEASUREMENT_FLAGS, write_mdf
+
     fields.update(
         {
             "/experiment/name": "simulated injection stream",
             "/measurement/data": data,
-            "/measurement/isBackgroundCorrected": False,
-            "/measurement/isFastFrameAxis": False,
-            "/measurement/isFourierTransformed": False,
-            "/measurement/isFramePermutation": False,
-            "/measurement/isFrequencySelection": False,
-            "/measurement/isSparsityTransformed": False,
-            "/measurement/isSpectralLeakageCorrected": False,
-            "/measurement/isTransferFunctionCorrected": False,
+            **RAW_MEASUREMENT_FLAGS,
             "/measurement/isBackgroundFrame": is_bg,
         }
     )
-    from recon.mdf import write_mdf
 
     paths = {
         "calibration": os.path.join(out, "calibration.mdf"),

@@ -1237,6 +1237,20 @@ def _chunks_for(path: str, arr: np.ndarray, fast_frame_axis: bool) -> Any:
     return True
 
 
+#: The measurement flags of a raw scan as acquired: time-domain N x J x C x V, nothing
+#: corrected, selected, permuted or transformed (the simulators and the live recording).
+RAW_MEASUREMENT_FLAGS = {
+    "/measurement/isBackgroundCorrected": False,
+    "/measurement/isFastFrameAxis": False,
+    "/measurement/isFourierTransformed": False,
+    "/measurement/isFramePermutation": False,
+    "/measurement/isFrequencySelection": False,
+    "/measurement/isSparsityTransformed": False,
+    "/measurement/isSpectralLeakageCorrected": False,
+    "/measurement/isTransferFunctionCorrected": False,
+}
+
+
 def write_mdf(
     path: str | os.PathLike, fields: Mapping[str, Any], *, version: str = "2.1.0", compression: str | None = None
 ) -> None:

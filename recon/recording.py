@@ -38,7 +38,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from recon.mdf import GENERAL_DEFAULTS, MDFError, to_storable
+from recon.mdf import GENERAL_DEFAULTS, RAW_MEASUREMENT_FLAGS, MDFError, to_storable
 
 __all__ = ["FRAME_DTYPES", "MDFStreamWriter", "RecordingError", "chain_digest", "frames_sha256"]
 
@@ -52,16 +52,7 @@ _OWNED = (
     "/time",
     "/acquisition/numFrames",
 )
-_MEASUREMENT_FLAGS = {
-    "/measurement/isBackgroundCorrected": False,
-    "/measurement/isFastFrameAxis": False,
-    "/measurement/isFourierTransformed": False,
-    "/measurement/isFramePermutation": False,
-    "/measurement/isFrequencySelection": False,
-    "/measurement/isSparsityTransformed": False,
-    "/measurement/isSpectralLeakageCorrected": False,
-    "/measurement/isTransferFunctionCorrected": False,
-}
+_MEASUREMENT_FLAGS = RAW_MEASUREMENT_FLAGS
 _DATA = "/measurement/data"
 _BACKGROUND = "/measurement/isBackgroundFrame"
 _ACQUIRED_AT = "/measurement/_frameAcquiredAt"

@@ -367,7 +367,7 @@ def write_system_matrix_mdf(path: str, sim: SimulatedSystemMatrix) -> None:
 
 def write_scan_mdf(path: str, scan: SimulatedScan, *, empty_bore: bool = False) -> None:
     """Measurement MDF: time domain N×J×C×V float32 with isBackgroundFrame."""
-    from recon.mdf import write_mdf
+    from recon.mdf import RAW_MEASUREMENT_FLAGS, write_mdf
 
     n = scan.time_data.shape[0]
     fields = _acquisition_fields(scan.scanner, n, 1)
@@ -375,14 +375,7 @@ def write_scan_mdf(path: str, scan: SimulatedScan, *, empty_bore: bool = False) 
         {
             "/experiment/name": "simulated empty bore" if empty_bore else "simulated phantom scan",
             "/measurement/data": scan.time_data,
-            "/measurement/isBackgroundCorrected": False,
-            "/measurement/isFastFrameAxis": False,
-            "/measurement/isFourierTransformed": False,
-            "/measurement/isFramePermutation": False,
-            "/measurement/isFrequencySelection": False,
-            "/measurement/isSparsityTransformed": False,
-            "/measurement/isSpectralLeakageCorrected": False,
-            "/measurement/isTransferFunctionCorrected": False,
+            **RAW_MEASUREMENT_FLAGS,
             "/measurement/isBackgroundFrame": scan.is_background_frame,
         }
     )
