@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/live.py                 # a 2D and a 3D (37^3) stream, 60 s each
     .venv/bin/python benchmarks/live.py --dims 2 --seconds 20
+    .venv/bin/python benchmarks/live.py --dims 2 --browser /usr/bin/chromium --viewers 20   # issue #16
 
 For each stream:
 
@@ -129,6 +130,46 @@ class Subscriber(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - the benchmark reports what stopped the viewer
             self.error = f"{type(exc).__name__}: {exc}"
             self.connected.set()
+
+
+class BrowserViewer(threading.Thread):
+    """The live page open in headless Chromium (Playwright) for the whole stream, as a
+    clinician would have it: the figures are measured with it drawing."""
+
+    def __init__(self, base: str, session: int, chromium: str) -> None:
+        super().__init__(daemon=True)
+        self.base, self.session, self.chromium = base, session, chromium
+        self.ready, self.stop = threading.Event(), threading.Event()
+        self.page_errors: list[str] = []
+        self.error: str | None = None
+        self.cpu_s: float | None = None
+
+    def run(self) -> None:
+        try:
+            from playwright.sync_api import sync_playwright
+
+            with sync_playwright() as p:
+                browser = p.chromium.launch(
+                    executable_path=self.chromium, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+                )
+                page = browser.new_context(viewport={"width": 1920, "height": 1080}).new_page()
+                page.on("pageerror", lambda e: self.page_errors.append(str(e)))
+                page.goto(f"{self.base}/accounts/login/")
+                page.fill("#id_username", "investigator_a")
+                page.fill("#id_password", PASSWORD)
+                page.click("button[type=submit]")
+                page.wait_for_url(f"{self.base}/")
+                page.goto(f"{self.base}/live/{self.session}/")
+                cdp = page.context.new_cdp_session(page)
+                cdp.send("Performance.enable")
+                self.ready.set()
+                self.stop.wait(600)
+                metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+                self.cpu_s = metrics.get("TaskDuration")
+                browser.close()
+        except Exception as exc:  # noqa: BLE001 - the benchmark reports what stopped the page
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.ready.set()
 
 
 def true_crossing_frame(truth: dict, threshold_percent: float) -> int | None:
@@ -276,6 +317,10 @@ def run_stream(args, dims: int) -> dict:
             viewer.start()
         for viewer in viewers:
             viewer.connected.wait(30)
+        page = BrowserViewer(base, session, args.browser) if args.browser else None
+        if page is not None:
+            page.start()
+            page.ready.wait(60)
         import resource
 
         cpu_before = sum(cpu_seconds(p.pid) for p in processes)
@@ -307,6 +352,9 @@ def run_stream(args, dims: int) -> dict:
         summary = json.loads(bridge.stdout.strip().splitlines()[-1])
         for viewer in viewers:
             viewer.join(timeout=120)
+        if page is not None:
+            page.stop.set()
+            page.join(timeout=60)
         cpu_after = sum(cpu_seconds(p.pid) for p in processes)
         children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         bridge_cpu = (children_after.ru_utime - children_before.ru_utime) + (
@@ -366,7 +414,10 @@ def run_stream(args, dims: int) -> dict:
             "alert_frame": alerts[0][1]["frame"] if alerts else None,
             "true_crossing_frame": crossing,
             "viewer_bytes_per_s": statistics.mean(v.bytes for v in viewers) / stream_s,
-            "viewer_errors": [v.error for v in viewers if v.error],
+            "viewer_errors": [v.error for v in viewers if v.error]
+            + ([page.error] if page is not None and page.error else [])
+            + (page.page_errors if page is not None else []),
+            "page_main_thread_s_per_s": page.cpu_s / stream_s if page is not None and page.cpu_s else None,
             "status": detail["status"],
             "scan": detail.get("scan"),
         }
@@ -431,6 +482,7 @@ def format_report(results: list[dict], args) -> str:
     row("alert raised at frame", "alert_frame", "d")
     row("crossing -> alert arrival (s)", "alert_delay_s", ".2f")
     row("event bytes/s per viewer", "viewer_bytes_per_s", ".0f")
+    row("live page main thread (s per s)", "page_main_thread_s_per_s", ".3f", "(--browser)")
     row("set-up (s)", "setup_s", ".0f")
     for r in results:
         if r["viewer_errors"]:
@@ -447,6 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=int, default=37, help="3D grid edge (default 37)")
     parser.add_argument("--rows", type=int, default=2000, help="rows of the live operator (default 2000)")
     parser.add_argument("--viewers", type=int, default=1)
+    parser.add_argument(
+        "--browser",
+        default="",
+        help="Chromium to keep the live page open in during the stream (e.g. /usr/bin/chromium)",
+    )
     parser.add_argument("--shape", choices=["embedded", "production"], default="embedded")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12", help="Redis for --shape production")
     parser.add_argument(
