@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from django.conf import settings
@@ -63,8 +63,9 @@ class FrameBlock:
         return 0 if self.frames is None else int(self.frames.shape[0])
 
 
-class Transport:
-    """The interface both transports implement."""
+class Transport(Protocol):
+    """What both transports do (MemoryTransport, RedisTransport); the worker, the ingest
+    path and the event stream see only this."""
 
     def publish_frames(
         self,
@@ -73,26 +74,19 @@ class Transport:
         frames: np.ndarray,
         is_background: np.ndarray,
         acquired_at: np.ndarray,
-    ) -> None:
-        raise NotImplementedError
+    ) -> None: ...
 
-    def publish_control(self, session_id: int, kind: str, info: dict) -> None:
-        raise NotImplementedError
+    def publish_control(self, session_id: int, kind: str, info: dict) -> None: ...
 
-    def read_frames(self, session_id: int, *, block_ms: int, max_blocks: int = 64) -> list[FrameBlock]:
-        raise NotImplementedError
+    def read_frames(self, session_id: int, *, block_ms: int, max_blocks: int = 64) -> list[FrameBlock]: ...
 
-    def ack_frames(self, session_id: int, entry_ids: Iterable[str]) -> None:
-        raise NotImplementedError
+    def ack_frames(self, session_id: int, entry_ids: Iterable[str]) -> None: ...
 
-    def publish_event(self, session_id: int, event: dict) -> str:
-        raise NotImplementedError
+    def publish_event(self, session_id: int, event: dict) -> str: ...
 
-    def read_events(self, session_id: int, after_id: str | None, *, block_ms: int) -> list[tuple[str, dict]]:
-        raise NotImplementedError
+    def read_events(self, session_id: int, after_id: str | None, *, block_ms: int) -> list[tuple[str, dict]]: ...
 
-    def forget(self, session_id: int) -> None:
-        raise NotImplementedError
+    def forget(self, session_id: int) -> None: ...
 
 
 def _check_block(frames: np.ndarray, is_background: np.ndarray, acquired_at: np.ndarray) -> int:
@@ -125,7 +119,7 @@ class _MemorySession:
         self.next_event = 1
 
 
-class MemoryTransport(Transport):
+class MemoryTransport:
     """Both streams in this process, guarded by one condition variable.
 
     ``read_frames`` returns every unacknowledged block (a worker that restarts in the
@@ -245,7 +239,7 @@ def _events_key(session_id: int) -> str:
     return f"live:{int(session_id)}:events"
 
 
-class RedisTransport(Transport):
+class RedisTransport:
     """Redis Streams: ``live:<id>:frames`` (consumer group ``live``) and ``live:<id>:events``."""
 
     def __init__(self, url: str) -> None:
