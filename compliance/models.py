@@ -115,6 +115,10 @@ class Export(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The running build's claim: its task id and when it last renewed the lease
+    # (``services.exports``: a claim not renewed for EXPORT_CLAIM_LEASE_SECONDS is a dead worker's).
+    claim_token = models.CharField(max_length=255, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -380,6 +380,11 @@ CELERY_BEAT_SCHEDULE |= {
         "schedule": IMAGING_SWEEP_INTERVAL_SECONDS,
         "options": {"expires": IMAGING_SWEEP_INTERVAL_SECONDS},
     },
+    "sweep-stalled-exports": {
+        "task": "compliance.sweep_stalled_exports",
+        "schedule": IMAGING_SWEEP_INTERVAL_SECONDS,
+        "options": {"expires": IMAGING_SWEEP_INTERVAL_SECONDS},
+    },
 }
 
 # Security.
@@ -466,6 +471,9 @@ OTP_TOTP_ISSUER = envstr("OTP_TOTP_ISSUER", "MPI trials")
 # Exports (compliance): auditor reports, audit-trail extracts, CDISC ODM, sponsor sets.
 EXPORT_TASK_SOFT_TIME_LIMIT = envint("EXPORT_TASK_SOFT_TIME_LIMIT", 600, minimum=1)
 EXPORT_TASK_TIME_LIMIT = envint("EXPORT_TASK_TIME_LIMIT", 660, minimum=1)
+# A running export renews its claim every EXPORT_CLAIM_LEASE_SECONDS / 4; one not renewed for
+# that long belongs to a dead worker, and the sweep (with the imaging sweep's interval) builds it again.
+EXPORT_CLAIM_LEASE_SECONDS = envint("EXPORT_CLAIM_LEASE_SECONDS", 120, minimum=2)
 # PACS delivery (imaging.send_dicom): retries after a transient failure (PACS down, timeout,
 # HTTP 5xx/408/429, association rejected transiently), min(2**n * 10, 900) s apart.
 IMAGING_SEND_MAX_RETRIES = envint("IMAGING_SEND_MAX_RETRIES", 5, minimum=0)

@@ -28,15 +28,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import worker_ready
 from django.conf import settings
-from django.db import OperationalError, connections
+from django.db import OperationalError
 from django.utils import timezone
 
 from audit.context import request_context
@@ -45,6 +43,7 @@ from imaging.cache import worker_cache
 from imaging.models import DicomSend, Scan, ScanStatus
 from imaging.services.scan_claims import scan_fail, scan_renew_claim, stalled_scans
 from imaging.services.scan_steps import scan_quantify, scan_reconstruct, scan_validate
+from ops.leases import renewing
 from outbox.broker import queue_depths
 from outbox.relay import BROKER_ERRORS, enqueue, relay_quietly
 
@@ -86,31 +85,14 @@ def _backoff(retries: int) -> int:
     return min(2**retries * 5, 600)
 
 
-@contextlib.contextmanager
-def _heartbeat(scan_id: int, token: str) -> Iterator[None]:
-    """While the step runs, renew its claim's lease every quarter of it, from a thread of
-    its own (the step may sit in numerical code for minutes between progress reports). A
+def _heartbeat(scan_id: int, token: str):
+    """While the step runs, renew its claim's lease every quarter of it (``ops.leases``): a
     killed worker stops renewing, and the sweep finds its scan once the lease runs out."""
-    interval = settings.IMAGING_CLAIM_LEASE_SECONDS / 4
-    stop = threading.Event()
-
-    def renew() -> None:
-        try:
-            while not stop.wait(interval):
-                try:
-                    scan_renew_claim(scan_id=scan_id, token=token)
-                except Exception:
-                    log.warning("scan %s: renewing the claim failed", scan_id, exc_info=True)
-        finally:
-            connections.close_all()  # this thread's own connections
-
-    thread = threading.Thread(target=renew, name=f"scan-{scan_id}-lease", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=30)
+    return renewing(
+        lambda: scan_renew_claim(scan_id=scan_id, token=token),
+        interval=settings.IMAGING_CLAIM_LEASE_SECONDS / 4,
+        name=f"scan-{scan_id}-lease",
+    )
 
 
 def _run(task, scan_id: int, step, *, claims: bool = True) -> Scan | None:

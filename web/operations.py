@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from audit import chain
+from compliance.services.exports import stalled_exports
 from imaging import pacs
 from imaging.models import Scan
 from imaging.services.scan_claims import stalled_scans
@@ -66,12 +67,14 @@ def overview() -> dict:
         .only("pk", "status", "attempt", "claimed_at", "updated_at", "retryable")
     )
     ready, readiness = health.readiness()
+    queues = queue_depths()
     return {
         "ready": ready,
         "readiness": readiness,
-        "queues": queue_depths(),
+        "queues": queues,
         "stalled_scans": list(scans),
         "stalled_sends": pacs.stalled_sends(),
+        "stalled_exports": stalled_exports(queue_idle=queues.depths.get("export") == 0),
         "workers": worker_rows(),
         "required_queues": health.required_queues(),
         "heartbeat_stale_seconds": settings.WORKER_HEARTBEAT_STALE_SECONDS,

@@ -9,13 +9,17 @@ file, never a ready row without its file.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
+import uuid
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.actions import AuditAction
@@ -124,12 +128,45 @@ def export_request(*, actor, kind: str, trial=None, site=None, subject=None, sca
     return export
 
 
-def _claim(export_id: int) -> bool:
+def export_leases_expired_before() -> dt.datetime:
+    """A running export's claim not renewed since then belongs to a worker that is gone."""
+    return timezone.now() - dt.timedelta(seconds=settings.EXPORT_CLAIM_LEASE_SECONDS)
+
+
+def _claim(export_id: int, token: str) -> bool:
+    """queued -> running for the task ``token``; or take over a running build whose lease ran
+    out (its worker died: the sweep queued it again), or that this same task held before the
+    broker redelivered it. One conditional UPDATE, so two deliveries build once."""
+    now = timezone.now()
+    claimable = Q(status=Export.Status.QUEUED) | Q(status=Export.Status.RUNNING) & (
+        Q(claim_token=token) | Q(claimed_at__lt=export_leases_expired_before())
+    )
     return bool(
-        Export.objects.filter(pk=export_id, status=Export.Status.QUEUED).update(
-            status=Export.Status.RUNNING, started_at=timezone.now()
+        Export.objects.filter(claimable, pk=export_id).update(
+            status=Export.Status.RUNNING, started_at=now, claim_token=token, claimed_at=now
         )
     )
+
+
+def export_renew_claim(*, export_id: int, token: str) -> bool:
+    """The heartbeat of a running build: renew its lease while ``token`` holds the claim.
+    Not a state change (no audit event). False: the claim is no longer this task's."""
+    return bool(
+        Export.objects.filter(pk=export_id, status=Export.Status.RUNNING, claim_token=token).update(
+            claimed_at=timezone.now()
+        )
+    )
+
+
+def stalled_exports(*, queue_idle: bool) -> list[int]:
+    """Exports that lost their task: running under a lease that ran out (the worker is gone),
+    and, when the ``export`` queue stands empty (``queue_idle``), queued ones untouched for
+    ``IMAGING_LOST_MESSAGE_QUIET_SECONDS`` (their message was lost)."""
+    stalled = Q(status=Export.Status.RUNNING, claimed_at__lt=export_leases_expired_before())
+    if queue_idle:
+        quiet = timezone.now() - dt.timedelta(seconds=settings.IMAGING_LOST_MESSAGE_QUIET_SECONDS)
+        stalled |= Q(status=Export.Status.QUEUED, created_at__lt=quiet)
+    return list(Export.objects.filter(stalled).order_by("pk").values_list("pk", flat=True))
 
 
 def export_set_progress(export_id: int, stage: str, fraction: float) -> None:
@@ -139,9 +176,12 @@ def export_set_progress(export_id: int, stage: str, fraction: float) -> None:
     )
 
 
-def export_run(export_id: int) -> Export | None:
-    """Build the export's file. None when another worker claimed it first (or it is done)."""
-    if not _claim(export_id):
+def export_run(export_id: int, *, token: str = "") -> Export | None:
+    """Build the export's file for the task ``token``. None when another worker claimed it
+    first (or it is done). Only the claim's holder marks it ready or failed: a worker that
+    outlived its lease (another build took over) writes nothing."""
+    token = token or f"local-{export_id}-{uuid.uuid4().hex}"
+    if not _claim(export_id, token):
         return None
     from compliance import reports
 
@@ -158,9 +198,11 @@ def export_run(export_id: int) -> Export | None:
             logger.exception("export #%s failed", export.pk)
             message = _failure_message(export, exc)
             with transaction.atomic():
-                Export.objects.filter(pk=export.pk).update(
+                if not Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING, claim_token=token).update(
                     status=Export.Status.FAILED, finished_at=timezone.now(), error=message
-                )
+                ):
+                    _lost_claim(export)
+                    return None
                 record_event(
                     actor=export.requested_by,
                     action=AuditAction.EXPORT_COMPLETED,
@@ -177,7 +219,7 @@ def export_run(export_id: int) -> Export | None:
             ContentFile(content),
         )
         with transaction.atomic():
-            Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING).update(
+            if not Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING, claim_token=token).update(
                 status=Export.Status.READY,
                 file=name,
                 sha256=digest,
@@ -186,7 +228,10 @@ def export_run(export_id: int) -> Export | None:
                 finished_at=timezone.now(),
                 progress_stage="ready",
                 progress_percent=100,
-            )
+            ):
+                default_storage.delete(name)
+                _lost_claim(export)
+                return None
             record_event(
                 actor=export.requested_by,
                 action=AuditAction.EXPORT_COMPLETED,
@@ -197,6 +242,10 @@ def export_run(export_id: int) -> Export | None:
             )
     export.refresh_from_db()
     return export
+
+
+def _lost_claim(export: Export) -> None:
+    logger.warning("export #%s outlived its lease: a later build owns the row", export.pk)
 
 
 def _failure_message(export: Export, exc: Exception) -> str:

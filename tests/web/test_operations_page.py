@@ -13,6 +13,7 @@ from django.utils import timezone
 from audit.actions import AuditAction
 from audit.chain import record_event, write_checkpoint
 from audit.models import AuditEvent
+from compliance.models import Export
 from imaging.models import Scan
 from ops.health import declared_queues
 from ops.models import WorkerHeartbeat
@@ -62,6 +63,9 @@ def test_it_shows_queues_stalled_scans_heartbeats_and_checkpoints(browser_client
     Scan.objects.filter(pk=stuck.pk).update(claimed_at=long_ago, claim_token="t", attempt=1)
     [busy] = scans_at(site_a, 1, status=Scan.Status.RECONSTRUCTING)
     Scan.objects.filter(pk=busy.pk).update(claimed_at=now, claim_token="u", attempt=1)  # its lease is young
+    running = dict(kind=Export.Kind.AUDIT_JSON, trial=site_a.trial, requested_by=admin, status=Export.Status.RUNNING)
+    dead_export = Export.objects.create(**running, claim_token="gone", claimed_at=long_ago)
+    live_export = Export.objects.create(**running, claim_token="here", claimed_at=now)
     _event(admin)
     write_checkpoint()
     _event(admin)
@@ -72,6 +76,8 @@ def test_it_shows_queues_stalled_scans_heartbeats_and_checkpoints(browser_client
     assert 'data-queue="recon">2<' in html and 'data-queue="ingest">1<' in html and 'data-queue="export">0<' in html
     assert f'data-stalled-scan="{stuck.pk}"' in html and f'data-stalled-scan="{busy.pk}"' not in html
     assert "celery@recon-1" in html and "celery@ingest-9" in html
+    assert f"Stalled exports (lease run out, or message lost): #{dead_export.pk}<" in html
+    assert f"#{live_export.pk}" not in html
     assert html.count(">alive<") == 1 and html.count(">stale<") == 1
     head = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first()  # sign-in adds events
     assert f"event #{head}<" in html and "event #1," in html and f"data-events-since>{head - 1}<" in html
