@@ -16,7 +16,7 @@ from django.utils import timezone
 from compliance.models import Export
 from compliance.services.exports import export_renew_claim, export_run, stalled_exports
 from ops.leases import renewing
-from outbox.broker import queue_depths
+from ops.queues import messages_waiting
 from outbox.relay import enqueue
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def sweep_stalled_exports() -> None:
 
 def _sweep(*, start: bool) -> None:
     try:
-        depths = queue_depths(["export"])
+        depths = messages_waiting(["export"])
         requeued = recover_stalled_exports(queue_idle=start or (depths is not None and depths["export"] == 0))
     except Exception:
         log.exception("recovering stalled exports failed")

@@ -44,7 +44,7 @@ from imaging.models import DicomSend, Scan, ScanStatus
 from imaging.services.scan_claims import scan_fail, scan_renew_claim, stalled_scans
 from imaging.services.scan_steps import scan_quantify, scan_reconstruct, scan_validate
 from ops.leases import renewing
-from outbox.broker import queue_depths
+from ops.queues import messages_waiting
 from outbox.relay import BROKER_ERRORS, enqueue, relay_quietly
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def recover_stalled_scans(*, depths: dict[str, int] | None) -> list[int]:
     """Queue again the step of each scan that lost its task (``services.stalled_scans``).
 
     Unclaimed scans count only when their step's queue is empty in ``depths`` (the broker's
-    ``queue_depths``; None: the broker cannot say, so claims whose lease ran out only). A
+    ``messages_waiting``; None: the broker cannot say, so claims whose lease ran out only). A
     step queued again recently (or still pending in the outbox) is not queued twice."""
     idle = {str(status) for status, queue in _WAITS_ON.items() if (depths or {}).get(queue) == 0}
     requeued = []
@@ -247,7 +247,7 @@ def sweep_stalled_work() -> None:
 
 
 def _sweep_all(*, start: bool) -> None:
-    depths = queue_depths(["ingest", "recon", "quant", "export"])
+    depths = messages_waiting(["ingest", "recon", "quant", "export"])
     _sweep("scans", lambda: recover_stalled_scans(depths=depths))
     # A send queued long ago may be waiting behind others: only with its queue empty, or at
     # a worker's start-up (as before the periodic sweep), is its message taken for lost.

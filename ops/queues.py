@@ -9,11 +9,14 @@ hands those back).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from ops.health import declared_queues
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,9 @@ class QueueDepths:
     problem: str = ""  # the broker could not be asked
 
 
-def queue_depths() -> QueueDepths:
+def _ask(names: list[str]) -> tuple[dict[str, int], int | None]:
+    """{queue: messages waiting} and, on Redis, the delivered but unacknowledged count; raises
+    when the broker cannot be asked (within ``HEALTH_CHECK_TIMEOUT_SECONDS``)."""
     from kombu import Connection
 
     timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
@@ -31,17 +36,37 @@ def queue_depths() -> QueueDepths:
     url = settings.CELERY_BROKER_URL
     if url.startswith(("redis://", "rediss://")):
         options.update(socket_connect_timeout=timeout, socket_timeout=timeout, max_retries=0)
+    with Connection(url, transport_options=options, connect_timeout=timeout) as conn:
+        channel = conn.channel()
+        try:
+            # A declare is what a worker does; it answers the queue's message count.
+            depths = {name: channel.queue_declare(queue=name).message_count for name in names}
+            unacked = None
+            if url.startswith(("redis://", "rediss://")):
+                unacked = int(channel.client.hlen(channel.unacked_key))
+        finally:
+            channel.close()
+    return depths, unacked
+
+
+def queue_depths() -> QueueDepths:
+    """Every declared queue, for the operations page."""
     try:
-        with Connection(url, transport_options=options, connect_timeout=timeout) as conn:
-            channel = conn.channel()
-            try:
-                # A declare is what a worker does; it answers the queue's message count.
-                depths = {name: channel.queue_declare(queue=name).message_count for name in declared_queues()}
-                unacked = None
-                if url.startswith(("redis://", "rediss://")):
-                    unacked = int(channel.client.hlen(channel.unacked_key))
-            finally:
-                channel.close()
+        depths, unacked = _ask(declared_queues())
     except Exception as exc:  # noqa: BLE001 - the page shows that the broker could not be asked, whatever the cause
         return QueueDepths({}, None, f"the broker could not be asked ({type(exc).__name__})")
     return QueueDepths(depths, unacked)
+
+
+def messages_waiting(names: list[str]) -> dict[str, int] | None:
+    """{queue: messages waiting} for the sweeps, or None when the broker cannot be asked.
+
+    The sweeps ask before queueing again work that is not claimed: a scan quiet in
+    ``validated`` while the ``recon`` queue holds messages may just be waiting its turn, while
+    with the queue empty its message was lost (a broker restarted without persistence, the
+    filesystem broker's task taken by a killed worker)."""
+    try:
+        return _ask(names)[0]
+    except Exception as exc:  # noqa: BLE001 - whatever the cause, the sweep then treats only expired leases
+        log.warning("broker unavailable, queue depths unknown: %s", exc)
+        return None

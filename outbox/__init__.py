@@ -4,5 +4,5 @@ broker takes it. A broker outage delays work; it never loses or fails it.
 
 The bottom layer beside ``audit``: it imports no app of the project (tasks are named, not
 imported), so every app may queue through it. ``outbox.relay.enqueue`` writes the row;
-``outbox.relay.relay`` delivers due rows; ``outbox.broker.queue_depths`` reads the broker.
+``outbox.relay.relay`` delivers due rows.
 """

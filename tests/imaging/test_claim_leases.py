@@ -74,7 +74,7 @@ def test_the_periodic_sweep_requeues_an_expired_claim_and_only_lost_unclaimed_wo
     Scan.objects.filter(pk=dead.pk).update(claimed_at=past, updated_at=past)
     OutboxMessage.objects.update(created_at=past)  # its first message went long ago
     depths = {"ingest": 3, "recon": 0, "quant": 0, "export": 0}
-    monkeypatch.setattr(tasks, "queue_depths", lambda names: depths)
+    monkeypatch.setattr(tasks, "messages_waiting", lambda names: depths)
     queued.clear()
 
     tasks.sweep_stalled_work.apply()
@@ -82,7 +82,7 @@ def test_the_periodic_sweep_requeues_an_expired_claim_and_only_lost_unclaimed_wo
     tasks.sweep_stalled_work.apply()
     assert queued == [("imaging.validate_scan", (dead.pk,))]  # not twice within a lease
 
-    monkeypatch.setattr(tasks, "queue_depths", lambda names: None)  # the broker away: claims still swept
+    monkeypatch.setattr(tasks, "messages_waiting", lambda names: None)  # the broker away: claims still swept
     Scan.objects.filter(pk=dead.pk).update(claimed_at=past)
     OutboxMessage.objects.update(created_at=past)
     tasks.sweep_stalled_work.apply()

@@ -178,3 +178,15 @@ def test_any_other_kombu_broker_is_asked_through_kombu(settings):
     depths = queue_depths()
     assert depths.problem == "" and depths.unacknowledged is None
     assert depths.depths == dict.fromkeys(health.declared_queues(), 0)
+
+
+def test_the_sweeps_read_the_queues_they_name_or_none_without_a_broker(settings, caplog):
+    from ops.queues import messages_waiting
+
+    settings.CELERY_BROKER_URL = "memory://"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    assert messages_waiting(["recon", "export"]) == {"recon": 0, "export": 0}
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 0.5
+    assert messages_waiting(["recon"]) is None
+    assert "broker unavailable, queue depths unknown" in caplog.text
