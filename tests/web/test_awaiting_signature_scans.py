@@ -8,14 +8,13 @@ from django.urls import reverse
 from compliance.selectors import awaiting_signature
 from compliance.signatures import signature_apply
 from tests.factories import PASSWORD
-from tests.web.conftest import define_rois, pipeline, quantified, sim, simulate  # noqa: F401 - fixtures
 
 
 def test_a_quantified_scans_results_await_signature_until_signed(
     browser_client,
     investigator_a,
     investigator_b,
-    quantified,  # noqa: F811
+    quantified,
 ):
     reconstruction = quantified.reconstructions.order_by("-attempt").first()
     waiting = {(i.subject_id, i.scan_id) for i in awaiting_signature(investigator_a)}
