@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
-from xml.sax.saxutils import escape as xml_escape
 
 from django.apps import apps
 from django.db import connection
@@ -61,6 +60,9 @@ class ReportData:
     scans: list = field(default_factory=list)
     measurements: list = field(default_factory=list)
     signatures: list = field(default_factory=list)
+    alerts: list = field(default_factory=list)
+    # Reconstruction id -> scan id, for naming what a results signature signs.
+    scan_of_reconstruction: dict = field(default_factory=dict)
 
     @property
     def scope_label(self) -> str:
@@ -108,7 +110,22 @@ def _recheck_signatures(subject_ids) -> list:
         obj = model._default_manager.filter(pk=object_id).first() if model is not None else None
         if obj is not None:
             signature_invalidate_if_changed(obj)
-    return list(signatures.order_by("signed_at", "id"))
+    return list(signatures.select_related("content_type").order_by("signed_at", "id"))
+
+
+def _alerts(subject_ids) -> list:
+    Alert = imaging_model("Alert")
+    if Alert is None:
+        return []
+    return list(Alert.objects.filter(subject_id__in=subject_ids).order_by("scan_id", "kind"))
+
+
+def _scan_of_reconstruction(signatures) -> dict[int, int]:
+    Reconstruction = imaging_model("Reconstruction")
+    ids = [int(s.object_id) for s in signatures if s.content_type.model == "reconstruction"]
+    if Reconstruction is None or not ids:
+        return {}
+    return dict(Reconstruction.objects.filter(pk__in=ids).values_list("pk", "scan_id"))
 
 
 def collect(export: Export) -> ReportData:
@@ -133,6 +150,7 @@ def collect(export: Export) -> ReportData:
     if export.site_id or export.subject_id:
         lots = lots.filter(pk__in=lot_ids)
     scans, measurements = _latest_measurements(ids)
+    signatures = _recheck_signatures(ids)
     return ReportData(
         export=export,
         generated_at=timezone.now(),
@@ -148,7 +166,9 @@ def collect(export: Export) -> ReportData:
         lots=list(lots.order_by("manufacturer", "lot_number")),
         scans=scans,
         measurements=measurements,
-        signatures=_recheck_signatures(ids),
+        signatures=signatures,
+        alerts=_alerts(ids),
+        scan_of_reconstruction=_scan_of_reconstruction(signatures),
     )
 
 
@@ -400,74 +420,10 @@ def retention_plot_png(data: ReportData) -> bytes | None:
 
 
 def build_report_pdf(data: ReportData) -> bytes:
-    from reportlab.lib import colors
-    from reportlab.lib.pagesizes import A4, landscape
-    from reportlab.lib.styles import getSampleStyleSheet
-    from reportlab.lib.units import cm
-    from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    """The report a monitor files (compliance.report_pdf): cover, contents, a section per subject."""
+    from compliance import report_pdf
 
-    def paragraph(text: str, style) -> Paragraph:
-        # The one way text enters the PDF: Paragraph reads its text as markup, so a value
-        # such as "<b>" or "x <script>...</script>" would change the print or fail the build.
-        return Paragraph(xml_escape(text), style)
-
-    styles = getSampleStyleSheet()
-    small = styles["BodyText"].clone("small", fontSize=7, leading=8.5)
-    buffer = io.BytesIO()
-    trial = data.trial
-    doc = SimpleDocTemplate(
-        buffer,
-        pagesize=landscape(A4),
-        title=f"Report {trial.protocol_number}",
-        author="MPI cell-therapy trial platform",
-        leftMargin=1.5 * cm,
-        rightMargin=1.5 * cm,
-    )
-    story = [
-        paragraph(f"Trial report: {trial.protocol_number}", styles["Title"]),
-        paragraph(
-            f"{trial.title} (phase {trial.phase}, {trial.status}). Scope: {data.scope_label}. "
-            f"Generated {_fmt(data.generated_at)} for {data.export.requested_by.get_username()} "
-            f"(export #{data.export.pk}).",
-            styles["BodyText"],
-        ),
-        paragraph(
-            f"Subjects: {len(data.subjects)}; injections: {len(data.injections)}; scans: {len(data.scans)}; "
-            f"signatures: {len(data.signatures)} ({sum(1 for s in data.signatures if not s.valid)} invalidated).",
-            styles["BodyText"],
-        ),
-    ]
-    headings = {
-        "subjects": "Subjects",
-        "consents": "Consent",
-        "chain_of_identity": "Chain of identity: donation, batch, injection, scans",
-        "injections": "Injections",
-        "nanoparticle_lots": "Nanoparticle lots",
-        "metrics": "Scan metrics",
-        "signatures": "Signatures",
-    }
-    plot = retention_plot_png(data)
-    for name, (header, rows) in tables(data).items():
-        story += [Spacer(1, 0.4 * cm), paragraph(headings[name], styles["Heading2"])]
-        if name == "metrics" and plot is not None:
-            story += [Image(io.BytesIO(plot), width=16 * cm, height=7.9 * cm), Spacer(1, 0.2 * cm)]
-        if not rows:
-            story.append(paragraph("None recorded.", styles["BodyText"]))
-            continue
-        cells = [[paragraph(h, small) for h in header]] + [[paragraph(_fmt(v), small) for v in row] for row in rows]
-        table = Table(cells, repeatRows=1)
-        table.setStyle(
-            TableStyle(
-                [
-                    ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
-                    ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf3")),
-                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                ]
-            )
-        )
-        story.append(table)
-    doc.build(story)
-    return buffer.getvalue()
+    return report_pdf.render(data)
 
 
 # --------------------------------------------------------------------------- audit-trail extract

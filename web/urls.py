@@ -1,7 +1,7 @@
 from django.urls import path as django_path
 
 from compliance.sponsor import not_for_sponsors
-from web import live_views, views
+from web import live_views, signature_views, views
 
 app_name = "web"
 
@@ -46,6 +46,7 @@ urlpatterns = [
     path("scans/<int:pk>/image/<str:plane>/<int:index>.png", views.scan_image, name="scan-slice"),
     path("scans/<int:pk>/dicom.zip", views.scan_dicom, name="scan-dicom"),
     path("scans/<int:pk>/sign/", views.scan_sign, name="scan-sign"),
+    path("signatures/awaiting/", signature_views.awaiting_signature, name="awaiting-signature"),
     path("scans/<int:pk>/retry/", views.scan_retry, name="scan-retry"),
     path("scans/<int:pk>/export/", views.scan_export, name="scan-export"),
     path("scans/<int:pk>/pacs/", views.scan_pacs_send, name="scan-pacs-send"),
