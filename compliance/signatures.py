@@ -311,6 +311,7 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
                 "content_sha256": digest,
                 "printed_name": signature.printed_name,
             },
+            sealed=True,  # its sequence is the signature's audit_sequence, in this transaction
         )
         Signature.objects.filter(pk=signature.pk).update(audit_sequence=event.sequence)
         signature.audit_sequence = event.sequence
