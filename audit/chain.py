@@ -186,11 +186,12 @@ _PG_EVENT_TEXT_COLUMNS = """sequence,
        to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
        actor_id, actor_username, action, object_type, object_id, trial_id, site_id, subject_id,
        changes::text, reason, request_id, host(client_address), prev_hash, hash, key_id"""
-_PG_LOCK_AND_HEAD_SQL = f"""
-SELECT pg_advisory_xact_lock({_CHAIN_LOCK_KEY});
+_PG_HEAD_AND_PENDING_SQL = f"""
 SELECT sequence, hash FROM {AUDIT_TABLE} WHERE sequence IS NOT NULL ORDER BY sequence DESC LIMIT 1;
-SELECT id, {_PG_EVENT_TEXT_COLUMNS} FROM {AUDIT_TABLE} WHERE hash IS NULL ORDER BY id
-"""  # noqa: S608 - this module's constants, no input reaches the SQL
+SELECT id, {_PG_EVENT_TEXT_COLUMNS} FROM {AUDIT_TABLE} WHERE hash IS NULL ORDER BY id"""  # noqa: S608 - this module's constants, no input reaches the SQL
+_PG_LOCK_AND_HEAD_SQL = f"""SELECT pg_advisory_xact_lock({_CHAIN_LOCK_KEY});
+{_PG_HEAD_AND_PENDING_SQL}
+"""
 _PG_PENDING_SQL = f"SELECT id, {_PG_EVENT_TEXT_COLUMNS} FROM {AUDIT_TABLE} WHERE hash IS NULL ORDER BY id"  # noqa: S608 - as above
 
 # While an event waits to be chained its ``prev_hash`` holds this MAC of its content (its
@@ -202,6 +203,10 @@ _PENDING_LABEL = b"pending audit event\n"
 
 def _pending_mac(mac: ChainMac, payload: bytes) -> str:
     return mac.hexdigest(_PENDING_LABEL + payload)
+
+
+_PG_TRY_LOCK_SQL = f"SELECT pg_try_advisory_xact_lock({_CHAIN_LOCK_KEY})"
+_PG_WAITING_SQL = f"SELECT id FROM {AUDIT_TABLE} WHERE hash IS NULL ORDER BY id LIMIT 100"  # noqa: S608 - as above
 
 
 def _lock_and_read(cursor) -> tuple[tuple[int, str], list[tuple]]:
@@ -271,6 +276,7 @@ def _seal(cursor, head: tuple[int, str], pending: Sequence[tuple], ring: Keyring
     checkpoints: list[tuple[int, str]] = []
     for row in pending:
         if _forged(row, macs):
+            _forged_ids.add(row[0])
             logger.error("audit event id %s waits to be chained but its pending MAC fails: left out", row[0])
             continue
         digest = current.hexdigest(prev_hash.encode("ascii") + _row_payload(row, sequence=sequence))
@@ -290,10 +296,10 @@ def _seal(cursor, head: tuple[int, str], pending: Sequence[tuple], ring: Keyring
 
 
 def seal_pending() -> int:
-    """Chain every committed pending event (PostgreSQL), in a transaction of its own (or
-    the caller's); the number chained. Called after each commit that wrote events, by
-    ``verify_chain`` and by the periodic checkpoint task (a sweep should a process die
-    between its commit and its chaining)."""
+    """Chain every committed pending event (PostgreSQL), under the chain lock, in a
+    transaction of its own (or the caller's); the number chained. Called after the commit
+    of events, by ``verify_chain`` and by the periodic checkpoint task (a sweep, should a
+    process die between its commit and its chaining)."""
     if connection.vendor != "postgresql":
         return 0
     ring = keyring()
@@ -303,12 +309,41 @@ def seal_pending() -> int:
     return after[0] - head[0]
 
 
+# Pending rows whose MAC failed (seen by this process): they are never chained, so the
+# check for events left waiting disregards them.
+_forged_ids: set[int] = set()
+_MAX_CHAINING_ROUNDS = 50
+
+
+def _waiting() -> bool:
+    """Whether a committed event waits to be chained (one that failed its MAC aside)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_WAITING_SQL)
+        return any(row[0] not in _forged_ids for row in cursor.fetchall())
+
+
 def _seal_after_commit() -> None:
+    """Chain this transaction's events (and whatever else waits) unless another writer
+    holds the chain lock: then that writer chains them, so writers do not queue.
+
+    A holder may have read the pending events before this transaction committed, so every
+    holder looks again after releasing the lock and chains again if an event waits. This
+    writer committed before it found the lock taken, and the holder released it after
+    that: the holder's look, or a later holder's, sees this commit. A probe that finds
+    the lock free costs one statement in autocommit (the lock goes with it)."""
     # The change and its event are committed: a failing chaining must not turn them into
     # an error for the caller. The event stays pending (never lost); the next writer's
     # chaining, verify_chain or the periodic checkpoint task chains it.
     try:
-        seal_pending()
+        for _ in range(_MAX_CHAINING_ROUNDS):
+            with connection.cursor() as cursor:
+                cursor.execute(_PG_TRY_LOCK_SQL)
+                if not cursor.fetchone()[0]:
+                    return  # the holder looks after this commit once it releases the lock
+            seal_pending()
+            if not _waiting():
+                return
+        logger.warning("audit events still wait to be chained after %s rounds", _MAX_CHAINING_ROUNDS)
     except Exception:
         logger.exception("chaining pending audit events after a commit failed; they stay pending")
 
