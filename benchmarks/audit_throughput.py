@@ -78,8 +78,12 @@ def _writer(index: int, seconds: float, sealed: bool, start, results) -> None:
     chain._lock_and_read = timed_lock
     chain.seal_pending = counted_seal
     connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
     rows: list[tuple[float, float]] = []
     start.wait()
+    cpu_began = _cpu_seconds(backend)
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         waits.clear()
@@ -104,8 +108,22 @@ def _writer(index: int, seconds: float, sealed: bool, start, results) -> None:
         committed = time.perf_counter()
         chaining = sum(waits) - wait_in_transaction
         rows.append((wait_in_transaction + chaining, committed - began))
+    cpu = _cpu_seconds(backend) - cpu_began
     connection.close()
-    results.put((rows, [n for n in chained if n]))
+    results.put((rows, [n for n in chained if n], cpu))
+
+
+def _cpu_seconds(backend_pid: int) -> float:
+    """CPU time used so far by this process and its PostgreSQL backend (a local server:
+    its /proc entry is readable), user and system; 0 for the backend if it is not."""
+    own = os.times()
+    total = own.user + own.system
+    try:
+        fields = Path(f"/proc/{backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        pass
+    return total
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -128,10 +146,12 @@ def measure(writers: int, seconds: float, sealed: bool) -> dict[str, float]:
     start.set()
     rows: list[tuple] = []
     batches: list[int] = []
+    cpu = 0.0
     for _ in procs:
-        writer_rows, writer_batches = results.get(timeout=seconds + 120)
+        writer_rows, writer_batches, writer_cpu = results.get(timeout=seconds + 120)
         rows += writer_rows
         batches += writer_batches
+        cpu += writer_cpu
     elapsed = time.perf_counter() - began
     for proc in procs:
         proc.join()
@@ -145,6 +165,7 @@ def measure(writers: int, seconds: float, sealed: bool) -> dict[str, float]:
         "total": statistics.median(r[1] for r in rows) * ms,
         "p95": _percentile([r[1] for r in rows], 0.95) * ms,
         "batch": (sum(batches) / len(batches)) if batches else 1.0,
+        "cpu": cpu / len(rows) * ms,  # CPU ms per write: the writers and their PostgreSQL backends
     }
 
 
@@ -172,10 +193,12 @@ def run(writer_counts: list[int], seconds: float, runs: int, database_url: str, 
         "before: chained in the writer's transaction, lock held to its COMMIT; "
         "after: written pending, chained after the commit in batches (issue #17)"
     )
-    print(f"{'':>7}{'writes/s (median of runs)':^37}{'total ms (median)':^21}{'p95 ms':^17}{'lock wait ms':^17}{'':>6}")
+    print(
+        f"{'':>7}{'writes/s (median of runs)':^37}{'total ms (median)':^21}{'p95 ms':^17}{'lock wait ms':^17}{'':>7}{'CPU ms/write':^17}"
+    )
     print(
         f"{'writers':>7}{'before':>9}{'after':>8}{'x':>6}{'runs after':>14}{'before':>10}{'after':>11}"
-        f"{'before':>9}{'after':>8}{'before':>9}{'after':>8}{'batch':>7}"
+        f"{'before':>9}{'after':>8}{'before':>9}{'after':>8}{'batch':>7}{'before':>9}{'after':>8}"
     )
     rate_16 = None
     for writers in writer_counts:
@@ -190,7 +213,7 @@ def run(writer_counts: list[int], seconds: float, runs: int, database_url: str, 
         print(
             f"{writers:>7}{median['before']:>9.0f}{median['after']:>8.0f}{median['after'] / median['before']:>6.1f}"
             f"{each:>14}{b['total']:>10.2f}{a['total']:>11.2f}{b['p95']:>9.1f}{a['p95']:>8.1f}"
-            f"{b['wait']:>9.2f}{a['wait']:>8.2f}{a['batch']:>7.1f}",
+            f"{b['wait']:>9.2f}{a['wait']:>8.2f}{a['batch']:>7.1f}{b['cpu']:>9.2f}{a['cpu']:>8.2f}",
             flush=True,
         )
         if writers == 16:
@@ -204,7 +227,9 @@ def run(writer_counts: list[int], seconds: float, runs: int, database_url: str, 
     )
     print(
         "total: the writer's whole transaction, the chaining after its commit included; batch: events "
-        "chained per chaining that chained any (after)"
+        "chained per chaining that chained any (after); CPU ms/write: the writers' and their PostgreSQL "
+        "backends' CPU time per write (other server processes, the WAL writer's, left out): "
+        f"{os.cpu_count()} idle cores would bound the rate at about {os.cpu_count()} x 1000 / that"
     )
     return 0 if result.ok and pending == 0 else 1
 
