@@ -131,6 +131,39 @@ def test_sixteen_concurrent_writers_leave_one_chain_with_every_event_exactly_onc
     assert result.ok and result.events_checked == total
 
 
+def test_a_commit_that_finds_the_chain_lock_taken_is_chained_by_the_holder(writer, monkeypatch):
+    # The holder read the pending events before this commit: it must look again after releasing.
+    holder_read, go_on = threading.Event(), threading.Event()
+    real_read = chain._lock_and_read
+
+    def read_then_pause(cursor):
+        out = real_read(cursor)
+        if threading.current_thread().name == "holder":
+            holder_read.set()
+            go_on.wait(30)
+        return out
+
+    monkeypatch.setattr(chain, "_lock_and_read", read_then_pause)
+
+    def holder() -> None:
+        try:
+            with transaction.atomic():
+                _event(writer, "holder")
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=holder, name="holder")
+    thread.start()
+    assert holder_read.wait(30)
+    with transaction.atomic():
+        _event(writer, "late")
+    assert AuditEvent.objects.get(object_id="late").sequence is None  # it found the lock taken
+    go_on.set()
+    thread.join(30)
+    assert list(AuditEvent.objects.values_list("sequence", "object_id")) == [(1, "holder"), (2, "late")]
+    assert _pending() == 0
+
+
 def test_an_event_left_pending_by_a_dead_process_is_chained_by_the_next_writer_or_the_sweep(writer, monkeypatch):
     monkeypatch.setattr(chain, "_seal_after_commit", lambda: None)  # the process died after its commit
     with transaction.atomic():
