@@ -10,18 +10,39 @@ deleting the newest events, or rewriting the table wholesale, visible too.
 ``transaction.atomic`` block, so the change and its audit event commit together or
 not at all. The chain is extended under a lock so concurrent writers never fork it:
 a transaction-scoped advisory lock on PostgreSQL; on SQLite the write transaction
-itself (``BEGIN IMMEDIATE``) already serialises writers.
+itself (``BEGIN IMMEDIATE``) already serialises writers, and each event is chained in
+its own transaction.
 
-The lock is held from the head's read to the caller's COMMIT, so writers queue for
-that span and throughput is its inverse: on PostgreSQL it is kept to two round trips
-and the commit (the lock and the head's read in one query, the insert without the ORM's
-per-call work), measured by ``benchmarks/audit_throughput.py``.
+Chained after the commit (PostgreSQL, issue #17). Chaining inside the writer's
+transaction holds the lock from the head's read to the COMMIT (its WAL flush included),
+so writers queued for that span and audited writes levelled off. Instead the event is
+written *pending* in the writer's transaction (no lock: ``sequence`` and ``hash`` NULL,
+``prev_hash`` a MAC of its content under the chain key) and, once that transaction has
+committed, chained by ``seal_pending``: under the lock, every committed pending event
+is given its sequence and hash in one UPDATE, by id, and committed. One holder chains
+the events of every writer that committed meanwhile, so the lock's cost is paid per
+batch, not per write. So:
+
+- an event commits with its change or not at all (a rolled-back transaction leaves no
+  row), and is never lost: should a process die between its commit and the chaining,
+  the next chaining (any writer's, ``verify_chain``, the periodic checkpoint task)
+  chains it;
+- events are chained in an order consistent with their transactions: a transaction
+  that could see another's change started after that one committed, so its events
+  have higher ids and are chained after;
+- only the application's events are chained: a pending row whose MAC fails is left out
+  and ``verify_chain`` names it; the database's trigger lets through exactly the one
+  UPDATE that fills a pending event's chain fields, content unchanged (audit 0004).
+
+A caller that needs the event's sequence inside its transaction passes ``sealed=True``
+(the chain lock is then held to its commit, as before).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import hashlib
 import hmac
 import json
@@ -157,27 +178,184 @@ def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str
     return changes
 
 
-# Two statements in one round trip, sent without parameters (psycopg's simple query
-# protocol). Under READ COMMITTED each statement of the query takes its own snapshot, so
-# the head is read after the lock is granted and sees the previous holder's committed event.
-_PG_LOCK_AND_HEAD_SQL = f"""
-SELECT pg_advisory_xact_lock({_CHAIN_LOCK_KEY});
-SELECT sequence, hash FROM {AUDIT_TABLE} ORDER BY sequence DESC LIMIT 1
-"""  # noqa: S608 - this module's constants, no input reaches the SQL
+# The chain lock, the head and the pending events in one round trip, sent without
+# parameters (psycopg's simple query protocol). Under READ COMMITTED each statement of the
+# query takes its own snapshot, so the head and the pending events are read after the lock
+# is granted and see what the previous holder committed.
+_PG_EVENT_TEXT_COLUMNS = """sequence,
+       to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       actor_id, actor_username, action, object_type, object_id, trial_id, site_id, subject_id,
+       changes::text, reason, request_id, host(client_address), prev_hash, hash, key_id"""
+_PG_HEAD_AND_PENDING_SQL = f"""
+SELECT sequence, hash FROM {AUDIT_TABLE} WHERE sequence IS NOT NULL ORDER BY sequence DESC LIMIT 1;
+SELECT id, {_PG_EVENT_TEXT_COLUMNS} FROM {AUDIT_TABLE} WHERE hash IS NULL ORDER BY id"""  # noqa: S608 - this module's constants, no input reaches the SQL
+_PG_LOCK_AND_HEAD_SQL = f"""SELECT pg_advisory_xact_lock({_CHAIN_LOCK_KEY});
+{_PG_HEAD_AND_PENDING_SQL}
+"""
+_PG_PENDING_SQL = f"SELECT id, {_PG_EVENT_TEXT_COLUMNS} FROM {AUDIT_TABLE} WHERE hash IS NULL ORDER BY id"  # noqa: S608 - as above
+
+# While an event waits to be chained its ``prev_hash`` holds this MAC of its content (its
+# canonical form with sequence 0) under the key named by its ``key_id``: the sequencer
+# chains only events the application wrote, never a row slipped into the table by whoever
+# holds the database, and verification names such a row.
+_PENDING_LABEL = b"pending audit event\n"
+
+
+def _pending_mac(mac: ChainMac, payload: bytes) -> str:
+    return mac.hexdigest(_PENDING_LABEL + payload)
+
+
+_PG_TRY_LOCK_SQL = f"SELECT pg_try_advisory_xact_lock({_CHAIN_LOCK_KEY})"
+_PG_WAITING_SQL = f"SELECT id FROM {AUDIT_TABLE} WHERE hash IS NULL ORDER BY id LIMIT 100"  # noqa: S608 - as above
+
+
+def _lock_and_read(cursor) -> tuple[tuple[int, str], list[tuple]]:
+    """PostgreSQL: take the chain lock (held to the end of the transaction); return the
+    next event's (sequence, previous hash) and the pending events visible now, by id."""
+    cursor.execute(_PG_LOCK_AND_HEAD_SQL)
+    if not cursor.cursor.nextset():
+        raise AuditError("the chain head query returned no head result")
+    head = cursor.fetchone()
+    if not cursor.cursor.nextset():
+        raise AuditError("the chain head query returned no pending result")
+    pending = cursor.fetchall()
+    return ((head[0] + 1, head[1]) if head else (1, GENESIS_HASH)), pending
 
 
 def _lock_chain_head() -> tuple[int, str]:
-    """Take the chain lock (PostgreSQL; SQLite's write transaction already holds the
-    database) and return the next event's (sequence, previous hash)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_PG_LOCK_AND_HEAD_SQL)
-            if not cursor.cursor.nextset():
-                raise AuditError("the chain head query returned no head result")
-            head = cursor.fetchone()
-    else:
-        head = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
-    return (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+    """SQLite: its write transaction already holds the database; the next event's
+    (sequence, previous hash)."""
+    head = AuditEvent.objects.exclude(sequence=None).order_by("-sequence").values_list("sequence", "hash").first()
+    return (int(head[0] or 0) + 1, str(head[1])) if head else (1, GENESIS_HASH)
+
+
+def _row_payload(row: Sequence[Any], *, sequence: int) -> bytes:
+    """The canonical form of an event read with ``_PG_EVENT_TEXT_COLUMNS`` (after its id)."""
+    changes = row[11]
+    return canonical_payload(
+        sequence=sequence,
+        occurred_at=row[2],
+        actor_id=row[3],
+        actor_username=row[4],
+        action=row[5],
+        object_type=row[6],
+        object_id=row[7],
+        trial_id=row[8],
+        site_id=row[9],
+        subject_id=row[10],
+        changes=orjson.loads(changes) if isinstance(changes, str) else changes,
+        reason=row[12],
+        request_id=row[13],
+        client_address=None if row[14] is None else str(row[14]),
+    )
+
+
+def _forged(row: Sequence[Any], macs: Mapping[str, ChainMac]) -> bool:
+    """Whether a pending event's MAC fails: not written by the application, or altered."""
+    mac = macs.get(row[17] or "")
+    return mac is None or not hmac.compare_digest(_pending_mac(mac, _row_payload(row, sequence=0)), row[15] or "")
+
+
+_SEAL_SQL = (
+    f"UPDATE {AUDIT_TABLE} AS e SET sequence = v.sequence, prev_hash = v.prev_hash, hash = v.hash, key_id = v.key_id "  # noqa: S608 - this module's constants
+    "FROM (VALUES {values}) AS v(id, sequence, prev_hash, hash, key_id) WHERE e.id = v.id AND e.hash IS NULL"
+)
+
+
+def _seal(cursor, head: tuple[int, str], pending: Sequence[tuple], ring: Keyring) -> tuple[int, str]:
+    """Chain ``pending`` (by id) on top of ``head`` under the held lock; the new head.
+
+    A pending event whose MAC fails is left out (and stays pending, which
+    ``verify_chain`` reports)."""
+    sequence, prev_hash = head
+    if not pending:
+        return head
+    macs = {kid: ChainMac(key) for kid, key in ring.keys.items()}
+    current = macs[ring.current_id]
+    values: list[Any] = []
+    checkpoints: list[tuple[int, str]] = []
+    for row in pending:
+        if _forged(row, macs):
+            _forged_ids.add(row[0])
+            logger.error("audit event id %s waits to be chained but its pending MAC fails: left out", row[0])
+            continue
+        digest = current.hexdigest(prev_hash.encode("ascii") + _row_payload(row, sequence=sequence))
+        values += [row[0], sequence, prev_hash, digest, ring.current_id]
+        if sequence % settings.AUDIT_CHECKPOINT_EVERY_EVENTS == 0:
+            checkpoints.append((sequence, digest))
+        sequence, prev_hash = sequence + 1, digest
+    count = len(values) // 5
+    if count:
+        placeholders = ", ".join(["(%s::bigint, %s::bigint, %s, %s, %s)"] * count)
+        cursor.execute(_SEAL_SQL.format(values=placeholders), values)
+        if cursor.rowcount != count:
+            raise AuditError(f"chaining {count} pending audit events updated {cursor.rowcount}")
+    for at, digest in checkpoints:
+        transaction.on_commit(functools.partial(_checkpoint_after_commit, at, digest))
+    return sequence, prev_hash
+
+
+def seal_pending() -> int:
+    """Chain every committed pending event (PostgreSQL), under the chain lock, in a
+    transaction of its own (or the caller's); the number chained. Called after the commit
+    of events, by ``verify_chain`` and by the periodic checkpoint task (a sweep, should a
+    process die between its commit and its chaining)."""
+    if connection.vendor != "postgresql":
+        return 0
+    ring = keyring()
+    with transaction.atomic(), connection.cursor() as cursor:
+        head, pending = _lock_and_read(cursor)
+        after = _seal(cursor, head, pending, ring)
+    return after[0] - head[0]
+
+
+# Pending rows whose MAC failed (seen by this process): they are never chained, so the
+# check for events left waiting disregards them.
+_forged_ids: set[int] = set()
+_MAX_CHAINING_ROUNDS = 50
+
+
+def _waiting() -> bool:
+    """Whether a committed event waits to be chained (one that failed its MAC aside)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_WAITING_SQL)
+        return any(row[0] not in _forged_ids for row in cursor.fetchall())
+
+
+def _seal_after_commit() -> None:
+    """Chain this transaction's events (and whatever else waits) unless another writer
+    holds the chain lock: then that writer chains them, so writers do not queue.
+
+    A holder may have read the pending events before this transaction committed, so every
+    holder looks again after releasing the lock and chains again if an event waits. This
+    writer committed before it found the lock taken, and the holder released it after
+    that: the holder's look, or a later holder's, sees this commit. A probe that finds
+    the lock free costs one statement in autocommit (the lock goes with it)."""
+    # The change and its event are committed: a failing chaining must not turn them into
+    # an error for the caller. The event stays pending (never lost); the next writer's
+    # chaining, verify_chain or the periodic checkpoint task chains it.
+    try:
+        for _ in range(_MAX_CHAINING_ROUNDS):
+            with connection.cursor() as cursor:
+                cursor.execute(_PG_TRY_LOCK_SQL)
+                if not cursor.fetchone()[0]:
+                    return  # the holder looks after this commit once it releases the lock
+            seal_pending()
+            if not _waiting():
+                return
+        logger.warning("audit events still wait to be chained after %s rounds", _MAX_CHAINING_ROUNDS)
+    except Exception:
+        logger.exception("chaining pending audit events after a commit failed; they stay pending")
+
+
+def _chain_after_commit() -> bool:
+    """Whether this event is appended pending and chained after its transaction commits
+    (PostgreSQL), rather than chained inside it under the lock (SQLite; ``sealed=True``;
+    ``AUDIT_CHAIN_AFTER_COMMIT = False``). Inside a test case's transaction, which never
+    commits, it is chained inside it, as Django treats ``durable`` blocks there."""
+    if connection.vendor != "postgresql" or not getattr(settings, "AUDIT_CHAIN_AFTER_COMMIT", True):
+        return False
+    return not (connection.atomic_blocks and getattr(connection.atomic_blocks[0], "_from_testcase", False))
 
 
 _insert_sql: str | None = None
@@ -185,7 +363,7 @@ _insert_sql: str | None = None
 
 def _insert(event: AuditEvent) -> None:
     """INSERT the event; on PostgreSQL one statement with the values prepared as the ORM
-    prepares them, without its per-call compilation (it runs while the lock is held)."""
+    prepares them, without its per-call compilation."""
     global _insert_sql
     if connection.vendor != "postgresql":
         event.save(force_insert=True)
@@ -214,8 +392,14 @@ def record_event(
     changes: Mapping[str, Any] | None = None,
     reason: str = "",
     occurred_at: dt.datetime | None = None,
+    sealed: bool = False,
 ) -> AuditEvent:
-    """Append one event to the chain. Must run inside the caller's transaction."""
+    """Append one event to the chain. Must run inside the caller's transaction.
+
+    On PostgreSQL the event is written pending and chained right after the caller's
+    commit (its ``sequence`` and ``hash`` are None on the returned instance); with
+    ``sealed=True`` it is chained now, under the chain lock held to the caller's commit,
+    for a caller that needs its sequence in the same transaction."""
     if not connection.in_atomic_block:
         raise AuditError("record_event must be called inside transaction.atomic, with the change it records")
     action = AuditAction(action)
@@ -226,9 +410,7 @@ def record_event(
     payload_changes = to_jsonable(dict(changes or {}))
 
     ring = keyring()
-    sequence, prev_hash = _lock_chain_head()  # held until the caller's transaction ends
     fields = dict(
-        sequence=sequence,
         occurred_at=occurred_at,
         actor_id=actor_id,
         actor_username=actor_username,
@@ -243,8 +425,21 @@ def record_event(
         request_id=ctx.request_id,
         client_address=ctx.client_address,
     )
-    digest = chain_hash(prev_hash, canonical_payload(**fields), key=ring.current)
-    event = AuditEvent(prev_hash=prev_hash, hash=digest, key_id=ring.current_id, **fields)
+    if not sealed and _chain_after_commit():
+        mac = _pending_mac(ChainMac(ring.current), canonical_payload(sequence=0, **fields))
+        event = AuditEvent(sequence=None, prev_hash=mac, hash=None, key_id=ring.current_id, **fields)
+        _insert(event)
+        transaction.on_commit(_seal_after_commit)
+        return event
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:  # lock held until the caller's transaction ends
+            head, pending = _lock_and_read(cursor)
+            sequence, prev_hash = _seal(cursor, head, pending, ring)  # committed events first
+    else:
+        sequence, prev_hash = _lock_chain_head()
+    digest = chain_hash(prev_hash, canonical_payload(sequence=sequence, **fields), key=ring.current)
+    event = AuditEvent(sequence=sequence, prev_hash=prev_hash, hash=digest, key_id=ring.current_id, **fields)
     _insert(event)
     if sequence % settings.AUDIT_CHECKPOINT_EVERY_EVENTS == 0:
         # After the commit: a checkpoint must only ever anchor an event that exists.
@@ -462,11 +657,8 @@ def _fetch_in_chunks(cursor, chunk_size: int):
 # PostgreSQL hands back the canonical text of each column, so the walk skips psycopg's
 # conversions (timestamptz, jsonb, inet), which cost more than the hashing.
 _PG_VERIFY_SQL = f"""
-SELECT sequence,
-       to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-       actor_id, actor_username, action, object_type, object_id, trial_id, site_id, subject_id,
-       changes::text, reason, request_id, host(client_address), prev_hash, hash, key_id
-FROM {AUDIT_TABLE} ORDER BY sequence
+SELECT {_PG_EVENT_TEXT_COLUMNS}
+FROM {AUDIT_TABLE} WHERE sequence IS NOT NULL ORDER BY sequence
 """  # noqa: S608 - AUDIT_TABLE is this app's constant, no input reaches the SQL
 # SQLite keeps Django's UTC text ("YYYY-MM-DD HH:MM:SS[.ffffff]", the fraction left out
 # when it is zero): turned into the canonical form in SQL, no datetime parsed per row.
@@ -499,12 +691,14 @@ def verify_chain(*, chunk_size: int = 20_000) -> ChainVerification:
     # Checkpoints first: each names a committed event, so the chain read after it holds it.
     checkpoints, problems = checkpoint_store.read(checkpoint_dir(), ring)
     if connection.vendor == "postgresql":
+        seal_pending()  # the committed events that wait to be chained join the chain first
         with transaction.atomic():
             connection.ensure_connection()
             with connection.connection.cursor(name="verify_audit_chain") as cursor:
                 cursor.itersize = chunk_size
                 cursor.execute(_PG_VERIFY_SQL)
-                return verify_rows(cursor, ring=ring, checkpoints=checkpoints, checkpoint_problems=problems)
+                result = verify_rows(cursor, ring=ring, checkpoints=checkpoints, checkpoint_problems=problems)
+            return _check_pending(result, ring) if result.ok else result
     with transaction.atomic(), connection.chunked_cursor() as cursor:
         cursor.execute(_SQLITE_VERIFY_SQL)
         return verify_rows(
@@ -512,9 +706,31 @@ def verify_chain(*, chunk_size: int = 20_000) -> ChainVerification:
         )
 
 
+def _check_pending(result: ChainVerification, ring: Keyring) -> ChainVerification:
+    """The events still pending after the chaining (committed since) must carry a valid
+    pending MAC: one that does not was not written by the application (or was altered)."""
+    macs = {kid: ChainMac(key) for kid, key in ring.keys.items()}
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_PENDING_SQL)
+        for row in cursor.fetchall():
+            if _forged(row, macs):
+                return ChainVerification(
+                    False,
+                    result.events_checked,
+                    result.head_sequence,
+                    result.head_hash,
+                    None,
+                    f"audit event id {row[0]} waits to be chained but its content does not match its "
+                    "pending MAC: it was not written by the application, or was altered",
+                    result.checkpoints_checked,
+                    result.legacy_unkeyed_through,
+                )
+    return result
+
+
 def head() -> tuple[int | None, str]:
-    row = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
-    return (row[0], row[1]) if row else (None, GENESIS_HASH)
+    row = AuditEvent.objects.exclude(sequence=None).order_by("-sequence").values_list("sequence", "hash").first()
+    return (row[0], str(row[1])) if row else (None, GENESIS_HASH)
 
 
 def write_checkpoint(*, sequence: int | None = None, hash: str | None = None) -> dict | None:
@@ -536,6 +752,7 @@ def write_checkpoint(*, sequence: int | None = None, hash: str | None = None) ->
                 f"{what}; run `manage.py verify_audit`"
             )
     if sequence is None:
+        seal_pending()  # the head includes every committed event (and this sweeps any left pending)
         sequence, hash = head()
         if sequence is None:
             return None

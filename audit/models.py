@@ -27,12 +27,16 @@ class AuditEvent(models.Model):
     recompute them. Events recorded before the chain was keyed have no ``key_id`` and a
     plain SHA-256 ``hash``; they form a prefix anchored by a signed checkpoint
     (``audit.checkpoints``). Rows are append-only: on PostgreSQL a trigger refuses
-    UPDATE, DELETE and TRUNCATE, on SQLite triggers refuse UPDATE and DELETE.
+    UPDATE, DELETE and TRUNCATE, on SQLite triggers refuse UPDATE and DELETE; the one
+    UPDATE PostgreSQL lets through is the chaining of a pending event (``sequence`` and
+    ``hash`` NULL, written by its transaction) with its content unchanged (audit 0004).
     Site and trial are plain ids, not foreign keys, so the trail never depends on
     (or cascades with) the records it describes.
     """
 
-    sequence = models.PositiveBigIntegerField(unique=True, editable=False)
+    # NULL only while the event waits to be chained (PostgreSQL, for the moments after its
+    # transaction's commit: ``audit.chain.seal_pending``); then its place in the chain.
+    sequence = models.PositiveBigIntegerField(unique=True, null=True, editable=False)
     occurred_at = models.DateTimeField(editable=False)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False
@@ -49,7 +53,8 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True, editable=False)
     client_address = models.GenericIPAddressField(null=True, blank=True, editable=False)
     prev_hash = models.CharField(max_length=64, editable=False)
-    hash = models.CharField(max_length=64, unique=True, editable=False)
+    # NULL while pending, when ``prev_hash`` holds the pending MAC (``audit.chain``).
+    hash = models.CharField(max_length=64, unique=True, null=True, editable=False)  # noqa: DJ001 - NULL = pending
     # Nullable so that adding it is a plain ADD COLUMN on SQLite too (a NOT NULL column
     # makes Django rebuild the table, which would drop the append-only triggers).
     key_id = models.CharField(max_length=16, null=True, blank=True, editable=False)  # noqa: DJ001 - see above

@@ -2,17 +2,21 @@
 
 Not a test. Each writer is a process of its own (its own database connection, as a
 gunicorn or Celery worker has) that, for ``--seconds``, runs what every service does:
-``transaction.atomic()`` around one change and its ``audit.chain.record_event``. It
-prints, per writer count, the audited writes per second (the median of ``--runs`` runs)
-and where each write's time went:
+``transaction.atomic()`` around one change and its ``audit.chain.record_event``. Per
+writer count it runs both ways of extending the chain, alternately, ``--runs`` times each:
 
-- ``wait``: waiting for the chain lock (another writer holds it);
-- ``held``: from the lock granted to the end of ``record_event`` (read the head, hash, insert);
-- ``commit``: the COMMIT, while the lock is still held (it is released with the transaction);
-- ``total``: the whole transaction, median and 95th percentile.
+- ``before``: the event chained in the writer's transaction, the chain lock held to its
+  COMMIT (the only way before issue #17; ``record_event(sealed=True)`` still does it);
+- ``after``: the event written pending, chained after the commit, in batches, by
+  whichever writer holds the lock (the default on PostgreSQL since issue #17);
 
-The chain is verified (``verify_chain``) after all runs: a throughput bought with a
-forked or broken chain fails the benchmark.
+and prints side by side the audited writes per second (the median of the runs), each
+write's whole time (the chaining after its commit included; median and 95th percentile),
+its wait for the chain lock and, after, how many events one chaining chains.
+
+The chain is verified (``verify_chain``) after all runs, and no event may be left pending:
+a throughput bought with a forked or broken chain, or with events never chained, fails the
+benchmark.
 
 Like ``verify_audit.py`` it only ever writes to a database it creates: a new database
 ``mpi_bench_audit_<random>`` on the server ``--postgres`` names (a server, not a database
@@ -38,7 +42,16 @@ TARGET_PER_SECOND = 200  # with 16 writers (issue #17)
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _writer(index: int, seconds: float, start, results) -> None:
+MODES = {
+    # The behaviour before issue #17: each event chained in its writer's transaction, under
+    # the chain lock held to its COMMIT (what record_event(sealed=True) still does).
+    "before": True,
+    # Since issue #17: written pending, chained after the commit in batches.
+    "after": False,
+}
+
+
+def _writer(index: int, seconds: float, sealed: bool, start, results) -> None:
     """One writer: audited writes in a loop until ``seconds`` have passed; its timings to ``results``."""
     from django.db import connection, transaction
 
@@ -47,21 +60,33 @@ def _writer(index: int, seconds: float, start, results) -> None:
     from audit.models import AuditEvent
 
     connection.close()  # never share the parent's connection
-    real_lock = chain._lock_chain_head
+    real_lock, real_seal = chain._lock_and_read, chain.seal_pending
     waits: list[float] = []
+    chained: list[int] = []
 
-    def timed_lock():  # the lock (and, since issue #17, the head's read with it)
+    def timed_lock(cursor, **kwargs):  # the lock wait (with the head's and the pending events' read)
         began = time.perf_counter()
-        head = real_lock()
+        out = real_lock(cursor, **kwargs)
         waits.append(time.perf_counter() - began)
-        return head
+        return out
 
-    chain._lock_chain_head = timed_lock  # the benchmark times the lock wait
+    def counted_seal(**kwargs):
+        n = real_seal(**kwargs)
+        chained.append(n)
+        return n
+
+    chain._lock_and_read = timed_lock
+    chain.seal_pending = counted_seal
     connection.ensure_connection()
-    rows: list[tuple[float, float, float, float]] = []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    rows: list[tuple[float, float]] = []
     start.wait()
+    cpu_began = _cpu_seconds(backend)
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
+        waits.clear()
         began = time.perf_counter()
         with transaction.atomic():
             # The change the event records: a read in the same transaction, as a service's
@@ -76,13 +101,29 @@ def _writer(index: int, seconds: float, start, results) -> None:
                 site_id=1 + index % 2,
                 changes={"status": ["screening", "enrolled"], "weight_kg": [70.5, 71.0]},
                 reason="benchmark",
+                sealed=sealed,
             )
-            recorded = time.perf_counter()
+            wait_in_transaction = sum(waits)
+        # Leaving the block commits, then (after) runs the chaining: timed apart.
         committed = time.perf_counter()
-        wait = waits[-1]
-        rows.append((wait, recorded - began - wait, committed - recorded, committed - began))
+        chaining = sum(waits) - wait_in_transaction
+        rows.append((wait_in_transaction + chaining, committed - began))
+    cpu = _cpu_seconds(backend) - cpu_began
     connection.close()
-    results.put(rows)
+    results.put((rows, [n for n in chained if n], cpu))
+
+
+def _cpu_seconds(backend_pid: int) -> float:
+    """CPU time used so far by this process and its PostgreSQL backend (a local server:
+    its /proc entry is readable), user and system; 0 for the backend if it is not."""
+    own = os.times()
+    total = own.user + own.system
+    try:
+        fields = Path(f"/proc/{backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        pass
+    return total
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -90,20 +131,27 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def measure(writers: int, seconds: float) -> dict[str, float]:
+def measure(writers: int, seconds: float, sealed: bool) -> dict[str, float]:
     from django.db import connections
 
     connections.close_all()  # the children open their own
     context = multiprocessing.get_context("fork")
     start = context.Event()
     results = context.Queue()
-    procs = [context.Process(target=_writer, args=(i, seconds, start, results)) for i in range(writers)]
+    procs = [context.Process(target=_writer, args=(i, seconds, sealed, start, results)) for i in range(writers)]
     for proc in procs:
         proc.start()
     time.sleep(0.5)  # every writer connected
     began = time.perf_counter()
     start.set()
-    rows = [row for _ in procs for row in results.get(timeout=seconds + 120)]
+    rows: list[tuple] = []
+    batches: list[int] = []
+    cpu = 0.0
+    for _ in procs:
+        writer_rows, writer_batches, writer_cpu = results.get(timeout=seconds + 120)
+        rows += writer_rows
+        batches += writer_batches
+        cpu += writer_cpu
     elapsed = time.perf_counter() - began
     for proc in procs:
         proc.join()
@@ -114,10 +162,10 @@ def measure(writers: int, seconds: float) -> dict[str, float]:
         "writes": len(rows),
         "rate": len(rows) / elapsed,
         "wait": statistics.median(r[0] for r in rows) * ms,
-        "held": statistics.median(r[1] for r in rows) * ms,
-        "commit": statistics.median(r[2] for r in rows) * ms,
-        "total": statistics.median(r[3] for r in rows) * ms,
-        "p95": _percentile([r[3] for r in rows], 0.95) * ms,
+        "total": statistics.median(r[1] for r in rows) * ms,
+        "p95": _percentile([r[1] for r in rows], 0.95) * ms,
+        "batch": (sum(batches) / len(batches)) if batches else 1.0,
+        "cpu": cpu / len(rows) * ms,  # CPU ms per write: the writers and their PostgreSQL backends
     }
 
 
@@ -136,28 +184,60 @@ def run(writer_counts: list[int], seconds: float, runs: int, database_url: str, 
     from audit.chain import verify_chain
 
     call_command("migrate", verbosity=0)  # a database of its own, made for this run
-    print(f"database: {connection.vendor}; {runs} run(s) of {seconds:g} s per writer count", file=sys.stderr)
-    header = f"{'writers':>7}{'writes/s':>10}{'runs (writes/s)':>28}{'wait ms':>9}{'held ms':>9}{'commit ms':>11}{'total ms':>10}{'p95 ms':>8}"
-    print(header)
-    best_16 = None
+    print(
+        f"database: {connection.vendor}; {runs} run(s) of {seconds:g} s per writer count and mode, "
+        "the modes alternating; the CPU (2 cores) is shared with whatever else runs",
+        file=sys.stderr,
+    )
+    print(
+        "before: chained in the writer's transaction, lock held to its COMMIT; "
+        "after: written pending, chained after the commit in batches (issue #17)"
+    )
+    print(
+        f"{'':>7}{'writes/s (median of runs)':^37}{'total ms (median)':^21}{'p95 ms':^17}{'lock wait ms':^17}{'':>7}{'CPU ms/write':^17}"
+    )
+    print(
+        f"{'writers':>7}{'before':>9}{'after':>8}{'x':>6}{'runs after':>14}{'before':>10}{'after':>11}"
+        f"{'before':>9}{'after':>8}{'before':>9}{'after':>8}{'batch':>7}{'before':>9}{'after':>8}"
+    )
+    rate_16 = None
     for writers in writer_counts:
-        results = [measure(writers, seconds) for _ in range(runs)]
-        median = statistics.median(r["rate"] for r in results)
-        mid = sorted(results, key=lambda r: r["rate"])[len(results) // 2]
-        each = ", ".join(f"{r['rate']:.0f}" for r in results)
+        results: dict[str, list[dict]] = {mode: [] for mode in MODES}
+        for _ in range(runs):
+            for mode, sealed in MODES.items():
+                results[mode].append(measure(writers, seconds, sealed))
+        median = {mode: statistics.median(r["rate"] for r in rs) for mode, rs in results.items()}
+        mid = {mode: sorted(rs, key=lambda r: r["rate"])[len(rs) // 2] for mode, rs in results.items()}
+        each = "/".join(f"{r['rate']:.0f}" for r in results["after"])
+        b, a = mid["before"], mid["after"]
         print(
-            f"{writers:>7}{median:>10.0f}{each:>28}{mid['wait']:>9.2f}{mid['held']:>9.2f}"
-            f"{mid['commit']:>11.2f}{mid['total']:>10.2f}{mid['p95']:>8.2f}",
+            f"{writers:>7}{median['before']:>9.0f}{median['after']:>8.0f}{median['after'] / median['before']:>6.1f}"
+            f"{each:>14}{b['total']:>10.2f}{a['total']:>11.2f}{b['p95']:>9.1f}{a['p95']:>8.1f}"
+            f"{b['wait']:>9.2f}{a['wait']:>8.2f}{a['batch']:>7.1f}{b['cpu']:>9.2f}{a['cpu']:>8.2f}",
             flush=True,
         )
         if writers == 16:
-            best_16 = median
+            rate_16 = median["after"]
     result = verify_chain()
+    pending = _pending_count()
     print(
-        f"chain: {'OK' if result.ok else 'BROKEN: ' + result.problem}, {result.events_checked:,} events verified"
-        + (f"; 16 writers: {best_16:.0f}/s against the target {TARGET_PER_SECOND}/s" if best_16 else "")
+        f"chain: {'OK' if result.ok else 'BROKEN: ' + result.problem}, {result.events_checked:,} events verified, "
+        f"{pending} pending"
+        + (f"; 16 writers: {rate_16:.0f}/s against the target {TARGET_PER_SECOND}/s" if rate_16 else "")
     )
-    return 0 if result.ok else 1
+    print(
+        "total: the writer's whole transaction, the chaining after its commit included; batch: events "
+        "chained per chaining that chained any (after); CPU ms/write: the writers' and their PostgreSQL "
+        "backends' CPU time per write (other server processes, the WAL writer's, left out): "
+        f"{os.cpu_count()} idle cores would bound the rate at about {os.cpu_count()} x 1000 / that"
+    )
+    return 0 if result.ok and pending == 0 else 1
+
+
+def _pending_count() -> int:
+    from audit.models import AuditEvent
+
+    return AuditEvent.objects.filter(hash=None).count()
 
 
 def main() -> int:

@@ -455,7 +455,8 @@ def audit_events_in_scope(export: Export):
         events = events.filter(site_id=export.site_id)
     if export.subject_id:
         events = events.filter(subject_id=export.subject_id)
-    return events.order_by("sequence")
+    # Chained events only: one committed a moment ago may still wait for its place in the chain.
+    return events.exclude(sequence=None).order_by("sequence")
 
 
 def _audit_row(event: AuditEvent) -> dict:

@@ -18,6 +18,7 @@ import orjson
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audit import credentials
@@ -311,6 +312,7 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
                 "content_sha256": digest,
                 "printed_name": signature.printed_name,
             },
+            sealed=True,  # its sequence is the signature's audit_sequence, in this transaction
         )
         Signature.objects.filter(pk=signature.pk).update(audit_sequence=event.sequence)
         signature.audit_sequence = event.sequence
@@ -320,10 +322,13 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
 def _what_changed(signature: Signature) -> str:
     if signature.subject_id is None or signature.audit_sequence is None:
         return "the signed content changed after signing"
+    # The change's own event may still wait to be chained (no sequence yet: audit.chain),
+    # and is then the newest.
     event = (
-        AuditEvent.objects.filter(subject_id=signature.subject_id, sequence__gt=signature.audit_sequence)
+        AuditEvent.objects.filter(subject_id=signature.subject_id)
+        .filter(Q(sequence__gt=signature.audit_sequence) | Q(sequence=None))
         .exclude(action__in=[int(a) for a in _NOT_CHANGES])
-        .order_by("-sequence")
+        .order_by(F("sequence").desc(nulls_first=True), "-id")
         .first()
     )
     if event is None:
@@ -331,7 +336,8 @@ def _what_changed(signature: Signature) -> str:
     because = f": {event.reason}" if event.reason else ""
     return (
         f"the signed content changed after signing ({event.action_name} by "
-        f"{event.actor_username or 'the system'}, event #{event.sequence}{because})"
+        f"{event.actor_username or 'the system'}, "
+        f"{'event #' + str(event.sequence) if event.sequence else 'its audit event'}{because})"
     )
 
 

@@ -92,7 +92,7 @@ def _payload(event: AuditEvent, **override) -> bytes:
 def _rewrite_from(sequence: int, *, reason: str, key: bytes | None, key_id_value="keep"):
     """Edit event ``sequence``'s reason and recompute every later link, as someone holding the
     database but not the chain key would: with plain SHA-256 or a key of their own."""
-    prev = AuditEvent.objects.get(sequence=sequence - 1).hash if sequence > 1 else GENESIS_HASH
+    prev = str(AuditEvent.objects.get(sequence=sequence - 1).hash) if sequence > 1 else GENESIS_HASH
     for event in AuditEvent.objects.filter(sequence__gte=sequence).order_by("sequence"):
         new_reason = reason if event.sequence == sequence else event.reason
         digest = chain_hash(prev, _payload(event, reason=new_reason), key=key)

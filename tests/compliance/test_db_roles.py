@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from unittest.mock import patch
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -11,6 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
+from audit import chain
 from audit.actions import AuditAction
 from audit.chain import record_event, verify_chain
 from audit.models import AuditEvent
@@ -48,6 +50,14 @@ def test_the_app_role_may_only_read_and_append_audit_events():
         with transaction.atomic():
             record_event(actor=user, action=AuditAction.SUBJECT_UPDATED, object_type="subject", object_id=2)
         assert verify_chain().ok and AuditEvent.objects.count() == 2
+        # An event written pending (chained after its commit, issue #17) is chained by the app role.
+        with transaction.atomic():
+            with patch.object(chain, "_chain_after_commit", return_value=True):
+                pending = record_event(
+                    actor=user, action=AuditAction.SUBJECT_UPDATED, object_type="subject", object_id=3
+                )
+            assert pending.sequence is None and chain.seal_pending() == 1
+        assert verify_chain().ok and AuditEvent.objects.get(pk=pending.pk).sequence == 3
         _execute("UPDATE compliance_export SET error = error WHERE false")  # other tables: read-write
         refused = {
             "DROP TRIGGER compliance_auditevent_append_only ON compliance_auditevent": "must be owner",
@@ -63,7 +73,7 @@ def test_the_app_role_may_only_read_and_append_audit_events():
                 _execute(statement)
     finally:
         _execute("RESET ROLE")
-    assert list(AuditEvent.objects.values_list("sequence", "reason")) == [(1, ""), (2, "")]
+    assert list(AuditEvent.objects.values_list("sequence", "reason")) == [(1, ""), (2, ""), (3, "")]
     assert verify_chain().ok
 
 

@@ -13,6 +13,7 @@ short leases and sweeps:
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -33,10 +34,12 @@ from tests.imaging.worker import (
 )
 from tests.services import require_executable
 
-pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
 LEASE = 3
-OUTAGE_SECONDS = 8
+# Redis stays away this long at each step (issue #17 asks for 30 s); MPI_OUTAGE_SECONDS
+# shortens it for a quick local run.
+OUTAGE_SECONDS = int(os.environ.get("MPI_OUTAGE_SECONDS", "30"))
 FAST_SWEEPS = {
     "CELERY_VISIBILITY_TIMEOUT": 3600,  # the broker would hand a dead worker's task on after an hour
     "IMAGING_CLAIM_LEASE_SECONDS": LEASE,

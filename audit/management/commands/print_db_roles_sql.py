@@ -49,6 +49,9 @@ END $$;""")  # noqa: S608 - the names passed _IDENTIFIER above; DDL takes no bou
         # The audit trail: read and append only. No ownership, so no DROP/ALTER of the trigger.
         f'REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {AUDIT_TABLE} FROM "{app}";',
         f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {AUDIT_TABLE} FROM PUBLIC;",
+        # ...and fill in a pending event's chain fields (chained after its commit; the
+        # append-only trigger refuses any other UPDATE, and any of a chained event).
+        f'GRANT UPDATE (sequence, prev_hash, hash, key_id) ON {AUDIT_TABLE} TO "{app}";',
         # Tables the owner creates in later migrations are usable at once.
         f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" IN SCHEMA public '
         f'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "{app}";',
