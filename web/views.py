@@ -43,7 +43,7 @@ from trials.services import injections as injections_services
 from trials.services import lots as lots_services
 from trials.services import subjects as subjects_services
 from trials.services.batches import LABELLING_FIELDS
-from web import forms, live_data, plots, queries, volume
+from web import forms, identity_views, live_data, plots, queries, volume
 from web import operations as operations_page
 from web.permissions import may_export, may_write, require_trial_resource_write, require_write
 
@@ -171,6 +171,7 @@ def _subject_page(request, subject, sign_form, status=200, roi_form=None):
             # Injected with a tracer no calibration at the site fits: every upload will be refused.
             "calibration_gaps": _calibration_gaps(site, [i.batch.nanoparticle_lot for i in timeline["injections"]]),
             "gap_site": site,
+            **identity_views.identity_panel(user, subject),
         },
         status=status,
     )
