@@ -133,7 +133,10 @@ def _roi_form(request, subject, data=None):
 
 def _subject_page(request, subject, sign_form, status=200, roi_form=None):
     timeline = queries.subject_timeline(request.user, subject)
-    retention, groups = plots.plot_data(imaging_selectors.time_course(subject))
+    retention, groups = plots.plot_data(
+        imaging_selectors.time_course(subject),
+        off_target_totals={s.pk: (s.metrics_summary or {}).get("off_target_percent") for s in timeline["scans"]},
+    )
     roles = access.roles_at(request.user, subject.site)
     user, site = request.user, subject.site
     return render(
@@ -673,6 +676,10 @@ def _scan_page(request, scan, sign_form, status=200, export_form=None, pacs_form
                 "colour_bar": volume.colour_bar(vol.vmax),
                 "legend": volume.roi_legend(masks),
                 "grid": {"nx": nx, "ny": ny, "nz": nz},
+                # Its place among the scan's reconstructions: ``attempt`` counts the pipeline's
+                # claims (validation included), so a first reconstruction has attempt 2.
+                "reconstruction_number": scan.reconstructions.filter(attempt__lte=reconstruction.attempt).count(),
+                "reconstruction_count": scan.reconstructions.count(),
                 "signatures": signatures.signatures_verify(reconstruction, actor=request.user),
             }
         )
