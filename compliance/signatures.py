@@ -402,8 +402,8 @@ def signatures_verify(obj, *, actor=None) -> list[Signature]:
     except RuleViolation:
         return signatures
     for signature in signatures:
-        signature.content_changed = signature.valid and signature.content_sha256 != digest  # type: ignore[attr-defined]  # for display
-        if signature.content_changed:  # type: ignore[attr-defined]  # set just above
+        signature.content_changed = signature.valid and signature.content_sha256 != digest  # for display
+        if signature.content_changed:
             # In memory only, for the page or the API answer: never saved from here.
             signature.valid = False
             signature.invalidation_reason = _what_changed(signature)

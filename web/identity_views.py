@@ -39,10 +39,17 @@ class IdentityForm(django_forms.Form):
     reason = django_forms.CharField(
         widget=django_forms.Textarea(attrs={"rows": 2}),
         max_length=500,
-        required=False,
-        help_text="Required to correct a recorded identity: kept in the audit trail with a fingerprint of the "
-        "old and the new value of each field you change.",
+        help_text="Required: kept in the audit trail with a fingerprint of the old and the new value of each "
+        "field you change.",
+        error_messages={"required": "Give a reason: it is recorded in the audit trail."},
     )
+
+    def __init__(self, *args, recorded: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A first recording needs no reason (the service's rule); a correction does.
+        self.fields["reason"].required = recorded
+        if not recorded:
+            self.fields["reason"].help_text = "Not needed to record the identity for the first time."
 
 
 def identity_panel(user, subject: Subject) -> dict:
@@ -88,7 +95,7 @@ def subject_identity(request, pk):
     if request.POST.get("action") == CORRECT:
         if not editable:
             raise Http404  # the form is not offered to them (web.permissions: a refused page is a 404)
-        form = IdentityForm(request.POST)
+        form = IdentityForm(request.POST, recorded=trial_selectors.identity_recorded(subject))
         if form.is_valid():
             try:
                 identity_services.subject_identity_set(actor=request.user, subject=subject, **form.cleaned_data)
@@ -108,12 +115,12 @@ def subject_identity(request, pk):
         if exc.code != "identity_missing":
             raise Http404 from exc  # refused, and on the access log
         identity = None
-    form: IdentityForm | None = None
+    correction: IdentityForm | None = None
     if editable:
         initial = (
             {name: getattr(identity, name) for name in ("full_name", "date_of_birth", "medical_record_number")}
             if identity is not None
             else {}
         )
-        form = IdentityForm(initial=initial)
-    return _page(request, subject, identity=identity, form=form)
+        correction = IdentityForm(initial=initial, recorded=identity is not None)
+    return _page(request, subject, identity=identity, form=correction)

@@ -135,7 +135,7 @@ REGION_SHADES = {
     "spleen": ["#7b3fa0", "#52296b", "#a875c8"],
     "other": ["#6b7785", "#3f4a56", "#98a3af"],
 }
-TOTAL_COLOUR = "#1d2733"
+TOTAL_COLOUR = "#c9d1da"  # light, outlined: the alert mark reads on it
 LEGEND_WIDTH = 150  # the legend's column, right of the plot: it never covers a bar
 TOTAL_GAP = 8.0  # px between a time point's regions and its total
 
@@ -198,13 +198,13 @@ def off_target_bars(
             x, y = start + len(group["bars"]) * bar_w + gap + 1, y_of(total)
             body.append(
                 f'<rect class="total" x="{x:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" height="{TOP + plot_h - y:.1f}" '
-                f'fill="{TOTAL_COLOUR}"><title>total off-target: {total:.1f} % at {group["hours"]:g} h</title></rect>'
+                f'fill="{TOTAL_COLOUR}" stroke="{INK}"><title>total off-target: {total:.1f} % at {group["hours"]:g} h</title></rect>'
             )
             if threshold_percent is not None:
                 ty = y_of(threshold_percent)
                 body.append(
-                    f'<line class="threshold" x1="{x - 3:.1f}" x2="{x + bar_w + 1:.1f}" y1="{ty:.1f}" y2="{ty:.1f}" '
-                    f'stroke="{THRESHOLD}" stroke-dasharray="4 2" stroke-width="2"/>'
+                    f'<line class="threshold" x1="{x - 4:.1f}" x2="{x + bar_w + 2:.1f}" y1="{ty:.1f}" y2="{ty:.1f}" '
+                    f'stroke="{THRESHOLD}" stroke-width="2.5"/>'
                 )
         body.append(
             f'<text x="{LEFT + gi * group_w + group_w / 2:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
@@ -214,12 +214,12 @@ def off_target_bars(
         (name.replace("_", " "), f'<rect width="10" height="10" fill="{colour}"/>') for name, colour in colours.items()
     ]
     if totals:
-        legend.append(("total off-target", f'<rect width="10" height="10" fill="{TOTAL_COLOUR}"/>'))
+        legend.append(("total off-target", f'<rect width="10" height="10" fill="{TOTAL_COLOUR}" stroke="{INK}"/>'))
     if threshold_percent is not None and totals:
         legend.append(
             (
                 f"alert at {threshold_percent:g} % (total)",
-                f'<line x1="0" x2="10" y1="5" y2="5" stroke="{THRESHOLD}" stroke-dasharray="4 2" stroke-width="2"/>',
+                f'<line x1="0" x2="10" y1="5" y2="5" stroke="{THRESHOLD}" stroke-width="2.5"/>',
             )
         )
     x0 = WIDTH - RIGHT - LEGEND_WIDTH + 12

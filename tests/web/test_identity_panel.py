@@ -72,6 +72,7 @@ def test_showing_the_identity_is_audited_and_never_cached(request, browser_clien
     assert event.occurred_at is not None
     # The correction form only for the site's clinical staff; a monitor reads only.
     assert ('name="reason"' in html) is (who != "monitor")
+    assert "(optional)" not in html  # a correction needs its reason, and the form says so
 
 
 def test_the_identity_is_read_only_on_a_post(browser_client, subject, coordinator_a):

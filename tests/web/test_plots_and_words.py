@@ -46,7 +46,7 @@ def _rects(svg: str) -> list[dict]:
         }
         for m in re.finditer(
             r'<rect (?P<cls>class="total" )?x="(?P<x>[\d.]+)" y="(?P<y>[\d.]+)" width="(?P<w>[\d.]+)" '
-            r'height="(?P<h>[\d.]+)" fill="(?P<fill>#\w+)"><title>(?P<title>[^<]+)</title>',
+            r'height="(?P<h>[\d.]+)" fill="(?P<fill>#\w+)"[^>]*><title>(?P<title>[^<]+)</title>',
             svg,
         )
     ]
