@@ -16,10 +16,9 @@ import contextlib
 from django import forms as django_forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
+from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
 
 from compliance import sponsor
 from config.errors import RuleViolation
@@ -86,10 +85,14 @@ def _page(request, subject: Subject, *, identity=None, form=None, status=200):
 
 @never_cache
 @login_required
-@require_POST
 def subject_identity(request, pk):
     """``action=show``: read (audited) and show the identity, with the correction form for
-    those who may correct it. ``action=correct``: record or correct it."""
+    those who may correct it. ``action=correct``: record or correct it. POST only; a
+    sponsor gets 404 whatever the method, as on every page not theirs."""
+    if request.method != "POST":
+        if sponsor.applies_to(request.user):
+            raise Http404
+        return HttpResponseNotAllowed(["POST"])
     subject = _subject_or_refuse(request, pk)
     editable = access.can_write_identity(request.user, subject)
     if request.POST.get("action") == CORRECT:
