@@ -4,8 +4,11 @@ signed is still what is stored (21 CFR 11.50, 11.70, 11.200).
 A *signable kind* is a model label and a function that returns the record's canonical
 content as plain JSON values. The signature keeps the SHA-256 of that content's
 canonical bytes (sorted keys, no whitespace, UTF-8: the audit trail's own form), so a
-later change to any signed value, or a record added to a signed visit, changes the hash
-and ``signatures_verify`` marks the signature invalid and audits it.
+later change to any signed value, or a record added to a signed visit, changes the hash:
+the service that makes the change marks the signature invalid and audits it in its own
+transaction (``signature_invalidate_if_changed``, reached through
+``audit.chain.record_change``); ``signatures_verify`` re-checks for display and writes
+nothing.
 """
 
 from __future__ import annotations
@@ -343,8 +346,9 @@ def _what_changed(signature: Signature) -> str:
 
 def signature_invalidate_if_changed(obj, *, actor=None, reason: str = "") -> list[Signature]:
     """Mark every valid signature on ``obj`` whose content hash no longer matches as
-    invalid, and audit each. Edit services may call it after a change; reads call it
-    through ``signatures_verify``. Returns the signatures invalidated now."""
+    invalid, and audit each. Edit services call it after a change (``record_change``), the
+    report's build before it lists signatures; a read never does (``signatures_verify``).
+    Returns the signatures invalidated now."""
     try:
         kind = kind_for(obj)
     except RuleViolation:
@@ -388,6 +392,25 @@ def signature_invalidate_if_changed(obj, *, actor=None, reason: str = "") -> lis
 
 
 def signatures_verify(obj, *, actor=None) -> list[Signature]:
-    """Every signature on ``obj``, after re-checking the content hash of the valid ones."""
-    signature_invalidate_if_changed(obj, actor=actor)
-    return list(signatures_of(obj))
+    """Every signature on ``obj``, the valid ones re-checked against its content, for display.
+
+    A read writes nothing (a GET never changes data): a change made through a service has
+    already invalidated the signature in its own transaction (``audit.chain.record_change``).
+    A stored valid signature whose hash no longer matches (the content changed outside the
+    services) is shown invalid, ``content_changed`` set, and stays valid in the database
+    until the report's re-check (``signature_invalidate_if_changed``) records it.
+    ``actor`` is kept for the callers; nothing is recorded in their name."""
+    signatures = list(signatures_of(obj))
+    if not any(s.valid for s in signatures):
+        return signatures
+    try:
+        digest = content_sha256(obj)
+    except RuleViolation:
+        return signatures
+    for signature in signatures:
+        signature.content_changed = signature.valid and signature.content_sha256 != digest  # for display
+        if signature.content_changed:
+            # In memory only, for the page or the API answer: never saved from here.
+            signature.valid = False
+            signature.invalidation_reason = _what_changed(signature)
+    return signatures

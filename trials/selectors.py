@@ -24,6 +24,7 @@ from trials.models import (
     NanoparticleLot,
     Site,
     Subject,
+    SubjectIdentity,
     Trial,
 )
 from trials.permissions.access import active_memberships, sponsor_trial_ids, visible_site_ids, visible_trial_ids
@@ -199,3 +200,9 @@ def latest_effective_document(trial: Trial, *, on: dt.date) -> ConsentDocument |
         .order_by("-effective_date", "-irb_approval_date", "-id")
         .first()
     )
+
+
+def identity_recorded(subject: Subject) -> bool:
+    """Whether ``subject`` has an identity on record: a yes or no, none of its values (not a
+    read of identifiable data, and so not audited)."""
+    return SubjectIdentity.objects.filter(subject=subject).exists()

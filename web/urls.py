@@ -1,7 +1,7 @@
 from django.urls import path as django_path
 
 from compliance.sponsor import not_for_sponsors
-from web import live_views, signature_views, views
+from web import identity_views, live_views, signature_views, views
 
 app_name = "web"
 
@@ -26,6 +26,9 @@ urlpatterns = [
     path("subjects/<int:pk>/edit/", views.subject_correct, name="subject-correct"),
     path("subjects/<int:pk>/status/", views.subject_status, name="subject-status"),
     path("subjects/<int:pk>/rois/", views.roi_define, name="roi-define"),
+    # Not wrapped for sponsors: the view answers a sponsor 404 itself, after putting the
+    # attempt on the access log (every refused read of identifiable data is recorded).
+    django_path("subjects/<int:pk>/identity/", identity_views.subject_identity, name="subject-identity"),
     path("injections/<int:pk>/edit/", views.injection_correct, name="injection-correct"),
     path("consents/<int:pk>/edit/", views.consent_correct, name="consent-correct"),
     path("consents/<int:pk>/withdraw/", views.consent_withdraw, name="consent-withdraw"),

@@ -43,7 +43,7 @@ from trials.services import injections as injections_services
 from trials.services import lots as lots_services
 from trials.services import subjects as subjects_services
 from trials.services.batches import LABELLING_FIELDS
-from web import forms, live_data, plots, queries, volume
+from web import forms, identity_views, live_data, plots, queries, volume
 from web import operations as operations_page
 from web.permissions import may_export, may_write, require_trial_resource_write, require_write
 
@@ -133,7 +133,10 @@ def _roi_form(request, subject, data=None):
 
 def _subject_page(request, subject, sign_form, status=200, roi_form=None):
     timeline = queries.subject_timeline(request.user, subject)
-    retention, groups = plots.plot_data(imaging_selectors.time_course(subject))
+    retention, groups = plots.plot_data(
+        imaging_selectors.time_course(subject),
+        off_target_totals={s.pk: (s.metrics_summary or {}).get("off_target_percent") for s in timeline["scans"]},
+    )
     roles = access.roles_at(request.user, subject.site)
     user, site = request.user, subject.site
     return render(
@@ -171,6 +174,7 @@ def _subject_page(request, subject, sign_form, status=200, roi_form=None):
             # Injected with a tracer no calibration at the site fits: every upload will be refused.
             "calibration_gaps": _calibration_gaps(site, [i.batch.nanoparticle_lot for i in timeline["injections"]]),
             "gap_site": site,
+            **identity_views.identity_panel(user, subject),
         },
         status=status,
     )
@@ -672,6 +676,10 @@ def _scan_page(request, scan, sign_form, status=200, export_form=None, pacs_form
                 "colour_bar": volume.colour_bar(vol.vmax),
                 "legend": volume.roi_legend(masks),
                 "grid": {"nx": nx, "ny": ny, "nz": nz},
+                # Its place among the scan's reconstructions: ``attempt`` counts the pipeline's
+                # claims (validation included), so a first reconstruction has attempt 2.
+                "reconstruction_number": scan.reconstructions.filter(attempt__lte=reconstruction.attempt).count(),
+                "reconstruction_count": scan.reconstructions.count(),
                 "signatures": signatures.signatures_verify(reconstruction, actor=request.user),
             }
         )

@@ -144,3 +144,11 @@ def test_it_records_identity_through_the_api(api, subject, coordinator_a):
     assert response.status_code == 200, response.json()
     assert SubjectIdentity.objects.get(subject=subject).medical_record_number == "MRN-1"
     assert last_event().action == AuditAction.IDENTITY_CREATED
+
+
+def test_it_refuses_a_correction_that_changes_nothing(subject, coordinator_a, nothing_written):
+    values = {"full_name": "Hans Beispiel", "date_of_birth": DOB, "medical_record_number": "MRN-77123"}
+    subject_identity_set(actor=coordinator_a, subject=subject, **values)
+    with nothing_written(), pytest.raises(RuleViolation) as caught:
+        subject_identity_set(actor=coordinator_a, subject=subject, reason="checked against the ID card", **values)
+    assert (caught.value.code, status_for(caught.value.code)) == ("no_change", 400)

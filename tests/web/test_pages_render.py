@@ -29,7 +29,7 @@ def test_it_renders_the_subject_timeline_with_plots(browser_client, coordinator_
     html = page.content.decode()
     assert page.status_code == 200
     assert "Retention at the target over time" in html  # the SVG's <title>
-    assert "Off-target iron by organ" in html
+    assert "Off-target iron by region" in html
     assert quantified.injection.batch.chain_of_identity_id in html
 
 

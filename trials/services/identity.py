@@ -53,6 +53,11 @@ def subject_identity_set(
             "The date of birth cannot be in the future.",
             field="date_of_birth",
         )
+    if existing is not None and all(
+        getattr(existing, name) == value
+        for name, value in zip(_IDENTITY_FIELDS, (full_name, date_of_birth, medical_record_number), strict=True)
+    ):
+        raise RuleViolation("no_change", "The correction changes nothing in this identity.")
     before = _identity_fingerprints(existing, subject.trial)
     identity = existing or SubjectIdentity(subject=subject)
     identity.full_name = full_name

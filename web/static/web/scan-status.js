@@ -37,9 +37,11 @@
     }
     var stage = $("scan-stage");
     if (stage) {
+      // The badge beside it already says the status: the stage line adds only what the
+      // badge cannot (the reconstruction's progress), never the status again.
       stage.textContent = scan.status === "reconstructing" && scan.progress
         ? "reconstruction: " + scan.progress.stage + " · " + Math.round(scan.progress.percent) + " %"
-        : scan.status;
+        : "";
     }
     var reason = $("scan-reason");
     if (reason) {
