@@ -164,6 +164,7 @@ INSTALLED_APPS = [
     # live -> imaging -> trials -> audit -> outbox -> ops; the contracts in pyproject.toml hold it).
     "ops",  # health checks and worker heartbeats: below every app, it imports none
     "outbox",  # tasks written with the change that made them due, relayed to the broker
+    "idempotency",  # one-time form tokens and the API's Idempotency-Key: no double submission
     "audit",
     "compliance",
     "trials",
@@ -187,6 +188,9 @@ MIDDLEWARE = [
     "audit.middleware.IdleTimeoutMiddleware",
     "compliance.middleware.TwoFactorRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After sessions, auth and messages: a second submission of a form token or an
+    # Idempotency-Key is answered with the first one's result, without running the view.
+    "idempotency.middleware.IdempotencyMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: it turns a flagged lockout into the lockout response.
