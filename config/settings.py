@@ -130,6 +130,9 @@ for _name, _key in [("AUDIT_HMAC_KEY", AUDIT_HMAC_KEY)] + [
             f"{_name}: an audit chain key must be at least 32 bytes long "
             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
         )
+# How long a form token or an API Idempotency-Key answers a repeat with the first answer
+# (idempotency.store): long enough for any retry, short enough to keep the table small.
+IDEMPOTENCY_KEY_TTL = envint("IDEMPOTENCY_KEY_TTL", 24 * 3600, minimum=3600)
 AUDIT_CHECKPOINT_EVERY_EVENTS = envint("AUDIT_CHECKPOINT_EVERY_EVENTS", 1000, minimum=1)
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = envint("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600, minimum=60)
 CELERY_BEAT_SCHEDULE = {
