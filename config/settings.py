@@ -130,6 +130,9 @@ for _name, _key in [("AUDIT_HMAC_KEY", AUDIT_HMAC_KEY)] + [
             f"{_name}: an audit chain key must be at least 32 bytes long "
             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
         )
+# How long a form token or an API Idempotency-Key answers a repeat with the first answer
+# (idempotency.store): long enough for any retry, short enough to keep the table small.
+IDEMPOTENCY_KEY_TTL = envint("IDEMPOTENCY_KEY_TTL", 24 * 3600, minimum=3600)
 AUDIT_CHECKPOINT_EVERY_EVENTS = envint("AUDIT_CHECKPOINT_EVERY_EVENTS", 1000, minimum=1)
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = envint("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600, minimum=60)
 CELERY_BEAT_SCHEDULE = {
@@ -164,6 +167,7 @@ INSTALLED_APPS = [
     # live -> imaging -> trials -> audit -> outbox -> ops; the contracts in pyproject.toml hold it).
     "ops",  # health checks and worker heartbeats: below every app, it imports none
     "outbox",  # tasks written with the change that made them due, relayed to the broker
+    "idempotency",  # one-time form tokens and the API's Idempotency-Key: no double submission
     "audit",
     "compliance",
     "trials",
@@ -187,6 +191,9 @@ MIDDLEWARE = [
     "audit.middleware.IdleTimeoutMiddleware",
     "compliance.middleware.TwoFactorRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After sessions, auth and messages: a second submission of a form token or an
+    # Idempotency-Key is answered with the first one's result, without running the view.
+    "idempotency.middleware.IdempotencyMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: it turns a flagged lockout into the lockout response.

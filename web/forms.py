@@ -9,13 +9,16 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.fields import BaseTemporalField
 from django.utils import timezone
 
 from compliance.models import SCAN_EXPORT_KINDS, Export, SignatureMeaning
 from config.errors import RuleViolation
 from recon.quantify import GEOMETRY_SIZE_KEYS
+from trials import site_time
 from trials.models import BatchProductType, CellBatch, ConsentScope, InjectionRoute, LotQcStatus, SubjectStatus
 from trials.services.batches import LABELLING_FIELDS
+from web import pending_uploads
 
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
 
@@ -59,14 +62,55 @@ class DateTimeInput(forms.DateTimeInput):
         super().__init__(format="%Y-%m-%dT%H:%M", **kwargs)
 
 
-def date_time_field(label: str, help_text: str = "", **kwargs) -> forms.DateTimeField:
-    return forms.DateTimeField(
+class SiteDateTimeField(forms.DateTimeField):
+    """A date-time typed on the site's clock (``time_zone``, set by the form for its site),
+    cleaned to UTC; a stored time is shown on the site's clock again (trials.site_time)."""
+
+    time_zone = "UTC"
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        # The typed text, read with no zone applied: the site's is applied below.
+        wall = value if isinstance(value, dt.datetime) else BaseTemporalField.to_python(self, value)
+        return None if wall is None else site_time.to_utc(wall, self.time_zone)
+
+    def prepare_value(self, value):
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            return site_time.at_site(value, self.time_zone).replace(tzinfo=None)
+        return value
+
+    def read_on(self, zone_name: str) -> None:
+        self.time_zone = zone_name
+        self.help_text = f"Time in {site_time.label(zone_name)}, the site's clock; stored in UTC."
+
+
+def date_time_field(label: str, **kwargs) -> SiteDateTimeField:
+    return SiteDateTimeField(
         label=label,
         input_formats=DATETIME_FORMATS,
         widget=DateTimeInput(),
-        help_text=help_text or "Your browser's local time.",
+        help_text="Time in UTC.",
         **kwargs,
     )
+
+
+def _now_to_the_minute() -> dt.datetime:
+    return timezone.now().replace(second=0, microsecond=0)
+
+
+class SiteTimesForm(forms.Form):
+    """A form whose date-times are entered on one site's clock (``site=``)."""
+
+    def __init__(self, *args, site=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read_times_on(site.time_zone if site is not None else "UTC")
+
+    def read_times_on(self, zone_name: str) -> None:
+        for name, field in self.fields.items():
+            if isinstance(field, SiteDateTimeField):
+                field.read_on(zone_name)
+                self[name].help_text = field.help_text  # a bound field copies it when made
 
 
 def apply_errors(form: forms.Form, exc: Exception) -> None:
@@ -109,14 +153,14 @@ class SubjectEnrolForm(forms.Form):
         return data
 
 
-class ConsentSignForm(forms.Form):
+class ConsentSignForm(SiteTimesForm):
     document = ModelChoice(queryset=None, empty_label=None, label="Consent document version")
     scopes = forms.MultipleChoiceField(
         choices=ConsentScope.choices,
         widget=forms.CheckboxSelectMultiple,
         initial=[ConsentScope.IMAGING, ConsentScope.LONGITUDINAL_IMAGING],
     )
-    signed_at = date_time_field("Signed at", initial=lambda: timezone.localtime().replace(second=0, microsecond=0))
+    signed_at = date_time_field("Signed at", initial=_now_to_the_minute)
 
     def __init__(self, *args, documents, **kwargs):
         super().__init__(*args, **kwargs)
@@ -129,7 +173,9 @@ class ConsentWithdrawForm(forms.Form):
         choices=ConsentScope.choices, widget=forms.CheckboxSelectMultiple, label="Scopes withdrawn"
     )
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3}), required=False, help_text="Required: recorded in the audit trail."
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Recorded in the audit trail.",
+        error_messages={"required": "Give a reason: it is recorded in the audit trail."},
     )
 
     def __init__(self, *args, consent, **kwargs):
@@ -157,12 +203,50 @@ class LotRegisterForm(forms.Form):
     polydispersity_index = forms.DecimalField(label="Polydispersity index", max_digits=4, decimal_places=3)
     coating = forms.CharField(max_length=120)
     certificate_of_analysis = forms.FileField(
-        label="Certificate of analysis", help_text="PDF or scan; its SHA-256 is recorded."
+        label="Certificate of analysis",
+        help_text="PDF or scan; its SHA-256 is recorded.",
+        error_messages={"required": "Attach the certificate of analysis."},
     )
+    certificate_token = forms.CharField(required=False, widget=forms.HiddenInput)
 
-    def __init__(self, *args, trials, **kwargs):
+    def __init__(self, *args, trials, user=None, **kwargs):
         super().__init__(*args, **kwargs)
         _model_choice(self, "trial").queryset = trials
+        self.user = user
+        if kept := pending_uploads.name_of(self.data.get("certificate_token", "")):
+            self._say_kept(kept)
+            # The file kept from a refused attempt (certificate_token) counts: clean().
+            self.fields["certificate_of_analysis"].required = False
+
+    def _say_kept(self, name: str) -> None:
+        text = f"Attached: {name}, kept from your last attempt. Choose another file only to replace it."
+        self.fields["certificate_of_analysis"].help_text = text
+        self["certificate_of_analysis"].help_text = text  # the bound field copied it when made
+
+    def clean(self):
+        data = super().clean() or {}
+        field = self.fields["certificate_of_analysis"]
+        if not data.get("certificate_of_analysis") and not field.required:
+            kept = pending_uploads.take(self.user, data.get("certificate_token", "")) if self.user else None
+            if kept is None:
+                self.add_error("certificate_of_analysis", field.error_messages["required"])
+            else:
+                data["certificate_of_analysis"] = kept
+        field.required = True  # as the page shown again says
+        return data
+
+    def service_arguments(self) -> dict:
+        return {k: v for k, v in self.cleaned_data.items() if k != "certificate_token"}
+
+    def keep_certificate(self) -> None:
+        """After a refusal: the attached file is kept, and named in the page shown again."""
+        uploaded = self.files.get("certificate_of_analysis")
+        if uploaded is None or self.user is None:
+            return
+        token = pending_uploads.keep(self.user, uploaded)
+        # Shown again in the hidden field (one value per name: this form has no multiple choice).
+        self.data = {**{name: self.data.get(name) for name in self.data}, "certificate_token": token}
+        self._say_kept(uploaded.name or "")
 
 
 def confirm_field(label: str) -> forms.BooleanField:
@@ -172,14 +256,18 @@ def confirm_field(label: str) -> forms.BooleanField:
 
 class LotQcForm(forms.Form):
     qc_status = forms.ChoiceField(choices=LotQcStatus.choices, label="QC status")
-    reason = forms.CharField(max_length=500, required=False)
+    reason = forms.CharField(
+        max_length=500,
+        help_text="Recorded in the audit trail.",
+        error_messages={"required": "Give a reason: it is recorded in the audit trail."},
+    )
     confirm = confirm_field(
         "I confirm a rejection: it is final, and no batch labelled with this lot at any site "
         "can be released or injected afterwards."
     )
 
 
-class BatchRegisterForm(forms.Form):
+class BatchRegisterForm(SiteTimesForm):
     site = ModelChoice(queryset=None, empty_label=None)
     batch_code = forms.CharField(max_length=64)
     product_type = forms.ChoiceField(choices=BatchProductType.choices)
@@ -197,9 +285,21 @@ class BatchRegisterForm(forms.Form):
         super().__init__(*args, **kwargs)
         _model_choice(self, "site").queryset = sites
         _model_choice(self, "donor_subject").queryset = subjects
+        zones = sorted({site.time_zone for site in sites})
+        if len(zones) == 1:
+            self.read_times_on(zones[0])
+        else:  # read on the clock of the site chosen above (clean_site, before this field)
+            self.fields["manufactured_at"].help_text = "Time on the chosen site's clock: " + ", ".join(
+                f"{site.code}: {site_time.label(site.time_zone)}" for site in sites
+            )
+
+    def clean_site(self):
+        site = self.cleaned_data["site"]
+        self.read_times_on(site.time_zone)
+        return site
 
 
-class BatchLabelForm(forms.Form):
+class BatchLabelForm(SiteTimesForm):
     nanoparticle_lot = ModelChoice(queryset=None, empty_label=None)
     incubation_concentration_ug_fe_per_ml = forms.DecimalField(
         label="Incubation (µg Fe/mL)", max_digits=10, decimal_places=3
@@ -216,11 +316,15 @@ class BatchLabelForm(forms.Form):
 
 class BatchReleaseForm(forms.Form):
     release_status = forms.ChoiceField(choices=CellBatch.ReleaseStatus.choices)
-    reason = forms.CharField(max_length=500, required=False)
+    reason = forms.CharField(
+        max_length=500,
+        help_text="Recorded in the audit trail.",
+        error_messages={"required": "Give a reason: it is recorded in the audit trail."},
+    )
     confirm = confirm_field("I confirm a rejection: it is final, and none of the batch's cells can be injected.")
 
 
-class InjectionForm(forms.Form):
+class InjectionForm(SiteTimesForm):
     """Four eyes: the verifier is chosen from the site's clinical staff and re-enters
     their own password at the bedside, so the record says who checked the dose."""
 
@@ -388,7 +492,7 @@ class SubjectStatusForm(forms.Form):
         _choice(self, "status").choices = [(v, label) for v, label in SubjectStatus.choices if v != current]
 
 
-class InjectionCorrectForm(forms.Form):
+class InjectionCorrectForm(SiteTimesForm):
     administered_cells = forms.IntegerField(label="Cells administered")
     volume_ml = forms.DecimalField(label="Volume (mL)", max_digits=8, decimal_places=3)
     route = forms.ChoiceField(choices=InjectionRoute.choices)
@@ -428,7 +532,7 @@ class LotCorrectForm(forms.Form):
     reason = reason_field()
 
 
-class BatchCorrectForm(forms.Form):
+class BatchCorrectForm(SiteTimesForm):
     cell_count = forms.IntegerField(label="Cell count")
     viability_percent = forms.DecimalField(label="Viability (%)", max_digits=5, decimal_places=2)
     manufactured_at = date_time_field("Manufactured at")
@@ -452,7 +556,7 @@ class BatchCorrectForm(forms.Form):
                 del self.fields[name]
 
 
-class ConsentCorrectForm(forms.Form):
+class ConsentCorrectForm(SiteTimesForm):
     signed_at = date_time_field("Signed at")
     scopes = forms.MultipleChoiceField(choices=ConsentScope.choices, widget=forms.CheckboxSelectMultiple)
     reason = reason_field()

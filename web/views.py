@@ -34,6 +34,7 @@ from imaging.services import scan_claims as scan_claims_services
 from imaging.services import scan_uploads as scan_uploads_services
 from imaging.services import scanners as scanners_services
 from trials import selectors as trial_selectors
+from trials import site_time
 from trials.models import CellBatch, LotQcStatus, Role, SubjectStatus
 from trials.permissions import access
 from trials.services import batches as batches_services
@@ -219,7 +220,7 @@ def consent_sign(request, pk):
         .filter(trial=subject.trial)
         .order_by("-effective_date")
     )
-    form = forms.ConsentSignForm(request.POST or None, documents=documents)
+    form = forms.ConsentSignForm(request.POST or None, documents=documents, site=subject.site)
     if request.method == "POST" and _submit(
         form,
         lambda d: consent_services.consent_sign(
@@ -269,14 +270,19 @@ def consent_withdraw(request, pk):
 def injection_record(request, pk):
     subject = _subject(request, pk)
     require_write(request.user, access.INJECTION_ROLES, site=subject.site)
+    # Only what the service accepts: released, for this subject (allogeneic or their own cells), lot in date.
     batches = (
         trial_selectors.batches_visible_to(request.user)
-        .filter(site=subject.site, release_status=CellBatch.ReleaseStatus.RELEASED)
+        .filter(injections_services.injectable_batches(subject, site_time.today(subject.site.time_zone)))
         .order_by("batch_code")
     )
     staff = queries.clinical_staff(subject.site)
     form = forms.InjectionForm(
-        request.POST or None, batches=batches, staff=staff, initial={"administered_by": request.user.pk}
+        request.POST or None,
+        batches=batches,
+        staff=staff,
+        initial={"administered_by": request.user.pk},
+        site=subject.site,
     )
 
     def record(d):
@@ -366,12 +372,14 @@ def lot_register(request):
     trials = queries.trials_where_trial_wide(request.user, access.TRIAL_RESOURCE_ROLES)
     if not trials.exists():
         raise Http404
-    form = forms.LotRegisterForm(request.POST or None, request.FILES or None, trials=trials)
+    form = forms.LotRegisterForm(request.POST or None, request.FILES or None, trials=trials, user=request.user)
     if request.method == "POST" and (
-        lot := _submit(form, lambda d: lots_services.lot_register(actor=request.user, **d))
+        lot := _submit(form, lambda d: lots_services.lot_register(actor=request.user, **form.service_arguments()))
     ):
         messages.success(request, f"Lot {lot.lot_number} registered (quarantined until QC release).")
         return redirect("web:products")
+    if request.method == "POST":
+        form.keep_certificate()  # refused: the file need not be attached again
     return _form_page(
         request,
         "web/form.html",
@@ -426,8 +434,13 @@ def _batch(request, pk):
 def batch_label(request, pk):
     batch = _batch(request, pk)
     require_write(request.user, access.PRODUCT_ROLES, site=batch.site)
-    lots = trial_selectors.lots_visible_to(request.user).filter(trial=batch.trial).order_by("lot_number")
-    form = forms.BatchLabelForm(request.POST or None, lots=lots)
+    # Only lots the service accepts: released and in date at the batch's site today.
+    lots = (
+        trial_selectors.lots_visible_to(request.user)
+        .filter(lots_services.usable_lots(site_time.today(batch.site.time_zone)), trial=batch.trial)
+        .order_by("lot_number")
+    )
+    form = forms.BatchLabelForm(request.POST or None, lots=lots, site=batch.site)
     if request.method == "POST" and (
         labelled := _submit(form, lambda d: batches_services.batch_label(actor=request.user, batch=batch, **d))
     ):
@@ -985,7 +998,9 @@ def injection_correct(request, pk):
         "verified_by",
     ]
     current = _initial(injection, names)
-    form = forms.InjectionCorrectForm(request.POST or None, staff=queries.clinical_staff(subject.site), initial=current)
+    form = forms.InjectionCorrectForm(
+        request.POST or None, staff=queries.clinical_staff(subject.site), initial=current, site=subject.site
+    )
     return _correct(
         request,
         obj=injection,
@@ -1012,7 +1027,9 @@ def consent_correct(request, pk):
     require_write(request.user, access.CONSENT_ROLES, site=subject.site)
     scopes_locked = bool(consent.withdrawn_scopes)
     current = {"signed_at": consent.signed_at, **({} if scopes_locked else {"scopes": list(consent.scopes)})}
-    form = forms.ConsentCorrectForm(request.POST or None, scopes_locked=scopes_locked, initial=current)
+    form = forms.ConsentCorrectForm(
+        request.POST or None, scopes_locked=scopes_locked, initial=current, site=consent.subject.site
+    )
     return _correct(
         request,
         obj=consent,
@@ -1054,7 +1071,9 @@ def batch_correct(request, pk):
     names = [name for name in batches_services.BATCH_CORRECTABLE if labelling or name not in LABELLING_FIELDS]
     current = _initial(batch, names)
     lots = trial_selectors.lots_visible_to(request.user).filter(trial=batch.trial).order_by("lot_number")
-    form = forms.BatchCorrectForm(request.POST or None, lots=lots, labelling=labelling, initial=current)
+    form = forms.BatchCorrectForm(
+        request.POST or None, lots=lots, labelling=labelling, initial=current, site=batch.site
+    )
     return _correct(
         request,
         obj=batch,

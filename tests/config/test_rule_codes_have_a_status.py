@@ -58,6 +58,7 @@ CONFLICTS = frozenset(
         "lot_expired",
         "lot_expiry_before_use",
         "lot_not_released",
+        "lot_number_taken",  # the manufacturer's lot is registered once
         "lot_rejected",
         "no_frames_recorded",
         "no_system_matrix",

@@ -59,9 +59,9 @@ def chromium():
 class Session:
     """One signed-in browser context (its own cookies) for one member of the cast."""
 
-    def __init__(self, browser, base_url: str):
+    def __init__(self, browser, base_url: str, timezone_id: str = "UTC"):
         self.context = browser.new_context(
-            viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="en-GB", timezone_id="UTC"
+            viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="en-GB", timezone_id=timezone_id
         )
         self.context.set_default_timeout(15_000)
         self.page = self.context.new_page()
@@ -93,8 +93,8 @@ def browse(chromium, live_server):
     """``browse(user)`` -> a signed-in Session; closed after the test."""
     sessions = []
 
-    def make(user=None):
-        session = Session(chromium, live_server.url)
+    def make(user=None, timezone_id: str = "UTC"):
+        session = Session(chromium, live_server.url, timezone_id=timezone_id)
         sessions.append(session)
         return session.login(user) if user is not None else session
 

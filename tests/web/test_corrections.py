@@ -5,6 +5,7 @@ refusals show next to their field and write nothing, and other sites get 404."""
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from decimal import Decimal
 
 import pytest
@@ -17,7 +18,8 @@ from tests.conftest import last_event
 
 
 def _local(value: dt.datetime) -> str:
-    return timezone.localtime(value).strftime("%Y-%m-%dT%H:%M")
+    # Typed on the site's clock (site A: Europe/Berlin), as the form says (trials.site_time).
+    return value.astimezone(zoneinfo.ZoneInfo("Europe/Berlin")).strftime("%Y-%m-%dT%H:%M")
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ the field, and a refused form writes nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 
 from django.utils import timezone
 
@@ -14,7 +15,8 @@ from trials.models import Consent, Injection, Subject, SubjectIdentity
 
 
 def _local(value: dt.datetime) -> str:
-    return timezone.localtime(value).strftime("%Y-%m-%dT%H:%M")
+    # Typed on the site's clock (site A: Europe/Berlin), as the form says (trials.site_time).
+    return value.astimezone(zoneinfo.ZoneInfo("Europe/Berlin")).strftime("%Y-%m-%dT%H:%M")
 
 
 def test_it_enrols_a_subject_with_identity(browser_client, coordinator_a, site_a):

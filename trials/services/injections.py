@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import Q
 
 from audit import credentials
 from audit.actions import AuditAction
@@ -32,7 +33,7 @@ from trials.services._common import (
 )
 from trials.services._corrections import _IDS, _apply, _positive, _require_change, _require_correctable
 from trials.services.consent import assert_scope_active
-from trials.services.lots import _check_lot_unexpired, _check_lot_usable
+from trials.services.lots import _check_lot_unexpired, _check_lot_usable, usable_lots
 
 
 def _require_clinical_member(user, site: Site, field: str, who: str) -> None:
@@ -109,6 +110,16 @@ def _check_cells_available(batch: CellBatch, requested: int, *, correcting: int 
             f"Batch {batch.batch_code} has {left:,} {what}; {requested:,} requested.",
             field="administered_cells",
         )
+
+
+def injectable_batches(subject: Subject, on: dt.date) -> Q:
+    """The batches ``injection_record`` accepts for ``subject`` on a day, as a query (the
+    checks below, one by one, say why another batch is refused): the injection form offers these."""
+    return (
+        Q(trial_id=subject.trial_id, site_id=subject.site_id, release_status=CellBatch.ReleaseStatus.RELEASED)
+        & (Q(allogeneic=True) | Q(donor_subject_id=subject.pk))
+        & usable_lots(on, prefix="nanoparticle_lot__")
+    )
 
 
 def injection_record(

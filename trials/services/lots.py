@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.actions import AuditAction
@@ -38,6 +39,46 @@ def _iron_concentrations(mg_per_ml: Decimal | None, mmol_per_l: Decimal | None) 
     )
 
 
+def _check_lot_values(lot: NanoparticleLot) -> None:
+    """The lot's check constraints, asked first in plain words next to their field (the
+    database's constraint names are never what a person reads): registration and correction."""
+    _positive(lot.iron_mg_per_ml, field="iron_mg_per_ml", what="The iron concentration")
+    _positive(lot.iron_mmol_per_l, field="iron_mmol_per_l", what="The iron concentration")
+    _positive(lot.core_size_nm, field="core_size_nm", what="The core size")
+    _positive(lot.hydrodynamic_size_nm, field="hydrodynamic_size_nm", what="The hydrodynamic size")
+    expected = iron_mmol_per_l_disagreeing(lot.iron_mg_per_ml, lot.iron_mmol_per_l)
+    if expected is not None:
+        raise RuleViolation(
+            "iron_concentrations_disagree",
+            f"{lot.iron_mmol_per_l} mmol/L disagrees with "
+            f"{lot.iron_mg_per_ml} mg Fe/mL (expected {expected} mmol/L at 55.845 g/mol).",
+            field="iron_mmol_per_l",
+        )
+    if None not in (lot.hydrodynamic_size_nm, lot.core_size_nm) and lot.hydrodynamic_size_nm < lot.core_size_nm:
+        raise RuleViolation(
+            "hydrodynamic_smaller_than_core",
+            f"The hydrodynamic size ({lot.hydrodynamic_size_nm} "
+            f"nm) cannot be smaller than the core ({lot.core_size_nm} nm).",
+            field="hydrodynamic_size_nm",
+        )
+    _in_range(lot.polydispersity_index, 0, 1, field="polydispersity_index", what="The polydispersity index")
+
+
+def _lot_number_taken(manufacturer: str, lot_number: str) -> RuleViolation:
+    return RuleViolation(
+        "lot_number_taken",
+        f"{manufacturer} lot {lot_number} is already registered: a lot is registered once for the whole trial.",
+        field="lot_number",
+    )
+
+
+def _trial_today(trial: Trial) -> dt.date:
+    # The lot serves every site of the trial: it must be in date at the site where the
+    # day is furthest along (the platform's own date when the trial has no site yet).
+    now = timezone.now()
+    return max((_local_date(now, site) for site in trial.sites.all()), default=timezone.localdate())
+
+
 def lot_register(
     *,
     actor,
@@ -58,6 +99,13 @@ def lot_register(
         actor, trial=trial, roles=access.TRIAL_RESOURCE_ROLES, action="register nanoparticle lots"
     )
     iron_mg_per_ml, iron_mmol_per_l = _iron_concentrations(iron_mg_per_ml, iron_mmol_per_l)
+    if expiry_date < (today := _trial_today(trial)):
+        # Registered to be used: a lot already past its expiry could never label a batch.
+        raise RuleViolation(
+            "lot_expired",
+            f"Lot {lot_number} expired on {expiry_date}, before today ({today}): an expired lot is not registered.",
+            field="expiry_date",
+        )
     lot = NanoparticleLot(
         trial=trial,
         manufacturer=manufacturer,
@@ -74,16 +122,22 @@ def lot_register(
         certificate_sha256=sha256_of(certificate_of_analysis),
         qc_status=NanoparticleLot.QcStatus.QUARANTINED,  # every lot waits for QC release
     )
-    with transaction.atomic():
-        lot.full_clean()
-        lot.save()
-        _audit(
-            actor=actor,
-            action=AuditAction.LOT_REGISTERED,
-            obj=lot,
-            trial_id=trial.pk,
-            changes=diff(None, _snapshot(lot)),
-        )
+    _check_lot_values(lot)
+    if NanoparticleLot.objects.filter(manufacturer=manufacturer, lot_number=lot_number).exists():
+        raise _lot_number_taken(manufacturer, lot_number)
+    try:
+        with transaction.atomic():
+            lot.full_clean()
+            lot.save()
+            _audit(
+                actor=actor,
+                action=AuditAction.LOT_REGISTERED,
+                obj=lot,
+                trial_id=trial.pk,
+                changes=diff(None, _snapshot(lot)),
+            )
+    except IntegrityError as exc:  # registered by someone else since the check above
+        raise _lot_number_taken(manufacturer, lot_number) from exc
     return lot
 
 
@@ -126,6 +180,12 @@ def lot_set_qc_status(
             reason=reason,
         )
     return lot
+
+
+def usable_lots(on: dt.date, *, prefix: str = "") -> Q:
+    """The lots ``_check_lot_usable`` lets through on a day, as a query (``prefix``: the path
+    from another model, "nanoparticle_lot__"): what a form offers is what the service accepts."""
+    return Q(**{f"{prefix}qc_status": NanoparticleLot.QcStatus.RELEASED, f"{prefix}expiry_date__gte": on})
 
 
 def _check_lot_usable(lot: NanoparticleLot, on: dt.date, *, field: str) -> None:
@@ -185,25 +245,7 @@ def lot_correct(*, actor, lot: NanoparticleLot, reason: str, **fields) -> Nanopa
         before = _snapshot(lot, fields)
         _apply(lot, fields)
         changes = _require_change("nanoparticle lot", before, _snapshot(lot, fields))
-        _positive(lot.iron_mg_per_ml, field="iron_mg_per_ml", what="The iron concentration")
-        _positive(lot.iron_mmol_per_l, field="iron_mmol_per_l", what="The iron concentration")
-        _positive(lot.core_size_nm, field="core_size_nm", what="The core size")
-        expected = iron_mmol_per_l_disagreeing(lot.iron_mg_per_ml, lot.iron_mmol_per_l)
-        if expected is not None:
-            raise RuleViolation(
-                "iron_concentrations_disagree",
-                f"{lot.iron_mmol_per_l} mmol/L disagrees with "
-                f"{lot.iron_mg_per_ml} mg Fe/mL (expected {expected} mmol/L at 55.845 g/mol).",
-                field="iron_mmol_per_l",
-            )
-        if lot.hydrodynamic_size_nm < lot.core_size_nm:
-            raise RuleViolation(
-                "hydrodynamic_smaller_than_core",
-                f"The hydrodynamic size ({lot.hydrodynamic_size_nm} "
-                f"nm) cannot be smaller than the core ({lot.core_size_nm} nm).",
-                field="hydrodynamic_size_nm",
-            )
-        _in_range(lot.polydispersity_index, 0, 1, field="polydispersity_index", what="The polydispersity index")
+        _check_lot_values(lot)
         if "expiry_date" in fields:
             _lot_expiry_covers_use(lot)
         lot.full_clean()

@@ -20,10 +20,21 @@ from trials.services._common import _audit, _local_date, _require_reason, _signe
 from trials.services._corrections import _IDS, _apply, _require_change, _require_correctable
 
 
+def _enrolment_date_not_in_future(enrolment_date: dt.date, site: Site) -> None:
+    # "Today" is the site's: at 23:30 UTC it may already be tomorrow in Berlin.
+    if enrolment_date > _local_date(timezone.now(), site):
+        raise RuleViolation(
+            "enrolment_date_in_future",
+            "The enrolment date cannot be in the future.",
+            field="enrolment_date",
+        )
+
+
 def subject_enrol(*, actor, site: Site, enrolment_date: dt.date, status: str = Subject.Status.SCREENING) -> Subject:
     access.require_role(actor, site=site, roles=access.ENROL_ROLES, action="enrol subjects")
     if status not in (Subject.Status.SCREENING, Subject.Status.ENROLLED):
         raise RuleViolation("invalid_initial_status", "A new subject starts in screening or enrolled.", field="status")
+    _enrolment_date_not_in_future(enrolment_date, site)
     with transaction.atomic():
         # Lock the site so two enrolments at once cannot draw the same serial.
         site = Site.objects.select_for_update().select_related("trial").get(pk=site.pk)
@@ -97,12 +108,8 @@ def subject_correct(*, actor, subject: Subject, reason: str, **fields) -> Subjec
     access.require_role(actor, site=subject.site, roles=access.ENROL_ROLES, action="correct a subject")
     reason = _require_reason(reason)
     _require_correctable("subject", fields, correctable=_SUBJECT_CORRECTABLE, locked=_SUBJECT_LOCKED)
-    if "enrolment_date" in fields and fields["enrolment_date"] > _local_date(timezone.now(), subject.site):
-        raise RuleViolation(
-            "enrolment_date_in_future",
-            "The enrolment date cannot be in the future.",
-            field="enrolment_date",
-        )
+    if "enrolment_date" in fields:
+        _enrolment_date_not_in_future(fields["enrolment_date"], subject.site)
     with transaction.atomic():
         subject = Subject.objects.select_for_update(of=("self",)).select_related("site", "trial").get(pk=subject.pk)
         before = _snapshot(subject, fields)

@@ -208,7 +208,8 @@ class Command(BaseCommand):
             manufacturer="micromod",
             product="synomag-D",
             lot_number="SD-0424-11",
-            expiry_date=timezone.localdate() - dt.timedelta(days=30),
+            # Registration refuses a lot already expired: this one expires soon and fails QC.
+            expiry_date=timezone.localdate() + dt.timedelta(days=20),
             iron_mmol_per_l=Decimal("179.0671"),
             core_size_nm=Decimal("30"),
             hydrodynamic_size_nm=Decimal("50"),
@@ -217,7 +218,11 @@ class Command(BaseCommand):
             certificate_of_analysis=coa("synomag-D", "SD-0424-11"),
         )
         lot_set_qc_status(
-            actor=manager, lot=synomag, qc_status="rejected", reason="Expired before QC release", confirm=True
+            actor=manager,
+            lot=synomag,
+            qc_status="rejected",
+            reason="Failed QC: hydrodynamic size out of specification",
+            confirm=True,
         )
         return vivotrax
 

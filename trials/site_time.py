@@ -1,0 +1,81 @@
+"""Times as a site's staff read and enter them: in the site's own time zone, stored in UTC.
+
+The one home of the conversion. A form takes the wall-clock time typed at the site
+(``to_utc``); a record page shows the stored UTC time at the site, with UTC beside it
+(``at_site``). A wall-clock time that does not exist at the site (the hour skipped when
+summer time starts) or that happens twice (the hour repeated when it ends) is refused
+with words that say which, rather than guessed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from functools import lru_cache
+
+from django.core.exceptions import ValidationError
+
+
+@lru_cache(maxsize=64)
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(name or "UTC")
+
+
+def place(name: str) -> str:
+    """'Europe/Berlin' -> 'Berlin', 'America/New_York' -> 'New York'."""
+    return (name or "UTC").rsplit("/", 1)[-1].replace("_", " ")
+
+
+def abbreviations(name: str, year: int | None = None) -> str:
+    """'CET/CEST' for Berlin, 'EST/EDT' for New York, 'UTC' for UTC."""
+    year = year or dt.datetime.now(dt.UTC).year
+    tz = zone(name)
+    names = []
+    for month in (1, 7):
+        abbr = dt.datetime(year, month, 1, 12, tzinfo=tz).tzname() or ""
+        if abbr not in names:
+            names.append(abbr)
+    return "/".join(names)
+
+
+def label(name: str) -> str:
+    """'Berlin (CET/CEST)', as the forms say which clock a time is read on."""
+    abbr = abbreviations(name)
+    return abbr if place(name) == abbr else f"{place(name)} ({abbr})"
+
+
+def to_utc(wall: dt.datetime, name: str) -> dt.datetime:
+    """The UTC instant of a wall-clock time at the site. ``ValidationError`` (code
+    ``time_skipped`` or ``time_ambiguous``) when the clocks skipped or repeated it."""
+    if wall.tzinfo is not None:
+        return wall.astimezone(dt.UTC)
+    tz = zone(name)
+    early = wall.replace(tzinfo=tz, fold=0).astimezone(dt.UTC)
+    late = wall.replace(tzinfo=tz, fold=1).astimezone(dt.UTC)
+    if early == late:
+        return early
+    when = f"{wall:%Y-%m-%d %H:%M}"
+    if early.astimezone(tz).replace(tzinfo=None) != wall:
+        raise ValidationError(
+            f"{when} does not exist in {place(name)}: the clocks were put forward at that hour "
+            f"(summer time began). Check the time; the hour after the change is "
+            f"{late.astimezone(tz):%H:%M} {late.astimezone(tz).tzname()}.",
+            code="time_skipped",
+        )
+    first, second = early.astimezone(tz), late.astimezone(tz)
+    raise ValidationError(
+        f"{when} happened twice in {place(name)}: the clocks were put back at that hour (summer time "
+        f"ended), first as {first.tzname()} ({early:%H:%M} UTC), then as {second.tzname()} "
+        f"({late:%H:%M} UTC). Enter a time outside that hour, or record it through the API "
+        "with its UTC offset.",
+        code="time_ambiguous",
+    )
+
+
+def at_site(value: dt.datetime, name: str) -> dt.datetime:
+    """A stored (aware) time on the site's clock."""
+    return value.astimezone(zone(name))
+
+
+def today(name: str) -> dt.date:
+    """The date on the site's clock now."""
+    return dt.datetime.now(dt.UTC).astimezone(zone(name)).date()
