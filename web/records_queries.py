@@ -16,7 +16,7 @@ from audit.selectors import correction_history
 from imaging import selectors as imaging_selectors
 from imaging.models import Scan, ScanStatus, Upload
 from trials import selectors as trial_selectors
-from trials.models import Subject, SubjectStatus
+from trials.models import Injection, Subject, SubjectStatus
 from trials.permissions import access
 from trials.schedule import IMAGING_SCHEDULE_HOURS, TIME_POINT_WINDOW_HOURS, time_point_of
 
@@ -25,7 +25,7 @@ from trials.schedule import IMAGING_SCHEDULE_HOURS, TIME_POINT_WINDOW_HOURS, tim
 DONE, EXPECTED, OVERDUE, NOT_APPLICABLE = "done", "expected", "overdue", "not-applicable"
 STATES = {
     DONE: ("✓", "done"),
-    EXPECTED: ("○", "expected"),
+    EXPECTED: ("", "expected"),  # the mark is an open circle (records.css)
     OVERDUE: ("!", "overdue"),
     NOT_APPLICABLE: ("–", "not applicable"),
 }
@@ -68,11 +68,11 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
         subjects = subjects.filter(site_id=int(site))
     subject_list = list(subjects)
     ids = [s.pk for s in subject_list]
-    first_injection: dict[int, object] = {}
-    for injection in (
+    first_injection: dict[int, Injection] = {}
+    for given in (
         trial_selectors.injections_visible_to(user).filter(subject_id__in=ids).order_by("administered_at", "id")
     ):
-        first_injection.setdefault(injection.subject_id, injection)
+        first_injection.setdefault(given.subject_id, given)
     scans: dict[tuple[int, float], Scan] = {}
     for scan in (
         imaging_selectors.scans_visible_to(user)
@@ -81,9 +81,9 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
         .prefetch_related(None)
         .order_by("created_at")
     ):
-        injection = first_injection.get(scan.subject_id)
+        first = first_injection.get(scan.subject_id)
         point = time_point_of(scan.hours_after_injection)
-        if injection is not None and scan.injection_id == injection.pk and point is not None:
+        if first is not None and scan.injection_id == first.pk and point is not None:
             scans.setdefault((scan.subject_id, point), scan)
     rows = []
     counts: dict[str, int] = defaultdict(int)
@@ -97,9 +97,9 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
         else:
             row.cells.append(Cell(EXPECTED, "not injected yet"))
         for hours in IMAGING_SCHEDULE_HOURS:
-            scan = scans.get((subject.pk, hours))
-            if scan is not None:
-                cell = Cell(DONE, f"scan #{scan.pk} · {scan.status}", link=str(scan.pk))
+            done = scans.get((subject.pk, hours))
+            if done is not None:
+                cell = Cell(DONE, f"scan #{done.pk} · {done.status}", link=str(done.pk))
             elif injection is None:
                 cell = Cell(NOT_APPLICABLE if _closed(subject) else EXPECTED, "after the injection")
             else:

@@ -170,6 +170,7 @@ def test_refiling_from_the_page_moves_the_scan_and_audits_it(misfiled, browser_c
     # The history on the scan's own page.
     html = client.get(f"/scans/{scan.pk}/").content.decode()
     assert "Correction history" in html and REASON in html
+    assert f"/scans/{scan.pk}/refile/" in html  # the link for those who may re-file
 
 
 def test_refiling_without_a_reason_is_refused_on_the_form(misfiled, browser_client, imaging_a):
@@ -187,6 +188,7 @@ def test_the_refile_page_is_404_for_other_sites_and_other_roles(
     scan, _, _ = misfiled
     assert browser_client(coordinator_b).get(f"/scans/{scan.pk}/refile/").status_code == 404
     assert browser_client(investigator_a).get(f"/scans/{scan.pk}/refile/").status_code == 404
+    assert f"/scans/{scan.pk}/refile/" not in browser_client(investigator_a).get(f"/scans/{scan.pk}/").content.decode()
 
 
 def test_the_refile_api(misfiled, api, imaging_a, coordinator_b, site_b):

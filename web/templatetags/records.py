@@ -6,8 +6,10 @@ from __future__ import annotations
 from django import template
 
 from imaging import selectors as imaging_selectors
+from imaging.services.scan_refile import REFILE_ROLES
 from trials import selectors as trial_selectors
 from web import records_queries
+from web.permissions import may_write
 
 register = template.Library()
 
@@ -30,3 +32,9 @@ def subject_corrections(context, subject):
 def record_corrections(context, record, subject=None):
     user = context["request"].user
     return {"corrections": records_queries.corrections(user, [record], subject=subject), "what": "this record"}
+
+
+@register.simple_tag(takes_context=True)
+def may_refile(context, scan) -> bool:
+    """Whether the user may re-file ``scan`` (the service's own role rule), for the link."""
+    return may_write(context["request"].user, REFILE_ROLES, site=scan.subject.site)
