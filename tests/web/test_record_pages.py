@@ -8,6 +8,8 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.actions import AuditAction
@@ -220,3 +222,24 @@ def test_the_batch_upload_page_offers_each_injection_of_the_uploaders_sites(
     assert f'value="{inj2.pk}" data-subject="{second.pk}"' in html
     assert "tus-core.js" in html and "batch-upload.js" in html
     assert browser_client(monitor).get("/uploads/batch/").status_code == 404
+
+
+def test_the_grid_and_the_upload_history_cost_the_same_queries_for_more_subjects(site_a, browser_client, coordinator_a):
+    client = browser_client(coordinator_a)
+    client.get("/records/status/")  # the session settles on the first page
+
+    def queries(path):
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(path).status_code == 200
+        return len(captured)
+
+    def more(n):
+        for _ in range(n):
+            subject = f.SubjectFactory(site=site_a)
+            injection = f.InjectionFactory(subject=subject, batch=f.CellBatchFactory(donor_subject=subject))
+            _scan(subject, injection, 24.0, sha=str(subject.pk % 10))
+
+    more(2)
+    few = {path: queries(path) for path in ("/records/status/", "/uploads/")}
+    more(6)
+    assert {path: queries(path) for path in few} == few
