@@ -59,6 +59,7 @@ class AuditAction(IntEnum):
     METRICS_RECORDED = 650
     ROI_DEFINED = 660
     OFF_TARGET_ALERT_RAISED = 670
+    SCAN_REFILED = 680  # a scan moved to the subject / time point it belongs to, with a reason
     # Exports, downloads and reads (700s)
     FILE_DOWNLOADED = 700
     EXPORT_REQUESTED = 710

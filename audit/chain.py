@@ -476,6 +476,29 @@ def record_change(obj, *, actor, reason: str) -> None:
         observer(obj, actor=actor, reason=reason)
 
 
+# A record whose stored content is unchanged can still stop being what a signature vouched
+# for: a scan re-filed to another subject or time point keeps its bytes and results, but
+# they now describe someone, or some time, else. ``record_context_change`` tells the
+# observers registered with ``register_context_observer`` (compliance: every signature on
+# the record is invalidated, with the reason), in the caller's transaction.
+_context_observers: list[Callable[..., object]] = []
+
+
+def register_context_observer(observer: Callable[..., object]) -> None:
+    """Have ``observer(obj, *, actor, reason)`` called by every ``record_context_change``."""
+    if observer not in _context_observers:
+        _context_observers.append(observer)
+
+
+def record_context_change(obj, *, actor, reason: str) -> None:
+    """Tell the observers that ``obj`` now belongs to another subject or time point (its
+    content unchanged), inside the transaction that made that change."""
+    if not connection.in_atomic_block:
+        raise AuditError("record_context_change must be called inside transaction.atomic, with the change")
+    for observer in _context_observers:
+        observer(obj, actor=actor, reason=reason)
+
+
 @dataclass(frozen=True)
 class ChainVerification:
     ok: bool

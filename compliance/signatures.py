@@ -391,6 +391,41 @@ def signature_invalidate_if_changed(obj, *, actor=None, reason: str = "") -> lis
     return invalidated
 
 
+def signature_invalidate_all(obj, *, actor=None, reason: str) -> list[Signature]:
+    """Mark every valid signature on ``obj`` invalid, and audit each, although its content
+    is unchanged: the record now stands for another subject or time point (a re-filed
+    scan's reconstructions), so what the signer vouched for is no longer what it says.
+    Called through ``audit.chain.record_context_change``. Returns those invalidated now."""
+    try:
+        kind = kind_for(obj)
+    except RuleViolation:
+        return []
+    invalidated = []
+    for signature in signatures_of(obj).filter(valid=True):
+        why = f"the signed record was re-filed: {reason}"
+        with transaction.atomic():
+            changed = Signature.objects.filter(pk=signature.pk, valid=True).update(
+                valid=False, invalidated_at=timezone.now(), invalidation_reason=why
+            )
+            if not changed:
+                continue
+            scope = kind.scope(obj)
+            record_event(
+                actor=actor,
+                action=AuditAction.SIGNATURE_INVALIDATED,
+                object_type=obj._meta.label_lower,
+                object_id=obj.pk,
+                trial_id=scope.trial_id,
+                site_id=scope.site_id,
+                subject_id=scope.subject_id,
+                changes={"signature": signature.pk, "valid": [True, False], "signed_sha256": signature.content_sha256},
+                reason=why,
+            )
+        signature.refresh_from_db()
+        invalidated.append(signature)
+    return invalidated
+
+
 def signatures_verify(obj, *, actor=None) -> list[Signature]:
     """Every signature on ``obj``, the valid ones re-checked against its content, for display.
 

@@ -32,6 +32,7 @@ from imaging.models import Alert, DicomSend, Measurement, PacsDestination, Regio
 from imaging.services.downloads import file_download_record
 from imaging.services.rois import roi_define
 from imaging.services.scan_claims import scan_retry
+from imaging.services.scan_refile import scan_refile
 from imaging.services.scan_uploads import (
     CalibrationUploadRequest,
     UploadRequest,
@@ -328,6 +329,27 @@ class ScanViewSet(ScopedViewSet):
         with transaction.atomic():  # the retry and its task, together
             scan = scan_retry(actor=request.user, scan=self.get_object())
             tasks.queue_next_step(scan)
+        return Response(s.ScanOutput(self.get_queryset().get(pk=scan.pk), context={"request": request}).data)
+
+    @extend_schema(
+        request=s.ScanRefileInput,
+        responses=s.ScanOutput,
+        summary="Re-file a scan uploaded against the wrong subject or time point (audited, with a reason)",
+    )
+    @action(detail=True, methods=["post"])
+    def refile(self, request, pk=None):
+        scan = self.get_object()
+        data = self.validated(s.ScanRefileInput)
+        subject = get_object_or_404(subjects_visible_to(request.user), pk=data["subject"])
+        scan = scan_refile(
+            actor=request.user,
+            scan=scan,
+            subject=subject,
+            injection_id=data["injection"],
+            hours_after_injection=data["hours"],
+            reason=data["reason"],
+            then=tasks.queue_next_step,
+        )
         return Response(s.ScanOutput(self.get_queryset().get(pk=scan.pk), context={"request": request}).data)
 
 

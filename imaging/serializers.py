@@ -264,3 +264,14 @@ class UploadMetadataInput(serializers.Serializer):
     hours = serializers.FloatField()
     sha256 = serializers.CharField()
     filename = serializers.CharField()
+
+
+class ScanRefileInput(serializers.Serializer):
+    """Where a scan uploaded against the wrong subject or time point belongs."""
+
+    subject = serializers.IntegerField(help_text="The subject the scan belongs to (same site as the scan).")
+    injection = serializers.IntegerField(help_text="That subject's injection the scan follows.")
+    hours = serializers.FloatField(min_value=0, help_text="Hours after that injection.")
+    reason = serializers.CharField(
+        help_text="Why the scan is re-filed; kept in the audit trail with the old and new filing."
+    )

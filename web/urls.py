@@ -1,7 +1,7 @@
 from django.urls import path as django_path
 
 from compliance.sponsor import not_for_sponsors
-from web import identity_views, live_views, signature_views, views
+from web import identity_views, live_views, records_views, signature_views, views
 
 app_name = "web"
 
@@ -56,6 +56,11 @@ urlpatterns = [
     path("exports/", views.exports, name="exports"),
     path("exports/<int:pk>/retry/", views.export_retry, name="export-retry"),
     path("operations/", views.operations, name="operations"),
+    # Record status, upload history, re-filing, batch upload (web/records_views.py).
+    path("records/status/", records_views.status_grid, name="status-grid"),
+    path("uploads/", records_views.upload_history, name="uploads"),
+    path("uploads/batch/", records_views.batch_upload, name="batch-upload"),
+    path("scans/<int:pk>/refile/", records_views.scan_refile, name="scan-refile"),
     # Live injection monitoring (web/live_views.py); a sponsor gets 404 (not in SPONSOR_PAGES).
     path("live/", live_views.live_index, name="live-list"),
     path("live/demo/", live_views.live_demo_start, name="live-demo"),

@@ -926,6 +926,7 @@ def _correct(request, *, obj, form, current: dict, call, title: str, back: str, 
         title=title,
         back=back,
         subject=subject,
+        record=obj,  # its correction history, below the form
         intro="Change only what was recorded wrongly. The audit trail keeps the old and the new "
         "value of each field you change, with your reason.",
     )

@@ -67,6 +67,9 @@ CONFLICTS = frozenset(
         "offset_mismatch",
         "password_missing",
         "recording_missing",
+        "refile_cross_site",  # a scan is re-filed within its own site only
+        "scan_busy",  # re-filing waits until the worker holding the scan has finished
+        "scan_changed",  # re-filed meanwhile by someone else
         "scan_not_quantified",
         "scanner_mismatch",  # live: the system matrix named was measured on another scanner
         "scanner_required",  # live: the site has no scanner or several

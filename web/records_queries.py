@@ -1,0 +1,228 @@
+"""What the record pages show: the subject-by-time-point status grid, a record's correction
+history, the upload history. Every read goes through the site-scoped selectors; a few
+queries per page, whatever the number of rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from audit.actions import AuditAction
+from audit.selectors import correction_history
+from imaging import selectors as imaging_selectors
+from imaging.models import Scan, ScanStatus, Upload
+from trials import selectors as trial_selectors
+from trials.models import Injection, Subject, SubjectStatus
+from trials.permissions import access
+from trials.schedule import IMAGING_SCHEDULE_HOURS, TIME_POINT_WINDOW_HOURS, time_point_of
+
+# --------------------------------------------------------------------------- status grid
+
+DONE, EXPECTED, OVERDUE, NOT_APPLICABLE = "done", "expected", "overdue", "not-applicable"
+STATES = {
+    DONE: ("✓", "done"),
+    EXPECTED: ("", "expected"),  # the mark is an open circle (records.css)
+    OVERDUE: ("!", "overdue"),
+    NOT_APPLICABLE: ("–", "not applicable"),
+}
+
+
+@dataclass
+class Cell:
+    state: str
+    detail: str = ""
+    link: str = ""
+
+    @property
+    def symbol(self) -> str:
+        return STATES[self.state][0]
+
+    @property
+    def word(self) -> str:
+        return STATES[self.state][1]
+
+
+@dataclass
+class GridRow:
+    subject: Subject
+    cells: list[Cell] = field(default_factory=list)
+
+
+def _closed(subject: Subject) -> bool:
+    return subject.status in (SubjectStatus.WITHDRAWN, SubjectStatus.COMPLETED)
+
+
+def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict:
+    """Rows: the subjects the user may see; columns: the injection, then each scheduled
+    time point (``trials.schedule``). A time point is done when a scan (not rejected) of
+    the subject's first injection falls in its window, overdue when the window has closed
+    without one, expected before that, and not applicable for a subject who withdrew or
+    completed without it."""
+    now = now or timezone.now()
+    subjects = trial_selectors.subjects_visible_to(user).select_related("site").order_by("site__code", "code")
+    if site.isdigit():
+        subjects = subjects.filter(site_id=int(site))
+    subject_list = list(subjects)
+    ids = [s.pk for s in subject_list]
+    first_injection: dict[int, Injection] = {}
+    for given in (
+        trial_selectors.injections_visible_to(user).filter(subject_id__in=ids).order_by("administered_at", "id")
+    ):
+        first_injection.setdefault(given.subject_id, given)
+    scans: dict[tuple[int, float], Scan] = {}
+    for scan in (
+        imaging_selectors.scans_visible_to(user)
+        .filter(subject_id__in=ids)
+        .exclude(status=ScanStatus.REJECTED)
+        .prefetch_related(None)
+        .order_by("created_at")
+    ):
+        first = first_injection.get(scan.subject_id)
+        point = time_point_of(scan.hours_after_injection)
+        if first is not None and scan.injection_id == first.pk and point is not None:
+            scans.setdefault((scan.subject_id, point), scan)
+    rows = []
+    counts: dict[str, int] = defaultdict(int)
+    for subject in subject_list:
+        row = GridRow(subject)
+        injection = first_injection.get(subject.pk)
+        if injection is not None:
+            row.cells.append(Cell(DONE, f"{injection.administered_at:%Y-%m-%d %H:%M} UTC"))
+        elif _closed(subject):
+            row.cells.append(Cell(NOT_APPLICABLE, f"subject {subject.status}"))
+        else:
+            row.cells.append(Cell(EXPECTED, "not injected yet"))
+        for hours in IMAGING_SCHEDULE_HOURS:
+            done = scans.get((subject.pk, hours))
+            if done is not None:
+                cell = Cell(DONE, f"scan #{done.pk} · {done.status}", link=str(done.pk))
+            elif injection is None:
+                cell = Cell(NOT_APPLICABLE if _closed(subject) else EXPECTED, "after the injection")
+            else:
+                due = injection.administered_at + dt.timedelta(hours=hours)
+                closes = due + dt.timedelta(hours=TIME_POINT_WINDOW_HOURS)
+                if now > closes:
+                    state = NOT_APPLICABLE if _closed(subject) else OVERDUE
+                    cell = Cell(state, f"was due {due:%Y-%m-%d %H:%M} UTC")
+                else:
+                    cell = Cell(EXPECTED, f"due {due:%Y-%m-%d %H:%M} UTC")
+            row.cells.append(cell)
+        for cell in row.cells:
+            counts[cell.state] += 1
+        rows.append(row)
+    columns = ["Injection"] + [f"{hours:g} h" for hours in IMAGING_SCHEDULE_HOURS]
+    return {
+        "columns": columns,
+        "rows": rows,
+        "counts": {state: counts.get(state, 0) for state in STATES},
+        "states": [(state, symbol, word) for state, (symbol, word) in STATES.items()],
+        "window_hours": TIME_POINT_WINDOW_HOURS,
+    }
+
+
+# --------------------------------------------------------------------------- correction history
+
+_RECORD_WORDS = {
+    "trials.subject": "subject",
+    "trials.subjectidentity": "identity",
+    "trials.consent": "consent",
+    "trials.injection": "injection",
+    "trials.nanoparticlelot": "lot",
+    "trials.cellbatch": "batch",
+    "imaging.scan": "scan",
+}
+
+
+@dataclass
+class Correction:
+    sequence: int
+    when: dt.datetime
+    who: str
+    record: str
+    action: str
+    changes: list[tuple[str, object, object]]
+    reason: str
+    hidden: bool = False
+
+
+def _action_words(action: int) -> str:
+    try:
+        return AuditAction(action).name.replace("_", " ").lower()
+    except ValueError:
+        return str(action)
+
+
+def _pairs(changes: dict) -> list[tuple[str, object, object]]:
+    out = []
+    for name, value in sorted(changes.items()):
+        if isinstance(value, list) and len(value) == 2:
+            out.append((name, value[0], value[1]))
+        else:
+            out.append((name, None, value))
+    return out
+
+
+def corrections(user, records, *, subject: Subject | None = None) -> list[Correction]:
+    """The corrections of ``records`` (model instances the caller looked up through a
+    scoped selector), oldest first. An identity correction's reason and fields are shown
+    to those who may read the subject's identity only; the trail keeps keyed fingerprints
+    of identity values, never the values, so no value of it is shown to anyone."""
+    pairs = [(obj._meta.label_lower, obj.pk) for obj in records]
+    phi = subject is not None and access.can_read_identity(user, subject)
+    if subject is not None:
+        pairs.append(("trials.subjectidentity", subject.pk))
+    rows = []
+    for event in correction_history(pairs):
+        identity = event.object_type == "trials.subjectidentity"
+        hidden = identity and not phi
+        changes = [] if hidden else _pairs(event.changes or {})
+        if identity:
+            changes = [(name, "(fingerprint)", "(fingerprint)") for name, _, _ in changes]
+        rows.append(
+            Correction(
+                sequence=event.sequence,
+                when=event.occurred_at,
+                who=event.actor_username or "the system",
+                record=f"{_RECORD_WORDS.get(event.object_type, event.object_type)} #{event.object_id}",
+                action=_action_words(event.action),
+                changes=changes,
+                reason="" if hidden else event.reason,
+                hidden=hidden,
+            )
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- upload history
+
+
+def scan_history(user, *, site: str = "", status: str = "") -> QuerySet[Scan]:
+    """Scans of the user's sites, newest first, with their upload and uploader."""
+    scans = (
+        imaging_selectors.scans_visible_to(user)
+        .select_related("upload", "created_by", "injection")
+        .prefetch_related(None)
+        .order_by("-created_at", "-id")
+    )
+    if site.isdigit():
+        scans = scans.filter(subject__site_id=int(site))
+    if status:
+        scans = scans.filter(status=status)
+    return scans
+
+
+def open_uploads(user, *, site: str = "") -> QuerySet[Upload]:
+    """Scan uploads that did not (or not yet) become a scan: in progress or terminated."""
+    uploads = (
+        imaging_selectors.uploads_visible_to(user)
+        .filter(kind=Upload.Kind.SCAN, scan__isnull=True)
+        .select_related("created_by")
+        .order_by("-created_at")
+    )
+    if site.isdigit():
+        uploads = uploads.filter(scanner__site_id=int(site))
+    return uploads
