@@ -70,7 +70,9 @@
   var regions = cfg.regions || [];
   var styleOf = {};
   regions.forEach(function (r) { styleOf[r.name] = r; });
-  var series = { t: [], frame: [], target: [], off: [], rois: {} };
+  // sofar: the dose injected so far at each point (live.dose; null while not known or under
+  // the minimum fraction of the dose), state: the injection at that point (the marks).
+  var series = { t: [], frame: [], target: [], off: [], sofar: [], state: [], rois: {} };
   var t0 = cfg.started_at || null;
   var lastFrame = -1;
   var unit = "ng";
@@ -98,6 +100,9 @@
     series.frame.push(m.frame);
     series.target.push(m.target_percent_of_injected);
     series.off.push(m.off_target_percent);
+    var whole = m.dose_ng || cfg.injected_ng, d = m.dose_so_far_ng;
+    series.sofar.push(d !== null && d !== undefined && whole > 0 && d >= (cfg.dose_min_fraction || 0) * whole ? d : null);
+    series.state.push(m.injection_state || null);
     Object.keys(m.rois || {}).forEach(function (name) {
       var s = series.rois[name];
       if (!s) {
@@ -176,17 +181,26 @@
     var tMax = upto ? series.t[upto - 1] : 0;
     var shownMarks = visibleMarks(upto);
     var percent = unit === "percent" && cfg.injected_ng;
+    // % of the dose injected so far where it is known (live.dose); where no point has it
+    // (no start mark), % of the whole dose, and the axis says which.
+    var soFar = percent && series.sofar.slice(0, upto).some(function (d) { return d !== null && d !== undefined; });
     var lines = Object.keys(series.rois).map(function (name) {
       var st = styleFor(name, series.rois[name].kind);
       var values = series.rois[name].iron;
-      if (percent) { values = values.map(function (v) { return v === null ? null : 100 * v / cfg.injected_ng; }); }
+      if (percent) {
+        values = values.map(function (v, i) {
+          var base = soFar ? series.sofar[i] : cfg.injected_ng;
+          return v === null || base === null || base === undefined ? null : 100 * v / base;
+        });
+      }
       return { colour: st.colour, shape: st.shape, values: values };
     });
+    showBasis(upto - 1, percent, soFar);
     var top = 0;
     lines.forEach(function (l) { for (var i = 0; i < upto; i++) { if (l.values[i] > top) { top = l.values[i]; } } });
     drawChart($("curve-iron"), lines, {
       t: series.t, upto: upto, tMax: Math.max(tMax * 1.05, 10),
-      yTop: top * 1.05, yLabel: percent ? "% of the whole dose" : "ng Fe", marks: shownMarks,
+      yTop: top * 1.05, yLabel: percent ? (soFar ? "% of the dose injected so far" : "% of the whole dose (no start mark)") : "ng Fe", marks: shownMarks,
       yFormat: function (v) { return v === 0 ? "0" : percent ? (v < 10 ? v.toFixed(1) : v.toFixed(0)) : fmtNg(v); }
     });
     var offTop = cfg.threshold_percent * 1.25;
@@ -203,10 +217,41 @@
     node.classList.toggle("long", text.length > 6);
   }
 
+  function targetSoFar(i) {
+    /* The target regions' iron in % of the dose injected so far at point i (null: not known). */
+    var base = series.sofar[i];
+    if (base === null || base === undefined || !(base > 0)) { return null; }
+    var sum = null;
+    Object.keys(series.rois).forEach(function (name) {
+      var s = series.rois[name], v = s.iron[i];
+      if (s.kind === "target" && v !== null && v !== undefined && isFinite(v)) { sum = (sum || 0) + v; }
+    });
+    return sum === null ? null : 100 * sum / base;
+  }
+
+  function showBasis(i, percent, soFar) {
+    /* The line under the unit toggle: which dose the percentages are of, and the dose so far. */
+    var node = $("dose-basis");
+    if (!node) { return; }
+    var state = i >= 0 ? series.state[i] : null, d = i >= 0 ? series.sofar[i] : null;
+    var text = "Dose " + (cfg.injected_ng ? fmtNg(cfg.injected_ng) + " ng Fe" : "unknown");
+    if (d !== null && d !== undefined && cfg.injected_ng) {
+      text += " · injected so far " + fmtNg(d) + " ng Fe (" + fmt(100 * d / cfg.injected_ng, 0) + " %)";
+    } else {
+      text += " · injected so far: not known" + (state === "not started" || !state ? " (no start mark yet)" : "");
+    }
+    if (state) { text += " · injection " + state; }
+    text += " · planned " + fmt(cfg.injection_expected_s, 0) + " s at a constant rate";
+    if (percent) { text += " · curves in % of the " + (soFar ? "dose injected so far" : "whole dose"); }
+    node.textContent = text;
+  }
+
   function showNumbers(i) {
     if (i < 0) { return; }
     var target = series.target[i], off = series.off[i];
-    $("value-target").textContent = target === null || target === undefined ? "—" : fmt(target, 1) + " %";
+    var sofar = targetSoFar(i);
+    $("value-target").textContent = sofar !== null ? fmt(sofar, 1) + " %" : target === null || target === undefined ? "—" : fmt(target, 1) + " %";
+    $("label-target").textContent = sofar !== null ? "at the target, % of the dose injected so far" : "at the target, % of the whole dose";
     $("value-off").textContent = off === null || off === undefined ? "below detection" : fmt(off, 1) + " %";
     var above = off !== null && off !== undefined && off > cfg.threshold_percent;
     $("stat-off").classList.toggle("above", above);
@@ -646,6 +691,8 @@
     series.frame = rec.frame.slice();
     series.target = rec.target_percent.slice();
     series.off = rec.off_target_percent.slice();
+    series.sofar = (rec.dose_so_far_ng || []).slice();
+    series.state = (rec.injection_state || []).slice();
     t0 = rec.acquired_at.length ? rec.acquired_at[0] : t0;
     Object.keys(rec.rois).forEach(function (name) {
       styleFor(name, rec.rois[name].kind);
