@@ -392,6 +392,9 @@ class LiveWorker:
         self.frames_dropped += self._frames_since_image - last
         volume = np.asarray(self.engine.image(last=last), dtype=np.float64)
         projection = reduce_projection(volume.max(axis=2)).astype("<f4")
+        if volume.ndim == 3 and volume.shape[2] > 1:
+            # A 3D image: kept for the page's chosen slice (``live.slices``), not sent to every viewer.
+            self.transport.put_volume(self.session_id, self._last_fg[0] if self._last_fg else None, volume)
         self.transport.publish_event(
             self.session_id,
             {

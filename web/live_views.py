@@ -193,6 +193,7 @@ def _live_page(request, session: LiveSession, token: str | None = None):
         "final": session.is_final,
         "page_url": reverse("web:live", args=[session.pk]),
         "events_url": f"/api/v1/live-sessions/{session.pk}/events/",
+        "slice_url": f"/api/v1/live-sessions/{session.pk}/slice/",
         "session_url": f"/api/v1/live-sessions/{session.pk}/",
         "acknowledge_url": "/api/v1/live-alerts/{id}/acknowledge/",
         "can_acknowledge": can_acknowledge,

@@ -327,7 +327,9 @@
       }
     }
     drawOutlines(ox, oy, w, h);
+    drawSliceLine(ox, oy, cell, mip);
     drawColourBar();
+    if (ev.shape && ev.shape[2] > 1) { sliceNewImage(ev); }
     $("image-caption").textContent = "Maximum-intensity projection (along z) of the last " + (ev.frames || "") +
       " frames up to frame " + ev.frame + " · " + mip.nx + " × " + mip.ny + " · peak " + fmtNg(peak) + " ng Fe per voxel · provisional (live)";
   }
@@ -349,6 +351,113 @@
       ctx.stroke();
     });
     ctx.setLineDash([]);
+  }
+
+  // ------------------------------------------------------------------ the chosen slice (3D)
+  /* A 3D session's latest volume stays on the server; the slice the user chose (plane x, y
+     or z and its index: radio buttons, a slider, -/+ buttons, all keyboard operable) is
+     fetched from GET /api/v1/live-sessions/{id}/slice/ after each image event, one request
+     at a time: its bytes go only to a viewer who looks at it. */
+  var sliceBox = $("slice-box"), sliceCanvas = $("live-slice");
+  var sliceCtx = sliceCanvas ? sliceCanvas.getContext("2d") : null;
+  var slice = { plane: "z", index: null, shape: null, busy: false, again: false, frame: null };
+  var AXIS = { x: 0, y: 1, z: 2 };
+
+  function sliceSize() { return slice.shape ? slice.shape[AXIS[slice.plane]] : 0; }
+
+  function sliceControls() {
+    var n = sliceSize(), range = $("slice-index");
+    if (!range || !n) { return; }
+    if (slice.index === null || slice.index >= n) { slice.index = Math.floor(n / 2); }
+    range.max = String(n - 1);
+    range.value = String(slice.index);
+    $("slice-index-out").textContent = slice.plane + " = " + slice.index + " of 0–" + (n - 1);
+  }
+
+  function sliceNewImage(ev) {
+    if (!sliceBox) { return; }
+    var first = !slice.shape;
+    slice.shape = ev.shape;
+    if (first) { sliceBox.hidden = false; sliceControls(); }
+    requestSlice();
+  }
+
+  function requestSlice() {
+    if (!sliceBox || !slice.shape) { return; }
+    if (slice.busy) { slice.again = true; return; }
+    slice.busy = true;
+    var url = cfg.slice_url + "?plane=" + slice.plane + "&index=" + slice.index;
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (body) { if (body && body.plane === slice.plane && body.index === slice.index) { drawSlice(body); } })
+      .catch(function () { /* the next image asks again */ })
+      .then(function () {
+        slice.busy = false;
+        if (slice.again) { slice.again = false; requestSlice(); }
+      });
+  }
+
+  function drawSlice(body) {
+    if (!sliceCtx) { return; }
+    var grid = decodeMip({ mip_z: body.data, mip_shape: body.slice_shape });
+    if (!grid) { return; }
+    colourMax = Math.max(colourMax, body.max_ng || 0, 1e-9);
+    paint(sliceCtx, sliceCanvas, grid);
+    var axes = { z: "x → , y ↑", y: "x → , z ↑", x: "y → , z ↑" }[body.plane];
+    $("slice-caption").textContent = "Slice " + body.plane + " = " + body.index + " (" + axes + ") of the image up to frame " +
+      body.frame + " · same colour scale · provisional (live)";
+    slice.frame = body.frame;
+  }
+
+  function drawSliceLine(ox, oy, cell, mip) {
+    /* Where the chosen x or y slice cuts the z projection. */
+    if (!slice.shape || slice.plane === "z" || slice.index === null) { return; }
+    ctx.strokeStyle = "#ffffff";
+    ctx.lineWidth = 2;
+    ctx.setLineDash([8, 5]);
+    ctx.beginPath();
+    if (slice.plane === "x") {
+      var px = ox + (slice.index + 0.5) * cell * mip.nx / slice.shape[0];
+      ctx.moveTo(px, oy); ctx.lineTo(px, oy + cell * mip.ny);
+    } else {
+      var py = oy + (mip.ny - (slice.index + 0.5) * mip.ny / slice.shape[1]) * cell;
+      ctx.moveTo(ox, py); ctx.lineTo(ox + cell * mip.nx, py);
+    }
+    ctx.stroke();
+    ctx.setLineDash([]);
+  }
+
+  function paint(context, target, grid) {
+    var size = Math.min(target.width, target.height);
+    var cell = Math.max(1, Math.floor(size / Math.max(grid.nx, grid.ny)));
+    var w = cell * grid.nx, h = cell * grid.ny;
+    var ox = Math.floor((target.width - w) / 2), oy = Math.floor((target.height - h) / 2);
+    context.fillStyle = "#000";
+    context.fillRect(0, 0, target.width, target.height);
+    for (var x = 0; x < grid.nx; x++) {
+      for (var y = 0; y < grid.ny; y++) {
+        var f = Math.max(0, Math.min(1, grid.at(x, y) / colourMax));
+        var c = lutRgb[Math.min(255, Math.floor(f * 255))];
+        context.fillStyle = "rgb(" + c[0] + "," + c[1] + "," + c[2] + ")";
+        context.fillRect(ox + x * cell, oy + (grid.ny - 1 - y) * cell, cell, cell);
+      }
+    }
+  }
+
+  if (sliceBox) {
+    Array.prototype.forEach.call(sliceBox.querySelectorAll("input[name=slice-plane]"), function (input) {
+      input.addEventListener("change", function () { slice.plane = input.value; slice.index = null; sliceControls(); requestSlice(); });
+    });
+    $("slice-index").addEventListener("input", function () { slice.index = parseInt($("slice-index").value, 10); sliceControls(); requestSlice(); });
+    Array.prototype.forEach.call(sliceBox.querySelectorAll("button[data-step]"), function (button) {
+      button.addEventListener("click", function () {
+        var n = sliceSize();
+        if (!n) { return; }
+        slice.index = Math.max(0, Math.min(n - 1, slice.index + parseInt(button.getAttribute("data-step"), 10)));
+        sliceControls();
+        requestSlice();
+      });
+    });
   }
 
   function drawColourBar() {
@@ -761,5 +870,5 @@
   }
   showHealth(lastHealth);
   showBanner();
-  window.MpiLive = { config: cfg, series: series, addPoint: addPoint, drawImage: drawImage, addAlert: addAlert, addMark: addMark, drawCurves: drawCurves };
+  window.MpiLive = { config: cfg, series: series, slice: slice, addPoint: addPoint, drawImage: drawImage, addAlert: addAlert, addMark: addMark, drawCurves: drawCurves };
 })();
