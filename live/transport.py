@@ -208,7 +208,10 @@ class MemoryTransport:
             state = self._session(session_id)
             while True:
                 if state.events and state.events[-1][0] > after:
-                    return [(str(i), e) for i, e in state.events if i > after]
+                    # Ids are consecutive: the events after ``after`` start at a known index,
+                    # so a viewer's poll costs its new events, not the whole kept stream.
+                    start = max(0, after - state.events[0][0] + 1)
+                    return [(str(i), e) for i, e in state.events[start:]]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
