@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 from django.conf import settings as django_settings
@@ -28,6 +29,7 @@ from recon import simulate as sim
 from tests import factories as f
 from tests.e2e.conftest import SCREENSHOTS
 from tests.e2e.test_live_page import _cookie, _wait
+from trials.models import Injection
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -35,7 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 def _stream(tmp_path, ready, site_a, settings, *, dims: int, grid, frames: int):
     settings.LIVE_OPERATOR_CACHE_DIR = tmp_path / "operators"
     subject, _consent, batch = ready
-    injection = f.InjectionFactory(batch=batch, subject=subject, administered_cells=20_000_000)
+    injection = cast(Injection, f.InjectionFactory(batch=batch, subject=subject, administered_cells=20_000_000))
     folder = tmp_path / "stream"
     live_simulate.simulate_injection_stream(
         folder,
