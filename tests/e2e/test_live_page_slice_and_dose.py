@@ -125,8 +125,8 @@ def test_percent_of_the_dose_so_far_and_the_screens_during_the_stream_and_at_the
     chromium, live_server, tmp_path, ready, site_a, imaging_a, investigator_a, settings, monkeypatch
 ):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    settings.LIVE_INJECTION_EXPECTED_S = 6.0  # planned: 6 s at a constant rate
-    injection, stream, calibration = _stream(tmp_path, ready, site_a, settings, dims=2, grid=(12, 12, 1), frames=700)
+    settings.LIVE_INJECTION_EXPECTED_S = 2.0  # planned: 2 s at a constant rate
+    injection, stream, calibration = _stream(tmp_path, ready, site_a, settings, dims=2, grid=(12, 12, 1), frames=1000)
     session = session_create(actor=imaging_a, injection=injection, system_matrix=calibration)
     viewer = _Viewer(chromium, live_server, investigator_a)
     page = viewer.page
@@ -135,6 +135,8 @@ def test_percent_of_the_dose_so_far_and_the_screens_during_the_stream_and_at_the
     bridge = _bridge(live_server, session, imaging_a, stream, speed=1)
     try:
         _wait(page, "() => window.MpiLive.series.t.length > 60", 60)
+        _wait(page, "() => /peak/.test(document.getElementById('image-caption').textContent)", 30)
+        viewer.shot("live-1920-stream")
         # No start mark yet: the percentages are of the whole dose, and the page says so.
         assert "whole dose" in page.text_content("#label-target")
         assert "no start mark" in page.text_content("#curve-iron")
@@ -142,8 +144,6 @@ def test_percent_of_the_dose_so_far_and_the_screens_during_the_stream_and_at_the
         _wait(page, "() => /dose injected so far/.test(document.getElementById('label-target').textContent)", 30)
         assert "% of the dose injected so far" in page.text_content("#curve-iron")
         assert re.search(r"injected so far [\d,.]+ ng Fe \(\d+ %\)", page.text_content("#dose-basis"))
-        _wait(page, "() => /peak/.test(document.getElementById('image-caption').textContent)", 30)
-        viewer.shot("live-1920-stream")
         _wait(page, "() => !document.getElementById('alert-banner').hidden", 90)
         viewer.shot("live-1920-alert")
         _wait(

@@ -176,6 +176,10 @@
     });
   }
 
+  // A percent of a dose barely begun can reach hundreds: the axis stops here, the points above
+  // it run along its top, the big number shows the value.
+  var PERCENT_CAP = 200;
+
   function drawCurves(upto) {
     if (upto === undefined) { upto = series.t.length; }
     var tMax = upto ? series.t[upto - 1] : 0;
@@ -200,7 +204,7 @@
     lines.forEach(function (l) { for (var i = 0; i < upto; i++) { if (l.values[i] > top) { top = l.values[i]; } } });
     drawChart($("curve-iron"), lines, {
       t: series.t, upto: upto, tMax: Math.max(tMax * 1.05, 10),
-      yTop: top * 1.05, yLabel: percent ? (soFar ? "% of the dose injected so far" : "% of the whole dose (no start mark)") : "ng Fe", marks: shownMarks,
+      yTop: top * 1.05, yCap: percent ? PERCENT_CAP : undefined, yLabel: percent ? (soFar ? "% of the dose injected so far" : "% of the whole dose (no start mark)") : "ng Fe", marks: shownMarks,
       yFormat: function (v) { return v === 0 ? "0" : percent ? (v < 10 ? v.toFixed(1) : v.toFixed(0)) : fmtNg(v); }
     });
     var offTop = cfg.threshold_percent * 1.25;
@@ -215,6 +219,7 @@
   function setValue(node, text) {
     node.textContent = text;
     node.classList.toggle("long", text.length > 6);
+    node.classList.toggle("longer", text.length > 9);  // words ("below detection"): still on one line
   }
 
   function targetSoFar(i) {
@@ -250,9 +255,9 @@
     if (i < 0) { return; }
     var target = series.target[i], off = series.off[i];
     var sofar = targetSoFar(i);
-    $("value-target").textContent = sofar !== null ? fmt(sofar, 1) + " %" : target === null || target === undefined ? "—" : fmt(target, 1) + " %";
+    setValue($("value-target"), sofar !== null ? fmt(sofar, 1) + " %" : target === null || target === undefined ? "—" : fmt(target, 1) + " %");
     $("label-target").textContent = sofar !== null ? "at the target, % of the dose injected so far" : "at the target, % of the whole dose";
-    $("value-off").textContent = off === null || off === undefined ? "below detection" : fmt(off, 1) + " %";
+    setValue($("value-off"), off === null || off === undefined ? "below detection" : fmt(off, 1) + " %");
     var above = off !== null && off !== undefined && off > cfg.threshold_percent;
     $("stat-off").classList.toggle("above", above);
     $("state-off").textContent = off === null || off === undefined ? "" : above ? "▲ ABOVE" : "✓ below";
@@ -268,7 +273,11 @@
   }
 
   Array.prototype.forEach.call(document.querySelectorAll("input[name=unit]"), function (input) {
-    input.addEventListener("change", function () { unit = input.value; dirty = true; if (replay.on) { drawCurves(replay.upto); } });
+    input.addEventListener("change", function () {
+      unit = input.value;
+      dirty = true;  // live: the next redraw
+      if (cfg.record) { drawCurves(replay.on ? replay.upto : undefined); }  // the record: no redraw timer
+    });
   });
 
   // ------------------------------------------------------------------ image
