@@ -8,8 +8,8 @@ Figures of a frame (the ``metrics`` event):
   injection x 100 (cells x pg Fe per cell, ``imaging.selectors.injected_iron_ng``); None
   when the batch has no iron per cell or the subject no target region. The event says
   so: ``dose_basis`` "whole dose". Injection marks (``live.services.marks``) do not change
-  it: before the stop mark the dose given so far is unknown (no dose-rate model is
-  assumed), after it the whole dose is the dose injected, so the figure is the same.
+  it; the percent of the dose injected so far (marks and the planned rate) is
+  ``live.dose``'s, published beside it by the worker.
 - ``off_target_percent``: the iron of the detected off-target regions / the iron of all
   detected regions x 100, as the offline quantification defines it (negative estimates
   count as 0; a region is detected when its iron is above its detection limit); None

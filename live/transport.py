@@ -88,6 +88,14 @@ class Transport(Protocol):
 
     def forget(self, session_id: int) -> None: ...
 
+    def put_volume(self, session_id: int, frame: int | None, volume: np.ndarray) -> None:
+        """Keep the latest image volume (float32, (nx, ny, nz)), replacing the one before."""
+        ...
+
+    def latest_volume(self, session_id: int) -> tuple[int | None, np.ndarray] | None:
+        """(frame, volume) of the latest ``put_volume``, or None."""
+        ...
+
 
 def _check_block(frames: np.ndarray, is_background: np.ndarray, acquired_at: np.ndarray) -> int:
     n = int(frames.shape[0])
@@ -117,6 +125,7 @@ class _MemorySession:
         self.delivered: set[str] = set()
         self.events: list[tuple[int, dict]] = []
         self.next_event = 1
+        self.volume: tuple[int | None, np.ndarray] | None = None
 
 
 class MemoryTransport:
@@ -199,7 +208,10 @@ class MemoryTransport:
             state = self._session(session_id)
             while True:
                 if state.events and state.events[-1][0] > after:
-                    return [(str(i), e) for i, e in state.events if i > after]
+                    # Ids are consecutive: the events after ``after`` start at a known index,
+                    # so a viewer's poll costs its new events, not the whole kept stream.
+                    start = max(0, after - state.events[0][0] + 1)
+                    return [(str(i), e) for i, e in state.events[start:]]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
@@ -211,6 +223,16 @@ class MemoryTransport:
             if state is not None:
                 state.blocks.clear()
                 state.delivered.clear()
+
+    def put_volume(self, session_id, frame, volume) -> None:
+        arr = np.array(volume, dtype=np.float32, order="C")  # a copy: the caller's array may change
+        with self._cond:
+            self._session(session_id).volume = (None if frame is None else int(frame), arr)
+
+    def latest_volume(self, session_id) -> tuple[int | None, np.ndarray] | None:
+        with self._cond:
+            state = self._sessions.get(session_id)
+            return None if state is None else state.volume
 
 
 def _memory_event_id(after_id: str | None) -> int:
@@ -237,6 +259,10 @@ def _frames_key(session_id: int) -> str:
 
 def _events_key(session_id: int) -> str:
     return f"live:{int(session_id)}:events"
+
+
+def _volume_key(session_id: int) -> str:
+    return f"live:{int(session_id)}:volume"
 
 
 class RedisTransport:
@@ -331,6 +357,28 @@ class RedisTransport:
     def forget(self, session_id) -> None:
         self._redis.delete(_frames_key(session_id))
         self._groups.discard(session_id)
+
+    def put_volume(self, session_id, frame, volume) -> None:
+        arr = np.ascontiguousarray(volume, dtype="<f4")
+        pipe = self._redis.pipeline()
+        pipe.hset(
+            _volume_key(session_id),
+            mapping={
+                "frame": "" if frame is None else str(int(frame)),
+                "shape": ",".join(str(int(v)) for v in arr.shape),
+                "data": arr.tobytes(),
+            },
+        )
+        pipe.expire(_volume_key(session_id), STREAM_TTL_S)
+        pipe.execute()
+
+    def latest_volume(self, session_id) -> tuple[int | None, np.ndarray] | None:
+        fields: dict[bytes, bytes] = self._redis.hgetall(_volume_key(session_id))  # type: ignore[assignment]
+        if not fields or b"data" not in fields:
+            return None
+        shape = tuple(int(v) for v in fields[b"shape"].decode().split(","))
+        frame = fields.get(b"frame", b"").decode()
+        return (int(frame) if frame else None), np.frombuffer(fields[b"data"], dtype="<f4").reshape(shape)
 
 
 def _entries(reply: Any) -> list[tuple[bytes, dict]]:

@@ -46,7 +46,8 @@ from config.errors import RuleViolation
 from imaging import uploads
 from imaging.models import RegionOfInterest
 from imaging.selectors import injected_iron_ng
-from live.models import LiveMetric, LiveSession
+from live.dose import dose_so_far
+from live.models import LiveMark, LiveMetric, LiveSession
 from live.monitoring import DOSE_BASIS, AlertFinding, AlertRules, Regions, frame_metrics
 from live.services.alerts import alert_raise
 from live.transport import get_transport
@@ -284,12 +285,21 @@ class LiveWorker:
             else:
                 iron = np.asarray(result.iron_ng, dtype=np.float64)
                 lod = np.asarray(self.engine.detection_limit_ng, dtype=np.float64)
+                marks = self._marks() if foreground.size else []
                 for j in foreground:
                     frame = first + int(j)
                     rois, target, off = frame_metrics(
                         self.regions, iron[j], np.asarray(result.uncertainty_ng[j]), lod, self.injected_ng
                     )
                     acquired_at, published_at = float(acquired[j]), self.clock()
+                    so_far = dose_so_far(
+                        marks,
+                        frame,
+                        whole_ng=self.injected_ng,
+                        frame_duration_s=self.session.frame_duration_s,
+                        expected_s=float(settings.LIVE_INJECTION_EXPECTED_S),
+                    )
+                    target_ng = sum(r["iron_ng"] or 0.0 for r in rois.values() if r["kind"] == "target")
                     event = {
                         "type": "metrics",
                         "frame": frame,
@@ -298,6 +308,10 @@ class LiveWorker:
                         "rois": rois,
                         "target_percent_of_injected": target,
                         "dose_basis": DOSE_BASIS,
+                        "dose_ng": self.injected_ng,
+                        "injection_state": so_far.state,
+                        "dose_so_far_ng": so_far.ng,
+                        "target_percent_of_dose_so_far": so_far.percent(target_ng) if target is not None else None,
                         "off_target_percent": off,
                         "provisional": True,
                     }
@@ -341,6 +355,12 @@ class LiveWorker:
             self.transport.ack_frames(self.session_id, [block.entry_id])
         self._health()
 
+    def _marks(self) -> list[tuple[str, int | None]]:
+        """The session's injection marks as (kind, frame), in the order entered (``live.dose``)."""
+        return list(
+            LiveMark.objects.filter(session_id=self.session_id).order_by("at", "id").values_list("kind", "frame")
+        )
+
     def _raise(self, findings: list[AlertFinding]) -> None:
         for finding in findings:
             alert = alert_raise(
@@ -372,6 +392,9 @@ class LiveWorker:
         self.frames_dropped += self._frames_since_image - last
         volume = np.asarray(self.engine.image(last=last), dtype=np.float64)
         projection = reduce_projection(volume.max(axis=2)).astype("<f4")
+        if volume.ndim == 3 and volume.shape[2] > 1:
+            # A 3D image: kept for the page's chosen slice (``live.slices``), not sent to every viewer.
+            self.transport.put_volume(self.session_id, self._last_fg[0] if self._last_fg else None, volume)
         self.transport.publish_event(
             self.session_id,
             {

@@ -20,6 +20,8 @@ from config.errors import RuleViolation
 from imaging import selectors as imaging_selectors
 from imaging.models import OFF_TARGET_KINDS, RegionOfInterest, RoiKind, Scan, SystemMatrix
 from imaging.services import scan_uploads
+from live.dose import MIN_FRACTION as DOSE_MIN_FRACTION
+from live.dose import dose_so_far
 from live.models import LiveAlert, LiveMark, LiveMetric, LiveSession
 from live.services import alerts, marks
 from recon.quantify import Grid, mask_from_record
@@ -208,7 +210,9 @@ def _finite(value) -> float | None:
 def metric_series(session: LiveSession, *, max_points: int = RECORD_MAX_POINTS) -> dict:
     """The session's stored live metrics as curves: {"frame": [...], "t": [s from the first
     metric], "acquired_at": [...], "rois": {name: {"kind", "iron_ng": [...]}}, "target_percent",
-    "off_target_percent", "count" (stored rows), "step" (every step-th row drawn)}."""
+    "off_target_percent", "dose_so_far_ng" (``live.dose``: the dose injected so far at each
+    drawn frame, from the session's marks; None where not known), "count" (stored rows),
+    "step" (every step-th row drawn)}."""
     rows = list(
         LiveMetric.objects.filter(session=session)
         .order_by("frame")
@@ -229,9 +233,23 @@ def metric_series(session: LiveSession, *, max_points: int = RECORD_MAX_POINTS) 
             )
             series["iron_ng"][index] = _finite(value.get("iron_ng"))
             series["detection_limit_ng"][index] = _finite(value.get("detection_limit_ng"))
+    try:
+        whole = imaging_selectors.injected_iron_ng(session.injection)
+    except RuleViolation:
+        whole = None
+    mark_rows = list(LiveMark.objects.filter(session=session).order_by("at", "id").values_list("kind", "frame"))
+    expected_s = float(settings.LIVE_INJECTION_EXPECTED_S)
+    so_far = [
+        dose_so_far(mark_rows, r[0], whole_ng=whole, frame_duration_s=session.frame_duration_s, expected_s=expected_s)
+        for r in drawn
+    ]
     return {
         "frame": [r[0] for r in drawn],
         "acquired_at": [r[1] for r in drawn],
+        "dose_so_far_ng": [
+            d.ng if d.fraction is not None and d.fraction >= DOSE_MIN_FRACTION else None for d in so_far
+        ],
+        "injection_state": [d.state for d in so_far],
         "t": [round(r[1] - t0, 4) for r in drawn] if t0 is not None else [],
         "rois": rois,
         "target_percent": [_finite(r[3]) for r in drawn],

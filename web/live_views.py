@@ -25,6 +25,7 @@ from compliance import tokens
 from config.errors import RuleViolation
 from config.token_scopes import TokenScope
 from imaging import selectors as imaging_selectors
+from live.dose import MIN_FRACTION as DOSE_MIN_FRACTION
 from live.models import LiveAlert, LiveMark, LiveSession
 from live.selectors import session_marks
 from live.services.marks import MARKABLE_STATUSES, allowed_kinds, injection_state
@@ -192,6 +193,7 @@ def _live_page(request, session: LiveSession, token: str | None = None):
         "final": session.is_final,
         "page_url": reverse("web:live", args=[session.pk]),
         "events_url": f"/api/v1/live-sessions/{session.pk}/events/",
+        "slice_url": f"/api/v1/live-sessions/{session.pk}/slice/",
         "session_url": f"/api/v1/live-sessions/{session.pk}/",
         "acknowledge_url": "/api/v1/live-alerts/{id}/acknowledge/",
         "can_acknowledge": can_acknowledge,
@@ -199,6 +201,8 @@ def _live_page(request, session: LiveSession, token: str | None = None):
         "lag_budget_ms": live_data.lag_budget_ms(),
         "stall_after_s": 3.0,
         "injected_ng": injected_ng,
+        "injection_expected_s": float(settings.LIVE_INJECTION_EXPECTED_S),
+        "dose_min_fraction": DOSE_MIN_FRACTION,
         "started_at": started_at,
         "frame_duration_s": session.frame_duration_s,
         "regions": styles,
@@ -234,6 +238,7 @@ def _live_page(request, session: LiveSession, token: str | None = None):
         "injection_state": state,
         "threshold_percent": config["threshold_percent"],
         "injected_ng": injected_ng,
+        "injection_expected_s": config["injection_expected_s"],
         "lag_budget_ms": config["lag_budget_ms"],
         "token": token,
         "bridge_command": bridge_command(request, session, token or TOKEN_PLACEHOLDER) if can_stream else None,

@@ -15,13 +15,13 @@ Order, so that a record reads as one injection:
 - ``injection_stop`` once, after the start, running or paused (``injection_not_started``);
 - nothing after the stop (``injection_stopped``).
 
-What the marks do to "% of the dose injected so far": nothing is invented. The platform
-has no dose-rate model (a syringe pump's rate, a bolus, a hand injection all look alike
-here), so before the stop mark the dose given so far is not known: the live figure
-``target_percent_of_injected`` is a percent of the whole dose, and the metrics event says
-so (``"dose_basis": "whole dose"``). After the stop mark the whole dose has been given and
-the same figure is the percent of the dose injected: unchanged. The marks are drawn on
-the curves so a reader sees where, within the injection, each point lies.
+What the marks do to "% of the dose injected so far": they say when the injection ran;
+with the planned duration (``settings.LIVE_INJECTION_EXPECTED_S``, a constant rate
+assumed) they give the dose injected so far at each frame (``live.dose``). The live
+figure ``target_percent_of_injected`` stays a percent of the whole dose (``"dose_basis":
+"whole dose"``); the metrics event carries the dose so far and
+``target_percent_of_dose_so_far`` beside it. The marks are drawn on the curves so a reader
+sees where, within the injection, each point lies.
 """
 
 from __future__ import annotations

@@ -70,7 +70,9 @@
   var regions = cfg.regions || [];
   var styleOf = {};
   regions.forEach(function (r) { styleOf[r.name] = r; });
-  var series = { t: [], frame: [], target: [], off: [], rois: {} };
+  // sofar: the dose injected so far at each point (live.dose; null while not known or under
+  // the minimum fraction of the dose), state: the injection at that point (the marks).
+  var series = { t: [], frame: [], target: [], off: [], sofar: [], state: [], rois: {} };
   var t0 = cfg.started_at || null;
   var lastFrame = -1;
   var unit = "ng";
@@ -98,6 +100,9 @@
     series.frame.push(m.frame);
     series.target.push(m.target_percent_of_injected);
     series.off.push(m.off_target_percent);
+    var whole = m.dose_ng || cfg.injected_ng, d = m.dose_so_far_ng;
+    series.sofar.push(d !== null && d !== undefined && whole > 0 && d >= (cfg.dose_min_fraction || 0) * whole ? d : null);
+    series.state.push(m.injection_state || null);
     Object.keys(m.rois || {}).forEach(function (name) {
       var s = series.rois[name];
       if (!s) {
@@ -171,22 +176,35 @@
     });
   }
 
+  // A percent of a dose barely begun can reach hundreds: the axis stops here, the points above
+  // it run along its top, the big number shows the value.
+  var PERCENT_CAP = 200;
+
   function drawCurves(upto) {
     if (upto === undefined) { upto = series.t.length; }
     var tMax = upto ? series.t[upto - 1] : 0;
     var shownMarks = visibleMarks(upto);
     var percent = unit === "percent" && cfg.injected_ng;
+    // % of the dose injected so far where it is known (live.dose); where no point has it
+    // (no start mark), % of the whole dose, and the axis says which.
+    var soFar = percent && series.sofar.slice(0, upto).some(function (d) { return d !== null && d !== undefined; });
     var lines = Object.keys(series.rois).map(function (name) {
       var st = styleFor(name, series.rois[name].kind);
       var values = series.rois[name].iron;
-      if (percent) { values = values.map(function (v) { return v === null ? null : 100 * v / cfg.injected_ng; }); }
+      if (percent) {
+        values = values.map(function (v, i) {
+          var base = soFar ? series.sofar[i] : cfg.injected_ng;
+          return v === null || base === null || base === undefined ? null : 100 * v / base;
+        });
+      }
       return { colour: st.colour, shape: st.shape, values: values };
     });
+    showBasis(upto - 1, percent, soFar);
     var top = 0;
     lines.forEach(function (l) { for (var i = 0; i < upto; i++) { if (l.values[i] > top) { top = l.values[i]; } } });
     drawChart($("curve-iron"), lines, {
       t: series.t, upto: upto, tMax: Math.max(tMax * 1.05, 10),
-      yTop: top * 1.05, yLabel: percent ? "% of the whole dose" : "ng Fe", marks: shownMarks,
+      yTop: top * 1.05, yCap: percent ? PERCENT_CAP : undefined, yLabel: percent ? (soFar ? "% of the dose injected so far" : "% of the whole dose (no start mark)") : "ng Fe", marks: shownMarks,
       yFormat: function (v) { return v === 0 ? "0" : percent ? (v < 10 ? v.toFixed(1) : v.toFixed(0)) : fmtNg(v); }
     });
     var offTop = cfg.threshold_percent * 1.25;
@@ -201,13 +219,45 @@
   function setValue(node, text) {
     node.textContent = text;
     node.classList.toggle("long", text.length > 6);
+    node.classList.toggle("longer", text.length > 9);  // words ("below detection"): still on one line
+  }
+
+  function targetSoFar(i) {
+    /* The target regions' iron in % of the dose injected so far at point i (null: not known). */
+    var base = series.sofar[i];
+    if (base === null || base === undefined || !(base > 0)) { return null; }
+    var sum = null;
+    Object.keys(series.rois).forEach(function (name) {
+      var s = series.rois[name], v = s.iron[i];
+      if (s.kind === "target" && v !== null && v !== undefined && isFinite(v)) { sum = (sum || 0) + v; }
+    });
+    return sum === null ? null : 100 * sum / base;
+  }
+
+  function showBasis(i, percent, soFar) {
+    /* The line under the unit toggle: which dose the percentages are of, and the dose so far. */
+    var node = $("dose-basis");
+    if (!node) { return; }
+    var state = i >= 0 ? series.state[i] : null, d = i >= 0 ? series.sofar[i] : null;
+    var text = "Dose " + (cfg.injected_ng ? fmtNg(cfg.injected_ng) + " ng Fe" : "unknown");
+    if (d !== null && d !== undefined && cfg.injected_ng) {
+      text += " · injected so far " + fmtNg(d) + " ng Fe (" + fmt(100 * d / cfg.injected_ng, 0) + " %)";
+    } else {
+      text += " · injected so far: not known" + (state === "not started" || !state ? " (no start mark yet)" : "");
+    }
+    if (state) { text += " · injection " + state; }
+    text += " · planned " + fmt(cfg.injection_expected_s, 0) + " s at a constant rate";
+    if (percent) { text += " · curves in % of the " + (soFar ? "dose injected so far" : "whole dose"); }
+    node.textContent = text;
   }
 
   function showNumbers(i) {
     if (i < 0) { return; }
     var target = series.target[i], off = series.off[i];
-    $("value-target").textContent = target === null || target === undefined ? "—" : fmt(target, 1) + " %";
-    $("value-off").textContent = off === null || off === undefined ? "below detection" : fmt(off, 1) + " %";
+    var sofar = targetSoFar(i);
+    setValue($("value-target"), sofar !== null ? fmt(sofar, 1) + " %" : target === null || target === undefined ? "—" : fmt(target, 1) + " %");
+    $("label-target").textContent = sofar !== null ? "at the target, % of the dose injected so far" : "at the target, % of the whole dose";
+    setValue($("value-off"), off === null || off === undefined ? "below detection" : fmt(off, 1) + " %");
     var above = off !== null && off !== undefined && off > cfg.threshold_percent;
     $("stat-off").classList.toggle("above", above);
     $("state-off").textContent = off === null || off === undefined ? "" : above ? "▲ ABOVE" : "✓ below";
@@ -223,7 +273,11 @@
   }
 
   Array.prototype.forEach.call(document.querySelectorAll("input[name=unit]"), function (input) {
-    input.addEventListener("change", function () { unit = input.value; dirty = true; if (replay.on) { drawCurves(replay.upto); } });
+    input.addEventListener("change", function () {
+      unit = input.value;
+      dirty = true;  // live: the next redraw
+      if (cfg.record) { drawCurves(replay.on ? replay.upto : undefined); }  // the record: no redraw timer
+    });
   });
 
   // ------------------------------------------------------------------ image
@@ -282,7 +336,9 @@
       }
     }
     drawOutlines(ox, oy, w, h);
+    drawSliceLine(ox, oy, cell, mip);
     drawColourBar();
+    if (ev.shape && ev.shape[2] > 1) { sliceNewImage(ev); }
     $("image-caption").textContent = "Maximum-intensity projection (along z) of the last " + (ev.frames || "") +
       " frames up to frame " + ev.frame + " · " + mip.nx + " × " + mip.ny + " · peak " + fmtNg(peak) + " ng Fe per voxel · provisional (live)";
   }
@@ -304,6 +360,113 @@
       ctx.stroke();
     });
     ctx.setLineDash([]);
+  }
+
+  // ------------------------------------------------------------------ the chosen slice (3D)
+  /* A 3D session's latest volume stays on the server; the slice the user chose (plane x, y
+     or z and its index: radio buttons, a slider, -/+ buttons, all keyboard operable) is
+     fetched from GET /api/v1/live-sessions/{id}/slice/ after each image event, one request
+     at a time: its bytes go only to a viewer who looks at it. */
+  var sliceBox = $("slice-box"), sliceCanvas = $("live-slice");
+  var sliceCtx = sliceCanvas ? sliceCanvas.getContext("2d") : null;
+  var slice = { plane: "z", index: null, shape: null, busy: false, again: false, frame: null };
+  var AXIS = { x: 0, y: 1, z: 2 };
+
+  function sliceSize() { return slice.shape ? slice.shape[AXIS[slice.plane]] : 0; }
+
+  function sliceControls() {
+    var n = sliceSize(), range = $("slice-index");
+    if (!range || !n) { return; }
+    if (slice.index === null || slice.index >= n) { slice.index = Math.floor(n / 2); }
+    range.max = String(n - 1);
+    range.value = String(slice.index);
+    $("slice-index-out").textContent = slice.plane + " = " + slice.index + " of 0–" + (n - 1);
+  }
+
+  function sliceNewImage(ev) {
+    if (!sliceBox) { return; }
+    var first = !slice.shape;
+    slice.shape = ev.shape;
+    if (first) { sliceBox.hidden = false; sliceControls(); }
+    requestSlice();
+  }
+
+  function requestSlice() {
+    if (!sliceBox || !slice.shape) { return; }
+    if (slice.busy) { slice.again = true; return; }
+    slice.busy = true;
+    var url = cfg.slice_url + "?plane=" + slice.plane + "&index=" + slice.index;
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (body) { if (body && body.plane === slice.plane && body.index === slice.index) { drawSlice(body); } })
+      .catch(function () { /* the next image asks again */ })
+      .then(function () {
+        slice.busy = false;
+        if (slice.again) { slice.again = false; requestSlice(); }
+      });
+  }
+
+  function drawSlice(body) {
+    if (!sliceCtx) { return; }
+    var grid = decodeMip({ mip_z: body.data, mip_shape: body.slice_shape });
+    if (!grid) { return; }
+    colourMax = Math.max(colourMax, body.max_ng || 0, 1e-9);
+    paint(sliceCtx, sliceCanvas, grid);
+    var axes = { z: "x → , y ↑", y: "x → , z ↑", x: "y → , z ↑" }[body.plane];
+    $("slice-caption").textContent = "Slice " + body.plane + " = " + body.index + " (" + axes + ") of the image up to frame " +
+      body.frame + " · same colour scale · provisional (live)";
+    slice.frame = body.frame;
+  }
+
+  function drawSliceLine(ox, oy, cell, mip) {
+    /* Where the chosen x or y slice cuts the z projection. */
+    if (!slice.shape || slice.plane === "z" || slice.index === null) { return; }
+    ctx.strokeStyle = "#ffffff";
+    ctx.lineWidth = 2;
+    ctx.setLineDash([8, 5]);
+    ctx.beginPath();
+    if (slice.plane === "x") {
+      var px = ox + (slice.index + 0.5) * cell * mip.nx / slice.shape[0];
+      ctx.moveTo(px, oy); ctx.lineTo(px, oy + cell * mip.ny);
+    } else {
+      var py = oy + (mip.ny - (slice.index + 0.5) * mip.ny / slice.shape[1]) * cell;
+      ctx.moveTo(ox, py); ctx.lineTo(ox + cell * mip.nx, py);
+    }
+    ctx.stroke();
+    ctx.setLineDash([]);
+  }
+
+  function paint(context, target, grid) {
+    var size = Math.min(target.width, target.height);
+    var cell = Math.max(1, Math.floor(size / Math.max(grid.nx, grid.ny)));
+    var w = cell * grid.nx, h = cell * grid.ny;
+    var ox = Math.floor((target.width - w) / 2), oy = Math.floor((target.height - h) / 2);
+    context.fillStyle = "#000";
+    context.fillRect(0, 0, target.width, target.height);
+    for (var x = 0; x < grid.nx; x++) {
+      for (var y = 0; y < grid.ny; y++) {
+        var f = Math.max(0, Math.min(1, grid.at(x, y) / colourMax));
+        var c = lutRgb[Math.min(255, Math.floor(f * 255))];
+        context.fillStyle = "rgb(" + c[0] + "," + c[1] + "," + c[2] + ")";
+        context.fillRect(ox + x * cell, oy + (grid.ny - 1 - y) * cell, cell, cell);
+      }
+    }
+  }
+
+  if (sliceBox) {
+    Array.prototype.forEach.call(sliceBox.querySelectorAll("input[name=slice-plane]"), function (input) {
+      input.addEventListener("change", function () { slice.plane = input.value; slice.index = null; sliceControls(); requestSlice(); });
+    });
+    $("slice-index").addEventListener("input", function () { slice.index = parseInt($("slice-index").value, 10); sliceControls(); requestSlice(); });
+    Array.prototype.forEach.call(sliceBox.querySelectorAll("button[data-step]"), function (button) {
+      button.addEventListener("click", function () {
+        var n = sliceSize();
+        if (!n) { return; }
+        slice.index = Math.max(0, Math.min(n - 1, slice.index + parseInt(button.getAttribute("data-step"), 10)));
+        sliceControls();
+        requestSlice();
+      });
+    });
   }
 
   function drawColourBar() {
@@ -646,6 +809,8 @@
     series.frame = rec.frame.slice();
     series.target = rec.target_percent.slice();
     series.off = rec.off_target_percent.slice();
+    series.sofar = (rec.dose_so_far_ng || []).slice();
+    series.state = (rec.injection_state || []).slice();
     t0 = rec.acquired_at.length ? rec.acquired_at[0] : t0;
     Object.keys(rec.rois).forEach(function (name) {
       styleFor(name, rec.rois[name].kind);
@@ -714,5 +879,5 @@
   }
   showHealth(lastHealth);
   showBanner();
-  window.MpiLive = { config: cfg, series: series, addPoint: addPoint, drawImage: drawImage, addAlert: addAlert, addMark: addMark, drawCurves: drawCurves };
+  window.MpiLive = { config: cfg, series: series, slice: slice, addPoint: addPoint, drawImage: drawImage, addAlert: addAlert, addMark: addMark, drawCurves: drawCurves };
 })();
