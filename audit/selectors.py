@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from audit.actions import AuditAction
 from audit.models import AuditEvent
@@ -31,12 +31,13 @@ CORRECTION_ACTIONS = frozenset(
 
 def correction_history(records: Iterable[tuple[str, object]]) -> QuerySet[AuditEvent]:
     """The correction events about ``records`` (pairs of object type, as
-    ``model._meta.label_lower``, and primary key), oldest first."""
+    ``model._meta.label_lower``, and primary key), oldest first: chained events in chain order,
+    then those still waiting to be chained (``audit.chain``: for milliseconds after their commit)."""
     match = Q(pk__in=[])
     for object_type, object_id in records:
         match |= Q(object_type=object_type, object_id=str(object_id))
     return (
         AuditEvent.objects.filter(match, action__in=[int(a) for a in CORRECTION_ACTIONS])
         .select_related("actor")
-        .order_by("sequence")
+        .order_by(F("sequence").asc(nulls_last=True), "id")
     )

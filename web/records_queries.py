@@ -139,7 +139,7 @@ _RECORD_WORDS = {
 
 @dataclass
 class Correction:
-    sequence: int
+    sequence: int | None  # None while the event waits to be chained
     when: dt.datetime
     who: str
     record: str
