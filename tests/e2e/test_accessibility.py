@@ -17,7 +17,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from django.urls import URLResolver, get_resolver, reverse
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from compliance.services.exports import export_request
@@ -73,10 +73,12 @@ def pages(record) -> list[tuple[str, str]]:
         if not (isinstance(entry, URLResolver) and entry.namespace in NAMESPACES):
             continue
         for pattern in entry.url_patterns:
-            name = f"{entry.namespace}:{pattern.name}"
-            if name in SKIP or pattern.name is None:
+            if not isinstance(pattern, URLPattern) or pattern.name is None:
                 continue
-            params = set(pattern.pattern.converters) | set(getattr(pattern, "default_args", {}) or {})
+            name = f"{entry.namespace}:{pattern.name}"
+            if name in SKIP:
+                continue
+            params = set(pattern.pattern.converters)
             kwargs: dict[str, object] = {}
             if "pk" in params:
                 kwargs["pk"] = _pk(name, record)
