@@ -73,6 +73,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_initial_status": 400,
     "invalid_kind": 400,
     "invalid_label_volume": 400,
+    "invalid_region": 400,
     "invalid_meaning": 400,
     "invalid_metadata": 400,
     "invalid_password_env": 400,

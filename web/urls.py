@@ -1,7 +1,7 @@
 from django.urls import path as django_path
 
 from compliance.sponsor import not_for_sponsors
-from web import identity_views, live_views, records_views, signature_views, views
+from web import identity_views, live_views, records_views, signature_views, viewer_views, views
 
 app_name = "web"
 
@@ -47,6 +47,8 @@ urlpatterns = [
     path("scans/<int:pk>/", views.scan_detail, name="scan"),
     path("scans/<int:pk>/image/mip.png", views.scan_image, {"plane": "mip"}, name="scan-mip"),
     path("scans/<int:pk>/image/<str:plane>/<int:index>.png", views.scan_image, name="scan-slice"),
+    path("scans/<int:pk>/values/<str:plane>/<int:index>.json", viewer_views.scan_slice_values, name="scan-values"),
+    path("scans/<int:pk>/region/", viewer_views.scan_region, name="scan-region"),
     path("scans/<int:pk>/dicom.zip", views.scan_dicom, name="scan-dicom"),
     path("scans/<int:pk>/sign/", views.scan_sign, name="scan-sign"),
     path("signatures/awaiting/", signature_views.awaiting_signature, name="awaiting-signature"),

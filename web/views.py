@@ -44,7 +44,7 @@ from trials.services import injections as injections_services
 from trials.services import lots as lots_services
 from trials.services import subjects as subjects_services
 from trials.services.batches import LABELLING_FIELDS
-from web import forms, identity_views, live_data, plots, queries, volume
+from web import forms, identity_views, live_data, plots, queries, viewer_views, volume
 from web import operations as operations_page
 from web.permissions import may_export, may_write, require_trial_resource_write, require_write
 
@@ -696,6 +696,7 @@ def _scan_page(request, scan, sign_form, status=200, export_form=None, pacs_form
                 "signatures": signatures.signatures_verify(reconstruction, actor=request.user),
             }
         )
+        context.update(viewer_views.tools_context(request.user, scan))
     return render(request, "web/scan_detail.html", context, status=status)
 
 

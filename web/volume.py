@@ -136,3 +136,80 @@ def colour_bar(vmax_mol_per_l: float) -> SafeString:
 
 def roi_legend(masks) -> list[dict]:
     return [{"roi": roi, "colour": ROI_COLOURS[i % len(ROI_COLOURS)]} for i, (roi, _) in enumerate(masks)]
+
+
+# --------------------------------------------------------------------------- viewer tools
+# The numbers under the cursor and inside a drawn region come from the stored values
+# (mol Fe / L per voxel), never from the PNG's colours: iron per voxel in ng Fe is
+# concentration x voxel volume x 55.845 g/mol (without the per-region calibration factor
+# of the quantification, which belongs to the named regions' table).
+
+# plane -> (sliced axis, horizontal axis, vertical axis) as indices into (x, y, z)
+PLANE_AXES = {"axial": (2, 0, 1), "coronal": (1, 0, 2), "sagittal": (0, 1, 2)}
+
+
+def ng_per_voxel(volume: Volume) -> float:
+    """ng Fe in one voxel per mol Fe / L."""
+    from recon.physics import IRON_MOLAR_MASS_G_PER_MOL
+
+    return volume.grid.voxel_volume_l * IRON_MOLAR_MASS_G_PER_MOL * 1e9
+
+
+def lut_hex() -> list[str]:
+    return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in _lut()]
+
+
+def slice_payload(volume: Volume, plane: str, index: int | None) -> dict:
+    """One slice as iron per voxel (ng Fe), rows top to bottom as on screen (row 0 is the
+    highest coordinate, as in :func:`render_png`), with what the viewer needs to draw and
+    to name the voxel under the cursor."""
+    image, index = plane_image(volume, plane, index)
+    scale = ng_per_voxel(volume)
+    _, h_axis, v_axis = PLANE_AXES[plane]
+    voxel_mm = volume.grid.voxel_size_m * 1e3
+    return {
+        "plane": plane,
+        "index": index,
+        "count": volume.shape[PLANES[plane][0]],
+        "rows": int(image.shape[0]),
+        "cols": int(image.shape[1]),
+        "axes": ["xyz"[h_axis], "xyz"[v_axis]],
+        "voxel_mm": [round(float(voxel_mm[h_axis]), 4), round(float(voxel_mm[v_axis]), 4)],
+        "unit": "ng Fe per voxel",
+        "vmax_ng": float(f"{volume.vmax * scale:.4g}"),
+        # 4 significant digits: far below the reconstruction's noise, a third of the bytes.
+        "values_ng": [[float(f"{v:.4g}") for v in row] for row in (image[::-1] * scale).tolist()],
+    }
+
+
+def region_geometry(volume: Volume, plane: str, index: int, h: tuple[int, int], v: tuple[int, int]) -> dict:
+    """The box geometry record (metres, as ``imaging.services.rois`` stores it) of the voxels
+    h[0]..h[1] x v[0]..v[1] (inclusive, array order: v counts up from the lowest coordinate)
+    of slice ``index`` of ``plane``: one voxel deep across the plane."""
+    grid = volume.grid
+    sliced, h_axis, v_axis = PLANE_AXES[plane]
+    ranges = {sliced: (index, index), h_axis: tuple(sorted(h)), v_axis: tuple(sorted(v))}
+    size = grid.voxel_size_m
+    centre, half = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+    for axis, (lo, hi) in ranges.items():
+        start = grid.center_m[axis] - grid.fov_m[axis] / 2
+        centre[axis] = float(start + (lo + hi + 1) / 2 * size[axis])
+        half[axis] = float((hi - lo + 1) / 2 * size[axis])
+    return {"shape": "box", "center_m": centre, "half_size_m": half}
+
+
+def region_iron(volume: Volume, geometry: dict) -> dict:
+    """Iron (ng Fe) inside a geometry record, from the stored values, with the same mask
+    as a region of interest of that geometry (``imaging.dicom_export.roi_mask``)."""
+    from recon.quantify import mask_from_record
+
+    nx, ny, nz = volume.grid.size
+    mask = np.asarray(mask_from_record(volume.grid, geometry), dtype=bool).reshape(nz, ny, nx)
+    inside = volume.values[mask]
+    scale = ng_per_voxel(volume)
+    return {
+        "voxels": int(mask.sum()),
+        "iron_ng": float(inside.sum() * scale),
+        "max_ng": float(inside.max() * scale) if inside.size else 0.0,
+        "mean_mmol_per_l": float(inside.mean() * 1e3) if inside.size else 0.0,
+    }
