@@ -102,6 +102,7 @@ class LiveSessionViewSet(ScopedViewSet):
         if data.get("scanner"):
             scanner = get_object_or_404(scanners_visible_to(user), pk=data["scanner"])
         session = session_create(actor=user, injection=injection, system_matrix=system_matrix, scanner=scanner)
+        feed.session_created(session.pk)
         return self._answer(session, status.HTTP_201_CREATED)
 
     @extend_schema(

@@ -7,9 +7,15 @@ after the service returned, so only recorded frames are ever published."""
 from __future__ import annotations
 
 from live.models import LiveMark
-from live.runner import ensure_worker
+from live.runner import ensure_prepared, ensure_worker
 from live.services.sessions import RecordedBlock
 from live.transport import get_transport
+
+
+def session_created(session_id: int) -> None:
+    """A session was opened: prepare its engine now (calibration rows, operator, region
+    functionals into the live cache), while the scanner is still being set up."""
+    ensure_prepared(session_id)
 
 
 def session_started(session_id: int) -> None:

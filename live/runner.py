@@ -13,6 +13,12 @@ whose stream the worker has ended: it is never claimed again.
   the web process, once per session (the in-memory transport lives in that process).
 - Production: ``python manage.py live_worker`` processes, each working one session at a
   time (``serve``); add processes as scanners are added.
+
+Preparation: the engine's calibration rows, operator and region functionals are cached on
+disk (``recon.live.prepare``) as soon as a session is created, so that the build at the
+stream's start only loads them. Embedded: ``ensure_prepared`` runs it in a daemon thread
+when the session is created. Production: an idle ``live_worker`` prepares the open
+sessions (created, not yet streaming) and the active calibrations (``prepare_waiting``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -31,7 +38,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from live.models import LiveSession, LiveStatus
-from live.worker import FINISHED, LiveWorker
+from live.worker import FINISHED, LiveWorker, prepare_calibration, prepare_engine
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +157,63 @@ def worker_thread(session_id: int) -> threading.Thread | None:
     """The session's worker thread in this process, if one runs (tests join it)."""
     with _threads_lock:
         return _threads.get(session_id)
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+def ensure_prepared(session_id: int) -> None:
+    """Prepare the session's engine in a daemon thread of this process once the session is
+    committed (``LIVE_TRANSPORT = "memory"``; a no-op otherwise, where idle ``live_worker``
+    processes prepare open sessions). Preparing twice is harmless: a cache hit."""
+    if getattr(settings, "LIVE_TRANSPORT", "memory") != "memory":
+        return
+    transaction.on_commit(lambda: _start_prepare_thread(session_id))
+
+
+def _start_prepare_thread(session_id: int) -> threading.Thread:
+    thread = threading.Thread(target=_prepare_main, args=(session_id,), name=f"live-prepare-{session_id}", daemon=True)
+    thread.start()
+    return thread
+
+
+def _prepare_main(session_id: int) -> None:
+    try:
+        prepare_engine(session_id)
+    except Exception:  # a failed preparation only costs the worker its own build later
+        log.exception("live session #%s: preparing the engine failed", session_id)
+    finally:
+        connection.close()
+
+
+def prepare_waiting(done: set, *, limit: int = 5) -> int:
+    """An idle worker's preparation: the engines of open sessions (created, no stream yet),
+    then the calibration part of active system matrices, each once per process (``done``
+    holds what this process prepared). Returns how many it prepared."""
+    from imaging.models import SystemMatrix
+
+    count = 0
+    for pk in (
+        LiveSession.objects.filter(status=LiveStatus.OPEN, system_matrix__isnull=False)
+        .order_by("created_at", "id")
+        .values_list("id", flat=True)[:limit]
+    ):
+        if ("session", pk) in done:
+            continue
+        done.add(("session", pk))
+        _prepare_quietly(prepare_engine, pk, what=f"live session #{pk}")
+        count += 1
+    for matrix in SystemMatrix.objects.filter(active=True).order_by("-id")[:limit]:
+        if ("matrix", matrix.pk, matrix.sha256) in done:
+            continue
+        done.add(("matrix", matrix.pk, matrix.sha256))
+        _prepare_quietly(prepare_calibration, matrix, what=f"system matrix #{matrix.pk}")
+        count += 1
+    return count
+
+
+def _prepare_quietly(work: Callable[[Any], object], arg: Any, *, what: str) -> None:
+    try:
+        work(arg)
+    except Exception:  # an unusable calibration is the session's worker's to report
+        log.exception("%s: not prepared for live monitoring", what)

@@ -79,23 +79,70 @@ class EngineUnavailable(Exception):
         self.code = code
 
 
-def build_engine(calibration_path, fields: dict, dtype: str, roi_records: list[dict], *, operator_cache_dir):
-    """The session's ``recon.live.LiveEngine`` (EngineUnavailable when it cannot be built)."""
-    from recon.live import LiveEngine, LiveStreamError, StreamLayout
+def live_params():
+    """The live engine's plan. The live operator keeps the LIVE_MAX_ROWS rows of highest
+    calibration SNR: its cost per frame is rows x regions (functionals) and rows x voxels (images)."""
     from recon.params import ReconParams
 
-    # The live operator keeps the LIVE_MAX_ROWS rows of highest calibration SNR: its cost per
-    # frame is rows x regions (functionals) and rows x voxels (images).
-    params = ReconParams(solver="fast", max_rows=settings.LIVE_MAX_ROWS)
+    return ReconParams(solver="fast", max_rows=settings.LIVE_MAX_ROWS)
+
+
+def build_engine(
+    calibration_path,
+    fields: dict,
+    dtype: str,
+    roi_records: list[dict],
+    *,
+    operator_cache_dir,
+    calibration_sha256: str | None = None,
+):
+    """The session's ``recon.live.LiveEngine`` (EngineUnavailable when it cannot be built).
+    ``calibration_sha256``: the registered ``SystemMatrix.sha256`` (the 2.5 GB file is not hashed again)."""
+    from recon.live import LiveEngine, LiveStreamError, StreamLayout
+
     try:
         layout = StreamLayout.from_fields(fields, dtype)
         return LiveEngine.build(
-            calibration_path, layout, roi_records, operator_cache_dir=operator_cache_dir, params=params
+            calibration_path,
+            layout,
+            roi_records,
+            operator_cache_dir=operator_cache_dir,
+            params=live_params(),
+            calibration_sha256=calibration_sha256,
         )
     except LiveStreamError as exc:
         raise EngineUnavailable(str(exc), exc.code) from exc
     except (ValueError, OSError) as exc:
         raise EngineUnavailable(str(exc)) from exc
+
+
+def prepare_engine(session_id: int) -> list[str]:
+    """Fill the live cache for a session before its stream starts (``recon.live.prepare``:
+    the calibration's selected rows, the operator, the subject's region functionals), so the
+    worker's engine build at the first frame only loads them. Returns the preparation's notes;
+    nothing to prepare (no system matrix yet): []. Read-only on the database."""
+    s = LiveSession.objects.select_related("system_matrix").get(pk=session_id)
+    if s.system_matrix is None:
+        return []
+    records, _ = roi_records(s.subject)
+    return prepare_calibration(s.system_matrix, records or None)
+
+
+def prepare_calibration(system_matrix, records: list[dict] | None = None) -> list[str]:
+    """The live cache's calibration part (and, given ROI records, the regions' part) for a
+    registered ``SystemMatrix``."""
+    from recon.live import prepare
+
+    cache = Path(settings.LIVE_OPERATOR_CACHE_DIR)
+    cache.mkdir(parents=True, exist_ok=True)
+    prepared = prepare(
+        uploads.media_path(system_matrix.file),
+        records,
+        params=live_params(),
+        cache_dir=cache,
+        calibration_sha256=system_matrix.sha256 or None,
+    )
+    return prepared.notes
 
 
 def roi_records(subject) -> tuple[list[dict], list[str]]:
@@ -188,6 +235,7 @@ class LiveWorker:
                 s.dtype or s.header.get("dtype"),
                 records,
                 operator_cache_dir=cache,
+                calibration_sha256=s.system_matrix.sha256 or None,
             )
         except (EngineUnavailable, ValueError, OSError) as exc:
             self.engine = None

@@ -35,6 +35,7 @@ quantification are authoritative.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -45,7 +46,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from recon import inputs, preprocess, solvers
+from recon import inputs, live_cache, preprocess, solvers
 from recon.mdf import MDFFile
 from recon.operator import ReconOperator
 from recon.params import ReconParams
@@ -321,6 +322,8 @@ class LiveEngine:
     ):
         self.layout = layout
         self.params = params
+        # The operator serves images only (metrics use the functionals); from the cache it is
+        # memory-mapped, so its pages are read on the first image, not at the start.
         self.operator = operator
         self._f = functionals  # (2M, R) float64: iron (ng) = stack(w · (u - ref)) @ F
         self.selection = selection
@@ -356,34 +359,27 @@ class LiveEngine:
         operator_cache_dir: str | os.PathLike | None = None,
         memory_budget_mb: float | None = None,
         params: ReconParams | None = None,
+        calibration_sha256: str | None = None,
     ) -> LiveEngine:
-        """Read the calibration, check the stream against it, build (or load) the operator
-        and the region functionals.
+        """Check the stream against the calibration, then load (or compute and cache) the
+        selected rows, the operator and the region functionals (:func:`prepare`).
+
+        ``calibration_sha256``: the calibration file's SHA-256 as registered (the platform
+        stores it); hashed from the file when not given. With ``operator_cache_dir`` a
+        second session on the same calibration, plan and ROIs reads only the calibration's
+        header and a small cache entry; the operator is memory-mapped on the first image.
 
         Raises LiveStreamError("system_matrix_mismatch") when the stream's drive or receive
         settings differ from the calibration's, or the calibration needs a transfer function
         the stream cannot give; ValueError for an unusable calibration, plan or ROI list.
         """
-        from recon.checksum import sha256_file
-        from recon.operator import cache_key
-        from recon.pipeline import _calibration_snr_in_blocks, _stack_rows_from_calibration, select_rows_within_budget
-
-        params = ReconParams(solver="fast") if params is None else params
-        if memory_budget_mb is not None:
-            params = params.replace(memory_budget_bytes=int(memory_budget_mb * 2**20))
-        if params.weighting == "whiten":
-            raise ValueError("weighting='whiten' needs the stream's background noise before the first frame: not live")
-        if not roi_records:
-            raise ValueError("no ROIs: live monitoring needs at least one region")
-        names = [str(rec.get("name")) if isinstance(rec, dict) else "" for rec in roi_records]
-        if len(set(names)) != len(names):
-            raise ValueError(f"ROI names must be unique (results are reported by name), got {names}")
+        params = live_plan(params, memory_budget_mb)
+        _check_rois(roi_records)
         notes: list[str] = [
             "provisional: live estimate; the recording's offline reconstruction is authoritative",
             "period 0 of each frame used (as the offline pipeline)" if layout.periods > 1 else "",
         ]
         notes = [n for n in notes if n]
-        sha = sha256_file(calibration_path)
         with MDFFile(calibration_path) as smf:
             inputs.check_calibration(smf)
             try:
@@ -400,111 +396,35 @@ class LiveEngine:
                     "system_matrix_mismatch",
                     f"the stream sends raw samples without a transfer function: {exc}",
                 ) from None
-            size = tuple(int(v) for v in smf.calibration_size or ())
-            size3 = (size[0], size[1], size[2])
-            p = int(np.prod(size3))
-            fov = np.asarray(smf.field_of_view_m if smf.field_of_view_m is not None else np.ones(3), dtype=float)
-            center = np.asarray(
-                smf.field_of_view_center_m if smf.field_of_view_center_m is not None else np.zeros(3), dtype=float
-            )
-            delta = float(smf.tracer_concentration_mol_per_l or 0.0)
-            cal_averages = int(smf.field("/acquisition/numAverages", 1) or 1)
-            snr = inputs.full_axis_snr(smf)
-            if snr is None:
-                snr = _calibration_snr_in_blocks(smf, p)
-            available = np.zeros(smf.num_frequencies, dtype=bool)
-            available[smf.available_frequencies] = True
-            selection, budget = select_rows_within_budget(
-                snr,
-                np.asarray(smf.frequencies_hz, dtype=np.float64),
-                params,
-                smf.num_receive_channels,
-                p,
-                available=available,
-            )
-            m = selection.num_rows
-            recorder = _RecordingCalibration(smf)
-            tf_s = smf.transfer_function
-            # The stream's frames are not known yet: one zero frame stands in for the
-            # measurement (A does not depend on it; its y is discarded).
-            a, _, _, weights, prep_notes, sm_bg_mean = _stack_rows_from_calibration(
-                recorder,
-                selection,
-                np.zeros((1, m), dtype=np.complex128),
-                np.zeros(1, dtype=bool),
-                params.replace(background="none", frames=None, average=1),
-                p,
-                None,
-                None if tf_s is None else tf_s[selection.channel, selection.frequency],
-                None,
-                (smf.layout["isTransferFunctionCorrected"], False),
-                None,
-            )
-            bg_rows = np.concatenate(recorder.background_parts) if recorder.background_parts else None
-        notes += [n for n in prep_notes if n.startswith(("system matrix", "transfer function"))]
-        if tf_plan.calibration_divisor is not None:  # pragma: no cover - refused above (stream has no TF)
-            raise LiveStreamError("system_matrix_mismatch", "the calibration must be divided by a transfer function")
-        grid = Grid(
-            size3, (float(fov[0]), float(fov[1]), float(fov[2])), (float(center[0]), float(center[1]), float(center[2]))
+            if tf_plan.calibration_divisor is not None:  # pragma: no cover - refused above (stream has no TF)
+                raise LiveStreamError("system_matrix_mismatch", "the calibration needs a transfer function")
+        prepared = prepare(
+            calibration_path,
+            roi_records,
+            params=params,
+            cache_dir=operator_cache_dir,
+            calibration_sha256=calibration_sha256,
         )
-        rois = rois_for_quantification(list(roi_records), grid)
-        chi = np.stack([r.signal for r in rois])
-        signals = np.ascontiguousarray((a @ chi.T.astype(a.dtype)).T)  # (R, 2M): each ROI's noise-free rows
-        reference = np.zeros(m, dtype=np.complex128) if sm_bg_mean is None else np.asarray(sm_bg_mean)
-        bg_signal = None
-        if sm_bg_mean is not None:
-            b = reference * weights
-            bg_signal = _stack(np.stack([b, 1j * b])).astype(a.dtype)
-        lam = solvers.absolute_lambda(a, params.lambda_)
-        key_inputs = {
-            "system_matrix_sha256": sha,
-            "params": params.as_dict(),
-            "channel": selection.channel,
-            "frequency": selection.frequency,
-            "row_weights": weights,
-            "extra": {"transfer_functions": [tf_s is not None, False, False, False]},
-        }
-        key = cache_key(lambda_abs=lam, **key_inputs)
-        op = None
-        if operator_cache_dir is not None:
-            op = ReconOperator.load(operator_cache_dir, key)
-            if op is not None:
-                notes.append(f"reconstruction operator loaded from cache {key[:12]}")
-        if op is None:
-            op = ReconOperator.build(a, lam, overwrite_a=True, key=key)
-            if operator_cache_dir is not None:
-                op.save(operator_cache_dir, key)
-                notes.append(f"reconstruction operator built and cached as {key[:12]}")
-        del a
-        spread = op.apply(signals).astype(np.float64)
-        bg_columns = None if bg_signal is None else op.apply(bg_signal).astype(np.float64)
-        w = region_weights(grid, rois, spread=spread, background_columns=bg_columns)  # (R, P) ng per mol/L
-        functionals = op.region_functionals(w, scale=delta).transposed.astype(np.float64)  # (2M, R)
-        notes.append(
-            f"GTM region estimator with exact spread through the live operator ({m} rows, budget "
-            f"{budget.max_rows}), scanner background fitted as two columns"
-        )
+        reg = prepared.regions
+        if reg is None:  # pragma: no cover - roi_records were given
+            raise ValueError("no ROIs: live monitoring needs at least one region")
+        notes += prepared.notes
         # Per-frame noise from the calibration's empty-bore frames, scaled to the stream's averaging.
-        cal_sd = np.full(len(rois), np.nan)
-        if bg_rows is not None and bg_rows.shape[-1] >= 2:
-            proj = _stack(((bg_rows - bg_rows.mean(axis=-1, keepdims=True)) * weights[:, None]).T) @ functionals
-            cal_sd = proj.std(axis=0, ddof=1) * math.sqrt(cal_averages / layout.num_averages)
+        cal_sd = reg.calibration_sd * math.sqrt(prepared.calibration_averages / layout.num_averages)
+        if np.all(np.isfinite(cal_sd)):
             notes.append(
                 f"until {MIN_BACKGROUND_FOR_SCATTER} stream background frames: noise from the calibration's "
-                f"{bg_rows.shape[-1]} empty-bore frames x sqrt({cal_averages}/{layout.num_averages} averages)"
+                f"{prepared.calibration_background_frames} empty-bore frames x "
+                f"sqrt({prepared.calibration_averages}/{layout.num_averages} averages)"
             )
-        if sm_bg_mean is not None:
+        if prepared.has_reference:
             notes.append("until the first stream background frame: background = the calibration's empty-bore mean")
         else:
             notes.append("until the first stream background frame: no background subtracted (calibration has none)")
-        voxel_l = float(np.prod(fov / np.asarray(size3))) * 1e3
-        ng_per_unit = delta * voxel_l * IRON_MOLAR_MASS_G_PER_MOL * 1e9
-        import hashlib
-
         fingerprint = json.dumps(
             {
-                "key": key,
-                "rois": [r.name for r in rois],
+                "key": prepared.operator_key,
+                "rois": reg.names,
                 "roi_records": hashlib.sha256(
                     json.dumps(list(roi_records), sort_keys=True, default=str).encode()
                 ).hexdigest(),
@@ -515,16 +435,16 @@ class LiveEngine:
         return cls(
             layout=layout,
             params=params,
-            operator=op,
-            functionals=functionals,
-            selection=selection,
-            row_weights=np.asarray(weights, dtype=np.float64),
-            reference_rows=reference,
+            operator=prepared.operator,
+            functionals=reg.functionals,
+            selection=prepared.selection,
+            row_weights=prepared.row_weights,
+            reference_rows=prepared.reference,
             calibration_noise_sd=cal_sd,
-            region_names=[r.name for r in rois],
-            region_kinds=[r.kind for r in rois],
-            size=size3,
-            ng_per_unit=ng_per_unit,
+            region_names=reg.names,
+            region_kinds=reg.kinds,
+            size=prepared.size,
+            ng_per_unit=reg.ng_per_unit,
             fingerprint=fingerprint,
             notes=notes,
         )
@@ -709,3 +629,356 @@ class LiveEngine:
         self._bg_sumsq_r = arrays["bg_sumsq_r"].astype(np.float64)
         self._bg_sum_rows = arrays["bg_sum_rows"].astype(np.complex128)
         self._history = deque((h.astype(np.float32) for h in arrays["history"]), maxlen=IMAGE_HISTORY)
+
+
+# ---------------------------------------------------------------------------- preparation
+
+
+def live_plan(params: ReconParams | None = None, memory_budget_mb: float | None = None) -> ReconParams:
+    """The live engine's plan: the fast solver (an explicit operator) unless one is given."""
+    params = ReconParams(solver="fast") if params is None else params
+    if memory_budget_mb is not None:
+        params = params.replace(memory_budget_bytes=int(memory_budget_mb * 2**20))
+    if params.weighting == "whiten":
+        raise ValueError("weighting='whiten' needs the stream's background noise before the first frame: not live")
+    return params
+
+
+def _check_rois(roi_records: list[dict]) -> None:
+    if not roi_records:
+        raise ValueError("no ROIs: live monitoring needs at least one region")
+    names = [str(rec.get("name")) if isinstance(rec, dict) else "" for rec in roi_records]
+    if len(set(names)) != len(names):
+        raise ValueError(f"ROI names must be unique (results are reported by name), got {names}")
+
+
+@dataclass(frozen=True)
+class PreparedRegions:
+    """An ROI set's part of the engine: names, kinds, functionals F (2M, R) float64 (iron ng
+    = stack(w · (u − ref)) @ F), calibration_sd (R,) the per-frame SD of each region from the
+    calibration's empty-bore frames at the calibration's averaging (NaN without them), ng_per_unit."""
+
+    names: list[str]
+    kinds: list[str]
+    functionals: np.ndarray
+    calibration_sd: np.ndarray
+    ng_per_unit: float
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What :func:`prepare` returns: the calibration's part (selection, weights, reference
+    spectrum, grid, operator) and, given ROIs, the regions' part."""
+
+    selection: preprocess.RowSelection
+    row_weights: np.ndarray
+    reference: np.ndarray
+    has_reference: bool
+    size: tuple[int, int, int]
+    calibration_averages: int
+    calibration_background_frames: int
+    operator_key: str
+    operator: ReconOperator
+    regions: PreparedRegions | None
+    notes: list[str]
+
+
+@dataclass
+class _Rows:
+    """The calibration entry (everything but A)."""
+
+    key: str
+    selection: preprocess.RowSelection
+    weights: np.ndarray
+    reference: np.ndarray | None
+    bg_rows: np.ndarray | None
+    lambda_abs: float
+    operator_key: str
+    size: tuple[int, int, int]
+    fov: tuple[float, float, float]
+    center: tuple[float, float, float]
+    delta: float
+    cal_averages: int
+    max_rows: int
+    notes: list[str]
+
+    def save(self, cache_dir) -> None:
+        m = self.selection.num_rows
+        live_cache.save_entry(
+            cache_dir,
+            f"live-rows-{self.key}",
+            {
+                "channel": np.asarray(self.selection.channel, np.int64),
+                "frequency": np.asarray(self.selection.frequency, np.int64),
+                "frequency_hz": np.asarray(self.selection.frequency_hz, np.float64),
+                "snr": np.asarray(self.selection.snr, np.float64),
+                "weights": np.asarray(self.weights, np.float64),
+                "reference": np.zeros(0, np.complex128) if self.reference is None else self.reference,
+                "bg_rows": np.zeros((m, 0), np.complex128) if self.bg_rows is None else self.bg_rows,
+            },
+            {
+                "candidates": int(self.selection.candidates),
+                "lambda_abs": float(self.lambda_abs).hex(),
+                "operator_key": self.operator_key,
+                "size": list(self.size),
+                "fov": list(self.fov),
+                "center": list(self.center),
+                "delta": float(self.delta).hex(),
+                "cal_averages": self.cal_averages,
+                "max_rows": self.max_rows,
+                "has_reference": self.reference is not None,
+                "has_bg_rows": self.bg_rows is not None,
+                "notes": self.notes,
+            },
+        )
+
+    @classmethod
+    def load(cls, cache_dir, key: str) -> _Rows | None:
+        entry = live_cache.load_entry(cache_dir, f"live-rows-{key}")
+        if entry is None:
+            return None
+        arr, meta = entry
+        try:
+            sel = preprocess.RowSelection(
+                arr["channel"], arr["frequency"], arr["frequency_hz"], arr["snr"], int(meta["candidates"])
+            )
+            size = tuple(int(v) for v in meta["size"])
+            fov = tuple(float(v) for v in meta["fov"])
+            center = tuple(float(v) for v in meta["center"])
+            return cls(
+                key=key,
+                selection=sel,
+                weights=arr["weights"],
+                reference=arr["reference"] if meta["has_reference"] else None,
+                bg_rows=arr["bg_rows"] if meta["has_bg_rows"] else None,
+                lambda_abs=float.fromhex(meta["lambda_abs"]),
+                operator_key=str(meta["operator_key"]),
+                size=(size[0], size[1], size[2]),
+                fov=(fov[0], fov[1], fov[2]),
+                center=(center[0], center[1], center[2]),
+                delta=float.fromhex(meta["delta"]),
+                cal_averages=int(meta["cal_averages"]),
+                max_rows=int(meta["max_rows"]),
+                notes=[str(n) for n in meta["notes"]],
+            )
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None
+
+
+def _read_rows(calibration_path, sha: str, key: str, params: ReconParams) -> tuple[_Rows, np.ndarray]:
+    """Read the calibration's selected rows (the offline pipeline's selection, reader and
+    preparation): the calibration entry and A (2M, P) in ``params.dtype``, writeable."""
+    from recon.operator import cache_key
+    from recon.pipeline import _calibration_snr_in_blocks, _stack_rows_from_calibration, select_rows_within_budget
+
+    with MDFFile(calibration_path) as smf:
+        inputs.check_calibration(smf)
+        size = tuple(int(v) for v in smf.calibration_size or ())
+        size3 = (size[0], size[1], size[2])
+        p = int(np.prod(size3))
+        fov = np.asarray(smf.field_of_view_m if smf.field_of_view_m is not None else np.ones(3), dtype=float)
+        center = np.asarray(
+            smf.field_of_view_center_m if smf.field_of_view_center_m is not None else np.zeros(3), dtype=float
+        )
+        delta = float(smf.tracer_concentration_mol_per_l or 0.0)
+        cal_averages = int(smf.field("/acquisition/numAverages", 1) or 1)
+        snr = inputs.full_axis_snr(smf)
+        if snr is None:
+            snr = _calibration_snr_in_blocks(smf, p)
+        available = np.zeros(smf.num_frequencies, dtype=bool)
+        available[smf.available_frequencies] = True
+        selection, budget = select_rows_within_budget(
+            snr,
+            np.asarray(smf.frequencies_hz, dtype=np.float64),
+            params,
+            smf.num_receive_channels,
+            p,
+            available=available,
+        )
+        m = selection.num_rows
+        recorder = _RecordingCalibration(smf)
+        tf_s = smf.transfer_function
+        # The stream's frames are not known yet: one zero frame stands in for the
+        # measurement (A does not depend on it; its y is discarded).
+        a, _, _, weights, prep_notes, sm_bg_mean = _stack_rows_from_calibration(
+            recorder,
+            selection,
+            np.zeros((1, m), dtype=np.complex128),
+            np.zeros(1, dtype=bool),
+            params.replace(background="none", frames=None, average=1),
+            p,
+            None,
+            None if tf_s is None else tf_s[selection.channel, selection.frequency],
+            None,
+            (smf.layout["isTransferFunctionCorrected"], False),
+            None,
+        )
+        bg_rows = np.concatenate(recorder.background_parts) if recorder.background_parts else None
+    lam = solvers.absolute_lambda(a, params.lambda_)
+    op_key = cache_key(
+        system_matrix_sha256=sha,
+        lambda_abs=lam,
+        params=params.as_dict(),
+        channel=selection.channel,
+        frequency=selection.frequency,
+        row_weights=weights,
+        extra={"transfer_functions": [tf_s is not None, False, False, False]},
+    )
+    rows = _Rows(
+        key=key,
+        selection=selection,
+        weights=np.asarray(weights, dtype=np.float64),
+        reference=None if sm_bg_mean is None else np.asarray(sm_bg_mean, dtype=np.complex128),
+        bg_rows=None if bg_rows is None or bg_rows.shape[-1] < 1 else np.asarray(bg_rows, dtype=np.complex128),
+        lambda_abs=lam,
+        operator_key=op_key,
+        size=size3,
+        fov=(float(fov[0]), float(fov[1]), float(fov[2])),
+        center=(float(center[0]), float(center[1]), float(center[2])),
+        delta=delta,
+        cal_averages=cal_averages,
+        max_rows=int(budget.max_rows),
+        notes=[n for n in prep_notes if n.startswith(("system matrix", "transfer function"))],
+    )
+    return rows, a
+
+
+def prepare(
+    calibration_path: str | os.PathLike,
+    roi_records: list[dict] | None,
+    *,
+    params: ReconParams | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    calibration_sha256: str | None = None,
+) -> Prepared:
+    """Everything a live engine needs that depends only on the calibration, the plan and the
+    ROI set, from ``cache_dir`` when it holds it (``recon.live_cache``), else computed and
+    stored there: the selected rows and their preparation (one read of the calibration's
+    rows), the operator (``recon.operator``, memory-mapped when loaded) and, given
+    ``roi_records``, the region functionals and the calibration noise per region.
+
+    ``roi_records=None`` warms the calibration's part only (at registration: no ROIs yet).
+    ``calibration_sha256``: the file's registered SHA-256 (hashed from the file when None).
+    """
+    from recon.checksum import sha256_file
+
+    params = live_plan(params)
+    if roi_records is not None:
+        _check_rois(roi_records)
+    sha = calibration_sha256 or sha256_file(calibration_path)
+    key = live_cache.calibration_key(sha, params.as_dict())
+    if cache_dir is None:
+        return _prepare(calibration_path, roi_records, params, None, sha, key)
+    # One preparation of a calibration at a time across processes (the session's preparation,
+    # the worker's build, an idle worker's warm-up): the second waits, then finds the cache.
+    with live_cache.exclusive(cache_dir, f"live-rows-{key}"):
+        return _prepare(calibration_path, roi_records, params, cache_dir, sha, key)
+
+
+def _prepare(calibration_path, roi_records, params: ReconParams, cache_dir, sha: str, key: str) -> Prepared:
+    notes: list[str] = []
+    rows = _Rows.load(cache_dir, key) if cache_dir is not None else None
+    a: np.ndarray | None = None
+    if rows is None:
+        rows, a = _read_rows(calibration_path, sha, key, params)
+        if cache_dir is not None:
+            live_cache.save_array(cache_dir, f"live-rows-{key}", a)
+            rows.save(cache_dir)
+    else:
+        notes.append(f"selected calibration rows loaded from cache {key[:12]}")
+    notes = rows.notes + notes
+    op = ReconOperator.load(cache_dir, rows.operator_key, mmap=True) if cache_dir is not None else None
+    if op is not None:
+        notes.append(f"reconstruction operator loaded from cache {rows.operator_key[:12]} (memory-mapped)")
+    regions: PreparedRegions | None = None
+    rkey = live_cache.regions_key(key, list(roi_records)) if roi_records is not None else None
+    if rkey is not None and cache_dir is not None and op is not None:
+        regions = _load_regions(cache_dir, rkey, rows.selection.num_rows)
+        if regions is not None:
+            notes.append(f"region functionals loaded from cache {rkey[:12]}")
+
+    def rows_matrix(writeable: bool) -> np.ndarray:
+        nonlocal a
+        if a is None and cache_dir is not None:
+            a = live_cache.load_array(cache_dir, f"live-rows-{key}", mmap=not writeable)
+        if a is None:  # the cached A is missing or damaged: read the calibration again
+            _, a = _read_rows(calibration_path, sha, key, params)
+            if cache_dir is not None:
+                live_cache.save_array(cache_dir, f"live-rows-{key}", a)
+        if writeable and not a.flags.writeable:
+            a = np.array(a)
+        return a
+
+    grid = Grid(rows.size, rows.fov, rows.center)
+    rois = rois_for_quantification(list(roi_records), grid) if roi_records is not None and regions is None else None
+    signals = bg_signal = None
+    if rois is not None:
+        mat = rows_matrix(writeable=False)
+        chi = np.stack([r.signal for r in rois])
+        signals = np.ascontiguousarray((mat @ chi.T.astype(mat.dtype)).T)  # (R, 2M): each ROI's noise-free rows
+        if rows.reference is not None:
+            b = rows.reference * rows.weights
+            bg_signal = _stack(np.stack([b, 1j * b])).astype(mat.dtype)
+    if op is None:
+        op = ReconOperator.build(rows_matrix(writeable=True), rows.lambda_abs, overwrite_a=True, key=rows.operator_key)
+        if cache_dir is not None:
+            op.save(cache_dir, rows.operator_key)
+            notes.append(f"reconstruction operator built and cached as {rows.operator_key[:12]}")
+    a = None
+    if rois is not None and signals is not None and rkey is not None:
+        spread = op.apply(signals).astype(np.float64)
+        bg_columns = None if bg_signal is None else op.apply(bg_signal).astype(np.float64)
+        w = region_weights(grid, rois, spread=spread, background_columns=bg_columns)  # (R, P) ng per mol/L
+        functionals = op.region_functionals(w, scale=rows.delta).transposed.astype(np.float64)  # (2M, R)
+        cal_sd = np.full(len(rois), np.nan)
+        if rows.bg_rows is not None and rows.bg_rows.shape[-1] >= 2:
+            centred = (rows.bg_rows - rows.bg_rows.mean(axis=-1, keepdims=True)) * rows.weights[:, None]
+            cal_sd = (_stack(centred.T) @ functionals).std(axis=0, ddof=1)
+        voxel_l = float(np.prod(np.asarray(rows.fov) / np.asarray(rows.size))) * 1e3
+        regions = PreparedRegions(
+            names=[r.name for r in rois],
+            kinds=[r.kind for r in rois],
+            functionals=functionals,
+            calibration_sd=cal_sd,
+            ng_per_unit=rows.delta * voxel_l * IRON_MOLAR_MASS_G_PER_MOL * 1e9,
+        )
+        if cache_dir is not None:
+            live_cache.save_entry(
+                cache_dir,
+                f"live-regions-{rkey}",
+                {"functionals": functionals, "calibration_sd": cal_sd},
+                {"names": regions.names, "kinds": regions.kinds, "ng_per_unit": float(regions.ng_per_unit).hex()},
+            )
+    if regions is not None:
+        notes.append(
+            f"GTM region estimator with exact spread through the live operator ({rows.selection.num_rows} rows, "
+            f"budget {rows.max_rows}), scanner background fitted as two columns"
+        )
+    return Prepared(
+        selection=rows.selection,
+        row_weights=rows.weights,
+        reference=np.zeros(rows.selection.num_rows, np.complex128) if rows.reference is None else rows.reference,
+        has_reference=rows.reference is not None,
+        size=rows.size,
+        calibration_averages=rows.cal_averages,
+        calibration_background_frames=0 if rows.bg_rows is None else int(rows.bg_rows.shape[-1]),
+        operator_key=rows.operator_key,
+        operator=op,
+        regions=regions,
+        notes=notes,
+    )
+
+
+def _load_regions(cache_dir, rkey: str, num_rows: int) -> PreparedRegions | None:
+    entry = live_cache.load_entry(cache_dir, f"live-regions-{rkey}")
+    if entry is None:
+        return None
+    arr, meta = entry
+    try:
+        names, kinds = [str(n) for n in meta["names"]], [str(k) for k in meta["kinds"]]
+        f, sd = arr["functionals"], arr["calibration_sd"]
+        if f.shape != (2 * num_rows, len(names)) or sd.shape != (len(names),) or len(kinds) != len(names):
+            return None
+        return PreparedRegions(names, kinds, f, sd, float.fromhex(meta["ng_per_unit"]))
+    except (KeyError, TypeError, ValueError):
+        return None

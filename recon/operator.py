@@ -52,6 +52,8 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from recon.checksum import sampled_digest
+
 #: Bump when the stored layout or the maths changes (old cache entries then miss).
 CACHE_FORMAT = 1
 #: Columns (voxels) of A solved per triangular-solve block while building K.
@@ -223,6 +225,8 @@ class ReconOperator:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        meta["bytes"] = os.path.getsize(target)
+        meta["sampled_sha256"] = sampled_digest(target)
         meta_path = folder / f"{key}.json"
         meta_tmp = meta_path.with_suffix(".json.tmp")
         meta_tmp.write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
@@ -231,20 +235,34 @@ class ReconOperator:
         return target
 
     @classmethod
-    def load(cls, cache_dir: str | os.PathLike, key: str) -> ReconOperator | None:
-        """The operator cached under ``key``, or None when absent or unusable (then rebuild)."""
+    def load(cls, cache_dir: str | os.PathLike, key: str, *, mmap: bool = False) -> ReconOperator | None:
+        """The operator cached under ``key``, or None when absent or unusable (then rebuild).
+
+        ``mmap``: memory-map the matrix read-only (its pages are read when first used).
+        An entry whose file size or sampled digest (``recon.checksum.sampled_digest``)
+        differs from its record is unusable (truncated or overwritten)."""
         _check_key(key)
         folder = Path(cache_dir)
+        path = folder / f"{key}.npy"
         try:
             meta = json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))
             if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
                 return None
-            matrix = np.load(folder / f"{key}.npy", allow_pickle=False)
+            if "bytes" in meta and os.path.getsize(path) != meta["bytes"]:
+                return None
+            if "sampled_sha256" in meta and sampled_digest(path) != meta["sampled_sha256"]:
+                return None
+            matrix = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError):
             return None
         if str(matrix.dtype) != meta.get("dtype") or list(matrix.shape) != meta.get("shape") or matrix.ndim != 2:
             return None
-        return cls(np.ascontiguousarray(matrix), float(meta["lambda_abs"]), str(meta["form"]), key)
+        return cls(
+            np.asarray(matrix) if mmap else np.ascontiguousarray(matrix),
+            float(meta["lambda_abs"]),
+            str(meta["form"]),
+            key,
+        )
 
 
 @dataclass

@@ -36,13 +36,15 @@ from tests.live.stream import header_fields
 def memory_feed(settings, monkeypatch):
     """The in-memory transport, empty, and ``live.feed``'s worker start recorded instead of
     run: ``memory_feed.get()`` is the transport, ``memory_feed.workers`` lists each
-    ensure_worker call. For tests of what the ingest path hands on (the worker's own
+    ensure_worker call, ``memory_feed.prepared`` each ensure_prepared call. For tests of what the ingest path hands on (the worker's own
     tests run it)."""
     settings.LIVE_TRANSPORT = "memory"
     reset_memory_transport()
     workers: list[int] = []
+    prepared: list[int] = []
     monkeypatch.setattr(feed, "ensure_worker", workers.append)
-    yield SimpleNamespace(get=get_transport, workers=workers)
+    monkeypatch.setattr(feed, "ensure_prepared", prepared.append)
+    yield SimpleNamespace(get=get_transport, workers=workers, prepared=prepared)
     reset_memory_transport()
 
 
@@ -128,7 +130,7 @@ def engines():
     built: list[FakeEngine] = []
     lod = {"value": 10.0}
 
-    def factory(calibration_path, fields, dtype, roi_records, *, operator_cache_dir):
+    def factory(calibration_path, fields, dtype, roi_records, *, operator_cache_dir, calibration_sha256=None):
         engine = FakeEngine(roi_records, lod["value"])
         built.append(engine)
         return engine

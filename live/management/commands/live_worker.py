@@ -6,6 +6,9 @@ SIGTERM / SIGINT stop it cleanly: the block in hand is finished and checkpointed
 session's lease given back, so the next worker resumes it at once. A killed worker's
 session is taken over when its lease (``LIVE_LEASE_S``) runs out.
 
+While idle it prepares what the next sessions need (``runner.prepare_waiting``: the engines
+of open sessions, the active calibrations), so a stream's start finds them in the cache.
+
 ``--once``: work at most one session, then exit (0 also when there was none).
 ``--session ID``: claim only that session.
 """
@@ -39,6 +42,7 @@ class Command(BaseCommand):
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         worker_id = runner.new_worker_id()
         worked = 0
+        prepared: set = set()
         try:
             while not stop.is_set():
                 if not connection.in_atomic_block:  # (a test's transaction)
@@ -47,7 +51,8 @@ class Command(BaseCommand):
                 if claimed is None:
                     if once:
                         break
-                    stop.wait(IDLE_POLL_S)
+                    if not runner.prepare_waiting(prepared):
+                        stop.wait(IDLE_POLL_S)
                     continue
                 self.stdout.write(f"live worker {worker_id}: session #{claimed}")
                 status = runner.run_claimed(claimed, worker_id, stop=stop)
