@@ -336,7 +336,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # quant (quantification: seconds each, so metrics follow a reconstruction at once whatever
 # waits in recon), export (file exports, PACS delivery), live (live monitoring). The
 # embedded worker consumes them all; production runs a worker per group (docker-compose.yml).
-TASK_QUEUE_NAMES = ("ingest", "recon", "quant", "export", "live")
+# Live monitoring is not a Celery queue: its workers (``manage.py live_worker``) read the
+# scanners' frames from Redis Streams, one session each under a lease (``live.runner``).
+TASK_QUEUE_NAMES = ("ingest", "recon", "quant", "export")
 CELERY_TASK_QUEUES = tuple(Queue(name) for name in TASK_QUEUE_NAMES)
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
 CELERY_TASK_ROUTES = {
@@ -345,7 +347,6 @@ CELERY_TASK_ROUTES = {
     "imaging.quantify_scan": {"queue": "quant"},
     "imaging.send_dicom": {"queue": "export"},
     "compliance.run_export": {"queue": "export"},
-    "live.*": {"queue": "live"},
 }
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

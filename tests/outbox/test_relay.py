@@ -153,4 +153,4 @@ def test_beat_runs_the_relay_and_the_sweep_often(settings):
 
     command = worker_command()
     assert "--beat" in command
-    assert command[command.index("--queues") + 1].split(",") == ["ingest", "recon", "quant", "export", "live"]
+    assert command[command.index("--queues") + 1].split(",") == ["ingest", "recon", "quant", "export"]
