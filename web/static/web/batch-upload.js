@@ -62,6 +62,7 @@
       chunkSize: parseInt(form.getAttribute("data-chunk-size"), 10) || 1048576,
       storageKey: "mpi-tus:" + option.getAttribute("data-subject") + ":" + entry.file.name + ":" + entry.file.size + ":" + entry.file.lastModified,
       metadata: { subject: option.getAttribute("data-subject"), injection: injection.value, scanner: scanner, hours: hours },
+      findScan: true,
       onProgress: function (offset, size) {
         var percent = size ? (100 * offset) / size : 0;
         bar.value = percent;
