@@ -1,5 +1,6 @@
-/* The tus 1.0.0 protocol of web/static/web/tus-upload.js (creation, checksum, resume), as
-   a function any page can call for one file: window.MpiTus.upload(file, options) resolves
+/* The browser's one tus 1.0.0 client (creation, checksum, resume, retries), used by the
+   scan upload page (tus-upload.js) and the batch page (batch-upload.js), as a function any
+   page can call for one file: window.MpiTus.upload(file, options) resolves
    to {scanId} or {error, fields}. POST creates the upload, HEAD asks its offset, PATCH
    sends chunks with "Upload-Checksum: sha256 <base64>". The upload URL is kept in
    localStorage under options.storageKey, so choosing the same file again after a reload
