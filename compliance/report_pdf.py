@@ -19,6 +19,7 @@ import io
 from collections import defaultdict
 from collections.abc import Collection
 from decimal import Decimal
+from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
 from reportlab.lib import colors
@@ -41,7 +42,10 @@ from reportlab.platypus import (
 from reportlab.platypus.tableofcontents import TableOfContents
 
 from audit.chain import verify_chain
-from compliance.reports import ReportData, retention_plot_png
+
+# compliance.reports.ReportData: not imported, because reports (the export builders) imports
+# this module; ``render`` receives the data and the retention plot it drew.
+ReportData = Any
 
 PAGE = A4
 MARGIN = 1.8 * cm
@@ -353,7 +357,7 @@ def _contents(styles) -> list:
     return [_text("Contents", styles["h1"]), toc, PageBreak()]
 
 
-def _summary(styles, data: ReportData) -> list:
+def _summary(styles, data: ReportData, plot: bytes | None) -> list:
     story: list = [_heading("1 Summary", styles["h1"], 0)]
     scans_of: dict[int, int] = defaultdict(int)
     for scan in data.scans:
@@ -383,7 +387,6 @@ def _summary(styles, data: ReportData) -> list:
         if rows
         else _text("No subjects in this scope.", styles["body"])
     )
-    plot = retention_plot_png(data)
     if plot is not None:
         story += [
             _text("Retention in the target region over time", styles["h2"]),
@@ -605,7 +608,8 @@ def _by(rows, key) -> dict:
     return grouped
 
 
-def render(data: ReportData) -> bytes:
+def render(data: ReportData, *, retention_plot: bytes | None) -> bytes:
+    """The PDF of ``data``, with ``retention_plot`` (a PNG, or None) in its summary."""
     styles = _styles()
     trial = data.trial
     verification = verify_chain()
@@ -623,7 +627,7 @@ def render(data: ReportData) -> bytes:
         rows.sort(key=lambda m: (m.roi_kind != "target", m.roi_name))
 
     story: list = [*_cover(styles, data, verification), *_contents(styles)]
-    story += _summary(styles, data)
+    story += _summary(styles, data, retention_plot)
     story += _products(styles, data)
     story += [PageBreak(), _heading("3 Subjects", styles["h1"], 0)]
     if not data.subjects:

@@ -423,7 +423,7 @@ def build_report_pdf(data: ReportData) -> bytes:
     """The report a monitor files (compliance.report_pdf): cover, contents, a section per subject."""
     from compliance import report_pdf
 
-    return report_pdf.render(data)
+    return report_pdf.render(data, retention_plot=retention_plot_png(data))
 
 
 # --------------------------------------------------------------------------- audit-trail extract
