@@ -70,7 +70,7 @@ class Worker:
             "config",
             "worker",
             "-Q",
-            "ingest,recon,quant,export,live",
+            ",".join(settings.TASK_QUEUE_NAMES),
             "-P",
             "solo",
             "-n",

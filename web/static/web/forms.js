@@ -6,6 +6,8 @@
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement) || (form.method || "").toLowerCase() !== "post") return;
+    // A page's own script that sends the form itself (fetch) has cancelled the navigation.
+    if (event.defaultPrevented) return;
     if (form.dataset.submitted === "1") { event.preventDefault(); return; }
     form.dataset.submitted = "1";
     // After this event: the button that submitted must still be sent with the form.
