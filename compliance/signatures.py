@@ -344,6 +344,33 @@ def _what_changed(signature: Signature) -> str:
     )
 
 
+def _invalidate(obj, kind, signature: Signature, *, actor, why: str, changes: dict) -> bool:
+    """Mark one valid signature invalid for ``why`` and audit it, in one transaction.
+    Conditional update: two callers at once invalidate (and audit) it once; False for
+    the one that found it already invalid."""
+    with transaction.atomic():
+        changed = Signature.objects.filter(pk=signature.pk, valid=True).update(
+            valid=False, invalidated_at=timezone.now(), invalidation_reason=why
+        )
+        if not changed:
+            return False
+        scope = kind.scope(obj)
+        record_event(
+            actor=actor,
+            action=AuditAction.SIGNATURE_INVALIDATED,
+            object_type=obj._meta.label_lower,
+            object_id=obj.pk,
+            trial_id=scope.trial_id,
+            site_id=scope.site_id,
+            subject_id=scope.subject_id,
+            changes={"signature": signature.pk, "valid": [True, False], "signed_sha256": signature.content_sha256}
+            | changes,
+            reason=why,
+        )
+    signature.refresh_from_db()
+    return True
+
+
 def signature_invalidate_if_changed(obj, *, actor=None, reason: str = "") -> list[Signature]:
     """Mark every valid signature on ``obj`` whose content hash no longer matches as
     invalid, and audit each. Edit services call it after a change (``record_change``), the
@@ -357,38 +384,19 @@ def signature_invalidate_if_changed(obj, *, actor=None, reason: str = "") -> lis
     if not valid:
         return []
     digest = content_sha256(obj)
-    stale = [s for s in valid if s.content_sha256 != digest]
-    invalidated = []
-    for signature in stale:
-        why = reason or _what_changed(signature)
-        now = timezone.now()
-        with transaction.atomic():
-            # Conditional update: two readers at once invalidate (and audit) it once.
-            changed = Signature.objects.filter(pk=signature.pk, valid=True).update(
-                valid=False, invalidated_at=now, invalidation_reason=why
-            )
-            if not changed:
-                continue
-            scope = kind.scope(obj)
-            record_event(
-                actor=actor,
-                action=AuditAction.SIGNATURE_INVALIDATED,
-                object_type=obj._meta.label_lower,
-                object_id=obj.pk,
-                trial_id=scope.trial_id,
-                site_id=scope.site_id,
-                subject_id=scope.subject_id,
-                changes={
-                    "signature": signature.pk,
-                    "valid": [True, False],
-                    "signed_sha256": signature.content_sha256,
-                    "current_sha256": digest,
-                },
-                reason=why,
-            )
-        signature.refresh_from_db()
-        invalidated.append(signature)
-    return invalidated
+    return [
+        signature
+        for signature in valid
+        if signature.content_sha256 != digest
+        and _invalidate(
+            obj,
+            kind,
+            signature,
+            actor=actor,
+            why=reason or _what_changed(signature),
+            changes={"current_sha256": digest},
+        )
+    ]
 
 
 def signature_invalidate_all(obj, *, actor=None, reason: str) -> list[Signature]:
@@ -400,30 +408,12 @@ def signature_invalidate_all(obj, *, actor=None, reason: str) -> list[Signature]
         kind = kind_for(obj)
     except RuleViolation:
         return []
-    invalidated = []
-    for signature in signatures_of(obj).filter(valid=True):
-        why = f"the signed record was re-filed: {reason}"
-        with transaction.atomic():
-            changed = Signature.objects.filter(pk=signature.pk, valid=True).update(
-                valid=False, invalidated_at=timezone.now(), invalidation_reason=why
-            )
-            if not changed:
-                continue
-            scope = kind.scope(obj)
-            record_event(
-                actor=actor,
-                action=AuditAction.SIGNATURE_INVALIDATED,
-                object_type=obj._meta.label_lower,
-                object_id=obj.pk,
-                trial_id=scope.trial_id,
-                site_id=scope.site_id,
-                subject_id=scope.subject_id,
-                changes={"signature": signature.pk, "valid": [True, False], "signed_sha256": signature.content_sha256},
-                reason=why,
-            )
-        signature.refresh_from_db()
-        invalidated.append(signature)
-    return invalidated
+    why = f"the signed record was re-filed: {reason}"
+    return [
+        signature
+        for signature in signatures_of(obj).filter(valid=True)
+        if _invalidate(obj, kind, signature, actor=actor, why=why, changes={})
+    ]
 
 
 def signatures_verify(obj, *, actor=None) -> list[Signature]:

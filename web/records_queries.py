@@ -220,7 +220,7 @@ def open_uploads(user, *, site: str = "") -> QuerySet[Upload]:
     uploads = (
         imaging_selectors.uploads_visible_to(user)
         .filter(kind=Upload.Kind.SCAN, scan__isnull=True)
-        .select_related("created_by")
+        .select_related("created_by", "subject", "scanner__site")
         .order_by("-created_at")
     )
     if site.isdigit():
