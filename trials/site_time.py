@@ -76,6 +76,13 @@ def at_site(value: dt.datetime, name: str) -> dt.datetime:
     return value.astimezone(zone(name))
 
 
+def stamp(value: dt.datetime, name: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored time as text on the site's clock, the zone's abbreviation after it:
+    '2026-10-25 02:30 CET'."""
+    local = at_site(value, name)
+    return f"{local:{fmt}} {local.tzname()}"
+
+
 def today(name: str) -> dt.date:
     """The date on the site's clock now."""
     return dt.datetime.now(dt.UTC).astimezone(zone(name)).date()

@@ -16,19 +16,26 @@ from audit.selectors import correction_history
 from imaging import selectors as imaging_selectors
 from imaging.models import Scan, ScanStatus, Upload
 from trials import selectors as trial_selectors
-from trials.models import Injection, Subject, SubjectStatus
+from trials import site_time
+from trials.models import Consent, Injection, Subject, SubjectStatus
 from trials.permissions import access
 from trials.schedule import IMAGING_SCHEDULE_HOURS, TIME_POINT_WINDOW_HOURS, time_point_of
 
 # --------------------------------------------------------------------------- status grid
 
-DONE, EXPECTED, OVERDUE, NOT_APPLICABLE = "done", "expected", "overdue", "not-applicable"
+DONE, EXPECTED, OVERDUE, WITHDRAWN, NOT_APPLICABLE = "done", "expected", "overdue", "withdrawn", "not-applicable"
 STATES = {
     DONE: ("✓", "done"),
     EXPECTED: ("", "expected"),  # the mark is an open circle (records.css)
     OVERDUE: ("!", "overdue"),
+    WITHDRAWN: ("×", "not expected: consent withdrawn"),
     NOT_APPLICABLE: ("–", "not applicable"),
 }
+
+# The consent scopes a scan needs (imaging.services.scan_uploads.imaging_scopes): every
+# scan needs imaging; a follow-up (an earlier time point of the injection on file)
+# needs longitudinal imaging as well.
+_SCOPE_WORDS = {"imaging": "imaging", "longitudinal_imaging": "follow-up imaging"}
 
 
 @dataclass
@@ -56,12 +63,28 @@ def _closed(subject: Subject) -> bool:
     return subject.status in (SubjectStatus.WITHDRAWN, SubjectStatus.COMPLETED)
 
 
+def _withdrawal(consent: Consent | None, scope: str, now: dt.datetime) -> dt.datetime | None:
+    """When ``scope`` of the governing consent was withdrawn, if it was granted and is
+    withdrawn by ``now`` (trials.selectors.scope_withdrawn_by)."""
+    if consent is None or not getattr(consent, f"scope_{scope}"):
+        return None
+    return trial_selectors.scope_withdrawn_by(consent, scope, now)
+
+
+def _withdrawn_cell(subject: Subject, scope: str, withdrawn: dt.datetime) -> Cell:
+    when = site_time.stamp(withdrawn, subject.site.time_zone)
+    return Cell(WITHDRAWN, f"{_SCOPE_WORDS[scope]} consent withdrawn {when}")
+
+
 def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict:
     """Rows: the subjects the user may see; columns: the injection, then each scheduled
     time point (``trials.schedule``). A time point is done when a scan (not rejected) of
     the subject's first injection falls in its window, overdue when the window has closed
     without one, expected before that, and not applicable for a subject who withdrew or
-    completed without it."""
+    completed without it. A time point the subject's consent no longer covers (imaging
+    withdrawn; or longitudinal imaging withdrawn and an earlier scan on file, so this one
+    is a follow-up) is not expected: "withdrawn", with the date, never overdue. Times on
+    each subject's site's clock."""
     now = now or timezone.now()
     subjects = trial_selectors.subjects_visible_to(user).select_related("site").order_by("site__code", "code")
     if site.isdigit():
@@ -73,7 +96,9 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
         trial_selectors.injections_visible_to(user).filter(subject_id__in=ids).order_by("administered_at", "id")
     ):
         first_injection.setdefault(given.subject_id, given)
+    consents = trial_selectors.governing_consents(ids, at=now)
     scans: dict[tuple[int, float], Scan] = {}
+    first_scan_hours: dict[int, float] = {}  # the earliest scan on file of the first injection
     for scan in (
         imaging_selectors.scans_visible_to(user)
         .filter(subject_id__in=ids)
@@ -83,15 +108,23 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
     ):
         first = first_injection.get(scan.subject_id)
         point = time_point_of(scan.hours_after_injection)
-        if first is not None and scan.injection_id == first.pk and point is not None:
-            scans.setdefault((scan.subject_id, point), scan)
+        if first is not None and scan.injection_id == first.pk:
+            hours = first_scan_hours.get(scan.subject_id, scan.hours_after_injection)
+            first_scan_hours[scan.subject_id] = min(hours, scan.hours_after_injection)
+            if point is not None:
+                scans.setdefault((scan.subject_id, point), scan)
     rows = []
     counts: dict[str, int] = defaultdict(int)
     for subject in subject_list:
         row = GridRow(subject)
+        zone = subject.site.time_zone
         injection = first_injection.get(subject.pk)
+        consent = consents.get(subject.pk)
+        imaging_withdrawn = _withdrawal(consent, "imaging", now)
+        follow_up_withdrawn = _withdrawal(consent, "longitudinal_imaging", now)
+        first_scan = first_scan_hours.get(subject.pk)
         if injection is not None:
-            row.cells.append(Cell(DONE, f"{injection.administered_at:%Y-%m-%d %H:%M} UTC"))
+            row.cells.append(Cell(DONE, site_time.stamp(injection.administered_at, zone)))
         elif _closed(subject):
             row.cells.append(Cell(NOT_APPLICABLE, f"subject {subject.status}"))
         else:
@@ -100,6 +133,10 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
             done = scans.get((subject.pk, hours))
             if done is not None:
                 cell = Cell(DONE, f"scan #{done.pk} · {done.status}", link=str(done.pk))
+            elif imaging_withdrawn is not None:
+                cell = _withdrawn_cell(subject, "imaging", imaging_withdrawn)
+            elif follow_up_withdrawn is not None and first_scan is not None and hours > first_scan:
+                cell = _withdrawn_cell(subject, "longitudinal_imaging", follow_up_withdrawn)
             elif injection is None:
                 cell = Cell(NOT_APPLICABLE if _closed(subject) else EXPECTED, "after the injection")
             else:
@@ -107,9 +144,9 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
                 closes = due + dt.timedelta(hours=TIME_POINT_WINDOW_HOURS)
                 if now > closes:
                     state = NOT_APPLICABLE if _closed(subject) else OVERDUE
-                    cell = Cell(state, f"was due {due:%Y-%m-%d %H:%M} UTC")
+                    cell = Cell(state, f"was due {site_time.stamp(due, zone)}")
                 else:
-                    cell = Cell(EXPECTED, f"due {due:%Y-%m-%d %H:%M} UTC")
+                    cell = Cell(EXPECTED, f"due {site_time.stamp(due, zone)}")
             row.cells.append(cell)
         for cell in row.cells:
             counts[cell.state] += 1
