@@ -25,16 +25,22 @@ def place(name: str) -> str:
     return (name or "UTC").rsplit("/", 1)[-1].replace("_", " ")
 
 
-def abbreviations(name: str, year: int | None = None) -> str:
-    """'CET/CEST' for Berlin, 'EST/EDT' for New York, 'UTC' for UTC."""
+def zone_names(name: str, year: int | None = None) -> dict[int, str]:
+    """The zone's abbreviations by UTC offset in minutes, winter first: {60: 'CET', 120:
+    'CEST'} for Berlin, {0: 'UTC'} for UTC (a page's script names the zone with them)."""
     year = year or dt.datetime.now(dt.UTC).year
     tz = zone(name)
-    names = []
+    names: dict[int, str] = {}
     for month in (1, 7):
-        abbr = dt.datetime(year, month, 1, 12, tzinfo=tz).tzname() or ""
-        if abbr not in names:
-            names.append(abbr)
-    return "/".join(names)
+        moment = dt.datetime(year, month, 1, 12, tzinfo=tz)
+        offset = moment.utcoffset() or dt.timedelta(0)
+        names.setdefault(int(offset.total_seconds() // 60), moment.tzname() or "")
+    return names
+
+
+def abbreviations(name: str, year: int | None = None) -> str:
+    """'CET/CEST' for Berlin, 'EST/EDT' for New York, 'UTC' for UTC."""
+    return "/".join(dict.fromkeys(zone_names(name, year).values()))
 
 
 def label(name: str) -> str:

@@ -30,6 +30,19 @@
   function fmt(value, digits) {
     return value === null || value === undefined || !isFinite(value) ? "—" : Number(value).toFixed(digits);
   }
+  // A time (epoch seconds) on the site's clock, as the server writes it: "14:03:22 CET".
+  function siteClock(epoch) {
+    var zone = cfg.time_zone || "UTC", at = new Date(epoch * 1000);
+    var parts = {};
+    new Intl.DateTimeFormat("en-GB", { timeZone: zone, hour: "2-digit", minute: "2-digit", second: "2-digit",
+      hourCycle: "h23", timeZoneName: "longOffset" }).formatToParts(at)
+      .forEach(function (p) { parts[p.type] = p.value; });
+    var m = /GMT([+-])(\d\d):(\d\d)/.exec(parts.timeZoneName || "");
+    var offset = m ? (m[1] === "-" ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3])) : 0;
+    var name = (cfg.zone_names || {})[String(offset)] || parts.timeZoneName || "UTC";
+    return parts.hour + ":" + parts.minute + ":" + parts.second + " " + name;
+  }
+
   function fmtNg(value) {
     if (value === null || value === undefined || !isFinite(value)) { return "—"; }
     if (value === 0) { return "0"; }
@@ -689,7 +702,7 @@
     if (none) { body.removeChild(none); }
     var tr = document.createElement("tr");
     tr.setAttribute("data-mark", m.id);
-    var when = new Date(m.at * 1000).toISOString().substr(11, 8) + " UTC";
+    var when = siteClock(m.at);
     [(cfg.mark_kinds || {})[m.kind] || m.kind, m.frame === null || m.frame === undefined ? "before the stream" : m.frame, when, m.by || "", m.note || ""]
       .forEach(function (text, k) {
         var td = document.createElement("td");
