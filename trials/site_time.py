@@ -3,8 +3,9 @@
 The one home of the conversion. A form takes the wall-clock time typed at the site
 (``to_utc``); a record page shows the stored UTC time at the site, with UTC beside it
 (``at_site``). A wall-clock time that does not exist at the site (the hour skipped when
-summer time starts) or that happens twice (the hour repeated when it ends) is refused
-with words that say which, rather than guessed."""
+summer time starts) is refused with words that say so; one that happens twice (the hour
+repeated when it ends) is refused unless the person said which occurrence they mean
+(``occurrence``: 0 the first, 1 the second), never guessed."""
 
 from __future__ import annotations
 
@@ -49,14 +50,41 @@ def label(name: str) -> str:
     return abbr if place(name) == abbr else f"{place(name)} ({abbr})"
 
 
-def to_utc(wall: dt.datetime, name: str) -> dt.datetime:
+def _instants(wall: dt.datetime, name: str) -> tuple[dt.datetime, dt.datetime]:
+    """The two UTC readings of a naive wall-clock time (fold 0 and 1): equal unless the
+    clocks skipped or repeated it."""
+    tz = zone(name)
+    return (
+        wall.replace(tzinfo=tz, fold=0).astimezone(dt.UTC),
+        wall.replace(tzinfo=tz, fold=1).astimezone(dt.UTC),
+    )
+
+
+def occurrences(wall: dt.datetime, name: str) -> list[tuple[int, str]]:
+    """For a wall-clock time the site's clock shows twice: (occurrence, words) for each,
+    in order, to choose from; empty for any other time."""
+    if wall.tzinfo is not None:
+        return []
+    wall = wall.replace(fold=0)
+    early, late = _instants(wall, name)
+    if early == late or early.astimezone(zone(name)).replace(tzinfo=None) != wall:
+        return []
+    tz = zone(name)
+    return [
+        (0, f"the first, {wall:%H:%M} {early.astimezone(tz).tzname()} ({early:%H:%M} UTC), before the clocks went back"),
+        (1, f"the second, {wall:%H:%M} {late.astimezone(tz).tzname()} ({late:%H:%M} UTC), after the clocks went back"),
+    ]
+
+
+def to_utc(wall: dt.datetime, name: str, occurrence: int | None = None) -> dt.datetime:
     """The UTC instant of a wall-clock time at the site. ``ValidationError`` (code
-    ``time_skipped`` or ``time_ambiguous``) when the clocks skipped or repeated it."""
+    ``time_skipped`` or ``time_ambiguous``) when the clocks skipped it, or repeated it and
+    ``occurrence`` (0: the first, 1: the second) does not say which is meant."""
     if wall.tzinfo is not None:
         return wall.astimezone(dt.UTC)
     tz = zone(name)
-    early = wall.replace(tzinfo=tz, fold=0).astimezone(dt.UTC)
-    late = wall.replace(tzinfo=tz, fold=1).astimezone(dt.UTC)
+    wall = wall.replace(fold=0)
+    early, late = _instants(wall, name)
     if early == late:
         return early
     when = f"{wall:%Y-%m-%d %H:%M}"
@@ -67,12 +95,13 @@ def to_utc(wall: dt.datetime, name: str) -> dt.datetime:
             f"{late.astimezone(tz):%H:%M} {late.astimezone(tz).tzname()}.",
             code="time_skipped",
         )
+    if occurrence in (0, 1):
+        return late if occurrence else early
     first, second = early.astimezone(tz), late.astimezone(tz)
     raise ValidationError(
         f"{when} happened twice in {place(name)}: the clocks were put back at that hour (summer time "
         f"ended), first as {first.tzname()} ({early:%H:%M} UTC), then as {second.tzname()} "
-        f"({late:%H:%M} UTC). Enter a time outside that hour, or record it through the API "
-        "with its UTC offset.",
+        f"({late:%H:%M} UTC). Choose which one you mean below the field.",
         code="time_ambiguous",
     )
 
