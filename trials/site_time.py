@@ -89,10 +89,13 @@ def to_utc(wall: dt.datetime, name: str, occurrence: int | None = None) -> dt.da
         return early
     when = f"{wall:%Y-%m-%d %H:%M}"
     if early.astimezone(tz).replace(tzinfo=None) != wall:
+        # The same instant as the typed time on the clock before the change, read after it
+        # (02:30 CET is 03:30 CEST): the later of the two readings.
+        after = max(early, late).astimezone(tz)
         raise ValidationError(
             f"{when} does not exist in {place(name)}: the clocks were put forward at that hour "
             f"(summer time began). Check the time; the hour after the change is "
-            f"{late.astimezone(tz):%H:%M} {late.astimezone(tz).tzname()}.",
+            f"{after:%H:%M} {after.tzname()}.",
             code="time_skipped",
         )
     if occurrence in (0, 1):

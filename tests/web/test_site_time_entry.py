@@ -34,6 +34,8 @@ def test_the_skipped_hour_is_refused():
     with pytest.raises(ValidationError) as refused:
         site_time.to_utc(dt.datetime.fromisoformat("2026-03-29T02:30"), "Europe/Berlin")
     assert refused.value.code == "time_skipped" and "does not exist in Berlin" in refused.value.message
+    # The clock went from 01:59 CET to 03:00 CEST: the same instant as 02:30 CET reads 03:30 CEST.
+    assert "the hour after the change is 03:30 CEST" in refused.value.message
 
 
 def test_the_repeated_hour_is_refused():
