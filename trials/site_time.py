@@ -104,7 +104,7 @@ def to_utc(wall: dt.datetime, name: str, occurrence: int | None = None) -> dt.da
     raise ValidationError(
         f"{when} happened twice in {place(name)}: the clocks were put back at that hour (summer time "
         f"ended), first as {first.tzname()} ({early:%H:%M} UTC), then as {second.tzname()} "
-        f"({late:%H:%M} UTC). Choose which one you mean below the field.",
+        f"({late:%H:%M} UTC). Choose which one you mean under the time.",
         code="time_ambiguous",
     )
 
