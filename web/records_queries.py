@@ -23,19 +23,25 @@ from trials.schedule import IMAGING_SCHEDULE_HOURS, TIME_POINT_WINDOW_HOURS, tim
 
 # --------------------------------------------------------------------------- status grid
 
-DONE, EXPECTED, OVERDUE, WITHDRAWN, NOT_APPLICABLE = "done", "expected", "overdue", "withdrawn", "not-applicable"
+DONE, EXPECTED, OVERDUE = "done", "expected", "overdue"
+WITHDRAWN, NOT_CONSENTED, NOT_APPLICABLE = "withdrawn", "not-consented", "not-applicable"
 STATES = {
     DONE: ("✓", "done"),
     EXPECTED: ("", "expected"),  # the mark is an open circle (records.css)
     OVERDUE: ("!", "overdue"),
     WITHDRAWN: ("×", "not expected: consent withdrawn"),
+    NOT_CONSENTED: ("×", "not expected: not consented"),
     NOT_APPLICABLE: ("–", "not applicable"),
 }
 
-# The consent scopes a scan needs (imaging.services.scan_uploads.imaging_scopes): every
-# scan needs imaging; a follow-up (an earlier time point of the injection on file)
-# needs longitudinal imaging as well.
+# The consent scopes a time point needs (DOMAIN §4): every scan needs imaging; the time
+# points after the schedule's first are follow-up imaging and need longitudinal imaging
+# as well (the upload's own check: imaging.services.scan_uploads.imaging_scopes).
 _SCOPE_WORDS = {"imaging": "imaging", "longitudinal_imaging": "follow-up imaging"}
+
+
+def _scopes_of(hours: float) -> tuple[str, ...]:
+    return ("imaging",) if hours <= IMAGING_SCHEDULE_HOURS[0] else ("imaging", "longitudinal_imaging")
 
 
 @dataclass
@@ -63,17 +69,20 @@ def _closed(subject: Subject) -> bool:
     return subject.status in (SubjectStatus.WITHDRAWN, SubjectStatus.COMPLETED)
 
 
-def _withdrawal(consent: Consent | None, scope: str, now: dt.datetime) -> dt.datetime | None:
-    """When ``scope`` of the governing consent was withdrawn, if it was granted and is
-    withdrawn by ``now`` (trials.selectors.scope_withdrawn_by)."""
-    if consent is None or not getattr(consent, f"scope_{scope}"):
+def _not_covered(subject: Subject, consent: Consent | None, hours: float, now: dt.datetime) -> Cell | None:
+    """The cell of a time point the subject's governing consent does not cover now (a scope
+    it needs withdrawn, with the date, or never granted); None when it is covered, or when
+    no consent is on file (nothing to read the subject's wishes from)."""
+    if consent is None:
         return None
-    return trial_selectors.scope_withdrawn_by(consent, scope, now)
-
-
-def _withdrawn_cell(subject: Subject, scope: str, withdrawn: dt.datetime) -> Cell:
-    when = site_time.stamp(withdrawn, subject.site.time_zone)
-    return Cell(WITHDRAWN, f"{_SCOPE_WORDS[scope]} consent withdrawn {when}")
+    for scope in _scopes_of(hours):
+        if not getattr(consent, f"scope_{scope}"):
+            return Cell(NOT_CONSENTED, f"no {_SCOPE_WORDS[scope]} consent")
+        withdrawn = trial_selectors.scope_withdrawn_by(consent, scope, now)
+        if withdrawn is not None:
+            when = site_time.stamp(withdrawn, subject.site.time_zone)
+            return Cell(WITHDRAWN, f"{_SCOPE_WORDS[scope]} consent withdrawn {when}")
+    return None
 
 
 def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict:
@@ -81,10 +90,10 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
     time point (``trials.schedule``). A time point is done when a scan (not rejected) of
     the subject's first injection falls in its window, overdue when the window has closed
     without one, expected before that, and not applicable for a subject who withdrew or
-    completed without it. A time point the subject's consent no longer covers (imaging
-    withdrawn; or longitudinal imaging withdrawn and an earlier scan on file, so this one
-    is a follow-up) is not expected: "withdrawn", with the date, never overdue. Times on
-    each subject's site's clock."""
+    completed without it. A time point the subject's governing consent does not cover
+    (imaging; for the follow-up time points after the first, longitudinal imaging as
+    well) is not expected, never overdue: "withdrawn", with the date, or "not consented".
+    Times on each subject's site's clock."""
     now = now or timezone.now()
     subjects = trial_selectors.subjects_visible_to(user).select_related("site").order_by("site__code", "code")
     if site.isdigit():
@@ -98,7 +107,6 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
         first_injection.setdefault(given.subject_id, given)
     consents = trial_selectors.governing_consents(ids, at=now)
     scans: dict[tuple[int, float], Scan] = {}
-    first_scan_hours: dict[int, float] = {}  # the earliest scan on file of the first injection
     for scan in (
         imaging_selectors.scans_visible_to(user)
         .filter(subject_id__in=ids)
@@ -108,11 +116,8 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
     ):
         first = first_injection.get(scan.subject_id)
         point = time_point_of(scan.hours_after_injection)
-        if first is not None and scan.injection_id == first.pk:
-            hours = first_scan_hours.get(scan.subject_id, scan.hours_after_injection)
-            first_scan_hours[scan.subject_id] = min(hours, scan.hours_after_injection)
-            if point is not None:
-                scans.setdefault((scan.subject_id, point), scan)
+        if first is not None and scan.injection_id == first.pk and point is not None:
+            scans.setdefault((scan.subject_id, point), scan)
     rows = []
     counts: dict[str, int] = defaultdict(int)
     for subject in subject_list:
@@ -120,9 +125,6 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
         zone = subject.site.time_zone
         injection = first_injection.get(subject.pk)
         consent = consents.get(subject.pk)
-        imaging_withdrawn = _withdrawal(consent, "imaging", now)
-        follow_up_withdrawn = _withdrawal(consent, "longitudinal_imaging", now)
-        first_scan = first_scan_hours.get(subject.pk)
         if injection is not None:
             row.cells.append(Cell(DONE, site_time.stamp(injection.administered_at, zone)))
         elif _closed(subject):
@@ -131,12 +133,11 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
             row.cells.append(Cell(EXPECTED, "not injected yet"))
         for hours in IMAGING_SCHEDULE_HOURS:
             done = scans.get((subject.pk, hours))
+            uncovered = None if done is not None else _not_covered(subject, consent, hours, now)
             if done is not None:
                 cell = Cell(DONE, f"scan #{done.pk} · {done.status}", link=str(done.pk))
-            elif imaging_withdrawn is not None:
-                cell = _withdrawn_cell(subject, "imaging", imaging_withdrawn)
-            elif follow_up_withdrawn is not None and first_scan is not None and hours > first_scan:
-                cell = _withdrawn_cell(subject, "longitudinal_imaging", follow_up_withdrawn)
+            elif uncovered is not None:
+                cell = uncovered
             elif injection is None:
                 cell = Cell(NOT_APPLICABLE if _closed(subject) else EXPECTED, "after the injection")
             else:

@@ -65,12 +65,39 @@ def test_an_imaging_withdrawal_ends_every_time_point_not_yet_done(site_b, coordi
     assert cells[2].detail[-3:] in ("EST", "EDT")  # site B's clock, Boston
 
 
-def test_without_a_scan_on_file_the_first_time_point_needs_only_imaging(site_a, coordinator_a):
-    """Mirrors the upload rule: with no earlier scan, the next one is not a follow-up."""
+def test_a_follow_up_withdrawal_before_any_scan_leaves_the_first_time_point_expected(site_a, coordinator_a):
+    """The demo's A-0003: withdrew follow-up imaging before the first scan. The first
+    time point needs imaging only; the later ones are follow-ups."""
     subject, consent, _ = _subject(site_a, "A-0005", injected_hours_ago=2.0, scans=())
     consent_withdraw(actor=coordinator_a, consent=consent, scopes=["longitudinal_imaging"], reason=REASON)
     states, _ = _states(records_queries.status_grid(coordinator_a), subject)
-    assert states == ["done", "expected", "expected", "expected", "expected"]
+    assert states == ["done", "expected", "withdrawn", "withdrawn", "withdrawn"]
+
+
+def test_a_subject_not_yet_injected_shows_the_withdrawal_too(site_a, coordinator_a):
+    subject = f.SubjectFactory(site=site_a, code="A-0008", status=SubjectStatus.ENROLLED)
+    consent = f.ConsentFactory(subject=subject)
+    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["longitudinal_imaging"], reason=REASON)
+    states, cells = _states(records_queries.status_grid(coordinator_a), subject)
+    assert states == ["expected", "expected", "withdrawn", "withdrawn", "withdrawn"]
+    assert cells[1].detail == "after the injection"
+
+
+def test_follow_ups_never_consented_to_are_not_expected(site_a, coordinator_a):
+    """The demo's A-0004: consented to imaging, not to follow-up imaging."""
+    subject = f.SubjectFactory(site=site_a, code="A-0009", status=SubjectStatus.ENROLLED)
+    f.ConsentFactory(subject=subject, scope_longitudinal_imaging=False)
+    injection = f.InjectionFactory(
+        subject=subject,
+        batch=f.CellBatchFactory(donor_subject=subject),
+        administered_at=timezone.now() - dt.timedelta(hours=80),
+    )
+    _scan(subject, injection, 0.0)
+    grid = records_queries.status_grid(coordinator_a)
+    states, cells = _states(grid, subject)
+    assert states == ["done", "done", "not-consented", "not-consented", "not-consented"]
+    assert cells[2].detail == "no follow-up imaging consent" and cells[2].word == "not expected: not consented"
+    assert grid["counts"]["overdue"] == 0
 
 
 def test_a_withdrawal_after_now_does_not_count_yet(site_a, coordinator_a):
@@ -81,12 +108,12 @@ def test_a_withdrawal_after_now_does_not_count_yet(site_a, coordinator_a):
     assert states == ["done", "done", "overdue", "expected", "expected"]
 
 
-def test_a_rejected_scan_is_not_on_file(site_a, coordinator_a):
+def test_the_first_time_point_missed_stays_overdue_after_a_follow_up_withdrawal(site_a, coordinator_a):
     subject, consent, injection = _subject(site_a, "A-0007", injected_hours_ago=40.0, scans=())
     _scan(subject, injection, 0.0, status=ScanStatus.REJECTED)
     consent_withdraw(actor=coordinator_a, consent=consent, scopes=["longitudinal_imaging"], reason=REASON)
     states, _ = _states(records_queries.status_grid(coordinator_a), subject)
-    assert states == ["done", "overdue", "overdue", "expected", "expected"]
+    assert states == ["done", "overdue", "withdrawn", "withdrawn", "withdrawn"]  # a rejected scan is none
 
 
 def test_the_grid_page_shows_times_on_the_sites_clock(site_a, browser_client, coordinator_a):
