@@ -172,6 +172,8 @@ def test_the_live_page_from_start_to_record(
         _wait(clinician, "() => /peak/.test(document.getElementById('image-caption').textContent)", 30)
         _wait(clinician, "() => !document.getElementById('alert-banner').hidden", 60)
         assert "OFF-TARGET" in clinician.text_content("#alert-title")
+        raised = [r.locator("td").nth(4).inner_text() for r in clinician.locator("#alert-rows tr").all()]
+        assert raised and all(re.fullmatch(r"\d\d:\d\d:\d\d CES?T", t) for t in raised), raised
         clinician.fill("#alert-reason", "Injection paused; catheter position checked.")
         clinician.click("#alert-ack button")
         _wait(clinician, "() => /investigator_a/.test(document.getElementById('alert-rows').textContent)", 10)

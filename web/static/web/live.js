@@ -577,7 +577,8 @@
       var pct = PERCENT_KINDS.indexOf(a.kind) >= 0;
       cells[2].textContent = !pct || a.value_percent === null || a.value_percent === undefined ? "—" : fmt(a.value_percent, 1) + " %";
       cells[3].textContent = !pct || a.threshold_percent === null || a.threshold_percent === undefined ? "—" : fmt(a.threshold_percent, 1) + " %";
-      cells[4].textContent = "frame time " + (a.acquired_at && t0 !== null ? fmt(a.acquired_at - t0, 1) + " s" : "—");
+      cells[4].textContent = a.created_at ? siteClock(a.created_at)
+        : "frame time " + (a.acquired_at && t0 !== null ? fmt(a.acquired_at - t0, 1) + " s" : "—");
       cells[5].className = "ack";
       body.appendChild(tr);
     }
