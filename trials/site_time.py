@@ -71,7 +71,10 @@ def occurrences(wall: dt.datetime, name: str) -> list[tuple[int, str]]:
         return []
     tz = zone(name)
     return [
-        (0, f"the first, {wall:%H:%M} {early.astimezone(tz).tzname()} ({early:%H:%M} UTC), before the clocks went back"),
+        (
+            0,
+            f"the first, {wall:%H:%M} {early.astimezone(tz).tzname()} ({early:%H:%M} UTC), before the clocks went back",
+        ),
         (1, f"the second, {wall:%H:%M} {late.astimezone(tz).tzname()} ({late:%H:%M} UTC), after the clocks went back"),
     ]
 

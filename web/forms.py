@@ -68,12 +68,10 @@ def _wall_time(value) -> dt.datetime | None:
     does not parse."""
     if isinstance(value, dt.datetime):
         return value
-    for fmt in DATETIME_FORMATS:
-        try:
-            return dt.datetime.strptime(str(value).strip(), fmt)
-        except ValueError:
-            continue
-    return None
+    try:  # every one of DATETIME_FORMATS is ISO 8601
+        return dt.datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        return None
 
 
 class SiteDateTimeInput(DateTimeInput):

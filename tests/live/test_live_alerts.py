@@ -16,7 +16,17 @@ from live.worker import LiveWorker
 from tests.live.conftest import FRAME_S, events_of, publish
 
 BLOCK = 9  # frames per block (~0.2 s)
-ALERT_FIELDS = {"type", "id", "kind", "frame", "acquired_at", "created_at", "value_percent", "threshold_percent", "message"}
+ALERT_FIELDS = {
+    "type",
+    "id",
+    "kind",
+    "frame",
+    "acquired_at",
+    "created_at",
+    "value_percent",
+    "threshold_percent",
+    "message",
+}
 
 
 def stream(live, transport, engines, per_block: list[list[float]], *, end: bool = True, clock=None):

@@ -102,7 +102,9 @@ def test_the_occurrence_chosen_gives_the_instant():
     assert site_time.to_utc(wall, "Europe/Berlin", 0) == dt.datetime(2026, 10, 25, 0, 30, tzinfo=dt.UTC)
     assert site_time.to_utc(wall, "Europe/Berlin", 1) == dt.datetime(2026, 10, 25, 1, 30, tzinfo=dt.UTC)
     # An occurrence for a time that happened once changes nothing; a skipped time stays refused.
-    assert site_time.to_utc(dt.datetime(2026, 1, 15, 10), "Europe/Berlin", 1) == dt.datetime(2026, 1, 15, 9, tzinfo=dt.UTC)
+    assert site_time.to_utc(dt.datetime.fromisoformat("2026-01-15T10:00"), "Europe/Berlin", 1) == dt.datetime(
+        2026, 1, 15, 9, tzinfo=dt.UTC
+    )
     with pytest.raises(ValidationError):
         site_time.to_utc(dt.datetime.fromisoformat("2026-03-29T02:30"), "Europe/Berlin", 1)
 
@@ -111,7 +113,7 @@ def test_only_a_repeated_time_has_occurrences():
     first, second = site_time.occurrences(dt.datetime.fromisoformat(REPEATED), "Europe/Berlin")
     assert first == (0, "the first, 02:30 CEST (00:30 UTC), before the clocks went back")
     assert second == (1, "the second, 02:30 CET (01:30 UTC), after the clocks went back")
-    assert site_time.occurrences(dt.datetime(2026, 10, 25, 3, 30), "Europe/Berlin") == []
+    assert site_time.occurrences(dt.datetime.fromisoformat("2026-10-25T03:30"), "Europe/Berlin") == []
     assert site_time.occurrences(dt.datetime.fromisoformat("2026-03-29T02:30"), "Europe/Berlin") == []
     assert site_time.occurrences(dt.datetime.fromisoformat(REPEATED), "UTC") == []
 
@@ -138,7 +140,7 @@ def test_a_repeated_hour_is_refused_with_the_choice_next_to_the_field(
     assert " checked" not in html.split('id="id_signed_at-occurrence"')[1].split("</fieldset>")[0]
 
 
-@pytest.mark.parametrize(("occurrence", "utc_hour"), [("0", 0), ("1", 1)])
+@pytest.mark.parametrize("occurrence,utc_hour", [("0", 0), ("1", 1)])
 def test_the_chosen_occurrence_is_stored(berlin_site, ready, coordinator_a, occurrence, utc_hour):
     subject, consent, _batch = ready
     client = Client()

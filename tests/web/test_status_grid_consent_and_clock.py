@@ -38,9 +38,7 @@ def _states(grid, subject):
     return [cell.state for cell in row.cells], row.cells
 
 
-def test_follow_ups_after_a_longitudinal_withdrawal_are_withdrawn_with_the_date_never_overdue(
-    site_a, coordinator_a
-):
+def test_follow_ups_after_a_longitudinal_withdrawal_are_withdrawn_with_the_date_never_overdue(site_a, coordinator_a):
     subject, consent, _ = _subject(site_a, "A-0003")
     withdrawn_at = timezone.now() - dt.timedelta(hours=60)  # before the 24 h window closed
     consent_withdraw(
