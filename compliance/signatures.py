@@ -261,14 +261,11 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
     if not check.confirmed:
         # The refusal is itself a fact for the trail (11.300(d)): commit it, sign nothing.
         with transaction.atomic():
-            record_event(
-                actor=signer,
-                action=AuditAction.SIGNATURE_REFUSED,
-                object_type=obj._meta.label_lower,
-                object_id=obj.pk,
-                trial_id=scope.trial_id,
-                site_id=scope.site_id,
-                subject_id=scope.subject_id,
+            _record(
+                signer,
+                AuditAction.SIGNATURE_REFUSED,
+                obj,
+                scope,
                 changes={"meaning": meaning, "why": "account locked" if check.locked else "wrong password"},
             )
         if check.locked:
@@ -301,14 +298,11 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
     with transaction.atomic():
         signature.full_clean()
         signature.save()
-        event = record_event(
-            actor=signer,
-            action=AuditAction.SIGNATURE_APPLIED,
-            object_type=obj._meta.label_lower,
-            object_id=obj.pk,
-            trial_id=scope.trial_id,
-            site_id=scope.site_id,
-            subject_id=scope.subject_id,
+        event = _record(
+            signer,
+            AuditAction.SIGNATURE_APPLIED,
+            obj,
+            scope,
             changes={
                 "signature": signature.pk,
                 "meaning": meaning,
@@ -320,6 +314,21 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
         Signature.objects.filter(pk=signature.pk).update(audit_sequence=event.sequence)
         signature.audit_sequence = event.sequence
     return signature
+
+
+def _record(actor, action: AuditAction, obj, scope: Scope, *, changes: dict, **options) -> AuditEvent:
+    """The audit event of a signature operation on ``obj``, filed under its record's scope."""
+    return record_event(
+        actor=actor,
+        action=action,
+        object_type=obj._meta.label_lower,
+        object_id=obj.pk,
+        trial_id=scope.trial_id,
+        site_id=scope.site_id,
+        subject_id=scope.subject_id,
+        changes=changes,
+        **options,
+    )
 
 
 def _what_changed(signature: Signature) -> str:
@@ -354,15 +363,11 @@ def _invalidate(obj, kind, signature: Signature, *, actor, why: str, changes: di
         )
         if not changed:
             return False
-        scope = kind.scope(obj)
-        record_event(
-            actor=actor,
-            action=AuditAction.SIGNATURE_INVALIDATED,
-            object_type=obj._meta.label_lower,
-            object_id=obj.pk,
-            trial_id=scope.trial_id,
-            site_id=scope.site_id,
-            subject_id=scope.subject_id,
+        _record(
+            actor,
+            AuditAction.SIGNATURE_INVALIDATED,
+            obj,
+            kind.scope(obj),
             changes={"signature": signature.pk, "valid": [True, False], "signed_sha256": signature.content_sha256}
             | changes,
             reason=why,
