@@ -8,30 +8,20 @@ axe-core finds no violation on these pages, the error pages included."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import zoneinfo
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from tests import factories as f
 from tests.e2e.test_accessibility import axe
+from tests.web.test_record_pages import _scan
 from trials.models import Consent, SubjectStatus
 from trials.services.consent import consent_withdraw
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
-# Reviewed screenshots of the changed pages also go here when ENTRY_SHOTS names a folder.
-EXTRA_SHOTS = os.environ.get("ENTRY_SHOTS", "")
-
-
-def _shot(s, name: str) -> None:
-    s.shot(name)
-    if EXTRA_SHOTS:
-        Path(EXTRA_SHOTS).mkdir(parents=True, exist_ok=True)
-        s.page.screenshot(path=str(Path(EXTRA_SHOTS) / f"{name}.png"), full_page=True)
 
 
 def _consent_form(browse, coordinator, subject):
@@ -53,7 +43,7 @@ def test_the_repeated_hour_is_entered_by_choosing_its_occurrence(browse, ready, 
     assert choice.is_visible()
     assert Consent.objects.count() == 1  # nothing written yet
     assert axe(page) == []
-    _shot(s, "entry-10-repeated-hour-choice")
+    s.shot("entry-10-repeated-hour-choice")
 
     choice.get_by_label("the second, 02:30 CET (01:30 UTC), after the clocks went back").check()
     page.get_by_role("button", name="Save").click()
@@ -62,7 +52,7 @@ def test_the_repeated_hour_is_entered_by_choosing_its_occurrence(browse, ready, 
     assert stored == dt.datetime(2026, 10, 25, 1, 30, tzinfo=dt.UTC)
     shown = page.locator('time[datetime="2026-10-25T01:30:00Z"]').first
     assert shown.inner_text() == "2026-10-25 02:30 CET"
-    _shot(s, "entry-11-repeated-hour-stored")
+    s.shot("entry-11-repeated-hour-stored")
 
 
 def test_the_skipped_hour_is_refused_next_to_the_field(browse, ready, coordinator_a):
@@ -79,7 +69,7 @@ def test_the_skipped_hour_is_refused_next_to_the_field(browse, ready, coordinato
     assert page.locator(".field.has-error").filter(has=page.get_by_label("Signed at")).count() == 1
     assert Consent.objects.count() == 1
     assert axe(page) == []
-    _shot(s, "entry-12-skipped-hour-refused")
+    s.shot("entry-12-skipped-hour-refused")
 
 
 def test_the_status_grid_shows_a_follow_up_withdrawal_as_not_expected(browse, site_a, coordinator_a):
@@ -90,8 +80,6 @@ def test_the_status_grid_shows_a_follow_up_withdrawal_as_not_expected(browse, si
         batch=f.CellBatchFactory(donor_subject=subject),
         administered_at=timezone.now() - dt.timedelta(hours=80),
     )
-    from tests.web.test_record_pages import _scan
-
     _scan(subject, injection, 0.0)
     withdrawn_at = timezone.now() - dt.timedelta(hours=70)
     consent_withdraw(
@@ -116,4 +104,4 @@ def test_the_status_grid_shows_a_follow_up_withdrawal_as_not_expected(browse, si
     assert f"{given:%Y-%m-%d %H:%M} {given.tzname()}" in cells.nth(0).inner_text()
     assert row.locator("td.state-overdue").count() == 0
     assert axe(page) == []
-    _shot(s, "entry-13-status-grid-withdrawn")
+    s.shot("entry-13-status-grid-withdrawn")
