@@ -261,14 +261,11 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
     if not check.confirmed:
         # The refusal is itself a fact for the trail (11.300(d)): commit it, sign nothing.
         with transaction.atomic():
-            record_event(
-                actor=signer,
-                action=AuditAction.SIGNATURE_REFUSED,
-                object_type=obj._meta.label_lower,
-                object_id=obj.pk,
-                trial_id=scope.trial_id,
-                site_id=scope.site_id,
-                subject_id=scope.subject_id,
+            _record(
+                signer,
+                AuditAction.SIGNATURE_REFUSED,
+                obj,
+                scope,
                 changes={"meaning": meaning, "why": "account locked" if check.locked else "wrong password"},
             )
         if check.locked:
@@ -301,14 +298,11 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
     with transaction.atomic():
         signature.full_clean()
         signature.save()
-        event = record_event(
-            actor=signer,
-            action=AuditAction.SIGNATURE_APPLIED,
-            object_type=obj._meta.label_lower,
-            object_id=obj.pk,
-            trial_id=scope.trial_id,
-            site_id=scope.site_id,
-            subject_id=scope.subject_id,
+        event = _record(
+            signer,
+            AuditAction.SIGNATURE_APPLIED,
+            obj,
+            scope,
             changes={
                 "signature": signature.pk,
                 "meaning": meaning,
@@ -320,6 +314,21 @@ def signature_apply(*, signer, password: str, obj, meaning: str) -> Signature:
         Signature.objects.filter(pk=signature.pk).update(audit_sequence=event.sequence)
         signature.audit_sequence = event.sequence
     return signature
+
+
+def _record(actor, action: AuditAction, obj, scope: Scope, *, changes: dict, **options) -> AuditEvent:
+    """The audit event of a signature operation on ``obj``, filed under its record's scope."""
+    return record_event(
+        actor=actor,
+        action=action,
+        object_type=obj._meta.label_lower,
+        object_id=obj.pk,
+        trial_id=scope.trial_id,
+        site_id=scope.site_id,
+        subject_id=scope.subject_id,
+        changes=changes,
+        **options,
+    )
 
 
 def _what_changed(signature: Signature) -> str:
@@ -344,6 +353,29 @@ def _what_changed(signature: Signature) -> str:
     )
 
 
+def _invalidate(obj, kind, signature: Signature, *, actor, why: str, changes: dict) -> bool:
+    """Mark one valid signature invalid for ``why`` and audit it, in one transaction.
+    Conditional update: two callers at once invalidate (and audit) it once; False for
+    the one that found it already invalid."""
+    with transaction.atomic():
+        changed = Signature.objects.filter(pk=signature.pk, valid=True).update(
+            valid=False, invalidated_at=timezone.now(), invalidation_reason=why
+        )
+        if not changed:
+            return False
+        _record(
+            actor,
+            AuditAction.SIGNATURE_INVALIDATED,
+            obj,
+            kind.scope(obj),
+            changes={"signature": signature.pk, "valid": [True, False], "signed_sha256": signature.content_sha256}
+            | changes,
+            reason=why,
+        )
+    signature.refresh_from_db()
+    return True
+
+
 def signature_invalidate_if_changed(obj, *, actor=None, reason: str = "") -> list[Signature]:
     """Mark every valid signature on ``obj`` whose content hash no longer matches as
     invalid, and audit each. Edit services call it after a change (``record_change``), the
@@ -357,38 +389,19 @@ def signature_invalidate_if_changed(obj, *, actor=None, reason: str = "") -> lis
     if not valid:
         return []
     digest = content_sha256(obj)
-    stale = [s for s in valid if s.content_sha256 != digest]
-    invalidated = []
-    for signature in stale:
-        why = reason or _what_changed(signature)
-        now = timezone.now()
-        with transaction.atomic():
-            # Conditional update: two readers at once invalidate (and audit) it once.
-            changed = Signature.objects.filter(pk=signature.pk, valid=True).update(
-                valid=False, invalidated_at=now, invalidation_reason=why
-            )
-            if not changed:
-                continue
-            scope = kind.scope(obj)
-            record_event(
-                actor=actor,
-                action=AuditAction.SIGNATURE_INVALIDATED,
-                object_type=obj._meta.label_lower,
-                object_id=obj.pk,
-                trial_id=scope.trial_id,
-                site_id=scope.site_id,
-                subject_id=scope.subject_id,
-                changes={
-                    "signature": signature.pk,
-                    "valid": [True, False],
-                    "signed_sha256": signature.content_sha256,
-                    "current_sha256": digest,
-                },
-                reason=why,
-            )
-        signature.refresh_from_db()
-        invalidated.append(signature)
-    return invalidated
+    return [
+        signature
+        for signature in valid
+        if signature.content_sha256 != digest
+        and _invalidate(
+            obj,
+            kind,
+            signature,
+            actor=actor,
+            why=reason or _what_changed(signature),
+            changes={"current_sha256": digest},
+        )
+    ]
 
 
 def signature_invalidate_all(obj, *, actor=None, reason: str) -> list[Signature]:
@@ -400,30 +413,12 @@ def signature_invalidate_all(obj, *, actor=None, reason: str) -> list[Signature]
         kind = kind_for(obj)
     except RuleViolation:
         return []
-    invalidated = []
-    for signature in signatures_of(obj).filter(valid=True):
-        why = f"the signed record was re-filed: {reason}"
-        with transaction.atomic():
-            changed = Signature.objects.filter(pk=signature.pk, valid=True).update(
-                valid=False, invalidated_at=timezone.now(), invalidation_reason=why
-            )
-            if not changed:
-                continue
-            scope = kind.scope(obj)
-            record_event(
-                actor=actor,
-                action=AuditAction.SIGNATURE_INVALIDATED,
-                object_type=obj._meta.label_lower,
-                object_id=obj.pk,
-                trial_id=scope.trial_id,
-                site_id=scope.site_id,
-                subject_id=scope.subject_id,
-                changes={"signature": signature.pk, "valid": [True, False], "signed_sha256": signature.content_sha256},
-                reason=why,
-            )
-        signature.refresh_from_db()
-        invalidated.append(signature)
-    return invalidated
+    why = f"the signed record was re-filed: {reason}"
+    return [
+        signature
+        for signature in signatures_of(obj).filter(valid=True)
+        if _invalidate(obj, kind, signature, actor=actor, why=why, changes={})
+    ]
 
 
 def signatures_verify(obj, *, actor=None) -> list[Signature]:

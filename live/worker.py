@@ -429,6 +429,7 @@ class LiveWorker:
                         "kind": alert.kind,
                         "frame": alert.frame,
                         "acquired_at": alert.acquired_at,
+                        "created_at": alert.created_at.timestamp(),  # the page shows it on the site's clock
                         "value_percent": alert.value_percent,
                         "threshold_percent": alert.threshold_percent,
                         "message": alert.message,

@@ -153,6 +153,16 @@ def governing_consent(subject: Subject, *, at: dt.datetime | None = None) -> Con
     return _signed_by(subject, at or timezone.now()).first()
 
 
+def governing_consents(subject_ids, *, at: dt.datetime | None = None) -> dict[int, Consent]:
+    """``governing_consent`` for many subjects in one query: subject id -> the consent that
+    speaks for it at ``at`` (subjects with none signed by then are left out)."""
+    found: dict[int, Consent] = {}
+    signed = Consent.objects.filter(subject_id__in=list(subject_ids), signed_at__lte=at or timezone.now())
+    for consent in signed.order_by("subject_id", "-signed_at", "-id"):
+        found.setdefault(consent.subject_id, consent)
+    return found
+
+
 def scope_withdrawn_at(consent: Consent, scope: str) -> dt.datetime | None:
     value = (consent.withdrawn_scopes or {}).get(scope)
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None

@@ -11,6 +11,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.fields import BaseTemporalField
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from compliance.models import SCAN_EXPORT_KINDS, Export, SignatureMeaning
 from config.errors import RuleViolation
@@ -62,26 +63,84 @@ class DateTimeInput(forms.DateTimeInput):
         super().__init__(format="%Y-%m-%dT%H:%M", **kwargs)
 
 
-class SiteDateTimeField(forms.DateTimeField):
-    """A date-time typed on the site's clock (``time_zone``, set by the form for its site),
-    cleaned to UTC; a stored time is shown on the site's clock again (trials.site_time)."""
+def _wall_time(value) -> dt.datetime | None:
+    """A typed (or prepared) date-time, naive, as the site's clock shows it; None if it
+    does not parse."""
+    if isinstance(value, dt.datetime):
+        return value
+    try:  # every one of DATETIME_FORMATS is ISO 8601
+        return dt.datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        return None
+
+
+class SiteDateTimeInput(DateTimeInput):
+    """The date-time box, and below it, only when the time typed is one the site's clock
+    showed twice (the hour repeated when summer time ends), a choice of which occurrence:
+    sent as ``<name>-occurrence`` (0 the first, 1 the second)."""
 
     time_zone = "UTC"
+    occurrence: int | None = None  # what the person chose, read with the form's data
+
+    def value_from_datadict(self, data, files, name):
+        chosen = data.get(f"{name}-occurrence")
+        self.occurrence = int(chosen) if chosen in ("0", "1") else None
+        return super().value_from_datadict(data, files, name)
+
+    def render(self, name, value, attrs=None, renderer=None):
+        box = super().render(name, value, attrs, renderer)
+        wall = _wall_time(value) if value not in (None, "") else None
+        choices = site_time.occurrences(wall, self.time_zone) if wall is not None else []
+        if not choices:
+            return box
+        # A time shown from the record (not typed) keeps the occurrence it was stored as.
+        checked = self.occurrence if self.occurrence is not None else getattr(value, "fold", None)
+        base = (attrs or {}).get("id") or f"id_{name}"
+        options = format_html_join(
+            "",
+            '<label for="{}-occurrence-{}"><input type="radio" name="{}-occurrence" id="{}-occurrence-{}" '
+            'value="{}"{}> {}</label>',
+            (
+                (base, fold, name, base, fold, fold, " checked" if checked == fold else "", words)
+                for fold, words in choices
+            ),
+        )
+        return format_html(
+            '{}<fieldset class="plain occurrence" id="{}-occurrence"><legend>{} happened twice on the site\'s '
+            "clock: which one?</legend>{}</fieldset>",
+            box,
+            base,
+            f"{wall:%Y-%m-%d %H:%M}",
+            options,
+        )
+
+
+class SiteDateTimeField(forms.DateTimeField):
+    """A date-time typed on the site's clock (``time_zone``, set by the form for its site),
+    cleaned to UTC; a stored time is shown on the site's clock again (trials.site_time).
+    A time the clock showed twice is taken as the occurrence chosen below the box
+    (SiteDateTimeInput), and refused, with the choice offered, until one is chosen."""
+
+    time_zone = "UTC"
+    widget = SiteDateTimeInput
 
     def to_python(self, value):
         if value in self.empty_values:
             return None
         # The typed text, read with no zone applied: the site's is applied below.
         wall = value if isinstance(value, dt.datetime) else BaseTemporalField.to_python(self, value)
-        return None if wall is None else site_time.to_utc(wall, self.time_zone)
+        occurrence = getattr(self.widget, "occurrence", None)
+        return None if wall is None else site_time.to_utc(wall, self.time_zone, occurrence)
 
     def prepare_value(self, value):
         if isinstance(value, dt.datetime) and value.tzinfo is not None:
-            return site_time.at_site(value, self.time_zone).replace(tzinfo=None)
+            return site_time.at_site(value, self.time_zone).replace(tzinfo=None)  # keeps the fold
         return value
 
     def read_on(self, zone_name: str) -> None:
         self.time_zone = zone_name
+        if isinstance(self.widget, SiteDateTimeInput):
+            self.widget.time_zone = zone_name
         self.help_text = f"Time in {site_time.label(zone_name)}, the site's clock; stored in UTC."
 
 
@@ -89,7 +148,7 @@ def date_time_field(label: str, **kwargs) -> SiteDateTimeField:
     return SiteDateTimeField(
         label=label,
         input_formats=DATETIME_FORMATS,
-        widget=DateTimeInput(),
+        widget=SiteDateTimeInput(),
         help_text="Time in UTC.",
         **kwargs,
     )

@@ -285,6 +285,7 @@ def alert_data(alert: LiveAlert) -> dict:
         "kind_label": alert.get_kind_display(),
         "frame": alert.frame,
         "acquired_at": alert.acquired_at,
+        "created_at": alert.created_at.timestamp(),
         "value_percent": alert.value_percent,
         "threshold_percent": alert.threshold_percent,
         "message": alert.message,

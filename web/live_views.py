@@ -31,6 +31,7 @@ from live.selectors import session_marks
 from live.services.marks import MARKABLE_STATUSES, allowed_kinds, injection_state
 from live.services.sessions import session_create
 from trials import selectors as trial_selectors
+from trials import site_time
 from web import demo_stream, live_data, queries, volume
 from web.live_forms import LiveStartForm
 from web.permissions import may_write, require_write
@@ -204,6 +205,8 @@ def _live_page(request, session: LiveSession, token: str | None = None):
         "injection_expected_s": float(settings.LIVE_INJECTION_EXPECTED_S),
         "dose_min_fraction": DOSE_MIN_FRACTION,
         "started_at": started_at,
+        "time_zone": session.subject.site.time_zone,
+        "zone_names": site_time.zone_names(session.subject.site.time_zone),
         "frame_duration_s": session.frame_duration_s,
         "regions": styles,
         "outlines": live_data.outlines(session.system_matrix, rois),

@@ -16,19 +16,32 @@ from audit.selectors import correction_history
 from imaging import selectors as imaging_selectors
 from imaging.models import Scan, ScanStatus, Upload
 from trials import selectors as trial_selectors
-from trials.models import Injection, Subject, SubjectStatus
+from trials import site_time
+from trials.models import Consent, Injection, Subject, SubjectStatus
 from trials.permissions import access
 from trials.schedule import IMAGING_SCHEDULE_HOURS, TIME_POINT_WINDOW_HOURS, time_point_of
 
 # --------------------------------------------------------------------------- status grid
 
-DONE, EXPECTED, OVERDUE, NOT_APPLICABLE = "done", "expected", "overdue", "not-applicable"
+DONE, EXPECTED, OVERDUE = "done", "expected", "overdue"
+WITHDRAWN, NOT_CONSENTED, NOT_APPLICABLE = "withdrawn", "not-consented", "not-applicable"
 STATES = {
     DONE: ("✓", "done"),
     EXPECTED: ("", "expected"),  # the mark is an open circle (records.css)
     OVERDUE: ("!", "overdue"),
+    WITHDRAWN: ("×", "not expected: consent withdrawn"),
+    NOT_CONSENTED: ("×", "not expected: not consented"),
     NOT_APPLICABLE: ("–", "not applicable"),
 }
+
+# The consent scopes a time point needs (DOMAIN §4): every scan needs imaging; the time
+# points after the schedule's first are follow-up imaging and need longitudinal imaging
+# as well (the upload's own check: imaging.services.scan_uploads.imaging_scopes).
+_SCOPE_WORDS = {"imaging": "imaging", "longitudinal_imaging": "follow-up imaging"}
+
+
+def _scopes_of(hours: float) -> tuple[str, ...]:
+    return ("imaging",) if hours <= IMAGING_SCHEDULE_HOURS[0] else ("imaging", "longitudinal_imaging")
 
 
 @dataclass
@@ -56,12 +69,31 @@ def _closed(subject: Subject) -> bool:
     return subject.status in (SubjectStatus.WITHDRAWN, SubjectStatus.COMPLETED)
 
 
+def _not_covered(subject: Subject, consent: Consent | None, hours: float, now: dt.datetime) -> Cell | None:
+    """The cell of a time point the subject's governing consent does not cover now (a scope
+    it needs withdrawn, with the date, or never granted); None when it is covered, or when
+    no consent is on file (nothing to read the subject's wishes from)."""
+    if consent is None:
+        return None
+    for scope in _scopes_of(hours):
+        if not getattr(consent, f"scope_{scope}"):
+            return Cell(NOT_CONSENTED, f"no {_SCOPE_WORDS[scope]} consent")
+        withdrawn = trial_selectors.scope_withdrawn_by(consent, scope, now)
+        if withdrawn is not None:
+            when = site_time.stamp(withdrawn, subject.site.time_zone)
+            return Cell(WITHDRAWN, f"{_SCOPE_WORDS[scope]} consent withdrawn {when}")
+    return None
+
+
 def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict:
     """Rows: the subjects the user may see; columns: the injection, then each scheduled
     time point (``trials.schedule``). A time point is done when a scan (not rejected) of
     the subject's first injection falls in its window, overdue when the window has closed
     without one, expected before that, and not applicable for a subject who withdrew or
-    completed without it."""
+    completed without it. A time point the subject's governing consent does not cover
+    (imaging; for the follow-up time points after the first, longitudinal imaging as
+    well) is not expected, never overdue: "withdrawn", with the date, or "not consented".
+    Times on each subject's site's clock."""
     now = now or timezone.now()
     subjects = trial_selectors.subjects_visible_to(user).select_related("site").order_by("site__code", "code")
     if site.isdigit():
@@ -73,6 +105,7 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
         trial_selectors.injections_visible_to(user).filter(subject_id__in=ids).order_by("administered_at", "id")
     ):
         first_injection.setdefault(given.subject_id, given)
+    consents = trial_selectors.governing_consents(ids, at=now)
     scans: dict[tuple[int, float], Scan] = {}
     for scan in (
         imaging_selectors.scans_visible_to(user)
@@ -89,17 +122,22 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
     counts: dict[str, int] = defaultdict(int)
     for subject in subject_list:
         row = GridRow(subject)
+        zone = subject.site.time_zone
         injection = first_injection.get(subject.pk)
+        consent = consents.get(subject.pk)
         if injection is not None:
-            row.cells.append(Cell(DONE, f"{injection.administered_at:%Y-%m-%d %H:%M} UTC"))
+            row.cells.append(Cell(DONE, site_time.stamp(injection.administered_at, zone)))
         elif _closed(subject):
             row.cells.append(Cell(NOT_APPLICABLE, f"subject {subject.status}"))
         else:
             row.cells.append(Cell(EXPECTED, "not injected yet"))
         for hours in IMAGING_SCHEDULE_HOURS:
             done = scans.get((subject.pk, hours))
+            uncovered = None if done is not None else _not_covered(subject, consent, hours, now)
             if done is not None:
                 cell = Cell(DONE, f"scan #{done.pk} · {done.status}", link=str(done.pk))
+            elif uncovered is not None:
+                cell = uncovered
             elif injection is None:
                 cell = Cell(NOT_APPLICABLE if _closed(subject) else EXPECTED, "after the injection")
             else:
@@ -107,9 +145,9 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
                 closes = due + dt.timedelta(hours=TIME_POINT_WINDOW_HOURS)
                 if now > closes:
                     state = NOT_APPLICABLE if _closed(subject) else OVERDUE
-                    cell = Cell(state, f"was due {due:%Y-%m-%d %H:%M} UTC")
+                    cell = Cell(state, f"was due {site_time.stamp(due, zone)}")
                 else:
-                    cell = Cell(EXPECTED, f"due {due:%Y-%m-%d %H:%M} UTC")
+                    cell = Cell(EXPECTED, f"due {site_time.stamp(due, zone)}")
             row.cells.append(cell)
         for cell in row.cells:
             counts[cell.state] += 1
@@ -220,7 +258,7 @@ def open_uploads(user, *, site: str = "") -> QuerySet[Upload]:
     uploads = (
         imaging_selectors.uploads_visible_to(user)
         .filter(kind=Upload.Kind.SCAN, scan__isnull=True)
-        .select_related("created_by")
+        .select_related("created_by", "subject", "scanner__site")
         .order_by("-created_at")
     )
     if site.isdigit():

@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import time
+import zoneinfo
 
 import pytest
 from django.conf import settings as django_settings
@@ -27,6 +28,7 @@ from imaging import selectors as imaging_selectors
 from imaging.models import Scan
 from imaging.services.rois import roi_define
 from imaging.services.scanners import scanner_register, system_matrix_register
+from live.models import LiveMark
 from recon import live_simulate
 from recon import simulate as sim
 from tests import factories as f
@@ -35,6 +37,7 @@ from tests.imaging.helpers import process
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 FOREGROUND_FRAMES = 700  # 15 s at 46.4 frames/s; the bridge replays at 2x
 SPEED = 2
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 
 
 @pytest.fixture
@@ -142,6 +145,11 @@ def test_the_live_page_from_start_to_record(
     clinician.click("button[data-mark=injection_start]")
     _wait(clinician, "() => /Injection started/.test(document.getElementById('mark-rows').textContent)", 10)
     assert clinician.is_disabled("button[data-mark=injection_start]")
+    # The row the script adds names the time on the site's clock (site A: Berlin), as the
+    # server's rows do (issue #18).
+    started = LiveMark.objects.get(session_id=session, kind="injection_start").at.astimezone(BERLIN)
+    assert f"{started:%H:%M:%S} {started.tzname()}" in clinician.text_content("#mark-rows")
+    assert " UTC" not in clinician.text_content("#mark-rows")
     bridge = subprocess.Popen(
         [sys.executable, *command[1:], "--speed", str(SPEED)],
         cwd=django_settings.BASE_DIR,
@@ -164,6 +172,8 @@ def test_the_live_page_from_start_to_record(
         _wait(clinician, "() => /peak/.test(document.getElementById('image-caption').textContent)", 30)
         _wait(clinician, "() => !document.getElementById('alert-banner').hidden", 60)
         assert "OFF-TARGET" in clinician.text_content("#alert-title")
+        raised = [r.locator("td").nth(4).inner_text() for r in clinician.locator("#alert-rows tr").all()]
+        assert raised and all(re.fullmatch(r"\d\d:\d\d:\d\d CES?T", t) for t in raised), raised
         clinician.fill("#alert-reason", "Injection paused; catheter position checked.")
         clinician.click("#alert-ack button")
         _wait(clinician, "() => /investigator_a/.test(document.getElementById('alert-rows').textContent)", 10)

@@ -16,7 +16,17 @@ from live.worker import LiveWorker
 from tests.live.conftest import FRAME_S, events_of, publish
 
 BLOCK = 9  # frames per block (~0.2 s)
-ALERT_FIELDS = {"type", "id", "kind", "frame", "acquired_at", "value_percent", "threshold_percent", "message"}
+ALERT_FIELDS = {
+    "type",
+    "id",
+    "kind",
+    "frame",
+    "acquired_at",
+    "created_at",
+    "value_percent",
+    "threshold_percent",
+    "message",
+}
 
 
 def stream(live, transport, engines, per_block: list[list[float]], *, end: bool = True, clock=None):
@@ -56,6 +66,7 @@ def test_lung_accumulation_raises_one_alert_after_sustained_blocks(live, transpo
     assert set(events) == {"off_target_share", "off_target_detected"}
     assert set(events["off_target_share"]) == ALERT_FIELDS
     assert events["off_target_share"]["id"] == share.pk
+    assert events["off_target_share"]["created_at"] == share.created_at.timestamp()  # shown on the site's clock
     assert events["off_target_share"]["frame"] == share.frame
     assert events["off_target_share"]["value_percent"] == pytest.approx(share.value_percent)
     assert events["off_target_share"]["threshold_percent"] == 20.0

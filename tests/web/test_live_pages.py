@@ -8,9 +8,11 @@ services store is their tests' business; here, what the pages make of it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import types
+import zoneinfo
 from html.parser import HTMLParser
 
 import pytest
@@ -424,7 +426,7 @@ def test_the_record_lists_the_marks_with_who_entered_them(browser_client, coordi
     assert _mark_buttons(html) == {}  # the session is over: no button
     rows = re.findall(
         r'<tr data-mark="\d+"><td><strong>([^<]+)</strong></td><td class="num">(\d+)</td>'
-        r"<td>[^<]+ UTC</td><td>([^<]*)</td><td>([^<]*)</td></tr>",
+        r'<td><time datetime="[^"]+Z" title="[^"]+ UTC">\d\d:\d\d:\d\d CES?T</time></td><td>([^<]*)</td><td>([^<]*)</td></tr>',
         html,
     )
     assert rows == [
@@ -434,3 +436,24 @@ def test_the_record_lists_the_marks_with_who_entered_them(browser_client, coordi
         ("Injection stopped", "180", "investigator_a", "n3"),
     ]
     assert [m["frame"] for m in _config(html)["marks"]] == [60, 100, 140, 180]
+
+
+def test_the_live_pages_show_times_on_the_sites_clock(browser_client, coordinator_a, ended, investigator_a):
+    """Issue #18: the list, the record and the script's data speak the site's clock
+    (site A: Berlin), zone named, UTC on hover; no time is left in bare UTC."""
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    at = dt.datetime(2026, 7, 1, 10, 15, 30, tzinfo=dt.UTC)  # 12:15:30 CEST
+    LiveMark.objects.create(session=ended, kind="injection_start", at=at, frame=60, created_by=investigator_a)
+    client = browser_client(coordinator_a)
+    html = client.get(f"/live/{ended.pk}/").content.decode()
+    assert '<time datetime="2026-07-01T10:15:30Z" title="2026-07-01 10:15:30 UTC">12:15:30 CEST</time>' in html
+    acknowledged = LiveAlert.objects.get(session=ended, kind=LiveAlert.Kind.OFF_TARGET_SHARE).acknowledged_at
+    assert acknowledged.astimezone(berlin).strftime("%H:%M:%S ") + acknowledged.astimezone(berlin).tzname() in html
+    ended_local = ended.ended_at.astimezone(berlin)
+    assert "Ended <time" in html and f"{ended_local:%Y-%m-%d %H:%M} {ended_local.tzname()}" in html
+    config = _config(html)
+    assert config["time_zone"] == "Europe/Berlin" and config["zone_names"] == {"60": "CET", "120": "CEST"}
+    assert not re.search(r"\d\d:\d\d(:\d\d)? UTC</td>", html)
+    listing = client.get("/live/").content.decode()
+    opened = ended.created_at.astimezone(berlin)
+    assert f"{opened:%Y-%m-%d %H:%M} {opened.tzname()}" in listing and "Opened (site's clock)" in listing

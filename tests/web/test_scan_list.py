@@ -3,6 +3,8 @@ pages, links to the viewer, and costs the same queries for 2 rows as for 20."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -64,3 +66,19 @@ def test_it_uses_as_many_queries_for_20_scans_as_for_2(browser_client, coordinat
     few = _count(client, "/scans/")
     scans_at(site_a, 18, hours=6)
     assert _count(client, "/scans/") == few
+
+
+def test_the_scan_list_and_the_upload_history_show_the_upload_time_on_each_sites_clock(
+    browser_client, monitor, imaging_a, site_a, site_b
+):
+    """Issue #18: Berlin's scan in CET/CEST, Boston's in EST/EDT, each naming its zone,
+    UTC beside it; both pages render the one scan table."""
+    berlin, boston = scans_at(site_a, 1)[0], scans_at(site_b, 1)[0]
+    at = dt.datetime(2026, 1, 15, 9, 5, tzinfo=dt.UTC)
+    Scan.objects.filter(pk__in=[berlin.pk, boston.pk]).update(created_at=at)
+    for page in ("/scans/", "/uploads/"):
+        html = browser_client(monitor).get(page).content.decode()
+        assert "Uploaded (site&#x27;s clock)" in html or "Uploaded (site's clock)" in html
+        assert '<time datetime="2026-01-15T09:05:00Z" title="2026-01-15 09:05 UTC">2026-01-15 10:05 CET</time>' in html
+        assert '<time datetime="2026-01-15T09:05:00Z" title="2026-01-15 09:05 UTC">2026-01-15 04:05 EST</time>' in html
+        assert "(09:05 UTC)" in html

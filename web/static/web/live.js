@@ -30,6 +30,19 @@
   function fmt(value, digits) {
     return value === null || value === undefined || !isFinite(value) ? "—" : Number(value).toFixed(digits);
   }
+  // A time (epoch seconds) on the site's clock, as the server writes it: "14:03:22 CET".
+  function siteClock(epoch) {
+    var zone = cfg.time_zone || "UTC", at = new Date(epoch * 1000);
+    var parts = {};
+    new Intl.DateTimeFormat("en-GB", { timeZone: zone, hour: "2-digit", minute: "2-digit", second: "2-digit",
+      hourCycle: "h23", timeZoneName: "longOffset" }).formatToParts(at)
+      .forEach(function (p) { parts[p.type] = p.value; });
+    var m = /GMT([+-])(\d\d):(\d\d)/.exec(parts.timeZoneName || "");
+    var offset = m ? (m[1] === "-" ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3])) : 0;
+    var name = (cfg.zone_names || {})[String(offset)] || parts.timeZoneName || "UTC";
+    return parts.hour + ":" + parts.minute + ":" + parts.second + " " + name;
+  }
+
   function fmtNg(value) {
     if (value === null || value === undefined || !isFinite(value)) { return "—"; }
     if (value === 0) { return "0"; }
@@ -564,7 +577,8 @@
       var pct = PERCENT_KINDS.indexOf(a.kind) >= 0;
       cells[2].textContent = !pct || a.value_percent === null || a.value_percent === undefined ? "—" : fmt(a.value_percent, 1) + " %";
       cells[3].textContent = !pct || a.threshold_percent === null || a.threshold_percent === undefined ? "—" : fmt(a.threshold_percent, 1) + " %";
-      cells[4].textContent = "frame time " + (a.acquired_at && t0 !== null ? fmt(a.acquired_at - t0, 1) + " s" : "—");
+      cells[4].textContent = a.created_at ? siteClock(a.created_at)
+        : "frame time " + (a.acquired_at && t0 !== null ? fmt(a.acquired_at - t0, 1) + " s" : "—");
       cells[5].className = "ack";
       body.appendChild(tr);
     }
@@ -689,7 +703,7 @@
     if (none) { body.removeChild(none); }
     var tr = document.createElement("tr");
     tr.setAttribute("data-mark", m.id);
-    var when = new Date(m.at * 1000).toISOString().substr(11, 8) + " UTC";
+    var when = siteClock(m.at);
     [(cfg.mark_kinds || {})[m.kind] || m.kind, m.frame === null || m.frame === undefined ? "before the stream" : m.frame, when, m.by || "", m.note || ""]
       .forEach(function (text, k) {
         var td = document.createElement("td");
