@@ -290,9 +290,9 @@ def batch(setup: dict, files: list[Path], recon: int, env: dict, log_dir: Path, 
         if pending_count() != len(ids):
             raise RuntimeError(f"{pending_count()} outbox rows pending for {len(ids)} uploads")
         began, queued_at = time.perf_counter(), time.time()
-        relay(limit=len(ids))
-        if pending_count():
-            raise RuntimeError(f"the relay left {pending_count()} outbox rows pending")
+        sent = relay(limit=len(ids))  # the oldest rows first: the batch's, nothing else is pending yet
+        if sent != len(ids):
+            raise RuntimeError(f"the relay sent {sent} of the batch's {len(ids)} outbox rows")
 
         def done():
             settled = Scan.objects.filter(pk__in=ids, status__in=("quantified", "failed", "rejected")).count()

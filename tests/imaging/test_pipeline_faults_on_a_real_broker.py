@@ -279,6 +279,7 @@ def test_redis_stopped_while_the_validation_runs_the_scan_is_quantified_once(api
         assert_completed_once(scan_id, pipeline, attempt_killed=0)
         # The validation outlived its lease twice over: its heartbeat kept the one claim.
         assert _claims(scan_id, "validating") == [["received", "validating"]]
+        assert worker.log().count(SLOW_VALIDATION_SLEEPING) == 1  # validated once, never taken over
         assert _claims(scan_id) == [["validated", "reconstructing"]]
         pending.refresh_from_db()
         assert pending.sent_at is not None  # delivered by the relay, from the row the validation wrote
@@ -338,6 +339,7 @@ def test_redis_stopped_while_an_export_builds_and_another_is_requested_both_comp
             assert export.status == Export.Status.READY, export.error
             assert (settings.MEDIA_ROOT / export.file).stat().st_size == export.size_bytes > 0
             assert _export_completions(export_id) == ["ready"]
+        assert worker.log().count(SLOW_EXPORT_SLEEPING) == 2  # one build each: no lease ran out, nothing rebuilt
         assert len([p for p in (settings.MEDIA_ROOT / "exports").rglob("*") if p.is_file()]) == 2
         assert not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
     finally:
