@@ -19,8 +19,10 @@ each recon worker count (default 1, then 2) and each of ``--runs`` rounds:
 It prints, per recon worker count, the median over the runs of scans per minute and of the
 per-scan stage times (from the audit trail's status changes: waiting for validation from the
 hand-off, validation, waiting for a recon worker, reconstruction, reconstructed to metrics,
-hand-off to metrics), with the ratio 2 vs 1 workers, and how the reconstructions split over
-the recon workers. It fails (exit 1) unless every scan ended ``quantified`` with exactly one
+hand-off to metrics), the CPU time the workers used per scan (all of them, and the recon
+workers'; unlike the times, it hardly depends on what else runs on the machine: the cores
+divided by it bound the rate on an idle machine), with the ratio 2 vs 1 workers, and how the
+reconstructions split over the recon workers. It fails (exit 1) unless every scan ended ``quantified`` with exactly one
 reconstruction, one set of metrics (one measurement per region, all of that one
 reconstruction) and one RECONSTRUCTION_COMPLETED and one METRICS_RECORDED event.
 
@@ -120,6 +122,22 @@ class Worker:
         if self.process.poll() is not None:
             raise RuntimeError(f"worker {self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
         return "ready." in self.log()
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the worker and its pool processes."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        pids = [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        if children.exists():
+            pids += [int(p) for p in children.read_text().split()]
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
 
     def succeeded(self, task: str) -> int:
         return sum(1 for line in self.log().splitlines() if f"Task {task}[" in line and " succeeded in " in line)
@@ -289,6 +307,7 @@ def batch(setup: dict, files: list[Path], recon: int, env: dict, log_dir: Path, 
         uploaded = time.perf_counter() - began
         if pending_count() != len(ids):
             raise RuntimeError(f"{pending_count()} outbox rows pending for {len(ids)} uploads")
+        cpu_began = {w.name: w.cpu_seconds() for w in workers}
         began, queued_at = time.perf_counter(), time.time()
         sent = relay(limit=len(ids))  # the oldest rows first: the batch's, nothing else is pending yet
         if sent != len(ids):
@@ -300,12 +319,24 @@ def batch(setup: dict, files: list[Path], recon: int, env: dict, log_dir: Path, 
 
         _wait(done, timeout, f"{len(ids)} scans to be quantified", interval=0.05)
         elapsed = time.perf_counter() - began
+        cpu = {w.name: w.cpu_seconds() - cpu_began[w.name] for w in workers}
         time.sleep(0.5)  # let the workers write their last log lines
         split = [w.succeeded("imaging.reconstruct_scan") for w in recons]
     finally:
         for worker in workers:
             worker.stop()
-    return {"ids": ids, "elapsed": elapsed, "uploaded": uploaded, "split": split, **stage_times(ids, queued_at)}
+    per_scan = {
+        "worker CPU s per scan": sum(cpu.values()) / len(ids),
+        "recon CPU s per scan": sum(cpu[w.name] for w in recons) / len(ids),
+    }
+    return {
+        "ids": ids,
+        "elapsed": elapsed,
+        "uploaded": uploaded,
+        "split": split,
+        **per_scan,
+        **stage_times(ids, queued_at),
+    }
 
 
 def stage_times(ids: list[int], queued_at: float) -> dict:
@@ -459,6 +490,8 @@ def run(args, database_url: str, redis_url: str, tmp: Path) -> int:
         {n: statistics.median(r["p95 queued to metrics"] for r in rs) for n, rs in results.items()},
         ".2f",
     )
+    for label in ("worker CPU s per scan", "recon CPU s per scan"):
+        row(label, {n: statistics.median(r[label] for r in rs) for n, rs in results.items()}, ".2f")
     each = {n: ", ".join(f"{60 * len(r['ids']) / r['elapsed']:.1f}" for r in rs) for n, rs in results.items()}
     splits = {n: ", ".join("/".join(str(s) for s in r["split"]) for r in rs) for n, rs in results.items()}
     for n in counts:
