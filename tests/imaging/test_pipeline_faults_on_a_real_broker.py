@@ -6,6 +6,10 @@ short leases and sweeps:
   again while the reconstruction runs (its next step cannot be queued when it ends): the
   scan ends ``quantified`` exactly once after Redis returns, with no manual action. The
   reconstruction sleeps longer than its lease meanwhile: its heartbeat keeps the claim.
+- Redis stopped while the validation runs (the reconstruction cannot be queued when it
+  ends): the same, the reconstruction delivered by the relay once Redis is back.
+- Redis stopped while one export builds and another is requested (the API answers 201 at
+  once): both are built, each exactly once, after Redis returns, with no manual action.
 - A recon worker SIGKILLed with its whole process group mid-reconstruction, the broker's
   visibility timeout an hour: another worker's periodic sweep requeues the scan once the
   lease runs out, and it completes exactly once, within seconds.
@@ -23,9 +27,12 @@ import pytest
 
 from audit.actions import AuditAction
 from audit.models import AuditEvent
+from compliance.models import Export
 from outbox.models import OutboxMessage
 from tests.imaging import tus
 from tests.imaging.worker import (
+    SLOW_EXPORT_SLEEPING,
+    SLOW_VALIDATION_SLEEPING,
     Worker,
     assert_completed_once,
     drop_broker_connections,
@@ -139,14 +146,28 @@ def beat_worker(name: str, server: RedisServer, tmp_path, **kwargs) -> Worker:
     return worker
 
 
-def _claims(scan_id: int) -> list[list[str]]:
+def _claims(scan_id: int, claimed: str = "reconstructing") -> list[list[str]]:
     return [
         e.changes["status"]
         for e in AuditEvent.objects.filter(action=AuditAction.SCAN_STATUS_CHANGED, object_id=str(scan_id)).order_by(
             "sequence"
         )
-        if e.changes["status"][1] == "reconstructing"
+        if e.changes["status"][1] == claimed
     ]
+
+
+def _rest_of_outage(stopped_at: float) -> None:
+    """Keep Redis away until OUTAGE_SECONDS have passed since it stopped."""
+    time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped_at)))
+
+
+def _pending(task: str, args: list) -> OutboxMessage | None:
+    """The outbox row of ``task(*args)`` still waiting for the broker, once a publish has failed."""
+    return (
+        OutboxMessage.objects.filter(sent_at__isnull=True, task=task, args=args, attempts__gte=1)
+        .exclude(last_error="")
+        .first()
+    )
 
 
 def test_redis_stopped_at_upload_and_during_reconstruction_the_scan_is_quantified_once(
@@ -224,3 +245,102 @@ def test_a_recon_worker_killed_with_its_process_group_completes_once_within_seco
         doomed.stop()
         if rescuer is not None:
             rescuer.stop()
+
+
+def test_redis_stopped_while_the_validation_runs_the_scan_is_quantified_once(api, pipeline, tmp_path, redis_server):
+    worker = beat_worker("validator", redis_server, tmp_path, slow_validation=LEASE * 2)
+    try:
+        _, last = tus.upload_file(api(pipeline.user), pipeline.sim["measurement"], pipeline=pipeline, hours=48)
+        scan_id = int(last["Scan-Id"])
+        wait_for(lambda: SLOW_VALIDATION_SLEEPING in worker.log(), timeout=60, what="the validation", logs=[worker])
+        assert scan_state(scan_id)[0] == "validating"
+
+        # Redis away while the validation runs: the reconstruction cannot be queued when it ends.
+        redis_server.stop()
+        stopped_at = time.monotonic()
+        wait_for(lambda: scan_state(scan_id)[0] != "validating", timeout=60, what="the validation to end")
+        assert scan_state(scan_id)[0] == "validated"
+        pending = wait_for(
+            lambda: _pending("imaging.reconstruct_scan", [scan_id]),
+            timeout=20,
+            what="the worker's publish of the reconstruction to fail",
+            logs=[worker],
+        )
+        _rest_of_outage(stopped_at)
+        assert scan_state(scan_id)[0] == "validated"  # not failed: waiting for the broker
+        redis_server.start()
+
+        wait_for(
+            lambda: scan_state(scan_id)[0] in ("quantified", "failed", "rejected"),
+            timeout=60,
+            what="the scan to be quantified after Redis returned",
+            logs=[worker],
+        )
+        assert_completed_once(scan_id, pipeline, attempt_killed=0)
+        # The validation outlived its lease twice over: its heartbeat kept the one claim.
+        assert _claims(scan_id, "validating") == [["received", "validating"]]
+        assert worker.log().count(SLOW_VALIDATION_SLEEPING) == 1  # validated once, never taken over
+        assert _claims(scan_id) == [["validated", "reconstructing"]]
+        pending.refresh_from_db()
+        assert pending.sent_at is not None  # delivered by the relay, from the row the validation wrote
+        assert not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
+    finally:
+        worker.stop()
+
+
+def _export_completions(export_id: int) -> list[str]:
+    return [
+        e.changes["status"]
+        for e in AuditEvent.objects.filter(action=AuditAction.EXPORT_COMPLETED, object_id=str(export_id))
+    ]
+
+
+def test_redis_stopped_while_an_export_builds_and_another_is_requested_both_complete_once(
+    api, ready, monitor, trial, tmp_path, redis_server, settings
+):
+    worker = beat_worker("exports", redis_server, tmp_path, slow_export=LEASE * 2, EXPORT_CLAIM_LEASE_SECONDS=LEASE)
+    client = api(monitor)
+    try:
+        response = client.post("/api/v1/exports/", {"kind": "report_csv", "trial": trial.pk}, format="json")
+        assert response.status_code == 201, response.content
+        running = response.json()["id"]
+        wait_for(lambda: SLOW_EXPORT_SLEEPING in worker.log(), timeout=60, what="the first build", logs=[worker])
+        assert Export.objects.get(pk=running).status == Export.Status.RUNNING
+
+        # Redis away while it builds; a second export is requested meanwhile.
+        redis_server.stop()
+        stopped_at = time.monotonic()
+        response = client.post("/api/v1/exports/", {"kind": "audit_csv", "trial": trial.pk}, format="json")
+        assert response.status_code == 201, response.content  # accepted at once, not a 500
+        assert time.monotonic() - stopped_at < 30
+        requested = response.json()["id"]
+        assert _pending("compliance.run_export", [requested]) is not None
+        # The running build needs no broker: it finishes during the outage, its lease renewed throughout.
+        wait_for(
+            lambda: Export.objects.get(pk=running).status != Export.Status.RUNNING,
+            timeout=60,
+            what="the first build to end",
+            logs=[worker],
+        )
+        _rest_of_outage(stopped_at)
+        assert Export.objects.get(pk=running).status == Export.Status.READY
+        assert Export.objects.get(pk=requested).status == Export.Status.QUEUED  # waiting for the broker
+        redis_server.start()
+
+        wait_for(
+            lambda: Export.objects.get(pk=requested).status in (Export.Status.READY, Export.Status.FAILED),
+            timeout=60,
+            what="the requested export to be built after Redis returned",
+            logs=[worker],
+        )
+        time.sleep(LEASE)  # a sweep or a second delivery now would show as a second build
+        for export_id in (running, requested):
+            export = Export.objects.get(pk=export_id)
+            assert export.status == Export.Status.READY, export.error
+            assert (settings.MEDIA_ROOT / export.file).stat().st_size == export.size_bytes > 0
+            assert _export_completions(export_id) == ["ready"]
+        assert worker.log().count(SLOW_EXPORT_SLEEPING) == 2  # one build each: no lease ran out, nothing rebuilt
+        assert len([p for p in (settings.MEDIA_ROOT / "exports").rglob("*") if p.is_file()]) == 2
+        assert not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
+    finally:
+        worker.stop()

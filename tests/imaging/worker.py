@@ -35,17 +35,29 @@ def purge(broker_url: str) -> None:
     client.delete("ingest", "recon", "quant", "export", "live", "unacked", "unacked_index", "unacked_mutex")
 
 
-SLOW_RECONSTRUCTION = "tests.imaging.slow_reconstruction"
-SLOW_RECONSTRUCTION_SLEEPING = "slow reconstruction: sleeping"  # its line in the worker's log
+SLOW_STEPS = "tests.imaging.slow_steps"
+# Their lines in the worker's log (the plugin SLOW_STEPS).
+SLOW_RECONSTRUCTION_SLEEPING = "slow reconstruction: sleeping"
+SLOW_VALIDATION_SLEEPING = "slow validation: sleeping"
+SLOW_EXPORT_SLEEPING = "slow export: sleeping"
 
 
 class Worker:
     """``argv``: the worker's command line (default: a solo worker on every queue).
     ``slow``: seconds each reconstruction of this worker sleeps after its claim (the test
-    plugin ``tests/imaging/slow_reconstruction.py``), a window to kill it in."""
+    plugin ``tests/imaging/slow_steps.py``), a window to kill it in; ``slow_validation``
+    and ``slow_export`` the same for each validation and each export build."""
 
     def __init__(
-        self, name: str, broker_url: str, log_dir: Path, argv: list[str] | None = None, slow: float | None = None, **env
+        self,
+        name: str,
+        broker_url: str,
+        log_dir: Path,
+        argv: list[str] | None = None,
+        slow: float | None = None,
+        slow_validation: float | None = None,
+        slow_export: float | None = None,
+        **env,
     ):
         self.name = name
         self.slow = slow
@@ -81,9 +93,16 @@ class Worker:
             "-l",
             "INFO",
         ]
-        if slow is not None:
-            command = [*command, "--include", SLOW_RECONSTRUCTION]
-            environment["SLOW_RECONSTRUCTION_SECONDS"] = str(slow)
+        slow_steps = {
+            "SLOW_RECONSTRUCTION_SECONDS": slow,
+            "SLOW_VALIDATION_SECONDS": slow_validation,
+            "SLOW_EXPORT_SECONDS": slow_export,
+        }
+        for variable in slow_steps:
+            environment.pop(variable, None)  # only what this worker is given
+        if any(seconds is not None for seconds in slow_steps.values()):
+            command = [*command, "--include", SLOW_STEPS]
+            environment |= {variable: str(seconds) for variable, seconds in slow_steps.items() if seconds is not None}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         # A session of its own: kill_group() ends the worker with its pool and beat, as a lost host would.
         self.process = subprocess.Popen(
