@@ -32,7 +32,7 @@ def test_the_check_is_the_one_in_docker_compose():
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["web"]["healthcheck"]["test"] == ["CMD", "python", "-c", COMPOSE_CHECK.format(port=8000)]
-    for worker in ("worker-ingest", "worker-recon"):
+    for worker in ("worker-ingest", "worker-recon", "worker-quant", "worker-export"):
         assert compose["services"][worker]["healthcheck"]["test"] == [
             "CMD",
             "python",
