@@ -1,8 +1,8 @@
 """Benchmark: scan pipeline throughput with 1 and 2 reconstruction workers (issue #17).
 
 Not a test. The production shape on one machine: PostgreSQL, Redis, one Celery worker on
-the ingest, quant and export queues (``--concurrency 2``) and N workers on the recon queue
-(``--concurrency 1 --max-tasks-per-child 50``), the commands of ``docker-compose.yml``. For
+each of the ingest (``--concurrency 2``), quant and export queues and N workers on the recon
+queue (``--concurrency 1 --max-tasks-per-child 50``), the commands of ``docker-compose.yml``. For
 each recon worker count (default 1, then 2) and each of ``--runs`` rounds:
 
 1. the workers are started and waited for (ready);
@@ -271,15 +271,17 @@ def upload(setup: dict, path: Path, hours: float) -> int:
 
 
 def start_workers(recon: int, env: dict, log_dir: Path, tag: str, started: list[Worker]) -> list[Worker]:
-    """The ingest/quant/export worker (appended to ``started`` first) and ``recon`` recon
-    workers, each in ``started`` as soon as it runs (the caller stops them whatever happens)."""
-    started.append(Worker(f"ingest-{tag}", "ingest,quant,export", ["--concurrency", "2"], env, log_dir))
+    """The ingest, quant and export workers and ``recon`` recon workers (returned), each in
+    ``started`` as soon as it runs (the caller stops them whatever happens)."""
+    started.append(Worker(f"ingest-{tag}", "ingest", ["--concurrency", "2"], env, log_dir))
+    started.append(Worker(f"quant-{tag}", "quant", ["--concurrency", "1"], env, log_dir))
+    started.append(Worker(f"export-{tag}", "export", ["--concurrency", "1"], env, log_dir))
     recon_args = ["--concurrency", "1", "--max-tasks-per-child", "50"]
     for i in range(recon):
         started.append(Worker(f"recon{i + 1}-{tag}", "recon", recon_args, env, log_dir))
     for worker in started:
         _wait(worker.ready, 120, f"worker {worker.name} to start")
-    return started[1:]
+    return started[3:]
 
 
 def upload_held(setup: dict, files: list[Path]) -> list[int]:
