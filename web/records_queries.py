@@ -17,7 +17,7 @@ from imaging import selectors as imaging_selectors
 from imaging.models import Scan, ScanStatus, Upload
 from trials import selectors as trial_selectors
 from trials import site_time
-from trials.models import Consent, Injection, Subject, SubjectStatus
+from trials.models import Consent, Injection, Site, Subject, SubjectStatus
 from trials.permissions import access
 from trials.schedule import IMAGING_SCHEDULE_HOURS, TIME_POINT_WINDOW_HOURS, consent_scopes_for_scan, time_point_of
 
@@ -190,6 +190,7 @@ class Correction:
     changes: list[tuple[str, object, object]]
     reason: str
     hidden: bool = False
+    site: Site | None = None  # whose clock ``when`` is shown on; None: the event is no site's (UTC)
 
 
 def _action_words(action: int) -> str:
@@ -218,8 +219,10 @@ def corrections(user, records, *, subject: Subject | None = None) -> list[Correc
     phi = subject is not None and access.can_read_identity(user, subject)
     if subject is not None:
         pairs.append(("trials.subjectidentity", subject.pk))
+    events = list(correction_history(pairs))
+    sites = Site.objects.in_bulk({event.site_id for event in events if event.site_id})
     rows = []
-    for event in correction_history(pairs):
+    for event in events:
         identity = event.object_type == "trials.subjectidentity"
         hidden = identity and not phi
         changes = [] if hidden else _pairs(event.changes or {})
@@ -235,6 +238,7 @@ def corrections(user, records, *, subject: Subject | None = None) -> list[Correc
                 changes=changes,
                 reason="" if hidden else event.reason,
                 hidden=hidden,
+                site=sites.get(event.site_id),
             )
         )
     return rows
