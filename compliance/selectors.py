@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db.models import Min, QuerySet
 
@@ -11,6 +12,9 @@ from audit.actions import AuditAction
 from audit.models import AuditEvent
 from compliance.models import Signature
 from config.ids import parse_id
+
+if TYPE_CHECKING:
+    from trials.models import Site
 
 
 def audit_trial_ids(user) -> list[int]:
@@ -89,6 +93,7 @@ class AwaitingSignature:
     due_since: dt.datetime
     invalidated_at: dt.datetime | None = None
     invalidation_reason: str = ""
+    site: Site | None = None  # whose clock the page shows the times on
 
     @property
     def what(self) -> str:
@@ -168,6 +173,7 @@ def awaiting_signature(user) -> list[AwaitingSignature]:
                     due_since=subject.first_dose,  # the annotation above
                     invalidated_at=stale.invalidated_at if stale else None,
                     invalidation_reason=stale.invalidation_reason if stale else "",
+                    site=subject.site,
                 )
             )
     valid, invalidated = _signature_state(Reconstruction, [r.pk for r in reconstructions.values()])
@@ -186,6 +192,7 @@ def awaiting_signature(user) -> list[AwaitingSignature]:
                     due_since=reconstruction.created_at,
                     invalidated_at=stale.invalidated_at if stale else None,
                     invalidation_reason=stale.invalidation_reason if stale else "",
+                    site=scan.subject.site,
                 )
             )
     items.sort(key=lambda i: (i.due_since, i.subject_code, i.scan_id or 0))

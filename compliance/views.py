@@ -20,7 +20,7 @@ from compliance import selectors, twofactor
 from compliance.services.audit_trail import audit_trail_verify
 from config.errors import RuleViolation
 from config.ids import parse_id
-from trials.models import Subject
+from trials.models import Site, Subject
 
 
 def _safe_next(request, default: str) -> str:
@@ -113,9 +113,12 @@ def audit_browser(request):
     # Subject codes for the page in one query: the trail stores plain ids (it must never
     # depend on the records it describes), people read codes.
     codes = dict(Subject.objects.filter(pk__in={e.subject_id for e in page if e.subject_id}).values_list("pk", "code"))
+    # An event of a site's is shown on that site's clock; one of no site's (the platform's) in UTC.
+    sites = Site.objects.in_bulk({e.site_id for e in page if e.site_id})
     rows = [
         {
             "event": e,
+            "site": sites.get(e.site_id),
             "subject_code": codes.get(e.subject_id, str(e.subject_id)) if e.subject_id else "",
             "changes": _change_rows(e.changes),
         }

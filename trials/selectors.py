@@ -191,9 +191,14 @@ class ConsentStanding:
 
 def consent_standing(subject: Subject, scope: str, at: dt.datetime | None = None) -> ConsentStanding:
     """The rule, per subject: ``consent_allows`` and ``assert_scope_active`` both ask it."""
-    scope = ConsentScope(scope).value
     at = at or timezone.now()
-    consent = governing_consent(subject, at=at)
+    return scope_standing(governing_consent(subject, at=at), scope, at)
+
+
+def scope_standing(consent: Consent | None, scope: str, at: dt.datetime) -> ConsentStanding:
+    """``consent_standing`` given the governing consent at ``at`` (``governing_consents``
+    finds it for many subjects in one query): the status grid asks this."""
+    scope = ConsentScope(scope).value
     if consent is None or not getattr(consent, f"scope_{scope}"):
         return ConsentStanding(scope, at, None)
     return ConsentStanding(scope, at, consent, scope_withdrawn_by(consent, scope, at))

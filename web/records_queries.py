@@ -17,31 +17,26 @@ from imaging import selectors as imaging_selectors
 from imaging.models import Scan, ScanStatus, Upload
 from trials import selectors as trial_selectors
 from trials import site_time
-from trials.models import Consent, Injection, Subject, SubjectStatus
+from trials.models import Consent, Injection, Site, Subject, SubjectStatus
 from trials.permissions import access
-from trials.schedule import IMAGING_SCHEDULE_HOURS, TIME_POINT_WINDOW_HOURS, time_point_of
+from trials.schedule import IMAGING_SCHEDULE_HOURS, TIME_POINT_WINDOW_HOURS, consent_scopes_for_scan, time_point_of
 
 # --------------------------------------------------------------------------- status grid
 
 DONE, EXPECTED, OVERDUE = "done", "expected", "overdue"
-WITHDRAWN, NOT_CONSENTED, NOT_APPLICABLE = "withdrawn", "not-consented", "not-applicable"
+WITHDRAWN, NOT_CONSENTED, NO_CONSENT = "withdrawn", "not-consented", "no-consent"
+NOT_APPLICABLE = "not-applicable"
 STATES = {
     DONE: ("✓", "done"),
     EXPECTED: ("", "expected"),  # the mark is an open circle (records.css)
     OVERDUE: ("!", "overdue"),
     WITHDRAWN: ("×", "not expected: consent withdrawn"),
     NOT_CONSENTED: ("×", "not expected: not consented"),
+    NO_CONSENT: ("?", "no consent on file"),
     NOT_APPLICABLE: ("–", "not applicable"),
 }
 
-# The consent scopes a time point needs (DOMAIN §4): every scan needs imaging; the time
-# points after the schedule's first are follow-up imaging and need longitudinal imaging
-# as well (the upload's own check: imaging.services.scan_uploads.imaging_scopes).
 _SCOPE_WORDS = {"imaging": "imaging", "longitudinal_imaging": "follow-up imaging"}
-
-
-def _scopes_of(hours: float) -> tuple[str, ...]:
-    return ("imaging",) if hours <= IMAGING_SCHEDULE_HOURS[0] else ("imaging", "longitudinal_imaging")
 
 
 @dataclass
@@ -69,19 +64,24 @@ def _closed(subject: Subject) -> bool:
     return subject.status in (SubjectStatus.WITHDRAWN, SubjectStatus.COMPLETED)
 
 
-def _not_covered(subject: Subject, consent: Consent | None, hours: float, now: dt.datetime) -> Cell | None:
-    """The cell of a time point the subject's governing consent does not cover now (a scope
-    it needs withdrawn, with the date, or never granted); None when it is covered, or when
-    no consent is on file (nothing to read the subject's wishes from)."""
+def _not_covered(
+    subject: Subject, consent: Consent | None, hours: float, on_file: list[float], now: dt.datetime
+) -> Cell | None:
+    """The cell of a time point a scan could not be uploaded for now, for want of consent:
+    none on file, a scope it needs withdrawn (with the date) or never granted. The scopes
+    are the upload's own rule (``trials.schedule.consent_scopes_for_scan``, given the scans
+    ``on_file``) and each is read as the upload reads it (``trials.selectors.scope_standing``).
+    None when every scope is in force."""
     if consent is None:
-        return None
-    for scope in _scopes_of(hours):
-        if not getattr(consent, f"scope_{scope}"):
-            return Cell(NOT_CONSENTED, f"no {_SCOPE_WORDS[scope]} consent")
-        withdrawn = trial_selectors.scope_withdrawn_by(consent, scope, now)
-        if withdrawn is not None:
-            when = site_time.stamp(withdrawn, subject.site.time_zone)
+        # A subject who withdrew or completed is expecting no scan anyway: not applicable.
+        return None if _closed(subject) else Cell(NO_CONSENT, "a scan cannot be uploaded until a consent is recorded")
+    for scope in consent_scopes_for_scan(hours, hours_on_file=on_file):
+        standing = trial_selectors.scope_standing(consent, scope, now)
+        if standing.withdrawn_at is not None:
+            when = site_time.stamp(standing.withdrawn_at, subject.site.time_zone)
             return Cell(WITHDRAWN, f"{_SCOPE_WORDS[scope]} consent withdrawn {when}")
+        if not standing.in_force:
+            return Cell(NOT_CONSENTED, f"no {_SCOPE_WORDS[scope]} consent")
     return None
 
 
@@ -90,10 +90,11 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
     time point (``trials.schedule``). A time point is done when a scan (not rejected) of
     the subject's first injection falls in its window, overdue when the window has closed
     without one, expected before that, and not applicable for a subject who withdrew or
-    completed without it. A time point the subject's governing consent does not cover
-    (imaging; for the follow-up time points after the first, longitudinal imaging as
-    well) is not expected, never overdue: "withdrawn", with the date, or "not consented".
-    Times on each subject's site's clock."""
+    completed without it. A time point a scan could not be uploaded for now, for want of
+    consent, is never overdue: "withdrawn", with the date, "not consented", or "no consent
+    on file". The scopes it needs are the upload's rule (``consent_scopes_for_scan``):
+    imaging, and longitudinal imaging as well once an earlier scan of the injection is on
+    file. Times on each subject's site's clock."""
     now = now or timezone.now()
     subjects = trial_selectors.subjects_visible_to(user).select_related("site").order_by("site__code", "code")
     if site.isdigit():
@@ -107,6 +108,7 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
         first_injection.setdefault(given.subject_id, given)
     consents = trial_selectors.governing_consents(ids, at=now)
     scans: dict[tuple[int, float], Scan] = {}
+    on_file: dict[int, list[float]] = defaultdict(list)  # subject -> hours of its first injection's scans
     for scan in (
         imaging_selectors.scans_visible_to(user)
         .filter(subject_id__in=ids)
@@ -115,8 +117,11 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
         .order_by("created_at")
     ):
         first = first_injection.get(scan.subject_id)
+        if first is None or scan.injection_id != first.pk:
+            continue
+        on_file[scan.subject_id].append(scan.hours_after_injection)
         point = time_point_of(scan.hours_after_injection)
-        if first is not None and scan.injection_id == first.pk and point is not None:
+        if point is not None:
             scans.setdefault((scan.subject_id, point), scan)
     rows = []
     counts: dict[str, int] = defaultdict(int)
@@ -133,7 +138,7 @@ def status_grid(user, *, site: str = "", now: dt.datetime | None = None) -> dict
             row.cells.append(Cell(EXPECTED, "not injected yet"))
         for hours in IMAGING_SCHEDULE_HOURS:
             done = scans.get((subject.pk, hours))
-            uncovered = None if done is not None else _not_covered(subject, consent, hours, now)
+            uncovered = None if done is not None else _not_covered(subject, consent, hours, on_file[subject.pk], now)
             if done is not None:
                 cell = Cell(DONE, f"scan #{done.pk} · {done.status}", link=str(done.pk))
             elif uncovered is not None:
@@ -185,6 +190,7 @@ class Correction:
     changes: list[tuple[str, object, object]]
     reason: str
     hidden: bool = False
+    site: Site | None = None  # whose clock ``when`` is shown on; None: the event is no site's (UTC)
 
 
 def _action_words(action: int) -> str:
@@ -213,8 +219,10 @@ def corrections(user, records, *, subject: Subject | None = None) -> list[Correc
     phi = subject is not None and access.can_read_identity(user, subject)
     if subject is not None:
         pairs.append(("trials.subjectidentity", subject.pk))
+    events = list(correction_history(pairs))
+    sites = Site.objects.in_bulk({event.site_id for event in events if event.site_id})
     rows = []
-    for event in correction_history(pairs):
+    for event in events:
         identity = event.object_type == "trials.subjectidentity"
         hidden = identity and not phi
         changes = [] if hidden else _pairs(event.changes or {})
@@ -230,6 +238,7 @@ def corrections(user, records, *, subject: Subject | None = None) -> list[Correc
                 changes=changes,
                 reason="" if hidden else event.reason,
                 hidden=hidden,
+                site=sites.get(event.site_id),
             )
         )
     return rows

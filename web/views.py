@@ -868,15 +868,19 @@ def exports(request):
     ):
         messages.success(request, f"Export #{export.pk} requested: it is built in the background.")
         return redirect("web:exports")
-    items = list(exports_services.exports_visible_to(user).order_by("-created_at", "-id")[:50])
+    items = list(
+        exports_services.exports_visible_to(user).select_related("subject__site").order_by("-created_at", "-id")[:50]
+    )
     for export in items:  # a sponsor's scan export names the subject by pseudonym
         export.scope_text = sponsor.export_scope(keys, export) if deidentified else export.scope_label
+        # A site's export on its clock; a trial's, or any for a sponsor (the zone would name the site), in UTC.
+        export.clock_site = None if deidentified else (export.site or (export.subject.site if export.subject else None))
     sends = (
         []
         if deidentified
         else list(
             imaging_selectors.dicom_sends_visible_to(user)
-            .select_related("scan__subject")
+            .select_related("scan__subject__site")
             .order_by("-created_at", "-id")[:50]
         )
     )

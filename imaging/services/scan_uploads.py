@@ -28,6 +28,7 @@ from imaging.services._common import _audit_scan
 from imaging.services.scanners import REGISTER_ROLES, require_system_matrix_for_tracer
 from trials.models import Injection, Role, Subject
 from trials.permissions import access
+from trials.schedule import consent_scopes_for_scan
 from trials.services.consent import assert_scope_active
 
 UPLOAD_ROLES = frozenset({Role.IMAGING_STAFF, Role.COORDINATOR})
@@ -76,16 +77,15 @@ def _duplicate_scan(subject: Subject, sha256: str) -> Scan | None:
 
 
 def imaging_scopes(*, injection, hours_after_injection: float, scan: Scan | None = None) -> tuple[str, ...]:
-    """The consent scopes a scan needs (DOMAIN §4). The first scan of an injection needs
-    ``imaging``; a later time point is follow-up imaging and needs
-    ``longitudinal_imaging`` as well. "Later" means an earlier time point of the same
-    injection is already on file (rejected files do not count)."""
-    earlier = Scan.objects.filter(injection=injection, hours_after_injection__lt=hours_after_injection).exclude(
+    """The consent scopes a scan needs: ``trials.schedule.consent_scopes_for_scan``, asked
+    with the scans of ``injection`` on file (rejected files and ``scan`` itself left out)."""
+    on_file = Scan.objects.filter(injection=injection, hours_after_injection__lt=hours_after_injection).exclude(
         status=ScanStatus.REJECTED
     )
     if scan is not None:
-        earlier = earlier.exclude(pk=scan.pk)
-    return ("imaging", "longitudinal_imaging") if earlier.exists() else ("imaging",)
+        on_file = on_file.exclude(pk=scan.pk)
+    hours = on_file.values_list("hours_after_injection", flat=True)[:1]
+    return consent_scopes_for_scan(hours_after_injection, hours_on_file=hours)
 
 
 def assert_imaging_consent(

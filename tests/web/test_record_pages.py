@@ -50,6 +50,8 @@ def grid(site_a, site_b):
     )
     scan = _scan(injected, injection, 0.5)
     waiting = f.SubjectFactory(site=site_a, code="A-0002", status=SubjectStatus.ENROLLED)
+    for consented in (injected, waiting):
+        f.ConsentFactory(subject=consented)
     withdrawn = f.SubjectFactory(site=site_a, code="A-0003", status=SubjectStatus.WITHDRAWN)
     other = f.SubjectFactory(site=site_b, code="B-0001")
     return injected, scan, waiting, withdrawn, other

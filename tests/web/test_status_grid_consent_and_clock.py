@@ -1,5 +1,6 @@
 """The status grid (issue #18): a time point the subject's consent no longer covers is not
-expected ("withdrawn", with the date on the site's clock) and never overdue; every time
+expected ("withdrawn", with the date on the site's clock) and never overdue (which scopes a
+time point needs: trials.schedule.consent_scopes_for_scan, the upload's rule); every time
 on the grid is on the site's clock, its zone named."""
 
 from __future__ import annotations
@@ -63,22 +64,27 @@ def test_an_imaging_withdrawal_ends_every_time_point_not_yet_done(site_b, coordi
     assert cells[2].detail[-3:] in ("EST", "EDT")  # site B's clock, Boston
 
 
-def test_a_follow_up_withdrawal_before_any_scan_leaves_the_first_time_point_expected(site_a, coordinator_a):
-    """The demo's A-0003: withdrew follow-up imaging before the first scan. The first
-    time point needs imaging only; the later ones are follow-ups."""
-    subject, consent, _ = _subject(site_a, "A-0005", injected_hours_ago=2.0, scans=())
+def test_a_follow_up_withdrawal_before_any_scan_leaves_every_time_point_open_for_the_first_scan(site_a, coordinator_a):
+    """The demo's A-0003: withdrew follow-up imaging before the first scan. The first scan
+    of the injection needs imaging only, whichever time point it is (the upload's rule:
+    trials.schedule.consent_scopes_for_scan); once it is on file, the later ones are
+    follow-ups."""
+    subject, consent, injection = _subject(site_a, "A-0005", injected_hours_ago=2.0, scans=())
     consent_withdraw(actor=coordinator_a, consent=consent, scopes=["longitudinal_imaging"], reason=REASON)
     states, _ = _states(records_queries.status_grid(coordinator_a), subject)
-    assert states == ["done", "expected", "withdrawn", "withdrawn", "withdrawn"]
+    assert states == ["done", "expected", "expected", "expected", "expected"]
+    _scan(subject, injection, 0.0)
+    states, _ = _states(records_queries.status_grid(coordinator_a), subject)
+    assert states == ["done", "done", "withdrawn", "withdrawn", "withdrawn"]
 
 
 def test_a_subject_not_yet_injected_shows_the_withdrawal_too(site_a, coordinator_a):
     subject = f.SubjectFactory(site=site_a, code="A-0008", status=SubjectStatus.ENROLLED)
     consent = f.ConsentFactory(subject=subject)
-    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["longitudinal_imaging"], reason=REASON)
+    consent_withdraw(actor=coordinator_a, consent=consent, scopes=["imaging"], reason="Subject withdrew imaging")
     states, cells = _states(records_queries.status_grid(coordinator_a), subject)
-    assert states == ["expected", "expected", "withdrawn", "withdrawn", "withdrawn"]
-    assert cells[1].detail == "after the injection"
+    assert states == ["expected", "withdrawn", "withdrawn", "withdrawn", "withdrawn"]
+    assert cells[0].detail == "not injected yet" and cells[1].detail.startswith("imaging consent withdrawn ")
 
 
 def test_follow_ups_never_consented_to_are_not_expected(site_a, coordinator_a):
@@ -106,12 +112,13 @@ def test_a_withdrawal_after_now_does_not_count_yet(site_a, coordinator_a):
     assert states == ["done", "done", "overdue", "expected", "expected"]
 
 
-def test_the_first_time_point_missed_stays_overdue_after_a_follow_up_withdrawal(site_a, coordinator_a):
+def test_time_points_missed_stay_overdue_after_a_follow_up_withdrawal_while_no_scan_is_on_file(site_a, coordinator_a):
     subject, consent, injection = _subject(site_a, "A-0007", injected_hours_ago=40.0, scans=())
     _scan(subject, injection, 0.0, status=ScanStatus.REJECTED)
     consent_withdraw(actor=coordinator_a, consent=consent, scopes=["longitudinal_imaging"], reason=REASON)
     states, _ = _states(records_queries.status_grid(coordinator_a), subject)
-    assert states == ["done", "overdue", "withdrawn", "withdrawn", "withdrawn"]  # a rejected scan is none
+    # A rejected scan is none: any time point may still be the first scan, needing imaging only.
+    assert states == ["done", "overdue", "overdue", "expected", "expected"]
 
 
 def test_the_grid_page_shows_times_on_the_sites_clock(site_a, browser_client, coordinator_a):

@@ -1,5 +1,6 @@
 """``{{ value|at_site:site }}``: a stored time on the site's clock, with UTC beside it
-(hover, and for machines the ``datetime`` attribute): trials.site_time."""
+(hover, and for machines the ``datetime`` attribute): trials.site_time. A row of no site
+passes None and gets UTC, labelled."""
 
 from __future__ import annotations
 
@@ -13,20 +14,42 @@ from trials import site_time
 register = template.Library()
 
 
-@register.filter
-def at_site(value: dt.datetime | None, site) -> str:
-    if value is None:
-        return ""
+def _on_the_clock(value: dt.datetime, site, fmt: str) -> str:
+    """``value`` on ``site``'s clock, its zone named, UTC beside it and in full on hover;
+    with no site (a row of the whole platform: a worker, a trial-wide export, an event of
+    no site's), in UTC, labelled. ``datetime`` carries the instant for machines."""
     utc = value.astimezone(dt.UTC)
+    instant = utc.isoformat().replace("+00:00", "Z")
+    if site is None:
+        return format_html('<time datetime="{}">{} UTC</time>', instant, f"{utc:%Y-%m-%d {fmt}}")
     local = site_time.at_site(value, site.time_zone)
     return format_html(
         '<time datetime="{}" title="{} UTC">{} {}</time> <span class="muted small">({} UTC)</span>',
-        utc.isoformat().replace("+00:00", "Z"),
-        f"{utc:%Y-%m-%d %H:%M}",
-        f"{local:%Y-%m-%d %H:%M}",
+        instant,
+        f"{utc:%Y-%m-%d {fmt}}",
+        f"{local:%Y-%m-%d {fmt}}",
         local.tzname(),
-        f"{utc:%H:%M}",
+        f"{utc:{fmt}}",
     )
+
+
+@register.filter
+def at_site(value: dt.datetime | None, site) -> str:
+    """'2026-01-15 10:05 CET (09:05 UTC)'; with no site, '2026-01-15 09:05 UTC'."""
+    return "" if value is None else _on_the_clock(value, site, "%H:%M")
+
+
+@register.filter
+def seconds_at_site(value: dt.datetime | None, site) -> str:
+    """``at_site`` to the second, for trails read in order (audit events, corrections):
+    '2026-01-15 10:05:07 CET (09:05:07 UTC)'; with no site, '2026-01-15 09:05:07 UTC'."""
+    return "" if value is None else _on_the_clock(value, site, "%H:%M:%S")
+
+
+@register.filter
+def utc(value: dt.datetime | None) -> str:
+    """A time of no site's (workers, leases, checkpoints), to the second, labelled UTC."""
+    return "" if value is None else _on_the_clock(value, None, "%H:%M:%S")
 
 
 @register.filter
