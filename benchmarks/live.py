@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/live.py                 # a 2D and a 3D (37^3) stream, 60 s each
     .venv/bin/python benchmarks/live.py --dims 2 --seconds 20
-    .venv/bin/python benchmarks/live.py --dims 2 --browser /usr/bin/chromium --viewers 20   # issue #16
+    .venv/bin/python benchmarks/live.py --dims 2 --browser /usr/bin/chromium
+    .venv/bin/python benchmarks/live.py --dims 3 --viewers 0,20    # 0 and 20 viewers side by side (issue #16)
 
 For each stream:
 
@@ -17,8 +18,10 @@ For each stream:
    worker is a thread of that process), or ``--shape production``: gunicorn for the API,
    uvicorn for the event streams and a separate ``live_worker`` process, over Redis Streams
    (needs ``--redis URL``).
-3. ``--viewers`` event subscribers (Server-Sent Events) connect, then ``python -m bridge
-   replay`` streams the file at the acquisition rate (46.4 frames/s: 21.5 ms frames).
+3. One measuring event subscriber (Server-Sent Events) and ``--viewers`` more (each a
+   viewer's event stream: a list such as ``0,20`` runs the stream once per count, side by
+   side) connect, then ``python -m bridge replay`` streams the file at the acquisition rate
+   (46.4 frames/s: 21.5 ms frames).
 
 Printed, against the targets of issue #15 (the baseline: the scanner's own frame rate and
 the 1 s latency budget): sustained frames/s, latency from ``acquired_at`` to the metrics
@@ -193,7 +196,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def run_stream(args, dims: int) -> dict:
+def run_stream(args, dims: int, extra_viewers: int = 0) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"live-bench-{dims}d-"))
     env = {**os.environ, "MPI_VAR_DIR": str(tmp / "var"), "PYTHONUNBUFFERED": "1"}
     env.pop("DATABASE_URL", None)
@@ -311,7 +314,8 @@ def run_stream(args, dims: int) -> dict:
         created.raise_for_status()
         session = created.json()["id"]
         viewers = [
-            Subscriber(f"{events_base}/api/v1/live-sessions/{session}/events/", full_token) for _ in range(args.viewers)
+            Subscriber(f"{events_base}/api/v1/live-sessions/{session}/events/", full_token)
+            for _ in range(1 + extra_viewers)
         ]
         for viewer in viewers:
             viewer.start()
@@ -394,6 +398,7 @@ def run_stream(args, dims: int) -> dict:
         return {
             "dims": dims,
             "grid": grid,
+            "viewers": extra_viewers,
             "setup_s": setup_s,
             "frames_sent": summary["frames_sent"],
             "frames_recorded": detail["frames_recorded"],
@@ -441,12 +446,13 @@ def _start(env, log_path: Path, command: list[str]) -> subprocess.Popen:
 
 
 def _column(result: dict) -> str:
-    return f"{result['dims']}D {result['grid']}^{result['dims']}"
+    return f"{result['dims']}D {result['grid']}^{result['dims']} +{result['viewers']}v"
 
 
 def format_report(results: list[dict], args) -> str:
     lines = [
-        f"Live monitoring through bridge -> server -> live worker -> {args.viewers} subscriber(s), "
+        "Live monitoring through bridge -> server -> live worker -> 1 measuring subscriber "
+        f"+ {args.viewers} viewer(s) (columns: +Nv), "
         f"shape {args.shape}, replay speed {args.speed:g}",
         f"{'':<34}" + "".join(f"{_column(r):>16}" for r in results) + f"{'target':>22}",
     ]
@@ -486,8 +492,8 @@ def format_report(results: list[dict], args) -> str:
     row("set-up (s)", "setup_s", ".0f")
     for r in results:
         if r["viewer_errors"]:
-            lines.append(f"{r['dims']}D viewer errors: {r['viewer_errors']}")
-        lines.append(f"{r['dims']}D session ended as {r['status']}, recorded scan {r['scan']}")
+            lines.append(f"{_column(r)} viewer errors: {r['viewer_errors']}")
+        lines.append(f"{_column(r)} session ended as {r['status']}, recorded scan {r['scan']}")
     return "\n".join(lines)
 
 
@@ -498,7 +504,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--grid", type=int, default=37, help="3D grid edge (default 37)")
     parser.add_argument("--rows", type=int, default=2000, help="rows of the live operator (default 2000)")
-    parser.add_argument("--viewers", type=int, default=1)
+    parser.add_argument(
+        "--viewers",
+        default="0",
+        help="event streams open besides the measuring subscriber: a count or a list (0,20: a run for each)",
+    )
     parser.add_argument(
         "--browser",
         default="",
@@ -522,9 +532,13 @@ def main(argv: list[str] | None = None) -> int:
         dims = [int(v) for v in args.dims.split(",")]
     except ValueError:
         parser.error("--dims takes 2, 3 or 2,3")
-    if any(d not in (2, 3) for d in dims) or args.seconds <= 0 or args.viewers < 1 or args.speed <= 0:
-        parser.error("--dims 2|3, --seconds > 0, --viewers >= 1, --speed > 0")
-    results = [run_stream(args, d) for d in dims]
+    try:
+        counts = [int(v) for v in str(args.viewers).split(",")]
+    except ValueError:
+        parser.error("--viewers takes a count or a list of counts (0,20)")
+    if any(d not in (2, 3) for d in dims) or args.seconds <= 0 or min(counts) < 0 or args.speed <= 0:
+        parser.error("--dims 2|3, --seconds > 0, --viewers >= 0, --speed > 0")
+    results = [run_stream(args, d, n) for d in dims for n in counts]
     print(format_report(results, args))
     return 0
 
