@@ -82,6 +82,13 @@ def injection_stream(tmp_path, ready, site_a, settings):
     return injection, folder / "stream.mdf", calibration
 
 
+#: (top, bottom, right) in the viewport of what must be seen together when an alert is up.
+ON_SCREEN = (
+    "() => Object.fromEntries(['#live-mip', '#curve-iron', '#curve-off', '#alert-banner'].map(s => {"
+    " const r = document.querySelector(s).getBoundingClientRect(); return [s, [r.top, r.bottom, r.right]]; }))"
+)
+
+
 def _cookie(user) -> str:
     client = Client()
     client.force_login(user)
@@ -164,6 +171,10 @@ def test_the_live_page_from_start_to_record(
         _wait(clinician, "() => /peak/.test(document.getElementById('image-caption').textContent)", 30)
         _wait(clinician, "() => !document.getElementById('alert-banner').hidden", 60)
         assert "OFF-TARGET" in clinician.text_content("#alert-title")
+        # On the 1920 x 1080 screen the image, both curves and the banner are in view at once.
+        clinician.evaluate("() => window.scrollTo(0, 0)")
+        boxes = clinician.evaluate(ON_SCREEN)
+        assert all(0 <= top and bottom <= 1080 and right <= 1920 for top, bottom, right in boxes.values()), boxes
         clinician.fill("#alert-reason", "Injection paused; catheter position checked.")
         clinician.click("#alert-ack button")
         _wait(clinician, "() => /investigator_a/.test(document.getElementById('alert-rows').textContent)", 10)
