@@ -174,7 +174,7 @@ def test_the_live_page_from_start_to_record(
         # On the 1920 x 1080 screen the image, both curves and the banner are in view at once.
         clinician.evaluate("() => window.scrollTo(0, 0)")
         boxes = clinician.evaluate(ON_SCREEN)
-        assert all(0 <= top and bottom <= 1080 and right <= 1920 for top, bottom, right in boxes.values()), boxes
+        assert all(top >= 0 and bottom <= 1080 and right <= 1920 for top, bottom, right in boxes.values()), boxes
         clinician.fill("#alert-reason", "Injection paused; catheter position checked.")
         clinician.click("#alert-ack button")
         _wait(clinician, "() => /investigator_a/.test(document.getElementById('alert-rows').textContent)", 10)
