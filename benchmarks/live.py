@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/live.py --dims 2 --seconds 20
     .venv/bin/python benchmarks/live.py --dims 2 --browser /usr/bin/chromium
     .venv/bin/python benchmarks/live.py --dims 3 --viewers 0,20    # 0 and 20 viewers side by side (issue #16)
+    .venv/bin/python benchmarks/live.py --dims 3 --viewers 20 --slices   # the viewers also fetch a slice per image
 
 For each stream:
 
@@ -99,13 +100,36 @@ def wait_for(url: str, timeout: float = 60.0) -> None:
 class Subscriber(threading.Thread):
     """One viewer: reads the session's event stream and stamps each event on arrival."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, slice_url: str | None = None) -> None:
         super().__init__(daemon=True)
         self.url, self.token = url, token
         self.events: list[tuple[float, dict]] = []
         self.bytes = 0
         self.connected = threading.Event()
         self.error: str | None = None
+        # As the live page with a slice chosen: after each image event, that slice (one request at a time).
+        self.slice_url = slice_url
+        self.image_seen = threading.Event()
+        self.slices: list[float] = []  # seconds per slice request
+        if slice_url:
+            threading.Thread(target=self._slices, daemon=True).start()
+
+    def _slices(self) -> None:
+        url = self.slice_url
+        assert url is not None  # started only with one
+        with requests.Session() as http:
+            http.headers["Authorization"] = f"Token {self.token}"
+            while True:
+                self.image_seen.wait()
+                self.image_seen.clear()
+                started = time.perf_counter()
+                try:
+                    answer = http.get(url, timeout=30)
+                except requests.RequestException:
+                    continue
+                if answer.status_code == 200:
+                    self.slices.append(time.perf_counter() - started)
+                    self.bytes += len(answer.content)
 
     def run(self) -> None:
         try:
@@ -125,6 +149,8 @@ class Subscriber(threading.Thread):
                             event = json.loads("\n".join(data))
                             self.events.append((now, event))
                             data = []
+                            if event.get("type") == "image" and self.slice_url:
+                                self.image_seen.set()
                             if event.get("type") == "ended":
                                 return
                         continue
@@ -314,8 +340,12 @@ def run_stream(args, dims: int, extra_viewers: int = 0) -> dict:
         created.raise_for_status()
         session = created.json()["id"]
         viewers = [
-            Subscriber(f"{events_base}/api/v1/live-sessions/{session}/events/", full_token)
-            for _ in range(1 + extra_viewers)
+            Subscriber(
+                f"{events_base}/api/v1/live-sessions/{session}/events/",
+                full_token,
+                f"{base}/api/v1/live-sessions/{session}/slice/?plane=z" if args.slices and n else None,
+            )
+            for n in range(1 + extra_viewers)
         ]
         for viewer in viewers:
             viewer.start()
@@ -419,6 +449,8 @@ def run_stream(args, dims: int, extra_viewers: int = 0) -> dict:
             "alert_frame": alerts[0][1]["frame"] if alerts else None,
             "true_crossing_frame": crossing,
             "viewer_bytes_per_s": statistics.mean(v.bytes for v in viewers) / stream_s,
+            "slices_per_s": sum(len(v.slices) for v in viewers) / stream_s,
+            "slice_p95_ms": 1000 * percentile([t for v in viewers for t in v.slices], 95),
             "viewer_errors": [v.error for v in viewers if v.error]
             + ([page.error] if page is not None and page.error else [])
             + (page.page_errors if page is not None else []),
@@ -488,6 +520,9 @@ def format_report(results: list[dict], args) -> str:
     row("alert raised at frame", "alert_frame", "d")
     row("crossing -> alert arrival (s)", "alert_delay_s", ".2f")
     row("event bytes/s per viewer", "viewer_bytes_per_s", ".0f")
+    if args.slices:
+        row("slice requests/s (all viewers)", "slices_per_s", ".1f", "(--slices)")
+        row("slice answer p95 (ms)", "slice_p95_ms", ".0f")
     row("live page main thread (s per s)", "page_main_thread_s_per_s", ".3f", "(--browser)")
     row("set-up (s)", "setup_s", ".0f")
     for r in results:
@@ -513,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         "--browser",
         default="",
         help="Chromium to keep the live page open in during the stream (e.g. /usr/bin/chromium)",
+    )
+    parser.add_argument(
+        "--slices",
+        action="store_true",
+        help="the extra viewers also ask for a slice after each image (the live page with a slice chosen, 3D)",
     )
     parser.add_argument("--shape", choices=["embedded", "production"], default="embedded")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12", help="Redis for --shape production")
