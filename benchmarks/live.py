@@ -2,7 +2,9 @@
 
     .venv/bin/python benchmarks/live.py                 # a 2D and a 3D (37^3) stream, 60 s each
     .venv/bin/python benchmarks/live.py --dims 2 --seconds 20
-    .venv/bin/python benchmarks/live.py --dims 2 --browser /usr/bin/chromium --viewers 20   # issue #16
+    .venv/bin/python benchmarks/live.py --dims 2 --browser /usr/bin/chromium
+    .venv/bin/python benchmarks/live.py --dims 3 --viewers 0,20    # 0 and 20 viewers side by side (issue #16)
+    .venv/bin/python benchmarks/live.py --dims 3 --viewers 20 --slices   # the viewers also fetch a slice per image
 
 For each stream:
 
@@ -17,8 +19,10 @@ For each stream:
    worker is a thread of that process), or ``--shape production``: gunicorn for the API,
    uvicorn for the event streams and a separate ``live_worker`` process, over Redis Streams
    (needs ``--redis URL``).
-3. ``--viewers`` event subscribers (Server-Sent Events) connect, then ``python -m bridge
-   replay`` streams the file at the acquisition rate (46.4 frames/s: 21.5 ms frames).
+3. One measuring event subscriber (Server-Sent Events) and ``--viewers`` more (each a
+   viewer's event stream: a list such as ``0,20`` runs the stream once per count, side by
+   side) connect, then ``python -m bridge replay`` streams the file at the acquisition rate
+   (46.4 frames/s: 21.5 ms frames).
 
 Printed, against the targets of issue #15 (the baseline: the scanner's own frame rate and
 the 1 s latency budget): sustained frames/s, latency from ``acquired_at`` to the metrics
@@ -96,13 +100,36 @@ def wait_for(url: str, timeout: float = 60.0) -> None:
 class Subscriber(threading.Thread):
     """One viewer: reads the session's event stream and stamps each event on arrival."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, slice_url: str | None = None) -> None:
         super().__init__(daemon=True)
         self.url, self.token = url, token
         self.events: list[tuple[float, dict]] = []
         self.bytes = 0
         self.connected = threading.Event()
         self.error: str | None = None
+        # As the live page with a slice chosen: after each image event, that slice (one request at a time).
+        self.slice_url = slice_url
+        self.image_seen = threading.Event()
+        self.slices: list[float] = []  # seconds per slice request
+        if slice_url:
+            threading.Thread(target=self._slices, daemon=True).start()
+
+    def _slices(self) -> None:
+        url = self.slice_url
+        assert url is not None  # started only with one
+        with requests.Session() as http:
+            http.headers["Authorization"] = f"Token {self.token}"
+            while True:
+                self.image_seen.wait()
+                self.image_seen.clear()
+                started = time.perf_counter()
+                try:
+                    answer = http.get(url, timeout=30)
+                except requests.RequestException:
+                    continue
+                if answer.status_code == 200:
+                    self.slices.append(time.perf_counter() - started)
+                    self.bytes += len(answer.content)
 
     def run(self) -> None:
         try:
@@ -122,6 +149,8 @@ class Subscriber(threading.Thread):
                             event = json.loads("\n".join(data))
                             self.events.append((now, event))
                             data = []
+                            if event.get("type") == "image" and self.slice_url:
+                                self.image_seen.set()
                             if event.get("type") == "ended":
                                 return
                         continue
@@ -193,7 +222,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def run_stream(args, dims: int) -> dict:
+def run_stream(args, dims: int, extra_viewers: int = 0) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"live-bench-{dims}d-"))
     env = {**os.environ, "MPI_VAR_DIR": str(tmp / "var"), "PYTHONUNBUFFERED": "1"}
     env.pop("DATABASE_URL", None)
@@ -311,7 +340,12 @@ def run_stream(args, dims: int) -> dict:
         created.raise_for_status()
         session = created.json()["id"]
         viewers = [
-            Subscriber(f"{events_base}/api/v1/live-sessions/{session}/events/", full_token) for _ in range(args.viewers)
+            Subscriber(
+                f"{events_base}/api/v1/live-sessions/{session}/events/",
+                full_token,
+                f"{base}/api/v1/live-sessions/{session}/slice/?plane=z" if args.slices and n else None,
+            )
+            for n in range(1 + extra_viewers)
         ]
         for viewer in viewers:
             viewer.start()
@@ -394,6 +428,7 @@ def run_stream(args, dims: int) -> dict:
         return {
             "dims": dims,
             "grid": grid,
+            "viewers": extra_viewers,
             "setup_s": setup_s,
             "frames_sent": summary["frames_sent"],
             "frames_recorded": detail["frames_recorded"],
@@ -414,6 +449,8 @@ def run_stream(args, dims: int) -> dict:
             "alert_frame": alerts[0][1]["frame"] if alerts else None,
             "true_crossing_frame": crossing,
             "viewer_bytes_per_s": statistics.mean(v.bytes for v in viewers) / stream_s,
+            "slices_per_s": sum(len(v.slices) for v in viewers) / stream_s,
+            "slice_p95_ms": 1000 * percentile([t for v in viewers for t in v.slices], 95),
             "viewer_errors": [v.error for v in viewers if v.error]
             + ([page.error] if page is not None and page.error else [])
             + (page.page_errors if page is not None else []),
@@ -441,12 +478,13 @@ def _start(env, log_path: Path, command: list[str]) -> subprocess.Popen:
 
 
 def _column(result: dict) -> str:
-    return f"{result['dims']}D {result['grid']}^{result['dims']}"
+    return f"{result['dims']}D {result['grid']}^{result['dims']} +{result['viewers']}v"
 
 
 def format_report(results: list[dict], args) -> str:
     lines = [
-        f"Live monitoring through bridge -> server -> live worker -> {args.viewers} subscriber(s), "
+        "Live monitoring through bridge -> server -> live worker -> 1 measuring subscriber "
+        f"+ {args.viewers} viewer(s) (columns: +Nv), "
         f"shape {args.shape}, replay speed {args.speed:g}",
         f"{'':<34}" + "".join(f"{_column(r):>16}" for r in results) + f"{'target':>22}",
     ]
@@ -482,12 +520,15 @@ def format_report(results: list[dict], args) -> str:
     row("alert raised at frame", "alert_frame", "d")
     row("crossing -> alert arrival (s)", "alert_delay_s", ".2f")
     row("event bytes/s per viewer", "viewer_bytes_per_s", ".0f")
+    if args.slices:
+        row("slice requests/s (all viewers)", "slices_per_s", ".1f", "(--slices)")
+        row("slice answer p95 (ms)", "slice_p95_ms", ".0f")
     row("live page main thread (s per s)", "page_main_thread_s_per_s", ".3f", "(--browser)")
     row("set-up (s)", "setup_s", ".0f")
     for r in results:
         if r["viewer_errors"]:
-            lines.append(f"{r['dims']}D viewer errors: {r['viewer_errors']}")
-        lines.append(f"{r['dims']}D session ended as {r['status']}, recorded scan {r['scan']}")
+            lines.append(f"{_column(r)} viewer errors: {r['viewer_errors']}")
+        lines.append(f"{_column(r)} session ended as {r['status']}, recorded scan {r['scan']}")
     return "\n".join(lines)
 
 
@@ -498,11 +539,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--grid", type=int, default=37, help="3D grid edge (default 37)")
     parser.add_argument("--rows", type=int, default=2000, help="rows of the live operator (default 2000)")
-    parser.add_argument("--viewers", type=int, default=1)
+    parser.add_argument(
+        "--viewers",
+        default="0",
+        help="event streams open besides the measuring subscriber: a count or a list (0,20: a run for each)",
+    )
     parser.add_argument(
         "--browser",
         default="",
         help="Chromium to keep the live page open in during the stream (e.g. /usr/bin/chromium)",
+    )
+    parser.add_argument(
+        "--slices",
+        action="store_true",
+        help="the extra viewers also ask for a slice after each image (the live page with a slice chosen, 3D)",
     )
     parser.add_argument("--shape", choices=["embedded", "production"], default="embedded")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12", help="Redis for --shape production")
@@ -522,9 +572,13 @@ def main(argv: list[str] | None = None) -> int:
         dims = [int(v) for v in args.dims.split(",")]
     except ValueError:
         parser.error("--dims takes 2, 3 or 2,3")
-    if any(d not in (2, 3) for d in dims) or args.seconds <= 0 or args.viewers < 1 or args.speed <= 0:
-        parser.error("--dims 2|3, --seconds > 0, --viewers >= 1, --speed > 0")
-    results = [run_stream(args, d) for d in dims]
+    try:
+        counts = [int(v) for v in str(args.viewers).split(",")]
+    except ValueError:
+        parser.error("--viewers takes a count or a list of counts (0,20)")
+    if any(d not in (2, 3) for d in dims) or args.seconds <= 0 or min(counts) < 0 or args.speed <= 0:
+        parser.error("--dims 2|3, --seconds > 0, --viewers >= 0, --speed > 0")
+    results = [run_stream(args, d, n) for d in dims for n in counts]
     print(format_report(results, args))
     return 0
 

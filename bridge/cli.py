@@ -18,9 +18,10 @@ from typing import Any
 from bridge.client import Backoff, BridgeError, LiveClient, ServerRefused
 from bridge.mdf_source import MDFSource, MDFSourceError
 from bridge.protocol import MAX_BODY_BYTES
-from bridge.stream import DEFAULT_MAX_MESSAGE_BYTES, Streamer, StreamOptions
+from bridge.stream import DEFAULT_MAX_MESSAGE_BYTES, MARK_KINDS, Mark, Streamer, StreamOptions
 
 TOKEN_ENV = "MPI_BRIDGE_TOKEN"  # noqa: S105 - the name of the variable, not a secret
+MARKS_TOKEN_ENV = "MPI_BRIDGE_MARKS_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +40,13 @@ def _positive(kind: type, *, allow_zero: bool = False) -> Any:
         return value
 
     return parse
+
+
+def _mark(text: str) -> Mark:
+    kind, sep, frame = text.partition("@")
+    if not sep or kind not in MARK_KINDS or not frame.isdigit():
+        raise argparse.ArgumentTypeError(f"KIND@FRAME with KIND one of {', '.join(MARK_KINDS)}, got {text!r}")
+    return Mark(frame=int(frame), kind=kind)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     common(replay)
     replay.add_argument(
         "--speed", type=_positive(float, allow_zero=True), default=1.0, help="rate factor; 0 = as fast as possible (1)"
+    )
+    replay.add_argument(
+        "--mark",
+        type=_mark,
+        action="append",
+        default=[],
+        metavar="KIND@FRAME",
+        help="enter an injection mark (injection_start, _pause, _resume, _stop) when the stream reaches FRAME, "
+        "as the live page's buttons do (a replayed injection's marks: the demo, training); repeatable",
+    )
+    replay.add_argument(
+        "--marks-token",
+        help=f"a person's API token (scope 'full') for --mark: the scanner token may not mark (default: ${MARKS_TOKEN_ENV})",
     )
 
     follow = sub.add_parser("follow", help="stream the frames a scanner appends to a growing MDF file")
@@ -122,6 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MDFSourceError as exc:
         print(f"bridge: error: {exc}", file=sys.stderr)
         return 2
+    marks = tuple(getattr(args, "mark", None) or ())
+    marks_token = (getattr(args, "marks_token", None) or os.environ.get(MARKS_TOKEN_ENV, "")) if marks else ""
+    if marks and not marks_token:
+        print(
+            f"bridge: error: --mark needs a person's token: give --marks-token or set ${MARKS_TOKEN_ENV}",
+            file=sys.stderr,
+        )
+        return 2
     options = StreamOptions(
         speed=getattr(args, "speed", 1.0),
         batch_ms=args.batch_ms,
@@ -130,16 +159,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle_end_s=getattr(args, "idle_end", 10.0),
         poll_s=getattr(args, "poll_ms", 50.0) / 1000.0,
         state_path=args.state,
+        marks=marks,
     )
     with source:
         try:
             client = LiveClient(
                 args.url, token, timeout_s=args.timeout, backoff=Backoff(retry_for_s=args.retry_for, log=sys.stderr)
             )
+            mark_client = (
+                LiveClient(
+                    args.url,
+                    marks_token,
+                    timeout_s=args.timeout,
+                    backoff=Backoff(retry_for_s=args.retry_for, log=sys.stderr),
+                )
+                if marks
+                else None
+            )
         except BridgeError as exc:
             print(f"bridge: error: {exc}", file=sys.stderr)
             return 2
-        streamer = Streamer(client, args.session, source, options, kind=args.command)
+        streamer = Streamer(client, args.session, source, options, kind=args.command, mark_client=mark_client)
         try:
             summary = streamer.replay() if args.command == "replay" else streamer.follow()
         except MDFSourceError as exc:
@@ -162,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         finally:
             client.close()
+            if mark_client is not None:
+                mark_client.close()
     print(json.dumps(summary), flush=True)
     return 0
 

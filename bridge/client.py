@@ -268,6 +268,11 @@ class LiveClient:
         body = json.dumps({"frames_sent": int(frames_sent)}).encode("ascii")
         return self.call_retrying("POST", self.session_path(session_id, "end"), body, "application/json")
 
+    def mark(self, session_id: str, kind: str, note: str = "") -> dict[str, Any]:
+        """POST marks: an injection mark (a person's token: the scanner token may not mark)."""
+        body = json.dumps({"kind": kind, "note": note}).encode("utf-8")
+        return self.call_retrying("POST", self.session_path(session_id, "marks"), body, "application/json")
+
     def abort(self, session_id: str, reason: str) -> dict[str, Any]:
         body = json.dumps({"reason": reason}).encode("utf-8")
         return self.call_retrying("POST", self.session_path(session_id, "abort"), body, "application/json")

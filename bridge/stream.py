@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from bridge.client import BridgeError, LiveClient, Resync, Transient
+from bridge.client import BridgeError, LiveClient, Resync, ServerRefused, Transient
 from bridge.mdf_source import MDFSource, MDFSourceError
 from bridge.protocol import MAX_FRAMES_PER_MESSAGE, PROTOCOL, encode_frames_message
 
@@ -30,6 +30,17 @@ from bridge.protocol import MAX_FRAMES_PER_MESSAGE, PROTOCOL, encode_frames_mess
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: Resynchronisations in a row that move nothing forward before the bridge stops.
 MAX_IDLE_RESYNCS = 20
+#: The injection marks ``replay --mark`` enters (the platform's ``LiveMark`` kinds).
+MARK_KINDS = ("injection_start", "injection_pause", "injection_resume", "injection_stop")
+
+
+@dataclass(frozen=True)
+class Mark:
+    """An injection mark to enter when the stream reaches ``frame`` (the frames before it recorded)."""
+
+    frame: int
+    kind: str
+    note: str = ""
 
 
 @dataclass
@@ -42,6 +53,8 @@ class StreamOptions:
     poll_s: float = 0.05
     #: a JSON file keeping the stream header, so that a bridge started again continues the session
     state_path: str | None = None
+    #: injection marks entered while replaying (``replay --mark``), by frame
+    marks: tuple[Mark, ...] = ()
 
 
 @dataclass
@@ -66,8 +79,13 @@ class Streamer:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         log: TextIO | None = None,
+        mark_client: LiveClient | None = None,
     ) -> None:
         self.client = client
+        #: a person's client for the injection marks (the scanner's token may not mark)
+        self.mark_client = mark_client
+        self.marks_entered: list[dict[str, Any]] = []
+        self._marks = sorted(options.marks, key=lambda m: m.frame)
         self.session_id = str(session_id)
         self.source = source
         self.options = options
@@ -234,8 +252,11 @@ class Streamer:
             return int(np.searchsorted(offsets, t - self.started_at + 1e-9, side="right"))
 
         while self.next_frame < total:
+            self._enter_due_marks()
             first = self.next_frame
             limit = min(total, first + self.max_count)
+            if self._marks:  # a message stops before a mark's frame, so the mark lands on it
+                limit = min(limit, max(self._marks[0].frame, first + 1))
             if not paced:
                 now = self.clock()
                 self._stamp_now(limit, now)
@@ -253,7 +274,27 @@ class Streamer:
                 self.sleep(max(0.0, complete_at(wanted - 1) - now))
                 ready = min(limit, complete_by(self.clock()))
             self.send(first, min(ready, limit))
+        self._enter_due_marks(every=True)
         return self._finish(total)
+
+    def _enter_due_marks(self, *, every: bool = False) -> None:
+        """Enter the marks whose frame the stream has reached (``every``: the rest, at its end).
+        A refused mark (the session's order rules: a start already marked when a bridge runs
+        again) is reported and skipped: the stream goes on."""
+        while self._marks and (every or self._marks[0].frame <= self.next_frame):
+            mark = self._marks.pop(0)
+            if self.mark_client is None:
+                raise BridgeError("injection marks need a person's token (--marks-token)")
+            try:
+                answer = self.mark_client.mark(self.session_id, mark.kind, mark.note)
+            except ServerRefused as refused:
+                print(
+                    f"bridge: mark {mark.kind} at frame {mark.frame} not entered: {refused}", file=self.log, flush=True
+                )
+                continue
+            entered = {"kind": mark.kind, "frame": answer.get("frame") if isinstance(answer, dict) else None}
+            self.marks_entered.append(entered)
+            print(f"bridge: marked {mark.kind} at frame {entered['frame']}", file=self.log, flush=True)
 
     # -- follow -------------------------------------------------------------------------
 
@@ -332,6 +373,7 @@ class Streamer:
                 else None
             ),
             "fields_skipped": sorted(self.source.skipped_fields),
+            "marks": self.marks_entered,
         }
 
 

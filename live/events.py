@@ -21,9 +21,10 @@ Served two ways by the same view:
 - WSGI (runserver, gunicorn): a generator that waits on the transport
   (``read_events`` blocking up to a second). Each open stream holds a server thread.
 - ASGI (``config.asgi``, uvicorn: the ``events`` service of docker-compose.yml): an
-  async iterator that polls the transport without blocking (``read_events`` with no wait,
-  run in a worker thread) and sleeps ``ASYNC_POLL_S`` between polls, so an open stream
-  holds no thread.
+  async iterator fed by the session's one reader in this process (``live.fanout``: one
+  thread per watched session waits on the transport and encodes each event once), woken
+  when events arrive and writing each batch at once, so an open stream holds no thread
+  and costs neither a transport read nor an encoding per event.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from rest_framework.settings import api_settings
 
 from config.api_errors import error_body
 from config.token_scopes import TokenScope
+from live import fanout
 from live.models import FINAL_STATUSES, LiveSession
 from live.runner import ensure_worker
 from live.selectors import live_sessions_visible_to
@@ -51,7 +53,6 @@ from live.worker import FINISHED
 
 PING_INTERVAL_S = 15.0
 SYNC_BLOCK_MS = 1000
-ASYNC_POLL_S = 0.05
 RETRY_MS = 1000
 # While no event comes, whether the worker has finished the session is read from its row this often.
 FINISHED_CHECK_S = 5.0
@@ -139,26 +140,42 @@ def sync_stream(session_id: int, after: str | None, *, transport=None) -> Iterat
 async def async_stream(session_id: int, after: str | None, *, transport=None) -> AsyncIterator[str]:
     transport = transport if transport is not None else get_transport()
     yield f"retry: {RETRY_MS}\n\n"
-    pinged = checked = time.monotonic()
-    while True:
-        events = await asyncio.to_thread(transport.read_events, session_id, after, block_ms=0)
-        for event_id, event in events:
-            after = event_id
-            yield sse(event_id, event)
-            if event.get("type") == "ended":
-                return
-        now = time.monotonic()
-        if not events and now - checked >= FINISHED_CHECK_S:
-            checked = now
-            ended = await sync_to_async(finished_event)(session_id)
-            if ended is not None:
-                yield _ended(ended)
-                return
-        if now - pinged >= PING_INTERVAL_S:
-            pinged = now
-            yield ": ping\n\n"
-        if not events:
-            await asyncio.sleep(ASYNC_POLL_S)
+    feed = fanout.join(session_id, transport, sse)
+    try:
+        key = transport.event_key(after)
+        pinged = checked = time.monotonic()
+        while True:
+            kept = feed.since(key)
+            if kept is None:
+                # Older than what the feed keeps (a late resume): the transport itself, up to it.
+                events = await asyncio.to_thread(transport.read_events, session_id, after, block_ms=0)
+                for event_id, event in events:
+                    after, key = event_id, transport.event_key(event_id)
+                    yield sse(event_id, event)
+                    if event.get("type") == "ended":
+                        return
+                if events:
+                    continue
+                kept = []  # nothing newer in the transport either: wait for the feed
+            if kept:
+                after, key = kept[-1][1], kept[-1][0]
+                yield "".join(text for _, _, text, _ in kept)  # one write for the batch
+                if kept[-1][3] or any(ended for *_, ended in kept):
+                    return
+            now = time.monotonic()
+            if not kept and now - checked >= FINISHED_CHECK_S:
+                checked = now
+                ended = await sync_to_async(finished_event)(session_id)
+                if ended is not None:
+                    yield _ended(ended)
+                    return
+            if now - pinged >= PING_INTERVAL_S:
+                pinged = now
+                yield ": ping\n\n"
+            if not kept:
+                await feed.wait(min(PING_INTERVAL_S - (now - pinged), FINISHED_CHECK_S - (now - checked)))
+    finally:
+        fanout.leave(feed)
 
 
 def session_events(request: HttpRequest, pk: int) -> HttpResponseBase:

@@ -20,9 +20,15 @@ x: y, z; reduced by block maxima beyond ``live.worker.MAX_IMAGE_SIDE`` per side)
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
+import threading
+import time
 
 import numpy as np
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
 from live.events import _authenticated, _error
@@ -33,14 +39,79 @@ from live.worker import reduce_projection
 PLANES = {"x": 0, "y": 1, "z": 2}
 
 
-def session_slice(request: HttpRequest, pk: int) -> JsonResponse:
+#: How long a viewer's right to a session's slices, once checked, is taken as still given:
+#: the page asks once per image (5 a second), so the check (credential, site scope: database
+#: queries on the process's one thread for sync code, where the ingest path records frames)
+#: runs once per viewer and session in this long, not per image. A revoked token, a closed
+#: login or a withdrawn membership stops the slices at most this much later (the event stream
+#: and every other endpoint check each request).
+ACCESS_KEPT_S = 10.0
+_ACCESS_KEPT_MAX = 10_000
+
+_access_lock = threading.Lock()
+_access: dict[tuple[str, int], float] = {}  # (credential digest, session) -> monotonic time it lapses
+
+
+def _credential(request: HttpRequest) -> str | None:
+    """A digest of what authenticates the request (its Authorization header and session cookie)."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    cookie = request.COOKIES.get(settings.SESSION_COOKIE_NAME, "")
+    if not header and not cookie:
+        return None
+    return hashlib.sha256(f"{header}\0{cookie}".encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _access_kept(credential: str | None, pk: int) -> bool:
+    if credential is None:
+        return False
+    with _access_lock:
+        until = _access.get((credential, pk))
+        return until is not None and time.monotonic() < until
+
+
+def _keep_access(credential: str | None, pk: int) -> None:
+    if credential is None:
+        return
+    now = time.monotonic()
+    with _access_lock:
+        if len(_access) >= _ACCESS_KEPT_MAX:
+            for key in [k for k, until in _access.items() if until <= now] or list(_access)[: _ACCESS_KEPT_MAX // 2]:
+                del _access[key]
+        _access[(credential, pk)] = now + ACCESS_KEPT_S
+
+
+def forget_access() -> None:
+    """Forget every kept check (tests)."""
+    with _access_lock:
+        _access.clear()
+
+
+async def session_slice(request: HttpRequest, pk: int) -> JsonResponse:
+    """Async: a viewer whose access was checked within ``ACCESS_KEPT_S`` gets the slice without
+    the database, its numpy work in the thread pool; otherwise the full check first, on the
+    thread for sync code (``benchmarks/live.py --viewers 20 --slices``: 20 viewers' slice
+    requests on that thread queued the scanner's frames behind them)."""
     if request.method not in ("GET", "HEAD"):
         return _error("method_not_allowed", f'Method "{request.method}" not allowed.', 405, {"Allow": "GET, HEAD"})
+    credential = _credential(request)
+    if not _access_kept(credential, pk):
+        refused = await sync_to_async(_check_access)(request, pk)
+        if refused is not None:
+            return refused
+        _keep_access(credential, pk)
+    return await asyncio.to_thread(_slice, request, pk)
+
+
+def _check_access(request: HttpRequest, pk: int) -> JsonResponse | None:
     user, refused = _authenticated(request)
     if refused is not None:
         return refused
     if not live_sessions_visible_to(user).filter(pk=pk).exists():
         return _error("not_found", "Not found.", 404)
+    return None
+
+
+def _slice(request: HttpRequest, pk: int) -> JsonResponse:
     plane = request.GET.get("plane", "z")
     if plane not in PLANES:
         return _error("invalid_plane", "plane is x, y or z.", 400)

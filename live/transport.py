@@ -86,6 +86,11 @@ class Transport(Protocol):
 
     def read_events(self, session_id: int, after_id: str | None, *, block_ms: int) -> list[tuple[str, dict]]: ...
 
+    def event_key(self, event_id: str | None) -> tuple[int, ...]:
+        """The order of an event id as ``read_events`` reads it: the events after ``event_id`` are
+        those with a greater key (an id the transport does not know as an id: from the start)."""
+        ...
+
     def forget(self, session_id: int) -> None: ...
 
     def put_volume(self, session_id: int, frame: int | None, volume: np.ndarray) -> None:
@@ -216,6 +221,9 @@ class MemoryTransport:
                 if remaining <= 0:
                     return []
                 self._cond.wait(remaining)
+
+    def event_key(self, event_id) -> tuple[int, ...]:
+        return (_memory_event_id(event_id),)
 
     def forget(self, session_id) -> None:
         with self._cond:
@@ -353,6 +361,12 @@ class RedisTransport:
                 continue
             out.append((entry_id.decode(), json.loads(raw)))
         return out
+
+    def event_key(self, event_id) -> tuple[int, ...]:
+        if event_id and _is_stream_id(event_id):
+            left, _, right = str(event_id).partition("-")
+            return (int(left), int(right))
+        return (0, 0)
 
     def forget(self, session_id) -> None:
         self._redis.delete(_frames_key(session_id))

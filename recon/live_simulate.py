@@ -81,6 +81,17 @@ def injection_time_course(
     return {"injected": injected, "target": target, "lungs": lungs, "liver": liver}
 
 
+def injection_mark_frames(injected: np.ndarray | list[float]) -> tuple[int, int]:
+    """(first frame with iron injected, first frame after the whole dose was) of an injected-iron
+    series: the frames at which the injection's start and stop marks belong."""
+    series = np.asarray(injected, dtype=np.float64)
+    if series.size == 0 or not series.max() > 0:
+        raise ValueError("no iron is injected in this series")
+    start = int(np.flatnonzero(series > 0)[0])
+    stop = int(np.flatnonzero(series >= series.max() * (1 - 1e-12))[0]) + 1
+    return start, stop
+
+
 def simulate_injection_stream(
     output_dir: str | os.PathLike,
     *,
@@ -163,6 +174,7 @@ def simulate_injection_stream(
     iron[before : before + num_frames] = fg_iron
     injected = np.zeros(n_total)
     injected[before : before + num_frames] = course["injected"]
+    start, stop = injection_mark_frames(course["injected"])
     injected[before + num_frames :] = course["injected"][-1]
     c, v = scanner.num_receive_channels, scanner.num_sampling_points
     # A frame is the mean of num_averages drive cycles: its receiver noise falls by sqrt(num_averages).
@@ -208,6 +220,10 @@ def simulate_injection_stream(
         "iron_ng": iron.tolist(),
         "injected_ng": injected.tolist(),
         "is_background": is_bg.tolist(),
+        # The simulated injection runs from frame start to the frame before stop (stream indices):
+        # where a clinician marks its start and stop (live.dose: a mark's frame is the next frame).
+        "injection_start_frame": before + start,
+        "injection_stop_frame": before + stop,
         "dose_ng": float(dose_ng),
         "lung_fraction": float(lung_fraction),
         "liver_fraction": float(liver_fraction),

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 TOKEN = "scanner-token-1"
+PERSON_TOKEN = "person-token-1"
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -45,6 +46,7 @@ class FakeSession:
     record_writes: dict[int, int] = field(default_factory=dict)
     frames_received: int = 0
     scan: int | None = None
+    marks: list[dict[str, Any]] = field(default_factory=list)  # (kind, frame, note) as the platform keeps them
 
     @property
     def next_frame(self) -> int:
@@ -130,6 +132,8 @@ class FakeLiveServer:
 
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         length = int(h.headers.get("Content-Length") or 0)
+        if h.path.endswith("/marks/") and method == "POST":
+            return self.mark(h, length, method)
         if h.headers.get("Authorization") != f"Token {TOKEN}":
             h.rfile.read(length)
             return self.error(h, 401, "not_authenticated", "Invalid token.", method)
@@ -173,6 +177,23 @@ class FakeLiveServer:
                 return self.reply(h, 200, session.as_json(), method)
             session.status = "aborted"
             return self.reply(h, 200, session.as_json(), method)
+
+    def mark(self, h: BaseHTTPRequestHandler, length: int, method: str) -> None:
+        """POST marks as the platform answers it: a person's token only (the scanner's: 403),
+        the frame is the next frame of the stream, the order rules (a second start: 409)."""
+        body = json.loads(h.rfile.read(length) or b"{}")
+        auth = h.headers.get("Authorization")
+        if auth == f"Token {TOKEN}":
+            return self.error(h, 403, "permission_denied", "A scanner token may not do this.", method)
+        if auth != f"Token {PERSON_TOKEN}":
+            return self.error(h, 401, "not_authenticated", "Invalid token.", method)
+        session = self.sessions[h.path.split("/")[4]]
+        with self.lock:
+            if body["kind"] == "injection_start" and any(m["kind"] == "injection_start" for m in session.marks):
+                return self.error(h, 409, "injection_already_started", "The injection start is already marked.", method)
+            mark = {"kind": body["kind"], "frame": session.next_frame, "note": body.get("note", "")}
+            session.marks.append(mark)
+        return self.reply(h, 201, {"id": len(session.marks), **mark}, method)
 
     def frames(self, h: BaseHTTPRequestHandler, session: FakeSession, length: int, method: str) -> None:
         with self.lock:

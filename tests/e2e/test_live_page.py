@@ -85,6 +85,13 @@ def injection_stream(tmp_path, ready, site_a, settings):
     return injection, folder / "stream.mdf", calibration
 
 
+#: (top, bottom, right) in the viewport of what must be seen together when an alert is up.
+ON_SCREEN = (
+    "() => Object.fromEntries(['#live-mip', '#curve-iron', '#curve-off', '#alert-banner'].map(s => {"
+    " const r = document.querySelector(s).getBoundingClientRect(); return [s, [r.top, r.bottom, r.right]]; }))"
+)
+
+
 def _cookie(user) -> str:
     client = Client()
     client.force_login(user)
@@ -174,6 +181,10 @@ def test_the_live_page_from_start_to_record(
         assert "OFF-TARGET" in clinician.text_content("#alert-title")
         raised = [r.locator("td").nth(4).inner_text() for r in clinician.locator("#alert-rows tr").all()]
         assert raised and all(re.fullmatch(r"\d\d:\d\d:\d\d CES?T", t) for t in raised), raised
+        # On the 1920 x 1080 screen the image, both curves and the banner are in view at once.
+        clinician.evaluate("() => window.scrollTo(0, 0)")
+        boxes = clinician.evaluate(ON_SCREEN)
+        assert all(top >= 0 and bottom <= 1080 and right <= 1920 for top, bottom, right in boxes.values()), boxes
         clinician.fill("#alert-reason", "Injection paused; catheter position checked.")
         clinician.click("#alert-ack button")
         _wait(clinician, "() => /investigator_a/.test(document.getElementById('alert-rows').textContent)", 10)

@@ -187,3 +187,13 @@ def publish(transport, session, first: int, iron_rows, *, background=None, t0: f
 def events_of(transport, session, kind: str | None = None) -> list[dict]:
     out = [e for _, e in transport.read_events(session.pk, None, block_ms=0)]
     return [e for e in out if kind is None or e["type"] == kind]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_slice_access():
+    """live.slices keeps a viewer's checked access for seconds: never from one test to the next."""
+    from live.slices import forget_access
+
+    forget_access()
+    yield
+    forget_access()

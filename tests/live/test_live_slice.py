@@ -10,7 +10,9 @@ import uuid
 
 import numpy as np
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from live.transport import MemoryTransport, RedisTransport
 from live.worker import LiveWorker
@@ -108,3 +110,36 @@ def test_both_transports_keep_the_latest_volume_only(kind):
     frame, kept = transport.latest_volume(session_id)
     assert frame == 9
     np.testing.assert_array_equal(kept, volume.astype(np.float32))
+
+
+def test_a_viewer_asking_after_each_image_is_checked_once_then_again_once_the_check_lapses(
+    imaging_a, imaged, monkeypatch
+):
+    """The page asks for its slice after every image (5 a second): the credential and site
+    check runs once per viewer in ``ACCESS_KEPT_S``, not per image; after that, again, so a
+    viewer whose login is closed stops getting slices."""
+    from live import slices
+
+    checks = []
+    original = slices._check_access
+    monkeypatch.setattr(slices, "_check_access", lambda request, pk: checks.append(pk) or original(request, pk))
+    client = Client()
+    client.force_login(imaging_a)
+    with CaptureQueriesContext(connection) as checked:
+        assert client.get(url(imaged)).status_code == 200
+    with CaptureQueriesContext(connection) as kept:
+        for _ in range(20):
+            answer = client.get(url(imaged), {"plane": "x", "index": 1})
+            assert answer.status_code == 200 and answer.json()["plane"] == "x"
+    assert checks == [imaged.pk]
+    # What is left per request is the middleware's (the login's session): the view's own
+    # check (credential, site scope) is not repeated.
+    assert len(kept) / 20 < len(checked)
+    # Another viewer (another login) is checked on its own.
+    assert get(imaging_a, imaged).status_code == 200 and len(checks) == 2
+
+    monkeypatch.setattr(slices, "ACCESS_KEPT_S", 0.0)
+    slices.forget_access()
+    client.logout()
+    assert client.get(url(imaged)).status_code == 401  # checked again: no longer signed in
+    assert client.post(url(imaged)).status_code == 405

@@ -763,6 +763,10 @@
     badge.textContent = status;
     badge.setAttribute("data-status", status);
     badge.className = "badge tone-" + ({ streaming: "progress", ended: "good", aborted: "bad" }[status] || "neutral");
+    // The bridge is connected: its connection details fold to one line, so the image, the
+    // curves and an alert fit the screen together (not while a token shown once is on it).
+    var bridgeCard = $("bridge-card");
+    if (status === "streaming" && bridgeCard && !$("bridge-token")) { bridgeCard.open = false; }
   }
 
   function onEvent(e) {
