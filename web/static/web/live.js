@@ -255,6 +255,9 @@
     var text = "Dose " + (cfg.injected_ng ? fmtNg(cfg.injected_ng) + " ng Fe" : "unknown");
     if (d !== null && d !== undefined && cfg.injected_ng) {
       text += " · injected so far " + fmtNg(d) + " ng Fe (" + fmt(100 * d / cfg.injected_ng, 0) + " %)";
+    } else if (cfg.injected_ng && (state === "running" || state === "paused")) {
+      // Known but under the floor below which no percent of it is shown (live.dose.MIN_FRACTION).
+      text += " · injected so far under " + fmt(100 * (cfg.dose_min_fraction || 0), 0) + " % of the dose";
     } else {
       text += " · injected so far: not known" + (state === "not started" || !state ? " (no start mark yet)" : "");
     }
