@@ -27,7 +27,7 @@ writer that committed meanwhile, so the lock's cost is paid per batch, not per w
 After its commit a writer never waits for the lock (``_seal_after_commit``): it takes it
 only if an event waits and nobody holds it (``pg_try_advisory_lock``), else leaves its
 events to the holder, who looks again after releasing the lock. The holder's chaining
-is two round trips, and its COMMIT does not wait for the WAL flush (the events
+is three round trips, and its COMMIT does not wait for the WAL flush (the events
 themselves were flushed with their writers' commits): a crash of the server can undo
 only the newest chainings, never an event, and their events are pending again for the
 next chaining. A chaining that reaches a checkpoint, and a checkpoint of the head, wait
@@ -219,21 +219,16 @@ def _pending_mac(mac: ChainMac, payload: bytes) -> str:
 
 _PG_WAITING_SQL = f"SELECT id FROM {AUDIT_TABLE} WHERE hash IS NULL ORDER BY id LIMIT 100"  # noqa: S608 - as above
 
-# The chaining after a commit (issue #17) never waits for the lock and costs two round
-# trips. The first takes the lock only if an event waits and only if it is free
-# (``pg_try_advisory_lock``: held by the session, so across the chaining's own
-# transaction), and records the outcome in a transaction-local setting that the next two
-# statements of the same query read: only the holder gets the head and the pending events,
-# each read by a statement that started after the lock was granted (READ COMMITTED).
-_HOLDER_SETTING = "mpi.audit_chain_holder"
-_IF_HOLDER = f"current_setting('{_HOLDER_SETTING}', true) = 'true'"
-_PG_TRY_HOLD_AND_READ_SQL = f"""
-SELECT set_config('{_HOLDER_SETTING}', pg_try_advisory_lock({_CHAIN_LOCK_KEY})::text, true)
- WHERE EXISTS (SELECT 1 FROM {AUDIT_TABLE} WHERE hash IS NULL);
-SELECT sequence, hash FROM {AUDIT_TABLE}
- WHERE {_IF_HOLDER} AND sequence IS NOT NULL ORDER BY sequence DESC LIMIT 1;
-SELECT id, {_PG_EVENT_TEXT_COLUMNS} FROM {AUDIT_TABLE} WHERE {_IF_HOLDER} AND hash IS NULL ORDER BY id"""  # noqa: S608 - this module's constants, no input reaches the SQL
-# The second chains them in a transaction of its own, releases the lock only after that
+# The chaining after a commit (issue #17) never waits for the lock. A writer first asks
+# for it only if an event waits and only if it is free (``pg_try_advisory_lock``: held by
+# the session, so across the chaining's own transaction): one cheap statement, which is
+# all a writer that finds the lock taken pays. The holder then reads the head and the
+# pending events (``_PG_HEAD_AND_PENDING_SQL``: statements that start after the lock was
+# granted, READ COMMITTED).
+_PG_TRY_HOLD_SQL = (
+    f"SELECT pg_try_advisory_lock({_CHAIN_LOCK_KEY}) WHERE EXISTS (SELECT 1 FROM {AUDIT_TABLE} WHERE hash IS NULL)"  # noqa: S608 - this module's constants, no input reaches the SQL
+)
+# Then the holder chains them in a transaction of its own, releases the lock only after that
 # transaction's COMMIT, and then (a statement that starts after the release) looks for
 # events that committed meanwhile: their writers found the lock taken and left them to
 # this holder. The chaining's row count is checked before the COMMIT, in the same query:
@@ -371,18 +366,16 @@ _MAX_CHAINING_ROUNDS = 50
 def _try_hold_and_read(cursor) -> tuple[bool, tuple[int, str], list[tuple]]:
     """PostgreSQL, autocommit: take the chain lock if an event waits and nobody holds it;
     whether it was taken and, if it was, the next event's (sequence, previous hash) and
-    the pending events, by id. One round trip, never a wait."""
-    cursor.execute(_PG_TRY_HOLD_AND_READ_SQL)
+    the pending events, by id. Never a wait."""
+    cursor.execute(_PG_TRY_HOLD_SQL)
     taken = cursor.fetchone()
-    if not cursor.cursor.nextset():
-        raise AuditError("the chain holder query returned no head result")
+    if taken is None or not taken[0]:
+        return False, (0, GENESIS_HASH), []  # nothing waits, or another process holds the lock
+    cursor.execute(_PG_HEAD_AND_PENDING_SQL)
     head = cursor.fetchone()
     if not cursor.cursor.nextset():
-        raise AuditError("the chain holder query returned no pending result")
-    pending = cursor.fetchall()
-    if taken is None or taken[0] != "true":
-        return False, (0, GENESIS_HASH), []  # nothing waits, or another process holds the lock
-    return True, ((head[0] + 1, head[1]) if head else (1, GENESIS_HASH)), pending
+        raise AuditError("the chain head query returned no pending result")
+    return True, ((head[0] + 1, head[1]) if head else (1, GENESIS_HASH)), cursor.fetchall()
 
 
 def _chain_round() -> tuple[int, bool]:
@@ -433,8 +426,8 @@ def _seal_after_commit() -> None:
     holder looks again after releasing the lock and chains again if an event waits. This
     writer committed before it found the lock taken, and the holder released it after
     that: the holder's look, or a later holder's, sees this commit. A writer that finds
-    nothing waiting (another holder chained its events) takes no lock. Two round trips
-    for the holder, one for the others (``_chain_round``)."""
+    nothing waiting (another holder chained its events) takes no lock. One statement for
+    a writer that finds the lock taken; three round trips for the holder (``_chain_round``)."""
     # The change and its event are committed: a failing chaining must not turn them into
     # an error for the caller. The event stays pending (never lost); the next writer's
     # chaining, verify_chain or the periodic checkpoint task chains it.
