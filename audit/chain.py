@@ -9,19 +9,30 @@ deleting the newest events, or rewriting the table wholesale, visible too.
 ``record_event`` is called by every service inside the service's own
 ``transaction.atomic`` block, so the change and its audit event commit together or
 not at all. The chain is extended under a lock so concurrent writers never fork it:
-a transaction-scoped advisory lock on PostgreSQL; on SQLite the write transaction
-itself (``BEGIN IMMEDIATE``) already serialises writers, and each event is chained in
-its own transaction.
+an advisory lock on PostgreSQL (transaction-scoped when taken in a transaction;
+session-scoped, released right after the chaining's own COMMIT, when taken after a
+commit: a connection pooler in transaction mode would break it); on SQLite the write
+transaction itself (``BEGIN IMMEDIATE``) already serialises writers, and each event is
+chained in its own transaction.
 
 Chained after the commit (PostgreSQL, issue #17). Chaining inside the writer's
 transaction holds the lock from the head's read to the COMMIT (its WAL flush included),
 so writers queued for that span and audited writes levelled off. Instead the event is
 written *pending* in the writer's transaction (no lock: ``sequence`` and ``hash`` NULL,
 ``prev_hash`` a MAC of its content under the chain key) and, once that transaction has
-committed, chained by ``seal_pending``: under the lock, every committed pending event
-is given its sequence and hash in one UPDATE, by id, and committed. One holder chains
-the events of every writer that committed meanwhile, so the lock's cost is paid per
-batch, not per write. So:
+committed, chained: under the lock, every committed pending event is given its sequence
+and hash in one UPDATE, by id, and committed. One holder chains the events of every
+writer that committed meanwhile, so the lock's cost is paid per batch, not per write.
+
+After its commit a writer never waits for the lock (``_seal_after_commit``): it takes it
+only if an event waits and nobody holds it (``pg_try_advisory_lock``), else leaves its
+events to the holder, who looks again after releasing the lock. The holder's chaining
+is three round trips, and its COMMIT does not wait for the WAL flush (the events
+themselves were flushed with their writers' commits): a crash of the server can undo
+only the newest chainings, never an event, and their events are pending again for the
+next chaining. A chaining that reaches a checkpoint, and a checkpoint of the head, wait
+for the flush, so a checkpoint never anchors what a crash could undo. Measured in
+``benchmarks/audit_throughput.py``. So:
 
 - an event commits with its change or not at all (a rolled-back transaction leaves no
   row), and is never lost: should a process die between its commit and the chaining,
@@ -47,6 +58,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,7 +74,7 @@ from audit import checkpoints as checkpoint_store
 from audit.actions import AuditAction
 from audit.checkpoints import Checkpoint
 from audit.context import current as current_context
-from audit.keys import ChainMac, Keyring, keyring
+from audit.keys import ChainMac, Keyring, chain_macs, keyring
 from audit.models import AUDIT_TABLE, AuditEvent
 
 GENESIS_HASH = "0" * 64
@@ -205,8 +217,30 @@ def _pending_mac(mac: ChainMac, payload: bytes) -> str:
     return mac.hexdigest(_PENDING_LABEL + payload)
 
 
-_PG_TRY_LOCK_SQL = f"SELECT pg_try_advisory_xact_lock({_CHAIN_LOCK_KEY})"
 _PG_WAITING_SQL = f"SELECT id FROM {AUDIT_TABLE} WHERE hash IS NULL ORDER BY id LIMIT 100"  # noqa: S608 - as above
+
+# The chaining after a commit (issue #17) never waits for the lock. A writer first asks
+# for it only if an event waits and only if it is free (``pg_try_advisory_lock``: held by
+# the session, so across the chaining's own transaction): one cheap statement, which is
+# all a writer that finds the lock taken pays. The holder then reads the head and the
+# pending events (``_PG_HEAD_AND_PENDING_SQL``: statements that start after the lock was
+# granted, READ COMMITTED).
+_PG_TRY_HOLD_SQL = (
+    f"SELECT pg_try_advisory_lock({_CHAIN_LOCK_KEY}) WHERE EXISTS (SELECT 1 FROM {AUDIT_TABLE} WHERE hash IS NULL)"  # noqa: S608 - this module's constants, no input reaches the SQL
+)
+# Then the holder chains them in a transaction of its own, releases the lock only after that
+# transaction's COMMIT, and then (a statement that starts after the release) looks for
+# events that committed meanwhile: their writers found the lock taken and left them to
+# this holder. The chaining's row count is checked before the COMMIT, in the same query:
+# a count other than expected fails the cast, which aborts the transaction.
+_PG_RELEASE_AND_LOOK_SQL = f"SELECT pg_advisory_unlock({_CHAIN_LOCK_KEY}); {_PG_WAITING_SQL}"
+_PG_CHAIN_AND_RELEASE_SQL = (
+    "BEGIN; {durability}WITH chained AS ({update} RETURNING e.id) "  # noqa: S608 - this module's constants; count: an int
+    "SELECT CASE WHEN count(*) = {count} THEN 0 "
+    "ELSE ('chaining {count} pending audit events updated ' || count(*))::int END FROM chained; "
+    "COMMIT; " + _PG_RELEASE_AND_LOOK_SQL
+)
+_PG_ABANDON_SQL = f"ROLLBACK; SELECT pg_advisory_unlock({_CHAIN_LOCK_KEY})"
 
 
 def _lock_and_read(cursor) -> tuple[tuple[int, str], list[tuple]]:
@@ -262,18 +296,19 @@ _SEAL_SQL = (
 )
 
 
-def _seal(cursor, head: tuple[int, str], pending: Sequence[tuple], ring: Keyring) -> tuple[int, str]:
-    """Chain ``pending`` (by id) on top of ``head`` under the held lock; the new head.
+def _links(head: tuple[int, str], pending: Sequence[tuple], ring: Keyring) -> tuple[list[Any], list[tuple[int, str]]]:
+    """The chain fields of ``pending`` (by id) on top of ``head``: the flat
+    ``(id, sequence, prev_hash, hash, key_id)`` values of each event chained, and the
+    (sequence, hash) of each event that is due a checkpoint.
 
     A pending event whose MAC fails is left out (and stays pending, which
     ``verify_chain`` reports)."""
     sequence, prev_hash = head
-    if not pending:
-        return head
-    macs = {kid: ChainMac(key) for kid, key in ring.keys.items()}
+    macs = chain_macs(ring)
     current = macs[ring.current_id]
     values: list[Any] = []
     checkpoints: list[tuple[int, str]] = []
+    every = settings.AUDIT_CHECKPOINT_EVERY_EVENTS
     for row in pending:
         if _forged(row, macs):
             _forged_ids.add(row[0])
@@ -281,18 +316,31 @@ def _seal(cursor, head: tuple[int, str], pending: Sequence[tuple], ring: Keyring
             continue
         digest = current.hexdigest(prev_hash.encode("ascii") + _row_payload(row, sequence=sequence))
         values += [row[0], sequence, prev_hash, digest, ring.current_id]
-        if sequence % settings.AUDIT_CHECKPOINT_EVERY_EVENTS == 0:
+        if sequence % every == 0:
             checkpoints.append((sequence, digest))
         sequence, prev_hash = sequence + 1, digest
+    return values, checkpoints
+
+
+def _update_sql(count: int) -> str:
+    return _SEAL_SQL.format(values=", ".join(["(%s::bigint, %s::bigint, %s, %s, %s)"] * count))
+
+
+def _seal(cursor, head: tuple[int, str], pending: Sequence[tuple], ring: Keyring) -> tuple[int, str]:
+    """Chain ``pending`` (by id) on top of ``head`` under the held lock, in the caller's
+    transaction; the new head."""
+    if not pending:
+        return head
+    values, checkpoints = _links(head, pending, ring)
     count = len(values) // 5
-    if count:
-        placeholders = ", ".join(["(%s::bigint, %s::bigint, %s, %s, %s)"] * count)
-        cursor.execute(_SEAL_SQL.format(values=placeholders), values)
-        if cursor.rowcount != count:
-            raise AuditError(f"chaining {count} pending audit events updated {cursor.rowcount}")
+    if not count:
+        return head
+    cursor.execute(_update_sql(count), values)
+    if cursor.rowcount != count:
+        raise AuditError(f"chaining {count} pending audit events updated {cursor.rowcount}")
     for at, digest in checkpoints:
         transaction.on_commit(functools.partial(_checkpoint_after_commit, at, digest))
-    return sequence, prev_hash
+    return head[0] + count, values[-2]
 
 
 def seal_pending() -> int:
@@ -315,33 +363,81 @@ _forged_ids: set[int] = set()
 _MAX_CHAINING_ROUNDS = 50
 
 
-def _waiting() -> bool:
-    """Whether a committed event waits to be chained (one that failed its MAC aside)."""
+def _try_hold_and_read(cursor) -> tuple[bool, tuple[int, str], list[tuple]]:
+    """PostgreSQL, autocommit: take the chain lock if an event waits and nobody holds it;
+    whether it was taken and, if it was, the next event's (sequence, previous hash) and
+    the pending events, by id. Never a wait."""
+    cursor.execute(_PG_TRY_HOLD_SQL)
+    taken = cursor.fetchone()
+    if taken is None or not taken[0]:
+        return False, (0, GENESIS_HASH), []  # nothing waits, or another process holds the lock
+    cursor.execute(_PG_HEAD_AND_PENDING_SQL)
+    head = cursor.fetchone()
+    if not cursor.cursor.nextset():
+        raise AuditError("the chain head query returned no pending result")
+    return True, ((head[0] + 1, head[1]) if head else (1, GENESIS_HASH)), cursor.fetchall()
+
+
+def _chain_round() -> tuple[int, bool]:
+    """One round of the chaining after a commit: if this process gets the lock, chain every
+    committed pending event, commit, release, and look again. The number chained and
+    whether an event (committed while the lock was held) still waits."""
     with connection.cursor() as cursor:
-        cursor.execute(_PG_WAITING_SQL)
-        return any(row[0] not in _forged_ids for row in cursor.fetchall())
+        try:
+            held, head, pending = _try_hold_and_read(cursor)
+            if not held:
+                return 0, False  # the holder looks after this commit once it releases the lock
+            values, checkpoints = _links(head, pending, keyring())
+            count = len(values) // 5
+            if count:
+                durability = "" if checkpoints else "SET LOCAL synchronous_commit TO off; "
+                cursor.execute(
+                    _PG_CHAIN_AND_RELEASE_SQL.format(durability=durability, update=_update_sql(count), count=count),
+                    values,
+                )
+            else:
+                cursor.execute(_PG_RELEASE_AND_LOOK_SQL)
+            while cursor.cursor.nextset():
+                pass  # to the last result: the events that wait now
+            waiting = cursor.fetchall()
+        except BaseException:
+            _abandon(cursor)
+            raise
+    for at, digest in checkpoints:
+        _checkpoint_after_commit(at, digest)
+    return count, any(row[0] not in _forged_ids for row in waiting)
+
+
+def _abandon(cursor) -> None:
+    """Roll back the chaining's transaction, if one is open, and release the lock; should
+    that fail, close the connection, which releases it too."""
+    try:
+        cursor.execute(_PG_ABANDON_SQL)
+    except Exception:
+        logger.exception("releasing the audit chain lock failed: closing the connection")
+        connection.close()
 
 
 def _seal_after_commit() -> None:
-    """Chain this transaction's events (and whatever else waits) unless another writer
-    holds the chain lock: then that writer chains them, so writers do not queue.
+    """Chain this transaction's events (and whatever else waits) unless another process
+    holds the chain lock: then that process chains them, so writers never queue.
 
     A holder may have read the pending events before this transaction committed, so every
     holder looks again after releasing the lock and chains again if an event waits. This
     writer committed before it found the lock taken, and the holder released it after
-    that: the holder's look, or a later holder's, sees this commit. A probe that finds
-    the lock free costs one statement in autocommit (the lock goes with it)."""
+    that: the holder's look, or a later holder's, sees this commit. A writer that finds
+    nothing waiting (another holder chained its events) takes no lock. One statement for
+    a writer that finds the lock taken; three round trips for the holder (``_chain_round``)."""
     # The change and its event are committed: a failing chaining must not turn them into
     # an error for the caller. The event stays pending (never lost); the next writer's
     # chaining, verify_chain or the periodic checkpoint task chains it.
     try:
+        if connection.in_atomic_block or not connection.get_autocommit():
+            seal_pending()  # a transaction is open: the blocking lock, held to its end
+            return
         for _ in range(_MAX_CHAINING_ROUNDS):
-            with connection.cursor() as cursor:
-                cursor.execute(_PG_TRY_LOCK_SQL)
-                if not cursor.fetchone()[0]:
-                    return  # the holder looks after this commit once it releases the lock
-            seal_pending()
-            if not _waiting():
+            _, again = _chain_round()
+            if not again:
                 return
         logger.warning("audit events still wait to be chained after %s rounds", _MAX_CHAINING_ROUNDS)
     except Exception:
@@ -426,7 +522,7 @@ def record_event(
         client_address=ctx.client_address,
     )
     if not sealed and _chain_after_commit():
-        mac = _pending_mac(ChainMac(ring.current), canonical_payload(sequence=0, **fields))
+        mac = _pending_mac(chain_macs(ring)[ring.current_id], canonical_payload(sequence=0, **fields))
         event = AuditEvent(sequence=None, prev_hash=mac, hash=None, key_id=ring.current_id, **fields)
         _insert(event)
         transaction.on_commit(_seal_after_commit)
@@ -559,7 +655,7 @@ def verify_rows(
     find its event in the chain with its hash; one beyond the chain's end means the newest
     events were deleted. A store line that is not a valid signed checkpoint fails the walk."""
     ring = ring or keyring()
-    macs = {kid: ChainMac(key) for kid, key in ring.keys.items()}
+    macs = chain_macs(ring)
     sha256 = hashlib.sha256
     loads = orjson.loads
     expected_prev = GENESIS_HASH
@@ -732,7 +828,7 @@ def verify_chain(*, chunk_size: int = 20_000) -> ChainVerification:
 def _check_pending(result: ChainVerification, ring: Keyring) -> ChainVerification:
     """The events still pending after the chaining (committed since) must carry a valid
     pending MAC: one that does not was not written by the application (or was altered)."""
-    macs = {kid: ChainMac(key) for kid, key in ring.keys.items()}
+    macs = chain_macs(ring)
     with connection.cursor() as cursor:
         cursor.execute(_PG_PENDING_SQL)
         for row in cursor.fetchall():
@@ -779,9 +875,36 @@ def write_checkpoint(*, sequence: int | None = None, hash: str | None = None) ->
         sequence, hash = head()
         if sequence is None:
             return None
+        if connection.vendor == "postgresql":
+            _wait_for_wal_flush()  # the head's chaining may not be on disk yet: anchor it once it is
     if hash is None:
         raise AuditError(f"checkpoint refused: event #{sequence} given without its hash")
     return checkpoint_store.append(directory, sequence=sequence, hash=hash, ring=ring)
+
+
+_PG_WAL_SQL = "SELECT pg_current_wal_insert_lsn()::text, setting::int FROM pg_settings WHERE name = 'wal_writer_delay'"
+_PG_FLUSHED_SQL = "SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn"
+
+
+def _wait_for_wal_flush() -> bool:
+    """Wait until what this session has seen is on disk: whether the flush was seen.
+
+    A chaining after a commit does not wait for its WAL flush (``_chain_round``), so a
+    crash could undo it, and a checkpoint must only anchor what a crash cannot undo. The
+    WAL writer flushes such a commit within three times ``wal_writer_delay``
+    (PostgreSQL's documented bound for asynchronous commits): wait until the WAL written
+    so far is flushed, or until that bound has passed."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_WAL_SQL)
+        lsn, delay_ms = cursor.fetchone()
+        deadline = time.monotonic() + 3 * delay_ms / 1000 + 0.05
+        while True:
+            cursor.execute(_PG_FLUSHED_SQL, [lsn])
+            if cursor.fetchone()[0]:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
 
 def _checkpoint_after_commit(sequence: int, digest: str) -> None:

@@ -9,9 +9,12 @@ and checkpoint: a rotation needs no id to be chosen, and the id says nothing of 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from django.conf import settings
 
@@ -26,7 +29,7 @@ def key_id(key: bytes) -> str:
 @dataclass(frozen=True)
 class Keyring:
     current_id: str
-    keys: dict[str, bytes]
+    keys: Mapping[str, bytes]
 
     @property
     def current(self) -> bytes:
@@ -34,14 +37,31 @@ class Keyring:
 
 
 def keyring() -> Keyring:
-    """The configured keys, current first. Read from settings on each call (cheap), so a
-    test's or an operator's change of the setting takes effect without a restart of state."""
-    current = settings.AUDIT_HMAC_KEY.encode("utf-8")
+    """The configured keys, current first. The settings are read on each call, so a test's
+    or an operator's change of them takes effect without a restart; the ring built from
+    them (a key id is an HMAC) is kept per value of the settings."""
+    return _keyring(settings.AUDIT_HMAC_KEY, tuple(settings.AUDIT_HMAC_RETIRED_KEYS))
+
+
+@functools.lru_cache(maxsize=8)
+def _keyring(current_key: str, retired_keys: tuple[str, ...]) -> Keyring:
+    current = current_key.encode("utf-8")
     keys = {key_id(current): current}
-    for retired in settings.AUDIT_HMAC_RETIRED_KEYS:
+    for retired in retired_keys:
         raw = retired.encode("utf-8")
         keys.setdefault(key_id(raw), raw)
-    return Keyring(key_id(current), keys)
+    return Keyring(key_id(current), MappingProxyType(keys))
+
+
+def chain_macs(ring: Keyring) -> Mapping[str, ChainMac]:
+    """A ``ChainMac`` per key of ``ring``, by key id: kept with the ring, so recording an
+    event or chaining a batch does not hash the keys' pads again."""
+    return _chain_macs(tuple(ring.keys.items()))
+
+
+@functools.lru_cache(maxsize=8)
+def _chain_macs(keys: tuple[tuple[str, bytes], ...]) -> Mapping[str, ChainMac]:
+    return MappingProxyType({kid: ChainMac(key) for kid, key in keys})
 
 
 class ChainMac:

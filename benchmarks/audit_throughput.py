@@ -8,11 +8,15 @@ writer count it runs both ways of extending the chain, alternately, ``--runs`` t
 - ``before``: the event chained in the writer's transaction, the chain lock held to its
   COMMIT (the only way before issue #17; ``record_event(sealed=True)`` still does it);
 - ``after``: the event written pending, chained after the commit, in batches, by
-  whichever writer holds the lock (the default on PostgreSQL since issue #17);
+  whichever writer holds the lock (the default on PostgreSQL since issue #17): a writer
+  that finds the lock taken leaves its event to the holder and never waits;
 
 and prints side by side the audited writes per second (the median of the runs), each
 write's whole time (the chaining after its commit included; median and 95th percentile),
-its wait for the chain lock and, after, how many events one chaining chains.
+before its wait for the chain lock, after the time its chaining after the commit took,
+how many events one chaining chains, and the CPU time per write (the writers' and their
+PostgreSQL backends'). The machine's other load shows in every figure: compare the two
+modes of one run, and repeat.
 
 The chain is verified (``verify_chain``) after all runs, and no event may be left pending:
 a throughput bought with a forked or broken chain, or with events never chained, fails the
@@ -60,23 +64,30 @@ def _writer(index: int, seconds: float, sealed: bool, start, results) -> None:
     from audit.models import AuditEvent
 
     connection.close()  # never share the parent's connection
-    real_lock, real_seal = chain._lock_and_read, chain.seal_pending
+    real_lock, real_after, real_round = chain._lock_and_read, chain._seal_after_commit, chain._chain_round
     waits: list[float] = []
+    chaining: list[float] = []
     chained: list[int] = []
 
-    def timed_lock(cursor, **kwargs):  # the lock wait (with the head's and the pending events' read)
+    def timed_lock(cursor, **kwargs):  # before: the lock wait (with the head's and the pending events' read)
         began = time.perf_counter()
         out = real_lock(cursor, **kwargs)
         waits.append(time.perf_counter() - began)
         return out
 
-    def counted_seal(**kwargs):
-        n = real_seal(**kwargs)
-        chained.append(n)
-        return n
+    def timed_after():  # after: the whole chaining after the commit
+        began = time.perf_counter()
+        real_after()
+        chaining.append(time.perf_counter() - began)
+
+    def counted_round():
+        out = real_round()
+        chained.append(out[0])
+        return out
 
     chain._lock_and_read = timed_lock
-    chain.seal_pending = counted_seal
+    chain._seal_after_commit = timed_after
+    chain._chain_round = counted_round
     connection.ensure_connection()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
@@ -87,6 +98,7 @@ def _writer(index: int, seconds: float, sealed: bool, start, results) -> None:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         waits.clear()
+        chaining.clear()
         began = time.perf_counter()
         with transaction.atomic():
             # The change the event records: a read in the same transaction, as a service's
@@ -103,11 +115,9 @@ def _writer(index: int, seconds: float, sealed: bool, start, results) -> None:
                 reason="benchmark",
                 sealed=sealed,
             )
-            wait_in_transaction = sum(waits)
         # Leaving the block commits, then (after) runs the chaining: timed apart.
         committed = time.perf_counter()
-        chaining = sum(waits) - wait_in_transaction
-        rows.append((wait_in_transaction + chaining, committed - began))
+        rows.append((sum(waits) + sum(chaining), committed - began))
     cpu = _cpu_seconds(backend) - cpu_began
     connection.close()
     results.put((rows, [n for n in chained if n], cpu))
@@ -161,7 +171,7 @@ def measure(writers: int, seconds: float, sealed: bool) -> dict[str, float]:
     return {
         "writes": len(rows),
         "rate": len(rows) / elapsed,
-        "wait": statistics.median(r[0] for r in rows) * ms,
+        "wait": statistics.median(r[0] for r in rows) * ms,  # before: the lock wait; after: the chaining
         "total": statistics.median(r[1] for r in rows) * ms,
         "p95": _percentile([r[1] for r in rows], 0.95) * ms,
         "batch": (sum(batches) / len(batches)) if batches else 1.0,
@@ -194,7 +204,8 @@ def run(writer_counts: list[int], seconds: float, runs: int, database_url: str, 
         "after: written pending, chained after the commit in batches (issue #17)"
     )
     print(
-        f"{'':>7}{'writes/s (median of runs)':^37}{'total ms (median)':^21}{'p95 ms':^17}{'lock wait ms':^17}{'':>7}{'CPU ms/write':^17}"
+        f"{'':>7}{'writes/s (median of runs)':^37}{'total ms (median)':^21}{'p95 ms':^17}"
+        f"{'lock wait/chain':^17}{'':>7}{'CPU ms/write':^17}"
     )
     print(
         f"{'writers':>7}{'before':>9}{'after':>8}{'x':>6}{'runs after':>14}{'before':>10}{'after':>11}"
@@ -226,8 +237,9 @@ def run(writer_counts: list[int], seconds: float, runs: int, database_url: str, 
         + (f"; 16 writers: {rate_16:.0f}/s against the target {TARGET_PER_SECOND}/s" if rate_16 else "")
     )
     print(
-        "total: the writer's whole transaction, the chaining after its commit included; batch: events "
-        "chained per chaining that chained any (after); CPU ms/write: the writers' and their PostgreSQL "
+        "total: the writer's whole transaction, the chaining after its commit included; lock wait/chain: "
+        "before, the wait for the chain lock in the transaction; after, the chaining after the commit (median); "
+        "batch: events chained per chaining that chained any (after); CPU ms/write: the writers' and their PostgreSQL "
         "backends' CPU time per write (other server processes, the WAL writer's, left out): "
         f"{os.cpu_count()} idle cores would bound the rate at about {os.cpu_count()} x 1000 / that"
     )

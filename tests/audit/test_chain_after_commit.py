@@ -6,6 +6,7 @@ never commits, events are chained inline instead."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -134,7 +135,7 @@ def test_sixteen_concurrent_writers_leave_one_chain_with_every_event_exactly_onc
 def test_a_commit_that_finds_the_chain_lock_taken_is_chained_by_the_holder(writer, monkeypatch):
     # The holder read the pending events before this commit: it must look again after releasing.
     holder_read, go_on = threading.Event(), threading.Event()
-    real_read = chain._lock_and_read
+    real_read = chain._try_hold_and_read
 
     def read_then_pause(cursor):
         out = real_read(cursor)
@@ -143,7 +144,7 @@ def test_a_commit_that_finds_the_chain_lock_taken_is_chained_by_the_holder(write
             go_on.wait(30)
         return out
 
-    monkeypatch.setattr(chain, "_lock_and_read", read_then_pause)
+    monkeypatch.setattr(chain, "_try_hold_and_read", read_then_pause)
 
     def holder() -> None:
         try:
@@ -225,3 +226,136 @@ def keyring_id() -> str:
     from audit.keys import keyring
 
     return keyring().current_id
+
+
+# --------------------------------------------------------------------------- the chaining never waits (issue #17)
+
+
+def _other_session():
+    """A connection of its own (another process, as far as the server can tell)."""
+    import psycopg
+
+    params = connection.get_connection_params()
+    return psycopg.connect(**params, autocommit=True)
+
+
+def _lock_is_free() -> bool:
+    with _other_session() as other:
+        taken = other.execute("SELECT pg_try_advisory_lock(%s)", [chain._CHAIN_LOCK_KEY]).fetchone()[0]
+        if taken:
+            other.execute("SELECT pg_advisory_unlock(%s)", [chain._CHAIN_LOCK_KEY])
+        return bool(taken)
+
+
+def test_a_writer_never_waits_for_the_chain_lock_and_the_lock_is_left_free(writer):
+    with _other_session() as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [chain._CHAIN_LOCK_KEY])  # held, and never let go here
+        began = time.monotonic()
+        with transaction.atomic():
+            _event(writer, "while held")
+        took = time.monotonic() - began
+        # It committed, found the lock taken and left its event to the holder, without waiting.
+        assert took < 5 and _pending() == 1
+    # The holder is gone (its session with it): the next writer chains both, in order.
+    with transaction.atomic():
+        _event(writer, "next")
+    assert list(AuditEvent.objects.values_list("sequence", "object_id")) == [(1, "while held"), (2, "next")]
+    assert _pending() == 0 and _lock_is_free() and verify_chain().ok
+
+
+def test_a_writer_that_finds_nothing_waiting_takes_no_lock(writer):
+    with transaction.atomic():
+        _event(writer, 1)
+    statements: list[str] = []
+
+    def capture(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        chain._seal_after_commit()  # its event was chained already: one statement, the lock untouched
+    assert len(statements) == 1 and _lock_is_free()
+    assert list(AuditEvent.objects.values_list("sequence", flat=True)) == [1]
+
+
+def test_a_failed_chaining_leaves_its_events_pending_and_the_lock_free(writer, monkeypatch, caplog):
+    real_links = chain._links
+
+    def one_too_many(head, pending, ring):
+        values, checkpoints = real_links(head, pending, ring)
+        # An event that does not exist: the UPDATE chains one row fewer than it was asked to.
+        return values + [-1, head[0] + len(values) // 5, "0" * 64, "f" * 64, ring.current_id], checkpoints
+
+    monkeypatch.setattr(chain, "_links", one_too_many)
+    with transaction.atomic():
+        event = _event(writer, "kept")  # the change commits: a failing chaining is not the caller's error
+    assert AuditEvent.objects.get(pk=event.pk).sequence is None and _pending() == 1
+    assert "chaining 2 pending audit events updated 1" in caplog.text  # checked before the COMMIT
+    assert _lock_is_free()
+    monkeypatch.undo()
+    with transaction.atomic():
+        _event(writer, "next")
+    assert list(AuditEvent.objects.values_list("sequence", "object_id")) == [(1, "kept"), (2, "next")]
+    assert verify_chain().ok
+
+
+def test_a_chaining_waits_for_its_flush_only_when_it_reaches_a_checkpoint(writer, settings):
+    settings.AUDIT_CHECKPOINT_EVERY_EVENTS = 2
+    chainings: list[str] = []
+
+    def capture(execute, sql, params, many, context):
+        if "WITH chained AS" in sql:
+            chainings.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        for i in (1, 2, 3):
+            with transaction.atomic():
+                _event(writer, i)
+    assert ["synchronous_commit TO off" in sql for sql in chainings] == [True, False, True]
+    checkpoints, problems = chain.read_checkpoints()
+    assert problems == [] and [c.sequence for c in checkpoints] == [2]
+    assert checkpoints[0].hash == AuditEvent.objects.get(sequence=2).hash
+    assert verify_chain().ok
+
+
+def test_a_checkpoint_anchors_only_a_flushed_head(writer, monkeypatch):
+    with transaction.atomic():
+        _event(writer, 1)  # chained without waiting for its flush
+    waited: list[bool] = []
+    real_wait = chain._wait_for_wal_flush
+    monkeypatch.setattr(chain, "_wait_for_wal_flush", lambda: waited.append(True) or real_wait())
+    began = time.monotonic()
+    body = write_checkpoint()
+    # Within PostgreSQL's bound for an asynchronous commit's flush (3 x wal_writer_delay, 200 ms by default).
+    assert waited == [True] and time.monotonic() - began < 5
+    assert body is not None and body["sequence"] == 1
+    assert body["hash"] == AuditEvent.objects.get(sequence=1).hash
+
+
+def test_writer_processes_leave_one_verified_chain_and_nothing_pending(writer):
+    # Processes, not threads: each with its own connection, committing and chaining at once.
+    import multiprocessing
+
+    connections.close_all()
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_write_in_process, args=(n, 25)) for n in range(8)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert [proc.exitcode for proc in procs] == [0] * 8
+    assert _pending() == 0 and AuditEvent.objects.count() == 200
+    assert list(AuditEvent.objects.values_list("sequence", flat=True)) == list(range(1, 201))
+    result = verify_chain()
+    assert result.ok and result.events_checked == 200 and _lock_is_free()
+
+
+def _write_in_process(index: int, count: int) -> None:
+    connections.close_all()  # never the parent's connection
+    try:
+        for i in range(count):
+            with transaction.atomic():
+                _event(None, f"{index}-{i}")
+    finally:
+        connections.close_all()
