@@ -178,7 +178,7 @@ def prepare(tmp: Path, count: int, side: int) -> dict:
 
     from imaging import selectors
     from imaging.services.rois import roi_define
-    from imaging.services.scanners import scanner_register, system_matrix_register
+    from imaging.services.scanners import simulated_scanner_register, system_matrix_register
     from recon import phantoms
     from recon import simulate as sim
     from recon.physics import Particles
@@ -199,18 +199,7 @@ def prepare(tmp: Path, count: int, side: int) -> dict:
     if injection is None:
         raise RuntimeError("load_demo made no injection at site A")
     subject = injection.subject
-    scanner = scanner_register(
-        actor=None,
-        site=subject.site,
-        name="Benchmark MPI (simulated)",
-        manufacturer="recon.simulate",
-        model="2D FFP Lissajous",
-        topology="FFP",
-        base_frequency_hz=model.base_frequency_hz,
-        dividers=list(model.dividers),
-        drive_amplitudes_t=list(model.drive_amplitude_t),
-        gradient_t_per_m=list(model.gradient_t_per_m),
-    )
+    scanner = simulated_scanner_register(actor=None, site=subject.site, name="Benchmark MPI (simulated)", model=model)
     matrix = sim.simulate_system_matrix(model, Particles(), grid, rng=rng, background_spectrum=background)
     calibration = tmp / "system_matrix.mdf"
     sim.write_system_matrix_mdf(str(calibration), matrix)

@@ -87,6 +87,23 @@ def scanner_register(
     return scanner
 
 
+def simulated_scanner_register(*, actor, site: Site, name: str, model) -> Scanner:
+    """A scanner with the drive field of ``recon.simulate``'s scanner ``model`` (a
+    ``scanner_preset``): the demo's and the benchmarks' simulated 2D scanner."""
+    return scanner_register(
+        actor=actor,
+        site=site,
+        name=name,
+        manufacturer="recon.simulate",
+        model="2D FFP Lissajous",
+        topology="FFP",
+        base_frequency_hz=model.base_frequency_hz,
+        dividers=list(model.dividers),
+        drive_amplitudes_t=list(model.drive_amplitude_t),
+        gradient_t_per_m=list(model.gradient_t_per_m),
+    )
+
+
 def _copy_into_storage(source: Path, relative: str) -> tuple[str, int]:
     target = uploads.media_path(relative)
     target.parent.mkdir(parents=True, exist_ok=True)

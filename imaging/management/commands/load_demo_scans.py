@@ -28,7 +28,7 @@ from imaging import selectors, tasks
 from imaging.models import RegionOfInterest, Scan, Scanner, SystemMatrix
 from imaging.services.rois import roi_define
 from imaging.services.scan_uploads import UploadRequest, upload_append, upload_create
-from imaging.services.scanners import scanner_register, system_matrix_register
+from imaging.services.scanners import simulated_scanner_register, system_matrix_register
 from recon import phantoms
 from recon import simulate as sim
 from recon.physics import Particles
@@ -113,18 +113,7 @@ class Command(BaseCommand):
         existing = Scanner.objects.filter(site=site, name=SCANNER_NAME).first()
         if existing:
             return existing
-        return scanner_register(
-            actor=None,
-            site=site,
-            name=SCANNER_NAME,
-            manufacturer="recon.simulate",
-            model="2D FFP Lissajous",
-            topology="FFP",
-            base_frequency_hz=model.base_frequency_hz,
-            dividers=list(model.dividers),
-            drive_amplitudes_t=list(model.drive_amplitude_t),
-            gradient_t_per_m=list(model.gradient_t_per_m),
-        )
+        return simulated_scanner_register(actor=None, site=site, name=SCANNER_NAME, model=model)
 
     @staticmethod
     def _geometry(model):
