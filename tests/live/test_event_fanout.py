@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -51,6 +52,13 @@ def data_of(chunks: list[str]) -> list[dict]:
     return out
 
 
+def run_in_own_loop(coroutine):
+    """``asyncio.run`` on a thread of its own: the suite's session-wide Playwright (tests/e2e)
+    keeps an event loop running on the main thread, where ``asyncio.run`` refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 async def read_all(transport, after=None) -> list[str]:
     return [chunk async for chunk in live_events.async_stream(SESSION, after, transport=transport)]
 
@@ -82,7 +90,7 @@ def test_twenty_viewers_share_one_reader_and_one_encoding_of_each_event(counted_
         transport.publish_event(SESSION, {"type": "ended", "scan": 5})
         return await asyncio.wait_for(asyncio.gather(*viewers), timeout=20)
 
-    results = asyncio.run(run())
+    results = run_in_own_loop(run())
     for chunks in results:
         received = data_of(chunks)
         assert [e["frame"] for e in received[:-1]] == list(range(300))  # each once, in order
@@ -110,7 +118,7 @@ def test_a_resume_older_than_the_feed_keeps_reads_the_transport_up_to_it(counted
         transport.publish_event(SESSION, {"type": "ended", "scan": None})
         return await asyncio.wait_for(asyncio.gather(first, late), timeout=20)
 
-    first, late = asyncio.run(run())
+    first, late = run_in_own_loop(run())
     # A viewer without Last-Event-ID gets the whole kept stream (the page's curves from the start).
     assert [e["frame"] for e in data_of(first)[:-1]] == list(range(120))
     assert [e["frame"] for e in data_of(late)[:-1]] == list(range(40, 120))
@@ -130,7 +138,7 @@ def test_a_viewer_waiting_on_an_idle_session_is_woken_by_the_next_event(counted_
         chunks = await asyncio.wait_for(viewer, timeout=5)
         return chunks, loop.time() - published
 
-    chunks, waited = asyncio.run(run())
+    chunks, waited = run_in_own_loop(run())
     assert ": ping\n\n" in chunks
     assert data_of(chunks) == [{"type": "ended", "scan": 1}]
     assert waited < 0.5  # woken by the feed, not found by a poll seconds later
