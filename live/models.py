@@ -67,6 +67,10 @@ class LiveSession(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     frames_processed = models.PositiveBigIntegerField(default=0)
     engine_state = models.BinaryField(null=True, blank=True)
+    # The live engine's preparation (``live.worker.prepare_engine``: calibration rows, operator,
+    # the subject's region functionals in the live cache): when it finished, or why it failed.
+    engine_prepared_at = models.DateTimeField(null=True, blank=True)
+    engine_preparation_error = models.TextField(blank=True)
     lag_ms = models.FloatField(null=True, blank=True)
 
     class Meta:
@@ -95,6 +99,24 @@ class LiveSession(models.Model):
     @property
     def trial(self):
         return self.subject.trial
+
+    @property
+    def engine_readiness(self) -> tuple[str, str]:
+        """Whether the live engine is ready for the stream, as (state, sentence): "ready" (the
+        first frame only loads it), "preparing", "waiting" (no system matrix before the stream's
+        header) or "unavailable" (the preparation failed; the worker says why again). Frames are
+        recorded in every state; live numbers start once the engine is ready."""
+        if self.engine_prepared_at is not None:
+            return "ready", "Live engine ready: the calibration's operator and the subject's regions are prepared."
+        if self.engine_preparation_error:
+            return "unavailable", f"Live engine not prepared: {self.engine_preparation_error}"
+        if self.system_matrix_id is None:
+            return "waiting", "Live engine waits for the stream's header: the calibration is matched then."
+        return "preparing", (
+            "Live engine preparing (the first session on a calibration builds its operator: about a minute "
+            "for a 37^3 grid; later sessions load it in seconds). Frames sent meanwhile are recorded; "
+            "live numbers follow once it is ready."
+        )
 
 
 class LiveAlertKind(models.TextChoices):

@@ -32,6 +32,11 @@ class LiveSessionOutput(serializers.ModelSerializer):
     )
     site = serializers.IntegerField(source="subject.site_id", read_only=True)
     marks = LiveMarkOutput(many=True, read_only=True, help_text="Injection marks, in the order entered.")
+    engine = serializers.SerializerMethodField(
+        help_text='The live engine: "ready" (prepared: live numbers from the first frame), "preparing", '
+        '"waiting" (no system matrix before the stream header) or "unavailable". Frames are recorded in every state.'
+    )
+    engine_detail = serializers.SerializerMethodField(help_text="The engine state in a sentence.")
 
     class Meta:
         model = LiveSession
@@ -58,7 +63,16 @@ class LiveSessionOutput(serializers.ModelSerializer):
             "started_at",
             "ended_at",
             "marks",
+            "engine",
+            "engine_prepared_at",
+            "engine_detail",
         ]
+
+    def get_engine(self, obj: LiveSession) -> str:
+        return obj.engine_readiness[0]
+
+    def get_engine_detail(self, obj: LiveSession) -> str:
+        return obj.engine_readiness[1]
 
 
 class LiveSessionCreateInput(serializers.Serializer):

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from config.errors import RuleViolation
 from imaging import uploads
@@ -67,6 +68,12 @@ IMAGE_FRAMES = 16
 FINAL_IDLE_S = 5.0
 
 EngineFactory = Callable[..., Any]
+
+#: The health event's ``monitoring`` while the engine is built at the stream's start.
+PREPARING = (
+    "live engine preparing (a calibration's first session builds its operator); "
+    "frames are recorded, live numbers follow once it is ready"
+)
 
 
 class EngineUnavailable(Exception):
@@ -119,13 +126,30 @@ def build_engine(
 def prepare_engine(session_id: int) -> list[str]:
     """Fill the live cache for a session before its stream starts (``recon.live.prepare``:
     the calibration's selected rows, the operator, the subject's region functionals), so the
-    worker's engine build at the first frame only loads them. Returns the preparation's notes;
-    nothing to prepare (no system matrix yet): []. Read-only on the database."""
+    worker's engine build at the first frame only loads them, and record the outcome on the
+    session (``engine_prepared_at`` or ``engine_preparation_error``: ``LiveSession.engine_readiness``).
+    Returns the preparation's notes; nothing to prepare (no system matrix yet): []."""
     s = LiveSession.objects.select_related("system_matrix").get(pk=session_id)
     if s.system_matrix is None:
         return []
     records, _ = roi_records(s.subject)
-    return prepare_calibration(s.system_matrix, records or None)
+    if not records:  # the calibration's part still helps the next session on it
+        notes = prepare_calibration(s.system_matrix, None)
+        _record_preparation(session_id, error="the subject has no regions of interest to monitor live")
+        return notes
+    try:
+        notes = prepare_calibration(s.system_matrix, records)
+    except Exception as exc:
+        _record_preparation(session_id, error=str(exc) or type(exc).__name__)
+        raise
+    _record_preparation(session_id)
+    return notes
+
+
+def _record_preparation(session_id: int, *, error: str = "") -> None:
+    LiveSession.objects.filter(pk=session_id).update(
+        engine_prepared_at=None if error else timezone.now(), engine_preparation_error=error[:2000]
+    )
 
 
 def prepare_calibration(system_matrix, records: list[dict] | None = None) -> list[str]:
@@ -227,6 +251,9 @@ class LiveWorker:
         try:
             if not s.header or s.system_matrix is None:
                 raise EngineUnavailable("the stream has no accepted header or no system matrix")
+            if s.engine_prepared_at is None:
+                # The build below may take a minute (a calibration's first session): say so now.
+                self._health(monitoring=PREPARING)
             cache = Path(settings.LIVE_OPERATOR_CACHE_DIR)
             cache.mkdir(parents=True, exist_ok=True)
             self.engine = self.engine_factory(
@@ -243,6 +270,10 @@ class LiveWorker:
             log.warning("live session #%s: %s", s.pk, self.unavailable)
             if getattr(exc, "code", "") == "system_matrix_mismatch":
                 self._raise([AlertFinding("system_matrix_mismatch", None, None, None, None, str(exc))])
+        if s.engine_prepared_at is None and s.header and s.system_matrix is not None:
+            if self.engine is not None:
+                _record_preparation(s.pk)
+            self._health(monitoring=self.unavailable or "live")  # the "preparing" above is over
         if self.engine is not None and self.frames_processed > 0 and s.engine_state:
             try:
                 self.engine.restore(bytes(s.engine_state))
@@ -462,13 +493,15 @@ class LiveWorker:
         self._frames_since_image = 0
         self._last_image_at = self.clock()
 
-    def _health(self, *, idle: bool = False) -> None:
+    def _health(self, *, idle: bool = False, monitoring: str = "") -> None:
+        """Publish a health event (at most every HEALTH_INTERVAL_S, unless ``monitoring`` says
+        what the monitor is doing instead of monitoring)."""
         now = self.clock()
         if idle:
             self._idle_since = self._idle_since or now
         else:
             self._idle_since = None
-        if now - self._last_health_at < HEALTH_INTERVAL_S:
+        if now - self._last_health_at < HEALTH_INTERVAL_S and not monitoring:
             return
         self._last_health_at = now
         row = LiveSession.objects.filter(pk=self.session_id).values(
@@ -490,7 +523,7 @@ class LiveWorker:
                 "frames_processed": self.frames_processed,
                 "frames_dropped": self.frames_dropped,
                 "lag_ms": self.lag_ms,
-                "monitoring": self.unavailable or "live",
+                "monitoring": monitoring or self.unavailable or "live",
                 "notes": self.notes,
             },
         )

@@ -133,3 +133,65 @@ def test_frames_arriving_while_the_engine_builds_are_all_processed(live, transpo
     assert LiveWorker(live.session.pk, transport).run() == "ended"
     assert [m["frame"] for m in events_of(transport, live.session, "metrics")] == list(range(4 * BLOCK))
     assert LiveSession.objects.get(pk=live.session.pk).frames_processed == 4 * BLOCK
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+def test_the_session_says_when_its_engine_is_ready(opened, api, imaging_a):
+    client = api(imaging_a)
+    url = f"/api/v1/live-sessions/{opened.pk}/"
+    body = client.get(url).json()
+    assert (body["engine"], body["engine_prepared_at"]) == ("preparing", None)
+    assert "recorded" in body["engine_detail"]
+
+    prepare_engine(opened.pk)
+    body = client.get(url).json()
+    assert body["engine"] == "ready" and body["engine_prepared_at"] is not None
+    assert body["engine_detail"].startswith("Live engine ready")
+
+
+def test_a_failed_preparation_is_said_on_the_session(opened, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("the calibration has no frequency above the SNR threshold")
+
+    monkeypatch.setattr(recon.live, "_prepare", broken)
+    with pytest.raises(ValueError, match="no frequency"):
+        prepare_engine(opened.pk)
+    opened.refresh_from_db()
+    assert opened.engine_prepared_at is None
+    assert opened.engine_readiness == (
+        "unavailable",
+        "Live engine not prepared: the calibration has no frequency above the SNR threshold",
+    )
+
+
+def test_a_subject_without_regions_is_not_ready(opened):
+    RegionOfInterest.objects.filter(subject=opened.subject).delete()
+    prepare_engine(opened.pk)
+    opened.refresh_from_db()
+    assert opened.engine_readiness[0] == "unavailable"
+    assert "no regions of interest" in opened.engine_readiness[1]
+
+
+def test_without_a_system_matrix_the_engine_waits_for_the_header(opened):
+    LiveSession.objects.filter(pk=opened.pk).update(system_matrix=None)
+    opened.refresh_from_db()
+    assert opened.engine_readiness[0] == "waiting"
+
+
+def test_a_worker_that_builds_an_unprepared_engine_says_so_then_marks_it_ready(opened, simulated, transport):
+    _stream(opened, simulated, transport)
+    assert LiveWorker(opened.pk, transport).run() == "ended"
+    health = events_of(transport, opened, "health")
+    assert health[0]["monitoring"] == live_worker.PREPARING  # before the build, frames still recorded
+    assert health[-1]["monitoring"] == "live"
+    opened.refresh_from_db()
+    assert opened.engine_readiness[0] == "ready"
+
+
+def test_a_prepared_engine_sends_no_preparing_health(opened, simulated, transport):
+    prepare_engine(opened.pk)
+    _stream(opened, simulated, transport)
+    assert LiveWorker(opened.pk, transport).run() == "ended"
+    assert all(h["monitoring"] != live_worker.PREPARING for h in events_of(transport, opened, "health"))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from live.models import LiveAlert, LiveMetric, LiveSession
-from live.worker import FINISHED, EngineUnavailable, LiveWorker
+from live.worker import FINISHED, PREPARING, EngineUnavailable, LiveWorker
 from tests.imaging.factories import ScanFactory
 from tests.live.conftest import events_of, publish
 
@@ -145,7 +145,8 @@ def test_without_an_engine_the_stream_is_still_followed_to_its_end(live, transpo
     transport.publish_control(live.session.pk, "end", {"scan": None})
     assert LiveWorker(live.session.pk, transport, engine_factory=refuse).run() == "ended"
     assert events_of(transport, live.session, "metrics") == []
-    health = events_of(transport, live.session, "health")[0]
+    preparing, health = events_of(transport, live.session, "health")[:2]
+    assert preparing["monitoring"] == PREPARING  # said before the build, then why it failed
     assert health["monitoring"].startswith("live monitoring unavailable: the calibration's dividers")
     assert LiveSession.objects.get(pk=live.session.pk).frames_processed == 12
     alerts = list(LiveAlert.objects.filter(session=live.session).values_list("kind", flat=True))

@@ -750,6 +750,33 @@
     });
   });
 
+  // ------------------------------------------------------------------ engine readiness
+
+  // Before the stream (and while the engine is built at its start) the page asks the session
+  // every 2 s whether the live engine is ready; the first metrics event says so too.
+  var ENGINE_WORDS = { ready: "✓ engine ready", unavailable: "✕ engine not prepared", waiting: "… engine waits for the header", preparing: "… engine preparing" };
+  var ENGINE_TONES = { ready: "good", unavailable: "bad" };
+
+  function showEngine(state, detail) {
+    var box = $("engine-state");
+    if (!box || !state || box.getAttribute("data-state") === "ready") { return; }
+    box.setAttribute("data-state", state);
+    $("engine-badge").textContent = ENGINE_WORDS[state] || state;
+    $("engine-badge").className = "badge tone-" + (ENGINE_TONES[state] || "progress");
+    if (detail) { $("engine-detail").textContent = detail; }
+  }
+
+  function pollEngine() {
+    var box = $("engine-state");
+    if (!box || finished || box.getAttribute("data-state") === "ready") { return; }
+    fetch(cfg.session_url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (body) { if (body && body.engine) { showEngine(body.engine, body.engine_detail); } })
+      .catch(function () { /* asked again below */ })
+      .then(function () { setTimeout(pollEngine, 2000); });
+  }
+  setTimeout(pollEngine, 2000);
+
   // ------------------------------------------------------------------ the event stream
 
   var source = null, lastId = null, finished = false, streaming = cfg.status === "streaming";
@@ -778,7 +805,7 @@
     var ev;
     try { ev = JSON.parse(e.data); } catch (err) { return; }
     switch (ev.type) {
-      case "metrics": streaming = true; showStatus("streaming"); addPoint(ev); break;
+      case "metrics": streaming = true; showStatus("streaming"); showEngine("ready", "Live engine ready: live numbers are flowing."); addPoint(ev); break;
       case "image": streaming = true; showStatus("streaming"); drawImage(ev); break;
       case "health": showHealth(ev); break;
       case "alert": addAlert(ev); break;
