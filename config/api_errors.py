@@ -150,6 +150,7 @@ STATUS_BY_CODE: dict[str, int] = {
 # ...): the input is wrong.
 STATUS_BY_CODE_SUFFIX: dict[str, int] = {
     "_in_future": 400,
+    "_negative": 400,
     "_not_correctable": 400,
     "_not_positive": 400,
     "_out_of_range": 400,

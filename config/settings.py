@@ -536,8 +536,10 @@ LIVE_ALERT_SUSTAIN_BLOCKS = envint("LIVE_ALERT_SUSTAIN_BLOCKS", 3, minimum=1)
 LIVE_LAG_BUDGET_MS = envint("LIVE_LAG_BUDGET_MS", 1000, minimum=1)
 # Target iron below this share of the injected dose once the injection should be complete: target_low.
 LIVE_TARGET_EXPECTED_PERCENT = envfloat("LIVE_TARGET_EXPECTED_PERCENT", 50.0, minimum=0.0)
-# Seconds after the first frame by which the injection should be complete (target_low is checked
-# from then on, and at the end of the stream in any case).
+# The platform default of an injection's planned duration (s), for an injection whose record gives
+# none (Injection.planned_duration_s; live.dose.planned_duration): the dose injected so far assumes
+# the whole dose over it, and target_low is checked from then on after the first frame (and at
+# the end of the stream in any case).
 LIVE_INJECTION_EXPECTED_S = envfloat("LIVE_INJECTION_EXPECTED_S", 600.0, minimum=0.0)
 # The live_worker command's claim on a session: renewed every LIVE_LEASE_RENEW_S seconds.
 LIVE_LEASE_S = envint("LIVE_LEASE_S", 10, minimum=2)

@@ -15,9 +15,10 @@ Definition, at a frame ``f`` of the stream:
 - the **running time** ``r(f)``: the running frames from 0 to ``f`` (``f`` included) x the
   frame duration (the stream's, ``LiveSession.frame_duration_s``);
 - the platform assumes the planned rate: the whole dose over the planned duration ``T``
-  (``settings.LIVE_INJECTION_EXPECTED_S``, the same duration after which the target-low
-  alert is checked), so the **dose injected so far** is ``D x min(1, r(f) / T)``; ``T = 0``
-  means a bolus (the whole dose at the start mark);
+  (``planned_duration``: the injection's own ``planned_duration_s`` where its record gives
+  one, else the platform default ``settings.LIVE_INJECTION_EXPECTED_S``; the same duration
+  after which the target-low alert is checked), so the **dose injected so far** is
+  ``D x min(1, r(f) / T)``; ``T = 0`` means a bolus (the whole dose at the start mark);
 - from the **stop mark** on, the whole dose has been given: ``D``;
 - **not known** (None) before the start mark, when there is no start mark, when the frame
   duration is unknown or the whole dose is unknown. The percent figures then stay percents
@@ -33,12 +34,44 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.conf import settings
+
 START, PAUSE, RESUME, STOP = "injection_start", "injection_pause", "injection_resume", "injection_stop"
 #: Under this fraction of the whole dose given, no percent of the dose so far is shown.
 MIN_FRACTION = 0.05
 #: The basis of the percent figures when the dose so far is known / not known.
 BASIS_SO_FAR = "dose injected so far"
 BASIS_WHOLE = "whole dose"
+
+
+#: Where the planned duration comes from (``PlannedDuration.source``).
+FROM_RECORD = "the injection's record"
+FROM_DEFAULT = "platform default"
+
+
+@dataclass(frozen=True)
+class PlannedDuration:
+    seconds: float  # T: the whole dose over this many seconds of running time (0: a bolus)
+    source: str  # FROM_RECORD or FROM_DEFAULT
+
+    @property
+    def from_record(self) -> bool:
+        return self.source == FROM_RECORD
+
+
+def planned_duration(injection) -> PlannedDuration:
+    """The planned duration used for ``injection`` (the one home of this rule): its own
+    ``planned_duration_s`` where the record gives one, else the platform default
+    ``settings.LIVE_INJECTION_EXPECTED_S``."""
+    own = getattr(injection, "planned_duration_s", None) if injection is not None else None
+    if own is not None:
+        return PlannedDuration(float(own), FROM_RECORD)
+    return PlannedDuration(float(settings.LIVE_INJECTION_EXPECTED_S), FROM_DEFAULT)
+
+
+def planned_duration_s(injection) -> float:
+    """``planned_duration(injection).seconds``."""
+    return planned_duration(injection).seconds
 
 
 @dataclass(frozen=True)

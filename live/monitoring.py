@@ -24,7 +24,8 @@ limit / sqrt(foreground frames of the block)):
 - ``off_target_detected``: an off-target region's iron above its detection limit in
   ``sustain`` consecutive blocks;
 - ``target_low``: the target iron below ``expected_percent`` of the dose, checked only
-  once the injection should be complete (``injection_expected_s`` after the first frame,
+  once the injection should be complete (``injection_expected_s`` after the first frame: the
+  injection's planned duration, ``live.dose.planned_duration``,
   over ``sustain`` consecutive blocks) and at the end of the stream (the mean of the last
   ``sustain`` blocks' frames);
 - ``frame_gap``: consecutive frames whose acquisition times differ by more than 3 frame

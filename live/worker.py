@@ -47,7 +47,7 @@ from config.errors import RuleViolation
 from imaging import uploads
 from imaging.models import RegionOfInterest
 from imaging.selectors import injected_iron_ng
-from live.dose import dose_so_far
+from live.dose import dose_so_far, planned_duration_s
 from live.models import LiveMark, LiveMetric, LiveSession
 from live.monitoring import DOSE_BASIS, AlertFinding, AlertRules, Regions, frame_metrics
 from live.services.alerts import alert_raise
@@ -244,6 +244,9 @@ class LiveWorker:
             self.injected_ng: float | None = injected_iron_ng(s.injection)
         except RuleViolation:
             self.injected_ng = None
+        # The injection's planned duration (its record's, else the platform default), read
+        # once: the dose so far of every metrics event and the target-low alert's timing.
+        self.planned_s = planned_duration_s(s.injection)
         records, skipped = roi_records(s.subject)
         self.notes = ["provisional: the recording's offline quantification is authoritative"]
         if skipped:
@@ -294,7 +297,7 @@ class LiveWorker:
             sustain=settings.LIVE_ALERT_SUSTAIN_BLOCKS,
             lag_budget_ms=float(settings.LIVE_LAG_BUDGET_MS),
             expected_percent=float(settings.LIVE_TARGET_EXPECTED_PERCENT),
-            injection_expected_s=float(settings.LIVE_INJECTION_EXPECTED_S),
+            injection_expected_s=self.planned_s,
             stream_started_at=(s.header or {}).get("started_at"),
             next_frame=self.frames_processed,
         )
@@ -376,7 +379,7 @@ class LiveWorker:
                         frame,
                         whole_ng=self.injected_ng,
                         frame_duration_s=self.session.frame_duration_s,
-                        expected_s=float(settings.LIVE_INJECTION_EXPECTED_S),
+                        expected_s=self.planned_s,
                     )
                     target_ng = sum(r["iron_ng"] or 0.0 for r in rois.values() if r["kind"] == "target")
                     event = {

@@ -92,6 +92,20 @@ def injection_mark_frames(injected: np.ndarray | list[float]) -> tuple[int, int]
     return start, stop
 
 
+def truth_mark_frames(truth: dict) -> tuple[int, int]:
+    """The simulated injection's (start, stop) stream frames from its ``truth.json`` (an older
+    one without them: from its injected-iron series, ``injection_mark_frames``)."""
+    if "injection_start_frame" in truth and "injection_stop_frame" in truth:
+        return int(truth["injection_start_frame"]), int(truth["injection_stop_frame"])
+    return injection_mark_frames(truth["injected_ng"])
+
+
+def injection_duration_s(truth: dict) -> float:
+    """The simulated injection's duration (s): its frames from start to stop x the frame duration."""
+    start, stop = truth_mark_frames(truth)
+    return (stop - start) * float(truth["frame_duration_s"])
+
+
 def simulate_injection_stream(
     output_dir: str | os.PathLike,
     *,

@@ -497,6 +497,10 @@ class Injection(models.Model):
     administered_at = models.DateTimeField()
     administered_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     verified_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # The planned duration of the administration (an infusion over 10 min, an intramyocardial
+    # injection of 30 s; 0 = a bolus). None: not given, the platform default
+    # (settings.LIVE_INJECTION_EXPECTED_S) applies: live.dose.planned_duration says which.
+    planned_duration_s = models.DecimalField(max_digits=9, decimal_places=3, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -504,6 +508,10 @@ class Injection(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(administered_cells__gt=0), name="injection_cells_positive"),
             models.CheckConstraint(condition=Q(volume_ml__gt=0), name="injection_volume_positive"),
+            models.CheckConstraint(
+                condition=Q(planned_duration_s__isnull=True) | Q(planned_duration_s__gte=0),
+                name="injection_planned_duration_not_negative",
+            ),
             models.CheckConstraint(condition=Q(route__in=InjectionRoute.values), name="injection_route_valid"),
             # Four eyes: the person who checks the dose is not the one who gives it.
             models.CheckConstraint(

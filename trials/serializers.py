@@ -199,11 +199,18 @@ class InjectionOutput(serializers.ModelSerializer):
             "administered_at",
             "administered_by",
             "verified_by",
+            "planned_duration_s",
             "created_at",
         ]
 
 
 # --------------------------------------------------------------------------- inputs
+
+PLANNED_DURATION_HELP = (
+    "The planned duration of the administration in seconds (an infusion over 10 min: 600; 0: a bolus); "
+    "null or absent: not given, the platform default applies. The live page's dose injected so far "
+    "assumes the whole dose at a constant rate over it. Not negative."
+)
 
 
 class ReasonInput(serializers.Serializer):
@@ -325,6 +332,9 @@ class InjectionRecordInput(serializers.Serializer):
         write_only=True,
         help_text="The verifier's own password (four eyes); a wrong one counts toward the verifier's lockout.",
     )
+    planned_duration_s = serializers.DecimalField(
+        max_digits=9, decimal_places=3, required=False, allow_null=True, default=None, help_text=PLANNED_DURATION_HELP
+    )
 
 
 # Corrections (PATCH on a detail route): every field optional, the reason required by
@@ -352,6 +362,9 @@ class InjectionCorrectInput(CorrectionInput):
     administered_at = serializers.DateTimeField(required=False)
     administered_by = ActiveUsernameField(required=False)
     verified_by = ActiveUsernameField(required=False)
+    planned_duration_s = serializers.DecimalField(
+        max_digits=9, decimal_places=3, required=False, allow_null=True, help_text=PLANNED_DURATION_HELP
+    )
     verifier_password = serializers.CharField(
         style={"input_type": "password"},
         trim_whitespace=False,

@@ -35,7 +35,7 @@ from imaging.models import Scanner
 from live.management.commands.load_demo_live import PROTOCOL, SCANNER_NAME, demo_injection, demo_live_dir
 from live.models import LiveSession
 from live.services.sessions import session_create
-from recon.live_simulate import injection_mark_frames
+from recon.live_simulate import truth_mark_frames
 from trials.models import Role, Trial
 
 DEMO_STREAMER = "imaging_a"
@@ -56,10 +56,7 @@ class DemoStream:
 def demo_marks(truth: dict) -> list[tuple[str, int]]:
     """The simulated injection's start and stop marks as (kind, frame) from its ``truth.json``
     (an older one without the frames: from its injected-iron series)."""
-    if "injection_start_frame" in truth and "injection_stop_frame" in truth:
-        start, stop = int(truth["injection_start_frame"]), int(truth["injection_stop_frame"])
-    else:
-        start, stop = injection_mark_frames(truth["injected_ng"])
+    start, stop = truth_mark_frames(truth)
     return [("injection_start", start), ("injection_stop", stop)]
 
 

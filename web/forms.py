@@ -383,6 +383,19 @@ class BatchReleaseForm(forms.Form):
     confirm = confirm_field("I confirm a rejection: it is final, and none of the batch's cells can be injected.")
 
 
+def planned_duration_field() -> forms.DecimalField:
+    """The injection's planned duration; its rule (not negative) is the service's."""
+    return forms.DecimalField(
+        label="Planned duration (s)",
+        max_digits=9,
+        decimal_places=3,
+        required=False,
+        widget=forms.NumberInput(attrs={"min": "0", "step": "any"}),
+        help_text="The planned duration of the administration in seconds: empty for the platform default, "
+        "0 for a bolus. The live page assumes the whole dose at a constant rate over it.",
+    )
+
+
 class InjectionForm(SiteTimesForm):
     """Four eyes: the verifier is chosen from the site's clinical staff and re-enters
     their own password at the bedside, so the record says who checked the dose."""
@@ -395,6 +408,7 @@ class InjectionForm(SiteTimesForm):
     administered_at = date_time_field("Administered at")
     administered_by = ModelChoice(queryset=None, empty_label=None, label="Administered by")
     verified_by = ModelChoice(queryset=None, label="Verified by (second person)")
+    planned_duration_s = planned_duration_field()
     verifier_password = forms.CharField(
         label="Verifier's password",
         widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
@@ -559,6 +573,7 @@ class InjectionCorrectForm(SiteTimesForm):
     administered_at = date_time_field("Administered at")
     administered_by = ModelChoice(queryset=None, empty_label=None, label="Administered by")
     verified_by = ModelChoice(queryset=None, empty_label=None, label="Verified by (second person)")
+    planned_duration_s = planned_duration_field()
     verifier_password = forms.CharField(
         label="New verifier's password",
         required=False,

@@ -21,7 +21,7 @@ from imaging import selectors as imaging_selectors
 from imaging.models import OFF_TARGET_KINDS, RegionOfInterest, RoiKind, Scan, SystemMatrix
 from imaging.services import scan_uploads
 from live.dose import MIN_FRACTION as DOSE_MIN_FRACTION
-from live.dose import dose_so_far
+from live.dose import dose_so_far, planned_duration_s
 from live.models import LiveAlert, LiveMark, LiveMetric, LiveSession
 from live.services import alerts, marks
 from recon.quantify import Grid, mask_from_record
@@ -211,7 +211,8 @@ def metric_series(session: LiveSession, *, max_points: int = RECORD_MAX_POINTS) 
     """The session's stored live metrics as curves: {"frame": [...], "t": [s from the first
     metric], "acquired_at": [...], "rois": {name: {"kind", "iron_ng": [...]}}, "target_percent",
     "off_target_percent", "dose_so_far_ng" (``live.dose``: the dose injected so far at each
-    drawn frame, from the session's marks; None where not known), "count" (stored rows),
+    drawn frame, from the session's marks and the injection's planned duration; None where
+    not known), "count" (stored rows),
     "step" (every step-th row drawn)}."""
     rows = list(
         LiveMetric.objects.filter(session=session)
@@ -238,7 +239,7 @@ def metric_series(session: LiveSession, *, max_points: int = RECORD_MAX_POINTS) 
     except RuleViolation:
         whole = None
     mark_rows = list(LiveMark.objects.filter(session=session).order_by("at", "id").values_list("kind", "frame"))
-    expected_s = float(settings.LIVE_INJECTION_EXPECTED_S)
+    expected_s = planned_duration_s(session.injection)
     so_far = [
         dose_so_far(mark_rows, r[0], whole_ng=whole, frame_duration_s=session.frame_duration_s, expected_s=expected_s)
         for r in drawn

@@ -26,6 +26,7 @@ from config.errors import RuleViolation
 from config.token_scopes import TokenScope
 from imaging import selectors as imaging_selectors
 from live.dose import MIN_FRACTION as DOSE_MIN_FRACTION
+from live.dose import planned_duration
 from live.models import LiveAlert, LiveMark, LiveSession
 from live.selectors import session_marks
 from live.services.marks import MARKABLE_STATUSES, allowed_kinds, injection_state
@@ -188,6 +189,7 @@ def _live_page(request, session: LiveSession, token: str | None = None):
     except RuleViolation:
         injected_ng = None
     started_at = (session.header or {}).get("started_at") if isinstance(session.header, dict) else None
+    planned = planned_duration(session.injection)
     config = {
         "session": session.pk,
         "status": session.status,
@@ -202,7 +204,8 @@ def _live_page(request, session: LiveSession, token: str | None = None):
         "lag_budget_ms": live_data.lag_budget_ms(),
         "stall_after_s": 3.0,
         "injected_ng": injected_ng,
-        "injection_expected_s": float(settings.LIVE_INJECTION_EXPECTED_S),
+        "injection_expected_s": planned.seconds,
+        "injection_expected_source": planned.source,
         "dose_min_fraction": DOSE_MIN_FRACTION,
         "started_at": started_at,
         "time_zone": session.subject.site.time_zone,
@@ -242,6 +245,7 @@ def _live_page(request, session: LiveSession, token: str | None = None):
         "threshold_percent": config["threshold_percent"],
         "injected_ng": injected_ng,
         "injection_expected_s": config["injection_expected_s"],
+        "planned": planned,
         "lag_budget_ms": config["lag_budget_ms"],
         "token": token,
         "bridge_command": bridge_command(request, session, token or TOKEN_PLACEHOLDER) if can_stream else None,

@@ -298,6 +298,7 @@ def injection_record(request, pk):
             administered_by=d["administered_by"],
             verified_by=d["verified_by"],
             verifier_password=d["verifier_password"],
+            planned_duration_s=d["planned_duration_s"],
         )
 
     if request.method == "POST" and (injection := _submit(form, record)):
@@ -1002,6 +1003,7 @@ def injection_correct(request, pk):
         "administered_at",
         "administered_by",
         "verified_by",
+        "planned_duration_s",
     ]
     current = _initial(injection, names)
     form = forms.InjectionCorrectForm(

@@ -16,8 +16,9 @@ Order, so that a record reads as one injection:
 - nothing after the stop (``injection_stopped``).
 
 What the marks do to "% of the dose injected so far": they say when the injection ran;
-with the planned duration (``settings.LIVE_INJECTION_EXPECTED_S``, a constant rate
-assumed) they give the dose injected so far at each frame (``live.dose``). The live
+with the planned duration (``live.dose.planned_duration``: the injection's own
+``planned_duration_s``, else the platform default ``settings.LIVE_INJECTION_EXPECTED_S``; a
+constant rate assumed) they give the dose injected so far at each frame (``live.dose``). The live
 figure ``target_percent_of_injected`` stays a percent of the whole dose (``"dose_basis":
 "whole dose"``); the metrics event carries the dose so far and
 ``target_percent_of_dose_so_far`` beside it. The marks are drawn on the curves so a reader

@@ -144,6 +144,8 @@ def test_percent_of_the_dose_so_far_and_the_screens_during_the_stream_and_at_the
         _wait(page, "() => /dose injected so far/.test(document.getElementById('label-target').textContent)", 30)
         assert "% of the dose injected so far" in page.text_content("#curve-iron")
         assert re.search(r"injected so far [\d,.]+ ng Fe \(\d+ %\)", page.text_content("#dose-basis"))
+        # Which planned duration and where from: the injection's record gives none here.
+        assert "platform default 2.0 s at a constant rate" in page.text_content("#dose-basis")
         _wait(page, "() => !document.getElementById('alert-banner').hidden", 90)
         viewer.shot("live-1920-alert")
         _wait(

@@ -4,15 +4,18 @@ denominator of "% of the dose injected so far"; the worker publishes it with eac
 from __future__ import annotations
 
 import time
+from decimal import Decimal
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from django.utils import timezone
 
-from live.dose import BASIS_SO_FAR, BASIS_WHOLE, dose_so_far
+from live.dose import BASIS_SO_FAR, BASIS_WHOLE, FROM_DEFAULT, FROM_RECORD, dose_so_far, planned_duration
 from live.models import LiveMark, LiveSession
 from live.worker import LiveWorker
 from tests.live.conftest import FRAME_S, events_of, publish
+from trials.models import Injection
 
 D = 125_000.0
 
@@ -87,3 +90,47 @@ def test_the_worker_publishes_the_dose_so_far_with_each_frame(live, transport, e
     assert by_frame[29]["target_percent_of_dose_so_far"] == pytest.approx(200.0)
     assert by_frame[55]["injection_state"] == "paused"
     assert by_frame[55]["dose_so_far_ng"] == pytest.approx(0.3 * D)  # frames 10-39
+
+
+def test_the_planned_duration_is_the_injections_own_else_the_platform_default(settings):
+    settings.LIVE_INJECTION_EXPECTED_S = 600.0
+    own = planned_duration(SimpleNamespace(planned_duration_s=Decimal("17.234")))
+    assert (own.seconds, own.source, own.from_record) == (pytest.approx(17.234), FROM_RECORD, True)
+    bolus = planned_duration(SimpleNamespace(planned_duration_s=Decimal("0")))
+    assert (bolus.seconds, bolus.source) == (0.0, FROM_RECORD)  # 0 is a bolus, not "not given"
+    default = planned_duration(SimpleNamespace(planned_duration_s=None))
+    assert (default.seconds, default.source, default.from_record) == (600.0, FROM_DEFAULT, False)
+
+
+def _run_with_start_at_frame_10(live, transport, engines, imaging_a):
+    LiveMark.objects.create(
+        session=live.session, kind="injection_start", frame=10, at=timezone.now(), created_by=imaging_a
+    )
+    publish(transport, live.session, 0, np.tile([50_000.0, 5.0, 25_000.0], (40, 1)), t0=time.time() - 2.0)
+    LiveSession.objects.filter(pk=live.session.pk).update(status="ended")
+    transport.publish_control(live.session.pk, "end", {"scan": None})
+    LiveWorker(live.session.pk, transport, engine_factory=engines.factory).run()
+    return {m["frame"]: m for m in events_of(transport, live.session, "metrics")}
+
+
+def test_the_injections_planned_duration_overrides_the_platform_default(live, transport, engines, imaging_a, settings):
+    settings.LIVE_INJECTION_EXPECTED_S = 100 * FRAME_S  # the default: 100 frames; not this injection's
+    Injection.objects.filter(pk=live.injection.pk).update(planned_duration_s=Decimal(str(round(50 * FRAME_S, 3))))
+
+    by_frame = _run_with_start_at_frame_10(live, transport, engines, imaging_a)
+
+    # frames 10-29 ran: 20 of the record's 50 frames, 40 % of the dose (the default would say 20 %)
+    assert by_frame[29]["dose_so_far_ng"] == pytest.approx(0.4 * D, rel=1e-3)
+    assert by_frame[29]["target_percent_of_dose_so_far"] == pytest.approx(100.0, rel=1e-3)
+    assert by_frame[39]["dose_so_far_ng"] == pytest.approx(0.6 * D, rel=1e-3)
+
+
+def test_without_a_planned_duration_on_the_record_the_platform_default_applies(
+    live, transport, engines, imaging_a, settings
+):
+    settings.LIVE_INJECTION_EXPECTED_S = 100 * FRAME_S
+    assert Injection.objects.get(pk=live.injection.pk).planned_duration_s is None
+
+    by_frame = _run_with_start_at_frame_10(live, transport, engines, imaging_a)
+
+    assert by_frame[29]["dose_so_far_ng"] == pytest.approx(0.2 * D)

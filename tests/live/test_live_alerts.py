@@ -5,6 +5,7 @@ a transient, or off-target iron below its detection limit raises none."""
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from audit.models import AuditEvent
 from live.models import LiveAlert
 from live.worker import LiveWorker
 from tests.live.conftest import FRAME_S, events_of, publish
+from trials.models import Injection
 
 BLOCK = 9  # frames per block (~0.2 s)
 ALERT_FIELDS = {
@@ -113,6 +115,23 @@ def test_target_low_at_the_end_only(live, transport, engines):
 
 def test_target_low_during_the_stream_once_the_injection_should_be_complete(live, transport, engines, settings):
     settings.LIVE_INJECTION_EXPECTED_S = 0.0
+    stream(live, transport, engines, [[30_000.0, 0.0, 0.0]] * 5, end=False)
+    alert = LiveAlert.objects.get(session=live.session, kind="target_low")
+    assert alert.frame == 3 * BLOCK - 1
+
+
+def test_target_low_waits_for_the_injections_own_planned_duration(live, transport, engines, settings):
+    """The injection's record gives the planned duration: the platform default (0 here: due at
+    once) does not apply, so nothing is checked during a stream shorter than the plan."""
+    settings.LIVE_INJECTION_EXPECTED_S = 0.0
+    Injection.objects.filter(pk=live.injection.pk).update(planned_duration_s=Decimal("600"))
+    stream(live, transport, engines, [[30_000.0, 0.0, 0.0]] * 5, end=False)
+    assert not LiveAlert.objects.filter(session=live.session, kind="target_low").exists()
+
+
+def test_target_low_is_checked_at_once_after_a_bolus_whatever_the_default(live, transport, engines, settings):
+    settings.LIVE_INJECTION_EXPECTED_S = 600.0
+    Injection.objects.filter(pk=live.injection.pk).update(planned_duration_s=Decimal("0"))
     stream(live, transport, engines, [[30_000.0, 0.0, 0.0]] * 5, end=False)
     alert = LiveAlert.objects.get(session=live.session, kind="target_low")
     assert alert.frame == 3 * BLOCK - 1

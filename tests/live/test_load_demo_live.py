@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import h5py
@@ -13,9 +14,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from audit.actions import AuditAction
+from audit.models import AuditEvent
 from imaging import selectors
 from imaging.models import RegionOfInterest, Scanner, SystemMatrix
-from live.management.commands.load_demo_live import SCANNER_NAME, num_averages
+from live.dose import MIN_FRACTION, dose_so_far, planned_duration
+from live.management.commands.load_demo_live import PLANNED_DURATION_REASON, SCANNER_NAME, num_averages
 from trials.models import Injection
 
 
@@ -55,6 +59,46 @@ def test_it_prepares_a_stream_the_demo_injection_can_take_and_is_idempotent(db, 
         and SystemMatrix.objects.filter(scanner=scanner).count() == 1
     )
     assert RegionOfInterest.objects.filter(subject=injection.subject).count() == 4
+
+
+def test_the_demo_injection_is_planned_over_the_simulated_injections_duration(db, settings, tmp_path):
+    settings.VAR_DIR = tmp_path / "var"
+    settings.LIVE_INJECTION_EXPECTED_S = 600.0
+    call_command("load_demo", stdout=io.StringIO())
+    demo = _load(tmp_path)
+
+    truth = json.loads(Path(demo["truth"]).read_text())
+    start, stop = truth["injection_start_frame"], truth["injection_stop_frame"]
+    simulated = (stop - start) * truth["frame_duration_s"]  # 20 frames of 40 at about 21.5 ms
+    injection = Injection.objects.get(pk=demo["injection"])
+    assert float(injection.planned_duration_s) == pytest.approx(simulated, abs=5e-4)
+    assert demo["planned_duration_s"] == pytest.approx(simulated, abs=5e-4)
+    assert planned_duration(injection).from_record
+    # Recorded through the correction service: audited with the old and new value and its reason.
+    event = AuditEvent.objects.get(action=AuditAction.INJECTION_UPDATED, object_id=str(injection.pk))
+    assert event.changes == {"planned_duration_s": [None, str(injection.planned_duration_s)]}
+    assert event.reason == PLANNED_DURATION_REASON
+    assert event.actor.username == "coordinator_a"
+
+    # In the demo stream, with its start and stop marks, the percent of the dose so far shows
+    # once 5 % of the dose is in (with the 600 s default it would not before the stop mark).
+    marks = [("injection_start", start), ("injection_stop", stop)]
+    whole = selectors.injected_iron_ng(injection)
+
+    def percent_at(frame, expected_s):
+        so_far = dose_so_far(
+            marks, frame, whole_ng=whole, frame_duration_s=truth["frame_duration_s"], expected_s=expected_s
+        )
+        return so_far.percent(whole * 0.01)
+
+    shown = [f for f in range(start, stop) if percent_at(f, planned_duration(injection).seconds) is not None]
+    assert shown and shown[0] - start + 1 == pytest.approx(MIN_FRACTION * (stop - start), abs=1)
+    assert all(percent_at(f, 600.0) is None for f in range(start, stop))
+
+    _load(tmp_path)  # again: the record already has it, nothing more written
+    assert AuditEvent.objects.filter(action=AuditAction.INJECTION_UPDATED).count() == 1
+    injection.refresh_from_db()
+    assert injection.planned_duration_s == Decimal(str(demo["planned_duration_s"])).quantize(Decimal("0.001"))
 
 
 def test_it_refuses_without_the_demo_trial(db, tmp_path):

@@ -121,6 +121,7 @@ def test_it_keeps_chain_of_identity_ids_unique(site_a):
     [
         {"administered_cells": 0},
         {"volume_ml": Decimal("0")},
+        {"planned_duration_s": Decimal("-1")},
         {"route": "oral"},
         "same_verifier",
     ],

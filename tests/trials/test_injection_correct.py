@@ -78,6 +78,30 @@ def test_it_corrects_who_gave_and_who_verified(injection, coordinator_a, investi
     }
 
 
+def test_it_corrects_the_planned_duration_with_old_and_new_values(injection, coordinator_a):
+    start = head_sequence()
+    _correct(coordinator_a, injection, planned_duration_s=Decimal("30"), reason="planned duration left out of the CRF")
+
+    injection.refresh_from_db()
+    assert injection.planned_duration_s == Decimal("30.000")
+    event = one_event_since(start)
+    assert event.action == AuditAction.INJECTION_UPDATED
+    assert event.changes == {"planned_duration_s": [None, "30.000"]}
+
+    start = head_sequence()
+    _correct(coordinator_a, injection, planned_duration_s=None, reason="no planned duration in the protocol")
+    injection.refresh_from_db()
+    assert injection.planned_duration_s is None  # back to the platform default
+    assert one_event_since(start).changes == {"planned_duration_s": ["30.000", None]}
+
+
+def test_it_refuses_a_negative_planned_duration(injection, coordinator_a, nothing_written):
+    error = _refused(
+        "planned_duration_s_negative", nothing_written, coordinator_a, injection, planned_duration_s=Decimal("-1")
+    )
+    assert (error.field, status_for(error.code)) == ("planned_duration_s", 400)
+
+
 @pytest.mark.parametrize("reason", ["", "  ", None])
 def test_it_requires_a_reason(injection, coordinator_a, nothing_written, reason):
     _refused("reason_required", nothing_written, coordinator_a, injection, reason=reason, volume_ml=Decimal("3"))
@@ -236,6 +260,28 @@ def test_it_corrects_through_the_api(api, injection, coordinator_a, investigator
         "coordinator_a",
         "investigator_a",
     )
+
+
+def test_it_corrects_the_planned_duration_through_the_api(api, injection, coordinator_a):
+    start = head_sequence()
+    response = api(coordinator_a).patch(
+        _url(injection), {"planned_duration_s": "600", "reason": "infusion over 10 min per protocol"}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["planned_duration_s"] == "600.000"
+    assert one_event_since(start).changes == {"planned_duration_s": [None, "600.000"]}
+
+
+def test_the_api_refuses_a_negative_planned_duration_and_writes_nothing(api, injection, coordinator_a, nothing_written):
+    with nothing_written():
+        response = api(coordinator_a).patch(
+            _url(injection), {"planned_duration_s": -5, "reason": "typo on the CRF, source checked"}, format="json"
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "planned_duration_s_negative"
+    assert list(response.json()["error"]["fields"]) == ["planned_duration_s"]
+    injection.refresh_from_db()
+    assert injection.planned_duration_s is None
 
 
 def test_it_answers_a_broken_rule_in_the_one_error_shape(api, injection, coordinator_a, nothing_written):

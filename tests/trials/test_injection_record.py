@@ -22,8 +22,9 @@ from trials.services.consent import consent_withdraw
 from trials.services.injections import injection_record
 
 
-def _inject(actor, subject, batch, *, by, verifier, cells=10_000_000, at=None):
+def _inject(actor, subject, batch, *, by, verifier, cells=10_000_000, at=None, **extra):
     return injection_record(
+        **extra,
         actor=actor,
         subject=subject,
         batch=batch,
@@ -59,6 +60,81 @@ def test_it_records_an_injection_with_one_audit_event(ready, coordinator_a, inve
     assert event.object_id == str(injection.pk)
     assert event.changes["administered_cells"] == [None, 10_000_000]
     assert event.changes["administered_by_id"] == [None, investigator_a.pk]
+
+
+def test_it_records_the_planned_duration_of_the_administration(ready, coordinator_a, investigator_a):
+    subject, _, batch = ready
+    injection = _inject(
+        coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a, planned_duration_s=Decimal("600")
+    )
+
+    assert Injection.objects.get(pk=injection.pk).planned_duration_s == Decimal("600.000")
+    assert last_event().changes["planned_duration_s"] == [None, "600.000"]
+
+
+@pytest.mark.parametrize("given", [None, Decimal("0")], ids=["not given", "bolus"])
+def test_a_planned_duration_is_optional_and_zero_is_a_bolus(ready, coordinator_a, investigator_a, given):
+    subject, _, batch = ready
+    injection = _inject(
+        coordinator_a, subject, batch, by=investigator_a, verifier=coordinator_a, planned_duration_s=given
+    )
+    assert Injection.objects.get(pk=injection.pk).planned_duration_s == given
+
+
+def test_it_refuses_a_negative_planned_duration(ready, coordinator_a, investigator_a, nothing_written):
+    subject, _, batch = ready
+    error = _refused(
+        "planned_duration_s_negative",
+        nothing_written,
+        coordinator_a,
+        subject,
+        batch,
+        by=investigator_a,
+        verifier=coordinator_a,
+        planned_duration_s=Decimal("-30"),
+    )
+    assert (error.field, status_for(error.code)) == ("planned_duration_s", 400)
+    assert "negative" in error.message
+
+
+def _api_body(subject, batch, **extra):
+    return {
+        "subject": subject.pk,
+        "batch": batch.pk,
+        "administered_cells": 25_000_000,
+        "volume_ml": "2.0",
+        "route": "intravenous",
+        "anatomical_target": "peripheral vein, left arm",
+        "administered_at": f.days_ago(1).isoformat(),
+        "administered_by": "investigator_a",
+        "verified_by": "coordinator_a",
+        "verifier_password": f.PASSWORD,
+        **extra,
+    }
+
+
+def test_it_records_the_planned_duration_through_the_api(api, ready, coordinator_a):
+    subject, _, batch = ready
+    response = api(coordinator_a).post(
+        "/api/v1/injections/", _api_body(subject, batch, planned_duration_s=600), format="json"
+    )
+    assert response.status_code == 201, response.json()
+    assert response.json()["planned_duration_s"] == "600.000"
+    assert Injection.objects.get().planned_duration_s == Decimal("600.000")
+    without = api(coordinator_a).post("/api/v1/injections/", _api_body(subject, batch), format="json")
+    assert without.status_code == 201 and without.json()["planned_duration_s"] is None
+
+
+def test_the_api_refuses_a_negative_planned_duration_and_writes_nothing(api, ready, coordinator_a, nothing_written):
+    subject, _, batch = ready
+    with nothing_written():
+        response = api(coordinator_a).post(
+            "/api/v1/injections/", _api_body(subject, batch, planned_duration_s="-1"), format="json"
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "planned_duration_s_negative"
+    assert list(error["fields"]) == ["planned_duration_s"]
 
 
 def test_it_refuses_without_imaging_consent(ready, coordinator_a, investigator_a, nothing_written):

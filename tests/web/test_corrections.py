@@ -152,6 +152,33 @@ def test_it_sends_only_the_changed_fields_of_an_injection(browser_client, coordi
     assert event.action == AuditAction.INJECTION_UPDATED and set(event.changes) == {"volume_ml"}
 
 
+def test_it_corrects_the_planned_duration_of_an_injection(browser_client, coordinator_a, injection):
+    client = browser_client(coordinator_a)
+    data = _form_data(client.get(f"/injections/{injection.pk}/edit/"))
+    assert data["planned_duration_s"] == ""  # not given: the platform default
+    data.update(planned_duration_s="0", reason="a bolus per the protocol, not recorded")
+    response = client.post(f"/injections/{injection.pk}/edit/", data)
+    assert response.status_code == 302, response.context["form"].errors
+    injection.refresh_from_db()
+    assert injection.planned_duration_s == Decimal("0")
+    event = last_event()
+    assert event.action == AuditAction.INJECTION_UPDATED
+    assert event.changes == {"planned_duration_s": [None, "0.000"]}
+
+
+def test_it_refuses_a_negative_planned_duration_in_a_correction(
+    browser_client, coordinator_a, injection, nothing_written
+):
+    client = browser_client(coordinator_a)
+    data = _form_data(client.get(f"/injections/{injection.pk}/edit/"))
+    with nothing_written():
+        response = client.post(
+            f"/injections/{injection.pk}/edit/", {**data, "planned_duration_s": "-1", "reason": "typo on the CRF"}
+        )
+    assert response.status_code == 400
+    assert "cannot be negative" in response.context["form"].errors["planned_duration_s"][0]
+
+
 def test_it_says_so_when_a_correction_changes_nothing(browser_client, coordinator_a, injection, nothing_written):
     client = browser_client(coordinator_a)
     data = _form_data(client.get(f"/injections/{injection.pk}/edit/"))

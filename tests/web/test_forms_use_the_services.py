@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from decimal import Decimal
 
 from django.utils import timezone
 
@@ -86,6 +87,39 @@ def test_it_records_an_injection_verified_by_a_second_person(browser_client, coo
     assert response.status_code == 302
     injection = Injection.objects.get()
     assert (injection.administered_by, injection.verified_by) == (coordinator_a, investigator_a)
+
+
+def test_it_records_the_planned_duration_from_the_form(browser_client, coordinator_a, investigator_a, ready):
+    subject, _, batch = ready
+    client = browser_client(coordinator_a)
+    page = client.get(f"/subjects/{subject.pk}/injection/").content.decode()
+    assert "empty for the platform default, 0 for a bolus" in page
+    response = client.post(
+        f"/subjects/{subject.pk}/injection/",
+        {**_injection_form(batch, coordinator_a, investigator_a, f.PASSWORD), "planned_duration_s": "30"},
+    )
+    assert response.status_code == 302
+    injection = Injection.objects.get()
+    assert injection.planned_duration_s == Decimal("30.000")
+    event = AuditEvent.objects.get(action=AuditAction.INJECTION_RECORDED)
+    assert event.changes["planned_duration_s"] == [None, "30.000"]
+    assert "planned over 30 s" in client.get(f"/subjects/{subject.pk}/").content.decode()
+
+
+def test_it_refuses_a_negative_planned_duration_next_to_the_field(
+    browser_client, coordinator_a, investigator_a, ready, nothing_written
+):
+    subject, _, batch = ready
+    client = browser_client(coordinator_a)
+    with nothing_written():
+        response = client.post(
+            f"/subjects/{subject.pk}/injection/",
+            {**_injection_form(batch, coordinator_a, investigator_a, f.PASSWORD), "planned_duration_s": "-30"},
+        )
+    assert response.status_code == 400
+    assert response.context["form"].errors["planned_duration_s"] == [
+        "The planned duration of the administration (s) cannot be negative; got -30."
+    ]
 
 
 def test_it_refuses_the_injection_when_the_verifier_password_is_wrong(

@@ -71,6 +71,15 @@ def _positive(value, *, field: str, what: str) -> None:
         raise RuleViolation(f"{field}_not_positive", f"{what} must be greater than zero; got {value}.", field=field)
 
 
+def _not_negative(value, *, field: str, what: str) -> None:
+    """None passes (not given); a number must be finite and >= 0."""
+    if value is None:
+        return
+    number = Decimal(str(value))
+    if number.is_nan() or number < 0:
+        raise RuleViolation(f"{field}_negative", f"{what} cannot be negative; got {value}.", field=field)
+
+
 _IDS = {
     "id": "it is the record's identity.",
     "pk": "it is the record's identity.",

@@ -31,9 +31,18 @@ from trials.services._common import (
     _signed_visit_changed,
     _snapshot,
 )
-from trials.services._corrections import _IDS, _apply, _positive, _require_change, _require_correctable
+from trials.services._corrections import (
+    _IDS,
+    _apply,
+    _not_negative,
+    _positive,
+    _require_change,
+    _require_correctable,
+)
 from trials.services.consent import assert_scope_active
 from trials.services.lots import _check_lot_unexpired, _check_lot_usable, usable_lots
+
+PLANNED_DURATION = "The planned duration of the administration (s)"
 
 
 def _require_clinical_member(user, site: Site, field: str, who: str) -> None:
@@ -135,12 +144,16 @@ def injection_record(
     administered_by,
     verified_by,
     verifier_password: str,
+    planned_duration_s: Decimal | None = None,
 ) -> Injection:
     """Record an injection; ``verified_by`` confirms the dose with their own password
-    (four eyes), checked here so that every interface asks for it."""
+    (four eyes), checked here so that every interface asks for it. ``planned_duration_s``:
+    the planned duration of the administration in seconds (0: a bolus; None: not given,
+    the platform default applies, ``live.dose.planned_duration``)."""
     site = subject.site
     access.require_role(actor, site=site, roles=access.INJECTION_ROLES, action="record injections")
     _not_in_future(administered_at, "administered_at", "The administration time")
+    _not_negative(planned_duration_s, field="planned_duration_s", what=PLANNED_DURATION)
     _require_four_eyes(site, administered_by=administered_by, verified_by=verified_by)
     if subject.status != Subject.Status.ENROLLED:
         raise RuleViolation(
@@ -188,6 +201,7 @@ def injection_record(
             administered_at=administered_at,
             administered_by=administered_by,
             verified_by=verified_by,
+            planned_duration_s=planned_duration_s,
         )
         injection.full_clean()
         injection.save()
@@ -212,6 +226,7 @@ _INJECTION_CORRECTABLE = (
     "administered_at",
     "administered_by",
     "verified_by",
+    "planned_duration_s",
 )
 
 
@@ -263,6 +278,7 @@ def injection_correct(*, actor, injection: Injection, reason: str, verifier_pass
         _require_four_eyes(site, administered_by=injection.administered_by, verified_by=injection.verified_by)
         _positive(injection.administered_cells, field="administered_cells", what="The number of cells")
         _positive(injection.volume_ml, field="volume_ml", what="The volume")
+        _not_negative(injection.planned_duration_s, field="planned_duration_s", what=PLANNED_DURATION)
         _check_administered_after_labelling(batch, administered_at)
         if batch.nanoparticle_lot is not None:
             _check_lot_unexpired(batch.nanoparticle_lot, _local_date(administered_at, site), field="administered_at")

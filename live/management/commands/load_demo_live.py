@@ -4,16 +4,21 @@ injection stream to replay (``python manage.py demo_stream`` or ``python -m brid
 A simulated 2D stream (``recon.live_simulate``) of the demo subject's injection: the
 graft fills during the injection and part of the cells go to the lungs, enough to raise
 the off-target alert. The stream's dose is the injection's own iron (cells x pg Fe per
-cell), so the live percentages are of the real record. Idempotent and quick (a 12 x 12
-grid); the files live under ``VAR_DIR/demo-live/``.
+cell), so the live percentages are of the real record, and the injection's planned duration
+is the simulated injection's (its start to stop frames x the frame duration, about 17 s):
+set on the record through the correction service (audited, with its reason) when it differs,
+so "% of the dose injected so far" runs in the demo at the simulated rate. Idempotent and
+quick (a 12 x 12 grid); the files live under ``VAR_DIR/demo-live/``.
 """
 
 from __future__ import annotations
 
 import json as jsonlib
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import RuleViolation
@@ -24,7 +29,8 @@ from imaging.services.scan_uploads import assert_imaging_consent
 from imaging.services.scanners import scanner_register, system_matrix_register
 from recon import live_simulate
 from recon import simulate as sim
-from trials.models import Injection, Trial
+from trials.models import Injection, Role, Trial
+from trials.services.injections import injection_correct
 
 PROTOCOL = "MPI-CT-001"
 SCANNER_NAME = "Preclinical MPI, live stream (simulated)"
@@ -45,6 +51,41 @@ LUNG_FRACTION = 0.30  # above the trial's 20 % off-target threshold once the inj
 
 def demo_live_dir() -> Path:
     return Path(settings.VAR_DIR) / "demo-live"
+
+
+#: The reason of the correction that gives the demo injection the simulated duration.
+PLANNED_DURATION_REASON = (
+    "Planned duration of the demo's simulated injection: its start to stop frames x the frame duration (truth.json)"
+)
+
+
+def planned_duration_of(truth: dict) -> Decimal:
+    """The simulated injection's duration as the record holds it (s, to the millisecond)."""
+    return Decimal(f"{live_simulate.injection_duration_s(truth):.3f}")
+
+
+def give_planned_duration(injection: Injection, seconds: Decimal) -> bool:
+    """Give the demo injection the simulated injection's duration, through the correction
+    service as a coordinator of its site (audited, with its reason); nothing when it has it.
+    Whether the record changed."""
+    if injection.planned_duration_s is not None and Decimal(injection.planned_duration_s) == seconds:
+        return False
+    coordinator = (
+        get_user_model()
+        .objects.filter(
+            trial_memberships__site=injection.subject.site,
+            trial_memberships__role=Role.COORDINATOR,
+            trial_memberships__active=True,
+        )
+        .order_by("username")
+        .first()
+    )
+    if coordinator is None:
+        raise CommandError(f"Site {injection.subject.site.code} has no coordinator to record the planned duration.")
+    injection_correct(
+        actor=coordinator, injection=injection, reason=PLANNED_DURATION_REASON, planned_duration_s=seconds
+    )
+    return True
 
 
 def demo_injection(trial: Trial) -> Injection | None:
@@ -101,6 +142,8 @@ class Command(BaseCommand):
                 num_averages=num_averages(dims),
                 seed=2026,
             )
+        planned = planned_duration_of(jsonlib.loads(truth_path.read_text()))
+        give_planned_duration(injection, planned)
         scanner = self._scanner(injection, dims)
         lot = injection.batch.nanoparticle_lot
         if lot is None:
@@ -127,6 +170,7 @@ class Command(BaseCommand):
             "system_matrix": calibration.pk,
             "stream": str(folder / "stream.mdf"),
             "truth": str(truth_path),
+            "planned_duration_s": float(planned),
         }
         line = jsonlib.dumps(summary)
         self.stdout.write(line if json else f"Demo live injection ready: {line}")

@@ -262,7 +262,11 @@
       text += " · injected so far: not known" + (state === "not started" || !state ? " (no start mark yet)" : "");
     }
     if (state) { text += " · injection " + state; }
-    text += " · planned " + fmt(cfg.injection_expected_s, 0) + " s at a constant rate";
+    // Which planned duration and where it comes from (live.dose.planned_duration).
+    var fromRecord = cfg.injection_expected_source === "the injection's record";
+    text += " · " + (fromRecord ? "planned " : "platform default ") +
+      (cfg.injection_expected_s > 0 ? fmt(cfg.injection_expected_s, cfg.injection_expected_s < 100 ? 1 : 0) + " s at a constant rate" : "0 s (a bolus)") +
+      (fromRecord ? " (the injection's record)" : "");
     if (percent) { text += " · curves in % of the " + (soFar ? "dose injected so far" : "whole dose"); }
     node.textContent = text;
   }
