@@ -21,7 +21,7 @@ from imaging import selectors as imaging_selectors
 from imaging.models import OFF_TARGET_KINDS, RegionOfInterest, RoiKind, Scan, SystemMatrix
 from imaging.services import scan_uploads
 from live.dose import MIN_FRACTION as DOSE_MIN_FRACTION
-from live.dose import dose_so_far, planned_duration_s
+from live.dose import PlannedDuration, dose_so_far, planned_duration, planned_duration_s
 from live.models import LiveAlert, LiveMark, LiveMetric, LiveSession
 from live.services import alerts, marks
 from recon.quantify import Grid, mask_from_record
@@ -77,6 +77,7 @@ class StartContext:
     consents: list
     threshold_percent: float
     injected_ng: float | None
+    planned: PlannedDuration
 
 
 def calibrations_for(user, injection: Injection) -> list[SystemMatrix]:
@@ -117,6 +118,7 @@ def start_context(user, injection: Injection) -> StartContext:
         consents=list(consents_visible_to(user).filter(subject=subject).order_by("-signed_at")),
         threshold_percent=float(subject.trial.off_target_alert_percent),
         injected_ng=injected,
+        planned=planned_duration(injection),
     )
 
 

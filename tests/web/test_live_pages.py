@@ -23,6 +23,7 @@ from live.models import LiveAlert, LiveMark, LiveMetric, LiveSession
 from live.services.marks import mark_enter
 from tests import factories as f
 from tests.imaging import factories as fi
+from trials.models import Injection
 from web import live_data
 
 T0 = 1_764_000_000.0  # unix seconds of the first frame
@@ -162,6 +163,10 @@ def test_imaging_staff_see_the_start_form_with_calibrations_consent_and_threshol
     assert "12x12 live calibration" in html and "other tracer" not in html  # the tracer's calibrations only
     assert "in force" in html and "not in force" not in html
     assert "20 %" in html  # the trial's off-target threshold
+    assert "600 s at a constant rate (platform default)" in html  # no planned duration on the record
+    Injection.objects.filter(pk=live_site.injection.pk).update(planned_duration_s=45)
+    html = browser_client(imaging_a).get(f"/injections/{live_site.injection.pk}/live/").content.decode()
+    assert "45 s at a constant rate (the injection&#x27;s record)" in html
     subject_page = browser_client(imaging_a).get(f"/subjects/{live_site.subject.pk}/").content.decode()
     assert f"/injections/{live_site.injection.pk}/live/" in subject_page
 
@@ -237,6 +242,18 @@ def test_the_start_form_opens_a_session_and_leads_to_its_page(browser_client, im
         live_site.scanner,
     )
     assert session.created_by == imaging_a and session.status == "open"
+
+
+def test_the_page_says_whether_the_live_engine_is_ready(browser_client, imaging_a, live_site):
+    session = _session(live_site, imaging_a)
+    html = browser_client(imaging_a).get(f"/live/{session.pk}/").content.decode()
+    assert 'id="engine-state" data-state="preparing"' in html and "engine preparing" in html
+    LiveSession.objects.filter(pk=session.pk).update(engine_prepared_at=timezone.now())
+    html = browser_client(imaging_a).get(f"/live/{session.pk}/").content.decode()
+    assert 'data-state="ready"' in html and "engine ready" in html
+    LiveSession.objects.filter(pk=session.pk).update(status="ended")
+    html = browser_client(imaging_a).get(f"/live/{session.pk}/").content.decode()
+    assert 'id="engine-state"' not in html  # the record has no engine to wait for
 
 
 def test_the_start_form_refuses_another_tracers_calibration(browser_client, imaging_a, live_site):
