@@ -32,6 +32,7 @@ from compliance.tokens import scoped_token_issue, token_issue
 from config.errors import RuleViolation
 from config.token_scopes import TokenScope
 from imaging.models import Scanner
+from live import feed
 from live.management.commands.load_demo_live import PROTOCOL, SCANNER_NAME, demo_injection, demo_live_dir
 from live.models import LiveSession
 from live.services.sessions import session_create
@@ -89,6 +90,7 @@ def start_demo_stream(*, base_url: str, speed: float = 1.0, log_path: Path | Non
     if scanner is None:
         raise RuleViolation("demo_not_loaded", "The demo's streaming scanner is missing: run load_demo_live first.")
     session = session_create(actor=user, injection=injection, scanner=scanner)
+    feed.session_created(session.pk)
     issued = scoped_token_issue(
         actor=user,
         user=user,

@@ -25,6 +25,7 @@ from compliance import tokens
 from config.errors import RuleViolation
 from config.token_scopes import TokenScope
 from imaging import selectors as imaging_selectors
+from live import feed
 from live.dose import MIN_FRACTION as DOSE_MIN_FRACTION
 from live.dose import planned_duration
 from live.models import LiveAlert, LiveMark, LiveSession
@@ -127,6 +128,7 @@ def live_start(request, pk):
         except RuleViolation as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
+            feed.session_created(session.pk)  # its live engine is prepared while the scanner is set up
             messages.success(request, f"Live session #{session.pk} opened: start the scanner bridge.")
             return redirect("web:live", pk=session.pk)
     return render(

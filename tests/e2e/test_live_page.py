@@ -143,6 +143,10 @@ def test_the_live_page_from_start_to_record(
     key = staff.text_content("#bridge-token").strip()
     command = staff.text_content("#bridge-command").split()
     assert command[:4] == ["python", "-m", "bridge", "replay"] and command[command.index("--token") + 1] == key
+    # The live engine is prepared as the session opens; the page asks until it says so.
+    assert staff.get_attribute("#engine-state", "data-state") in ("preparing", "ready")
+    _wait(staff, "() => document.getElementById('engine-state').dataset.state === 'ready'", 60)
+    assert "engine ready" in staff.text_content("#engine-badge")
 
     # A clinician watches while the bridge streams.
     clinician = page_of(investigator_a)

@@ -19,6 +19,7 @@ import pytest
 from django.utils import timezone
 
 from imaging.models import RoiKind
+from live import feed
 from live.models import LiveAlert, LiveMark, LiveMetric, LiveSession
 from live.services.marks import mark_enter
 from tests import factories as f
@@ -230,7 +231,9 @@ def test_imaging_staff_get_a_scanner_token_once_in_the_command(browser_client, s
 # --------------------------------------------------------------------------- start
 
 
-def test_the_start_form_opens_a_session_and_leads_to_its_page(browser_client, imaging_a, live_site):
+def test_the_start_form_opens_a_session_and_leads_to_its_page(browser_client, imaging_a, live_site, monkeypatch):
+    prepared: list[int] = []
+    monkeypatch.setattr(feed, "ensure_prepared", prepared.append)
     response = browser_client(imaging_a).post(
         f"/injections/{live_site.injection.pk}/live/", {"system_matrix": live_site.calibration.pk, "scanner": ""}
     )
@@ -242,6 +245,7 @@ def test_the_start_form_opens_a_session_and_leads_to_its_page(browser_client, im
         live_site.scanner,
     )
     assert session.created_by == imaging_a and session.status == "open"
+    assert prepared == [session.pk]  # its live engine is prepared as it opens, as through the API
 
 
 def test_the_page_says_whether_the_live_engine_is_ready(browser_client, imaging_a, live_site):
