@@ -246,6 +246,7 @@ def tables(data: ReportData) -> dict[str, tuple[list[str], list[list]]]:
                 "anatomical_target",
                 "administered_cells",
                 "volume_ml",
+                "planned_duration_s",
                 "administered_at",
             ],
             [
@@ -257,6 +258,7 @@ def tables(data: ReportData) -> dict[str, tuple[list[str], list[list]]]:
                     i.anatomical_target,
                     i.administered_cells,
                     i.volume_ml,
+                    i.planned_duration_s,
                     i.administered_at,
                 ]
                 for i in data.injections
@@ -765,6 +767,7 @@ def build_sponsor_deidentified(data: ReportData) -> bytes:
             i.route,
             i.administered_cells,
             i.volume_ml,
+            i.planned_duration_s,
             day(i.subject_id, i.administered_at),
             i.batch.nanoparticle_lot.product if i.batch.nanoparticle_lot else "",
             i.batch.iron_per_cell_pg,
@@ -811,6 +814,7 @@ def build_sponsor_deidentified(data: ReportData) -> bytes:
                     "route",
                     "administered_cells",
                     "volume_ml",
+                    "planned_duration_s",
                     "administered_on_shifted",
                     "tracer",
                     "iron_per_cell_pg",

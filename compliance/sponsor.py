@@ -224,6 +224,7 @@ class InjectionOutput(serializers.Serializer):
     route = serializers.CharField()
     administered_cells = serializers.IntegerField()
     volume_ml = serializers.DecimalField(max_digits=8, decimal_places=3)
+    planned_duration_s = serializers.DecimalField(max_digits=9, decimal_places=3, allow_null=True)
     administered_on_shifted = _method(lambda k, i: k.day(i.subject, i.administered_at), serializers.DateField)
 
 

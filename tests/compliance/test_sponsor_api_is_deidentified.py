@@ -155,6 +155,8 @@ def test_it_gives_the_sponsor_the_export_s_pseudonyms_and_shifted_days(
     injection = client.get(reverse("injection-detail", args=[s.injection.pk])).json()
     assert injection["administered_on_shifted"] == exported_injection["administered_on_shifted"]
     assert injection["product_id"] == exported_injection["product_id"]
+    # The planned duration (the basis of the live "% of the dose so far") travels with both.
+    assert (injection["planned_duration_s"], exported_injection["planned_duration_s"]) == (None, "")
     batch = client.get(reverse("cell-batch-detail", args=[s.batch.pk])).json()
     assert (batch["product_id"], batch["donor_pseudonym"]) == (exported_injection["product_id"], pseudonym)
 
