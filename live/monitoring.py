@@ -24,10 +24,11 @@ limit / sqrt(foreground frames of the block)):
 - ``off_target_detected``: an off-target region's iron above its detection limit in
   ``sustain`` consecutive blocks;
 - ``target_low``: the target iron below ``expected_percent`` of the dose, checked only
-  once the injection should be complete (``injection_expected_s`` after the first frame: the
-  injection's planned duration, ``live.dose.planned_duration``,
-  over ``sustain`` consecutive blocks) and at the end of the stream (the mean of the last
-  ``sustain`` blocks' frames);
+  once the injection should be complete (over ``sustain`` consecutive blocks) and at the end
+  of the stream (the mean of the last ``sustain`` blocks' frames). Complete: with injection
+  marks, as the dose so far says (``live.dose``: the stop mark, or the planned duration of
+  running injection after the start mark, pauses excluded); without marks, the planned
+  duration (``injection_expected_s``, ``live.dose.planned_duration``) after the stream's start;
 - ``frame_gap``: consecutive frames whose acquisition times differ by more than 3 frame
   durations, or frames missing from the stream's sequence;
 - ``lag``: the live result later than ``lag_budget_ms`` after its frame was acquired, in
@@ -194,9 +195,13 @@ class AlertRules:
         iron: np.ndarray,
         lod: np.ndarray,
         lag_ms: float | None,
+        injection_complete: bool | None = None,
     ) -> list[AlertFinding]:
         """The findings after one block's foreground ``frames`` (indices, acquisition
-        times) with their region ``iron`` (n, R) and the per-frame detection limits (R,)."""
+        times) with their region ``iron`` (n, R) and the per-frame detection limits (R,).
+        ``injection_complete``: whether the marked injection is complete at the block's last
+        frame (``live.dose``: stopped, or run for its planned duration); None when nothing is
+        marked (then: the planned duration after the stream's start)."""
         found: list[AlertFinding] = []
         if lag_ms is not None and self._sustained("lag", lag_ms > self.lag_budget_ms) and frames.size:
             found.append(
@@ -247,7 +252,10 @@ class AlertRules:
                     f"{self.threshold_percent:g} % for {self.sustain} blocks up to frame {frame} (provisional, live).",
                 )
             )
-        due = self.stream_started_at is not None and at - self.stream_started_at >= self.injection_expected_s
+        if injection_complete is None:
+            due = self.stream_started_at is not None and at - self.stream_started_at >= self.injection_expected_s
+        else:
+            due = injection_complete
         low = self._target_low(frame, at, since="the injection should be complete") if due else None
         if self._sustained("target_low", low is not None) and low is not None:
             found.append(low)

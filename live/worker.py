@@ -357,6 +357,8 @@ class LiveWorker:
         rows: list[LiveMetric] = []
         foreground = np.flatnonzero(~background)
         iron = np.zeros((0, 0))
+        marks: list[tuple[str, int | None]] = []
+        so_far = None  # the dose so far at the block's last foreground frame
         if self.engine is not None:
             try:
                 result = self.engine.push(frames, background)
@@ -419,6 +421,10 @@ class LiveWorker:
                 iron=iron[foreground],
                 lod=np.asarray(self.engine.detection_limit_ng, dtype=np.float64),
                 lag_ms=self.lag_ms,
+                # With marks, complete as the dose so far of the block's last frame says.
+                injection_complete=(
+                    None if not marks or so_far is None else so_far.state == "stopped" or (so_far.fraction or 0) >= 1
+                ),
             )
             self._last_fg = (first + int(foreground[-1]), float(acquired[foreground[-1]]))
         elif self.engine is not None:

@@ -9,10 +9,11 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from django.utils import timezone
 
 from audit.actions import AuditAction
 from audit.models import AuditEvent
-from live.models import LiveAlert
+from live.models import LiveAlert, LiveMark
 from live.worker import LiveWorker
 from tests.live.conftest import FRAME_S, events_of, publish
 from trials.models import Injection
@@ -135,6 +136,42 @@ def test_target_low_is_checked_at_once_after_a_bolus_whatever_the_default(live, 
     stream(live, transport, engines, [[30_000.0, 0.0, 0.0]] * 5, end=False)
     alert = LiveAlert.objects.get(session=live.session, kind="target_low")
     assert alert.frame == 3 * BLOCK - 1
+
+
+def test_target_low_waits_until_the_injection_has_run_its_planned_time_from_its_start_mark(
+    live, transport, engines, settings, imaging_a
+):
+    """With marks, "should be complete" is the dose so far's: the planned time of running
+    injection after the start mark (the demo: started 4 s into the stream, planned 17 s), not
+    the planned time after the stream's first frame."""
+    settings.LIVE_INJECTION_EXPECTED_S = 4 * BLOCK * FRAME_S  # planned: 4 blocks of running injection
+    LiveMark.objects.create(
+        session=live.session, kind="injection_start", frame=2 * BLOCK, at=timezone.now(), created_by=imaging_a
+    )
+    stream(live, transport, engines, [[30_000.0, 0.0, 0.0]] * 10, end=False)
+    alert = LiveAlert.objects.get(session=live.session, kind="target_low")
+    # complete at the last frame of block 5 (frames 2B..6B-1 running); sustained over blocks 5, 6, 7
+    assert alert.frame == 8 * BLOCK - 1
+
+
+def test_target_low_is_not_checked_while_the_marked_injection_has_not_started(
+    live, transport, engines, settings, imaging_a
+):
+    settings.LIVE_INJECTION_EXPECTED_S = 0.0  # a bolus: due at once, but only from its start mark
+    LiveMark.objects.create(
+        session=live.session, kind="injection_start", frame=20 * BLOCK, at=timezone.now(), created_by=imaging_a
+    )
+    stream(live, transport, engines, [[30_000.0, 0.0, 0.0]] * 6, end=False)
+    assert not LiveAlert.objects.filter(session=live.session, kind="target_low").exists()
+
+
+def test_target_low_is_due_at_the_stop_mark(live, transport, engines, settings, imaging_a):
+    settings.LIVE_INJECTION_EXPECTED_S = 600.0  # planned far longer than the stream
+    for kind, frame in (("injection_start", 0), ("injection_stop", 2 * BLOCK)):
+        LiveMark.objects.create(session=live.session, kind=kind, frame=frame, at=timezone.now(), created_by=imaging_a)
+    stream(live, transport, engines, [[30_000.0, 0.0, 0.0]] * 6, end=False)
+    alert = LiveAlert.objects.get(session=live.session, kind="target_low")
+    assert alert.frame == 5 * BLOCK - 1  # blocks 2, 3, 4 after the stop
 
 
 def test_frame_gap_and_lag_are_technical_alerts(live, transport, engines, settings):
