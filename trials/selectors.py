@@ -75,6 +75,19 @@ def memberships_of(user) -> QuerySet[Membership]:
     return active_memberships(user).select_related("trial", "site")
 
 
+def first_site_member(site: Site, role: str):
+    """The first (by username) active user with ``role`` at ``site``, or None: who acts for
+    the site where a command acts on its behalf (the demo loaders, the demo stream)."""
+    from django.contrib.auth import get_user_model
+
+    return (
+        get_user_model()
+        .objects.filter(trial_memberships__site=site, trial_memberships__role=role, trial_memberships__active=True)
+        .order_by("username")
+        .first()
+    )
+
+
 def subjects_visible_to(user) -> QuerySet[Subject]:
     return Subject.objects.filter(Q(site_id__in=visible_site_ids(user)), sponsor_limited(user, "")).select_related(
         "site", "trial"

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from compliance.tokens import scoped_token_issue, token_issue
 from config.errors import RuleViolation
@@ -38,6 +37,7 @@ from live.models import LiveSession
 from live.services.sessions import session_create
 from recon.live_simulate import truth_mark_frames
 from trials.models import Role, Trial
+from trials.selectors import first_site_member
 
 DEMO_STREAMER = "imaging_a"
 #: The bridge's environment variable for the marks token (bridge.cli.MARKS_TOKEN_ENV).
@@ -74,16 +74,7 @@ def start_demo_stream(*, base_url: str, speed: float = 1.0, log_path: Path | Non
     stream = demo_live_dir() / "stream.mdf"
     if injection is None or not stream.exists():
         raise RuleViolation("demo_not_loaded", "The demo live injection is not loaded: run load_demo_live first.")
-    user = (
-        get_user_model()
-        .objects.filter(
-            trial_memberships__site=injection.subject.site,
-            trial_memberships__role=Role.IMAGING_STAFF,
-            trial_memberships__active=True,
-        )
-        .order_by("username")
-        .first()
-    )
+    user = first_site_member(injection.subject.site, Role.IMAGING_STAFF)
     if user is None:
         raise RuleViolation("demo_not_loaded", "The demo site has no imaging staff to stream.")
     scanner = Scanner.objects.filter(site=injection.subject.site, name=SCANNER_NAME).first()

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import RuleViolation
@@ -32,7 +31,8 @@ from imaging.services.scanners import simulated_scanner_register, system_matrix_
 from recon import phantoms
 from recon import simulate as sim
 from recon.physics import Particles
-from trials.models import Injection, Site, Trial
+from trials.models import Injection, Role, Site, Trial
+from trials.selectors import first_site_member
 
 PROTOCOL = "MPI-CT-001"
 GRID = (12, 12, 1)
@@ -128,15 +128,7 @@ class Command(BaseCommand):
 
     def _scans_for(self, injection, tmp, model, geometry, rng, background) -> int:
         subject = injection.subject
-        uploader = (
-            get_user_model()
-            .objects.filter(
-                trial_memberships__site=subject.site,
-                trial_memberships__role="imaging_staff",
-                trial_memberships__active=True,
-            )
-            .first()
-        )
+        uploader = first_site_member(subject.site, Role.IMAGING_STAFF)
         if uploader is None:
             return 0
         fov, center = geometry

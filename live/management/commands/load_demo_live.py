@@ -18,7 +18,6 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import RuleViolation
@@ -30,6 +29,7 @@ from imaging.services.scanners import scanner_register, system_matrix_register
 from recon import live_simulate
 from recon import simulate as sim
 from trials.models import Injection, Role, Trial
+from trials.selectors import first_site_member
 from trials.services.injections import injection_correct
 
 PROTOCOL = "MPI-CT-001"
@@ -70,16 +70,7 @@ def give_planned_duration(injection: Injection, seconds: Decimal) -> bool:
     Whether the record changed."""
     if injection.planned_duration_s is not None and Decimal(injection.planned_duration_s) == seconds:
         return False
-    coordinator = (
-        get_user_model()
-        .objects.filter(
-            trial_memberships__site=injection.subject.site,
-            trial_memberships__role=Role.COORDINATOR,
-            trial_memberships__active=True,
-        )
-        .order_by("username")
-        .first()
-    )
+    coordinator = first_site_member(injection.subject.site, Role.COORDINATOR)
     if coordinator is None:
         raise CommandError(f"Site {injection.subject.site.code} has no coordinator to record the planned duration.")
     injection_correct(
