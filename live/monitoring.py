@@ -17,7 +17,8 @@ Figures of a frame (the ``metrics`` event):
 
 Alert rules, evaluated per block of frames (one transport block, ~0.2 s of the stream),
 on the block's mean region iron against the detection limit of that mean (the per-frame
-limit / sqrt(foreground frames of the block)):
+noise limit / sqrt(foreground frames of the block), plus the spill-over bound of the other
+regions' mean iron, ``recon.live.detection_limits``: averaging lowers the noise, not the leak):
 - ``off_target_share``: the off-target share above the trial's threshold (the one the
   offline pipeline alerts on, ``Trial.off_target_alert_percent``) in ``sustain``
   consecutive blocks, never while no off-target region's iron is above its limit;
@@ -42,6 +43,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from recon.quantify import detection_limits
 
 OFF_TARGET_KINDS = frozenset({"lungs", "liver", "spleen", "other"})
 TARGET_KIND = "target"
@@ -123,6 +126,7 @@ class AlertRules:
     expected_percent: float = 50.0
     injection_expected_s: float = 600.0
     stream_started_at: float | None = None
+    spill: np.ndarray | None = None  # (R, R) the engine's spill-over bound (recon.live): None = none
     next_frame: int | None = None  # the frame expected next (a block starting later: frames missing)
     _runs: dict = field(default_factory=dict)
     _recent: deque = field(default_factory=deque)  # (sum of iron (R,), frames) of the last blocks
@@ -219,7 +223,8 @@ class AlertRules:
             return found
         n = frames.size
         mean = np.nanmean(iron, axis=0) if n else np.full(len(self.regions.names), np.nan)
-        lod_mean = np.asarray(lod, dtype=np.float64) / math.sqrt(n)
+        spill = self.spill if self.spill is not None else np.zeros((len(mean), len(mean)))
+        lod_mean = detection_limits(np.asarray(lod, dtype=np.float64), spill, mean, n)
         self._recent.append((np.nansum(iron, axis=0), n))
         frame, at = int(frames[-1]), float(acquired_at[-1])
         _, off_pct, detected = shares(self.regions, mean, lod_mean, self.injected_ng)

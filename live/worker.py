@@ -52,6 +52,7 @@ from live.models import LiveMark, LiveMetric, LiveSession
 from live.monitoring import DOSE_BASIS, AlertFinding, AlertRules, Regions, frame_metrics
 from live.services.alerts import alert_raise
 from live.transport import get_transport
+from recon.quantify import detection_limits
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +300,7 @@ class LiveWorker:
             expected_percent=float(settings.LIVE_TARGET_EXPECTED_PERCENT),
             injection_expected_s=self.planned_s,
             stream_started_at=(s.header or {}).get("started_at"),
+            spill=self.engine.spill if self.engine is not None else None,
             next_frame=self.frames_processed,
         )
 
@@ -373,7 +375,11 @@ class LiveWorker:
                 for j in foreground:
                     frame = first + int(j)
                     rois, target, off = frame_metrics(
-                        self.regions, iron[j], np.asarray(result.uncertainty_ng[j]), lod, self.injected_ng
+                        self.regions,
+                        iron[j],
+                        np.asarray(result.uncertainty_ng[j]),
+                        detection_limits(lod, self.engine.spill, iron[j]),
+                        self.injected_ng,
                     )
                     acquired_at, published_at = float(acquired[j]), self.clock()
                     so_far = dose_so_far(

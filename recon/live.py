@@ -26,8 +26,20 @@ its frames' projections.
 Noise: the per-frame standard deviation of each region's estimate, from the scatter
 of the stream's background frames in region space (≥ ``MIN_BACKGROUND_FOR_SCATTER``
 of them), else from the calibration's empty-bore frames scaled by
-√(calibration averages / stream averages). The detection limit per region is
+√(calibration averages / stream averages). The noise detection limit per region is
 ``recon.quantify.LOD_FACTOR`` (3.3) × that SD (ICH Q2(R2), as offline).
+
+Spill-over: the functionals invert the calibration's own model of each region exactly, but
+iron in the body never sits exactly as that model (sub-voxel position, shape), so part of a
+region's iron leaks into its neighbours' estimates. On the simulator's clean streams (no
+off-target iron) the leak into the lungs and liver was 0.2-0.7 % of the target iron in 2D
+and 1-2 % in 3D: tens of detection limits at a cell-tracking dose, so a noise-only limit
+"detects" off-target iron in every injection. ``spill`` (R, R) bounds it: ``spill[j, i]``
+is the largest leak into region i's estimate per ng in region j when region j's model is
+moved by half a voxel along each imaged axis (computed once with the functionals from the
+calibration's rows, :func:`_spill_bound`). A region is detected when its iron exceeds
+``detection_limits_ng``: the noise limit plus the spill-over bound of the other regions'
+current iron (the positive part).
 
 Everything here is provisional: the recording's offline reconstruction and
 quantification are authoritative.
@@ -55,6 +67,7 @@ from recon.quantify import (
     DEFAULT_CALIBRATION_REL_UNCERTAINTY,
     LOD_FACTOR,
     Grid,
+    detection_limits,
     region_weights,
     rois_for_quantification,
 )
@@ -319,8 +332,11 @@ class LiveEngine:
         ng_per_unit: float,
         fingerprint: str,
         notes: list[str],
+        spill: np.ndarray | None = None,
     ):
         self.layout = layout
+        r = len(region_names)
+        self.spill = np.zeros((r, r)) if spill is None else np.asarray(spill, dtype=np.float64)
         self.params = params
         # The operator serves images only (metrics use the functionals); from the cache it is
         # memory-mapped, so its pages are read on the first image, not at the start.
@@ -447,6 +463,7 @@ class LiveEngine:
             ng_per_unit=reg.ng_per_unit,
             fingerprint=fingerprint,
             notes=notes,
+            spill=reg.spill,
         )
 
     # ------------------------------------------------------------------ noise
@@ -460,8 +477,13 @@ class LiveEngine:
 
     @property
     def detection_limit_ng(self) -> np.ndarray:
-        """(R,) LOD per region for one frame: 3.3 × the per-frame noise SD (recon.quantify.LOD_FACTOR)."""
+        """(R,) noise LOD per region for one frame: 3.3 × the per-frame noise SD (recon.quantify.LOD_FACTOR)."""
         return LOD_FACTOR * self.noise_sd_ng
+
+    def detection_limits_ng(self, iron: np.ndarray, frames: int = 1) -> np.ndarray:
+        """Detection limits of ``iron`` (R,) or (n, R) (each the mean of ``frames`` frames): the
+        noise LOD plus the spill-over bound of the other regions' iron (:func:`detection_limits`)."""
+        return detection_limits(self.detection_limit_ng, self.spill, np.asarray(iron, dtype=np.float64), frames)
 
     # ------------------------------------------------------------------ frames
 
@@ -663,6 +685,7 @@ class PreparedRegions:
     functionals: np.ndarray
     calibration_sd: np.ndarray
     ng_per_unit: float
+    spill: np.ndarray  # (R, R): the bound on region i's estimate per ng in region j (spill[j, i]); 0 diagonal
 
 
 @dataclass(frozen=True)
@@ -911,11 +934,12 @@ def _prepare(calibration_path, roi_records, params: ReconParams, cache_dir, sha:
 
     grid = Grid(rows.size, rows.fov, rows.center)
     rois = rois_for_quantification(list(roi_records), grid) if roi_records is not None and regions is None else None
-    signals = bg_signal = None
+    signals = bg_signal = shifted = None
     if rois is not None:
         mat = rows_matrix(writeable=False)
         chi = np.stack([r.signal for r in rois])
         signals = np.ascontiguousarray((mat @ chi.T.astype(mat.dtype)).T)  # (R, 2M): each ROI's noise-free rows
+        shifted = _shifted_signals(mat, list(roi_records or []), grid)
         if rows.reference is not None:
             b = rows.reference * rows.weights
             bg_signal = _stack(np.stack([b, 1j * b])).astype(mat.dtype)
@@ -930,6 +954,7 @@ def _prepare(calibration_path, roi_records, params: ReconParams, cache_dir, sha:
         bg_columns = None if bg_signal is None else op.apply(bg_signal).astype(np.float64)
         w = region_weights(grid, rois, spread=spread, background_columns=bg_columns)  # (R, P) ng per mol/L
         functionals = op.region_functionals(w, scale=rows.delta).transposed.astype(np.float64)  # (2M, R)
+        spill = _spill_bound(shifted, functionals, len(rois))
         cal_sd = np.full(len(rois), np.nan)
         if rows.bg_rows is not None and rows.bg_rows.shape[-1] >= 2:
             centred = (rows.bg_rows - rows.bg_rows.mean(axis=-1, keepdims=True)) * rows.weights[:, None]
@@ -941,18 +966,20 @@ def _prepare(calibration_path, roi_records, params: ReconParams, cache_dir, sha:
             functionals=functionals,
             calibration_sd=cal_sd,
             ng_per_unit=rows.delta * voxel_l * IRON_MOLAR_MASS_G_PER_MOL * 1e9,
+            spill=spill,
         )
         if cache_dir is not None:
             live_cache.save_entry(
                 cache_dir,
                 f"live-regions-{rkey}",
-                {"functionals": functionals, "calibration_sd": cal_sd},
+                {"functionals": functionals, "calibration_sd": cal_sd, "spill": spill},
                 {"names": regions.names, "kinds": regions.kinds, "ng_per_unit": float(regions.ng_per_unit).hex()},
             )
     if regions is not None:
         notes.append(
             f"GTM region estimator with exact spread through the live operator ({rows.selection.num_rows} rows, "
-            f"budget {rows.max_rows}), scanner background fitted as two columns"
+            f"budget {rows.max_rows}), scanner background fitted as two columns; detection limits include the "
+            f"spill-over of a {SPILL_SHIFT_VOXELS:g}-voxel model shift"
         )
     return Prepared(
         selection=rows.selection,
@@ -969,6 +996,46 @@ def _prepare(calibration_path, roi_records, params: ReconParams, cache_dir, sha:
     )
 
 
+#: How far each region's model is moved to bound the spill-over (voxels, each imaged axis, both ways).
+SPILL_SHIFT_VOXELS = 0.5
+
+
+def _shifted_signals(mat: np.ndarray, records: list[dict], grid: Grid) -> np.ndarray:
+    """(S, R, 2M): each ROI's noise-free rows with every region's model moved by
+    ``SPILL_SHIFT_VOXELS`` along each imaged axis (axes of one voxel are not moved), S shifts."""
+    voxel = np.asarray(grid.fov_m, dtype=np.float64) / np.asarray(grid.size, dtype=np.float64)
+    out = []
+    for axis in (a for a in range(3) if grid.size[a] > 1):
+        for sign in (-1.0, 1.0):
+            moved = []
+            for record in records:
+                if "center_m" not in record:  # pragma: no cover - every live ROI shape has a centre
+                    moved.append(record)
+                    continue
+                centre = [float(c) for c in record["center_m"]]
+                centre[axis] += sign * SPILL_SHIFT_VOXELS * float(voxel[axis])
+                moved.append({**record, "center_m": centre})
+            chi = np.stack([r.signal for r in rois_for_quantification(moved, grid)])
+            out.append((mat @ chi.T.astype(mat.dtype)).T)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _spill_bound(shifted: np.ndarray | None, functionals: np.ndarray, regions: int) -> np.ndarray:
+    """(R, R) ``spill[j, i]``: the largest |estimate of region i| per ng estimated in region j
+    over the shifted models of region j (``_shifted_signals``); 0 on the diagonal."""
+    spill = np.zeros((regions, regions))
+    if shifted is None or shifted.size == 0:
+        return spill
+    for moved in shifted:  # (R, 2M): region j's moved model in row j
+        est = moved @ functionals  # (R true, R estimated)
+        own = np.abs(np.diag(est))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            leak = np.where(own[:, None] > 0, np.abs(est) / own[:, None], 0.0)
+        spill = np.maximum(spill, leak)
+    np.fill_diagonal(spill, 0.0)
+    return spill
+
+
 def _load_regions(cache_dir, rkey: str, num_rows: int) -> PreparedRegions | None:
     entry = live_cache.load_entry(cache_dir, f"live-regions-{rkey}")
     if entry is None:
@@ -976,9 +1043,10 @@ def _load_regions(cache_dir, rkey: str, num_rows: int) -> PreparedRegions | None
     arr, meta = entry
     try:
         names, kinds = [str(n) for n in meta["names"]], [str(k) for k in meta["kinds"]]
-        f, sd = arr["functionals"], arr["calibration_sd"]
-        if f.shape != (2 * num_rows, len(names)) or sd.shape != (len(names),) or len(kinds) != len(names):
+        f, sd, spill = arr["functionals"], arr["calibration_sd"], arr["spill"]
+        r = len(names)
+        if f.shape != (2 * num_rows, r) or sd.shape != (r,) or len(kinds) != r or spill.shape != (r, r):
             return None
-        return PreparedRegions(names, kinds, f, sd, float.fromhex(meta["ng_per_unit"]))
+        return PreparedRegions(names, kinds, f, sd, float.fromhex(meta["ng_per_unit"]), spill)
     except (KeyError, TypeError, ValueError):
         return None

@@ -974,6 +974,15 @@ def exact_spread(
     return full[: len(rois)], (full[len(rois) :] if stored.background_rows is not None else None)
 
 
+def detection_limits(noise_lod: np.ndarray, spill: np.ndarray, iron: np.ndarray, frames: int = 1) -> np.ndarray:
+    """Detection limits (ng) of ``iron`` (R,) or (n, R), each the mean of ``frames`` frames: the
+    noise limit / sqrt(frames) plus the spill-over bound of the other regions' iron (positive
+    part; ``spill[j, i]``: region i's leak per ng in region j, ``recon.live``). NaN where the
+    noise limit is NaN."""
+    positive = np.where(np.isfinite(iron), np.maximum(iron, 0.0), 0.0)
+    return np.asarray(noise_lod, dtype=np.float64) / math.sqrt(max(int(frames), 1)) + positive @ spill
+
+
 def rois_for_quantification(records: list[dict], grid: Grid) -> list[Roi]:
     """ROIs from geometry records as the estimator wants them: voxel fractions
     (partial volume), not grown masks."""

@@ -83,6 +83,7 @@ class FakeEngine:
         self.background_frames_seen = 0
         self.last: np.ndarray | None = None
         self.restored: dict | None = None
+        self.spill = np.zeros((len(records), len(records)))  # no spill-over between the fake's regions
 
     @property
     def detection_limit_ng(self) -> np.ndarray:

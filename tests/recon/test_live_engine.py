@@ -78,6 +78,29 @@ def lung3d(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="module")
+def clean2d_blocks(tmp_path_factory):
+    """A clean 2D injection long enough for ~30 alert blocks (the demo's kind of stream)."""
+    return _stream(
+        tmp_path_factory, "clean2dblocks", dims=2, num_frames=300, lung_fraction=0.0, liver_fraction=0.0, seed=11
+    )
+
+
+@pytest.fixture(scope="module")
+def clean3d(tmp_path_factory):
+    return _stream(
+        tmp_path_factory,
+        "clean3d",
+        dims=3,
+        grid=(12, 12, 12),
+        num_frames=120,
+        background_frames=(8, 4),
+        lung_fraction=0.0,
+        fine_factor=2,  # the simulator's forward model on a 2x finer grid: a coarser mismatch than its default 3
+        seed=11,
+    )
+
+
 def _engine(s, **kwargs):
     return LiveEngine.build(s["calibration"], s["layout"], s["roi_records"], **kwargs)
 
@@ -447,3 +470,51 @@ def test_truth_file_and_cli(tmp_path):
     assert {p.name for p in tmp_path.iterdir()} >= {"calibration.mdf", "stream.mdf", "rois.json", "truth.json"}
     final = np.asarray(truth["iron_ng"])[~np.asarray(truth["is_background"])][-1]
     assert final.sum() == pytest.approx(truth["dose_ng"])
+
+
+BLOCK = 9  # frames per alert block (~0.2 s at 46.4 frames/s), as live.monitoring averages them
+
+
+def _block_means(values: np.ndarray) -> np.ndarray:
+    n = len(values) // BLOCK * BLOCK
+    return values[:n].reshape(-1, BLOCK, values.shape[1]).mean(axis=1)
+
+
+@pytest.mark.parametrize("name", ["clean2d_blocks", "clean3d"])
+def test_spill_over_from_the_target_is_not_detected_as_off_target_iron(name, request):
+    """A clean injection: the lungs and liver get no iron, but the model mismatch (the
+    simulator's sub-voxel forward model is not the calibration's) leaks part of the heart's
+    iron into their estimates: 0.2-0.7 % in 2D, above the noise limit of a block mean in a
+    sixth of the blocks (the demo's false "off-target iron detected" 5 s into its injection);
+    1-2 % in 3D, there below zero. With the spill-over bound nothing is detected, per frame
+    or per block, and the heart always is."""
+    s = request.getfixturevalue(name)
+    eng = _engine(s)
+    res = eng.push(s["data"], s["bg"])
+    off = [j for j, k in enumerate(eng.region_kinds) if k != "target"]
+    target = [j for j, k in enumerate(eng.region_kinds) if k == "target"]
+    iron = res.iron_ng[~s["bg"]]
+    blocks = _block_means(iron)
+    noise_only = blocks[:, off] > (eng.detection_limit_ng / np.sqrt(BLOCK))[off]
+    if name == "clean2d_blocks":
+        assert noise_only.any(axis=1).mean() > 0.1  # the leak the spill-over bound is for
+    assert not (blocks[:, off] > eng.detection_limits_ng(blocks, BLOCK)[:, off]).any()
+    assert not (iron[:, off] > eng.detection_limits_ng(iron)[:, off]).any()
+    lit = iron[:, target[0]] > 0.1 * iron[:, target[0]].max()
+    assert (iron[lit][:, target] > eng.detection_limits_ng(iron[lit])[:, target]).all()  # the heart is detected
+    # The bound: each off-target region's leak per ng of heart, under a few percent.
+    assert np.all((eng.spill[target[0], off] > 0.001) & (eng.spill[target[0], off] < 0.05)), eng.spill
+    assert np.all(np.diag(eng.spill) == 0)
+
+
+def test_lung_iron_is_detected_once_above_the_spill_over_of_the_heart(lung3d):
+    eng = _engine(lung3d)
+    res = eng.push(lung3d["data"], lung3d["bg"])
+    fg = ~lung3d["bg"]
+    iron, truth = res.iron_ng[fg], lung3d["truth_array"][fg]
+    limits = eng.detection_limits_ng(iron)
+    lungs = [j for j, k in enumerate(eng.region_kinds) if k == "lungs"]
+    clear = truth[:, lungs[0]] > 2 * limits[:, lungs[0]]  # well above noise and spill-over
+    assert clear.sum() >= 5
+    assert (iron[clear][:, lungs] > limits[clear][:, lungs]).all()
+    assert not (iron[truth[:, lungs[0]] == 0][:, lungs] > limits[truth[:, lungs[0]] == 0][:, lungs]).any()
