@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=DEFAULT_MAX_MESSAGE_BYTES / 2**20,
             help="frame bytes per message (16)",
         )
+        p.add_argument(
+            "--spectra",
+            action="store_true",
+            help="send the selected spectra the session asks for (its frequency_selection: the rfft of each "
+            "period at those bins, complex64) instead of the time-domain samples: far fewer bytes",
+        )
 
     replay = sub.add_parser("replay", help="replay a recorded MDF measurement at the acquisition rate x speed")
     replay.add_argument("measurement", help="MDF v2 measurement file (time domain)")
@@ -160,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         poll_s=getattr(args, "poll_ms", 50.0) / 1000.0,
         state_path=args.state,
         marks=marks,
+        spectra=args.spectra,
     )
     with source:
         try:
@@ -217,6 +224,8 @@ def _failed_summary(streamer: Streamer, exc: Exception, *, code: str | None) -> 
                 "session": streamer.session_id,
                 "scan": None,
                 "retries": streamer.client.backoff.retries,
+                "payload": streamer.payload,
+                "bytes_sent": streamer.client.bytes_sent,
                 "error": {"code": code, "message": str(exc)},
             }
         ),

@@ -6,7 +6,10 @@ A frames message is one line of JSON, a newline, then the raw frame bytes::
     {"first_frame": 120, "count": 3, "acquired_at": [...], "background": [...]}\\n<bytes>
 
 The bytes are ``count`` frames of J x C x V samples of the stream's dtype, little-endian,
-C order (the MDF time-domain layout N x J x C x V). The server implements its own decoder
+C order (the MDF time-domain layout N x J x C x V); for a spectra stream (header
+``payload`` "spectra") J x C x K_sel complex64 values: the unnormalised rfft of each
+period's raw samples at the header's ``frequency_selection`` (1-based bins, see
+:func:`select_spectra`). The server implements its own decoder
 (it imports nothing from this package); :func:`decode_frames_message` here is the
 reference the write-up and the tests use.
 """
@@ -28,6 +31,11 @@ MAX_FRAMES_PER_MESSAGE = 512
 MAX_BODY_BYTES = 64 * 1024 * 1024
 #: Sample types a stream may carry (little-endian on the wire).
 WIRE_DTYPES = ("int16", "int32", "float32", "float64")
+#: The type of a spectra stream's values (payload "spectra").
+SPECTRA_DTYPE = "complex64"
+PAYLOADS = ("samples", "spectra")
+#: Frequencies a spectra stream's header may list.
+MAX_SELECTED_FREQUENCIES = 2**16
 #: MDF groups whose fields the stream header may carry.
 FIELD_PREFIXES = ("/study/", "/experiment/", "/scanner/", "/acquisition/", "/tracer/")
 MAX_FIELDS = 200
@@ -57,7 +65,7 @@ class ProtocolError(ValueError):
 @dataclass(frozen=True)
 class FramesMessage:
     first_frame: int
-    frames: np.ndarray  # (count, J, C, V) of the stream dtype
+    frames: np.ndarray  # (count, J, C, V) of the stream dtype; (count, J, C, K_sel) for spectra
     acquired_at: list[float]
     background: list[bool]
 
@@ -67,10 +75,44 @@ class FramesMessage:
 
 
 def wire_dtype(dtype: str) -> np.dtype:
-    """The little-endian numpy dtype of a wire dtype name."""
-    if dtype not in WIRE_DTYPES:
-        raise ProtocolError("bad_stream_header", f"dtype must be one of {', '.join(WIRE_DTYPES)}, got {dtype!r}")
+    """The little-endian numpy dtype of a wire dtype name (a sample type or "complex64")."""
+    if dtype not in (*WIRE_DTYPES, SPECTRA_DTYPE):
+        raise ProtocolError(
+            "bad_stream_header", f"dtype must be one of {', '.join((*WIRE_DTYPES, SPECTRA_DTYPE))}, got {dtype!r}"
+        )
     return np.dtype(dtype).newbyteorder("<")
+
+
+def check_frequency_selection(selection: Any, samples: int) -> list[int]:
+    """A spectra stream's ``frequency_selection``: 1-based indices into the ``samples // 2 + 1``
+    rfft bins, strictly increasing, non-empty, at most :data:`MAX_SELECTED_FREQUENCIES`."""
+    k = int(samples) // 2 + 1
+    if (
+        not isinstance(selection, list)
+        or not selection
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in selection)
+    ):
+        raise ProtocolError("bad_frequency_selection", "frequency_selection must be a non-empty list of integers")
+    if len(selection) > MAX_SELECTED_FREQUENCIES:
+        raise ProtocolError(
+            "frequency_selection_too_large", f"at most {MAX_SELECTED_FREQUENCIES} frequencies, got {len(selection)}"
+        )
+    if any(b <= a for a, b in zip(selection, selection[1:], strict=False)):
+        raise ProtocolError("bad_frequency_selection", "frequency_selection must be strictly increasing")
+    if selection[0] < 1 or selection[-1] > k:
+        raise ProtocolError("frequency_out_of_range", f"frequency_selection must lie in 1..{k} (1-based rfft bins)")
+    return [int(v) for v in selection]
+
+
+def select_spectra(frames: np.ndarray, selection: list[int]) -> np.ndarray:
+    """What a spectra stream sends of (n, J, C, V) raw samples: the unnormalised rfft
+    (``numpy.fft.rfft``, in float64) of each period's V samples, before any
+    ``dataConversionFactor``, at the 1-based bins of ``selection``: (n, J, C, K_sel)
+    complex64, little-endian. The convention of MDF's stored spectra (the platform's
+    reader applies the conversion factor to them as to samples)."""
+    bins = np.asarray(selection, dtype=np.int64) - 1
+    spectra = np.fft.rfft(np.asarray(frames, dtype=np.float64), axis=-1)[..., bins]
+    return np.ascontiguousarray(spectra, dtype=np.dtype(SPECTRA_DTYPE).newbyteorder("<"))
 
 
 def _number(fields: dict[str, Any], path: str) -> float:
@@ -137,7 +179,15 @@ def check_header(header: dict[str, Any]) -> None:
     """Raise :class:`ProtocolError` if ``header`` is not a stream header the server accepts."""
     if header.get("protocol") != PROTOCOL:
         raise ProtocolError("bad_stream_header", f"protocol must be {PROTOCOL!r}")
-    wire_dtype(header.get("dtype", ""))
+    payload = header.get("payload", "samples")
+    if payload not in PAYLOADS:
+        raise ProtocolError("unsupported_payload", f"payload must be one of {', '.join(PAYLOADS)}, got {payload!r}")
+    dtype = header.get("dtype", "")
+    if (payload == "spectra") != (dtype == SPECTRA_DTYPE):
+        raise ProtocolError("unsupported_dtype", f"a {payload} stream cannot carry dtype {dtype!r}")
+    if (payload == "spectra") != ("frequency_selection" in header):
+        raise ProtocolError("bad_frequency_selection", "frequency_selection comes with payload spectra, and only then")
+    wire_dtype(dtype)
     started = header.get("started_at")
     if isinstance(started, bool) or not isinstance(started, (int, float)) or not math.isfinite(started):
         raise ProtocolError("bad_stream_header", "started_at must be a finite number (unix seconds)")
@@ -154,8 +204,10 @@ def check_header(header: dict[str, Any]) -> None:
     missing = [p for p in REQUIRED_FIELDS if p not in fields]
     if missing:
         raise ProtocolError("bad_stream_header", f"required fields missing: {', '.join(missing)}")
-    frame_shape(fields)
+    shape = frame_shape(fields)
     frame_duration_s(fields)
+    if payload == "spectra":
+        check_frequency_selection(header["frequency_selection"], shape[2])
 
 
 def _count_numbers(value: Any) -> int:
@@ -169,8 +221,8 @@ def encode_frames_message(
 ) -> bytes:
     """One frames message: the JSON line, b"\\n", the frames' little-endian C-order bytes.
 
-    ``frames`` is (count, J, C, V); ``dtype`` (a wire dtype name) defaults to the array's
-    own, which must then be one of :data:`WIRE_DTYPES`.
+    ``frames`` is (count, J, C, V), or (count, J, C, K_sel) spectra; ``dtype`` (a wire
+    dtype name) defaults to the array's own, which must then be a wire dtype.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4:
@@ -199,7 +251,8 @@ def encode_frames_message(
 
 
 def decode_frames_message(body: bytes, *, frame_shape: tuple[int, int, int], dtype: str) -> FramesMessage:
-    """Parse and validate a frames message body; :class:`ProtocolError` with the server's codes."""
+    """Parse and validate a frames message body; :class:`ProtocolError` with the server's codes.
+    ``frame_shape``: (J, C, V), or (J, C, K_sel) of a spectra stream ("complex64")."""
     if len(body) > MAX_BODY_BYTES:
         raise ProtocolError("too_many_frames", f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
     newline = body.find(b"\n", 0, MAX_HEADER_LINE_BYTES)
@@ -240,6 +293,6 @@ def decode_frames_message(body: bytes, *, frame_shape: tuple[int, int, int], dty
             "bad_frame_length", f"{count} frames of {j}x{c}x{v} {dtype} are {expected} bytes, got {len(payload)}"
         )
     frames = np.frombuffer(payload, dtype=target).reshape(count, j, c, v)
-    if target.kind == "f" and not np.isfinite(frames).all():
+    if target.kind in "fc" and not np.isfinite(frames).all():
         raise ProtocolError("non_finite_samples", "frame samples contain NaN or infinity")
     return FramesMessage(int(first), frames, [float(t) for t in acquired], list(flags))

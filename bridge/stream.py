@@ -7,6 +7,11 @@ bridge sees them. Both send frames in order, at most :data:`MAX_FRAMES_PER_MESSA
 ``max_message_bytes``) per message, resume from the session's ``next_frame`` after a failed
 message (so nothing is skipped and nothing is sent twice once the server has it), and end the
 session with the number of frames sent.
+
+With ``StreamOptions.spectra`` the bridge sends selected spectra instead of samples (header
+``payload`` "spectra"): it reads the frequencies from the session
+(``GET /api/v1/live-sessions/{id}/`` ``frequency_selection``, which the scanner token may
+read) and sends the rfft of each frame's periods at those bins (:func:`select_spectra`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ import numpy as np
 
 from bridge.client import BridgeError, LiveClient, Resync, ServerRefused, Transient
 from bridge.mdf_source import MDFSource, MDFSourceError
-from bridge.protocol import MAX_FRAMES_PER_MESSAGE, PROTOCOL, encode_frames_message
+from bridge.protocol import (
+    MAX_FRAMES_PER_MESSAGE,
+    PROTOCOL,
+    SPECTRA_DTYPE,
+    check_frequency_selection,
+    encode_frames_message,
+    select_spectra,
+)
 
 #: Default cap of one message's frame bytes (the server allows 64 MiB): large enough for
 #: 512 frames of a 2D scanner, small enough that a resend after a drop is cheap.
@@ -55,6 +67,8 @@ class StreamOptions:
     state_path: str | None = None
     #: injection marks entered while replaying (``replay --mark``), by frame
     marks: tuple[Mark, ...] = ()
+    #: send the session's selected spectra (complex64) instead of the samples
+    spectra: bool = False
 
 
 @dataclass
@@ -98,21 +112,53 @@ class Streamer:
         self.started_at = 0.0
         self.run_started = 0.0
         self.resumed_from = 0
-        self.frame_bytes = int(np.prod(source.frame_shape)) * np.dtype(source.dtype).itemsize
-        self.max_count = max(1, min(MAX_FRAMES_PER_MESSAGE, options.max_message_bytes // self.frame_bytes))
+        #: the 1-based rfft bins sent (spectra), from the session at start
+        self.frequency_selection: list[int] | None = None
+        self._size_messages(source.frame_shape[2], np.dtype(source.dtype).itemsize)
         self._acquired = np.zeros(0, dtype=np.float64)  # acquired_at of every frame stamped so far
         self._idle_resyncs = 0
+
+    def _size_messages(self, values_per_period: int, itemsize: int) -> None:
+        j, c, _ = self.source.frame_shape
+        self.frame_bytes = int(j * c * values_per_period * itemsize)
+        self.max_count = max(1, min(MAX_FRAMES_PER_MESSAGE, self.options.max_message_bytes // self.frame_bytes))
+
+    @property
+    def payload(self) -> str:
+        return "spectra" if self.options.spectra else "samples"
 
     # -- header and start ---------------------------------------------------------------
 
     def header(self) -> dict[str, Any]:
-        return {
+        header: dict[str, Any] = {
             "protocol": PROTOCOL,
-            "dtype": self.source.dtype,
+            "dtype": SPECTRA_DTYPE if self.options.spectra else self.source.dtype,
             "started_at": self.started_at,
             "source": self.source.source_info(self.kind),
             "fields": self.source.fields,
         }
+        if self.options.spectra:
+            header["payload"] = "spectra"
+            header["frequency_selection"] = self.frequency_selection
+        return header
+
+    def _use_selection(self, selection: Any, where: str) -> None:
+        try:
+            self.frequency_selection = check_frequency_selection(selection, self.source.frame_shape[2])
+        except ValueError as exc:
+            raise BridgeError(f"{where}: the frequency selection is unusable: {exc}") from None
+        self._size_messages(len(self.frequency_selection), np.dtype(SPECTRA_DTYPE).itemsize)
+
+    def _session_selection(self) -> None:
+        """The frequencies to send, from the session (spectra)."""
+        session = self.client.get_session(self.session_id)
+        selection = session.get("frequency_selection") if isinstance(session, dict) else None
+        if selection is None:
+            raise BridgeError(
+                f"session {self.session_id} has no frequency_selection (no system matrix yet): open the session "
+                "with its system matrix to stream spectra, or stream samples (without --spectra)"
+            )
+        self._use_selection(selection, f"session {self.session_id}")
 
     def start(self) -> dict[str, Any]:
         """POST start. With a state file from an earlier run for this session, its header
@@ -122,6 +168,8 @@ class Streamer:
         header = self._saved_header()
         if header is None:
             self.started_at = self.run_started
+            if self.options.spectra:
+                self._session_selection()
             header = self.header()
         else:
             self.started_at = float(header["started_at"])
@@ -147,12 +195,14 @@ class Streamer:
         if saved_session != self.session_id:
             return None  # another session's state: this session starts afresh (and overwrites it)
         mine = self.header()
-        for key in ("protocol", "dtype", "fields"):
-            if header.get(key) != mine[key]:
+        for key in ("protocol", "dtype", "fields", "payload"):
+            if header.get(key) != mine.get(key):
                 raise BridgeError(
                     f"{path}: the saved stream header of session {saved_session} differs from this measurement's "
                     f"({key}): not the same stream"
                 )
+        if self.options.spectra:  # the frequencies the session was started with
+            self._use_selection(header.get("frequency_selection"), path)
         print(f"bridge: continuing session {saved_session} with its saved header", file=self.log, flush=True)
         return header
 
@@ -175,7 +225,11 @@ class Streamer:
     def send(self, start: int, stop: int) -> None:
         """Send frames [start, stop) (already stamped); afterwards next_frame is the server's."""
         frames, background = self.source.read(start, stop)
-        message = encode_frames_message(start, frames, self._acquired[start:stop], background, dtype=self.source.dtype)
+        if self.frequency_selection is not None:
+            frames, dtype = select_spectra(frames, self.frequency_selection), SPECTRA_DTYPE
+        else:
+            dtype = self.source.dtype
+        message = encode_frames_message(start, frames, self._acquired[start:stop], background, dtype=dtype)
         self.stats.messages += 1
         before = self.next_frame
         try:
@@ -355,14 +409,17 @@ class Streamer:
             "retries": self.client.backoff.retries,
             "resyncs": self.stats.resyncs,
             "messages": self.stats.messages,
+            "payload": self.payload,
             "bytes_sent": self.client.bytes_sent,
             "duration_s": round(duration, 3),
             "mean_rate_fps": round((total - self.resumed_from) / duration, 3),
             "resumed_from": self.resumed_from,
             "frame_duration_s": self.source.frame_duration_s,
             "speed": self.options.speed if self.kind == "replay" else None,
-            "dtype": self.source.dtype,
+            "dtype": SPECTRA_DTYPE if self.frequency_selection is not None else self.source.dtype,
             "frame_shape": list(self.source.frame_shape),
+            "frame_bytes": self.frame_bytes,
+            "frequencies": None if self.frequency_selection is None else len(self.frequency_selection),
             "ack_latency_ms": (
                 {
                     "p50": round(float(np.percentile(lat, 50)), 1),

@@ -181,6 +181,8 @@ def reconstruct(
     with open_mdf(measurement_path) as f:
         spectra = f.spectra()
         is_background = np.asarray(f.is_background_frame, dtype=bool)
+        # A frequency-selected scan (a spectra stream's recording): rows among the stored frequencies.
+        stored = f.available_frequencies if f.available_frequencies.size != f.num_frequencies else None
     stages = {"select": 0.15, "preprocess": 0.3, "solve": 0.5}
     result = reconstruct_arrays(
         sm.system_matrix,
@@ -194,6 +196,7 @@ def reconstruct(
         field_of_view_m=sm.fov_m,
         field_of_view_center_m=sm.center_m,
         params=params,
+        measurement_frequencies=stored,
         progress=lambda stage, fraction: progress(stage, stages.get(stage, 0.5) + 0.4 * fraction * (stage == "solve")),
     )
     concentration = np.asarray(result.concentration_mol_per_l)

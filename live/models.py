@@ -46,10 +46,11 @@ class LiveSession(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     status_reason = models.TextField(blank=True)
-    # The stream header as accepted by ``start`` (protocol, dtype, started_at, source, fields).
+    # The stream header as accepted by ``start`` (protocol, dtype, started_at, source, fields;
+    # payload and frequency_selection for a spectra stream).
     header = models.JSONField(null=True, blank=True)
-    frame_shape = models.JSONField(null=True, blank=True)  # [J, C, V]
-    dtype = models.CharField(max_length=8, blank=True)
+    frame_shape = models.JSONField(null=True, blank=True)  # [J, C, V]; [J, C, K_sel] for spectra
+    dtype = models.CharField(max_length=16, blank=True)  # "complex64" for a spectra stream
     frame_duration_s = models.FloatField(null=True, blank=True)
     frames_received = models.PositiveBigIntegerField(default=0)  # frames in answered messages, resends included
     frames_recorded = models.PositiveBigIntegerField(default=0)  # = the next frame index expected

@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from config.ids import IdField
 from live.models import LiveMark, LiveSession
+from live.worker import stream_frequency_selection
 
 
 class LiveMarkOutput(serializers.ModelSerializer):
@@ -37,6 +38,11 @@ class LiveSessionOutput(serializers.ModelSerializer):
         '"waiting" (no system matrix before the stream header) or "unavailable". Frames are recorded in every state.'
     )
     engine_detail = serializers.SerializerMethodField(help_text="The engine state in a sentence.")
+    frequency_selection = serializers.SerializerMethodField(
+        help_text='The frequencies a scanner that selects them itself sends (header payload "spectra"): '
+        "1-based indices into the numSamplingPoints/2+1 rfft bins, sorted (the system matrix's rows that the "
+        "live engine and the scan pipeline use); null while the session has no system matrix."
+    )
 
     class Meta:
         model = LiveSession
@@ -66,6 +72,7 @@ class LiveSessionOutput(serializers.ModelSerializer):
             "engine",
             "engine_prepared_at",
             "engine_detail",
+            "frequency_selection",
         ]
 
     def get_engine(self, obj: LiveSession) -> str:
@@ -73,6 +80,9 @@ class LiveSessionOutput(serializers.ModelSerializer):
 
     def get_engine_detail(self, obj: LiveSession) -> str:
         return obj.engine_readiness[1]
+
+    def get_frequency_selection(self, obj: LiveSession) -> list[int] | None:
+        return stream_frequency_selection(obj.system_matrix)
 
 
 class LiveSessionCreateInput(serializers.Serializer):
@@ -95,7 +105,20 @@ class StreamHeaderInput(serializers.Serializer):
     """The stream header (documentation of the body; ``live.stream_header`` validates it)."""
 
     protocol = serializers.CharField(help_text='"mpi-live/1"')
-    dtype = serializers.ChoiceField(choices=["int16", "int32", "float32", "float64"], help_text="little-endian")
+    dtype = serializers.ChoiceField(
+        choices=["int16", "int32", "float32", "float64", "complex64"],
+        help_text='little-endian; "complex64" for payload "spectra"',
+    )
+    payload = serializers.ChoiceField(
+        choices=["samples", "spectra"],
+        required=False,
+        help_text='"samples" (default): time-domain samples; "spectra": the selected rfft bins of each period',
+    )
+    frequency_selection = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        help_text="spectra only: 1-based rfft bins carried (strictly increasing), as GET live-sessions/{id}/ gives",
+    )
     started_at = serializers.FloatField(help_text="Unix seconds: the stream's start on the bridge's clock")
     source = StreamSourceInput()  # type: ignore[assignment]  # the header's key; Field.source is DRF's own
     fields = serializers.DictField(  # type: ignore[assignment]  # the header's key; Serializer.fields is DRF's own

@@ -8,9 +8,13 @@ A header is JSON::
 
 ``fields`` are MDF v2 paths (under /study/, /experiment/, /scanner/, /acquisition/,
 /tracer/ only) to JSON values copied from the scanner's measurement; they become the
-recording's header. Every refusal is a ``RuleViolation`` with a code of its own (all 400:
+recording's header. Optional ``payload``: "samples" (the default: time-domain samples of
+``dtype``) or "spectra" (``dtype`` "complex64" and ``frequency_selection``, the 1-based
+rfft bins the frames carry: a frame is then (J, C, K_sel) complex spectra, see
+recon.live.StreamLayout). Every refusal is a ``RuleViolation`` with a code of its own (all 400:
 the header itself is wrong). What the stream header decides: the frame shape
-(J, C, V) = (numPeriodsPerFrame, receiver/numChannels, receiver/numSamplingPoints), the
+(J, C, V) = (numPeriodsPerFrame, receiver/numChannels, receiver/numSamplingPoints), or
+(J, C, K_sel) for spectra, the
 sample type, a frame's duration (drive-field cycle x numAverages x J), and the drive
 field the system matrix is matched and checked on.
 """
@@ -27,9 +31,10 @@ from config.errors import RuleViolation
 from recon import live as live_engine
 from recon.live import LiveStreamError, StreamLayout
 from recon.mdf import MDFError, to_storable
-from recon.recording import FRAME_DTYPES
+from recon.recording import FRAME_DTYPES, SPECTRA_DTYPES, STORED_DTYPES
 
 PROTOCOL = "mpi-live/1"
+PAYLOADS = ("samples", "spectra")
 # The stream header's fields: the engine's rules (recon.live), one home for both.
 ALLOWED_PREFIXES = live_engine.ALLOWED_PREFIXES
 MAX_FIELDS = live_engine.MAX_FIELDS
@@ -55,6 +60,10 @@ HEADER_CODES = (
     "required_field_missing",
     "invalid_field_value",
     "frame_too_large",
+    "unsupported_payload",
+    "bad_frequency_selection",
+    "frequency_out_of_range",
+    "frequency_selection_too_large",
 )
 
 
@@ -71,6 +80,9 @@ class StreamHeader:
     dividers: tuple[int, ...]
     drive_amplitudes_t: tuple[float, ...]
     bandwidth_hz: float
+    num_sampling_points: int = 0
+    payload: str = "samples"
+    frequency_selection: tuple[int, ...] | None = None  # 1-based rfft bins (spectra)
 
     @property
     def receive_channels(self) -> int:
@@ -78,17 +90,22 @@ class StreamHeader:
 
     @property
     def sampling_points(self) -> int:
-        return self.frame_shape[2]
+        return self.num_sampling_points or self.frame_shape[2]
 
     def as_json(self) -> dict:
-        """The header as accepted and stored (``LiveSession.header``)."""
-        return {
+        """The header as accepted and stored (``LiveSession.header``); a samples header is
+        stored without ``payload`` (as before spectra existed)."""
+        stored: dict = {
             "protocol": self.protocol,
             "dtype": self.dtype,
             "started_at": self.started_at,
             "source": self.source,
             "fields": self.fields,
         }
+        if self.payload == "spectra":
+            stored["payload"] = self.payload
+            stored["frequency_selection"] = list(self.frequency_selection or ())
+        return stored
 
     def acquisition(self) -> dict:
         """The drive-field settings as ``imaging.processing`` reads them from a scan file
@@ -185,7 +202,9 @@ def parse_stream_header(header: Any) -> StreamHeader:
     what is wrong, else return what the session needs of it."""
     if not isinstance(header, dict):
         raise RuleViolation("bad_stream_header", "The stream header must be a JSON object.")
-    unknown = sorted(set(header) - {"protocol", "dtype", "started_at", "source", "fields"})
+    unknown = sorted(
+        set(header) - {"protocol", "dtype", "started_at", "source", "fields", "payload", "frequency_selection"}
+    )
     if unknown:
         raise RuleViolation("bad_stream_header", f"Unknown header keys: {', '.join(unknown)}.", field=unknown[0])
     if header.get("protocol") != PROTOCOL:
@@ -194,13 +213,37 @@ def parse_stream_header(header: Any) -> StreamHeader:
             f"protocol {header.get('protocol')!r} is not supported: this server speaks {PROTOCOL}.",
             field="protocol",
         )
-    dtype = header.get("dtype")
-    if dtype not in FRAME_DTYPES:
+    payload = header.get("payload", "samples")
+    if payload not in PAYLOADS:
+        raise RuleViolation(
+            "unsupported_payload",
+            f"payload {payload!r} is not supported: one of {', '.join(PAYLOADS)}.",
+            field="payload",
+        )
+    spectra = payload == "spectra"
+    if spectra and "frequency_selection" not in header:
+        raise RuleViolation(
+            "bad_frequency_selection",
+            "A spectra stream's header lists the rfft bins it carries: frequency_selection (1-based).",
+            field="frequency_selection",
+        )
+    if not spectra and "frequency_selection" in header:
+        raise RuleViolation(
+            "bad_frequency_selection",
+            'frequency_selection belongs to a spectra stream: send payload "spectra" with it, or drop it.',
+            field="frequency_selection",
+        )
+    dtype_value = header.get("dtype")
+    allowed = SPECTRA_DTYPES if spectra else FRAME_DTYPES
+    if not isinstance(dtype_value, str) or dtype_value not in allowed:
         raise RuleViolation(
             "unsupported_dtype",
-            f"dtype {dtype!r} is not supported: one of {', '.join(FRAME_DTYPES)} (little-endian).",
+            f"dtype {dtype_value!r} is not supported"
+            + (" for spectra: " if spectra else ": one of ")
+            + f"{', '.join(allowed)} (little-endian).",
             field="dtype",
         )
+    dtype: str = dtype_value
     started_at = header.get("started_at")
     if isinstance(started_at, bool) or not isinstance(started_at, int | float) or not math.isfinite(started_at):
         raise RuleViolation(
@@ -278,16 +321,25 @@ def parse_stream_header(header: Any) -> StreamHeader:
                 "/acquisition/receiver/dataConversionFactor must be numChannels x 2 numbers (a != 0, b).",
                 field="fields",
             )
-    frame_bytes = int(np.prod(shape)) * np.dtype(FRAME_DTYPES[dtype]).itemsize
+    selection = None
+    if spectra:  # the engine's rule (recon.live), one home for both
+        try:
+            selection = tuple(
+                int(k) + 1 for k in live_engine.parse_frequency_selection(header["frequency_selection"], shape[2])
+            )
+        except LiveStreamError as exc:
+            raise RuleViolation(exc.code, exc.message, field="frequency_selection") from None
+    wire_shape = shape if selection is None else (shape[0], shape[1], len(selection))
+    frame_bytes = int(np.prod(wire_shape)) * np.dtype(STORED_DTYPES[dtype]).itemsize
     if frame_bytes > MAX_FRAME_BYTES:
         raise RuleViolation(
             "frame_too_large",
-            f"One frame of {shape[0]} x {shape[1]} x {shape[2]} {dtype} samples is {frame_bytes} bytes; "
+            f"One frame of {wire_shape[0]} x {wire_shape[1]} x {wire_shape[2]} {dtype} values is {frame_bytes} bytes; "
             f"at most {MAX_FRAME_BYTES}.",
             field="fields",
         )
     try:  # the live engine parses the same fields: what it refuses, the session refuses now
-        StreamLayout.from_fields(fields, dtype)
+        StreamLayout.from_fields(fields, dtype, None if selection is None else header["frequency_selection"])
     except LiveStreamError as exc:
         raise RuleViolation(exc.code, exc.message, field="fields") from None
     return StreamHeader(
@@ -300,12 +352,15 @@ def parse_stream_header(header: Any) -> StreamHeader:
             "measurement_uuid": source.get("measurement_uuid"),
         },
         fields=fields,
-        frame_shape=shape,
+        frame_shape=wire_shape,
         frame_duration_s=cycle_s * averages * shape[0],
         base_frequency_hz=base,
         dividers=dividers,
         drive_amplitudes_t=amplitudes,
         bandwidth_hz=bandwidth,
+        num_sampling_points=shape[2],
+        payload=payload,
+        frequency_selection=selection,
     )
 
 

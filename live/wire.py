@@ -2,7 +2,8 @@
 
 Body (``Content-Type: application/vnd.mpi-live.frames``): one line of JSON, ``b"\\n"``,
 then the raw samples of ``count`` frames (count x J x C x V of the stream's dtype,
-little-endian, C order)::
+little-endian, C order), or for a spectra stream (header ``payload`` "spectra") their
+selected spectra (count x J x C x K_sel complex64, little-endian, C order)::
 
     {"first_frame": 128, "count": 64, "acquired_at": [...64 floats...], "background": [...64 bools...]}
 
@@ -25,7 +26,7 @@ import numpy as np
 from config.errors import RuleViolation
 from config.request_body import RequestBody
 from live.services.sessions import MAX_FRAMES_PER_BLOCK
-from recon.recording import FRAME_DTYPES
+from recon.recording import STORED_DTYPES
 
 FRAMES_CONTENT_TYPE = "application/vnd.mpi-live.frames"
 MAX_BLOCK_BYTES = 64 * 2**20
@@ -95,7 +96,7 @@ def read_frames_message(body: RequestBody, *, frame_shape, dtype: str) -> Frames
         raise _bad("The frames message must start with one line of JSON, then a newline.")
     header = _header(bytes(raw[:newline]))
     count = header["count"]
-    stored = np.dtype(FRAME_DTYPES[dtype])
+    stored = np.dtype(STORED_DTYPES[dtype])
     shape = tuple(int(v) for v in frame_shape)
     expected = count * int(np.prod(shape)) * stored.itemsize
     payload = memoryview(raw)[newline + 1 :]

@@ -103,13 +103,14 @@ def build_engine(
     *,
     operator_cache_dir,
     calibration_sha256: str | None = None,
+    frequency_selection: list[int] | None = None,
 ):
     """The session's ``recon.live.LiveEngine`` (EngineUnavailable when it cannot be built).
     ``calibration_sha256``: the registered ``SystemMatrix.sha256`` (the 2.5 GB file is not hashed again)."""
     from recon.live import LiveEngine, LiveStreamError, StreamLayout
 
     try:
-        layout = StreamLayout.from_fields(fields, dtype)
+        layout = StreamLayout.from_fields(fields, dtype, frequency_selection)
         return LiveEngine.build(
             calibration_path,
             layout,
@@ -168,6 +169,29 @@ def prepare_calibration(system_matrix, records: list[dict] | None = None) -> lis
         calibration_sha256=system_matrix.sha256 or None,
     )
     return prepared.notes
+
+
+def stream_frequency_selection(system_matrix) -> list[int] | None:
+    """The frequencies a spectra stream must carry for ``system_matrix`` (1-based rfft bins,
+    ``recon.live.stream_frequency_selection``: the live engine's rows with ``live_params()``
+    and the scan pipeline's with its plan, ``imaging.services.scan_steps.default_recon_params``), or None without a system matrix or when
+    its file cannot be read."""
+    from imaging.services.scan_steps import default_recon_params
+    from recon.live import stream_frequency_selection as selection
+    from recon.mdf import MDFError
+
+    if system_matrix is None:
+        return None
+    try:
+        return selection(
+            uploads.media_path(system_matrix.file),
+            params=live_params(),
+            offline_params=default_recon_params(),
+            calibration_sha256=system_matrix.sha256 or None,
+        )
+    except (ValueError, OSError, MDFError) as exc:
+        log.warning("system matrix #%s: no frequency selection: %s", system_matrix.pk, exc)
+        return None
 
 
 def roi_records(subject) -> tuple[list[dict], list[str]]:
@@ -267,6 +291,11 @@ class LiveWorker:
                 records,
                 operator_cache_dir=cache,
                 calibration_sha256=s.system_matrix.sha256 or None,
+                **(
+                    {"frequency_selection": s.header["frequency_selection"]}
+                    if s.header.get("payload") == "spectra"
+                    else {}
+                ),
             )
         except (EngineUnavailable, ValueError, OSError) as exc:
             self.engine = None

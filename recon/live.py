@@ -78,6 +78,8 @@ __all__ = [
     "LiveStreamError",
     "StreamLayout",
     "mip",
+    "parse_frequency_selection",
+    "stream_frequency_selection",
     "REQUIRED_FIELDS",
 ]
 
@@ -97,6 +99,10 @@ MAX_FIELD_DEPTH = 8
 #: Samples per frame a stream may declare (J x C x V); the 3D Bruker frame is 161,568.
 MAX_FRAME_SAMPLES = 2**24
 DTYPES = ("int16", "int32", "float32", "float64")
+#: The type of a stream of selected spectra (payload "spectra"): complex64, little-endian.
+SPECTRA_DTYPE = "complex64"
+#: Frequencies a spectra stream may select (its header lists them; a 3D frame has 26,929 bins).
+MAX_SELECTED_FREQUENCIES = 2**16
 #: Stream background frames needed before their scatter replaces the calibration's noise.
 MIN_BACKGROUND_FOR_SCATTER = 5
 #: Foreground frames kept (prepared rows) for ``image(last=k)``.
@@ -105,7 +111,9 @@ STATE_FORMAT = 1
 
 
 class LiveStreamError(Exception):
-    """A stream the engine cannot take: ``code`` is "bad_stream_header" or "system_matrix_mismatch"."""
+    """A stream the engine cannot take: ``code`` is "bad_stream_header", "system_matrix_mismatch",
+    or, for a spectra stream's selection, "bad_frequency_selection", "frequency_out_of_range"
+    or "frequency_selection_too_large"."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -177,6 +185,10 @@ class StreamLayout:
     domain, little-endian). frame_duration_s = cycle × numAverages × J (cycle =
     /acquisition/drivefield/cycle, else lcm(dividers) / baseFrequency).
     data_conversion_factor : (C, 2) (a, b: volts = a · raw + b) or None.
+    frequencies : a spectra stream's selected rfft bins (0-based, strictly increasing), or
+    None for time-domain samples. A spectra frame is (J, C, K_sel) complex64: the
+    unnormalised rfft of each period's V raw samples (before the conversion factor) at
+    those bins, the convention of ``recon.mdf.MDFFile.spectra`` for stored spectra.
     """
 
     periods: int
@@ -190,21 +202,34 @@ class StreamLayout:
     cycle_s: float
     frame_duration_s: float
     data_conversion_factor: np.ndarray | None = field(default=None, compare=False, repr=False)
+    frequencies: tuple[int, ...] | None = None
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
-        return (self.periods, self.channels, self.samples)
+        last = self.samples if self.frequencies is None else len(self.frequencies)
+        return (self.periods, self.channels, last)
+
+    @property
+    def is_spectra(self) -> bool:
+        return self.frequencies is not None
 
     @property
     def frame_nbytes(self) -> int:
-        return self.periods * self.channels * self.samples * np.dtype(self.dtype).itemsize
+        j, c, x = self.frame_shape
+        return j * c * x * np.dtype(self.dtype).itemsize
 
     @classmethod
-    def from_fields(cls, fields: dict, dtype: str) -> StreamLayout:
-        """Validate a stream header's MDF fields and sample type (LiveStreamError "bad_stream_header")."""
+    def from_fields(cls, fields: dict, dtype: str, frequency_selection: Any = None) -> StreamLayout:
+        """Validate a stream header's MDF fields and sample type (LiveStreamError "bad_stream_header").
+
+        ``frequency_selection`` (a spectra stream: the header's 1-based rfft bins, dtype
+        "complex64"): validated by :func:`parse_frequency_selection` (its codes)."""
         if not isinstance(fields, dict):
             raise _bad(f"fields must be an object of MDF paths, got {type(fields).__name__}")
-        if not isinstance(dtype, str) or dtype not in DTYPES:
+        spectra = frequency_selection is not None
+        if spectra and dtype != SPECTRA_DTYPE:
+            raise _bad(f"a spectra stream's dtype must be {SPECTRA_DTYPE!r}, got {dtype!r}")
+        if not spectra and (not isinstance(dtype, str) or dtype not in DTYPES):
             raise _bad(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         if len(fields) > MAX_FIELDS:
             raise _bad(f"{len(fields)} fields, at most {MAX_FIELDS} allowed")
@@ -246,6 +271,9 @@ class StreamLayout:
             conv = arr.reshape(channels, 2)
             if not np.all(np.isfinite(conv)) or np.any(conv[:, 0] == 0):
                 raise _bad(f"{path} must be finite with a != 0")
+        frequencies = None
+        if spectra:
+            frequencies = tuple(int(k) for k in parse_frequency_selection(frequency_selection, samples))
         return cls(
             periods=periods,
             channels=channels,
@@ -258,7 +286,39 @@ class StreamLayout:
             cycle_s=float(cycle),
             frame_duration_s=float(cycle) * averages * periods,
             data_conversion_factor=conv,
+            frequencies=frequencies,
         )
+
+
+def parse_frequency_selection(value: Any, samples: int) -> np.ndarray:
+    """A spectra stream's ``frequency_selection`` (the header's JSON list of 1-based indices
+    into the ``samples // 2 + 1`` rfft bins of a period, MDF's /measurement/frequencySelection
+    convention) as 0-based bins (int64). Strictly increasing, non-empty, at most
+    ``MAX_SELECTED_FREQUENCIES``; each refusal a LiveStreamError with its own code."""
+    k = int(samples) // 2 + 1
+    if not isinstance(value, list) or not value:
+        raise LiveStreamError(
+            "bad_frequency_selection", "frequency_selection must be a non-empty list of 1-based rfft bin indices."
+        )
+    if len(value) > MAX_SELECTED_FREQUENCIES:
+        raise LiveStreamError(
+            "frequency_selection_too_large",
+            f"frequency_selection lists {len(value)} frequencies; at most {MAX_SELECTED_FREQUENCIES}.",
+        )
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise LiveStreamError("bad_frequency_selection", "frequency_selection must hold whole numbers only.")
+    sel = np.asarray(value, dtype=np.int64)
+    if (np.diff(sel) <= 0).any():
+        raise LiveStreamError(
+            "bad_frequency_selection", "frequency_selection must be strictly increasing (no repeats, sorted)."
+        )
+    if sel[0] < 1 or sel[-1] > k:
+        raise LiveStreamError(
+            "frequency_out_of_range",
+            f"frequency_selection holds {int(sel[0])} to {int(sel[-1])}: 1-based bins are 1..{k} "
+            f"(numSamplingPoints {samples} // 2 + 1).",
+        )
+    return sel - 1
 
 
 @dataclass(frozen=True)
@@ -352,6 +412,21 @@ class LiveEngine:
         self._ng_per_unit = ng_per_unit  # ng Fe per voxel at operator output 1
         self.fingerprint = fingerprint
         self.notes = list(notes)
+        self._positions: np.ndarray | None = None
+        if layout.frequencies is not None:
+            # Where each selected row's frequency sits in the stream's spectra.
+            stream = np.asarray(layout.frequencies, dtype=np.int64)
+            pos = np.searchsorted(stream, selection.frequency)
+            pos = np.minimum(pos, stream.size - 1)
+            missing = stream[pos] != selection.frequency
+            if missing.any():
+                raise LiveStreamError(
+                    "system_matrix_mismatch",
+                    f"{int(np.unique(selection.frequency[missing]).size)} of the live rows' frequencies are not in "
+                    f"the stream's frequency selection ({int(missing.sum())} of {selection.num_rows} rows): "
+                    "send the frequencies the live session asks for (its frequency_selection)",
+                )
+            self._positions = pos
         self._reset()
 
     def _reset(self) -> None:
@@ -445,6 +520,11 @@ class LiveEngine:
                     json.dumps(list(roi_records), sort_keys=True, default=str).encode()
                 ).hexdigest(),
                 "layout": list(layout.frame_shape),
+                **(
+                    {}
+                    if layout.frequencies is None
+                    else {"frequencies": hashlib.sha256(np.asarray(layout.frequencies, np.int64).tobytes()).hexdigest()}
+                ),
             },
             sort_keys=True,
         )
@@ -498,10 +578,13 @@ class LiveEngine:
         import scipy.fft
 
         raw = frames[:, 0]
-        work = np.float32 if raw.dtype in (np.int16, np.float32) else np.float64
         sel = self.selection
-        rows = scipy.fft.rfft(raw.astype(work, copy=False), axis=-1, workers=1)[:, sel.channel, sel.frequency]
-        rows = rows.astype(np.complex128)
+        if self._positions is not None:  # a spectra stream: the rfft was done at the scanner
+            rows = raw[:, sel.channel, self._positions].astype(np.complex128)
+        else:
+            work = np.float32 if raw.dtype in (np.int16, np.float32) else np.float64
+            rows = scipy.fft.rfft(raw.astype(work, copy=False), axis=-1, workers=1)[:, sel.channel, sel.frequency]
+            rows = rows.astype(np.complex128)
         conv = self.layout.data_conversion_factor
         if conv is not None:
             rows *= conv[sel.channel, 0][None, :]
@@ -511,8 +594,9 @@ class LiveEngine:
         return rows
 
     def push(self, frames: np.ndarray, is_background: np.ndarray) -> FrameResults:
-        """Iron per region for a block of frames (n, J, C, V) raw samples; background frames
-        update the background (their result rows are NaN)."""
+        """Iron per region for a block of frames (n, J, C, V) raw samples, or (n, J, C, K_sel)
+        complex spectra for a spectra stream; background frames update the background (their
+        result rows are NaN)."""
         arr = np.asarray(frames)
         bg = np.asarray(is_background)
         if arr.ndim != 4 or arr.shape[1:] != self.layout.frame_shape:
@@ -521,9 +605,11 @@ class LiveEngine:
             )
         if bg.shape != (arr.shape[0],) or bg.dtype != np.bool_:
             raise ValueError(f"is_background must be ({arr.shape[0]},) bool, got {bg.dtype} {bg.shape}")
-        if arr.dtype.kind not in "iuf":
-            raise ValueError(f"frames must be numbers, got dtype {arr.dtype}")
-        if arr.dtype.kind == "f":
+        if arr.dtype.kind not in ("c" if self.layout.is_spectra else "iuf"):
+            raise ValueError(
+                f"frames must be {'complex spectra' if self.layout.is_spectra else 'numbers'}, got dtype {arr.dtype}"
+            )
+        if arr.dtype.kind in "fc":
             finite = np.isfinite(arr)
             if not finite.all():
                 bad = np.flatnonzero(~finite.reshape(arr.shape[0], -1).all(axis=1))
@@ -788,11 +874,72 @@ class _Rows:
             return None
 
 
+def _select_rows(smf: MDFFile, num_voxels: int, plans: list[ReconParams]) -> list:
+    """The offline pipeline's row choice (SNR, band, budget) of an open calibration for each
+    plan: [(RowSelection, RowBudget)], the SNR read (or computed) once."""
+    from recon.pipeline import _calibration_snr_in_blocks, select_rows_within_budget
+
+    snr = inputs.full_axis_snr(smf)
+    if snr is None:
+        snr = _calibration_snr_in_blocks(smf, num_voxels)
+    available = np.zeros(smf.num_frequencies, dtype=bool)
+    available[smf.available_frequencies] = True
+    freqs = np.asarray(smf.frequencies_hz, dtype=np.float64)
+    return [
+        select_rows_within_budget(snr, freqs, plan, smf.num_receive_channels, num_voxels, available=available)
+        for plan in plans
+    ]
+
+
+_STREAM_SELECTIONS: dict[str, list[int]] = {}
+_STREAM_SELECTIONS_KEPT = 64
+
+
+def stream_frequency_selection(
+    calibration_path: str | os.PathLike,
+    *,
+    params: ReconParams | None = None,
+    offline_params: ReconParams | None = None,
+    calibration_sha256: str | None = None,
+) -> list[int]:
+    """The frequencies a spectra stream must carry for this calibration: 1-based indices
+    into the V/2+1 rfft bins (sorted, the ``frequency_selection`` of a stream header), the
+    union over channels of the rows the live engine uses (``live_plan(params)``) and of the
+    rows the offline pipeline selects with ``offline_params`` (default ``ReconParams()``,
+    the scan pipeline's). The offline pipeline reconstructs a frequency-selected scan from
+    the frequencies both files store and picks its rows among them by SNR: with every row it
+    would pick present, it picks the same ones, so a spectra recording quantifies as the
+    samples recording of the same frames.
+
+    Pure and cheap: the calibration's SNR (stored, else from its empty-bore frames) and the
+    row budgets; remembered per calibration SHA-256 and plans in this process."""
+    from recon.checksum import sha256_file
+
+    live = live_plan(params)
+    offline = ReconParams() if offline_params is None else offline_params
+    sha = calibration_sha256 or sha256_file(calibration_path)
+    key = hashlib.sha256(
+        json.dumps([sha, live.as_dict(), offline.as_dict()], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    if key in _STREAM_SELECTIONS:
+        return list(_STREAM_SELECTIONS[key])
+    with MDFFile(calibration_path) as smf:
+        inputs.check_calibration(smf)
+        size = tuple(int(v) for v in smf.calibration_size or ())
+        choices = _select_rows(smf, int(np.prod(size)), [live, offline])
+    union = np.unique(np.concatenate([selection.frequency for selection, _ in choices]))
+    result = [int(k) + 1 for k in union]
+    if len(_STREAM_SELECTIONS) >= _STREAM_SELECTIONS_KEPT:
+        _STREAM_SELECTIONS.pop(next(iter(_STREAM_SELECTIONS)))
+    _STREAM_SELECTIONS[key] = result
+    return list(result)
+
+
 def _read_rows(calibration_path, sha: str, key: str, params: ReconParams) -> tuple[_Rows, np.ndarray]:
     """Read the calibration's selected rows (the offline pipeline's selection, reader and
     preparation): the calibration entry and A (2M, P) in ``params.dtype``, writeable."""
     from recon.operator import cache_key
-    from recon.pipeline import _calibration_snr_in_blocks, _stack_rows_from_calibration, select_rows_within_budget
+    from recon.pipeline import _stack_rows_from_calibration
 
     with MDFFile(calibration_path) as smf:
         inputs.check_calibration(smf)
@@ -805,19 +952,7 @@ def _read_rows(calibration_path, sha: str, key: str, params: ReconParams) -> tup
         )
         delta = float(smf.tracer_concentration_mol_per_l or 0.0)
         cal_averages = int(smf.field("/acquisition/numAverages", 1) or 1)
-        snr = inputs.full_axis_snr(smf)
-        if snr is None:
-            snr = _calibration_snr_in_blocks(smf, p)
-        available = np.zeros(smf.num_frequencies, dtype=bool)
-        available[smf.available_frequencies] = True
-        selection, budget = select_rows_within_budget(
-            snr,
-            np.asarray(smf.frequencies_hz, dtype=np.float64),
-            params,
-            smf.num_receive_channels,
-            p,
-            available=available,
-        )
+        ((selection, budget),) = _select_rows(smf, p, [params])
         m = selection.num_rows
         recorder = _RecordingCalibration(smf)
         tf_s = smf.transfer_function

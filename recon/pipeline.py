@@ -359,6 +359,7 @@ def reconstruct_arrays(
     progress: ProgressCallback | None = None,
     system_matrix_transfer_function_corrected: bool = False,
     measurement_transfer_function_corrected: bool = False,
+    measurement_frequencies: np.ndarray | None = None,
 ) -> ReconstructionResult:
     """Reconstruct from plain arrays.
 
@@ -381,6 +382,11 @@ def reconstruct_arrays(
     system_matrix_transfer_function_corrected, measurement_transfer_function_corrected : bool
         Whether that data is already divided by its transfer function; see
         :func:`recon.preprocess.transfer_function_plan` for the rule.
+    measurement_frequencies : (K_sel,) int or None
+        A frequency-selected scan (``MDFFile.available_frequencies``): the indices into
+        the K axis of the last axis of ``measurement_spectra`` (N, [J,] C, K_sel). Rows
+        are then chosen among these frequencies only (as ``reconstruct_file`` does with
+        the frequencies both files store). None: the scan holds all K.
 
     Returns
     -------
@@ -395,6 +401,26 @@ def reconstruct_arrays(
     u = np.asarray(measurement_spectra)
     if u.ndim == 4:
         u = u[:, 0]
+    available = None
+    if measurement_frequencies is not None:
+        stored = np.asarray(measurement_frequencies, dtype=np.int64).reshape(-1)
+        if (
+            u.ndim != 3
+            or u.shape[-1] != stored.size
+            or stored.size == 0
+            or stored.min() < 0
+            or stored.max() >= k
+            or np.unique(stored).size != stored.size
+        ):
+            raise ValueError(
+                f"measurement_frequencies must be {u.shape[-1] if u.ndim == 3 else '?'} distinct indices "
+                f"into the {k} frequencies, matching measurement_spectra {np.shape(measurement_spectra)}"
+            )
+        full = np.zeros((u.shape[0], u.shape[1], k), dtype=np.result_type(u.dtype, np.complex64))
+        full[..., stored] = u  # rows at the other frequencies are never selected
+        u = full
+        available = np.zeros(k, dtype=bool)
+        available[stored] = True
     if u.ndim != 3 or u.shape[1:] != (c, k):
         raise ValueError(
             f"measurement_spectra has shape {np.shape(measurement_spectra)}, expected (N, {c}, {k}) "
@@ -417,7 +443,7 @@ def reconstruct_arrays(
     if params.background_is_external and external_background_spectra is None:
         raise ValueError(f"background={params.background!r} is a file: pass external_background_spectra")
     _report(progress, "select", 0.0)
-    selection, budget = select_rows_within_budget(snr, freqs, params, c, p)
+    selection, budget = select_rows_within_budget(snr, freqs, params, c, p, available=available)
     ext = None
     if external_background_spectra is not None and params.background_is_external:
         ext_arr = np.asarray(external_background_spectra)

@@ -24,6 +24,15 @@ them) is converted with :func:`recon.mdf.to_storable`, the converter of
 types the file had. ``/version``, ``/uuid``, ``/time`` and the required general fields
 are filled in as ``write_mdf`` does; the measurement flags say time domain, not Fourier
 transformed, no frequency selection, no frame permutation.
+
+A stream of selected spectra (``frequency_selection`` given, dtype "complex64") is
+recorded in the frequency domain instead: ``/measurement/data`` N x J x C x K_sel
+complex64, ``/measurement/isFourierTransformed`` and ``isFrequencySelection`` set and
+``/measurement/frequencySelection`` the 1-based indices into the V/2+1 rfft bins (MDF's
+convention, as MPIFiles writes it). The spectra are the unnormalised rfft of the raw
+samples of each period (``numpy.fft.rfft``, before ``dataConversionFactor``), which is
+what :meth:`recon.mdf.MDFFile.spectra` expects of stored spectra, so the offline pipeline
+reads the recording like the time-domain recording of the same frames.
 """
 
 from __future__ import annotations
@@ -40,10 +49,22 @@ import numpy as np
 
 from recon.mdf import GENERAL_DEFAULTS, RAW_MEASUREMENT_FLAGS, MDFError, to_storable
 
-__all__ = ["FRAME_DTYPES", "MDFStreamWriter", "RecordingError", "chain_digest", "frames_sha256"]
+__all__ = [
+    "FRAME_DTYPES",
+    "SPECTRA_DTYPES",
+    "STORED_DTYPES",
+    "MDFStreamWriter",
+    "RecordingError",
+    "chain_digest",
+    "frames_sha256",
+]
 
-#: Sample types a stream may carry, as stored (little-endian).
+#: Sample types a stream of time-domain samples may carry, as stored (little-endian).
 FRAME_DTYPES = {"int16": "<i2", "int32": "<i4", "float32": "<f4", "float64": "<f8"}
+#: The type of a stream of selected spectra (payload "spectra"), as stored (little-endian).
+SPECTRA_DTYPES = {"complex64": "<c8"}
+#: Every type a recording's /measurement/data may have.
+STORED_DTYPES = {**FRAME_DTYPES, **SPECTRA_DTYPES}
 
 #: Fields the writer owns: a stream header cannot set them.
 _OWNED = (
@@ -57,6 +78,7 @@ _DATA = "/measurement/data"
 _BACKGROUND = "/measurement/isBackgroundFrame"
 _ACQUIRED_AT = "/measurement/_frameAcquiredAt"
 _NUM_FRAMES = "/acquisition/numFrames"
+_FREQUENCY_SELECTION = "/measurement/frequencySelection"
 _MARKS = "/measurement/_marks"
 _MARK_FRAMES = "/measurement/_markFrames"
 _MARK_TIMES = "/measurement/_markTimes"
@@ -92,8 +114,11 @@ class MDFStreamWriter:
         MDF paths (``/study/``, ``/experiment/``, ``/scanner/``, ``/acquisition/``,
         ``/tracer/``) to JSON-like values (numbers, strings, bools, nested lists) or arrays.
         ``/acquisition/numFrames`` and the root fields are the writer's own and ignored.
-    frame_shape : (J, C, V)
-    dtype : "int16", "int32", "float32" or "float64"
+    frame_shape : (J, C, V), or (J, C, K_sel) for spectra
+    dtype : "int16", "int32", "float32" or "float64"; "complex64" for spectra
+    frequency_selection : sequence of int, optional
+        Spectra only: the 1-based rfft bins (1..V/2+1) stored, strictly increasing,
+        ``K_sel`` of them.
 
     Use :meth:`reopen` to append to an existing recording (one request per block).
     """
@@ -104,13 +129,28 @@ class MDFStreamWriter:
         fields: Mapping[str, Any],
         frame_shape: Sequence[int],
         dtype: str,
+        frequency_selection: Sequence[int] | None = None,
     ) -> None:
         self.path = os.fspath(path)
         shape = tuple(int(v) for v in frame_shape)
         if len(shape) != 3 or min(shape) < 1:
             raise RecordingError(f"frame_shape must be three positive sizes (J, C, V), got {tuple(frame_shape)}")
-        if dtype not in FRAME_DTYPES:
-            raise RecordingError(f"dtype must be one of {', '.join(FRAME_DTYPES)}, got {dtype!r}")
+        selection = None if frequency_selection is None else np.asarray(frequency_selection, dtype=np.int64)
+        if selection is None:
+            if dtype not in FRAME_DTYPES:
+                raise RecordingError(f"dtype must be one of {', '.join(FRAME_DTYPES)}, got {dtype!r}")
+        else:
+            if dtype not in SPECTRA_DTYPES:
+                raise RecordingError(f"spectra are stored as {', '.join(SPECTRA_DTYPES)}, got {dtype!r}")
+            if (
+                selection.ndim != 1
+                or selection.size != shape[2]
+                or selection.min() < 1
+                or (np.diff(selection) <= 0).any()
+            ):
+                raise RecordingError(
+                    f"frequency_selection must be {shape[2]} strictly increasing 1-based bins, got {selection.tolist()[:20]}"
+                )
         if os.path.exists(self.path):
             raise RecordingError(f"{self.path} exists: reopen it to append")
         all_fields: dict[str, Any] = {
@@ -127,7 +167,10 @@ class MDFStreamWriter:
         all_fields.setdefault("/study/uuid", str(_uuid.uuid4()))
         all_fields.setdefault("/experiment/uuid", str(_uuid.uuid4()))
         all_fields.update(_MEASUREMENT_FLAGS)
-        stored = np.dtype(FRAME_DTYPES[dtype])
+        if selection is not None:
+            all_fields["/measurement/isFourierTransformed"] = True
+            all_fields["/measurement/isFrequencySelection"] = True
+        stored = np.dtype(STORED_DTYPES[dtype])
         frame_bytes = int(np.prod(shape)) * stored.itemsize
         per_chunk = max(1, _CHUNK_TARGET_BYTES // frame_bytes)
         h5 = h5py.File(self.path, "x")
@@ -137,6 +180,8 @@ class MDFStreamWriter:
                 if value is not None:
                     h5.create_dataset(key, data=to_storable(key, value))
             h5.create_dataset(_NUM_FRAMES, data=np.int64(0))
+            if selection is not None:
+                h5.create_dataset(_FREQUENCY_SELECTION, data=selection.astype("<i8"))
             h5.create_dataset(
                 _DATA, shape=(0, *shape), maxshape=(None, *shape), dtype=stored, chunks=(per_chunk, *shape)
             )
@@ -164,7 +209,7 @@ class MDFStreamWriter:
             data = h5[_DATA]
             if not isinstance(data, h5py.Dataset) or data.maxshape[0] is not None or data.ndim != 4:
                 raise RecordingError(f"{self.path}: /measurement/data is not an extendable N x J x C x V dataset")
-            names = {np.dtype(v): k for k, v in FRAME_DTYPES.items()}
+            names = {np.dtype(v): k for k, v in STORED_DTYPES.items()}
             if data.dtype not in names:
                 raise RecordingError(f"{self.path}: /measurement/data has samples of {data.dtype}")
             self.dtype = names[data.dtype]

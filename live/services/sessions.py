@@ -29,7 +29,7 @@ from imaging.services.scan_uploads import assert_imaging_consent, scan_from_reco
 from imaging.services.scanners import match_system_matrix, require_system_matrix_for_tracer
 from live.models import LiveAlert, LiveMark, LiveSession, LiveStatus
 from live.stream_header import StreamHeader, parse_stream_header, system_matrix_mismatch
-from recon.recording import FRAME_DTYPES, MDFStreamWriter, chain_digest, frames_sha256
+from recon.recording import STORED_DTYPES, MDFStreamWriter, chain_digest, frames_sha256
 from trials.models import Injection, Role, Subject
 from trials.permissions import access
 
@@ -251,7 +251,7 @@ def session_start(*, actor, session: LiveSession, header) -> LiveSession:
     target.parent.mkdir(parents=True, exist_ok=True)
     # A start that failed after creating the file left it empty: the session was never streaming.
     uploads.remove(relative)
-    MDFStreamWriter(target, parsed.fields, parsed.frame_shape, parsed.dtype).close()
+    MDFStreamWriter(target, parsed.fields, parsed.frame_shape, parsed.dtype, parsed.frequency_selection).close()
     try:
         with transaction.atomic():
             locked = _locked(session)
@@ -309,7 +309,7 @@ def _check_block(session: LiveSession, first_frame, frames, acquired_at, is_back
     if count < 1:
         raise RuleViolation("bad_frame_header", "A block carries at least one frame.")
     shape = tuple(session.frame_shape or ())
-    if arr.shape[1:] != shape or arr.dtype != np.dtype(FRAME_DTYPES[session.dtype]):
+    if arr.shape[1:] != shape or arr.dtype != np.dtype(STORED_DTYPES[session.dtype]):
         raise RuleViolation(
             "bad_frame_length",
             f"Frames must be {count} x {' x '.join(map(str, shape))} samples of {session.dtype}.",
@@ -320,7 +320,7 @@ def _check_block(session: LiveSession, first_frame, frames, acquired_at, is_back
         raise RuleViolation("bad_frame_header", f"acquired_at and background must have {count} entries each.")
     if not np.isfinite(times).all() or (np.diff(times) < 0).any():
         raise RuleViolation("bad_frame_header", "acquired_at must be finite and non-decreasing Unix seconds.")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
         bad = int(np.flatnonzero(~np.isfinite(arr.reshape(count, -1)).all(axis=1))[0])
         raise RuleViolation(
             "non_finite_samples", f"Frame {first_frame + bad} has NaN or infinite samples: nothing of the block kept."

@@ -47,6 +47,8 @@ class FakeSession:
     frames_received: int = 0
     scan: int | None = None
     marks: list[dict[str, Any]] = field(default_factory=list)  # (kind, frame, note) as the platform keeps them
+    #: what GET answers as frequency_selection (1-based rfft bins; None: no system matrix)
+    frequency_selection: list[int] | None = None
 
     @property
     def next_frame(self) -> int:
@@ -60,7 +62,18 @@ class FakeSession:
             "frames_recorded": self.next_frame,
             "next_frame": self.next_frame,
             "scan": self.scan,
+            "frequency_selection": self.frequency_selection,
         }
+
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(J, C, V) of the started stream, (J, C, K_sel) for spectra."""
+        fields = self.header["fields"]
+        last = (
+            len(self.header["frequency_selection"])
+            if self.header.get("payload") == "spectra"
+            else int(fields["/acquisition/receiver/numSamplingPoints"])
+        )
+        return (int(fields["/acquisition/numPeriodsPerFrame"]), int(fields["/acquisition/receiver/numChannels"]), last)
 
 
 class FakeLiveServer:
@@ -217,12 +230,7 @@ class FakeLiveServer:
         header_line, _, payload = body.partition(b"\n")
         head = json.loads(header_line)
         dtype = np.dtype(session.header["dtype"]).newbyteorder("<")
-        fields = session.header["fields"]
-        shape = (
-            int(fields["/acquisition/numPeriodsPerFrame"]),
-            int(fields["/acquisition/receiver/numChannels"]),
-            int(fields["/acquisition/receiver/numSamplingPoints"]),
-        )
+        shape = session.frame_shape()
         count = head["count"]
         frame_bytes = int(np.prod(shape)) * dtype.itemsize
         if len(payload) != count * frame_bytes or len(head["acquired_at"]) != count or len(head["background"]) != count:
@@ -265,14 +273,9 @@ class FakeLiveServer:
     # -- what arrived -------------------------------------------------------------------
 
     def recorded(self, session_id: str = "41") -> np.ndarray:
-        """The recorded frames as (N, J, C, V) of the stream dtype, in index order."""
+        """The recorded frames as (N, J, C, V) of the stream dtype (N, J, C, K_sel spectra), in index order."""
         s = self.sessions[session_id]
-        fields = s.header["fields"]
-        shape = (
-            int(fields["/acquisition/numPeriodsPerFrame"]),
-            int(fields["/acquisition/receiver/numChannels"]),
-            int(fields["/acquisition/receiver/numSamplingPoints"]),
-        )
+        shape = s.frame_shape()
         dtype = np.dtype(s.header["dtype"]).newbyteorder("<")
         assert sorted(s.frames) == list(range(len(s.frames)))
         return np.stack([np.frombuffer(s.frames[n], dtype=dtype).reshape(shape) for n in range(len(s.frames))])
