@@ -621,6 +621,14 @@
     var open = openAlerts(), banner = $("alert-banner");
     if (!open.length) { banner.hidden = true; shownAlert = null; document.body.classList.remove("alerting"); return; }
     var a = open[0];
+    // A clinician writing the reason for the alert shown keeps it on the banner when another
+    // alert comes (its text would otherwise be cleared, or given to the new alert).
+    var reasonBox = $("alert-reason");
+    var writing = reasonBox && reasonBox.value.trim() && shownAlert !== null;
+    if (writing) {
+      var kept = open.filter(function (o) { return o.id === shownAlert; })[0];
+      if (kept) { a = kept; }
+    }
     banner.hidden = false;
     document.body.classList.add("alerting");
     banner.classList.toggle("technical", ["frame_gap", "lag", "system_matrix_mismatch"].indexOf(a.kind) >= 0);
